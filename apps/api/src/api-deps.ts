@@ -1,0 +1,76 @@
+import mongoose, { type Connection } from 'mongoose';
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import {
+  createEventsQueue,
+  createModels,
+  createRedis,
+  ensureIndexes,
+  KeyedLock,
+  OutboxRelay,
+  type Config,
+  type Models,
+  type UserEventJob,
+} from '@connect/shared';
+import { AccessTokens } from './auth/access-tokens.ts';
+import { ClientDirectory } from './auth/client-directory.ts';
+import { ClientKeys, DEFAULT_CLIENT_KEY_OPTIONS, type ClientKeyOptions } from './auth/client-keys.ts';
+import { loadServiceSigningKey } from './auth/service-signing-key.ts';
+
+/** Everything the API's routes use, passed in so tests build the real thing with their own connections. */
+export interface ApiDeps {
+  config: Readonly<Config>;
+  log: Logger;
+  mongo: Connection;
+  models: Models;
+  redis: Redis;
+  queue: Queue<UserEventJob>;
+  relay: OutboxRelay;
+  lock: KeyedLock;
+  tokens: AccessTokens;
+  clients: ClientDirectory;
+  clientKeys: ClientKeys;
+  shuttingDown: () => boolean;
+  close: () => Promise<void>;
+}
+
+export interface ApiDepsOptions {
+  /** How long a client's enabled state is cached on the bearer path (≤ 60 s by SPEC). */
+  clientCacheTtlMs?: number;
+  clientKeys?: Partial<ClientKeyOptions>;
+}
+
+export async function createApiDeps(config: Readonly<Config>, log: Logger, options: ApiDepsOptions = {}): Promise<ApiDeps> {
+  const mongo = await mongoose.createConnection(config.mongoUrl, { maxPoolSize: 50, serverSelectionTimeoutMS: 10_000 }).asPromise();
+  const models = createModels(mongo);
+  await ensureIndexes(models, log);
+  const redis = createRedis(config.redisUrl, 'producer');
+  redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
+  const queue = createEventsQueue(redis, config.queuePrefix);
+  queue.on('error', (err) => log.warn({ err: err.message }, 'events queue error'));
+  const relay = new OutboxRelay({ models, queue, log });
+  const key = await loadServiceSigningKey(models, config.tokenSigningKey);
+  let stopping = false;
+  return {
+    config,
+    log,
+    mongo,
+    models,
+    redis,
+    queue,
+    relay,
+    lock: new KeyedLock(),
+    tokens: new AccessTokens(key, config.issuer, config.accessTokenTtlSeconds),
+    clients: new ClientDirectory(models, options.clientCacheTtlMs ?? 30_000),
+    clientKeys: new ClientKeys({ ...DEFAULT_CLIENT_KEY_OPTIONS, ...options.clientKeys }),
+    shuttingDown: () => stopping,
+    close: async () => {
+      stopping = true;
+      await relay.drain();
+      await queue.close().catch(() => undefined);
+      redis.disconnect();
+      await mongo.close();
+    },
+  };
+}

@@ -1,0 +1,48 @@
+import { randomUUID } from 'node:crypto';
+import { jwtVerify, SignJWT } from 'jose';
+import type { ServiceSigningKey } from './service-signing-key.ts';
+
+export interface AccessTokenClaims {
+  clientId: string;
+  organizationId: string;
+}
+
+/**
+ * Access tokens: JWTs signed with the service key, issuer and audience the
+ * public base URL + base path, carrying the client and organization ids.
+ */
+export class AccessTokens {
+  constructor(
+    private readonly key: ServiceSigningKey,
+    private readonly issuer: string,
+    readonly ttlSeconds: number,
+  ) {}
+
+  async issue(claims: AccessTokenClaims): Promise<string> {
+    const now = Math.floor(Date.now() / 1000);
+    return new SignJWT({ org_id: claims.organizationId, client_id: claims.clientId })
+      .setProtectedHeader({ alg: this.key.alg, kid: this.key.kid, typ: 'at+jwt' })
+      .setIssuer(this.issuer)
+      .setAudience(this.issuer)
+      .setSubject(claims.clientId)
+      .setIssuedAt(now)
+      .setExpirationTime(now + this.ttlSeconds)
+      .setJti(randomUUID())
+      .sign(this.key.privateKey);
+  }
+
+  /** Throws on anything but a token this service signed, unexpired, for this issuer. */
+  async verify(token: string): Promise<AccessTokenClaims> {
+    const { payload } = await jwtVerify(token, this.key.publicKey, {
+      algorithms: [this.key.alg],
+      issuer: this.issuer,
+      audience: this.issuer,
+      typ: 'at+jwt',
+      requiredClaims: ['exp', 'sub'],
+    });
+    if (typeof payload.org_id !== 'string' || typeof payload.client_id !== 'string' || payload.client_id !== payload.sub) {
+      throw new Error('access token lacks its claims');
+    }
+    return { clientId: payload.client_id, organizationId: payload.org_id };
+  }
+}

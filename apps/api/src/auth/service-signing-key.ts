@@ -1,0 +1,56 @@
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { calculateJwkThumbprint, exportJWK } from 'jose';
+import { collectionOf, isDuplicateKeyError, type Models } from '@connect/shared';
+
+export interface ServiceSigningKey {
+  alg: 'RS256' | 'ES256' | 'EdDSA';
+  kid: string;
+  privateKey: KeyObject;
+  publicKey: KeyObject;
+}
+
+const KEY_ID = 'access-token';
+
+function algFor(key: KeyObject): ServiceSigningKey['alg'] {
+  switch (key.asymmetricKeyType) {
+    case 'rsa':
+      return 'RS256';
+    case 'ec':
+      if (key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return 'ES256';
+      break;
+    case 'ed25519':
+      return 'EdDSA';
+  }
+  throw new Error('TOKEN_SIGNING_KEY: must be an RSA, EC P-256 or Ed25519 private key');
+}
+
+async function fromPem(pem: string): Promise<ServiceSigningKey> {
+  const privateKey = createPrivateKey(pem);
+  const publicKey = createPublicKey(privateKey);
+  const kid = await calculateJwkThumbprint(await exportJWK(publicKey));
+  return { alg: algFor(privateKey), kid, privateKey, publicKey };
+}
+
+/**
+ * The key access tokens are signed with (SPEC §1): TOKEN_SIGNING_KEY when set;
+ * otherwise an Ed25519 key generated once and kept in MongoDB so that every API
+ * instance signs and verifies with the same one. Concurrent first starts race
+ * on one `_id`: the loser reads the winner's key.
+ */
+export async function loadServiceSigningKey(models: Models, configuredPem: string | undefined): Promise<ServiceSigningKey> {
+  if (configuredPem) return fromPem(configuredPem);
+  const keys = collectionOf(models.SigningKey);
+  const stored = await keys.findOne({ _id: KEY_ID });
+  if (stored) return fromPem(stored.private_key_pem);
+  const { privateKey } = generateKeyPairSync('ed25519');
+  const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  const key = await fromPem(pem);
+  try {
+    await keys.insertOne({ _id: KEY_ID, kid: key.kid, alg: key.alg, private_key_pem: pem, created_at: new Date() });
+    return key;
+  } catch (err) {
+    if (!isDuplicateKeyError(err)) throw err;
+    const winner = await keys.findOne({ _id: KEY_ID });
+    return fromPem(winner!.private_key_pem);
+  }
+}

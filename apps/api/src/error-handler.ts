@@ -1,0 +1,61 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { DomainError, PROBLEM_TYPE_BASE, maskEmailsIn, type FieldError } from '@connect/shared';
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  instance?: string;
+  errors?: FieldError[];
+  [extension: string]: unknown;
+}
+
+export function sendProblem(reply: FastifyReply, problem: Problem): FastifyReply {
+  if (problem.status === 401) reply.header('www-authenticate', 'Bearer');
+  return reply.status(problem.status).type('application/problem+json').send(problem);
+}
+
+const FASTIFY_CODES: Record<string, { slug: string; title: string; status: number; detail: string }> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: { slug: 'unsupported-media-type', title: 'Unsupported media type', status: 415, detail: 'Send the body as application/json.' },
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { slug: 'malformed-body', title: 'Malformed body', status: 400, detail: 'The Content-Length does not match the body.' },
+  FST_ERR_CTP_EMPTY_JSON_BODY: { slug: 'malformed-body', title: 'Malformed body', status: 400, detail: 'The body is empty; send a JSON object.' },
+  FST_ERR_CTP_INVALID_JSON_BODY: { slug: 'malformed-body', title: 'Malformed body', status: 400, detail: 'The body is not valid JSON.' },
+  FST_ERR_CTP_BODY_TOO_LARGE: { slug: 'body-too-large', title: 'Body too large', status: 413, detail: 'The body is larger than this endpoint accepts.' },
+  FST_ERR_CTP_INVALID_TYPE: { slug: 'unsupported-media-type', title: 'Unsupported media type', status: 415, detail: 'The Content-Type header is not valid.' },
+};
+
+/**
+ * The one place that turns errors into RFC 9457 problem+json. Domain errors carry
+ * their own type and status; Fastify's body-parsing errors are named; anything
+ * else is a 500 whose details go to the log only (no stack trace in a response).
+ */
+export function errorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const instance = request.url.split('?')[0];
+  if (error instanceof DomainError) {
+    return sendProblem(reply, {
+      type: error.type,
+      title: error.title,
+      status: error.status,
+      detail: error.message,
+      instance,
+      ...(error.errors ? { errors: error.errors } : {}),
+    });
+  }
+  const known = error.code ? FASTIFY_CODES[error.code] : undefined;
+  if (known) return sendProblem(reply, { type: PROBLEM_TYPE_BASE + known.slug, ...known, instance });
+  if (error instanceof SyntaxError || (error.statusCode === 400 && /JSON|body/i.test(error.message))) {
+    return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'malformed-body', title: 'Malformed body', status: 400, detail: 'The body is not valid JSON.', instance });
+  }
+  const status = error.statusCode ?? 500;
+  if (status >= 400 && status < 500) {
+    request.log.info({ code: error.code, err: maskEmailsIn(error.message) }, 'client error');
+    return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'bad-request', title: 'Bad request', status, detail: 'The request could not be processed.', instance });
+  }
+  request.log.error({ err: maskEmailsIn(error.message), code: error.code, stack: error.stack }, 'unhandled error');
+  return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'internal', title: 'Internal error', status: 500, detail: 'Something went wrong on our side; it has been logged.', instance });
+}
+
+export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'not-found', title: 'Not found', status: 404, detail: 'No such route.', instance: request.url.split('?')[0] });
+}

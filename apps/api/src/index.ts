@@ -1,0 +1,3 @@
+export * from './api-deps.ts';
+export * from './build-app.ts';
+export * from './shutdown.ts';

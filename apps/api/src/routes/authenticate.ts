@@ -1,0 +1,77 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import {
+  API_VERSIONS,
+  UnauthorizedError,
+  UnsupportedApiVersionError,
+  EndpointNotInVersionError,
+  apiVersionAtLeast,
+  isApiVersion,
+  isWellFormedApiVersion,
+  type ApiVersion,
+} from '@connect/shared';
+import type { AccessTokens } from '../auth/access-tokens.ts';
+import type { ClientDirectory } from '../auth/client-directory.ts';
+
+export const API_VERSION_HEADER = 'x-nabla-api-version';
+export const API_VERSION_QUERY = 'nabla-api-version';
+
+export interface RequestAuth {
+  clientId: string;
+  organizationId: string;
+  apiVersion: ApiVersion;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    auth?: RequestAuth;
+  }
+}
+
+const BEARER = /^Bearer ([A-Za-z0-9\-_.~+/]+=*)$/i;
+
+/** The version a request asks for (header first, then query), or undefined when it asks none. */
+export function requestedApiVersion(request: FastifyRequest): ApiVersion | undefined {
+  const header = request.headers[API_VERSION_HEADER];
+  const query = (request.query as Record<string, unknown> | undefined)?.[API_VERSION_QUERY];
+  const raw = header ?? query;
+  if (raw === undefined) return undefined;
+  const value = Array.isArray(raw) ? raw[0] : raw;
+  if (typeof value !== 'string' || !isWellFormedApiVersion(value.trim())) {
+    throw new UnsupportedApiVersionError(`Malformed API version; send ${API_VERSION_HEADER}: YYYY-MM-DD. Known: ${API_VERSIONS.join(', ')}.`);
+  }
+  const v = value.trim();
+  if (!isApiVersion(v)) throw new UnsupportedApiVersionError(`Unknown API version ${v}. Known: ${API_VERSIONS.join(', ')}.`);
+  return v;
+}
+
+export interface AuthenticateDeps {
+  tokens: AccessTokens;
+  clients: ClientDirectory;
+}
+
+/**
+ * onRequest hook for every {base} route but the token endpoint: a valid access
+ * token of an enabled client (else 401 with WWW-Authenticate: Bearer), then the
+ * API version (explicit, else the organization's pinned one), echoed in the
+ * response, and checked against the route's minimum.
+ */
+export function authenticate(deps: AuthenticateDeps, minimumVersion: ApiVersion) {
+  return async function onRequest(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const match = BEARER.exec(request.headers.authorization ?? '');
+    if (!match) throw new UnauthorizedError();
+    let claims;
+    try {
+      claims = await deps.tokens.verify(match[1]!);
+    } catch {
+      throw new UnauthorizedError('The access token is invalid or expired.');
+    }
+    const active = await deps.clients.cached(claims.clientId);
+    if (!active || active.organization._id !== claims.organizationId) {
+      throw new UnauthorizedError('The access token is invalid or expired.');
+    }
+    const apiVersion = requestedApiVersion(request) ?? active.organization.api_version;
+    reply.header(API_VERSION_HEADER, apiVersion);
+    if (!apiVersionAtLeast(apiVersion, minimumVersion)) throw new EndpointNotInVersionError(minimumVersion, apiVersion);
+    request.auth = { clientId: claims.clientId, organizationId: claims.organizationId, apiVersion };
+  };
+}

@@ -1,0 +1,90 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { DEFAULT_PINNED_API_VERSION, DomainError } from '@connect/shared';
+import { z } from 'zod';
+import type { ApiDeps } from '../api-deps.ts';
+import { AssertionRejected, verifyClientAssertion } from '../auth/client-assertion.ts';
+import { API_VERSION_HEADER, requestedApiVersion } from './authenticate.ts';
+
+const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+
+type OAuthErrorCode = 'invalid_request' | 'invalid_client' | 'unsupported_grant_type';
+
+/** RFC 6749 §5.2 error body; the token endpoint does not speak problem+json (SPEC §1). */
+function oauthError(reply: FastifyReply, status: 400 | 401, error: OAuthErrorCode, description: string): FastifyReply {
+  reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+  if (status === 401) reply.header('www-authenticate', 'Bearer');
+  return reply.status(status).type('application/json').send({ error, error_description: description });
+}
+
+export const tokenRequestSchema = z
+  .object({
+    grant_type: z.string().max(100).meta({ example: 'client_credentials' }),
+    client_assertion_type: z.string().max(200).meta({ example: JWT_BEARER }),
+    client_assertion: z.string().max(16_384),
+    client_id: z.string().max(200).optional(),
+    scope: z.string().max(1000).optional(),
+  })
+  .meta({ id: 'TokenRequest' });
+
+export const tokenResponseSchema = z
+  .object({ access_token: z.string(), token_type: z.literal('Bearer'), expires_in: z.number().int() })
+  .meta({ id: 'TokenResponse' });
+
+const oauthErrorSchema = z.object({ error: z.string(), error_description: z.string() }).meta({ id: 'OAuthError' });
+
+export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Promise<void> {
+  // Every failure of this route, parse errors included, answers in RFC 6749 form.
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    if (error instanceof DomainError && error.status === 400) return oauthError(reply, 400, 'invalid_request', error.message);
+    if ((error.statusCode ?? 500) < 500) return oauthError(reply, 400, 'invalid_request', 'The request body could not be read; send form or JSON parameters.');
+    request.log.error({ err: error.message }, 'token endpoint failed');
+    return reply.status(500).type('application/json').send({ error: 'server_error', error_description: 'Try again later.' });
+  });
+
+  app.post(
+    '/oauth/token',
+    {
+      schema: {
+        summary: 'Get a server access token (OAuth 2.0 client credentials with a JWT client assertion, RFC 7523)',
+        tags: ['oauth'],
+        body: tokenRequestSchema,
+        response: { 200: tokenResponseSchema, 400: oauthErrorSchema, 401: oauthErrorSchema },
+      },
+      // Validation is done in the handler so that every refusal has the RFC 6749 shape.
+      validatorCompiler: () => (data) => ({ value: data }),
+    },
+    async (request: FastifyRequest, reply: FastifyReply) => {
+      reply.header(API_VERSION_HEADER, requestedApiVersion(request) ?? DEFAULT_PINNED_API_VERSION);
+      const body = request.body;
+      if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+        return oauthError(reply, 400, 'invalid_request', 'Send grant_type, client_assertion_type and client_assertion.');
+      }
+      const params = body as Record<string, unknown>;
+      if (params.grant_type === undefined) return oauthError(reply, 400, 'invalid_request', 'grant_type is required.');
+      if (params.grant_type !== 'client_credentials') return oauthError(reply, 400, 'unsupported_grant_type', 'Only client_credentials is supported.');
+      const parsed = tokenRequestSchema.safeParse(body);
+      if (!parsed.success) {
+        const field = parsed.error.issues[0]?.path.join('.') ?? 'body';
+        return oauthError(reply, 400, 'invalid_request', `${field} is missing or malformed.`);
+      }
+      if (parsed.data.client_assertion_type !== JWT_BEARER) {
+        return oauthError(reply, 400, 'invalid_request', `client_assertion_type must be ${JWT_BEARER}.`);
+      }
+      try {
+        const { client, organization } = await verifyClientAssertion(
+          { models: deps.models, clients: deps.clients, keys: deps.clientKeys, audiences: [deps.config.tokenEndpointUrl, deps.config.issuer] },
+          parsed.data.client_assertion,
+          parsed.data.client_id,
+        );
+        const accessToken = await deps.tokens.issue({ clientId: client._id, organizationId: organization._id });
+        request.log.info({ client_id: client._id }, 'access token issued');
+        reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+        return reply.send({ access_token: accessToken, token_type: 'Bearer', expires_in: deps.tokens.ttlSeconds });
+      } catch (err) {
+        if (!(err instanceof AssertionRejected)) throw err;
+        request.log.info({ reason: err.reason }, 'client assertion refused');
+        return oauthError(reply, 401, 'invalid_client', 'Client authentication failed.');
+      }
+    },
+  );
+}

@@ -1,0 +1,97 @@
+/**
+ * Domain errors carry a stable RFC 9457 problem `type` slug and an HTTP status;
+ * the API's single error handler turns them into problem+json. Routes never build
+ * error bodies themselves.
+ */
+export const PROBLEM_TYPE_BASE = 'https://connect-provisioning.dev/problems/';
+
+export interface FieldError {
+  path: string;
+  message: string;
+}
+
+export class DomainError extends Error {
+  constructor(
+    readonly slug: string,
+    readonly title: string,
+    readonly status: number,
+    detail: string,
+    readonly errors?: FieldError[],
+  ) {
+    super(detail);
+    this.name = new.target.name;
+  }
+
+  get type(): string {
+    return PROBLEM_TYPE_BASE + this.slug;
+  }
+}
+
+export class ValidationError extends DomainError {
+  constructor(errors: FieldError[], detail?: string) {
+    super(
+      'validation',
+      'Invalid request',
+      400,
+      detail ?? `Invalid request: ${errors.map((e) => `${e.path || '(body)'}: ${e.message}`).join('; ')}`,
+      errors,
+    );
+  }
+}
+
+export class EmailMismatchError extends DomainError {
+  constructor() {
+    super(
+      'email-mismatch',
+      'Email does not match',
+      409,
+      'A user with this external_provider_id exists with another provider_email.',
+    );
+  }
+}
+
+export class EmailConflictError extends DomainError {
+  constructor() {
+    super(
+      'email-conflict',
+      'Email already in use',
+      409,
+      'Another user of this organization already has this provider_email.',
+    );
+  }
+}
+
+export class NotFoundError extends DomainError {
+  constructor(detail: string) {
+    super('not-found', 'Not found', 404, detail);
+  }
+}
+
+export class UnauthorizedError extends DomainError {
+  constructor(detail = 'A valid bearer access token is required.') {
+    super('unauthorized', 'Unauthorized', 401, detail);
+  }
+}
+
+export class ConcurrentUpdateError extends DomainError {
+  constructor() {
+    super('concurrent-update', 'Concurrent update', 409, 'The user kept changing while this request was applied; retry it.');
+  }
+}
+
+export class UnsupportedApiVersionError extends DomainError {
+  constructor(detail: string) {
+    super('unsupported-api-version', 'Unsupported API version', 400, detail);
+  }
+}
+
+export class EndpointNotInVersionError extends DomainError {
+  constructor(readonly requiredVersion: string, served: string) {
+    super(
+      'endpoint-not-in-version',
+      'Endpoint not available in this API version',
+      404,
+      `This endpoint is available from API version ${requiredVersion}; the request was served under ${served}.`,
+    );
+  }
+}

@@ -1,0 +1,71 @@
+import pino, { type Logger, type LoggerOptions } from 'pino';
+
+/** `jane.doe@example.com` → `j***@e***.com`: enough to tell users apart in a log, not to read. */
+export function maskEmail(email: string): string {
+  const at = email.lastIndexOf('@');
+  if (at < 1) return '***';
+  const local = email.slice(0, at);
+  const domain = email.slice(at + 1);
+  const dot = domain.lastIndexOf('.');
+  const host = dot > 0 ? domain.slice(0, dot) : domain;
+  const tld = dot > 0 ? domain.slice(dot) : '';
+  return `${local[0]}***@${host[0] ?? ''}***${tld}`;
+}
+
+const EMAIL_IN_TEXT = /[^\s"'<>@,;:]+@[^\s"'<>@,;:]+\.[A-Za-z]{2,}/g;
+
+/** Masks every email address inside free text (error messages can quote input). */
+export function maskEmailsIn(text: string): string {
+  return text.replace(EMAIL_IN_TEXT, (m) => maskEmail(m));
+}
+
+/**
+ * pino with the project's redaction: credentials are removed wherever they sit in
+ * a logged object, and emails are masked. Request logging serializers (apps/api)
+ * log only method, route and a request id, never headers or bodies.
+ */
+export const REDACT_PATHS = [
+  'authorization',
+  '*.authorization',
+  'req.headers.authorization',
+  'headers.authorization',
+  'client_assertion',
+  '*.client_assertion',
+  'access_token',
+  '*.access_token',
+  'token',
+  '*.token',
+  'secret',
+  'secrets',
+  '*.secret',
+  '*.secrets',
+  'private_key_pem',
+  '*.private_key_pem',
+  'password',
+  '*.password',
+];
+
+export function loggerOptions(level: string, name: string): LoggerOptions {
+  return {
+    name,
+    level,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    formatters: {
+      log(obj) {
+        for (const key of ['provider_email', 'email']) {
+          const v = obj[key];
+          if (typeof v === 'string') obj[key] = maskEmail(v);
+        }
+        for (const key of ['err', 'msg', 'error']) {
+          const v = obj[key];
+          if (typeof v === 'string') obj[key] = maskEmailsIn(v);
+        }
+        return obj;
+      },
+    },
+  };
+}
+
+export function createLogger(level: string, name: string, destination?: pino.DestinationStream): Logger {
+  return destination ? pino(loggerOptions(level, name), destination) : pino(loggerOptions(level, name));
+}

@@ -1,0 +1,274 @@
+import mongoose, { type Connection, Schema } from 'mongoose';
+import type { ApiVersion } from '../api-versions.ts';
+import type { ProviderUserView, Settings } from '../provider-users/provider-user-schema.ts';
+
+/**
+ * The collections. Models are built per connection (not on the global mongoose)
+ * so the API, the worker, the CLI and each test file can hold their own.
+ * Everything is written with plain fields and lean reads; nothing uses
+ * `select: false`, which FerretDB cannot combine with findOneAndUpdate.
+ */
+
+export interface OrganizationDoc {
+  _id: string;
+  name: string;
+  api_version: ApiVersion;
+  created_at: Date;
+}
+
+export interface OAuthClientDoc {
+  _id: string;
+  organization_id: string;
+  public_key_pem: string | null;
+  jwks_url: string | null;
+  enabled: boolean;
+  created_at: Date;
+  disabled_at: Date | null;
+}
+
+/** The newest event of a user, written in the same single-document write as the change. */
+export interface LastEvent {
+  id: string;
+  type: 'user.created' | 'user.updated';
+  occurred_at: Date;
+  version: number;
+}
+
+/** The creation event never changes, so the document keeps it whole (SPEC §2 order after an outage). */
+export interface CreatedEvent {
+  id: string;
+  occurred_at: Date;
+  data: ProviderUserView;
+}
+
+export interface ProviderUserDoc {
+  _id: mongoose.Types.ObjectId;
+  organization_id: string;
+  external_provider_id: string;
+  /** As first stored (trimmed). */
+  provider_email: string;
+  /** Lower-cased: what uniqueness and matching use. */
+  email_normalized: string;
+  settings: Settings | null;
+  created_at: Date;
+  updated_at: Date;
+  version: number;
+  created_event: CreatedEvent;
+  last_event: LastEvent;
+}
+
+export interface SigningKeyDoc {
+  _id: string;
+  kid: string;
+  alg: string;
+  private_key_pem: string;
+  created_at: Date;
+}
+
+export interface UsedAssertionDoc {
+  _id: string;
+  expires_at: Date;
+}
+
+export interface PublishedEventDoc {
+  _id: string;
+  user_id: mongoose.Types.ObjectId;
+  published_at: Date;
+}
+
+export interface RelayCursorDoc {
+  _id: string;
+  updated_at: Date;
+  user_id: mongoose.Types.ObjectId | null;
+}
+
+export type DeliveryStatus = 'pending' | 'delivered' | 'failed' | 'superseded';
+
+/** One row per (user, target): the state GET /users/{id} reports in `sync`. */
+export interface SyncStateDoc {
+  _id: string;
+  organization_id: string;
+  user_id: mongoose.Types.ObjectId;
+  target: string;
+  status: 'pending' | 'delivered' | 'failed';
+  /** Newest version queued for this target. */
+  version: number;
+  /** Newest version this target answered 2xx to: never sent anything older afterwards. */
+  delivered_version: number;
+  attempts: number;
+  last_attempt_at: Date | null;
+  last_error: string | null;
+  updated_at: Date;
+}
+
+/** One row per (event, target) delivery: the execution log, dead letters included. */
+export interface DeliveryDoc {
+  _id: string;
+  event_id: string;
+  event_type: string;
+  organization_id: string;
+  user_id: mongoose.Types.ObjectId;
+  external_provider_id: string;
+  target: string;
+  version: number;
+  status: DeliveryStatus;
+  attempts: number;
+  last_status_code: number | null;
+  last_error: string | null;
+  created_at: Date;
+  updated_at: Date;
+  delivered_at: Date | null;
+}
+
+const base = { versionKey: false, strict: 'throw', autoIndex: false, autoCreate: false } as const;
+
+const organizationSchema = new Schema<OrganizationDoc>(
+  { _id: String, name: { type: String, required: true }, api_version: { type: String, required: true }, created_at: Date },
+  { ...base, collection: 'organizations' },
+);
+
+const oauthClientSchema = new Schema<OAuthClientDoc>(
+  {
+    _id: String,
+    organization_id: { type: String, required: true, index: true },
+    public_key_pem: { type: String, default: null },
+    jwks_url: { type: String, default: null },
+    enabled: { type: Boolean, default: true },
+    created_at: Date,
+    disabled_at: { type: Date, default: null },
+  },
+  { ...base, collection: 'oauth_clients' },
+);
+
+const providerUserSchema = new Schema<ProviderUserDoc>(
+  {
+    organization_id: { type: String, required: true },
+    external_provider_id: { type: String, required: true },
+    provider_email: { type: String, required: true },
+    email_normalized: { type: String, required: true },
+    settings: { type: Schema.Types.Mixed, default: null },
+    created_at: Date,
+    updated_at: Date,
+    version: Number,
+    created_event: Schema.Types.Mixed,
+    last_event: Schema.Types.Mixed,
+  },
+  { ...base, collection: 'provider_users' },
+);
+// SPEC §3: the shard key is organization + external provider id, so both unique
+// indexes lead with organization_id.
+providerUserSchema.index({ organization_id: 1, external_provider_id: 1 }, { unique: true });
+providerUserSchema.index({ organization_id: 1, email_normalized: 1 }, { unique: true });
+// The outbox sweep walks users by (updated_at, _id).
+providerUserSchema.index({ updated_at: 1, _id: 1 });
+
+const signingKeySchema = new Schema<SigningKeyDoc>(
+  { _id: String, kid: String, alg: String, private_key_pem: String, created_at: Date },
+  { ...base, collection: 'signing_keys' },
+);
+
+const usedAssertionSchema = new Schema<UsedAssertionDoc>(
+  { _id: String, expires_at: Date },
+  { ...base, collection: 'used_assertions' },
+);
+
+const publishedEventSchema = new Schema<PublishedEventDoc>(
+  { _id: String, user_id: Schema.Types.ObjectId, published_at: Date },
+  { ...base, collection: 'published_events' },
+);
+
+const relayCursorSchema = new Schema<RelayCursorDoc>(
+  { _id: String, updated_at: Date, user_id: { type: Schema.Types.ObjectId, default: null } },
+  { ...base, collection: 'relay_cursors' },
+);
+
+const syncStateSchema = new Schema<SyncStateDoc>(
+  {
+    _id: String,
+    organization_id: String,
+    user_id: Schema.Types.ObjectId,
+    target: String,
+    status: String,
+    version: Number,
+    delivered_version: Number,
+    attempts: Number,
+    last_attempt_at: Date,
+    last_error: String,
+    updated_at: Date,
+  },
+  { ...base, collection: 'sync_states' },
+);
+syncStateSchema.index({ user_id: 1 });
+
+const deliverySchema = new Schema<DeliveryDoc>(
+  {
+    _id: String,
+    event_id: String,
+    event_type: String,
+    organization_id: String,
+    user_id: Schema.Types.ObjectId,
+    external_provider_id: String,
+    target: String,
+    version: Number,
+    status: String,
+    attempts: Number,
+    last_status_code: Number,
+    last_error: String,
+    created_at: Date,
+    updated_at: Date,
+    delivered_at: Date,
+  },
+  { ...base, collection: 'deliveries' },
+);
+deliverySchema.index({ status: 1, updated_at: 1 });
+
+export function createModels(conn: Connection) {
+  return {
+    Organization: conn.model<OrganizationDoc>('Organization', organizationSchema),
+    OAuthClient: conn.model<OAuthClientDoc>('OAuthClient', oauthClientSchema),
+    ProviderUser: conn.model<ProviderUserDoc>('ProviderUser', providerUserSchema),
+    SigningKey: conn.model<SigningKeyDoc>('SigningKey', signingKeySchema),
+    UsedAssertion: conn.model<UsedAssertionDoc>('UsedAssertion', usedAssertionSchema),
+    PublishedEvent: conn.model<PublishedEventDoc>('PublishedEvent', publishedEventSchema),
+    RelayCursor: conn.model<RelayCursorDoc>('RelayCursor', relayCursorSchema),
+    SyncState: conn.model<SyncStateDoc>('SyncState', syncStateSchema),
+    Delivery: conn.model<DeliveryDoc>('Delivery', deliverySchema),
+  };
+}
+export type Models = ReturnType<typeof createModels>;
+
+export function isDuplicateKeyError(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === 11000;
+}
+
+/** FerretDB answers buildInfo with a `ferretdbVersion` field; MongoDB does not. */
+export async function isFerretDb(conn: Connection): Promise<boolean> {
+  const info = await conn.db!.admin().command({ buildInfo: 1 });
+  return 'ferretdbVersion' in info;
+}
+
+/**
+ * Creates the collections and indexes. Start-up never depends on what FerretDB
+ * refuses (TTL indexes, partial indexes, collations: code 238), so the TTL index
+ * on used assertions is attempted and its absence tolerated; expired rows are then
+ * removed by `purgeExpiredAssertions`.
+ */
+export async function ensureIndexes(models: Models, log?: { warn: (obj: object, msg: string) => void }): Promise<void> {
+  for (const model of Object.values(models)) {
+    await model.createCollection().catch((err: { code?: number }) => {
+      if (err.code !== 48) throw err; // 48: NamespaceExists
+    });
+    await model.createIndexes();
+  }
+  try {
+    await models.UsedAssertion.collection.createIndex({ expires_at: 1 }, { name: 'expires_at_ttl', expireAfterSeconds: 0 });
+  } catch (err) {
+    log?.warn({ err: (err as Error).message }, 'TTL index refused (FerretDB?); expired assertions are purged by the API instead');
+    await models.UsedAssertion.collection.createIndex({ expires_at: 1 }, { name: 'expires_at' });
+  }
+}
+
+/** The driver collection of a model, typed with its document (mongoose types it as `Document`). */
+export function collectionOf<T extends { _id: unknown }>(model: mongoose.Model<T>): import('mongodb').Collection<T> {
+  return model.collection as unknown as import('mongodb').Collection<T>;
+}

@@ -1,0 +1,46 @@
+import { NotFoundError } from '../domain-errors.ts';
+import type { Models, ProviderUserDoc, SyncStateDoc } from '../models/models.ts';
+import type { ProviderUserView } from './provider-user-schema.ts';
+import { toProviderUserView } from './provider-user-view.ts';
+
+export interface SyncView {
+  target: string;
+  status: 'pending' | 'delivered' | 'failed';
+  version: number | null;
+  attempts: number;
+  last_attempt_at: string | null;
+  last_error: string | null;
+}
+
+export type ProviderUserWithSync = ProviderUserView & { sync: SyncView[] };
+
+/**
+ * SPEC §1 GET /users/{external_provider_id}: the user plus, for each configured
+ * target, where its copy stands. A target the worker has not touched yet is
+ * `pending` at the user's version. 404 when this organization has no such user.
+ */
+export async function getProviderUser(
+  models: Models,
+  targets: readonly { name: string }[],
+  organizationId: string,
+  externalProviderId: string,
+): Promise<ProviderUserWithSync> {
+  const user = await models.ProviderUser.findOne({ organization_id: organizationId, external_provider_id: externalProviderId }).lean<ProviderUserDoc>();
+  if (!user) throw new NotFoundError('This organization has no user with this external_provider_id.');
+  const rows = await models.SyncState.find({ user_id: user._id }).lean<SyncStateDoc[]>();
+  const byTarget = new Map(rows.map((r) => [r.target, r]));
+  const sync = targets.map(({ name }): SyncView => {
+    const row = byTarget.get(name);
+    if (!row) return { target: name, status: 'pending', version: user.version, attempts: 0, last_attempt_at: null, last_error: null };
+    const delivered = row.delivered_version >= user.version;
+    return {
+      target: name,
+      status: delivered ? 'delivered' : row.status === 'failed' ? 'failed' : 'pending',
+      version: delivered ? row.delivered_version : Math.max(row.version, user.version),
+      attempts: row.attempts,
+      last_attempt_at: row.last_attempt_at?.toISOString() ?? null,
+      last_error: row.last_error,
+    };
+  });
+  return { ...toProviderUserView(user), sync };
+}

@@ -1,0 +1,98 @@
+import { z } from 'zod';
+import { SPECIALTY_KINDS, SPEECH_LOCALES } from '../enums.ts';
+
+/**
+ * The request and response shapes of POST /users (the seed page, with SPEC §1's
+ * decisions where the seed is silent). Types, validation and the OpenAPI document
+ * all come from these schemas.
+ */
+export const specialtyKindSchema = z.enum(SPECIALTY_KINDS).meta({ id: 'SpecialtyKind' });
+export const speechLocaleSchema = z.enum(SPEECH_LOCALES).meta({ id: 'SpeechLocale' });
+
+export const specialtyInputSchema = z
+  .strictObject({
+    kind: specialtyKindSchema,
+    other_specialty_name: z
+      .string()
+      .trim()
+      .min(1, 'must not be blank')
+      .max(256, 'at most 256 characters')
+      .nullish(),
+  })
+  .superRefine((s, ctx) => {
+    if (s.kind === 'OTHER' && (s.other_specialty_name === undefined || s.other_specialty_name === null)) {
+      ctx.addIssue({ code: 'custom', path: ['other_specialty_name'], message: 'is required when kind is OTHER' });
+    }
+    if (s.kind !== 'OTHER' && s.other_specialty_name !== undefined && s.other_specialty_name !== null) {
+      ctx.addIssue({ code: 'custom', path: ['other_specialty_name'], message: 'must be null or absent unless kind is OTHER' });
+    }
+  });
+
+export const settingsInputSchema = z
+  .strictObject({
+    /** Absent keeps the current specialty, null clears it. */
+    specialty: specialtyInputSchema.nullish(),
+    speech_locale: speechLocaleSchema,
+    /** Absent keeps the current secondary locale, null clears it. */
+    secondary_speech_locale: speechLocaleSchema.nullish(),
+  })
+  .superRefine((s, ctx) => {
+    if (s.secondary_speech_locale && s.secondary_speech_locale === s.speech_locale) {
+      ctx.addIssue({ code: 'custom', path: ['secondary_speech_locale'], message: 'must differ from speech_locale' });
+    }
+  });
+
+export const upsertProviderUserBodySchema = z
+  .strictObject({
+    provider_email: z
+      .string()
+      .trim()
+      .max(320, 'at most 320 characters')
+      .pipe(z.email({ message: 'must be a valid email address' })),
+    external_provider_id: z
+      .string()
+      .min(1, 'must not be empty')
+      .max(256, 'at most 256 characters')
+      .refine((s) => s.trim().length > 0, 'must not be blank'),
+    settings: settingsInputSchema.optional(),
+  })
+  .meta({ id: 'UpsertProviderUserRequest' });
+export type UpsertProviderUserBody = z.infer<typeof upsertProviderUserBodySchema>;
+export type SettingsInput = z.infer<typeof settingsInputSchema>;
+
+export const specialtySchema = z.object({
+  kind: specialtyKindSchema,
+  other_specialty_name: z.string().nullable(),
+});
+export const settingsSchema = z
+  .object({
+    specialty: specialtySchema.nullable(),
+    speech_locale: speechLocaleSchema,
+    secondary_speech_locale: speechLocaleSchema.nullable(),
+  })
+  .meta({ id: 'ProviderUserSettings' });
+export type Settings = z.infer<typeof settingsSchema>;
+
+export const providerUserSchema = z
+  .object({
+    provider_email: z.string(),
+    external_provider_id: z.string(),
+    settings: settingsSchema.nullable(),
+    created_at: z.string().meta({ format: 'date-time' }),
+    updated_at: z.string().meta({ format: 'date-time' }),
+    version: z.number().int().min(1),
+  })
+  .meta({ id: 'ProviderUser' });
+export type ProviderUserView = z.infer<typeof providerUserSchema>;
+
+export const syncStateSchema = z.object({
+  target: z.string(),
+  status: z.enum(['pending', 'delivered', 'failed']),
+  version: z.number().int().nullable(),
+  attempts: z.number().int(),
+  last_attempt_at: z.string().nullable(),
+  last_error: z.string().nullable(),
+});
+export const providerUserWithSyncSchema = providerUserSchema
+  .extend({ sync: z.array(syncStateSchema) })
+  .meta({ id: 'ProviderUserWithSync' });

@@ -1,0 +1,116 @@
+import { randomUUID } from 'node:crypto';
+import mongoose from 'mongoose';
+import { ConcurrentUpdateError, EmailConflictError, EmailMismatchError } from '../domain-errors.ts';
+import type { KeyedLock } from '../keyed-lock.ts';
+import { collectionOf, isDuplicateKeyError, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { mergeSettings, sameSettings } from './merge-settings.ts';
+import type { UpsertProviderUserBody } from './provider-user-schema.ts';
+import { toProviderUserView } from './provider-user-view.ts';
+
+export interface UpsertProviderUserCommand {
+  organizationId: string;
+  body: UpsertProviderUserBody;
+}
+
+export type UpsertOutcome = 'created' | 'updated' | 'unchanged';
+
+export interface UpsertResult {
+  outcome: UpsertOutcome;
+  user: ProviderUserDoc;
+}
+
+export interface UpsertDeps {
+  models: Models;
+  lock: KeyedLock;
+  now?: () => Date;
+}
+
+const MAX_ATTEMPTS = 8;
+
+/**
+ * SPEC §1 POST /users, within one organization:
+ * - no user with this external_provider_id and none with this email: create (v1, `user.created`);
+ * - a user with this external_provider_id and the same email: merge settings (v+1, `user.updated`),
+ *   or nothing at all when the merge changes nothing;
+ * - a user with this external_provider_id and another email: EmailMismatchError;
+ * - no user with this external_provider_id but another has this email: EmailConflictError.
+ *
+ * The change and its event are one single-document write (no transactions).
+ * Races are settled by MongoDB: the unique indexes on (organization,
+ * external_provider_id) and (organization, email) let exactly one insert win, and
+ * updates are conditional on the version read, so a lost race re-reads and
+ * re-decides. FerretDB enforces the unique indexes too but does not apply
+ * updates atomically; the per-process keyed lock keeps one process's writes to a
+ * user in order, which is all it can guarantee there.
+ */
+export async function upsertProviderUser(deps: UpsertDeps, cmd: UpsertProviderUserCommand): Promise<UpsertResult> {
+  const { organizationId, body } = cmd;
+  return deps.lock.run(`${organizationId}\u0000${body.external_provider_id}`, async () => {
+    const { ProviderUser } = deps.models;
+    const emailNormalized = body.provider_email.toLowerCase();
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const now = deps.now?.() ?? new Date();
+      const existing = await ProviderUser.findOne({
+        organization_id: organizationId,
+        external_provider_id: body.external_provider_id,
+      }).lean<ProviderUserDoc>();
+
+      if (!existing) {
+        const user = newUser(organizationId, body, emailNormalized, now);
+        try {
+          await collectionOf(ProviderUser).insertOne(user);
+          return { outcome: 'created', user };
+        } catch (err) {
+          if (!isDuplicateKeyError(err)) throw err;
+          // FerretDB's duplicate-key error names neither index nor key: re-read to learn which clashed.
+          const byEmail = await ProviderUser.findOne({ organization_id: organizationId, email_normalized: emailNormalized })
+            .select({ external_provider_id: 1 })
+            .lean<Pick<ProviderUserDoc, 'external_provider_id'>>();
+          if (byEmail && byEmail.external_provider_id !== body.external_provider_id) {
+            const sameId = await ProviderUser.exists({ organization_id: organizationId, external_provider_id: body.external_provider_id });
+            if (!sameId) throw new EmailConflictError();
+          }
+          continue; // someone created this external_provider_id first: decide again as an update
+        }
+      }
+
+      if (existing.email_normalized !== emailNormalized) throw new EmailMismatchError();
+
+      const settings = mergeSettings(existing.settings, body.settings);
+      if (sameSettings(settings, existing.settings)) return { outcome: 'unchanged', user: existing };
+
+      const version = existing.version + 1;
+      const last_event: LastEvent = { id: randomUUID(), type: 'user.updated', occurred_at: now, version };
+      const res = await ProviderUser.updateOne(
+        { _id: existing._id, version: existing.version },
+        { $set: { settings, updated_at: now, version, last_event } },
+      );
+      if (res.matchedCount === 1) {
+        return { outcome: 'updated', user: { ...existing, settings, updated_at: now, version, last_event } };
+      }
+      // Another process changed the user between our read and our write: read again.
+    }
+    throw new ConcurrentUpdateError();
+  });
+}
+
+function newUser(organizationId: string, body: UpsertProviderUserBody, emailNormalized: string, now: Date): ProviderUserDoc {
+  const settings = mergeSettings(null, body.settings);
+  const eventId = randomUUID();
+  const fields = {
+    provider_email: body.provider_email,
+    external_provider_id: body.external_provider_id,
+    settings,
+    created_at: now,
+    updated_at: now,
+    version: 1,
+  };
+  return {
+    _id: new mongoose.Types.ObjectId(),
+    organization_id: organizationId,
+    email_normalized: emailNormalized,
+    ...fields,
+    created_event: { id: eventId, occurred_at: now, data: toProviderUserView(fields) },
+    last_event: { id: eventId, type: 'user.created', occurred_at: now, version: 1 },
+  };
+}

@@ -1,0 +1,174 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+
+let api: TestApi;
+let clinic: TestClient;
+let token: string;
+let seq = 0;
+const nextId = () => `ehr-${++seq}-${Date.now()}`;
+
+beforeAll(async () => {
+  api = await startTestApi({ label: 'upsert' });
+  clinic = await registerTestClient(api.models);
+  token = await getToken(api, clinic);
+});
+afterAll(async () => api?.close());
+
+const stored = (externalProviderId: string) =>
+  api.models.ProviderUser.findOne({ organization_id: clinic.organization._id, external_provider_id: externalProviderId }).lean();
+
+describe('POST /users: no user has this external_provider_id nor this email → create', () => {
+  it('answers 201 with Location, the seed fields, updated_at and version 1, and stores the user', async () => {
+    const id = nextId();
+    const res = await postUser(api, token, {
+      provider_email: '  Dr.Who@Example.com ',
+      external_provider_id: id,
+      settings: { specialty: { kind: 'CARDIOLOGY' }, speech_locale: 'ENGLISH_US', secondary_speech_locale: 'SPANISH_ES' },
+    });
+    expect(res.status).toBe(201);
+    expect(res.headers.get('location')).toBe(`${api.baseUrl}/users/${id}`);
+    expect(res.headers.get('x-nabla-api-version')).toBe('2026-03-23');
+    expect(res.body).toEqual({
+      provider_email: 'Dr.Who@Example.com',
+      external_provider_id: id,
+      settings: {
+        specialty: { kind: 'CARDIOLOGY', other_specialty_name: null },
+        speech_locale: 'ENGLISH_US',
+        secondary_speech_locale: 'SPANISH_ES',
+      },
+      created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+      updated_at: res.body.created_at,
+      version: 1,
+    });
+    const doc = await stored(id);
+    expect(doc?.email_normalized).toBe('dr.who@example.com');
+    expect(doc?.version).toBe(1);
+    expect(doc?.last_event.type).toBe('user.created');
+  });
+
+  it('without settings stores settings: null', async () => {
+    const id = nextId();
+    const res = await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id });
+    expect(res.status).toBe(201);
+    expect(res.body.settings).toBeNull();
+    expect((await stored(id))?.settings).toBeNull();
+  });
+});
+
+describe('POST /users: same external_provider_id and same email → merge settings', () => {
+  it('matches the email case-insensitively, returns it as first stored, and bumps the version', async () => {
+    const id = nextId();
+    const first = await postUser(api, token, { provider_email: `Ann.${id}@Example.com`, external_provider_id: id });
+    const res = await postUser(api, token, {
+      provider_email: `ann.${id}@EXAMPLE.com`,
+      external_provider_id: id,
+      settings: { speech_locale: 'FRENCH_FR' },
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('location')).toBeNull();
+    expect(res.body.provider_email).toBe(`Ann.${id}@Example.com`);
+    expect(res.body.version).toBe(2);
+    expect(res.body.created_at).toBe(first.body.created_at);
+    expect(res.body.settings).toEqual({ specialty: null, speech_locale: 'FRENCH_FR', secondary_speech_locale: null });
+    expect((await stored(id))?.version).toBe(2);
+  });
+
+  it('absent specialty and secondary locale keep their values; null clears them', async () => {
+    const id = nextId();
+    const email = `${id}@example.com`;
+    await postUser(api, token, {
+      provider_email: email,
+      external_provider_id: id,
+      settings: { specialty: { kind: 'OTHER', other_specialty_name: 'Sleep medicine' }, speech_locale: 'ENGLISH_US', secondary_speech_locale: 'GERMAN_DE' },
+    });
+    const kept = await postUser(api, token, { provider_email: email, external_provider_id: id, settings: { speech_locale: 'ENGLISH_UK' } });
+    expect(kept.status).toBe(200);
+    expect(kept.body.settings).toEqual({
+      specialty: { kind: 'OTHER', other_specialty_name: 'Sleep medicine' },
+      speech_locale: 'ENGLISH_UK',
+      secondary_speech_locale: 'GERMAN_DE',
+    });
+    const cleared = await postUser(api, token, {
+      provider_email: email,
+      external_provider_id: id,
+      settings: { specialty: null, speech_locale: 'ENGLISH_UK', secondary_speech_locale: null },
+    });
+    expect(cleared.body.settings).toEqual({ specialty: null, speech_locale: 'ENGLISH_UK', secondary_speech_locale: null });
+    expect(cleared.body.version).toBe(3);
+    expect((await stored(id))?.settings).toEqual(cleared.body.settings);
+  });
+
+  it('omitting settings keeps the current ones and changes nothing', async () => {
+    const id = nextId();
+    const email = `${id}@example.com`;
+    await postUser(api, token, { provider_email: email, external_provider_id: id, settings: { speech_locale: 'ITALIAN_IT' } });
+    const res = await postUser(api, token, { provider_email: email, external_provider_id: id });
+    expect(res.status).toBe(200);
+    expect(res.body.settings.speech_locale).toBe('ITALIAN_IT');
+    expect(res.body.version).toBe(1);
+  });
+
+  it('a request that changes nothing answers 200, leaves version and updated_at, and writes no event', async () => {
+    const id = nextId();
+    const email = `${id}@example.com`;
+    const body = { provider_email: email, external_provider_id: id, settings: { specialty: { kind: 'UROLOGY' }, speech_locale: 'POLISH_PL' } };
+    const first = await postUser(api, token, body);
+    const before = await stored(id);
+    await new Promise((r) => setTimeout(r, 20));
+    const again = await postUser(api, token, { ...body, provider_email: email.toUpperCase() });
+    expect(again.status).toBe(200);
+    expect(again.body).toEqual(first.body);
+    const after = await stored(id);
+    expect(after?.version).toBe(1);
+    expect(after?.updated_at.toISOString()).toBe(before?.updated_at.toISOString());
+    expect(after?.last_event.id).toBe(before?.last_event.id);
+  });
+
+  it('a kept secondary locale that would equal the new primary one is a 400 naming it, and nothing changes', async () => {
+    const id = nextId();
+    const email = `${id}@example.com`;
+    await postUser(api, token, { provider_email: email, external_provider_id: id, settings: { speech_locale: 'ENGLISH_US', secondary_speech_locale: 'FRENCH_FR' } });
+    const res = await postUser(api, token, { provider_email: email, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } });
+    expect(res.status).toBe(400);
+    expect(res.body.errors).toEqual([expect.objectContaining({ path: 'settings.secondary_speech_locale' })]);
+    expect((await stored(id))?.version).toBe(1);
+  });
+});
+
+describe('POST /users: conflicts', () => {
+  it('same external_provider_id with another email → 409 email-mismatch, nothing changes', async () => {
+    const id = nextId();
+    await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'ENGLISH_US' } });
+    const res = await postUser(api, token, { provider_email: `other-${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } });
+    expect(res.status).toBe(409);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(res.body.type).toMatch(/\/email-mismatch$/);
+    expect(res.body).toMatchObject({ title: expect.any(String), status: 409, detail: expect.any(String) });
+    const doc = await stored(id);
+    expect(doc?.settings?.speech_locale).toBe('ENGLISH_US');
+    expect(doc?.version).toBe(1);
+  });
+
+  it('new external_provider_id with an email another user has → 409 email-conflict, nothing created', async () => {
+    const a = nextId();
+    const b = nextId();
+    await postUser(api, token, { provider_email: `${a}@example.com`, external_provider_id: a });
+    const res = await postUser(api, token, { provider_email: `${a.toUpperCase()}@EXAMPLE.COM`, external_provider_id: b });
+    expect(res.status).toBe(409);
+    expect(res.body.type).toMatch(/\/email-conflict$/);
+    expect(await stored(b)).toBeNull();
+  });
+});
+
+describe('GET /users/{external_provider_id}', () => {
+  it('returns the user with a sync array, and 404 for an unknown id', async () => {
+    const id = `with/slash ${nextId()}`;
+    await postUser(api, token, { provider_email: `${seq}-x@example.com`, external_provider_id: id, settings: { speech_locale: 'THAI_TH' } });
+    const res = await getUser(api, token, id);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ external_provider_id: id, version: 1, settings: { speech_locale: 'THAI_TH' }, sync: [] });
+    const missing = await getUser(api, token, 'nobody');
+    expect(missing.status).toBe(404);
+    expect(missing.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  });
+});

@@ -1,0 +1,181 @@
+import { generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
+import { Writable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { SignJWT } from 'jose';
+import { inject } from 'vitest';
+import { buildApp, createApiDeps, type ApiDeps, type ApiDepsOptions } from '@connect/api';
+import { createLogger, loadConfig, registerClient, registerOrganization, type Models, type OAuthClientDoc, type OrganizationDoc } from '@connect/shared';
+import { freePort } from './local-services.ts';
+
+/** A MongoDB URL naming a database of the caller's own on the run's server. */
+export function databaseUrl(label: string): string {
+  const url = new URL(inject('mongoUrl'));
+  url.pathname = `/${label.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 30)}_${randomUUID().slice(0, 8)}`;
+  return url.toString();
+}
+
+export function uniquePrefix(label: string): string {
+  return `t-${inject('runId')}-${label}-${randomUUID().slice(0, 6)}`;
+}
+
+/** Collects a process's pino lines so tests can assert what is (not) logged. */
+export class LogCapture extends Writable {
+  readonly lines: string[] = [];
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.lines.push(...chunk.toString().split('\n').filter(Boolean));
+    cb();
+  }
+  get text(): string {
+    return this.lines.join('\n');
+  }
+}
+
+export interface TestApi {
+  origin: string;
+  /** PUBLIC_BASE_URL + BASE_PATH: what an integrator's client holds. */
+  baseUrl: string;
+  tokenUrl: string;
+  app: FastifyInstance;
+  deps: ApiDeps;
+  models: Models;
+  logs: LogCapture;
+  env: Record<string, string>;
+  close: () => Promise<void>;
+}
+
+export interface StartApiOptions extends ApiDepsOptions {
+  label?: string;
+  env?: Record<string, string>;
+  mongoUrl?: string;
+}
+
+/** The real API, in this process, on a real port, over the run's MongoDB and Redis. */
+export async function startTestApi(options: StartApiOptions = {}): Promise<TestApi> {
+  const port = await freePort();
+  const env: Record<string, string> = {
+    MONGO_URL: options.mongoUrl ?? databaseUrl(options.label ?? 'api'),
+    REDIS_URL: inject('redisUrl'),
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
+    QUEUE_PREFIX: uniquePrefix(options.label ?? 'api'),
+    LOG_LEVEL: 'debug',
+    ...options.env,
+  };
+  const config = loadConfig(env);
+  const logs = new LogCapture();
+  const log = createLogger(config.logLevel, 'api', logs);
+  const deps = await createApiDeps(config, log, options);
+  const app = await buildApp(deps);
+  await app.listen({ port, host: '127.0.0.1' });
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    baseUrl: config.issuer,
+    tokenUrl: config.tokenEndpointUrl,
+    app,
+    deps,
+    models: deps.models,
+    logs,
+    env,
+    close: async () => {
+      await app.close();
+      await deps.close();
+    },
+  };
+}
+
+export interface TestClient {
+  organization: OrganizationDoc;
+  client: OAuthClientDoc;
+  privateKey: KeyObject;
+}
+
+export function rsaKeyPair(): { privateKey: KeyObject; publicKeyPem: string } {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { privateKey, publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString() };
+}
+
+export async function registerTestClient(models: Models, options: { apiVersion?: string; name?: string } = {}): Promise<TestClient> {
+  const organization = await registerOrganization(models, { name: options.name ?? 'Test clinic', apiVersion: options.apiVersion });
+  const { privateKey, publicKeyPem } = rsaKeyPair();
+  const client = await registerClient(models, { organizationId: organization._id, publicKeyPem });
+  return { organization, client, privateKey };
+}
+
+export interface AssertionOptions {
+  aud?: string;
+  iss?: string;
+  sub?: string;
+  iat?: number;
+  exp?: number;
+  jti?: string | null;
+  alg?: string;
+  kid?: string;
+}
+
+/** An assertion as the public sample client signs it: RS256, iss = sub = client id, aud = token URL, 60 s. */
+export async function signAssertion(clientId: string, key: KeyObject, aud: string, o: AssertionOptions = {}): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  const claims: Record<string, unknown> = {};
+  if (o.jti !== null) claims.jti = o.jti ?? randomUUID();
+  const jwt = new SignJWT(claims)
+    .setProtectedHeader({ alg: o.alg ?? 'RS256', typ: 'JWT', ...(o.kid ? { kid: o.kid } : {}) })
+    .setIssuer(o.iss ?? clientId)
+    .setSubject(o.sub ?? clientId)
+    .setAudience(o.aud ?? aud)
+    .setIssuedAt(o.iat ?? now)
+    .setExpirationTime(o.exp ?? (o.iat ?? now) + 60);
+  return jwt.sign(key);
+}
+
+export interface HttpAnswer<T = any> {
+  status: number;
+  headers: Headers;
+  body: T;
+  text: string;
+}
+
+export async function http<T = any>(url: string, init: RequestInit = {}): Promise<HttpAnswer<T>> {
+  const res = await fetch(url, init);
+  const text = await res.text();
+  let body: any = text;
+  try {
+    body = text ? JSON.parse(text) : undefined;
+  } catch {
+    /* not JSON */
+  }
+  return { status: res.status, headers: res.headers, body, text };
+}
+
+export async function requestToken(api: TestApi, c: TestClient, o: AssertionOptions = {}): Promise<HttpAnswer> {
+  const assertion = await signAssertion(c.client._id, c.privateKey, api.tokenUrl, o);
+  return http(api.tokenUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      grant_type: 'client_credentials',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: assertion,
+    }),
+  });
+}
+
+export async function getToken(api: TestApi, c: TestClient): Promise<string> {
+  const res = await requestToken(api, c);
+  if (res.status !== 200) throw new Error(`token request failed: ${res.status} ${res.text}`);
+  return res.body.access_token;
+}
+
+export function postUser(api: TestApi, token: string, body: unknown, headers: Record<string, string> = {}): Promise<HttpAnswer> {
+  return http(`${api.baseUrl}/users`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-nabla-api-version': '2026-03-23', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+export function getUser(api: TestApi, token: string, externalProviderId: string): Promise<HttpAnswer> {
+  return http(`${api.baseUrl}/users/${encodeURIComponent(externalProviderId)}`, {
+    headers: { authorization: `Bearer ${token}`, 'x-nabla-api-version': '2026-03-23' },
+  });
+}
