@@ -1,3 +1,4 @@
 export * from './api-deps.ts';
 export * from './build-app.ts';
 export * from './shutdown.ts';
+export * from './auth/access-tokens.ts';

@@ -13,7 +13,7 @@ export interface AccessTokenClaims {
  */
 export class AccessTokens {
   constructor(
-    private readonly key: ServiceSigningKey,
+    readonly key: ServiceSigningKey,
     private readonly issuer: string,
     readonly ttlSeconds: number,
   ) {}

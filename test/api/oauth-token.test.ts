@@ -1,0 +1,225 @@
+import { createServer, type Server } from 'node:http';
+import { createPublicKey, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { exportJWK, SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { disableClient, registerClient } from '@connect/shared';
+import {
+  http,
+  postUser,
+  registerTestClient,
+  requestToken,
+  rsaKeyPair,
+  signAssertion,
+  startTestApi,
+  type TestApi,
+  type TestClient,
+} from '../support/harness.ts';
+
+const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+let api: TestApi;
+let clinic: TestClient;
+
+beforeAll(async () => {
+  api = await startTestApi({ label: 'oauth', clientKeys: { jwksCooldownMs: 0 } });
+  clinic = await registerTestClient(api.models);
+});
+afterAll(async () => api?.close());
+
+function tokenRequest(body: Record<string, string>, form = false) {
+  return http(api.tokenUrl, {
+    method: 'POST',
+    headers: { 'content-type': form ? 'application/x-www-form-urlencoded' : 'application/json' },
+    body: form ? new URLSearchParams(body).toString() : JSON.stringify(body),
+  });
+}
+
+function withAssertion(assertion: string, extra: Record<string, string> = {}) {
+  return { grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion, ...extra };
+}
+
+async function tokenWorks(accessToken: string): Promise<boolean> {
+  const res = await postUser(api, accessToken, { provider_email: `${randomUUID()}@example.com`, external_provider_id: randomUUID() });
+  return res.status === 201;
+}
+
+function expectInvalidClient(res: { status: number; body: any; headers: Headers }) {
+  expect(res.status).toBe(401);
+  expect(res.body).toEqual({ error: 'invalid_client', error_description: 'Client authentication failed.' });
+  expect(res.headers.get('cache-control')).toBe('no-store');
+}
+
+describe('POST /oauth/token: a valid RS256 assertion gets a working token', () => {
+  it('as a JSON body, like the public sample client', async () => {
+    const res = await requestToken(api, clinic);
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ access_token: expect.any(String), token_type: 'Bearer', expires_in: 3600 });
+    expect(res.headers.get('cache-control')).toBe('no-store');
+    expect(await tokenWorks(res.body.access_token)).toBe(true);
+  });
+
+  it('as a form body, with client_id equal to iss, like standard OAuth libraries', async () => {
+    const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
+    const res = await tokenRequest(withAssertion(assertion, { client_id: clinic.client._id }), true);
+    expect(res.status).toBe(200);
+    expect(await tokenWorks(res.body.access_token)).toBe(true);
+  });
+
+  it('with the issuer (base URL) as audience', async () => {
+    const res = await requestToken(api, clinic, { aud: api.baseUrl });
+    expect(res.status).toBe(200);
+  });
+
+  it('with ES256 and EdDSA client keys too', async () => {
+    for (const type of ['ec', 'ed25519'] as const) {
+      const pair = type === 'ec' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('ed25519');
+      const client = await registerClient(api.models, {
+        organizationId: clinic.organization._id,
+        publicKeyPem: pair.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+      });
+      const assertion = await signAssertion(client._id, pair.privateKey, api.tokenUrl, { alg: type === 'ec' ? 'ES256' : 'EdDSA' });
+      const res = await tokenRequest(withAssertion(assertion));
+      expect(res.status, type).toBe(200);
+    }
+  });
+});
+
+describe('POST /oauth/token: refusals', () => {
+  const now = () => Math.floor(Date.now() / 1000);
+
+  it('unknown client', async () => {
+    const assertion = await signAssertion(randomUUID(), clinic.privateKey, api.tokenUrl);
+    expectInvalidClient(await tokenRequest(withAssertion(assertion)));
+  });
+
+  it('disabled client', async () => {
+    const c = await registerTestClient(api.models);
+    await disableClient(api.models, c.client._id);
+    expectInvalidClient(await requestToken(api, c));
+  });
+
+  it('assertion signed with another key', async () => {
+    const other = rsaKeyPair();
+    const assertion = await signAssertion(clinic.client._id, other.privateKey, api.tokenUrl);
+    expectInvalidClient(await tokenRequest(withAssertion(assertion)));
+  });
+
+  it('expired', async () => {
+    expectInvalidClient(await requestToken(api, clinic, { iat: now() - 300, exp: now() - 120 }));
+  });
+
+  it('exp more than 5 minutes after iat', async () => {
+    expectInvalidClient(await requestToken(api, clinic, { iat: now(), exp: now() + 301 }));
+  });
+
+  it('iat in the future beyond the 30 s skew', async () => {
+    expectInvalidClient(await requestToken(api, clinic, { iat: now() + 120, exp: now() + 180 }));
+  });
+
+  it('wrong audience', async () => {
+    expectInvalidClient(await requestToken(api, clinic, { aud: 'https://elsewhere.example.com/oauth/token' }));
+  });
+
+  it('iss differs from sub', async () => {
+    expectInvalidClient(await requestToken(api, clinic, { sub: randomUUID() }));
+  });
+
+  it('missing jti', async () => {
+    expectInvalidClient(await requestToken(api, clinic, { jti: null }));
+  });
+
+  it('replayed jti: the same assertion works once', async () => {
+    const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
+    expect((await tokenRequest(withAssertion(assertion))).status).toBe(200);
+    expectInvalidClient(await tokenRequest(withAssertion(assertion)));
+  });
+
+  it('alg none', async () => {
+    const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const t = now();
+    const unsigned = `${enc({ alg: 'none', typ: 'JWT' })}.${enc({ iss: clinic.client._id, sub: clinic.client._id, aud: api.tokenUrl, iat: t, exp: t + 60, jti: randomUUID() })}.`;
+    expectInvalidClient(await tokenRequest(withAssertion(unsigned)));
+  });
+
+  it('HS256 signed with the public key as the secret (algorithm confusion)', async () => {
+    const t = now();
+    const assertion = await new SignJWT({ jti: randomUUID() })
+      .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+      .setIssuer(clinic.client._id)
+      .setSubject(clinic.client._id)
+      .setAudience(api.tokenUrl)
+      .setIssuedAt(t)
+      .setExpirationTime(t + 60)
+      .sign(new TextEncoder().encode(clinic.client.public_key_pem!));
+    expectInvalidClient(await tokenRequest(withAssertion(assertion)));
+  });
+
+  it('garbage assertion', async () => {
+    expectInvalidClient(await tokenRequest(withAssertion('not.a.jwt')));
+    expectInvalidClient(await tokenRequest(withAssertion('%%%')));
+  });
+
+  it('form client_id that differs from iss', async () => {
+    const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
+    expectInvalidClient(await tokenRequest(withAssertion(assertion, { client_id: randomUUID() }), true));
+  });
+
+  it('wrong grant_type → 400 unsupported_grant_type; missing parameters → 400 invalid_request', async () => {
+    const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
+    const wrongGrant = await tokenRequest({ ...withAssertion(assertion), grant_type: 'password' });
+    expect(wrongGrant.status).toBe(400);
+    expect(wrongGrant.body.error).toBe('unsupported_grant_type');
+    const missing = await tokenRequest({ grant_type: 'client_credentials' });
+    expect(missing.status).toBe(400);
+    expect(missing.body.error).toBe('invalid_request');
+    const wrongType = await tokenRequest({ ...withAssertion(assertion), client_assertion_type: 'urn:other' });
+    expect(wrongType.status).toBe(400);
+    expect(wrongType.body.error).toBe('invalid_request');
+    const notJson = await http(api.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{oops' });
+    expect(notJson.status).toBe(400);
+    expect(notJson.body.error).toBe('invalid_request');
+  });
+
+  it('every refusal reads the same to the caller, whatever the reason', async () => {
+    const unknown = await tokenRequest(withAssertion(await signAssertion(randomUUID(), clinic.privateKey, api.tokenUrl)));
+    const wrongKey = await tokenRequest(withAssertion(await signAssertion(clinic.client._id, rsaKeyPair().privateKey, api.tokenUrl)));
+    expect(unknown.text).toBe(wrongKey.text);
+  });
+});
+
+describe('POST /oauth/token: a JWKS-URL client', () => {
+  let jwksServer: Server;
+  let jwks: { keys: object[] } = { keys: [] };
+  let fetches = 0;
+
+  beforeAll(async () => {
+    jwksServer = createServer((_req, res) => {
+      fetches++;
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify(jwks));
+    });
+    await new Promise<void>((r) => jwksServer.listen(0, '127.0.0.1', r));
+  });
+  afterAll(() => new Promise<void>((r) => jwksServer.close(() => r())));
+
+  it('works, and a rotated key (new kid at the URL) works without a restart', async () => {
+    const { port } = jwksServer.address() as { port: number };
+    const client = await registerClient(api.models, { organizationId: clinic.organization._id, jwksUrl: `http://127.0.0.1:${port}/jwks.json` });
+    const first = rsaKeyPair();
+    jwks = { keys: [{ ...(await exportJWK(createPublicKey(first.privateKey))), kid: 'k1', alg: 'RS256', use: 'sig' }] };
+    const a1 = await signAssertion(client._id, first.privateKey, api.tokenUrl, { kid: 'k1' });
+    const r1 = await tokenRequest(withAssertion(a1));
+    expect(r1.status).toBe(200);
+
+    const second = rsaKeyPair();
+    jwks = { keys: [{ ...(await exportJWK(createPublicKey(second.privateKey))), kid: 'k2', alg: 'RS256', use: 'sig' }] };
+    const before = fetches;
+    const a2 = await signAssertion(client._id, second.privateKey, api.tokenUrl, { kid: 'k2' });
+    const r2 = await tokenRequest(withAssertion(a2));
+    expect(r2.status).toBe(200);
+    expect(fetches).toBeGreaterThan(before);
+
+    // The retired key no longer verifies once the set no longer has it.
+    const a3 = await signAssertion(client._id, first.privateKey, api.tokenUrl, { kid: 'k1' });
+    expectInvalidClient(await tokenRequest(withAssertion(a3)));
+  });
+});

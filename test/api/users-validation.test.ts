@@ -1,0 +1,124 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getToken, http, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+
+let api: TestApi;
+let clinic: TestClient;
+let token: string;
+
+beforeAll(async () => {
+  api = await startTestApi({ label: 'validation' });
+  clinic = await registerTestClient(api.models);
+  token = await getToken(api, clinic);
+});
+afterAll(async () => api?.close());
+
+const valid = () => ({ provider_email: `${randomUUID()}@example.com`, external_provider_id: randomUUID(), settings: { speech_locale: 'ENGLISH_US' } });
+
+async function expectRejected(body: unknown, path: string, init: { headers?: Record<string, string> } = {}) {
+  const before = await api.models.ProviderUser.countDocuments({});
+  const res = await postUser(api, token, body, init.headers);
+  expect(res.status, JSON.stringify(res.body)).toBe(400);
+  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  expect(res.body).toMatchObject({ type: expect.stringMatching(/\/validation$/), title: expect.any(String), status: 400, detail: expect.any(String) });
+  expect(res.body.errors.map((e: { path: string }) => e.path)).toContain(path);
+  expect(res.text).not.toMatch(/\bat .*\.(ts|js):\d+/); // no stack trace
+  expect(await api.models.ProviderUser.countDocuments({})).toBe(before);
+  return res;
+}
+
+describe('POST /users validation: 400 problem naming the field, nothing stored', () => {
+  it('bad email', async () => {
+    await expectRejected({ ...valid(), provider_email: 'not-an-email' }, 'provider_email');
+    await expectRejected({ ...valid(), provider_email: `${'a'.repeat(310)}@example.com` }, 'provider_email');
+  });
+
+  it('missing members', async () => {
+    const { provider_email, settings } = valid();
+    await expectRejected({ provider_email, settings }, 'external_provider_id');
+    await expectRejected({ external_provider_id: 'x', settings }, 'provider_email');
+  });
+
+  it('external_provider_id of 257 characters, empty, or blank', async () => {
+    await expectRejected({ ...valid(), external_provider_id: 'x'.repeat(257) }, 'external_provider_id');
+    await expectRejected({ ...valid(), external_provider_id: '' }, 'external_provider_id');
+    await expectRejected({ ...valid(), external_provider_id: '   ' }, 'external_provider_id');
+    // 256 is allowed.
+    const ok = await postUser(api, token, { ...valid(), external_provider_id: 'y'.repeat(256) });
+    expect(ok.status).toBe(201);
+  });
+
+  it('unknown members, at the top and inside settings', async () => {
+    await expectRejected({ ...valid(), nickname: 'Doc' }, 'nickname');
+    await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', theme: 'dark' } }, 'settings.theme');
+    await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'UROLOGY', level: 3 } } }, 'settings.specialty.level');
+  });
+
+  it('settings without speech_locale', async () => {
+    await expectRejected({ ...valid(), settings: { specialty: { kind: 'UROLOGY' } } }, 'settings.speech_locale');
+  });
+
+  it('OTHER without a name, and a name without OTHER', async () => {
+    await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'OTHER' } } }, 'settings.specialty.other_specialty_name');
+    await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'OTHER', other_specialty_name: ' ' } } }, 'settings.specialty.other_specialty_name');
+    await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'OTHER', other_specialty_name: 'x'.repeat(257) } } }, 'settings.specialty.other_specialty_name');
+    await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'CARDIOLOGY', other_specialty_name: 'Heart' } } }, 'settings.specialty.other_specialty_name');
+  });
+
+  it('unknown enum values', async () => {
+    await expectRejected({ ...valid(), settings: { speech_locale: 'KLINGON' } }, 'settings.speech_locale');
+    await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', secondary_speech_locale: 'english_uk' } }, 'settings.secondary_speech_locale');
+    await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'WIZARDRY' } } }, 'settings.specialty.kind');
+  });
+
+  it('secondary equal to primary', async () => {
+    await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', secondary_speech_locale: 'ENGLISH_US' } }, 'settings.secondary_speech_locale');
+  });
+
+  it('wrong types', async () => {
+    await expectRejected({ ...valid(), provider_email: 42 }, 'provider_email');
+    await expectRejected({ ...valid(), settings: 'ENGLISH_US' }, 'settings');
+    await expectRejected({ ...valid(), settings: null }, 'settings');
+  });
+});
+
+describe('POST /users: bodies that are not a JSON object', () => {
+  it('non-JSON body → 400 problem, nothing stored', async () => {
+    const before = await api.models.ProviderUser.countDocuments({});
+    for (const raw of ['{"provider_email":', 'null', '[]', '"text"', '']) {
+      const res = await postUser(api, token, raw);
+      expect(res.status, raw).toBe(400);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    }
+    expect(await api.models.ProviderUser.countDocuments({})).toBe(before);
+  });
+
+  it('prototype-poisoning keys are refused', async () => {
+    const res = await postUser(api, token, `{"provider_email":"a@example.com","external_provider_id":"p","__proto__":{"admin":true}}`);
+    expect(res.status).toBe(400);
+  });
+
+  it('wrong content type → 415 problem (form bodies are for the token endpoint only)', async () => {
+    for (const [type, payload] of [
+      ['text/plain', JSON.stringify(valid())],
+      ['application/x-www-form-urlencoded', new URLSearchParams({ provider_email: 'a@example.com', external_provider_id: 'form' }).toString()],
+    ] as const) {
+      const res = await http(`${api.baseUrl}/users`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': type }, body: payload });
+      expect(res.status, type).toBe(415);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    }
+    expect(await api.models.ProviderUser.countDocuments({ external_provider_id: 'form' })).toBe(0);
+  });
+
+  it('a body over the limit → 413 problem', async () => {
+    const res = await postUser(api, token, { ...valid(), padding: 'x'.repeat(70 * 1024) });
+    expect(res.status).toBe(413);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  });
+
+  it('unknown routes → 404 problem', async () => {
+    const res = await http(`${api.baseUrl}/encounters`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect(res.status).toBe(404);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  });
+});
