@@ -9,5 +9,6 @@ export default defineConfig({
     // Two cores here: a couple of files at a time keeps FerretDB and the machine responsive.
     maxWorkers: 2,
     pool: 'forks',
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
