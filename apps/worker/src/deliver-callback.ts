@@ -1,0 +1,96 @@
+import type { DownstreamTarget, UserEvent } from '@connect/shared';
+import { signNablaConnect } from './sign-nabla-connect.ts';
+import { signStandardWebhooks } from './sign-standard-webhooks.ts';
+
+/** SPEC §2: the callback body, exactly these keys. */
+export interface CallbackBody {
+  request_uuid: string;
+  type: UserEvent['type'];
+  occurred_at: string;
+  data: { organization_id: string; version: number; user: UserEvent['data'] };
+}
+
+export function callbackBodyOf(event: UserEvent): CallbackBody {
+  return {
+    request_uuid: event.id,
+    type: event.type,
+    occurred_at: event.occurred_at,
+    data: { organization_id: event.organization_id, version: event.version, user: event.data },
+  };
+}
+
+/**
+ * What one POST came to. `error` is safe to store and log: a status line or an
+ * error code, never the response body nor anything of the request (emails).
+ */
+export type CallbackOutcome =
+  | { kind: 'success'; status: number; durationMs: number }
+  | { kind: 'retryable'; status: number | null; error: string; retryAfterMs: number | null; durationMs: number }
+  | { kind: 'permanent'; status: number; error: string; durationMs: number };
+
+/** SPEC §2: these statuses are worth another try; every other non-2xx is the receiver saying no. */
+const RETRYABLE_STATUSES = new Set([408, 425, 429]);
+
+/** `Retry-After` is either delta-seconds or an HTTP date (RFC 9110 §10.2.3); anything else is ignored. */
+export function parseRetryAfter(value: string | null, now: Date): number | null {
+  if (value === null) return null;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  const at = Date.parse(v);
+  if (Number.isNaN(at) || !/[A-Za-z]/.test(v)) return null;
+  return Math.max(at - now.getTime(), 0);
+}
+
+export interface DeliverCallbackOptions {
+  now?: () => Date;
+  userAgent?: string;
+}
+
+function networkError(err: unknown, timeoutMs: number): string {
+  const e = err as { name?: string; cause?: { code?: string; name?: string }; code?: string };
+  if (e?.name === 'TimeoutError' || e?.cause?.name === 'TimeoutError') return `timeout after ${timeoutMs} ms`;
+  if (e?.name === 'AbortError') return 'aborted';
+  const code = e?.cause?.code ?? e?.code;
+  return code ? `network error: ${code}` : 'network error';
+}
+
+/**
+ * POSTs one event to one target, signed per the target's scheme, within its
+ * `timeout_ms`, and classifies the answer. Redirects are never followed: a
+ * redirect would carry a signed body, emails included, to a host nobody
+ * configured; a 3xx counts as a permanent refusal that an operator must look at.
+ */
+export async function deliverCallback(target: DownstreamTarget, event: UserEvent, options: DeliverCallbackOptions = {}): Promise<CallbackOutcome> {
+  const now = options.now ?? (() => new Date());
+  const rawBody = JSON.stringify(callbackBodyOf(event));
+  const signature =
+    target.scheme === 'standard-webhooks'
+      ? signStandardWebhooks(event.id, rawBody, target.secrets, now())
+      : signNablaConnect(rawBody, target.secrets, now());
+  const started = Date.now();
+  let res: Response;
+  try {
+    res = await fetch(target.url, {
+      method: 'POST',
+      redirect: 'manual',
+      signal: AbortSignal.timeout(target.timeout_ms),
+      headers: {
+        'content-type': 'application/json',
+        'user-agent': options.userAgent ?? 'connect-provisioning-callbacks/1',
+        ...signature,
+      },
+      body: rawBody,
+    });
+    // The body is never read into a log or a row; drain it so the connection can be reused.
+    await res.arrayBuffer().catch(() => undefined);
+  } catch (err) {
+    return { kind: 'retryable', status: null, error: networkError(err, target.timeout_ms), retryAfterMs: null, durationMs: Date.now() - started };
+  }
+  const durationMs = Date.now() - started;
+  const status = res.status;
+  if (status >= 200 && status < 300) return { kind: 'success', status, durationMs };
+  if (status >= 500 || RETRYABLE_STATUSES.has(status)) {
+    return { kind: 'retryable', status, error: `HTTP ${status}`, retryAfterMs: parseRetryAfter(res.headers.get('retry-after'), now()), durationMs };
+  }
+  return { kind: 'permanent', status, error: status >= 300 && status < 400 ? `HTTP ${status} (redirects are not followed)` : `HTTP ${status}`, durationMs };
+}

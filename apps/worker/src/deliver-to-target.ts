@@ -1,0 +1,169 @@
+import { UnrecoverableError, type Job } from 'bullmq';
+import { Types } from 'mongoose';
+import type { Logger } from 'pino';
+import { eventJobOf, maskEmailsIn, type DownstreamTarget, type Models, type ProviderUserDoc, type SyncStateDoc, type UserEvent } from '@connect/shared';
+import { deliverCallback } from './deliver-callback.ts';
+import { deliveryIdOf, type DeliveryJob } from './deliveries-queue.ts';
+import { RetryableDeliveryError } from './delivery-backoff.ts';
+
+export interface DeliverToTargetDeps {
+  models: Models;
+  targets: readonly DownstreamTarget[];
+  log: Logger;
+  now?: () => Date;
+}
+
+export function syncStateIdOf(userId: string, target: string): string {
+  return `${userId}:${target}`;
+}
+
+/** Defaults for an upsert's insert, minus the fields the update itself sets (MongoDB refuses both). */
+function onInsertOnly(defaults: Record<string, unknown>, updated: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(defaults).filter(([k]) => !(k in updated)));
+}
+
+/** A failure already written to the Delivery and SyncState rows; rethrown for BullMQ to retry or not. */
+class RecordedFailure extends Error {}
+
+/**
+ * The delivery processor: brings one target up to date with one user.
+ *
+ * - It sends the user's newest event as stored in MongoDB, not necessarily the
+ *   event the job was made for: events describe state, and the per-(user,
+ *   target) deduplication may have folded newer jobs into this one (SPEC §2
+ *   allows coalescing; overtaken events are recorded `superseded`).
+ * - It never sends a version at or below what the target has answered 2xx to
+ *   (`delivered_version`), so a duplicate or late job cannot take a target back
+ *   in time. Deliveries for one (user, target) never run in parallel (see
+ *   deliveries-queue.ts), which is what makes this read-then-send safe.
+ * - A target that never got `user.created` gets it first, from the user document.
+ * - Only this processor writes a SyncState row, and only while it holds the
+ *   (user, target) slot, so FerretDB's whole-document updates cannot lose a
+ *   concurrent change to it.
+ */
+export function createDeliverToTarget(deps: DeliverToTargetDeps) {
+  const targets = new Map(deps.targets.map((t) => [t.name, t]));
+  const now = deps.now ?? (() => new Date());
+  const { Delivery, ProviderUser, SyncState } = deps.models;
+
+  return async (job: Job<DeliveryJob>): Promise<{ sent: string[] }> => {
+    const { user_id, target: targetName } = job.data;
+    const userId = new Types.ObjectId(user_id);
+    const syncId = syncStateIdOf(user_id, targetName);
+    const attempt = job.attemptsMade + 1;
+    const lastAttempt = attempt >= (job.opts.attempts ?? 1);
+    const target = targets.get(targetName);
+
+    const touchRow = (event: UserEvent, set: Record<string, unknown>, inc?: Record<string, number>) =>
+      Delivery.updateOne(
+        { _id: deliveryIdOf(event.id, targetName) },
+        {
+          $set: { updated_at: now(), ...set },
+          $setOnInsert: onInsertOnly(
+            {
+              event_id: event.id,
+              event_type: event.type,
+              organization_id: event.organization_id,
+              user_id: userId,
+              external_provider_id: event.data.external_provider_id,
+              target: targetName,
+              version: event.version,
+              created_at: now(),
+              delivered_at: null,
+              last_status_code: null,
+              last_error: null,
+              attempts: 0,
+            },
+            { ...set, ...inc },
+          ),
+          ...(inc ? { $inc: inc } : {}),
+        },
+        { upsert: true },
+      );
+
+    const writeSync = (organizationId: string, set: Partial<SyncStateDoc>, deliveredVersion?: number) =>
+      SyncState.updateOne(
+        { _id: syncId },
+        {
+          $set: { updated_at: now(), ...set },
+          $setOnInsert: onInsertOnly(
+            { organization_id: organizationId, user_id: userId, target: targetName, delivered_version: 0, attempts: 0, last_attempt_at: null, last_error: null },
+            { ...set, ...(deliveredVersion === undefined ? {} : { delivered_version: deliveredVersion }) },
+          ),
+          ...(deliveredVersion === undefined ? {} : { $max: { delivered_version: deliveredVersion } }),
+        },
+        { upsert: true },
+      );
+
+    // Rows of events this target will never be sent, because a newer version reached it.
+    const settle = async (deliveredVersion: number) => {
+      await Delivery.updateMany(
+        { user_id: userId, target: targetName, version: { $lt: deliveredVersion }, status: { $in: ['pending', 'failed'] } },
+        { $set: { status: 'superseded', updated_at: now() } },
+      );
+    };
+
+    if (!target) {
+      await touchRow(job.data.event, { status: 'failed', last_error: 'target is no longer configured' });
+      throw new UnrecoverableError(`target ${targetName} is no longer configured`);
+    }
+
+    try {
+      const user = await ProviderUser.findById(userId).lean<ProviderUserDoc>();
+      const fresh = user ? eventJobOf(user) : undefined;
+      const newest = fresh && fresh.event.version > job.data.event.version ? fresh.event : job.data.event;
+      const created = fresh?.created ?? job.data.created;
+      const sync = await SyncState.findById(syncId).lean<SyncStateDoc>();
+      const deliveredVersion = sync?.delivered_version ?? 0;
+
+      if (newest.version <= deliveredVersion) {
+        await settle(deliveredVersion);
+        if (job.data.event.version === deliveredVersion) await touchRow(job.data.event, { status: 'delivered' });
+        deps.log.debug({ event_id: job.data.event.id, target: targetName, delivered_version: deliveredVersion }, 'target already has this version');
+        return { sent: [] };
+      }
+
+      // SPEC §2 order: a target that never got the creation event gets it before any update.
+      const toSend = deliveredVersion === 0 && newest.version > 1 ? [created, newest] : [newest];
+      for (const event of toSend) {
+        const isNewest = event === newest;
+        const startedAt = now();
+        await touchRow(event, { status: 'pending' }, { attempts: 1 });
+        await writeSync(event.organization_id, { status: 'pending', version: newest.version, attempts: attempt, last_attempt_at: startedAt });
+
+        const outcome = await deliverCallback(target, event, { now });
+        if (outcome.kind === 'success') {
+          await touchRow(event, { status: 'delivered', delivered_at: now(), last_status_code: outcome.status, last_error: null });
+          await writeSync(event.organization_id, { status: isNewest ? 'delivered' : 'pending', last_error: null }, event.version);
+          deps.log.info(
+            { event_id: event.id, type: event.type, version: event.version, target: targetName, status: outcome.status, duration_ms: outcome.durationMs, attempt },
+            'callback delivered',
+          );
+          continue;
+        }
+
+        const dead = outcome.kind === 'permanent' || lastAttempt;
+        await touchRow(event, { status: dead ? 'failed' : 'pending', last_status_code: outcome.status, last_error: outcome.error });
+        await writeSync(event.organization_id, { status: dead ? 'failed' : 'pending', last_error: outcome.error });
+        deps.log.warn(
+          { event_id: event.id, version: event.version, target: targetName, error: outcome.error, attempt, dead_letter: dead, duration_ms: outcome.durationMs },
+          dead ? 'callback failed for good: dead-lettered' : 'callback failed; will retry',
+        );
+        if (outcome.kind === 'permanent') throw new UnrecoverableError(outcome.error);
+        throw new RetryableDeliveryError(outcome.error, outcome.retryAfterMs);
+      }
+      await settle(newest.version);
+      return { sent: toSend.map((e) => e.id) };
+    } catch (err) {
+      if (err instanceof UnrecoverableError || err instanceof RetryableDeliveryError || err instanceof RecordedFailure) throw err;
+      // MongoDB or something else of ours failed: BullMQ retries it like a delivery; on
+      // the last attempt the row becomes a dead letter so it stays visible and replayable.
+      const message = `internal error: ${maskEmailsIn((err as Error).message ?? String(err))}`;
+      if (lastAttempt) {
+        await touchRow(job.data.event, { status: 'failed', last_error: message }).catch(() => undefined);
+      }
+      deps.log.error({ event_id: job.data.event.id, target: targetName, err: message, attempt }, 'delivery could not run');
+      throw new RecordedFailure(message);
+    }
+  };
+}

@@ -1,0 +1,24 @@
+import { ConfigError, createLogger, loadConfigOrExit, onTerminationSignals, runShutdownSequence } from '@connect/shared';
+import { workerShutdownSteps } from './shutdown.ts';
+import { startWorker } from './start-worker.ts';
+import { createWorkerDeps } from './worker-deps.ts';
+import { workerOptionsFromEnv, type WorkerOptions } from './worker-options.ts';
+
+const config = loadConfigOrExit({});
+let options: WorkerOptions;
+try {
+  options = workerOptionsFromEnv(process.env);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`configuration error: ${err.message}\n`);
+  process.exit(1);
+}
+const log = createLogger(config.logLevel, 'worker');
+const deps = await createWorkerDeps(config, log, options);
+const worker = startWorker(deps);
+onTerminationSignals(log, async () => {
+  const steps = workerShutdownSteps(worker, deps);
+  const done = await runShutdownSequence(steps, log, options.shutdownGraceMs);
+  return done.length === steps.length;
+});
+log.info('worker ready');

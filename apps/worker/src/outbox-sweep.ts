@@ -1,0 +1,55 @@
+import type { Logger } from 'pino';
+import type { OutboxRelay } from '@connect/shared';
+
+export interface OutboxSweep {
+  /** Resolves once the pass in progress, if any, has finished. */
+  stop(): Promise<void>;
+  /** Runs one pass now (tests). */
+  runOnce(): Promise<void>;
+}
+
+/**
+ * Runs the relay's sweep every `intervalMs`, so an event whose publish failed
+ * (API crashed after its write, Redis down) reaches the queue once Redis answers.
+ * A full batch means there is a backlog (after a long outage): the next pass runs
+ * at once instead of waiting a whole interval. Passes never overlap.
+ */
+export function startOutboxSweep(relay: OutboxRelay, log: Logger, intervalMs: number, batchSize: number): OutboxSweep {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let current: Promise<void> | undefined;
+
+  const pass = async (): Promise<boolean> => {
+    try {
+      const r = await relay.sweep(batchSize);
+      if (r.published > 0) log.info({ published: r.published, scanned: r.scanned }, 'outbox sweep published events');
+      return !r.failed && r.scanned >= batchSize;
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'outbox sweep failed; next pass retries');
+      return false;
+    }
+  };
+
+  const schedule = (delay: number) => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      current = pass().then((more) => {
+        current = undefined;
+        schedule(more ? 0 : intervalMs);
+      });
+    }, delay);
+  };
+  schedule(0);
+
+  return {
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await current;
+    },
+    async runOnce() {
+      while (current) await current;
+      await pass();
+    },
+  };
+}

@@ -1,0 +1,57 @@
+import { Worker } from 'bullmq';
+import { DELIVERIES_QUEUE, EVENTS_QUEUE, type UserEventJob } from '@connect/shared';
+import type { DeliveryJob } from './deliveries-queue.ts';
+import { deliveryBackoff } from './delivery-backoff.ts';
+import { createDeliverToTarget } from './deliver-to-target.ts';
+import { createFanOut } from './fan-out.ts';
+import { startOutboxSweep, type OutboxSweep } from './outbox-sweep.ts';
+import type { WorkerDeps } from './worker-deps.ts';
+
+export interface RunningWorker {
+  fanOut: Worker<UserEventJob>;
+  deliveries: Worker<DeliveryJob>;
+  sweep: OutboxSweep;
+  /** Stops taking jobs (waits for those in flight) and stops the sweep; connections stay with the deps. */
+  close(): Promise<void>;
+}
+
+/** Starts the two processors and the outbox sweep over the given connections. */
+export function startWorker(deps: WorkerDeps): RunningWorker {
+  const { config, log, options } = deps;
+  const common = {
+    connection: deps.workerRedis,
+    prefix: config.queuePrefix,
+    lockDuration: options.lockDurationMs,
+    stalledInterval: options.stalledIntervalMs,
+    maxStalledCount: options.maxStalledCount,
+  };
+
+  const fanOut = new Worker<UserEventJob>(EVENTS_QUEUE, createFanOut({ models: deps.models, deliveries: deps.deliveries, targets: config.downstreamTargets, log }), {
+    ...common,
+    concurrency: options.fanOutConcurrency,
+  });
+  const deliveries = new Worker<DeliveryJob>(DELIVERIES_QUEUE, createDeliverToTarget({ models: deps.models, targets: config.downstreamTargets, log }), {
+    ...common,
+    concurrency: options.concurrency,
+    settings: {
+      backoffStrategy: deliveryBackoff({ baseMs: options.backoffBaseMs, maxMs: options.backoffMaxMs, maxRetryAfterMs: options.maxRetryAfterMs }),
+    },
+  });
+  for (const w of [fanOut, deliveries] as Worker[]) {
+    w.on('error', (err) => log.warn({ queue: w.name, err: err.message }, 'worker error'));
+  }
+  fanOut.on('failed', (job, err) => log.warn({ event_id: job?.id, err: err.message, attempts: job?.attemptsMade }, 'fan-out failed'));
+
+  const sweep = startOutboxSweep(deps.relay, log, options.sweepIntervalMs, options.sweepBatchSize);
+  log.info({ targets: config.downstreamTargets.map((t) => t.name), concurrency: options.concurrency }, 'worker started');
+
+  return {
+    fanOut,
+    deliveries,
+    sweep,
+    async close() {
+      await Promise.all([fanOut.close(), deliveries.close()]);
+      await sweep.stop();
+    },
+  };
+}

@@ -1,0 +1,67 @@
+import mongoose, { type Connection } from 'mongoose';
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { createEventsQueue, createModels, createRedis, ensureIndexes, OutboxRelay, type Config, type Models, type UserEventJob } from '@connect/shared';
+import { createDeliveriesQueue, type DeliveryJob } from './deliveries-queue.ts';
+import { DEFAULT_WORKER_OPTIONS, type WorkerOptions } from './worker-options.ts';
+
+/** Everything the worker's processors use, passed in so tests build the real thing with their own connections. */
+export interface WorkerDeps {
+  config: Readonly<Config>;
+  log: Logger;
+  options: WorkerOptions;
+  mongo: Connection;
+  models: Models;
+  /** BullMQ workers: `maxRetriesPerRequest: null` so blocking reads survive reconnects. */
+  workerRedis: Redis;
+  /** Adds to the deliveries queue from inside jobs; waits for Redis rather than failing. */
+  queueRedis: Redis;
+  /** The sweep's publisher: fails fast while Redis is away, so a pass ends and the next one retries. */
+  producerRedis: Redis;
+  eventsQueue: Queue<UserEventJob>;
+  deliveries: Queue<DeliveryJob>;
+  relay: OutboxRelay;
+  closeQueues(): Promise<void>;
+  closeRedis(): Promise<void>;
+  closeMongo(): Promise<void>;
+}
+
+export async function createWorkerDeps(config: Readonly<Config>, log: Logger, options: Partial<WorkerOptions> = {}): Promise<WorkerDeps> {
+  const opts: WorkerOptions = { ...DEFAULT_WORKER_OPTIONS, ...options };
+  const mongo = await mongoose.createConnection(config.mongoUrl, { maxPoolSize: 50, serverSelectionTimeoutMS: 10_000 }).asPromise();
+  const models = createModels(mongo);
+  await ensureIndexes(models, log);
+
+  const workerRedis = createRedis(config.redisUrl, 'worker');
+  const queueRedis = createRedis(config.redisUrl, 'worker');
+  const producerRedis = createRedis(config.redisUrl, 'producer');
+  for (const [name, r] of [['worker', workerRedis], ['queue', queueRedis], ['producer', producerRedis]] as const) {
+    r.on('error', (err) => log.warn({ connection: name, err: err.message }, 'redis connection error'));
+  }
+  const eventsQueue = createEventsQueue(producerRedis, config.queuePrefix);
+  const deliveries = createDeliveriesQueue(queueRedis, config.queuePrefix, opts.attempts);
+  for (const q of [eventsQueue, deliveries] as Queue[]) q.on('error', (err) => log.warn({ queue: q.name, err: err.message }, 'queue error'));
+  const relay = new OutboxRelay({ models, queue: eventsQueue, log });
+
+  return {
+    config,
+    log,
+    options: opts,
+    mongo,
+    models,
+    workerRedis,
+    queueRedis,
+    producerRedis,
+    eventsQueue,
+    deliveries,
+    relay,
+    closeQueues: async () => {
+      await Promise.allSettled([eventsQueue.close(), deliveries.close()]);
+    },
+    closeRedis: async () => {
+      await Promise.allSettled([workerRedis, queueRedis, producerRedis].map((r) => r.quit().catch(() => r.disconnect())));
+    },
+    closeMongo: () => mongo.close(),
+  };
+}

@@ -1,0 +1,62 @@
+import { ConfigError } from '@connect/shared';
+import { DEFAULT_DELIVERY_ATTEMPTS } from './deliveries-queue.ts';
+
+/** Tunables of the worker process. Defaults suit production; tests shorten the delays. */
+export interface WorkerOptions {
+  /** Deliveries run at once (per process). A slow target holds at most this many slots for `timeout_ms`. */
+  concurrency: number;
+  fanOutConcurrency: number;
+  attempts: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  maxRetryAfterMs: number;
+  sweepIntervalMs: number;
+  sweepBatchSize: number;
+  /**
+   * A job whose worker died is retried once its lock expires (`lockDurationMs`)
+   * and a stalled check runs (`stalledIntervalMs`). `maxStalledCount` is raised
+   * from BullMQ's 1: a delivery must survive several crashed workers, not fail.
+   */
+  lockDurationMs: number;
+  stalledIntervalMs: number;
+  maxStalledCount: number;
+  shutdownGraceMs: number;
+}
+
+export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
+  concurrency: 32,
+  fanOutConcurrency: 8,
+  attempts: DEFAULT_DELIVERY_ATTEMPTS,
+  backoffBaseMs: 2000,
+  backoffMaxMs: 15 * 60_000,
+  maxRetryAfterMs: 60 * 60_000,
+  sweepIntervalMs: 5000,
+  sweepBatchSize: 500,
+  lockDurationMs: 30_000,
+  stalledIntervalMs: 30_000,
+  maxStalledCount: 5,
+  shutdownGraceMs: 30_000,
+});
+
+const ENV: Record<string, keyof WorkerOptions> = {
+  WORKER_CONCURRENCY: 'concurrency',
+  WORKER_DELIVERY_ATTEMPTS: 'attempts',
+  WORKER_BACKOFF_BASE_MS: 'backoffBaseMs',
+  WORKER_BACKOFF_MAX_MS: 'backoffMaxMs',
+  WORKER_SWEEP_INTERVAL_MS: 'sweepIntervalMs',
+  WORKER_LOCK_DURATION_MS: 'lockDurationMs',
+  WORKER_STALLED_INTERVAL_MS: 'stalledIntervalMs',
+  WORKER_SHUTDOWN_GRACE_MS: 'shutdownGraceMs',
+};
+
+/** Optional WORKER_* variables; a bad one throws a ConfigError naming it. */
+export function workerOptionsFromEnv(env: Record<string, string | undefined> = process.env): WorkerOptions {
+  const options: WorkerOptions = { ...DEFAULT_WORKER_OPTIONS };
+  for (const [name, key] of Object.entries(ENV)) {
+    const raw = env[name]?.trim();
+    if (!raw) continue;
+    if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 86_400_000) throw new ConfigError(name, `must be a whole number from 1 to 86400000, got "${raw}"`);
+    options[key] = Number(raw);
+  }
+  return options;
+}

@@ -1,0 +1,104 @@
+/**
+ * A downstream service for tests: a real node:http server on 127.0.0.1 that
+ * records every callback (raw body bytes, headers, arrival time, what it answered)
+ * and answers whatever the test's responder says.
+ */
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface ReceivedCallback {
+  n: number;
+  at: number;
+  headers: IncomingHttpHeaders;
+  raw: string;
+  body: any;
+  /** Set once the answer was written; null while held or when the sender went away first. */
+  answered: number | null;
+  answeredAt: number | null;
+}
+
+export interface Answer {
+  status: number;
+  headers?: Record<string, string>;
+  /** Wait this long before answering. */
+  delayMs?: number;
+  /** Never answer (until the sender gives up or the receiver closes). */
+  hold?: boolean;
+}
+
+export type Responder = (req: ReceivedCallback) => Answer | Promise<Answer>;
+
+export interface Receiver {
+  url: string;
+  received: ReceivedCallback[];
+  /** Callbacks answered 2xx: what the downstream service has accepted. */
+  accepted(): ReceivedCallback[];
+  respond: Responder;
+  close(): Promise<void>;
+}
+
+export async function startReceiver(respond: Responder = () => ({ status: 200 })): Promise<Receiver> {
+  const received: ReceivedCallback[] = [];
+  const held = new Set<() => void>();
+  const receiver: Receiver = {
+    url: '',
+    received,
+    accepted: () => received.filter((r) => r.answered !== null && r.answered >= 200 && r.answered < 300),
+    respond,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const release of held) release();
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', async () => {
+      const raw = Buffer.concat(chunks).toString('utf8');
+      let body: any;
+      try {
+        body = JSON.parse(raw);
+      } catch {
+        body = undefined;
+      }
+      const rec: ReceivedCallback = { n: received.length + 1, at: Date.now(), headers: req.headers, raw, body, answered: null, answeredAt: null };
+      received.push(rec);
+      const answer = await receiver.respond(rec);
+      if (answer.hold) {
+        await new Promise<void>((resolve) => {
+          const release = () => resolve();
+          held.add(release);
+          res.on('close', release);
+        });
+        return;
+      }
+      if (answer.delayMs) await new Promise((r) => setTimeout(r, answer.delayMs));
+      if (res.destroyed) return;
+      res.writeHead(answer.status, { 'content-type': 'application/json', ...answer.headers });
+      res.end(JSON.stringify({ request_uuid: body?.request_uuid }), () => {
+        rec.answered = answer.status;
+        rec.answeredAt = Date.now();
+      });
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  receiver.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/callbacks`;
+  return receiver;
+}
+
+/** Polls until `check` stops throwing (vitest `expect` inside), or rethrows its last error. */
+export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 15_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await check();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,231 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { Webhook } from 'standardwebhooks';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { eventually, sleep, startReceiver, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
+import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+
+/**
+ * SPEC §2 end to end: API → MongoDB outbox → relay → BullMQ → worker → signed
+ * callbacks to real HTTP receivers.
+ */
+
+const ncSecrets = ['nc-old-secret-' + randomBytes(8).toString('hex'), 'nc-new-secret-' + randomBytes(8).toString('hex')];
+const swSecret = `whsec_${randomBytes(24).toString('base64')}`;
+
+let api: TestApi;
+let worker: TestWorker;
+let clinic: TestClient;
+let token: string;
+let nc: Receiver; // nabla-connect scheme, two secrets
+let sw: Receiver; // standard-webhooks scheme
+let downUrl: string; // a target nobody listens on
+
+const forUser = (r: Receiver, externalId: string) => r.received.filter((c) => c.body?.data?.user?.external_provider_id === externalId);
+const acceptedFor = (r: Receiver, externalId: string) => r.accepted().filter((c) => c.body?.data?.user?.external_provider_id === externalId);
+let seq = 0;
+const nextId = (label: string) => `${label}-${++seq}-${Date.now()}`;
+
+/** The receiver's side of reference-facts.md: hex HMAC-SHA256 over timestamp + raw body, any listed signature. */
+function nablaSignatureVerifies(c: ReceivedCallback, secret: string): boolean {
+  const timestamp = String(c.headers['x-nabla-connect-timestamp']);
+  const expected = createHmac('sha256', secret).update(timestamp + c.raw).digest();
+  return String(c.headers['x-nabla-connect-signature'])
+    .split(',')
+    .map((s) => Buffer.from(s.replace(/^sha256=/, ''), 'hex'))
+    .some((sig) => sig.length === expected.length && timingSafeEqual(sig, expected));
+}
+
+beforeAll(async () => {
+  [nc, sw] = await Promise.all([startReceiver(), startReceiver()]);
+  const closed = await startReceiver();
+  downUrl = closed.url;
+  await closed.close();
+  const targets = [
+    { name: 'dictation-nc', url: nc.url, secrets: ncSecrets, timeout_ms: 2000 },
+    { name: 'dictation-sw', url: sw.url, secrets: [swSecret], scheme: 'standard-webhooks', timeout_ms: 2000 },
+    { name: 'dictation-down', url: downUrl, secrets: ['down-secret'], timeout_ms: 1000 },
+  ];
+  api = await startTestApi({ label: 'worker_e2e', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
+  worker = await startTestWorker(api.env);
+  clinic = await registerTestClient(api.models);
+  token = await getToken(api, clinic);
+});
+
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  await Promise.all([nc?.close(), sw?.close()]);
+});
+
+describe('SPEC §2: created then updated reach every target, in order, with the exact body', () => {
+  it('user.created v1 then user.updated v2, exact body, nabla-connect signatures verify with each secret', async () => {
+    const id = nextId('e2e');
+    const email = `Dr.${id}@Example.com`;
+    const created = await postUser(api, token, { provider_email: email, external_provider_id: id });
+    expect(created.status).toBe(201);
+    const updated = await postUser(api, token, {
+      provider_email: email,
+      external_provider_id: id,
+      settings: { speech_locale: 'FRENCH_FR', specialty: { kind: 'CARDIOLOGY' } },
+    });
+    expect(updated.status).toBe(200);
+    const doc = (await api.models.ProviderUser.findOne({ external_provider_id: id }).lean())!;
+
+    const calls = await eventually(() => {
+      const got = acceptedFor(nc, id);
+      expect(got).toHaveLength(2);
+      return got;
+    });
+    expect(calls.map((c) => c.body.type)).toEqual(['user.created', 'user.updated']);
+    expect(calls[0]!.body).toEqual({
+      request_uuid: doc.created_event.id,
+      type: 'user.created',
+      occurred_at: doc.created_event.occurred_at.toISOString(),
+      data: { organization_id: clinic.organization._id, version: 1, user: created.body },
+    });
+    expect(calls[1]!.body).toEqual({
+      request_uuid: doc.last_event.id,
+      type: 'user.updated',
+      occurred_at: doc.last_event.occurred_at.toISOString(),
+      data: { organization_id: clinic.organization._id, version: 2, user: updated.body },
+    });
+    expect(Object.keys(calls[1]!.body)).toEqual(['request_uuid', 'type', 'occurred_at', 'data']);
+    expect(Object.keys(calls[1]!.body.data)).toEqual(['organization_id', 'version', 'user']);
+
+    for (const c of calls) {
+      expect(c.headers['content-type']).toBe('application/json');
+      const ts = String(c.headers['x-nabla-connect-timestamp']);
+      expect(new Date(ts).toISOString()).toBe(ts);
+      expect(Math.abs(Date.now() - Date.parse(ts))).toBeLessThan(60_000);
+      expect(String(c.headers['x-nabla-connect-signature']).split(',')).toHaveLength(2);
+      expect(nablaSignatureVerifies(c, ncSecrets[0]!)).toBe(true);
+      expect(nablaSignatureVerifies(c, ncSecrets[1]!)).toBe(true);
+      expect(nablaSignatureVerifies(c, 'some-other-secret')).toBe(false);
+      expect(nablaSignatureVerifies({ ...c, raw: c.raw.replace('FRENCH_FR', 'FRENCH_CA') }, ncSecrets[0]!)).toBe(c.body.type === 'user.created');
+    }
+  });
+
+  it('the standard-webhooks target gets the same events, verified by the `standardwebhooks` package', async () => {
+    const id = nextId('sw');
+    await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id });
+    await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'GERMAN_DE' } });
+    const calls = await eventually(() => {
+      const got = acceptedFor(sw, id);
+      expect(got).toHaveLength(2);
+      return got;
+    });
+    const wh = new Webhook(swSecret);
+    for (const c of calls) {
+      const headers = {
+        'webhook-id': String(c.headers['webhook-id']),
+        'webhook-timestamp': String(c.headers['webhook-timestamp']),
+        'webhook-signature': String(c.headers['webhook-signature']),
+      };
+      expect(headers['webhook-id']).toBe(c.body.request_uuid);
+      expect(wh.verify(c.raw, headers)).toEqual(c.body);
+      expect(() => new Webhook(`whsec_${randomBytes(24).toString('base64')}`).verify(c.raw, headers)).toThrow();
+    }
+    expect(calls.map((c) => [c.body.type, c.body.data.version])).toEqual([
+      ['user.created', 1],
+      ['user.updated', 2],
+    ]);
+  });
+
+  it('logs name events and targets but never a secret nor an email', async () => {
+    const text = worker.logs.text;
+    expect(text).toContain('callback delivered');
+    for (const s of [...ncSecrets, swSecret, 'down-secret']) expect(text).not.toContain(s);
+    expect(text).not.toMatch(/@example\.com/i);
+  });
+});
+
+describe('SPEC §1/§2: a request that changes nothing emits no event', () => {
+  it('delivers nothing for a no-op update', async () => {
+    const id = nextId('noop');
+    const body = { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'ENGLISH_US' } };
+    expect((await postUser(api, token, body)).status).toBe(201);
+    await eventually(() => expect(acceptedFor(nc, id)).toHaveLength(1));
+    const again = await postUser(api, token, body);
+    expect(again.status).toBe(200);
+    expect(again.body.version).toBe(1);
+    // A later change of another user is delivered, so the pipeline has run past the no-op.
+    const other = nextId('noop-other');
+    await postUser(api, token, { provider_email: `${other}@example.com`, external_provider_id: other });
+    await eventually(() => expect(acceptedFor(nc, other)).toHaveLength(1));
+    await sleep(500);
+    expect(forUser(nc, id).map((c) => c.body.data.version)).toEqual([1]);
+    expect(forUser(sw, id).map((c) => c.body.data.version)).toEqual([1]);
+  });
+});
+
+describe('SPEC §2 order: a target never receives an older version after a newer one', () => {
+  it('20 rapid updates: versions only go up, the last is 21 (1 create + 20 updates), and GET shows delivered', async () => {
+    const id = nextId('rapid');
+    const email = `${id}@example.com`;
+    expect((await postUser(api, token, { provider_email: email, external_provider_id: id })).status).toBe(201);
+    // Slow the receivers a little so updates pile up behind the one in flight and get coalesced.
+    const slow = (r: Receiver) => (r.respond = () => ({ status: 200, delayMs: 30 }));
+    slow(nc);
+    slow(sw);
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        postUser(api, token, { provider_email: email, external_provider_id: id, settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'OTHER', other_specialty_name: `n${i}` } } }),
+      ),
+    );
+    expect(answers.map((a) => a.status).every((s) => s === 200)).toBe(true);
+    expect(answers.map((a) => a.body.version).sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i + 2));
+
+    for (const r of [nc, sw]) {
+      await eventually(() => expect(acceptedFor(r, id).at(-1)?.body.data.version).toBe(21));
+      const versions = forUser(r, id).map((c) => c.body.data.version as number);
+      expect(versions[0]).toBe(1);
+      for (let i = 1; i < versions.length; i++) expect(versions[i]).toBeGreaterThan(versions[i - 1]!);
+    }
+    const final = await getUser(api, token, id);
+    expect(final.status).toBe(200);
+    expect(acceptedFor(nc, id).at(-1)!.body.data.user).toEqual({
+      provider_email: final.body.provider_email,
+      external_provider_id: id,
+      settings: final.body.settings,
+      created_at: final.body.created_at,
+      updated_at: final.body.updated_at,
+      version: 21,
+    });
+    const sync = Object.fromEntries(final.body.sync.map((s: { target: string }) => [s.target, s]));
+    expect(sync['dictation-nc']).toMatchObject({ status: 'delivered', version: 21 });
+    expect(sync['dictation-sw']).toMatchObject({ status: 'delivered', version: 21 });
+    // Coalesced versions are recorded, not lost: every event of this user has a row per target.
+    const rows = await worker.deps.models.Delivery.find({ external_provider_id: id, target: 'dictation-nc' }).lean();
+    expect(rows.filter((r) => r.status === 'delivered').map((r) => r.version)).toContain(21);
+    expect(rows.every((r) => r.status === 'delivered' || r.status === 'superseded')).toBe(true);
+    nc.respond = sw.respond = () => ({ status: 200 });
+  });
+});
+
+describe('SPEC §2 fan-out: each target is retried on its own', () => {
+  it('with one target down, the others still get every event promptly', async () => {
+    const ids = Array.from({ length: 5 }, () => nextId('twotargets'));
+    const started = Date.now();
+    for (const id of ids) expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    await eventually(() => {
+      for (const id of ids) {
+        expect(acceptedFor(nc, id)).toHaveLength(1);
+        expect(acceptedFor(sw, id)).toHaveLength(1);
+      }
+    }, 5000);
+    const latency = Math.max(...ids.flatMap((id) => [acceptedFor(nc, id)[0]!.answeredAt!, acceptedFor(sw, id)[0]!.answeredAt!])) - started;
+    console.log(`[two targets, one down] 5 users created and delivered to both live targets within ${latency} ms`);
+    expect(latency).toBeLessThan(5000);
+
+    const last = ids.at(-1)!;
+    const view = await eventually(async () => {
+      const res = await getUser(api, token, last);
+      const down = res.body.sync.find((s: { target: string }) => s.target === 'dictation-down');
+      expect(down.attempts).toBeGreaterThanOrEqual(1);
+      return res.body.sync;
+    });
+    expect(view.find((s: { target: string }) => s.target === 'dictation-down')).toMatchObject({ status: 'pending', version: 1, last_error: 'network error: ECONNREFUSED' });
+    expect(view.find((s: { target: string }) => s.target === 'dictation-nc')).toMatchObject({ status: 'delivered', version: 1, attempts: 1, last_error: null });
+  });
+});

@@ -1,0 +1,63 @@
+/**
+ * The real worker for tests: in this process over the given environment (the
+ * same variables the API got), or as a child process exactly as `pnpm
+ * start:worker` runs it, for tests that kill it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createLogger, loadConfig, runShutdownSequence } from '@connect/shared';
+import { createWorkerDeps, startWorker, workerShutdownSteps, type RunningWorker, type WorkerDeps, type WorkerOptions } from '@connect/worker';
+import { LogCapture } from '../support/harness.ts';
+import { REPO_ROOT } from '../support/local-services.ts';
+
+/** Short delays so retries and crash recovery fit in a test run. */
+export const FAST_WORKER_OPTIONS: Partial<WorkerOptions> = {
+  backoffBaseMs: 200,
+  backoffMaxMs: 2000,
+  sweepIntervalMs: 300,
+  lockDurationMs: 5000,
+  stalledIntervalMs: 2000,
+  shutdownGraceMs: 10_000,
+};
+
+export interface TestWorker {
+  deps: WorkerDeps;
+  worker: RunningWorker;
+  logs: LogCapture;
+  /** The full shutdown sequence; returns the names of the completed steps. */
+  close(): Promise<string[]>;
+}
+
+export async function startTestWorker(env: Record<string, string>, options: Partial<WorkerOptions> = {}): Promise<TestWorker> {
+  const config = loadConfig(env);
+  const logs = new LogCapture();
+  const log = createLogger('debug', 'worker', logs);
+  const deps = await createWorkerDeps(config, log, { ...FAST_WORKER_OPTIONS, ...options });
+  const worker = startWorker(deps);
+  let closing: Promise<string[]> | undefined;
+  return {
+    deps,
+    worker,
+    logs,
+    close: () => (closing ??= runShutdownSequence(workerShutdownSteps(worker, deps), log, 10_000)),
+  };
+}
+
+export interface WorkerChild {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** `tsx apps/worker/src/main.ts` in one process (node --import tsx), so a signal reaches the worker itself. */
+export function spawnWorker(env: Record<string, string>, extra: Record<string, string> = {}): WorkerChild {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'apps/worker/src/main.ts'], {
+    cwd: REPO_ROOT,
+    env: { PATH: process.env.PATH ?? '', ...env, LOG_LEVEL: 'info', ...extra },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  return { child, output: () => out, exited };
+}
