@@ -1,0 +1,135 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listDeliveries, replayAllFailed, replayDelivery } from '@connect/worker';
+import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { eventually, sleep, startReceiver, type Answer, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
+import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+
+/**
+ * SPEC §2 retries: 2xx is success; 408, 425, 429, 5xx, timeouts and network
+ * errors are retried with backoff, honouring Retry-After; other 4xx fail at once
+ * and are dead-lettered, visible and replayable.
+ */
+
+let api: TestApi;
+let worker: TestWorker;
+let clinic: TestClient;
+let token: string;
+let receiver: Receiver;
+/** Per external_provider_id: the answers to give, in order; once used up, 200. */
+const script = new Map<string, Answer[]>();
+
+const userOf = (c: ReceivedCallback): string => c.body?.data?.user?.external_provider_id;
+const callsFor = (id: string) => receiver.received.filter((c) => userOf(c) === id);
+let seq = 0;
+const nextId = (label: string) => `${label}-${++seq}-${Date.now()}`;
+const replayDeps = () => ({ models: worker.deps.models, deliveries: worker.deps.deliveries, targets: worker.deps.config.downstreamTargets });
+
+beforeAll(async () => {
+  receiver = await startReceiver((c) => script.get(userOf(c))?.shift() ?? { status: 200 });
+  const targets = [{ name: 'dictation', url: receiver.url, secrets: ['retry-secret'], timeout_ms: 1000 }];
+  api = await startTestApi({ label: 'worker_retries', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
+  worker = await startTestWorker(api.env, { attempts: 4 });
+  clinic = await registerTestClient(api.models);
+  token = await getToken(api, clinic);
+});
+
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  await receiver?.close();
+});
+
+async function createUser(id: string): Promise<void> {
+  const res = await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id });
+  expect(res.status).toBe(201);
+}
+
+const rowOf = async (id: string) => (await worker.deps.models.Delivery.find({ external_provider_id: id }).lean())[0];
+
+describe('retryable answers are retried with backoff', () => {
+  it('500, 500, then 200: delivered on the third attempt, attempts recorded, same event id each time', async () => {
+    const id = nextId('flaky');
+    script.set(id, [{ status: 500 }, { status: 503 }]);
+    await createUser(id);
+    await eventually(async () => expect((await rowOf(id))?.status).toBe('delivered'));
+    const calls = callsFor(id);
+    expect(calls.map((c) => c.answered)).toEqual([500, 503, 200]);
+    expect(new Set(calls.map((c) => c.body.request_uuid)).size).toBe(1);
+    expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(100); // backoff base 200 ms, jitter down to half
+    const row = (await rowOf(id))!;
+    expect(row).toMatchObject({ status: 'delivered', attempts: 3, last_status_code: 200, last_error: null });
+    const view = await getUser(api, token, id);
+    expect(view.body.sync).toEqual([
+      { target: 'dictation', status: 'delivered', version: 1, attempts: 3, last_attempt_at: expect.any(String), last_error: null },
+    ]);
+  });
+
+  it('a timeout is retried like a 5xx', async () => {
+    const id = nextId('slow');
+    script.set(id, [{ status: 200, delayMs: 1500 }]);
+    await createUser(id);
+    await eventually(async () => expect((await rowOf(id))?.status).toBe('delivered'));
+    expect(callsFor(id)).toHaveLength(2);
+    expect((await rowOf(id))!.attempts).toBe(2);
+  });
+
+  it('429 with Retry-After: 2 waits at least 2 s before the next attempt', async () => {
+    const id = nextId('throttled');
+    script.set(id, [{ status: 429, headers: { 'retry-after': '2' } }]);
+    await createUser(id);
+    await eventually(async () => expect((await rowOf(id))?.status).toBe('delivered'), 10_000);
+    const [first, second] = callsFor(id);
+    expect(first!.answered).toBe(429);
+    expect(second!.answered).toBe(200);
+    expect(second!.at - first!.answeredAt!).toBeGreaterThanOrEqual(2000);
+  });
+
+  it('after the last attempt the delivery is dead-lettered (failed), with the last error', async () => {
+    const id = nextId('down-for-good');
+    script.set(id, Array.from({ length: 4 }, () => ({ status: 502 })));
+    await createUser(id);
+    await eventually(async () => expect((await rowOf(id))?.status).toBe('failed'), 10_000);
+    expect(callsFor(id)).toHaveLength(4);
+    expect(await rowOf(id)).toMatchObject({ attempts: 4, last_status_code: 502, last_error: 'HTTP 502' });
+    const view = await getUser(api, token, id);
+    expect(view.body.sync[0]).toMatchObject({ status: 'failed', version: 1, attempts: 4, last_error: 'HTTP 502' });
+  });
+});
+
+describe('other 4xx fail at once and are dead-lettered, then replayable', () => {
+  it('400: no retry, listed as failed, delivered by replayDelivery once the receiver is fixed', async () => {
+    const id = nextId('refused');
+    script.set(id, [{ status: 400 }, { status: 400 }, { status: 400 }]);
+    await createUser(id);
+    await eventually(async () => expect((await rowOf(id))?.status).toBe('failed'));
+    await sleep(800); // four backoff steps of 200 ms would have retried by now
+    expect(callsFor(id).map((c) => c.answered)).toEqual([400]);
+
+    const failed = await listDeliveries(worker.deps.models, { status: 'failed' });
+    const dead = failed.find((d) => d.external_provider_id === id)!;
+    expect(dead).toMatchObject({ status: 'failed', target: 'dictation', event_type: 'user.created', version: 1, attempts: 1, last_status_code: 400, last_error: 'HTTP 400' });
+    expect(JSON.stringify(failed)).not.toContain('@example.com');
+
+    script.set(id, []); // the receiver is fixed
+    const replayed = await replayDelivery(replayDeps(), dead.id);
+    expect(replayed.status).toBe('pending');
+    await eventually(async () => expect((await rowOf(id))?.status).toBe('delivered'));
+    const calls = callsFor(id);
+    expect(calls.map((c) => c.answered)).toEqual([400, 200]);
+    expect(calls[1]!.body.request_uuid).toBe(calls[0]!.body.request_uuid);
+    expect((await listDeliveries(worker.deps.models, { status: 'failed' })).some((d) => d.id === dead.id)).toBe(false);
+    expect((await getUser(api, token, id)).body.sync[0]).toMatchObject({ status: 'delivered', version: 1 });
+    await expect(replayDelivery(replayDeps(), dead.id)).rejects.toThrow(/only failed deliveries/);
+  });
+
+  it('replayAllFailed re-sends every dead letter, from the user’s current document', async () => {
+    const id = nextId('refused-all');
+    script.set(id, [{ status: 410 }]);
+    await createUser(id);
+    await eventually(async () => expect((await rowOf(id))?.status).toBe('failed'));
+    const result = await replayAllFailed(replayDeps());
+    expect(result.replayed.map((d) => d.external_provider_id)).toContain(id);
+    await eventually(async () => expect((await rowOf(id))?.status).toBe('delivered'));
+    expect(callsFor(id).map((c) => c.answered)).toEqual([410, 200]);
+  });
+});
