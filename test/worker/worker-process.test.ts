@@ -1,0 +1,108 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
+import { spawnWorker, startTestWorker, type WorkerChild } from './worker-under-test.ts';
+
+/**
+ * The worker as `pnpm start:worker` runs it, in a child process: killed with
+ * SIGKILL mid-delivery it loses nothing (BullMQ's stalled-job check hands the job
+ * to the next worker); SIGTERM finishes what is in flight and exits 0.
+ */
+
+let api: TestApi;
+let clinic: TestClient;
+let token: string;
+let receiver: Receiver;
+const children: WorkerChild[] = [];
+
+/** Short locks and stalled checks so a killed worker's job is picked up within seconds. */
+const CHILD_ENV = {
+  WORKER_LOCK_DURATION_MS: '2000',
+  WORKER_STALLED_INTERVAL_MS: '1000',
+  WORKER_BACKOFF_BASE_MS: '200',
+  WORKER_SWEEP_INTERVAL_MS: '500',
+};
+
+function spawn(extra: Record<string, string> = {}): WorkerChild {
+  const w = spawnWorker(api.env, { ...CHILD_ENV, ...extra });
+  children.push(w);
+  return w;
+}
+
+beforeAll(async () => {
+  receiver = await startReceiver();
+  const targets = [{ name: 'dictation', url: receiver.url, secrets: ['proc-secret'], timeout_ms: 20_000 }];
+  api = await startTestApi({ label: 'worker_process', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
+  clinic = await registerTestClient(api.models);
+  token = await getToken(api, clinic);
+});
+
+afterAll(async () => {
+  for (const w of children) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+  await api?.close();
+  await receiver?.close();
+});
+
+const forUser = (id: string) => receiver.received.filter((c) => c.body?.data?.user?.external_provider_id === id);
+
+describe('worker killed with SIGKILL mid-delivery', () => {
+  it('delivers the event after a restart, with the same event id', async () => {
+    const id = `killed-${Date.now()}`;
+    receiver.respond = (c) => (c.body?.data?.user?.external_provider_id === id && forUser(id).length === 1 ? { status: 200, hold: true } : { status: 200 });
+    const first = spawn();
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    await eventually(() => expect(forUser(id)).toHaveLength(1), 20_000);
+    first.child.kill('SIGKILL');
+    expect((await first.exited).signal).toBe('SIGKILL');
+    expect(forUser(id)[0]!.answered).toBeNull();
+
+    const killedAt = Date.now();
+    const second = spawn();
+    await eventually(() => expect(forUser(id).filter((c) => c.answered === 200)).toHaveLength(1), 20_000, 200);
+    console.log(`[sigkill] redelivered ${Date.now() - killedAt} ms after the kill (lock 2 s, stalled check 1 s, plus start-up)`);
+    const [held, redelivered] = forUser(id);
+    expect(redelivered!.body.request_uuid).toBe(held!.body.request_uuid);
+    expect(redelivered!.raw).toBe(held!.raw);
+    const row = await eventually(async () => {
+      const r = await api.models.Delivery.findOne({ external_provider_id: id }).lean();
+      expect(r?.status).toBe('delivered');
+      return r!;
+    });
+    expect(row.attempts).toBe(2);
+    second.child.kill('SIGTERM');
+    expect((await second.exited).code).toBe(0);
+  });
+});
+
+describe('SIGTERM during deliveries', () => {
+  it('finishes the callbacks in flight, exits 0 with its steps in order, and loses nothing', async () => {
+    receiver.respond = () => ({ status: 200, delayMs: 1000 });
+    const ids = Array.from({ length: 6 }, (_, i) => `term-${i}-${Date.now()}`);
+    const w = spawn({ WORKER_CONCURRENCY: '2' });
+    for (const id of ids) expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    const mine = () => receiver.received.filter((c) => ids.includes(c.body?.data?.user?.external_provider_id));
+    await eventually(() => expect(mine().length).toBeGreaterThanOrEqual(2), 20_000);
+
+    w.child.kill('SIGTERM');
+    const exit = await w.exited;
+    expect(exit).toEqual({ code: 0, signal: null });
+    const seenBeforeExit = mine();
+    expect(seenBeforeExit.length).toBeLessThan(6); // it stopped early: the test did stop it mid-way
+    // Every callback it had started was answered before it exited, and recorded as delivered.
+    for (const c of seenBeforeExit) expect(c.answered).toBe(200);
+    const rows = await api.models.Delivery.find({ event_id: { $in: seenBeforeExit.map((c) => c.body.request_uuid) } }).lean();
+    expect(rows.map((r) => r.status)).toEqual(seenBeforeExit.map(() => 'delivered'));
+    const steps = [...w.output().matchAll(/"step":"([a-z-]+)".*?"msg":"shutdown step done"/g)].map((m) => m[1]);
+    expect(steps).toEqual(['stop-fan-out', 'stop-deliveries', 'stop-sweep', 'close-queues', 'close-redis', 'close-mongo']);
+
+    // Nothing lost: a new worker delivers the rest, and no event went out twice.
+    receiver.respond = () => ({ status: 200 });
+    const next = await startTestWorker(api.env);
+    try {
+      await eventually(() => expect(new Set(mine().filter((c) => c.answered === 200).map((c) => c.body.request_uuid)).size).toBe(6), 20_000);
+      expect(mine()).toHaveLength(6);
+    } finally {
+      await next.close();
+    }
+  });
+});
