@@ -1,0 +1,92 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DownstreamTarget, UserEvent } from '@connect/shared';
+import { callbackBodyOf, deliverCallback } from './deliver-callback.ts';
+
+let server: Server;
+let base: string;
+const hits: string[] = [];
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    hits.push(req.url!);
+    req.resume();
+    req.on('end', () => {
+      const m = /^\/status\/(\d+)/.exec(req.url!);
+      if (req.url === '/hang') return; // never answers
+      if (req.url === '/redirect') {
+        res.writeHead(307, { location: `${base}/status/200?redirected` }).end();
+        return;
+      }
+      res.writeHead(m ? Number(m[1]) : 200, req.url?.includes('retry') ? { 'retry-after': '7' } : {}).end('{"secret":"not logged"}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+});
+
+const event: UserEvent = {
+  id: '6f1c2a8e-0000-4000-8000-000000000001',
+  type: 'user.created',
+  occurred_at: '2026-03-01T10:00:00.000Z',
+  organization_id: 'org_1',
+  version: 1,
+  data: { provider_email: 'a@example.com', external_provider_id: 'x', settings: null, created_at: '2026-03-01T10:00:00.000Z', updated_at: '2026-03-01T10:00:00.000Z', version: 1 },
+};
+const target = (path: string, timeout_ms = 1000): DownstreamTarget => ({ name: 't', url: base + path, secrets: ['s'], scheme: 'nabla-connect', timeout_ms });
+
+describe('callbackBodyOf', () => {
+  it('has exactly request_uuid, type, occurred_at and data {organization_id, version, user}', () => {
+    expect(callbackBodyOf(event)).toEqual({
+      request_uuid: event.id,
+      type: 'user.created',
+      occurred_at: event.occurred_at,
+      data: { organization_id: 'org_1', version: 1, user: event.data },
+    });
+  });
+});
+
+describe('deliverCallback classifies the answer', () => {
+  it.each([200, 201, 204])('%i is success', async (s) => {
+    expect(await deliverCallback(target(`/status/${s}`), event)).toMatchObject({ kind: 'success', status: s });
+  });
+
+  it.each([408, 425, 429, 500, 502, 503])('%i is retryable', async (s) => {
+    expect(await deliverCallback(target(`/status/${s}`), event)).toMatchObject({ kind: 'retryable', status: s, error: `HTTP ${s}`, retryAfterMs: null });
+  });
+
+  it.each([400, 401, 404, 410, 422])('%i is permanent', async (s) => {
+    expect(await deliverCallback(target(`/status/${s}`), event)).toMatchObject({ kind: 'permanent', status: s, error: `HTTP ${s}` });
+  });
+
+  it('reads Retry-After on a retryable answer', async () => {
+    expect(await deliverCallback(target('/status/503/retry'), event)).toMatchObject({ kind: 'retryable', retryAfterMs: 7000 });
+  });
+
+  it('never follows a redirect', async () => {
+    hits.length = 0;
+    const out = await deliverCallback(target('/redirect'), event);
+    expect(out).toMatchObject({ kind: 'permanent', status: 307 });
+    expect(hits).toEqual(['/redirect']);
+  });
+
+  it('a timeout is retryable and names the limit', async () => {
+    const started = Date.now();
+    expect(await deliverCallback(target('/hang', 300), event)).toMatchObject({ kind: 'retryable', status: null, error: 'timeout after 300 ms' });
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it('a refused connection is retryable', async () => {
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((r) => closed.close(r));
+    const t = { ...target('/'), url: `http://127.0.0.1:${port}/` };
+    expect(await deliverCallback(t, event)).toMatchObject({ kind: 'retryable', status: null, error: 'network error: ECONNREFUSED' });
+  });
+});
