@@ -229,3 +229,24 @@ describe('SPEC §2 fan-out: each target is retried on its own', () => {
     expect(view.find((s: { target: string }) => s.target === 'dictation-nc')).toMatchObject({ status: 'delivered', version: 1, attempts: 1, last_error: null });
   });
 });
+
+describe('latency from the API answer to the receiver accepting the callback', () => {
+  it('is well under a second per event on this machine', async () => {
+    const latencies: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const id = nextId('latency');
+      const res = await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id });
+      const answered = Date.now();
+      expect(res.status).toBe(201);
+      const call = await eventually(() => {
+        const got = acceptedFor(nc, id);
+        expect(got).toHaveLength(1);
+        return got[0]!;
+      }, 5000, 5);
+      latencies.push(call.at - answered);
+    }
+    latencies.sort((a, b) => a - b);
+    console.log(`[latency] 201 → callback received, 10 creates: median ${latencies[4]} ms, max ${latencies[9]} ms`);
+    expect(latencies[4]).toBeLessThan(1000);
+  });
+});

@@ -1,4 +1,4 @@
-import type { Job, Queue } from 'bullmq';
+import { DelayedError, type Job, type Queue } from 'bullmq';
 import { Types } from 'mongoose';
 import type { Logger } from 'pino';
 import { collectionOf, isDuplicateKeyError, type DeliveryDoc, type DownstreamTarget, type Models, type UserEvent, type UserEventJob } from '@connect/shared';
@@ -45,12 +45,26 @@ export async function insertPendingDelivery(models: Models, userId: string, targ
  * always finds it; a re-published event (same id) adds nothing new: the row
  * exists, and the job id or the per-target version check drops the duplicate.
  */
-export function createFanOut(deps: FanOutDeps) {
-  return async (job: Job<UserEventJob>): Promise<{ targets: number }> => {
+export function createFanOut(deps: FanOutDeps & { giveUpNeverDelayMs?: number }) {
+  const parkMs = deps.giveUpNeverDelayMs ?? 60_000;
+  return async (job: Job<UserEventJob>, token?: string): Promise<{ targets: number }> => {
     const { user_id, event, created } = job.data;
-    for (const target of deps.targets) {
-      await insertPendingDelivery(deps.models, user_id, target.name, event);
-      await enqueueDelivery(deps.deliveries, { user_id, target: target.name, event, created });
+    try {
+      for (const target of deps.targets) {
+        await insertPendingDelivery(deps.models, user_id, target.name, event);
+        await enqueueDelivery(deps.deliveries, { user_id, target: target.name, event, created });
+      }
+    } catch (err) {
+      // The relay's published marker already exists, so the sweep would never publish this
+      // event again: a fan-out that ran out of attempts (MongoDB down for longer than the
+      // events queue's backoff) would lose it. On its last attempt the job is parked and
+      // retried a minute later instead, for as long as it takes; it only touches our stores.
+      if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1) && token) {
+        deps.log.error({ event_id: event.id, err: (err as Error).message }, 'fan-out keeps failing; retrying later');
+        await job.moveToDelayed(Date.now() + parkMs, token);
+        throw new DelayedError();
+      }
+      throw err;
     }
     deps.log.debug({ event_id: event.id, version: event.version, targets: deps.targets.length }, 'event fanned out');
     return { targets: deps.targets.length };

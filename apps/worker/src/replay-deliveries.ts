@@ -1,7 +1,6 @@
 import type { Queue } from 'bullmq';
 import { eventJobOf, NotFoundError, type DeliveryDoc, type DeliveryStatus, type DownstreamTarget, type Models, type ProviderUserDoc } from '@connect/shared';
 import { enqueueDelivery, type DeliveryJob } from './deliveries-queue.ts';
-import { syncStateIdOf } from './deliver-to-target.ts';
 
 export interface ReplayDeps {
   models: Models;
@@ -63,9 +62,12 @@ export async function listDeliveries(models: Models, filter: { status?: Delivery
  * is then marked superseded if a newer one went out). The row turns `pending`
  * before the job exists, conditionally on still being `failed`, so a replay run
  * twice enqueues once and the job can never be overwritten by this function.
+ * The SyncState row is left to the delivery processor (its only writer: on
+ * FerretDB a second writer could erase its `delivered_version`); GET /users
+ * shows `failed` until the replayed job's first attempt marks it `pending`.
  */
 export async function replayDelivery(deps: ReplayDeps, id: string): Promise<DeliveryView> {
-  const { Delivery, ProviderUser, SyncState } = deps.models;
+  const { Delivery, ProviderUser } = deps.models;
   const row = await Delivery.findById(id).lean<DeliveryDoc>();
   if (!row) throw new NotFoundError(`No delivery ${id}.`);
   if (row.status !== 'failed') throw new ReplayError(`Delivery ${id} is ${row.status}; only failed deliveries are replayed.`);
@@ -83,7 +85,6 @@ export async function replayDelivery(deps: ReplayDeps, id: string): Promise<Deli
     await Delivery.updateOne({ _id: id, status: 'pending' }, { $set: { status: 'failed', updated_at: new Date() } });
     throw err;
   }
-  await SyncState.updateOne({ _id: syncStateIdOf(user._id.toString(), row.target), status: 'failed' }, { $set: { status: 'pending', updated_at: new Date() } });
   return viewOf((await Delivery.findById(id).lean<DeliveryDoc>())!);
 }
 

@@ -1,6 +1,6 @@
 import { Worker } from 'bullmq';
 import { DELIVERIES_QUEUE, EVENTS_QUEUE, type UserEventJob } from '@connect/shared';
-import type { DeliveryJob } from './deliveries-queue.ts';
+import { deliveryIdOf, type DeliveryJob } from './deliveries-queue.ts';
 import { deliveryBackoff } from './delivery-backoff.ts';
 import { createDeliverToTarget } from './deliver-to-target.ts';
 import { createFanOut } from './fan-out.ts';
@@ -26,7 +26,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     maxStalledCount: options.maxStalledCount,
   };
 
-  const fanOut = new Worker<UserEventJob>(EVENTS_QUEUE, createFanOut({ models: deps.models, deliveries: deps.deliveries, targets: config.downstreamTargets, log }), {
+  const fanOut = new Worker<UserEventJob>(EVENTS_QUEUE, createFanOut({ models: deps.models, deliveries: deps.deliveries, targets: config.downstreamTargets, log, giveUpNeverDelayMs: options.fanOutParkMs }), {
     ...common,
     concurrency: options.fanOutConcurrency,
   });
@@ -40,6 +40,15 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
   for (const w of [fanOut, deliveries] as Worker[]) {
     w.on('error', (err) => log.warn({ queue: w.name, err: err.message }, 'worker error'));
   }
+  // A job that stalled more than `maxStalledCount` times fails without its processor
+  // running, so nothing marked its row: make it a visible, replayable dead letter.
+  deliveries.on('failed', (job, err) => {
+    if (!job || !/stalled/i.test(err.message)) return;
+    void deps.models.Delivery.updateOne(
+      { _id: deliveryIdOf(job.data.event.id, job.data.target), status: 'pending' },
+      { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: new Date() } },
+    ).catch((e: Error) => log.warn({ err: e.message }, 'could not record a stalled delivery'));
+  });
   fanOut.on('failed', (job, err) => log.warn({ event_id: job?.id, err: err.message, attempts: job?.attemptsMade }, 'fan-out failed'));
 
   const sweep = startOutboxSweep(deps.relay, log, options.sweepIntervalMs, options.sweepBatchSize);

@@ -21,6 +21,8 @@ export interface WorkerOptions {
   stalledIntervalMs: number;
   maxStalledCount: number;
   shutdownGraceMs: number;
+  /** How long a fan-out that used up its attempts waits before it tries again (it never gives up). */
+  fanOutParkMs: number;
 }
 
 export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
@@ -36,6 +38,7 @@ export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
   stalledIntervalMs: 30_000,
   maxStalledCount: 5,
   shutdownGraceMs: 30_000,
+  fanOutParkMs: 60_000,
 });
 
 const ENV: Record<string, keyof WorkerOptions> = {

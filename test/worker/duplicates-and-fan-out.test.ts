@@ -1,0 +1,64 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventJobOf, type ProviderUserDoc } from '@connect/shared';
+import { getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { eventually, sleep, startReceiver, type Receiver } from './callback-receiver.ts';
+import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+
+/**
+ * SPEC §2: "Duplicates are possible; the id dedupes them", and a fan-out that
+ * keeps failing is retried, never dropped (its event's published marker exists,
+ * so the sweep would not publish it again).
+ */
+
+let api: TestApi;
+let worker: TestWorker;
+let clinic: TestClient;
+let token: string;
+let receiver: Receiver;
+
+beforeAll(async () => {
+  receiver = await startReceiver();
+  const targets = [{ name: 'dictation', url: receiver.url, secrets: ['dup-secret'], timeout_ms: 2000 }];
+  api = await startTestApi({ label: 'worker_duplicates', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
+  worker = await startTestWorker(api.env, { fanOutParkMs: 300 });
+  clinic = await registerTestClient(api.models);
+  token = await getToken(api, clinic);
+});
+
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  await receiver?.close();
+});
+
+describe('a re-published event is not delivered twice', () => {
+  it('same event id through the relay again, and as a new BullMQ job after BullMQ forgot the id: one callback', async () => {
+    const id = `dup-${Date.now()}`;
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    await eventually(() => expect(receiver.accepted()).toHaveLength(1));
+    const doc = (await api.models.ProviderUser.findOne({ external_provider_id: id }).lean<ProviderUserDoc>())!;
+
+    await api.deps.relay.publish(doc); // BullMQ still holds the job id: dropped there
+    await api.deps.queue.add('user.created', eventJobOf(doc), { jobId: `again-${Date.now()}` }); // past BullMQ: the worker's version check
+    await eventually(async () => expect(await api.deps.queue.getCompletedCount()).toBeGreaterThanOrEqual(2));
+    await sleep(800);
+    expect(receiver.received).toHaveLength(1);
+    const rows = await api.models.Delivery.find({ external_provider_id: id }).lean();
+    expect(rows.map((r) => [r.event_id, r.status, r.attempts])).toEqual([[doc.created_event.id, 'delivered', 1]]);
+  });
+});
+
+describe('a fan-out that keeps failing', () => {
+  it('is parked and retried after its last attempt, not failed', async () => {
+    const job = await api.deps.queue.add(
+      'user.created',
+      // A user id that is not an ObjectId makes every fan-out attempt throw.
+      { user_id: 'not-an-object-id', event: eventJobOf((await api.models.ProviderUser.findOne().lean<ProviderUserDoc>())!).event, created: {} as never },
+      { jobId: `poison-${Date.now()}`, attempts: 1 },
+    );
+    await eventually(() => expect(worker.logs.text.split('fan-out keeps failing').length - 1).toBeGreaterThanOrEqual(2), 10_000);
+    expect(await api.deps.queue.getJobState(job.id!)).toMatch(/delayed|active|waiting/);
+    expect(await api.deps.queue.getFailedCount()).toBe(0);
+    await job.remove().catch(() => undefined);
+  });
+});
