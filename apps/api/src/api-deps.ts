@@ -1,8 +1,9 @@
 import mongoose, { type Connection } from 'mongoose';
-import type { Queue } from 'bullmq';
+import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import {
+  DELIVERIES_QUEUE,
   createEventsQueue,
   createModels,
   createRedis,
@@ -17,6 +18,7 @@ import { AccessTokens } from './auth/access-tokens.ts';
 import { ClientDirectory } from './auth/client-directory.ts';
 import { ClientKeys, DEFAULT_CLIENT_KEY_OPTIONS, type ClientKeyOptions } from './auth/client-keys.ts';
 import { loadServiceSigningKey } from './auth/service-signing-key.ts';
+import { createApiMetrics, type ApiMetrics } from './metrics.ts';
 
 /** Everything the API's routes use, passed in so tests build the real thing with their own connections. */
 export interface ApiDeps {
@@ -26,6 +28,9 @@ export interface ApiDeps {
   models: Models;
   redis: Redis;
   queue: Queue<UserEventJob>;
+  /** Read-only here: for the dashboard and the queue-depth metrics. */
+  deliveriesQueue: Queue;
+  metrics: ApiMetrics;
   relay: OutboxRelay;
   lock: KeyedLock;
   tokens: AccessTokens;
@@ -49,7 +54,10 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   const queue = createEventsQueue(redis, config.queuePrefix);
   queue.on('error', (err) => log.warn({ err: err.message }, 'events queue error'));
-  const relay = new OutboxRelay({ models, queue, log });
+  const deliveriesQueue = new Queue(DELIVERIES_QUEUE, { connection: redis, prefix: config.queuePrefix });
+  deliveriesQueue.on('error', (err) => log.warn({ err: err.message }, 'deliveries queue error'));
+  const metrics = createApiMetrics({ models, queues: [queue, deliveriesQueue] });
+  const relay = new OutboxRelay({ models, queue, log, onPublishFailure: () => metrics.publishFailures.inc() });
   const key = await loadServiceSigningKey(models, config.tokenSigningKey);
   let stopping = false;
   return {
@@ -59,6 +67,8 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     models,
     redis,
     queue,
+    deliveriesQueue,
+    metrics,
     relay,
     lock: new KeyedLock(),
     tokens: new AccessTokens(key, config.issuer, config.accessTokenTtlSeconds),
@@ -69,6 +79,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
       stopping = true;
       await relay.drain();
       await queue.close().catch(() => undefined);
+      await deliveriesQueue.close().catch(() => undefined);
       redis.disconnect();
       await mongo.close();
     },

@@ -4,7 +4,10 @@ import formbody from '@fastify/formbody';
 import { serializerCompiler } from 'fastify-type-provider-zod';
 import type { ApiDeps } from './api-deps.ts';
 import { errorHandler, notFoundHandler } from './error-handler.ts';
+import { adminQueuesRoutes } from './routes/admin-queues.ts';
+import { registerDocs } from './routes/docs.ts';
 import { healthRoutes } from './routes/health.ts';
+import { metricsRoutes, observeRequestDurations } from './routes/metrics.ts';
 import { oauthTokenRoute } from './routes/oauth-token.ts';
 import { usersRoutes } from './routes/users.ts';
 import { zodValidatorCompiler } from './validator-compiler.ts';
@@ -27,17 +30,22 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     onConstructorPoisoning: 'error',
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-  });
+  }) as unknown as FastifyInstance;
   app.setValidatorCompiler(zodValidatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
+  observeRequestDurations(app, deps);
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
 
   await app.register(formbody, { bodyLimit: 16 * 1024 });
+  // Docs first: @fastify/swagger collects the routes registered after it.
+  await registerDocs(app, deps);
+  await app.register(metricsRoutes, deps);
   await app.register(healthRoutes, deps);
+  await app.register(adminQueuesRoutes, deps);
   await app.register(
     async (base) => {
       await base.register(oauthTokenRoute, deps);
@@ -45,5 +53,5 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     },
     { prefix: deps.config.basePath },
   );
-  return app as unknown as FastifyInstance;
+  return app;
 }

@@ -8,6 +8,8 @@ import {
   upsertProviderUser,
   upsertProviderUserBodySchema,
   DomainError,
+  EmailConflictError,
+  EmailMismatchError,
 } from '@connect/shared';
 import { z } from 'zod';
 import type { ApiDeps } from '../api-deps.ts';
@@ -47,7 +49,14 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
     },
     async (request, reply) => {
       const { organizationId } = request.auth!;
-      const result = await upsertProviderUser(deps, { organizationId, body: request.body });
+      let result;
+      try {
+        result = await upsertProviderUser(deps, { organizationId, body: request.body });
+      } catch (err) {
+        if (err instanceof EmailMismatchError || err instanceof EmailConflictError) deps.metrics.upserts.inc({ outcome: 'conflict' });
+        throw err;
+      }
+      deps.metrics.upserts.inc({ outcome: result.outcome });
       request.log.info({ outcome: result.outcome, version: result.user.version }, 'provider user upserted');
       if (result.outcome !== 'unchanged') deps.relay.publishSoon(result.user);
       const view = toProviderUserView(result.user);

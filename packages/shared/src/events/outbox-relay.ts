@@ -34,6 +34,8 @@ export interface OutboxRelayDeps {
   queue: Queue<UserEventJob>;
   log: Logger;
   now?: () => Date;
+  /** Called when a publish right after a write fails (a metric). */
+  onPublishFailure?: () => void;
 }
 
 export interface SweepResult {
@@ -69,6 +71,7 @@ export class OutboxRelay {
   publishSoon(user: ProviderUserDoc): void {
     const p = this.publish(user)
       .catch((err: Error) => {
+        this.deps.onPublishFailure?.();
         this.deps.log.warn({ err: err.message, event_id: user.last_event.id }, 'event not published yet; the sweep will retry');
       })
       .finally(() => this.inFlight.delete(p));

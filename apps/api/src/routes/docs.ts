@@ -1,0 +1,69 @@
+import type { FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
+import { API_VERSIONS, DEFAULT_PINNED_API_VERSION } from '@connect/shared';
+import type { ApiDeps } from '../api-deps.ts';
+
+/**
+ * OpenAPI 3.1 generated from the same zod schemas that validate requests, at
+ * /openapi.json, and a browsable page at /docs. Registered before the routes so
+ * every route is collected.
+ */
+export async function registerDocs(app: FastifyInstance, deps: ApiDeps): Promise<void> {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Connect Provisioning: Nabla Connect user provisioning API',
+        version: DEFAULT_PINNED_API_VERSION,
+        description: [
+          'Server-to-server API for EHR backends: get an access token with a JWT client assertion',
+          '(RFC 7523), then create or update provider users. Every change is delivered to downstream',
+          'dictation services as an HMAC-signed callback.',
+          '',
+          `API versions: ${API_VERSIONS.join(', ')}; send \`X-Nabla-Api-Version\` or \`?nabla-api-version=\`.`,
+          "Without one, the organization's pinned version applies.",
+          '',
+          'Errors are RFC 9457 `application/problem+json` (`type`, `title`, `status`, `detail`, and',
+          '`errors: [{path, message}]` for validation), except the token endpoint, which answers RFC 6749 errors.',
+          'Problem types: `…/validation`, `…/email-mismatch`, `…/email-conflict`, `…/not-found`, `…/unauthorized`,',
+          '`…/unsupported-api-version`, `…/endpoint-not-in-version`, `…/unsupported-media-type`, `…/body-too-large`, `…/rate-limited`.',
+        ].join('\n'),
+      },
+      servers: [{ url: deps.config.publicBaseUrl }],
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'Access token from POST {base}/oauth/token' },
+        },
+        parameters: {
+          ApiVersion: {
+            name: 'X-Nabla-Api-Version',
+            in: 'header',
+            required: false,
+            schema: { type: 'string', enum: [...API_VERSIONS] },
+            description: "The API version; the organization's pinned one when absent.",
+          },
+        },
+      },
+      tags: [
+        { name: 'oauth', description: 'Server authentication' },
+        { name: 'users', description: 'Provider users' },
+      ],
+    },
+    transform: (input) => {
+      const out = jsonSchemaTransform(input);
+      if (input.url.startsWith(deps.config.basePath)) {
+        const schema = out.schema as Record<string, unknown>;
+        schema.headers = {
+          type: 'object',
+          properties: { 'x-nabla-api-version': { type: 'string', enum: [...API_VERSIONS], description: 'API version (or query nabla-api-version)' } },
+        };
+      }
+      return out;
+    },
+    transformObject: jsonSchemaTransformObject,
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', deepLinking: true } });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+}

@@ -1,0 +1,113 @@
+import { randomUUID } from 'node:crypto';
+import { Validator } from '@seriousme/openapi-schema-validator';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getToken, http, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { startPrivateRedis, type RunningService } from '../support/local-services.ts';
+
+const ADMIN_TOKEN = 'admin-token-for-tests-0123456789';
+let api: TestApi;
+
+beforeAll(async () => {
+  api = await startTestApi({ label: 'ops', env: { ADMIN_TOKEN } });
+});
+afterAll(async () => api?.close());
+
+describe('GET /openapi.json: OpenAPI 3.1 generated from the zod schemas', () => {
+  it('is a valid OpenAPI 3.1 document with every route, the security scheme and the version header', async () => {
+    const res = await http(`${api.origin}/openapi.json`);
+    expect(res.status).toBe(200);
+    const doc = res.body;
+    expect(doc.openapi).toBe('3.1.0');
+    const validator = new Validator();
+    const result = await validator.validate(doc);
+    expect(result.errors ?? []).toEqual([]);
+    expect(result.valid).toBe(true);
+    const paths = Object.keys(doc.paths);
+    expect(paths).toEqual(expect.arrayContaining([`${api.deps.config.basePath}/oauth/token`, `${api.deps.config.basePath}/users`, `${api.deps.config.basePath}/users/{external_provider_id}`]));
+    const post = doc.paths[`${api.deps.config.basePath}/users`].post;
+    expect(post.security).toEqual([{ bearer: [] }]);
+    expect(post.parameters.map((p: { name: string }) => p.name)).toContain('x-nabla-api-version');
+    expect(Object.keys(post.responses)).toEqual(expect.arrayContaining(['200', '201', '400', '401', '409']));
+    expect(doc.components.securitySchemes.bearer).toMatchObject({ type: 'http', scheme: 'bearer' });
+    // The request schema is the validating one: the enums and limits are in it.
+    const json = JSON.stringify(doc);
+    expect(json).toContain('PHYSICAL_MEDICINE_AND_REHABILITATION');
+    expect(json).toContain('VIETNAMESE_VN');
+    expect(json).toContain('"maxLength":256');
+    expect(json).toContain('email-conflict');
+  });
+
+  it('/docs serves the documentation page', async () => {
+    const res = await fetch(`${api.origin}/docs`, { redirect: 'follow' });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/text\/html/);
+  });
+});
+
+describe('GET /metrics: Prometheus text', () => {
+  it('has request latency by route and status, upsert outcomes and queue depths', async () => {
+    const clinic = await registerTestClient(api.models);
+    const token = await getToken(api, clinic);
+    const id = randomUUID();
+    await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id });
+    await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id });
+    await postUser(api, token, { provider_email: `x${id}@example.com`, external_provider_id: id });
+    const res = await http(`${api.origin}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/text\/plain/);
+    expect(res.text).toMatch(/connect_http_request_duration_seconds_count\{method="POST",route="\/v1\/connect\/server\/users",status_code="201"\} 1/);
+    expect(res.text).toMatch(/connect_provider_user_upserts_total\{outcome="created"\} 1/);
+    expect(res.text).toMatch(/connect_provider_user_upserts_total\{outcome="unchanged"\} 1/);
+    expect(res.text).toMatch(/connect_provider_user_upserts_total\{outcome="conflict"\} 1/);
+    expect(res.text).toMatch(/connect_queue_jobs\{queue="user-events",state="waiting"\} \d+/);
+    expect(res.text).toContain('connect_outbox_unpublished_events');
+  });
+});
+
+describe('/admin/queues: the queue dashboard, only with ADMIN_TOKEN', () => {
+  it('401 without or with a wrong token; 200 with it as Bearer or as the Basic password', async () => {
+    const none = await http(`${api.origin}/admin/queues`);
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toMatch(/^Basic/);
+    expect((await http(`${api.origin}/admin/queues`, { headers: { authorization: 'Bearer wrong-token-wrong-token-00' } })).status).toBe(401);
+    const bearer = await http(`${api.origin}/admin/queues`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(bearer.status).toBe(200);
+    expect(bearer.text).toMatch(/<html/i);
+    const basic = await http(`${api.origin}/admin/queues/api/queues`, { headers: { authorization: `Basic ${Buffer.from(`ops:${ADMIN_TOKEN}`).toString('base64')}` } });
+    expect(basic.status).toBe(200);
+    expect(basic.body.queues.map((q: { name: string }) => q.name).sort()).toEqual(['deliveries', 'user-events']);
+    expect((await http(`${api.origin}/admin/queues/api/queues`)).status).toBe(401);
+  });
+
+  it('is not mounted at all without ADMIN_TOKEN', async () => {
+    const plain = await startTestApi({ label: 'ops-noadmin' });
+    try {
+      expect((await http(`${plain.origin}/admin/queues`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status).toBe(404);
+    } finally {
+      await plain.close();
+    }
+  });
+});
+
+describe('/livez and /readyz', () => {
+  let redis: RunningService;
+  let own: TestApi;
+  beforeAll(async () => {
+    redis = await startPrivateRedis();
+    own = await startTestApi({ label: 'ops-ready', env: { REDIS_URL: redis.url } });
+  });
+  afterAll(async () => {
+    await own?.close();
+    await redis?.stop();
+  });
+
+  it('readyz is 503 naming the datastore when Redis does not answer, and livez stays 200', async () => {
+    expect((await http(`${own.origin}/readyz`)).status).toBe(200);
+    await redis.stop();
+    const res = await http(`${own.origin}/readyz`);
+    expect(res.status).toBe(503);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(res.body.checks).toEqual({ mongodb: 'ok', redis: 'down' });
+    expect((await http(`${own.origin}/livez`)).status).toBe(200);
+  });
+});
