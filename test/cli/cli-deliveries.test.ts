@@ -1,0 +1,79 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../support/local-services.ts';
+import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
+import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+
+const run = promisify(execFile);
+let api: TestApi;
+let worker: TestWorker;
+let receiver: Receiver;
+let broken = true;
+
+async function cli(...args: string[]): Promise<{ code: number; json: any }> {
+  try {
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...api.env } });
+    return { code: 0, json: JSON.parse(stdout) };
+  } catch (err) {
+    const e = err as { code: number; stdout: string };
+    return { code: e.code, json: JSON.parse(e.stdout) };
+  }
+}
+
+beforeAll(async () => {
+  receiver = await startReceiver(() => (broken ? { status: 400 } : { status: 200 }));
+  const targets = JSON.stringify([{ name: 'dictation', url: receiver.url, secrets: ['s3cret'] }]);
+  api = await startTestApi({ label: 'cli-deliveries', env: { DOWNSTREAM_TARGETS: targets } });
+  worker = await startTestWorker(api.env);
+});
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  await receiver?.close();
+});
+
+describe('pnpm cli deliveries: dead letters are visible and replayable', () => {
+  it('a 400 is dead-lettered at once, listed, and delivered by replay once the receiver is fixed', async () => {
+    const clinic = await registerTestClient(api.models);
+    const token = await getToken(api, clinic);
+    const id = randomUUID();
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+
+    const failed = await eventually(async () => {
+      const list = await cli('deliveries', 'list', '--status', 'failed');
+      const mine = list.json.deliveries?.find((d: { external_provider_id: string }) => d.external_provider_id === id);
+      return mine ? { list, mine } : undefined;
+    }, 30_000);
+    expect(failed.list.code).toBe(0);
+    expect(failed.mine).toMatchObject({ target: 'dictation', status: 'failed', event_type: 'user.created', version: 1, last_status_code: 400 });
+    expect(receiver.received).toHaveLength(1);
+    expect(JSON.stringify(failed.list.json)).not.toContain(`${id}@example.com`);
+
+    broken = false;
+    const replay = await cli('deliveries', 'replay', failed.mine.id);
+    expect(replay.code).toBe(0);
+    expect(replay.json.replayed[0]).toMatchObject({ id: failed.mine.id, status: 'pending' });
+    await eventually(() => receiver.accepted().some((c) => c.body.data.user.external_provider_id === id), 20_000);
+    const accepted = receiver.accepted().filter((c) => c.body.data.user.external_provider_id === id);
+    expect(accepted).toHaveLength(1);
+    expect(accepted[0]!.body.request_uuid).toBe(receiver.received[0]!.body.request_uuid);
+    await eventually(async () => (await getUser(api, token, id)).body.sync[0]?.status === 'delivered', 10_000);
+
+    const after = await cli('deliveries', 'list', '--status', 'failed');
+    expect(after.json.deliveries.some((d: { id: string }) => d.id === failed.mine.id)).toBe(false);
+  });
+
+  it('--all-failed replays every dead letter; a bad id or status is a JSON error', async () => {
+    const all = await cli('deliveries', 'replay', '--all-failed');
+    expect(all.code).toBe(0);
+    expect(all.json).toHaveProperty('replayed');
+    const bad = await cli('deliveries', 'replay', 'no-such-delivery');
+    expect(bad.code).not.toBe(0);
+    expect(bad.json.error).toBeDefined();
+    const badStatus = await cli('deliveries', 'list', '--status', 'exploded');
+    expect(badStatus.json.error.kind).toBe('validation');
+  });
+});
