@@ -19,14 +19,54 @@ export function fieldErrorsOf(issues: readonly z.core.$ZodIssue[], prefix: strin
 }
 
 /**
+ * Strings that are not well-formed UTF-16 (a lone surrogate such as "\ud800",
+ * which JSON allows as an escape) cannot be stored as they were sent: BSON writes
+ * them as U+FFFD, so the stored value differs from the answered one, an identical
+ * retry looks like a change, and `encodeURIComponent` (the Location header) throws.
+ * They are refused like any other invalid field. Iterative: bodies may nest deeply.
+ */
+const LONE_SURROGATE = /\p{Cs}/u;
+const MALFORMED_TEXT = 'must be valid Unicode text (no lone surrogates)';
+
+interface PathNode {
+  key: string;
+  parent: PathNode | undefined;
+}
+const pathOf = (node: PathNode | undefined, prefix: string[]): string => {
+  const keys: string[] = [];
+  for (let n = node; n; n = n.parent) keys.unshift(n.key.replace(/\p{Cs}/gu, '\uFFFD'));
+  return [...prefix, ...keys].join('.');
+};
+
+export function malformedStringsIn(data: unknown, prefix: string[] = []): FieldError[] {
+  const out: FieldError[] = [];
+  const stack: [unknown, PathNode | undefined][] = [[data, undefined]];
+  while (stack.length > 0 && out.length < 10) {
+    const [value, path] = stack.pop()!;
+    if (typeof value === 'string') {
+      if (LONE_SURROGATE.test(value)) out.push({ path: pathOf(path, prefix), message: MALFORMED_TEXT });
+    } else if (value !== null && typeof value === 'object') {
+      for (const [key, child] of Object.entries(value)) {
+        const node = { key, parent: path };
+        if (LONE_SURROGATE.test(key)) out.push({ path: pathOf(node, prefix), message: MALFORMED_TEXT });
+        else stack.push([child, node]);
+      }
+    }
+  }
+  return out;
+}
+
+/**
  * Route schemas are zod schemas (the same ones the OpenAPI document is generated
  * from); a failed parse becomes a ValidationError for the problem+json handler.
  */
 export const zodValidatorCompiler: FastifySchemaCompiler<z.ZodType> =
   ({ schema, httpPart }) =>
   (data) => {
+    const prefix = httpPart === 'body' || httpPart === undefined ? [] : [httpPart];
+    const malformed = malformedStringsIn(data, prefix);
+    if (malformed.length > 0) return { error: new ValidationError(malformed) };
     const result = schema.safeParse(data);
     if (result.success) return { value: result.data };
-    const prefix = httpPart === 'body' || httpPart === undefined ? [] : [httpPart];
     return { error: new ValidationError(fieldErrorsOf(result.error.issues, prefix)) };
   };
