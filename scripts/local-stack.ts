@@ -1,0 +1,171 @@
+/**
+ * `pnpm stack`: the whole system on a machine without Docker or MongoDB, in one
+ * command. Builds FerretDB if needed and runs it on the local PostgreSQL
+ * (database `connect_local`, kept between runs), uses the local Redis (or starts
+ * one), starts the demo receiver, the API and the worker, registers a demo
+ * organization and OAuth client on the first run (key pair under .local/stack/,
+ * git-ignored), and prints what to copy-paste. Ctrl-C stops everything.
+ *
+ * Environment: PORT (API, default 3000), STACK_DIR (default .local/stack),
+ * STACK_DATABASE (PostgreSQL database for FerretDB, default connect_local).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import mongoose from 'mongoose';
+import { createModels, ensureIndexes, registerClient, registerOrganization } from '@connect/shared';
+import { freePort, REPO_ROOT, redisAnswers, startFerretDb, startPrivateRedis, waitForPort, type RunningService } from '../test/support/local-services.ts';
+
+const started = Date.now();
+const dir = process.env.STACK_DIR ?? join(REPO_ROOT, '.local', 'stack');
+mkdirSync(dir, { recursive: true });
+const apiPort = Number(process.env.PORT ?? 3000);
+const say = (msg: string) => process.stdout.write(`[stack] ${msg}\n`);
+
+interface State {
+  organization_id: string;
+  client_id: string;
+  callback_secret: string;
+  admin_token: string;
+}
+
+const stops: (() => Promise<void>)[] = [];
+const children: ChildProcess[] = [];
+
+function launch(name: string, script: string, env: Record<string, string>): ChildProcess {
+  const log = createWriteStream(join(dir, `${name}.log`), { flags: 'a' });
+  const child = spawn(process.execPath, ['--import', 'tsx', script], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group: Ctrl-C reaches only this script, which then stops
+    // the API before the worker and the datastores, in that order.
+    detached: true,
+  });
+  child.stdout!.pipe(log);
+  child.stderr!.pipe(log);
+  child.once('exit', (code, signal) => {
+    if (!stopping) say(`${name} exited (${code ?? signal}); see ${join(dir, `${name}.log`)}`);
+  });
+  children.push(child);
+  stops.unshift(
+    () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
+        child.once('exit', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        child.kill('SIGTERM');
+      }),
+  );
+  return child;
+}
+
+let stopping = false;
+async function stopAll(code: number): Promise<void> {
+  // pnpm and tsx pass the signal on too: a repeated one must not cut the sequence short.
+  if (stopping) return;
+  stopping = true;
+  say('stopping…');
+  for (const stop of stops) await stop().catch(() => undefined);
+  say('stopped');
+  process.exit(code);
+}
+process.on('SIGINT', () => void stopAll(0));
+process.on('SIGTERM', () => void stopAll(0));
+
+async function main(): Promise<void> {
+  const database = process.env.STACK_DATABASE ?? 'connect_local';
+  say(`building/starting FerretDB on the local PostgreSQL (database ${database})…`);
+  const ferret: RunningService = await startFerretDb({ database, keepDatabase: true });
+  stops.unshift(ferret.stop);
+  const mongoUrl = `${ferret.url}connect`;
+
+  let redisUrl = 'redis://127.0.0.1:6379';
+  if (!(await redisAnswers(6379))) {
+    const redis = await startPrivateRedis();
+    stops.unshift(redis.stop);
+    redisUrl = redis.url;
+  }
+
+  const statePath = join(dir, 'state.json');
+  const privateKeyPath = join(dir, 'ehr-private.pem');
+  const conn = await mongoose.createConnection(mongoUrl).asPromise();
+  const models = createModels(conn);
+  await ensureIndexes(models);
+  let state: State | undefined = existsSync(statePath) ? JSON.parse(readFileSync(statePath, 'utf8')) : undefined;
+  if (state && !(await models.OAuthClient.exists({ _id: state.client_id, enabled: true }))) state = undefined;
+  if (!state || !existsSync(privateKeyPath)) {
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    writeFileSync(privateKeyPath, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    writeFileSync(join(dir, 'ehr-public.pem'), publicKey.export({ type: 'spki', format: 'pem' }));
+    const org = await registerOrganization(models, { name: 'Demo clinic' });
+    const client = await registerClient(models, { organizationId: org._id, publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString() });
+    state = {
+      organization_id: org._id,
+      client_id: client._id,
+      callback_secret: randomBytes(24).toString('hex'),
+      admin_token: randomBytes(24).toString('hex'),
+    };
+    writeFileSync(statePath, JSON.stringify(state, null, 2), { mode: 0o600 });
+    say('registered a demo organization and OAuth client (kept in .local/stack for the next run)');
+  } else {
+    say('reusing the demo organization and OAuth client from the last run');
+  }
+  await conn.close();
+
+  const receiverPort = await freePort();
+  launch('receiver', 'scripts/demo-receiver.ts', { PORT: String(receiverPort), HOST: '127.0.0.1', DEMO_RECEIVER_SECRET: state.callback_secret });
+  await waitForPort(receiverPort);
+
+  const baseUrl = `http://localhost:${apiPort}`;
+  const env = {
+    MONGO_URL: mongoUrl,
+    REDIS_URL: redisUrl,
+    PORT: String(apiPort),
+    HOST: '127.0.0.1',
+    PUBLIC_BASE_URL: baseUrl,
+    // One prefix per database: two stacks on one Redis must not take each other's jobs.
+    QUEUE_PREFIX: `connect-${database}`,
+    LOG_LEVEL: 'info',
+    ADMIN_TOKEN: state.admin_token,
+    DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'demo-receiver', url: `http://127.0.0.1:${receiverPort}/callbacks`, secrets: [state.callback_secret] }]),
+  };
+  launch('worker', 'apps/worker/src/main.ts', env);
+  launch('api', 'apps/api/src/main.ts', env);
+  for (;;) {
+    const ok = await fetch(`http://127.0.0.1:${apiPort}/readyz`).then((r) => r.ok, () => false);
+    if (ok) break;
+    if (children.some((c) => c.exitCode !== null)) return stopAll(1);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const base = `${baseUrl}/v1/connect/server`;
+  const keyFile = privateKeyPath.startsWith(REPO_ROOT) ? privateKeyPath.slice(REPO_ROOT.length + 1) : privateKeyPath;
+  process.stdout.write(`
+[stack] ready in ${((Date.now() - started) / 1000).toFixed(1)} s
+  base URL      ${base}
+  client id     ${state.client_id}
+  organization  ${state.organization_id}
+  private key   ${keyFile}
+  docs          ${baseUrl}/docs
+  dashboard     ${baseUrl}/admin/queues   (any user name; password: ${state.admin_token})
+  logs          ${dir}/{api,worker,receiver}.log
+
+Get a token and create a user (the demo receiver logs the verified callback):
+
+  TOKEN=$(pnpm -s exec tsx scripts/request-token.ts --client-id ${state.client_id} --private-key-file ${keyFile} --token-url ${base}/oauth/token | node -pe 'JSON.parse(require("fs").readFileSync(0)).access_token')
+  curl -s ${base}/users -H "Authorization: Bearer $TOKEN" -H "X-Nabla-Api-Version: 2026-03-23" -H "Content-Type: application/json" \\
+    -d '{"provider_email":"jane.doe@example.com","external_provider_id":"ehr-42","settings":{"speech_locale":"ENGLISH_US"}}'
+  tail -n 3 ${dir}/receiver.log
+
+Ctrl-C stops everything.
+`);
+}
+
+main().catch((err) => {
+  say(`failed: ${(err as Error).message}`);
+  void stopAll(1);
+});

@@ -1,0 +1,70 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../support/child-process.ts';
+import { freePort, REPO_ROOT } from '../support/local-services.ts';
+
+const run = promisify(execFile);
+const database = `stack_test_${Date.now().toString(36)}`;
+
+afterAll(async () => {
+  await run('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-d', 'postgres', '-qc', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`]).catch(() => undefined);
+});
+
+describe('pnpm stack: the whole system in one command on a machine without Docker', () => {
+  it('comes up, prints what to copy-paste, delivers a verified callback, reuses its demo data, and stops on Ctrl-C', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stack-'));
+    const port = await freePort();
+    const start = (viaPnpm: boolean) => {
+      const [cmd, args] = viaPnpm ? ['pnpm', ['-s', 'stack']] : [process.execPath, ['--import', 'tsx', 'scripts/local-stack.ts']];
+      const child = spawn(cmd as string, args as string[], {
+        cwd: REPO_ROOT,
+        env: { ...process.env, PORT: String(port), STACK_DIR: dir, STACK_DATABASE: database },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true, // its own process group, so the test can send Ctrl-C's SIGINT to the group as a terminal does
+      });
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      return { child, output: () => out, exited };
+    };
+
+    const first = start(true);
+    await waitFor(() => first.output().includes('ready in'), 120_000, 'the stack to be ready');
+    const out = first.output();
+    expect(out).toContain(`base URL      http://localhost:${port}/v1/connect/server`);
+    expect(out).toContain('registered a demo organization');
+    const clientId = /client id\s+(\S+)/.exec(out)![1]!;
+    const tokenCommand = /TOKEN=\$\((.*?)\s*\| node/.exec(out)![1]!;
+    const { stdout } = await run('bash', ['-c', tokenCommand], { cwd: REPO_ROOT });
+    const token = JSON.parse(stdout).access_token as string;
+    const res = await fetch(`http://localhost:${port}/v1/connect/server/users`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-nabla-api-version': '2026-03-23' },
+      body: JSON.stringify({ provider_email: 'jane.doe@example.com', external_provider_id: 'ehr-42', settings: { speech_locale: 'ENGLISH_US' } }),
+    });
+    expect(res.status).toBe(201);
+    await waitFor(() => readFileSync(join(dir, 'receiver.log'), 'utf8').includes('"msg":"verified callback"'), 30_000, 'the verified callback');
+
+    // pnpm exits on the signal itself; the stack script behind it finishes its shutdown sequence.
+    process.kill(-first.child.pid!, 'SIGINT');
+    await first.exited;
+    await waitFor(() => first.output().includes('[stack] stopped'), 60_000, 'the stack to stop');
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/livez`).then(() => false, () => true)), 10_000, 'the API to be gone');
+
+    const second = start(false);
+    await waitFor(() => second.output().includes('ready in'), 120_000, 'the stack to be ready again');
+    expect(second.output()).toContain('reusing the demo organization');
+    expect(second.output()).toContain(clientId);
+    process.kill(-second.child.pid!, 'SIGINT');
+    expect(await second.exited).toBe(0);
+    expect(second.output()).toContain('[stack] stopped');
+    const { stdout: processes } = await run('ps', ['-eo', 'args']);
+    expect(processes.split('\n').filter((p) => p.includes(database))).toEqual([]);
+  }, 300_000);
+});
