@@ -11,7 +11,6 @@ import {
   DomainError,
   createModels,
   disableClient,
-  ensureIndexes,
   getProviderUser,
   loadConfig,
   registerClient,
@@ -19,7 +18,6 @@ import {
   type Config,
   type Models,
 } from '@connect/shared';
-import { runDeliveriesCommand } from './deliveries-command.ts';
 
 class UsageError extends Error {}
 
@@ -99,7 +97,8 @@ async function run(argv: string[], ctx: CliContext): Promise<unknown> {
       return getProviderUser(models, ctx.config.downstreamTargets, option(values, 'org'), option(values, 'external-provider-id'));
     case 'deliveries list':
     case 'deliveries replay':
-      return runDeliveriesCommand(ctx, verb, { status: values.status as string | undefined, allFailed: values['all-failed'] === true, id: positionals[0] });
+      // Loaded on demand: it brings in the worker's queue code, which other commands do not need.
+      return (await import('./deliveries-command.ts')).runDeliveriesCommand(ctx, verb, { status: values.status as string | undefined, allFailed: values['all-failed'] === true, id: positionals[0] });
     default:
       throw new UsageError(USAGE);
   }
@@ -122,8 +121,8 @@ async function main(): Promise<void> {
   }
   const conn = await mongoose.createConnection(config.mongoUrl, { serverSelectionTimeoutMS: 10_000 }).asPromise();
   try {
+    // Indexes are the API's to create at start; organizations and clients are keyed by _id.
     const models = createModels(conn);
-    await ensureIndexes(models);
     const result = await run(argv, { config, models });
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   } catch (err) {
