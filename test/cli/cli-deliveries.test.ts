@@ -42,11 +42,11 @@ describe('pnpm cli deliveries: dead letters are visible and replayable', () => {
     const id = randomUUID();
     expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
 
-    const failed = await eventually(async () => {
+    const failed = (await eventually(async () => {
       const list = await cli('deliveries', 'list', '--status', 'failed');
       const mine = list.json.deliveries?.find((d: { external_provider_id: string }) => d.external_provider_id === id);
       return mine ? { list, mine } : undefined;
-    }, 30_000);
+    }, 30_000))!;
     expect(failed.list.code).toBe(0);
     expect(failed.mine).toMatchObject({ target: 'dictation', status: 'failed', event_type: 'user.created', version: 1, last_status_code: 400 });
     expect(receiver.received).toHaveLength(1);

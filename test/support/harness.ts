@@ -32,9 +32,11 @@ export class LogCapture extends Writable {
 
 export interface TestApi {
   origin: string;
-  /** PUBLIC_BASE_URL + BASE_PATH: what an integrator's client holds. */
+  /** Where this instance answers: its origin + BASE_PATH (what an integrator's client holds). */
   baseUrl: string;
   tokenUrl: string;
+  /** PUBLIC_BASE_URL + BASE_PATH + /oauth/token: the audience of assertions. Equals tokenUrl unless PUBLIC_BASE_URL is set. */
+  audience: string;
   app: FastifyInstance;
   deps: ApiDeps;
   models: Models;
@@ -70,8 +72,9 @@ export async function startTestApi(options: StartApiOptions = {}): Promise<TestA
   await app.listen({ port, host: '127.0.0.1' });
   return {
     origin: `http://127.0.0.1:${port}`,
-    baseUrl: config.issuer,
-    tokenUrl: config.tokenEndpointUrl,
+    baseUrl: `http://127.0.0.1:${port}${config.basePath}`,
+    tokenUrl: `http://127.0.0.1:${port}${config.basePath}/oauth/token`,
+    audience: config.tokenEndpointUrl,
     app,
     deps,
     models: deps.models,
@@ -148,7 +151,7 @@ export async function http<T = any>(url: string, init: RequestInit = {}): Promis
 }
 
 export async function requestToken(api: TestApi, c: TestClient, o: AssertionOptions = {}): Promise<HttpAnswer> {
-  const assertion = await signAssertion(c.client._id, c.privateKey, api.tokenUrl, o);
+  const assertion = await signAssertion(c.client._id, c.privateKey, api.audience, o);
   return http(api.tokenUrl, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },

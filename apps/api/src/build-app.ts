@@ -10,6 +10,7 @@ import { healthRoutes } from './routes/health.ts';
 import { metricsRoutes, observeRequestDurations } from './routes/metrics.ts';
 import { oauthTokenRoute } from './routes/oauth-token.ts';
 import { usersRoutes } from './routes/users.ts';
+import { registerRateLimits } from './rate-limits.ts';
 import { zodValidatorCompiler } from './validator-compiler.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
@@ -41,6 +42,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   });
 
   await app.register(formbody, { bodyLimit: 16 * 1024 });
+  await registerRateLimits(app, deps);
   // Docs first: @fastify/swagger collects the routes registered after it.
   await registerDocs(app, deps);
   await app.register(metricsRoutes, deps);

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { DomainError, PROBLEM_TYPE_BASE, maskEmailsIn, type FieldError } from '@connect/shared';
+import { DomainError, PROBLEM_TYPE_BASE, RateLimitedError, maskEmailsIn, type FieldError } from '@connect/shared';
 
 export interface Problem {
   type: string;
@@ -33,6 +33,7 @@ const FASTIFY_CODES: Record<string, { slug: string; title: string; status: numbe
 export function errorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const instance = request.url.split('?')[0];
   if (error instanceof DomainError) {
+    if (error instanceof RateLimitedError) reply.header('retry-after', String(error.retryAfterSeconds));
     return sendProblem(reply, {
       type: error.type,
       title: error.title,

@@ -63,6 +63,10 @@ export interface Config {
   queuePrefix: string;
   downstreamTargets: readonly DownstreamTarget[];
   adminToken: string | undefined;
+  /** Requests per minute per OAuth client on {base} routes other than the token endpoint (0: off). */
+  rateLimitPerClient: number;
+  /** Token requests per minute per client IP (0: off). */
+  rateLimitTokenPerIp: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -173,5 +177,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     queuePrefix,
     downstreamTargets: Object.freeze(parseTargets(env)),
     adminToken,
+    rateLimitPerClient: integer(env, 'RATE_LIMIT_PER_CLIENT_PER_MINUTE', 6000, 0, 10_000_000),
+    rateLimitTokenPerIp: integer(env, 'RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE', 600, 0, 10_000_000),
   });
 }

@@ -79,6 +79,12 @@ export class ConcurrentUpdateError extends DomainError {
   }
 }
 
+export class RateLimitedError extends DomainError {
+  constructor(readonly retryAfterSeconds: number) {
+    super('rate-limited', 'Too many requests', 429, `Rate limit reached; retry after ${retryAfterSeconds} s.`);
+  }
+}
+
 export class UnsupportedApiVersionError extends DomainError {
   constructor(detail: string) {
     super('unsupported-api-version', 'Unsupported API version', 400, detail);

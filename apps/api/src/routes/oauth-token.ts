@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { DEFAULT_PINNED_API_VERSION, DomainError } from '@connect/shared';
+import { DEFAULT_PINNED_API_VERSION, DomainError, RateLimitedError } from '@connect/shared';
+import { perIpTokenLimit } from '../rate-limits.ts';
 import { z } from 'zod';
 import type { ApiDeps } from '../api-deps.ts';
 import { AssertionRejected, verifyClientAssertion } from '../auth/client-assertion.ts';
@@ -35,6 +36,10 @@ const oauthErrorSchema = z.object({ error: z.string(), error_description: z.stri
 export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Promise<void> {
   // Every failure of this route, parse errors included, answers in RFC 6749 form.
   app.setErrorHandler((error: FastifyError, request, reply) => {
+    if (error instanceof RateLimitedError) {
+      reply.header('cache-control', 'no-store').header('retry-after', String(error.retryAfterSeconds));
+      return reply.status(429).type('application/json').send({ error: 'invalid_request', error_description: error.message });
+    }
     if (error instanceof DomainError && error.status === 400) return oauthError(reply, 400, 'invalid_request', error.message);
     if ((error.statusCode ?? 500) < 500) return oauthError(reply, 400, 'invalid_request', 'The request body could not be read; send form or JSON parameters.');
     request.log.error({ err: error.message }, 'token endpoint failed');
@@ -44,6 +49,7 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
   app.post(
     '/oauth/token',
     {
+      config: perIpTokenLimit(deps),
       schema: {
         summary: 'Get a server access token (OAuth 2.0 client credentials with a JWT client assertion, RFC 7523)',
         tags: ['oauth'],

@@ -13,6 +13,7 @@ import {
 } from '@connect/shared';
 import { z } from 'zod';
 import type { ApiDeps } from '../api-deps.ts';
+import { perClientLimit } from '../rate-limits.ts';
 import { authenticate } from './authenticate.ts';
 
 /** POST /users exists from this version on (the seed page). */
@@ -34,6 +35,7 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
     '/users',
     {
       onRequest,
+      config: perClientLimit(deps),
       // The token endpoint takes form bodies too, so the form parser is registered; /users takes JSON only.
       preValidation: async (request: FastifyRequest) => {
         const type = request.headers['content-type'] ?? '';
@@ -72,6 +74,7 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
     '/users/:external_provider_id',
     {
       onRequest,
+      config: perClientLimit(deps),
       schema: {
         summary: 'A provider user and where each downstream target stands',
         tags: ['users'],

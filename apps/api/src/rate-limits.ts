@@ -1,0 +1,44 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import rateLimit from '@fastify/rate-limit';
+import { RateLimitedError } from '@connect/shared';
+import type { ApiDeps } from './api-deps.ts';
+
+/**
+ * Rate limits shared by every API instance through Redis: per OAuth client on
+ * {base} routes (counted after authentication), per client IP on the token
+ * endpoint. Answers 429 with Retry-After and the draft RateLimit-* headers.
+ *
+ * When Redis does not answer, requests are let through (`skipOnError`): the
+ * limits protect the service, but POST /users must keep working in an outage
+ * (its events wait in MongoDB), and a limiter that fails closed would turn a
+ * Redis outage into a full one.
+ */
+export async function registerRateLimits(app: FastifyInstance, deps: ApiDeps): Promise<void> {
+  await app.register(rateLimit, {
+    global: false,
+    redis: deps.redis,
+    nameSpace: `${deps.config.queuePrefix}:rate-limit:`,
+    skipOnError: true,
+    enableDraftSpec: true,
+    timeWindow: 60_000,
+    errorResponseBuilder: (_request, context) => new RateLimitedError(Math.max(1, Math.ceil(context.ttl / 1000))),
+  });
+}
+
+/** Route config for {base} routes behind bearer auth: one bucket per OAuth client. */
+export function perClientLimit(deps: ApiDeps) {
+  if (deps.config.rateLimitPerClient === 0) return {};
+  return {
+    rateLimit: {
+      max: deps.config.rateLimitPerClient,
+      hook: 'preHandler' as const,
+      keyGenerator: (request: FastifyRequest) => `client:${request.auth?.clientId ?? request.ip}`,
+    },
+  };
+}
+
+/** Route config for the token endpoint: one bucket per client IP. */
+export function perIpTokenLimit(deps: ApiDeps) {
+  if (deps.config.rateLimitTokenPerIp === 0) return {};
+  return { rateLimit: { max: deps.config.rateLimitTokenPerIp, keyGenerator: (request: FastifyRequest) => `token-ip:${request.ip}` } };
+}

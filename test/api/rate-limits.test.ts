@@ -1,0 +1,74 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getToken, http, postUser, registerTestClient, requestToken, startTestApi, uniquePrefix, type TestApi } from '../support/harness.ts';
+import { startPrivateRedis, type RunningService } from '../support/local-services.ts';
+
+const body = () => ({ provider_email: `${randomUUID()}@example.com`, external_provider_id: randomUUID() });
+
+describe('Rate limits, shared across instances through Redis', () => {
+  let a: TestApi;
+  let b: TestApi;
+  beforeAll(async () => {
+    const prefix = uniquePrefix('ratelimit');
+    // Two instances of one deployment: same public URL (so the same token issuer), same Redis prefix.
+    const env = { PUBLIC_BASE_URL: 'https://connect.example.com', QUEUE_PREFIX: prefix, RATE_LIMIT_PER_CLIENT_PER_MINUTE: '5', RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE: '4' };
+    a = await startTestApi({ label: 'ratelimit', env });
+    b = await startTestApi({ env, mongoUrl: a.env.MONGO_URL });
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+  });
+
+  it('per OAuth client on /users: the 6th request in a minute, on either instance, is 429 problem+json with Retry-After and RateLimit-* headers', async () => {
+    const clinic = await registerTestClient(a.models);
+    const other = await registerTestClient(a.models);
+    const token = await getToken(a, clinic);
+    const otherToken = await getToken(b, other);
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) statuses.push((await postUser(i % 2 ? a : b, token, body())).status);
+    expect(statuses).toEqual([201, 201, 201, 201, 201]);
+    const limited = await postUser(a, token, body());
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(limited.body.type).toMatch(/\/rate-limited$/);
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(limited.headers.get('ratelimit-limit')).toBe('5');
+    expect(limited.headers.get('ratelimit-remaining')).toBe('0');
+    // Another client has its own bucket.
+    expect((await postUser(b, otherToken, body())).status).toBe(201);
+  });
+
+  it('per IP on the token endpoint, in RFC 6749 form', async () => {
+    const clinic = await registerTestClient(a.models);
+    // Two tokens were already taken from this IP in the test above.
+    const answers = [];
+    for (let i = 0; i < 3; i++) answers.push(await requestToken(i % 2 ? a : b, clinic));
+    const limited = answers.find((r) => r.status === 429);
+    expect(limited).toBeDefined();
+    expect(limited!.body).toEqual({ error: 'invalid_request', error_description: expect.stringMatching(/retry after/) });
+    expect(Number(limited!.headers.get('retry-after'))).toBeGreaterThan(0);
+  });
+});
+
+describe('Rate limiting while Redis is down', () => {
+  let redis: RunningService;
+  let api: TestApi;
+  beforeAll(async () => {
+    redis = await startPrivateRedis();
+    api = await startTestApi({ label: 'ratelimit-down', env: { REDIS_URL: redis.url, RATE_LIMIT_PER_CLIENT_PER_MINUTE: '1000' } });
+  });
+  afterAll(async () => {
+    await api?.close();
+    await redis?.stop();
+  });
+
+  it('lets requests through: POST /users keeps working', async () => {
+    const clinic = await registerTestClient(api.models);
+    const token = await getToken(api, clinic);
+    await redis.stop();
+    const res = await postUser(api, token, body());
+    expect(res.status).toBe(201);
+    expect((await http(`${api.origin}/readyz`)).status).toBe(503);
+  });
+});
