@@ -37,10 +37,21 @@ export interface ApiDeps {
   clients: ClientDirectory;
   clientKeys: ClientKeys;
   shuttingDown: () => boolean;
+  faults: ApiFaults;
   close: () => Promise<void>;
 }
 
+/**
+ * Test-only fault injection, off unless the process is started with it (see
+ * main.ts); no request can turn it on.
+ */
+export interface ApiFaults {
+  /** Runs after a change is written and before its event is handed to Redis. */
+  afterWrite?: () => void;
+}
+
 export interface ApiDepsOptions {
+  faults?: ApiFaults;
   /** How long a client's enabled state is cached on the bearer path (≤ 60 s by SPEC). */
   clientCacheTtlMs?: number;
   clientKeys?: Partial<ClientKeyOptions>;
@@ -75,6 +86,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     clients: new ClientDirectory(models, options.clientCacheTtlMs ?? 30_000),
     clientKeys: new ClientKeys({ ...DEFAULT_CLIENT_KEY_OPTIONS, ...options.clientKeys }),
     shuttingDown: () => stopping,
+    faults: options.faults ?? {},
     close: async () => {
       stopping = true;
       await relay.drain();

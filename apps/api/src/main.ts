@@ -5,7 +5,13 @@ import { apiShutdownSteps } from './shutdown.ts';
 
 const config = loadConfigOrExit();
 const log = createLogger(config.logLevel, 'api');
-const deps = await createApiDeps(config, log);
+// CONNECT_TEST_FAULT=crash-after-write: die between the write and the enqueue, for
+// the test that shows the sweep still delivers the event. Off by default.
+const crashAfterWrite = process.env.CONNECT_TEST_FAULT === 'crash-after-write';
+if (crashAfterWrite) log.warn('test fault injection on: the process kills itself after its first write');
+const deps = await createApiDeps(config, log, {
+  faults: crashAfterWrite ? { afterWrite: () => process.kill(process.pid, 'SIGKILL') } : {},
+});
 const app = await buildApp(deps);
 onTerminationSignals(log, async () => {
   const steps = apiShutdownSteps(app, deps);

@@ -60,7 +60,10 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
       }
       deps.metrics.upserts.inc({ outcome: result.outcome });
       request.log.info({ outcome: result.outcome, version: result.user.version }, 'provider user upserted');
-      if (result.outcome !== 'unchanged') deps.relay.publishSoon(result.user);
+      if (result.outcome !== 'unchanged') {
+        deps.faults.afterWrite?.();
+        deps.relay.publishSoon(result.user);
+      }
       const view = toProviderUserView(result.user);
       if (result.outcome === 'created') {
         reply.header('location', `${deps.config.issuer}/users/${encodeURIComponent(view.external_provider_id)}`);
