@@ -88,16 +88,24 @@ export async function startReceiver(respond: Responder = () => ({ status: 200 })
   return receiver;
 }
 
-/** Polls until `check` stops throwing (vitest `expect` inside), or rethrows its last error. */
-export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 15_000, everyMs = 100): Promise<T> {
+/**
+ * Polls until `check` stops throwing (vitest `expect` inside) and does not return
+ * `false` (a boolean predicate saying "not yet"), then returns its value; at the
+ * deadline it rethrows the last error, or throws when the predicate stayed false.
+ */
+export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 15_000, everyMs = 100): Promise<Exclude<T, false>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    let failure: unknown;
     try {
-      return await check();
+      const value = await check();
+      if (value !== false) return value as Exclude<T, false>;
+      failure = new Error(`still false after ${timeoutMs} ms`);
     } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, everyMs));
+      failure = err;
     }
+    if (Date.now() > deadline) throw failure;
+    await new Promise((r) => setTimeout(r, everyMs));
   }
 }
 

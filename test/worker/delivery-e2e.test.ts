@@ -42,8 +42,8 @@ beforeAll(async () => {
   downUrl = closed.url;
   await closed.close();
   const targets = [
-    { name: 'dictation-nc', url: nc.url, secrets: ncSecrets, timeout_ms: 2000 },
-    { name: 'dictation-sw', url: sw.url, secrets: [swSecret], scheme: 'standard-webhooks', timeout_ms: 2000 },
+    { name: 'dictation-nc', url: nc.url, secrets: ncSecrets, timeout_ms: 5000 },
+    { name: 'dictation-sw', url: sw.url, secrets: [swSecret], scheme: 'standard-webhooks', timeout_ms: 5000 },
     { name: 'dictation-down', url: downUrl, secrets: ['down-secret'], timeout_ms: 1000 },
   ];
   api = await startTestApi({ label: 'worker_e2e', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
@@ -178,11 +178,24 @@ describe('SPEC §2 order: a target never receives an older version after a newer
 
     for (const r of [nc, sw]) {
       await eventually(() => expect(acceptedFor(r, id).at(-1)?.body.data.version).toBe(21));
-      const versions = forUser(r, id).map((c) => c.body.data.version as number);
-      expect(versions[0]).toBe(1);
-      for (let i = 1; i < versions.length; i++) expect(versions[i]).toBeGreaterThan(versions[i - 1]!);
+      const calls = forUser(r, id);
+      const versions = calls.map((c) => c.body.data.version as number);
+      const retries = worker.logs.lines.filter((l) => /will retry|stalled/.test(l));
+      const trace = JSON.stringify({ calls: calls.map((c) => [c.body.data.version, c.answered, c.at, c.answeredAt]), retries });
+      expect(versions[0], trace).toBe(1);
+      // Never older after newer. The same version twice is allowed only as an at-least-once
+      // duplicate (a timed-out attempt retried under load): then it is the same event id.
+      for (let i = 1; i < versions.length; i++) {
+        expect(versions[i], trace).toBeGreaterThanOrEqual(versions[i - 1]!);
+        if (versions[i] === versions[i - 1]) expect(calls[i]!.body.request_uuid).toBe(calls[i - 1]!.body.request_uuid);
+      }
     }
-    const final = await getUser(api, token, id);
+    // The receiver has answered; the worker records it right after, so poll GET briefly.
+    const final = await eventually(async () => {
+      const res = await getUser(api, token, id);
+      expect(res.body.sync.map((s: { status: string }) => s.status)).toEqual(['delivered', 'delivered', 'pending']);
+      return res;
+    });
     expect(final.status).toBe(200);
     expect(acceptedFor(nc, id).at(-1)!.body.data.user).toEqual({
       provider_email: final.body.provider_email,
@@ -196,9 +209,13 @@ describe('SPEC §2 order: a target never receives an older version after a newer
     expect(sync['dictation-nc']).toMatchObject({ status: 'delivered', version: 21 });
     expect(sync['dictation-sw']).toMatchObject({ status: 'delivered', version: 21 });
     // Coalesced versions are recorded, not lost: every event of this user has a row per target.
-    const rows = await worker.deps.models.Delivery.find({ external_provider_id: id, target: 'dictation-nc' }).lean();
-    expect(rows.filter((r) => r.status === 'delivered').map((r) => r.version)).toContain(21);
-    expect(rows.every((r) => r.status === 'delivered' || r.status === 'superseded')).toBe(true);
+    // A late fan-out (the relay or the sweep publishing an overtaken event) writes a pending
+    // row that its job then settles, so this converges rather than holding at once.
+    await eventually(async () => {
+      const rows = await worker.deps.models.Delivery.find({ external_provider_id: id, target: 'dictation-nc' }).lean();
+      expect(rows.filter((r) => r.status === 'delivered').map((r) => r.version)).toContain(21);
+      expect(rows.filter((r) => r.status !== 'delivered' && r.status !== 'superseded').map((r) => [r.version, r.status])).toEqual([]);
+    });
     nc.respond = sw.respond = () => ({ status: 200 });
   });
 });

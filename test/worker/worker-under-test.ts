@@ -14,8 +14,11 @@ export const FAST_WORKER_OPTIONS: Partial<WorkerOptions> = {
   backoffBaseMs: 200,
   backoffMaxMs: 2000,
   sweepIntervalMs: 300,
-  lockDurationMs: 5000,
-  stalledIntervalMs: 2000,
+  // Long enough that a loaded CI machine does not mistake a slow job for a dead worker
+  // (that would be a legitimate at-least-once duplicate, but noise for the tests);
+  // the crash test sets its own short values on the child process.
+  lockDurationMs: 15_000,
+  stalledIntervalMs: 5000,
   shutdownGraceMs: 10_000,
 };
 

@@ -40,6 +40,18 @@ class RecordedFailure extends Error {}
  * - Only this processor writes a SyncState row, and only while it holds the
  *   (user, target) slot, so FerretDB's whole-document updates cannot lose a
  *   concurrent change to it.
+ *
+ * Where this holds: the one-at-a-time slot lives in Redis (BullMQ's dedup key
+ * and Lua scripts), not in the database, so ordering and the version check hold
+ * the same on MongoDB and FerretDB, across any number of worker processes. What
+ * neither can prevent is a duplicate: a worker that dies (or stalls past its
+ * lock) after the receiver got the callback but before the row is written makes
+ * the next worker send the same event again, with the same id, which receivers
+ * dedupe on. Delivery rows have several writers (fan-out inserts, this processor,
+ * replay claims failed → pending); each write is either an insert, an upsert by
+ * id, or conditional on status. On MongoDB those conditions are atomic; on
+ * FerretDB (read, apply, write back) a replay racing this processor can leave a
+ * row's status stale until the next attempt, never a callback unsent.
  */
 export function createDeliverToTarget(deps: DeliverToTargetDeps) {
   const targets = new Map(deps.targets.map((t) => [t.name, t]));

@@ -75,7 +75,8 @@ export async function replayDelivery(deps: ReplayDeps, id: string): Promise<Deli
   const user = await ProviderUser.findById(row.user_id).lean<ProviderUserDoc>();
   if (!user) throw new NotFoundError(`The user of delivery ${id} no longer exists.`);
 
-  const claimed = await Delivery.updateOne({ _id: id, status: 'failed' }, { $set: { status: 'pending', updated_at: new Date() } });
+  const claimedAt = new Date();
+  const claimed = await Delivery.updateOne({ _id: id, status: 'failed' }, { $set: { status: 'pending', updated_at: claimedAt } });
   if (claimed.modifiedCount === 0) throw new ReplayError(`Delivery ${id} is being replayed already.`);
   try {
     const { event, created } = eventJobOf(user);
@@ -85,7 +86,9 @@ export async function replayDelivery(deps: ReplayDeps, id: string): Promise<Deli
     await Delivery.updateOne({ _id: id, status: 'pending' }, { $set: { status: 'failed', updated_at: new Date() } });
     throw err;
   }
-  return viewOf((await Delivery.findById(id).lean<DeliveryDoc>())!);
+  // What this call did (the row as it left it): a re-read could already show the
+  // replayed job's outcome, which the caller learns from `deliveries list`.
+  return viewOf({ ...row, status: 'pending', updated_at: claimedAt });
 }
 
 /** `deliveries replay --all-failed`. */
