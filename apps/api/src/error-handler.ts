@@ -53,6 +53,13 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
     request.log.info({ code: error.code, err: maskEmailsIn(error.message) }, 'client error');
     return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'bad-request', title: 'Bad request', status, detail: 'The request could not be processed.', instance });
   }
+  // A datastore that does not answer (or refuses, e.g. FerretDB out of PostgreSQL
+  // connections) is a retryable outage, not a bug: 503 with Retry-After.
+  if (/^Mongo/.test(error.name) || /^Mongoose/.test(error.name)) {
+    request.log.warn({ err: maskEmailsIn(error.message), name: error.name }, 'datastore unavailable');
+    reply.header('retry-after', '1');
+    return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'unavailable', title: 'Service unavailable', status: 503, detail: 'A datastore did not answer; retry shortly.', instance });
+  }
   request.log.error({ err: maskEmailsIn(error.message), code: error.code, stack: error.stack }, 'unhandled error');
   return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'internal', title: 'Internal error', status: 500, detail: 'Something went wrong on our side; it has been logged.', instance });
 }
