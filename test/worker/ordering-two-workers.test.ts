@@ -1,7 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+
+// Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
+vi.setConfig({ testTimeout: 90_000 });
 
 /**
  * SPEC §2 order with more than one worker process: deliveries for one (user,

@@ -1,8 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 import { startPrivateRedis, type RunningService } from '../support/local-services.ts';
 import { eventually, sleep, startReceiver, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+
+// Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
+vi.setConfig({ testTimeout: 90_000 });
 
 /**
  * SPEC §2 "No event is lost": with Redis down, the API still answers and keeps

@@ -1,7 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
 import { spawnWorker, startTestWorker, type WorkerChild } from './worker-under-test.ts';
+
+// Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
+vi.setConfig({ testTimeout: 90_000 });
 
 /**
  * The worker as `pnpm start:worker` runs it, in a child process: killed with
