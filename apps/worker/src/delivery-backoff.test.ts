@@ -16,11 +16,12 @@ describe('deliveryBackoff', () => {
     expect(deliveryBackoff(settings, () => 1)(30)).toBe(60_000);
   });
 
-  it('takes the receiver’s Retry-After instead, capped', () => {
+  it('waits for the receiver’s Retry-After when it is longer than the backoff, capped', () => {
     const b = deliveryBackoff(settings, () => 0);
     expect(b(1, 'delivery', new RetryableDeliveryError('HTTP 429', 2000))).toBe(2000);
     expect(b(1, 'delivery', new RetryableDeliveryError('HTTP 503', 10_000_000))).toBe(300_000);
     expect(b(3, 'delivery', new RetryableDeliveryError('HTTP 503', null))).toBe(2000);
+    expect(b(5, 'delivery', new RetryableDeliveryError('HTTP 429', 1000))).toBe(8000); // backoff is longer
   });
 });
 
