@@ -1,0 +1,113 @@
+/**
+ * The database's limit: the same operations as POST /users, done by one process
+ * with the plain mongodb driver, N concurrent workers, each operation timed.
+ * One round trip per operation: creates are insertOne; updates and no-op updates
+ * are the single upsert (updateOne by (organization, external_provider_id),
+ * upsert: true) that the API's read-decide-write amounts to. Same indexes as the API:
+ * unique (organization_id, external_provider_id) and (organization_id, email_normalized).
+ */
+import { randomUUID } from 'node:crypto';
+import { MongoClient } from 'mongodb';
+import { childMain, isMain } from './bench-child.ts';
+import { emailOf, externalId, LOCALE_A, LOCALE_B, seedUsers, settingsWith, storedUser } from './bench-users.ts';
+import { statsOf, type RoundStats } from './round-stats.ts';
+
+export interface DriverSpec {
+  mongoUrl: string;
+  op: 'create' | 'update' | 'noop';
+  concurrency: number;
+  durationSec: number;
+  rounds: number;
+  warmupSec: number;
+  userCount: number;
+  /** Open loop: start operations at this rate (per second) instead of as fast as possible. */
+  rate?: number;
+}
+
+export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: RoundStats[] }> {
+  const client = await new MongoClient(spec.mongoUrl, { maxPoolSize: Math.max(10, spec.concurrency) }).connect();
+  const users = client.db().collection('provider_users');
+  await users.createIndex({ organization_id: 1, external_provider_id: 1 }, { unique: true });
+  await users.createIndex({ organization_id: 1, email_normalized: 1 }, { unique: true });
+  const org = `driver-${randomUUID().slice(0, 8)}`;
+  const prefix = `${org}-u`;
+  if (spec.op !== 'create') await seedUsers(users, org, prefix, 0, spec.userCount);
+  const locales = new Array<boolean>(spec.userCount).fill(false);
+  let cursor = 0;
+  let created = 0;
+
+  const operation = async (): Promise<void> => {
+    const now = new Date();
+    if (spec.op === 'create') {
+      await users.insertOne(storedUser(org, `${prefix}-c`, created++, now) as never);
+      return;
+    }
+    const i = cursor++ % spec.userCount;
+    let locale = LOCALE_A;
+    if (spec.op === 'update') {
+      locales[i] = !locales[i];
+      locale = locales[i] ? LOCALE_B : LOCALE_A;
+    }
+    const set: Record<string, unknown> = { settings: settingsWith(locale) };
+    if (spec.op === 'update') {
+      Object.assign(set, { updated_at: now, last_event: { id: randomUUID(), type: 'user.updated', occurred_at: now, version: 0 } });
+    }
+    await users.updateOne(
+      { organization_id: org, external_provider_id: externalId(prefix, i) },
+      { $set: set, $setOnInsert: { provider_email: emailOf(prefix, i), email_normalized: emailOf(prefix, i) } },
+      { upsert: true },
+    );
+  };
+
+  const oneRound = async (seconds: number): Promise<RoundStats> => {
+    const latencies: number[] = [];
+    let errors = 0;
+    const started = performance.now();
+    const deadline = started + seconds * 1000;
+    const timed = async () => {
+      const t = performance.now();
+      try {
+        await operation();
+        latencies.push(performance.now() - t);
+      } catch {
+        errors++;
+      }
+    };
+    if (spec.rate) {
+      // Open loop, at most `concurrency` in flight: what an offered rate of HTTP requests does.
+      const interval = 1000 / spec.rate;
+      let inFlight = 0;
+      let next = started;
+      const pending = new Set<Promise<void>>();
+      while (performance.now() < deadline) {
+        if (performance.now() >= next && inFlight < spec.concurrency) {
+          inFlight++;
+          const p: Promise<void> = timed().finally(() => {
+            inFlight--;
+            pending.delete(p);
+          });
+          pending.add(p);
+          next += interval;
+        } else {
+          await new Promise((r) => setTimeout(r, Math.max(0, Math.min(1, next - performance.now()))));
+        }
+      }
+      await Promise.all(pending);
+    } else {
+      await Promise.all(
+        Array.from({ length: spec.concurrency }, async () => {
+          while (performance.now() < deadline) await timed();
+        }),
+      );
+    }
+    return statsOf(latencies, (performance.now() - started) / 1000, errors);
+  };
+
+  if (spec.warmupSec > 0) await oneRound(spec.warmupSec);
+  const rounds: RoundStats[] = [];
+  for (let r = 0; r < spec.rounds; r++) rounds.push(await oneRound(spec.durationSec));
+  await client.close();
+  return { rounds };
+}
+
+if (isMain(import.meta.url)) await childMain(runDriverBaseline);

@@ -1,0 +1,87 @@
+/**
+ * End to end: a downstream receiver (node:http) records when each callback
+ * arrives; creates are offered at a fixed rate from the load process, which
+ * records when each POST was answered. Latency = arrival - answer, matched by
+ * `data.user.external_provider_id`.
+ */
+import { createServer, type Server } from 'node:http';
+import { runBenchChild } from './bench-child.ts';
+import type { LoadResult, LoadSpec } from './load-users.ts';
+import { percentile, type RoundStats } from './round-stats.ts';
+
+export interface Receiver {
+  url: string;
+  arrivals: Map<string, number>;
+  close: () => Promise<void>;
+}
+
+export async function startReceiver(): Promise<Receiver> {
+  const arrivals = new Map<string, number>();
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const at = performance.timeOrigin + performance.now();
+      try {
+        const body = JSON.parse(Buffer.concat(chunks).toString()) as { data?: { user?: { external_provider_id?: string } } };
+        const id = body.data?.user?.external_provider_id;
+        if (id && !arrivals.has(id)) arrivals.set(id, at);
+      } catch {
+        /* not ours */
+      }
+      res.writeHead(204).end();
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${port}/callbacks`, arrivals, close: () => new Promise((r) => server.close(() => r())) };
+}
+
+export interface EndToEndSpec {
+  baseUrl: string;
+  token: string;
+  rate: number;
+  durationSec: number;
+  rounds: number;
+  idPrefix: string;
+  /** How long to wait for the last callbacks of a round. */
+  drainTimeoutMs: number;
+}
+
+/** Per round: p50/p99 of answer → receipt, `requests` answered, `errors` = answered but never delivered in time. */
+export async function runEndToEnd(receiver: Receiver, spec: EndToEndSpec): Promise<RoundStats[]> {
+  const rounds: RoundStats[] = [];
+  for (let r = 0; r < spec.rounds; r++) {
+    const load: LoadSpec = {
+      kind: 'create',
+      url: `${spec.baseUrl}/users`,
+      connections: 16,
+      durationSec: spec.durationSec,
+      rounds: 1,
+      warmupSec: 0,
+      headers: { authorization: `Bearer ${spec.token}`, 'x-nabla-api-version': '2026-03-23' },
+      idPrefix: `${spec.idPrefix}-${r}`,
+      overallRate: spec.rate,
+      recordAnswers: true,
+    };
+    const result = await runBenchChild<LoadResult>('load-users', load);
+    const odd = Object.entries(result.statuses).filter(([status]) => !status.startsWith('2'));
+    if (odd.length) process.stderr.write(`end to end @ ${spec.rate}/s: non-2xx answers ${JSON.stringify(Object.fromEntries(odd))}\n`);
+    const answers = Object.entries(result.answers ?? {});
+    const deadline = Date.now() + spec.drainTimeoutMs;
+    while (Date.now() < deadline && answers.some(([id]) => !receiver.arrivals.has(id))) await new Promise((res) => setTimeout(res, 50));
+    const latencies = answers.filter(([id]) => receiver.arrivals.has(id)).map(([id, at]) => receiver.arrivals.get(id)! - at);
+    latencies.sort((a, b) => a - b);
+    rounds.push({
+      rps: latencies.length / spec.durationSec,
+      p50: percentile(latencies, 50),
+      p99: percentile(latencies, 99),
+      p999: percentile(latencies, 99.9),
+      requests: answers.length,
+      errors: answers.length - latencies.length + result.rounds[0]!.errors,
+      non2xx: result.rounds[0]!.non2xx,
+    });
+  }
+  return rounds;
+}

@@ -1,0 +1,114 @@
+/**
+ * The report: one table on stdout, bench/results/latest.json and latest.md, with
+ * the machine, the database it ran on, every figure as median (min–max) of its
+ * rounds, and the ratios the performance issue sets targets for.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BENCH_DIR } from './bench-child.ts';
+import type { Summary } from './round-stats.ts';
+
+export interface Meta {
+  date: string;
+  mode: 'quick' | 'full';
+  cpus: number;
+  cpuModel: string;
+  node: string;
+  database: string;
+  roundSeconds: number;
+  rounds: number;
+  notes: string[];
+}
+
+export interface Row {
+  group: string;
+  scenario: string;
+  concurrency: number | string;
+  summary: Summary;
+}
+
+export interface Ratio {
+  name: string;
+  value: number;
+  /** e.g. ">= 0.5"; undefined for a figure shown for information. */
+  target?: string;
+  met?: boolean;
+}
+
+export interface Memory {
+  process: string;
+  afterFirstMiB: number;
+  afterSecondMiB: number;
+  growthPct: number;
+}
+
+export interface Report {
+  meta: Meta;
+  rows: Row[];
+  ratios: Ratio[];
+  memory: Memory[];
+}
+
+const n = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : '-');
+const cell = (s: Summary[keyof Summary] | number, digits = 1) =>
+  typeof s === 'number' ? String(s) : s.min === s.max ? n(s.median, digits) : `${n(s.median, digits)} (${n(s.min, digits)}–${n(s.max, digits)})`;
+
+function rowsTable(rows: Row[]): string[] {
+  const out = [
+    '| group | scenario | conc | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors | non-2xx |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const r of rows) {
+    const s = r.summary;
+    out.push(
+      `| ${r.group} | ${r.scenario} | ${r.concurrency} | ${cell(s.rps, 0)} | ${cell(s.p50)} | ${cell(s.p99)} | ${cell(s.p999)} | ${n(s.requests.median, 0)} | ${n(s.errors.max, 0)} | ${n(s.non2xx.max, 0)} |`,
+    );
+  }
+  return out;
+}
+
+function ratiosTable(ratios: Ratio[]): string[] {
+  const out = ['| ratio | value | target | met |', '|---|---|---|---|'];
+  for (const r of ratios) out.push(`| ${r.name} | ${n(r.value, Math.abs(r.value) < 0.1 ? 3 : 2)} | ${r.target ?? '(information)'} | ${r.met === undefined ? '' : r.met ? 'yes' : '**no**'} |`);
+  return out;
+}
+
+function memoryTable(memory: Memory[]): string[] {
+  const out = ['| process | RSS after run 1 (MiB) | RSS after run 2 (MiB) | growth | target < 10 % |', '|---|---|---|---|---|'];
+  for (const m of memory) out.push(`| ${m.process} | ${n(m.afterFirstMiB)} | ${n(m.afterSecondMiB)} | ${n(m.growthPct)} % | ${m.growthPct < 10 ? 'yes' : '**no**'} |`);
+  return out;
+}
+
+export function renderMarkdown(report: Report): string {
+  const m = report.meta;
+  return [
+    `# Benchmark (${m.mode})`,
+    '',
+    `${m.date} · ${m.cpus} CPUs (${m.cpuModel}) · Node ${m.node} · database: ${m.database} · ` +
+      `each figure: median (min–max) of ${m.rounds} rounds of ${m.roundSeconds} s, after an unmeasured warm-up`,
+    '',
+    ...m.notes.map((x) => `- ${x}`),
+    '',
+    '## Figures',
+    '',
+    ...rowsTable(report.rows),
+    '',
+    '## Ratios and targets',
+    '',
+    ...ratiosTable(report.ratios),
+    '',
+    '## Memory',
+    '',
+    ...memoryTable(report.memory),
+    '',
+  ].join('\n');
+}
+
+export function writeReport(report: Report): string {
+  const dir = join(BENCH_DIR, 'results');
+  mkdirSync(dir, { recursive: true });
+  const md = renderMarkdown(report);
+  writeFileSync(join(dir, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(join(dir, 'latest.md'), md);
+  return md;
+}

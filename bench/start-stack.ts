@@ -1,0 +1,158 @@
+/**
+ * The system under test, as separate processes: FerretDB on a fresh PostgreSQL
+ * database (or the MONGO_URL given), the API (`node --import tsx
+ * apps/api/src/main.ts`) and, when it starts, the worker.
+ */
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { freePort, redisAnswers, startFerretDb, startPrivateRedis, waitForPort, type RunningService } from '../test/support/local-services.ts';
+import { REPO_ROOT, spawnTs } from './bench-child.ts';
+
+export interface Datastores {
+  /** Server URL without a database; each part of the bench names its own database. */
+  mongoServerUrl: string;
+  redisUrl: string;
+  kind: 'ferretdb-started' | 'mongo-url';
+  stop: () => Promise<void>;
+}
+
+export function databaseUrl(serverUrl: string, database: string): string {
+  const url = new URL(serverUrl);
+  url.pathname = `/${database}`;
+  return url.toString();
+}
+
+export async function startDatastores(runId: string): Promise<Datastores> {
+  const stops: (() => Promise<void>)[] = [];
+  let mongoServerUrl: string;
+  let kind: Datastores['kind'];
+  if (process.env.MONGO_URL) {
+    mongoServerUrl = process.env.MONGO_URL;
+    kind = 'mongo-url';
+  } else {
+    const ferret: RunningService = await startFerretDb({ database: `bench_${runId.replace(/-/g, '_')}` });
+    stops.push(ferret.stop);
+    mongoServerUrl = ferret.url;
+    kind = 'ferretdb-started';
+  }
+  let redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  if (!process.env.REDIS_URL && !(await redisAnswers(6379))) {
+    const redis = await startPrivateRedis();
+    stops.push(redis.stop);
+    redisUrl = redis.url;
+  }
+  return { mongoServerUrl, redisUrl, kind, stop: async () => void (await Promise.all(stops.map((s) => s()))) };
+}
+
+export interface ServiceProcess {
+  name: string;
+  process: ChildProcess;
+  /** Resident set size in MiB, from /proc/<pid>/status VmRSS. */
+  rssMiB: () => number;
+  stderr: () => string;
+  stop: () => Promise<void>;
+}
+
+function rssOf(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmRSS:\s+(\d+)\s+kB/.exec(status)?.[1] ?? NaN);
+  return kb / 1024;
+}
+
+function serviceProcess(name: string, script: string, env: Record<string, string>, cpuProfile: boolean): ServiceProcess {
+  // One directory per process: tsx's loader thread writes a profile of its own beside the main thread's.
+  const profDir = join(REPO_ROOT, 'bench', 'results', 'profiles', name);
+  if (cpuProfile) mkdirSync(profDir, { recursive: true });
+  const child = spawnTs(join(REPO_ROOT, script), [], env, cpuProfile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []);
+  let err = '';
+  child.stderr!.on('data', (d) => (err = (err + d).slice(-20_000)));
+  child.stdout!.on('data', (d) => (err = (err + d).slice(-20_000)));
+  return {
+    name,
+    process: child,
+    rssMiB: () => rssOf(child.pid!),
+    stderr: () => err,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
+        child.once('exit', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+export interface ApiProcess extends ServiceProcess {
+  origin: string;
+  baseUrl: string;
+  tokenUrl: string;
+  mongoUrl: string;
+  queuePrefix: string;
+}
+
+export interface ServiceEnv {
+  mongoUrl: string;
+  redisUrl: string;
+  queuePrefix: string;
+  downstreamTargets?: unknown[];
+  cpuProfile?: boolean;
+}
+
+function commonEnv(s: ServiceEnv): Record<string, string> {
+  return {
+    MONGO_URL: s.mongoUrl,
+    REDIS_URL: s.redisUrl,
+    QUEUE_PREFIX: s.queuePrefix,
+    LOG_LEVEL: 'warn',
+    DOWNSTREAM_TARGETS: JSON.stringify(s.downstreamTargets ?? []),
+    // The limiters stay on (their Redis round trip is part of a request's cost) but never trip:
+    // the bench offers one client's traffic from one IP, far above the per-client and per-IP defaults.
+    RATE_LIMIT_PER_CLIENT_PER_MINUTE: '10000000',
+    RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE: '10000000',
+  };
+}
+
+export async function startApi(name: string, s: ServiceEnv): Promise<ApiProcess> {
+  const port = await freePort();
+  const origin = `http://127.0.0.1:${port}`;
+  const env = { ...commonEnv(s), PORT: String(port), HOST: '127.0.0.1', PUBLIC_BASE_URL: origin };
+  const proc = serviceProcess(name, 'apps/api/src/main.ts', env, s.cpuProfile ?? false);
+  const exited = new Promise<never>((_, reject) =>
+    proc.process.once('exit', (code) => reject(new Error(`${name} exited (${code}) before listening: ${proc.stderr().slice(-2000)}`))),
+  );
+  exited.catch(() => undefined);
+  await Promise.race([waitForPort(port, 60_000), exited]);
+  const baseUrl = `${origin}/v1/connect/server`;
+  return { ...proc, origin, baseUrl, tokenUrl: `${baseUrl}/oauth/token`, mongoUrl: s.mongoUrl, queuePrefix: s.queuePrefix };
+}
+
+export function workerAvailable(): boolean {
+  return existsSync(join(REPO_ROOT, 'apps', 'worker', 'src', 'main.ts'));
+}
+
+/** The worker, or undefined when it is not there or dies at start. */
+export async function startWorkerProcess(name: string, s: ServiceEnv): Promise<ServiceProcess | undefined> {
+  if (!workerAvailable()) return undefined;
+  const proc = serviceProcess(name, 'apps/worker/src/main.ts', commonEnv(s), s.cpuProfile ?? false);
+  const died = await new Promise<boolean>((resolve) => {
+    const t = setTimeout(() => resolve(false), 4000);
+    proc.process.once('exit', () => {
+      clearTimeout(t);
+      resolve(true);
+    });
+  });
+  if (died) {
+    process.stderr.write(`worker did not start: ${proc.stderr().slice(-1500)}\n`);
+    return undefined;
+  }
+  return proc;
+}
+
+export function newRunId(): string {
+  return `${new Date().toISOString().slice(0, 16).replace(/[-:T]/g, '')}-${randomUUID().slice(0, 6)}`;
+}
