@@ -139,3 +139,28 @@ describe('other 4xx fail at once and are dead-lettered, then replayable', () => 
     expect(callsFor(id).map((c) => c.answered)).toEqual([410, 200]);
   });
 });
+
+describe('SPEC §2 order: user.created before any update, even through dead letters', () => {
+  it('a target that refused user.created gets it again before the update; both are dead letters, replayed in order', async () => {
+    const id = nextId('created-first');
+    script.set(id, [{ status: 400 }, { status: 400 }]);
+    await createUser(id);
+    await eventually(async () => expect((await rowOf(id))?.status).toBe('failed'));
+    const updated = await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'ITALIAN_IT' } });
+    expect(updated.body.version).toBe(2);
+    const rows = async () => (await worker.deps.models.Delivery.find({ external_provider_id: id }).sort({ version: 1 }).lean()).map((r) => [r.version, r.status]);
+    await eventually(async () => expect(await rows()).toEqual([[1, 'failed'], [2, 'failed']]));
+    // The update was never sent: its job tried user.created first, and that was refused.
+    expect(callsFor(id).map((c) => [c.body.type, c.answered])).toEqual([['user.created', 400], ['user.created', 400]]);
+
+    await replayAllFailed(replayDeps());
+    await eventually(async () => expect(await rows()).toEqual([[1, 'delivered'], [2, 'delivered']]));
+    await sleep(300);
+    expect(callsFor(id).map((c) => [c.body.type, c.body.data.version, c.answered])).toEqual([
+      ['user.created', 1, 400],
+      ['user.created', 1, 400],
+      ['user.created', 1, 200],
+      ['user.updated', 2, 200],
+    ]);
+  });
+});

@@ -157,6 +157,13 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         const dead = outcome.kind === 'permanent' || lastAttempt;
         await touchRow(event, { status: dead ? 'failed' : 'pending', last_status_code: outcome.status, last_error: outcome.error });
         await writeSync(event.organization_id, { status: dead ? 'failed' : 'pending', last_error: outcome.error });
+        if (dead) {
+          // The `created` sent first failed for good: the update this job was for is stuck
+          // behind it, so it is a dead letter too (visible, and replayed with it).
+          for (const other of [job.data.event, newest]) {
+            if (other.id !== event.id) await touchRow(other, { status: 'failed', last_error: `${outcome.error} (on ${event.type})` });
+          }
+        }
         deps.log.warn(
           { event_id: event.id, version: event.version, target: targetName, error: outcome.error, attempt, dead_letter: dead, duration_ms: outcome.durationMs },
           dead ? 'callback failed for good: dead-lettered' : 'callback failed; will retry',
