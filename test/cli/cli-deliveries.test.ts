@@ -45,7 +45,7 @@ describe('pnpm cli deliveries: dead letters are visible and replayable', () => {
     const failed = (await eventually(async () => {
       const list = await cli('deliveries', 'list', '--status', 'failed');
       const mine = list.json.deliveries?.find((d: { external_provider_id: string }) => d.external_provider_id === id);
-      return mine ? { list, mine } : undefined;
+      return mine ? { list, mine } : false;
     }, 30_000))!;
     expect(failed.list.code).toBe(0);
     expect(failed.mine).toMatchObject({ target: 'dictation', status: 'failed', event_type: 'user.created', version: 1, last_status_code: 400 });
@@ -64,7 +64,7 @@ describe('pnpm cli deliveries: dead letters are visible and replayable', () => {
 
     const after = await cli('deliveries', 'list', '--status', 'failed');
     expect(after.json.deliveries.some((d: { id: string }) => d.id === failed.mine.id)).toBe(false);
-  });
+  }, 120_000);
 
   it('--all-failed replays every dead letter; a bad id or status is a JSON error', async () => {
     const all = await cli('deliveries', 'replay', '--all-failed');
@@ -75,5 +75,5 @@ describe('pnpm cli deliveries: dead letters are visible and replayable', () => {
     expect(bad.json.error).toBeDefined();
     const badStatus = await cli('deliveries', 'list', '--status', 'exploded');
     expect(badStatus.json.error.kind).toBe('validation');
-  });
+  }, 120_000);
 });

@@ -63,14 +63,14 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
     expect(disabled.json).toMatchObject({ client_id: client.json.client_id, enabled: false, disabled_at: expect.any(String) });
     await new Promise((r) => setTimeout(r, 300));
     expect((await postUser(api, tokenRes.body.access_token, { provider_email: 'cli@example.com', external_provider_id: id })).status).toBe(401);
-  });
+  }, 120_000);
 
   it('a JWKS-URL client', async () => {
     const org = await cli('org', 'create', '--name', 'JWKS clinic');
     const client = await cli('client', 'create', '--org', org.json.id, '--jwks-url', 'https://ehr.example.com/.well-known/jwks.json');
     expect(client.code).toBe(0);
     expect(client.json.key).toEqual({ jwks_url: 'https://ehr.example.com/.well-known/jwks.json' });
-  });
+  }, 120_000);
 
   it('errors are JSON too, with a non-zero exit code', async () => {
     const unknownOrg = await cli('client', 'create', '--org', 'nope', '--jwks-url', 'https://ehr.example.com/jwks');
@@ -84,5 +84,5 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
     expect(usage.json.error.kind).toBe('usage');
     const missingUser = await cli('user', 'get', '--org', 'nope', '--external-provider-id', 'x');
     expect(missingUser.json.error.kind).toBe('not-found');
-  });
+  }, 120_000);
 });
