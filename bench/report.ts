@@ -108,7 +108,10 @@ export function writeReport(report: Report): string {
   const dir = join(BENCH_DIR, 'results');
   mkdirSync(dir, { recursive: true });
   const md = renderMarkdown(report);
-  writeFileSync(join(dir, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
-  writeFileSync(join(dir, 'latest.md'), md);
+  // latest.* is the newest run of either kind; quick.* and full.* keep the newest of each.
+  for (const name of ['latest', report.meta.mode]) {
+    writeFileSync(join(dir, `${name}.json`), `${JSON.stringify(report, null, 2)}\n`);
+    writeFileSync(join(dir, `${name}.md`), md);
+  }
   return md;
 }

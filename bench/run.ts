@@ -51,7 +51,7 @@ const buildInfo = await mongo.db().admin().command({ buildInfo: 1 });
 const database = buildInfo.ferretdbVersion ? `FerretDB ${buildInfo.ferretdbVersion} (MongoDB ${buildInfo.version} wire), PostgreSQL backend` : `MongoDB ${buildInfo.version}`;
 log(`database: ${database}; redis: ${stores.redisUrl}`);
 
-const prefixes = [`bench-${runId}-load`, `bench-${runId}-e2e`];
+const prefixes = [`bench-${runId}-load`, `bench-${runId}-e2e`, `bench-${runId}-growth`];
 const started: ServiceProcess[] = [];
 let receiverClose: (() => Promise<void>) | undefined;
 
@@ -74,7 +74,7 @@ async function cleanUp(): Promise<void> {
   } finally {
     redis.disconnect();
   }
-  if (stores.kind === 'mongo-url') for (const url of [apiDb, e2eDb]) await mongo.db(new URL(url).pathname.slice(1)).dropDatabase().catch(() => undefined);
+  if (stores.kind === 'mongo-url') for (const url of [apiDb, e2eDb, databaseUrl(stores.mongoServerUrl, dbName('growth'))]) await mongo.db(new URL(url).pathname.slice(1)).dropDatabase().catch(() => undefined);
   await mongo.close();
   await stores.stop();
 }
@@ -121,19 +121,6 @@ try {
     return result.rounds;
   };
   /** Updates with `target` users stored in the API's collection (filler plus a fresh update set). */
-  const growthDriver: Summary[] = [];
-  const growthPoint = async (target: number): Promise<Summary> => {
-    const have = await users.countDocuments({});
-    const t0 = Date.now();
-    if (have < target - plan.updateSet) await seedUsers(users, client.organizationId, `grow-${target}`, 0, target - plan.updateSet - have);
-    log(`seeded to ${target} users in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    const rounds = await apiLoad('update', GROWTH_CONCURRENCY);
-    const stored = await users.countDocuments({});
-    const summary = add('growth', `POST /users update, ${stored} users stored`, GROWTH_CONCURRENCY, rounds);
-    growthDriver.push(add('growth', `driver updateOne upsert, ${stored} users stored`, GROWTH_CONCURRENCY, await driverLoad('update', GROWTH_CONCURRENCY)));
-    return summary;
-  };
-
   const driverLoad = async (op: Op, c: number, extra: Partial<DriverSpec> = {}): Promise<RoundStats[]> =>
     (
       await runBenchChild<{ rounds: RoundStats[] }>('driver-baseline', {
@@ -150,8 +137,6 @@ try {
       } satisfies DriverSpec)
     ).rounds;
 
-  // The small point first, while the collection holds nothing else; the large one at the end.
-  const growth: Summary[] = [await growthPoint(plan.growth[0]!)];
 
   const bare = spawnTs(`${BENCH_DIR}/bare-fastify.ts`, []);
   const barePort = await new Promise<number>((resolve, reject) => {
@@ -281,8 +266,41 @@ try {
   const memory: Memory[] = [{ process: 'api', afterFirstMiB: rss1.api, afterSecondMiB: rss2.api, growthPct: (rss2.api / rss1.api - 1) * 100 }];
   if (worker) memory.push({ process: 'worker', afterFirstMiB: rss1.worker, afterSecondMiB: rss2.worker, growthPct: (rss2.worker / rss1.worker - 1) * 100 });
 
-  // --- Growth: the large point ---
-  growth.push(await growthPoint(plan.growth[1]!));
+  // --- Growth: a third API on a database of its own, so the other figures keep a small collection ---
+  const growthDb = databaseUrl(stores.mongoServerUrl, dbName('growth'));
+  const growthApi = await startApi('api-growth', { mongoUrl: growthDb, redisUrl: stores.redisUrl, queuePrefix: prefixes[2]!, cpuProfile });
+  started.push(growthApi);
+  const growthClient = await registerBenchClient(growthDb);
+  const growthToken = await fetchAccessToken(growthClient, growthApi.tokenUrl);
+  const growthMongo = await new MongoClient(growthDb).connect();
+  const growthUsers = growthMongo.db().collection('provider_users');
+  const growthDriver: Summary[] = [];
+  const growth: Summary[] = [];
+  for (const target of plan.growth) {
+    const t0 = Date.now();
+    const have = await growthUsers.countDocuments({});
+    await seedUsers(growthUsers, growthClient.organizationId, `fill-${target}`, 0, Math.max(0, target - plan.updateSet - have));
+    const updateSet = `grow-${target}`;
+    await seedUsers(growthUsers, growthClient.organizationId, updateSet, 0, plan.updateSet);
+    const stored = await growthUsers.countDocuments({});
+    log(`seeded to ${stored} users in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const result = await runBenchChild<LoadResult>('load-users', {
+      kind: 'update',
+      url: `${growthApi.baseUrl}/users`,
+      connections: GROWTH_CONCURRENCY,
+      durationSec: plan.roundSec,
+      rounds: plan.rounds,
+      warmupSec: plan.warmupSec,
+      headers: { authorization: `Bearer ${growthToken}`, 'x-nabla-api-version': '2026-03-23' },
+      idPrefix: updateSet,
+      userCount: plan.updateSet,
+    } satisfies LoadSpec);
+    growth.push(add('growth', `POST /users update, ${stored} users stored`, GROWTH_CONCURRENCY, result.rounds));
+    growthDriver.push(
+      add('growth', `driver updateOne upsert, ${stored} users stored`, GROWTH_CONCURRENCY, await driverLoad('update', GROWTH_CONCURRENCY, { mongoUrl: growthDb })),
+    );
+  }
+  await growthMongo.close();
 
   // --- Ratios ---
   const ratios: Ratio[] = [];
@@ -314,7 +332,7 @@ try {
     'The API measured for throughput has no worker consuming its queue; end to end runs a second API and the worker on a database and queue prefix of their own.',
     'Token rounds run a fixed number of pre-signed assertions (each jti is single use), so their round time is the count over the rate.',
     `Memory: RSS after the first pass, then after repeating the API users suite${quick ? ' (one round each)' : ''}${workerWorks && !quick ? ' and the end-to-end rounds' : ''}.`,
-    `Growth: updates at concurrency ${GROWTH_CONCURRENCY}, the small point measured first (nothing else stored), the large one last; the driver's upsert on the same collection beside each.`,
+    `Growth: a third API process on a database of its own, updates at concurrency ${GROWTH_CONCURRENCY} with ${plan.growth.join(' then ')} users stored; the driver's upsert on the same collection beside each.`,
     'Rate limits stay enabled at 10,000,000 per minute (per client, per token IP): their Redis round trip is counted, their 429s are not.',
     `Load generator: autocannon 9 in a child process; bare Fastify, driver and jose baselines each in a process of their own. Machine shared with other work: compare within a run.`,
   );
