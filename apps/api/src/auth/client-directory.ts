@@ -17,6 +17,8 @@ interface Entry {
  */
 export class ClientDirectory {
   private readonly cache = new Map<string, Entry>();
+  /** Organizations never change once created (no API edits them), so the token path reads them once. */
+  private readonly organizations = new Map<string, OrganizationDoc>();
 
   constructor(
     private readonly models: Models,
@@ -26,8 +28,13 @@ export class ClientDirectory {
   async fresh(clientId: string): Promise<ActiveClient | null> {
     const client = await this.models.OAuthClient.findById(clientId).lean<OAuthClientDoc>();
     if (!client || !client.enabled) return null;
-    const organization = await this.models.Organization.findById(client.organization_id).lean<OrganizationDoc>();
-    if (!organization) return null;
+    let organization = this.organizations.get(client.organization_id);
+    if (!organization) {
+      organization = (await this.models.Organization.findById(client.organization_id).lean<OrganizationDoc>()) ?? undefined;
+      if (!organization) return null;
+      if (this.organizations.size > 10_000) this.organizations.clear();
+      this.organizations.set(organization._id, organization);
+    }
     return { client, organization };
   }
 
