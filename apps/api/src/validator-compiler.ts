@@ -25,8 +25,12 @@ export function fieldErrorsOf(issues: readonly z.core.$ZodIssue[], prefix: strin
  * retry looks like a change, and `encodeURIComponent` (the Location header) throws.
  * They are refused like any other invalid field. Iterative: bodies may nest deeply.
  */
-const LONE_SURROGATE = /\p{Cs}/u;
-const MALFORMED_TEXT = 'must be valid Unicode text (no lone surrogates)';
+/*
+ * A NUL character is refused for the same reason: MongoDB stores it, but FerretDB's
+ * PostgreSQL (jsonb) cannot, so the write fails with a 5xx; no email, id or name holds one.
+ */
+const UNSTORABLE_TEXT = /\p{Cs}|\u0000/u;
+const MALFORMED_TEXT = 'must be valid Unicode text (no lone surrogates, no NUL)';
 
 interface PathNode {
   key: string;
@@ -44,11 +48,11 @@ export function malformedStringsIn(data: unknown, prefix: string[] = []): FieldE
   while (stack.length > 0 && out.length < 10) {
     const [value, path] = stack.pop()!;
     if (typeof value === 'string') {
-      if (LONE_SURROGATE.test(value)) out.push({ path: pathOf(path, prefix), message: MALFORMED_TEXT });
+      if (UNSTORABLE_TEXT.test(value)) out.push({ path: pathOf(path, prefix), message: MALFORMED_TEXT });
     } else if (value !== null && typeof value === 'object') {
       for (const [key, child] of Object.entries(value)) {
         const node = { key, parent: path };
-        if (LONE_SURROGATE.test(key)) out.push({ path: pathOf(node, prefix), message: MALFORMED_TEXT });
+        if (UNSTORABLE_TEXT.test(key)) out.push({ path: pathOf(node, prefix), message: MALFORMED_TEXT });
         else stack.push([child, node]);
       }
     }
