@@ -22,7 +22,8 @@ const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 const OAUTH_ERRORS = ['invalid_request', 'invalid_client', 'unsupported_grant_type'];
 
 beforeAll(async () => {
-  api = await startTestApi({ label: 'fuzz' });
+  // Thousands of requests from one client and one IP: the rate limits (test/api/rate-limits.test.ts) are off here.
+  api = await startTestApi({ label: 'fuzz', env: { RATE_LIMIT_PER_CLIENT_PER_MINUTE: '0', RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE: '0' } });
   clinic = await registerTestClient(api.models, { name: 'Fuzz clinic' });
   token = await getToken(api, clinic);
   rssBefore = process.memoryUsage().rss;
@@ -306,13 +307,16 @@ describe('POST /users under fuzzed input: never a 5xx or a stack trace, problem+
     expect(({} as Record<string, unknown>).isAdmin).toBeUndefined();
   });
 
-  it('lone UTF-16 surrogates (valid JSON escapes, not storable text) are refused with 400 naming the field', async () => {
+  it('lone UTF-16 surrogates and NUL (valid JSON escapes, not storable text) are refused with 400 naming the field', async () => {
     // Found by this fuzzing: "\ud800" as external_provider_id was stored as U+FFFD and answered 500.
     const id = `sur-${randomUUID()}`;
     const cases: [string, string][] = [
       [`{"provider_email":"${id}@x.com","external_provider_id":"${id}\\ud800"}`, 'external_provider_id'],
       [`{"provider_email":"${id}\\udc00@x.com","external_provider_id":"${id}"}`, 'provider_email'],
       [`{"provider_email":"${id}@x.com","external_provider_id":"${id}","settings":{"speech_locale":"ENGLISH_US","specialty":{"kind":"OTHER","other_specialty_name":"Sleep\\ud83d"}}}`, 'settings.specialty.other_specialty_name'],
+      // Found the same way: NUL was a 5xx on FerretDB (PostgreSQL jsonb cannot hold it).
+      [`{"provider_email":"${id}@x.com","external_provider_id":"${id}\\u0000"}`, 'external_provider_id'],
+      [`{"provider_email":"${id}@x.com","external_provider_id":"${id}","settings":{"speech_locale":"ENGLISH_US","specialty":{"kind":"OTHER","other_specialty_name":"\\u0000"}}}`, 'settings.specialty.other_specialty_name'],
     ];
     for (const [text, path] of cases) {
       const res = await sendUsers(text);
@@ -447,7 +451,7 @@ describe('POST /oauth/token under fuzzed JSON and form input: always RFC 6749, n
   const validParams = async (): Promise<Record<string, unknown>> => ({
     grant_type: 'client_credentials',
     client_assertion_type: JWT_BEARER,
-    client_assertion: await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl),
+    client_assertion: await signAssertion(clinic.client._id, clinic.privateKey, api.audience),
   });
 
   it('random JSON values as the body', async () => {

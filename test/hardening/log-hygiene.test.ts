@@ -90,7 +90,7 @@ describe('Logs after a busy sequence: JSON, a request id on every request line, 
     // Tokens: JSON and form, then refusals of every kind.
     const tokens: string[] = [];
     for (const [c, form] of [[a, false], [b, true]] as [TestClient, boolean][]) {
-      const assertion = jwtSecret('accepted assertion', await signAssertion(c.client._id, c.privateKey, api.tokenUrl));
+      const assertion = jwtSecret('accepted assertion', await signAssertion(c.client._id, c.privateKey, api.audience));
       const res = await tokenRequest(assertion, form, form ? { client_id: c.client._id } : {});
       expect(res.status).toBe(200);
       tokens.push(jwtSecret('access token', res.body.access_token));
@@ -98,12 +98,12 @@ describe('Logs after a busy sequence: JSON, a request id on every request line, 
     }
     const [ta, tb] = tokens as [string, string];
     const refused = [
-      await signAssertion(a.client._id, b.privateKey, api.tokenUrl), // someone else's key
+      await signAssertion(a.client._id, b.privateKey, api.audience), // someone else's key
       await signAssertion(a.client._id, a.privateKey, 'https://elsewhere.example.com/token'), // wrong audience
-      await signAssertion(a.client._id, a.privateKey, api.tokenUrl, { iat: now - 100, exp: now - 50 }), // expired
-      await signAssertion(a.client._id, a.privateKey, api.tokenUrl, { jti: null }), // no jti
-      `${b64({ alg: 'HS256' })}.${b64({ iss: a.client._id, sub: a.client._id, aud: api.tokenUrl, exp: now + 60, iat: now, jti: randomUUID() })}`,
-      `${b64({ alg: 'none' })}.${b64({ iss: 'ghost', sub: 'ghost', aud: api.tokenUrl, exp: now + 60, iat: now, jti: randomUUID() })}.`,
+      await signAssertion(a.client._id, a.privateKey, api.audience, { iat: now - 100, exp: now - 50 }), // expired
+      await signAssertion(a.client._id, a.privateKey, api.audience, { jti: null }), // no jti
+      `${b64({ alg: 'HS256' })}.${b64({ iss: a.client._id, sub: a.client._id, aud: api.audience, exp: now + 60, iat: now, jti: randomUUID() })}`,
+      `${b64({ alg: 'none' })}.${b64({ iss: 'ghost', sub: 'ghost', aud: api.audience, exp: now + 60, iat: now, jti: randomUUID() })}.`,
     ];
     refused[4] = `${refused[4]}.${createHmac('sha256', a.client.public_key_pem!).update(refused[4]!).digest('base64url')}`;
     for (const r of refused) {
@@ -112,9 +112,9 @@ describe('Logs after a busy sequence: JSON, a request id on every request line, 
       expect((await tokenRequest(r, true, { client_id: b.client._id })).status).toBe(401); // client_id ≠ iss
     }
     // An assertion where a parameter should be, and a token request that is not JSON at all.
-    const misplaced = jwtSecret('misplaced assertion', await signAssertion(a.client._id, a.privateKey, api.tokenUrl));
+    const misplaced = jwtSecret('misplaced assertion', await signAssertion(a.client._id, a.privateKey, api.audience));
     expect((await tokenRequest('x', false, { client_id: misplaced })).status).toBeGreaterThanOrEqual(400);
-    const broken = jwtSecret('assertion in broken JSON', await signAssertion(a.client._id, a.privateKey, api.tokenUrl));
+    const broken = jwtSecret('assertion in broken JSON', await signAssertion(a.client._id, a.privateKey, api.audience));
     expect((await http(api.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: `{"client_assertion":"${broken}",` })).status).toBe(400);
 
     // Users: creates, updates, no-ops, both conflicts, validation errors, bad bodies, from both organizations.
@@ -185,7 +185,7 @@ describe('Logs after a busy sequence: JSON, a request id on every request line, 
 describe('Known leaks (packages/shared/src/logger.ts, apps/api/src/build-app.ts): the request URL is logged as sent', () => {
   it.fails('an access token sent as ?access_token= does not reach the log', async () => {
     const [a] = clinics as [TestClient];
-    const res = await tokenRequest(await signAssertion(a.client._id, a.privateKey, api.tokenUrl));
+    const res = await tokenRequest(await signAssertion(a.client._id, a.privateKey, api.audience));
     const token = jwtSecret('access token in a query string', res.body.access_token);
     const from = api.logs.lines.length;
     expect((await http(`${api.baseUrl}/users/anyone?access_token=${token}`)).status).toBe(401);
@@ -194,7 +194,7 @@ describe('Known leaks (packages/shared/src/logger.ts, apps/api/src/build-app.ts)
 
   it.fails('an external_provider_id that is an email address is masked in the logged URL', async () => {
     const [a] = clinics as [TestClient];
-    const res = await tokenRequest(await signAssertion(a.client._id, a.privateKey, api.tokenUrl));
+    const res = await tokenRequest(await signAssertion(a.client._id, a.privateKey, api.audience));
     const token = jwtSecret('access token', res.body.access_token);
     const emailAsId = email('virginia.apgar');
     const from = api.logs.lines.length;
