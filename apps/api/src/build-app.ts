@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import formbody from '@fastify/formbody';
 import type { ApiDeps } from './api-deps.ts';
-import { errorHandler, notFoundHandler } from './error-handler.ts';
+import { PROBLEM_TYPE_BASE } from '@connect/shared';
+import { errorHandler, notFoundHandler, sendProblem } from './error-handler.ts';
 import { adminQueuesRoutes } from './routes/admin-queues.ts';
 import { registerDocs } from './routes/docs.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -28,6 +29,18 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     // Errors on malformed JSON, never merged prototypes.
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
+    // SPEC §1 allows 256-character external ids; percent-encoded that is up to 768.
+    routerOptions: { maxParamLength: 1024 },
+    // Fastify answers malformed or over-long URLs itself: make those problem+json too, without echoing the URL.
+    frameworkErrors: (error, request, reply) => {
+      const status = error.statusCode ?? 400;
+      void sendProblem(reply, {
+        type: PROBLEM_TYPE_BASE + (status === 414 ? 'uri-too-long' : 'bad-url'),
+        title: status === 414 ? 'URI too long' : 'Bad URL',
+        status,
+        detail: status === 414 ? 'A path segment is longer than this API accepts.' : 'The URL could not be decoded.',
+      });
+    },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   }) as unknown as FastifyInstance;
@@ -38,8 +51,14 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
   observeRequestDurations(app, deps);
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    // While shutting down, end keep-alive connections after their answer so close() does not wait for the idle timeout.
+    if (closing) reply.header('connection', 'close');
   });
 
   await app.register(formbody, { bodyLimit: 16 * 1024 });

@@ -11,6 +11,12 @@ export interface Problem {
   [extension: string]: unknown;
 }
 
+/** The problem's `instance`: the request path, without the query, and only when short (never reflect a huge URL). */
+export function instanceOf(request: FastifyRequest): string | undefined {
+  const path = request.url.split('?')[0]!;
+  return path.length <= 200 ? path : undefined;
+}
+
 export function sendProblem(reply: FastifyReply, problem: Problem): FastifyReply {
   if (problem.status === 401 && !reply.hasHeader('www-authenticate')) reply.header('www-authenticate', 'Bearer');
   return reply.status(problem.status).type('application/problem+json').send(problem);
@@ -31,7 +37,7 @@ const FASTIFY_CODES: Record<string, { slug: string; title: string; status: numbe
  * else is a 500 whose details go to the log only (no stack trace in a response).
  */
 export function errorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
-  const instance = request.url.split('?')[0];
+  const instance = instanceOf(request);
   if (error instanceof DomainError) {
     if (error instanceof RateLimitedError) reply.header('retry-after', String(error.retryAfterSeconds));
     return sendProblem(reply, {
@@ -65,5 +71,5 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
 }
 
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): FastifyReply {
-  return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'not-found', title: 'Not found', status: 404, detail: 'No such route.', instance: request.url.split('?')[0] });
+  return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'not-found', title: 'Not found', status: 404, detail: 'No such route.', instance: instanceOf(request) });
 }

@@ -24,6 +24,21 @@ export function maskEmailsIn(text: string): string {
  * a logged object, and emails are masked. Request logging serializers (apps/api)
  * log only method, route and a request id, never headers or bodies.
  */
+/**
+ * A request URL as it may be logged: no query string (RFC 6750 allows an
+ * `access_token` there) and emails in the path masked (an external id can be one).
+ */
+export function loggableUrl(url: string | undefined): string {
+  const path = (url ?? '').split('?')[0]!;
+  let decoded = path;
+  try {
+    decoded = decodeURIComponent(path);
+  } catch {
+    /* keep it encoded */
+  }
+  return maskEmailsIn(decoded).slice(0, 512);
+}
+
 export const REDACT_PATHS = [
   'authorization',
   '*.authorization',
@@ -50,6 +65,14 @@ export function loggerOptions(level: string, name: string): LoggerOptions {
     name,
     level,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    serializers: {
+      // Method, path and who asked; never headers, query strings or bodies.
+      req: (req: { method?: string; url?: string; ip?: string; socket?: { remoteAddress?: string } }) => ({
+        method: req.method,
+        url: loggableUrl(req.url),
+        remoteAddress: req.ip ?? req.socket?.remoteAddress,
+      }),
+    },
     formatters: {
       log(obj) {
         for (const key of ['provider_email', 'email']) {
