@@ -1,7 +1,7 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import { Types } from 'mongoose';
 import type { Logger } from 'pino';
-import { eventJobOf, maskEmailsIn, type DownstreamTarget, type Models, type ProviderUserDoc, type SyncStateDoc, type UserEvent } from '@connect/shared';
+import { eventJobOf, isDuplicateKeyError, maskEmailsIn, type DownstreamTarget, type Models, type ProviderUserDoc, type SyncStateDoc, type UserEvent } from '@connect/shared';
 import { deliverCallback } from './deliver-callback.ts';
 import { deliveryIdOf, type DeliveryJob } from './deliveries-queue.ts';
 import { RetryableDeliveryError } from './delivery-backoff.ts';
@@ -67,7 +67,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
     const target = targets.get(targetName);
 
     const touchRow = (event: UserEvent, set: Record<string, unknown>, inc?: Record<string, number>) =>
-      Delivery.updateOne(
+      retryOnDuplicateUpsert(() => Delivery.updateOne(
         { _id: deliveryIdOf(event.id, targetName) },
         {
           $set: { updated_at: now(), ...set },
@@ -91,10 +91,10 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           ...(inc ? { $inc: inc } : {}),
         },
         { upsert: true },
-      );
+      ));
 
     const writeSync = (organizationId: string, set: Partial<SyncStateDoc>, deliveredVersion?: number) =>
-      SyncState.updateOne(
+      retryOnDuplicateUpsert(() => SyncState.updateOne(
         { _id: syncId },
         {
           $set: { updated_at: now(), ...set },
@@ -105,7 +105,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           ...(deliveredVersion === undefined ? {} : { $max: { delivered_version: deliveredVersion } }),
         },
         { upsert: true },
-      );
+      ));
 
     // Rows of events this target will never be sent, because a newer version reached it.
     const settle = async (deliveredVersion: number) => {
@@ -185,4 +185,19 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       throw new RecordedFailure(message);
     }
   };
+}
+
+/**
+ * Two upserts of one new row at once (two workers, or a delivery and a replay):
+ * one inserts, the other gets a duplicate-key error, on FerretDB always and on
+ * MongoDB in some cases. The row exists by then, so the same update applied again
+ * takes the update path.
+ */
+async function retryOnDuplicateUpsert<T>(write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (err) {
+    if (!isDuplicateKeyError(err)) throw err;
+    return write();
+  }
 }
