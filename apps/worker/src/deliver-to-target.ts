@@ -5,12 +5,14 @@ import { eventJobOf, isDuplicateKeyError, maskEmailsIn, type DownstreamTarget, t
 import { deliverCallback } from './deliver-callback.ts';
 import { deliveryIdOf, type DeliveryJob } from './deliveries-queue.ts';
 import { RetryableDeliveryError } from './delivery-backoff.ts';
+import type { DeliveryMetrics } from './delivery-metrics.ts';
 
 export interface DeliverToTargetDeps {
   models: Models;
   targets: readonly DownstreamTarget[];
   log: Logger;
   now?: () => Date;
+  metrics?: DeliveryMetrics;
 }
 
 export function syncStateIdOf(userId: string, target: string): string {
@@ -129,6 +131,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       const deliveredVersion = sync?.delivered_version ?? 0;
 
       if (newest.version <= deliveredVersion) {
+        deps.metrics?.deliveries.inc({ target: targetName, outcome: 'superseded' });
         await settle(deliveredVersion);
         if (job.data.event.version === deliveredVersion) await touchRow(job.data.event, { status: 'delivered' });
         deps.log.debug({ event_id: job.data.event.id, target: targetName, delivered_version: deliveredVersion }, 'target already has this version');
@@ -147,6 +150,8 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         if (outcome.kind === 'success') {
           await touchRow(event, { status: 'delivered', delivered_at: now(), last_status_code: outcome.status, last_error: null });
           await writeSync(event.organization_id, { status: isNewest ? 'delivered' : 'pending', last_error: null }, event.version);
+          deps.metrics?.deliveries.inc({ target: targetName, outcome: 'delivered' });
+          deps.metrics?.latency.observe({ target: targetName, type: event.type }, Math.max(0, (now().getTime() - Date.parse(event.occurred_at)) / 1000));
           deps.log.info(
             { event_id: event.id, type: event.type, version: event.version, target: targetName, status: outcome.status, duration_ms: outcome.durationMs, attempt },
             'callback delivered',
@@ -155,6 +160,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         }
 
         const dead = outcome.kind === 'permanent' || lastAttempt;
+        deps.metrics?.deliveries.inc({ target: targetName, outcome: dead ? 'failed' : 'retry' });
         await touchRow(event, { status: dead ? 'failed' : 'pending', last_status_code: outcome.status, last_error: outcome.error });
         await writeSync(event.organization_id, { status: dead ? 'failed' : 'pending', last_error: outcome.error });
         if (dead) {

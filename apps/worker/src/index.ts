@@ -2,6 +2,7 @@ export * from './deliver-callback.ts';
 export * from './deliver-to-target.ts';
 export * from './deliveries-queue.ts';
 export * from './delivery-backoff.ts';
+export * from './delivery-metrics.ts';
 export * from './fan-out.ts';
 export * from './outbox-sweep.ts';
 export * from './replay-deliveries.ts';

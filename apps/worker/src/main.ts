@@ -1,5 +1,6 @@
 import { ConfigError, createLogger, loadConfigOrExit, onTerminationSignals, runShutdownSequence } from '@connect/shared';
 import { workerShutdownSteps } from './shutdown.ts';
+import { serveDeliveryMetrics } from './delivery-metrics.ts';
 import { startWorker } from './start-worker.ts';
 import { createWorkerDeps } from './worker-deps.ts';
 import { workerOptionsFromEnv, type WorkerOptions } from './worker-options.ts';
@@ -16,6 +17,10 @@ try {
 const log = createLogger(config.logLevel, 'worker');
 const deps = await createWorkerDeps(config, log, options);
 const worker = startWorker(deps);
+if (options.metricsPort) {
+  await serveDeliveryMetrics(deps.metrics, options.metricsPort);
+  log.info({ port: options.metricsPort }, 'worker metrics at GET /metrics');
+}
 onTerminationSignals(log, async () => {
   const steps = workerShutdownSteps(worker, deps);
   const done = await runShutdownSequence(steps, log, options.shutdownGraceMs);

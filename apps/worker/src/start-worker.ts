@@ -30,7 +30,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     ...common,
     concurrency: options.fanOutConcurrency,
   });
-  const deliveries = new Worker<DeliveryJob>(DELIVERIES_QUEUE, createDeliverToTarget({ models: deps.models, targets: config.downstreamTargets, log }), {
+  const deliveries = new Worker<DeliveryJob>(DELIVERIES_QUEUE, createDeliverToTarget({ models: deps.models, targets: config.downstreamTargets, log, metrics: deps.metrics }), {
     ...common,
     concurrency: options.concurrency,
     settings: {

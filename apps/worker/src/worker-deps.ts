@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { createEventsQueue, createModels, createRedis, ensureIndexes, OutboxRelay, type Config, type Models, type UserEventJob } from '@connect/shared';
 import { createDeliveriesQueue, type DeliveryJob } from './deliveries-queue.ts';
+import { createDeliveryMetrics, type DeliveryMetrics } from './delivery-metrics.ts';
 import { DEFAULT_WORKER_OPTIONS, type WorkerOptions } from './worker-options.ts';
 
 /** Everything the worker's processors use, passed in so tests build the real thing with their own connections. */
@@ -22,6 +23,7 @@ export interface WorkerDeps {
   eventsQueue: Queue<UserEventJob>;
   deliveries: Queue<DeliveryJob>;
   relay: OutboxRelay;
+  metrics: DeliveryMetrics;
   closeQueues(): Promise<void>;
   closeRedis(): Promise<void>;
   closeMongo(): Promise<void>;
@@ -56,6 +58,7 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
     eventsQueue,
     deliveries,
     relay,
+    metrics: createDeliveryMetrics(),
     closeQueues: async () => {
       await Promise.allSettled([eventsQueue.close(), deliveries.close()]);
     },

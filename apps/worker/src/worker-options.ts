@@ -23,6 +23,8 @@ export interface WorkerOptions {
   shutdownGraceMs: number;
   /** How long a fan-out that used up its attempts waits before it tries again (it never gives up). */
   fanOutParkMs: number;
+  /** Port of the worker's GET /metrics listener; 0: none. */
+  metricsPort: number;
 }
 
 export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
@@ -39,6 +41,7 @@ export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
   maxStalledCount: 5,
   shutdownGraceMs: 30_000,
   fanOutParkMs: 60_000,
+  metricsPort: 0,
 });
 
 const ENV: Record<string, keyof WorkerOptions> = {
@@ -50,6 +53,7 @@ const ENV: Record<string, keyof WorkerOptions> = {
   WORKER_LOCK_DURATION_MS: 'lockDurationMs',
   WORKER_STALLED_INTERVAL_MS: 'stalledIntervalMs',
   WORKER_SHUTDOWN_GRACE_MS: 'shutdownGraceMs',
+  WORKER_METRICS_PORT: 'metricsPort',
 };
 
 /** Optional WORKER_* variables; a bad one throws a ConfigError naming it. */

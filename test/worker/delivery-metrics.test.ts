@@ -1,0 +1,48 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { serveDeliveryMetrics } from '@connect/worker';
+import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { freePort } from '../support/local-services.ts';
+import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
+import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+
+let api: TestApi;
+let worker: TestWorker;
+let receiver: Receiver;
+let failing = true;
+
+beforeAll(async () => {
+  receiver = await startReceiver(() => (failing ? { status: 503 } : { status: 200 }));
+  api = await startTestApi({ label: 'wmetrics', env: { DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'dictation', url: receiver.url, secrets: ['s'] }]) } });
+  worker = await startTestWorker(api.env);
+});
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  await receiver?.close();
+});
+
+describe('Worker metrics (GET /metrics on WORKER_METRICS_PORT)', () => {
+  it('count deliveries by target and outcome, and the latency from the change to the 2xx', async () => {
+    const port = await freePort();
+    const server = await serveDeliveryMetrics(worker.deps.metrics, port, '127.0.0.1');
+    try {
+      const clinic = await registerTestClient(api.models);
+      const token = await getToken(api, clinic);
+      const id = randomUUID();
+      expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+      await eventually(() => receiver.received.length >= 1);
+      failing = false;
+      await eventually(() => receiver.accepted().length === 1, 20_000);
+      const text = await eventually(async () => {
+        const t = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        return /connect_deliveries_total\{target="dictation",outcome="delivered"\} 1/.test(t) ? t : false;
+      });
+      expect(text).toMatch(/connect_deliveries_total\{target="dictation",outcome="retry"\} [1-9]/);
+      expect(text).toMatch(/connect_delivery_latency_seconds_count\{target="dictation",type="user.created"\} 1/);
+      expect((await fetch(`http://127.0.0.1:${port}/other`)).status).toBe(404);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
