@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { freePort, redisAnswers, startFerretDb, startPrivateRedis, waitForPort, type RunningService } from '../test/support/local-services.ts';
+import { freePort, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '../test/support/local-services.ts';
 import { REPO_ROOT, spawnTs } from './bench-child.ts';
 
 export interface Datastores {
@@ -74,16 +74,7 @@ function serviceProcess(name: string, script: string, env: Record<string, string
     process: child,
     rssMiB: () => rssOf(child.pid!),
     stderr: () => err,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
-        child.once('exit', () => {
-          clearTimeout(t);
-          resolve();
-        });
-        child.kill('SIGTERM');
-      }),
+    stop: () => stopChild(child, 'SIGTERM', 30_000),
   };
 }
 

@@ -15,7 +15,7 @@ import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync }
 import { join } from 'node:path';
 import mongoose from 'mongoose';
 import { createModels, ensureIndexes, registerClient, registerOrganization } from '@connect/shared';
-import { freePort, REPO_ROOT, redisAnswers, startFerretDb, startPrivateRedis, waitForPort, type RunningService } from '../test/support/local-services.ts';
+import { freePort, REPO_ROOT, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '../test/support/local-services.ts';
 
 const started = Date.now();
 const dir = process.env.STACK_DIR ?? join(REPO_ROOT, '.local', 'stack');
@@ -49,18 +49,7 @@ function launch(name: string, script: string, env: Record<string, string>): Chil
     if (!stopping) say(`${name} exited (${code ?? signal}); see ${join(dir, `${name}.log`)}`);
   });
   children.push(child);
-  stops.unshift(
-    () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
-        child.once('exit', () => {
-          clearTimeout(t);
-          resolve();
-        });
-        child.kill('SIGTERM');
-      }),
-  );
+  stops.unshift(() => stopChild(child, 'SIGTERM', 30_000));
   return child;
 }
 
