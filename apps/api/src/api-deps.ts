@@ -1,6 +1,5 @@
 import mongoose, { type Connection } from 'mongoose';
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import {
   DELIVERIES_QUEUE,
@@ -12,6 +11,7 @@ import {
   OutboxRelay,
   type Config,
   type Models,
+  type RedisClient,
   type UserEventJob,
 } from '@connect/shared';
 import { AccessTokens } from './auth/access-tokens.ts';
@@ -26,7 +26,7 @@ export interface ApiDeps {
   log: Logger;
   mongo: Connection;
   models: Models;
-  redis: Redis;
+  redis: RedisClient;
   queue: Queue<UserEventJob>;
   /** Read-only here: for the dashboard and the queue-depth metrics. */
   deliveriesQueue: Queue;

@@ -1,6 +1,5 @@
 import { Queue, type JobsOptions } from 'bullmq';
-import type { Redis } from 'ioredis';
-import { DELIVERIES_QUEUE, type UserEvent } from '@connect/shared';
+import { DELIVERIES_QUEUE, type RedisClient, type UserEvent } from '@connect/shared';
 
 /** One delivery: a user's event for one target. The creation event rides along (SPEC §2 order). */
 export interface DeliveryJob {
@@ -14,7 +13,7 @@ export const DEFAULT_DELIVERY_ATTEMPTS = 8;
 /** The custom backoff type; the worker's `settings.backoffStrategy` computes it. */
 export const DELIVERY_BACKOFF_TYPE = 'delivery';
 
-export function createDeliveriesQueue(connection: Redis, prefix: string, attempts = DEFAULT_DELIVERY_ATTEMPTS): Queue<DeliveryJob> {
+export function createDeliveriesQueue(connection: RedisClient, prefix: string, attempts = DEFAULT_DELIVERY_ATTEMPTS): Queue<DeliveryJob> {
   return new Queue<DeliveryJob>(DELIVERIES_QUEUE, {
     connection,
     prefix,

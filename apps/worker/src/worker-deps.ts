@@ -1,8 +1,7 @@
 import mongoose, { type Connection } from 'mongoose';
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { createEventsQueue, createModels, createRedis, ensureIndexes, OutboxRelay, type Config, type Models, type UserEventJob } from '@connect/shared';
+import { createEventsQueue, createModels, createRedis, ensureIndexes, OutboxRelay, type Config, type Models, type RedisClient, type UserEventJob } from '@connect/shared';
 import { createDeliveriesQueue, type DeliveryJob } from './deliveries-queue.ts';
 import { createDeliveryMetrics, type DeliveryMetrics } from './delivery-metrics.ts';
 import { DEFAULT_WORKER_OPTIONS, type WorkerOptions } from './worker-options.ts';
@@ -15,11 +14,11 @@ export interface WorkerDeps {
   mongo: Connection;
   models: Models;
   /** BullMQ workers: `maxRetriesPerRequest: null` so blocking reads survive reconnects. */
-  workerRedis: Redis;
+  workerRedis: RedisClient;
   /** Adds to the deliveries queue from inside jobs; waits for Redis rather than failing. */
-  queueRedis: Redis;
+  queueRedis: RedisClient;
   /** The sweep's publisher: fails fast while Redis is away, so a pass ends and the next one retries. */
-  producerRedis: Redis;
+  producerRedis: RedisClient;
   eventsQueue: Queue<UserEventJob>;
   deliveries: Queue<DeliveryJob>;
   relay: OutboxRelay;

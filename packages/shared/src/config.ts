@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { parseRedisUrl } from './events/redis-connection.ts';
 
 /**
  * Configuration is parsed once, at start, from the environment into a frozen typed
@@ -135,7 +136,14 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
   const mongoUrl = required(env, 'MONGO_URL');
   url('MONGO_URL', mongoUrl, ['mongodb:', 'mongodb+srv:']);
   const redisUrl = options.require?.redis === false ? (env.REDIS_URL?.trim() ?? '') : required(env, 'REDIS_URL');
-  if (redisUrl) url('REDIS_URL', redisUrl, ['redis:', 'rediss:']);
+  let redisCluster = false;
+  if (redisUrl) {
+    try {
+      redisCluster = parseRedisUrl(redisUrl).kind === 'cluster';
+    } catch (err) {
+      throw new ConfigError('REDIS_URL', `${(err as Error).message}, got "${redisUrl}"`);
+    }
+  }
 
   const port = integer(env, 'PORT', 3000, 0, 65535);
   const host = env.HOST?.trim() || '0.0.0.0';
@@ -158,6 +166,8 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
 
   const queuePrefix = env.QUEUE_PREFIX?.trim() || 'connect';
   if (!/^[A-Za-z0-9_{}:.-]{1,64}$/.test(queuePrefix)) throw new ConfigError('QUEUE_PREFIX', `must be 1 to 64 of letters, digits, "_{}:.-", got "${env.QUEUE_PREFIX}"`);
+  // On Redis Cluster every key of a queue must hash to one slot: BullMQ needs the prefix in a hash tag.
+  if (redisCluster && !/\{[^{}]+\}/.test(queuePrefix)) throw new ConfigError('QUEUE_PREFIX', `must contain a hash tag such as {connect} on Redis Cluster, got "${queuePrefix}"`);
 
   const adminToken = env.ADMIN_TOKEN?.trim() || undefined;
   if (adminToken !== undefined && adminToken.length < 16) throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 characters');

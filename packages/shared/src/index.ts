@@ -4,6 +4,7 @@ export * from './domain-errors.ts';
 export * from './enums.ts';
 export * from './events/outbox-relay.ts';
 export * from './events/queues.ts';
+export * from './events/redis-connection.ts';
 export * from './events/user-event.ts';
 export * from './keyed-lock.ts';
 export * from './logger.ts';

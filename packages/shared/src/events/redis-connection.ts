@@ -1,0 +1,81 @@
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+
+/** A Redis connection: one server (or a Sentinel-managed primary), or a Redis Cluster. */
+export type RedisClient = Redis | Cluster;
+
+export type RedisTarget =
+  | { kind: 'single'; url: string }
+  | { kind: 'sentinel'; sentinels: { host: string; port: number }[]; name: string; password?: string; db: number; tls: boolean }
+  | { kind: 'cluster'; nodes: { host: string; port: number }[]; password?: string; tls: boolean };
+
+function hostsOf(list: string, defaultPort: number): { host: string; port: number }[] {
+  return list.split(',').map((hp) => {
+    const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(hp.trim());
+    if (!m || !m[1]) throw new Error(`bad host "${hp}"`);
+    return { host: m[1], port: m[2] ? Number(m[2]) : defaultPort };
+  });
+}
+
+/**
+ * REDIS_URL forms (SPEC §3, outgrowing one machine):
+ * - `redis://[:password@]host:port[/db]`, `rediss://…` (TLS): one server;
+ * - `redis+sentinel://[:password@]host1:26379,host2:26379/<master name>[/db]` (`rediss+sentinel` for TLS): the primary Sentinel names;
+ * - `redis+cluster://[:password@]host1:6379,host2:6379` (`rediss+cluster`): a Redis Cluster (QUEUE_PREFIX then needs a hash tag).
+ */
+export function parseRedisUrl(raw: string): RedisTarget {
+  const m = /^(rediss?)(\+sentinel|\+cluster)?:\/\/(?:([^@/]*)@)?([^/?#]+)(\/[^?#]*)?$/.exec(raw.trim());
+  if (!m) throw new Error('not a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL');
+  const [, scheme, mode, auth, hosts, path] = m;
+  const tls = scheme === 'rediss';
+  const password = auth ? decodeURIComponent(auth.includes(':') ? auth.slice(auth.indexOf(':') + 1) : auth) || undefined : undefined;
+  if (!mode) return { kind: 'single', url: raw.trim() };
+  if (mode === '+cluster') return { kind: 'cluster', nodes: hostsOf(hosts!, 6379), password, tls };
+  const parts = (path ?? '').split('/').filter(Boolean);
+  if (!parts[0]) throw new Error('redis+sentinel:// needs the master name as the path');
+  const db = parts[1] ? Number(parts[1]) : 0;
+  if (!Number.isInteger(db) || db < 0) throw new Error('bad database number');
+  return { kind: 'sentinel', sentinels: hostsOf(hosts!, 26379), name: decodeURIComponent(parts[0]), password, db, tls };
+}
+
+/**
+ * A connection for BullMQ and the rate limiter. Producers (the API's relay, the
+ * CLI) fail fast while Redis is away (`enableOfflineQueue: false`), so a request
+ * never waits on Redis: the event stays in MongoDB and the sweep publishes it
+ * later. Workers need `maxRetriesPerRequest: null` so blocking commands survive
+ * reconnects.
+ */
+export function createRedis(url: string, role: 'producer' | 'worker', extra: RedisOptions = {}): RedisClient {
+  const options: RedisOptions = {
+    ...(role === 'producer'
+      ? { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000 }
+      : { maxRetriesPerRequest: null }),
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+    ...extra,
+  };
+  const target = parseRedisUrl(url);
+  switch (target.kind) {
+    case 'single':
+      return new Redis(target.url, options);
+    case 'sentinel':
+      return new Redis({
+        ...options,
+        sentinels: target.sentinels,
+        name: target.name,
+        db: target.db,
+        ...(target.password ? { password: target.password, sentinelPassword: target.password } : {}),
+        ...(target.tls ? { tls: {}, enableTLSForSentinelMode: true } : {}),
+      });
+    case 'cluster': {
+      const clusterOptions: ClusterOptions = {
+        enableOfflineQueue: options.enableOfflineQueue ?? true,
+        clusterRetryStrategy: (times) => Math.min(times * 200, 2000),
+        redisOptions: {
+          ...options,
+          ...(target.password ? { password: target.password } : {}),
+          ...(target.tls ? { tls: {} } : {}),
+        },
+      };
+      return new Cluster(target.nodes, clusterOptions);
+    }
+  }
+}
