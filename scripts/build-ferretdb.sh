@@ -10,6 +10,8 @@ want="$(cat "$root/tools/ferretdb/go.mod" "$root/tools/ferretdb/go.sum" "$root/t
 if [[ -x "$out" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
+# Go lives in /usr/local/go on these machines; a non-login shell may not have it on PATH.
+export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "build-ferretdb: Go is needed to build FerretDB (no MongoDB here)" >&2; exit 1; }
 mkdir -p "$(dirname "$out")"
 echo "build-ferretdb: building FerretDB (first time takes a minute or two)..." >&2
