@@ -243,6 +243,8 @@ describe('SPEC §2 fan-out: each target is retried on its own', () => {
       const res = await getUser(api, token, last);
       const down = res.body.sync.find((s: { target: string }) => s.target === 'dictation-down');
       expect(down.attempts).toBeGreaterThanOrEqual(1);
+      // The attempt is recorded when it starts and its error when it ends: wait for both.
+      expect(down.last_error).not.toBeNull();
       expect(res.body.sync.find((s: { target: string }) => s.target === 'dictation-nc').status).toBe('delivered');
       return res.body.sync;
     });
