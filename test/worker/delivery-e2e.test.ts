@@ -41,9 +41,9 @@ function nablaSignatureVerifies(c: ReceivedCallback, secret: string): boolean {
 
 beforeAll(async () => {
   [nc, sw] = await Promise.all([startReceiver(), startReceiver()]);
-  const closed = await startReceiver();
-  downUrl = closed.url;
-  await closed.close();
+  // Port 9 (discard): nothing listens there, and unlike a port freed by a closed
+  // receiver, no other test's server can take it while this file runs.
+  downUrl = 'http://127.0.0.1:9/callbacks';
   const targets = [
     { name: 'dictation-nc', url: nc.url, secrets: ncSecrets, timeout_ms: 5000 },
     { name: 'dictation-sw', url: sw.url, secrets: [swSecret], scheme: 'standard-webhooks', timeout_ms: 5000 },
@@ -248,7 +248,8 @@ describe('SPEC §2 fan-out: each target is retried on its own', () => {
       expect(res.body.sync.find((s: { target: string }) => s.target === 'dictation-nc').status).toBe('delivered');
       return res.body.sync;
     });
-    expect(view.find((s: { target: string }) => s.target === 'dictation-down')).toMatchObject({ status: 'pending', version: 1, last_error: 'network error: ECONNREFUSED' });
+    const down = view.find((s: { target: string }) => s.target === 'dictation-down');
+    expect(down, JSON.stringify(down)).toMatchObject({ status: 'pending', version: 1, last_error: 'network error: ECONNREFUSED' });
     expect(view.find((s: { target: string }) => s.target === 'dictation-nc')).toMatchObject({ status: 'delivered', version: 1, attempts: 1, last_error: null });
   });
 });
