@@ -41,9 +41,9 @@ function nablaSignatureVerifies(c: ReceivedCallback, secret: string): boolean {
 
 beforeAll(async () => {
   [nc, sw] = await Promise.all([startReceiver(), startReceiver()]);
-  // Port 9 (discard): nothing listens there, and unlike a port freed by a closed
-  // receiver, no other test's server can take it while this file runs.
-  downUrl = 'http://127.0.0.1:9/callbacks';
+  // Port 81: nothing listens there, fetch does not refuse it as an unsafe port, and
+  // unlike a port freed by a closed receiver no parallel test's server can take it.
+  downUrl = 'http://127.0.0.1:81/callbacks';
   const targets = [
     { name: 'dictation-nc', url: nc.url, secrets: ncSecrets, timeout_ms: 5000 },
     { name: 'dictation-sw', url: sw.url, secrets: [swSecret], scheme: 'standard-webhooks', timeout_ms: 5000 },
