@@ -244,10 +244,12 @@ describe('SPEC §2 fan-out: each target is retried on its own', () => {
       const down = res.body.sync.find((s: { target: string }) => s.target === 'dictation-down');
       expect(down.attempts).toBeGreaterThanOrEqual(1);
       // The attempt is recorded when it starts and its error when it ends: wait for both.
-      expect(down.last_error).not.toBeNull();
+      expect(down.last_error).toEqual(expect.any(String));
       expect(res.body.sync.find((s: { target: string }) => s.target === 'dictation-nc').status).toBe('delivered');
       return res.body.sync;
     });
+    // The documented shape: last_error is always present, a string or null (never left out).
+    for (const entry of view) expect(entry).toHaveProperty('last_error');
     const down = view.find((s: { target: string }) => s.target === 'dictation-down');
     expect(down, JSON.stringify(down)).toMatchObject({ status: 'pending', version: 1, last_error: 'network error: ECONNREFUSED' });
     expect(view.find((s: { target: string }) => s.target === 'dictation-nc')).toMatchObject({ status: 'delivered', version: 1, attempts: 1, last_error: null });

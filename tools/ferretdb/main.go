@@ -35,19 +35,28 @@ func main() {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	url, err := customPlans(*pgURL)
+	if err == nil {
+		err = installIndexMirror(ctx, url)
+	}
+	if err != nil {
+		logger.Error("cannot prepare PostgreSQL for FerretDB", "error", err)
+		os.Exit(1)
+	}
+
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:      ferretdb.ListenerConfig{TCP: *listen},
 		Logger:        logger,
 		Handler:       "postgresql",
-		PostgreSQLURL: *pgURL,
+		PostgreSQLURL: url,
 	})
 	if err != nil {
 		logger.Error("cannot start FerretDB", "error", err)
 		os.Exit(1)
 	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 
 	logger.Info("FerretDB listening", "uri", *listen)
 	if err := f.Run(ctx); err != nil {

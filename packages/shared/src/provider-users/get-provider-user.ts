@@ -39,7 +39,7 @@ export async function getProviderUser(
       version: delivered ? row.delivered_version : Math.max(row.version, user.version),
       attempts: row.attempts,
       last_attempt_at: row.last_attempt_at?.toISOString() ?? null,
-      last_error: row.last_error,
+      last_error: row.last_error ?? null,
     };
   });
   return { ...toProviderUserView(user), sync };
