@@ -42,6 +42,8 @@ export interface SweepResult {
   scanned: number;
   published: number;
   failed: boolean;
+  /** The cursor moved past every user of this pass: there may be more after it, to look at now. */
+  passedAll: boolean;
 }
 
 export class OutboxRelay {
@@ -95,7 +97,7 @@ export class OutboxRelay {
         }
       : {};
     const users = await ProviderUser.find(filter).sort({ updated_at: 1, _id: 1 }).limit(batchSize).lean<ProviderUserDoc[]>();
-    if (users.length === 0) return { scanned: 0, published: 0, failed: false };
+    if (users.length === 0) return { scanned: 0, published: 0, failed: false, passedAll: false };
 
     const markers = await PublishedEvent.find({ _id: { $in: users.map((u) => u.last_event.id) } })
       .select({ _id: 1 })
@@ -129,6 +131,6 @@ export class OutboxRelay {
         { upsert: true },
       );
     }
-    return { scanned: users.length, published: count, failed };
+    return { scanned: users.length, published: count, failed, passedAll: advanceTo === users.at(-1) };
   }
 }
