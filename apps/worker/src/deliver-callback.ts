@@ -1,3 +1,4 @@
+import { Agent, request } from 'undici';
 import type { DownstreamTarget, UserEvent } from '@connect/shared';
 import { signNablaConnect } from './sign-nabla-connect.ts';
 import { signStandardWebhooks } from './sign-standard-webhooks.ts';
@@ -55,6 +56,18 @@ function networkError(err: unknown, timeoutMs: number): string {
 }
 
 /**
+ * One connection pool per process for all targets: keep-alive, redirects never
+ * followed (undici's request does not follow them unless told to). undici's
+ * `request` rather than `fetch`: the same client underneath without the WHATWG
+ * streams and Response objects, which were a tenth of the worker's CPU per
+ * delivery.
+ */
+const dispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 128 });
+
+/** How much of a receiver's answer is read (and thrown away) so the connection can be reused. */
+const MAX_DRAINED_BODY = 64 * 1024;
+
+/**
  * POSTs one event to one target, signed per the target's scheme, within its
  * `timeout_ms`, and classifies the answer. Redirects are never followed: a
  * redirect would carry a signed body, emails included, to a host nobody
@@ -68,11 +81,12 @@ export async function deliverCallback(target: DownstreamTarget, event: UserEvent
       ? signStandardWebhooks(event.id, rawBody, target.secrets, now())
       : signNablaConnect(rawBody, target.secrets, now());
   const started = Date.now();
-  let res: Response;
+  let status: number;
+  let retryAfter: string | null = null;
   try {
-    res = await fetch(target.url, {
+    const res = await request(target.url, {
       method: 'POST',
-      redirect: 'manual',
+      dispatcher,
       signal: AbortSignal.timeout(target.timeout_ms),
       headers: {
         'content-type': 'application/json',
@@ -81,16 +95,18 @@ export async function deliverCallback(target: DownstreamTarget, event: UserEvent
       },
       body: rawBody,
     });
-    // The body is never read into a log or a row; drain it so the connection can be reused.
-    await res.arrayBuffer().catch(() => undefined);
+    status = res.statusCode;
+    const header = res.headers['retry-after'];
+    retryAfter = (Array.isArray(header) ? header[0] : header) ?? null;
+    // The body is never read into a log or a row; a bounded drain lets the connection be reused.
+    await res.body.dump({ limit: MAX_DRAINED_BODY }).catch(() => undefined);
   } catch (err) {
     return { kind: 'retryable', status: null, error: networkError(err, target.timeout_ms), retryAfterMs: null, durationMs: Date.now() - started };
   }
   const durationMs = Date.now() - started;
-  const status = res.status;
   if (status >= 200 && status < 300) return { kind: 'success', status, durationMs };
   if (status >= 500 || RETRYABLE_STATUSES.has(status)) {
-    return { kind: 'retryable', status, error: `HTTP ${status}`, retryAfterMs: parseRetryAfter(res.headers.get('retry-after'), now()), durationMs };
+    return { kind: 'retryable', status, error: `HTTP ${status}`, retryAfterMs: parseRetryAfter(retryAfter, now()), durationMs };
   }
   return { kind: 'permanent', status, error: status >= 300 && status < 400 ? `HTTP ${status} (redirects are not followed)` : `HTTP ${status}`, durationMs };
 }

@@ -1,7 +1,7 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import { Types } from 'mongoose';
 import type { Logger } from 'pino';
-import { eventJobOf, isDuplicateKeyError, maskEmailsIn, type DownstreamTarget, type Models, type ProviderUserDoc, type SyncStateDoc, type UserEvent } from '@connect/shared';
+import { collectionOf, eventJobOf, isDuplicateKeyError, maskEmailsIn, type DownstreamTarget, type Models, type SyncStateDoc, type UserEvent } from '@connect/shared';
 import { deliverCallback } from './deliver-callback.ts';
 import { deliveryIdOf, type DeliveryJob } from './deliveries-queue.ts';
 import { RetryableDeliveryError } from './delivery-backoff.ts';
@@ -58,13 +58,20 @@ class RecordedFailure extends Error {}
 export function createDeliverToTarget(deps: DeliverToTargetDeps) {
   const targets = new Map(deps.targets.map((t) => [t.name, t]));
   const now = deps.now ?? (() => new Date());
-  const { Delivery, ProviderUser, SyncState } = deps.models;
+  // The driver's collections, not mongoose's query layer: every value here is built by us.
+  const Delivery = collectionOf(deps.models.Delivery);
+  const ProviderUser = collectionOf(deps.models.ProviderUser);
+  const SyncState = collectionOf(deps.models.SyncState);
 
   return async (job: Job<DeliveryJob>): Promise<{ sent: string[] }> => {
     const { user_id, target: targetName } = job.data;
     const userId = new Types.ObjectId(user_id);
     const syncId = syncStateIdOf(user_id, targetName);
     const attempt = job.attemptsMade + 1;
+    // Attempts are recorded once their outcome is known. A run that died mid-attempt (the
+    // worker killed: BullMQ counts the job as stalled) recorded nothing; count it with the
+    // first attempt that does get recorded, since its callback may well have gone out.
+    const attemptsToRecord = 1 + (job.attemptsMade === 0 ? job.stalledCounter ?? 0 : 0);
     const lastAttempt = attempt >= (job.opts.attempts ?? 1);
     const target = targets.get(targetName);
 
@@ -123,11 +130,10 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
     }
 
     try {
-      const user = await ProviderUser.findById(userId).lean<ProviderUserDoc>();
+      const [user, sync] = await Promise.all([ProviderUser.findOne({ _id: userId }), SyncState.findOne({ _id: syncId })]);
       const fresh = user ? eventJobOf(user) : undefined;
       const newest = fresh && fresh.event.version > job.data.event.version ? fresh.event : job.data.event;
       const created = fresh?.created ?? job.data.created;
-      const sync = await SyncState.findById(syncId).lean<SyncStateDoc>();
       const deliveredVersion = sync?.delivered_version ?? 0;
 
       if (newest.version <= deliveredVersion) {
@@ -143,13 +149,15 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       for (const event of toSend) {
         const isNewest = event === newest;
         const startedAt = now();
-        await touchRow(event, { status: 'pending' }, { attempts: 1 });
-        await writeSync(event.organization_id, { status: 'pending', version: newest.version, attempts: attempt, last_attempt_at: startedAt });
-
         const outcome = await deliverCallback(target, event, { now });
+        // One write per row per attempt, once its outcome is known (the happy path's cost is
+        // these two writes and the two reads above).
+        const attemptFields = { version: newest.version, attempts: attempt, last_attempt_at: startedAt };
         if (outcome.kind === 'success') {
-          await touchRow(event, { status: 'delivered', delivered_at: now(), last_status_code: outcome.status, last_error: null });
-          await writeSync(event.organization_id, { status: isNewest ? 'delivered' : 'pending', last_error: null }, event.version);
+          await Promise.all([
+            touchRow(event, { status: 'delivered', delivered_at: now(), last_status_code: outcome.status, last_error: null }, { attempts: attemptsToRecord }),
+            writeSync(event.organization_id, { status: isNewest ? 'delivered' : 'pending', ...attemptFields, last_error: null }, event.version),
+          ]);
           deps.metrics?.deliveries.inc({ target: targetName, outcome: 'delivered' });
           deps.metrics?.latency.observe({ target: targetName, type: event.type }, Math.max(0, (now().getTime() - Date.parse(event.occurred_at)) / 1000));
           deps.log.info(
@@ -161,8 +169,10 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
 
         const dead = outcome.kind === 'permanent' || lastAttempt;
         deps.metrics?.deliveries.inc({ target: targetName, outcome: dead ? 'failed' : 'retry' });
-        await touchRow(event, { status: dead ? 'failed' : 'pending', last_status_code: outcome.status, last_error: outcome.error });
-        await writeSync(event.organization_id, { status: dead ? 'failed' : 'pending', last_error: outcome.error });
+        await Promise.all([
+          touchRow(event, { status: dead ? 'failed' : 'pending', last_status_code: outcome.status, last_error: outcome.error }, { attempts: attemptsToRecord }),
+          writeSync(event.organization_id, { status: dead ? 'failed' : 'pending', ...attemptFields, last_error: outcome.error }),
+        ]);
         if (dead) {
           // The `created` sent first failed for good: the update this job was for is stuck
           // behind it, so it is a dead letter too (visible, and replayed with it).
@@ -177,7 +187,9 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         if (outcome.kind === 'permanent') throw new UnrecoverableError(outcome.error);
         throw new RetryableDeliveryError(outcome.error, outcome.retryAfterMs);
       }
-      await settle(newest.version);
+      // Versions between the one the target had and the one it now has were overtaken. None when
+      // the target was exactly one behind (the usual case): skip the write then.
+      if (newest.version > deliveredVersion + 1) await settle(newest.version);
       return { sent: toSend.map((e) => e.id) };
     } catch (err) {
       if (err instanceof UnrecoverableError || err instanceof RetryableDeliveryError || err instanceof RecordedFailure) throw err;

@@ -6,6 +6,7 @@ export * from './events/outbox-relay.ts';
 export * from './events/queues.ts';
 export * from './events/redis-connection.ts';
 export * from './events/user-event.ts';
+export * from './group-commit.ts';
 export * from './keyed-lock.ts';
 export * from './logger.ts';
 export * from './models/models.ts';

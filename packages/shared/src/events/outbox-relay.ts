@@ -23,7 +23,8 @@
  */
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
-import { collectionOf, isDuplicateKeyError, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { GroupCommit } from '../group-commit.ts';
+import { collectionOf, isDuplicateKeyError, type Models, type ProviderUserDoc, type PublishedEventDoc } from '../models/models.ts';
 import { eventJobOf, type UserEventJob } from './user-event.ts';
 
 export const SWEEP_CURSOR_ID = 'outbox-sweep';
@@ -48,22 +49,28 @@ export interface SweepResult {
 
 export class OutboxRelay {
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Jobs and markers are written in batches of whatever arrived while the last batch was in flight. */
+  private readonly jobs: GroupCommit<UserEventJob>;
+  private readonly markers: GroupCommit<PublishedEventDoc>;
 
-  constructor(private readonly deps: OutboxRelayDeps) {}
+  constructor(private readonly deps: OutboxRelayDeps) {
+    this.jobs = new GroupCommit(async (jobs) => {
+      await deps.queue.addBulk(jobs.map((job) => ({ name: job.event.type, data: job, opts: { jobId: job.event.id } })));
+    });
+    this.markers = new GroupCommit(async (markers) => {
+      try {
+        await collectionOf(deps.models.PublishedEvent).insertMany(markers, { ordered: false });
+      } catch (err) {
+        if (!onlyDuplicateKeys(err)) throw err;
+      }
+    });
+  }
 
-  /** Publishes the user's newest event. Throws when Redis does not take it. */
+  /** Publishes the user's newest event: the job, then its marker. Throws when Redis does not take it. */
   async publish(user: ProviderUserDoc): Promise<void> {
     const job = eventJobOf(user);
-    await this.deps.queue.add(job.event.type, job, { jobId: job.event.id });
-    try {
-      await collectionOf(this.deps.models.PublishedEvent).insertOne({
-        _id: job.event.id,
-        user_id: user._id,
-        published_at: new Date(),
-      });
-    } catch (err) {
-      if (!isDuplicateKeyError(err)) throw err;
-    }
+    await this.jobs.push(job);
+    await this.markers.push({ _id: job.event.id, user_id: user._id, published_at: new Date() });
   }
 
   /**
@@ -105,20 +112,20 @@ export class OutboxRelay {
     const published = new Set(markers.map((m) => m._id));
 
     const horizon = (this.deps.now?.() ?? new Date()).getTime() - SAFETY_LAG_MS;
+    // Published together (the relay batches them); the cursor stops before the first failure.
+    const unpublished = users.filter((u) => !published.has(u.last_event.id));
+    const outcomes = await Promise.allSettled(unpublished.map((u) => this.publish(u)));
+    const notPublished = new Set<string>();
+    outcomes.forEach((o, i) => {
+      if (o.status === 'rejected') notPublished.add(unpublished[i]!.last_event.id);
+    });
+    const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failure) this.deps.log.warn({ err: (failure.reason as Error).message }, 'outbox sweep could not publish; will retry');
+    const failed = failure !== undefined;
+    const count = unpublished.length - notPublished.size;
     let advanceTo: ProviderUserDoc | undefined;
-    let count = 0;
-    let failed = false;
     for (const user of users) {
-      if (!published.has(user.last_event.id)) {
-        try {
-          await this.publish(user);
-          count++;
-        } catch (err) {
-          this.deps.log.warn({ err: (err as Error).message }, 'outbox sweep could not publish; will retry');
-          failed = true;
-          break;
-        }
-      }
+      if (notPublished.has(user.last_event.id)) break;
       if (user.updated_at.getTime() <= horizon) advanceTo = user;
     }
     // The cursor moves over the published prefix that is older than the horizon; within
@@ -133,4 +140,11 @@ export class OutboxRelay {
     }
     return { scanned: users.length, published: count, failed, passedAll: advanceTo === users.at(-1) };
   }
+}
+
+/** An unordered insertMany that failed only because some markers were there already (someone published too). */
+function onlyDuplicateKeys(err: unknown): boolean {
+  const writeErrors = (err as { writeErrors?: unknown[] | unknown }).writeErrors;
+  const list = Array.isArray(writeErrors) ? writeErrors : writeErrors ? [writeErrors] : [];
+  return list.length > 0 ? list.every((e) => isDuplicateKeyError(e)) : isDuplicateKeyError(err);
 }

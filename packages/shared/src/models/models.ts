@@ -221,6 +221,8 @@ const deliverySchema = new Schema<DeliveryDoc>(
   { ...base, collection: 'deliveries' },
 );
 deliverySchema.index({ status: 1, updated_at: 1 });
+// The delivery processor's settle: a user's older rows for one target.
+deliverySchema.index({ user_id: 1, target: 1, version: 1 });
 
 export function createModels(conn: Connection) {
   return {

@@ -47,18 +47,17 @@ export async function upsertProviderUser(deps: UpsertDeps, cmd: UpsertProviderUs
   const { organizationId, body } = cmd;
   return deps.lock.run(`${organizationId}\u0000${body.external_provider_id}`, async () => {
     const { ProviderUser } = deps.models;
+    // The driver's collection, not mongoose's query layer: the hot path, with values already validated.
+    const users = collectionOf(ProviderUser);
     const emailNormalized = body.provider_email.toLowerCase();
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const now = deps.now?.() ?? new Date();
-      const existing = await ProviderUser.findOne({
-        organization_id: organizationId,
-        external_provider_id: body.external_provider_id,
-      }).lean<ProviderUserDoc>();
+      const existing = await users.findOne({ organization_id: organizationId, external_provider_id: body.external_provider_id });
 
       if (!existing) {
         const user = newUser(organizationId, body, emailNormalized, now);
         try {
-          await collectionOf(ProviderUser).insertOne(user);
+          await users.insertOne(user);
           return { outcome: 'created', user };
         } catch (err) {
           if (!isDuplicateKeyError(err)) throw err;
@@ -81,7 +80,7 @@ export async function upsertProviderUser(deps: UpsertDeps, cmd: UpsertProviderUs
 
       const version = existing.version + 1;
       const last_event: LastEvent = { id: randomUUID(), type: 'user.updated', occurred_at: now, version };
-      const res = await ProviderUser.updateOne(
+      const res = await users.updateOne(
         { _id: existing._id, version: existing.version },
         { $set: { settings, updated_at: now, version, last_event } },
       );
