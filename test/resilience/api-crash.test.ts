@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { createModels, registerClient, registerOrganization, type Models } from '@connect/shared';
+import { createEventsQueue, createModels, createRedis, registerClient, registerOrganization, type Models } from '@connect/shared';
 import { startEntryPoint, waitFor, type Child } from '../support/child-process.ts';
 import { databaseUrl, rsaKeyPair, signAssertion, uniquePrefix } from '../support/harness.ts';
 import { freePort } from '../support/local-services.ts';
@@ -31,6 +31,13 @@ describe('No event lost when the API dies between the write and the enqueue (SPE
     const conn = await mongoose.createConnection(env.MONGO_URL).asPromise();
     cleanup.push(() => conn.close());
     const models: Models = createModels(conn);
+    // What the relay and the sweep call published: a job with the event's id in the events queue.
+    const redis = createRedis(env.REDIS_URL, 'producer');
+    const events = createEventsQueue(redis, env.QUEUE_PREFIX);
+    cleanup.push(async () => {
+      await events.close();
+      redis.disconnect();
+    });
     const org = await registerOrganization(models, { name: 'Crash clinic' });
     const { privateKey, publicKeyPem } = rsaKeyPair();
     const client = await registerClient(models, { organizationId: org._id, publicKeyPem });
@@ -62,7 +69,7 @@ describe('No event lost when the API dies between the write and the enqueue (SPE
     const stored = await models.ProviderUser.findOne({ external_provider_id: id }).lean();
     expect(stored?.version).toBe(1);
     const eventId = stored!.last_event.id;
-    expect(await models.PublishedEvent.countDocuments({ _id: eventId })).toBe(0);
+    expect(await events.getJob(eventId)).toBeUndefined();
 
     // A worker comes up (its sweep runs every 300 ms in tests) and finds the event in the document.
     const worker: TestWorker = await startTestWorker(env);
@@ -71,6 +78,6 @@ describe('No event lost when the API dies between the write and the enqueue (SPE
     const got = receiver.accepted().filter((c) => c.body.data.user.external_provider_id === id);
     expect(got).toHaveLength(1);
     expect(got[0]!.body).toMatchObject({ request_uuid: eventId, type: 'user.created', data: { organization_id: org._id, version: 1 } });
-    expect(await models.PublishedEvent.countDocuments({ _id: eventId })).toBe(1);
+    expect((await events.getJob(eventId))?.id).toBe(eventId);
   });
 });

@@ -63,6 +63,11 @@ describe('Redis Cluster (REDIS_URL=redis+cluster://…, QUEUE_PREFIX with a hash
     expect(types[0]).toBe('user.created@1');
     expect(types.at(-1)).toBe('user.updated@2');
     await eventually(async () => (await getUser(api, token, id)).body.sync[0]?.status === 'delivered', 10_000);
+    // The relay's "published" check (one pipeline of EXISTS over job keys) works across the cluster.
+    const stored = (await api.models.ProviderUser.findOne({ external_provider_id: id }).lean())!;
+    expect(await api.deps.relay.publishedAmong([stored.last_event.id, stored.created_event.id, 'never-published'])).toEqual(
+      new Set([stored.last_event.id, stored.created_event.id]),
+    );
     // Every key under the prefix sits on one node, as the hash tag intends.
     const perNode = await Promise.all(
       ports.map(async (p) => (await run('redis-cli', ['-p', String(p), '--scan', '--pattern', `${api.env.QUEUE_PREFIX}*`])).stdout.split('\n').filter(Boolean).length),

@@ -54,10 +54,12 @@ describe('outbox sweep', () => {
     expect(await cursor()).toBeNull();
   });
 
-  it('past the lag: passes full batches back to back until it has seen every user, and republishes a missing marker', async () => {
+  it('past the lag: passes full batches back to back until it has seen every user, and republishes an event whose job is gone', async () => {
     await api.models.RelayCursor.deleteMany({});
     const victim = (await api.models.ProviderUser.findOne({ external_provider_id: ids[3] }).lean<ProviderUserDoc>())!;
-    await api.models.PublishedEvent.deleteOne({ _id: victim.last_event.id });
+    // As if Redis had lost it: the job is the only record that the event was published.
+    await (await api.deps.queue.getJob(victim.last_event.id))!.remove();
+    expect(await api.deps.relay.publishedAmong([victim.last_event.id])).toEqual(new Set());
 
     const later = relayAt(60_000);
     const one = await later.sweep(2);
@@ -71,6 +73,7 @@ describe('outbox sweep', () => {
     await sweep.stop();
     // 6 users, 2 already passed, batches of 2: two more full passes and one that finds the end.
     expect(passes).toBeGreaterThanOrEqual(2);
-    expect(await api.models.PublishedEvent.exists({ _id: victim.last_event.id })).not.toBeNull();
+    expect((await api.deps.queue.getJob(victim.last_event.id))?.data.event.id).toBe(victim.last_event.id);
+    expect(await api.deps.relay.publishedAmong(ids.length ? [victim.last_event.id, 'never-published'] : [])).toEqual(new Set([victim.last_event.id]));
   });
 });

@@ -67,7 +67,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
   queue.on('error', (err) => log.warn({ err: err.message }, 'events queue error'));
   const deliveriesQueue = new Queue(DELIVERIES_QUEUE, { connection: redis, prefix: config.queuePrefix });
   deliveriesQueue.on('error', (err) => log.warn({ err: err.message }, 'deliveries queue error'));
-  const metrics = createApiMetrics({ models, queues: [queue, deliveriesQueue] });
+  const metrics: ApiMetrics = createApiMetrics({ models, queues: [queue, deliveriesQueue], publishedAmong: (ids) => relay.publishedAmong(ids) });
   const relay = new OutboxRelay({ models, queue, log, onPublishFailure: () => metrics.publishFailures.inc() });
   const key = await loadServiceSigningKey(models, config.tokenSigningKey);
   let stopping = false;

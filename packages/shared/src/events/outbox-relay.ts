@@ -4,27 +4,32 @@
  * Guarantees, and where they hold:
  * - No event is lost (MongoDB and FerretDB). The event is part of the user
  *   document's own write, so it exists exactly when the change does. Publishing
- *   never edits the user document: after `queue.add(job, { jobId: event.id })` the
- *   relay inserts a marker `{ _id: event.id }` into `published_events`
- *   (insert-only, a duplicate means someone already did). So the relay cannot race
- *   an API write, which matters on FerretDB where updates rewrite whole documents
- *   without compare-and-set.
+ *   never edits the user document: it is `queue.add(job, { jobId: event.id })`
+ *   and nothing else. So the relay cannot race an API write, which matters on
+ *   FerretDB where updates rewrite whole documents without compare-and-set.
+ * - "Published" means BullMQ holds a job with the event's id: waiting, active,
+ *   delayed, or finished and not yet removed (completed jobs are kept a day, at
+ *   most 100,000; failed ones a week). The marker is the job itself, in the same
+ *   Redis: a Redis that loses the job has lost the marker with it, so the event
+ *   is published again, where a marker kept in MongoDB would have claimed it
+ *   safe. And publishing costs no database write.
  * - A crash between the write and the enqueue, or Redis being down, only delays
  *   the event: the sweep walks users by (updated_at, _id) from a stored cursor,
- *   publishes every user whose newest event has no marker, and moves the cursor
- *   only over users that are published and older than SAFETY_LAG_MS, so neither a
- *   long outage nor a write still in flight (its updated_at was taken before the
- *   sweep read past it) is skipped.
- * - Duplicates are possible (re-publish after a crash before the marker, two
- *   sweeps at once): they carry the same event id; BullMQ drops a job id it still
- *   holds and the worker drops a version a target already has.
+ *   publishes every user whose newest event has no job, and moves the cursor only
+ *   over users that are published and older than SAFETY_LAG_MS, so neither a long
+ *   outage nor a write still in flight (its updated_at was taken before the sweep
+ *   read past it) is skipped.
+ * - Duplicates are possible (two sweeps at once, a job removed before the cursor
+ *   passed its user): they carry the same event id; BullMQ drops a job id it
+ *   still holds and the worker drops a version a target already has.
  * - Per-user order of writes on FerretDB holds only for writes from one API
  *   process (see upsert-provider-user.ts); across processes it needs MongoDB.
  */
 import type { Queue } from 'bullmq';
+import type { ChainableCommander } from 'ioredis';
 import type { Logger } from 'pino';
 import { GroupCommit } from '../group-commit.ts';
-import { collectionOf, isDuplicateKeyError, type Models, type ProviderUserDoc, type PublishedEventDoc } from '../models/models.ts';
+import type { Models, ProviderUserDoc } from '../models/models.ts';
 import { eventJobOf, type UserEventJob } from './user-event.ts';
 
 export const SWEEP_CURSOR_ID = 'outbox-sweep';
@@ -49,28 +54,35 @@ export interface SweepResult {
 
 export class OutboxRelay {
   private readonly inFlight = new Set<Promise<unknown>>();
-  /** Jobs and markers are written in batches of whatever arrived while the last batch was in flight. */
+  /** Jobs go to BullMQ in batches of whatever arrived while the last batch was in flight. */
   private readonly jobs: GroupCommit<UserEventJob>;
-  private readonly markers: GroupCommit<PublishedEventDoc>;
 
   constructor(private readonly deps: OutboxRelayDeps) {
     this.jobs = new GroupCommit(async (jobs) => {
       await deps.queue.addBulk(jobs.map((job) => ({ name: job.event.type, data: job, opts: { jobId: job.event.id } })));
     });
-    this.markers = new GroupCommit(async (markers) => {
-      try {
-        await collectionOf(deps.models.PublishedEvent).insertMany(markers, { ordered: false });
-      } catch (err) {
-        if (!onlyDuplicateKeys(err)) throw err;
-      }
-    });
   }
 
-  /** Publishes the user's newest event: the job, then its marker. Throws when Redis does not take it. */
+  /** Publishes the user's newest event. Throws when Redis does not take it. */
   async publish(user: ProviderUserDoc): Promise<void> {
-    const job = eventJobOf(user);
-    await this.jobs.push(job);
-    await this.markers.push({ _id: job.event.id, user_id: user._id, published_at: new Date() });
+    await this.jobs.push(eventJobOf(user));
+  }
+
+  /** The events among these that BullMQ holds a job for (see the top of this file). */
+  async publishedAmong(eventIds: readonly string[]): Promise<Set<string>> {
+    if (eventIds.length === 0) return new Set();
+    const { queue } = this.deps;
+    const client = await queue.client;
+    const pipeline = client.pipeline() as unknown as ChainableCommander;
+    // A job is a hash at <prefix>:<queue>:<job id>; with a hash-tagged prefix every key is on one cluster slot.
+    for (const id of eventIds) pipeline.exists(queue.toKey(id));
+    const results = (await pipeline.exec()) ?? [];
+    const published = new Set<string>();
+    results.forEach(([err, exists], i) => {
+      if (err) throw err;
+      if (exists === 1) published.add(eventIds[i]!);
+    });
+    return published;
   }
 
   /**
@@ -93,7 +105,7 @@ export class OutboxRelay {
 
   /** One pass of the sweep over at most `batchSize` users after the cursor. */
   async sweep(batchSize = 500): Promise<SweepResult> {
-    const { ProviderUser, PublishedEvent, RelayCursor } = this.deps.models;
+    const { ProviderUser, RelayCursor } = this.deps.models;
     const cursor = await RelayCursor.findById(SWEEP_CURSOR_ID).lean();
     const filter = cursor
       ? {
@@ -106,10 +118,7 @@ export class OutboxRelay {
     const users = await ProviderUser.find(filter).sort({ updated_at: 1, _id: 1 }).limit(batchSize).lean<ProviderUserDoc[]>();
     if (users.length === 0) return { scanned: 0, published: 0, failed: false, passedAll: false };
 
-    const markers = await PublishedEvent.find({ _id: { $in: users.map((u) => u.last_event.id) } })
-      .select({ _id: 1 })
-      .lean();
-    const published = new Set(markers.map((m) => m._id));
+    const published = await this.publishedAmong(users.map((u) => u.last_event.id));
 
     const horizon = (this.deps.now?.() ?? new Date()).getTime() - SAFETY_LAG_MS;
     // Published together (the relay batches them); the cursor stops before the first failure.
@@ -142,9 +151,3 @@ export class OutboxRelay {
   }
 }
 
-/** An unordered insertMany that failed only because some markers were there already (someone published too). */
-function onlyDuplicateKeys(err: unknown): boolean {
-  const writeErrors = (err as { writeErrors?: unknown[] | unknown }).writeErrors;
-  const list = Array.isArray(writeErrors) ? writeErrors : writeErrors ? [writeErrors] : [];
-  return list.length > 0 ? list.every((e) => isDuplicateKeyError(e)) : isDuplicateKeyError(err);
-}

@@ -70,12 +70,6 @@ export interface UsedAssertionDoc {
   expires_at: Date;
 }
 
-export interface PublishedEventDoc {
-  _id: string;
-  user_id: mongoose.Types.ObjectId;
-  published_at: Date;
-}
-
 export interface RelayCursorDoc {
   _id: string;
   updated_at: Date;
@@ -172,11 +166,6 @@ const usedAssertionSchema = new Schema<UsedAssertionDoc>(
   { ...base, collection: 'used_assertions' },
 );
 
-const publishedEventSchema = new Schema<PublishedEventDoc>(
-  { _id: String, user_id: Schema.Types.ObjectId, published_at: Date },
-  { ...base, collection: 'published_events' },
-);
-
 const relayCursorSchema = new Schema<RelayCursorDoc>(
   { _id: String, updated_at: Date, user_id: { type: Schema.Types.ObjectId, default: null } },
   { ...base, collection: 'relay_cursors' },
@@ -231,7 +220,6 @@ export function createModels(conn: Connection) {
     ProviderUser: conn.model<ProviderUserDoc>('ProviderUser', providerUserSchema),
     SigningKey: conn.model<SigningKeyDoc>('SigningKey', signingKeySchema),
     UsedAssertion: conn.model<UsedAssertionDoc>('UsedAssertion', usedAssertionSchema),
-    PublishedEvent: conn.model<PublishedEventDoc>('PublishedEvent', publishedEventSchema),
     RelayCursor: conn.model<RelayCursorDoc>('RelayCursor', relayCursorSchema),
     SyncState: conn.model<SyncStateDoc>('SyncState', syncStateSchema),
     Delivery: conn.model<DeliveryDoc>('Delivery', deliverySchema),
