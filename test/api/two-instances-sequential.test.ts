@@ -19,9 +19,9 @@ afterAll(async () => {
   await b?.close();
 });
 
-// Requests for one user alternate between two API processes: whatever either one
-// holds in memory (clients, tokens, locks), the answers must be exactly what a single
-// process gives, decided on the stored state.
+// Each API process remembers the users it wrote last (recent-users.ts) to skip a read
+// on updates. These requests alternate between two processes, so each one's copy is
+// stale half of the time: the answers must be exactly what a single process gives.
 describe('Two API instances taking turns on one user', () => {
   it('a stale copy never causes a wrong answer: updates, no-ops and kept-locale checks all follow the stored state', async () => {
     const id = randomUUID();

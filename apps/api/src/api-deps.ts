@@ -9,6 +9,7 @@ import {
   ensureIndexes,
   KeyedLock,
   OutboxRelay,
+  RecentUsers,
   type Config,
   type Models,
   type RedisClient,
@@ -33,6 +34,7 @@ export interface ApiDeps {
   metrics: ApiMetrics;
   relay: OutboxRelay;
   lock: KeyedLock;
+  recent: RecentUsers;
   tokens: AccessTokens;
   clients: ClientDirectory;
   clientKeys: ClientKeys;
@@ -82,6 +84,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     metrics,
     relay,
     lock: new KeyedLock(),
+    recent: new RecentUsers(),
     tokens: new AccessTokens(key, config.issuer, config.accessTokenTtlSeconds),
     clients: new ClientDirectory(models, options.clientCacheTtlMs ?? 30_000),
     clientKeys: new ClientKeys({ ...DEFAULT_CLIENT_KEY_OPTIONS, ...options.clientKeys }),

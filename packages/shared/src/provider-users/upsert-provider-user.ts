@@ -4,6 +4,7 @@ import { ConcurrentUpdateError, EmailConflictError, EmailMismatchError } from '.
 import type { KeyedLock } from '../keyed-lock.ts';
 import { collectionOf, isDuplicateKeyError, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { mergeSettings, sameSettings } from './merge-settings.ts';
+import { RecentUsers } from './recent-users.ts';
 import type { UpsertProviderUserBody } from './provider-user-schema.ts';
 import { toProviderUserView } from './provider-user-view.ts';
 
@@ -22,6 +23,8 @@ export interface UpsertResult {
 export interface UpsertDeps {
   models: Models;
   lock: KeyedLock;
+  /** Optional: lets an update skip its read when this process knows the user (see recent-users.ts). */
+  recent?: RecentUsers;
   now?: () => Date;
 }
 
@@ -45,19 +48,25 @@ const MAX_ATTEMPTS = 8;
  */
 export async function upsertProviderUser(deps: UpsertDeps, cmd: UpsertProviderUserCommand): Promise<UpsertResult> {
   const { organizationId, body } = cmd;
-  return deps.lock.run(`${organizationId}\u0000${body.external_provider_id}`, async () => {
+  const key = RecentUsers.keyOf(organizationId, body.external_provider_id);
+  return deps.lock.run(key, async () => {
     const { ProviderUser } = deps.models;
     // The driver's collection, not mongoose's query layer: the hot path, with values already validated.
     const users = collectionOf(ProviderUser);
     const emailNormalized = body.provider_email.toLowerCase();
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const now = deps.now?.() ?? new Date();
-      const existing = await users.findOne({ organization_id: organizationId, external_provider_id: body.external_provider_id });
+      // First attempt: what this process last knew of the user, if anything; any doubt reads again.
+      const cached = attempt === 0 ? deps.recent?.get(key) : undefined;
+      const existing =
+        cached ??
+        (await users.findOne({ organization_id: organizationId, external_provider_id: body.external_provider_id }));
 
       if (!existing) {
         const user = newUser(organizationId, body, emailNormalized, now);
         try {
           await users.insertOne(user);
+          deps.recent?.set(key, user);
           return { outcome: 'created', user };
         } catch (err) {
           if (!isDuplicateKeyError(err)) throw err;
@@ -73,10 +82,21 @@ export async function upsertProviderUser(deps: UpsertDeps, cmd: UpsertProviderUs
         }
       }
 
+      // A user's email never changes once stored, so a cached copy decides this as well as a read.
       if (existing.email_normalized !== emailNormalized) throw new EmailMismatchError();
+      if (!cached) deps.recent?.set(key, existing);
 
-      const settings = mergeSettings(existing.settings, body.settings);
-      if (sameSettings(settings, existing.settings)) return { outcome: 'unchanged', user: existing };
+      let settings;
+      try {
+        settings = mergeSettings(existing.settings, body.settings);
+      } catch (err) {
+        if (cached) continue; // judged against a possibly stale copy: decide again on a fresh read
+        throw err;
+      }
+      if (sameSettings(settings, existing.settings)) {
+        if (cached) continue; // "nothing changed" is only ever answered from a fresh read
+        return { outcome: 'unchanged', user: existing };
+      }
 
       const version = existing.version + 1;
       const last_event: LastEvent = { id: randomUUID(), type: 'user.updated', occurred_at: now, version };
@@ -85,9 +105,12 @@ export async function upsertProviderUser(deps: UpsertDeps, cmd: UpsertProviderUs
         { $set: { settings, updated_at: now, version, last_event } },
       );
       if (res.matchedCount === 1) {
-        return { outcome: 'updated', user: { ...existing, settings, updated_at: now, version, last_event } };
+        const user = { ...existing, settings, updated_at: now, version, last_event };
+        deps.recent?.set(key, user);
+        return { outcome: 'updated', user };
       }
-      // Another process changed the user between our read and our write: read again.
+      // Another process changed the user since we read it (or since the cached copy): read again.
+      deps.recent?.delete(key);
     }
     throw new ConcurrentUpdateError();
   });
