@@ -45,9 +45,14 @@ export function deliveryIdOf(eventId: string, target: string): string {
  * the job was created for.
  */
 export async function enqueueDelivery(queue: Queue<DeliveryJob>, job: DeliveryJob, jobId: string = deliveryIdOf(job.event.id, job.target)): Promise<void> {
-  const opts: JobsOptions = {
-    jobId,
-    deduplication: { id: `${job.user_id}:${job.target}`, keepLastIfActive: true, replace: true },
-  };
-  await queue.add(job.event.type, job, opts);
+  await queue.add(job.event.type, job, deliveryJobOptions(job, jobId));
+}
+
+/** Several at once, in one round trip; each job deduplicated exactly as `enqueueDelivery` does. */
+export async function enqueueDeliveries(queue: Queue<DeliveryJob>, jobs: readonly DeliveryJob[]): Promise<void> {
+  await queue.addBulk(jobs.map((job) => ({ name: job.event.type, data: job, opts: deliveryJobOptions(job, deliveryIdOf(job.event.id, job.target)) })));
+}
+
+function deliveryJobOptions(job: DeliveryJob, jobId: string): JobsOptions {
+  return { jobId, deduplication: { id: `${job.user_id}:${job.target}`, keepLastIfActive: true, replace: true } };
 }

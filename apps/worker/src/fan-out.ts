@@ -1,8 +1,8 @@
 import { DelayedError, type Job, type Queue } from 'bullmq';
 import { Types } from 'mongoose';
 import type { Logger } from 'pino';
-import { collectionOf, isDuplicateKeyError, type DeliveryDoc, type DownstreamTarget, type Models, type UserEvent, type UserEventJob } from '@connect/shared';
-import { deliveryIdOf, enqueueDelivery, type DeliveryJob } from './deliveries-queue.ts';
+import { collectionOf, GroupCommit, isOnlyDuplicateKeyError, type DeliveryDoc, type DownstreamTarget, type Models, type UserEvent, type UserEventJob } from '@connect/shared';
+import { deliveryIdOf, enqueueDeliveries, type DeliveryJob } from './deliveries-queue.ts';
 
 export interface FanOutDeps {
   models: Models;
@@ -11,10 +11,10 @@ export interface FanOutDeps {
   log: Logger;
 }
 
-/** The execution-log row of an event for a target, inserted once (a duplicate means it exists). */
-export async function insertPendingDelivery(models: Models, userId: string, target: string, event: UserEvent): Promise<void> {
+/** The execution-log row of an event for a target, as the fan-out first writes it. */
+function pendingDelivery(userId: string, target: string, event: UserEvent): DeliveryDoc {
   const now = new Date();
-  const row: DeliveryDoc = {
+  return {
     _id: deliveryIdOf(event.id, target),
     event_id: event.id,
     event_type: event.type,
@@ -31,11 +31,6 @@ export async function insertPendingDelivery(models: Models, userId: string, targ
     updated_at: now,
     delivered_at: null,
   };
-  try {
-    await collectionOf(models.Delivery).insertOne(row);
-  } catch (err) {
-    if (!isDuplicateKeyError(err)) throw err;
-  }
 }
 
 /**
@@ -47,13 +42,22 @@ export async function insertPendingDelivery(models: Models, userId: string, targ
  */
 export function createFanOut(deps: FanOutDeps & { giveUpNeverDelayMs?: number }) {
   const parkMs = deps.giveUpNeverDelayMs ?? 60_000;
+  // Fan-outs running at once share their writes: rows in one insertMany (a row that exists
+  // already is fine: inserted once), jobs in one addBulk (each with its own deduplication).
+  const rows = new GroupCommit<DeliveryDoc>(async (docs) => {
+    try {
+      await collectionOf(deps.models.Delivery).insertMany(docs, { ordered: false });
+    } catch (err) {
+      if (!isOnlyDuplicateKeyError(err)) throw err;
+    }
+  });
+  const jobs = new GroupCommit<DeliveryJob>((batch) => enqueueDeliveries(deps.deliveries, batch));
   return async (job: Job<UserEventJob>, token?: string): Promise<{ targets: number }> => {
     const { user_id, event, created } = job.data;
     try {
-      for (const target of deps.targets) {
-        await insertPendingDelivery(deps.models, user_id, target.name, event);
-        await enqueueDelivery(deps.deliveries, { user_id, target: target.name, event, created });
-      }
+      // Rows first, so the delivery processor always finds one.
+      await Promise.all(deps.targets.map((target) => rows.push(pendingDelivery(user_id, target.name, event))));
+      await Promise.all(deps.targets.map((target) => jobs.push({ user_id, target: target.name, event, created })));
     } catch (err) {
       // The relay's published marker already exists, so the sweep would never publish this
       // event again: a fan-out that ran out of attempts (MongoDB down for longer than the

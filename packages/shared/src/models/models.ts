@@ -231,6 +231,13 @@ export function isDuplicateKeyError(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === 11000;
 }
 
+/** An unordered insertMany that failed only because some documents were there already. */
+export function isOnlyDuplicateKeyError(err: unknown): boolean {
+  const writeErrors = (err as { writeErrors?: unknown }).writeErrors;
+  const list = Array.isArray(writeErrors) ? writeErrors : writeErrors ? [writeErrors] : [];
+  return list.length > 0 ? list.every((e) => isDuplicateKeyError(e)) : isDuplicateKeyError(err);
+}
+
 /** FerretDB answers buildInfo with a `ferretdbVersion` field; MongoDB does not. */
 export async function isFerretDb(conn: Connection): Promise<boolean> {
   const info = await conn.db!.admin().command({ buildInfo: 1 });
