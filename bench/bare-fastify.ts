@@ -1,6 +1,7 @@
 /**
  * The HTTP limit: a bare Fastify route that parses the JSON body and answers a
- * fixed JSON body, in a process of its own. Prints its port, then serves until killed.
+ * fixed JSON body, in a process of its own. Prints its port, then serves until
+ * killed or, when started with an IPC channel, until the channel closes.
  */
 import Fastify from 'fastify';
 import { isMain } from './bench-child.ts';
@@ -24,4 +25,6 @@ export async function serveBareFastify(): Promise<number> {
 if (isMain(import.meta.url)) {
   const port = await serveBareFastify();
   process.stdout.write(`${JSON.stringify({ port })}\n`);
+  // Started with an IPC channel by the bench: go when the bench goes, even if it dies without stopping us.
+  if (process.connected) process.once('disconnect', () => process.exit(0));
 }
