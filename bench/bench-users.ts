@@ -52,12 +52,22 @@ export function storedUser(organizationId: string, prefix: string, i: number, no
   };
 }
 
-/** Inserts users `from`..`to-1` of a set in unordered batches of 1,000. */
+/**
+ * Inserts users `from`..`to-1` of a set in unordered batches of 2,500, four batches
+ * in flight (FerretDB and PostgreSQL then keep both CPUs busy: about twice the rate of
+ * one batch of 1,000 at a time).
+ */
 export async function seedUsers(collection: Collection, organizationId: string, prefix: string, from: number, to: number): Promise<void> {
-  const batch = 1000;
-  for (let start = from; start < to; start += batch) {
-    const docs = [];
-    for (let i = start; i < Math.min(to, start + batch); i++) docs.push(storedUser(organizationId, prefix, i));
-    await collection.insertMany(docs as never[], { ordered: false });
-  }
+  const batch = 2500;
+  let next = from;
+  const lane = async () => {
+    while (next < to) {
+      const start = next;
+      next = Math.min(to, start + batch);
+      const docs = [];
+      for (let i = start; i < next; i++) docs.push(storedUser(organizationId, prefix, i));
+      await collection.insertMany(docs as never[], { ordered: false });
+    }
+  };
+  await Promise.all(Array.from({ length: 4 }, lane));
 }
