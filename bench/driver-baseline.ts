@@ -22,16 +22,36 @@ export interface DriverSpec {
   userCount: number;
   /** Open loop: start operations at this rate (per second) instead of as fast as possible. */
   rate?: number;
+  /** An organization whose `userCount` users (driverPrefix) are already stored; otherwise a new one, seeded here. */
+  org?: string;
+}
+
+/** The users of a driver organization: `${org}-u-${i}` (driverSet). */
+export const driverPrefix = (org: string) => `${org}-u`;
+
+/** One client per database for the life of the process: specs run one after another in one child. */
+const clients = new Map<string, Promise<MongoClient>>();
+function clientFor(mongoUrl: string): Promise<MongoClient> {
+  let c = clients.get(mongoUrl);
+  if (!c) {
+    // Pool as large as the highest concurrency the bench uses, so no run waits for a connection.
+    c = new MongoClient(mongoUrl, { maxPoolSize: 128 }).connect().then(async (client) => {
+      const users = client.db().collection('provider_users');
+      await users.createIndex({ organization_id: 1, external_provider_id: 1 }, { unique: true });
+      await users.createIndex({ organization_id: 1, email_normalized: 1 }, { unique: true });
+      return client;
+    });
+    clients.set(mongoUrl, c);
+  }
+  return c;
 }
 
 export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: RoundStats[] }> {
-  const client = await new MongoClient(spec.mongoUrl, { maxPoolSize: Math.max(10, spec.concurrency) }).connect();
+  const client = await clientFor(spec.mongoUrl);
   const users = client.db().collection('provider_users');
-  await users.createIndex({ organization_id: 1, external_provider_id: 1 }, { unique: true });
-  await users.createIndex({ organization_id: 1, email_normalized: 1 }, { unique: true });
-  const org = `driver-${randomUUID().slice(0, 8)}`;
-  const prefix = `${org}-u`;
-  if (spec.op !== 'create') await seedUsers(users, org, prefix, 0, spec.userCount);
+  const org = spec.org ?? `driver-${randomUUID().slice(0, 8)}`;
+  const prefix = driverPrefix(org);
+  if (spec.op !== 'create' && !spec.org) await seedUsers(users, org, prefix, 0, spec.userCount);
   const locales = new Array<boolean>(spec.userCount).fill(false);
   let cursor = 0;
   let created = 0;
@@ -106,7 +126,6 @@ export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: Rou
   if (spec.warmupSec > 0) await oneRound(spec.warmupSec);
   const rounds: RoundStats[] = [];
   for (let r = 0; r < spec.rounds; r++) rounds.push(await oneRound(spec.durationSec));
-  await client.close();
   return { rounds };
 }
 
