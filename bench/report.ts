@@ -17,6 +17,8 @@ export interface Meta {
   database: string;
   roundSeconds: number;
   rounds: number;
+  /** From start to the report (without stopping the processes and dropping the data). */
+  wallSeconds?: number;
   notes: string[];
 }
 
@@ -85,7 +87,8 @@ export function renderMarkdown(report: Report): string {
     `# Benchmark (${m.mode})`,
     '',
     `${m.date} · ${m.cpus} CPUs (${m.cpuModel}) · Node ${m.node} · database: ${m.database} · ` +
-      `each figure: median (min–max) of ${m.rounds} rounds of ${m.roundSeconds} s, after an unmeasured warm-up`,
+      `each figure: median (min–max) of ${m.rounds} rounds of ${m.roundSeconds} s, after an unmeasured warm-up` +
+      (m.wallSeconds === undefined ? '' : ` · run took ${m.wallSeconds} s`),
     '',
     ...m.notes.map((x) => `- ${x}`),
     '',
