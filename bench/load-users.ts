@@ -1,14 +1,16 @@
 /**
  * The load generator, run as a child process so it never shares an event loop
  * with what it measures: autocannon against POST /users (creates, settings
- * changes, no-ops), POST /oauth/token, or a fixed route, for a number of rounds.
+ * changes, no-ops), POST /oauth/token, or a fixed route, for a number of rounds;
+ * at an offered rate, a paced open loop of its own over node:http.
  */
 import { createPrivateKey, randomUUID } from 'node:crypto';
+import { Agent, request } from 'node:http';
 import autocannon from 'autocannon';
 import { SignJWT } from 'jose';
 import { childMain, isMain } from './bench-child.ts';
 import { LOCALE_A, LOCALE_B, upsertBody } from './bench-users.ts';
-import type { RoundStats } from './round-stats.ts';
+import { statsOf, type RoundStats } from './round-stats.ts';
 
 export type LoadKind = 'create' | 'update' | 'noop' | 'token' | 'fixed';
 
@@ -18,17 +20,24 @@ export interface LoadSpec {
   connections: number;
   durationSec: number;
   rounds: number;
-  /** An unmeasured round first (JIT, pools, caches). */
+  /** An unmeasured round first (JIT, pools, caches); 0: none. */
   warmupSec: number;
+  /** A fixed number of requests per round instead of `durationSec` (tokens size their own rounds). */
+  amount?: number;
   headers?: Record<string, string>;
   /** create: unique ids `${idPrefix}-r${round}-${n}`; update/noop: the pre-created set `${idPrefix}-${0..userCount-1}`. */
   idPrefix?: string;
   userCount?: number;
-  /** Open-loop offered rate (requests/s over all connections) instead of closed-loop as fast as possible. */
+  /** Open loop: one request every 1/overallRate s (at most `connections` in flight) instead of closed-loop as fast as possible. */
   overallRate?: number;
   /** Record when each answer arrived, by external_provider_id (end-to-end latency). */
   recordAnswers?: boolean;
-  token?: { clientId: string; privateKeyPem: string; audience: string; perRound: number };
+  /**
+   * Each assertion is single use, so token rounds are a fixed count, signed before the
+   * timed part: the warm-up is `warmup` tokens, then each round gets enough tokens to
+   * last about 1.25 `durationSec` at the fastest rate seen so far (within min..maxPerRound).
+   */
+  token?: { clientId: string; privateKeyPem: string; audience: string; warmup: number; minPerRound: number; maxPerRound: number };
   fixedBody?: string;
 }
 
@@ -40,22 +49,21 @@ export interface LoadResult {
 
 const nowMs = () => performance.timeOrigin + performance.now();
 
+/** Signs `count` assertions, 64 at a time (jose signs through WebCrypto, on libuv's threads). */
 async function signAssertions(t: NonNullable<LoadSpec['token']>, count: number): Promise<string[]> {
   const key = createPrivateKey(t.privateKeyPem);
   const now = Math.floor(Date.now() / 1000);
+  const signOne = () =>
+    new SignJWT({ jti: randomUUID() })
+      .setProtectedHeader({ alg: 'RS256', typ: 'JWT' })
+      .setIssuer(t.clientId)
+      .setSubject(t.clientId)
+      .setAudience(t.audience)
+      .setIssuedAt(now)
+      .setExpirationTime(now + 290)
+      .sign(key);
   const out: string[] = [];
-  for (let i = 0; i < count; i++) {
-    out.push(
-      await new SignJWT({ jti: randomUUID() })
-        .setProtectedHeader({ alg: 'RS256', typ: 'JWT' })
-        .setIssuer(t.clientId)
-        .setSubject(t.clientId)
-        .setAudience(t.audience)
-        .setIssuedAt(now)
-        .setExpirationTime(now + 290)
-        .sign(key),
-    );
-  }
+  while (out.length < count) out.push(...(await Promise.all(Array.from({ length: Math.min(64, count - out.length) }, signOne))));
   return out;
 }
 
@@ -66,69 +74,170 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   const locales = new Array<boolean>(spec.userCount ?? 0).fill(false);
   let cursor = 0;
   let created = 0;
+  const headers = { 'content-type': 'application/json', ...spec.headers };
 
-  const oneRound = async (round: number, durationSec: number): Promise<RoundStats> => {
-    const assertions = spec.kind === 'token' ? await signAssertions(spec.token!, spec.token!.perRound) : [];
-    const headers = { 'content-type': 'application/json', ...spec.headers };
-    const body = (): string => {
-      switch (spec.kind) {
-        case 'create':
-          return upsertBody(`${spec.idPrefix}-r${round}`, created++, LOCALE_A);
-        case 'update': {
-          const i = cursor++ % spec.userCount!;
-          locales[i] = !locales[i];
-          return upsertBody(spec.idPrefix!, i, locales[i] ? LOCALE_B : LOCALE_A);
-        }
-        case 'noop':
-          return upsertBody(spec.idPrefix!, cursor++ % spec.userCount!, LOCALE_A);
-        case 'token':
-          return JSON.stringify({
-            grant_type: 'client_credentials',
-            client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-            client_assertion: assertions.pop(),
-          });
-        case 'fixed':
-          return spec.fixedBody ?? '{}';
+  const body = (round: number, assertions: string[]): string => {
+    switch (spec.kind) {
+      case 'create':
+        return upsertBody(`${spec.idPrefix}-r${round}`, created++, LOCALE_A);
+      case 'update': {
+        const i = cursor++ % spec.userCount!;
+        locales[i] = !locales[i];
+        return upsertBody(spec.idPrefix!, i, locales[i] ? LOCALE_B : LOCALE_A);
       }
-    };
+      case 'noop':
+        return upsertBody(spec.idPrefix!, cursor++ % spec.userCount!, LOCALE_A);
+      case 'token':
+        return JSON.stringify({
+          grant_type: 'client_credentials',
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+          client_assertion: assertions.pop(),
+        });
+      case 'fixed':
+        return spec.fixedBody ?? '{}';
+    }
+  };
+  const onAnswer = (status: number, resBody: string) => {
+    statuses[status] = (statuses[status] ?? 0) + 1;
+    if (spec.recordAnswers && status < 300) {
+      answers[(JSON.parse(resBody) as { external_provider_id: string }).external_provider_id] = nowMs();
+    }
+  };
+
+  /**
+   * One autocannon run, as fast as the server answers. Throughput is our own clock:
+   * responses over the time from the first request built to the last response, not
+   * autocannon's `duration`, which only ends on a sampling tick (a fixed-count round
+   * of 0.6 s used to read as 1.01 s).
+   */
+  const closedRound = async (round: number, limit: { durationSec: number } | { amount: number }, assertions: string[] = []): Promise<RoundStats> => {
+    let first = NaN;
+    let last = NaN;
+    let responses = 0;
     const options: autocannon.Options = {
       url: spec.url,
       method: 'POST',
-      connections: spec.connections,
+      connections: 'amount' in limit ? Math.min(spec.connections, limit.amount) : spec.connections,
       headers,
-      ...(spec.kind === 'token' ? { amount: spec.token!.perRound } : { duration: durationSec }),
-      ...(spec.overallRate ? { overallRate: spec.overallRate } : {}),
+      // Ticks every 100 ms, so a round ends within 100 ms of its last answer rather than on the next whole second.
+      sampleInt: 100,
+      ...('amount' in limit ? { amount: limit.amount } : { duration: limit.durationSec }),
       requests: [
         {
-          setupRequest: (req) => ({ ...req, body: body() }),
+          setupRequest: (req) => {
+            if (Number.isNaN(first)) first = performance.now();
+            return { ...req, body: body(round, assertions) };
+          },
           onResponse: (status, resBody) => {
-            statuses[status] = (statuses[status] ?? 0) + 1;
-            if (spec.recordAnswers && status < 300) {
-              answers[(JSON.parse(resBody) as { external_provider_id: string }).external_provider_id] = nowMs();
-            }
+            last = performance.now();
+            responses++;
+            onAnswer(status, resBody);
           },
         },
       ],
     };
     const r = await autocannon(options);
     return {
-      rps: r.requests.total / r.duration,
+      rps: responses > 0 ? responses / ((last - first) / 1000) : 0,
       p50: r.latency.p50,
       p99: r.latency.p99,
       p999: r.latency.p99_9 ?? (r.latency as unknown as Record<string, number>)['p99.9'] ?? NaN,
-      requests: r.requests.total,
+      requests: responses,
       errors: r.errors + r.timeouts,
       non2xx: r.non2xx,
     };
   };
 
-  if (spec.warmupSec > 0 && spec.kind !== 'token') await oneRound(-1, spec.warmupSec);
-  else if (spec.kind === 'token') await oneRound(-1, 0);
-  for (const k of Object.keys(statuses)) delete statuses[k];
-  for (const k of Object.keys(answers)) delete answers[k];
+  /**
+   * An offered rate: one request every 1/rate s, at most `connections` in flight (the
+   * driver baseline's open loop, over keep-alive HTTP). autocannon's overallRate is no
+   * fixed rate: each connection sends its whole per-second quota back to back at the
+   * start of every second. req/s here is answers over the round's length.
+   */
+  const agent = spec.overallRate ? new Agent({ keepAlive: true, maxSockets: spec.connections }) : undefined;
+  const pacedRound = async (round: number, durationSec: number): Promise<RoundStats> => {
+    const target = new URL(spec.url);
+    const latencies: number[] = [];
+    let errors = 0;
+    let non2xx = 0;
+    let inFlight = 0;
+    const pending = new Set<Promise<void>>();
+    const one = () =>
+      new Promise<void>((resolve) => {
+        const payload = body(round, []);
+        const t = performance.now();
+        const req = request(
+          { agent, host: target.hostname, port: target.port, path: target.pathname, method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(payload) } },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () => {
+              latencies.push(performance.now() - t);
+              const status = res.statusCode ?? 0;
+              if (status < 200 || status >= 300) non2xx++;
+              onAnswer(status, Buffer.concat(chunks).toString());
+              resolve();
+            });
+            res.on('error', () => {
+              errors++;
+              resolve();
+            });
+          },
+        );
+        req.setTimeout(10_000, () => req.destroy(new Error('timeout')));
+        req.on('error', () => {
+          errors++;
+          resolve();
+        });
+        req.end(payload);
+      });
+    const interval = 1000 / spec.overallRate!;
+    const started = performance.now();
+    const deadline = started + durationSec * 1000;
+    let next = started;
+    while (performance.now() < deadline) {
+      if (performance.now() >= next && inFlight < spec.connections) {
+        inFlight++;
+        const p: Promise<void> = one().finally(() => {
+          inFlight--;
+          pending.delete(p);
+        });
+        pending.add(p);
+        next += interval;
+      } else {
+        await new Promise((r) => setTimeout(r, Math.max(0, Math.min(1, next - performance.now()))));
+      }
+    }
+    await Promise.all(pending);
+    return { ...statsOf(latencies, durationSec, errors, non2xx), requests: latencies.length };
+  };
+
   const rounds: RoundStats[] = [];
-  for (let r = 0; r < spec.rounds; r++) rounds.push(await oneRound(r, spec.durationSec));
-  return { rounds, statuses, ...(spec.recordAnswers ? { answers } : {}) };
+  try {
+    if (spec.kind === 'token') {
+      // Each round is sized from the fastest rate seen so far, and its assertions are signed
+      // before it starts (the API is idle meanwhile), so the timed part is only requests.
+      const t = spec.token!;
+      let fastest = (await closedRound(-1, { amount: t.warmup }, await signAssertions(t, t.warmup))).rps;
+      for (const k of Object.keys(statuses)) delete statuses[k];
+      for (let r = 0; r < spec.rounds; r++) {
+        const perRound = Math.max(t.minPerRound, Math.min(t.maxPerRound, Math.ceil(fastest * spec.durationSec * 1.25)));
+        const round = await closedRound(r, { amount: perRound }, await signAssertions(t, perRound));
+        fastest = Math.max(fastest, round.rps);
+        rounds.push(round);
+      }
+      return { rounds, statuses };
+    }
+    const oneRound = (round: number, durationSec: number) =>
+      spec.overallRate ? pacedRound(round, durationSec) : closedRound(round, spec.amount ? { amount: spec.amount } : { durationSec });
+    if (spec.warmupSec > 0) await oneRound(-1, spec.warmupSec);
+    for (const k of Object.keys(statuses)) delete statuses[k];
+    for (const k of Object.keys(answers)) delete answers[k];
+    for (let r = 0; r < spec.rounds; r++) rounds.push(await oneRound(r, spec.durationSec));
+    return { rounds, statuses, ...(spec.recordAnswers ? { answers } : {}) };
+  } finally {
+    agent?.destroy();
+  }
 }
 
 if (isMain(import.meta.url)) await childMain(runLoad);

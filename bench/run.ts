@@ -199,7 +199,7 @@ try {
         durationSec: plan.roundSec,
         rounds: plan.rounds,
         warmupSec: plan.warmupSec,
-        token: { clientId: client.clientId, privateKeyPem: client.privateKeyPem, audience: api.tokenUrl, perRound: plan.tokensPerRound },
+        token: { clientId: client.clientId, privateKeyPem: client.privateKeyPem, audience: api.tokenUrl, warmup: plan.tokensPerRound / 2, minPerRound: plan.tokensPerRound, maxPerRound: 10 * plan.tokensPerRound },
       } satisfies LoadSpec)
     ).rounds,
   );
@@ -332,7 +332,7 @@ try {
   notes.push(
     'Driver baseline: one process, N concurrent workers, one round trip per operation (insertOne; updateOne with upsert for updates and no-ops), on the API\'s own collection (same indexes, same size at that moment) under an organization of its own.',
     'The API measured for throughput has no worker consuming its queue; end to end runs a second API and the worker on a database and queue prefix of their own.',
-    'Token rounds run a fixed number of pre-signed assertions (each jti is single use), so their round time is the count over the rate.',
+    'Token rounds run a fixed number of pre-signed assertions (each jti is single use), signed before each round and sized from the fastest rate seen so far to last about a round or more.',
     `Memory: RSS after the first pass, then after repeating the API users suite${quick ? ' (one round each)' : ''}${workerWorks && !quick ? ' and the end-to-end rounds' : ''}.`,
     `Growth: a third API process on a database of its own, updates at concurrency ${GROWTH_CONCURRENCY} with ${plan.growth.join(' then ')} users stored; the driver's upsert on the same collection beside each.`,
     'Rate limits stay enabled at 10,000,000 per minute (per client, per token IP): their Redis round trip is counted, their 429s are not.',
