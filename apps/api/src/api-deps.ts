@@ -84,7 +84,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     metrics,
     relay,
     lock: new KeyedLock(),
-    recent: new RecentUsers(),
+    recent: new RecentUsers(2_000),
     tokens: new AccessTokens(key, config.issuer, config.accessTokenTtlSeconds),
     clients: new ClientDirectory(models, options.clientCacheTtlMs ?? 30_000),
     clientKeys: new ClientKeys({ ...DEFAULT_CLIENT_KEY_OPTIONS, ...options.clientKeys }),
