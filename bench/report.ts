@@ -53,7 +53,7 @@ export interface Report {
 
 const n = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : '-');
 const cell = (s: Summary[keyof Summary] | number, digits = 1) =>
-  typeof s === 'number' ? String(s) : s.min === s.max ? n(s.median, digits) : `${n(s.median, digits)} (${n(s.min, digits)}–${n(s.max, digits)})`;
+  typeof s === 'number' ? String(s) : s.min === s.max || !Number.isFinite(s.median) ? n(s.median, digits) : `${n(s.median, digits)} (${n(s.min, digits)}–${n(s.max, digits)})`;
 
 function rowsTable(rows: Row[]): string[] {
   const out = [
