@@ -5,19 +5,31 @@
  * `data.user.external_provider_id`.
  */
 import { createServer, type Server } from 'node:http';
-import { runBenchChild } from './bench-child.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
 import { percentile, type RoundStats } from './round-stats.ts';
 
 export interface Receiver {
   url: string;
+  /** First arrival (epoch ms) of each external_provider_id. */
   arrivals: Map<string, number>;
+  /** Callbacks received, duplicates included. */
+  count: () => number;
   close: () => Promise<void>;
+}
+
+/** Waits until every id has arrived or the timeout passes; the first and last arrival of those that did. */
+export async function waitForArrivals(receiver: Receiver, ids: readonly string[], timeoutMs: number): Promise<{ arrived: number; first: number; last: number }> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && ids.some((id) => !receiver.arrivals.has(id))) await new Promise((res) => setTimeout(res, 20));
+  const times = ids.map((id) => receiver.arrivals.get(id)).filter((t): t is number => t !== undefined);
+  return { arrived: times.length, first: Math.min(...times), last: Math.max(...times) };
 }
 
 export async function startReceiver(): Promise<Receiver> {
   const arrivals = new Map<string, number>();
+  let count = 0;
   const server: Server = createServer((req, res) => {
+    count++;
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -35,7 +47,16 @@ export async function startReceiver(): Promise<Receiver> {
   server.keepAliveTimeout = 60_000;
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address() as { port: number };
-  return { url: `http://127.0.0.1:${port}/callbacks`, arrivals, close: () => new Promise((r) => server.close(() => r())) };
+  return {
+    url: `http://127.0.0.1:${port}/callbacks`,
+    arrivals,
+    count: () => count,
+    close: () =>
+      new Promise((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
+  };
 }
 
 export interface EndToEndSpec {
@@ -49,11 +70,14 @@ export interface EndToEndSpec {
   drainTimeoutMs: number;
 }
 
-/** Per round: p50/p99 of answer → receipt, `requests` answered, `errors` = answered but never delivered in time. */
-export async function runEndToEnd(receiver: Receiver, spec: EndToEndSpec): Promise<RoundStats[]> {
+/**
+ * Per round: p50/p99 of answer → receipt, `requests` answered, `errors` = answered but
+ * never delivered in time. `load` runs a LoadSpec in the load generator's process.
+ */
+export async function runEndToEnd(receiver: Receiver, load: (spec: LoadSpec) => Promise<LoadResult>, spec: EndToEndSpec): Promise<RoundStats[]> {
   const rounds: RoundStats[] = [];
   for (let r = 0; r < spec.rounds; r++) {
-    const load: LoadSpec = {
+    const loadSpec: LoadSpec = {
       kind: 'create',
       url: `${spec.baseUrl}/users`,
       connections: 16,
@@ -65,12 +89,11 @@ export async function runEndToEnd(receiver: Receiver, spec: EndToEndSpec): Promi
       overallRate: spec.rate,
       recordAnswers: true,
     };
-    const result = await runBenchChild<LoadResult>('load-users', load);
+    const result = await load(loadSpec);
     const odd = Object.entries(result.statuses).filter(([status]) => !status.startsWith('2'));
     if (odd.length) process.stderr.write(`end to end @ ${spec.rate}/s: non-2xx answers ${JSON.stringify(Object.fromEntries(odd))}\n`);
     const answers = Object.entries(result.answers ?? {});
-    const deadline = Date.now() + spec.drainTimeoutMs;
-    while (Date.now() < deadline && answers.some(([id]) => !receiver.arrivals.has(id))) await new Promise((res) => setTimeout(res, 50));
+    await waitForArrivals(receiver, answers.map(([id]) => id), spec.drainTimeoutMs);
     const latencies = answers.filter(([id]) => receiver.arrivals.has(id)).map(([id, at]) => receiver.arrivals.get(id)! - at);
     latencies.sort((a, b) => a - b);
     rounds.push({

@@ -1,19 +1,25 @@
 /**
  * `pnpm bench [--quick] [--cpu-prof]`: measures the service against its limits,
- * side by side in one run (see issue 5), and writes bench/results/latest.{json,md}.
+ * side by side in one run (see issue 5), and writes bench/results/latest.{json,md}
+ * (and quick.* or full.*).
  *
- * Order: POST /users (API, then the bare driver, then bare Fastify, per
- * concurrency), p99 at half the peak rate, the token endpoint against bare jose,
- * end to end through the worker, memory after a second identical run, growth.
+ * Order: everything starts at once (services, baseline processes, seeded users);
+ * then POST /users (API, the bare driver, bare Fastify, per concurrency), p99 at
+ * half the peak rate, the token endpoint against bare jose, end to end through the
+ * worker, memory after a second run, growth.
+ *
+ * Budget (issue): quick under 2 minutes, full under 10, on the 2-CPU bench machine.
+ * The load generator, the driver and each baseline are one long-lived process
+ * each, given one scenario after another, so no scenario pays a process start.
  */
 import { cpus } from 'node:os';
 import { MongoClient } from 'mongodb';
 import { Redis } from 'ioredis';
-import { fetchAccessToken, registerBenchClient, signAssertion, type BenchClient } from './bench-auth.ts';
-import { runBenchChild, spawnTs, BENCH_DIR } from './bench-child.ts';
+import { fetchAccessToken, registerBenchClient, signAssertion } from './bench-auth.ts';
+import { startBenchChild, spawnTs, BENCH_DIR } from './bench-child.ts';
 import { seedUsers } from './bench-users.ts';
-import type { DriverSpec } from './driver-baseline.ts';
-import { runEndToEnd, startReceiver } from './end-to-end.ts';
+import { driverPrefix, type DriverSpec } from './driver-baseline.ts';
+import { runEndToEnd, startReceiver, waitForArrivals } from './end-to-end.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
 import { writeReport, type Memory, type Ratio, type Row } from './report.ts';
 import { summarise, type RoundStats, type Summary } from './round-stats.ts';
@@ -23,22 +29,44 @@ import type { TokenBaselineSpec } from './token-baseline.ts';
 const quick = process.argv.includes('--quick');
 const cpuProfile = process.argv.includes('--cpu-prof');
 const plan = quick
-  ? { concurrencies: [32], roundSec: 1.5, warmupSec: 0.5, rounds: 3, tokensPerRound: 300, e2eRates: [10, 100], e2eSec: 2, growth: [2_000, 20_000], updateSet: 500 }
-  : { concurrencies: [8, 32, 128], roundSec: 3, warmupSec: 1, rounds: 3, tokensPerRound: 1_000, e2eRates: [10, 100, 300], e2eSec: 3, growth: [10_000, 200_000], updateSet: 1_000 };
+  ? {
+      concurrencies: [32],
+      roundSec: 1,
+      warmupSec: 0.3,
+      rounds: 3,
+      token: { warmup: 150, minPerRound: 200, maxPerRound: 5_000 },
+      e2eRates: [100],
+      e2eSec: 1,
+      growth: [2_000, 20_000],
+      updateSet: 500,
+    }
+  : {
+      concurrencies: [8, 32, 128],
+      roundSec: 1.5,
+      warmupSec: 0.5,
+      rounds: 3,
+      token: { warmup: 300, minPerRound: 500, maxPerRound: 10_000 },
+      e2eRates: [10, 100, 300],
+      e2eSec: 2,
+      growth: [10_000, 200_000],
+      updateSet: 500,
+    };
 const HEADLINE = 32;
 /** Growth is about the cost of one update, not queueing: a lower concurrency keeps rounds from being all queue. */
 const GROWTH_CONCURRENCY = 8;
 const OPS = ['create', 'update', 'noop'] as const;
 type Op = (typeof OPS)[number];
 
-const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+const runStarted = performance.now();
+const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)} +${((performance.now() - runStarted) / 1000).toFixed(0)}s] ${msg}\n`);
 const runId = newRunId();
 const rows: Row[] = [];
 const notes: string[] = [];
 const add = (group: string, scenario: string, concurrency: number | string, rounds: RoundStats[]): Summary => {
   const summary = summarise(rounds);
   rows.push({ group, scenario, concurrency, summary });
-  log(`${group} ${scenario} c=${concurrency}: ${summary.rps.median.toFixed(0)} req/s, p50 ${summary.p50.median.toFixed(1)} ms, p99 ${summary.p99.median.toFixed(1)} ms`);
+  const latency = Number.isFinite(summary.p50.median) ? `, p50 ${summary.p50.median.toFixed(1)} ms, p99 ${summary.p99.median.toFixed(1)} ms` : '';
+  log(`${group} ${scenario} c=${concurrency}: ${summary.rps.median.toFixed(0)} req/s (${summary.rps.min.toFixed(0)}–${summary.rps.max.toFixed(0)})${latency}`);
   return summary;
 };
 
@@ -46,22 +74,30 @@ const stores = await startDatastores(runId);
 const dbName = (part: string) => (stores.kind === 'mongo-url' ? `bench_${part}_${runId.replace(/-/g, '_')}` : `bench_${part}`);
 const apiDb = databaseUrl(stores.mongoServerUrl, dbName('api'));
 const e2eDb = databaseUrl(stores.mongoServerUrl, dbName('e2e'));
+const growthDb = databaseUrl(stores.mongoServerUrl, dbName('growth'));
 const mongo = await new MongoClient(apiDb).connect();
 const buildInfo = await mongo.db().admin().command({ buildInfo: 1 });
 const database = buildInfo.ferretdbVersion ? `FerretDB ${buildInfo.ferretdbVersion} (MongoDB ${buildInfo.version} wire), PostgreSQL backend` : `MongoDB ${buildInfo.version}`;
 log(`database: ${database}; redis: ${stores.redisUrl}`);
 
-const prefixes = [`bench-${runId}-load`, `bench-${runId}-e2e`, `bench-${runId}-growth`];
+const prefixes = { load: `bench-${runId}-load`, e2e: `bench-${runId}-e2e`, growth: `bench-${runId}-growth` };
 const started: ServiceProcess[] = [];
+const children = {
+  load: startBenchChild('load-users'),
+  driver: startBenchChild('driver-baseline'),
+  token: startBenchChild('token-baseline'),
+};
 let receiverClose: (() => Promise<void>) | undefined;
+let growthMongo: MongoClient | undefined;
 
 async function cleanUp(): Promise<void> {
-  await Promise.allSettled(started.map((p) => p.stop()));
+  await Promise.allSettled([...started.map((p) => p.stop()), ...Object.values(children).map((c) => c.close())]);
   await receiverClose?.();
+  await growthMongo?.close().catch(() => undefined);
   const redis = new Redis(stores.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await redis.connect();
-    for (const prefix of prefixes) {
+    for (const prefix of Object.values(prefixes)) {
       let cursor = '0';
       do {
         const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
@@ -74,7 +110,7 @@ async function cleanUp(): Promise<void> {
   } finally {
     redis.disconnect();
   }
-  if (stores.kind === 'mongo-url') for (const url of [apiDb, e2eDb, databaseUrl(stores.mongoServerUrl, dbName('growth'))]) await mongo.db(new URL(url).pathname.slice(1)).dropDatabase().catch(() => undefined);
+  if (stores.kind === 'mongo-url') for (const url of [apiDb, e2eDb, growthDb]) await mongo.db(new URL(url).pathname.slice(1)).dropDatabase().catch(() => undefined);
   await mongo.close();
   await stores.stop();
 }
@@ -88,20 +124,99 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 try {
-  // --- The API under load (no worker attached to its queue: its CPU is the API's alone) ---
-  const api: ApiProcess = await startApi('api', { mongoUrl: apiDb, redisUrl: stores.redisUrl, queuePrefix: prefixes[0]!, cpuProfile });
-  started.push(api);
-  const client: BenchClient = await registerBenchClient(apiDb);
-  const token = await fetchAccessToken(client, api.tokenUrl);
-  const users = mongo.db().collection('provider_users');
-  const authHeaders = { authorization: `Bearer ${token}`, 'x-nabla-api-version': '2026-03-23' };
-  let setNo = 0;
-  /** A fresh set of stored users (locale A) for update/no-op runs, so every update run knows each user's state. */
-  const freshSet = async (label: string, count = plan.updateSet): Promise<string> => {
-    const prefix = `${label}-${setNo++}`;
-    await seedUsers(users, client.organizationId, prefix, 0, count);
-    return prefix;
+  // --- Start everything at once; nothing is measured until all of it is up and seeded ---
+  // The API under load has no worker on its queue (its CPU is its own). End to end runs a
+  // second API and the worker on a database and queue of their own; growth a third API.
+  // Idle until their turn: an idle API does nothing, an idle worker polls its outbox every few seconds.
+  const receiver = await startReceiver();
+  receiverClose = receiver.close;
+  const e2eEnv = {
+    mongoUrl: e2eDb,
+    redisUrl: stores.redisUrl,
+    queuePrefix: prefixes.e2e,
+    downstreamTargets: [{ name: 'bench', url: receiver.url, secrets: ['bench-secret-0123456789'] }],
+    cpuProfile,
   };
+  const startBare = async (): Promise<number> => {
+    const bare = spawnTs(`${BENCH_DIR}/bare-fastify.ts`, [], {}, [], true);
+    started.push({ name: 'bare-fastify', process: bare, rssMiB: () => NaN, stderr: () => '', stop: async () => void bare.kill('SIGTERM') });
+    return new Promise<number>((resolve, reject) => {
+      let out = '';
+      bare.stdout!.on('data', (d) => {
+        out += d;
+        const m = /"port":(\d+)/.exec(out);
+        if (m) resolve(Number(m[1]));
+      });
+      bare.once('exit', (code) => reject(new Error(`bare fastify exited ${code}`)));
+    });
+  };
+  const startT = performance.now();
+  const timed = <T>(what: string, p: Promise<T>): Promise<T> =>
+    p.then((v) => {
+      log(`  ${what} ready after ${((performance.now() - startT) / 1000).toFixed(1)} s`);
+      return v;
+    });
+  const track = <T extends ServiceProcess | undefined>(p: Promise<T>): Promise<T> =>
+    p.then((s) => {
+      if (s) started.push(s);
+      return s;
+    });
+  const [api, e2eApi, worker, growthApi, barePort, client, e2eClient, growthClient] = await Promise.all([
+    timed('api', track(startApi('api', { mongoUrl: apiDb, redisUrl: stores.redisUrl, queuePrefix: prefixes.load, cpuProfile }))),
+    timed('api-e2e', track(startApi('api-e2e', e2eEnv))),
+    timed('worker', track(startWorkerProcess('worker', e2eEnv))),
+    timed('api-growth', track(startApi('api-growth', { mongoUrl: growthDb, redisUrl: stores.redisUrl, queuePrefix: prefixes.growth, cpuProfile }))),
+    timed('bare fastify', startBare()),
+    timed('client (api)', registerBenchClient(apiDb)),
+    timed('client (e2e)', registerBenchClient(e2eDb)),
+    timed('client (growth)', registerBenchClient(growthDb)),
+  ]);
+  const [token, e2eToken, growthToken] = await Promise.all([
+    fetchAccessToken(client, api.tokenUrl),
+    fetchAccessToken(e2eClient, e2eApi.tokenUrl),
+    fetchAccessToken(growthClient, growthApi.tokenUrl),
+  ]);
+  const bearer = (t: string) => ({ authorization: `Bearer ${t}`, 'x-nabla-api-version': '2026-03-23' });
+  const users = mongo.db().collection('provider_users');
+  growthMongo = await new MongoClient(growthDb).connect();
+  const growthUsers = growthMongo.db().collection('provider_users');
+
+  // Fresh user sets (locale A) for every update/no-op run, API's and driver's, seeded now in parallel,
+  // so every update run knows each user's state; and the growth database up to its first size.
+  const apiSets: string[] = [];
+  const driverOrgs: string[] = [];
+  const setsPerKind = plan.concurrencies.length * 2 + 1 + (quick ? 1 : plan.concurrencies.length * 2);
+  for (let i = 0; i < setsPerKind; i++) apiSets.push(`set-${i}`);
+  for (let i = 0; i < plan.concurrencies.length * 2 + 1; i++) driverOrgs.push(`driver-${runId}-${i}`);
+  const growthSet = (target: number) => ({ api: `grow-${target}`, driverOrg: `driver-grow-${target}` });
+  /** Seeds the growth collection to `target` users: filler, then the API's and the driver's update sets. */
+  const seedGrowth = async (target: number): Promise<number> => {
+    const have = await growthUsers.countDocuments({});
+    const { api: apiSet, driverOrg } = growthSet(target);
+    await seedUsers(growthUsers, growthClient.organizationId, `fill-${target}`, 0, Math.max(0, target - 2 * plan.updateSet - have));
+    await Promise.all([seedUsers(growthUsers, growthClient.organizationId, apiSet, 0, plan.updateSet), seedUsers(growthUsers, driverOrg, driverPrefix(driverOrg), 0, plan.updateSet)]);
+    return growthUsers.countDocuments({});
+  };
+  const loadRun = (spec: LoadSpec) => children.load.run<LoadResult>(spec);
+  // While the sets are seeded, a second of load on each API (and through the worker), unmeasured:
+  // JIT and pools are warm before their first figure, not only the first scenario of each.
+  const warmUp = (kind: 'create' | 'noop', baseUrl: string, t: string, extra: Partial<LoadSpec> = {}): Promise<LoadResult> =>
+    loadRun({ kind, url: `${baseUrl}/users`, connections: HEADLINE, durationSec: 1, rounds: 1, warmupSec: 0, headers: bearer(t), idPrefix: `warm-${kind}`, userCount: plan.updateSet, ...extra });
+  const seedStarted = performance.now();
+  const [, , firstGrowthStored, e2eWarm] = await Promise.all([
+    Promise.all(apiSets.map((set) => seedUsers(users, client.organizationId, set, 0, plan.updateSet))),
+    Promise.all(driverOrgs.map((org) => seedUsers(users, org, driverPrefix(org), 0, plan.updateSet))),
+    seedGrowth(plan.growth[0]!).then(async (stored) => {
+      // No-ops on the update set leave it as seeded.
+      await warmUp('noop', growthApi.baseUrl, growthToken, { idPrefix: growthSet(plan.growth[0]!).api, connections: GROWTH_CONCURRENCY });
+      return stored;
+    }),
+    // The end-to-end warm-up is also the probe: 50 creates whose callbacks must all arrive.
+    warmUp('create', api.baseUrl, token).then(() => warmUp('create', e2eApi.baseUrl, e2eToken, { overallRate: 50, connections: 16, recordAnswers: true })),
+  ]);
+  log(`started; seeded ${apiSets.length + driverOrgs.length} update sets and ${firstGrowthStored} growth users, warmed the APIs, in ${((performance.now() - seedStarted) / 1000).toFixed(1)} s`);
+
+  let createNo = 0;
   const apiLoad = async (op: Op, c: number, extra: Partial<LoadSpec> = {}): Promise<RoundStats[]> => {
     const spec: LoadSpec = {
       kind: op,
@@ -110,22 +225,21 @@ try {
       durationSec: plan.roundSec,
       rounds: plan.rounds,
       warmupSec: plan.warmupSec,
-      headers: authHeaders,
-      idPrefix: op === 'create' ? `create-${setNo++}` : await freshSet(op),
+      headers: bearer(token),
+      idPrefix: op === 'create' ? `create-${createNo++}` : apiSets.shift()!,
       userCount: plan.updateSet,
       ...extra,
     };
-    const result = await runBenchChild<LoadResult>('load-users', spec);
+    const result = await loadRun(spec);
     const odd = Object.entries(result.statuses).filter(([status]) => !status.startsWith('2'));
     if (odd.length) log(`${op} c=${c}: non-2xx answers ${JSON.stringify(Object.fromEntries(odd))}`);
     return result.rounds;
   };
-  /** Updates with `target` users stored in the API's collection (filler plus a fresh update set). */
+  /** The driver on the API's own collection (its indexes, its size), under an organization of its own:
+   * on FerretDB every lookup costs with the collection's size, so only the same collection compares. */
   const driverLoad = async (op: Op, c: number, extra: Partial<DriverSpec> = {}): Promise<RoundStats[]> =>
     (
-      await runBenchChild<{ rounds: RoundStats[] }>('driver-baseline', {
-        // The API's own collection (its indexes, its size), under an organization of the driver's own:
-        // on FerretDB every lookup costs with the collection's size, so only the same collection compares.
+      await children.driver.run<{ rounds: RoundStats[] }>({
         mongoUrl: apiDb,
         op,
         concurrency: c,
@@ -134,30 +248,14 @@ try {
         warmupSec: plan.warmupSec,
         userCount: plan.updateSet,
         ...extra,
+        ...(op === 'create' ? {} : { org: extra.org ?? driverOrgs.shift()! }),
       } satisfies DriverSpec)
     ).rounds;
 
-
-  const bare = spawnTs(`${BENCH_DIR}/bare-fastify.ts`, []);
-  const barePort = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    bare.stdout!.on('data', (d) => {
-      out += d;
-      const m = /"port":(\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    bare.once('exit', (code) => reject(new Error(`bare fastify exited ${code}`)));
-  });
-  started.push({ name: 'bare-fastify', process: bare, rssMiB: () => NaN, stderr: () => '', stop: async () => void bare.kill('SIGTERM') });
-
+  // --- POST /users: API, driver, bare Fastify ---
   const api_: Record<string, Summary> = {};
   const drv: Record<string, Summary> = {};
   const bareSummaries: Record<number, Summary> = {};
-  const usersSuite = async (group: string, rounds: number) => {
-    const out: Record<string, Summary> = {};
-    for (const c of plan.concurrencies) for (const op of OPS) out[`${op}@${c}`] = add(group, `POST /users ${op}`, c, await apiLoad(op, c, { rounds }));
-    return out;
-  };
   for (const c of plan.concurrencies) {
     for (const op of OPS) {
       api_[`${op}@${c}`] = add('api', `POST /users ${op}`, c, await apiLoad(op, c));
@@ -168,7 +266,7 @@ try {
       'POST fixed JSON',
       c,
       (
-        await runBenchChild<LoadResult>('load-users', {
+        await loadRun({
           kind: 'fixed',
           url: `http://127.0.0.1:${barePort}/users`,
           connections: c,
@@ -176,7 +274,7 @@ try {
           rounds: plan.rounds,
           warmupSec: plan.warmupSec,
           fixedBody: '{"provider_email":"jane.doe@example.com","external_provider_id":"ehr-42","settings":{"speech_locale":"ENGLISH_US"}}',
-        } satisfies LoadSpec)
+        })
       ).rounds,
     );
   }
@@ -187,30 +285,27 @@ try {
   const drvHalf = add('driver', `updateOne upsert @ ${halfRate}/s offered`, HEADLINE, await driverLoad('update', HEADLINE, { rate: halfRate }));
 
   // --- Token endpoint against the bare jose loop ---
-  const tokenApi = add(
-    'api',
-    'POST /oauth/token',
-    HEADLINE,
-    (
-      await runBenchChild<LoadResult>('load-users', {
-        kind: 'token',
-        url: api.tokenUrl,
-        connections: HEADLINE,
-        durationSec: plan.roundSec,
-        rounds: plan.rounds,
-        warmupSec: plan.warmupSec,
-        token: { clientId: client.clientId, privateKeyPem: client.privateKeyPem, audience: api.tokenUrl, warmup: plan.tokensPerRound / 2, minPerRound: plan.tokensPerRound, maxPerRound: 10 * plan.tokensPerRound },
-      } satisfies LoadSpec)
-    ).rounds,
-  );
-  const assertions = await Promise.all(Array.from({ length: 50 }, () => signAssertion(client, api.tokenUrl)));
+  const tokenRounds = (
+    await loadRun({
+      kind: 'token',
+      url: api.tokenUrl,
+      connections: HEADLINE,
+      durationSec: plan.roundSec,
+      rounds: plan.rounds,
+      warmupSec: 0,
+      token: { clientId: client.clientId, privateKeyPem: client.privateKeyPem, audience: api.tokenUrl, ...plan.token },
+    })
+  ).rounds;
+  const tokenApi = add('api', 'POST /oauth/token', HEADLINE, tokenRounds);
+  log(`token rounds: ${tokenRounds.map((r) => `${r.requests} in ${(r.requests / r.rps).toFixed(2)} s`).join(', ')}`);
+  const assertionPool = await Promise.all(Array.from({ length: 50 }, () => signAssertion(client, api.tokenUrl)));
   const tokenBare = add(
     'bare jose',
     'verify RS256 assertion + sign EdDSA token',
     HEADLINE,
     (
-      await runBenchChild<{ rounds: RoundStats[] }>('token-baseline', {
-        assertions,
+      await children.token.run<{ rounds: RoundStats[] }>({
+        assertions: assertionPool,
         publicKeyPem: client.publicKeyPem,
         audience: api.tokenUrl,
         concurrency: HEADLINE,
@@ -221,21 +316,8 @@ try {
     ).rounds,
   );
 
-  // --- End to end: a second API and the worker on a database and queue of their own ---
-  const receiver = await startReceiver();
-  receiverClose = receiver.close;
-  const e2eEnv = {
-    mongoUrl: e2eDb,
-    redisUrl: stores.redisUrl,
-    queuePrefix: prefixes[1]!,
-    downstreamTargets: [{ name: 'bench', url: receiver.url, secrets: ['bench-secret-0123456789'] }],
-    cpuProfile,
-  };
-  const [e2eApi, worker] = await Promise.all([startApi('api-e2e', e2eEnv), startWorkerProcess('worker', e2eEnv)]);
-  started.push(e2eApi);
-  if (worker) started.push(worker);
+  // --- End to end: the second API and the worker ---
   const e2eSummaries: Record<number, Summary> = {};
-  let e2eToken = '';
   let e2eRun = 0;
   const endToEnd = async (group: string) => {
     for (const rate of plan.e2eRates) {
@@ -244,64 +326,58 @@ try {
         `answer → callback received @ ${rate}/s (req/s = delivered/s)`,
         16,
         // At least 100 events per round, so a median is over 100 events even at a low rate.
-        await runEndToEnd(receiver, { baseUrl: e2eApi.baseUrl, token: e2eToken, rate, durationSec: Math.max(plan.e2eSec, Math.ceil(100 / rate)), rounds: plan.rounds, idPrefix: `e2e${e2eRun++}-${rate}`, drainTimeoutMs: 15_000 }),
+        await runEndToEnd(receiver, loadRun, { baseUrl: e2eApi.baseUrl, token: e2eToken, rate, durationSec: Math.max(plan.e2eSec, Math.ceil(100 / rate)), rounds: plan.rounds, idPrefix: `e2e${e2eRun++}-${rate}`, drainTimeoutMs: 15_000 }),
       );
     }
   };
+
   let workerWorks = false;
   if (worker) {
-    const e2eClient = await registerBenchClient(e2eDb);
-    e2eToken = await fetchAccessToken(e2eClient, e2eApi.tokenUrl);
-    const probe = await runEndToEnd(receiver, { baseUrl: e2eApi.baseUrl, token: e2eToken, rate: 5, durationSec: 1, rounds: 1, idPrefix: 'probe', drainTimeoutMs: 20_000 });
-    workerWorks = probe[0]!.requests > 0 && probe[0]!.errors === 0;
+    const probeIds = Object.keys(e2eWarm.answers ?? {});
+    const probe = await waitForArrivals(receiver, probeIds, 20_000);
+    workerWorks = probeIds.length > 0 && probe.arrived === probeIds.length;
     if (workerWorks) await endToEnd('end-to-end');
-    else notes.push(`End to end skipped: the worker started but delivered ${probe[0]!.requests - probe[0]!.errors}/${probe[0]!.requests} probe events within 20 s.`);
+    else notes.push(`End to end skipped: the worker started but delivered ${probe.arrived}/${probeIds.length} probe events (the warm-up's creates) within 20 s.`);
   } else notes.push('End to end skipped: the worker did not start.');
 
-  // --- Memory: RSS after the run, then after a second identical run of the API users suite and end to end ---
+  // --- Memory: RSS after the run, then after a second run ---
   const rss1 = { api: api.rssMiB(), worker: worker?.rssMiB() ?? NaN };
-  // The quick run repeats the users suite with one round each and leaves end to end out, to stay short.
-  await usersSuite('api (run 2)', quick ? 1 : plan.rounds);
-  if (workerWorks && !quick) await endToEnd('end-to-end (run 2)');
+  if (quick) {
+    // Quick: the second run is one round of updates at the headline concurrency.
+    add('api (run 2)', 'POST /users update', HEADLINE, await apiLoad('update', HEADLINE, { rounds: 1 }));
+  } else {
+    for (const c of plan.concurrencies) for (const op of OPS) add('api (run 2)', `POST /users ${op}`, c, await apiLoad(op, c));
+    if (workerWorks) await endToEnd('end-to-end (run 2)');
+  }
   const rss2 = { api: api.rssMiB(), worker: worker?.rssMiB() ?? NaN };
   const memory: Memory[] = [{ process: 'api', afterFirstMiB: rss1.api, afterSecondMiB: rss2.api, growthPct: (rss2.api / rss1.api - 1) * 100 }];
   if (worker) memory.push({ process: 'worker', afterFirstMiB: rss1.worker, afterSecondMiB: rss2.worker, growthPct: (rss2.worker / rss1.worker - 1) * 100 });
 
-  // --- Growth: a third API on a database of its own, so the other figures keep a small collection ---
-  const growthDb = databaseUrl(stores.mongoServerUrl, dbName('growth'));
-  const growthApi = await startApi('api-growth', { mongoUrl: growthDb, redisUrl: stores.redisUrl, queuePrefix: prefixes[2]!, cpuProfile });
-  started.push(growthApi);
-  const growthClient = await registerBenchClient(growthDb);
-  const growthToken = await fetchAccessToken(growthClient, growthApi.tokenUrl);
-  const growthMongo = await new MongoClient(growthDb).connect();
-  const growthUsers = growthMongo.db().collection('provider_users');
+  // --- Growth: the third API, on a database of its own, so the other figures keep a small collection ---
   const growthDriver: Summary[] = [];
   const growth: Summary[] = [];
-  for (const target of plan.growth) {
-    const t0 = Date.now();
-    const have = await growthUsers.countDocuments({});
-    await seedUsers(growthUsers, growthClient.organizationId, `fill-${target}`, 0, Math.max(0, target - plan.updateSet - have));
-    const updateSet = `grow-${target}`;
-    await seedUsers(growthUsers, growthClient.organizationId, updateSet, 0, plan.updateSet);
-    const stored = await growthUsers.countDocuments({});
-    log(`seeded to ${stored} users in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    const result = await runBenchChild<LoadResult>('load-users', {
+  for (const [k, target] of plan.growth.entries()) {
+    let stored = firstGrowthStored;
+    if (k > 0) {
+      const t0 = performance.now();
+      stored = await seedGrowth(target);
+      log(`seeded to ${stored} users in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    }
+    const { api: apiSet, driverOrg } = growthSet(target);
+    const result = await loadRun({
       kind: 'update',
       url: `${growthApi.baseUrl}/users`,
       connections: GROWTH_CONCURRENCY,
       durationSec: plan.roundSec,
       rounds: plan.rounds,
       warmupSec: plan.warmupSec,
-      headers: { authorization: `Bearer ${growthToken}`, 'x-nabla-api-version': '2026-03-23' },
-      idPrefix: updateSet,
+      headers: bearer(growthToken),
+      idPrefix: apiSet,
       userCount: plan.updateSet,
-    } satisfies LoadSpec);
+    });
     growth.push(add('growth', `POST /users update, ${stored} users stored`, GROWTH_CONCURRENCY, result.rounds));
-    growthDriver.push(
-      add('growth', `driver updateOne upsert, ${stored} users stored`, GROWTH_CONCURRENCY, await driverLoad('update', GROWTH_CONCURRENCY, { mongoUrl: growthDb })),
-    );
+    growthDriver.push(add('growth', `driver updateOne upsert, ${stored} users stored`, GROWTH_CONCURRENCY, await driverLoad('update', GROWTH_CONCURRENCY, { mongoUrl: growthDb, org: driverOrg })));
   }
-  await growthMongo.close();
 
   // --- Ratios ---
   const ratios: Ratio[] = [];
@@ -329,14 +405,17 @@ try {
   ratio(`growth: driver upsert p50 at ${plan.growth[1]} / at ${plan.growth[0]} users`, growthDriver[1]!.p50.median / growthDriver[0]!.p50.median);
   ratio(`growth: update p99 at ${plan.growth[1]} / at ${plan.growth[0]} users`, growth[1]!.p99.median / growth[0]!.p99.median);
 
+  const wallSec = (performance.now() - runStarted) / 1000;
+  log(`measured in ${wallSec.toFixed(0)} s`);
   notes.push(
     'Driver baseline: one process, N concurrent workers, one round trip per operation (insertOne; updateOne with upsert for updates and no-ops), on the API\'s own collection (same indexes, same size at that moment) under an organization of its own.',
-    'The API measured for throughput has no worker consuming its queue; end to end runs a second API and the worker on a database and queue prefix of their own.',
-    'Token rounds run a fixed number of pre-signed assertions (each jti is single use), signed before each round and sized from the fastest rate seen so far to last about a round or more.',
-    `Memory: RSS after the first pass, then after repeating the API users suite${quick ? ' (one round each)' : ''}${workerWorks && !quick ? ' and the end-to-end rounds' : ''}.`,
+    'The API measured for throughput has no worker consuming its queue; end to end runs a second API and the worker on a database and queue prefix of their own (started with the rest at the beginning, idle until then). Each API gets an unmeasured second of load at the start, besides each scenario\'s own warm-up.',
+    'Throughput (req/s) is responses over first request to last response, timed by the load generator itself (autocannon\'s own duration ends on a 1 s sampling tick).',
+    `Token rounds run a fixed number of pre-signed assertions (each jti is single use), signed before each round and sized from the fastest rate seen so far to last about ${plan.roundSec} s or more.`,
+    `Memory: RSS after the first pass (users, tokens, end to end), then after ${quick ? 'one more round of updates at concurrency 32 (quick: the worker has nothing to do in it)' : `repeating the API users suite${workerWorks ? ' and the end-to-end rounds' : ''}`}.`,
     `Growth: a third API process on a database of its own, updates at concurrency ${GROWTH_CONCURRENCY} with ${plan.growth.join(' then ')} users stored; the driver's upsert on the same collection beside each.`,
     'Rate limits stay enabled at 10,000,000 per minute (per client, per token IP): their Redis round trip is counted, their 429s are not.',
-    `Load generator: autocannon 9 in a child process; bare Fastify, driver and jose baselines each in a process of their own. Machine shared with other work: compare within a run.`,
+    'Load generator: autocannon 9 in a child process (offered rates: its own paced loop); bare Fastify, driver and jose baselines each in a process of their own. Machine shared with other work: compare within a run.',
   );
   const md = writeReport({
     meta: {
@@ -348,6 +427,7 @@ try {
       database,
       roundSeconds: plan.roundSec,
       rounds: plan.rounds,
+      wallSeconds: Math.round(wallSec),
       notes,
     },
     rows,
@@ -357,5 +437,6 @@ try {
   process.stdout.write(`${md}\n`);
 } finally {
   await cleanUp();
+  log(`done in ${((performance.now() - runStarted) / 1000).toFixed(0)} s`);
 }
 process.exit(0);
