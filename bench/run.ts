@@ -6,7 +6,8 @@
  * Order: everything starts at once (services, baseline processes, seeded users);
  * then POST /users (API, the bare driver, bare Fastify, per concurrency), p99 at
  * half the peak rate, the token endpoint against bare jose, end to end through the
- * worker, memory after a second run, growth.
+ * worker, delivery throughput against a bare BullMQ worker, memory after a second
+ * run, growth.
  *
  * Budget (issue): quick under 2 minutes, full under 10, on the 2-CPU bench machine.
  * The load generator, the driver and each baseline are one long-lived process
@@ -15,9 +16,13 @@
 import { cpus } from 'node:os';
 import { MongoClient } from 'mongodb';
 import { Redis } from 'ioredis';
+import { Queue } from 'bullmq';
+import { DELIVERIES_QUEUE, EVENTS_QUEUE } from '@connect/shared';
+import { DEFAULT_WORKER_OPTIONS, workerOptionsFromEnv } from '../apps/worker/src/worker-options.ts';
 import { fetchAccessToken, registerBenchClient, signAssertion } from './bench-auth.ts';
 import { startBenchChild, spawnTs, BENCH_DIR } from './bench-child.ts';
 import { seedUsers } from './bench-users.ts';
+import type { BullmqBaselineRound, BullmqBaselineSpec } from './bullmq-baseline.ts';
 import { driverPrefix, type DriverSpec } from './driver-baseline.ts';
 import { runEndToEnd, startReceiver, waitForArrivals } from './end-to-end.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
@@ -39,6 +44,7 @@ const plan = quick
       e2eSec: 1,
       growth: [2_000, 20_000],
       updateSet: 500,
+      delivery: { ours: 200, bare: 800 },
     }
   : {
       concurrencies: [8, 32, 128],
@@ -50,15 +56,26 @@ const plan = quick
       e2eSec: 2,
       growth: [10_000, 200_000],
       updateSet: 500,
+      delivery: { ours: 500, bare: 2_000 },
     };
 const HEADLINE = 32;
 /** Growth is about the cost of one update, not queueing: a lower concurrency keeps rounds from being all queue. */
 const GROWTH_CONCURRENCY = 8;
 const OPS = ['create', 'update', 'noop'] as const;
 type Op = (typeof OPS)[number];
+/** The worker's delivery concurrency, as the worker process reads it (it inherits this environment). */
+const workerConcurrency = (() => {
+  try {
+    return workerOptionsFromEnv(process.env).concurrency;
+  } catch {
+    return DEFAULT_WORKER_OPTIONS.concurrency;
+  }
+})();
+const fanOutConcurrency = DEFAULT_WORKER_OPTIONS.fanOutConcurrency;
 
 const runStarted = performance.now();
 const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)} +${((performance.now() - runStarted) / 1000).toFixed(0)}s] ${msg}\n`);
+const nowMs = () => performance.timeOrigin + performance.now();
 const runId = newRunId();
 const rows: Row[] = [];
 const notes: string[] = [];
@@ -80,12 +97,13 @@ const buildInfo = await mongo.db().admin().command({ buildInfo: 1 });
 const database = buildInfo.ferretdbVersion ? `FerretDB ${buildInfo.ferretdbVersion} (MongoDB ${buildInfo.version} wire), PostgreSQL backend` : `MongoDB ${buildInfo.version}`;
 log(`database: ${database}; redis: ${stores.redisUrl}`);
 
-const prefixes = { load: `bench-${runId}-load`, e2e: `bench-${runId}-e2e`, growth: `bench-${runId}-growth` };
+const prefixes = { load: `bench-${runId}-load`, e2e: `bench-${runId}-e2e`, growth: `bench-${runId}-growth`, bare: `bench-${runId}-bare` };
 const started: ServiceProcess[] = [];
 const children = {
   load: startBenchChild('load-users'),
   driver: startBenchChild('driver-baseline'),
   token: startBenchChild('token-baseline'),
+  bullmq: startBenchChild('bullmq-baseline'),
 };
 let receiverClose: (() => Promise<void>) | undefined;
 let growthMongo: MongoClient | undefined;
@@ -331,16 +349,106 @@ try {
     }
   };
 
+  // --- Delivery throughput: our worker's deliveries against a bare BullMQ worker doing the same signed POST ---
+  const redis = new Redis(stores.redisUrl, { maxRetriesPerRequest: null });
+  const eventsQueue = new Queue(EVENTS_QUEUE, { connection: redis, prefix: prefixes.e2e });
+  const deliveriesQueue = new Queue(DELIVERIES_QUEUE, { connection: redis, prefix: prefixes.e2e });
+  const queued = async (q: Queue) => {
+    const counts = await q.getJobCounts('wait', 'paused', 'prioritized');
+    return Object.values(counts).reduce((a, b) => a + b, 0);
+  };
+  const waitUntil = async (cond: () => Promise<boolean>, timeoutMs: number): Promise<boolean> => {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (await cond()) return true;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return false;
+  };
+  const noLatency = { p50: NaN, p99: NaN, p999: NaN, non2xx: 0 };
+  let deliveryRun = 0;
+  /**
+   * Per round: both of the worker's queues paused (BullMQ's global pause, from this process),
+   * N creates POSTed to the e2e API as fast as it takes them; once the N events wait, the
+   * events queue is resumed (fan-out: N events → N delivery jobs), and once the N delivery
+   * jobs wait, the deliveries queue: deliveries/s = N over first to last callback received.
+   */
+  const ourDeliveries = async (n: number): Promise<{ deliveries: RoundStats[]; fanOut: RoundStats[] }> => {
+    const deliveries: RoundStats[] = [];
+    const fanOut: RoundStats[] = [];
+    try {
+      for (let r = 0; r < plan.rounds; r++) {
+        await Promise.all([eventsQueue.pause(), deliveriesQueue.pause()]);
+        const events0 = await queued(eventsQueue);
+        const deliveries0 = await queued(deliveriesQueue);
+        const result = await loadRun({
+          kind: 'create',
+          url: `${e2eApi.baseUrl}/users`,
+          connections: 64,
+          durationSec: 0,
+          amount: n,
+          rounds: 1,
+          warmupSec: 0,
+          headers: bearer(e2eToken),
+          idPrefix: `dlv${deliveryRun++}`,
+          recordAnswers: true,
+        });
+        const ids = Object.keys(result.answers ?? {});
+        if (!(await waitUntil(async () => (await queued(eventsQueue)) >= events0 + ids.length, 30_000))) log(`delivery: not all ${ids.length} events reached the events queue`);
+        const fanOutAt = nowMs();
+        await eventsQueue.resume();
+        const fannedOut = await waitUntil(async () => (await queued(deliveriesQueue)) >= deliveries0 + ids.length, 60_000);
+        const fanOutDone = nowMs();
+        if (!fannedOut) log(`delivery: fan-out did not queue all ${ids.length} deliveries in 60 s`);
+        fanOut.push({ rps: ids.length / ((fanOutDone - fanOutAt) / 1000), ...noLatency, requests: ids.length, errors: fannedOut ? 0 : 1 });
+        await deliveriesQueue.resume();
+        const { arrived, first, last } = await waitForArrivals(receiver, ids, 60_000);
+        deliveries.push({ rps: arrived / ((last - first) / 1000), ...noLatency, requests: arrived, errors: ids.length - arrived });
+      }
+    } finally {
+      await Promise.allSettled([eventsQueue.resume(), deliveriesQueue.resume()]);
+    }
+    return { deliveries, fanOut };
+  };
+  const bareDeliveries = async (n: number): Promise<RoundStats[]> => {
+    const { rounds } = await children.bullmq.run<{ rounds: BullmqBaselineRound[] }>({
+      redisUrl: stores.redisUrl,
+      prefix: prefixes.bare,
+      receiverUrl: receiver.url,
+      secret: 'bench-secret-0123456789',
+      concurrency: workerConcurrency,
+      jobs: n,
+      warmupJobs: 200,
+      rounds: plan.rounds,
+      idPrefix: 'bare',
+      timeoutMs: 60_000,
+    } satisfies BullmqBaselineSpec);
+    const out: RoundStats[] = [];
+    for (const r of rounds) {
+      const ids = Array.from({ length: r.jobs }, (_, i) => `${r.idPrefix}-${i}`);
+      const { arrived, first, last } = await waitForArrivals(receiver, ids, 5_000);
+      out.push({ rps: arrived / ((last - first) / 1000), ...noLatency, requests: arrived, errors: r.jobs - arrived + r.failed });
+    }
+    return out;
+  };
+  let ourDelivery: Summary | undefined;
+  let bareDelivery: Summary | undefined;
+  const deliverySuite = async (group: string): Promise<Summary> => {
+    const ours = await ourDeliveries(plan.delivery.ours);
+    add(group, `our fan-out: ${plan.delivery.ours} events queued → ${plan.delivery.ours} delivery jobs queued (req/s = events/s)`, fanOutConcurrency, ours.fanOut);
+    return add(group, `our worker: ${plan.delivery.ours} delivery jobs queued → callbacks received (req/s = deliveries/s)`, workerConcurrency, ours.deliveries);
+  };
+
   let workerWorks = false;
   if (worker) {
     const probeIds = Object.keys(e2eWarm.answers ?? {});
     const probe = await waitForArrivals(receiver, probeIds, 20_000);
     workerWorks = probeIds.length > 0 && probe.arrived === probeIds.length;
     if (workerWorks) await endToEnd('end-to-end');
-    else notes.push(`End to end skipped: the worker started but delivered ${probe.arrived}/${probeIds.length} probe events (the warm-up's creates) within 20 s.`);
-  } else notes.push('End to end skipped: the worker did not start.');
+    else notes.push(`End to end and our delivery throughput skipped: the worker started but delivered ${probe.arrived}/${probeIds.length} probe events (the warm-up's creates) within 20 s.`);
+  } else notes.push('End to end and our delivery throughput skipped: the worker did not start.');
 
-  // --- Memory: RSS after the run, then after a second run ---
+  // --- Memory: RSS after the run, then after a second run (the delivery rounds come after: they are not in either) ---
   const rss1 = { api: api.rssMiB(), worker: worker?.rssMiB() ?? NaN };
   if (quick) {
     // Quick: the second run is one round of updates at the headline concurrency.
@@ -352,6 +460,11 @@ try {
   const rss2 = { api: api.rssMiB(), worker: worker?.rssMiB() ?? NaN };
   const memory: Memory[] = [{ process: 'api', afterFirstMiB: rss1.api, afterSecondMiB: rss2.api, growthPct: (rss2.api / rss1.api - 1) * 100 }];
   if (worker) memory.push({ process: 'worker', afterFirstMiB: rss1.worker, afterSecondMiB: rss2.worker, growthPct: (rss2.worker / rss1.worker - 1) * 100 });
+
+  if (workerWorks) ourDelivery = await deliverySuite('delivery');
+  bareDelivery = add('bare bullmq', `sign HMAC + POST: ${plan.delivery.bare} jobs queued → callbacks received (req/s = deliveries/s)`, workerConcurrency, await bareDeliveries(plan.delivery.bare));
+  await Promise.allSettled([eventsQueue.close(), deliveriesQueue.close()]);
+  redis.disconnect();
 
   // --- Growth: the third API, on a database of its own, so the other figures keep a small collection ---
   const growthDriver: Summary[] = [];
@@ -401,6 +514,7 @@ try {
     if (e2eSummaries[300]) ratio('end to end p99 at 300 events/s (ms)', e2eSummaries[300]!.p99.median);
     if (e2eSummaries[10]) ratio('end to end p50 at 10 events/s, over 100 events a round (ms)', e2eSummaries[10]!.p50.median);
   }
+  if (ourDelivery) ratio('delivery throughput: ours / bare BullMQ', ourDelivery.rps.median / bareDelivery.rps.median, '>= 0.5', (v) => v >= 0.5);
   ratio(`growth: update p50 at ${plan.growth[1]} / at ${plan.growth[0]} users`, growth[1]!.p50.median / growth[0]!.p50.median, '<= 1.25', (v) => v <= 1.25);
   ratio(`growth: driver upsert p50 at ${plan.growth[1]} / at ${plan.growth[0]} users`, growthDriver[1]!.p50.median / growthDriver[0]!.p50.median);
   ratio(`growth: update p99 at ${plan.growth[1]} / at ${plan.growth[0]} users`, growth[1]!.p99.median / growth[0]!.p99.median);
@@ -412,10 +526,12 @@ try {
     'The API measured for throughput has no worker consuming its queue; end to end runs a second API and the worker on a database and queue prefix of their own (started with the rest at the beginning, idle until then). Each API gets an unmeasured second of load at the start, besides each scenario\'s own warm-up.',
     'Throughput (req/s) is responses over first request to last response, timed by the load generator itself (autocannon\'s own duration ends on a 1 s sampling tick).',
     `Token rounds run a fixed number of pre-signed assertions (each jti is single use), signed before each round and sized from the fastest rate seen so far to last about ${plan.roundSec} s or more.`,
-    `Memory: RSS after the first pass (users, tokens, end to end), then after ${quick ? 'one more round of updates at concurrency 32 (quick: the worker has nothing to do in it)' : `repeating the API users suite${workerWorks ? ' and the end-to-end rounds' : ''}`}.`,
+    `Delivery, ours: both of the worker's BullMQ queues paused from the bench (Queue.pause); ${plan.delivery.ours} creates POSTed to the e2e API; the events queue resumed (the "fan-out" row: until all ${plan.delivery.ours} delivery jobs are queued); then the deliveries queue resumed: the worker's delivery processor (concurrency ${workerConcurrency}: its database reads and writes, signing, POST) — deliveries/s is the count over first to last callback received. API idle meanwhile.`,
+    `Delivery, bare BullMQ: its own process and key prefix, ${plan.delivery.bare} jobs (a callback body each) added to a paused plain queue, resumed; a plain Worker at concurrency ${workerConcurrency} signs each body (hex HMAC-SHA256 of timestamp + body) and POSTs it with fetch to the same receiver; nothing else. Same count over first to last callback received, after a 200-job warm-up.`,
+    `Memory: RSS after the first pass (users, tokens, end to end), then after ${quick ? 'one more round of updates at concurrency 32 (quick: the worker has nothing to do in it)' : `repeating the API users suite${workerWorks ? ' and the end-to-end rounds' : ''}`}; the delivery rounds come after both.`,
     `Growth: a third API process on a database of its own, updates at concurrency ${GROWTH_CONCURRENCY} with ${plan.growth.join(' then ')} users stored; the driver's upsert on the same collection beside each.`,
     'Rate limits stay enabled at 10,000,000 per minute (per client, per token IP): their Redis round trip is counted, their 429s are not.',
-    'Load generator: autocannon 9 in a child process (offered rates: its own paced loop); bare Fastify, driver and jose baselines each in a process of their own. Machine shared with other work: compare within a run.',
+    'Load generator: autocannon 9 in a child process (offered rates: its own paced loop); bare Fastify, driver, jose and BullMQ baselines each in a process of their own. Machine shared with other work: compare within a run.',
   );
   const md = writeReport({
     meta: {
