@@ -51,6 +51,44 @@ describe('Rate limits, shared across instances through Redis', () => {
   });
 });
 
+describe('Rate limits of 100 or more are leased from Redis in 1 % slices', () => {
+  let a: TestApi;
+  let b: TestApi;
+  beforeAll(async () => {
+    const env = { PUBLIC_BASE_URL: 'https://connect.example.com', QUEUE_PREFIX: uniquePrefix('ratelease'), RATE_LIMIT_PER_CLIENT_PER_MINUTE: '300' };
+    a = await startTestApi({ label: 'ratelease', env });
+    b = await startTestApi({ env, mongoUrl: a.env.MONGO_URL });
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+  });
+
+  it('two instances together never grant more than the limit, lose at most a slice each, and count in Redis per slice', async () => {
+    const clinic = await registerTestClient(a.models);
+    const token = await getToken(a, clinic);
+    const statuses: number[] = [];
+    // Bursts of 20 at once on each instance: concurrent requests share one lease.
+    for (let burst = 0; burst < 9; burst++) {
+      const answers = await Promise.all(
+        Array.from({ length: 40 }, (_, i) => http(`${(i % 2 ? a : b).baseUrl}/users/none-${burst}-${i}`, { headers: { authorization: `Bearer ${token}`, 'x-nabla-api-version': '2026-03-23' } })),
+      );
+      statuses.push(...answers.map((r) => r.status));
+    }
+    const granted = statuses.filter((s) => s === 404).length;
+    const refused = statuses.filter((s) => s === 429).length;
+    console.log(`[leased limit 300/min] 360 requests on two instances: ${granted} granted, ${refused} refused`);
+    expect(granted + refused).toBe(360);
+    expect(granted).toBeLessThanOrEqual(300);
+    expect(granted).toBeGreaterThanOrEqual(300 - 2 * 3); // each instance may strand one slice of 3
+    // The shared counter moved in slices: one Redis call per 3 requests, not per request.
+    const key = `${a.env.QUEUE_PREFIX}:rate-limit:GET/v1/connect/server/users/:external_provider_id-client:${clinic.client._id}`;
+    const counted = Number(await a.deps.redis.get(key));
+    expect(counted).toBeGreaterThanOrEqual(300);
+    expect(counted % 3).toBe(0);
+  });
+});
+
 describe('Rate limiting while Redis is down', () => {
   let redis: RunningService;
   let api: TestApi;

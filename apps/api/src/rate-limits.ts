@@ -2,11 +2,14 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import { RateLimitedError } from '@connect/shared';
 import type { ApiDeps } from './api-deps.ts';
+import { LeasedRedisStore } from './leased-rate-limit-store.ts';
 
 /**
  * Rate limits shared by every API instance through Redis: per OAuth client on
  * {base} routes (counted after authentication), per client IP on the token
  * endpoint. Answers 429 with Retry-After and the draft RateLimit-* headers.
+ * Counts are leased from Redis in slices of 1 % of the limit
+ * (leased-rate-limit-store.ts), so a request rarely waits on Redis.
  *
  * When Redis does not answer, requests are let through (`skipOnError`): the
  * limits protect the service, but POST /users must keep working in an outage
@@ -14,10 +17,15 @@ import type { ApiDeps } from './api-deps.ts';
  * Redis outage into a full one.
  */
 export async function registerRateLimits(app: FastifyInstance, deps: ApiDeps): Promise<void> {
+  const namespace = `${deps.config.queuePrefix}:rate-limit:`;
   await app.register(rateLimit, {
     global: false,
-    redis: deps.redis,
-    nameSpace: `${deps.config.queuePrefix}:rate-limit:`,
+    // The plugin constructs the store itself; this one takes slots from Redis in leases.
+    store: class extends LeasedRedisStore {
+      constructor() {
+        super(deps.redis, namespace);
+      }
+    } as never,
     skipOnError: true,
     enableDraftSpec: true,
     timeWindow: 60_000,
