@@ -234,6 +234,15 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     for (const k of Object.keys(statuses)) delete statuses[k];
     for (const k of Object.keys(answers)) delete answers[k];
     for (let r = 0; r < spec.rounds; r++) rounds.push(await oneRound(r, spec.durationSec));
+    if (!spec.overallRate && !spec.amount) {
+      // autocannon drops the requests in flight when a timed run ends; the server still
+      // finishes them. Give it 1.5 times the worst p99 (at most 3 s) before the next
+      // scenario, whose first operations would otherwise meet them at the database (on
+      // FerretDB, the API's last 50 updates plus the driver's first ones held every
+      // PostgreSQL connection, waiting for a second one, for good).
+      const settleMs = Math.min(3000, 1.5 * Math.max(0, ...rounds.map((x) => x.p99).filter(Number.isFinite)));
+      await new Promise((r) => setTimeout(r, settleMs));
+    }
     return { rounds, statuses, ...(spec.recordAnswers ? { answers } : {}) };
   } finally {
     agent?.destroy();
