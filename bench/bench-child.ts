@@ -22,8 +22,12 @@ export function spawnTs(script: string, args: string[], env: Record<string, stri
 export interface BenchChild {
   name: string;
   process: ChildProcess;
-  /** Runs one spec in the child; specs may be queued, the child runs them one at a time. */
-  run<T>(spec: unknown): Promise<T>;
+  /**
+   * Runs one spec in the child; specs may be queued, the child runs them one at a time.
+   * Rejects if the answer takes longer than `timeoutMs` (default 5 minutes, far beyond any
+   * scenario): a hung scenario fails the run, with its name, instead of holding it forever.
+   */
+  run<T>(spec: unknown, timeoutMs?: number): Promise<T>;
   /** Closes the IPC channel; the child exits when it sees it go. */
   close(): Promise<void>;
 }
@@ -57,10 +61,23 @@ export function startBenchChild(name: string): BenchChild {
   return {
     name,
     process: child,
-    run<T>(spec: unknown): Promise<T> {
+    run<T>(spec: unknown, timeoutMs = 5 * 60_000): Promise<T> {
       const id = nextId++;
       return new Promise<T>((resolve, reject) => {
-        pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+        const timer = setTimeout(() => {
+          if (!pending.delete(id)) return;
+          reject(new Error(`${name}: no answer after ${timeoutMs / 1000} s to ${JSON.stringify(spec).slice(0, 300)}`));
+        }, timeoutMs);
+        pending.set(id, {
+          resolve: (v) => {
+            clearTimeout(timer);
+            resolve(v as T);
+          },
+          reject: (e) => {
+            clearTimeout(timer);
+            reject(e);
+          },
+        });
         void ready.then(() =>
           child.send({ id, spec }, (e) => {
             if (!e || !pending.has(id)) return;

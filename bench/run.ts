@@ -81,6 +81,8 @@ const rows: Row[] = [];
 const notes: string[] = [];
 const add = (group: string, scenario: string, concurrency: number | string, rounds: RoundStats[]): Summary => {
   const summary = summarise(rounds);
+  // Nothing answered in any round: the stack is stuck (FerretDB can be, see driver-baseline.ts); stop here.
+  if (!(summary.requests.max > 0)) throw new Error(`${group} ${scenario} c=${concurrency}: no request answered in ${rounds.length} rounds (${JSON.stringify(rounds[0])})`);
   rows.push({ group, scenario, concurrency, summary });
   const latency = Number.isFinite(summary.p50.median) ? `, p50 ${summary.p50.median.toFixed(1)} ms, p99 ${summary.p99.median.toFixed(1)} ms` : '';
   log(`${group} ${scenario} c=${concurrency}: ${summary.rps.median.toFixed(0)} req/s (${summary.rps.min.toFixed(0)}–${summary.rps.max.toFixed(0)})${latency}`);
@@ -108,7 +110,10 @@ const children = {
 let receiverClose: (() => Promise<void>) | undefined;
 let growthMongo: MongoClient | undefined;
 
-async function cleanUp(): Promise<void> {
+let cleaning: Promise<void> | undefined;
+/** Once, whoever asks first (a signal, or the end of the run that the signal interrupted). */
+const cleanUp = (): Promise<void> => (cleaning ??= cleanUpOnce());
+async function cleanUpOnce(): Promise<void> {
   await Promise.allSettled([...started.map((p) => p.stop()), ...Object.values(children).map((c) => c.close())]);
   await receiverClose?.();
   await growthMongo?.close().catch(() => undefined);
