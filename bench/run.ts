@@ -483,6 +483,8 @@ try {
       stored = await seedGrowth(target);
       log(`seeded to ${stored} users in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     }
+    // Both sizes measured right after a checkpoint, so neither pays for the other's writes.
+    await stores.settle();
     const { api: apiSet, driverOrg } = growthSet(target);
     const result = await loadRun({
       kind: 'update',
