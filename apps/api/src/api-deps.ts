@@ -8,6 +8,7 @@ import {
   createRedis,
   ensureIndexes,
   KeyedLock,
+  mongoConnectionOptions,
   OutboxRelay,
   RecentUsers,
   type Config,
@@ -60,7 +61,7 @@ export interface ApiDepsOptions {
 }
 
 export async function createApiDeps(config: Readonly<Config>, log: Logger, options: ApiDepsOptions = {}): Promise<ApiDeps> {
-  const mongo = await mongoose.createConnection(config.mongoUrl, { maxPoolSize: 50, serverSelectionTimeoutMS: 10_000 }).asPromise();
+  const mongo = await mongoose.createConnection(config.mongoUrl, mongoConnectionOptions(config.mongoUrl)).asPromise();
   const models = createModels(mongo);
   await ensureIndexes(models, log);
   const redis = createRedis(config.redisUrl, 'producer');

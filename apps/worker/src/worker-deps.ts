@@ -1,7 +1,7 @@
 import mongoose, { type Connection } from 'mongoose';
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
-import { createEventsQueue, createModels, createRedis, ensureIndexes, OutboxRelay, type Config, type Models, type RedisClient, type UserEventJob } from '@connect/shared';
+import { createEventsQueue, createModels, createRedis, ensureIndexes, mongoConnectionOptions, OutboxRelay, type Config, type Models, type RedisClient, type UserEventJob } from '@connect/shared';
 import { createDeliveriesQueue, type DeliveryJob } from './deliveries-queue.ts';
 import { createDeliveryMetrics, type DeliveryMetrics } from './delivery-metrics.ts';
 import { DEFAULT_WORKER_OPTIONS, type WorkerOptions } from './worker-options.ts';
@@ -30,7 +30,7 @@ export interface WorkerDeps {
 
 export async function createWorkerDeps(config: Readonly<Config>, log: Logger, options: Partial<WorkerOptions> = {}): Promise<WorkerDeps> {
   const opts: WorkerOptions = { ...DEFAULT_WORKER_OPTIONS, ...options };
-  const mongo = await mongoose.createConnection(config.mongoUrl, { maxPoolSize: 50, serverSelectionTimeoutMS: 10_000 }).asPromise();
+  const mongo = await mongoose.createConnection(config.mongoUrl, mongoConnectionOptions(config.mongoUrl)).asPromise();
   const models = createModels(mongo);
   await ensureIndexes(models, log);
 

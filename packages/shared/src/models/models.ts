@@ -238,6 +238,19 @@ export function isOnlyDuplicateKeyError(err: unknown): boolean {
   return list.length > 0 ? list.every((e) => isDuplicateKeyError(e)) : isDuplicateKeyError(err);
 }
 
+/**
+ * Connection options of the API and the worker. At most 20 operations in flight
+ * per process unless MONGO_URL says otherwise (`maxPoolSize=`): FerretDB 1.24
+ * holds one of its 50 PostgreSQL connections for an update's read while it
+ * waits for a second one to write, so 50 updates in flight at once can wait on
+ * each other for ever; one API and one worker at 20 each stay under that. On
+ * MongoDB 20 per process is plenty at these latencies; scale out with processes.
+ */
+export function mongoConnectionOptions(mongoUrl: string): mongoose.ConnectOptions {
+  const fromUrl = /[?&]maxPoolSize=/i.test(mongoUrl);
+  return { ...(fromUrl ? {} : { maxPoolSize: 20 }), serverSelectionTimeoutMS: 10_000 };
+}
+
 /** FerretDB answers buildInfo with a `ferretdbVersion` field; MongoDB does not. */
 export async function isFerretDb(conn: Connection): Promise<boolean> {
   const info = await conn.db!.admin().command({ buildInfo: 1 });
