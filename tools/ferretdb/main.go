@@ -39,12 +39,14 @@ func main() {
 	defer stop()
 
 	url, err := customPlans(*pgURL)
-	if err == nil {
-		err = installIndexMirror(ctx, url)
-	}
 	if err != nil {
-		logger.Error("cannot prepare PostgreSQL for FerretDB", "error", err)
+		logger.Error("bad --postgresql-url", "error", err)
 		os.Exit(1)
+	}
+	// Creating an event trigger takes a PostgreSQL superuser. Without one FerretDB still
+	// works, only every lookup reads its whole table (see indexes.go).
+	if err = installIndexMirror(ctx, url); err != nil {
+		logger.Warn("FerretDB runs without GIN twins of its indexes: lookups will scan whole tables", "error", err)
 	}
 
 	f, err := ferretdb.New(&ferretdb.Config{
