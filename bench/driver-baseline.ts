@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { MongoClient } from 'mongodb';
 import { childMain, isMain } from './bench-child.ts';
 import { emailOf, externalId, LOCALE_A, LOCALE_B, seedUsers, settingsWith, storedUser } from './bench-users.ts';
-import { statsOf, type RoundStats } from './round-stats.ts';
+import { pacedLoop, statsOf, type RoundStats } from './round-stats.ts';
 
 export interface DriverSpec {
   mongoUrl: string;
@@ -106,25 +106,7 @@ export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: Rou
       }
     };
     if (spec.rate) {
-      // Open loop, at most `concurrency` in flight: what an offered rate of HTTP requests does.
-      const interval = 1000 / spec.rate;
-      let inFlight = 0;
-      let next = started;
-      const pending = new Set<Promise<void>>();
-      while (performance.now() < deadline) {
-        if (performance.now() >= next && inFlight < spec.concurrency) {
-          inFlight++;
-          const p: Promise<void> = timed().finally(() => {
-            inFlight--;
-            pending.delete(p);
-          });
-          pending.add(p);
-          next += interval;
-        } else {
-          await new Promise((r) => setTimeout(r, Math.max(0, Math.min(1, next - performance.now()))));
-        }
-      }
-      await Promise.all(pending);
+      await pacedLoop(spec.rate, spec.concurrency, deadline, timed);
     } else {
       await Promise.all(
         Array.from({ length: spec.concurrency }, async () => {

@@ -10,7 +10,7 @@ import autocannon from 'autocannon';
 import { SignJWT } from 'jose';
 import { childMain, isMain } from './bench-child.ts';
 import { LOCALE_A, LOCALE_B, upsertBody } from './bench-users.ts';
-import { statsOf, type RoundStats } from './round-stats.ts';
+import { pacedLoop, statsOf, type RoundStats } from './round-stats.ts';
 
 export type LoadKind = 'create' | 'update' | 'noop' | 'token' | 'fixed';
 
@@ -160,8 +160,6 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     const latencies: number[] = [];
     let errors = 0;
     let non2xx = 0;
-    let inFlight = 0;
-    const pending = new Set<Promise<void>>();
     const one = () =>
       new Promise<void>((resolve) => {
         const payload = body(round, []);
@@ -191,24 +189,8 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
         });
         req.end(payload);
       });
-    const interval = 1000 / spec.overallRate!;
     const started = performance.now();
-    const deadline = started + durationSec * 1000;
-    let next = started;
-    while (performance.now() < deadline) {
-      if (performance.now() >= next && inFlight < spec.connections) {
-        inFlight++;
-        const p: Promise<void> = one().finally(() => {
-          inFlight--;
-          pending.delete(p);
-        });
-        pending.add(p);
-        next += interval;
-      } else {
-        await new Promise((r) => setTimeout(r, Math.max(0, Math.min(1, next - performance.now()))));
-      }
-    }
-    await Promise.all(pending);
+    await pacedLoop(spec.overallRate!, spec.connections, started + durationSec * 1000, one);
     return { ...statsOf(latencies, durationSec, errors, non2xx), requests: latencies.length };
   };
 

@@ -45,3 +45,24 @@ export function statsOf(latenciesMs: number[], seconds: number, errors: number, 
   const s = [...latenciesMs].sort((a, b) => a - b);
   return { rps: s.length / seconds, p50: percentile(s, 50), p99: percentile(s, 99), p999: percentile(s, 99.9), requests: s.length, errors, non2xx };
 }
+
+/**
+ * Open loop: starts `operation` at `ratePerSec`, evenly paced, with at most
+ * `maxInFlight` running (what an offered rate of HTTP requests does), until
+ * `deadline` (performance.now() time); resolves when the last one has ended.
+ */
+export async function pacedLoop(ratePerSec: number, maxInFlight: number, deadline: number, operation: () => Promise<void>): Promise<void> {
+  const interval = 1000 / ratePerSec;
+  const pending = new Set<Promise<void>>();
+  let next = performance.now();
+  while (performance.now() < deadline) {
+    if (performance.now() >= next && pending.size < maxInFlight) {
+      const p: Promise<void> = operation().finally(() => pending.delete(p));
+      pending.add(p);
+      next += interval;
+    } else {
+      await new Promise((r) => setTimeout(r, Math.max(0, Math.min(1, next - performance.now()))));
+    }
+  }
+  await Promise.all(pending);
+}
