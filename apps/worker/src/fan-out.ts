@@ -36,9 +36,12 @@ function pendingDelivery(userId: string, target: string, event: UserEvent): Deli
 /**
  * `user-events` → one `deliveries` job per configured target, so each target is
  * retried on its own and a target that is down holds up nobody else (SPEC §2).
- * The Delivery row is written before the job exists, so the delivery processor
- * always finds it; a re-published event (same id) adds nothing new: the row
- * exists, and the job id or the per-target version check drops the duplicate.
+ * The pending Delivery rows and the jobs are written at the same time: the
+ * delivery processor upserts its row whatever it finds, so a fast delivery that
+ * writes `delivered` first only makes the pending insert a no-op (duplicate
+ * key), and the row insert is not on the way from the write to the callback.
+ * A re-published event (same id) adds nothing new: the row exists, and the job
+ * id or the per-target version check drops the duplicate.
  */
 export function createFanOut(deps: FanOutDeps & { giveUpNeverDelayMs?: number }) {
   const parkMs = deps.giveUpNeverDelayMs ?? 60_000;
@@ -55,9 +58,10 @@ export function createFanOut(deps: FanOutDeps & { giveUpNeverDelayMs?: number })
   return async (job: Job<UserEventJob>, token?: string): Promise<{ targets: number }> => {
     const { user_id, event, created } = job.data;
     try {
-      // Rows first, so the delivery processor always finds one.
-      await Promise.all(deps.targets.map((target) => rows.push(pendingDelivery(user_id, target.name, event))));
-      await Promise.all(deps.targets.map((target) => jobs.push({ user_id, target: target.name, event, created })));
+      await Promise.all([
+        ...deps.targets.map((target) => rows.push(pendingDelivery(user_id, target.name, event))),
+        ...deps.targets.map((target) => jobs.push({ user_id, target: target.name, event, created })),
+      ]);
     } catch (err) {
       // The relay's published marker already exists, so the sweep would never publish this
       // event again: a fan-out that ran out of attempts (MongoDB down for longer than the
