@@ -95,7 +95,21 @@ describe('SIGTERM during deliveries', () => {
     for (const c of seenBeforeExit) expect(c.answered).toBe(200);
     const rows = await api.models.Delivery.find({ event_id: { $in: seenBeforeExit.map((c) => c.body.request_uuid) } }).lean();
     expect(rows.map((r) => r.status)).toEqual(seenBeforeExit.map(() => 'delivered'));
-    const steps = [...w.output().matchAll(/"step":"([a-z-]+)".*?"msg":"shutdown step done"/g)].map((m) => m[1]);
+    // In the order the worker logged them (pino's time), not the order the pipes delivered them:
+    // the child's stdout and stderr reach the test as separate streams. One CI run saw the last two swapped.
+    const steps = w
+      .output()
+      .split('\n')
+      .flatMap((line) => {
+        try {
+          const entry = JSON.parse(line) as { msg?: string; step?: string; time?: number };
+          return entry.msg === 'shutdown step done' && entry.step ? [entry] : [];
+        } catch {
+          return [];
+        }
+      })
+      .sort((a, b) => (a.time ?? 0) - (b.time ?? 0))
+      .map((e) => e.step);
     expect(steps).toEqual(['stop-fan-out', 'stop-deliveries', 'stop-sweep', 'close-queues', 'close-redis', 'close-mongo']);
 
     // Nothing lost: a new worker delivers the rest, and no event went out twice.
