@@ -63,8 +63,8 @@ export function createFanOut(deps: FanOutDeps & { giveUpNeverDelayMs?: number })
         ...deps.targets.map((target) => jobs.push({ user_id, target: target.name, event, created })),
       ]);
     } catch (err) {
-      // The relay's published marker already exists, so the sweep would never publish this
-      // event again: a fan-out that ran out of attempts (MongoDB down for longer than the
+      // This job is what marks the event published (a failed job is kept a week), so the sweep
+      // would not publish the event again: a fan-out that ran out of attempts (MongoDB down for longer than the
       // events queue's backoff) would lose it. On its last attempt the job is parked and
       // retried a minute later instead, for as long as it takes; it only touches our stores.
       if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1) && token) {

@@ -9,11 +9,11 @@ import type { WorkerDeps } from './worker-deps.ts';
  *    is sent again after the lock expires: a duplicate with the same event id,
  *    not a loss, but a clean stop avoids even that.
  * 2. stop-sweep: after the processors, and before the queues close, so a pass in
- *    progress finishes its publish and its marker instead of failing half-way
+ *    progress finishes its publish instead of failing half-way
  *    (which would only mean a re-publish later, but costs a warning per user).
  * 3. close-queues, close-redis: nothing above adds jobs any more.
- * 4. close-mongo: last, because every step above writes Delivery and SyncState
- *    rows or published markers until it ends; closing it first turns a clean
+ * 4. close-mongo: last, because the steps above write Delivery and SyncState
+ *    rows and read users until they end; closing it first turns a clean
  *    finish into a retried job.
  */
 export function workerShutdownSteps(worker: RunningWorker, deps: WorkerDeps): ShutdownStep[] {
