@@ -68,7 +68,7 @@ describe('pnpm cli deliveries: dead letters are visible and replayable', () => {
 
   it('--all-failed replays every dead letter; a bad id or status is a JSON error', async () => {
     const all = await cli('deliveries', 'replay', '--all-failed');
-    expect(all.code).toBe(0);
+    expect(all.code, JSON.stringify(all.json ?? all)).toBe(0);
     expect(all.json).toHaveProperty('replayed');
     const bad = await cli('deliveries', 'replay', 'no-such-delivery');
     expect(bad.code).not.toBe(0);
