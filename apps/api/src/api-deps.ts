@@ -53,6 +53,29 @@ export interface ApiFaults {
   afterWrite?: () => void;
 }
 
+/**
+ * A database that stops answering without closing its connections (a black
+ * hole, a dead host behind a NAT) would otherwise hold each operation, the
+ * per-user lock around it and a pooled connection until TCP keepalive gives up,
+ * minutes later. With this bound a stuck operation fails (a MongoNetworkTimeoutError:
+ * 503) and its connection is dropped. It is well above any request's deadline
+ * (service-unavailable.ts), which answers the integrator first; it is the time
+ * after which the API has let go of everything a black hole held. Note: it also
+ * bounds index builds at start-up; a build on a large collection that takes
+ * longer fails the start, and the next start finds the index built.
+ */
+const API_MONGO_BOUNDS = { socketTimeoutMS: 30_000 } as const;
+
+/**
+ * Redis is on the request path only where the API can do without it: the rate
+ * limiter lets a request through when Redis errs, and an event Redis does not
+ * take stays in MongoDB for the worker's sweep. So a Redis command that does not
+ * answer in 3 s fails (the request goes on without it), and a connection that
+ * receives nothing for 5 s while waiting for a reply is dropped and made anew,
+ * so that a black-holed connection does not stay in use.
+ */
+const API_REDIS_BOUNDS = { commandTimeout: 3000, socketTimeout: 5000 } as const;
+
 export interface ApiDepsOptions {
   faults?: ApiFaults;
   /** How long a client's enabled state is cached on the bearer path (≤ 60 s by SPEC). */
@@ -61,10 +84,10 @@ export interface ApiDepsOptions {
 }
 
 export async function createApiDeps(config: Readonly<Config>, log: Logger, options: ApiDepsOptions = {}): Promise<ApiDeps> {
-  const mongo = await mongoose.createConnection(config.mongoUrl, mongoConnectionOptions(config.mongoUrl)).asPromise();
+  const mongo = await mongoose.createConnection(config.mongoUrl, { ...mongoConnectionOptions(config.mongoUrl), ...API_MONGO_BOUNDS }).asPromise();
   const models = createModels(mongo);
   await ensureIndexes(models, log);
-  const redis = createRedis(config.redisUrl, 'producer');
+  const redis = createRedis(config.redisUrl, 'producer', API_REDIS_BOUNDS);
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   const queue = createEventsQueue(redis, config.queuePrefix);
   queue.on('error', (err) => log.warn({ err: err.message }, 'events queue error'));

@@ -4,6 +4,7 @@ import formbody from '@fastify/formbody';
 import type { ApiDeps } from './api-deps.ts';
 import { PROBLEM_TYPE_BASE } from '@connect/shared';
 import { errorHandler, notFoundHandler, sendProblem } from './error-handler.ts';
+import { answerWithinDeadline } from './service-unavailable.ts';
 import { adminQueuesRoutes } from './routes/admin-queues.ts';
 import { registerDocs } from './routes/docs.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -50,6 +51,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
+  // No request waits on a datastore forever: past the deadline it is a 503 service-unavailable with Retry-After.
+  answerWithinDeadline(app);
   observeRequestDurations(app, deps);
   let closing = false;
   app.addHook('preClose', async () => {

@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, PROBLEM_TYPE_BASE, RateLimitedError, maskEmailsIn, type FieldError } from '@connect/shared';
+import { asServiceUnavailable } from './service-unavailable.ts';
 
 export interface Problem {
   type: string;
@@ -38,6 +39,14 @@ const FASTIFY_CODES: Record<string, { slug: string; title: string; status: numbe
  */
 export function errorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const instance = instanceOf(request);
+  // A datastore that does not answer (or refuses, e.g. FerretDB out of PostgreSQL
+  // connections), or a request past its deadline, is a retryable outage, not a bug.
+  const outage = asServiceUnavailable(error);
+  if (outage) {
+    if (outage !== (error as unknown)) request.log.warn({ err: maskEmailsIn(error.message), name: error.name, code: error.code }, 'datastore unavailable');
+    reply.header('retry-after', String(outage.retryAfterSeconds));
+    return sendProblem(reply, { type: outage.type, title: outage.title, status: outage.status, detail: outage.message, instance });
+  }
   if (error instanceof DomainError) {
     if (error instanceof RateLimitedError) reply.header('retry-after', String(error.retryAfterSeconds));
     return sendProblem(reply, {
@@ -58,13 +67,6 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
   if (status >= 400 && status < 500) {
     request.log.info({ code: error.code, err: maskEmailsIn(error.message) }, 'client error');
     return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'bad-request', title: 'Bad request', status, detail: 'The request could not be processed.', instance });
-  }
-  // A datastore that does not answer (or refuses, e.g. FerretDB out of PostgreSQL
-  // connections) is a retryable outage, not a bug: 503 with Retry-After.
-  if (/^Mongo/.test(error.name) || /^Mongoose/.test(error.name)) {
-    request.log.warn({ err: maskEmailsIn(error.message), name: error.name }, 'datastore unavailable');
-    reply.header('retry-after', '1');
-    return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'unavailable', title: 'Service unavailable', status: 503, detail: 'A datastore did not answer; retry shortly.', instance });
   }
   request.log.error({ err: maskEmailsIn(error.message), code: error.code, stack: error.stack }, 'unhandled error');
   return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'internal', title: 'Internal error', status: 500, detail: 'Something went wrong on our side; it has been logged.', instance });
