@@ -1,8 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, it, vi } from 'vitest';
 import { databaseUrl, getToken, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 import { startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
-import { ANSWER_BOUND_MS, byStatus, expectCleanAnswer, expectEverythingDelivered, newUsers, printFigures, resendRefused, sendRound, type Traffic } from './fault-scenario.ts';
+import { apiUnderFault } from './fault-scenario.ts';
 import { startToxiproxy, type FaultName, type Proxy, type Toxiproxy } from './toxiproxy.ts';
 
 // Real network faults on FerretDB over a loaded two-core machine: generous.
@@ -50,32 +50,6 @@ afterAll(async () => {
 
 describe('Toxiproxy between the API and the database', () => {
   it.each<FaultName>(['latency2s', 'resetPeer', 'blackHole', 'trickle'])('%s: every request answered (2xx or 503 + Retry-After), nothing accepted lost, order kept, all delivered after', async (fault) => {
-    const users = newUsers(`db-${fault}`, 8);
-    const traffic: Traffic = { answers: [] };
-    // Half the users exist before the fault, so it meets updates as well as creates.
-    const before = await sendRound(api, token, users.slice(0, 4), { answers: [] });
-    expect(before.filter((x) => x.kind !== 'read').map((x) => x.status)).toEqual([201, 201, 201, 201]);
-
-    await link.inject(fault);
-    const during = await sendRound(api, token, users, traffic);
-    await link.heal();
-    for (const x of during) expectCleanAnswer(x);
-    const resent = await resendRefused(api, token, users, traffic);
-    const delivery = await expectEverythingDelivered(api.models, users, [a, b]);
-
-    const duringByStatus = byStatus(during);
-    printFigures('api→database', fault, {
-      requests_during_fault: during.length,
-      answers_during_fault: duringByStatus,
-      max_answer_ms: Math.max(...during.map((x) => x.ms)),
-      resent_after: resent,
-      accepted_changes: users.reduce((n, u) => n + u.acceptedVersion, 0),
-      events_delivered: delivery.delivered,
-      duplicates: delivery.duplicates,
-      lost: delivery.lost,
-      drain_ms: delivery.drainMs,
-    });
-    expect(Math.max(...during.map((x) => x.ms))).toBeLessThan(ANSWER_BOUND_MS);
-    expect(delivery.lost).toBe(0);
+    await apiUnderFault({ api, token, link, fault, receivers: [a, b], label: 'api→database' });
   });
 });

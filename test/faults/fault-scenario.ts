@@ -11,6 +11,7 @@ import { expect } from 'vitest';
 import type { Models } from '@connect/shared';
 import { http, type TestApi } from '../support/harness.ts';
 import { eventually, sleep, type Receiver } from '../worker/callback-receiver.ts';
+import type { FaultName, Proxy } from './toxiproxy.ts';
 
 /** No answer may take longer than this: far above the API's own deadline, so only a hang trips it. */
 export const ANSWER_BOUND_MS = 30_000;
@@ -202,4 +203,49 @@ export function byStatus(answers: Answer[]): Record<string, number> {
 /** One line per fault, for the test output and the closing note. */
 export function printFigures(link: string, fault: string, figures: Record<string, unknown>): void {
   console.log(`[faults] ${link} ${fault}: ${JSON.stringify(figures)}`);
+}
+
+export interface FaultRound {
+  /** The answers the API gave while the fault was on. */
+  during: Answer[];
+  users: TrackedUser[];
+  delivery: Delivery;
+  figures: Record<string, unknown>;
+}
+
+/**
+ * The whole round for one fault on one link in front of the API: 4 users made
+ * before it; during it a write for each of 8 users (4 creates, 4 updates) and a
+ * read of each existing one, all at once; the fault removed; refused writes
+ * sent again; then every user's final version checked at every target. Checks
+ * every answer given during the fault and prints the figures.
+ */
+export async function apiUnderFault(o: { api: TestApi; token: string; link: Proxy; fault: FaultName; receivers: Receiver[]; label: string }): Promise<FaultRound> {
+  const users = newUsers(`${o.label.replace(/[^a-z]+/gi, '-')}-${o.fault}`, 8);
+  const traffic: Traffic = { answers: [] };
+  const before = await sendRound(o.api, o.token, users.slice(0, 4), { answers: [] });
+  expect(before.filter((x) => x.kind !== 'read').map((x) => x.status)).toEqual([201, 201, 201, 201]);
+
+  await o.link.inject(o.fault);
+  const during = await sendRound(o.api, o.token, users, traffic);
+  await o.link.heal();
+  for (const x of during) expectCleanAnswer(x);
+  const resent = await resendRefused(o.api, o.token, users, traffic);
+  const delivery = await expectEverythingDelivered(o.api.models, users, o.receivers);
+
+  const figures = {
+    requests_during_fault: during.length,
+    answers_during_fault: byStatus(during),
+    max_answer_ms: Math.max(...during.map((x) => x.ms)),
+    resent_after: resent,
+    accepted_changes: users.reduce((n, u) => n + u.acceptedVersion, 0),
+    events_delivered: delivery.delivered,
+    duplicates: delivery.duplicates,
+    lost: delivery.lost,
+    drain_ms: delivery.drainMs,
+  };
+  printFigures(o.label, o.fault, figures);
+  expect(figures.max_answer_ms).toBeLessThan(ANSWER_BOUND_MS);
+  expect(delivery.lost).toBe(0);
+  return { during, users, delivery, figures };
 }
