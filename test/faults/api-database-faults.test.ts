@@ -50,6 +50,6 @@ afterAll(async () => {
 
 describe('Toxiproxy between the API and the database', () => {
   it.each<FaultName>(['latency2s', 'resetPeer', 'blackHole', 'trickle'])('%s: every request answered (2xx or 503 + Retry-After), nothing accepted lost, order kept, all delivered after', async (fault) => {
-    await apiUnderFault({ api, token, link, fault, receivers: [a, b], label: 'api→database' });
+    await apiUnderFault({ api, client: clinic, token, link, fault, receivers: [a, b], label: 'api→database' });
   });
 });

@@ -9,7 +9,7 @@
  */
 import { expect } from 'vitest';
 import type { Models } from '@connect/shared';
-import { http, type TestApi } from '../support/harness.ts';
+import { http, signAssertion, type TestApi, type TestClient } from '../support/harness.ts';
 import { eventually, sleep, type Receiver } from '../worker/callback-receiver.ts';
 import type { FaultName, Proxy } from './toxiproxy.ts';
 
@@ -17,7 +17,7 @@ import type { FaultName, Proxy } from './toxiproxy.ts';
 export const ANSWER_BOUND_MS = 30_000;
 
 export interface Answer {
-  kind: 'create' | 'update' | 'read';
+  kind: 'create' | 'update' | 'read' | 'token';
   user: string;
   status: number;
   ms: number;
@@ -82,11 +82,37 @@ async function call(api: TestApi, token: string, kind: Answer['kind'], u: Tracke
   };
 }
 
-/** 2xx, or a 503 problem+json of type service-unavailable with a whole-second Retry-After. */
+/** A token request, as the sample client makes it. */
+async function tokenCall(api: TestApi, c: TestClient): Promise<Answer> {
+  const started = Date.now();
+  const assertion = await signAssertion(c.client._id, c.privateKey, api.audience);
+  try {
+    const res = await http(api.tokenUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion }),
+      signal: AbortSignal.timeout(ANSWER_BOUND_MS),
+    });
+    return { kind: 'token', user: '-', status: res.status, ms: Date.now() - started, retryAfter: res.headers.get('retry-after'), contentType: res.headers.get('content-type'), problemType: res.body?.error };
+  } catch (err) {
+    return { kind: 'token', user: '-', status: 0, ms: Date.now() - started, retryAfter: null, contentType: null, problemType: (err as Error).name };
+  }
+}
+
+/**
+ * 2xx, or a 503 with a whole-second Retry-After: problem+json of type
+ * service-unavailable, or on the token endpoint RFC 6749's `temporarily_unavailable`.
+ */
 export function expectCleanAnswer(a: Answer): void {
   const what = `${a.kind} ${a.user}: ${a.status} after ${a.ms} ms (${a.problemType ?? ''})`;
   if (a.status === 200 || a.status === 201) return;
   expect(a.status, what).toBe(503);
+  if (a.kind === 'token') {
+    expect(a.contentType, what).toMatch(/^application\/json/);
+    expect(a.problemType, what).toBe('temporarily_unavailable');
+    expect(a.retryAfter, what).toMatch(/^[1-9]\d*$/);
+    return;
+  }
   expect(a.contentType, what).toMatch(/^application\/problem\+json/);
   expect(a.problemType, what).toMatch(/\/service-unavailable$/);
   expect(a.retryAfter, what).toMatch(/^[1-9]\d*$/);
@@ -215,19 +241,20 @@ export interface FaultRound {
 
 /**
  * The whole round for one fault on one link in front of the API: 4 users made
- * before it; during it a write for each of 8 users (4 creates, 4 updates) and a
- * read of each existing one, all at once; the fault removed; refused writes
+ * before it; during it a write for each of 8 users (4 creates, 4 updates), a
+ * read of each existing one and a token request, all at once; the fault removed; refused writes
  * sent again; then every user's final version checked at every target. Checks
  * every answer given during the fault and prints the figures.
  */
-export async function apiUnderFault(o: { api: TestApi; token: string; link: Proxy; fault: FaultName; receivers: Receiver[]; label: string }): Promise<FaultRound> {
+export async function apiUnderFault(o: { api: TestApi; client: TestClient; token: string; link: Proxy; fault: FaultName; receivers: Receiver[]; label: string }): Promise<FaultRound> {
   const users = newUsers(`${o.label.replace(/[^a-z]+/gi, '-')}-${o.fault}`, 8);
   const traffic: Traffic = { answers: [] };
   const before = await sendRound(o.api, o.token, users.slice(0, 4), { answers: [] });
   expect(before.filter((x) => x.kind !== 'read').map((x) => x.status)).toEqual([201, 201, 201, 201]);
 
   await o.link.inject(o.fault);
-  const during = await sendRound(o.api, o.token, users, traffic);
+  const [during, token] = await Promise.all([sendRound(o.api, o.token, users, traffic), tokenCall(o.api, o.client)]);
+  during.push(token);
   await o.link.heal();
   for (const x of during) expectCleanAnswer(x);
   const resent = await resendRefused(o.api, o.token, users, traffic);

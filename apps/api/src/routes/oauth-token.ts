@@ -4,6 +4,7 @@ import { perIpTokenLimit } from '../rate-limits.ts';
 import { z } from 'zod';
 import type { ApiDeps } from '../api-deps.ts';
 import { AssertionRejected, verifyClientAssertion } from '../auth/client-assertion.ts';
+import { asServiceUnavailable } from '../service-unavailable.ts';
 import { API_VERSION_HEADER, requestedApiVersion } from './authenticate.ts';
 
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -42,6 +43,14 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
     }
     if (error instanceof DomainError && error.status === 400) return oauthError(reply, 400, 'invalid_request', error.message);
     if ((error.statusCode ?? 500) < 500) return oauthError(reply, 400, 'invalid_request', 'The request body could not be read; send form or JSON parameters.');
+    // A datastore that does not answer, or the request deadline: retryable, in RFC 6749's
+    // words (`temporarily_unavailable`), with Retry-After; not a 500.
+    const outage = asServiceUnavailable(error);
+    if (outage) {
+      request.log.warn({ err: error.message, name: error.name }, 'token endpoint: datastore unavailable');
+      reply.header('cache-control', 'no-store').header('retry-after', String(outage.retryAfterSeconds));
+      return reply.status(503).type('application/json').send({ error: 'temporarily_unavailable', error_description: outage.message });
+    }
     request.log.error({ err: error.message }, 'token endpoint failed');
     return reply.status(500).type('application/json').send({ error: 'server_error', error_description: 'Try again later.' });
   });
