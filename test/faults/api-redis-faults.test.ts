@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { getToken, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
-import { startReceiver, type Receiver } from '../worker/callback-receiver.ts';
+import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 import { apiUnderFault } from './fault-scenario.ts';
 import { startToxiproxy, type FaultName, type Proxy, type Toxiproxy } from './toxiproxy.ts';
@@ -49,6 +49,8 @@ afterAll(async () => {
 
 describe('Toxiproxy between the API and Redis', () => {
   it.each<FaultName>(['latency2s', 'resetPeer', 'blackHole', 'trickle'])('%s: every request answered (2xx or 503 + Retry-After), nothing accepted lost, order kept, all delivered after', async (fault) => {
+    // Each fault meets a live connection (the previous fault may have left the API reconnecting).
+    await eventually(async () => expect(await api.deps.redis.ping()).toBe('PONG'), 30_000, 200);
     const sweptBefore = worker.logs.lines.filter((l) => l.includes('outbox sweep published events')).length;
     const clinic = await registerTestClient(api.models);
     const token = await getToken(api, clinic);

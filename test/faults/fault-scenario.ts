@@ -182,6 +182,8 @@ export interface Delivery {
   /** Callbacks the targets accepted (2xx), duplicates included. */
   delivered: number;
   duplicates: number;
+  /** `user vN at receiver-url` for each version a target accepted more than once. */
+  duplicated: string[];
   lost: number;
   drainMs: number;
 }
@@ -207,17 +209,19 @@ export async function expectEverythingDelivered(models: Models, users: TrackedUs
   const drainMs = Date.now() - started;
   let delivered = 0;
   let duplicates = 0;
+  const duplicated: string[] = [];
   for (const r of receivers) {
     for (const u of users) {
       const got = versionsFor(r, u.id);
       delivered += got.length;
       duplicates += got.length - new Set(got).size;
+      for (const v of new Set(got)) if (got.filter((x) => x === v).length > 1) duplicated.push(`${u.id} v${v} at ${r.url}`);
       // Per (user, target) order: never an older version after a newer one.
       expect(got, `order of ${u.id} at ${r.url}`).toEqual([...got].sort((x, y) => x - y));
     }
   }
   const lost = users.filter((u) => receivers.some((r) => Math.max(0, ...versionsFor(r, u.id)) < u.acceptedVersion)).length;
-  return { delivered, duplicates, lost, drainMs };
+  return { delivered, duplicates, duplicated, lost, drainMs };
 }
 
 export function byStatus(answers: Answer[]): Record<string, number> {
@@ -268,6 +272,7 @@ export async function apiUnderFault(o: { api: TestApi; client: TestClient; token
     accepted_changes: users.reduce((n, u) => n + u.acceptedVersion, 0),
     events_delivered: delivery.delivered,
     duplicates: delivery.duplicates,
+    ...(delivery.duplicated.length ? { duplicated: delivery.duplicated } : {}),
     lost: delivery.lost,
     drain_ms: delivery.drainMs,
   };

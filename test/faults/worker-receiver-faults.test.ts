@@ -97,6 +97,7 @@ describe('Toxiproxy between the worker and a receiver', () => {
       accepted_by_receiver_during_fault: acceptedDuringFault,
       events_delivered: delivery.delivered,
       duplicates: delivery.duplicates,
+      ...(delivery.duplicated.length ? { duplicated: delivery.duplicated } : {}),
       dead_letters: deadLetters,
       lost: delivery.lost,
       drain_after_heal_ms: Date.now() - healed,
