@@ -148,7 +148,7 @@ export class DeliveryStore {
 
   /** A dead letter: visible in `deliveries list --status failed`, replayable. */
   async deadLettered(ref: DeliveryRef, statusCode: number | null, error: string, attempts = 0): Promise<void> {
-    await this.touch(ref, { status: 'failed', last_status_code: statusCode, last_error: error }, attempts ? { attempts } : undefined);
+    await this.touch(ref, { status: 'failed', last_status_code: statusCode, last_error: error, failed_at: this.now() }, attempts ? { attempts } : undefined);
   }
 
   /** The target already has this version (a duplicate job): the row is done. */
@@ -206,7 +206,7 @@ export class DeliveryStore {
   // --- Rule 3: the stalled handler -----------------------------------------------------
 
   async stalledDeadLetter(deliveryId: string): Promise<void> {
-    await this.rows.updateOne({ _id: deliveryId, status: 'pending' }, { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: this.now() } });
+    await this.rows.updateOne({ _id: deliveryId, status: 'pending' }, { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: this.now(), failed_at: this.now() } });
   }
 
   // --- Rule 4: replay ------------------------------------------------------------------
@@ -218,6 +218,7 @@ export class DeliveryStore {
   }
 
   async releaseReplayClaim(deliveryId: string): Promise<void> {
+    // failed_at is left as it was: the row is the same dead letter, not a new one.
     await this.rows.updateOne({ _id: deliveryId, status: 'pending' }, { $set: { status: 'failed', updated_at: this.now() } });
   }
 

@@ -26,6 +26,8 @@ export interface DeliveryView {
   created_at: string;
   updated_at: string;
   delivered_at: string | null;
+  /** When it was dead-lettered; null if it never was. */
+  failed_at: string | null;
 }
 
 export interface AttemptView {
@@ -54,6 +56,7 @@ export function deliveryViewOf(d: DeliveryDoc): DeliveryView {
     created_at: d.created_at.toISOString(),
     updated_at: d.updated_at.toISOString(),
     delivered_at: d.delivered_at ? d.delivered_at.toISOString() : null,
+    failed_at: d.failed_at ? d.failed_at.toISOString() : null,
   };
 }
 

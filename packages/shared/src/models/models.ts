@@ -112,6 +112,8 @@ export interface DeliveryDoc {
   created_at: Date;
   updated_at: Date;
   delivered_at: Date | null;
+  /** When it became a dead letter (the last time, if replayed and failed again); absent otherwise. */
+  failed_at?: Date | null;
 }
 
 /**
@@ -228,6 +230,7 @@ const deliverySchema = new Schema<DeliveryDoc>(
     created_at: Date,
     updated_at: Date,
     delivered_at: Date,
+    failed_at: Date,
   },
   { ...base, collection: 'deliveries' },
 );
