@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { DomainError, PROBLEM_TYPE_BASE, RateLimitedError, maskEmailsIn, type FieldError } from '@connect/shared';
+import { DomainError, PROBLEM_TYPE_BASE, maskEmailsIn, type FieldError } from '@connect/shared';
+import { MethodNotAllowedError, RateLimitedError, UnauthorizedError } from './http-errors.ts';
 
 export interface Problem {
   type: string;
@@ -40,6 +41,8 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
   const instance = instanceOf(request);
   if (error instanceof DomainError) {
     if (error instanceof RateLimitedError) reply.header('retry-after', String(error.retryAfterSeconds));
+    if (error instanceof UnauthorizedError) reply.header('www-authenticate', error.challenge);
+    if (error instanceof MethodNotAllowedError) reply.header('allow', error.allowed.join(', '));
     return sendProblem(reply, {
       type: error.type,
       title: error.title,

@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { DEFAULT_PINNED_API_VERSION, DomainError, RateLimitedError } from '@connect/shared';
+import { DEFAULT_PINNED_API_VERSION, DomainError } from '@connect/shared';
+import { RateLimitedError } from '../http-errors.ts';
 import { perIpTokenLimit } from '../rate-limits.ts';
 import { z } from 'zod';
 import type { ApiDeps } from '../api-deps.ts';
