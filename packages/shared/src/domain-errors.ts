@@ -9,6 +9,8 @@ export const PROBLEM_TYPE_BASE = 'https://connect-provisioning.dev/problems/';
 export interface FieldError {
   path: string;
   message: string;
+  /** For an unknown enum value: the values accepted (listed here only, never repeated in `detail`). */
+  allowed?: readonly string[];
 }
 
 export class DomainError extends Error {
@@ -34,7 +36,7 @@ export class ValidationError extends DomainError {
       'validation',
       'Invalid request',
       400,
-      detail ?? `Invalid request: ${errors.map((e) => `${e.path || '(body)'}: ${e.message}`).join('; ')}`,
+      detail ?? `Invalid request: ${errors.map((e) => (e.path ? `${e.path}: ${e.message}` : e.message)).join('; ')}`,
       errors,
     );
   }
