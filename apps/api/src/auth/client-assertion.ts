@@ -113,7 +113,7 @@ export async function verifyClientAssertion(
       expires_at: new Date((exp + SKEW_S) * 1000),
     });
   } catch (err) {
-    if (isDuplicateKeyError(err)) throw new AssertionRejected('already used', 'jti');
+    if (isDuplicateKeyError(err)) throw new AssertionRejected('replayed jti', 'jti');
     throw err;
   }
   return active;
