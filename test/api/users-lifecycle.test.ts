@@ -76,6 +76,15 @@ describe('DELETE {base}/users/{id} under x-nabla-next: deactivate', () => {
     expect(doc.last_event).toEqual(eventAfterFirst);
   });
 
+  it('20 simultaneous DELETEs: all 200, one deactivation (version 2, one event), every answer the same user', async () => {
+    const { id } = await createUser('stampede');
+    const answers = await Promise.all(Array.from({ length: 20 }, () => del(id)));
+    expect(answers.map((a) => a.status)).toEqual(Array(20).fill(200));
+    expect(new Set(answers.map((a) => JSON.stringify(a.body))).size).toBe(1);
+    const doc = (await stored(id))!;
+    expect([doc.version, doc.last_event.type, doc.last_event.version]).toEqual([2, 'user.deactivated', 2]);
+  });
+
   it('an unknown id answers 404 problem; another organization\'s user is unknown too, and stays active', async () => {
     const unknown = await del(`nobody-${randomUUID()}`);
     expect(unknown.status).toBe(404);
