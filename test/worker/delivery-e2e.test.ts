@@ -85,13 +85,14 @@ describe('SPEC §2: created then updated reach every target, in order, with the 
       request_uuid: doc.created_event.id,
       type: 'user.created',
       occurred_at: doc.created_event.occurred_at.toISOString(),
-      data: { organization_id: clinic.organization._id, version: 1, user: created.body },
+      // Events carry the user's lifecycle status whatever version the request used (docs/api-lifecycle.md).
+      data: { organization_id: clinic.organization._id, version: 1, user: { ...created.body, status: 'active', deactivated_at: null } },
     });
     expect(calls[1]!.body).toEqual({
       request_uuid: doc.last_event.id,
       type: 'user.updated',
       occurred_at: doc.last_event.occurred_at.toISOString(),
-      data: { organization_id: clinic.organization._id, version: 2, user: updated.body },
+      data: { organization_id: clinic.organization._id, version: 2, user: { ...updated.body, status: 'active', deactivated_at: null } },
     });
     expect(Object.keys(calls[1]!.body)).toEqual(['request_uuid', 'type', 'occurred_at', 'data']);
     expect(Object.keys(calls[1]!.body.data)).toEqual(['organization_id', 'version', 'user']);
@@ -207,6 +208,8 @@ describe('SPEC §2 order: a target never receives an older version after a newer
       created_at: final.body.created_at,
       updated_at: final.body.updated_at,
       version: 21,
+      status: 'active',
+      deactivated_at: null,
     });
     const sync = Object.fromEntries(final.body.sync.map((s: { target: string }) => [s.target, s]));
     expect(sync['dictation-nc']).toMatchObject({ status: 'delivered', version: 21 });

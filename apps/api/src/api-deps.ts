@@ -15,11 +15,13 @@ import {
   type Models,
   type RedisClient,
   type UserEventJob,
+  type UserEventPublisher,
 } from '@connect/shared';
 import { AccessTokens } from './auth/access-tokens.ts';
 import { ClientDirectory } from './auth/client-directory.ts';
 import { ClientKeys, DEFAULT_CLIENT_KEY_OPTIONS, type ClientKeyOptions } from './auth/client-keys.ts';
 import { loadServiceSigningKey } from './auth/service-signing-key.ts';
+import { deriveCursorKey } from './list-cursor.ts';
 import { createApiMetrics, type ApiMetrics } from './metrics.ts';
 
 /** Everything the API's routes use, passed in so tests build the real thing with their own connections. */
@@ -34,11 +36,15 @@ export interface ApiDeps {
   deliveriesQueue: Queue;
   metrics: ApiMetrics;
   relay: OutboxRelay;
+  /** What write use cases hand their events to: the relay, behind the test-only fault hook. */
+  publisher: UserEventPublisher;
   lock: KeyedLock;
   recent: RecentUsers;
   tokens: AccessTokens;
   clients: ClientDirectory;
   clientKeys: ClientKeys;
+  /** Signs GET /users cursors so a tampered one is refused; shared by every instance (derived from the service key). */
+  cursorKey: Buffer;
   shuttingDown: () => boolean;
   faults: ApiFaults;
   close: () => Promise<void>;
@@ -70,8 +76,16 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
   queue.on('error', (err) => log.warn({ err: err.message }, 'events queue error'));
   const deliveriesQueue = new Queue(DELIVERIES_QUEUE, { connection: redis, prefix: config.queuePrefix });
   deliveriesQueue.on('error', (err) => log.warn({ err: err.message }, 'deliveries queue error'));
-  const metrics: ApiMetrics = createApiMetrics({ models, queues: [queue, deliveriesQueue], publishedAmong: (ids) => relay.publishedAmong(ids) });
+  // Metrics read the queues themselves; the relay reports its failures to a metric: one arrow, no cycle.
+  const metrics: ApiMetrics = createApiMetrics({ models, queues: [queue, deliveriesQueue], eventsQueue: queue });
   const relay = new OutboxRelay({ models, queue, log, onPublishFailure: () => metrics.publishFailures.inc() });
+  const faults = options.faults ?? {};
+  const publisher: UserEventPublisher = {
+    publishSoon: (user) => {
+      faults.afterWrite?.();
+      relay.publishSoon(user);
+    },
+  };
   const key = await loadServiceSigningKey(models, config.tokenSigningKey);
   let stopping = false;
   return {
@@ -84,13 +98,15 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     deliveriesQueue,
     metrics,
     relay,
+    publisher,
     lock: new KeyedLock(),
     recent: new RecentUsers(2_000),
     tokens: new AccessTokens(key, config.issuer, config.accessTokenTtlSeconds),
     clients: new ClientDirectory(models, options.clientCacheTtlMs ?? 30_000),
     clientKeys: new ClientKeys({ ...DEFAULT_CLIENT_KEY_OPTIONS, ...options.clientKeys }),
+    cursorKey: deriveCursorKey(key.privateKey),
     shuttingDown: () => stopping,
-    faults: options.faults ?? {},
+    faults,
     close: async () => {
       stopping = true;
       await relay.drain();

@@ -3,7 +3,8 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import formbody from '@fastify/formbody';
 import type { ApiDeps } from './api-deps.ts';
 import { PROBLEM_TYPE_BASE } from '@connect/shared';
-import { errorHandler, notFoundHandler, sendProblem } from './error-handler.ts';
+import { DEFAULT_BODY_LIMIT, errorHandler, notFoundHandler, sendProblem } from './error-handler.ts';
+import { RouteTable } from './route-table.ts';
 import { adminQueuesRoutes } from './routes/admin-queues.ts';
 import { registerDocs } from './routes/docs.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -20,7 +21,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.log,
     // A user upsert is a few hundred bytes; 64 KiB leaves room and bounds abuse (413 beyond).
-    bodyLimit: 64 * 1024,
+    bodyLimit: DEFAULT_BODY_LIMIT,
     requestIdHeader: 'x-request-id',
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
@@ -49,7 +50,9 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   // (OpenAPI) without being re-validated on every answer.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   app.setErrorHandler(errorHandler);
-  app.setNotFoundHandler(notFoundHandler);
+  const routes = new RouteTable();
+  app.addHook('onRoute', (route) => routes.add(route.method, route.url));
+  app.setNotFoundHandler(notFoundHandler(routes));
   observeRequestDurations(app, deps);
   let closing = false;
   app.addHook('preClose', async () => {

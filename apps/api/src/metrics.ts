@@ -1,12 +1,15 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Queue } from 'bullmq';
-import type { Models } from '@connect/shared';
+import { publishedAmong, type Models, type ProviderUserMetrics, type UserEventJob } from '@connect/shared';
 
 export interface ApiMetrics {
   registry: Registry;
   httpDuration: Histogram<'method' | 'route' | 'status_code'>;
   upserts: Counter<'outcome'>;
+  deactivations: Counter<'outcome'>;
   publishFailures: Counter;
+  /** The port the write use cases count their outcomes through. */
+  writes: ProviderUserMetrics;
 }
 
 /**
@@ -14,7 +17,7 @@ export interface ApiMetrics {
  * apps in one process). Queue depths and delivery states are read on scrape, from
  * Redis and MongoDB, so they are the same whichever instance is scraped.
  */
-export function createApiMetrics(deps: { models: Models; queues: Queue[]; publishedAmong: (eventIds: string[]) => Promise<Set<string>> }): ApiMetrics {
+export function createApiMetrics(deps: { models: Models; queues: Queue[]; eventsQueue: Queue<UserEventJob> }): ApiMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'connect_api_' });
   const httpDuration = new Histogram({
@@ -26,7 +29,13 @@ export function createApiMetrics(deps: { models: Models; queues: Queue[]; publis
   });
   const upserts = new Counter({
     name: 'connect_provider_user_upserts_total',
-    help: 'POST /users outcomes: created, updated, unchanged, conflict',
+    help: 'POST /users outcomes: created, updated, reactivated, unchanged, conflict',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  const deactivations = new Counter({
+    name: 'connect_provider_user_deactivations_total',
+    help: 'DELETE /users/{id} outcomes: deactivated, unchanged (already deactivated), not_found',
     labelNames: ['outcome'] as const,
     registers: [registry],
   });
@@ -71,9 +80,13 @@ export function createApiMetrics(deps: { models: Models; queues: Queue[]; publis
       const recent = await deps.models.ProviderUser.find({ updated_at: { $gte: since } }).select({ 'last_event.id': 1 }).limit(10_000).lean().catch(() => []);
       if (recent.length === 0) return this.set(0);
       const ids = recent.map((u) => u.last_event.id);
-      const published = await deps.publishedAmong(ids).catch(() => new Set(ids));
+      const published = await publishedAmong(deps.eventsQueue, ids).catch(() => new Set(ids));
       this.set(ids.length - published.size);
     },
   });
-  return { registry, httpDuration, upserts, publishFailures };
+  const writes: ProviderUserMetrics = {
+    upsert: (outcome) => upserts.inc({ outcome }),
+    deactivate: (outcome) => deactivations.inc({ outcome }),
+  };
+  return { registry, httpDuration, upserts, deactivations, publishFailures, writes };
 }

@@ -18,5 +18,8 @@ export * from './provider-users/provider-user-view.ts';
 export * from './provider-users/recent-users.ts';
 export * from './provider-users/upsert-provider-user.ts';
 export * from './provider-users/get-provider-user.ts';
+export * from './provider-users/deactivate-provider-user.ts';
+export * from './provider-users/list-provider-users.ts';
+export * from './provider-users/write-ports.ts';
 export * from './process/shutdown-sequence.ts';
 export * from './process/start-process.ts';

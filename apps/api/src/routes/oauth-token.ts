@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { DEFAULT_PINNED_API_VERSION, DomainError, RateLimitedError } from '@connect/shared';
+import { DEFAULT_PINNED_API_VERSION, DomainError } from '@connect/shared';
+import { RateLimitedError } from '../http-errors.ts';
 import { perIpTokenLimit } from '../rate-limits.ts';
 import { z } from 'zod';
 import type { ApiDeps } from '../api-deps.ts';
@@ -88,7 +89,8 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
         return reply.send({ access_token: accessToken, token_type: 'Bearer', expires_in: deps.tokens.ttlSeconds });
       } catch (err) {
         if (!(err instanceof AssertionRejected)) throw err;
-        request.log.info({ reason: err.reason }, 'client assertion refused');
+        // The client hears only invalid_client; the operator's log says which claim failed (and for aud, both values).
+        request.log.info(err.logFields, 'client assertion refused');
         return oauthError(reply, 401, 'invalid_client', 'Client authentication failed.');
       }
     },

@@ -1,6 +1,7 @@
 import mongoose, { type Connection, Schema } from 'mongoose';
 import type { ApiVersion } from '../api-versions.ts';
-import type { ProviderUserView, Settings } from '../provider-users/provider-user-schema.ts';
+import type { ProviderUserView, Settings, UserStatus } from '../provider-users/provider-user-schema.ts';
+import type { UserEventType } from '../events/user-event-type.ts';
 
 /**
  * The collections. Models are built per connection (not on the global mongoose)
@@ -29,16 +30,20 @@ export interface OAuthClientDoc {
 /** The newest event of a user, written in the same single-document write as the change. */
 export interface LastEvent {
   id: string;
-  type: 'user.created' | 'user.updated';
+  type: UserEventType;
   occurred_at: Date;
   version: number;
 }
 
-/** The creation event never changes, so the document keeps it whole (SPEC §2 order after an outage). */
+/**
+ * The creation event never changes, so the document keeps it whole (a target
+ * that missed it gets it first, even after an outage). Documents written before
+ * the lifecycle existed hold `data` without `status`; readers add it (active).
+ */
 export interface CreatedEvent {
   id: string;
   occurred_at: Date;
-  data: ProviderUserView;
+  data: ProviderUserView & { status?: UserStatus; deactivated_at?: string | null };
 }
 
 export interface ProviderUserDoc {
@@ -53,6 +58,9 @@ export interface ProviderUserDoc {
   created_at: Date;
   updated_at: Date;
   version: number;
+  /** Absent on documents written before the lifecycle existed: read as `active`. */
+  status?: UserStatus;
+  deactivated_at?: Date | null;
   created_event: CreatedEvent;
   last_event: LastEvent;
 }
@@ -144,6 +152,8 @@ const providerUserSchema = new Schema<ProviderUserDoc>(
     created_at: Date,
     updated_at: Date,
     version: Number,
+    status: { type: String, enum: ['active', 'deactivated'] },
+    deactivated_at: { type: Date, default: null },
     created_event: Schema.Types.Mixed,
     last_event: Schema.Types.Mixed,
   },
@@ -153,7 +163,8 @@ const providerUserSchema = new Schema<ProviderUserDoc>(
 // indexes lead with organization_id.
 providerUserSchema.index({ organization_id: 1, external_provider_id: 1 }, { unique: true });
 providerUserSchema.index({ organization_id: 1, email_normalized: 1 }, { unique: true });
-// The outbox sweep walks users by (updated_at, _id).
+// The outbox sweep walks users by (updated_at, _id). GET /users pages through an
+// organization by external_provider_id, on the first unique index above.
 providerUserSchema.index({ updated_at: 1, _id: 1 });
 
 const signingKeySchema = new Schema<SigningKeyDoc>(
@@ -249,6 +260,11 @@ export function isOnlyDuplicateKeyError(err: unknown): boolean {
 export function mongoConnectionOptions(mongoUrl: string): mongoose.ConnectOptions {
   const fromUrl = /[?&]maxPoolSize=/i.test(mongoUrl);
   return { ...(fromUrl ? {} : { maxPoolSize: 20 }), serverSelectionTimeoutMS: 10_000 };
+}
+
+/** A user's lifecycle status; documents from before the lifecycle have none and are active. */
+export function statusOf(doc: Pick<ProviderUserDoc, 'status'>): UserStatus {
+  return doc.status ?? 'active';
 }
 
 /** FerretDB answers buildInfo with a `ferretdbVersion` field; MongoDB does not. */
