@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import type { z } from 'zod';
-import type { providerUserSchema, providerUserWithSyncSchema, upsertProviderUserBodySchema } from '@connect/shared/contract';
+import type { ListUsersResponse, ProviderUserNextView, UserStatus, providerUserSchema, providerUserWithSyncSchema, upsertProviderUserBodySchema } from '@connect/shared/contract';
 import { AccessTokenSource, signClientAssertion, toPrivateKey } from './access-token-source.ts';
 import { AuthenticationError, ConnectApiError, ConnectNetworkError, errorFromProblem, problemFrom } from './connect-api-errors.ts';
 import { RETRYABLE_STATUSES, backoffMs, retryAfterMs, sleep } from './retry-policy.ts';
@@ -8,21 +8,19 @@ import { RETRYABLE_STATUSES, backoffMs, retryAfterMs, sleep } from './retry-poli
 /** What POST /users takes (before the server trims and checks it): the server's own schema. */
 export type UpsertUserInput = z.input<typeof upsertProviderUserBodySchema>;
 /** A user as the API answers; `status` and `deactivated_at` appear under the preview version. */
-export type ConnectUser = z.infer<typeof providerUserSchema> & { status?: 'active' | 'deactivated'; deactivated_at?: string | null };
-export type ConnectUserWithSync = z.infer<typeof providerUserWithSyncSchema> & { status?: 'active' | 'deactivated'; deactivated_at?: string | null };
+export type ConnectUser = z.infer<typeof providerUserSchema> & Partial<Pick<ProviderUserNextView, 'status' | 'deactivated_at'>>;
+export type ConnectUserWithSync = z.infer<typeof providerUserWithSyncSchema> & Partial<Pick<ProviderUserNextView, 'status' | 'deactivated_at'>>;
 export type UpsertOutcome = 'created' | 'updated' | 'unchanged';
 export interface UpsertResult {
   outcome: UpsertOutcome;
   user: ConnectUser;
 }
-export interface UsersPage {
-  data: ConnectUser[];
-  next_cursor: string | null;
-}
+/** One page of GET /users (preview): users with their `status`, and the cursor of the next page. */
+export type UsersPage = ListUsersResponse;
 export interface ListUsersOptions {
   /** 1 to 200 users per page (the server's default when absent). */
   limit?: number;
-  status?: 'active' | 'deactivated';
+  status?: UserStatus;
   /** Resume from a `next_cursor` an earlier page gave. */
   cursor?: string;
   apiVersion?: string;
@@ -103,10 +101,10 @@ export class ConnectClient {
   }
 
   /** DELETE /users/{id} (preview): 200 with the deactivated user, again 200 and no event on a second call. */
-  async deactivateUser(externalProviderId: string, options: { apiVersion?: string } = {}): Promise<ConnectUser> {
+  async deactivateUser(externalProviderId: string, options: { apiVersion?: string } = {}): Promise<ProviderUserNextView> {
     const apiVersion = options.apiVersion ?? this.apiVersion ?? PREVIEW_API_VERSION;
     const { text } = await this.call('DELETE', `/users/${encodeURIComponent(externalProviderId)}`, { apiVersion });
-    return JSON.parse(text) as ConnectUser;
+    return JSON.parse(text) as ProviderUserNextView;
   }
 
   /**
@@ -130,7 +128,7 @@ export class ConnectClient {
   }
 
   /** Every user across the pages, one at a time. */
-  async *listAllUsers(options: ListUsersOptions = {}): AsyncGenerator<ConnectUser, void, undefined> {
+  async *listAllUsers(options: ListUsersOptions = {}): AsyncGenerator<ProviderUserNextView, void, undefined> {
     for await (const page of this.listUsers(options)) yield* page.data;
   }
 

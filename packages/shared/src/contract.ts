@@ -6,24 +6,27 @@
  * nothing but zod belong here.
  */
 import { z } from 'zod';
-import { providerUserSchema } from './provider-users/provider-user-schema.ts';
+import { providerUserSchema, userStatusSchema } from './provider-users/provider-user-schema.ts';
+import { USER_EVENT_TYPES, type UserEventType } from './events/user-event-type.ts';
 
 export * from './enums.ts';
 export * from './api-versions.ts';
 export * from './provider-users/provider-user-schema.ts';
+export * from './events/user-event-type.ts';
 
-/** Every event type a callback can carry (the lifecycle under `x-nabla-next` adds the last two). */
-export const CALLBACK_EVENT_TYPES = ['user.created', 'user.updated', 'user.deactivated', 'user.reactivated'] as const;
-export type CallbackEventType = (typeof CALLBACK_EVENT_TYPES)[number];
+/** Every event type a callback can carry. */
+export const CALLBACK_EVENT_TYPES = USER_EVENT_TYPES;
+export type CallbackEventType = UserEventType;
 
 /**
- * The user inside a callback: the API's user, plus `status` / `deactivated_at`, which
- * organizations on the preview version also receive. Unknown members are kept, not
- * refused: a receiver must not start rejecting callbacks when a later version adds a field.
+ * The user inside a callback: the API's user plus `status` / `deactivated_at` (optional
+ * here so callbacks from servers without the lifecycle still verify). Unknown members
+ * are kept, not refused: a receiver must not start rejecting callbacks when a later
+ * version adds a field.
  */
 export const callbackUserSchema = providerUserSchema
   .extend({
-    status: z.enum(['active', 'deactivated']).optional(),
+    status: userStatusSchema.optional(),
     deactivated_at: z.string().nullable().optional(),
   })
   .loose();
@@ -33,7 +36,7 @@ export const callbackEventSchema = z
   .object({
     // The event id (a UUID today); only non-empty is required, it is the dedupe key.
     request_uuid: z.string().min(1),
-    type: z.enum(CALLBACK_EVENT_TYPES),
+    type: z.enum(USER_EVENT_TYPES),
     occurred_at: z.string(),
     data: z
       .object({
