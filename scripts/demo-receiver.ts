@@ -10,6 +10,7 @@
  * DEMO_RECEIVER_SCHEME is `nabla-connect` (default) or `standard-webhooks`.
  */
 import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { createCallbackHandler, MemoryDedupeStore, type CallbackScheme } from '@connect/receiver';
 
 const secrets = (process.env.DEMO_RECEIVER_SECRET ?? '')
@@ -53,7 +54,8 @@ const server = createServer((req, res) => {
   if (req.method === 'GET' && req.url === '/healthz') return void res.end('ok');
   handleCallback(req, res);
 });
-server.listen(port, process.env.HOST ?? '0.0.0.0', () => log({ msg: 'demo receiver listening', port }));
+// The bound port, so PORT=0 (any free port) tells its caller where it listens.
+server.listen(port, process.env.HOST ?? '0.0.0.0', () => log({ msg: 'demo receiver listening', port: (server.address() as AddressInfo).port }));
 const stop = () => server.close(() => process.exit(0));
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

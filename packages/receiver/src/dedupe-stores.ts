@@ -39,7 +39,7 @@ export class MemoryDedupeStore implements DedupeStore {
 
 /** The two commands the Redis store needs, with ioredis's argument order (an ioredis client fits as is). */
 export interface RedisLike {
-  set(key: string, value: string, ...args: (string | number)[]): Promise<string | null>;
+  set(key: string, value: string, px: 'PX', milliseconds: number, nx: 'NX'): Promise<string | null>;
   del(key: string): Promise<number>;
 }
 
@@ -55,8 +55,8 @@ export interface RedisDedupeOptions {
  * Keys expire on their own, so the store stays bounded without a sweeper.
  */
 export class RedisDedupeStore implements DedupeStore {
-  private readonly prefix: string;
-  private readonly ttlMs: number;
+  readonly prefix: string;
+  readonly ttlMs: number;
   constructor(
     private readonly redis: RedisLike,
     options: RedisDedupeOptions = {},
