@@ -4,7 +4,7 @@
  * whose peak RSS is measured. Throughput figures are printed, never asserted.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -139,6 +139,28 @@ describe('import-users: memory stays flat (streamed)', () => {
     const done = run.stderrLines.at(-1)!;
     console.log(`[figure] import-users --dry-run over 1,000,000 NDJSON rows: peak RSS ${done.max_rss_mb} MB, ${run.json.seconds} s`);
     expect(done.max_rss_mb).toBeLessThan(150);
+  });
+});
+
+const hasScript = existsSync('/usr/bin/script');
+if (!hasScript) console.log('[skip reason] /usr/bin/script (util-linux) is missing: the terminal progress bar test needs a pseudo-terminal');
+
+describe('import-users: progress on a terminal', () => {
+  it.skipIf(!hasScript)('draws a progress bar with rate and ETA on stderr when it is a TTY, and still prints one JSON document', async () => {
+    const rows = ['provider_email,external_provider_id,specialty,other_specialty_name,speech_locale,secondary_speech_locale'];
+    for (let i = 0; i < 20_000; i++) rows.push(`p${i}@h.example.org,t-${i},,,ENGLISH_US,`);
+    const file = join(dir, 'tty.csv');
+    writeFileSync(file, `${rows.join('\n')}\n`);
+    // `script` gives the child a pseudo-terminal, as an operator's shell would.
+    const output = await new Promise<string>((resolve, reject) => {
+      const child = spawn('/usr/bin/script', ['-qec', `pnpm -s import-users --file ${file} --dry-run`, '/dev/null'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.on('error', reject);
+      child.on('close', () => resolve(out));
+    });
+    expect(output).toMatch(/\d+ rows \| \d+ rows\/s \| ETA \d+s/);
+    expect(output).toContain('{"total":20000,"created":0,"updated":0,"unchanged":0,"failed":0,');
   });
 });
 

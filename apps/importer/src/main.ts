@@ -117,7 +117,9 @@ async function main(): Promise<void> {
         throw new UsageError(`cannot read --private-key-file ${values['private-key-file']}`);
       }
       try {
-        client = new ConnectClient({ baseUrl: values['base-url']!, clientId: values['client-id']!, privateKey: pem });
+        // More retries than the client's default: a long import outlives a rate-limit window
+        // (Retry-After up to a minute) or a short outage, and a row should not fail for that.
+        client = new ConnectClient({ baseUrl: values['base-url']!, clientId: values['client-id']!, privateKey: pem, maxRetries: 8 });
       } catch (err) {
         return fail('configuration', `--private-key-file: ${(err as Error).message}`);
       }
