@@ -81,6 +81,20 @@ describe('tokens: one token request for any number of concurrent calls', () => {
   });
 });
 
+describe('tokens: only one refresh per call', () => {
+  it('a 401 that persists with a fresh token is not retried again: one refresh, then AuthenticationError', async () => {
+    const sdk = client();
+    await expect(sdk.getUser(newId())).rejects.toBeInstanceOf(NotFoundError); // a token is cached now
+    const before = proxy.seen.length;
+    const unauthorized = { match: (m: string) => m === 'GET', status: 401, headers: { 'www-authenticate': 'Bearer' } };
+    proxy.inject(unauthorized);
+    proxy.inject(unauthorized);
+    const error = await sdk.getUser(newId()).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AuthenticationError);
+    expect(proxy.seen.slice(before).map((s) => `${s.method} ${s.status}`)).toEqual(['GET 401', 'POST 200', 'GET 401']);
+  });
+});
+
 describe('retries: 429/502/503/504 with backoff, honouring Retry-After', () => {
   it('a 429 with Retry-After: 1 is waited out and the call retried', async () => {
     const sdk = client();
@@ -217,6 +231,16 @@ describe('preview lifecycle: listUsers and deactivateUser (x-nabla-next unless a
     for await (const user of sdk.listAllUsers({ status: 'deactivated', limit: 200 })) if (user.external_provider_id === id) found = true;
     expect(found).toBe(true);
     await expect(sdk.deactivateUser(newId())).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it('upsertUser on a deactivated user reactivates it (status active, settings merged)', async () => {
+    const sdk = client({ apiVersion: 'x-nabla-next' });
+    const id = newId();
+    await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    await sdk.deactivateUser(id);
+    const back = await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id, settings });
+    expect(back.outcome).toBe('updated');
+    expect(back.user).toMatchObject({ status: 'active', deactivated_at: null, settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'CARDIOLOGY' } } });
   });
 
   it('with apiVersion pinned to a dated version the preview routes answer NotFoundError (endpoint-not-in-version)', async () => {
