@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 export interface Seen {
   method: string;
   path: string;
+  /** When the request arrived (recorded once answered, so `seen` is in answer order). */
   at: number;
   status: number;
 }
@@ -41,11 +42,12 @@ export async function startRecordingProxy(): Promise<RecordingProxy> {
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
   const server: Server = createServer(async (req, res) => {
+    const arrivedAt = Date.now();
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
-    const record = (status: number) => proxy.seen.push({ method, path: path.split('?')[0]!, at: Date.now(), status });
+    const record = (status: number) => proxy.seen.push({ method, path: path.split('?')[0]!, at: arrivedAt, status });
     const i = injected.findIndex((a) => a.match(method, path));
     if (i >= 0) {
       const [answer] = injected.splice(i, 1);
