@@ -15,6 +15,7 @@ import {
   RateLimitedError,
   ValidationError,
 } from '@connect/client';
+import { registerClient, registerOrganization } from '@connect/shared';
 import { databaseUrl, registerTestClient, rsaKeyPair, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 import { startRecordingProxy, type RecordingProxy } from './recording-proxy.ts';
 
@@ -78,6 +79,20 @@ describe('tokens: one token request for any number of concurrent calls', () => {
     } finally {
       proxy.upstream = api.origin;
     }
+  });
+});
+
+describe('keys: RS256 by default, ES256 and EdDSA from the key type', () => {
+  it.each([
+    ['ES256 (P-256, as a PEM string)', () => generateKeyPairSync('ec', { namedCurve: 'P-256' })],
+    ['EdDSA (Ed25519)', () => generateKeyPairSync('ed25519')],
+  ])('a client registered with an %s key gets a token and upserts', async (_name, makeKeys) => {
+    const { privateKey, publicKey } = makeKeys();
+    const organization = await registerOrganization(api.models, { name: 'Key types clinic' });
+    const registered = await registerClient(api.models, { organizationId: organization._id, publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString() });
+    const sdk = new ConnectClient({ baseUrl: `${proxy.origin}${BASE_PATH}`, clientId: registered._id, privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() });
+    const id = newId();
+    expect((await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id })).outcome).toBe('created');
   });
 });
 
