@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventJobOf, type ProviderUserDoc } from '@connect/shared';
 import { getToken, http, postUser, registerTestClient, startTestApi, type HttpAnswer, type TestApi, type TestClient } from '../support/harness.ts';
 
 /**
@@ -73,6 +74,15 @@ describe('DELETE {base}/users/{id} under x-nabla-next: deactivate', () => {
     const doc = (await stored(id))!;
     expect(doc.version).toBe(2);
     expect(doc.last_event).toEqual(eventAfterFirst);
+  });
+
+  it('20 simultaneous DELETEs: all 200, one deactivation (version 2, one event), every answer the same user', async () => {
+    const { id } = await createUser('stampede');
+    const answers = await Promise.all(Array.from({ length: 20 }, () => del(id)));
+    expect(answers.map((a) => a.status)).toEqual(Array(20).fill(200));
+    expect(new Set(answers.map((a) => JSON.stringify(a.body))).size).toBe(1);
+    const doc = (await stored(id))!;
+    expect([doc.version, doc.last_event.type, doc.last_event.version]).toEqual([2, 'user.deactivated', 2]);
   });
 
   it('an unknown id answers 404 problem; another organization\'s user is unknown too, and stays active', async () => {
@@ -270,6 +280,29 @@ describe('GET {base}/users under x-nabla-next: pages, order, status filter, tena
     const status = await list({ status: 'gone' }, orgToken);
     expect(status.status).toBe(400);
     expect(status.body.errors).toEqual([{ path: 'querystring.status', message: 'must be one of active, deactivated', allowed: ['active', 'deactivated'] }]);
+  });
+});
+
+describe('users stored before the lifecycle existed (no status member) read as active', () => {
+  it('GET shows status active, the active filter lists them, DELETE deactivates them, and their event carries status', async () => {
+    const { id } = await createUser('legacy');
+    // As a document written by the previous release looks: no status, no deactivated_at, a creation event without status.
+    await api.models.ProviderUser.collection.updateOne(
+      { organization_id: clinic.organization._id, external_provider_id: id },
+      { $unset: { status: '', deactivated_at: '', 'created_event.data.status': '', 'created_event.data.deactivated_at': '' } },
+    );
+    expect((await stored(id))!).not.toHaveProperty('status');
+    expect((await get(id, NEXT)).body).toMatchObject({ status: 'active', deactivated_at: null });
+    const pages = [];
+    let cursor: string | null = null;
+    do {
+      const res: HttpAnswer = await list({ limit: '200', status: 'active', ...(cursor ? { cursor } : {}) });
+      pages.push(...res.body.data);
+      cursor = res.body.next_cursor;
+    } while (cursor);
+    expect(pages.map((u: { external_provider_id: string }) => u.external_provider_id)).toContain(id);
+    expect(eventJobOf((await stored(id)) as ProviderUserDoc).created.data).toMatchObject({ status: 'active', deactivated_at: null });
+    expect((await del(id)).body).toMatchObject({ status: 'deactivated', version: 2 });
   });
 });
 
