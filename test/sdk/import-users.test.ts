@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { registerTestClient, rsaKeyPair, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 import { REPO_ROOT } from '../support/local-services.ts';
 
 vi.setConfig({ testTimeout: 600_000 });
@@ -174,5 +174,13 @@ describe('import-users: errors are one JSON document with a non-zero exit', () =
     const input = await importUsers(['--file', bad, '--dry-run']);
     expect(input.code).not.toBe(0);
     expect(input.json).toEqual({ error: { kind: 'input', message: expect.stringContaining('favourite_colour') } });
+  });
+
+  it('authentication: a key the client was not registered with stops the import instead of failing every row', async () => {
+    const wrongKey = join(dir, 'wrong.pem');
+    writeFileSync(wrongKey, rsaKeyPair().privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), { mode: 0o600 });
+    const run = await importUsers(['--base-url', api.baseUrl, '--client-id', clinic.client._id, '--private-key-file', wrongKey, '--file', csvFile()]);
+    expect(run.code).not.toBe(0);
+    expect(run.json).toEqual({ error: { kind: 'authentication', message: expect.stringContaining('credentials') } });
   });
 });
