@@ -6,8 +6,11 @@ RUN npm install -g pnpm@10
 COPY package.json pnpm-lock.yaml pnpm-workspace.yaml ./
 COPY apps/api/package.json apps/api/
 COPY apps/worker/package.json apps/worker/
+COPY apps/importer/package.json apps/importer/
 COPY packages/shared/package.json packages/shared/
 COPY packages/cli/package.json packages/cli/
+COPY packages/client/package.json packages/client/
+COPY packages/receiver/package.json packages/receiver/
 COPY test/package.json test/
 RUN pnpm install --frozen-lockfile
 
