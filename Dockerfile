@@ -7,6 +7,7 @@ COPY package.json pnpm-lock.yaml pnpm-workspace.yaml ./
 COPY apps/api/package.json apps/api/
 COPY apps/worker/package.json apps/worker/
 COPY packages/shared/package.json packages/shared/
+COPY packages/local-services/package.json packages/local-services/
 COPY packages/cli/package.json packages/cli/
 COPY test/package.json test/
 RUN pnpm install --frozen-lockfile

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getToken, http, postUser, registerTestClient, requestToken, startTestApi, uniquePrefix, type TestApi } from '../support/harness.ts';
-import { startPrivateRedis, type RunningService } from '../support/local-services.ts';
+import { startPrivateRedis, type RunningService } from '@connect/local-services';
 
 const body = () => ({ provider_email: `${randomUUID()}@example.com`, external_provider_id: randomUUID() });
 

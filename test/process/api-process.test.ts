@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { startEntryPoint, waitFor, type Child } from '../support/child-process.ts';
 import { databaseUrl, uniquePrefix } from '../support/harness.ts';
-import { freePort } from '../support/local-services.ts';
+import { freePort } from '@connect/local-services';
 
 const children: Child[] = [];
 afterAll(() => {

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createEventsQueue, createModels, createRedis, registerClient, registerOrganization, type Models } from '@connect/shared';
 import { startEntryPoint, waitFor, type Child } from '../support/child-process.ts';
 import { databaseUrl, rsaKeyPair, signAssertion, uniquePrefix } from '../support/harness.ts';
-import { freePort } from '../support/local-services.ts';
+import { freePort } from '@connect/local-services';
 import { startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createModels, registerClient, registerOrganization } from '@connect/shared';
 import { startEntryPoint, waitFor, type Child } from '../support/child-process.ts';
 import { databaseUrl, rsaKeyPair, signAssertion, uniquePrefix } from '../support/harness.ts';
-import { freePort } from '../support/local-services.ts';
+import { freePort } from '@connect/local-services';
 
 const cleanup: (() => Promise<unknown>)[] = [];
 afterAll(async () => {

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getToken, getUser, http, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
-import { freePort, stopChild, waitForPort } from '../support/local-services.ts';
+import { freePort, stopChild, waitForPort } from '@connect/local-services';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getToken, http, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
-import { freePort, startPrivateRedis, stopChild, waitForPort, type RunningService } from '../support/local-services.ts';
+import { freePort, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 

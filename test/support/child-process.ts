@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { REPO_ROOT } from './local-services.ts';
+import { REPO_ROOT } from '@connect/local-services';
 
 export interface Child {
   proc: ChildProcess;

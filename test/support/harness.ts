@@ -5,7 +5,7 @@ import { SignJWT } from 'jose';
 import { inject } from 'vitest';
 import { buildApp, createApiDeps, type ApiDeps, type ApiDepsOptions } from '@connect/api';
 import { createLogger, loadConfig, registerClient, registerOrganization, type Models, type OAuthClientDoc, type OrganizationDoc } from '@connect/shared';
-import { freePort } from './local-services.ts';
+import { freePort } from '@connect/local-services';
 
 /** A MongoDB URL naming a database of the caller's own on the run's server. */
 export function databaseUrl(label: string): string {

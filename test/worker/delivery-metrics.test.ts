@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serveDeliveryMetrics } from '@connect/worker';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
-import { freePort } from '../support/local-services.ts';
+import { freePort } from '@connect/local-services';
 import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
-import { startPrivateRedis, type RunningService } from '../support/local-services.ts';
+import { startPrivateRedis, type RunningService } from '@connect/local-services';
 import { eventually, sleep, startReceiver, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 
