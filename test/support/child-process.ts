@@ -35,3 +35,22 @@ export async function waitFor<T>(probe: () => Promise<T | undefined | false> | T
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * The origin an API child started with PORT=0 listens on, from its "api ready"
+ * log line (needs LOG_LEVEL info or lower). The kernel picked the port, so no
+ * other process can have taken it between a check and the bind.
+ */
+export async function apiOrigin(child: Child, timeoutMs = 60_000): Promise<string> {
+  const line = await waitFor(
+    () => {
+      if (child.proc.exitCode !== null) throw new Error(`the API exited (${child.proc.exitCode}) before it listened: ${child.stderr.join('\n').slice(-2000)}`);
+      return child.stdout.find((l) => l.includes('"api ready"'));
+    },
+    timeoutMs,
+    'the API to listen',
+  );
+  const address = (JSON.parse(line) as { address?: string }).address;
+  if (!address) throw new Error(`"api ready" without an address: ${line}`);
+  return address.replace('localhost', '127.0.0.1');
+}

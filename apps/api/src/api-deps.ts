@@ -39,7 +39,9 @@ export interface ApiDeps {
   tokens: AccessTokens;
   clients: ClientDirectory;
   clientKeys: ClientKeys;
+  /** True from the first shutdown step on: readiness then answers 503. */
   shuttingDown: () => boolean;
+  markShuttingDown: () => void;
   faults: ApiFaults;
   close: () => Promise<void>;
 }
@@ -90,6 +92,9 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     clients: new ClientDirectory(models, options.clientCacheTtlMs ?? 30_000),
     clientKeys: new ClientKeys({ ...DEFAULT_CLIENT_KEY_OPTIONS, ...options.clientKeys }),
     shuttingDown: () => stopping,
+    markShuttingDown: () => {
+      stopping = true;
+    },
     faults: options.faults ?? {},
     close: async () => {
       stopping = true;

@@ -151,13 +151,10 @@ export async function startFerretDb(options: { database: string; port?: number; 
     [`--postgresql-url=postgres://${pg.user}@${pg.host}:${pg.port}/${options.database}`, `--listen-addr=127.0.0.1:${options.port ?? 0}`, '--log-level=info'],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  // Keep reading, or FerretDB blocks once the pipe is full; only warnings and errors are passed on.
-  const forward = (d: Buffer) => {
-    for (const line of d.toString().split('\n')) if (/level=(WARN|ERROR)/.test(line)) process.stderr.write(`${line}\n`);
-  };
   const listening = waitForOutput(child, /Listening on TCP 127\.0\.0\.1:(\d+)/, 30_000, 'FerretDB listening');
-  child.stdout.on('data', forward);
-  child.stderr.on('data', forward);
+  // Info level only to learn the port; FerretDB logs every refused command as a warning, so the rest is drained unread.
+  child.stdout.resume();
+  child.stderr.resume();
   const port = Number((await listening)[1]);
   return {
     url: `mongodb://127.0.0.1:${port}/`,
@@ -198,6 +195,8 @@ export interface TcpProxy {
   port: number;
   /** Drops every connection and refuses new ones (accept and reset) while the port stays ours. */
   cut: () => void;
+  /** Holds every answer from the target this long before passing it on (0: none), to make requests slow. */
+  setDelay: (ms: number) => void;
   restore: () => void;
   close: () => Promise<void>;
 }
@@ -209,6 +208,7 @@ export interface TcpProxy {
  */
 export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<TcpProxy> {
   let down = false;
+  let delayMs = 0;
   const open = new Set<Socket>();
   const server = createServer((client) => {
     if (down) {
@@ -228,7 +228,12 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
     upstream.on('error', drop).on('close', drop);
     upstream.connect(targetPort, targetHost, () => {
       client.pipe(upstream);
-      upstream.pipe(client);
+      // One delay for every chunk keeps them in order (timers of equal delay fire in turn).
+      upstream.on('data', (chunk: Buffer) => {
+        if (delayMs > 0) setTimeout(() => client.writable && client.write(chunk), delayMs);
+        else client.write(chunk);
+      });
+      upstream.on('end', () => setTimeout(() => client.end(), delayMs));
     });
   });
   const port = await listenOnFreePort(server);
@@ -241,6 +246,9 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
     },
     restore: () => {
       down = false;
+    },
+    setDelay: (ms) => {
+      delayMs = ms;
     },
     close: async () => {
       for (const s of open) s.destroy();
