@@ -270,3 +270,14 @@ export async function redisAnswers(port = 6379): Promise<boolean> {
     s.once('data', (d) => done(d.toString().startsWith('+PONG')));
   });
 }
+
+/**
+ * A target that is down, on a port of our own (listen(0)): every connection is
+ * reset (RST) as soon as it is accepted. Unlike a fixed "nothing listens" port or
+ * one freed by a closed server, no other process can start answering on it.
+ */
+export async function startDeadEndpoint(): Promise<{ port: number; close: () => Promise<void> }> {
+  const server = createServer((socket) => socket.resetAndDestroy());
+  const port = await listenOnFreePort(server);
+  return { port, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
