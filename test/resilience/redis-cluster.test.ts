@@ -21,6 +21,8 @@ let receiver: Receiver;
 // Cluster started here (redis-server in cluster mode), with a hash-tagged queue prefix.
 beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), 'redis-cluster-'));
+  // Ports chosen in advance (not listen(0)): redis-server's `--port 0` means no TCP at all, and
+  // cluster nodes must know each other's ports; a port taken meanwhile fails the start loudly.
   ports = [await freePort(), await freePort(), await freePort()];
   for (const port of ports) {
     nodes.push(

@@ -19,6 +19,7 @@ let receiver: Receiver;
 // (redis-server --sentinel, started here) for the primary named "connect-primary".
 beforeAll(async () => {
   primary = await startPrivateRedis();
+  // Chosen in advance (not listen(0)): Sentinel reads its port from its config file and cannot report one it picked.
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'sentinel-'));
   const conf = join(dir, 'sentinel.conf');
