@@ -25,4 +25,11 @@ describe('The worker validates its configuration before it starts (SPEC §3)', (
     expect(child.stderr.every((l) => l.startsWith('configuration error: ')), child.stderr.join('\n')).toBe(true);
     expect(child.stdout).toEqual([]);
   });
+
+  it('several bad variables, shared and its own: one line for each, all in one run', async () => {
+    const child = startEntryPoint('worker', { ...base, MONGO_URL: 'postgres://x', LOG_LEVEL: 'loud', WORKER_CONCURRENCY: 'many' });
+    children.push(child);
+    expect((await child.exited).code).toBe(1);
+    expect(child.stderr.map((l) => l.match(/^configuration error: ([A-Z_]+): /)?.[1]).sort()).toEqual(['LOG_LEVEL', 'MONGO_URL', 'WORKER_CONCURRENCY']);
+  });
 });
