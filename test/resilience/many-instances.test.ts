@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createModels, registerClient, registerOrganization, SPEECH_LOCALES, type Models } from '@connect/shared';
