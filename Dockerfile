@@ -8,6 +8,7 @@ COPY apps/api/package.json apps/api/
 COPY apps/worker/package.json apps/worker/
 COPY apps/importer/package.json apps/importer/
 COPY packages/shared/package.json packages/shared/
+COPY packages/local-services/package.json packages/local-services/
 COPY packages/cli/package.json packages/cli/
 COPY packages/client/package.json packages/client/
 COPY packages/receiver/package.json packages/receiver/

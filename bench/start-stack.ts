@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { freePort, LOCAL_POSTGRES, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '../test/support/local-services.ts';
+import { freePort, LOCAL_POSTGRES, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
 import { REPO_ROOT, spawnTs } from './bench-child.ts';
 
 export interface Datastores {

@@ -15,7 +15,7 @@ import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync }
 import { join } from 'node:path';
 import mongoose from 'mongoose';
 import { createModels, ensureIndexes, registerClient, registerOrganization } from '@connect/shared';
-import { freePort, REPO_ROOT, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '../test/support/local-services.ts';
+import { freePort, REPO_ROOT, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
 
 const started = Date.now();
 const dir = process.env.STACK_DIR ?? join(REPO_ROOT, '.local', 'stack');

@@ -6,7 +6,7 @@
  * Redis, or a private redis-server when none answers).
  */
 import type { TestProject } from 'vitest/node';
-import { redisAnswers, startFerretDb, startPrivateRedis, type RunningService } from './support/local-services.ts';
+import { redisAnswers, startFerretDb, startPrivateRedis, type RunningService } from '@connect/local-services';
 
 declare module 'vitest' {
   export interface ProvidedContext {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT } from '../support/local-services.ts';
+import { REPO_ROOT } from '@connect/local-services';
 import { http, postUser, rsaKeyPair, signAssertion, startTestApi, type TestApi } from '../support/harness.ts';
 
 const run = promisify(execFile);

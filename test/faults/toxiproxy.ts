@@ -11,7 +11,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { freePort, REPO_ROOT, stopChild } from '../support/local-services.ts';
+import { freePort, REPO_ROOT, stopChild } from '@connect/local-services';
 
 const run = promisify(execFile);
 

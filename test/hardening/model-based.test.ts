@@ -445,7 +445,7 @@ afterAll(async () => {
   // Every request of this file has been answered. Under load, app.close() was seen waiting ~70 s
   // here (about Fastify's 72 s keep-alive timeout) for connections it did not count as idle:
   // reported; dropped here so the suite's run time stays bounded.
-  api?.app.server.closeAllConnections();
+  api?.server.closeAllConnections();
   await api?.close();
   timings.closeMs = Date.now() - t0;
   console.log(`[model-based] ${stats.sequences} sequences, ${stats.commands} commands run: ${JSON.stringify(stats.byKind)}; ${JSON.stringify(timings)}`);

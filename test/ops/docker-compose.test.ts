@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '@connect/shared';
-import { REPO_ROOT } from '../support/local-services.ts';
+import { REPO_ROOT } from '@connect/local-services';
 
 // Docker cannot run on this project's machines; this keeps the compose file honest
 // against the configuration schema the processes validate at start.

@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../support/child-process.ts';
-import { freePort, REPO_ROOT } from '../support/local-services.ts';
+import { freePort, REPO_ROOT } from '@connect/local-services';
 
 const run = promisify(execFile);
 const database = `stack_test_${Date.now().toString(36)}`;

@@ -10,7 +10,7 @@ import { ConnectClient } from '@connect/client';
 import { signNablaConnect } from '@connect/worker';
 import { waitFor } from '../support/child-process.ts';
 import { registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
-import { REPO_ROOT } from '../support/local-services.ts';
+import { REPO_ROOT } from '@connect/local-services';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 
 vi.setConfig({ testTimeout: 90_000 });

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { registerTestClient, rsaKeyPair, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
-import { REPO_ROOT } from '../support/local-services.ts';
+import { REPO_ROOT } from '@connect/local-services';
 
 vi.setConfig({ testTimeout: 600_000 });
 

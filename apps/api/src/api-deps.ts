@@ -45,7 +45,9 @@ export interface ApiDeps {
   clientKeys: ClientKeys;
   /** Signs GET /users cursors so a tampered one is refused; shared by every instance (derived from the service key). */
   cursorKey: Buffer;
+  /** True from the first shutdown step on: readiness then answers 503. */
   shuttingDown: () => boolean;
+  markShuttingDown: () => void;
   faults: ApiFaults;
   close: () => Promise<void>;
 }
@@ -130,6 +132,9 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     cursorKey: deriveCursorKey(key.privateKey),
     shuttingDown: () => stopping,
     faults,
+    markShuttingDown: () => {
+      stopping = true;
+    },
     close: async () => {
       stopping = true;
       await relay.drain();

@@ -1,19 +1,15 @@
-import { ConfigError, createLogger, loadConfigOrExit, onTerminationSignals, runShutdownSequence } from '@connect/shared';
+import { createLogger, loadConfig, loadOrExit, onTerminationSignals, runShutdownSequence } from '@connect/shared';
 import { workerShutdownSteps } from './shutdown.ts';
 import { serveDeliveryMetrics } from './delivery-metrics.ts';
 import { startWorker } from './start-worker.ts';
 import { createWorkerDeps } from './worker-deps.ts';
 import { REMOVED_WORKER_VARIABLES, workerOptionsFromEnv, type WorkerOptions } from './worker-options.ts';
 
-const config = loadConfigOrExit({});
-let options: WorkerOptions;
-try {
-  options = workerOptionsFromEnv(process.env);
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err;
-  process.stderr.write(`configuration error: ${err.message}\n`);
-  process.exit(1);
-}
+// Both parts are checked before either is used: every bad variable is reported in one go.
+const [config, options] = loadOrExit(
+  () => loadConfig(process.env),
+  () => workerOptionsFromEnv(process.env),
+);
 const log = createLogger(config.logLevel, 'worker');
 for (const name of REMOVED_WORKER_VARIABLES) {
   if (process.env[name]) log.warn({ variable: name }, `${name} is no longer read: WORKER_RETRY_SCHEDULE sets the retries (docs/delivery.md)`);

@@ -20,6 +20,8 @@ function algFor(key: KeyObject): ServiceSigningKey['alg'] {
       break;
     case 'ed25519':
       return 'EdDSA';
+    default:
+      break;
   }
   throw new Error('TOKEN_SIGNING_KEY: must be an RSA, EC P-256 or Ed25519 private key');
 }

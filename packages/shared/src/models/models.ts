@@ -312,17 +312,12 @@ export function statusOf(doc: Pick<ProviderUserDoc, 'status'>): UserStatus {
   return doc.status ?? 'active';
 }
 
-/** FerretDB answers buildInfo with a `ferretdbVersion` field; MongoDB does not. */
-export async function isFerretDb(conn: Connection): Promise<boolean> {
-  const info = await conn.db!.admin().command({ buildInfo: 1 });
-  return 'ferretdbVersion' in info;
-}
-
 /**
  * Creates the collections and indexes. Start-up never depends on what FerretDB
  * refuses (TTL indexes, partial indexes, collations: code 238), so the TTL index
- * on used assertions is attempted and its absence tolerated; expired rows are then
- * removed by `purgeExpiredAssertions`.
+ * on used assertions is attempted and its absence tolerated. Without it (FerretDB)
+ * expired rows stay until a retention purge removes them: harmless for security,
+ * since an assertion past its exp is refused before its jti is looked at.
  */
 export async function ensureIndexes(models: Models, log?: { warn: (obj: object, msg: string) => void }): Promise<void> {
   for (const model of Object.values(models)) {
@@ -334,7 +329,7 @@ export async function ensureIndexes(models: Models, log?: { warn: (obj: object, 
   try {
     await models.UsedAssertion.collection.createIndex({ expires_at: 1 }, { name: 'expires_at_ttl', expireAfterSeconds: 0 });
   } catch (err) {
-    log?.warn({ err: (err as Error).message }, 'TTL index refused (FerretDB?); expired assertions are purged by the API instead');
+    log?.warn({ err: (err as Error).message }, 'TTL index refused (FerretDB?); expired assertion ids stay until purged');
     await models.UsedAssertion.collection.createIndex({ expires_at: 1 }, { name: 'expires_at' });
   }
 }
