@@ -1,6 +1,6 @@
 import { createDeliveriesQueue, listDeliveries, replayAllFailed, replayDelivery, ReplayError } from '@connect/worker';
-import { createRedis, ValidationError, type DeliveryStatus } from '@connect/shared';
-import type { CliContext } from './main.ts';
+import { ValidationError, type DeliveryStatus } from '@connect/shared';
+import type { CliContext, Command } from './command.ts';
 
 const STATUSES: DeliveryStatus[] = ['pending', 'delivered', 'failed', 'superseded'];
 
@@ -20,8 +20,8 @@ export async function runDeliveriesCommand(
     return { status, count: deliveries.length, deliveries };
   }
   if (!args.allFailed && !args.id) throw new ValidationError([{ path: 'id', message: 'give a delivery id or --all-failed' }]);
-  if (!ctx.config.redisUrl) throw new ValidationError([{ path: 'REDIS_URL', message: 'replaying needs REDIS_URL' }]);
-  const redis = createRedis(ctx.config.redisUrl, 'producer', { enableOfflineQueue: true });
+  // Answers `unavailable` within a few seconds when Redis is down, rather than queueing forever.
+  const redis = await ctx.redis();
   const deliveries = createDeliveriesQueue(redis, ctx.config.queuePrefix);
   try {
     const deps = { models: ctx.models, deliveries, targets: ctx.config.downstreamTargets };
@@ -34,6 +34,25 @@ export async function runDeliveriesCommand(
     }
   } finally {
     await deliveries.close();
-    redis.disconnect();
   }
 }
+
+export const deliveriesCommands: Command[] = [
+  {
+    name: 'deliveries list',
+    synopsis: '[--status failed|pending|delivered|superseded]',
+    description: `Lists deliveries with a status (default failed: the dead letters), without user data.
+Prints {"status", "count", "deliveries": [...]}.`,
+    options: { status: { type: 'string' } },
+    run: (input, ctx) => runDeliveriesCommand(ctx, 'list', { status: input.values.status as string | undefined, allFailed: false }),
+  },
+  {
+    name: 'deliveries replay',
+    synopsis: 'ID | --all-failed',
+    description: `Sends dead letters again (the user's newest state, same ordering rules). Needs REDIS_URL.
+Prints {"replayed": [...]}.`,
+    options: { 'all-failed': { type: 'boolean' } },
+    positionals: 1,
+    run: (input, ctx) => runDeliveriesCommand(ctx, 'replay', { allFailed: input.values['all-failed'] === true, id: input.positionals[0] }),
+  },
+];

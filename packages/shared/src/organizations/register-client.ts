@@ -61,3 +61,14 @@ export async function disableClient(models: Models, clientId: string): Promise<O
   if (!client) throw new NotFoundError(`No OAuth client ${clientId}.`);
   return client;
 }
+
+/** Undoes `disableClient`: its assertions get tokens again, and its unexpired tokens work again (the API checks the client on every request, cached ≤ 30 s). */
+export async function enableClient(models: Models, clientId: string): Promise<OAuthClientDoc> {
+  const client = await models.OAuthClient.findOneAndUpdate(
+    { _id: clientId },
+    { $set: { enabled: true, disabled_at: null } },
+    { returnDocument: 'after' },
+  ).lean<OAuthClientDoc>();
+  if (!client) throw new NotFoundError(`No OAuth client ${clientId}.`);
+  return client;
+}
