@@ -1,6 +1,6 @@
 import { createDeliveriesQueue, listDeliveries, replayAllFailed, replayDelivery, ReplayError } from '@connect/worker';
 import { ValidationError, type DeliveryStatus } from '@connect/shared';
-import type { CliContext, Command } from './command.ts';
+import { CliError, type CliContext, type Command } from './command.ts';
 
 const STATUSES: DeliveryStatus[] = ['pending', 'delivered', 'failed', 'superseded'];
 
@@ -29,7 +29,8 @@ export async function runDeliveriesCommand(
     try {
       return { replayed: [await replayDelivery(deps, args.id!)] };
     } catch (err) {
-      if (err instanceof ReplayError) throw new ValidationError([{ path: 'id', message: err.message }]);
+      // The delivery is not in a state that can be replayed (delivered, pending, being replayed): a conflict, not bad usage.
+      if (err instanceof ReplayError) throw new CliError('conflict', err.message);
       throw err;
     }
   } finally {
