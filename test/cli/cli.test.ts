@@ -31,7 +31,7 @@ interface CliRun {
 function cli(args: string[], o: { via?: 'pnpm'; env?: Record<string, string | undefined>; stdin?: string; parse?: false } = {}): Promise<CliRun> {
   const [cmd, argv] = o.via === 'pnpm' ? ['pnpm', ['cli', ...args]] : [process.execPath, ['packages/cli/bin/cli.js', ...args]];
   // STACK_DIR points at an empty folder so a developer's running `pnpm stack` never leaks in.
-  const env = { ...process.env, ...api.env, STACK_DIR: emptyStackDir, ...o.env };
+  const env: Record<string, string | undefined> = { ...process.env, ...api.env, STACK_DIR: emptyStackDir, ...o.env };
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
   return new Promise((resolve, reject) => {
     const child = spawn(cmd as string, argv as string[], { cwd: REPO_ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
