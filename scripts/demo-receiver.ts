@@ -1,6 +1,6 @@
 /**
  * A downstream dictation service for demos: receives `user.created` /
- * `user.updated` callbacks, verifies them the way reference-facts.md describes
+ * `user.updated` callbacks, verifies them the way docs/contract.md (Events) describes
  * (timestamp + raw body, hex HMAC-SHA256, any of the comma-separated signatures,
  * optional `sha256=` prefix, constant-time compare, at most 60 s old), drops an
  * event id it has already processed, and logs what it accepted.

@@ -406,7 +406,7 @@ describe('POST /users under fuzzed input: never a 5xx or a stack trace, problem+
 
 /**
  * Found by this file, not fixable in the files this suite may touch: Fastify's
- * default maxParamLength (100) sits below SPEC §1's 256-character
+ * default maxParamLength (100) sits below docs/contract.md's 256-character
  * external_provider_id, and its router answers an over-long segment itself, with
  * a 414 in Fastify's own JSON (not problem+json) that echoes the URL. The fix is
  * `maxParamLength` (≥ 3 × 256 for percent-encoded ids) and a `frameworkErrors`

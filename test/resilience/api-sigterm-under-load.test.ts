@@ -11,7 +11,7 @@ afterAll(async () => {
   for (const c of cleanup.reverse()) await c().catch(() => undefined);
 });
 
-describe('SIGTERM under load (SPEC §2: stop taking work, finish what is in flight, exit 0)', () => {
+describe('SIGTERM under load (docs/contract.md, Events: stop taking work, finish what is in flight, exit 0)', () => {
   it('every request the API accepted gets a non-5xx answer and its user is stored; the process exits 0', async () => {
     const port = await freePort();
     const origin = `http://127.0.0.1:${port}`;

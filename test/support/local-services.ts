@@ -1,6 +1,6 @@
 /**
  * Starting MongoDB-compatible and Redis servers on a machine without Docker or
- * MongoDB (ENVIRONMENT.md): FerretDB on the local PostgreSQL, and the local Redis
+ * MongoDB (docs/operations.md, Tests): FerretDB on the local PostgreSQL, and the local Redis
  * or a private redis-server. Used by the test setup and the local run command.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';

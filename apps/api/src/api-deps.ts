@@ -55,7 +55,7 @@ export interface ApiFaults {
 
 export interface ApiDepsOptions {
   faults?: ApiFaults;
-  /** How long a client's enabled state is cached on the bearer path (≤ 60 s by SPEC). */
+  /** How long a client's enabled state is cached on the bearer path (≤ 60 s by docs/contract.md). */
   clientCacheTtlMs?: number;
   clientKeys?: Partial<ClientKeyOptions>;
 }

@@ -2,7 +2,7 @@ import type { FastifySchemaCompiler } from 'fastify';
 import { ValidationError, type FieldError } from '@connect/shared';
 import type { z } from 'zod';
 
-/** zod issues → SPEC's `errors: [{path, message}]`, one per field, unknown members named. */
+/** zod issues → docs/contract.md's `errors: [{path, message}]`, one per field, unknown members named. */
 export function fieldErrorsOf(issues: readonly z.core.$ZodIssue[], prefix: string[] = []): FieldError[] {
   const out: FieldError[] = [];
   for (const issue of issues) {

@@ -32,7 +32,7 @@ class RecordedFailure extends Error {}
  *
  * - It sends the user's newest event as stored in MongoDB, not necessarily the
  *   event the job was made for: events describe state, and the per-(user,
- *   target) deduplication may have folded newer jobs into this one (SPEC §2
+ *   target) deduplication may have folded newer jobs into this one (docs/contract.md, Events
  *   allows coalescing; overtaken events are recorded `superseded`).
  * - It never sends a version at or below what the target has answered 2xx to
  *   (`delivered_version`), so a duplicate or late job cannot take a target back
@@ -144,7 +144,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         return { sent: [] };
       }
 
-      // SPEC §2 order: a target that never got the creation event gets it before any update.
+      // docs/contract.md, Events, order: a target that never got the creation event gets it before any update.
       const toSend = deliveredVersion === 0 && newest.version > 1 ? [created, newest] : [newest];
       for (const event of toSend) {
         const isNewest = event === newest;

@@ -1,7 +1,7 @@
 import { Queue, type JobsOptions } from 'bullmq';
 import { DELIVERIES_QUEUE, type RedisClient, type UserEvent } from '@connect/shared';
 
-/** One delivery: a user's event for one target. The creation event rides along (SPEC §2 order). */
+/** One delivery: a user's event for one target. The creation event rides along (docs/contract.md, Events, order). */
 export interface DeliveryJob {
   user_id: string;
   target: string;

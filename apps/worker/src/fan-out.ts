@@ -35,7 +35,7 @@ function pendingDelivery(userId: string, target: string, event: UserEvent): Deli
 
 /**
  * `user-events` → one `deliveries` job per configured target, so each target is
- * retried on its own and a target that is down holds up nobody else (SPEC §2).
+ * retried on its own and a target that is down holds up nobody else (docs/contract.md, Events).
  * The pending Delivery rows and the jobs are written at the same time: the
  * delivery processor upserts its row whatever it finds, so a fast delivery that
  * writes `delivered` first only makes the pending insert a no-op (duplicate

@@ -5,7 +5,7 @@ import { parseRedisUrl } from './events/redis-connection.ts';
 /**
  * Configuration is parsed once, at start, from the environment into a frozen typed
  * object. A bad or missing value throws a ConfigError naming the variable, which
- * the entry points print as one line before anything listens (SPEC §3).
+ * the entry points print as one line before anything listens (docs/operations.md).
  */
 export class ConfigError extends Error {
   constructor(

@@ -16,7 +16,7 @@ import type { ApiDeps } from '../api-deps.ts';
 import { perClientLimit } from '../rate-limits.ts';
 import { authenticate } from './authenticate.ts';
 
-/** POST /users exists from this version on (the seed page). */
+/** POST /users exists from this version on (docs/contract.md, Versioning). */
 export const USERS_SINCE = '2026-03-23';
 
 class UnsupportedMediaTypeError extends DomainError {

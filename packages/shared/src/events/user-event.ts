@@ -4,7 +4,7 @@ import { toProviderUserView } from '../provider-users/provider-user-view.ts';
 
 export type UserEventType = 'user.created' | 'user.updated';
 
-/** SPEC §2: an event; `id` stays the same on every retry and every re-publish. */
+/** docs/contract.md, Events: an event; `id` stays the same on every retry and every re-publish. */
 export interface UserEvent {
   id: string;
   type: UserEventType;
@@ -18,7 +18,7 @@ export interface UserEvent {
  * What the relay puts on the events queue, job id = `event.id`: the user's newest
  * event, plus its creation event. Events describe state, so the newest one alone
  * brings a target up to date, and updates never published are overtaken by it
- * (SPEC §2 allows coalescing). The creation event rides along so that a target
+ * (docs/contract.md allows coalescing). The creation event rides along so that a target
  * that never got it receives it first, whatever order jobs run in.
  */
 export interface UserEventJob {

@@ -34,7 +34,7 @@ export interface LastEvent {
   version: number;
 }
 
-/** The creation event never changes, so the document keeps it whole (SPEC §2 order after an outage). */
+/** The creation event never changes, so the document keeps it whole (docs/contract.md, Events, order after an outage). */
 export interface CreatedEvent {
   id: string;
   occurred_at: Date;
@@ -149,7 +149,7 @@ const providerUserSchema = new Schema<ProviderUserDoc>(
   },
   { ...base, collection: 'provider_users' },
 );
-// SPEC §3: the shard key is organization + external provider id, so both unique
+// docs/guarantees.md: the shard key is organization + external provider id, so both unique
 // indexes lead with organization_id.
 providerUserSchema.index({ organization_id: 1, external_provider_id: 1 }, { unique: true });
 providerUserSchema.index({ organization_id: 1, email_normalized: 1 }, { unique: true });

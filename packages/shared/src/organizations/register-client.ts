@@ -11,7 +11,7 @@ export interface RegisterClientCommand {
 /**
  * An OAuth client of an organization, authenticated by JWT assertions signed with
  * its private key: either a static public key (PEM) or a JWKS URL, which allows
- * key rotation without telling us (reference-facts.md, Server authentication).
+ * key rotation without telling us (docs/contract.md, POST {base}/oauth/token).
  */
 export async function registerClient(models: Models, cmd: RegisterClientCommand): Promise<OAuthClientDoc> {
   if (Boolean(cmd.publicKeyPem) === Boolean(cmd.jwksUrl)) {

@@ -2,7 +2,7 @@ import { ConfigError, loadConfig, type Config, type LoadConfigOptions } from '..
 
 /**
  * Parses the configuration at start; a bad or missing value prints one line
- * naming the variable and exits 1 before anything listens (SPEC §3).
+ * naming the variable and exits 1 before anything listens (docs/operations.md).
  */
 export function loadConfigOrExit(options?: LoadConfigOptions): Readonly<Config> {
   try {
