@@ -46,14 +46,17 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     for (const name of ['MONGO_URL', 'REDIS_URL', 'QUEUE_PREFIX', 'DOWNSTREAM_TARGETS']) expect(envFile).toMatch(new RegExp(`^${name}='`, 'm'));
 
     // The copy-paste block, run as printed: token, create, and this run's verified callback.
-    const block = out.slice(out.indexOf('  TOKEN=$('), out.indexOf('Ctrl-C stops everything.'));
-    const env: Record<string, string | undefined> = { ...process.env, STACK_DIR: dir };
-    for (const name of ['MONGO_URL', 'REDIS_URL', 'QUEUE_PREFIX', 'PUBLIC_BASE_URL', 'PORT']) delete env[name];
-    const { stdout } = await run('bash', ['-c', `set -euo pipefail\n${block}`], { cwd: REPO_ROOT, env });
-    const ehrId = /"external_provider_id":"(ehr-\d+)"/.exec(stdout)?.[1];
-    expect(ehrId, stdout).toBeDefined();
-    const callbacks = JSON.parse(stdout.slice(stdout.indexOf('{\n'))).callbacks;
-    expect(callbacks).toEqual([expect.objectContaining({ msg: 'verified callback', type: 'user.created', external_provider_id: ehrId })]);
+    const runBlock = async (printed: string) => {
+      const block = printed.slice(printed.indexOf('  TOKEN=$('), printed.indexOf('Ctrl-C stops everything.'));
+      const env: Record<string, string | undefined> = { ...process.env, STACK_DIR: dir };
+      for (const name of ['MONGO_URL', 'REDIS_URL', 'QUEUE_PREFIX', 'PUBLIC_BASE_URL', 'PORT']) delete env[name];
+      const { stdout } = await run('bash', ['-c', `set -euo pipefail\n${block}`], { cwd: REPO_ROOT, env });
+      const ehrId = /"external_provider_id":"(ehr-\d+)"/.exec(stdout)?.[1];
+      expect(ehrId, stdout).toBeDefined();
+      return { ehrId, callbacks: JSON.parse(stdout.slice(stdout.indexOf('{\n'))).callbacks };
+    };
+    const firstRun = await runBlock(out);
+    expect(firstRun.callbacks).toEqual([expect.objectContaining({ msg: 'verified callback', type: 'user.created', external_provider_id: firstRun.ehrId })]);
 
     // pnpm exits on the signal itself; the stack script behind it finishes its shutdown sequence.
     process.kill(-first.child.pid!, 'SIGINT');
@@ -66,6 +69,12 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     await waitFor(() => second.output().includes('ready in'), 120_000, 'the stack to be ready again');
     expect(second.output()).toContain('reusing the demo organization');
     expect(second.output()).toContain(clientId);
+    // Same database, same receiver.log (appended): the block shows this run's callback only.
+    const secondRun = await runBlock(second.output());
+    expect(secondRun.ehrId).not.toBe(firstRun.ehrId);
+    expect(secondRun.callbacks).toEqual([expect.objectContaining({ external_provider_id: secondRun.ehrId })]);
+    const { stdout: all } = await run('pnpm', ['-s', 'stack', 'callbacks'], { cwd: REPO_ROOT, env: { ...process.env, STACK_DIR: dir } });
+    expect(JSON.parse(all).callbacks.map((c: { external_provider_id: string }) => c.external_provider_id)).toEqual([secondRun.ehrId]);
     process.kill(-second.child.pid!, 'SIGINT');
     expect(await second.exited).toBe(0);
     expect(second.output()).toContain('[stack] stopped');
