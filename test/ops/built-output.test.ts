@@ -99,5 +99,5 @@ describe('pnpm build: the production build runs with plain node, from the folder
     });
     expect(created.status).toBe(201);
     await waitFor(() => receiver.output().split('\n').some((l) => l.includes('"verified callback"') && l.includes(`"external_provider_id":"${id}"`)), 30_000, `the verified callback: ${receiver.output()}`);
-  }, 300_000);
+  }, 600_000);
 });
