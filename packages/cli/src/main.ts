@@ -136,7 +136,10 @@ const args = process.argv.slice(2).filter((a, i) => !(i === 0 && a === '--'));
 try {
   await main(args);
 } catch (err) {
-  fail(toCliError(err));
+  const e = toCliError(err);
+  // A bug: stdout stays one JSON document; the stack goes to stderr for whoever debugs it.
+  if (e.kind === 'internal') process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
+  fail(e);
 }
 // Exit once stdout is flushed: a driver's lingering timer must not keep a script waiting.
 process.stdout.write('', () => process.exit());
