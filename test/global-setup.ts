@@ -1,5 +1,5 @@
 /**
- * Resolves MongoDB and Redis for the whole run, in ENVIRONMENT.md's order, and
+ * Resolves MongoDB and Redis for the whole run, in the order docs/operations.md (Tests) gives, and
  * says which it used: MONGO_URL / REDIS_URL from the environment; else
  * testcontainers (mongo:8, redis:7) when a container runtime answers; else local
  * processes (FerretDB on the local PostgreSQL with a fresh database; the local

@@ -74,6 +74,6 @@ describe('pnpm cli deliveries: dead letters are visible and replayable', () => {
     expect(bad.code).not.toBe(0);
     expect(bad.json.error).toBeDefined();
     const badStatus = await cli('deliveries', 'list', '--status', 'exploded');
-    expect(badStatus.json.error.kind).toBe('validation');
+    expect(badStatus.json.error.kind).toBe('usage');
   }, 120_000);
 });

@@ -1,5 +1,5 @@
 /**
- * SPEC §3 Logs: pino JSON with a request id; Authorization, assertions, tokens
+ * docs/operations.md, Logs: pino JSON with a request id; Authorization, assertions, tokens
  * and secrets never appear; emails are masked. A busy sequence of everything an
  * integrator (or an attacker) sends, then every captured line is checked.
  */

@@ -1,5 +1,5 @@
 /**
- * Attacks on SPEC §1's token endpoint and bearer authentication: algorithm
+ * Attacks on docs/contract.md's token endpoint and bearer authentication: algorithm
  * confusion, `kid` tricks against a JWKS client, oversized assertions, JWKS URLs
  * that are slow, huge or redirect, replayed assertions under concurrency, a
  * disabled client's tokens, and one organization's token against another's users.
@@ -18,7 +18,7 @@ const b64 = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringi
 let api: TestApi;
 let clinic: TestClient; // a client with a static public key (PEM)
 let attackerKey: KeyObject;
-const refusals = new Set<string>(); // every invalid_client description seen: SPEC says they all read the same
+const refusals = new Set<string>(); // every invalid_client description seen: docs/contract.md says they all read the same
 let attacks = 0;
 
 // ------------------------------------------------------------ a JWKS host with good and bad behaviours

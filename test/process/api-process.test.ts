@@ -8,7 +8,7 @@ afterAll(() => {
   for (const c of children) c.proc.kill('SIGKILL');
 });
 
-describe('Configuration is validated before anything listens (SPEC §3)', () => {
+describe('Configuration is validated before anything listens (docs/operations.md)', () => {
   it.each([
     [{ MONGO_URL: undefined }, 'MONGO_URL'],
     [{ REDIS_URL: 'http://not-redis' }, 'REDIS_URL'],

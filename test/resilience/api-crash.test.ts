@@ -12,7 +12,7 @@ afterAll(async () => {
   for (const c of cleanup.reverse()) await c().catch(() => undefined);
 });
 
-describe('No event lost when the API dies between the write and the enqueue (SPEC §2)', () => {
+describe('No event lost when the API dies between the write and the enqueue (docs/contract.md, Events)', () => {
   it('the user is stored, nothing reached Redis, and the sweep delivers user.created with the stored event id', async () => {
     const receiver: Receiver = await startReceiver();
     cleanup.push(() => receiver.close());

@@ -11,7 +11,7 @@ import { startReceiver, type Receiver } from '../worker/callback-receiver.ts';
  *
  * On MongoDB every request goes to a random instance, so two processes race on
  * the same user document; that is safe only because MongoDB applies the
- * version-conditional update atomically. FerretDB does not (ENVIRONMENT.md), so
+ * version-conditional update atomically. FerretDB does not (docs/guarantees.md), so
  * there each user's updates go through one API process (creates still race
  * across both: unique indexes hold on FerretDB too). The database kind is
  * printed in the output.

@@ -17,7 +17,7 @@ let api: TestApi;
 let worker: TestWorker;
 let receiver: Receiver;
 
-// SPEC §3, outgrowing one machine: the API and the worker on a real three-node Redis
+// docs/guarantees.md, Scaling out: the API and the worker on a real three-node Redis
 // Cluster started here (redis-server in cluster mode), with a hash-tagged queue prefix.
 beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), 'redis-cluster-'));

@@ -15,7 +15,7 @@ let api: TestApi;
 let worker: TestWorker;
 let receiver: Receiver;
 
-// SPEC §3: Redis behind Sentinel. The API and the worker ask a real Sentinel
+// docs/guarantees.md, Scaling out: Redis behind Sentinel. The API and the worker ask a real Sentinel
 // (redis-server --sentinel, started here) for the primary named "connect-primary".
 beforeAll(async () => {
   primary = await startPrivateRedis();

@@ -10,7 +10,7 @@ import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 vi.setConfig({ testTimeout: 90_000 });
 
 /**
- * SPEC §2 end to end: API → MongoDB outbox → relay → BullMQ → worker → signed
+ * docs/contract.md Events, end to end: API → MongoDB outbox → relay → BullMQ → worker → signed
  * callbacks to real HTTP receivers.
  */
 
@@ -31,7 +31,7 @@ const acceptedFor = (r: Receiver, externalId: string) => r.accepted().filter((c)
 let seq = 0;
 const nextId = (label: string) => `${label}-${++seq}-${Date.now()}`;
 
-/** The receiver's side of reference-facts.md: hex HMAC-SHA256 over timestamp + raw body, any listed signature. */
+/** The receiver's side of docs/contract.md (Events): hex HMAC-SHA256 over timestamp + raw body, any listed signature. */
 function nablaSignatureVerifies(c: ReceivedCallback, secret: string): boolean {
   const timestamp = String(c.headers['x-nabla-connect-timestamp']);
   const expected = createHmac('sha256', secret).update(timestamp + c.raw).digest();
@@ -64,7 +64,7 @@ afterAll(async () => {
   await Promise.all([nc?.close(), sw?.close(), down?.close()]);
 });
 
-describe('SPEC §2: created then updated reach every target, in order, with the exact body', () => {
+describe('docs/contract.md, Events: created then updated reach every target, in order, with the exact body', () => {
   it('user.created v1 then user.updated v2, exact body, nabla-connect signatures verify with each secret', async () => {
     const id = nextId('e2e');
     const email = `Dr.${id}@Example.com`;
@@ -147,7 +147,7 @@ describe('SPEC §2: created then updated reach every target, in order, with the 
   });
 });
 
-describe('SPEC §1/§2: a request that changes nothing emits no event', () => {
+describe('docs/contract.md: a request that changes nothing emits no event', () => {
   it('delivers nothing for a no-op update', async () => {
     const id = nextId('noop');
     const body = { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'ENGLISH_US' } };
@@ -166,7 +166,7 @@ describe('SPEC §1/§2: a request that changes nothing emits no event', () => {
   });
 });
 
-describe('SPEC §2 order: a target never receives an older version after a newer one', () => {
+describe('docs/contract.md, Events, order: a target never receives an older version after a newer one', () => {
   it('20 rapid updates: versions only go up, the last is 21 (1 create + 20 updates), and GET shows delivered', async () => {
     const id = nextId('rapid');
     const email = `${id}@example.com`;
@@ -229,7 +229,7 @@ describe('SPEC §2 order: a target never receives an older version after a newer
   });
 });
 
-describe('SPEC §2 fan-out: each target is retried on its own', () => {
+describe('docs/contract.md, Events, fan-out: each target is retried on its own', () => {
   it('with one target down, the others still get every event promptly', async () => {
     const ids = Array.from({ length: 5 }, () => nextId('twotargets'));
     const started = Date.now();

@@ -8,7 +8,7 @@ import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 vi.setConfig({ testTimeout: 90_000 });
 
 /**
- * SPEC §2 retries: 2xx is success; 408, 425, 429, 5xx, timeouts and network
+ * docs/contract.md, Events, retries: 2xx is success; 408, 425, 429, 5xx, timeouts and network
  * errors are retried with backoff, honouring Retry-After; other 4xx fail at once
  * and are dead-lettered, visible and replayable.
  */
@@ -141,7 +141,7 @@ describe('other 4xx fail at once and are dead-lettered, then replayable', () => 
   });
 });
 
-describe('SPEC §2 order: user.created before any update, even through dead letters', () => {
+describe('docs/contract.md, Events, order: user.created before any update, even through dead letters', () => {
   it('a target that refused user.created gets it again before the update; both are dead letters, replayed in order', async () => {
     const id = nextId('created-first');
     script.set(id, [{ status: 400 }, { status: 400 }]);

@@ -8,7 +8,7 @@ import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 vi.setConfig({ testTimeout: 90_000 });
 
 /**
- * SPEC §2: "Duplicates are possible; the id dedupes them", and a fan-out that
+ * docs/contract.md, Events: "Duplicates are possible; the id dedupes them", and a fan-out that
  * keeps failing is retried, never dropped (its event's published marker exists,
  * so the sweep would not publish it again).
  */

@@ -7,7 +7,7 @@ import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 vi.setConfig({ testTimeout: 90_000 });
 
 /**
- * SPEC §2 order with more than one worker process: deliveries for one (user,
+ * docs/contract.md, Events, order with more than one worker process: deliveries for one (user,
  * target) never run at the same time (BullMQ deduplication per user and target),
  * so a target never sees an older version after a newer one, whichever worker
  * picks which job.

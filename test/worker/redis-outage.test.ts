@@ -8,7 +8,7 @@ import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 vi.setConfig({ testTimeout: 90_000 });
 
 /**
- * SPEC §2 "No event is lost": with Redis down, the API still answers and keeps
+ * "No event is lost" (docs/guarantees.md): with Redis down, the API still answers and keeps
  * each event in the user document; once Redis is back the worker's outbox sweep
  * publishes them and every target gets each event exactly once.
  */

@@ -86,7 +86,7 @@ const API_REDIS_BOUNDS = { commandTimeout: 3000, socketTimeout: 5000 } as const;
 
 export interface ApiDepsOptions {
   faults?: ApiFaults;
-  /** How long a client's enabled state is cached on the bearer path (≤ 60 s by SPEC). */
+  /** How long a client's enabled state is cached on the bearer path (≤ 60 s by docs/contract.md). */
   clientCacheTtlMs?: number;
   clientKeys?: Partial<ClientKeyOptions>;
 }

@@ -31,7 +31,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     // Errors on malformed JSON, never merged prototypes.
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
-    // SPEC §1 allows 256-character external ids; percent-encoded that is up to 768.
+    // docs/contract.md allows 256-character external ids; percent-encoded that is up to 768.
     routerOptions: { maxParamLength: 1024 },
     // Fastify answers malformed or over-long URLs itself: make those problem+json too, without echoing the URL.
     frameworkErrors: (error, request, reply) => {

@@ -1,14 +1,16 @@
 import { createLogger, loadConfig, loadOrExit, onTerminationSignals, runShutdownSequence } from '@connect/shared';
 import { workerShutdownSteps } from './shutdown.ts';
 import { serveDeliveryMetrics } from './delivery-metrics.ts';
+import { serveWorkerHealth, workerHealthPort } from './health-server.ts';
 import { startWorker } from './start-worker.ts';
 import { createWorkerDeps } from './worker-deps.ts';
 import { REMOVED_WORKER_VARIABLES, workerOptionsFromEnv, type WorkerOptions } from './worker-options.ts';
 
-// Both parts are checked before either is used: every bad variable is reported in one go.
-const [config, options] = loadOrExit(
+// Every part is checked before any is used: every bad variable is reported in one go.
+const [config, options, healthPort] = loadOrExit(
   () => loadConfig(process.env),
   () => workerOptionsFromEnv(process.env),
+  () => workerHealthPort(process.env),
 );
 const log = createLogger(config.logLevel, 'worker');
 for (const name of REMOVED_WORKER_VARIABLES) {
@@ -19,6 +21,10 @@ const worker = startWorker(deps);
 if (options.metricsPort) {
   await serveDeliveryMetrics(deps.metrics, options.metricsPort);
   log.info({ port: options.metricsPort }, 'worker metrics at GET /metrics');
+}
+if (healthPort) {
+  await serveWorkerHealth({ mongo: deps.mongo, redis: deps.producerRedis }, healthPort);
+  log.info({ port: healthPort }, 'worker health at GET /healthz');
 }
 onTerminationSignals(log, async () => {
   const steps = workerShutdownSteps(worker, deps);

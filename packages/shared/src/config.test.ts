@@ -17,7 +17,7 @@ function errorOf(env: Record<string, string>): ConfigError {
   throw new Error('expected a ConfigError');
 }
 
-describe('configuration from the environment (SPEC §3)', () => {
+describe('configuration from the environment (docs/operations.md)', () => {
   it('applies the documented defaults and derives the issuer and token URL', () => {
     const c = loadConfig(base);
     expect(c).toMatchObject({

@@ -10,7 +10,7 @@ const SKEW_S = 30;
 
 /**
  * Why an assertion was refused, for the logs only: the client is told nothing
- * more than `invalid_client` (SPEC §1: the description never helps an attacker).
+ * more than `invalid_client` (docs/contract.md: the description never helps an attacker).
  */
 export class AssertionRejected extends Error {
   constructor(
@@ -49,7 +49,7 @@ export interface AssertionCheckDeps {
 }
 
 /**
- * RFC 7523 client authentication as SPEC §1 states it: iss = sub = a known,
+ * RFC 7523 client authentication as docs/contract.md states it: iss = sub = a known,
  * enabled client; aud the token URL or the issuer; exp in the future and at most
  * 5 minutes after iat; iat not in the future (30 s skew); jti never accepted twice
  * before its exp; a signature by the client's key.

@@ -12,7 +12,7 @@ interface Entry {
 }
 
 /**
- * Clients and their organizations, cached for `ttlMs` on the bearer path. SPEC §1:
+ * Clients and their organizations, cached for `ttlMs` on the bearer path. docs/contract.md:
  * a disabled client's tokens stop working within 60 s, so the cache lifetime must
  * stay under that (default 30 s). The token endpoint reads fresh. Both caches are
  * bounded (10,000 entries, the least recently used out first).

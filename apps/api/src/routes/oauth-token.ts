@@ -12,7 +12,7 @@ const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
 type OAuthErrorCode = 'invalid_request' | 'invalid_client' | 'unsupported_grant_type';
 
-/** RFC 6749 §5.2 error body; the token endpoint does not speak problem+json (SPEC §1). */
+/** RFC 6749 §5.2 error body; the token endpoint does not speak problem+json (docs/contract.md). */
 function oauthError(reply: FastifyReply, status: 400 | 401, error: OAuthErrorCode, description: string): FastifyReply {
   reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
   if (status === 401) reply.header('www-authenticate', 'Bearer');

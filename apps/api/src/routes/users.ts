@@ -24,7 +24,7 @@ import { decodeCursor, encodeCursor } from '../list-cursor.ts';
 import { perClientLimit } from '../rate-limits.ts';
 import { authenticate } from './authenticate.ts';
 
-/** POST /users exists from this version on (the seed page). */
+/** POST /users exists from this version on (docs/contract.md, Versioning). */
 export const USERS_SINCE = '2026-03-23';
 /** The rest of the lifecycle (list, deactivate) is a preview: this version only (docs/api-lifecycle.md). */
 export const LIFECYCLE_SINCE = 'x-nabla-next';

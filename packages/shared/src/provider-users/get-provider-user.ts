@@ -16,7 +16,7 @@ export interface SyncView {
 export type ProviderUserWithSync = ProviderUserNextView & { sync: SyncView[] };
 
 /**
- * SPEC §1 GET /users/{external_provider_id}: the user plus, for each configured
+ * docs/contract.md GET /users/{external_provider_id}: the user plus, for each configured
  * target, where its copy stands. A target the worker has not touched yet is
  * `pending` at the user's version. 404 when this organization has no such user.
  */

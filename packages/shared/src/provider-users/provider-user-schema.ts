@@ -2,8 +2,8 @@ import { z } from 'zod';
 import { SPECIALTY_KINDS, SPEECH_LOCALES } from '../enums.ts';
 
 /**
- * The request and response shapes of POST /users (the seed page, with SPEC §1's
- * decisions where the seed is silent). Types, validation and the OpenAPI document
+ * The request and response shapes of POST /users (the public Nabla Connect API's,
+ * with docs/contract.md's decisions where it is silent). Types, validation and the OpenAPI document
  * all come from these schemas.
  */
 export const specialtyKindSchema = z.enum(SPECIALTY_KINDS).meta({ id: 'SpecialtyKind' });

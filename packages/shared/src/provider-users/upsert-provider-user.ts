@@ -34,7 +34,7 @@ export interface UpsertDeps extends WritePorts {
 const MAX_ATTEMPTS = 8;
 
 /**
- * SPEC §1 POST /users, within one organization:
+ * docs/contract.md POST /users, within one organization:
  * - no user with this external_provider_id and none with this email: create (v1, `user.created`);
  * - a user with this external_provider_id and the same email: merge settings (v+1, `user.updated`),
  *   or nothing at all when the merge changes nothing;
