@@ -18,7 +18,7 @@ import { MongoClient } from 'mongodb';
 import { Redis } from 'ioredis';
 import { Queue } from 'bullmq';
 import { DELIVERIES_QUEUE, EVENTS_QUEUE } from '@connect/shared';
-import { DEFAULT_WORKER_OPTIONS, workerOptionsFromEnv } from '../apps/worker/src/worker-options.ts';
+import { DEFAULT_WORKER_OPTIONS, workerOptionsFromEnv } from '@connect/worker';
 import { fetchAccessToken, registerBenchClient, signAssertion } from './bench-auth.ts';
 import { startBenchChild, spawnTs, BENCH_DIR } from './bench-child.ts';
 import { seedUsers } from './bench-users.ts';
