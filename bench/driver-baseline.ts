@@ -30,24 +30,20 @@ export interface DriverSpec {
 export const driverPrefix = (org: string) => `${org}-u`;
 
 /**
- * At most 48 operations at the database at once, like the API (its pool is 50); more
- * concurrency queues for a connection, as the API's requests do. FerretDB 1.24 needs
- * this: an update holds one of its 50 PostgreSQL connections for the query and takes a
- * second for the write, so enough updates at once wait for each other forever (128
- * concurrent upserts on a pool of 128 hang it within seconds, every PostgreSQL
- * connection idle: that hung the full run at update c=128). An operation without an
- * answer in 10 s fails and its connection closes, which cancels it in FerretDB and
- * frees its PostgreSQL connections, instead of holding up the run: the API's last
- * requests of the scenario before can still be in flight when the driver starts.
+ * The pool size comes with the URL (start-stack.ts MONGO_POOL_SIZE, the API's too):
+ * more concurrency queues for a connection, as the API's requests do. An operation
+ * without an answer in 10 s fails and its connection closes, which cancels it in
+ * FerretDB and frees its PostgreSQL connections, instead of holding up the run (FerretDB
+ * 1.24 holds one PostgreSQL connection for an update's read while it waits for a second
+ * to write; the API's last requests of the scenario before can still be in flight).
  */
-const DRIVER_POOL = 48;
 
 /** One client per database for the life of the process: specs run one after another in one child. */
 const clients = new Map<string, Promise<MongoClient>>();
 function clientFor(mongoUrl: string): Promise<MongoClient> {
   let c = clients.get(mongoUrl);
   if (!c) {
-    c = new MongoClient(mongoUrl, { maxPoolSize: DRIVER_POOL, socketTimeoutMS: 10_000 }).connect().then(async (client) => {
+    c = new MongoClient(mongoUrl, { socketTimeoutMS: 10_000 }).connect().then(async (client) => {
       const users = client.db().collection('provider_users');
       await users.createIndex({ organization_id: 1, external_provider_id: 1 }, { unique: true });
       await users.createIndex({ organization_id: 1, email_normalized: 1 }, { unique: true });

@@ -28,7 +28,7 @@ import { runEndToEnd, startReceiver, waitForArrivals } from './end-to-end.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
 import { writeReport, type Memory, type Ratio, type Row } from './report.ts';
 import { summarise, type RoundStats, type Summary } from './round-stats.ts';
-import { databaseUrl, newRunId, startApi, startDatastores, startWorkerProcess, type ApiProcess, type ServiceProcess } from './start-stack.ts';
+import { databaseUrl, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ApiProcess, type ServiceProcess } from './start-stack.ts';
 import type { TokenBaselineSpec } from './token-baseline.ts';
 
 const quick = process.argv.includes('--quick');
@@ -531,7 +531,7 @@ try {
   const wallSec = (performance.now() - runStarted) / 1000;
   log(`measured in ${wallSec.toFixed(0)} s`);
   notes.push(
-    'Driver baseline: one process, N concurrent workers (at most 48 at the database at once; the API\'s pool is 50), one round trip per operation (insertOne; updateOne with upsert for updates and no-ops), on the API\'s own collection (same indexes, same size at that moment) under an organization of its own.',
+    `Driver baseline: one process, N concurrent workers (at most ${MONGO_POOL_SIZE} at the database at once, the pool size of the API and of every baseline), one round trip per operation (insertOne; updateOne with upsert for updates and no-ops), on the API\'s own collection (same indexes, same size at that moment) under an organization of its own.`,
     'The API measured for throughput has no worker consuming its queue; end to end runs a second API and the worker on a database and queue prefix of their own (started with the rest at the beginning, idle until then). Each API gets an unmeasured second of load at the start, besides each scenario\'s own warm-up.',
     'Throughput (req/s) is responses over first request to last response, timed by the load generator itself (autocannon\'s own duration ends on a 1 s sampling tick).',
     `Token rounds run a fixed number of pre-signed assertions (each jti is single use), signed before each round and sized from the fastest rate seen so far to last about ${plan.roundSec} s or more.`,

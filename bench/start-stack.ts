@@ -27,9 +27,20 @@ export interface Datastores {
   stop: () => Promise<void>;
 }
 
+/**
+ * The MongoDB connection pool of every process in the bench: the API, the worker and
+ * every baseline (driver, bare token route). One number, so that no baseline wins by
+ * having more operations at the database at once than the API may (the API's own
+ * default is 20 per process, packages/shared/src/models/models.ts). It rides in the
+ * URL (`maxPoolSize=`), which the API and worker honour over their default.
+ */
+export const MONGO_POOL_SIZE = 20;
+
+/** A database's URL on the bench's server, with the bench's pool size. */
 export function databaseUrl(serverUrl: string, database: string): string {
   const url = new URL(serverUrl);
   url.pathname = `/${database}`;
+  url.searchParams.set('maxPoolSize', String(MONGO_POOL_SIZE));
   return url.toString();
 }
 
