@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { MongoClient } from 'mongodb';
 import { childMain, isMain } from './bench-child.ts';
 import { emailOf, externalId, LOCALE_A, LOCALE_B, seedUsers, settingsWith, storedUser } from './bench-users.ts';
-import { pacedLoop, statsOf, type RoundStats } from './round-stats.ts';
+import { inFlightFor, pacedLoop, pacedStats, statsOf, type RoundStats } from './round-stats.ts';
 
 export interface DriverSpec {
   mongoUrl: string;
@@ -102,7 +102,8 @@ export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: Rou
       }
     };
     if (spec.rate) {
-      await pacedLoop(spec.rate, spec.concurrency, deadline, timed);
+      // The same in-flight allowance as the load generator's offered rates.
+      return pacedStats(await pacedLoop(spec.rate, inFlightFor(spec.rate), deadline, timed), latencies, errors);
     } else {
       await Promise.all(
         Array.from({ length: spec.concurrency }, async () => {

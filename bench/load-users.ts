@@ -10,7 +10,7 @@ import autocannon from 'autocannon';
 import { SignJWT } from 'jose';
 import { childMain, isMain } from './bench-child.ts';
 import { LOCALE_A, LOCALE_B, upsertBody } from './bench-users.ts';
-import { pacedLoop, statsOf, type RoundStats } from './round-stats.ts';
+import { inFlightFor, pacedLoop, pacedStats, type RoundStats } from './round-stats.ts';
 
 export type LoadKind = 'create' | 'update' | 'noop' | 'token' | 'fixed';
 
@@ -28,7 +28,7 @@ export interface LoadSpec {
   /** create: unique ids `${idPrefix}-r${round}-${n}`; update/noop: the pre-created set `${idPrefix}-${0..userCount-1}`. */
   idPrefix?: string;
   userCount?: number;
-  /** Open loop: one request every 1/overallRate s (at most `connections` in flight) instead of closed-loop as fast as possible. */
+  /** Open loop: one request every 1/overallRate s (at most inFlightFor(rate) in flight, `connections` ignored) instead of closed-loop as fast as possible. */
   overallRate?: number;
   /** Record when each answer arrived, by external_provider_id (end-to-end latency). */
   recordAnswers?: boolean;
@@ -149,12 +149,13 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   };
 
   /**
-   * An offered rate: one request every 1/rate s, at most `connections` in flight (the
+   * An offered rate: one request every 1/rate s, at most inFlightFor(rate) in flight (the
    * driver baseline's open loop, over keep-alive HTTP). autocannon's overallRate is no
    * fixed rate: each connection sends its whole per-second quota back to back at the
-   * start of every second. req/s here is answers over the round's length.
+   * start of every second. The round reports what it offered (sent/s) and achieved.
    */
-  const agent = spec.overallRate ? new Agent({ keepAlive: true, maxSockets: spec.connections }) : undefined;
+  const maxInFlight = spec.overallRate ? inFlightFor(spec.overallRate) : 0;
+  const agent = spec.overallRate ? new Agent({ keepAlive: true, maxSockets: maxInFlight }) : undefined;
   const pacedRound = async (round: number, durationSec: number): Promise<RoundStats> => {
     const target = new URL(spec.url);
     const latencies: number[] = [];
@@ -189,9 +190,8 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
         });
         req.end(payload);
       });
-    const started = performance.now();
-    await pacedLoop(spec.overallRate!, spec.connections, started + durationSec * 1000, one);
-    return { ...statsOf(latencies, durationSec, errors, non2xx), requests: latencies.length };
+    const run = await pacedLoop(spec.overallRate!, maxInFlight, performance.now() + durationSec * 1000, one);
+    return pacedStats(run, latencies, errors, non2xx);
   };
 
   const rounds: RoundStats[] = [];

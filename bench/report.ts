@@ -57,13 +57,13 @@ const cell = (s: Summary[keyof Summary] | number, digits = 1) =>
 
 function rowsTable(rows: Row[]): string[] {
   const out = [
-    '| group | scenario | conc | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors | non-2xx |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    '| group | scenario | conc | offered/s | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors | non-2xx |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
     const s = r.summary;
     out.push(
-      `| ${r.group} | ${r.scenario} | ${r.concurrency} | ${cell(s.rps, 0)} | ${cell(s.p50)} | ${cell(s.p99)} | ${cell(s.p999)} | ${n(s.requests.median, 0)} | ${n(s.errors.max, 0)} | ${n(s.non2xx.max, 0)} |`,
+      `| ${r.group} | ${r.scenario} | ${r.concurrency} | ${cell(s.offered, 0)} | ${cell(s.rps, 0)} | ${cell(s.p50)} | ${cell(s.p99)} | ${cell(s.p999)} | ${n(s.requests.median, 0)} | ${n(s.errors.max, 0)} | ${n(s.non2xx.max, 0)} |`,
     );
   }
   return out;

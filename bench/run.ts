@@ -27,7 +27,7 @@ import { driverPrefix, type DriverSpec } from './driver-baseline.ts';
 import { runEndToEnd, startReceiver, waitForArrivals } from './end-to-end.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
 import { writeReport, type Memory, type Ratio, type Row } from './report.ts';
-import { summarise, type RoundStats, type Summary } from './round-stats.ts';
+import { inFlightFor, summarise, type RoundStats, type Summary } from './round-stats.ts';
 import { databaseUrl, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ApiProcess, type ServiceProcess } from './start-stack.ts';
 import type { TokenBaselineSpec } from './token-baseline.ts';
 
@@ -84,8 +84,9 @@ const add = (group: string, scenario: string, concurrency: number | string, roun
   // Nothing answered in any round: the stack is stuck (FerretDB can be, see driver-baseline.ts); stop here.
   if (!(summary.requests.max > 0)) throw new Error(`${group} ${scenario} c=${concurrency}: no request answered in ${rounds.length} rounds (${JSON.stringify(rounds[0])})`);
   rows.push({ group, scenario, concurrency, summary });
+  const offered = Number.isFinite(summary.offered.median) ? `offered ${summary.offered.median.toFixed(0)}/s, ` : '';
   const latency = Number.isFinite(summary.p50.median) ? `, p50 ${summary.p50.median.toFixed(1)} ms, p99 ${summary.p99.median.toFixed(1)} ms` : '';
-  log(`${group} ${scenario} c=${concurrency}: ${summary.rps.median.toFixed(0)} req/s (${summary.rps.min.toFixed(0)}–${summary.rps.max.toFixed(0)})${latency}`);
+  log(`${group} ${scenario} c=${concurrency}: ${offered}${summary.rps.median.toFixed(0)} req/s (${summary.rps.min.toFixed(0)}–${summary.rps.max.toFixed(0)})${latency}`);
   return summary;
 };
 
@@ -304,8 +305,8 @@ try {
 
   // --- p99 at half the API's peak update rate, API and driver at the same offered rate ---
   const halfRate = Math.max(10, Math.round(api_[`update@${HEADLINE}`]!.rps.median / 2));
-  const apiHalf = add('api', `POST /users update @ ${halfRate}/s offered`, HEADLINE, await apiLoad('update', HEADLINE, { overallRate: halfRate }));
-  const drvHalf = add('driver', `updateOne upsert @ ${halfRate}/s offered`, HEADLINE, await driverLoad('update', HEADLINE, { rate: halfRate }));
+  const apiHalf = add('api', `POST /users update @ ${halfRate}/s asked`, `≤ ${inFlightFor(halfRate)}`, await apiLoad('update', HEADLINE, { overallRate: halfRate }));
+  const drvHalf = add('driver', `updateOne upsert @ ${halfRate}/s asked`, `≤ ${inFlightFor(halfRate)}`, await driverLoad('update', HEADLINE, { rate: halfRate }));
 
   // --- Token endpoint against the bare jose loop ---
   const tokenRounds = (
@@ -346,8 +347,8 @@ try {
     for (const rate of plan.e2eRates) {
       const summary = add(
         group,
-        `answer → callback received @ ${rate}/s (req/s = delivered/s)`,
-        16,
+        `answer → callback received @ ${rate}/s (offered = creates sent/s; req/s = callbacks/s over the delivery window)`,
+        `≤ ${inFlightFor(rate)}`,
         // At least 100 events per round, so a median is over 100 events even at a low rate.
         await runEndToEnd(receiver, loadRun, { baseUrl: e2eApi.baseUrl, token: e2eToken, rate, durationSec: Math.max(plan.e2eSec, Math.ceil(100 / rate)), rounds: plan.rounds, idPrefix: `e2e${e2eRun++}-${rate}`, drainTimeoutMs: 15_000 }),
       );
@@ -540,6 +541,7 @@ try {
     `Memory: RSS after the first pass (users, tokens, end to end), then after ${quick ? 'one more round of updates at concurrency 32 (quick: the worker has nothing to do in it)' : `repeating the API users suite${workerWorks ? ' and the end-to-end rounds' : ''}`}; the delivery rounds come after both.`,
     `Growth: a third API process on a database of its own, updates at concurrency ${GROWTH_CONCURRENCY} with ${plan.growth.join(' then ')} users stored; the driver's upsert on the same collection beside each.`,
     'Rate limits stay enabled at 10,000,000 per minute (per client, per token IP): their Redis round trip is counted, their 429s are not.',
+    'Offered rates: an open loop of their own (one request every 1/rate s, up to max(64, rate/2) in flight, so a slow answer does not hold back the next send); "offered/s" is what was really sent, req/s what was answered, over first send to last answer.',
     'Load generator: autocannon 9 in a child process (offered rates: its own paced loop); bare Fastify, driver, jose and BullMQ baselines each in a process of their own. Machine shared with other work: compare within a run.',
   );
   const md = writeReport({
