@@ -25,7 +25,7 @@ export interface LoadSpec {
   /** A fixed number of requests per round instead of `durationSec` (tokens size their own rounds). */
   amount?: number;
   headers?: Record<string, string>;
-  /** create: unique ids `${idPrefix}-r${round}-${n}`; update/noop: the pre-created set `${idPrefix}-${0..userCount-1}`. */
+  /** create: unique ids `${idPrefix}-r${round}-${n}`; update/noop: the pre-created set `${idPrefix}-${0..userCount-1}`, cycled in order across runs. */
   idPrefix?: string;
   userCount?: number;
   /** Open loop: one request every 1/overallRate s (at most inFlightFor(rate) in flight, `connections` ignored) instead of closed-loop as fast as possible. */
@@ -67,12 +67,29 @@ async function signAssertions(t: NonNullable<LoadSpec['token']>, count: number):
   return out;
 }
 
+/**
+ * What this process knows of each update set, kept across runs: the locale each user
+ * has now (false: LOCALE_A, as seeded) and where the next run starts. A set is cycled
+ * in order, one user after another, so with a set larger than the API's cache of
+ * recent users every request meets a user the API touched longest ago (never cached);
+ * and one set serves every update and no-op run, whatever ran before.
+ */
+const sets = new Map<string, { locales: boolean[]; cursor: number }>();
+function setState(prefix: string, userCount: number): { locales: boolean[]; cursor: number } {
+  let state = sets.get(prefix);
+  if (!state || state.locales.length !== userCount) {
+    state = { locales: new Array<boolean>(userCount).fill(false), cursor: 0 };
+    sets.set(prefix, state);
+  }
+  return state;
+}
+
 export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   const statuses: Record<string, number> = {};
   const answers: Record<string, number> = {};
-  // Per-user locale of the update set: every update flips it, so every request changes settings.
-  const locales = new Array<boolean>(spec.userCount ?? 0).fill(false);
-  let cursor = 0;
+  // Every update flips its user's locale, so every update changes settings; a no-op sends the locale the user has.
+  const set = spec.kind === 'update' || spec.kind === 'noop' ? setState(spec.idPrefix!, spec.userCount!) : { locales: [], cursor: 0 };
+  const { locales } = set;
   let created = 0;
   const headers = { 'content-type': 'application/json', ...spec.headers };
 
@@ -81,12 +98,14 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
       case 'create':
         return upsertBody(`${spec.idPrefix}-r${round}`, created++, LOCALE_A);
       case 'update': {
-        const i = cursor++ % spec.userCount!;
+        const i = set.cursor++ % spec.userCount!;
         locales[i] = !locales[i];
         return upsertBody(spec.idPrefix!, i, locales[i] ? LOCALE_B : LOCALE_A);
       }
-      case 'noop':
-        return upsertBody(spec.idPrefix!, cursor++ % spec.userCount!, LOCALE_A);
+      case 'noop': {
+        const i = set.cursor++ % spec.userCount!;
+        return upsertBody(spec.idPrefix!, i, locales[i] ? LOCALE_B : LOCALE_A);
+      }
       case 'token':
         return JSON.stringify({
           grant_type: 'client_credentials',
