@@ -55,7 +55,7 @@ const plan = quick
       e2eSec: 1,
       growth: [API_RECENT_USERS * 10 + DRIVER_GROWTH_SET, 60_000],
       coldSet: API_RECENT_USERS * 10,
-      delivery: { ours: 200, bare: 800 },
+      delivery: { jobs: 500, warmup: 100 },
     }
   : {
       concurrencies: [8, 32, 128],
@@ -67,7 +67,7 @@ const plan = quick
       e2eSec: 2,
       growth: [API_RECENT_USERS * 10 + DRIVER_GROWTH_SET, 200_000],
       coldSet: API_RECENT_USERS * 10,
-      delivery: { ours: 500, bare: 2_000 },
+      delivery: { jobs: 2_500, warmup: 500 },
     };
 /** Growth is about the cost of one update, not queueing: a lower concurrency keeps rounds from being all queue. */
 const GROWTH_CONCURRENCY = 8;
@@ -403,11 +403,13 @@ try {
    * events queue is resumed (fan-out: N events → N delivery jobs), and once the N delivery
    * jobs wait, the deliveries queue: deliveries/s = N over first to last callback received.
    */
-  const ourDeliveries = async (n: number): Promise<{ deliveries: RoundStats[]; fanOut: RoundStats[] }> => {
+  const ourDeliveries = async (n: number, warmup: number): Promise<{ deliveries: RoundStats[]; fanOut: RoundStats[] }> => {
     const deliveries: RoundStats[] = [];
     const fanOut: RoundStats[] = [];
     try {
-      for (let r = 0; r < plan.rounds; r++) {
+      // Round -1 is the warm-up, the same size as the bare BullMQ worker's, and not kept.
+      for (let r = -1; r < plan.rounds; r++) {
+        const jobs = r < 0 ? warmup : n;
         await Promise.all([eventsQueue.pause(), deliveriesQueue.pause()]);
         const events0 = await queued(eventsQueue);
         const deliveries0 = await queued(deliveriesQueue);
@@ -416,7 +418,7 @@ try {
           url: `${e2eApi.baseUrl}/users`,
           connections: 64,
           durationSec: 0,
-          amount: n,
+          amount: jobs,
           rounds: 1,
           warmupSec: 0,
           headers: bearer(e2eToken),
@@ -430,9 +432,10 @@ try {
         const fannedOut = await waitUntil(async () => (await queued(deliveriesQueue)) >= deliveries0 + ids.length, 60_000);
         const fanOutDone = nowMs();
         if (!fannedOut) log(`delivery: fan-out did not queue all ${ids.length} deliveries in 60 s`);
-        fanOut.push({ rps: ids.length / ((fanOutDone - fanOutAt) / 1000), ...noLatency, requests: ids.length, errors: fannedOut ? 0 : 1 });
         await deliveriesQueue.resume();
         const { arrived, first, last } = await waitForArrivals(receiver, ids, 60_000);
+        if (r < 0) continue;
+        fanOut.push({ rps: ids.length / ((fanOutDone - fanOutAt) / 1000), ...noLatency, requests: ids.length, errors: fannedOut ? 0 : 1 });
         deliveries.push({ rps: arrived / ((last - first) / 1000), ...noLatency, requests: arrived, errors: ids.length - arrived });
       }
     } finally {
@@ -440,7 +443,7 @@ try {
     }
     return { deliveries, fanOut };
   };
-  const bareDeliveries = async (n: number): Promise<RoundStats[]> => {
+  const bareDeliveries = async (n: number, warmup: number): Promise<RoundStats[]> => {
     const { rounds } = await children.bullmq.run<{ rounds: BullmqBaselineRound[] }>({
       redisUrl: stores.redisUrl,
       prefix: prefixes.bare,
@@ -448,7 +451,7 @@ try {
       secret: 'bench-secret-0123456789',
       concurrency: workerConcurrency,
       jobs: n,
-      warmupJobs: 200,
+      warmupJobs: warmup,
       rounds: plan.rounds,
       idPrefix: 'bare',
       timeoutMs: 60_000,
@@ -464,9 +467,10 @@ try {
   let ourDelivery: Summary | undefined;
   let bareDelivery: Summary | undefined;
   const deliverySuite = async (group: string): Promise<Summary> => {
-    const ours = await ourDeliveries(plan.delivery.ours);
-    add(group, `our fan-out: ${plan.delivery.ours} events queued → ${plan.delivery.ours} delivery jobs queued (req/s = events/s)`, fanOutConcurrency, ours.fanOut);
-    return add(group, `our worker: ${plan.delivery.ours} delivery jobs queued → callbacks received (req/s = deliveries/s)`, workerConcurrency, ours.deliveries);
+    const { jobs, warmup } = plan.delivery;
+    const ours = await ourDeliveries(jobs, warmup);
+    add(group, `our fan-out: ${jobs} events queued → ${jobs} delivery jobs queued (req/s = events/s)`, fanOutConcurrency, ours.fanOut);
+    return add(group, `our worker: ${jobs} delivery jobs queued → callbacks received (req/s = deliveries/s over first to last callback)`, workerConcurrency, ours.deliveries);
   };
 
   let workerWorks = false;
@@ -492,7 +496,12 @@ try {
   if (worker) memory.push({ process: 'worker', afterFirstMiB: rss1.worker, afterSecondMiB: rss2.worker, growthPct: (rss2.worker / rss1.worker - 1) * 100 });
 
   if (workerWorks) ourDelivery = await deliverySuite('delivery');
-  bareDelivery = add('bare bullmq', `sign HMAC + POST: ${plan.delivery.bare} jobs queued → callbacks received (req/s = deliveries/s)`, workerConcurrency, await bareDeliveries(plan.delivery.bare));
+  bareDelivery = add(
+    'bare bullmq',
+    `sign HMAC + POST: ${plan.delivery.jobs} jobs queued → callbacks received (req/s = deliveries/s over first to last callback)`,
+    workerConcurrency,
+    await bareDeliveries(plan.delivery.jobs, plan.delivery.warmup),
+  );
   await Promise.allSettled([eventsQueue.close(), deliveriesQueue.close()]);
   redis.disconnect();
 
@@ -561,8 +570,8 @@ try {
     'The API measured for throughput has no worker consuming its queue; end to end runs a second API and the worker on a database and queue prefix of their own (started with the rest at the beginning, idle until then). Each API gets an unmeasured second of load at the start, besides each scenario\'s own warm-up.',
     'Throughput (req/s) is responses over first request to last response, timed by the load generator itself (autocannon\'s own duration ends on a 1 s sampling tick).',
     `Token rounds run a fixed number of pre-signed assertions (each jti is single use), signed before each round and sized from the fastest rate seen so far to last about ${plan.roundSec} s or more.`,
-    `Delivery, ours: both of the worker's BullMQ queues paused from the bench (Queue.pause); ${plan.delivery.ours} creates POSTed to the e2e API; the events queue resumed (the "fan-out" row: until all ${plan.delivery.ours} delivery jobs are queued); then the deliveries queue resumed: the worker's delivery processor (concurrency ${workerConcurrency}: its database reads and writes, signing, POST) — deliveries/s is the count over first to last callback received. API idle meanwhile.`,
-    `Delivery, bare BullMQ: its own process and key prefix, ${plan.delivery.bare} jobs (a callback body each) added to a paused plain queue, resumed; a plain Worker at concurrency ${workerConcurrency} signs each body (hex HMAC-SHA256 of timestamp + body) and POSTs it with fetch to the same receiver; nothing else. Same count over first to last callback received, after a 200-job warm-up.`,
+    `Delivery, ours: after an unmeasured warm-up round of ${plan.delivery.warmup}, per round both of the worker's BullMQ queues paused from the bench (Queue.pause); ${plan.delivery.jobs} creates POSTed to the e2e API; the events queue resumed (the "fan-out" row: until all ${plan.delivery.jobs} delivery jobs are queued); then the deliveries queue resumed: the worker's delivery processor (concurrency ${workerConcurrency}: its database reads and writes, signing, POST) — deliveries/s is the count over first to last callback received. API idle meanwhile.`,
+    `Delivery, bare BullMQ: its own process and key prefix, the same ${plan.delivery.jobs} jobs per round (a callback body each) added to a paused plain queue, resumed; a plain Worker at concurrency ${workerConcurrency} signs each body (hex HMAC-SHA256 of timestamp + body) and POSTs it with fetch to the same receiver; nothing else. Same count over first to last callback received, after the same warm-up of ${plan.delivery.warmup} jobs.`,
     `Memory: RSS after the first pass (users, tokens, end to end), then after ${quick ? 'one more round of updates at concurrency 32 (quick: the worker has nothing to do in it)' : `repeating the API users suite${workerWorks ? ' and the end-to-end rounds' : ''}`}; the delivery rounds come after both.`,
     `Growth: a third API process on a database of its own, updates over the same cold set of ${plan.coldSet} users at concurrency ${GROWTH_CONCURRENCY} with about ${plan.growth.join(' then ')} users stored (the issue's 10,000 cannot hold a set ten times the cache beside the driver's); the driver's conditional update on the same collection (a set of ${DRIVER_GROWTH_SET}: it has no cache) beside each.`,
     'Rate limits stay enabled at 10,000,000 per minute (per client, per token IP): their Redis round trip is counted, their 429s are not.',
