@@ -15,8 +15,9 @@ export interface Meta {
   cpuModel: string;
   node: string;
   database: string;
-  roundSeconds: number;
-  rounds: number;
+  /** Rounds and their length of the figures a target rests on, and of the others. */
+  target: { rounds: number; roundSec: number; warmupSec: number };
+  info: { rounds: number; roundSec: number; warmupSec: number };
   /** From start to the report (without stopping the processes and dropping the data). */
   wallSeconds?: number;
   notes: string[];
@@ -32,6 +33,9 @@ export interface Row {
 export interface Ratio {
   name: string;
   value: number;
+  /** Spread over the rounds: lowest numerator over highest denominator, and the reverse (or a figure's min and max). */
+  low?: number;
+  high?: number;
   /** e.g. ">= 0.5"; undefined for a figure shown for information. */
   target?: string;
   met?: boolean;
@@ -70,8 +74,12 @@ function rowsTable(rows: Row[]): string[] {
 }
 
 function ratiosTable(ratios: Ratio[]): string[] {
-  const out = ['| ratio | value | target | met |', '|---|---|---|---|'];
-  for (const r of ratios) out.push(`| ${r.name} | ${n(r.value, Math.abs(r.value) < 0.1 ? 3 : 2)} | ${r.target ?? '(information)'} | ${r.met === undefined ? '' : r.met ? 'yes' : '**no**'} |`);
+  const out = ['| ratio | median | spread (min–max) | target | met |', '|---|---|---|---|---|'];
+  const digits = (v: number) => (Math.abs(v) < 0.1 ? 3 : 2);
+  for (const r of ratios)
+    out.push(
+      `| ${r.name} | ${n(r.value, digits(r.value))} | ${r.low === undefined ? '' : `${n(r.low!, digits(r.low!))}–${n(r.high!, digits(r.high!))}`} | ${r.target ?? '(information)'} | ${r.met === undefined ? '' : r.met ? 'yes' : '**no**'} |`,
+    );
   return out;
 }
 
@@ -87,7 +95,7 @@ export function renderMarkdown(report: Report): string {
     `# Benchmark (${m.mode})`,
     '',
     `${m.date} · ${m.cpus} CPUs (${m.cpuModel}) · Node ${m.node} · database: ${m.database} · ` +
-      `each figure: median (min–max) of ${m.rounds} rounds of ${m.roundSeconds} s, after an unmeasured warm-up` +
+      `each figure: median (min–max) of its rounds, after an unmeasured warm-up: ${m.target.rounds} rounds of ${m.target.roundSec} s for the figures a target rests on, ${m.info.rounds} of ${m.info.roundSec} s for the others` +
       (m.wallSeconds === undefined ? '' : ` · run took ${m.wallSeconds} s`),
     '',
     ...m.notes.map((x) => `- ${x}`),

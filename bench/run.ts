@@ -1,17 +1,18 @@
 /**
- * `pnpm bench [--quick] [--cpu-prof]`: measures the service against its limits,
- * side by side in one run (see issue 5), and writes bench/results/latest.{json,md}
- * (and quick.* or full.*).
+ * `pnpm bench [--quick | --smoke | --soak MINUTES] [--cpu-prof]`: measures the service
+ * against its limits, side by side in one run (issues 5 and 15), and writes
+ * bench/results/latest.{json,md} (and quick.* or full.*), stamped with the commit measured.
  *
  * Order: everything starts at once (services, baseline processes, seeded users);
  * then POST /users (API, the bare driver, bare Fastify, per concurrency), p99 at
- * half the peak rate, the token endpoint against bare jose, end to end through the
- * worker, delivery throughput against a bare BullMQ worker, memory after a second
- * run, growth.
+ * half the peak rate, the token endpoint against a bare Fastify route doing the same
+ * work, end to end through the worker, memory after a second run, delivery throughput
+ * against a bare BullMQ worker, growth, and the cost of a /metrics scrape.
  *
- * Budget (issue): quick under 2 minutes, full under 10, on the 2-CPU bench machine.
- * The load generator, the driver and each baseline are one long-lived process
- * each, given one scenario after another, so no scenario pays a process start.
+ * Budget: the full run under 15 minutes on the 2-CPU bench machine, every figure a
+ * target rests on from at least 5 rounds of at least 5 s. The load generator, the
+ * driver and each baseline are one long-lived process each, given one scenario after
+ * another, so no scenario pays a process start.
  */
 import { cpus } from 'node:os';
 import { MongoClient } from 'mongodb';
@@ -27,7 +28,7 @@ import { driverPrefix, type DriverSpec } from './driver-baseline.ts';
 import { runEndToEnd, startReceiver, waitForArrivals } from './end-to-end.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
 import { writeReport, type Memory, type Ratio, type Row } from './report.ts';
-import { inFlightFor, summarise, type RoundStats, type Summary } from './round-stats.ts';
+import { inFlightFor, summarise, type RoundStats, type Spread, type Summary } from './round-stats.ts';
 import { databaseUrl, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ApiProcess, type ServiceProcess } from './start-stack.ts';
 import type { TokenBaselineSpec } from './token-baseline.ts';
 
@@ -44,31 +45,46 @@ const CACHED_SET = 500;
 const DRIVER_GROWTH_SET = 2_000;
 const quick = process.argv.includes('--quick');
 const cpuProfile = process.argv.includes('--cpu-prof');
+interface Timing {
+  rounds: number;
+  roundSec: number;
+  warmupSec: number;
+}
+/**
+ * Every figure a ratio with a target rests on is `target` timing: at least 5 rounds of
+ * at least 5 s in the full run (three rounds of 1.5 s gave the same code an update ratio
+ * of 0.44 and 0.65 an hour apart). Figures shown for information get `info` timing, so
+ * the full run stays under 15 minutes on the 2-CPU bench machine.
+ */
 const plan = quick
   ? {
+      target: { rounds: 5, roundSec: 1, warmupSec: 0.5 } as Timing,
+      info: { rounds: 3, roundSec: 1, warmupSec: 0.3 } as Timing,
       concurrencies: [32],
-      roundSec: 1,
-      warmupSec: 0.3,
-      rounds: 3,
       token: { warmup: 150, minPerRound: 200, maxPerRound: 5_000 },
       e2eRates: [100],
-      e2eSec: 1,
       growth: [API_RECENT_USERS * 10 + DRIVER_GROWTH_SET, 60_000],
       coldSet: API_RECENT_USERS * 10,
       delivery: { jobs: 500, warmup: 100 },
     }
   : {
+      target: { rounds: 5, roundSec: 5, warmupSec: 2 } as Timing,
+      info: { rounds: 3, roundSec: 2, warmupSec: 1 } as Timing,
       concurrencies: [8, 32, 128],
-      roundSec: 1.5,
-      warmupSec: 0.5,
-      rounds: 3,
-      token: { warmup: 300, minPerRound: 500, maxPerRound: 10_000 },
+      token: { warmup: 300, minPerRound: 500, maxPerRound: 20_000 },
       e2eRates: [10, 100, 300],
-      e2eSec: 2,
       growth: [API_RECENT_USERS * 10 + DRIVER_GROWTH_SET, 200_000],
       coldSet: API_RECENT_USERS * 10,
       delivery: { jobs: 2_500, warmup: 500 },
     };
+const TARGET = plan.target;
+const INFO = plan.info;
+/** A LoadSpec's or DriverSpec's timing fields. */
+const timing = (t: Timing) => ({ durationSec: t.roundSec, rounds: t.rounds, warmupSec: t.warmupSec });
+/** The users figures with a target: updates and no-ops at the headline concurrency. */
+const hasTarget = (op: string, c: number) => c === HEADLINE && op !== 'create';
+/** The end-to-end rate with a target (p99 < 100 ms). */
+const E2E_TARGET_RATE = 100;
 /** Growth is about the cost of one update, not queueing: a lower concurrency keeps rounds from being all queue. */
 const GROWTH_CONCURRENCY = 8;
 const OPS = ['create', 'update', 'noop'] as const;
@@ -264,9 +280,7 @@ try {
       kind: op,
       url: `${api.baseUrl}/users`,
       connections: c,
-      durationSec: plan.roundSec,
-      rounds: plan.rounds,
-      warmupSec: plan.warmupSec,
+      ...timing(hasTarget(op, c) ? TARGET : INFO),
       headers: bearer(token),
       idPrefix: op === 'create' ? `create-${createNo++}` : 'cold',
       userCount: plan.coldSet,
@@ -285,9 +299,7 @@ try {
         mongoUrl: apiDb,
         op,
         concurrency: c,
-        durationSec: plan.roundSec,
-        rounds: plan.rounds,
-        warmupSec: plan.warmupSec,
+        ...timing(hasTarget(op, c) ? TARGET : INFO),
         userCount: plan.coldSet,
         ...extra,
         ...(op === 'create' ? {} : { org: extra.org ?? driverOrg }),
@@ -305,7 +317,7 @@ try {
     }
     if (c === HEADLINE) {
       // The flattering case, apart: a set that fits the API's cache, so updates skip their read.
-      add('api', `POST /users update, cached set (${CACHED_SET} users, within the API's ${API_RECENT_USERS} recent users: no read)`, c, await apiLoad('update', c, { idPrefix: 'cached', userCount: CACHED_SET }));
+      add('api', `POST /users update, cached set (${CACHED_SET} users, within the API's ${API_RECENT_USERS} recent users: no read)`, c, await apiLoad('update', c, { idPrefix: 'cached', userCount: CACHED_SET, ...timing(INFO) }));
     }
     bareSummaries[c] = add(
       'bare fastify',
@@ -316,9 +328,7 @@ try {
           kind: 'fixed',
           url: `http://127.0.0.1:${barePort}/users`,
           connections: c,
-          durationSec: plan.roundSec,
-          rounds: plan.rounds,
-          warmupSec: plan.warmupSec,
+          ...timing(INFO),
           fixedBody: '{"provider_email":"jane.doe@example.com","external_provider_id":"ehr-42","settings":{"speech_locale":"ENGLISH_US"}}',
         })
       ).rounds,
@@ -336,8 +346,7 @@ try {
       kind: 'token',
       url: api.tokenUrl,
       connections: HEADLINE,
-      durationSec: plan.roundSec,
-      rounds: plan.rounds,
+      ...timing(TARGET),
       warmupSec: 0,
       token: { clientId: client.clientId, privateKeyPem: client.privateKeyPem, audience: api.tokenUrl, ...plan.token },
     })
@@ -355,9 +364,7 @@ try {
         publicKeyPem: client.publicKeyPem,
         audience: api.tokenUrl,
         concurrency: HEADLINE,
-        durationSec: plan.roundSec,
-        rounds: plan.rounds,
-        warmupSec: plan.warmupSec,
+        ...timing(INFO),
       } satisfies TokenBaselineSpec)
     ).rounds,
   );
@@ -365,14 +372,23 @@ try {
   // --- End to end: the second API and the worker ---
   const e2eSummaries: Record<number, Summary> = {};
   let e2eRun = 0;
-  const endToEnd = async (group: string) => {
-    for (const rate of plan.e2eRates) {
+  const endToEnd = async (group: string, rates: readonly number[] = plan.e2eRates) => {
+    for (const rate of rates) {
+      const t = rate === E2E_TARGET_RATE ? TARGET : INFO;
       const summary = add(
         group,
         `answer → callback received @ ${rate}/s (offered = creates sent/s; req/s = callbacks/s over the delivery window)`,
         `≤ ${inFlightFor(rate)}`,
-        // At least 100 events per round, so a median is over 100 events even at a low rate.
-        await runEndToEnd(receiver, loadRun, { baseUrl: e2eApi.baseUrl, token: e2eToken, rate, durationSec: Math.max(plan.e2eSec, Math.ceil(100 / rate)), rounds: plan.rounds, idPrefix: `e2e${e2eRun++}-${rate}`, drainTimeoutMs: 15_000 }),
+        // At least 50 events per round, so a median is over 50 events even at a low rate.
+        await runEndToEnd(receiver, loadRun, {
+          baseUrl: e2eApi.baseUrl,
+          token: e2eToken,
+          rate,
+          durationSec: Math.max(t.roundSec, Math.ceil(50 / rate)),
+          rounds: t.rounds,
+          idPrefix: `e2e${e2eRun++}-${rate}`,
+          drainTimeoutMs: 15_000,
+        }),
       );
       // The ratios are those of the first pass, like every other ratio (run 2 is for memory).
       e2eSummaries[rate] ??= summary;
@@ -408,7 +424,7 @@ try {
     const fanOut: RoundStats[] = [];
     try {
       // Round -1 is the warm-up, the same size as the bare BullMQ worker's, and not kept.
-      for (let r = -1; r < plan.rounds; r++) {
+      for (let r = -1; r < TARGET.rounds; r++) {
         const jobs = r < 0 ? warmup : n;
         await Promise.all([eventsQueue.pause(), deliveriesQueue.pause()]);
         const events0 = await queued(eventsQueue);
@@ -452,7 +468,7 @@ try {
       concurrency: workerConcurrency,
       jobs: n,
       warmupJobs: warmup,
-      rounds: plan.rounds,
+      rounds: TARGET.rounds,
       idPrefix: 'bare',
       timeoutMs: 60_000,
     } satisfies BullmqBaselineSpec);
@@ -484,13 +500,10 @@ try {
 
   // --- Memory: RSS after the run, then after a second run (the delivery rounds come after: they are not in either) ---
   const rss1 = { api: api.rssMiB(), worker: worker?.rssMiB() ?? NaN };
-  if (quick) {
-    // Quick: the second run is one round of updates at the headline concurrency.
-    add('api (run 2)', 'POST /users update', HEADLINE, await apiLoad('update', HEADLINE, { rounds: 1 }));
-  } else {
-    for (const c of plan.concurrencies) for (const op of OPS) add('api (run 2)', `POST /users ${op}`, c, await apiLoad(op, c));
-    if (workerWorks) await endToEnd('end-to-end (run 2)');
-  }
+  // The second run repeats the headline users rows and the end-to-end rate with a target, so
+  // the full run stays within its budget; the first pass ran them, and more, once already.
+  for (const op of OPS) add('api (run 2)', `POST /users ${op}${op === 'create' ? '' : ' (cold set)'}`, HEADLINE, await apiLoad(op, HEADLINE));
+  if (workerWorks) await endToEnd('end-to-end (run 2)', [E2E_TARGET_RATE]);
   const rss2 = { api: api.rssMiB(), worker: worker?.rssMiB() ?? NaN };
   const memory: Memory[] = [{ process: 'api', afterFirstMiB: rss1.api, afterSecondMiB: rss2.api, growthPct: (rss2.api / rss1.api - 1) * 100 }];
   if (worker) memory.push({ process: 'worker', afterFirstMiB: rss1.worker, afterSecondMiB: rss2.worker, growthPct: (rss2.worker / rss1.worker - 1) * 100 });
@@ -522,45 +535,53 @@ try {
       kind: 'update',
       url: `${growthApi.baseUrl}/users`,
       connections: GROWTH_CONCURRENCY,
-      durationSec: plan.roundSec,
-      rounds: plan.rounds,
-      warmupSec: plan.warmupSec,
+      ...timing(TARGET),
       headers: bearer(growthToken),
       idPrefix: growthApiSet,
       userCount: plan.coldSet,
     });
     growthStored.push(stored);
     growth.push(add('growth', `POST /users update (cold set of ${plan.coldSet}), ${stored} users stored`, GROWTH_CONCURRENCY, result.rounds));
-    growthDriver.push(add('growth', `driver updateOne conditional on version, ${stored} users stored`, GROWTH_CONCURRENCY, await driverLoad('update', GROWTH_CONCURRENCY, { mongoUrl: growthDb, org: growthDriverOrg, userCount: DRIVER_GROWTH_SET })));
+    growthDriver.push(add('growth', `driver updateOne conditional on version, ${stored} users stored`, GROWTH_CONCURRENCY, await driverLoad('update', GROWTH_CONCURRENCY, { mongoUrl: growthDb, org: growthDriverOrg, userCount: DRIVER_GROWTH_SET, ...timing(INFO) })));
   }
 
-  // --- Ratios ---
+  // --- Ratios: the ratio of medians, and its spread from the rounds (lowest over highest to highest over lowest) ---
   const ratios: Ratio[] = [];
-  const ratio = (name: string, value: number, target?: string, met?: (v: number) => boolean) =>
-    ratios.push({ name, value, ...(target ? { target, met: met!(value) } : {}) });
+  type Pick = (s: Summary) => Spread;
+  const divide = (name: string, num: Summary, den: Summary, pick: Pick, target?: string, met?: (v: number) => boolean) => {
+    const a = pick(num);
+    const b = pick(den);
+    const value = a.median / b.median;
+    ratios.push({ name, value, low: a.min / b.max, high: a.max / b.min, ...(target ? { target, met: met!(value) } : {}) });
+  };
+  const figure = (name: string, s: Spread, target?: string, met?: (v: number) => boolean) =>
+    ratios.push({ name, value: s.median, low: s.min, high: s.max, ...(target ? { target, met: met!(s.median) } : {}) });
+  const rps: Pick = (s) => s.rps;
+  const p50: Pick = (s) => s.p50;
+  const p99: Pick = (s) => s.p99;
   for (const c of plan.concurrencies) {
     for (const op of OPS) {
       const a = api_[`${op}@${c}`]!;
       const d = drv[`${op}@${c}`]!;
-      const isTarget = c === HEADLINE && op !== 'create';
-      const min = op === 'noop' ? 0.8 : 0.5;
-      ratio(`${op} c=${c}: API / driver throughput`, a.rps.median / d.rps.median, isTarget ? `>= ${min}` : undefined, (v) => v >= min);
-      ratio(`${op} c=${c}: API / driver p99`, a.p99.median / d.p99.median);
-      ratio(`${op} c=${c}: API / bare Fastify throughput`, a.rps.median / bareSummaries[c]!.rps.median);
+      const min = op === 'noop' ? 0.8 : 0.6;
+      const what = op === 'create' ? op : `${op} (cold set)`;
+      divide(`${what} c=${c}: API / driver throughput`, a, d, rps, hasTarget(op, c) ? `>= ${min}` : undefined, (v) => v >= min);
+      divide(`${what} c=${c}: API / driver p99`, a, d, p99);
+      divide(`${what} c=${c}: API / bare Fastify throughput`, a, bareSummaries[c]!, rps);
     }
   }
-  ratio(`update p99 at ${halfRate}/s (half the API peak): API / driver`, apiHalf.p99.median / drvHalf.p99.median, '<= 3', (v) => v <= 3);
-  ratio('token endpoint / bare jose loop', tokenApi.rps.median / tokenBare.rps.median, '>= 0.7', (v) => v >= 0.7);
+  divide(`update p99 at ${halfRate}/s asked (half the API peak): API / driver`, apiHalf, drvHalf, p99, '<= 3', (v) => v <= 3);
+  divide('token endpoint / bare jose loop', tokenApi, tokenBare, rps);
   if (workerWorks) {
-    ratio('end to end p99 at 100 events/s (ms)', e2eSummaries[100]!.p99.median, '< 150', (v) => v < 150);
-    if (e2eSummaries[300]) ratio('end to end p99 at 300 events/s (ms)', e2eSummaries[300]!.p99.median);
-    if (e2eSummaries[10]) ratio('end to end p50 at 10 events/s, over 100 events a round (ms)', e2eSummaries[10]!.p50.median);
+    figure(`end to end p99 at ${E2E_TARGET_RATE} events/s (ms)`, e2eSummaries[E2E_TARGET_RATE]!.p99, '< 100', (v) => v < 100);
+    if (e2eSummaries[300]) figure('end to end p99 at 300 events/s (ms)', e2eSummaries[300]!.p99);
+    if (e2eSummaries[10]) figure('end to end p50 at 10 events/s (ms)', e2eSummaries[10]!.p50);
   }
-  if (ourDelivery) ratio('delivery throughput: ours / bare BullMQ', ourDelivery.rps.median / bareDelivery.rps.median, '>= 0.5', (v) => v >= 0.5);
+  if (ourDelivery) divide('delivery throughput: ours / bare BullMQ', ourDelivery, bareDelivery, rps, '>= 0.5', (v) => v >= 0.5);
   const sizes = `${growthStored[1]} / at ${growthStored[0]} users stored (cold set of ${plan.coldSet})`;
-  ratio(`growth: update p50 at ${sizes}`, growth[1]!.p50.median / growth[0]!.p50.median, '<= 1.25', (v) => v <= 1.25);
-  ratio(`growth: driver conditional update p50 at ${growthStored[1]} / at ${growthStored[0]} users stored`, growthDriver[1]!.p50.median / growthDriver[0]!.p50.median);
-  ratio(`growth: update p99 at ${sizes}`, growth[1]!.p99.median / growth[0]!.p99.median);
+  divide(`growth: update p50 at ${sizes}`, growth[1]!, growth[0]!, p50, '<= 1.25', (v) => v <= 1.25);
+  divide(`growth: driver conditional update p50 at ${growthStored[1]} / at ${growthStored[0]} users stored`, growthDriver[1]!, growthDriver[0]!, p50);
+  divide(`growth: update p99 at ${sizes}`, growth[1]!, growth[0]!, p99);
 
   const wallSec = (performance.now() - runStarted) / 1000;
   log(`measured in ${wallSec.toFixed(0)} s`);
@@ -569,10 +590,10 @@ try {
     `Updates and no-ops (API and driver) cycle, in order, over a cold set of ${plan.coldSet} users (ten times the API's cache of ${API_RECENT_USERS} recent users), so the API never finds its user cached; one row at concurrency ${HEADLINE} uses a set of ${CACHED_SET} that fits the cache, labelled "cached set" (no read before the write).`,
     'The API measured for throughput has no worker consuming its queue; end to end runs a second API and the worker on a database and queue prefix of their own (started with the rest at the beginning, idle until then). Each API gets an unmeasured second of load at the start, besides each scenario\'s own warm-up.',
     'Throughput (req/s) is responses over first request to last response, timed by the load generator itself (autocannon\'s own duration ends on a 1 s sampling tick).',
-    `Token rounds run a fixed number of pre-signed assertions (each jti is single use), signed before each round and sized from the fastest rate seen so far to last about ${plan.roundSec} s or more.`,
+    `Token rounds run a fixed number of pre-signed assertions (each jti is single use), signed before each round and sized from the fastest rate seen so far to last about ${TARGET.roundSec} s or more.`,
     `Delivery, ours: after an unmeasured warm-up round of ${plan.delivery.warmup}, per round both of the worker's BullMQ queues paused from the bench (Queue.pause); ${plan.delivery.jobs} creates POSTed to the e2e API; the events queue resumed (the "fan-out" row: until all ${plan.delivery.jobs} delivery jobs are queued); then the deliveries queue resumed: the worker's delivery processor (concurrency ${workerConcurrency}: its database reads and writes, signing, POST) — deliveries/s is the count over first to last callback received. API idle meanwhile.`,
     `Delivery, bare BullMQ: its own process and key prefix, the same ${plan.delivery.jobs} jobs per round (a callback body each) added to a paused plain queue, resumed; a plain Worker at concurrency ${workerConcurrency} signs each body (hex HMAC-SHA256 of timestamp + body) and POSTs it with fetch to the same receiver; nothing else. Same count over first to last callback received, after the same warm-up of ${plan.delivery.warmup} jobs.`,
-    `Memory: RSS after the first pass (users, tokens, end to end), then after ${quick ? 'one more round of updates at concurrency 32 (quick: the worker has nothing to do in it)' : `repeating the API users suite${workerWorks ? ' and the end-to-end rounds' : ''}`}; the delivery rounds come after both.`,
+    `Memory: RSS after the first pass (users, tokens, end to end), then after repeating the users rows at concurrency ${HEADLINE}${workerWorks ? ` and the end-to-end rounds at ${E2E_TARGET_RATE}/s` : ''}; the delivery rounds come after both.`,
     `Growth: a third API process on a database of its own, updates over the same cold set of ${plan.coldSet} users at concurrency ${GROWTH_CONCURRENCY} with about ${plan.growth.join(' then ')} users stored (the issue's 10,000 cannot hold a set ten times the cache beside the driver's); the driver's conditional update on the same collection (a set of ${DRIVER_GROWTH_SET}: it has no cache) beside each.`,
     'Rate limits stay enabled at 10,000,000 per minute (per client, per token IP): their Redis round trip is counted, their 429s are not.',
     'Offered rates: an open loop of their own (one request every 1/rate s, up to max(64, rate/2) in flight, so a slow answer does not hold back the next send); "offered/s" is what was really sent, req/s what was answered, over first send to last answer.',
@@ -586,8 +607,8 @@ try {
       cpuModel: cpus()[0]?.model ?? 'unknown',
       node: process.version,
       database,
-      roundSeconds: plan.roundSec,
-      rounds: plan.rounds,
+      target: TARGET,
+      info: INFO,
       wallSeconds: Math.round(wallSec),
       notes,
     },
