@@ -3,14 +3,17 @@
  * the machine, the database it ran on, every figure as median (min–max) of its
  * rounds, and the ratios the performance issue sets targets for.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BENCH_DIR } from './bench-child.ts';
+import { BENCH_DIR, REPO_ROOT } from './bench-child.ts';
 import type { Summary } from './round-stats.ts';
 
 export interface Meta {
   date: string;
-  mode: 'quick' | 'full';
+  /** The commit measured (git rev-parse HEAD) and whether the working tree differed from it (results aside). */
+  commit: { sha: string; dirty: boolean };
+  mode: 'quick' | 'full' | 'smoke';
   cpus: number;
   cpuModel: string;
   node: string;
@@ -94,6 +97,8 @@ export function renderMarkdown(report: Report): string {
   return [
     `# Benchmark (${m.mode})`,
     '',
+    `Commit ${m.commit.sha}${m.commit.dirty ? ' **with uncommitted changes** (not a result to commit)' : ''}`,
+    '',
     `${m.date} · ${m.cpus} CPUs (${m.cpuModel}) · Node ${m.node} · database: ${m.database} · ` +
       `each figure: median (min–max) of its rounds, after an unmeasured warm-up: ${m.target.rounds} rounds of ${m.target.roundSec} s for the figures a target rests on, ${m.info.rounds} of ${m.info.roundSec} s for the others` +
       (m.wallSeconds === undefined ? '' : ` · run took ${m.wallSeconds} s`),
@@ -113,6 +118,20 @@ export function renderMarkdown(report: Report): string {
     ...memoryTable(report.memory),
     '',
   ].join('\n');
+}
+
+/**
+ * The commit a run measures. Results are committed only with the commit they measured:
+ * a table that predates the code it describes (the fan-out changed after the last one
+ * was written) says nothing about that code. Changes under bench/results do not count.
+ */
+export function commitMeasured(): { sha: string; dirty: boolean } {
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+  try {
+    return { sha: git('rev-parse', 'HEAD'), dirty: git('status', '--porcelain', '--', '.', ':(exclude)bench/results').length > 0 };
+  } catch {
+    return { sha: 'unknown (not a git checkout)', dirty: true };
+  }
 }
 
 export function writeReport(report: Report): string {

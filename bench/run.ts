@@ -27,7 +27,7 @@ import type { BullmqBaselineRound, BullmqBaselineSpec } from './bullmq-baseline.
 import { driverPrefix, type DriverSpec } from './driver-baseline.ts';
 import { runEndToEnd, startReceiver, waitForArrivals } from './end-to-end.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
-import { writeReport, type Memory, type Ratio, type Row } from './report.ts';
+import { commitMeasured, writeReport, type Memory, type Ratio, type Row } from './report.ts';
 import { inFlightFor, summarise, type RoundStats, type Spread, type Summary } from './round-stats.ts';
 import { databaseUrl, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ApiProcess, type ServiceProcess } from './start-stack.ts';
 import type { TokenBaselineSpec } from './token-baseline.ts';
@@ -105,6 +105,8 @@ const workerConcurrency = (() => {
 const fanOutConcurrency = DEFAULT_WORKER_OPTIONS.fanOutConcurrency;
 
 const runStarted = performance.now();
+// Read before anything runs: the code measured is the code checked out when the run began.
+const commit = commitMeasured();
 const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)} +${((performance.now() - runStarted) / 1000).toFixed(0)}s] ${msg}\n`);
 const nowMs = () => performance.timeOrigin + performance.now();
 const runId = newRunId();
@@ -602,6 +604,7 @@ try {
   const md = writeReport({
     meta: {
       date: new Date().toISOString(),
+      commit,
       mode: quick ? 'quick' : 'full',
       cpus: cpus().length,
       cpuModel: cpus()[0]?.model ?? 'unknown',
