@@ -21,6 +21,8 @@ export interface Meta {
   /** Rounds and their length of the figures a target rests on, and of the others. */
   target: { rounds: number; roundSec: number; warmupSec: number };
   info: { rounds: number; roundSec: number; warmupSec: number };
+  /** The sections that ran, in order. */
+  sections: string[];
   /** From start to the report (without stopping the processes and dropping the data). */
   wallSeconds?: number;
   notes: string[];
@@ -95,13 +97,15 @@ function memoryTable(memory: Memory[]): string[] {
 export function renderMarkdown(report: Report): string {
   const m = report.meta;
   return [
-    `# Benchmark (${m.mode})`,
+    `# Benchmark (${m.mode}${m.mode === 'smoke' ? ': every section for a moment, figures meaningless' : ''})`,
     '',
     `Commit ${m.commit.sha}${m.commit.dirty ? ' **with uncommitted changes** (not a result to commit)' : ''}`,
     '',
     `${m.date} · ${m.cpus} CPUs (${m.cpuModel}) · Node ${m.node} · database: ${m.database} · ` +
       `each figure: median (min–max) of its rounds, after an unmeasured warm-up: ${m.target.rounds} rounds of ${m.target.roundSec} s for the figures a target rests on, ${m.info.rounds} of ${m.info.roundSec} s for the others` +
       (m.wallSeconds === undefined ? '' : ` · run took ${m.wallSeconds} s`),
+    '',
+    `Sections run: ${m.sections.join(', ')}.`,
     '',
     ...m.notes.map((x) => `- ${x}`),
     '',
@@ -138,6 +142,8 @@ export function writeReport(report: Report): string {
   const dir = join(BENCH_DIR, 'results');
   mkdirSync(dir, { recursive: true });
   const md = renderMarkdown(report);
+  // A smoke run's figures mean nothing: shown, never written where a result could be committed.
+  if (report.meta.mode === 'smoke') return md;
   // latest.* is the newest run of either kind; quick.* and full.* keep the newest of each.
   for (const name of ['latest', report.meta.mode]) {
     writeFileSync(join(dir, `${name}.json`), `${JSON.stringify(report, null, 2)}\n`);

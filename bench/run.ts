@@ -26,6 +26,7 @@ import { seedUsers } from './bench-users.ts';
 import type { BullmqBaselineRound, BullmqBaselineSpec } from './bullmq-baseline.ts';
 import { driverPrefix, type DriverSpec } from './driver-baseline.ts';
 import { runEndToEnd, startReceiver, waitForArrivals } from './end-to-end.ts';
+import { seedDeliveryRows, timeScrapes } from './metrics-scrape.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
 import { commitMeasured, writeReport, type Memory, type Ratio, type Row } from './report.ts';
 import { inFlightFor, summarise, type RoundStats, type Spread, type Summary } from './round-stats.ts';
@@ -40,10 +41,9 @@ const HEADLINE = 32;
  * from an EHR with many users would not; a small set that fits is measured apart, labelled.
  */
 const API_RECENT_USERS = 2_000;
-const CACHED_SET = 500;
-/** The driver has no cache: in the growth collection its set can be small and the API's cold set the rest. */
-const DRIVER_GROWTH_SET = 2_000;
 const quick = process.argv.includes('--quick');
+const smoke = process.argv.includes('--smoke');
+const mode = smoke ? 'smoke' : quick ? 'quick' : 'full';
 const cpuProfile = process.argv.includes('--cpu-prof');
 interface Timing {
   rounds: number;
@@ -54,29 +54,57 @@ interface Timing {
  * Every figure a ratio with a target rests on is `target` timing: at least 5 rounds of
  * at least 5 s in the full run (three rounds of 1.5 s gave the same code an update ratio
  * of 0.44 and 0.65 an hour apart). Figures shown for information get `info` timing, so
- * the full run stays under 15 minutes on the 2-CPU bench machine.
+ * the full run stays under 15 minutes on the 2-CPU bench machine. Quick is a preview;
+ * smoke runs every section for a moment with tiny sizes so CI can tell the bench still
+ * works (its figures mean nothing and are not written anywhere).
  */
-const plan = quick
-  ? {
-      target: { rounds: 5, roundSec: 1, warmupSec: 0.5 } as Timing,
-      info: { rounds: 3, roundSec: 1, warmupSec: 0.3 } as Timing,
-      concurrencies: [32],
-      token: { warmup: 150, minPerRound: 200, maxPerRound: 5_000 },
-      e2eRates: [100],
-      growth: [API_RECENT_USERS * 10 + DRIVER_GROWTH_SET, 60_000],
-      coldSet: API_RECENT_USERS * 10,
-      delivery: { jobs: 500, warmup: 100 },
-    }
-  : {
-      target: { rounds: 5, roundSec: 5, warmupSec: 2 } as Timing,
-      info: { rounds: 3, roundSec: 2, warmupSec: 1 } as Timing,
-      concurrencies: [8, 32, 128],
-      token: { warmup: 300, minPerRound: 500, maxPerRound: 20_000 },
-      e2eRates: [10, 100, 300],
-      growth: [API_RECENT_USERS * 10 + DRIVER_GROWTH_SET, 200_000],
-      coldSet: API_RECENT_USERS * 10,
-      delivery: { jobs: 2_500, warmup: 500 },
-    };
+const PLANS = {
+  full: {
+    target: { rounds: 5, roundSec: 5, warmupSec: 2 } as Timing,
+    info: { rounds: 3, roundSec: 2, warmupSec: 1 } as Timing,
+    concurrencies: [8, 32, 128],
+    token: { warmup: 300, minPerRound: 500, maxPerRound: 20_000 },
+    e2eRates: [10, 100, 300],
+    coldSet: API_RECENT_USERS * 10,
+    cachedSet: 500,
+    /** The driver has no cache: in the growth collection its set can be small and the API's cold set the rest. */
+    driverGrowthSet: 2_000,
+    growth: [API_RECENT_USERS * 10 + 2_000, 200_000],
+    delivery: { jobs: 2_500, warmup: 500 },
+    scrape: { rows: [1_000, 200_000], scrapes: 21 },
+  },
+  quick: {
+    target: { rounds: 5, roundSec: 1, warmupSec: 0.5 } as Timing,
+    info: { rounds: 3, roundSec: 1, warmupSec: 0.3 } as Timing,
+    concurrencies: [32],
+    token: { warmup: 150, minPerRound: 200, maxPerRound: 5_000 },
+    e2eRates: [100],
+    coldSet: API_RECENT_USERS * 10,
+    cachedSet: 500,
+    driverGrowthSet: 2_000,
+    growth: [API_RECENT_USERS * 10 + 2_000, 60_000],
+    delivery: { jobs: 500, warmup: 100 },
+    scrape: { rows: [1_000, 20_000], scrapes: 11 },
+  },
+  smoke: {
+    // One round of a second after half a second's warm-up: shorter rounds, on a busy CI machine,
+    // can end before the first answer of a cold process arrives.
+    target: { rounds: 1, roundSec: 1, warmupSec: 0.5 } as Timing,
+    info: { rounds: 1, roundSec: 1, warmupSec: 0.5 } as Timing,
+    concurrencies: [32],
+    token: { warmup: 10, minPerRound: 20, maxPerRound: 40 },
+    e2eRates: [100],
+    coldSet: 300,
+    cachedSet: 50,
+    driverGrowthSet: 50,
+    growth: [350, 1_000],
+    delivery: { jobs: 30, warmup: 10 },
+    scrape: { rows: [100, 1_000], scrapes: 3 },
+  },
+};
+const plan = PLANS[mode];
+const CACHED_SET = plan.cachedSet;
+const DRIVER_GROWTH_SET = plan.driverGrowthSet;
 const TARGET = plan.target;
 const INFO = plan.info;
 /** A LoadSpec's or DriverSpec's timing fields. */
@@ -112,6 +140,24 @@ const nowMs = () => performance.timeOrigin + performance.now();
 const runId = newRunId();
 const rows: Row[] = [];
 const notes: string[] = [];
+/** Every section of the run, in order; smoke fails unless each of them ran. */
+const SECTIONS = [
+  'users',
+  'users (cached set)',
+  'p99 at half peak',
+  'token endpoint',
+  'end to end',
+  'memory',
+  'delivery (ours)',
+  'delivery (bare BullMQ)',
+  'growth',
+  'metrics scrape',
+] as const;
+const sectionsRun: string[] = [];
+const section = (name: (typeof SECTIONS)[number]) => {
+  sectionsRun.push(name);
+  log(`section done: ${name}`);
+};
 const add = (group: string, scenario: string, concurrency: number | string, rounds: RoundStats[]): Summary => {
   const summary = summarise(rounds);
   // Nothing answered in any round: the stack is stuck (FerretDB can be, see driver-baseline.ts); stop here.
@@ -338,10 +384,14 @@ try {
     );
   }
 
+  section('users');
+  section('users (cached set)');
+
   // --- p99 at half the API's peak update rate, API and driver at the same offered rate ---
   const halfRate = Math.max(10, Math.round(api_[`update@${HEADLINE}`]!.rps.median / 2));
   const apiHalf = add('api', `POST /users update @ ${halfRate}/s asked`, `≤ ${inFlightFor(halfRate)}`, await apiLoad('update', HEADLINE, { overallRate: halfRate }));
   const drvHalf = add('driver', `updateOne conditional on version @ ${halfRate}/s asked`, `≤ ${inFlightFor(halfRate)}`, await driverLoad('update', HEADLINE, { rate: halfRate }));
+  section('p99 at half peak');
 
   // --- Token endpoint against a bare Fastify route doing the same necessary work (and bare jose, for information) ---
   const tokenRounds = (
@@ -387,6 +437,7 @@ try {
       } satisfies TokenBaselineSpec)
     ).rounds,
   );
+  section('token endpoint');
 
   // --- End to end: the second API and the worker ---
   const e2eSummaries: Record<number, Summary> = {};
@@ -513,7 +564,10 @@ try {
     const probeIds = Object.keys(e2eWarm.answers ?? {});
     const probe = await waitForArrivals(receiver, probeIds, 20_000);
     workerWorks = probeIds.length > 0 && probe.arrived === probeIds.length;
-    if (workerWorks) await endToEnd('end-to-end');
+    if (workerWorks) {
+      await endToEnd('end-to-end');
+      section('end to end');
+    }
     else notes.push(`End to end and our delivery throughput skipped: the worker started but delivered ${probe.arrived}/${probeIds.length} probe events (the warm-up's creates) within 20 s.`);
   } else notes.push('End to end and our delivery throughput skipped: the worker did not start.');
 
@@ -526,14 +580,19 @@ try {
   const rss2 = { api: api.rssMiB(), worker: worker?.rssMiB() ?? NaN };
   const memory: Memory[] = [{ process: 'api', afterFirstMiB: rss1.api, afterSecondMiB: rss2.api, growthPct: (rss2.api / rss1.api - 1) * 100 }];
   if (worker) memory.push({ process: 'worker', afterFirstMiB: rss1.worker, afterSecondMiB: rss2.worker, growthPct: (rss2.worker / rss1.worker - 1) * 100 });
+  section('memory');
 
-  if (workerWorks) ourDelivery = await deliverySuite('delivery');
+  if (workerWorks) {
+    ourDelivery = await deliverySuite('delivery');
+    section('delivery (ours)');
+  }
   bareDelivery = add(
     'bare bullmq',
     `sign HMAC + POST: ${plan.delivery.jobs} jobs queued → callbacks received (req/s = deliveries/s over first to last callback)`,
     workerConcurrency,
     await bareDeliveries(plan.delivery.jobs, plan.delivery.warmup),
   );
+  section('delivery (bare BullMQ)');
   await Promise.allSettled([eventsQueue.close(), deliveriesQueue.close()]);
   redis.disconnect();
 
@@ -563,6 +622,23 @@ try {
     growth.push(add('growth', `POST /users update (cold set of ${plan.coldSet}), ${stored} users stored`, GROWTH_CONCURRENCY, result.rounds));
     growthDriver.push(add('growth', `driver updateOne conditional on version, ${stored} users stored`, GROWTH_CONCURRENCY, await driverLoad('update', GROWTH_CONCURRENCY, { mongoUrl: growthDb, org: growthDriverOrg, userCount: DRIVER_GROWTH_SET, ...timing(INFO) })));
   }
+
+  section('growth');
+
+  // --- The cost of a /metrics scrape of the API with few and with many delivery rows stored (issue 14) ---
+  // Rows bulk-inserted into the load API's own database (no worker runs there); one scrape at a time.
+  const deliveryRows = mongo.db().collection('deliveries');
+  const scrapes: Summary[] = [];
+  const scrapeRows: number[] = [];
+  for (const wanted of plan.scrape.rows) {
+    const t0 = performance.now();
+    const stored = await seedDeliveryRows(deliveryRows, client.organizationId, wanted);
+    log(`delivery rows: ${stored} stored in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    await stores.settle();
+    scrapeRows.push(stored);
+    scrapes.push(add('metrics', `GET /metrics of the API, ${stored} delivery rows stored (p50 = median scrape ms)`, 1, await timeScrapes(`${api.origin}/metrics`, plan.scrape.scrapes)));
+  }
+  section('metrics scrape');
 
   // --- Ratios: the ratio of medians, and its spread from the rounds (lowest over highest to highest over lowest) ---
   const ratios: Ratio[] = [];
@@ -602,6 +678,7 @@ try {
   divide(`growth: update p50 at ${sizes}`, growth[1]!, growth[0]!, p50, '<= 1.25', (v) => v <= 1.25);
   divide(`growth: driver conditional update p50 at ${growthStored[1]} / at ${growthStored[0]} users stored`, growthDriver[1]!, growthDriver[0]!, p50);
   divide(`growth: update p99 at ${sizes}`, growth[1]!, growth[0]!, p99);
+  divide(`/metrics scrape time at ${scrapeRows[1]} / at ${scrapeRows[0]} delivery rows`, scrapes[1]!, scrapes[0]!, p50, '<= 1.5', (v) => v <= 1.5);
 
   const wallSec = (performance.now() - runStarted) / 1000;
   log(`measured in ${wallSec.toFixed(0)} s`);
@@ -615,6 +692,7 @@ try {
     `Delivery, ours: after an unmeasured warm-up round of ${plan.delivery.warmup}, per round both of the worker's BullMQ queues paused from the bench (Queue.pause); ${plan.delivery.jobs} creates POSTed to the e2e API; the events queue resumed (the "fan-out" row: until all ${plan.delivery.jobs} delivery jobs are queued); then the deliveries queue resumed: the worker's delivery processor (concurrency ${workerConcurrency}: its database reads and writes, signing, POST) — deliveries/s is the count over first to last callback received. API idle meanwhile.`,
     `Delivery, bare BullMQ: its own process and key prefix, the same ${plan.delivery.jobs} jobs per round (a callback body each) added to a paused plain queue, resumed; a plain Worker at concurrency ${workerConcurrency} signs each body (hex HMAC-SHA256 of timestamp + body) and POSTs it with fetch to the same receiver; nothing else. Same count over first to last callback received, after the same warm-up of ${plan.delivery.warmup} jobs.`,
     `Memory: RSS after the first pass (users, tokens, end to end), then after repeating the users rows at concurrency ${HEADLINE}${workerWorks ? ` and the end-to-end rounds at ${E2E_TARGET_RATE}/s` : ''}; the delivery rounds come after both.`,
+    `Metrics scrape: ${plan.scrape.rows.join(' then ')} delivery rows (finished and pending, three targets) bulk-inserted into the load API's database; ${plan.scrape.scrapes} GET /metrics one after another at each size, after two unmeasured; the figure is the median scrape time.`,
     `Growth: a third API process on a database of its own, updates over the same cold set of ${plan.coldSet} users at concurrency ${GROWTH_CONCURRENCY} with about ${plan.growth.join(' then ')} users stored (the issue's 10,000 cannot hold a set ten times the cache beside the driver's); the driver's conditional update on the same collection (a set of ${DRIVER_GROWTH_SET}: it has no cache) beside each.`,
     'Rate limits stay enabled at 10,000,000 per minute (per client, per token IP): their Redis round trip is counted, their 429s are not.',
     'Offered rates: an open loop of their own (one request every 1/rate s, up to max(64, rate/2) in flight, so a slow answer does not hold back the next send); "offered/s" is what was really sent, req/s what was answered, over first send to last answer.',
@@ -624,7 +702,8 @@ try {
     meta: {
       date: new Date().toISOString(),
       commit,
-      mode: quick ? 'quick' : 'full',
+      mode,
+      sections: sectionsRun,
       cpus: cpus().length,
       cpuModel: cpus()[0]?.model ?? 'unknown',
       node: process.version,
@@ -642,5 +721,11 @@ try {
 } finally {
   await cleanUp();
   log(`done in ${((performance.now() - runStarted) / 1000).toFixed(0)} s`);
+}
+const missing = SECTIONS.filter((s) => !sectionsRun.includes(s));
+if (missing.length) {
+  log(`sections not run: ${missing.join(', ')}`);
+  // Smoke exists to tell that every section still runs: one that did not is a failure.
+  if (smoke) process.exit(1);
 }
 process.exit(0);
