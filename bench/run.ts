@@ -33,6 +33,14 @@ import { inFlightFor, summarise, type RoundStats, type Spread, type Summary } fr
 import { databaseUrl, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ApiProcess, type ServiceProcess } from './start-stack.ts';
 import type { TokenBaselineSpec } from './token-baseline.ts';
 
+// The soak is a mode of its own: long mixed traffic, nothing compared.
+if (process.argv.includes('--soak')) {
+  const { runSoakCli } = await import('./soak.ts');
+  const started = performance.now();
+  const say = (msg: string) => process.stderr.write(`[soak ${new Date().toISOString().slice(11, 19)} +${((performance.now() - started) / 1000).toFixed(0)}s] ${msg}\n`);
+  process.exit(await runSoakCli(process.argv.slice(2), say));
+}
+
 const HEADLINE = 32;
 /**
  * The API's cache of recent users (apps/api/src/api-deps.ts, RecentUsers(2_000)): an

@@ -44,7 +44,11 @@ export function databaseUrl(serverUrl: string, database: string): string {
   return url.toString();
 }
 
-export async function startDatastores(runId: string): Promise<Datastores> {
+/**
+ * `privateRedis`: a redis-server of the run's own (unless REDIS_URL is given), so that
+ * its INFO memory is this run's alone (the soak); otherwise the local one, shared.
+ */
+export async function startDatastores(runId: string, options: { privateRedis?: boolean } = {}): Promise<Datastores> {
   const stops: (() => Promise<void>)[] = [];
   let mongoServerUrl: string;
   let kind: Datastores['kind'];
@@ -58,7 +62,7 @@ export async function startDatastores(runId: string): Promise<Datastores> {
     kind = 'ferretdb-started';
   }
   let redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-  if (!process.env.REDIS_URL && !(await redisAnswers(6379))) {
+  if (!process.env.REDIS_URL && (options.privateRedis || !(await redisAnswers(6379)))) {
     const redis = await startPrivateRedis();
     stops.push(redis.stop);
     redisUrl = redis.url;
@@ -119,6 +123,8 @@ export interface ServiceEnv {
   queuePrefix: string;
   downstreamTargets?: unknown[];
   cpuProfile?: boolean;
+  /** More variables for the process (the soak's shortened retention and retries). */
+  extraEnv?: Record<string, string>;
 }
 
 function commonEnv(s: ServiceEnv): Record<string, string> {
@@ -132,6 +138,7 @@ function commonEnv(s: ServiceEnv): Record<string, string> {
     // the bench offers one client's traffic from one IP, far above the per-client and per-IP defaults.
     RATE_LIMIT_PER_CLIENT_PER_MINUTE: '10000000',
     RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE: '10000000',
+    ...s.extraEnv,
   };
 }
 
