@@ -1,0 +1,6 @@
+export * from './delivery-policy.ts';
+export * from './delivery-queues.ts';
+export * from './delivery-store.ts';
+export * from './replay-deliveries.ts';
+export * from './target-admin.ts';
+export * from './target-health.ts';
