@@ -18,7 +18,7 @@ import { cpus } from 'node:os';
 import { MongoClient } from 'mongodb';
 import { Redis } from 'ioredis';
 import { Queue } from 'bullmq';
-import { DELIVERIES_QUEUE, EVENTS_QUEUE } from '@connect/shared';
+import { deliveryQueueName, EVENTS_QUEUE } from '@connect/shared';
 import { DEFAULT_WORKER_OPTIONS, workerOptionsFromEnv } from '@connect/worker';
 import { fetchAccessToken, registerBenchClient, signAssertion } from './bench-auth.ts';
 import { startBenchChild, spawnTs, BENCH_DIR } from './bench-child.ts';
@@ -119,6 +119,8 @@ const INFO = plan.info;
 const timing = (t: Timing) => ({ durationSec: t.roundSec, rounds: t.rounds, warmupSec: t.warmupSec });
 /** The users figures with a target: updates and no-ops at the headline concurrency. */
 const hasTarget = (op: string, c: number) => c === HEADLINE && op !== 'create';
+/** The one downstream target of the end-to-end API and worker. */
+const E2E_TARGET = 'bench';
 /** The end-to-end rate with a target (p99 < 100 ms). */
 const E2E_TARGET_RATE = 100;
 /** Growth is about the cost of one update, not queueing: a lower concurrency keeps rounds from being all queue. */
@@ -245,7 +247,7 @@ try {
     mongoUrl: e2eDb,
     redisUrl: stores.redisUrl,
     queuePrefix: prefixes.e2e,
-    downstreamTargets: [{ name: 'bench', url: receiver.url, secrets: ['bench-secret-0123456789'] }],
+    downstreamTargets: [{ name: E2E_TARGET, url: receiver.url, secrets: ['bench-secret-0123456789'] }],
     cpuProfile,
   };
   const startBare = async (): Promise<number> => {
@@ -476,7 +478,8 @@ try {
   // --- Delivery throughput: our worker's deliveries against a bare BullMQ worker doing the same signed POST ---
   const redis = new Redis(stores.redisUrl, { maxRetriesPerRequest: null });
   const eventsQueue = new Queue(EVENTS_QUEUE, { connection: redis, prefix: prefixes.e2e });
-  const deliveriesQueue = new Queue(DELIVERIES_QUEUE, { connection: redis, prefix: prefixes.e2e });
+  // One queue per target: the bench's one target, "bench".
+  const deliveriesQueue = new Queue(deliveryQueueName(E2E_TARGET), { connection: redis, prefix: prefixes.e2e });
   const queued = async (q: Queue) => {
     const counts = await q.getJobCounts('wait', 'paused', 'prioritized');
     return Object.values(counts).reduce((a, b) => a + b, 0);

@@ -182,11 +182,11 @@ export async function runSoak(o: SoakOptions, log: (msg: string) => void): Promi
       DELIVERY_PURGE_INTERVAL_MS: String(Math.round((o.everySec * 1000) / 2)),
     };
     const retries = {
-      // Short retries, so the flaky target's backlog drains within the soak once it is back.
-      // (Names of the worker as of this commit; the newer WORKER_RETRY_SCHEDULE is passed too.)
-      WORKER_BACKOFF_BASE_MS: '500',
-      WORKER_BACKOFF_MAX_MS: '10000',
+      // Short retries and probes, so the flaky target's backlog drains within the soak once it is
+      // back (docs/delivery.md: the retry schedule, and the probes of a failing target).
       WORKER_RETRY_SCHEDULE: '1s,2s,5s,10s,10s,10s,10s,10s',
+      TARGET_PROBE_INTERVAL: '1s',
+      TARGET_PROBE_MAX_INTERVAL: '5s',
     };
     const serviceEnv = (extraEnv: Record<string, string>): ServiceEnv => ({
       mongoUrl,
