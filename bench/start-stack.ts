@@ -151,7 +151,8 @@ export async function startApi(name: string, s: ServiceEnv): Promise<ApiProcess>
     proc.process.once('exit', (code) => reject(new Error(`${name} exited (${code}) before listening: ${proc.stderr().slice(-2000)}`))),
   );
   exited.catch(() => undefined);
-  await Promise.race([waitForPort(port, 60_000), exited]);
+  // Generous: nine processes start at once, and on a shared CI machine an API has taken over a minute to listen.
+  await Promise.race([waitForPort(port, 180_000), exited]);
   const baseUrl = `${origin}/v1/connect/server`;
   return { ...proc, origin, baseUrl, tokenUrl: `${baseUrl}/oauth/token`, mongoUrl: s.mongoUrl, queuePrefix: s.queuePrefix };
 }
