@@ -14,7 +14,7 @@
  * the table of start and end values on stdout and in bench/results/soak.{md,json}.
  *
  * Retention and purge are shortened so they run during the soak: DELIVERY_RETENTION_DAYS
- * (one interval, as a fraction of a day) and DELIVERY_PURGE_INTERVAL_MS (half an
+ * (one interval, as a fraction of a day) and WORKER_PURGE_INTERVAL_MS (half an
  * interval) are passed to both processes. Whether the service honours them shows in the
  * deliveries count staying bounded; if a process refuses them at start (a stricter
  * parser), the soak runs without them and says so.
@@ -178,8 +178,9 @@ export async function runSoak(o: SoakOptions, log: (msg: string) => void): Promi
   process.once('SIGTERM', onSignal);
   try {
     const retention = {
-      DELIVERY_RETENTION_DAYS: String(o.everySec / 86_400),
-      DELIVERY_PURGE_INTERVAL_MS: String(Math.round((o.everySec * 1000) / 2)),
+      // Decimals of a day: one interval (the worker reads fractional days).
+      DELIVERY_RETENTION_DAYS: String(Number((o.everySec / 86_400).toPrecision(3))),
+      WORKER_PURGE_INTERVAL_MS: String(Math.round((o.everySec * 1000) / 2)),
     };
     const retries = {
       // Short retries and probes, so the flaky target's backlog drains within the soak once it is
