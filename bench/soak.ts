@@ -40,6 +40,8 @@ export interface SoakOptions {
   outageSec: number;
   /** POST /users per second. */
   rate: number;
+  /** `--smoke` as well: a check that the soak still runs (CI); nothing written to bench/results. */
+  smoke: boolean;
 }
 
 export class UsageError extends Error {}
@@ -58,9 +60,10 @@ function numberAfter(argv: string[], flag: string, fallback: number | undefined,
 export function soakOptionsFromArgv(argv: string[]): SoakOptions {
   return {
     minutes: numberAfter(argv, '--soak', undefined, 0.1),
-    everySec: numberAfter(argv, '--every', 60, 5),
+    everySec: numberAfter(argv, '--every', 60, 2),
     outageSec: numberAfter(argv, '--outage', 60, 1),
     rate: numberAfter(argv, '--rate', 20, 1),
+    smoke: argv.includes('--smoke'),
   };
 }
 
@@ -370,10 +373,12 @@ export async function runSoak(o: SoakOptions, log: (msg: string) => void): Promi
       `Callbacks: steady accepted ${receivers.steady.counts().accepted}; flaky accepted ${receivers.flaky.counts().accepted}, answered 503 to ${receivers.flaky.counts().refused}.`,
       '',
     ].join('\n');
-    const dir = join(BENCH_DIR, 'results');
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'soak.md'), md);
-    writeFileSync(join(dir, 'soak.json'), `${JSON.stringify({ commit, options: o, notes, samples }, null, 2)}\n`);
+    if (!o.smoke) {
+      const dir = join(BENCH_DIR, 'results');
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'soak.md'), md);
+      writeFileSync(join(dir, 'soak.json'), `${JSON.stringify({ commit, options: o, notes, samples }, null, 2)}\n`);
+    }
     return md;
   } finally {
     await cleanUp();
