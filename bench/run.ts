@@ -30,7 +30,7 @@ import { seedDeliveryRows, timeScrapes } from './metrics-scrape.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
 import { commitMeasured, writeReport, type Memory, type Ratio, type Row } from './report.ts';
 import { inFlightFor, summarise, type RoundStats, type Spread, type Summary } from './round-stats.ts';
-import { databaseUrl, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ApiProcess, type ServiceProcess } from './start-stack.ts';
+import { databaseUrl, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ServiceProcess } from './start-stack.ts';
 import type { TokenBaselineSpec } from './token-baseline.ts';
 
 // The soak is a mode of its own: long mixed traffic, nothing compared.
@@ -568,7 +568,6 @@ try {
     return out;
   };
   let ourDelivery: Summary | undefined;
-  let bareDelivery: Summary | undefined;
   const deliverySuite = async (group: string): Promise<Summary> => {
     const { jobs, warmup } = plan.delivery;
     const ours = await ourDeliveries(jobs, warmup);
@@ -603,7 +602,7 @@ try {
     ourDelivery = await deliverySuite('delivery');
     section('delivery (ours)');
   }
-  bareDelivery = add(
+  const bareDelivery = add(
     'bare bullmq',
     `sign HMAC + POST: ${plan.delivery.jobs} jobs queued → callbacks received (req/s = deliveries/s over first to last callback)`,
     workerConcurrency,
