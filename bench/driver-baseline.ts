@@ -66,7 +66,7 @@ function clientFor(mongoUrl: string): Promise<MongoClient> {
  */
 const orgs = new Map<string, { versions: number[]; locales: boolean[]; cursor: number }>();
 
-export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: RoundStats[] }> {
+export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: RoundStats[]; warmupRequests: number }> {
   const client = await clientFor(spec.mongoUrl);
   const users = client.db().collection('provider_users');
   const org = spec.org ?? `driver-${randomUUID().slice(0, 8)}`;
@@ -136,10 +136,10 @@ export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: Rou
     return statsOf(latencies, (performance.now() - started) / 1000, errors);
   };
 
-  if (spec.warmupSec > 0) await oneRound(spec.warmupSec);
+  const warmupRequests = spec.warmupSec > 0 ? (await oneRound(spec.warmupSec)).requests : 0;
   const rounds: RoundStats[] = [];
   for (let r = 0; r < spec.rounds; r++) rounds.push(await oneRound(spec.durationSec));
-  return { rounds };
+  return { rounds, warmupRequests };
 }
 
 if (isMain(import.meta.url)) await childMain(runDriverBaseline);

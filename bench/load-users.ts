@@ -45,6 +45,8 @@ export interface LoadResult {
   rounds: RoundStats[];
   answers?: Record<string, number>;
   statuses: Record<string, number>;
+  /** Requests answered in the warm-up round (for CPU per request over the whole run). */
+  warmupRequests?: number;
 }
 
 const nowMs = () => performance.timeOrigin + performance.now();
@@ -231,7 +233,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     }
     const oneRound = (round: number, durationSec: number) =>
       spec.overallRate ? pacedRound(round, durationSec) : closedRound(round, spec.amount ? { amount: spec.amount } : { durationSec });
-    if (spec.warmupSec > 0) await oneRound(-1, spec.warmupSec);
+    const warmupRequests = spec.warmupSec > 0 ? (await oneRound(-1, spec.warmupSec)).requests : 0;
     for (const k of Object.keys(statuses)) delete statuses[k];
     for (const k of Object.keys(answers)) delete answers[k];
     for (let r = 0; r < spec.rounds; r++) rounds.push(await oneRound(r, spec.durationSec));
@@ -244,7 +246,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
       const settleMs = Math.min(3000, 1.5 * Math.max(0, ...rounds.map((x) => x.p99).filter(Number.isFinite)));
       await new Promise((r) => setTimeout(r, settleMs));
     }
-    return { rounds, statuses, ...(spec.recordAnswers ? { answers } : {}) };
+    return { rounds, statuses, warmupRequests, ...(spec.recordAnswers ? { answers } : {}) };
   } finally {
     agent?.destroy();
   }

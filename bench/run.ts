@@ -30,7 +30,7 @@ import { seedDeliveryRows, timeScrapes } from './metrics-scrape.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
 import { commitMeasured, writeReport, type Memory, type Ratio, type Row } from './report.ts';
 import { inFlightFor, summarise, type RoundStats, type Spread, type Summary } from './round-stats.ts';
-import { databaseUrl, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ServiceProcess } from './start-stack.ts';
+import { cpuMsOf, databaseUrl, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ServiceProcess } from './start-stack.ts';
 import type { TokenBaselineSpec } from './token-baseline.ts';
 
 // The soak is a mode of its own: long mixed traffic, nothing compared.
@@ -354,13 +354,13 @@ try {
     const result = await loadRun(spec);
     const odd = Object.entries(result.statuses).filter(([status]) => !status.startsWith('2'));
     if (odd.length) log(`${op} c=${c}: non-2xx answers ${JSON.stringify(Object.fromEntries(odd))}`);
+    lastWarmupRequests = result.warmupRequests ?? 0;
     return result.rounds;
   };
   /** The driver on the API's own collection (its indexes, its size), under an organization of its own:
    * on FerretDB every lookup costs with the collection's size, so only the same collection compares. */
-  const driverLoad = async (op: Op, c: number, extra: Partial<DriverSpec> = {}): Promise<RoundStats[]> =>
-    (
-      await children.driver.run<{ rounds: RoundStats[] }>({
+  const driverLoad = async (op: Op, c: number, extra: Partial<DriverSpec> = {}): Promise<RoundStats[]> => {
+    const result = await children.driver.run<{ rounds: RoundStats[]; warmupRequests: number }>({
         mongoUrl: apiDb,
         op,
         concurrency: c,
@@ -368,8 +368,23 @@ try {
         userCount: plan.coldSet,
         ...extra,
         ...(op === 'create' ? {} : { org: extra.org ?? driverOrg }),
-      } satisfies DriverSpec)
-    ).rounds;
+      } satisfies DriverSpec);
+    lastWarmupRequests = result.warmupRequests;
+    return result.rounds;
+  };
+  /** Requests of the last load's or driver run's warm-up round (CPU per request counts the whole run). */
+  let lastWarmupRequests = 0;
+  /**
+   * CPU per operation: the process's CPU time over the whole run (warm-up and rounds) divided
+   * by the operations answered in it. Idle time between rounds costs no CPU.
+   */
+  const cpuPerOp = async (pid: number, run: () => Promise<RoundStats[]>): Promise<{ rounds: RoundStats[]; ms: number }> => {
+    const before = cpuMsOf(pid);
+    const rounds = await run();
+    const ms = (cpuMsOf(pid) - before) / (lastWarmupRequests + rounds.reduce((a, r) => a + r.requests, 0));
+    return { rounds, ms };
+  };
+  const cpu: { api?: number; driver?: number } = {};
 
   // --- POST /users: API, driver, bare Fastify ---
   const api_: Record<string, Summary> = {};
@@ -377,6 +392,17 @@ try {
   const bareSummaries: Record<number, Summary> = {};
   for (const c of plan.concurrencies) {
     for (const op of OPS) {
+      if (op === 'update' && c === HEADLINE) {
+        // The headline updates also give the CPU each side spends per update.
+        const a = await cpuPerOp(api.process.pid!, () => apiLoad(op, c));
+        api_[`${op}@${c}`] = add('api', `POST /users ${op} (cold set)`, c, a.rounds);
+        const d = await cpuPerOp(children.driver.process.pid!, () => driverLoad(op, c));
+        drv[`${op}@${c}`] = add('driver', DRIVER_OP[op], c, d.rounds);
+        cpu.api = a.ms;
+        cpu.driver = d.ms;
+        log(`CPU per update: API ${a.ms.toFixed(2)} ms, driver ${d.ms.toFixed(2)} ms`);
+        continue;
+      }
       api_[`${op}@${c}`] = add('api', `POST /users ${op}${op === 'create' ? '' : ' (cold set)'}`, c, await apiLoad(op, c));
       drv[`${op}@${c}`] = add('driver', DRIVER_OP[op], c, await driverLoad(op, c));
     }
@@ -681,6 +707,9 @@ try {
       divide(`${what} c=${c}: API / bare Fastify throughput`, a, bareSummaries[c]!, rps);
     }
   }
+  ratios.push({ name: `API CPU per POST /users update, cold set, c=${HEADLINE} (ms)`, value: cpu.api! });
+  ratios.push({ name: `driver CPU per conditional updateOne, c=${HEADLINE} (ms)`, value: cpu.driver! });
+  ratios.push({ name: 'CPU per update: API / driver', value: cpu.api! / cpu.driver!, target: '<= 3', met: cpu.api! / cpu.driver! <= 3 });
   divide(`update p99 at ${halfRate}/s asked (half the API peak): API / driver`, apiHalf, drvHalf, p99, '<= 3', (v) => v <= 3);
   divide('token endpoint / bare Fastify token route doing the same work', tokenApi, tokenBareRoute, rps, '>= 0.7', (v) => v >= 0.7);
   divide('token endpoint / bare jose loop (verify + sign only)', tokenApi, tokenBare, rps);
@@ -709,6 +738,7 @@ try {
     `Delivery, bare BullMQ: its own process and key prefix, the same ${plan.delivery.jobs} jobs per round (a callback body each) added to a paused plain queue, resumed; a plain Worker at concurrency ${workerConcurrency} signs each body (hex HMAC-SHA256 of timestamp + body) and POSTs it with fetch to the same receiver; nothing else. Same count over first to last callback received, after the same warm-up of ${plan.delivery.warmup} jobs.`,
     `Memory: RSS after the first pass (users, tokens, end to end), then after repeating the users rows at concurrency ${HEADLINE}${workerWorks ? ` and the end-to-end rounds at ${E2E_TARGET_RATE}/s` : ''}; the delivery rounds come after both.`,
     `Metrics scrape: ${plan.scrape.rows.join(' then ')} delivery rows (finished and pending, three targets) bulk-inserted into the load API's database; ${plan.scrape.scrapes} GET /metrics one after another at each size, after two unmeasured; the figure is the median scrape time.`,
+    'CPU per update: the CPU time (/proc/<pid>/stat, user + system) of the API process and of the driver process over their whole headline update run, warm-up included, divided by the updates answered in it; one figure each, no spread.',
     `Growth: a third API process on a database of its own, updates over the same cold set of ${plan.coldSet} users at concurrency ${GROWTH_CONCURRENCY} with about ${plan.growth.join(' then ')} users stored (the issue's 10,000 cannot hold a set ten times the cache beside the driver's); the driver's conditional update on the same collection (a set of ${DRIVER_GROWTH_SET}: it has no cache) beside each.`,
     'Rate limits stay enabled at 10,000,000 per minute (per client, per token IP): their Redis round trip is counted, their 429s are not.',
     'Offered rates: an open loop of their own (one request every 1/rate s, up to max(64, rate/2) in flight, so a slow answer does not hold back the next send); "offered/s" is what was really sent, req/s what was answered, over first send to last answer.',

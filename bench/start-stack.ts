@@ -86,6 +86,17 @@ export interface ServiceProcess {
   stop: () => Promise<void>;
 }
 
+/**
+ * CPU time (user + system, ms) a process has used so far, from /proc/<pid>/stat
+ * (fields 14 and 15, in clock ticks of 10 ms: USER_HZ is 100 on Linux).
+ */
+export function cpuMsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) is in parentheses and may hold spaces: count fields after it.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 function rssOf(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = Number(/VmRSS:\s+(\d+)\s+kB/.exec(status)?.[1] ?? NaN);
