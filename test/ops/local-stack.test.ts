@@ -62,7 +62,7 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     process.kill(-first.child.pid!, 'SIGINT');
     await first.exited;
     await waitFor(() => first.output().includes('[stack] stopped'), 60_000, 'the stack to stop');
-    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/livez`).then(() => false, () => true)), 10_000, 'the API to be gone');
+    await waitFor(async () => fetch(`http://127.0.0.1:${port}/livez`).then(() => false, () => true), 10_000, 'the API to be gone');
     expect(existsSync(join(dir, 'env')), 'the env file of a stopped stack is removed').toBe(false);
 
     const second = start(false);

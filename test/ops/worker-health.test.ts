@@ -45,7 +45,7 @@ describe('worker GET /healthz (the compose health check of the worker)', () => {
     redisServer = await startPrivateRedis(redisServer.port);
     await eventually(async () => (await health()).status === 200, 15_000);
 
-    await ferret.process!.kill('SIGKILL');
+    ferret.process!.kill('SIGKILL');
     expect(await eventually(async () => ((await health()).status === 503 ? health() : false), 15_000)).toEqual({
       status: 503,
       body: { status: 'unhealthy', checks: { mongodb: 'down', redis: 'ok' } },

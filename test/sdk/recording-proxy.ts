@@ -41,7 +41,7 @@ export async function startRecordingProxy(): Promise<RecordingProxy> {
     inject: (answer) => void injected.push(answer),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
-  const server: Server = createServer(async (req, res) => {
+  const server: Server = createServer((req, res) => void (async () => {
     const arrivedAt = Date.now();
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
@@ -71,7 +71,7 @@ export async function startRecordingProxy(): Promise<RecordingProxy> {
       record(502);
       res.writeHead(502).end();
     }
-  });
+  })());
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   proxy.origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return proxy;

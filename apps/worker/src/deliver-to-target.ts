@@ -184,7 +184,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
             store.recordAttempt({ ...history, outcome: 'held' }),
           ]);
           deps.metrics?.deliveries.inc({ target: targetName, outcome: 'held' });
-          return holdJob(queue, 1000);
+          return await holdJob(queue, 1000);
         }
 
         if (outcome.kind === 'retryable') {
@@ -210,7 +210,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
             ]);
             deps.metrics?.deliveries.inc({ target: targetName, outcome: 'held' });
             log.warn({ event_id: event.id, version: event.version, target: targetName, error: outcome.error, probe: wasProbe }, 'callback failed; held until the target recovers');
-            return holdJob(queue, await health.holdMs(targetName));
+            return await holdJob(queue, await health.holdMs(targetName));
           }
         }
 

@@ -4,7 +4,7 @@ import { serveDeliveryMetrics } from './delivery-metrics.ts';
 import { serveWorkerHealth, workerHealthPort } from './health-server.ts';
 import { startWorker } from './start-worker.ts';
 import { createWorkerDeps } from './worker-deps.ts';
-import { REMOVED_WORKER_VARIABLES, workerOptionsFromEnv, type WorkerOptions } from './worker-options.ts';
+import { REMOVED_WORKER_VARIABLES, workerOptionsFromEnv } from './worker-options.ts';
 
 // Every part is checked before any is used: every bad variable is reported in one go.
 const [config, options, healthPort] = loadOrExit(

@@ -86,22 +86,24 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
       if (parsed.data.client_assertion_type !== JWT_BEARER) {
         return oauthError(reply, 400, 'invalid_request', `client_assertion_type must be ${JWT_BEARER}.`);
       }
+      let verified;
       try {
-        const { client, organization } = await verifyClientAssertion(
+        verified = await verifyClientAssertion(
           { models: deps.models, clients: deps.clients, keys: deps.clientKeys, audiences: [deps.config.tokenEndpointUrl, deps.config.issuer] },
           parsed.data.client_assertion,
           parsed.data.client_id,
         );
-        const accessToken = await deps.tokens.issue({ clientId: client._id, organizationId: organization._id });
-        request.log.info({ client_id: client._id }, 'access token issued');
-        reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
-        return reply.send({ access_token: accessToken, token_type: 'Bearer', expires_in: deps.tokens.ttlSeconds });
       } catch (err) {
         if (!(err instanceof AssertionRejected)) throw err;
         // The client hears only invalid_client; the operator's log says which claim failed (and for aud, both values).
         request.log.info(err.logFields, 'client assertion refused');
         return oauthError(reply, 401, 'invalid_client', 'Client authentication failed.');
       }
+      const { client, organization } = verified;
+      const accessToken = await deps.tokens.issue({ clientId: client._id, organizationId: organization._id });
+      request.log.info({ client_id: client._id }, 'access token issued');
+      reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+      return reply.send({ access_token: accessToken, token_type: 'Bearer', expires_in: deps.tokens.ttlSeconds });
     },
   );
 }
