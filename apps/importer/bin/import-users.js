@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+/* global process, URL */
 // `pnpm import-users ...` runs this binary, not a package.json script: pnpm prints
 // its "> pkg@ script" banner on stdout for scripts, which would break the
 // one-JSON-document-on-stdout rule; for a binary it prints nothing.
