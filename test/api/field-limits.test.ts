@@ -27,7 +27,7 @@ function emailOfLength(length: number): string {
   return email;
 }
 
-describe('SPEC §1 field limits, at the limit and one past it', () => {
+describe('docs/contract.md field limits, at the limit and one past it', () => {
   it('a 320-character provider_email is accepted and returned as sent; 321 is 400 naming provider_email', async () => {
     const id = randomUUID();
     const email = emailOfLength(320);

@@ -9,7 +9,7 @@ afterAll(async () => {
   for (const c of cleanup.reverse()) await c().catch(() => undefined);
 });
 
-describe('/readyz with the database down (SPEC §1 Outside {base})', () => {
+describe('/readyz with the database down (docs/contract.md Outside {base})', () => {
   it('503 problem+json with checks.mongodb "down" (Redis "ok"), then 200 again once the database is back', async () => {
     // The API reaches the database through a proxy of ours: cutting it is the outage.
     const url = new URL(databaseUrl('readyz_db'));
@@ -35,7 +35,7 @@ describe('/readyz with the database down (SPEC §1 Outside {base})', () => {
   }, 60_000);
 });
 
-describe('A disabled client with the default client cache (SPEC §1: its tokens stop working within 60 s)', () => {
+describe('A disabled client with the default client cache (docs/contract.md: its tokens stop working within 60 s)', () => {
   it('its token is refused within 60 s of the disable (polled, not waited out)', async () => {
     const api = await startTestApi({ label: 'disable_default' }); // no clientCacheTtlMs: the production default
     cleanup.push(() => api.close());

@@ -21,7 +21,7 @@ function expectInvalidClient(res: HttpAnswer): void {
   expect(res.body.error).toBe('invalid_client');
 }
 
-describe('Client assertions (SPEC §1, RFC 7523)', () => {
+describe('Client assertions (docs/contract.md, RFC 7523)', () => {
   let api: TestApi;
   let clinic: TestClient;
   let jwksServer: Server;
@@ -84,7 +84,7 @@ describe('Client assertions (SPEC §1, RFC 7523)', () => {
   });
 });
 
-describe('Access tokens (SPEC §1): the claims, the lifetime, the signing key', () => {
+describe('Access tokens (docs/contract.md): the claims, the lifetime, the signing key', () => {
   let api: TestApi;
   let clinic: TestClient;
   let signingKey: KeyObject;

@@ -20,7 +20,7 @@ afterAll(async () => api?.close());
 const get = (bearer: string, headers: Record<string, string> = {}, query = '') =>
   http(`${api.baseUrl}/users/${encodeURIComponent(id)}${query}`, { headers: { authorization: `Bearer ${bearer}`, ...headers } });
 
-describe('SPEC §1 versioning: responses carry the version they were served under', () => {
+describe('docs/contract.md versioning: responses carry the version they were served under', () => {
   it('GET /users/{id} echoes X-Nabla-Api-Version: the one asked by header, by query, or else the pinned one', async () => {
     expect((await get(token, { 'x-nabla-api-version': 'x-nabla-next' })).headers.get('x-nabla-api-version')).toBe('x-nabla-next');
     expect((await get(token, {}, '?nabla-api-version=2026-02-13')).headers.get('x-nabla-api-version')).toBe('2026-02-13');

@@ -408,7 +408,7 @@ describe('POST /users under fuzzed input: never a 5xx or a stack trace, problem+
 });
 
 /**
- * SPEC §1 allows 256-character external ids; Fastify's default maxParamLength (100)
+ * docs/contract.md allows 256-character external ids; Fastify's default maxParamLength (100)
  * once refused them on GET with a 414 in Fastify's own JSON echoing the URL
  * (fixed in apps/api/src/build-app.ts: maxParamLength and frameworkErrors).
  */

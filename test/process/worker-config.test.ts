@@ -9,7 +9,7 @@ afterAll(() => {
 // Datastores that would never answer: the worker must stop on its configuration before it tries them.
 const base = { MONGO_URL: 'mongodb://127.0.0.1:1/x', REDIS_URL: 'redis://127.0.0.1:1' };
 
-describe('The worker validates its configuration before it starts (SPEC §3)', () => {
+describe('The worker validates its configuration before it starts (docs/operations.md)', () => {
   it.each([
     [{ ...base, MONGO_URL: undefined }, 'MONGO_URL'],
     [{ ...base, REDIS_URL: 'http://not-redis' }, 'REDIS_URL'],

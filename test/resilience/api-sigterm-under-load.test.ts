@@ -34,7 +34,7 @@ function send(url: string, init: { method?: string; headers?: Record<string, str
   });
 }
 
-describe('SIGTERM under load (SPEC §2: stop taking work, finish what is in flight, exit 0)', () => {
+describe('SIGTERM under load (docs/delivery.md: stop taking work, finish what is in flight, exit 0)', () => {
   it('20 slow requests in flight at SIGTERM are all answered 2xx with their events in Redis; new connections are refused; exit 0', async () => {
     // The API reaches the database through a proxy of ours that can hold every database answer,
     // so requests are reliably still in flight when SIGTERM lands.

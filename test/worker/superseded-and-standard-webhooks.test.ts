@@ -37,7 +37,7 @@ afterAll(async () => {
 
 const body = (id: string, i: number) => ({ provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: i % 2 ? 'ENGLISH_UK' : 'ENGLISH_US', specialty: { kind: 'OTHER', other_specialty_name: `v${i}` } } });
 
-describe('SPEC §2: updates overtaken while waiting are recorded superseded, not sent', () => {
+describe('docs/delivery.md: updates overtaken while waiting are recorded superseded, not sent', () => {
   it('with user.created held at the target, updates 2 to 4 wait; only 4 goes out, 2 and 3 are superseded', async () => {
     let release!: () => void;
     gate = new Promise<void>((r) => (release = r));
@@ -59,7 +59,7 @@ describe('SPEC §2: updates overtaken while waiting are recorded superseded, not
   });
 });
 
-describe('SPEC §2: a standard-webhooks target with two secrets (rotation), end to end', () => {
+describe('docs/delivery.md: a standard-webhooks target with two secrets (rotation), end to end', () => {
   it('every callback carries one v1 signature per secret, and each secret alone verifies it', async () => {
     const id = `sw2-${Date.now()}`;
     expect((await postUser(api, token, body(id, 1))).status).toBe(201);

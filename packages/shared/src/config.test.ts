@@ -66,7 +66,7 @@ describe('configuration from the environment (docs/operations.md)', () => {
   });
 });
 
-describe('every problem at once (SPEC §3)', () => {
+describe('every problem at once (docs/operations.md)', () => {
   it('lists each bad variable once, one line each, naming it', () => {
     const err = errorOf({ MONGO_URL: 'postgres://x', REDIS_URL: '', PORT: 'eighty', LOG_LEVEL: 'loud', ACCESS_TOKEN_TTL_SECONDS: '5', ADMIN_TOKEN: 'short' });
     expect(err.problems.map((p) => p.variable).sort()).toEqual(['ACCESS_TOKEN_TTL_SECONDS', 'ADMIN_TOKEN', 'LOG_LEVEL', 'MONGO_URL', 'PORT', 'REDIS_URL']);
@@ -98,7 +98,7 @@ describe('every problem at once (SPEC §3)', () => {
   });
 });
 
-describe('DOWNSTREAM_TARGETS_FILE (SPEC §3: targets from a file, e.g. a mounted secret)', () => {
+describe('DOWNSTREAM_TARGETS_FILE (docs/operations.md: targets from a file, e.g. a mounted secret)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'targets-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const targets = [

@@ -5,7 +5,7 @@ import { parseRedisUrl } from './events/redis-connection.ts';
 /**
  * Configuration is parsed once, at start, from the environment into a frozen typed
  * object, by one zod schema per process over `process.env`. Every bad or missing
- * value is reported at once, one line per variable naming it (SPEC §3), which the
+ * value is reported at once, one line per variable naming it (docs/operations.md), which the
  * entry points print before anything listens: an operator fixes the whole list in
  * one go instead of one restart per mistake.
  *

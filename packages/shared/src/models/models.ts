@@ -183,7 +183,7 @@ const providerUserSchema = new Schema<ProviderUserDoc>(
   },
   { ...base, collection: 'provider_users' },
 );
-// SPEC §3: the shard key is organization + external provider id, so both unique
+// docs/operations.md: the shard key is organization + external provider id, so both unique
 // indexes lead with organization_id.
 providerUserSchema.index({ organization_id: 1, external_provider_id: 1 }, { unique: true });
 providerUserSchema.index({ organization_id: 1, email_normalized: 1 }, { unique: true });

@@ -3,7 +3,7 @@ import { ConfigError, loadConfig, type Config, type ConfigProblem, type LoadConf
 /**
  * Runs each configuration loader and returns their results, or prints every
  * problem any of them found (one line per variable: `configuration error: NAME:
- * problem`) and exits 1 before anything listens (SPEC §3). Loaders run even after
+ * problem`) and exits 1 before anything listens (docs/operations.md). Loaders run even after
  * one failed, so a process with its own options (the worker's) still reports
  * all of its mistakes at once.
  */
