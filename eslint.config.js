@@ -10,7 +10,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/node_modules/**', '.cache/**', '.local/**', 'dist/**', 'coverage/**', 'tools/**', 'bench/results/**', 'eslint.config.js'] },
+  { ignores: ['**/node_modules/**', '.cache/**', '.local/**', '**/dist/**', 'coverage/**', 'tools/**', 'bench/results/**', 'eslint.config.js'] },
   js.configs.recommended,
   tseslint.configs.eslintRecommended,
   {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stages what the production image runs into DEST (after `pnpm build`): each
 # workspace package's package.json, dist/ and bin/, the compiled demo receiver,
-# and the production dependencies of the API, the worker and the CLI (the `...`
+# and the production dependencies of the API, the worker, the CLI and the receiver SDK (the demo receiver runs on it) (the `...`
 # suffix takes their workspace dependencies too), installed offline from the
 # pnpm store the build already filled. The Dockerfile copies DEST into the image;
 # test/ops/built-output.test.ts runs the API and the worker from it with plain node.
@@ -23,7 +23,7 @@ done
 cp scripts/dist/demo-receiver.js "$dest/scripts/"
 cd "$dest"
 CI=1 pnpm install --prod --frozen-lockfile --offline --reporter=append-only \
-  --filter "@connect/api..." --filter "@connect/worker..." --filter "@connect/cli..." >&2
+  --filter "@connect/api..." --filter "@connect/worker..." --filter "@connect/cli..." --filter "@connect/receiver..." >&2
 # TypeScript is an optional peer of a dashboard dependency (types only, never
 # loaded at run time): its 23 MB need not ship.
 rm -rf node_modules/.pnpm/typescript@*

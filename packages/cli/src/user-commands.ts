@@ -1,4 +1,4 @@
-import { getProviderUser } from '@connect/shared';
+import { getProviderUser, NotFoundError, providerUserForVersion } from '@connect/shared';
 import { required, type Command } from './command.ts';
 
 export const userCommands: Command[] = [
@@ -7,10 +7,15 @@ export const userCommands: Command[] = [
     synopsis: '--org ID --external-provider-id X',
     description: `Prints a provider user as GET {base}/users/{external_provider_id} answers it,
 with "sync": where each target of DOWNSTREAM_TARGETS stands (the same function
-serves both, so they agree when the CLI sees the API's DOWNSTREAM_TARGETS).`,
+serves both, so they agree when the CLI sees the API's DOWNSTREAM_TARGETS), in the
+shape of the organization's pinned API version (what the API answers without a version header).`,
     options: { org: { type: 'string' }, 'external-provider-id': { type: 'string' } },
     async run(input, { models, config }) {
-      return getProviderUser(models, config.downstreamTargets, required(input, 'org'), required(input, 'external-provider-id'));
+      const orgId = required(input, 'org');
+      const org = await models.Organization.findById(orgId).lean();
+      if (!org) throw new NotFoundError(`No organization ${orgId}.`);
+      const user = await getProviderUser(models, config.downstreamTargets, orgId, required(input, 'external-provider-id'));
+      return providerUserForVersion(user, org.api_version);
     },
   },
 ];

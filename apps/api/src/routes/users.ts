@@ -3,6 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import {
   deactivateProviderUser,
   getProviderUser,
+  providerUserForVersion,
   listProviderUsers,
   listUsersQuerySchema,
   listUsersResponseSchema,
@@ -128,9 +129,7 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
     },
     async (request) => {
       const user = await getProviderUser(deps.models, deps.config.downstreamTargets, request.auth!.organizationId, request.params.external_provider_id);
-      if (request.auth!.apiVersion === 'x-nabla-next') return user;
-      const { status: _status, deactivated_at: _deactivatedAt, ...dated } = user;
-      return dated;
+      return providerUserForVersion(user, request.auth!.apiVersion);
     },
   );
 

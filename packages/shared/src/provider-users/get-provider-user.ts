@@ -45,3 +45,14 @@ export async function getProviderUser(
   });
   return { ...toProviderUserNextView(user), sync };
 }
+
+/**
+ * The user as GET /users/{id} answers it under one API version: under dated
+ * versions without `status` and `deactivated_at` (the preview's members), so the
+ * API and `pnpm cli user get` (which uses the organization's pinned version) agree.
+ */
+export function providerUserForVersion(user: ProviderUserWithSync, apiVersion: string): ProviderUserWithSync | Omit<ProviderUserWithSync, 'status' | 'deactivated_at'> {
+  if (apiVersion === 'x-nabla-next') return user;
+  const { status: _status, deactivated_at: _deactivatedAt, ...dated } = user;
+  return dated;
+}
