@@ -91,6 +91,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
               version: event.version,
               created_at: now(),
               delivered_at: null,
+              dead_lettered_at: null,
               last_status_code: null,
               last_error: null,
               attempts: 0,
@@ -125,7 +126,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
     };
 
     if (!target) {
-      await touchRow(job.data.event, { status: 'failed', last_error: 'target is no longer configured' });
+      await touchRow(job.data.event, { status: 'failed', dead_lettered_at: now(), last_error: 'target is no longer configured' });
       throw new UnrecoverableError(`target ${targetName} is no longer configured`);
     }
 
@@ -136,7 +137,9 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       const created = fresh?.created ?? job.data.created;
       const deliveredVersion = sync?.delivered_version ?? 0;
 
-      if (newest.version <= deliveredVersion) {
+      // `targets resync --force`: the newest version once more (same event id), never an older one.
+      const forced = job.data.force === true && deliveredVersion > 0 && newest.version === deliveredVersion;
+      if (newest.version <= deliveredVersion && !forced) {
         deps.metrics?.deliveries.inc({ target: targetName, outcome: 'superseded' });
         await settle(deliveredVersion);
         if (job.data.event.version === deliveredVersion) await touchRow(job.data.event, { status: 'delivered' });
@@ -170,14 +173,14 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         const dead = outcome.kind === 'permanent' || lastAttempt;
         deps.metrics?.deliveries.inc({ target: targetName, outcome: dead ? 'failed' : 'retry' });
         await Promise.all([
-          touchRow(event, { status: dead ? 'failed' : 'pending', last_status_code: outcome.status, last_error: outcome.error }, { attempts: attemptsToRecord }),
+          touchRow(event, { status: dead ? 'failed' : 'pending', ...(dead ? { dead_lettered_at: now() } : {}), last_status_code: outcome.status, last_error: outcome.error }, { attempts: attemptsToRecord }),
           writeSync(event.organization_id, { status: dead ? 'failed' : 'pending', ...attemptFields, last_error: outcome.error }),
         ]);
         if (dead) {
           // The `created` sent first failed for good: the update this job was for is stuck
           // behind it, so it is a dead letter too (visible, and replayed with it).
           for (const other of [job.data.event, newest]) {
-            if (other.id !== event.id) await touchRow(other, { status: 'failed', last_error: `${outcome.error} (on ${event.type})` });
+            if (other.id !== event.id) await touchRow(other, { status: 'failed', dead_lettered_at: now(), last_error: `${outcome.error} (on ${event.type})` });
           }
         }
         deps.log.warn(
@@ -197,7 +200,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       // the last attempt the row becomes a dead letter so it stays visible and replayable.
       const message = `internal error: ${maskEmailsIn((err as Error).message ?? String(err))}`;
       if (lastAttempt) {
-        await touchRow(job.data.event, { status: 'failed', last_error: message }).catch(() => undefined);
+        await touchRow(job.data.event, { status: 'failed', dead_lettered_at: now(), last_error: message }).catch(() => undefined);
       }
       deps.log.error({ event_id: job.data.event.id, target: targetName, err: message, attempt }, 'delivery could not run');
       throw new RecordedFailure(message);

@@ -7,6 +7,8 @@ export interface DeliveryJob {
   target: string;
   event: UserEvent;
   created: UserEvent;
+  /** `targets resync --force`: send the newest event even if the target answered 2xx to it already. */
+  force?: boolean;
 }
 
 export const DEFAULT_DELIVERY_ATTEMPTS = 8;
@@ -51,6 +53,11 @@ export async function enqueueDelivery(queue: Queue<DeliveryJob>, job: DeliveryJo
 /** Several at once, in one round trip; each job deduplicated exactly as `enqueueDelivery` does. */
 export async function enqueueDeliveries(queue: Queue<DeliveryJob>, jobs: readonly DeliveryJob[]): Promise<void> {
   await queue.addBulk(jobs.map((job) => ({ name: job.event.type, data: job, opts: deliveryJobOptions(job, deliveryIdOf(job.event.id, job.target)) })));
+}
+
+/** Several at once with their own job ids and extra options (resync: a priority below live deliveries). */
+export async function enqueueDeliveriesWith(queue: Queue<DeliveryJob>, jobs: readonly { job: DeliveryJob; jobId: string }[], extra: JobsOptions): Promise<void> {
+  await queue.addBulk(jobs.map(({ job, jobId }) => ({ name: job.event.type, data: job, opts: { ...deliveryJobOptions(job, jobId), ...extra } })));
 }
 
 function deliveryJobOptions(job: DeliveryJob, jobId: string): JobsOptions {

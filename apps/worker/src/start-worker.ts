@@ -5,12 +5,14 @@ import { deliveryBackoff } from './delivery-backoff.ts';
 import { createDeliverToTarget } from './deliver-to-target.ts';
 import { createFanOut } from './fan-out.ts';
 import { startOutboxSweep, type OutboxSweep } from './outbox-sweep.ts';
+import { startRetentionPurge, type RetentionPurge } from './retention-purge.ts';
 import type { WorkerDeps } from './worker-deps.ts';
 
 export interface RunningWorker {
   fanOut: Worker<UserEventJob>;
   deliveries: Worker<DeliveryJob>;
   sweep: OutboxSweep;
+  purge: RetentionPurge;
   /** Stops taking jobs (waits for those in flight) and stops the sweep; connections stay with the deps. */
   close(): Promise<void>;
 }
@@ -46,21 +48,26 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     if (!job || !/stalled/i.test(err.message)) return;
     void deps.models.Delivery.updateOne(
       { _id: deliveryIdOf(job.data.event.id, job.data.target), status: 'pending' },
-      { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: new Date() } },
+      { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: new Date(), dead_lettered_at: new Date() } },
     ).catch((e: Error) => log.warn({ err: e.message }, 'could not record a stalled delivery'));
   });
   fanOut.on('failed', (job, err) => log.warn({ event_id: job?.id, err: err.message, attempts: job?.attemptsMade }, 'fan-out failed'));
 
   const sweep = startOutboxSweep(deps.relay, log, options.sweepIntervalMs, options.sweepBatchSize);
+  const purge = startRetentionPurge(
+    { models: deps.models, redis: deps.queueRedis, queuePrefix: config.queuePrefix, log },
+    { retentionMs: options.deliveryRetentionMs, intervalMs: options.purgeIntervalMs },
+  );
   log.info({ targets: config.downstreamTargets.map((t) => t.name), concurrency: options.concurrency }, 'worker started');
 
   return {
     fanOut,
     deliveries,
     sweep,
+    purge,
     async close() {
       await Promise.all([fanOut.close(), deliveries.close()]);
-      await sweep.stop();
+      await Promise.all([sweep.stop(), purge.stop()]);
     },
   };
 }

@@ -27,7 +27,9 @@ const USAGE = `usage: pnpm cli <command>
   client disable ID
   user get --org ID --external-provider-id X
   deliveries list --status failed
-  deliveries replay ID | --all-failed`;
+  deliveries replay ID | --all-failed
+  deliveries recover --target NAME --since ISO [--until ISO]
+  targets resync NAME [--org ID] [--force]`;
 
 export interface CliContext {
   config: Readonly<Config>;
@@ -55,6 +57,10 @@ async function run(argv: string[], ctx: CliContext): Promise<unknown> {
       'external-provider-id': { type: 'string' },
       status: { type: 'string' },
       'all-failed': { type: 'boolean' },
+      force: { type: 'boolean' },
+      target: { type: 'string' },
+      since: { type: 'string' },
+      until: { type: 'string' },
     },
   });
   const { models } = ctx;
@@ -99,6 +105,10 @@ async function run(argv: string[], ctx: CliContext): Promise<unknown> {
     case 'deliveries replay':
       // Loaded on demand: it brings in the worker's queue code, which other commands do not need.
       return (await import('./deliveries-command.ts')).runDeliveriesCommand(ctx, verb, { status: values.status as string | undefined, allFailed: values['all-failed'] === true, id: positionals[0] });
+    case 'targets resync':
+      return (await import('./resync-command.ts')).runResyncCommand(ctx, { target: positionals[0], org: values.org as string | undefined, force: values.force === true });
+    case 'deliveries recover':
+      return (await import('./recover-command.ts')).runRecoverCommand(ctx, { target: values.target as string | undefined, since: values.since as string | undefined, until: values.until as string | undefined });
     default:
       throw new UsageError(USAGE);
   }

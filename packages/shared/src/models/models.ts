@@ -112,6 +112,8 @@ export interface DeliveryDoc {
   created_at: Date;
   updated_at: Date;
   delivered_at: Date | null;
+  /** When the row last became a dead letter (`failed`): what `deliveries recover --since/--until` selects by. */
+  dead_lettered_at?: Date | null;
 }
 
 const base = { versionKey: false, strict: 'throw', autoIndex: false, autoCreate: false } as const;
@@ -206,12 +208,15 @@ const deliverySchema = new Schema<DeliveryDoc>(
     created_at: Date,
     updated_at: Date,
     delivered_at: Date,
+    dead_lettered_at: Date,
   },
   { ...base, collection: 'deliveries' },
 );
 deliverySchema.index({ status: 1, updated_at: 1 });
 // The delivery processor's settle: a user's older rows for one target.
 deliverySchema.index({ user_id: 1, target: 1, version: 1 });
+// `deliveries recover --target --since --until`: a target's dead letters by the time they died.
+deliverySchema.index({ target: 1, status: 1, dead_lettered_at: 1 });
 
 export function createModels(conn: Connection) {
   return {
@@ -261,7 +266,7 @@ export async function isFerretDb(conn: Connection): Promise<boolean> {
  * Creates the collections and indexes. Start-up never depends on what FerretDB
  * refuses (TTL indexes, partial indexes, collations: code 238), so the TTL index
  * on used assertions is attempted and its absence tolerated; expired rows are then
- * removed by `purgeExpiredAssertions`.
+ * removed by the worker's retention purge (apps/worker/src/retention-purge.ts).
  */
 export async function ensureIndexes(models: Models, log?: { warn: (obj: object, msg: string) => void }): Promise<void> {
   for (const model of Object.values(models)) {
@@ -273,7 +278,7 @@ export async function ensureIndexes(models: Models, log?: { warn: (obj: object, 
   try {
     await models.UsedAssertion.collection.createIndex({ expires_at: 1 }, { name: 'expires_at_ttl', expireAfterSeconds: 0 });
   } catch (err) {
-    log?.warn({ err: (err as Error).message }, 'TTL index refused (FerretDB?); expired assertions are purged by the API instead');
+    log?.warn({ err: (err as Error).message }, 'TTL index refused (FerretDB?); expired assertions are purged by the worker retention pass instead');
     await models.UsedAssertion.collection.createIndex({ expires_at: 1 }, { name: 'expires_at' });
   }
 }

@@ -1,0 +1,62 @@
+import { createDeliveriesQueue, resyncTarget, type ResyncProgress } from '@connect/worker';
+import { createRedis, ValidationError } from '@connect/shared';
+import type { CliContext } from './main.ts';
+
+/** Non-terminal stderr gets one JSON line at most this often. */
+const PROGRESS_EVERY_MS = 3000;
+
+/**
+ * `targets resync NAME [--org ID] [--force]`: enqueues what the target is
+ * missing (see apps/worker/src/resync-target.ts and docs/operations.md); the
+ * worker delivers it. Progress goes to stderr, a bar on a terminal and a JSON
+ * line every few seconds otherwise; stdout gets the one final document.
+ * SIGINT stops after the batch in progress: the cursor is saved, the same
+ * command continues, and this run's counts are printed with `"interrupted":
+ * true` (exit 130).
+ */
+export async function runResyncCommand(ctx: CliContext, args: { target?: string; org?: string; force: boolean }): Promise<unknown> {
+  if (!args.target) throw new ValidationError([{ path: 'target', message: 'targets resync needs a target name' }]);
+  if (!ctx.config.redisUrl) throw new ValidationError([{ path: 'REDIS_URL', message: 'resync needs REDIS_URL' }]);
+  const redis = createRedis(ctx.config.redisUrl, 'producer', { enableOfflineQueue: true });
+  const deliveries = createDeliveriesQueue(redis, ctx.config.queuePrefix);
+  const abort = new AbortController();
+  const onSigint = () => {
+    process.stderr.write('\ninterrupted: stopping after the batch in progress (run the same command again to continue)\n');
+    abort.abort();
+  };
+  process.on('SIGINT', onSigint);
+  const progress = progressWriter();
+  try {
+    const result = await resyncTarget(
+      { models: ctx.models, deliveries, targets: ctx.config.downstreamTargets },
+      { target: args.target, organizationId: args.org, force: args.force, signal: abort.signal, onProgress: progress },
+    );
+    const { interrupted, ...counts } = result;
+    if (!interrupted) return counts;
+    process.exitCode = 130;
+    return { ...counts, interrupted: true };
+  } finally {
+    process.off('SIGINT', onSigint);
+    await deliveries.close();
+    redis.disconnect();
+  }
+}
+
+function progressWriter(): (p: ResyncProgress) => void {
+  const tty = process.stderr.isTTY === true;
+  let lastLine = 0;
+  return (p) => {
+    const scanned = p.resumed_after + p.users_scanned;
+    if (tty) {
+      const width = 30;
+      const ratio = p.total > 0 ? Math.min(1, scanned / p.total) : 1;
+      const bar = '#'.repeat(Math.round(ratio * width)).padEnd(width, '.');
+      process.stderr.write(`\r[${bar}] ${(ratio * 100).toFixed(0).padStart(3)}% ${scanned}/${p.total} users, ${p.enqueued} enqueued, ${p.skipped} skipped${p.done ? '\n' : ''}`);
+      return;
+    }
+    const now = Date.now();
+    if (!p.done && now - lastLine < PROGRESS_EVERY_MS) return;
+    lastLine = now;
+    process.stderr.write(`${JSON.stringify({ progress: { target: p.target, scanned, total: p.total, enqueued: p.enqueued, skipped: p.skipped, done: p.done } })}\n`);
+  };
+}
