@@ -29,7 +29,7 @@ const USAGE = `usage: pnpm cli <command>
   deliveries list --status failed
   deliveries replay ID | --all-failed
   deliveries recover --target NAME --since ISO [--until ISO]
-  targets resync NAME [--org ID] [--force]`;
+  targets resync NAME [--org ID] [--force] [--batch-size N] [--max-waiting N]`;
 
 export interface CliContext {
   config: Readonly<Config>;
@@ -61,6 +61,8 @@ async function run(argv: string[], ctx: CliContext): Promise<unknown> {
       target: { type: 'string' },
       since: { type: 'string' },
       until: { type: 'string' },
+      'batch-size': { type: 'string' },
+      'max-waiting': { type: 'string' },
     },
   });
   const { models } = ctx;
@@ -106,7 +108,13 @@ async function run(argv: string[], ctx: CliContext): Promise<unknown> {
       // Loaded on demand: it brings in the worker's queue code, which other commands do not need.
       return (await import('./deliveries-command.ts')).runDeliveriesCommand(ctx, verb, { status: values.status as string | undefined, allFailed: values['all-failed'] === true, id: positionals[0] });
     case 'targets resync':
-      return (await import('./resync-command.ts')).runResyncCommand(ctx, { target: positionals[0], org: values.org as string | undefined, force: values.force === true });
+      return (await import('./resync-command.ts')).runResyncCommand(ctx, {
+        target: positionals[0],
+        org: values.org as string | undefined,
+        force: values.force === true,
+        batchSize: values['batch-size'] as string | undefined,
+        maxWaiting: values['max-waiting'] as string | undefined,
+      });
     case 'deliveries recover':
       return (await import('./recover-command.ts')).runRecoverCommand(ctx, { target: values.target as string | undefined, since: values.since as string | undefined, until: values.until as string | undefined });
     default:

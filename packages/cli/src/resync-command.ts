@@ -14,8 +14,13 @@ const PROGRESS_EVERY_MS = 3000;
  * command continues, and this run's counts are printed with `"interrupted":
  * true` (exit 130).
  */
-export async function runResyncCommand(ctx: CliContext, args: { target?: string; org?: string; force: boolean }): Promise<unknown> {
+export async function runResyncCommand(
+  ctx: CliContext,
+  args: { target?: string; org?: string; force: boolean; batchSize?: string; maxWaiting?: string },
+): Promise<unknown> {
   if (!args.target) throw new ValidationError([{ path: 'target', message: 'targets resync needs a target name' }]);
+  const batchSize = count('batch-size', args.batchSize, 500);
+  const maxOutstanding = count('max-waiting', args.maxWaiting, 2000);
   if (!ctx.config.redisUrl) throw new ValidationError([{ path: 'REDIS_URL', message: 'resync needs REDIS_URL' }]);
   const redis = createRedis(ctx.config.redisUrl, 'producer', { enableOfflineQueue: true });
   const deliveries = createDeliveriesQueue(redis, ctx.config.queuePrefix);
@@ -29,7 +34,7 @@ export async function runResyncCommand(ctx: CliContext, args: { target?: string;
   try {
     const result = await resyncTarget(
       { models: ctx.models, deliveries, targets: ctx.config.downstreamTargets },
-      { target: args.target, organizationId: args.org, force: args.force, signal: abort.signal, onProgress: progress },
+      { target: args.target, organizationId: args.org, force: args.force, batchSize, maxOutstanding, signal: abort.signal, onProgress: progress },
     );
     const { interrupted, ...counts } = result;
     if (!interrupted) return counts;
@@ -40,6 +45,13 @@ export async function runResyncCommand(ctx: CliContext, args: { target?: string;
     await deliveries.close();
     redis.disconnect();
   }
+}
+
+/** `--batch-size` (users read per round trip) and `--max-waiting` (resync jobs allowed to wait at once: the pace). */
+function count(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 100_000) throw new ValidationError([{ path: name, message: `a whole number from 1 to 100000, got "${raw}"` }]);
+  return Number(raw);
 }
 
 function progressWriter(): (p: ResyncProgress) => void {
