@@ -71,7 +71,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
   const deliveriesQueue = new Queue(DELIVERIES_QUEUE, { connection: redis, prefix: config.queuePrefix });
   deliveriesQueue.on('error', (err) => log.warn({ err: err.message }, 'deliveries queue error'));
   const metrics: ApiMetrics = createApiMetrics({ models, queues: [queue, deliveriesQueue], publishedAmong: (ids) => relay.publishedAmong(ids) });
-  const relay = new OutboxRelay({ models, queue, log, onPublishFailure: () => metrics.publishFailures.inc() });
+  const relay = new OutboxRelay({ models, queue, log, onPublishFailure: () => metrics.publishFailures.inc(), targetNames: config.downstreamTargets.map((t) => t.name) });
   const key = await loadServiceSigningKey(models, config.tokenSigningKey);
   let stopping = false;
   return {

@@ -24,7 +24,7 @@ export function createDeliveriesQueue(connection: RedisClient, prefix: string, a
       backoff: { type: DELIVERY_BACKOFF_TYPE },
       removeOnComplete: { age: 24 * 3600, count: 100_000 },
       // Dead letters live in MongoDB (Delivery rows); BullMQ keeps the failed job a week for the dashboard.
-      removeOnFail: { age: 7 * 24 * 3600 },
+      removeOnFail: { age: 7 * 24 * 3600, count: 100_000 },
     },
   });
 }

@@ -51,7 +51,14 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
       { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: new Date(), dead_lettered_at: new Date() } },
     ).catch((e: Error) => log.warn({ err: e.message }, 'could not record a stalled delivery'));
   });
-  fanOut.on('failed', (job, err) => log.warn({ event_id: job?.id, err: err.message, attempts: job?.attemptsMade }, 'fan-out failed'));
+  fanOut.on('failed', (job, err) => {
+    log.warn({ event_id: job?.id, err: err.message, attempts: job?.attemptsMade }, 'fan-out failed');
+    // The events job is the "published" marker: one failed without its processor (stalled too
+    // often) would stop the sweep from publishing the event again, and nothing would fan it out.
+    if (job && /stalled/i.test(err.message)) {
+      void job.retry('failed').catch((e: Error) => log.warn({ event_id: job.id, err: e.message }, 'could not put a stalled fan-out back'));
+    }
+  });
 
   const sweep = startOutboxSweep(deps.relay, log, options.sweepIntervalMs, options.sweepBatchSize);
   const purge = startRetentionPurge(

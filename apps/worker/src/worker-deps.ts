@@ -43,7 +43,7 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
   const eventsQueue = createEventsQueue(producerRedis, config.queuePrefix);
   const deliveries = createDeliveriesQueue(queueRedis, config.queuePrefix, opts.attempts);
   for (const q of [eventsQueue, deliveries] as Queue[]) q.on('error', (err) => log.warn({ queue: q.name, err: err.message }, 'queue error'));
-  const relay = new OutboxRelay({ models, queue: eventsQueue, log });
+  const relay = new OutboxRelay({ models, queue: eventsQueue, log, targetNames: config.downstreamTargets.map((t) => t.name) });
 
   return {
     config,

@@ -7,12 +7,30 @@
  *   never edits the user document: it is `queue.add(job, { jobId: event.id })`
  *   and nothing else. So the relay cannot race an API write, which matters on
  *   FerretDB where updates rewrite whole documents without compare-and-set.
- * - "Published" means BullMQ holds a job with the event's id: waiting, active,
- *   delayed, or finished and not yet removed (completed jobs are kept a day, at
- *   most 100,000; failed ones a week). The marker is the job itself, in the same
- *   Redis: a Redis that loses the job has lost the marker with it, so the event
- *   is published again, where a marker kept in MongoDB would have claimed it
- *   safe. And publishing costs no database write.
+ * - "Published" means BullMQ holds a job with the event's id (waiting, active,
+ *   delayed, or finished and not yet removed), or the fan-out has run for it:
+ *   its Delivery rows exist. The job is the first marker, in the same Redis: a
+ *   Redis that loses the job before fan-out has lost the marker with it, so the
+ *   event is published again, where a marker kept in MongoDB would have claimed
+ *   it safe. And publishing costs no database write.
+ * - Trimming finished jobs (removeOnComplete / removeOnFail, by age and count;
+ *   see queues.ts) neither loses an event nor publishes one twice:
+ *   - lose: only finished jobs are trimmed. A completed events job is one whose
+ *     fan-out wrote its Delivery rows and delivery jobs, so the event lives on
+ *     in them. An events job never fails for good: the fan-out parks itself on
+ *     its last attempt, and one that stalled too often is put back by the worker
+ *     (start-worker.ts). A failed delivery job is a dead letter whose Delivery
+ *     row (status failed) is what replay and recover read, not the job.
+ *   - twice: the sweep asks "published?" only for users at or after its cursor,
+ *     which passes a user within SAFETY_LAG_MS of its write; after that nobody
+ *     asks again. If the cursor is held back (a publish that keeps failing) long
+ *     enough for the count limit to trim a job of a user after it, the
+ *     question falls through to the Delivery rows the fan-out wrote (kept
+ *     DELIVERY_RETENTION_DAYS, far longer than any job), found by id, so the
+ *     event is not fanned out a second time. Were both gone, the result would
+ *     still be a duplicate with the same event id that the delivery processor
+ *     drops by its per-target version check, never a second callback.
+ *   docs/operations.md says the same for operators.
  * - A crash between the write and the enqueue, or Redis being down, only delays
  *   the event: the sweep walks users by (updated_at, _id) from a stored cursor,
  *   publishes every user whose newest event has no job, and moves the cursor only
@@ -42,6 +60,11 @@ export interface OutboxRelayDeps {
   now?: () => Date;
   /** Called when a publish right after a write fails (a metric). */
   onPublishFailure?: () => void;
+  /**
+   * The configured target names: a fan-out writes one Delivery row per target,
+   * id `<event id>.<target>`, which is the second "published" marker (see above).
+   */
+  targetNames?: readonly string[];
 }
 
 export interface SweepResult {
@@ -82,6 +105,15 @@ export class OutboxRelay {
       if (err) throw err;
       if (exists === 1) published.add(eventIds[i]!);
     });
+    const missing = eventIds.filter((id) => !published.has(id));
+    const targets = this.deps.targetNames ?? [];
+    if (missing.length > 0 && targets.length > 0) {
+      // The job was trimmed (or never made): did its fan-out run? By _id, so one indexed lookup.
+      const rows = await this.deps.models.Delivery.find({ _id: { $in: missing.flatMap((id) => targets.map((t) => `${id}.${t}`)) } })
+        .select({ event_id: 1 })
+        .lean<{ event_id: string }[]>();
+      for (const row of rows) published.add(row.event_id);
+    }
     return published;
   }
 
