@@ -8,7 +8,8 @@ const ADMIN_TOKEN = 'admin-token-for-tests-0123456789';
 let api: TestApi;
 
 beforeAll(async () => {
-  api = await startTestApi({ label: 'ops', env: { ADMIN_TOKEN } });
+  // One target, so the dashboard shows its delivery queue (one queue per target).
+  api = await startTestApi({ label: 'ops', env: { ADMIN_TOKEN, DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'dictation', url: 'http://127.0.0.1:9/callbacks', secrets: ['ops-secret'] }]) } });
 });
 afterAll(async () => api?.close());
 
@@ -75,7 +76,7 @@ describe('/admin/queues: the queue dashboard, only with ADMIN_TOKEN', () => {
     expect(bearer.text).toMatch(/<html/i);
     const basic = await http(`${api.origin}/admin/queues/api/queues`, { headers: { authorization: `Basic ${Buffer.from(`ops:${ADMIN_TOKEN}`).toString('base64')}` } });
     expect(basic.status).toBe(200);
-    expect(basic.body.queues.map((q: { name: string }) => q.name).sort()).toEqual(['deliveries', 'user-events']);
+    expect(basic.body.queues.map((q: { name: string }) => q.name).sort()).toEqual(['deliveries.dictation', 'user-events']);
     expect((await http(`${api.origin}/admin/queues/api/queues`)).status).toBe(401);
   });
 

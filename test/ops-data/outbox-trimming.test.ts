@@ -6,9 +6,9 @@
  * and delivered exactly once.
  */
 import { randomUUID } from 'node:crypto';
+import type { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collectionOf } from '@connect/shared';
-import { syncStateIdOf } from '@connect/worker';
+import { collectionOf, syncStateIdOf } from '@connect/shared';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
@@ -38,7 +38,7 @@ describe('Trimming finished BullMQ jobs (the events job is the published marker)
     const deliveries = worker.deps.deliveries;
     // What removeOnComplete / removeOnFail do, at the harshest setting: nothing finished is kept.
     trimming = setInterval(() => {
-      for (const q of [events, deliveries] as const) {
+      for (const q of [events, ...deliveries.all()] as Queue[]) {
         void q.clean(0, 10_000, 'completed').catch(() => undefined);
         void q.clean(0, 10_000, 'failed').catch(() => undefined);
       }

@@ -6,8 +6,7 @@
 import { spawn } from 'node:child_process';
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collectionOf, type ProviderUserDoc } from '@connect/shared';
-import { resyncCursorId, syncStateIdOf } from '@connect/worker';
+import { collectionOf, resyncCursorId, syncStateIdOf, type ProviderUserDoc } from '@connect/shared';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { REPO_ROOT } from '../support/local-services.ts';
 import { eventually, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';

@@ -49,18 +49,40 @@ function row(status: DeliveryStatus, ageMs: number): DeliveryDoc {
 }
 
 describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
-  it('purges finished deliveries older than the retention, keeps pending ones however old and recent ones', async () => {
+  it('purges finished deliveries older than the retention with their attempt history, keeps pending ones however old and recent ones', async () => {
     const old = (['delivered', 'superseded', 'failed'] as const).flatMap((s) => [row(s, 31 * DAY), row(s, 400 * DAY)]);
     const oldPending = [row('pending', 31 * DAY), row('pending', 400 * DAY)];
     const recent = (['delivered', 'superseded', 'failed', 'pending'] as const).map((s) => row(s, 29 * DAY));
     const Delivery = collectionOf(api.models.Delivery);
+    const Attempts = collectionOf(api.models.DeliveryAttempt);
     await Delivery.insertMany([...old, ...oldPending, ...recent]);
+    // Two attempts of each row, as old as the row.
+    await Attempts.insertMany(
+      [...old, ...oldPending, ...recent].flatMap((d) =>
+        [0, 1].map(() => ({
+          _id: new Types.ObjectId(),
+          delivery_id: d._id,
+          target: d.target,
+          at: d.updated_at,
+          duration_ms: 5,
+          status_code: d.last_status_code,
+          error_class: d.status === 'delivered' ? null : ('http' as const),
+          message: null,
+          outcome: d.status === 'delivered' ? ('delivered' as const) : ('retry' as const),
+          probe: false,
+        })),
+      ),
+    );
 
     const result = await worker.worker.purge.runOnce();
-    expect(result).toMatchObject({ deliveries: old.length });
+    expect(result).toMatchObject({ deliveries: old.length, attempts: old.length * 2 });
     const left = new Set((await Delivery.find({}).toArray()).map((d) => d._id));
     for (const d of old) expect(left.has(d._id), `${d.status} ${d._id}`).toBe(false);
     for (const d of [...oldPending, ...recent]) expect(left.has(d._id), `${d.status} ${d._id}`).toBe(true);
+    // The history goes with its row, and only with it: a pending delivery's old attempts stay.
+    const history = new Set((await Attempts.find({}).toArray()).map((a) => a.delivery_id));
+    for (const d of old) expect(history.has(d._id)).toBe(false);
+    for (const d of [...oldPending, ...recent]) expect(history.has(d._id)).toBe(true);
   });
 
   it('runs one pass at a time across processes: while another holds the lock, this one deletes nothing', async () => {

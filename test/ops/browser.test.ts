@@ -20,7 +20,8 @@ let browser: Browser;
 
 beforeAll(async () => {
   if (!haveChromium) return;
-  api = await startTestApi({ label: 'browser', env: { ADMIN_TOKEN } });
+  // One target, so the dashboard shows its delivery queue (one queue per target).
+  api = await startTestApi({ label: 'browser', env: { ADMIN_TOKEN, DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'dictation', url: 'http://127.0.0.1:9/callbacks', secrets: ['browser-secret'] }]) } });
   const clinic = await registerTestClient(api.models);
   const token = await getToken(api, clinic);
   await postUser(api, token, { provider_email: `${randomUUID()}@example.com`, external_provider_id: randomUUID() });

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { listDeliveries, replayAllFailed, replayDelivery } from '@connect/worker';
+import { listDeliveries, replayAllFailed, replayDelivery } from '@connect/shared';
 import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 import { eventually, sleep, startReceiver, type Answer, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
@@ -25,13 +25,14 @@ const userOf = (c: ReceivedCallback): string => c.body?.data?.user?.external_pro
 const callsFor = (id: string) => receiver.received.filter((c) => userOf(c) === id);
 let seq = 0;
 const nextId = (label: string) => `${label}-${++seq}-${Date.now()}`;
-const replayDeps = () => ({ models: worker.deps.models, deliveries: worker.deps.deliveries, targets: worker.deps.config.downstreamTargets });
+const replayDeps = () => ({ store: worker.deps.store, queues: worker.deps.deliveries, targets: worker.deps.config.downstreamTargets });
 
 beforeAll(async () => {
   receiver = await startReceiver((c) => script.get(userOf(c))?.shift() ?? { status: 200 });
   const targets = [{ name: 'dictation', url: receiver.url, secrets: ['retry-secret'], timeout_ms: 1000 }];
   api = await startTestApi({ label: 'worker_retries', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
-  worker = await startTestWorker(api.env, { attempts: 4 });
+  // 4 attempts; the largest step (Retry-After's cap) above the 2 s Retry-After test below.
+  worker = await startTestWorker(api.env, { policy: { retryScheduleMs: [200, 400, 2500] } });
   clinic = await registerTestClient(api.models);
   token = await getToken(api, clinic);
 });
@@ -111,7 +112,7 @@ describe('other 4xx fail at once and are dead-lettered, then replayable', () => 
     await sleep(800); // four backoff steps of 200 ms would have retried by now
     expect(callsFor(id).map((c) => c.answered)).toEqual([400]);
 
-    const failed = await listDeliveries(worker.deps.models, { status: 'failed' });
+    const failed = await listDeliveries(worker.deps.store, { status: 'failed' });
     const dead = failed.find((d) => d.external_provider_id === id)!;
     expect(dead).toMatchObject({ status: 'failed', target: 'dictation', event_type: 'user.created', version: 1, attempts: 1, last_status_code: 400, last_error: 'HTTP 400' });
     expect(JSON.stringify(failed)).not.toContain('@example.com');
@@ -123,20 +124,20 @@ describe('other 4xx fail at once and are dead-lettered, then replayable', () => 
     const calls = callsFor(id);
     expect(calls.map((c) => c.answered)).toEqual([400, 200]);
     expect(calls[1]!.body.request_uuid).toBe(calls[0]!.body.request_uuid);
-    expect((await listDeliveries(worker.deps.models, { status: 'failed' })).some((d) => d.id === dead.id)).toBe(false);
+    expect((await listDeliveries(worker.deps.store, { status: 'failed' })).some((d) => d.id === dead.id)).toBe(false);
     await eventually(async () => expect((await getUser(api, token, id)).body.sync[0]).toMatchObject({ status: 'delivered', version: 1 }));
     await expect(replayDelivery(replayDeps(), dead.id)).rejects.toThrow(/only failed deliveries/);
   });
 
   it('replayAllFailed re-sends every dead letter, from the user’s current document', async () => {
     const id = nextId('refused-all');
-    script.set(id, [{ status: 410 }]);
+    script.set(id, [{ status: 404 }]);
     await createUser(id);
     await eventually(async () => expect((await rowOf(id))?.status).toBe('failed'));
     const result = await replayAllFailed(replayDeps());
     expect(result.replayed.map((d) => d.external_provider_id)).toContain(id);
     await eventually(async () => expect((await rowOf(id))?.status).toBe('delivered'));
-    expect(callsFor(id).map((c) => c.answered)).toEqual([410, 200]);
+    expect(callsFor(id).map((c) => c.answered)).toEqual([404, 200]);
   });
 });
 

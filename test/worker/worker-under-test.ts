@@ -4,15 +4,16 @@
  * start:worker` runs it, for tests that kill it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createLogger, loadConfig, runShutdownSequence } from '@connect/shared';
+import { createLogger, DEFAULT_DELIVERY_POLICY, loadConfig, runShutdownSequence, type DeliveryPolicy } from '@connect/shared';
 import { createWorkerDeps, startWorker, workerShutdownSteps, type RunningWorker, type WorkerDeps, type WorkerOptions } from '@connect/worker';
 import { LogCapture } from '../support/harness.ts';
 import { REPO_ROOT } from '../support/local-services.ts';
 
 /** Short delays so retries and crash recovery fit in a test run. */
 export const FAST_WORKER_OPTIONS: Partial<WorkerOptions> = {
-  backoffBaseMs: 200,
-  backoffMaxMs: 2000,
+  // 8 attempts, as quick as the old 200 ms doubling backoff; a failing target is probed every 0.5 to 2 s.
+  policy: { ...DEFAULT_DELIVERY_POLICY, retryScheduleMs: [200, 400, 800, 1600, 2000, 2000, 2000], probeIntervalMs: 500, probeMaxIntervalMs: 2000 },
+  healthPollMs: 200,
   sweepIntervalMs: 300,
   // Long enough that a loaded CI machine does not mistake a slow job for a dead worker
   // (that would be a legitimate at-least-once duplicate, but noise for the tests);
@@ -30,11 +31,14 @@ export interface TestWorker {
   close(): Promise<string[]>;
 }
 
-export async function startTestWorker(env: Record<string, string>, options: Partial<WorkerOptions> = {}): Promise<TestWorker> {
+export type TestWorkerOptions = Partial<Omit<WorkerOptions, 'policy'>> & { policy?: Partial<DeliveryPolicy> };
+
+export async function startTestWorker(env: Record<string, string>, options: TestWorkerOptions = {}): Promise<TestWorker> {
   const config = loadConfig(env);
   const logs = new LogCapture();
   const log = createLogger('debug', 'worker', logs);
-  const deps = await createWorkerDeps(config, log, { ...FAST_WORKER_OPTIONS, ...options });
+  const policy: DeliveryPolicy = { ...FAST_WORKER_OPTIONS.policy!, ...options.policy };
+  const deps = await createWorkerDeps(config, log, { ...FAST_WORKER_OPTIONS, ...options, policy });
   const worker = startWorker(deps);
   let closing: Promise<string[]> | undefined;
   return {

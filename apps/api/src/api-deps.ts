@@ -2,7 +2,7 @@ import mongoose, { type Connection } from 'mongoose';
 import { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import {
-  DELIVERIES_QUEUE,
+  deliveryQueueName,
   createEventsQueue,
   createModels,
   createRedis,
@@ -30,8 +30,8 @@ export interface ApiDeps {
   models: Models;
   redis: RedisClient;
   queue: Queue<UserEventJob>;
-  /** Read-only here: for the dashboard and the queue-depth metrics. */
-  deliveriesQueue: Queue;
+  /** One per target; read-only here: for the dashboard and the queue-depth metrics. */
+  deliveryQueues: Queue[];
   metrics: ApiMetrics;
   relay: OutboxRelay;
   lock: KeyedLock;
@@ -68,9 +68,9 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   const queue = createEventsQueue(redis, config.queuePrefix);
   queue.on('error', (err) => log.warn({ err: err.message }, 'events queue error'));
-  const deliveriesQueue = new Queue(DELIVERIES_QUEUE, { connection: redis, prefix: config.queuePrefix });
-  deliveriesQueue.on('error', (err) => log.warn({ err: err.message }, 'deliveries queue error'));
-  const metrics: ApiMetrics = createApiMetrics({ models, queues: [queue, deliveriesQueue], publishedAmong: (ids) => relay.publishedAmong(ids) });
+  const deliveryQueues = config.downstreamTargets.map((t) => new Queue(deliveryQueueName(t.name), { connection: redis, prefix: config.queuePrefix }));
+  for (const q of deliveryQueues) q.on('error', (err) => log.warn({ queue: q.name, err: err.message }, 'deliveries queue error'));
+  const metrics: ApiMetrics = createApiMetrics({ models, queues: [queue, ...deliveryQueues], publishedAmong: (ids) => relay.publishedAmong(ids) });
   const relay = new OutboxRelay({ models, queue, log, onPublishFailure: () => metrics.publishFailures.inc(), targetNames: config.downstreamTargets.map((t) => t.name) });
   const key = await loadServiceSigningKey(models, config.tokenSigningKey);
   let stopping = false;
@@ -81,7 +81,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     models,
     redis,
     queue,
-    deliveriesQueue,
+    deliveryQueues,
     metrics,
     relay,
     lock: new KeyedLock(),
@@ -95,7 +95,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
       stopping = true;
       await relay.drain();
       await queue.close().catch(() => undefined);
-      await deliveriesQueue.close().catch(() => undefined);
+      await Promise.all(deliveryQueues.map((q) => q.close().catch(() => undefined)));
       redis.disconnect();
       await mongo.close();
     },

@@ -43,7 +43,7 @@ export function createApiMetrics(deps: { models: Models; queues: Queue[]; publis
     async collect() {
       this.reset();
       for (const queue of deps.queues) {
-        const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children').catch(() => ({}));
+        const counts = await queue.getJobCounts('waiting', 'paused', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children').catch(() => ({}));
         for (const [state, n] of Object.entries(counts)) this.set({ queue: queue.name, state }, n as number);
       }
     },

@@ -2,26 +2,22 @@ import { describe, expect, it } from 'vitest';
 import { deliveryBackoff, RetryableDeliveryError } from './delivery-backoff.ts';
 import { parseRetryAfter } from './deliver-callback.ts';
 
-const settings = { baseMs: 1000, maxMs: 60_000, maxRetryAfterMs: 300_000 };
+const policy = { retryScheduleMs: [1000, 2000, 4000, 8000] };
 
 describe('deliveryBackoff', () => {
-  it('doubles per attempt, with jitter between half and all of the step', () => {
-    const low = deliveryBackoff(settings, () => 0);
-    const high = deliveryBackoff(settings, () => 1);
-    expect([1, 2, 3, 4].map((n) => low(n))).toEqual([500, 1000, 2000, 4000]);
-    expect([1, 2, 3, 4].map((n) => high(n))).toEqual([1000, 2000, 4000, 8000]);
+  it('follows the schedule, ±20 %', () => {
+    const low = deliveryBackoff(policy, () => 0);
+    const high = deliveryBackoff(policy, () => 1);
+    expect([1, 2, 3, 4].map((n) => low(n))).toEqual([800, 1600, 3200, 6400]);
+    expect([1, 2, 3, 4].map((n) => high(n))).toEqual([1200, 2400, 4800, 9600]);
   });
 
-  it('never exceeds the cap', () => {
-    expect(deliveryBackoff(settings, () => 1)(30)).toBe(60_000);
-  });
-
-  it('waits for the receiver’s Retry-After when it is longer than the backoff, capped', () => {
-    const b = deliveryBackoff(settings, () => 0);
+  it('waits for the receiver’s Retry-After when it is longer, capped at the largest step', () => {
+    const b = deliveryBackoff(policy, () => 0.5);
     expect(b(1, 'delivery', new RetryableDeliveryError('HTTP 429', 2000))).toBe(2000);
-    expect(b(1, 'delivery', new RetryableDeliveryError('HTTP 503', 10_000_000))).toBe(300_000);
-    expect(b(3, 'delivery', new RetryableDeliveryError('HTTP 503', null))).toBe(2000);
-    expect(b(5, 'delivery', new RetryableDeliveryError('HTTP 429', 1000))).toBe(8000); // backoff is longer
+    expect(b(1, 'delivery', new RetryableDeliveryError('HTTP 503', 10_000_000))).toBe(8000);
+    expect(b(3, 'delivery', new RetryableDeliveryError('HTTP 503', null))).toBe(4000);
+    expect(b(4, 'delivery', new RetryableDeliveryError('HTTP 429', 1000))).toBe(8000); // the schedule is longer
   });
 });
 

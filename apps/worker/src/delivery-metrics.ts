@@ -1,9 +1,10 @@
 import { createServer, type Server } from 'node:http';
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { TARGET_STATES, type DeliveryQueues, type TargetHealth } from '@connect/shared';
 
 export interface DeliveryMetrics {
   registry: Registry;
-  /** Attempts by target and outcome: delivered, retry, failed (dead letter), superseded. */
+  /** Attempts by target and outcome: delivered, retry, held, failed (dead letter), superseded. */
   deliveries: Counter<'target' | 'outcome'>;
   /** From the event's occurred_at to the target's 2xx, by target and event type. */
   latency: Histogram<'target' | 'type'>;
@@ -16,7 +17,7 @@ export function createDeliveryMetrics(): DeliveryMetrics {
     registry,
     deliveries: new Counter({
       name: 'connect_deliveries_total',
-      help: 'Delivery attempts by target and outcome (delivered, retry, failed = dead letter, superseded)',
+      help: 'Delivery attempts by target and outcome (delivered, retry, held, failed = dead letter, superseded)',
       labelNames: ['target', 'outcome'] as const,
       registers: [registry],
     }),
@@ -28,6 +29,38 @@ export function createDeliveryMetrics(): DeliveryMetrics {
       registers: [registry],
     }),
   };
+}
+
+/**
+ * `connect_target_state{target,state}` (1 for the current state, 0 for the
+ * others) and `connect_target_backlog{target}`, read from Redis when scraped:
+ * the state is shared by every worker process, so each one reports the same.
+ * The cost is one hash read and one count per target per scrape, whatever the
+ * number of deliveries stored.
+ */
+export function watchTargets(metrics: DeliveryMetrics, source: { health: TargetHealth; queues: DeliveryQueues }): void {
+  const names = [...source.queues.byTarget.keys()];
+  if (metrics.registry.getSingleMetric('connect_target_state')) return;
+  new Gauge({
+    name: 'connect_target_state',
+    help: 'Health of each target: 1 for its current state (healthy, failing, paused, disabled), 0 for the others',
+    labelNames: ['target', 'state'] as const,
+    registers: [metrics.registry],
+    async collect() {
+      const rows = await Promise.all(names.map((n) => source.health.get(n)));
+      for (const row of rows) for (const state of TARGET_STATES) this.set({ target: row.name, state }, row.state === state ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'connect_target_backlog',
+    help: 'Deliveries of each target not finished yet (waiting, held, delayed for a retry, or running)',
+    labelNames: ['target'] as const,
+    registers: [metrics.registry],
+    async collect() {
+      const counts = await Promise.all(names.map((n) => source.queues.backlog(n)));
+      names.forEach((n, i) => this.set({ target: n }, counts[i]!));
+    },
+  });
 }
 
 /**

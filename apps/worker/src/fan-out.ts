@@ -1,40 +1,16 @@
-import { DelayedError, type Job, type Queue } from 'bullmq';
-import { Types } from 'mongoose';
+import { DelayedError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
-import { collectionOf, GroupCommit, isOnlyDuplicateKeyError, type DeliveryDoc, type DownstreamTarget, type Models, type UserEvent, type UserEventJob } from '@connect/shared';
-import { deliveryIdOf, enqueueDeliveries, type DeliveryJob } from './deliveries-queue.ts';
+import { GroupCommit, parseUserEventJob, type DeliveryDoc, type DeliveryJob, type DeliveryQueues, type DeliveryStore, type DownstreamTarget, type UserEventJob } from '@connect/shared';
 
 export interface FanOutDeps {
-  models: Models;
-  deliveries: Queue<DeliveryJob>;
+  store: DeliveryStore;
+  deliveries: DeliveryQueues;
   targets: readonly DownstreamTarget[];
   log: Logger;
 }
 
-/** The execution-log row of an event for a target, as the fan-out first writes it. */
-function pendingDelivery(userId: string, target: string, event: UserEvent): DeliveryDoc {
-  const now = new Date();
-  return {
-    _id: deliveryIdOf(event.id, target),
-    event_id: event.id,
-    event_type: event.type,
-    organization_id: event.organization_id,
-    user_id: new Types.ObjectId(userId),
-    external_provider_id: event.data.external_provider_id,
-    target,
-    version: event.version,
-    status: 'pending',
-    attempts: 0,
-    last_status_code: null,
-    last_error: null,
-    created_at: now,
-    updated_at: now,
-    delivered_at: null,
-  };
-}
-
 /**
- * `user-events` → one `deliveries` job per configured target, so each target is
+ * `user-events` → one job on each configured target's own queue, so each target is
  * retried on its own and a target that is down holds up nobody else (SPEC §2).
  * The pending Delivery rows and the jobs are written at the same time: the
  * delivery processor upserts its row whatever it finds, so a fast delivery that
@@ -47,19 +23,13 @@ export function createFanOut(deps: FanOutDeps & { giveUpNeverDelayMs?: number })
   const parkMs = deps.giveUpNeverDelayMs ?? 60_000;
   // Fan-outs running at once share their writes: rows in one insertMany (a row that exists
   // already is fine: inserted once), jobs in one addBulk (each with its own deduplication).
-  const rows = new GroupCommit<DeliveryDoc>(async (docs) => {
-    try {
-      await collectionOf(deps.models.Delivery).insertMany(docs, { ordered: false });
-    } catch (err) {
-      if (!isOnlyDuplicateKeyError(err)) throw err;
-    }
-  });
-  const jobs = new GroupCommit<DeliveryJob>((batch) => enqueueDeliveries(deps.deliveries, batch));
+  const rows = new GroupCommit<DeliveryDoc>((docs) => deps.store.insertPending(docs));
+  const jobs = new GroupCommit<DeliveryJob>((batch) => deps.deliveries.enqueueMany(batch));
   return async (job: Job<UserEventJob>, token?: string): Promise<{ targets: number }> => {
-    const { user_id, event, created } = job.data;
+    const { user_id, event, created } = parseUserEventJob(job.data);
     try {
       await Promise.all([
-        ...deps.targets.map((target) => rows.push(pendingDelivery(user_id, target.name, event))),
+        ...deps.targets.map((target) => rows.push(deps.store.pendingRow({ userId: user_id, target: target.name, event }))),
         ...deps.targets.map((target) => jobs.push({ user_id, target: target.name, event, created })),
       ]);
     } catch (err) {

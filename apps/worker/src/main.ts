@@ -3,7 +3,7 @@ import { workerShutdownSteps } from './shutdown.ts';
 import { serveDeliveryMetrics } from './delivery-metrics.ts';
 import { startWorker } from './start-worker.ts';
 import { createWorkerDeps } from './worker-deps.ts';
-import { workerOptionsFromEnv, type WorkerOptions } from './worker-options.ts';
+import { REMOVED_WORKER_VARIABLES, workerOptionsFromEnv, type WorkerOptions } from './worker-options.ts';
 
 const config = loadConfigOrExit({});
 let options: WorkerOptions;
@@ -15,6 +15,9 @@ try {
   process.exit(1);
 }
 const log = createLogger(config.logLevel, 'worker');
+for (const name of REMOVED_WORKER_VARIABLES) {
+  if (process.env[name]) log.warn({ variable: name }, `${name} is no longer read: WORKER_RETRY_SCHEDULE sets the retries (docs/delivery.md)`);
+}
 const deps = await createWorkerDeps(config, log, options);
 const worker = startWorker(deps);
 if (options.metricsPort) {

@@ -64,11 +64,8 @@ export async function purgeExpired(models: Models, options: RetentionOptions): P
  * never history without a row.
  */
 async function purgeAttemptsOf(models: Models, deliveryIds: string[]): Promise<number> {
-  const attempts = (models as Partial<Record<string, unknown>>).DeliveryAttempt as
-    | { deleteMany(filter: object): Promise<{ deletedCount: number }> }
-    | undefined;
-  if (!attempts) return 0;
-  const { deletedCount } = await attempts.deleteMany({ delivery_id: { $in: deliveryIds } });
+  // By the {delivery_id, at} index.
+  const { deletedCount } = await models.DeliveryAttempt.deleteMany({ delivery_id: { $in: deliveryIds } });
   return deletedCount;
 }
 

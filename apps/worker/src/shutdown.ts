@@ -21,7 +21,7 @@ import type { WorkerDeps } from './worker-deps.ts';
 export function workerShutdownSteps(worker: RunningWorker, deps: WorkerDeps): ShutdownStep[] {
   return [
     { name: 'stop-fan-out', run: () => worker.fanOut.close() },
-    { name: 'stop-deliveries', run: () => worker.deliveries.close() },
+    { name: 'stop-deliveries', run: () => worker.closeDeliveries() },
     { name: 'stop-sweep', run: () => worker.sweep.stop() },
     { name: 'stop-purge', run: () => worker.purge.stop() },
     { name: 'close-queues', run: () => deps.closeQueues() },

@@ -1,8 +1,8 @@
 import { Worker } from 'bullmq';
-import { DELIVERIES_QUEUE, EVENTS_QUEUE, type UserEventJob } from '@connect/shared';
-import { deliveryIdOf, type DeliveryJob } from './deliveries-queue.ts';
+import { deliveryIdOf, deliveryQueueName, EVENTS_QUEUE, type DeliveryJob, type UserEventJob } from '@connect/shared';
 import { deliveryBackoff } from './delivery-backoff.ts';
 import { createDeliverToTarget } from './deliver-to-target.ts';
+import { watchTargets } from './delivery-metrics.ts';
 import { createFanOut } from './fan-out.ts';
 import { startOutboxSweep, type OutboxSweep } from './outbox-sweep.ts';
 import { startRetentionPurge, type RetentionPurge } from './retention-purge.ts';
@@ -10,14 +10,36 @@ import type { WorkerDeps } from './worker-deps.ts';
 
 export interface RunningWorker {
   fanOut: Worker<UserEventJob>;
-  deliveries: Worker<DeliveryJob>;
+  /** One BullMQ worker per target, each with its own concurrency (docs/delivery.md). */
+  deliveries: Map<string, Worker<DeliveryJob>>;
   sweep: OutboxSweep;
   purge: RetentionPurge;
+  /** Stops the delivery workers (waits for the jobs in flight). */
+  closeDeliveries(): Promise<void>;
   /** Stops taking jobs (waits for those in flight) and stops the sweep; connections stay with the deps. */
   close(): Promise<void>;
 }
 
-/** Starts the two processors and the outbox sweep over the given connections. */
+/**
+ * A worker that waits out a queue-wide hold (rate limit) sleeps on its own
+ * timer. When another process lifts the hold (a probe succeeded, an operator
+ * resumed), this wakes it instead of letting it sleep until its timer ends
+ * (up to the probe interval). BullMQ keeps that timer private: these two
+ * fields are what its own `close()` uses to interrupt the same sleep.
+ */
+interface WorkerTimer {
+  limitUntil: number;
+  abortDelayController: AbortController | null;
+}
+function wake(worker: Worker): void {
+  const w = worker as unknown as WorkerTimer;
+  if (w.limitUntil > Date.now()) {
+    w.limitUntil = 0;
+    w.abortDelayController?.abort();
+  }
+}
+
+/** Starts the fan-out, one delivery worker per target, the health watch and the outbox sweep. */
 export function startWorker(deps: WorkerDeps): RunningWorker {
   const { config, log, options } = deps;
   const common = {
@@ -28,29 +50,46 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     maxStalledCount: options.maxStalledCount,
   };
 
-  const fanOut = new Worker<UserEventJob>(EVENTS_QUEUE, createFanOut({ models: deps.models, deliveries: deps.deliveries, targets: config.downstreamTargets, log, giveUpNeverDelayMs: options.fanOutParkMs }), {
+  const fanOut = new Worker<UserEventJob>(EVENTS_QUEUE, createFanOut({ store: deps.store, deliveries: deps.deliveries, targets: config.downstreamTargets, log, giveUpNeverDelayMs: options.fanOutParkMs }), {
     ...common,
     concurrency: options.fanOutConcurrency,
   });
-  const deliveries = new Worker<DeliveryJob>(DELIVERIES_QUEUE, createDeliverToTarget({ models: deps.models, targets: config.downstreamTargets, log, metrics: deps.metrics }), {
-    ...common,
-    concurrency: options.concurrency,
-    settings: {
-      backoffStrategy: deliveryBackoff({ baseMs: options.backoffBaseMs, maxMs: options.backoffMaxMs, maxRetryAfterMs: options.maxRetryAfterMs }),
+
+  const deliveries = new Map<string, Worker<DeliveryJob>>();
+  const processor = createDeliverToTarget({
+    store: deps.store,
+    queues: deps.deliveries,
+    health: deps.health,
+    policy: options.policy,
+    targets: config.downstreamTargets,
+    log,
+    metrics: deps.metrics,
+    onReleased: (target) => {
+      const w = deliveries.get(target);
+      if (w) wake(w);
     },
   });
-  for (const w of [fanOut, deliveries] as Worker[]) {
-    w.on('error', (err) => log.warn({ queue: w.name, err: err.message }, 'worker error'));
+  for (const target of config.downstreamTargets) {
+    const worker = new Worker<DeliveryJob>(deliveryQueueName(target.name), processor, {
+      ...common,
+      concurrency: options.concurrency,
+      // Needed for BullMQ to honour a queue-wide `rateLimit()` (how a target is held);
+      // the numbers themselves never limit anything.
+      limiter: { max: 1_000_000, duration: 1000 },
+      settings: { backoffStrategy: deliveryBackoff(options.policy) },
+    });
+    worker.on('error', (err) => log.warn({ queue: worker.name, err: err.message }, 'worker error'));
+    // A job that stalled more than `maxStalledCount` times fails without its processor
+    // running, so nothing marked its row: make it a visible, replayable dead letter.
+    worker.on('failed', (job, err) => {
+      if (!job || !/stalled/i.test(err.message)) return;
+      void deps.store
+        .stalledDeadLetter(deliveryIdOf(job.data.event.id, job.data.target))
+        .catch((e: Error) => log.warn({ err: e.message }, 'could not record a stalled delivery'));
+    });
+    deliveries.set(target.name, worker);
   }
-  // A job that stalled more than `maxStalledCount` times fails without its processor
-  // running, so nothing marked its row: make it a visible, replayable dead letter.
-  deliveries.on('failed', (job, err) => {
-    if (!job || !/stalled/i.test(err.message)) return;
-    void deps.models.Delivery.updateOne(
-      { _id: deliveryIdOf(job.data.event.id, job.data.target), status: 'pending' },
-      { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: new Date(), dead_lettered_at: new Date() } },
-    ).catch((e: Error) => log.warn({ err: e.message }, 'could not record a stalled delivery'));
-  });
+  fanOut.on('error', (err) => log.warn({ queue: fanOut.name, err: err.message }, 'worker error'));
   fanOut.on('failed', (job, err) => {
     log.warn({ event_id: job?.id, err: err.message, attempts: job?.attemptsMade }, 'fan-out failed');
     // The events job is the "published" marker: one failed without its processor (stalled too
@@ -60,20 +99,40 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     }
   });
 
+  // Another process may lift a hold this one is sleeping out: look every healthPollMs.
+  const healthWatch = setInterval(() => {
+    for (const [name, worker] of deliveries) {
+      if (!((worker as unknown as WorkerTimer).limitUntil > Date.now())) continue;
+      deps.health
+        .get(name)
+        .then((h) => {
+          if (h.state === 'healthy' && !h.hold_until) wake(worker);
+        })
+        .catch(() => undefined);
+    }
+  }, options.healthPollMs);
+  healthWatch.unref();
+  watchTargets(deps.metrics, { health: deps.health, queues: deps.deliveries });
+
   const sweep = startOutboxSweep(deps.relay, log, options.sweepIntervalMs, options.sweepBatchSize);
   const purge = startRetentionPurge(
     { models: deps.models, redis: deps.queueRedis, queuePrefix: config.queuePrefix, log },
     { retentionMs: options.deliveryRetentionMs, intervalMs: options.purgeIntervalMs },
   );
-  log.info({ targets: config.downstreamTargets.map((t) => t.name), concurrency: options.concurrency }, 'worker started');
+  log.info({ targets: config.downstreamTargets.map((t) => t.name), concurrency_per_target: options.concurrency, retry_schedule_ms: options.policy.retryScheduleMs }, 'worker started');
 
+  const closeDeliveries = async () => {
+    clearInterval(healthWatch);
+    await Promise.all([...deliveries.values()].map((w) => w.close()));
+  };
   return {
     fanOut,
     deliveries,
     sweep,
+    closeDeliveries,
     purge,
     async close() {
-      await Promise.all([fanOut.close(), deliveries.close()]);
+      await Promise.all([fanOut.close(), closeDeliveries()]);
       await Promise.all([sweep.stop(), purge.stop()]);
     },
   };

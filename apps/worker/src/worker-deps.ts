@@ -1,8 +1,21 @@
 import mongoose, { type Connection } from 'mongoose';
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
-import { createEventsQueue, createModels, createRedis, ensureIndexes, mongoConnectionOptions, OutboxRelay, type Config, type Models, type RedisClient, type UserEventJob } from '@connect/shared';
-import { createDeliveriesQueue, type DeliveryJob } from './deliveries-queue.ts';
+import {
+  createEventsQueue,
+  createModels,
+  createRedis,
+  DeliveryQueues,
+  DeliveryStore,
+  ensureIndexes,
+  mongoConnectionOptions,
+  OutboxRelay,
+  TargetHealth,
+  type Config,
+  type Models,
+  type RedisClient,
+  type UserEventJob,
+} from '@connect/shared';
 import { createDeliveryMetrics, type DeliveryMetrics } from './delivery-metrics.ts';
 import { DEFAULT_WORKER_OPTIONS, type WorkerOptions } from './worker-options.ts';
 
@@ -20,7 +33,12 @@ export interface WorkerDeps {
   /** The sweep's publisher: fails fast while Redis is away, so a pass ends and the next one retries. */
   producerRedis: RedisClient;
   eventsQueue: Queue<UserEventJob>;
-  deliveries: Queue<DeliveryJob>;
+  /** One queue per configured target (docs/delivery.md). */
+  deliveries: DeliveryQueues;
+  /** Delivery rows, sync state and attempts: their one writer API. */
+  store: DeliveryStore;
+  /** Target states shared by every worker process (Redis). */
+  health: TargetHealth;
   relay: OutboxRelay;
   metrics: DeliveryMetrics;
   closeQueues(): Promise<void>;
@@ -41,8 +59,8 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
     r.on('error', (err) => log.warn({ connection: name, err: err.message }, 'redis connection error'));
   }
   const eventsQueue = createEventsQueue(producerRedis, config.queuePrefix);
-  const deliveries = createDeliveriesQueue(queueRedis, config.queuePrefix, opts.attempts);
-  for (const q of [eventsQueue, deliveries] as Queue[]) q.on('error', (err) => log.warn({ queue: q.name, err: err.message }, 'queue error'));
+  const deliveries = new DeliveryQueues(queueRedis, config.queuePrefix, config.downstreamTargets, opts.policy);
+  for (const q of [eventsQueue, ...deliveries.all()] as Queue[]) q.on('error', (err) => log.warn({ queue: q.name, err: err.message }, 'queue error'));
   const relay = new OutboxRelay({ models, queue: eventsQueue, log, targetNames: config.downstreamTargets.map((t) => t.name) });
 
   return {
@@ -56,6 +74,8 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
     producerRedis,
     eventsQueue,
     deliveries,
+    store: new DeliveryStore(models),
+    health: new TargetHealth(queueRedis, config.queuePrefix),
     relay,
     metrics: createDeliveryMetrics(),
     closeQueues: async () => {

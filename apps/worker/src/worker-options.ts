@@ -1,15 +1,15 @@
-import { ConfigError } from '@connect/shared';
-import { DEFAULT_DELIVERY_ATTEMPTS } from './deliveries-queue.ts';
+import { ConfigError, DEFAULT_DELIVERY_POLICY, deliveryPolicyFromEnv, type DeliveryPolicy } from '@connect/shared';
 
 /** Tunables of the worker process. Defaults suit production; tests shorten the delays. */
 export interface WorkerOptions {
-  /** Deliveries run at once (per process). A slow target holds at most this many slots for `timeout_ms`. */
+  /**
+   * Deliveries run at once per target and per process (each target has its own
+   * queue and worker): a slow target holds at most this many slots, its own.
+   */
   concurrency: number;
   fanOutConcurrency: number;
-  attempts: number;
-  backoffBaseMs: number;
-  backoffMaxMs: number;
-  maxRetryAfterMs: number;
+  /** Retry schedule, failure threshold, probe and disable timings (docs/delivery.md). */
+  policy: DeliveryPolicy;
   sweepIntervalMs: number;
   sweepBatchSize: number;
   /**
@@ -23,6 +23,8 @@ export interface WorkerOptions {
   shutdownGraceMs: number;
   /** How long a fan-out that used up its attempts waits before it tries again (it never gives up). */
   fanOutParkMs: number;
+  /** How often each process looks whether a held target was released by another process. */
+  healthPollMs: number;
   /** Port of the worker's GET /metrics listener; 0: none. */
   metricsPort: number;
   /** DELIVERY_RETENTION_DAYS (default 30), in ms: finished deliveries older than this are purged. */
@@ -32,12 +34,9 @@ export interface WorkerOptions {
 }
 
 export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
-  concurrency: 32,
+  concurrency: 16,
   fanOutConcurrency: 8,
-  attempts: DEFAULT_DELIVERY_ATTEMPTS,
-  backoffBaseMs: 2000,
-  backoffMaxMs: 15 * 60_000,
-  maxRetryAfterMs: 60 * 60_000,
+  policy: DEFAULT_DELIVERY_POLICY,
   sweepIntervalMs: 5000,
   sweepBatchSize: 500,
   lockDurationMs: 30_000,
@@ -45,16 +44,16 @@ export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
   maxStalledCount: 5,
   shutdownGraceMs: 30_000,
   fanOutParkMs: 60_000,
+  healthPollMs: 1000,
   metricsPort: 0,
   deliveryRetentionMs: 30 * 86_400_000,
   purgeIntervalMs: 10 * 60_000,
 });
 
-const ENV: Record<string, keyof WorkerOptions> = {
+type NumericOption = { [K in keyof WorkerOptions]: WorkerOptions[K] extends number ? K : never }[keyof WorkerOptions];
+
+const ENV: Record<string, NumericOption> = {
   WORKER_CONCURRENCY: 'concurrency',
-  WORKER_DELIVERY_ATTEMPTS: 'attempts',
-  WORKER_BACKOFF_BASE_MS: 'backoffBaseMs',
-  WORKER_BACKOFF_MAX_MS: 'backoffMaxMs',
   WORKER_SWEEP_INTERVAL_MS: 'sweepIntervalMs',
   WORKER_LOCK_DURATION_MS: 'lockDurationMs',
   WORKER_STALLED_INTERVAL_MS: 'stalledIntervalMs',
@@ -63,9 +62,12 @@ const ENV: Record<string, keyof WorkerOptions> = {
   WORKER_PURGE_INTERVAL_MS: 'purgeIntervalMs',
 };
 
-/** Optional WORKER_* variables; a bad one throws a ConfigError naming it. */
+/** Variables that no longer do anything (the retry schedule replaced them); the worker warns when it sees one. */
+export const REMOVED_WORKER_VARIABLES = ['WORKER_DELIVERY_ATTEMPTS', 'WORKER_BACKOFF_BASE_MS', 'WORKER_BACKOFF_MAX_MS'] as const;
+
+/** Optional WORKER_* and TARGET_* variables; a bad one throws a ConfigError naming it. */
 export function workerOptionsFromEnv(env: Record<string, string | undefined> = process.env): WorkerOptions {
-  const options: WorkerOptions = { ...DEFAULT_WORKER_OPTIONS };
+  const options: WorkerOptions = { ...DEFAULT_WORKER_OPTIONS, policy: deliveryPolicyFromEnv(env) };
   for (const [name, key] of Object.entries(ENV)) {
     const raw = env[name]?.trim();
     if (!raw) continue;

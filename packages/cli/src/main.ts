@@ -26,9 +26,11 @@ const USAGE = `usage: pnpm cli <command>
   client create --org ID (--public-key-file F | --jwks-url U)
   client disable ID
   user get --org ID --external-provider-id X
-  deliveries list --status failed
+  deliveries list [--target NAME] [--status pending|delivered|failed|superseded]
+  deliveries show ID
   deliveries replay ID | --all-failed
-  deliveries recover --target NAME --since ISO [--until ISO]
+    deliveries recover --target NAME --since ISO [--until ISO]
+  targets list | pause NAME | resume NAME
   targets resync NAME [--org ID] [--force] [--batch-size N] [--max-waiting N]`;
 
 export interface CliContext {
@@ -56,9 +58,9 @@ async function run(argv: string[], ctx: CliContext): Promise<unknown> {
       'jwks-url': { type: 'string' },
       'external-provider-id': { type: 'string' },
       status: { type: 'string' },
+      target: { type: 'string' },
       'all-failed': { type: 'boolean' },
       force: { type: 'boolean' },
-      target: { type: 'string' },
       since: { type: 'string' },
       until: { type: 'string' },
       'batch-size': { type: 'string' },
@@ -104,9 +106,18 @@ async function run(argv: string[], ctx: CliContext): Promise<unknown> {
     case 'user get':
       return getProviderUser(models, ctx.config.downstreamTargets, option(values, 'org'), option(values, 'external-provider-id'));
     case 'deliveries list':
+    case 'deliveries show':
     case 'deliveries replay':
-      // Loaded on demand: it brings in the worker's queue code, which other commands do not need.
-      return (await import('./deliveries-command.ts')).runDeliveriesCommand(ctx, verb, { status: values.status as string | undefined, allFailed: values['all-failed'] === true, id: positionals[0] });
+      return (await import('./deliveries-command.ts')).runDeliveriesCommand(ctx, verb, {
+        status: values.status as string | undefined,
+        target: values.target as string | undefined,
+        allFailed: values['all-failed'] === true,
+        id: positionals[0],
+      });
+    case 'targets list':
+    case 'targets pause':
+    case 'targets resume':
+      return (await import('./targets-command.ts')).runTargetsCommand(ctx, verb, positionals[0]);
     case 'targets resync':
       return (await import('./resync-command.ts')).runResyncCommand(ctx, {
         target: positionals[0],
@@ -145,7 +156,8 @@ async function main(): Promise<void> {
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   } catch (err) {
     if (err instanceof UsageError) fail('usage', err.message);
-    if (err instanceof DomainError) fail(err.slug, err.message, err.errors ? { errors: err.errors } : {});
+    // SPEC §3 spells the CLI's kind `not_found`.
+    if (err instanceof DomainError) fail(err.slug === 'not-found' ? 'not_found' : err.slug, err.message, err.errors ? { errors: err.errors } : {});
     if (err instanceof TypeError && (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) fail('usage', `${err.message}\n${USAGE}`);
     fail('internal', (err as Error).message);
   } finally {

@@ -1,5 +1,4 @@
-import { createDeliveriesQueue, recoverDeliveries } from '@connect/worker';
-import { createRedis, ValidationError } from '@connect/shared';
+import { createRedis, DeliveryQueues, DeliveryStore, recoverDeliveries, ValidationError } from '@connect/shared';
 import type { CliContext } from './main.ts';
 
 /** An ISO 8601 instant with a date and a time (a zone, or UTC when none is given). */
@@ -13,7 +12,7 @@ function instant(name: string, value: string | undefined): Date | undefined {
 /**
  * `deliveries recover --target NAME --since ISO [--until ISO]` → `{"recovered": N}`:
  * puts back every dead letter of the target dead-lettered in the window (see
- * apps/worker/src/recover-deliveries.ts and docs/operations.md).
+ * packages/shared/src/deliveries/recover-deliveries.ts and docs/operations.md).
  */
 export async function runRecoverCommand(ctx: CliContext, args: { target?: string; since?: string; until?: string }): Promise<unknown> {
   if (!args.target) throw new ValidationError([{ path: 'target', message: '--target is required' }]);
@@ -23,11 +22,11 @@ export async function runRecoverCommand(ctx: CliContext, args: { target?: string
   if (until && until <= since) throw new ValidationError([{ path: 'until', message: '--until must be after --since' }]);
   if (!ctx.config.redisUrl) throw new ValidationError([{ path: 'REDIS_URL', message: 'recovering needs REDIS_URL' }]);
   const redis = createRedis(ctx.config.redisUrl, 'producer', { enableOfflineQueue: true });
-  const deliveries = createDeliveriesQueue(redis, ctx.config.queuePrefix);
+  const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
   try {
-    return await recoverDeliveries({ models: ctx.models, deliveries, targets: ctx.config.downstreamTargets }, { target: args.target, since, until });
+    return await recoverDeliveries({ store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets }, { target: args.target, since, until });
   } finally {
-    await deliveries.close();
+    await queues.close();
     redis.disconnect();
   }
 }

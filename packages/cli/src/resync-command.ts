@@ -1,5 +1,4 @@
-import { createDeliveriesQueue, resyncTarget, type ResyncProgress } from '@connect/worker';
-import { createRedis, ValidationError } from '@connect/shared';
+import { createRedis, DeliveryQueues, DeliveryStore, resyncTarget, ValidationError, type ResyncProgress } from '@connect/shared';
 import type { CliContext } from './main.ts';
 
 /** Non-terminal stderr gets one JSON line at most this often. */
@@ -7,7 +6,7 @@ const PROGRESS_EVERY_MS = 3000;
 
 /**
  * `targets resync NAME [--org ID] [--force]`: enqueues what the target is
- * missing (see apps/worker/src/resync-target.ts and docs/operations.md); the
+ * missing (see packages/shared/src/deliveries/resync-target.ts and docs/operations.md); the
  * worker delivers it. Progress goes to stderr, a bar on a terminal and a JSON
  * line every few seconds otherwise; stdout gets the one final document.
  * SIGINT stops after the batch in progress: the cursor is saved, the same
@@ -23,7 +22,7 @@ export async function runResyncCommand(
   const maxOutstanding = count('max-waiting', args.maxWaiting, 2000);
   if (!ctx.config.redisUrl) throw new ValidationError([{ path: 'REDIS_URL', message: 'resync needs REDIS_URL' }]);
   const redis = createRedis(ctx.config.redisUrl, 'producer', { enableOfflineQueue: true });
-  const deliveries = createDeliveriesQueue(redis, ctx.config.queuePrefix);
+  const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
   const abort = new AbortController();
   const onSigint = () => {
     process.stderr.write('\ninterrupted: stopping after the batch in progress (run the same command again to continue)\n');
@@ -33,7 +32,7 @@ export async function runResyncCommand(
   const progress = progressWriter();
   try {
     const result = await resyncTarget(
-      { models: ctx.models, deliveries, targets: ctx.config.downstreamTargets },
+      { store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets },
       { target: args.target, organizationId: args.org, force: args.force, batchSize, maxOutstanding, signal: abort.signal, onProgress: progress },
     );
     const { interrupted, ...counts } = result;
@@ -42,7 +41,7 @@ export async function runResyncCommand(
     return { ...counts, interrupted: true };
   } finally {
     process.off('SIGINT', onSigint);
-    await deliveries.close();
+    await queues.close();
     redis.disconnect();
   }
 }

@@ -20,3 +20,5 @@ export * from './provider-users/upsert-provider-user.ts';
 export * from './provider-users/get-provider-user.ts';
 export * from './process/shutdown-sequence.ts';
 export * from './process/start-process.ts';
+export * from './duration.ts';
+export * from './deliveries/index.ts';

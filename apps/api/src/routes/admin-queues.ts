@@ -39,7 +39,7 @@ export async function adminQueuesRoutes(app: FastifyInstance, deps: ApiDeps): Pr
   const serverAdapter = new FastifyAdapter();
   serverAdapter.setBasePath(ADMIN_QUEUES_PATH);
   createBullBoard({
-    queues: [new BullMQAdapter(deps.queue), new BullMQAdapter(deps.deliveriesQueue)],
+    queues: [new BullMQAdapter(deps.queue), ...deps.deliveryQueues.map((q) => new BullMQAdapter(q))],
     serverAdapter,
     options: { uiConfig: { boardTitle: 'Connect queues' } },
   });

@@ -116,6 +116,28 @@ export interface DeliveryDoc {
   dead_lettered_at?: Date | null;
 }
 
+/**
+ * One attempt of a delivery (insert-only: FerretDB has no compare-and-set, and
+ * rows that are never updated cannot lose a concurrent write; retention purges
+ * them by `at`). Never the user's data nor the receiver's body: a status, an
+ * error class and a short message we wrote ourselves.
+ */
+export interface DeliveryAttemptDoc {
+  _id: mongoose.Types.ObjectId;
+  delivery_id: string;
+  target: string;
+  at: Date;
+  duration_ms: number;
+  status_code: number | null;
+  /** `http` (an answer), `timeout`, `network`, `internal` (ours), or null on success. */
+  error_class: 'http' | 'timeout' | 'network' | 'internal' | null;
+  message: string | null;
+  /** What the attempt led to: delivered, retry, failed (dead letter), held (target failing/disabled). */
+  outcome: 'delivered' | 'retry' | 'failed' | 'held';
+  /** Sent as the one probe of a failing target. */
+  probe: boolean;
+}
+
 const base = { versionKey: false, strict: 'throw', autoIndex: false, autoCreate: false } as const;
 
 const organizationSchema = new Schema<OrganizationDoc>(
@@ -218,6 +240,25 @@ deliverySchema.index({ user_id: 1, target: 1, version: 1 });
 // `deliveries recover --target --since --until`: a target's dead letters by the time they died.
 deliverySchema.index({ target: 1, status: 1, dead_lettered_at: 1 });
 
+const deliveryAttemptSchema = new Schema<DeliveryAttemptDoc>(
+  {
+    delivery_id: String,
+    target: String,
+    at: Date,
+    duration_ms: Number,
+    status_code: Number,
+    error_class: String,
+    message: String,
+    outcome: String,
+    probe: Boolean,
+  },
+  { ...base, collection: 'delivery_attempts' },
+);
+deliveryAttemptSchema.index({ delivery_id: 1, at: 1 });
+deliveryAttemptSchema.index({ at: 1 });
+// `deliveries list --target`.
+deliverySchema.index({ target: 1, status: 1, updated_at: 1 });
+
 export function createModels(conn: Connection) {
   return {
     Organization: conn.model<OrganizationDoc>('Organization', organizationSchema),
@@ -228,6 +269,7 @@ export function createModels(conn: Connection) {
     RelayCursor: conn.model<RelayCursorDoc>('RelayCursor', relayCursorSchema),
     SyncState: conn.model<SyncStateDoc>('SyncState', syncStateSchema),
     Delivery: conn.model<DeliveryDoc>('Delivery', deliverySchema),
+    DeliveryAttempt: conn.model<DeliveryAttemptDoc>('DeliveryAttempt', deliveryAttemptSchema),
   };
 }
 export type Models = ReturnType<typeof createModels>;

@@ -1,11 +1,13 @@
-import type { Queue } from 'bullmq';
-import { eventJobOf, NotFoundError, type DeliveryDoc, type DeliveryStatus, type DownstreamTarget, type Models, type ProviderUserDoc } from '@connect/shared';
-import { enqueueDelivery, type DeliveryJob } from './deliveries-queue.ts';
+import { eventJobOf } from '../events/user-event.ts';
+import { NotFoundError } from '../domain-errors.ts';
+import type { DeliveryAttemptDoc, DeliveryDoc, DeliveryStatus, ProviderUserDoc } from '../models/models.ts';
+import type { DeliveryQueues } from './delivery-queues.ts';
+import type { DeliveryFilter, DeliveryStore } from './delivery-store.ts';
 
 export interface ReplayDeps {
-  models: Models;
-  deliveries: Queue<DeliveryJob>;
-  targets: readonly DownstreamTarget[];
+  store: DeliveryStore;
+  queues: DeliveryQueues;
+  targets: readonly { name: string }[];
 }
 
 /** A Delivery row as operators see it: ids, status and error, never the user's data (emails). */
@@ -26,7 +28,17 @@ export interface DeliveryView {
   delivered_at: string | null;
 }
 
-function viewOf(d: DeliveryDoc): DeliveryView {
+export interface AttemptView {
+  at: string;
+  duration_ms: number;
+  status_code: number | null;
+  error_class: DeliveryAttemptDoc['error_class'];
+  message: string | null;
+  outcome: DeliveryAttemptDoc['outcome'];
+  probe: boolean;
+}
+
+export function deliveryViewOf(d: DeliveryDoc): DeliveryView {
   return {
     id: d._id,
     event_id: d.event_id,
@@ -45,15 +57,22 @@ function viewOf(d: DeliveryDoc): DeliveryView {
   };
 }
 
+function attemptViewOf(a: DeliveryAttemptDoc): AttemptView {
+  return { at: a.at.toISOString(), duration_ms: a.duration_ms, status_code: a.status_code ?? null, error_class: a.error_class ?? null, message: a.message ?? null, outcome: a.outcome, probe: a.probe === true };
+}
+
 export class ReplayError extends Error {}
 
-/** `deliveries list --status failed`: the dead letters (or any status), oldest change first. */
-export async function listDeliveries(models: Models, filter: { status?: DeliveryStatus; limit?: number } = {}): Promise<DeliveryView[]> {
-  const rows = await models.Delivery.find(filter.status ? { status: filter.status } : {})
-    .sort({ updated_at: 1, _id: 1 })
-    .limit(filter.limit ?? 1000)
-    .lean<DeliveryDoc[]>();
-  return rows.map(viewOf);
+/** `deliveries list [--target] [--status]`: oldest change first. */
+export async function listDeliveries(store: DeliveryStore, filter: DeliveryFilter = {}): Promise<DeliveryView[]> {
+  return (await store.list(filter)).map(deliveryViewOf);
+}
+
+/** `deliveries show ID`: the row and every attempt, oldest first. */
+export async function showDelivery(store: DeliveryStore, id: string): Promise<DeliveryView & { attempt_history: AttemptView[] }> {
+  const row = await store.get(id);
+  if (!row) throw new NotFoundError(`No delivery ${id}.`);
+  return { ...deliveryViewOf(row), attempt_history: (await store.attemptsOf(id)).map(attemptViewOf) };
 }
 
 /**
@@ -61,39 +80,35 @@ export async function listDeliveries(models: Models, filter: { status?: Delivery
  * user's current document, so the target gets the newest state (the old event
  * is then marked superseded if a newer one went out). The row turns `pending`
  * before the job exists, conditionally on still being `failed`, so a replay run
- * twice enqueues once and the job can never be overwritten by this function.
- * The SyncState row is left to the delivery processor (its only writer: on
- * FerretDB a second writer could erase its `delivered_version`); GET /users
- * shows `failed` until the replayed job's first attempt marks it `pending`.
+ * twice enqueues once. SyncState is left to the delivery processor (its only
+ * writer); GET /users shows `failed` until the replayed job's first attempt.
  */
 export async function replayDelivery(deps: ReplayDeps, id: string): Promise<DeliveryView> {
-  const { Delivery, ProviderUser } = deps.models;
-  const row = await Delivery.findById(id).lean<DeliveryDoc>();
+  const row = await deps.store.get(id);
   if (!row) throw new NotFoundError(`No delivery ${id}.`);
   if (row.status !== 'failed') throw new ReplayError(`Delivery ${id} is ${row.status}; only failed deliveries are replayed.`);
   if (!deps.targets.some((t) => t.name === row.target)) throw new ReplayError(`Target ${row.target} is no longer configured.`);
-  const user = await ProviderUser.findById(row.user_id).lean<ProviderUserDoc>();
+  const user = await deps.store.models.ProviderUser.findById(row.user_id).lean<ProviderUserDoc>();
   if (!user) throw new NotFoundError(`The user of delivery ${id} no longer exists.`);
 
   const claimedAt = new Date();
-  const claimed = await Delivery.updateOne({ _id: id, status: 'failed' }, { $set: { status: 'pending', updated_at: claimedAt } });
-  if (claimed.modifiedCount === 0) throw new ReplayError(`Delivery ${id} is being replayed already.`);
+  if (!(await deps.store.claimForReplay(id, claimedAt))) throw new ReplayError(`Delivery ${id} is being replayed already.`);
   try {
     const { event, created } = eventJobOf(user);
     // A job id of its own: the original one may still sit in BullMQ's failed set.
-    await enqueueDelivery(deps.deliveries, { user_id: user._id.toString(), target: row.target, event, created }, `replay.${id}.${Date.now()}`);
+    await deps.queues.enqueue({ user_id: user._id.toString(), target: row.target, event, created }, `replay.${id}.${Date.now()}`);
   } catch (err) {
-    await Delivery.updateOne({ _id: id, status: 'pending' }, { $set: { status: 'failed', updated_at: new Date() } });
+    await deps.store.releaseReplayClaim(id);
     throw err;
   }
   // What this call did (the row as it left it): a re-read could already show the
   // replayed job's outcome, which the caller learns from `deliveries list`.
-  return viewOf({ ...row, status: 'pending', updated_at: claimedAt });
+  return deliveryViewOf({ ...row, status: 'pending', updated_at: claimedAt });
 }
 
 /** `deliveries replay --all-failed`. */
 export async function replayAllFailed(deps: ReplayDeps): Promise<{ replayed: DeliveryView[]; errors: { id: string; error: string }[] }> {
-  const failed = await listDeliveries(deps.models, { status: 'failed', limit: 100_000 });
+  const failed = await listDeliveries(deps.store, { status: 'failed', limit: 100_000 });
   const replayed: DeliveryView[] = [];
   const errors: { id: string; error: string }[] = [];
   for (const d of failed) {

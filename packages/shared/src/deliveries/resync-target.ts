@@ -1,8 +1,10 @@
-import type { Queue } from 'bullmq';
 import type { Types } from 'mongoose';
-import { eventJobOf, NotFoundError, type DownstreamTarget, type Models, type ProviderUserDoc, type SyncStateDoc } from '@connect/shared';
-import { deliveryIdOf, enqueueDeliveriesWith, type DeliveryJob } from './deliveries-queue.ts';
-import { syncStateIdOf } from './deliver-to-target.ts';
+import type { Collection } from 'mongodb';
+import { NotFoundError } from '../domain-errors.ts';
+import { eventJobOf } from '../events/user-event.ts';
+import type { ProviderUserDoc } from '../models/models.ts';
+import { deliveryIdOf, type DeliveryJob, type DeliveryQueues } from './delivery-queues.ts';
+import type { DeliveryStore } from './delivery-store.ts';
 
 /**
  * `targets resync NAME [--org ID] [--force]` (docs/operations.md): brings one
@@ -62,9 +64,9 @@ export interface ResyncProgress extends ResyncResult {
 }
 
 export interface ResyncDeps {
-  models: Models;
-  deliveries: Queue<DeliveryJob>;
-  targets: readonly DownstreamTarget[];
+  store: DeliveryStore;
+  queues: DeliveryQueues;
+  targets: readonly { name: string }[];
 }
 
 /** Lower than live deliveries (which carry none); the same for every resync job, so they run in walk order. */
@@ -83,12 +85,12 @@ interface ResyncCursorDoc {
 }
 
 export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Promise<ResyncResult & { interrupted: boolean }> {
-  const { models } = deps;
+  const { models } = deps.store;
   if (!deps.targets.some((t) => t.name === options.target)) throw new NotFoundError(`No configured target named ${options.target}.`);
   const force = options.force === true;
   const batchSize = options.batchSize ?? 500;
   const maxOutstanding = options.maxOutstanding ?? 2000;
-  const cursors = models.RelayCursor.collection as unknown as import('mongodb').Collection<ResyncCursorDoc>;
+  const cursors = models.RelayCursor.collection as unknown as Collection<ResyncCursorDoc>;
   const cursorId = resyncCursorId(options.target, options.organizationId, force);
   const saved = await cursors.findOne({ _id: cursorId });
   const scope = options.organizationId ? { organization_id: options.organizationId } : {};
@@ -112,13 +114,10 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
       .lean<ProviderUserDoc[]>();
     if (users.length === 0) break;
 
-    const syncIds = users.map((u) => syncStateIdOf(u._id.toString(), options.target));
-    const syncs = new Map(
-      (await models.SyncState.find({ _id: { $in: syncIds } }).lean<SyncStateDoc[]>()).map((s) => [s._id, s]),
-    );
+    const syncs = await deps.store.readSyncs(users.map((u) => u._id.toString()), options.target);
     const jobs: { job: DeliveryJob; jobId: string }[] = [];
     for (const user of users) {
-      const sync = syncs.get(syncStateIdOf(user._id.toString(), options.target));
+      const sync = syncs.get(user._id.toString());
       const delivered = sync?.delivered_version ?? 0;
       // A live delivery of the current version is already queued for this target: it brings it up to date.
       const onItsWay = sync?.status === 'pending' && sync.version >= user.version;
@@ -132,7 +131,7 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
         jobId: `resync.${deliveryIdOf(event.id, options.target)}${runTag}`,
       });
     }
-    if (jobs.length > 0) await enqueueDeliveriesWith(deps.deliveries, jobs, { priority: RESYNC_PRIORITY });
+    if (jobs.length > 0) await deps.queues.enqueueWith(options.target, jobs, { priority: RESYNC_PRIORITY });
     result.users_scanned += users.length;
     result.enqueued += jobs.length;
     after = users.at(-1)!._id;
@@ -143,18 +142,17 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
     );
     report(false);
     if (users.length < batchSize) break;
-    await waitForRoom(deps.deliveries, maxOutstanding, options.signal);
+    await waitForRoom(deps.queues, options.target, maxOutstanding, options.signal);
   }
   await cursors.deleteOne({ _id: cursorId });
   report(true);
   return { ...result, interrupted: false };
 }
 
-/** Bounded pace: waits until fewer than `max` prioritized (resync) jobs wait in the queue. */
-async function waitForRoom(queue: Queue<DeliveryJob>, max: number, signal?: AbortSignal): Promise<void> {
+/** Bounded pace: waits until fewer than `max` prioritized (resync) jobs wait in the target's queue. */
+async function waitForRoom(queues: DeliveryQueues, target: string, max: number, signal?: AbortSignal): Promise<void> {
   for (;;) {
-    const { prioritized = 0 } = await queue.getJobCounts('prioritized');
-    if (prioritized < max || signal?.aborted) return;
+    if ((await queues.waitingAtLowPriority(target)) < max || signal?.aborted) return;
     await new Promise((r) => setTimeout(r, 200));
   }
 }

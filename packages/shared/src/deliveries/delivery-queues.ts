@@ -1,0 +1,136 @@
+import { Queue, type JobsOptions } from 'bullmq';
+import { z } from 'zod';
+import { DELIVERIES_QUEUE } from '../events/queues.ts';
+import type { RedisClient } from '../events/redis-connection.ts';
+import type { UserEvent, UserEventJob } from '../events/user-event.ts';
+import { deliveryJobOptions, DEFAULT_DELIVERY_POLICY, type DeliveryPolicy } from './delivery-policy.ts';
+
+/**
+ * One BullMQ queue per target (`deliveries.<target>`), each with its own
+ * worker and concurrency: a slow or failing target fills its own slots, never
+ * another's, and BullMQ's queue-wide controls (pause, rate limit) become
+ * per-target holds shared by every worker process. See docs/delivery.md.
+ */
+export function deliveryQueueName(target: string): string {
+  return `${DELIVERIES_QUEUE}.${target}`;
+}
+
+const userEventSchema = z.object({
+  id: z.string().min(1),
+  type: z.enum(['user.created', 'user.updated']),
+  occurred_at: z.string(),
+  organization_id: z.string(),
+  version: z.number().int().min(1),
+  // The user as the API shows it: carried through to the callback body untouched.
+  data: z.looseObject({ external_provider_id: z.string() }),
+});
+
+/** One delivery: a user's event for one target. The creation event rides along (user.created first). */
+export const deliveryJobSchema = z.object({
+  user_id: z.string().regex(/^[0-9a-f]{24}$/),
+  target: z.string().min(1),
+  event: userEventSchema,
+  created: userEventSchema,
+  force: z.boolean().optional(),
+});
+export interface DeliveryJob {
+  user_id: string;
+  target: string;
+  event: UserEvent;
+  created: UserEvent;
+  /** `targets resync --force`: the newest event even if the target answered 2xx to it already. */
+  force?: boolean;
+}
+
+/** The events queue's job (user-events), as the fan-out reads it. */
+export const userEventJobSchema = z.object({ user_id: deliveryJobSchema.shape.user_id, event: userEventSchema, created: userEventSchema });
+export function parseUserEventJob(data: unknown): UserEventJob {
+  return userEventJobSchema.parse(data) as unknown as UserEventJob;
+}
+
+/** A job's payload as the worker reads it: validated, so a malformed job fails loudly instead of sending garbage. */
+export function parseDeliveryJob(data: unknown): DeliveryJob {
+  return deliveryJobSchema.parse(data) as unknown as DeliveryJob;
+}
+
+/** The id of a Delivery row, and of the delivery job for an event (BullMQ job ids may not contain ':'). */
+export function deliveryIdOf(eventId: string, target: string): string {
+  return `${eventId}.${target}`;
+}
+
+export function createDeliveryQueue(connection: RedisClient, prefix: string, target: string, policy: DeliveryPolicy = DEFAULT_DELIVERY_POLICY): Queue<DeliveryJob> {
+  return new Queue<DeliveryJob>(deliveryQueueName(target), { connection, prefix, defaultJobOptions: deliveryJobOptions(policy) });
+}
+
+/** The queues of the configured targets, by target name. */
+export class DeliveryQueues {
+  readonly byTarget: ReadonlyMap<string, Queue<DeliveryJob>>;
+
+  constructor(connection: RedisClient, prefix: string, targets: readonly { name: string }[], policy: DeliveryPolicy = DEFAULT_DELIVERY_POLICY) {
+    this.byTarget = new Map(targets.map((t) => [t.name, createDeliveryQueue(connection, prefix, t.name, policy)]));
+  }
+
+  get(target: string): Queue<DeliveryJob> | undefined {
+    return this.byTarget.get(target);
+  }
+
+  all(): Queue<DeliveryJob>[] {
+    return [...this.byTarget.values()];
+  }
+
+  /**
+   * Adds a delivery, deduplicated per (user, target): BullMQ keeps at most one
+   * active and one waiting job per key (`keepLastIfActive`), the waiting one
+   * carrying the newest data, and `replace` swaps a job that waits out a retry
+   * delay for the new one. So two deliveries for one user and target never run
+   * at the same time, which is what keeps a target from seeing versions out of
+   * order when several workers run. A job waiting (not delayed) swallows the
+   * newer one; that is safe because the processor sends the user's newest event
+   * from the database, not the event the job was created for.
+   */
+  async enqueue(job: DeliveryJob, jobId: string = deliveryIdOf(job.event.id, job.target)): Promise<void> {
+    await this.queueOf(job.target).add(job.event.type, job, dedupOptions(job, jobId));
+  }
+
+  /** Several at once, one round trip per target; each job deduplicated as `enqueue` does. */
+  async enqueueMany(jobs: readonly DeliveryJob[]): Promise<void> {
+    const byTarget = new Map<string, DeliveryJob[]>();
+    for (const j of jobs) byTarget.set(j.target, [...(byTarget.get(j.target) ?? []), j]);
+    await Promise.all(
+      [...byTarget].map(([target, list]) =>
+        this.queueOf(target).addBulk(list.map((job) => ({ name: job.event.type, data: job, opts: dedupOptions(job, deliveryIdOf(job.event.id, job.target)) }))),
+      ),
+    );
+  }
+
+  /** Jobs with their own ids and extra options (resync: a priority below live deliveries), deduplicated as `enqueue` does. */
+  async enqueueWith(target: string, jobs: readonly { job: DeliveryJob; jobId: string }[], extra: JobsOptions): Promise<void> {
+    await this.queueOf(target).addBulk(jobs.map(({ job, jobId }) => ({ name: job.event.type, data: job, opts: { ...dedupOptions(job, jobId), ...extra } })));
+  }
+
+  /** Prioritized jobs waiting for the target: only resync adds those. */
+  async waitingAtLowPriority(target: string): Promise<number> {
+    const { prioritized = 0 } = await this.queueOf(target).getJobCounts('prioritized');
+    return prioritized;
+  }
+
+  /** Jobs not finished yet (waiting, held, delayed, running): what the target still has to receive. */
+  async backlog(target: string): Promise<number> {
+    const counts = await this.queueOf(target).getJobCounts('wait', 'paused', 'delayed', 'prioritized', 'active', 'waiting-children');
+    return Object.values(counts).reduce((a, b) => a + b, 0);
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.all().map((q) => q.close()));
+  }
+
+  private queueOf(target: string): Queue<DeliveryJob> {
+    const q = this.byTarget.get(target);
+    if (!q) throw new Error(`target ${target} is not configured`);
+    return q;
+  }
+}
+
+function dedupOptions(job: DeliveryJob, jobId: string): JobsOptions {
+  return { jobId, deduplication: { id: `${job.user_id}:${job.target}`, keepLastIfActive: true, replace: true } };
+}

@@ -1,0 +1,314 @@
+import { Types } from 'mongoose';
+import type { Collection } from 'mongodb';
+import type { UserEvent } from '../events/user-event.ts';
+import { collectionOf, isDuplicateKeyError, isOnlyDuplicateKeyError, type DeliveryAttemptDoc, type DeliveryDoc, type DeliveryStatus, type Models, type SyncStateDoc } from '../models/models.ts';
+import { deliveryIdOf } from './delivery-queues.ts';
+
+/**
+ * The one owner of delivery state: Delivery rows (one per event and target,
+ * the execution log and the dead letters), SyncState rows (one per user and
+ * target, what GET /users reports) and DeliveryAttempt rows (the history).
+ * Every writer goes through these named operations; the rules of who may write
+ * what are here and nowhere else (docs/delivery.md):
+ *
+ * 1. Fan-out only inserts `pending` Delivery rows (`insertPending`). A row that
+ *    exists already is left alone (duplicate key): the processor may have got
+ *    there first, and its outcome must not be overwritten by `pending`.
+ * 2. The delivery processor is the only writer of a row's outcome (`delivered`,
+ *    `retrying`, `held`, `deadLettered`, `superseded`) and the ONLY writer of
+ *    SyncState. It runs one job per (user, target) at a time (BullMQ's
+ *    deduplication slot in Redis), so its read-then-write of SyncState cannot
+ *    race another writer, which matters on FerretDB where an update is a whole
+ *    document read, changed and written back without compare-and-set. Its row
+ *    writes are upserts by id, so they do not depend on the fan-out's insert
+ *    having landed.
+ * 3. The stalled handler writes one thing: a `pending` row becomes `failed`
+ *    (conditional on `pending`), so a job BullMQ gave up on stays visible.
+ * 4. Replay and recover claim a `failed` row back to `pending` (conditional on
+ *    `failed`) before they enqueue, and give it back if the enqueue fails. A
+ *    row keeps the time it was dead-lettered (`dead_lettered_at`, set by 2 and
+ *    3): `deliveries recover --since/--until` selects by it.
+ * 6. The retention purge deletes finished rows (and their attempts) past
+ *    DELIVERY_RETENTION_DAYS, conditional on still being finished; resync only
+ *    reads SyncState.
+ * 5. Attempts are insert-only.
+ *
+ * Where this holds: on MongoDB the conditional writes (3, 4) are atomic; on
+ * FerretDB they are a read and a write, so a replay racing the processor can
+ * leave a row's status stale until the next attempt writes it again, but never
+ * a callback unsent: what is sent is decided by the queue and SyncState, not by
+ * a row's status.
+ */
+export interface DeliveryRef {
+  event: UserEvent;
+  target: string;
+  userId: string;
+}
+
+export interface AttemptRecord {
+  deliveryId: string;
+  target: string;
+  at: Date;
+  durationMs: number;
+  statusCode: number | null;
+  errorClass: DeliveryAttemptDoc['error_class'];
+  message: string | null;
+  outcome: DeliveryAttemptDoc['outcome'];
+  probe: boolean;
+}
+
+export interface DeliveryFilter {
+  status?: DeliveryStatus;
+  target?: string;
+  limit?: number;
+}
+
+export function syncStateIdOf(userId: string, target: string): string {
+  return `${userId}:${target}`;
+}
+
+/** Defaults for an upsert's insert, minus the fields the update itself sets (MongoDB refuses both). */
+function onInsertOnly(defaults: Record<string, unknown>, updated: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(defaults).filter(([k]) => !(k in updated)));
+}
+
+/**
+ * Two upserts of one new row at once (two workers, or a delivery and a replay):
+ * one inserts, the other gets a duplicate-key error, on FerretDB always and on
+ * MongoDB in some cases. The row exists by then, so the same update applied
+ * again takes the update path.
+ */
+async function retryOnDuplicateUpsert<T>(write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (err) {
+    if (!isDuplicateKeyError(err)) throw err;
+    return write();
+  }
+}
+
+export class DeliveryStore {
+  // The driver's collections, not mongoose's query layer: every value here is built by us.
+  private readonly rows: Collection<DeliveryDoc>;
+  private readonly syncs: Collection<SyncStateDoc>;
+  private readonly attempts: Collection<DeliveryAttemptDoc>;
+
+  constructor(
+    readonly models: Models,
+    private readonly now: () => Date = () => new Date(),
+  ) {
+    this.rows = collectionOf(models.Delivery);
+    this.syncs = collectionOf(models.SyncState);
+    this.attempts = collectionOf(models.DeliveryAttempt);
+  }
+
+  /** The row the fan-out writes first. */
+  pendingRow(ref: DeliveryRef): DeliveryDoc {
+    const now = this.now();
+    const { event } = ref;
+    return {
+      _id: deliveryIdOf(event.id, ref.target),
+      event_id: event.id,
+      event_type: event.type,
+      organization_id: event.organization_id,
+      user_id: new Types.ObjectId(ref.userId),
+      external_provider_id: event.data.external_provider_id,
+      target: ref.target,
+      version: event.version,
+      status: 'pending',
+      attempts: 0,
+      last_status_code: null,
+      last_error: null,
+      created_at: now,
+      updated_at: now,
+      delivered_at: null,
+    };
+  }
+
+  /** Rule 1: insert only; a row already there (any status) is left as it is. */
+  async insertPending(docs: DeliveryDoc[]): Promise<void> {
+    try {
+      await this.rows.insertMany(docs, { ordered: false });
+    } catch (err) {
+      if (!isOnlyDuplicateKeyError(err)) throw err;
+    }
+  }
+
+  // --- Rule 2: the delivery processor -------------------------------------------------
+
+  async delivered(ref: DeliveryRef, statusCode: number, attempts: number): Promise<void> {
+    const at = this.now();
+    await this.touch(ref, { status: 'delivered', last_status_code: statusCode, last_error: null, delivered_at: at }, { attempts });
+  }
+
+  /** An attempt failed and will be tried again on the schedule. */
+  async retrying(ref: DeliveryRef, statusCode: number | null, error: string, attempts: number): Promise<void> {
+    await this.touch(ref, { status: 'pending', last_status_code: statusCode, last_error: error }, { attempts });
+  }
+
+  /** The target is failing or disabled: the delivery waits (still `pending`), nothing dropped. */
+  async held(ref: DeliveryRef, statusCode: number | null, error: string, attempts: number): Promise<void> {
+    await this.touch(ref, { status: 'pending', last_status_code: statusCode, last_error: error }, { attempts });
+  }
+
+  /** A dead letter: visible in `deliveries list --status failed`, replayable. */
+  async deadLettered(ref: DeliveryRef, statusCode: number | null, error: string, attempts = 0): Promise<void> {
+    await this.touch(ref, { status: 'failed', dead_lettered_at: this.now(), last_status_code: statusCode, last_error: error }, attempts ? { attempts } : undefined);
+  }
+
+  /** The target already has this version (a duplicate job): the row is done. */
+  async alreadyDelivered(ref: DeliveryRef): Promise<void> {
+    await this.touch(ref, { status: 'delivered' });
+  }
+
+  /** Rows of events this target will never be sent, because a newer version reached it. */
+  async supersedeOlder(userId: string, target: string, deliveredVersion: number): Promise<void> {
+    await this.rows.updateMany(
+      { user_id: new Types.ObjectId(userId), target, version: { $lt: deliveredVersion }, status: { $in: ['pending', 'failed'] } },
+      { $set: { status: 'superseded', updated_at: this.now() } },
+    );
+  }
+
+  async readSync(userId: string, target: string): Promise<SyncStateDoc | null> {
+    return this.syncs.findOne({ _id: syncStateIdOf(userId, target) });
+  }
+
+  /** SyncState: only the processor, only while it holds the (user, target) slot. */
+  async recordSync(ref: Omit<DeliveryRef, 'event'> & { organizationId: string }, set: Partial<SyncStateDoc>, deliveredVersion?: number): Promise<void> {
+    const userId = new Types.ObjectId(ref.userId);
+    await retryOnDuplicateUpsert(() =>
+      this.syncs.updateOne(
+        { _id: syncStateIdOf(ref.userId, ref.target) },
+        {
+          $set: { updated_at: this.now(), ...set },
+          $setOnInsert: onInsertOnly(
+            { organization_id: ref.organizationId, user_id: userId, target: ref.target, delivered_version: 0, attempts: 0, last_attempt_at: null, last_error: null },
+            { ...set, ...(deliveredVersion === undefined ? {} : { delivered_version: deliveredVersion }) },
+          ),
+          ...(deliveredVersion === undefined ? {} : { $max: { delivered_version: deliveredVersion } }),
+        },
+        { upsert: true },
+      ),
+    );
+  }
+
+  /** Rule 5. */
+  async recordAttempt(a: AttemptRecord): Promise<void> {
+    await this.attempts.insertOne({
+      _id: new Types.ObjectId(),
+      delivery_id: a.deliveryId,
+      target: a.target,
+      at: a.at,
+      duration_ms: a.durationMs,
+      status_code: a.statusCode,
+      error_class: a.errorClass,
+      message: a.message,
+      outcome: a.outcome,
+      probe: a.probe,
+    });
+  }
+
+  // --- Rule 3: the stalled handler -----------------------------------------------------
+
+  async stalledDeadLetter(deliveryId: string): Promise<void> {
+    await this.rows.updateOne({ _id: deliveryId, status: 'pending' }, { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: this.now(), dead_lettered_at: this.now() } });
+  }
+
+  // --- Rule 4: replay ------------------------------------------------------------------
+
+  /** `failed` → `pending`; false when someone else changed it first. */
+  async claimForReplay(deliveryId: string, at: Date): Promise<boolean> {
+    const res = await this.rows.updateOne({ _id: deliveryId, status: 'failed' }, { $set: { status: 'pending', updated_at: at } });
+    return res.modifiedCount > 0;
+  }
+
+  async releaseReplayClaim(deliveryId: string): Promise<void> {
+    await this.rows.updateOne({ _id: deliveryId, status: 'pending' }, { $set: { status: 'failed', updated_at: this.now() } });
+  }
+
+  /** Recover: these rows, if still dead letters of the window, → `pending`; how many were claimed. */
+  async claimForRecover(deliveryIds: string[], window: { target: string; since: Date; until: Date }, at: Date): Promise<number> {
+    const res = await this.rows.updateMany(
+      { _id: { $in: deliveryIds }, target: window.target, status: 'failed', dead_lettered_at: { $gte: window.since, $lt: window.until } },
+      { $set: { status: 'pending', updated_at: at } },
+    );
+    return res.modifiedCount;
+  }
+
+  /** The enqueue after a recover claim failed: the rows it claimed are dead letters again (their time kept). */
+  async releaseRecoverClaim(deliveryIds: string[], at: Date): Promise<void> {
+    await this.rows.updateMany({ _id: { $in: deliveryIds }, status: 'pending', updated_at: at }, { $set: { status: 'failed', updated_at: this.now() } });
+  }
+
+  /** A target's dead letters of a window, by id from `after`: what recover walks. */
+  async deadLettersOf(window: { target: string; since: Date; until: Date }, after: string | undefined, limit: number): Promise<Pick<DeliveryDoc, '_id' | 'user_id'>[]> {
+    return this.rows
+      .find(
+        { target: window.target, status: 'failed', dead_lettered_at: { $gte: window.since, $lt: window.until }, ...(after ? { _id: { $gt: after } } : {}) },
+        { projection: { _id: 1, user_id: 1 } },
+      )
+      .sort({ _id: 1 })
+      .limit(limit)
+      .toArray();
+  }
+
+  /** Resync: the SyncState rows of these users for one target (read only). */
+  async readSyncs(userIds: string[], target: string): Promise<Map<string, SyncStateDoc>> {
+    const rows = await this.syncs.find({ _id: { $in: userIds.map((u) => syncStateIdOf(u, target)) } }).toArray();
+    return new Map(rows.map((r) => [r.user_id.toString(), r]));
+  }
+
+  // --- Reads ---------------------------------------------------------------------------
+
+  async get(deliveryId: string): Promise<DeliveryDoc | null> {
+    return this.rows.findOne({ _id: deliveryId });
+  }
+
+  /** Oldest change first. */
+  async list(filter: DeliveryFilter = {}): Promise<DeliveryDoc[]> {
+    const q: Record<string, unknown> = {};
+    if (filter.status) q.status = filter.status;
+    if (filter.target) q.target = filter.target;
+    return this.rows
+      .find(q)
+      .sort({ updated_at: 1, _id: 1 })
+      .limit(filter.limit ?? 1000)
+      .toArray();
+  }
+
+  async attemptsOf(deliveryId: string): Promise<DeliveryAttemptDoc[]> {
+    return this.attempts.find({ delivery_id: deliveryId }).sort({ at: 1, _id: 1 }).toArray();
+  }
+
+  private touch(ref: DeliveryRef, set: Record<string, unknown>, inc?: Record<string, number>) {
+    const { event } = ref;
+    const now = this.now();
+    return retryOnDuplicateUpsert(() =>
+      this.rows.updateOne(
+        { _id: deliveryIdOf(event.id, ref.target) },
+        {
+          $set: { updated_at: now, ...set },
+          $setOnInsert: onInsertOnly(
+            {
+              event_id: event.id,
+              event_type: event.type,
+              organization_id: event.organization_id,
+              user_id: new Types.ObjectId(ref.userId),
+              external_provider_id: event.data.external_provider_id,
+              target: ref.target,
+              version: event.version,
+              created_at: now,
+              delivered_at: null,
+              last_status_code: null,
+              last_error: null,
+              attempts: 0,
+            },
+            { ...set, ...inc },
+          ),
+          ...(inc ? { $inc: inc } : {}),
+        },
+        { upsert: true },
+      ),
+    );
+  }
+}

@@ -1,0 +1,214 @@
+import { randomUUID } from 'node:crypto';
+import type { RedisClient } from '../events/redis-connection.ts';
+import { formatDuration } from '../duration.ts';
+import type { DeliveryPolicy } from './delivery-policy.ts';
+
+/**
+ * The health of each target, shared by every worker process: one Redis hash
+ * per target, changed only by the Lua scripts below so that two processes
+ * recording outcomes at once cannot lose a count or a state change (Redis runs
+ * a script atomically). The states (docs/delivery.md):
+ *
+ * - `healthy`: deliveries go out; retryable failures are counted.
+ * - `failing`: `failureThreshold` consecutive retryable failures. Deliveries are
+ *   held (not attempted, their retry schedule not spent); one probe at a time,
+ *   every `probeIntervalMs` doubling to `probeMaxIntervalMs`; the first 2xx
+ *   makes the target healthy again.
+ * - `paused`: an operator's hold. `disabled`: `410 Gone`, or failing for longer
+ *   than `disableAfterMs`. In both, nothing is attempted until `resume`.
+ *
+ * A `Retry-After` on a 429/503 sets `hold_until`: no delivery to that target
+ * starts before it, whatever the state.
+ */
+export const TARGET_STATES = ['healthy', 'failing', 'paused', 'disabled'] as const;
+export type TargetState = (typeof TARGET_STATES)[number];
+
+export interface TargetHealthView {
+  name: string;
+  state: TargetState;
+  consecutive_failures: number;
+  failing_since: string | null;
+  last_success_at: string | null;
+  /** Why the target is disabled or paused, when it is. */
+  reason: string | null;
+  hold_until: string | null;
+}
+
+/** What a delivery may do now: go, go as the one probe, or wait (ms) and stay held. */
+export type Admission = { kind: 'send' } | { kind: 'probe'; token: string } | { kind: 'hold'; ms: number; state: TargetState | 'retry-after' };
+
+export interface Transition {
+  from: TargetState;
+  to: TargetState;
+}
+
+const ADMIT = `
+local h = redis.call('HMGET', KEYS[1], 'state', 'hold_until', 'next_probe_at')
+local state = h[1] or 'healthy'
+local now = tonumber(ARGV[1])
+if state == 'paused' or state == 'disabled' then return {state, 1000} end
+local hold = tonumber(h[2] or '0') or 0
+if hold > now then return {'retry-after', hold - now} end
+if state == 'failing' then
+  local nextp = tonumber(h[3] or '0') or 0
+  if now < nextp then return {'failing', nextp - now} end
+  if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[2]) then return {'probe', 0} end
+  local ttl = redis.call('PTTL', KEYS[2])
+  if ttl < 200 then ttl = 200 end
+  return {'failing', ttl}
+end
+return {'send', 0}
+`;
+
+const RELEASE_PROBE = `
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+`;
+
+const SUCCESS = `
+local now = ARGV[1]
+local prev = redis.call('HGET', KEYS[1], 'state') or 'healthy'
+local new = prev
+redis.call('HSET', KEYS[1], 'last_success_at', now, 'consecutive_failures', 0)
+if prev == 'failing' then
+  new = 'healthy'
+  redis.call('HSET', KEYS[1], 'state', 'healthy', 'changed_at', now)
+  redis.call('HDEL', KEYS[1], 'failing_since', 'next_probe_at', 'probe_interval_ms', 'reason')
+elseif redis.call('HEXISTS', KEYS[1], 'state') == 0 then
+  redis.call('HSET', KEYS[1], 'state', 'healthy', 'changed_at', now)
+end
+if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+return {prev, new}
+`;
+
+const FAILURE = `
+local now = tonumber(ARGV[1])
+local threshold = tonumber(ARGV[2])
+local base = tonumber(ARGV[3])
+local max = tonumber(ARGV[4])
+local disableAfter = tonumber(ARGV[5])
+local probe = ARGV[6]
+local prev = redis.call('HGET', KEYS[1], 'state') or 'healthy'
+local new = prev
+local cf = redis.call('HINCRBY', KEYS[1], 'consecutive_failures', 1)
+if prev == 'healthy' and cf >= threshold then
+  new = 'failing'
+  redis.call('HSET', KEYS[1], 'state', 'failing', 'failing_since', now, 'probe_interval_ms', base, 'next_probe_at', now + base, 'changed_at', now, 'reason', ARGV[7])
+elseif prev == 'failing' and probe ~= '' then
+  local since = tonumber(redis.call('HGET', KEYS[1], 'failing_since') or now) or now
+  if now - since >= disableAfter then
+    new = 'disabled'
+    redis.call('HSET', KEYS[1], 'state', 'disabled', 'changed_at', now, 'reason', ARGV[8])
+    redis.call('HDEL', KEYS[1], 'next_probe_at', 'probe_interval_ms')
+  else
+    local iv = tonumber(redis.call('HGET', KEYS[1], 'probe_interval_ms') or base) or base
+    iv = math.min(iv * 2, max)
+    redis.call('HSET', KEYS[1], 'probe_interval_ms', iv, 'next_probe_at', now + iv, 'reason', ARGV[7])
+  end
+end
+if probe ~= '' and redis.call('GET', KEYS[2]) == probe then redis.call('DEL', KEYS[2]) end
+return {prev, new}
+`;
+
+/** ARGV: now, new state, reason. From any state to paused/disabled/healthy (operator or 410). */
+const SET_STATE = `
+local prev = redis.call('HGET', KEYS[1], 'state') or 'healthy'
+local now = ARGV[1]
+if ARGV[2] == 'healthy' then
+  redis.call('HSET', KEYS[1], 'state', 'healthy', 'consecutive_failures', 0, 'changed_at', now)
+  redis.call('HDEL', KEYS[1], 'failing_since', 'next_probe_at', 'probe_interval_ms', 'hold_until', 'reason')
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('HSET', KEYS[1], 'state', ARGV[2], 'changed_at', now, 'reason', ARGV[3])
+end
+return {prev, ARGV[2]}
+`;
+
+const HOLD = `
+local cur = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '0') or 0
+if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], 'hold_until', ARGV[1]) end
+return 1
+`;
+
+export class TargetHealth {
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly prefix: string,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  private keys(target: string): [string, string] {
+    return [`${this.prefix}:target-health:${target}`, `${this.prefix}:target-probe:${target}`];
+  }
+
+  private async run(script: string, target: string, ...args: (string | number)[]): Promise<unknown> {
+    return this.redis.eval(script, 2, ...this.keys(target), ...args.map(String));
+  }
+
+  /**
+   * Whether a delivery may go out now. While failing, the first caller after
+   * the probe time takes the probe lock (held `probeLockMs`, longer than the
+   * request can take) and sends; everyone else is told how long to wait.
+   */
+  async admit(target: string, probeLockMs: number): Promise<Admission> {
+    const token = randomUUID();
+    const [kind, ms] = (await this.run(ADMIT, target, this.now(), probeLockMs, token)) as [string, number];
+    if (kind === 'send') return { kind: 'send' };
+    if (kind === 'probe') return { kind: 'probe', token };
+    return { kind: 'hold', ms: Number(ms), state: kind as TargetState | 'retry-after' };
+  }
+
+  async recordSuccess(target: string, probeToken?: string): Promise<Transition> {
+    return transition(await this.run(SUCCESS, target, this.now(), probeToken ?? ''));
+  }
+
+  async recordFailure(target: string, policy: DeliveryPolicy, reason: string, probeToken?: string): Promise<Transition> {
+    return transition(
+      await this.run(
+        FAILURE,
+        target,
+        this.now(),
+        policy.failureThreshold,
+        policy.probeIntervalMs,
+        policy.probeMaxIntervalMs,
+        policy.disableAfterMs,
+        probeToken ?? '',
+        reason,
+        `failing for longer than ${formatDuration(policy.disableAfterMs)}`,
+      ),
+    );
+  }
+
+  /** Gives the probe lock back without an outcome (the probe could not run: our own error). */
+  async releaseProbe(target: string, probeToken: string): Promise<void> {
+    await this.run(RELEASE_PROBE, target, probeToken);
+  }
+
+  async setState(target: string, state: 'healthy' | 'paused' | 'disabled', reason = ''): Promise<Transition> {
+    return transition(await this.run(SET_STATE, target, this.now(), state, reason));
+  }
+
+  /** No delivery to this target starts before `untilMs` (Retry-After on 429/503). */
+  async holdUntil(target: string, untilMs: number): Promise<void> {
+    await this.run(HOLD, target, Math.round(untilMs));
+  }
+
+  async get(target: string): Promise<TargetHealthView> {
+    const h = await this.redis.hgetall(this.keys(target)[0]);
+    const iso = (v: string | undefined) => (v ? new Date(Number(v)).toISOString() : null);
+    const holdUntil = Number(h.hold_until ?? 0);
+    return {
+      name: target,
+      state: (TARGET_STATES as readonly string[]).includes(h.state ?? '') ? (h.state as TargetState) : 'healthy',
+      consecutive_failures: Number(h.consecutive_failures ?? 0),
+      failing_since: iso(h.failing_since),
+      last_success_at: iso(h.last_success_at),
+      reason: h.reason || null,
+      hold_until: holdUntil > this.now() ? new Date(holdUntil).toISOString() : null,
+    };
+  }
+}
+
+function transition(raw: unknown): Transition {
+  const [from, to] = raw as [TargetState, TargetState];
+  return { from, to };
+}
