@@ -70,7 +70,11 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
   queue.on('error', (err) => log.warn({ err: err.message }, 'events queue error'));
   const deliveryQueues = config.downstreamTargets.map((t) => new Queue(deliveryQueueName(t.name), { connection: redis, prefix: config.queuePrefix }));
   for (const q of deliveryQueues) q.on('error', (err) => log.warn({ queue: q.name, err: err.message }, 'deliveries queue error'));
-  const metrics: ApiMetrics = createApiMetrics({ models, queues: [queue, ...deliveryQueues], publishedAmong: (ids) => relay.publishedAmong(ids) });
+  const metrics: ApiMetrics = createApiMetrics({
+    queues: [queue, ...deliveryQueues],
+    targetQueues: config.downstreamTargets.map((t, i) => ({ target: t.name, queue: deliveryQueues[i]! })),
+    unpublished: () => relay.unpublishedCount(),
+  });
   const relay = new OutboxRelay({ models, queue, log, onPublishFailure: () => metrics.publishFailures.inc(), targetNames: config.downstreamTargets.map((t) => t.name) });
   const key = await loadServiceSigningKey(models, config.tokenSigningKey);
   let stopping = false;

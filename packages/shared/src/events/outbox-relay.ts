@@ -118,6 +118,26 @@ export class OutboxRelay {
   }
 
   /**
+   * Events not published yet, for the metric: among the users at or after the
+   * sweep's cursor (everything before it is published, by construction), at
+   * most `limit` of them. The cost follows the outbox's backlog (about
+   * SAFETY_LAG_MS of writes, more during an outage), never the number of users
+   * stored; `capped` says the backlog was larger than `limit`.
+   */
+  async unpublishedCount(limit = 10_000): Promise<{ count: number; capped: boolean }> {
+    const { ProviderUser, RelayCursor } = this.deps.models;
+    const cursor = await RelayCursor.findById(SWEEP_CURSOR_ID).lean();
+    const users = await ProviderUser.find(cursor ? { updated_at: { $gte: cursor.updated_at } } : {})
+      .sort({ updated_at: 1, _id: 1 })
+      .limit(limit)
+      .select({ 'last_event.id': 1 })
+      .lean<{ last_event: { id: string } }[]>();
+    const ids = users.map((u) => u.last_event.id);
+    const published = await this.publishedAmong(ids);
+    return { count: ids.length - published.size, capped: users.length === limit };
+  }
+
+  /**
    * Right after the write, without holding up the answer. A failure is logged and
    * left to the sweep. `drain()` waits for these on shutdown.
    */
