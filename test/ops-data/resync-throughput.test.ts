@@ -37,8 +37,10 @@ describe.runIf(USERS > 0)('targets resync throughput', () => {
     await Promise.all(Array.from({ length: 16 }, async () => {
       while (next < USERS) {
         const id = ids[next++]!;
-        const r = await postUser(api!, token, { provider_email: `${id}@example.com`, external_provider_id: id, ...(next % 2 ? { settings: { speech_locale: 'FRENCH_FR' } } : {}) });
-        expect(r.status).toBe(201);
+        const half = next % 2 === 0;
+        expect((await postUser(api!, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+        // Half of them updated once: version 2, so the target gets user.created then user.updated.
+        if (half) expect((await postUser(api!, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } })).status).toBe(200);
       }
     }));
     console.log(`[resync throughput] seeded ${USERS} users in ${((Date.now() - seedStart) / 1000).toFixed(0)} s`);

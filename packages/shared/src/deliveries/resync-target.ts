@@ -94,7 +94,8 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
   const cursorId = resyncCursorId(options.target, options.organizationId, force);
   const saved = await cursors.findOne({ _id: cursorId });
   const scope = options.organizationId ? { organization_id: options.organizationId } : {};
-  const total = await models.ProviderUser.countDocuments(scope);
+  // For the progress bar only: the collection's metadata count when it is all users.
+  const total = options.organizationId ? await models.ProviderUser.countDocuments(scope) : await models.ProviderUser.estimatedDocumentCount();
   const result: ResyncResult = { target: options.target, users_scanned: 0, enqueued: 0, skipped: 0 };
   const resumedAfter = saved?.scanned ?? 0;
   const report = (done: boolean) => options.onProgress?.({ ...result, total, resumed_after: resumedAfter, done });
