@@ -44,8 +44,7 @@ beforeAll(async () => {
     RATE_LIMIT_PER_CLIENT_PER_MINUTE: '0',
     DOWNSTREAM_TARGETS: JSON.stringify(receivers.map((r, i) => ({ name: `target-${i}`, url: r.url, secrets: [`secret-${i}`] }))),
     WORKER_SWEEP_INTERVAL_MS: '500',
-    WORKER_BACKOFF_BASE_MS: '200',
-    WORKER_BACKOFF_MAX_MS: '2000',
+    WORKER_RETRY_SCHEDULE: '200ms,400ms,800ms,1600ms,2s,2s,2s',
   };
   conn = await mongoose.createConnection(env.MONGO_URL).asPromise();
   models = createModels(conn);

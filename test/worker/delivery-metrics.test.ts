@@ -23,7 +23,7 @@ afterAll(async () => {
 });
 
 describe('Worker metrics (GET /metrics on WORKER_METRICS_PORT)', () => {
-  it('count deliveries by target and outcome, and the latency from the change to the 2xx', async () => {
+  it('count deliveries by target and outcome, the latency from the change to the 2xx, and each target’s state and backlog', async () => {
     const port = await freePort();
     const server = await serveDeliveryMetrics(worker.deps.metrics, port, '127.0.0.1');
     try {
@@ -40,6 +40,15 @@ describe('Worker metrics (GET /metrics on WORKER_METRICS_PORT)', () => {
       });
       expect(text).toMatch(/connect_deliveries_total\{target="dictation",outcome="retry"\} [1-9]/);
       expect(text).toMatch(/connect_delivery_latency_seconds_count\{target="dictation",type="user.created"\} 1/);
+      // Target health and backlog, read from Redis when scraped.
+      expect(text).toMatch(/connect_target_state\{target="dictation",state="healthy"\} 1/);
+      expect(text).toMatch(/connect_target_state\{target="dictation",state="failing"\} 0/);
+      expect(text).toMatch(/connect_target_backlog\{target="dictation"\} \d+/);
+      await worker.deps.health.setState('dictation', 'paused', 'test');
+      const paused = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(paused).toMatch(/connect_target_state\{target="dictation",state="paused"\} 1/);
+      expect(paused).toMatch(/connect_target_state\{target="dictation",state="healthy"\} 0/);
+      await worker.deps.health.setState('dictation', 'healthy');
       expect((await fetch(`http://127.0.0.1:${port}/other`)).status).toBe(404);
     } finally {
       await new Promise((r) => server.close(r));

@@ -26,8 +26,9 @@ export function createFanOut(deps: FanOutDeps & { giveUpNeverDelayMs?: number })
   const rows = new GroupCommit<DeliveryDoc>((docs) => deps.store.insertPending(docs));
   const jobs = new GroupCommit<DeliveryJob>((batch) => deps.deliveries.enqueueMany(batch));
   return async (job: Job<UserEventJob>, token?: string): Promise<{ targets: number }> => {
-    const { user_id, event, created } = parseUserEventJob(job.data);
     try {
+      // Inside the try: a payload that never parses is parked like any other failure, never dropped.
+      const { user_id, event, created } = parseUserEventJob(job.data);
       await Promise.all([
         ...deps.targets.map((target) => rows.push(deps.store.pendingRow({ userId: user_id, target: target.name, event }))),
         ...deps.targets.map((target) => jobs.push({ user_id, target: target.name, event, created })),
@@ -38,13 +39,13 @@ export function createFanOut(deps: FanOutDeps & { giveUpNeverDelayMs?: number })
       // events queue's backoff) would lose it. On its last attempt the job is parked and
       // retried a minute later instead, for as long as it takes; it only touches our stores.
       if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1) && token) {
-        deps.log.error({ event_id: event.id, err: (err as Error).message }, 'fan-out keeps failing; retrying later');
+        deps.log.error({ event_id: job.id, err: (err as Error).message }, 'fan-out keeps failing; retrying later');
         await job.moveToDelayed(Date.now() + parkMs, token);
         throw new DelayedError();
       }
       throw err;
     }
-    deps.log.debug({ event_id: event.id, version: event.version, targets: deps.targets.length }, 'event fanned out');
+    deps.log.debug({ event_id: job.id, targets: deps.targets.length }, 'event fanned out');
     return { targets: deps.targets.length };
   };
 }

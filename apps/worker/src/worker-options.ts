@@ -34,7 +34,7 @@ export interface WorkerOptions {
 }
 
 export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
-  concurrency: 16,
+  concurrency: 32,
   fanOutConcurrency: 8,
   policy: DEFAULT_DELIVERY_POLICY,
   sweepIntervalMs: 5000,

@@ -53,8 +53,11 @@ if state == 'failing' then
   local nextp = tonumber(h[3] or '0') or 0
   if now < nextp then return {'failing', nextp - now} end
   if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[2]) then return {'probe', 0} end
+  -- A probe is in flight: look again within a second, not when its lock would expire (a
+  -- worker sleeps out the whole hold, so a long one would outlive the probe's answer).
   local ttl = redis.call('PTTL', KEYS[2])
   if ttl < 200 then ttl = 200 end
+  if ttl > 1000 then ttl = 1000 end
   return {'failing', ttl}
 end
 return {'send', 0}

@@ -1,0 +1,136 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { listTargets, resumeTarget, showDelivery } from '@connect/shared';
+import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { eventually, startReceiver, type Answer, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
+import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+
+vi.setConfig({ testTimeout: 90_000 });
+
+/**
+ * The retry schedule (WORKER_RETRY_SCHEDULE=1s,2s,4s), a receiver's Retry-After
+ * holding its whole target, and 410 Gone disabling a target until an operator
+ * resumes it (docs/delivery.md). Real FerretDB, Redis and HTTP receivers.
+ */
+
+let api: TestApi;
+let worker: TestWorker;
+let token: string;
+const receivers: Record<'flaky' | 'throttled' | 'steady' | 'gone', Receiver> = {} as never;
+/** Per external_provider_id: the answers to give, in order; once used up, 200. */
+const script = new Map<string, Answer[]>();
+const userOf = (c: ReceivedCallback): string => c.body?.data?.user?.external_provider_id;
+let seq = 0;
+const nextId = (label: string) => `${label}-${++seq}-${Date.now()}`;
+let goneAnswers: Answer[] = [];
+
+beforeAll(async () => {
+  receivers.flaky = await startReceiver((c) => script.get(userOf(c))?.shift() ?? { status: 200 });
+  receivers.throttled = await startReceiver((c) => script.get(`throttled:${userOf(c)}`)?.shift() ?? { status: 200 });
+  receivers.steady = await startReceiver(() => ({ status: 200 }));
+  receivers.gone = await startReceiver(() => goneAnswers.shift() ?? { status: 200 });
+  const targets = Object.entries(receivers).map(([name, r]) => ({ name, url: r.url, secrets: [`${name}-secret`], timeout_ms: 2000 }));
+  api = await startTestApi({ label: 'worker_schedule', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets), WORKER_RETRY_SCHEDULE: '1s,2s,4s' } });
+  // What WORKER_RETRY_SCHEDULE=1s,2s,4s gives the worker process (read as the process reads it).
+  const { deliveryPolicyFromEnv } = await import('@connect/shared');
+  worker = await startTestWorker(api.env, { policy: deliveryPolicyFromEnv(api.env) });
+  token = await getToken(api, await registerTestClient(api.models));
+});
+
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  for (const r of Object.values(receivers)) await r?.close();
+});
+
+async function createUser(id: string, settings?: Record<string, unknown>): Promise<number> {
+  const res = await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, ...(settings ? { settings } : {}) });
+  expect([200, 201]).toContain(res.status);
+  return res.body.version;
+}
+const callsTo = (r: Receiver, id: string) => r.received.filter((c) => userOf(c) === id);
+const rowOf = async (id: string, target: string) => (await worker.deps.models.Delivery.find({ external_provider_id: id, target }).lean())[0];
+
+describe('WORKER_RETRY_SCHEDULE=1s,2s,4s', () => {
+  it('500 four times: dead-lettered after exactly 4 attempts, waits of 1, 2 and 4 s (±20 %), history of 4 attempts', async () => {
+    const id = nextId('schedule');
+    script.set(id, Array.from({ length: 4 }, () => ({ status: 500 })));
+    await createUser(id);
+    await eventually(async () => expect((await rowOf(id, 'flaky'))?.status).toBe('failed'), 30_000);
+    const calls = callsTo(receivers.flaky, id);
+    expect(calls.map((c) => c.answered)).toEqual([500, 500, 500, 500]);
+    const gaps = calls.slice(1).map((c, i) => c.at - calls[i]!.answeredAt!);
+    console.log(`[schedule 1s,2s,4s] gaps between attempts: ${gaps.join(' ms, ')} ms`);
+    [1000, 2000, 4000].forEach((step, i) => {
+      expect(gaps[i]!).toBeGreaterThanOrEqual(step * 0.8 - 20);
+      // +20 % jitter, plus the time BullMQ takes to promote a delayed job on a loaded machine.
+      expect(gaps[i]!).toBeLessThanOrEqual(step * 1.2 + 1000);
+    });
+    const row = (await rowOf(id, 'flaky'))!;
+    expect(row).toMatchObject({ status: 'failed', attempts: 4, last_status_code: 500, last_error: 'HTTP 500' });
+    const shown = await showDelivery(worker.deps.store, row._id);
+    expect(shown.attempt_history.map((a) => [a.status_code, a.error_class, a.outcome])).toEqual([
+      [500, 'http', 'retry'],
+      [500, 'http', 'retry'],
+      [500, 'http', 'retry'],
+      [500, 'http', 'failed'],
+    ]);
+    expect(JSON.stringify(shown)).not.toContain('@example.com');
+    // Four failures in a row are below the threshold (5): the target stays healthy.
+    expect((await worker.deps.health.get('flaky')).state).toBe('healthy');
+  });
+});
+
+describe('Retry-After on a 429 holds the whole target', () => {
+  it('Retry-After: 3 → no request reaches that target for 3 s, while another target keeps receiving', async () => {
+    const first = nextId('throttle');
+    script.set(`throttled:${first}`, [{ status: 429, headers: { 'retry-after': '3' } }]);
+    await createUser(first);
+    const refused = await eventually(() => callsTo(receivers.throttled, first).find((c) => c.answered === 429) ?? false, 15_000);
+    // Changes made during the hold: the steady target gets them, the throttled one waits.
+    const during = [nextId('during'), nextId('during'), nextId('during')];
+    for (const id of during) await createUser(id);
+    await eventually(() => during.every((id) => receivers.steady.accepted().some((c) => userOf(c) === id)), 10_000);
+    const steadyDuring = receivers.steady.accepted().filter((c) => during.includes(userOf(c)));
+    // The positive signal that the hold is over: the throttled target receives everything.
+    await eventually(() => [first, ...during].every((id) => receivers.throttled.accepted().some((c) => userOf(c) === id)), 20_000);
+    const next = receivers.throttled.received.filter((c) => c.n > refused.n);
+    const firstAfter = Math.min(...next.map((c) => c.at));
+    console.log(`[Retry-After: 3] next request to the throttled target ${firstAfter - refused.answeredAt!} ms after the 429; the steady target got ${steadyDuring.length} callbacks meanwhile`);
+    expect(firstAfter - refused.answeredAt!).toBeGreaterThanOrEqual(3000 - 50);
+    expect(steadyDuring.some((c) => c.answeredAt! < refused.answeredAt! + 3000)).toBe(true);
+  });
+});
+
+describe('410 Gone disables the target; resume delivers everything held, in order', () => {
+  it('410 → disabled, nothing sent; `targets resume` → every held change arrives, per user in order', async () => {
+    goneAnswers = [{ status: 410 }];
+    const users = [nextId('gone'), nextId('gone'), nextId('gone')];
+    const before = receivers.gone.received.length;
+    const sinceStart = () => receivers.gone.received.slice(before);
+    await createUser(users[0]!);
+    await eventually(async () => expect((await worker.deps.health.get('gone')).state).toBe('disabled'), 15_000);
+    expect(sinceStart().map((c) => c.answered)).toEqual([410]);
+    // More changes while disabled: creations and updates.
+    for (const id of users.slice(1)) await createUser(id);
+    for (const id of users) await createUser(id, { speech_locale: 'ITALIAN_IT' });
+    // The positive signal: the steady target has every change, so every fan-out ran.
+    await eventually(() => users.every((id) => receivers.steady.accepted().some((c) => userOf(c) === id && c.body.data.version === 2)), 15_000);
+    expect(sinceStart()).toHaveLength(1);
+    const row = (await rowOf(users[0]!, 'gone'))!;
+    expect(row).toMatchObject({ status: 'pending', last_status_code: 410 }); // held, not dead-lettered
+    const listed = await listTargets({ health: worker.deps.health, queues: worker.deps.deliveries });
+    expect(listed.find((t) => t.name === 'gone')).toMatchObject({ state: 'disabled', backlog: expect.any(Number) });
+    expect(listed.find((t) => t.name === 'gone')!.backlog).toBeGreaterThanOrEqual(users.length);
+
+    const resumed = await resumeTarget({ health: worker.deps.health, queues: worker.deps.deliveries }, 'gone');
+    expect(resumed.state).toBe('healthy');
+    await eventually(() => users.every((id) => receivers.gone.accepted().some((c) => userOf(c) === id && c.body.data.version === 2)), 20_000);
+    for (const id of users) {
+      const seen = receivers.gone.accepted().filter((c) => userOf(c) === id).map((c) => [c.body.type, c.body.data.version]);
+      expect(seen[0]).toEqual(['user.created', 1]);
+      const versions = seen.map((s) => s[1] as number);
+      expect(versions).toEqual([...versions].sort((a, b) => a - b));
+    }
+    expect(await worker.deps.models.Delivery.countDocuments({ target: 'gone', status: 'failed' })).toBe(0);
+  });
+});
