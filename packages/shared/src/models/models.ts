@@ -237,8 +237,6 @@ const deliverySchema = new Schema<DeliveryDoc>(
 deliverySchema.index({ status: 1, updated_at: 1 });
 // The delivery processor's settle: a user's older rows for one target.
 deliverySchema.index({ user_id: 1, target: 1, version: 1 });
-// `deliveries recover --target --since --until`: a target's dead letters by the time they died.
-deliverySchema.index({ target: 1, status: 1, dead_lettered_at: 1 });
 
 const deliveryAttemptSchema = new Schema<DeliveryAttemptDoc>(
   {
