@@ -17,7 +17,7 @@ import { cpus } from 'node:os';
 import { MongoClient } from 'mongodb';
 import { Redis } from 'ioredis';
 import { Queue } from 'bullmq';
-import { DELIVERIES_QUEUE, EVENTS_QUEUE } from '@connect/shared';
+import { deliveryQueueName, EVENTS_QUEUE } from '@connect/shared';
 import { DEFAULT_WORKER_OPTIONS, workerOptionsFromEnv } from '../apps/worker/src/worker-options.ts';
 import { fetchAccessToken, registerBenchClient, signAssertion } from './bench-auth.ts';
 import { startBenchChild, spawnTs, BENCH_DIR } from './bench-child.ts';
@@ -359,7 +359,8 @@ try {
   // --- Delivery throughput: our worker's deliveries against a bare BullMQ worker doing the same signed POST ---
   const redis = new Redis(stores.redisUrl, { maxRetriesPerRequest: null });
   const eventsQueue = new Queue(EVENTS_QUEUE, { connection: redis, prefix: prefixes.e2e });
-  const deliveriesQueue = new Queue(DELIVERIES_QUEUE, { connection: redis, prefix: prefixes.e2e });
+  // One delivery queue per target now; the bench has one target, `bench`.
+  const deliveriesQueue = new Queue(deliveryQueueName('bench'), { connection: redis, prefix: prefixes.e2e });
   const queued = async (q: Queue) => {
     const counts = await q.getJobCounts('wait', 'paused', 'prioritized');
     return Object.values(counts).reduce((a, b) => a + b, 0);

@@ -6,7 +6,8 @@ import { getToken, postUser, registerTestClient, startTestApi, type TestApi } fr
 import { eventually, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';
 import { spawnWorker, type WorkerChild } from '../worker/worker-under-test.ts';
 
-vi.setConfig({ testTimeout: 120_000 });
+// Each CLI call is a new tsx process (seconds on a loaded two-core machine); the first test makes about 20.
+vi.setConfig({ testTimeout: 300_000 });
 
 /**
  * `pnpm cli targets list|pause|resume` and `deliveries list --target/--status`,
@@ -22,6 +23,7 @@ let token: string;
 let dictation: Receiver;
 let other: Receiver;
 let failing = false;
+let gone = false;
 const workers: WorkerChild[] = [];
 
 async function cli(...args: string[]): Promise<{ code: number; json: any }> {
@@ -48,7 +50,7 @@ async function createUsers(label: string, n: number): Promise<string[]> {
 }
 
 beforeAll(async () => {
-  dictation = await startReceiver(() => (failing ? { status: 500 } : { status: 200 }));
+  dictation = await startReceiver(() => (gone ? { status: 410 } : failing ? { status: 500 } : { status: 200 }));
   other = await startReceiver();
   const targets = [
     { name: 'dictation', url: dictation.url, secrets: ['cli-t-secret'], timeout_ms: 2000 },
@@ -74,7 +76,7 @@ afterAll(async () => {
 });
 
 describe('targets list | pause | resume, with two worker processes', () => {
-  it('shows healthy → paused (nothing sent by either worker) → healthy (backlog drains) → failing → healthy', async () => {
+  it('shows healthy → paused (nothing sent by either worker) → healthy (backlog drains) → failing → healthy → disabled (410) → healthy', async () => {
     // healthy
     const first = await createUsers('healthy', 2);
     await eventually(() => got(dictation, first) && got(other, first), 30_000);
@@ -122,6 +124,24 @@ describe('targets list | pause | resume, with two worker processes', () => {
     const logs = workers.map((w) => w.output()).join('\n');
     expect(logs.split('target dictation is now failing').length - 1).toBe(1);
     expect(logs.split('target dictation is now healthy').length - 1).toBe(1);
+    expect(await api.models.Delivery.countDocuments({ target: 'dictation', status: 'failed' })).toBe(0);
+
+    // disabled: a 410 Gone; nothing more is sent by either worker until resume.
+    gone = true;
+    const refused = await createUsers('gone', 1);
+    const disabled = await eventually(async () => {
+      const r = await row('dictation');
+      expect(r.state).toBe('disabled');
+      return r;
+    }, 30_000);
+    expect(disabled.backlog).toBeGreaterThanOrEqual(1);
+    const sent = dictation.received.length;
+    const waiting = await createUsers('while-disabled', 2);
+    await eventually(() => got(other, waiting), 30_000);
+    expect(dictation.received.length).toBe(sent);
+    gone = false;
+    expect((await cli('targets', 'resume', 'dictation')).json).toMatchObject({ state: 'healthy' });
+    await eventually(() => got(dictation, [...refused, ...waiting]), 30_000);
     expect(await api.models.Delivery.countDocuments({ target: 'dictation', status: 'failed' })).toBe(0);
   });
 

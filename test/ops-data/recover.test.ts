@@ -46,7 +46,7 @@ async function deadLetters(label: string, n: number, updateFirst = false): Promi
   const expected = n + (updateFirst ? 1 : 0);
   await eventually(async () => {
     const rows = await rowsOf(ids);
-    return rows.length === expected && rows.every((r) => r.status === 'failed' && r.dead_lettered_at instanceof Date);
+    return rows.length === expected && rows.every((r) => r.status === 'failed' && r.failed_at instanceof Date);
   }, 30_000);
   return ids;
 }
@@ -94,8 +94,8 @@ describe('deliveries recover: dead letters by the time they were dead-lettered',
     await eventually(() => acceptedFor(sentinel).length === 1, 30_000);
     for (const id of [...before, ...after]) expect(acceptedFor(id), id).toHaveLength(0);
     const outsideRowsAfter = await rowsOf([...before, ...after]);
-    expect(outsideRowsAfter.map((r) => [r._id, r.status, r.dead_lettered_at?.getTime(), r.attempts])).toEqual(
-      outsideRowsBefore.map((r) => [r._id, 'failed', r.dead_lettered_at?.getTime(), r.attempts]),
+    expect(outsideRowsAfter.map((r) => [r._id, r.status, r.failed_at?.getTime(), r.attempts])).toEqual(
+      outsideRowsBefore.map((r) => [r._id, 'failed', r.failed_at?.getTime(), r.attempts]),
     );
 
     // Run again: nothing in the window is dead any more.

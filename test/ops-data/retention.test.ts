@@ -44,7 +44,7 @@ function row(status: DeliveryStatus, ageMs: number): DeliveryDoc {
     created_at: at,
     updated_at: at,
     delivered_at: status === 'delivered' ? at : null,
-    dead_lettered_at: status === 'failed' ? at : null,
+    failed_at: status === 'failed' ? at : null,
   };
 }
 

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { listTargets, resumeTarget, showDelivery } from '@connect/shared';
+import { deliveryPolicyFromEnv, listTargets, resumeTarget, showDelivery } from '@connect/shared';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, type Answer, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
-import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+import { spawnWorker, startTestWorker, type TestWorker } from './worker-under-test.ts';
 
 vi.setConfig({ testTimeout: 90_000 });
 
@@ -31,7 +31,6 @@ beforeAll(async () => {
   const targets = Object.entries(receivers).map(([name, r]) => ({ name, url: r.url, secrets: [`${name}-secret`], timeout_ms: 2000 }));
   api = await startTestApi({ label: 'worker_schedule', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets), WORKER_RETRY_SCHEDULE: '1s,2s,4s' } });
   // What WORKER_RETRY_SCHEDULE=1s,2s,4s gives the worker process (read as the process reads it).
-  const { deliveryPolicyFromEnv } = await import('@connect/shared');
   worker = await startTestWorker(api.env, { policy: deliveryPolicyFromEnv(api.env) });
   token = await getToken(api, await registerTestClient(api.models));
 });
@@ -67,6 +66,7 @@ describe('WORKER_RETRY_SCHEDULE=1s,2s,4s', () => {
     });
     const row = (await rowOf(id, 'flaky'))!;
     expect(row).toMatchObject({ status: 'failed', attempts: 4, last_status_code: 500, last_error: 'HTTP 500' });
+    expect(row.failed_at).toBeInstanceOf(Date); // when it was dead-lettered, for `deliveries recover --since`
     const shown = await showDelivery(worker.deps.store, row._id);
     expect(shown.attempt_history.map((a) => [a.status_code, a.error_class, a.outcome])).toEqual([
       [500, 'http', 'retry'],
@@ -132,5 +132,16 @@ describe('410 Gone disables the target; resume delivers everything held, in orde
       expect(versions).toEqual([...versions].sort((a, b) => a - b));
     }
     expect(await worker.deps.models.Delivery.countDocuments({ target: 'gone', status: 'failed' })).toBe(0);
+  });
+});
+
+describe('a bad WORKER_RETRY_SCHEDULE', () => {
+  it('stops the worker process before it starts, with one line naming the variable', async () => {
+    const child = spawnWorker(api.env, { WORKER_RETRY_SCHEDULE: '5s,soon' });
+    const { code } = await child.exited;
+    expect(code).not.toBe(0);
+    const lines = child.output().trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/WORKER_RETRY_SCHEDULE/);
   });
 });

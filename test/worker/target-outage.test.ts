@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { deliveryPolicyFromEnv } from '@connect/shared';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, sleep, startReceiver, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
@@ -34,7 +35,6 @@ beforeAll(async () => {
   });
   // The policy exactly as the worker process reads these variables (probe interval shortened
   // from 30 s / 10 min so the test takes a minute, not an hour).
-  const { deliveryPolicyFromEnv } = await import('@connect/shared');
   worker = await startTestWorker(api.env, { policy: deliveryPolicyFromEnv(api.env) });
   token = await getToken(api, await registerTestClient(api.models));
 });

@@ -156,7 +156,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   } catch (err) {
     if (err instanceof UsageError) fail('usage', err.message);
-    // SPEC §3 spells the CLI's kind `not_found`.
+    // The CLI's error kinds are spelled with underscores (`not_found`), the API's problem types with hyphens.
     if (err instanceof DomainError) fail(err.slug === 'not-found' ? 'not_found' : err.slug, err.message, err.errors ? { errors: err.errors } : {});
     if (err instanceof TypeError && (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) fail('usage', `${err.message}\n${USAGE}`);
     fail('internal', (err as Error).message);

@@ -26,7 +26,7 @@ import { deliveryIdOf } from './delivery-queues.ts';
  *    (conditional on `pending`), so a job BullMQ gave up on stays visible.
  * 4. Replay and recover claim a `failed` row back to `pending` (conditional on
  *    `failed`) before they enqueue, and give it back if the enqueue fails. A
- *    row keeps the time it was dead-lettered (`dead_lettered_at`, set by 2 and
+ *    row keeps the time it was dead-lettered (`failed_at`, set by 2 and
  *    3): `deliveries recover --since/--until` selects by it.
  * 6. The retention purge deletes finished rows (and their attempts) past
  *    DELIVERY_RETENTION_DAYS, conditional on still being finished; resync only
@@ -153,7 +153,7 @@ export class DeliveryStore {
 
   /** A dead letter: visible in `deliveries list --status failed`, replayable. */
   async deadLettered(ref: DeliveryRef, statusCode: number | null, error: string, attempts = 0): Promise<void> {
-    await this.touch(ref, { status: 'failed', dead_lettered_at: this.now(), last_status_code: statusCode, last_error: error }, attempts ? { attempts } : undefined);
+    await this.touch(ref, { status: 'failed', last_status_code: statusCode, last_error: error, failed_at: this.now() }, attempts ? { attempts } : undefined);
   }
 
   /** The target already has this version (a duplicate job): the row is done. */
@@ -212,7 +212,7 @@ export class DeliveryStore {
 
   async stalledDeadLetter(deliveryId: string): Promise<void> {
     const at = this.now();
-    await this.rows.updateOne({ _id: deliveryId, status: 'pending' }, { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: at, dead_lettered_at: at } });
+    await this.rows.updateOne({ _id: deliveryId, status: 'pending' }, { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: at, failed_at: at } });
   }
 
   // --- Rule 4: replay ------------------------------------------------------------------
@@ -224,13 +224,14 @@ export class DeliveryStore {
   }
 
   async releaseReplayClaim(deliveryId: string): Promise<void> {
+    // failed_at is left as it was: the row is the same dead letter, not a new one.
     await this.rows.updateOne({ _id: deliveryId, status: 'pending' }, { $set: { status: 'failed', updated_at: this.now() } });
   }
 
   /** Recover: these rows, if still dead letters of the window, → `pending`; how many were claimed. */
   async claimForRecover(deliveryIds: string[], window: { target: string; since: Date; until: Date }, at: Date): Promise<number> {
     const res = await this.rows.updateMany(
-      { _id: { $in: deliveryIds }, target: window.target, status: 'failed', dead_lettered_at: { $gte: window.since, $lt: window.until } },
+      { _id: { $in: deliveryIds }, target: window.target, status: 'failed', failed_at: { $gte: window.since, $lt: window.until } },
       { $set: { status: 'pending', updated_at: at } },
     );
     return res.modifiedCount;
@@ -243,7 +244,7 @@ export class DeliveryStore {
 
   /**
    * A target's dead letters of a window, by id from `after`: what recover walks.
-   * A row's `updated_at` is never before its `dead_lettered_at`, so the
+   * A row's `updated_at` is never before its `failed_at`, so the
    * `updated_at >= since` bound is implied and lets the {target, status,
    * updated_at} index narrow the read without an index of its own (one less
    * index for every delivery write to maintain).
@@ -255,7 +256,7 @@ export class DeliveryStore {
           target: window.target,
           status: 'failed',
           updated_at: { $gte: window.since },
-          dead_lettered_at: { $gte: window.since, $lt: window.until },
+          failed_at: { $gte: window.since, $lt: window.until },
           ...(after ? { _id: { $gt: after } } : {}),
         },
         { projection: { _id: 1, user_id: 1 } },

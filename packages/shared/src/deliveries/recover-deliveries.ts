@@ -17,7 +17,7 @@ export interface RecoverWindow {
  * (docs/operations.md): after an incident, everything one target missed.
  *
  * Selects the target's dead letters by the time they were dead-lettered
- * (`dead_lettered_at`, written when a row turns `failed`), in
+ * (`failed_at`, written when a row turns `failed`), in
  * `[since, until)`, walking them by `_id` in batches. For each user among them,
  * its rows are claimed (failed → pending, conditional on still being failed in
  * the window, so a recover run twice, or racing a replay, sends once) and ONE

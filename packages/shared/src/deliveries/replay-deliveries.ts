@@ -26,8 +26,8 @@ export interface DeliveryView {
   created_at: string;
   updated_at: string;
   delivered_at: string | null;
-  /** When it last became a dead letter (what `deliveries recover` selects by). */
-  dead_lettered_at: string | null;
+  /** When it was dead-lettered; null if it never was. */
+  failed_at: string | null;
 }
 
 export interface AttemptView {
@@ -56,7 +56,7 @@ export function deliveryViewOf(d: DeliveryDoc): DeliveryView {
     created_at: d.created_at.toISOString(),
     updated_at: d.updated_at.toISOString(),
     delivered_at: d.delivered_at ? d.delivered_at.toISOString() : null,
-    dead_lettered_at: d.dead_lettered_at ? d.dead_lettered_at.toISOString() : null,
+    failed_at: d.failed_at ? d.failed_at.toISOString() : null,
   };
 }
 

@@ -7,7 +7,7 @@ export interface TargetAdminDeps {
   queues: DeliveryQueues;
 }
 
-/** SPEC §3 `targets list`: one row per configured target. */
+/** `targets list`: one row per configured target (docs/delivery.md). */
 export interface TargetRow {
   name: string;
   state: TargetState;

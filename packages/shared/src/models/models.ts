@@ -112,8 +112,8 @@ export interface DeliveryDoc {
   created_at: Date;
   updated_at: Date;
   delivered_at: Date | null;
-  /** When the row last became a dead letter (`failed`): what `deliveries recover --since/--until` selects by. */
-  dead_lettered_at?: Date | null;
+  /** When it became a dead letter (the last time, if replayed and failed again); absent otherwise. */
+  failed_at?: Date | null;
 }
 
 /**
@@ -230,7 +230,7 @@ const deliverySchema = new Schema<DeliveryDoc>(
     created_at: Date,
     updated_at: Date,
     delivered_at: Date,
-    dead_lettered_at: Date,
+    failed_at: Date,
   },
   { ...base, collection: 'deliveries' },
 );
