@@ -7,10 +7,22 @@ import { spawn } from 'node:child_process';
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectionOf, resyncCursorId, syncStateIdOf, type ProviderUserDoc } from '@connect/shared';
-import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { getToken, postUser as postOnce, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { REPO_ROOT } from '../support/local-services.ts';
 import { eventually, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+
+/**
+ * POST /users as a well-behaved client does on this shared machine: a 503 (the
+ * database did not answer in time, with Retry-After) is retried, a few times.
+ */
+async function postUser(...args: Parameters<typeof postOnce>): ReturnType<typeof postOnce> {
+  for (let i = 0; ; i++) {
+    const res = await postOnce(...args);
+    if (res.status !== 503 || i === 5) return res;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
 
 const USERS = 500;
 const LIVE_UPDATES = 50;
