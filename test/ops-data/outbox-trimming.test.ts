@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collectionOf, syncStateIdOf } from '@connect/shared';
+import { collectionOf, createLogger, eventJobOf, OutboxRelay, syncStateIdOf } from '@connect/shared';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
@@ -82,5 +82,30 @@ describe('Trimming finished BullMQ jobs (the events job is the published marker)
     }
     expect([...seen].filter(([, n]) => n > 1)).toEqual([]);
     for (const u of users) expect(seen.get(`${u.external_provider_id}@${u.version}`), u.external_provider_id).toBe(1);
+    clearInterval(trimming);
   }, 180_000);
 });
+
+describe('The second published marker: Delivery rows of every target', () => {
+  it('a row for one target only (a resync, replay or recover job sent it) does not count: the event is still published to the others', async () => {
+    const relay = new OutboxRelay({ models: api.models, queue: api.deps.queue, log: createLogger('silent', 'test'), targetNames: ['dictation', 'billing'] });
+    const token = await getToken(api, await registerTestClient(api.models));
+    const id = `marker-${randomUUID().slice(0, 6)}`;
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    const user = (await collectionOf(api.models.ProviderUser).findOne({ external_provider_id: id }))!;
+    const eventId = eventJobOf(user).event.id;
+    await api.deps.relay.drain();
+    await eventually(async () => (await relay.publishedAmong([eventId])).has(eventId));
+    const Delivery = collectionOf(api.models.Delivery);
+    // The worker fanned out to 'dictation' only (this relay knows a target the worker does not):
+    // its row exists, billing's does not. Then the job is trimmed.
+    await eventually(async () => (await Delivery.countDocuments({ _id: `${eventId}.dictation` })) === 1, 30_000);
+    await eventually(async () => (await events().getJob(eventId))?.finishedOn !== undefined, 30_000);
+    await events().remove(eventId);
+    expect((await relay.publishedAmong([eventId])).has(eventId)).toBe(false);
+    await Delivery.insertOne({ ...(await Delivery.findOne({ _id: `${eventId}.dictation` }))!, _id: `${eventId}.billing`, target: 'billing' });
+    expect((await relay.publishedAmong([eventId])).has(eventId)).toBe(true);
+  }, 60_000);
+});
+
+const events = () => api.deps.queue;

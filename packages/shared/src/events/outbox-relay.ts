@@ -9,7 +9,8 @@
  *   FerretDB where updates rewrite whole documents without compare-and-set.
  * - "Published" means BullMQ holds a job with the event's id (waiting, active,
  *   delayed, or finished and not yet removed), or the fan-out has run for it:
- *   its Delivery rows exist. The job is the first marker, in the same Redis: a
+ *   its Delivery row exists for every configured target (a row for one target
+ *   only may be a resync, replay or recover job's, which never fans out). The job is the first marker, in the same Redis: a
  *   Redis that loses the job before fan-out has lost the marker with it, so the
  *   event is published again, where a marker kept in MongoDB would have claimed
  *   it safe. And publishing costs no database write.
@@ -109,10 +110,14 @@ export class OutboxRelay {
     const targets = this.deps.targetNames ?? [];
     if (missing.length > 0 && targets.length > 0) {
       // The job was trimmed (or never made): did its fan-out run? By _id, so one indexed lookup.
+      // Every target's row must be there: one target's row alone may come from a resync,
+      // replay or recover job that sent this newest event to that target only.
       const rows = await this.deps.models.Delivery.find({ _id: { $in: missing.flatMap((id) => targets.map((t) => `${id}.${t}`)) } })
         .select({ event_id: 1 })
         .lean<{ event_id: string }[]>();
-      for (const row of rows) published.add(row.event_id);
+      const perEvent = new Map<string, number>();
+      for (const row of rows) perEvent.set(row.event_id, (perEvent.get(row.event_id) ?? 0) + 1);
+      for (const [id, n] of perEvent) if (n === targets.length) published.add(id);
     }
     return published;
   }
