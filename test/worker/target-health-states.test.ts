@@ -42,6 +42,7 @@ describe('target health states (shared in Redis)', () => {
     expect(await health.recordFailure(t, policy, 'HTTP 503', (probe as { token: string }).token)).toEqual({ from: 'failing', to: 'failing' });
     // The next probe waits twice as long: 2 s, then 4 s, and no more (the maximum).
     expect(await health.admit(t, 5000)).toEqual({ kind: 'hold', ms: 2000, state: 'failing' });
+    expect(await health.holdMs(t)).toBe(2000);
     for (const wait of [2000, 4000, 4000]) {
       clock += wait;
       const p = await health.admit(t, 5000);

@@ -212,8 +212,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
             ]);
             deps.metrics?.deliveries.inc({ target: targetName, outcome: 'held' });
             log.warn({ event_id: event.id, version: event.version, target: targetName, error: outcome.error, probe: wasProbe }, 'callback failed; held until the target recovers');
-            const h = await health.admit(targetName, 0);
-            return holdJob(queue, h.kind === 'hold' ? h.ms : 1000);
+            return holdJob(queue, await health.holdMs(targetName));
           }
         }
 

@@ -181,6 +181,18 @@ export class TargetHealth {
     );
   }
 
+  /**
+   * How long a delivery that was just held should stay away: until the next
+   * probe or the end of a Retry-After, at least 200 ms (read-only: unlike
+   * `admit`, never takes the probe lock).
+   */
+  async holdMs(target: string): Promise<number> {
+    const [state, nextProbe, holdUntil] = await this.redis.hmget(this.keys(target)[0], 'state', 'next_probe_at', 'hold_until');
+    if (state === 'paused' || state === 'disabled') return 1000;
+    const until = Math.max(Number(nextProbe ?? 0), Number(holdUntil ?? 0));
+    return Math.max(until - this.now(), 200);
+  }
+
   /** Gives the probe lock back without an outcome (the probe could not run: our own error). */
   async releaseProbe(target: string, probeToken: string): Promise<void> {
     await this.run(RELEASE_PROBE, target, probeToken);

@@ -3,6 +3,7 @@ import type { RedisClient } from './redis-connection.ts';
 import type { UserEventJob } from './user-event.ts';
 
 export const EVENTS_QUEUE = 'user-events';
+/** The stem of the per-target delivery queues (`deliveries.<target>`, see deliveryQueueName). */
 export const DELIVERIES_QUEUE = 'deliveries';
 
 export function createEventsQueue(connection: RedisClient, prefix: string): Queue<UserEventJob> {
