@@ -53,21 +53,28 @@ function count(name: string, raw: string | undefined, fallback: number): number 
   return Number(raw);
 }
 
-function progressWriter(): (p: ResyncProgress) => void {
-  const tty = process.stderr.isTTY === true;
-  let lastLine = 0;
+/** Where progress goes: stderr, a terminal or not. */
+export interface ProgressOut {
+  isTTY?: boolean;
+  write(text: string): unknown;
+}
+
+/** A bar redrawn in place on a terminal; otherwise one JSON line at most every `everyMs`, and the last one always. */
+export function progressWriter(out: ProgressOut = process.stderr, everyMs = PROGRESS_EVERY_MS, now: () => number = Date.now): (p: ResyncProgress) => void {
+  const tty = out.isTTY === true;
+  let lastLine = Number.NEGATIVE_INFINITY;
   return (p) => {
     const scanned = p.resumed_after + p.users_scanned;
     if (tty) {
       const width = 30;
       const ratio = p.total > 0 ? Math.min(1, scanned / p.total) : 1;
       const bar = '#'.repeat(Math.round(ratio * width)).padEnd(width, '.');
-      process.stderr.write(`\r[${bar}] ${(ratio * 100).toFixed(0).padStart(3)}% ${scanned}/${p.total} users, ${p.enqueued} enqueued, ${p.skipped} skipped${p.done ? '\n' : ''}`);
+      out.write(`\r[${bar}] ${(ratio * 100).toFixed(0).padStart(3)}% ${scanned}/${p.total} users, ${p.enqueued} enqueued, ${p.skipped} skipped${p.done ? '\n' : ''}`);
       return;
     }
-    const now = Date.now();
-    if (!p.done && now - lastLine < PROGRESS_EVERY_MS) return;
-    lastLine = now;
-    process.stderr.write(`${JSON.stringify({ progress: { target: p.target, scanned, total: p.total, enqueued: p.enqueued, skipped: p.skipped, done: p.done } })}\n`);
+    const t = now();
+    if (!p.done && t - lastLine < everyMs) return;
+    lastLine = t;
+    out.write(`${JSON.stringify({ progress: { target: p.target, scanned, total: p.total, enqueued: p.enqueued, skipped: p.skipped, done: p.done } })}\n`);
   };
 }
