@@ -1,4 +1,5 @@
 import { createRedis, DeliveryQueues, DeliveryStore, recoverDeliveries, ValidationError } from '@connect/shared';
+import { jobPolicy } from './delivery-job-policy.ts';
 import type { CliContext } from './main.ts';
 
 /** An ISO 8601 instant with a date and a time (a zone, or UTC when none is given). */
@@ -22,7 +23,7 @@ export async function runRecoverCommand(ctx: CliContext, args: { target?: string
   if (until && until <= since) throw new ValidationError([{ path: 'until', message: '--until must be after --since' }]);
   if (!ctx.config.redisUrl) throw new ValidationError([{ path: 'REDIS_URL', message: 'recovering needs REDIS_URL' }]);
   const redis = createRedis(ctx.config.redisUrl, 'producer', { enableOfflineQueue: true });
-  const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
+  const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets, jobPolicy());
   try {
     return await recoverDeliveries({ store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets }, { target: args.target, since, until });
   } finally {
@@ -30,3 +31,4 @@ export async function runRecoverCommand(ctx: CliContext, args: { target?: string
     redis.disconnect();
   }
 }
+

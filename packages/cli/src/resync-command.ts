@@ -1,4 +1,5 @@
 import { createRedis, DeliveryQueues, DeliveryStore, resyncTarget, ValidationError, type ResyncProgress } from '@connect/shared';
+import { jobPolicy } from './delivery-job-policy.ts';
 import type { CliContext } from './main.ts';
 
 /** Non-terminal stderr gets one JSON line at most this often. */
@@ -22,7 +23,7 @@ export async function runResyncCommand(
   const maxOutstanding = count('max-waiting', args.maxWaiting, 2000);
   if (!ctx.config.redisUrl) throw new ValidationError([{ path: 'REDIS_URL', message: 'resync needs REDIS_URL' }]);
   const redis = createRedis(ctx.config.redisUrl, 'producer', { enableOfflineQueue: true });
-  const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
+  const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets, jobPolicy());
   const abort = new AbortController();
   const onSigint = () => {
     process.stderr.write('\ninterrupted: stopping after the batch in progress (run the same command again to continue)\n');
@@ -78,3 +79,4 @@ export function progressWriter(out: ProgressOut = process.stderr, everyMs = PROG
     out.write(`${JSON.stringify({ progress: { target: p.target, scanned, total: p.total, enqueued: p.enqueued, skipped: p.skipped, done: p.done } })}\n`);
   };
 }
+
