@@ -40,7 +40,7 @@ afterAll(async () => {
 describe.runIf(USERS > 0)('targets resync throughput', () => {
   it(`${USERS} users to one new target with live updates on`, async () => {
     receiver = await startReceiver();
-    api = await startTestApi({ label: 'resync-tp', env: { DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'fresh', url: receiver.url, secrets: ['s'] }]) } });
+    api = await startTestApi({ label: 'resync-tp', env: { RATE_LIMIT_PER_CLIENT_PER_MINUTE: '0', DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'fresh', url: receiver.url, secrets: ['s'] }]) } });
     worker = await startTestWorker({ ...api.env, DOWNSTREAM_TARGETS: '[]' });
     const token = await getToken(api, await registerTestClient(api.models));
     const ids = Array.from({ length: USERS }, (_, i) => `tp-${i}-${randomUUID().slice(0, 6)}`);
