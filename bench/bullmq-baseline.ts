@@ -10,6 +10,7 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import { Queue, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
+import { DEFAULT_DELIVERY_POLICY, deliveryJobOptions } from '@connect/shared';
 import { childMain, isMain } from './bench-child.ts';
 import { emailOf, externalId, settingsWith, LOCALE_A } from './bench-users.ts';
 
@@ -63,14 +64,17 @@ function callbackBody(prefix: string, i: number): CallbackBody {
   };
 }
 
+const retention = deliveryJobOptions(DEFAULT_DELIVERY_POLICY);
+
 export async function runBullmqBaseline(spec: BullmqBaselineSpec): Promise<{ rounds: BullmqBaselineRound[] }> {
   const queueRedis = new Redis(spec.redisUrl, { maxRetriesPerRequest: null });
   const workerRedis = new Redis(spec.redisUrl, { maxRetriesPerRequest: null });
   const queue = new Queue<CallbackBody>('bare-deliveries', {
     connection: queueRedis,
     prefix: spec.prefix,
-    // The same retention as the worker's deliveries queue, so each completion costs Redis the same.
-    defaultJobOptions: { attempts: 8, backoff: { type: 'exponential', delay: 2000 }, removeOnComplete: { age: 24 * 3600, count: 100_000 }, removeOnFail: { age: 7 * 24 * 3600 } },
+    // The same retention as the worker's delivery queues, so each completion costs Redis the same
+    // (the worker's own backoff type needs its strategy: a plain exponential one stands in; nothing fails here).
+    defaultJobOptions: { attempts: 8, backoff: { type: 'exponential', delay: 2000 }, removeOnComplete: retention.removeOnComplete, removeOnFail: retention.removeOnFail },
   });
   await queue.pause();
   let completed = 0;

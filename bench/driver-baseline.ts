@@ -1,16 +1,21 @@
 /**
- * The database's limit: the same operations as POST /users, done by one process
- * with the plain mongodb driver, N concurrent workers, each operation timed.
- * One round trip per operation: creates are insertOne; updates and no-op updates
- * are the single upsert (updateOne by (organization, external_provider_id),
- * upsert: true) that the API's read-decide-write amounts to. Same indexes as the API:
- * unique (organization_id, external_provider_id) and (organization_id, email_normalized).
+ * The database's limit: the same class of work as POST /users, done by one process
+ * with the plain mongodb driver, N concurrent workers, each operation timed:
+ * - create: insertOne of the document the API would store;
+ * - update: one updateOne conditional on the user's version (filter by organization,
+ *   external_provider_id and version; $set the settings, the version + 1 and the event),
+ *   the API's write; the driver knows each version (it is the only writer of its
+ *   users), so it needs no read first;
+ * - no-op: one findOne by (organization, external_provider_id), the API's read that
+ *   answers "nothing changed".
+ * Same indexes as the API: unique (organization_id, external_provider_id) and
+ * (organization_id, email_normalized).
  */
 import { randomUUID } from 'node:crypto';
 import { MongoClient } from 'mongodb';
 import { childMain, isMain } from './bench-child.ts';
-import { emailOf, externalId, LOCALE_A, LOCALE_B, seedUsers, settingsWith, storedUser } from './bench-users.ts';
-import { pacedLoop, statsOf, type RoundStats } from './round-stats.ts';
+import { externalId, LOCALE_A, LOCALE_B, seedUsers, settingsWith, storedUser } from './bench-users.ts';
+import { inFlightFor, pacedLoop, pacedStats, statsOf, type RoundStats } from './round-stats.ts';
 
 export interface DriverSpec {
   mongoUrl: string;
@@ -30,24 +35,20 @@ export interface DriverSpec {
 export const driverPrefix = (org: string) => `${org}-u`;
 
 /**
- * At most 48 operations at the database at once, like the API (its pool is 50); more
- * concurrency queues for a connection, as the API's requests do. FerretDB 1.24 needs
- * this: an update holds one of its 50 PostgreSQL connections for the query and takes a
- * second for the write, so enough updates at once wait for each other forever (128
- * concurrent upserts on a pool of 128 hang it within seconds, every PostgreSQL
- * connection idle: that hung the full run at update c=128). An operation without an
- * answer in 10 s fails and its connection closes, which cancels it in FerretDB and
- * frees its PostgreSQL connections, instead of holding up the run: the API's last
- * requests of the scenario before can still be in flight when the driver starts.
+ * The pool size comes with the URL (start-stack.ts MONGO_POOL_SIZE, the API's too):
+ * more concurrency queues for a connection, as the API's requests do. An operation
+ * without an answer in 10 s fails and its connection closes, which cancels it in
+ * FerretDB and frees its PostgreSQL connections, instead of holding up the run (FerretDB
+ * 1.24 holds one PostgreSQL connection for an update's read while it waits for a second
+ * to write; the API's last requests of the scenario before can still be in flight).
  */
-const DRIVER_POOL = 48;
 
 /** One client per database for the life of the process: specs run one after another in one child. */
 const clients = new Map<string, Promise<MongoClient>>();
 function clientFor(mongoUrl: string): Promise<MongoClient> {
   let c = clients.get(mongoUrl);
   if (!c) {
-    c = new MongoClient(mongoUrl, { maxPoolSize: DRIVER_POOL, socketTimeoutMS: 10_000 }).connect().then(async (client) => {
+    c = new MongoClient(mongoUrl, { socketTimeoutMS: 10_000 }).connect().then(async (client) => {
       const users = client.db().collection('provider_users');
       await users.createIndex({ organization_id: 1, external_provider_id: 1 }, { unique: true });
       await users.createIndex({ organization_id: 1, email_normalized: 1 }, { unique: true });
@@ -58,14 +59,25 @@ function clientFor(mongoUrl: string): Promise<MongoClient> {
   return c;
 }
 
-export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: RoundStats[] }> {
+/**
+ * What this process knows of each organization's users, kept across runs: seeded at
+ * version 1 with LOCALE_A, changed only by this process. The set is cycled in order,
+ * where the last run stopped (as the load generator cycles the API's).
+ */
+const orgs = new Map<string, { versions: number[]; locales: boolean[]; cursor: number }>();
+
+export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: RoundStats[]; warmupRequests: number }> {
   const client = await clientFor(spec.mongoUrl);
   const users = client.db().collection('provider_users');
   const org = spec.org ?? `driver-${randomUUID().slice(0, 8)}`;
   const prefix = driverPrefix(org);
   if (spec.op !== 'create' && !spec.org) await seedUsers(users, org, prefix, 0, spec.userCount);
-  const locales = new Array<boolean>(spec.userCount).fill(false);
-  let cursor = 0;
+  let state = orgs.get(org);
+  if (!state || state.versions.length !== spec.userCount) {
+    state = { versions: new Array<number>(spec.userCount).fill(1), locales: new Array<boolean>(spec.userCount).fill(false), cursor: 0 };
+    orgs.set(org, state);
+  }
+  const { versions, locales } = state;
   let created = 0;
 
   const operation = async (): Promise<void> => {
@@ -74,21 +86,27 @@ export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: Rou
       await users.insertOne(storedUser(org, `${prefix}-c`, created++, now) as never);
       return;
     }
-    const i = cursor++ % spec.userCount;
-    let locale = LOCALE_A;
-    if (spec.op === 'update') {
-      locales[i] = !locales[i];
-      locale = locales[i] ? LOCALE_B : LOCALE_A;
+    const i = state.cursor++ % spec.userCount;
+    const filter = { organization_id: org, external_provider_id: externalId(prefix, i) };
+    if (spec.op === 'noop') {
+      if (!(await users.findOne(filter))) throw new Error(`driver: ${filter.external_provider_id} not found`);
+      return;
     }
-    const set: Record<string, unknown> = { settings: settingsWith(locale) };
-    if (spec.op === 'update') {
-      Object.assign(set, { updated_at: now, last_event: { id: randomUUID(), type: 'user.updated', occurred_at: now, version: 0 } });
-    }
-    await users.updateOne(
-      { organization_id: org, external_provider_id: externalId(prefix, i) },
-      { $set: set, $setOnInsert: { provider_email: emailOf(prefix, i), email_normalized: emailOf(prefix, i) } },
-      { upsert: true },
+    const version = versions[i]!;
+    locales[i] = !locales[i];
+    const res = await users.updateOne(
+      { ...filter, version },
+      {
+        $set: {
+          settings: settingsWith(locales[i] ? LOCALE_B : LOCALE_A),
+          updated_at: now,
+          version: version + 1,
+          last_event: { id: randomUUID(), type: 'user.updated', occurred_at: now, version: version + 1 },
+        },
+      },
     );
+    if (res.matchedCount !== 1) throw new Error(`driver: ${filter.external_provider_id} not at version ${version}`);
+    versions[i] = version + 1;
   };
 
   const oneRound = async (seconds: number): Promise<RoundStats> => {
@@ -106,7 +124,8 @@ export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: Rou
       }
     };
     if (spec.rate) {
-      await pacedLoop(spec.rate, spec.concurrency, deadline, timed);
+      // The same in-flight allowance as the load generator's offered rates.
+      return pacedStats(await pacedLoop(spec.rate, inFlightFor(spec.rate), deadline, timed), latencies, errors);
     } else {
       await Promise.all(
         Array.from({ length: spec.concurrency }, async () => {
@@ -117,10 +136,10 @@ export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: Rou
     return statsOf(latencies, (performance.now() - started) / 1000, errors);
   };
 
-  if (spec.warmupSec > 0) await oneRound(spec.warmupSec);
+  const warmupRequests = spec.warmupSec > 0 ? (await oneRound(spec.warmupSec)).requests : 0;
   const rounds: RoundStats[] = [];
   for (let r = 0; r < spec.rounds; r++) rounds.push(await oneRound(spec.durationSec));
-  return { rounds };
+  return { rounds, warmupRequests };
 }
 
 if (isMain(import.meta.url)) await childMain(runDriverBaseline);

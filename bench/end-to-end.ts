@@ -72,7 +72,9 @@ export interface EndToEndSpec {
 
 /**
  * Per round: p50/p99 of answer → receipt, `requests` answered, `errors` = answered but
- * never delivered in time. `load` runs a LoadSpec in the load generator's process.
+ * never delivered in time, `offered` = creates sent per second, `rps` = callbacks
+ * received per second over the delivery window (first to last arrival), not over the
+ * sending window. `load` runs a LoadSpec in the load generator's process.
  */
 export async function runEndToEnd(receiver: Receiver, load: (spec: LoadSpec) => Promise<LoadResult>, spec: EndToEndSpec): Promise<RoundStats[]> {
   const rounds: RoundStats[] = [];
@@ -94,10 +96,14 @@ export async function runEndToEnd(receiver: Receiver, load: (spec: LoadSpec) => 
     if (odd.length) process.stderr.write(`end to end @ ${spec.rate}/s: non-2xx answers ${JSON.stringify(Object.fromEntries(odd))}\n`);
     const answers = Object.entries(result.answers ?? {});
     await waitForArrivals(receiver, answers.map(([id]) => id), spec.drainTimeoutMs);
-    const latencies = answers.filter(([id]) => receiver.arrivals.has(id)).map(([id, at]) => receiver.arrivals.get(id)! - at);
+    const delivered = answers.filter(([id]) => receiver.arrivals.has(id));
+    const latencies = delivered.map(([id, at]) => receiver.arrivals.get(id)! - at);
     latencies.sort((a, b) => a - b);
+    const arrivals = delivered.map(([id]) => receiver.arrivals.get(id)!);
+    const windowSec = arrivals.length > 1 ? (Math.max(...arrivals) - Math.min(...arrivals)) / 1000 : NaN;
     rounds.push({
-      rps: latencies.length / spec.durationSec,
+      rps: latencies.length / windowSec,
+      offered: result.rounds[0]!.offered,
       p50: percentile(latencies, 50),
       p99: percentile(latencies, 99),
       p999: percentile(latencies, 99.9),

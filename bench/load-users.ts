@@ -10,7 +10,7 @@ import autocannon from 'autocannon';
 import { SignJWT } from 'jose';
 import { childMain, isMain } from './bench-child.ts';
 import { LOCALE_A, LOCALE_B, upsertBody } from './bench-users.ts';
-import { pacedLoop, statsOf, type RoundStats } from './round-stats.ts';
+import { inFlightFor, pacedLoop, pacedStats, type RoundStats } from './round-stats.ts';
 
 export type LoadKind = 'create' | 'update' | 'noop' | 'token' | 'fixed';
 
@@ -25,10 +25,10 @@ export interface LoadSpec {
   /** A fixed number of requests per round instead of `durationSec` (tokens size their own rounds). */
   amount?: number;
   headers?: Record<string, string>;
-  /** create: unique ids `${idPrefix}-r${round}-${n}`; update/noop: the pre-created set `${idPrefix}-${0..userCount-1}`. */
+  /** create: unique ids `${idPrefix}-r${round}-${n}`; update/noop: the pre-created set `${idPrefix}-${0..userCount-1}`, cycled in order across runs. */
   idPrefix?: string;
   userCount?: number;
-  /** Open loop: one request every 1/overallRate s (at most `connections` in flight) instead of closed-loop as fast as possible. */
+  /** Open loop: one request every 1/overallRate s (at most inFlightFor(rate) in flight, `connections` ignored) instead of closed-loop as fast as possible. */
   overallRate?: number;
   /** Record when each answer arrived, by external_provider_id (end-to-end latency). */
   recordAnswers?: boolean;
@@ -45,6 +45,8 @@ export interface LoadResult {
   rounds: RoundStats[];
   answers?: Record<string, number>;
   statuses: Record<string, number>;
+  /** Requests answered in the warm-up round (for CPU per request over the whole run). */
+  warmupRequests?: number;
 }
 
 const nowMs = () => performance.timeOrigin + performance.now();
@@ -67,12 +69,29 @@ async function signAssertions(t: NonNullable<LoadSpec['token']>, count: number):
   return out;
 }
 
+/**
+ * What this process knows of each update set, kept across runs: the locale each user
+ * has now (false: LOCALE_A, as seeded) and where the next run starts. A set is cycled
+ * in order, one user after another, so with a set larger than the API's cache of
+ * recent users every request meets a user the API touched longest ago (never cached);
+ * and one set serves every update and no-op run, whatever ran before.
+ */
+const sets = new Map<string, { locales: boolean[]; cursor: number }>();
+function setState(prefix: string, userCount: number): { locales: boolean[]; cursor: number } {
+  let state = sets.get(prefix);
+  if (!state || state.locales.length !== userCount) {
+    state = { locales: new Array<boolean>(userCount).fill(false), cursor: 0 };
+    sets.set(prefix, state);
+  }
+  return state;
+}
+
 export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   const statuses: Record<string, number> = {};
   const answers: Record<string, number> = {};
-  // Per-user locale of the update set: every update flips it, so every request changes settings.
-  const locales = new Array<boolean>(spec.userCount ?? 0).fill(false);
-  let cursor = 0;
+  // Every update flips its user's locale, so every update changes settings; a no-op sends the locale the user has.
+  const set = spec.kind === 'update' || spec.kind === 'noop' ? setState(spec.idPrefix!, spec.userCount!) : { locales: [], cursor: 0 };
+  const { locales } = set;
   let created = 0;
   const headers = { 'content-type': 'application/json', ...spec.headers };
 
@@ -81,12 +100,14 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
       case 'create':
         return upsertBody(`${spec.idPrefix}-r${round}`, created++, LOCALE_A);
       case 'update': {
-        const i = cursor++ % spec.userCount!;
+        const i = set.cursor++ % spec.userCount!;
         locales[i] = !locales[i];
         return upsertBody(spec.idPrefix!, i, locales[i] ? LOCALE_B : LOCALE_A);
       }
-      case 'noop':
-        return upsertBody(spec.idPrefix!, cursor++ % spec.userCount!, LOCALE_A);
+      case 'noop': {
+        const i = set.cursor++ % spec.userCount!;
+        return upsertBody(spec.idPrefix!, i, locales[i] ? LOCALE_B : LOCALE_A);
+      }
       case 'token':
         return JSON.stringify({
           grant_type: 'client_credentials',
@@ -149,12 +170,13 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   };
 
   /**
-   * An offered rate: one request every 1/rate s, at most `connections` in flight (the
+   * An offered rate: one request every 1/rate s, at most inFlightFor(rate) in flight (the
    * driver baseline's open loop, over keep-alive HTTP). autocannon's overallRate is no
    * fixed rate: each connection sends its whole per-second quota back to back at the
-   * start of every second. req/s here is answers over the round's length.
+   * start of every second. The round reports what it offered (sent/s) and achieved.
    */
-  const agent = spec.overallRate ? new Agent({ keepAlive: true, maxSockets: spec.connections }) : undefined;
+  const maxInFlight = spec.overallRate ? inFlightFor(spec.overallRate) : 0;
+  const agent = spec.overallRate ? new Agent({ keepAlive: true, maxSockets: maxInFlight }) : undefined;
   const pacedRound = async (round: number, durationSec: number): Promise<RoundStats> => {
     const target = new URL(spec.url);
     const latencies: number[] = [];
@@ -189,9 +211,8 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
         });
         req.end(payload);
       });
-    const started = performance.now();
-    await pacedLoop(spec.overallRate!, spec.connections, started + durationSec * 1000, one);
-    return { ...statsOf(latencies, durationSec, errors, non2xx), requests: latencies.length };
+    const run = await pacedLoop(spec.overallRate!, maxInFlight, performance.now() + durationSec * 1000, one);
+    return pacedStats(run, latencies, errors, non2xx);
   };
 
   const rounds: RoundStats[] = [];
@@ -212,7 +233,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     }
     const oneRound = (round: number, durationSec: number) =>
       spec.overallRate ? pacedRound(round, durationSec) : closedRound(round, spec.amount ? { amount: spec.amount } : { durationSec });
-    if (spec.warmupSec > 0) await oneRound(-1, spec.warmupSec);
+    const warmupRequests = spec.warmupSec > 0 ? (await oneRound(-1, spec.warmupSec)).requests : 0;
     for (const k of Object.keys(statuses)) delete statuses[k];
     for (const k of Object.keys(answers)) delete answers[k];
     for (let r = 0; r < spec.rounds; r++) rounds.push(await oneRound(r, spec.durationSec));
@@ -225,7 +246,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
       const settleMs = Math.min(3000, 1.5 * Math.max(0, ...rounds.map((x) => x.p99).filter(Number.isFinite)));
       await new Promise((r) => setTimeout(r, settleMs));
     }
-    return { rounds, statuses, ...(spec.recordAnswers ? { answers } : {}) };
+    return { rounds, statuses, warmupRequests, ...(spec.recordAnswers ? { answers } : {}) };
   } finally {
     agent?.destroy();
   }

@@ -3,20 +3,26 @@
  * the machine, the database it ran on, every figure as median (min–max) of its
  * rounds, and the ratios the performance issue sets targets for.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BENCH_DIR } from './bench-child.ts';
+import { BENCH_DIR, REPO_ROOT } from './bench-child.ts';
 import type { Summary } from './round-stats.ts';
 
 export interface Meta {
   date: string;
-  mode: 'quick' | 'full';
+  /** The commit measured (git rev-parse HEAD) and whether the working tree differed from it (results aside). */
+  commit: { sha: string; dirty: boolean };
+  mode: 'quick' | 'full' | 'smoke';
   cpus: number;
   cpuModel: string;
   node: string;
   database: string;
-  roundSeconds: number;
-  rounds: number;
+  /** Rounds and their length of the figures a target rests on, and of the others. */
+  target: { rounds: number; roundSec: number; warmupSec: number };
+  info: { rounds: number; roundSec: number; warmupSec: number };
+  /** The sections that ran, in order. */
+  sections: string[];
   /** From start to the report (without stopping the processes and dropping the data). */
   wallSeconds?: number;
   notes: string[];
@@ -32,6 +38,9 @@ export interface Row {
 export interface Ratio {
   name: string;
   value: number;
+  /** Spread over the rounds: lowest numerator over highest denominator, and the reverse (or a figure's min and max). */
+  low?: number;
+  high?: number;
   /** e.g. ">= 0.5"; undefined for a figure shown for information. */
   target?: string;
   met?: boolean;
@@ -57,21 +66,25 @@ const cell = (s: Summary[keyof Summary] | number, digits = 1) =>
 
 function rowsTable(rows: Row[]): string[] {
   const out = [
-    '| group | scenario | conc | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors | non-2xx |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    '| group | scenario | conc | offered/s | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors | non-2xx |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
     const s = r.summary;
     out.push(
-      `| ${r.group} | ${r.scenario} | ${r.concurrency} | ${cell(s.rps, 0)} | ${cell(s.p50)} | ${cell(s.p99)} | ${cell(s.p999)} | ${n(s.requests.median, 0)} | ${n(s.errors.max, 0)} | ${n(s.non2xx.max, 0)} |`,
+      `| ${r.group} | ${r.scenario} | ${r.concurrency} | ${cell(s.offered, 0)} | ${cell(s.rps, 0)} | ${cell(s.p50)} | ${cell(s.p99)} | ${cell(s.p999)} | ${n(s.requests.median, 0)} | ${n(s.errors.max, 0)} | ${n(s.non2xx.max, 0)} |`,
     );
   }
   return out;
 }
 
 function ratiosTable(ratios: Ratio[]): string[] {
-  const out = ['| ratio | value | target | met |', '|---|---|---|---|'];
-  for (const r of ratios) out.push(`| ${r.name} | ${n(r.value, Math.abs(r.value) < 0.1 ? 3 : 2)} | ${r.target ?? '(information)'} | ${r.met === undefined ? '' : r.met ? 'yes' : '**no**'} |`);
+  const out = ['| ratio | median | spread (min–max) | target | met |', '|---|---|---|---|---|'];
+  const digits = (v: number) => (Math.abs(v) < 0.1 ? 3 : 2);
+  for (const r of ratios)
+    out.push(
+      `| ${r.name} | ${n(r.value, digits(r.value))} | ${r.low === undefined ? '' : `${n(r.low!, digits(r.low!))}–${n(r.high!, digits(r.high!))}`} | ${r.target ?? '(information)'} | ${r.met === undefined ? '' : r.met ? 'yes' : '**no**'} |`,
+    );
   return out;
 }
 
@@ -84,11 +97,15 @@ function memoryTable(memory: Memory[]): string[] {
 export function renderMarkdown(report: Report): string {
   const m = report.meta;
   return [
-    `# Benchmark (${m.mode})`,
+    `# Benchmark (${m.mode}${m.mode === 'smoke' ? ': every section for a moment, figures meaningless' : ''})`,
+    '',
+    `Commit ${m.commit.sha}${m.commit.dirty ? ' **with uncommitted changes** (not a result to commit)' : ''}`,
     '',
     `${m.date} · ${m.cpus} CPUs (${m.cpuModel}) · Node ${m.node} · database: ${m.database} · ` +
-      `each figure: median (min–max) of ${m.rounds} rounds of ${m.roundSeconds} s, after an unmeasured warm-up` +
+      `each figure: median (min–max) of its rounds, after an unmeasured warm-up: ${m.target.rounds} rounds of ${m.target.roundSec} s for the figures a target rests on, ${m.info.rounds} of ${m.info.roundSec} s for the others` +
       (m.wallSeconds === undefined ? '' : ` · run took ${m.wallSeconds} s`),
+    '',
+    `Sections run: ${m.sections.join(', ')}.`,
     '',
     ...m.notes.map((x) => `- ${x}`),
     '',
@@ -107,10 +124,26 @@ export function renderMarkdown(report: Report): string {
   ].join('\n');
 }
 
+/**
+ * The commit a run measures. Results are committed only with the commit they measured:
+ * a table that predates the code it describes (the fan-out changed after the last one
+ * was written) says nothing about that code. Changes under bench/results do not count.
+ */
+export function commitMeasured(): { sha: string; dirty: boolean } {
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+  try {
+    return { sha: git('rev-parse', 'HEAD'), dirty: git('status', '--porcelain', '--', '.', ':(exclude)bench/results').length > 0 };
+  } catch {
+    return { sha: 'unknown (not a git checkout)', dirty: true };
+  }
+}
+
 export function writeReport(report: Report): string {
   const dir = join(BENCH_DIR, 'results');
   mkdirSync(dir, { recursive: true });
   const md = renderMarkdown(report);
+  // A smoke run's figures mean nothing: shown, never written where a result could be committed.
+  if (report.meta.mode === 'smoke') return md;
   // latest.* is the newest run of either kind; quick.* and full.* keep the newest of each.
   for (const name of ['latest', report.meta.mode]) {
     writeFileSync(join(dir, `${name}.json`), `${JSON.stringify(report, null, 2)}\n`);

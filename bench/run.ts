@@ -1,68 +1,143 @@
 /**
- * `pnpm bench [--quick] [--cpu-prof]`: measures the service against its limits,
- * side by side in one run (see issue 5), and writes bench/results/latest.{json,md}
- * (and quick.* or full.*).
+ * `pnpm bench [--quick | --smoke | --soak MINUTES] [--cpu-prof]`: measures the service
+ * against its limits, side by side in one run (issues 5 and 15), and writes
+ * bench/results/latest.{json,md} (and quick.* or full.*), stamped with the commit measured.
  *
  * Order: everything starts at once (services, baseline processes, seeded users);
  * then POST /users (API, the bare driver, bare Fastify, per concurrency), p99 at
- * half the peak rate, the token endpoint against bare jose, end to end through the
- * worker, delivery throughput against a bare BullMQ worker, memory after a second
- * run, growth.
+ * half the peak rate, the token endpoint against a bare Fastify route doing the same
+ * work, end to end through the worker, memory after a second run, delivery throughput
+ * against a bare BullMQ worker, growth, and the cost of a /metrics scrape.
  *
- * Budget (issue): quick under 2 minutes, full under 10, on the 2-CPU bench machine.
- * The load generator, the driver and each baseline are one long-lived process
- * each, given one scenario after another, so no scenario pays a process start.
+ * Budget: the full run under 15 minutes on the 2-CPU bench machine, every figure a
+ * target rests on from at least 5 rounds of at least 5 s. The load generator, the
+ * driver and each baseline are one long-lived process each, given one scenario after
+ * another, so no scenario pays a process start.
  */
 import { cpus } from 'node:os';
 import { MongoClient } from 'mongodb';
 import { Redis } from 'ioredis';
 import { Queue } from 'bullmq';
 import { deliveryQueueName, EVENTS_QUEUE } from '@connect/shared';
-import { DEFAULT_WORKER_OPTIONS, workerOptionsFromEnv } from '../apps/worker/src/worker-options.ts';
+import { DEFAULT_WORKER_OPTIONS, workerOptionsFromEnv } from '@connect/worker';
 import { fetchAccessToken, registerBenchClient, signAssertion } from './bench-auth.ts';
 import { startBenchChild, spawnTs, BENCH_DIR } from './bench-child.ts';
 import { seedUsers } from './bench-users.ts';
 import type { BullmqBaselineRound, BullmqBaselineSpec } from './bullmq-baseline.ts';
 import { driverPrefix, type DriverSpec } from './driver-baseline.ts';
 import { runEndToEnd, startReceiver, waitForArrivals } from './end-to-end.ts';
+import { seedDeliveryRows, timeScrapes } from './metrics-scrape.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
-import { writeReport, type Memory, type Ratio, type Row } from './report.ts';
-import { summarise, type RoundStats, type Summary } from './round-stats.ts';
-import { databaseUrl, newRunId, startApi, startDatastores, startWorkerProcess, type ApiProcess, type ServiceProcess } from './start-stack.ts';
+import { commitMeasured, writeReport, type Memory, type Ratio, type Row } from './report.ts';
+import { inFlightFor, summarise, type RoundStats, type Spread, type Summary } from './round-stats.ts';
+import { cpuMsOf, databaseUrl, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ServiceProcess } from './start-stack.ts';
 import type { TokenBaselineSpec } from './token-baseline.ts';
 
-const quick = process.argv.includes('--quick');
-const cpuProfile = process.argv.includes('--cpu-prof');
-const plan = quick
-  ? {
-      concurrencies: [32],
-      roundSec: 1,
-      warmupSec: 0.3,
-      rounds: 3,
-      token: { warmup: 150, minPerRound: 200, maxPerRound: 5_000 },
-      e2eRates: [100],
-      e2eSec: 1,
-      growth: [2_000, 20_000],
-      updateSet: 500,
-      delivery: { ours: 200, bare: 800 },
-    }
-  : {
-      concurrencies: [8, 32, 128],
-      roundSec: 1.5,
-      warmupSec: 0.5,
-      rounds: 3,
-      token: { warmup: 300, minPerRound: 500, maxPerRound: 10_000 },
-      e2eRates: [10, 100, 300],
-      e2eSec: 2,
-      growth: [10_000, 200_000],
-      updateSet: 500,
-      delivery: { ours: 500, bare: 2_000 },
-    };
+// The soak is a mode of its own: long mixed traffic, nothing compared.
+if (process.argv.includes('--soak')) {
+  const { runSoakCli } = await import('./soak.ts');
+  const started = performance.now();
+  const say = (msg: string) => process.stderr.write(`[soak ${new Date().toISOString().slice(11, 19)} +${((performance.now() - started) / 1000).toFixed(0)}s] ${msg}\n`);
+  process.exit(await runSoakCli(process.argv.slice(2), say));
+}
+
 const HEADLINE = 32;
+/**
+ * The API's cache of recent users (apps/api/src/api-deps.ts, RecentUsers(2_000)): an
+ * update of a user in it skips its read. Updates and no-ops run over a "cold" set ten
+ * times as large, cycled in order, so they never find their user there, as an update
+ * from an EHR with many users would not; a small set that fits is measured apart, labelled.
+ */
+const API_RECENT_USERS = 2_000;
+const quick = process.argv.includes('--quick');
+const smoke = process.argv.includes('--smoke');
+const mode = smoke ? 'smoke' : quick ? 'quick' : 'full';
+const cpuProfile = process.argv.includes('--cpu-prof');
+interface Timing {
+  rounds: number;
+  roundSec: number;
+  warmupSec: number;
+}
+/**
+ * Every figure a ratio with a target rests on is `target` timing: at least 5 rounds of
+ * at least 5 s in the full run (three rounds of 1.5 s gave the same code an update ratio
+ * of 0.44 and 0.65 an hour apart). Figures shown for information get `info` timing, so
+ * the full run stays under 15 minutes on the 2-CPU bench machine. Quick is a preview;
+ * smoke runs every section for a moment with tiny sizes so CI can tell the bench still
+ * works (its figures mean nothing and are not written anywhere).
+ */
+const PLANS = {
+  full: {
+    target: { rounds: 5, roundSec: 5, warmupSec: 2 } as Timing,
+    info: { rounds: 3, roundSec: 2, warmupSec: 1 } as Timing,
+    concurrencies: [8, 32, 128],
+    token: { warmup: 300, minPerRound: 500, maxPerRound: 20_000 },
+    e2eRates: [10, 100, 300],
+    coldSet: API_RECENT_USERS * 10,
+    cachedSet: 500,
+    /** The driver has no cache: in the growth collection its set can be small and the API's cold set the rest. */
+    driverGrowthSet: 2_000,
+    growth: [API_RECENT_USERS * 10 + 2_000, 200_000],
+    delivery: { jobs: 2_500, warmup: 500 },
+    scrape: { rows: [1_000, 200_000], scrapes: 21 },
+  },
+  quick: {
+    target: { rounds: 5, roundSec: 1, warmupSec: 0.5 } as Timing,
+    info: { rounds: 3, roundSec: 1, warmupSec: 0.3 } as Timing,
+    concurrencies: [32],
+    token: { warmup: 150, minPerRound: 200, maxPerRound: 5_000 },
+    e2eRates: [100],
+    coldSet: API_RECENT_USERS * 10,
+    cachedSet: 500,
+    driverGrowthSet: 2_000,
+    growth: [API_RECENT_USERS * 10 + 2_000, 60_000],
+    delivery: { jobs: 500, warmup: 100 },
+    scrape: { rows: [1_000, 20_000], scrapes: 11 },
+  },
+  smoke: {
+    // One round of a second after half a second's warm-up: shorter rounds, on a busy CI machine,
+    // can end before the first answer of a cold process arrives.
+    target: { rounds: 1, roundSec: 1, warmupSec: 0.5 } as Timing,
+    info: { rounds: 1, roundSec: 1, warmupSec: 0.5 } as Timing,
+    concurrencies: [32],
+    token: { warmup: 10, minPerRound: 20, maxPerRound: 40 },
+    e2eRates: [100],
+    coldSet: 300,
+    cachedSet: 50,
+    driverGrowthSet: 50,
+    growth: [350, 1_000],
+    delivery: { jobs: 30, warmup: 10 },
+    scrape: { rows: [100, 1_000], scrapes: 3 },
+  },
+};
+const plan = PLANS[mode];
+const CACHED_SET = plan.cachedSet;
+const DRIVER_GROWTH_SET = plan.driverGrowthSet;
+const TARGET = plan.target;
+const INFO = plan.info;
+/** A LoadSpec's or DriverSpec's timing fields. */
+const timing = (t: Timing) => ({ durationSec: t.roundSec, rounds: t.rounds, warmupSec: t.warmupSec, ...smokeAmount });
+/**
+ * Smoke: the load generator's closed rounds are a fixed number of requests, not a time: a
+ * timed round drops the requests still in flight at its end, and on a busy CI machine a
+ * cold API answered none of 32 within a second (a false failure). The driver ignores it.
+ */
+const smokeAmount = smoke ? { amount: 64 } : {};
+/** The users figures with a target: updates and no-ops at the headline concurrency. */
+const hasTarget = (op: string, c: number) => c === HEADLINE && op !== 'create';
+/** The one downstream target of the end-to-end API and worker. */
+const E2E_TARGET = 'bench';
+/** The end-to-end rate with a target (p99 < 100 ms). */
+const E2E_TARGET_RATE = 100;
 /** Growth is about the cost of one update, not queueing: a lower concurrency keeps rounds from being all queue. */
 const GROWTH_CONCURRENCY = 8;
 const OPS = ['create', 'update', 'noop'] as const;
 type Op = (typeof OPS)[number];
+const DRIVER_OP: Record<Op, string> = {
+  create: 'insertOne',
+  update: 'updateOne conditional on version (cold set)',
+  noop: 'findOne (cold set)',
+};
 /** The worker's delivery concurrency, as the worker process reads it (it inherits this environment). */
 const workerConcurrency = (() => {
   try {
@@ -74,18 +149,39 @@ const workerConcurrency = (() => {
 const fanOutConcurrency = DEFAULT_WORKER_OPTIONS.fanOutConcurrency;
 
 const runStarted = performance.now();
+// Read before anything runs: the code measured is the code checked out when the run began.
+const commit = commitMeasured();
 const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)} +${((performance.now() - runStarted) / 1000).toFixed(0)}s] ${msg}\n`);
 const nowMs = () => performance.timeOrigin + performance.now();
 const runId = newRunId();
 const rows: Row[] = [];
 const notes: string[] = [];
+/** Every section of the run, in order; smoke fails unless each of them ran. */
+const SECTIONS = [
+  'users',
+  'users (cached set)',
+  'p99 at half peak',
+  'token endpoint',
+  'end to end',
+  'memory',
+  'delivery (ours)',
+  'delivery (bare BullMQ)',
+  'growth',
+  'metrics scrape',
+] as const;
+const sectionsRun: string[] = [];
+const section = (name: (typeof SECTIONS)[number]) => {
+  sectionsRun.push(name);
+  log(`section done: ${name}`);
+};
 const add = (group: string, scenario: string, concurrency: number | string, rounds: RoundStats[]): Summary => {
   const summary = summarise(rounds);
   // Nothing answered in any round: the stack is stuck (FerretDB can be, see driver-baseline.ts); stop here.
   if (!(summary.requests.max > 0)) throw new Error(`${group} ${scenario} c=${concurrency}: no request answered in ${rounds.length} rounds (${JSON.stringify(rounds[0])})`);
   rows.push({ group, scenario, concurrency, summary });
+  const offered = Number.isFinite(summary.offered.median) ? `offered ${summary.offered.median.toFixed(0)}/s, ` : '';
   const latency = Number.isFinite(summary.p50.median) ? `, p50 ${summary.p50.median.toFixed(1)} ms, p99 ${summary.p99.median.toFixed(1)} ms` : '';
-  log(`${group} ${scenario} c=${concurrency}: ${summary.rps.median.toFixed(0)} req/s (${summary.rps.min.toFixed(0)}–${summary.rps.max.toFixed(0)})${latency}`);
+  log(`${group} ${scenario} c=${concurrency}: ${offered}${summary.rps.median.toFixed(0)} req/s (${summary.rps.min.toFixed(0)}–${summary.rps.max.toFixed(0)})${latency}`);
   return summary;
 };
 
@@ -157,11 +253,12 @@ try {
     mongoUrl: e2eDb,
     redisUrl: stores.redisUrl,
     queuePrefix: prefixes.e2e,
-    downstreamTargets: [{ name: 'bench', url: receiver.url, secrets: ['bench-secret-0123456789'] }],
+    downstreamTargets: [{ name: E2E_TARGET, url: receiver.url, secrets: ['bench-secret-0123456789'] }],
     cpuProfile,
   };
   const startBare = async (): Promise<number> => {
-    const bare = spawnTs(`${BENCH_DIR}/bare-fastify.ts`, [], {}, [], true);
+    // Its token route reads clients and writes used assertions in the API's database (same collections, same sizes).
+    const bare = spawnTs(`${BENCH_DIR}/bare-fastify.ts`, [], { BENCH_MONGO_URL: apiDb }, [], true);
     started.push({ name: 'bare-fastify', process: bare, rssMiB: () => NaN, stderr: () => '', stop: async () => void bare.kill('SIGTERM') });
     return new Promise<number>((resolve, reject) => {
       let out = '';
@@ -204,40 +301,43 @@ try {
   growthMongo = await new MongoClient(growthDb).connect();
   const growthUsers = growthMongo.db().collection('provider_users');
 
-  // Fresh user sets (locale A) for every update/no-op run, API's and driver's, seeded now in parallel,
-  // so every update run knows each user's state; and the growth database up to its first size.
-  const apiSets: string[] = [];
-  const driverOrgs: string[] = [];
-  const setsPerKind = plan.concurrencies.length * 2 + 1 + (quick ? 1 : plan.concurrencies.length * 2);
-  for (let i = 0; i < setsPerKind; i++) apiSets.push(`set-${i}`);
-  for (let i = 0; i < plan.concurrencies.length * 2 + 1; i++) driverOrgs.push(`driver-${runId}-${i}`);
-  const growthSet = (target: number) => ({ api: `grow-${target}`, driverOrg: `driver-grow-${target}` });
-  /** Seeds the growth collection to `target` users: filler, then the API's and the driver's update sets. */
+  // The update sets (locale A, version 1), seeded now in parallel: the API's cold set and
+  // cached set, the driver's cold set (an organization of its own in the API's collection);
+  // and the growth database up to its first size. Each set serves every update and no-op
+  // run of its kind (the load generator and the driver keep each user's state).
+  const driverOrg = `driver-${runId}`;
+  const growthApiSet = 'grow';
+  const growthDriverOrg = `driver-grow-${runId}`;
+  /** Seeds the growth collection to `target` users: the API's cold set and the driver's set first, then filler. */
   const seedGrowth = async (target: number): Promise<number> => {
     const have = await growthUsers.countDocuments({});
-    const { api: apiSet, driverOrg } = growthSet(target);
-    await seedUsers(growthUsers, growthClient.organizationId, `fill-${target}`, 0, Math.max(0, target - 2 * plan.updateSet - have));
-    await Promise.all([seedUsers(growthUsers, growthClient.organizationId, apiSet, 0, plan.updateSet), seedUsers(growthUsers, driverOrg, driverPrefix(driverOrg), 0, plan.updateSet)]);
+    if (have === 0) {
+      await Promise.all([
+        seedUsers(growthUsers, growthClient.organizationId, growthApiSet, 0, plan.coldSet),
+        seedUsers(growthUsers, growthDriverOrg, driverPrefix(growthDriverOrg), 0, DRIVER_GROWTH_SET),
+      ]);
+    }
+    await seedUsers(growthUsers, growthClient.organizationId, `fill-${target}`, 0, Math.max(0, target - (await growthUsers.countDocuments({}))));
     return growthUsers.countDocuments({});
   };
   const loadRun = (spec: LoadSpec) => children.load.run<LoadResult>(spec);
   // While the sets are seeded, a second of load on each API (and through the worker), unmeasured:
   // JIT and pools are warm before their first figure, not only the first scenario of each.
   const warmUp = (kind: 'create' | 'noop', baseUrl: string, t: string, extra: Partial<LoadSpec> = {}): Promise<LoadResult> =>
-    loadRun({ kind, url: `${baseUrl}/users`, connections: HEADLINE, durationSec: 1, rounds: 1, warmupSec: 0, headers: bearer(t), idPrefix: `warm-${kind}`, userCount: plan.updateSet, ...extra });
+    loadRun({ kind, url: `${baseUrl}/users`, connections: HEADLINE, durationSec: 1, rounds: 1, warmupSec: 0, headers: bearer(t), idPrefix: `warm-${kind}`, userCount: plan.coldSet, ...extra });
   const seedStarted = performance.now();
   const [, , firstGrowthStored, e2eWarm] = await Promise.all([
-    Promise.all(apiSets.map((set) => seedUsers(users, client.organizationId, set, 0, plan.updateSet))),
-    Promise.all(driverOrgs.map((org) => seedUsers(users, org, driverPrefix(org), 0, plan.updateSet))),
+    Promise.all([seedUsers(users, client.organizationId, 'cold', 0, plan.coldSet), seedUsers(users, client.organizationId, 'cached', 0, CACHED_SET)]),
+    seedUsers(users, driverOrg, driverPrefix(driverOrg), 0, plan.coldSet),
     seedGrowth(plan.growth[0]!).then(async (stored) => {
       // No-ops on the update set leave it as seeded.
-      await warmUp('noop', growthApi.baseUrl, growthToken, { idPrefix: growthSet(plan.growth[0]!).api, connections: GROWTH_CONCURRENCY });
+      await warmUp('noop', growthApi.baseUrl, growthToken, { idPrefix: growthApiSet, connections: GROWTH_CONCURRENCY });
       return stored;
     }),
     // The end-to-end warm-up is also the probe: 50 creates whose callbacks must all arrive.
     warmUp('create', api.baseUrl, token).then(() => warmUp('create', e2eApi.baseUrl, e2eToken, { overallRate: 50, connections: 16, recordAnswers: true })),
   ]);
-  log(`started; seeded ${apiSets.length + driverOrgs.length} update sets and ${firstGrowthStored} growth users, warmed the APIs, in ${((performance.now() - seedStarted) / 1000).toFixed(1)} s`);
+  log(`started; seeded ${2 * plan.coldSet + CACHED_SET} users in update sets and ${firstGrowthStored} growth users, warmed the APIs, in ${((performance.now() - seedStarted) / 1000).toFixed(1)} s`);
 
   let createNo = 0;
   const apiLoad = async (op: Op, c: number, extra: Partial<LoadSpec> = {}): Promise<RoundStats[]> => {
@@ -245,35 +345,46 @@ try {
       kind: op,
       url: `${api.baseUrl}/users`,
       connections: c,
-      durationSec: plan.roundSec,
-      rounds: plan.rounds,
-      warmupSec: plan.warmupSec,
+      ...timing(hasTarget(op, c) ? TARGET : INFO),
       headers: bearer(token),
-      idPrefix: op === 'create' ? `create-${createNo++}` : apiSets.shift()!,
-      userCount: plan.updateSet,
+      idPrefix: op === 'create' ? `create-${createNo++}` : 'cold',
+      userCount: plan.coldSet,
       ...extra,
     };
     const result = await loadRun(spec);
     const odd = Object.entries(result.statuses).filter(([status]) => !status.startsWith('2'));
     if (odd.length) log(`${op} c=${c}: non-2xx answers ${JSON.stringify(Object.fromEntries(odd))}`);
+    lastWarmupRequests = result.warmupRequests ?? 0;
     return result.rounds;
   };
   /** The driver on the API's own collection (its indexes, its size), under an organization of its own:
    * on FerretDB every lookup costs with the collection's size, so only the same collection compares. */
-  const driverLoad = async (op: Op, c: number, extra: Partial<DriverSpec> = {}): Promise<RoundStats[]> =>
-    (
-      await children.driver.run<{ rounds: RoundStats[] }>({
+  const driverLoad = async (op: Op, c: number, extra: Partial<DriverSpec> = {}): Promise<RoundStats[]> => {
+    const result = await children.driver.run<{ rounds: RoundStats[]; warmupRequests: number }>({
         mongoUrl: apiDb,
         op,
         concurrency: c,
-        durationSec: plan.roundSec,
-        rounds: plan.rounds,
-        warmupSec: plan.warmupSec,
-        userCount: plan.updateSet,
+        ...timing(hasTarget(op, c) ? TARGET : INFO),
+        userCount: plan.coldSet,
         ...extra,
-        ...(op === 'create' ? {} : { org: extra.org ?? driverOrgs.shift()! }),
-      } satisfies DriverSpec)
-    ).rounds;
+        ...(op === 'create' ? {} : { org: extra.org ?? driverOrg }),
+      } satisfies DriverSpec);
+    lastWarmupRequests = result.warmupRequests;
+    return result.rounds;
+  };
+  /** Requests of the last load's or driver run's warm-up round (CPU per request counts the whole run). */
+  let lastWarmupRequests = 0;
+  /**
+   * CPU per operation: the process's CPU time over the whole run (warm-up and rounds) divided
+   * by the operations answered in it. Idle time between rounds costs no CPU.
+   */
+  const cpuPerOp = async (pid: number, run: () => Promise<RoundStats[]>): Promise<{ rounds: RoundStats[]; ms: number }> => {
+    const before = cpuMsOf(pid);
+    const rounds = await run();
+    const ms = (cpuMsOf(pid) - before) / (lastWarmupRequests + rounds.reduce((a, r) => a + r.requests, 0));
+    return { rounds, ms };
+  };
+  const cpu: { api?: number; driver?: number } = {};
 
   // --- POST /users: API, driver, bare Fastify ---
   const api_: Record<string, Summary> = {};
@@ -281,8 +392,23 @@ try {
   const bareSummaries: Record<number, Summary> = {};
   for (const c of plan.concurrencies) {
     for (const op of OPS) {
-      api_[`${op}@${c}`] = add('api', `POST /users ${op}`, c, await apiLoad(op, c));
-      drv[`${op}@${c}`] = add('driver', op === 'create' ? 'insertOne' : `updateOne upsert (${op})`, c, await driverLoad(op, c));
+      if (op === 'update' && c === HEADLINE) {
+        // The headline updates also give the CPU each side spends per update.
+        const a = await cpuPerOp(api.process.pid!, () => apiLoad(op, c));
+        api_[`${op}@${c}`] = add('api', `POST /users ${op} (cold set)`, c, a.rounds);
+        const d = await cpuPerOp(children.driver.process.pid!, () => driverLoad(op, c));
+        drv[`${op}@${c}`] = add('driver', DRIVER_OP[op], c, d.rounds);
+        cpu.api = a.ms;
+        cpu.driver = d.ms;
+        log(`CPU per update: API ${a.ms.toFixed(2)} ms, driver ${d.ms.toFixed(2)} ms`);
+        continue;
+      }
+      api_[`${op}@${c}`] = add('api', `POST /users ${op}${op === 'create' ? '' : ' (cold set)'}`, c, await apiLoad(op, c));
+      drv[`${op}@${c}`] = add('driver', DRIVER_OP[op], c, await driverLoad(op, c));
+    }
+    if (c === HEADLINE) {
+      // The flattering case, apart: a set that fits the API's cache, so updates skip their read.
+      add('api', `POST /users update, cached set (${CACHED_SET} users, within the API's ${API_RECENT_USERS} recent users: no read)`, c, await apiLoad('update', c, { idPrefix: 'cached', userCount: CACHED_SET, ...timing(INFO) }));
     }
     bareSummaries[c] = add(
       'bare fastify',
@@ -293,34 +419,51 @@ try {
           kind: 'fixed',
           url: `http://127.0.0.1:${barePort}/users`,
           connections: c,
-          durationSec: plan.roundSec,
-          rounds: plan.rounds,
-          warmupSec: plan.warmupSec,
+          ...timing(INFO),
           fixedBody: '{"provider_email":"jane.doe@example.com","external_provider_id":"ehr-42","settings":{"speech_locale":"ENGLISH_US"}}',
         })
       ).rounds,
     );
   }
 
+  section('users');
+  section('users (cached set)');
+
   // --- p99 at half the API's peak update rate, API and driver at the same offered rate ---
   const halfRate = Math.max(10, Math.round(api_[`update@${HEADLINE}`]!.rps.median / 2));
-  const apiHalf = add('api', `POST /users update @ ${halfRate}/s offered`, HEADLINE, await apiLoad('update', HEADLINE, { overallRate: halfRate }));
-  const drvHalf = add('driver', `updateOne upsert @ ${halfRate}/s offered`, HEADLINE, await driverLoad('update', HEADLINE, { rate: halfRate }));
+  const apiHalf = add('api', `POST /users update @ ${halfRate}/s asked`, `≤ ${inFlightFor(halfRate)}`, await apiLoad('update', HEADLINE, { overallRate: halfRate }));
+  const drvHalf = add('driver', `updateOne conditional on version @ ${halfRate}/s asked`, `≤ ${inFlightFor(halfRate)}`, await driverLoad('update', HEADLINE, { rate: halfRate }));
+  section('p99 at half peak');
 
-  // --- Token endpoint against the bare jose loop ---
+  // --- Token endpoint against a bare Fastify route doing the same necessary work (and bare jose, for information) ---
   const tokenRounds = (
     await loadRun({
       kind: 'token',
       url: api.tokenUrl,
       connections: HEADLINE,
-      durationSec: plan.roundSec,
-      rounds: plan.rounds,
+      ...timing(TARGET),
       warmupSec: 0,
       token: { clientId: client.clientId, privateKeyPem: client.privateKeyPem, audience: api.tokenUrl, ...plan.token },
     })
   ).rounds;
   const tokenApi = add('api', 'POST /oauth/token', HEADLINE, tokenRounds);
   log(`token rounds: ${tokenRounds.map((r) => `${r.requests} in ${(r.requests / r.rps).toFixed(2)} s`).join(', ')}`);
+  const bareTokenUrl = `http://127.0.0.1:${barePort}/oauth/token`;
+  const tokenBareRoute = add(
+    'bare fastify',
+    'POST /oauth/token: client findOne, verify RS256, jti insertOne, sign EdDSA (bare driver)',
+    HEADLINE,
+    (
+      await loadRun({
+        kind: 'token',
+        url: bareTokenUrl,
+        connections: HEADLINE,
+        ...timing(TARGET),
+        warmupSec: 0,
+        token: { clientId: client.clientId, privateKeyPem: client.privateKeyPem, audience: bareTokenUrl, ...plan.token },
+      })
+    ).rounds,
+  );
   const assertionPool = await Promise.all(Array.from({ length: 50 }, () => signAssertion(client, api.tokenUrl)));
   const tokenBare = add(
     'bare jose',
@@ -332,24 +475,32 @@ try {
         publicKeyPem: client.publicKeyPem,
         audience: api.tokenUrl,
         concurrency: HEADLINE,
-        durationSec: plan.roundSec,
-        rounds: plan.rounds,
-        warmupSec: plan.warmupSec,
+        ...timing(INFO),
       } satisfies TokenBaselineSpec)
     ).rounds,
   );
+  section('token endpoint');
 
   // --- End to end: the second API and the worker ---
   const e2eSummaries: Record<number, Summary> = {};
   let e2eRun = 0;
-  const endToEnd = async (group: string) => {
-    for (const rate of plan.e2eRates) {
+  const endToEnd = async (group: string, rates: readonly number[] = plan.e2eRates) => {
+    for (const rate of rates) {
+      const t = rate === E2E_TARGET_RATE ? TARGET : INFO;
       const summary = add(
         group,
-        `answer → callback received @ ${rate}/s (req/s = delivered/s)`,
-        16,
-        // At least 100 events per round, so a median is over 100 events even at a low rate.
-        await runEndToEnd(receiver, loadRun, { baseUrl: e2eApi.baseUrl, token: e2eToken, rate, durationSec: Math.max(plan.e2eSec, Math.ceil(100 / rate)), rounds: plan.rounds, idPrefix: `e2e${e2eRun++}-${rate}`, drainTimeoutMs: 15_000 }),
+        `answer → callback received @ ${rate}/s (offered = creates sent/s; req/s = callbacks/s over the delivery window)`,
+        `≤ ${inFlightFor(rate)}`,
+        // At least 50 events per round, so a median is over 50 events even at a low rate.
+        await runEndToEnd(receiver, loadRun, {
+          baseUrl: e2eApi.baseUrl,
+          token: e2eToken,
+          rate,
+          durationSec: Math.max(t.roundSec, Math.ceil(50 / rate)),
+          rounds: t.rounds,
+          idPrefix: `e2e${e2eRun++}-${rate}`,
+          drainTimeoutMs: 15_000,
+        }),
       );
       // The ratios are those of the first pass, like every other ratio (run 2 is for memory).
       e2eSummaries[rate] ??= summary;
@@ -359,8 +510,8 @@ try {
   // --- Delivery throughput: our worker's deliveries against a bare BullMQ worker doing the same signed POST ---
   const redis = new Redis(stores.redisUrl, { maxRetriesPerRequest: null });
   const eventsQueue = new Queue(EVENTS_QUEUE, { connection: redis, prefix: prefixes.e2e });
-  // One delivery queue per target now; the bench has one target, `bench`.
-  const deliveriesQueue = new Queue(deliveryQueueName('bench'), { connection: redis, prefix: prefixes.e2e });
+  // One queue per target: the bench's one target, "bench".
+  const deliveriesQueue = new Queue(deliveryQueueName(E2E_TARGET), { connection: redis, prefix: prefixes.e2e });
   const queued = async (q: Queue) => {
     const counts = await q.getJobCounts('wait', 'paused', 'prioritized');
     return Object.values(counts).reduce((a, b) => a + b, 0);
@@ -381,11 +532,13 @@ try {
    * events queue is resumed (fan-out: N events → N delivery jobs), and once the N delivery
    * jobs wait, the deliveries queue: deliveries/s = N over first to last callback received.
    */
-  const ourDeliveries = async (n: number): Promise<{ deliveries: RoundStats[]; fanOut: RoundStats[] }> => {
+  const ourDeliveries = async (n: number, warmup: number): Promise<{ deliveries: RoundStats[]; fanOut: RoundStats[] }> => {
     const deliveries: RoundStats[] = [];
     const fanOut: RoundStats[] = [];
     try {
-      for (let r = 0; r < plan.rounds; r++) {
+      // Round -1 is the warm-up, the same size as the bare BullMQ worker's, and not kept.
+      for (let r = -1; r < TARGET.rounds; r++) {
+        const jobs = r < 0 ? warmup : n;
         await Promise.all([eventsQueue.pause(), deliveriesQueue.pause()]);
         const events0 = await queued(eventsQueue);
         const deliveries0 = await queued(deliveriesQueue);
@@ -394,7 +547,7 @@ try {
           url: `${e2eApi.baseUrl}/users`,
           connections: 64,
           durationSec: 0,
-          amount: n,
+          amount: jobs,
           rounds: 1,
           warmupSec: 0,
           headers: bearer(e2eToken),
@@ -408,9 +561,10 @@ try {
         const fannedOut = await waitUntil(async () => (await queued(deliveriesQueue)) >= deliveries0 + ids.length, 60_000);
         const fanOutDone = nowMs();
         if (!fannedOut) log(`delivery: fan-out did not queue all ${ids.length} deliveries in 60 s`);
-        fanOut.push({ rps: ids.length / ((fanOutDone - fanOutAt) / 1000), ...noLatency, requests: ids.length, errors: fannedOut ? 0 : 1 });
         await deliveriesQueue.resume();
         const { arrived, first, last } = await waitForArrivals(receiver, ids, 60_000);
+        if (r < 0) continue;
+        fanOut.push({ rps: ids.length / ((fanOutDone - fanOutAt) / 1000), ...noLatency, requests: ids.length, errors: fannedOut ? 0 : 1 });
         deliveries.push({ rps: arrived / ((last - first) / 1000), ...noLatency, requests: arrived, errors: ids.length - arrived });
       }
     } finally {
@@ -418,7 +572,7 @@ try {
     }
     return { deliveries, fanOut };
   };
-  const bareDeliveries = async (n: number): Promise<RoundStats[]> => {
+  const bareDeliveries = async (n: number, warmup: number): Promise<RoundStats[]> => {
     const { rounds } = await children.bullmq.run<{ rounds: BullmqBaselineRound[] }>({
       redisUrl: stores.redisUrl,
       prefix: prefixes.bare,
@@ -426,8 +580,8 @@ try {
       secret: 'bench-secret-0123456789',
       concurrency: workerConcurrency,
       jobs: n,
-      warmupJobs: 200,
-      rounds: plan.rounds,
+      warmupJobs: warmup,
+      rounds: TARGET.rounds,
       idPrefix: 'bare',
       timeoutMs: 60_000,
     } satisfies BullmqBaselineSpec);
@@ -440,11 +594,11 @@ try {
     return out;
   };
   let ourDelivery: Summary | undefined;
-  let bareDelivery: Summary | undefined;
   const deliverySuite = async (group: string): Promise<Summary> => {
-    const ours = await ourDeliveries(plan.delivery.ours);
-    add(group, `our fan-out: ${plan.delivery.ours} events queued → ${plan.delivery.ours} delivery jobs queued (req/s = events/s)`, fanOutConcurrency, ours.fanOut);
-    return add(group, `our worker: ${plan.delivery.ours} delivery jobs queued → callbacks received (req/s = deliveries/s)`, workerConcurrency, ours.deliveries);
+    const { jobs, warmup } = plan.delivery;
+    const ours = await ourDeliveries(jobs, warmup);
+    add(group, `our fan-out: ${jobs} events queued → ${jobs} delivery jobs queued (req/s = events/s)`, fanOutConcurrency, ours.fanOut);
+    return add(group, `our worker: ${jobs} delivery jobs queued → callbacks received (req/s = deliveries/s over first to last callback)`, workerConcurrency, ours.deliveries);
   };
 
   let workerWorks = false;
@@ -452,31 +606,42 @@ try {
     const probeIds = Object.keys(e2eWarm.answers ?? {});
     const probe = await waitForArrivals(receiver, probeIds, 20_000);
     workerWorks = probeIds.length > 0 && probe.arrived === probeIds.length;
-    if (workerWorks) await endToEnd('end-to-end');
+    if (workerWorks) {
+      await endToEnd('end-to-end');
+      section('end to end');
+    }
     else notes.push(`End to end and our delivery throughput skipped: the worker started but delivered ${probe.arrived}/${probeIds.length} probe events (the warm-up's creates) within 20 s.`);
   } else notes.push('End to end and our delivery throughput skipped: the worker did not start.');
 
   // --- Memory: RSS after the run, then after a second run (the delivery rounds come after: they are not in either) ---
   const rss1 = { api: api.rssMiB(), worker: worker?.rssMiB() ?? NaN };
-  if (quick) {
-    // Quick: the second run is one round of updates at the headline concurrency.
-    add('api (run 2)', 'POST /users update', HEADLINE, await apiLoad('update', HEADLINE, { rounds: 1 }));
-  } else {
-    for (const c of plan.concurrencies) for (const op of OPS) add('api (run 2)', `POST /users ${op}`, c, await apiLoad(op, c));
-    if (workerWorks) await endToEnd('end-to-end (run 2)');
-  }
+  // The second run repeats the headline users rows and the end-to-end rate with a target, so
+  // the full run stays within its budget; the first pass ran them, and more, once already.
+  for (const op of OPS) add('api (run 2)', `POST /users ${op}${op === 'create' ? '' : ' (cold set)'}`, HEADLINE, await apiLoad(op, HEADLINE));
+  if (workerWorks) await endToEnd('end-to-end (run 2)', [E2E_TARGET_RATE]);
   const rss2 = { api: api.rssMiB(), worker: worker?.rssMiB() ?? NaN };
   const memory: Memory[] = [{ process: 'api', afterFirstMiB: rss1.api, afterSecondMiB: rss2.api, growthPct: (rss2.api / rss1.api - 1) * 100 }];
   if (worker) memory.push({ process: 'worker', afterFirstMiB: rss1.worker, afterSecondMiB: rss2.worker, growthPct: (rss2.worker / rss1.worker - 1) * 100 });
+  section('memory');
 
-  if (workerWorks) ourDelivery = await deliverySuite('delivery');
-  bareDelivery = add('bare bullmq', `sign HMAC + POST: ${plan.delivery.bare} jobs queued → callbacks received (req/s = deliveries/s)`, workerConcurrency, await bareDeliveries(plan.delivery.bare));
+  if (workerWorks) {
+    ourDelivery = await deliverySuite('delivery');
+    section('delivery (ours)');
+  }
+  const bareDelivery = add(
+    'bare bullmq',
+    `sign HMAC + POST: ${plan.delivery.jobs} jobs queued → callbacks received (req/s = deliveries/s over first to last callback)`,
+    workerConcurrency,
+    await bareDeliveries(plan.delivery.jobs, plan.delivery.warmup),
+  );
+  section('delivery (bare BullMQ)');
   await Promise.allSettled([eventsQueue.close(), deliveriesQueue.close()]);
   redis.disconnect();
 
   // --- Growth: the third API, on a database of its own, so the other figures keep a small collection ---
   const growthDriver: Summary[] = [];
   const growth: Summary[] = [];
+  const growthStored: number[] = [];
   for (const [k, target] of plan.growth.entries()) {
     let stored = firstGrowthStored;
     if (k > 0) {
@@ -486,73 +651,111 @@ try {
     }
     // Both sizes measured right after a checkpoint, so neither pays for the other's writes.
     await stores.settle();
-    const { api: apiSet, driverOrg } = growthSet(target);
     const result = await loadRun({
       kind: 'update',
       url: `${growthApi.baseUrl}/users`,
       connections: GROWTH_CONCURRENCY,
-      durationSec: plan.roundSec,
-      rounds: plan.rounds,
-      warmupSec: plan.warmupSec,
+      ...timing(TARGET),
       headers: bearer(growthToken),
-      idPrefix: apiSet,
-      userCount: plan.updateSet,
+      idPrefix: growthApiSet,
+      userCount: plan.coldSet,
     });
-    growth.push(add('growth', `POST /users update, ${stored} users stored`, GROWTH_CONCURRENCY, result.rounds));
-    growthDriver.push(add('growth', `driver updateOne upsert, ${stored} users stored`, GROWTH_CONCURRENCY, await driverLoad('update', GROWTH_CONCURRENCY, { mongoUrl: growthDb, org: driverOrg })));
+    growthStored.push(stored);
+    growth.push(add('growth', `POST /users update (cold set of ${plan.coldSet}), ${stored} users stored`, GROWTH_CONCURRENCY, result.rounds));
+    growthDriver.push(add('growth', `driver updateOne conditional on version, ${stored} users stored`, GROWTH_CONCURRENCY, await driverLoad('update', GROWTH_CONCURRENCY, { mongoUrl: growthDb, org: growthDriverOrg, userCount: DRIVER_GROWTH_SET, ...timing(INFO) })));
   }
 
-  // --- Ratios ---
+  section('growth');
+
+  // --- The cost of a /metrics scrape of the API with few and with many delivery rows stored (issue 14) ---
+  // Rows bulk-inserted into the load API's own database (no worker runs there); one scrape at a time.
+  const deliveryRows = mongo.db().collection('deliveries');
+  const scrapes: Summary[] = [];
+  const scrapeRows: number[] = [];
+  for (const wanted of plan.scrape.rows) {
+    const t0 = performance.now();
+    const stored = await seedDeliveryRows(deliveryRows, client.organizationId, wanted);
+    log(`delivery rows: ${stored} stored in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    await stores.settle();
+    scrapeRows.push(stored);
+    scrapes.push(add('metrics', `GET /metrics of the API, ${stored} delivery rows stored (p50 = median scrape ms)`, 1, await timeScrapes(`${api.origin}/metrics`, plan.scrape.scrapes)));
+  }
+  section('metrics scrape');
+
+  // --- Ratios: the ratio of medians, and its spread from the rounds (lowest over highest to highest over lowest) ---
   const ratios: Ratio[] = [];
-  const ratio = (name: string, value: number, target?: string, met?: (v: number) => boolean) =>
-    ratios.push({ name, value, ...(target ? { target, met: met!(value) } : {}) });
+  type Pick = (s: Summary) => Spread;
+  const divide = (name: string, num: Summary, den: Summary, pick: Pick, target?: string, met?: (v: number) => boolean) => {
+    const a = pick(num);
+    const b = pick(den);
+    const value = a.median / b.median;
+    ratios.push({ name, value, low: a.min / b.max, high: a.max / b.min, ...(target ? { target, met: met!(value) } : {}) });
+  };
+  const figure = (name: string, s: Spread, target?: string, met?: (v: number) => boolean) =>
+    ratios.push({ name, value: s.median, low: s.min, high: s.max, ...(target ? { target, met: met!(s.median) } : {}) });
+  const rps: Pick = (s) => s.rps;
+  const p50: Pick = (s) => s.p50;
+  const p99: Pick = (s) => s.p99;
   for (const c of plan.concurrencies) {
     for (const op of OPS) {
       const a = api_[`${op}@${c}`]!;
       const d = drv[`${op}@${c}`]!;
-      const isTarget = c === HEADLINE && op !== 'create';
-      const min = op === 'noop' ? 0.8 : 0.5;
-      ratio(`${op} c=${c}: API / driver throughput`, a.rps.median / d.rps.median, isTarget ? `>= ${min}` : undefined, (v) => v >= min);
-      ratio(`${op} c=${c}: API / driver p99`, a.p99.median / d.p99.median);
-      ratio(`${op} c=${c}: API / bare Fastify throughput`, a.rps.median / bareSummaries[c]!.rps.median);
+      const min = op === 'noop' ? 0.8 : 0.6;
+      const what = op === 'create' ? op : `${op} (cold set)`;
+      divide(`${what} c=${c}: API / driver throughput`, a, d, rps, hasTarget(op, c) ? `>= ${min}` : undefined, (v) => v >= min);
+      divide(`${what} c=${c}: API / driver p99`, a, d, p99);
+      divide(`${what} c=${c}: API / bare Fastify throughput`, a, bareSummaries[c]!, rps);
     }
   }
-  ratio(`update p99 at ${halfRate}/s (half the API peak): API / driver`, apiHalf.p99.median / drvHalf.p99.median, '<= 3', (v) => v <= 3);
-  ratio('token endpoint / bare jose loop', tokenApi.rps.median / tokenBare.rps.median, '>= 0.7', (v) => v >= 0.7);
+  ratios.push({ name: `API CPU per POST /users update, cold set, c=${HEADLINE} (ms)`, value: cpu.api! });
+  ratios.push({ name: `driver CPU per conditional updateOne, c=${HEADLINE} (ms)`, value: cpu.driver! });
+  ratios.push({ name: 'CPU per update: API / driver', value: cpu.api! / cpu.driver!, target: '<= 3', met: cpu.api! / cpu.driver! <= 3 });
+  divide(`update p99 at ${halfRate}/s asked (half the API peak): API / driver`, apiHalf, drvHalf, p99, '<= 3', (v) => v <= 3);
+  divide('token endpoint / bare Fastify token route doing the same work', tokenApi, tokenBareRoute, rps, '>= 0.7', (v) => v >= 0.7);
+  divide('token endpoint / bare jose loop (verify + sign only)', tokenApi, tokenBare, rps);
   if (workerWorks) {
-    ratio('end to end p99 at 100 events/s (ms)', e2eSummaries[100]!.p99.median, '< 150', (v) => v < 150);
-    if (e2eSummaries[300]) ratio('end to end p99 at 300 events/s (ms)', e2eSummaries[300]!.p99.median);
-    if (e2eSummaries[10]) ratio('end to end p50 at 10 events/s, over 100 events a round (ms)', e2eSummaries[10]!.p50.median);
+    figure(`end to end p99 at ${E2E_TARGET_RATE} events/s (ms)`, e2eSummaries[E2E_TARGET_RATE]!.p99, '< 100', (v) => v < 100);
+    if (e2eSummaries[300]) figure('end to end p99 at 300 events/s (ms)', e2eSummaries[300]!.p99);
+    if (e2eSummaries[10]) figure('end to end p50 at 10 events/s (ms)', e2eSummaries[10]!.p50);
   }
-  if (ourDelivery) ratio('delivery throughput: ours / bare BullMQ', ourDelivery.rps.median / bareDelivery.rps.median, '>= 0.5', (v) => v >= 0.5);
-  ratio(`growth: update p50 at ${plan.growth[1]} / at ${plan.growth[0]} users`, growth[1]!.p50.median / growth[0]!.p50.median, '<= 1.25', (v) => v <= 1.25);
-  ratio(`growth: driver upsert p50 at ${plan.growth[1]} / at ${plan.growth[0]} users`, growthDriver[1]!.p50.median / growthDriver[0]!.p50.median);
-  ratio(`growth: update p99 at ${plan.growth[1]} / at ${plan.growth[0]} users`, growth[1]!.p99.median / growth[0]!.p99.median);
+  if (ourDelivery) divide('delivery throughput: ours / bare BullMQ', ourDelivery, bareDelivery, rps, '>= 0.5', (v) => v >= 0.5);
+  const sizes = `${growthStored[1]} / at ${growthStored[0]} users stored (cold set of ${plan.coldSet})`;
+  divide(`growth: update p50 at ${sizes}`, growth[1]!, growth[0]!, p50, '<= 1.25', (v) => v <= 1.25);
+  divide(`growth: driver conditional update p50 at ${growthStored[1]} / at ${growthStored[0]} users stored`, growthDriver[1]!, growthDriver[0]!, p50);
+  divide(`growth: update p99 at ${sizes}`, growth[1]!, growth[0]!, p99);
+  divide(`/metrics scrape time at ${scrapeRows[1]} / at ${scrapeRows[0]} delivery rows`, scrapes[1]!, scrapes[0]!, p50, '<= 1.5', (v) => v <= 1.5);
 
   const wallSec = (performance.now() - runStarted) / 1000;
   log(`measured in ${wallSec.toFixed(0)} s`);
   notes.push(
-    'Driver baseline: one process, N concurrent workers (at most 48 at the database at once; the API\'s pool is 50), one round trip per operation (insertOne; updateOne with upsert for updates and no-ops), on the API\'s own collection (same indexes, same size at that moment) under an organization of its own.',
+    `Driver baseline: one process, N concurrent workers (at most ${MONGO_POOL_SIZE} at the database at once, the pool size of the API and of every baseline), the same class of work as the API: insertOne for a create, one updateOne conditional on the user's version for an update (the API's write; the driver knows the version, so it skips the read the API needs), one findOne for a no-op (the API's read), on the API's own collection (same indexes, same size at that moment) under an organization of its own.`,
+    `Updates and no-ops (API and driver) cycle, in order, over a cold set of ${plan.coldSet} users (${plan.coldSet / API_RECENT_USERS} times the API's cache of ${API_RECENT_USERS} recent users${smoke ? '; smoke: not cold, too small' : ''}), so the API never finds its user cached; one row at concurrency ${HEADLINE} uses a set of ${CACHED_SET} that fits the cache, labelled "cached set" (no read before the write).`,
     'The API measured for throughput has no worker consuming its queue; end to end runs a second API and the worker on a database and queue prefix of their own (started with the rest at the beginning, idle until then). Each API gets an unmeasured second of load at the start, besides each scenario\'s own warm-up.',
     'Throughput (req/s) is responses over first request to last response, timed by the load generator itself (autocannon\'s own duration ends on a 1 s sampling tick).',
-    `Token rounds run a fixed number of pre-signed assertions (each jti is single use), signed before each round and sized from the fastest rate seen so far to last about ${plan.roundSec} s or more.`,
-    `Delivery, ours: both of the worker's BullMQ queues paused from the bench (Queue.pause); ${plan.delivery.ours} creates POSTed to the e2e API; the events queue resumed (the "fan-out" row: until all ${plan.delivery.ours} delivery jobs are queued); then the deliveries queue resumed: the worker's delivery processor (concurrency ${workerConcurrency}: its database reads and writes, signing, POST) — deliveries/s is the count over first to last callback received. API idle meanwhile.`,
-    `Delivery, bare BullMQ: its own process and key prefix, ${plan.delivery.bare} jobs (a callback body each) added to a paused plain queue, resumed; a plain Worker at concurrency ${workerConcurrency} signs each body (hex HMAC-SHA256 of timestamp + body) and POSTs it with fetch to the same receiver; nothing else. Same count over first to last callback received, after a 200-job warm-up.`,
-    `Memory: RSS after the first pass (users, tokens, end to end), then after ${quick ? 'one more round of updates at concurrency 32 (quick: the worker has nothing to do in it)' : `repeating the API users suite${workerWorks ? ' and the end-to-end rounds' : ''}`}; the delivery rounds come after both.`,
-    `Growth: a third API process on a database of its own, updates at concurrency ${GROWTH_CONCURRENCY} with ${plan.growth.join(' then ')} users stored; the driver's upsert on the same collection beside each.`,
+    'Token endpoint baseline: a bare Fastify route (its own process, the bare mongodb driver, the same pool) doing the necessary work and nothing else: one findOne of the client, RS256 verify of the assertion with the same checks (the key object cached per client, as the API does), one insertOne of the jti into used_assertions, an EdDSA token signed; bare jose (verify + sign in a loop, no HTTP, no database) is shown for information.',
+    `Token rounds run a fixed number of pre-signed assertions (each jti is single use), signed before each round and sized from the fastest rate seen so far to last about ${TARGET.roundSec} s or more.`,
+    `Delivery, ours: after an unmeasured warm-up round of ${plan.delivery.warmup}, per round both of the worker's BullMQ queues paused from the bench (Queue.pause); ${plan.delivery.jobs} creates POSTed to the e2e API; the events queue resumed (the "fan-out" row: until all ${plan.delivery.jobs} delivery jobs are queued); then the deliveries queue resumed: the worker's delivery processor (concurrency ${workerConcurrency}: its database reads and writes, signing, POST) — deliveries/s is the count over first to last callback received. API idle meanwhile.`,
+    `Delivery, bare BullMQ: its own process and key prefix, the same ${plan.delivery.jobs} jobs per round (a callback body each) added to a paused plain queue, resumed; a plain Worker at concurrency ${workerConcurrency} signs each body (hex HMAC-SHA256 of timestamp + body) and POSTs it with fetch to the same receiver; nothing else. Same count over first to last callback received, after the same warm-up of ${plan.delivery.warmup} jobs.`,
+    `Memory: RSS after the first pass (users, tokens, end to end), then after repeating the users rows at concurrency ${HEADLINE}${workerWorks ? ` and the end-to-end rounds at ${E2E_TARGET_RATE}/s` : ''}; the delivery rounds come after both.`,
+    `Metrics scrape: ${plan.scrape.rows.join(' then ')} delivery rows (finished and pending, three targets) bulk-inserted into the load API's database; ${plan.scrape.scrapes} GET /metrics one after another at each size, after two unmeasured; the figure is the median scrape time.`,
+    'CPU per update: the CPU time (/proc/<pid>/stat, user + system) of the API process and of the driver process over their whole headline update run, warm-up included, divided by the updates answered in it; one figure each, no spread.',
+    `Growth: a third API process on a database of its own, updates over the same cold set of ${plan.coldSet} users at concurrency ${GROWTH_CONCURRENCY} with about ${plan.growth.join(' then ')} users stored (the issue's 10,000 cannot hold a set ten times the cache beside the driver's); the driver's conditional update on the same collection (a set of ${DRIVER_GROWTH_SET}: it has no cache) beside each.`,
     'Rate limits stay enabled at 10,000,000 per minute (per client, per token IP): their Redis round trip is counted, their 429s are not.',
+    'Offered rates: an open loop of their own (one request every 1/rate s, up to max(64, rate/2) in flight, so a slow answer does not hold back the next send); "offered/s" is what was really sent, req/s what was answered, over first send to last answer.',
     'Load generator: autocannon 9 in a child process (offered rates: its own paced loop); bare Fastify, driver, jose and BullMQ baselines each in a process of their own. Machine shared with other work: compare within a run.',
   );
   const md = writeReport({
     meta: {
       date: new Date().toISOString(),
-      mode: quick ? 'quick' : 'full',
+      commit,
+      mode,
+      sections: sectionsRun,
       cpus: cpus().length,
       cpuModel: cpus()[0]?.model ?? 'unknown',
       node: process.version,
       database,
-      roundSeconds: plan.roundSec,
-      rounds: plan.rounds,
+      target: TARGET,
+      info: INFO,
       wallSeconds: Math.round(wallSec),
       notes,
     },
@@ -564,5 +767,11 @@ try {
 } finally {
   await cleanUp();
   log(`done in ${((performance.now() - runStarted) / 1000).toFixed(0)} s`);
+}
+const missing = SECTIONS.filter((s) => !sectionsRun.includes(s));
+if (missing.length) {
+  log(`sections not run: ${missing.join(', ')}`);
+  // Smoke exists to tell that every section still runs: one that did not is a failure.
+  if (smoke) process.exit(1);
 }
 process.exit(0);

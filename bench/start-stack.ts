@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { freePort, LOCAL_POSTGRES, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '../test/support/local-services.ts';
+import { freePort, LOCAL_POSTGRES, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
 import { REPO_ROOT, spawnTs } from './bench-child.ts';
 
 export interface Datastores {
@@ -27,13 +27,28 @@ export interface Datastores {
   stop: () => Promise<void>;
 }
 
+/**
+ * The MongoDB connection pool of every process in the bench: the API, the worker and
+ * every baseline (driver, bare token route). One number, so that no baseline wins by
+ * having more operations at the database at once than the API may (the API's own
+ * default is 20 per process, packages/shared/src/models/models.ts). It rides in the
+ * URL (`maxPoolSize=`), which the API and worker honour over their default.
+ */
+export const MONGO_POOL_SIZE = 20;
+
+/** A database's URL on the bench's server, with the bench's pool size. */
 export function databaseUrl(serverUrl: string, database: string): string {
   const url = new URL(serverUrl);
   url.pathname = `/${database}`;
+  url.searchParams.set('maxPoolSize', String(MONGO_POOL_SIZE));
   return url.toString();
 }
 
-export async function startDatastores(runId: string): Promise<Datastores> {
+/**
+ * `privateRedis`: a redis-server of the run's own (unless REDIS_URL is given), so that
+ * its INFO memory is this run's alone (the soak); otherwise the local one, shared.
+ */
+export async function startDatastores(runId: string, options: { privateRedis?: boolean } = {}): Promise<Datastores> {
   const stops: (() => Promise<void>)[] = [];
   let mongoServerUrl: string;
   let kind: Datastores['kind'];
@@ -47,7 +62,7 @@ export async function startDatastores(runId: string): Promise<Datastores> {
     kind = 'ferretdb-started';
   }
   let redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-  if (!process.env.REDIS_URL && !(await redisAnswers(6379))) {
+  if (!process.env.REDIS_URL && (options.privateRedis || !(await redisAnswers(6379)))) {
     const redis = await startPrivateRedis();
     stops.push(redis.stop);
     redisUrl = redis.url;
@@ -69,6 +84,17 @@ export interface ServiceProcess {
   rssMiB: () => number;
   stderr: () => string;
   stop: () => Promise<void>;
+}
+
+/**
+ * CPU time (user + system, ms) a process has used so far, from /proc/<pid>/stat
+ * (fields 14 and 15, in clock ticks of 10 ms: USER_HZ is 100 on Linux).
+ */
+export function cpuMsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) is in parentheses and may hold spaces: count fields after it.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 function rssOf(pid: number): number {
@@ -108,6 +134,8 @@ export interface ServiceEnv {
   queuePrefix: string;
   downstreamTargets?: unknown[];
   cpuProfile?: boolean;
+  /** More variables for the process (the soak's shortened retention and retries). */
+  extraEnv?: Record<string, string>;
 }
 
 function commonEnv(s: ServiceEnv): Record<string, string> {
@@ -121,6 +149,7 @@ function commonEnv(s: ServiceEnv): Record<string, string> {
     // the bench offers one client's traffic from one IP, far above the per-client and per-IP defaults.
     RATE_LIMIT_PER_CLIENT_PER_MINUTE: '10000000',
     RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE: '10000000',
+    ...s.extraEnv,
   };
 }
 
@@ -133,7 +162,8 @@ export async function startApi(name: string, s: ServiceEnv): Promise<ApiProcess>
     proc.process.once('exit', (code) => reject(new Error(`${name} exited (${code}) before listening: ${proc.stderr().slice(-2000)}`))),
   );
   exited.catch(() => undefined);
-  await Promise.race([waitForPort(port, 60_000), exited]);
+  // Generous: nine processes start at once, and on a shared CI machine an API has taken over a minute to listen.
+  await Promise.race([waitForPort(port, 180_000), exited]);
   const baseUrl = `${origin}/v1/connect/server`;
   return { ...proc, origin, baseUrl, tokenUrl: `${baseUrl}/oauth/token`, mongoUrl: s.mongoUrl, queuePrefix: s.queuePrefix };
 }

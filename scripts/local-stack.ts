@@ -4,18 +4,23 @@
  * (database `connect_local`, kept between runs), uses the local Redis (or starts
  * one), starts the demo receiver, the API and the worker, registers a demo
  * organization and OAuth client on the first run (key pair under .local/stack/,
- * git-ignored), and prints what to copy-paste. Ctrl-C stops everything.
+ * git-ignored), writes its settings to .local/stack/env (read by `pnpm cli`
+ * when MONGO_URL is not set; removed when the stack stops), and prints what to
+ * copy-paste. Ctrl-C stops everything.
+ *
+ * `pnpm -s stack callbacks [--wait ID]` prints the callbacks this run's demo
+ * receiver verified (scripts/stack-callbacks.ts).
  *
  * Environment: PORT (API, default 3000), STACK_DIR (default .local/stack),
  * STACK_DATABASE (PostgreSQL database for FerretDB, default connect_local).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mongoose from 'mongoose';
 import { createModels, ensureIndexes, registerClient, registerOrganization } from '@connect/shared';
-import { freePort, REPO_ROOT, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '../test/support/local-services.ts';
+import { freePort, REPO_ROOT, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
 
 const started = Date.now();
 const dir = process.env.STACK_DIR ?? join(REPO_ROOT, '.local', 'stack');
@@ -53,19 +58,32 @@ function launch(name: string, script: string, env: Record<string, string>): Chil
   return child;
 }
 
+const envFile = join(dir, 'env');
+let envWritten: string | undefined;
+
+/**
+ * The settings of this stack, for `pnpm cli` and the README's commands in another
+ * terminal (they read it when MONGO_URL is not set). Single-quoted values: the
+ * file is also valid shell (`set -a; . .local/stack/env; set +a`).
+ */
+function writeEnvFile(env: Record<string, string>): void {
+  const lines = Object.entries(env).map(([k, v]) => `${k}='${v.replaceAll("'", "'\\''")}'`);
+  envWritten = `# Written by \`pnpm stack\` for the stack running now; removed when it stops.\n${lines.join('\n')}\n`;
+  writeFileSync(envFile, envWritten, { mode: 0o600 });
+}
+
 let stopping = false;
 async function stopAll(code: number): Promise<void> {
   // pnpm and tsx pass the signal on too: a repeated one must not cut the sequence short.
   if (stopping) return;
   stopping = true;
   say('stopping…');
+  // Only our own file: another stack may have started on this folder since.
+  if (envWritten && existsSync(envFile) && readFileSync(envFile, 'utf8') === envWritten) rmSync(envFile);
   for (const stop of stops) await stop().catch(() => undefined);
   say('stopped');
   process.exit(code);
 }
-process.on('SIGINT', () => void stopAll(0));
-process.on('SIGTERM', () => void stopAll(0));
-
 async function main(): Promise<void> {
   const database = process.env.STACK_DATABASE ?? 'connect_local';
   say(`building/starting FerretDB on the local PostgreSQL (database ${database})…`);
@@ -123,6 +141,14 @@ async function main(): Promise<void> {
     ADMIN_TOKEN: state.admin_token,
     DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'demo-receiver', url: `http://127.0.0.1:${receiverPort}/callbacks`, secrets: [state.callback_secret] }]),
   };
+  writeEnvFile({
+    MONGO_URL: env.MONGO_URL,
+    REDIS_URL: env.REDIS_URL,
+    QUEUE_PREFIX: env.QUEUE_PREFIX,
+    PUBLIC_BASE_URL: env.PUBLIC_BASE_URL,
+    // So `pnpm cli user get` shows the same per-target sync as GET /users/{id}.
+    DOWNSTREAM_TARGETS: env.DOWNSTREAM_TARGETS,
+  });
   launch('worker', 'apps/worker/src/main.ts', env);
   launch('api', 'apps/api/src/main.ts', env);
   for (;;) {
@@ -143,18 +169,27 @@ async function main(): Promise<void> {
   dashboard     ${baseUrl}/admin/queues   (any user name; password: ${state.admin_token})
   logs          ${dir}/{api,worker,receiver}.log
 
-Get a token and create a user (the demo receiver logs the verified callback):
+Settings for \`pnpm cli\` in another terminal: ${envFile} (read when MONGO_URL is not set).
+
+Get a token, create a user, and see this run's verified callback for it:
 
   TOKEN=$(pnpm -s exec tsx scripts/request-token.ts --client-id ${state.client_id} --private-key-file ${keyFile} --token-url ${base}/oauth/token | node -pe 'JSON.parse(require("fs").readFileSync(0)).access_token')
+  EHR_ID=ehr-$(date +%s)
   curl -s ${base}/users -H "Authorization: Bearer $TOKEN" -H "X-Nabla-Api-Version: 2026-03-23" -H "Content-Type: application/json" \\
-    -d '{"provider_email":"jane.doe@example.com","external_provider_id":"ehr-42","settings":{"speech_locale":"ENGLISH_US"}}'
-  tail -n 3 ${dir}/receiver.log
+    -d '{"provider_email":"'$EHR_ID'@example.com","external_provider_id":"'$EHR_ID'","settings":{"speech_locale":"ENGLISH_US"}}'
+  pnpm -s stack callbacks --wait $EHR_ID
 
 Ctrl-C stops everything.
 `);
 }
 
-main().catch((err) => {
-  say(`failed: ${(err as Error).message}`);
-  void stopAll(1);
-});
+if (process.argv[2] === 'callbacks') {
+  process.exitCode = await (await import('./stack-callbacks.ts')).printCallbacks(process.argv.slice(3), dir);
+} else {
+  process.on('SIGINT', () => void stopAll(0));
+  process.on('SIGTERM', () => void stopAll(0));
+  main().catch((err) => {
+    say(`failed: ${(err as Error).message}`);
+    void stopAll(1);
+  });
+}

@@ -1,12 +1,12 @@
 /**
- * Resolves MongoDB and Redis for the whole run, in ENVIRONMENT.md's order, and
+ * Resolves MongoDB and Redis for the whole run, in the order docs/operations.md (Tests) gives, and
  * says which it used: MONGO_URL / REDIS_URL from the environment; else
  * testcontainers (mongo:8, redis:7) when a container runtime answers; else local
  * processes (FerretDB on the local PostgreSQL with a fresh database; the local
  * Redis, or a private redis-server when none answers).
  */
 import type { TestProject } from 'vitest/node';
-import { redisAnswers, startFerretDb, startPrivateRedis, type RunningService } from './support/local-services.ts';
+import { redisAnswers, startFerretDb, startPrivateRedis, type RunningService } from '@connect/local-services';
 
 declare module 'vitest' {
   export interface ProvidedContext {

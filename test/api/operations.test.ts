@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getToken, http, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
-import { startPrivateRedis, type RunningService } from '../support/local-services.ts';
+import { startPrivateRedis, type RunningService } from '@connect/local-services';
 
 const ADMIN_TOKEN = 'admin-token-for-tests-0123456789';
 let api: TestApi;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getToken, http, postUser, registerTestClient, requestToken, startTestApi, uniquePrefix, type TestApi } from '../support/harness.ts';
-import { startPrivateRedis, type RunningService } from '../support/local-services.ts';
+import { startPrivateRedis, type RunningService } from '@connect/local-services';
 
 const body = () => ({ provider_email: `${randomUUID()}@example.com`, external_provider_id: randomUUID() });
 
@@ -38,16 +38,32 @@ describe('Rate limits, shared across instances through Redis', () => {
     // Another client has its own bucket.
     expect((await postUser(b, otherToken, body())).status).toBe(201);
   });
+});
 
-  it('per IP on the token endpoint, in RFC 6749 form', async () => {
+describe('Rate limit per IP on the token endpoint, shared across instances', () => {
+  let a: TestApi;
+  let b: TestApi;
+  beforeAll(async () => {
+    // A prefix of its own: this bucket starts empty, whatever other tests did from this IP.
+    const env = { PUBLIC_BASE_URL: 'https://connect.example.com', QUEUE_PREFIX: uniquePrefix('ratelimit_ip'), RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE: '4' };
+    a = await startTestApi({ label: 'ratelimit_ip', env });
+    b = await startTestApi({ env, mongoUrl: a.env.MONGO_URL });
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+  });
+
+  it('the 5th token request in a minute from one IP, on either instance, is 429 in RFC 6749 form; the first 4 are 200', async () => {
     const clinic = await registerTestClient(a.models);
-    // Two tokens were already taken from this IP in the test above.
     const answers = [];
-    for (let i = 0; i < 3; i++) answers.push(await requestToken(i % 2 ? a : b, clinic));
-    const limited = answers.find((r) => r.status === 429);
-    expect(limited).toBeDefined();
-    expect(limited!.body).toEqual({ error: 'invalid_request', error_description: expect.stringMatching(/retry after/) });
-    expect(Number(limited!.headers.get('retry-after'))).toBeGreaterThan(0);
+    for (let i = 0; i < 5; i++) answers.push(await requestToken(i % 2 ? a : b, clinic));
+    expect(answers.map((r) => r.status)).toEqual([200, 200, 200, 200, 429]);
+    const limited = answers[4]!;
+    expect(limited.body).toEqual({ error: 'invalid_request', error_description: expect.stringMatching(/retry after/) });
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+    // Another client from the same IP shares the IP's bucket: still refused.
+    expect((await requestToken(a, await registerTestClient(a.models))).status).toBe(429);
   });
 });
 

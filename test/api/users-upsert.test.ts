@@ -18,7 +18,7 @@ const stored = (externalProviderId: string) =>
   api.models.ProviderUser.findOne({ organization_id: clinic.organization._id, external_provider_id: externalProviderId }).lean();
 
 describe('POST /users: no user has this external_provider_id nor this email → create', () => {
-  it('answers 201 with Location, the seed fields, updated_at and version 1, and stores the user', async () => {
+  it('answers 201 with Location, the documented fields, updated_at and version 1, and stores the user', async () => {
     const id = nextId();
     const res = await postUser(api, token, {
       provider_email: '  Dr.Who@Example.com ',

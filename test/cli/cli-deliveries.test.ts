@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT } from '../support/local-services.ts';
+import { REPO_ROOT } from '@connect/local-services';
 import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
@@ -74,6 +74,6 @@ describe('pnpm cli deliveries: dead letters are visible and replayable', () => {
     expect(bad.code).not.toBe(0);
     expect(bad.json.error).toBeDefined();
     const badStatus = await cli('deliveries', 'list', '--status', 'exploded');
-    expect(badStatus.json.error.kind).toBe('validation');
+    expect(badStatus.json.error.kind).toBe('usage');
   }, 120_000);
 });

@@ -1,5 +1,5 @@
 /**
- * SPEC §3 Logs: pino JSON with a request id; Authorization, assertions, tokens
+ * docs/operations.md, Logs: pino JSON with a request id; Authorization, assertions, tokens
  * and secrets never appear; emails are masked. A busy sequence of everything an
  * integrator (or an attacker) sends, then every captured line is checked.
  */
@@ -172,17 +172,13 @@ describe('Logs after a busy sequence: JSON, a request id on every request line, 
 });
 
 /**
- * Found by this file, not fixable in the files this suite may touch: Fastify's
- * default request serializer logs `req.url` whole on every "incoming request"
- * line, before any route code runs, and the log formatter
- * (packages/shared/src/logger.ts) masks emails only in top-level `email`,
- * `provider_email`, `err`, `msg` and `error`. So an access token sent as the
- * RFC 6750 `access_token` query parameter, and an external_provider_id that is an
- * email address, reach the log as they are. The fix: a `req` serializer (logger.ts
- * or build-app.ts) that drops the query string and masks emails in the path.
- * These tests assert the right behaviour and are marked `fails` until then.
+ * Fastify's default request serializer logs `req.url` whole on every "incoming
+ * request" line, before any route code runs, so an access token sent as the
+ * RFC 6750 `access_token` query parameter, or an external_provider_id that is an
+ * email address, would reach the log as sent; the `req` serializer drops the
+ * query string and masks emails in the path.
  */
-describe('Known leaks (packages/shared/src/logger.ts, apps/api/src/build-app.ts): the request URL is logged as sent', () => {
+describe('The request URL in the log: no token from the query string, no email in the path', () => {
   it('an access token sent as ?access_token= does not reach the log', async () => {
     const [a] = clinics as [TestClient];
     const res = await tokenRequest(await signAssertion(a.client._id, a.privateKey, api.audience));

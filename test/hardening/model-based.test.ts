@@ -1,5 +1,5 @@
 /**
- * Model-based test of SPEC §1 POST /users: fast-check generates random command
+ * Model-based test of docs/contract.md POST /users: fast-check generates random command
  * sequences (creates, partial updates, no-ops, conflicting emails, another
  * organization, bad tokens, malformed bodies), runs each against the real API and
  * against an in-memory model of the spec's rules, and after every step compares
@@ -53,7 +53,7 @@ type Expected =
   | { status: 201 | 200; user: ModelUser; changed: boolean }
   | { status: 400 | 409; problem: string; errorPath?: string };
 
-/** SPEC §1's decision table and merge rules, written independently of the implementation. */
+/** docs/contract.md's decision table and merge rules, written independently of the implementation. */
 function decide(model: Model, org: Org, id: string, sentEmail: string, input: SettingsInput | undefined): Expected {
   if (input?.secondary_speech_locale != null && input.secondary_speech_locale === input.speech_locale) {
     return { status: 400, problem: 'validation', errorPath: 'settings.secondary_speech_locale' };
@@ -306,7 +306,7 @@ class BadTokenCommand implements fc.AsyncCommand<Model, Real> {
   }
 }
 
-/** Bodies SPEC §1 refuses, built around ids and emails of the pool so an accepted one would show in the state. */
+/** Bodies docs/contract.md refuses, built around ids and emails of the pool so an accepted one would show in the state. */
 const MALFORMED = [
   'not-json',
   'array',
@@ -445,7 +445,7 @@ afterAll(async () => {
   // Every request of this file has been answered. Under load, app.close() was seen waiting ~70 s
   // here (about Fastify's 72 s keep-alive timeout) for connections it did not count as idle:
   // reported; dropped here so the suite's run time stays bounded.
-  api?.app.server.closeAllConnections();
+  api?.server.closeAllConnections();
   await api?.close();
   timings.closeMs = Date.now() - t0;
   console.log(`[model-based] ${stats.sequences} sequences, ${stats.commands} commands run: ${JSON.stringify(stats.byKind)}; ${JSON.stringify(timings)}`);
@@ -454,7 +454,7 @@ afterAll(async () => {
 const NUM_RUNS = Number(process.env.FC_RUNS ?? 90);
 const TIME_BUDGET_MS = Number(process.env.FC_TIME_BUDGET_MS ?? 45_000);
 
-describe('POST /users behaves as SPEC §1\'s model over random command sequences (create, merge, no-op, 409s, isolation, 401, 400)', () => {
+describe('POST /users behaves as docs/contract.md\'s model over random command sequences (create, merge, no-op, 409s, isolation, 401, 400)', () => {
   it('status, body and stored state equal the model after every step', async () => {
     let sequence = 0;
     const started = Date.now();

@@ -1,5 +1,5 @@
 /**
- * Attacks on SPEC §1's token endpoint and bearer authentication: algorithm
+ * Attacks on docs/contract.md's token endpoint and bearer authentication: algorithm
  * confusion, `kid` tricks against a JWKS client, oversized assertions, JWKS URLs
  * that are slow, huge or redirect, replayed assertions under concurrency, a
  * disabled client's tokens, and one organization's token against another's users.
@@ -9,6 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { exportJWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { disableClient, registerClient, type OAuthClientDoc } from '@connect/shared';
+import { waitFor } from '../support/child-process.ts';
 import { getToken, getUser, http, postUser, registerTestClient, rsaKeyPair, signAssertion, startTestApi, type HttpAnswer, type TestApi, type TestClient } from '../support/harness.ts';
 
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -17,7 +18,7 @@ const b64 = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringi
 let api: TestApi;
 let clinic: TestClient; // a client with a static public key (PEM)
 let attackerKey: KeyObject;
-const refusals = new Set<string>(); // every invalid_client description seen: SPEC says they all read the same
+const refusals = new Set<string>(); // every invalid_client description seen: docs/contract.md says they all read the same
 let attacks = 0;
 
 // ------------------------------------------------------------ a JWKS host with good and bad behaviours
@@ -271,8 +272,10 @@ describe('JWKS URLs that misbehave: 401, quickly, nothing followed', () => {
   it('a JWKS that answers after 8 s (timeout 3 s): 401 within 5 s, and the API keeps answering meanwhile', async () => {
     const client = await jwksClient('/slow.json');
     const started = Date.now();
+    const slowHits = jwksHits.filter((p) => p === '/slow.json').length;
     const pending = postAssertion(rawJwt({ alg: 'RS256', kid: 'k1' }, claims(client._id), rs256(jwksKey)));
-    await new Promise((r) => setTimeout(r, 300));
+    // The API is now waiting on the slow JWKS (it has asked for it).
+    await waitFor(() => jwksHits.filter((p) => p === '/slow.json').length > slowHits, 10_000, 'the JWKS request');
     const liveStarted = Date.now();
     const live = await http(`${api.origin}/livez`);
     expect(live.status).toBe(200);
@@ -328,7 +331,8 @@ describe('A disabled client: no new token at once, and its tokens stop working o
 
     await disableClient(api.models, c.client._id);
     expectRefused(await postAssertion(await signAssertion(c.client._id, c.privateKey, api.audience)), 'disabled client assertion');
-    await new Promise((r) => setTimeout(r, 300));
+    // The bearer path honours the disable once its 200 ms cache entry expires: poll for it.
+    await waitFor(async () => (await getUser(api, token, id)).status === 401, 10_000, 'the cached client to expire');
     for (const res of [await getUser(api, token, id), await postUser(api, token, { provider_email: `${id}@x.com`, external_provider_id: id, settings: { speech_locale: 'THAI_TH' } })]) {
       attacks++;
       expect(res.status).toBe(401);

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectionOf, type DeliveryDoc } from '@connect/shared';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
-import { REPO_ROOT } from '../support/local-services.ts';
+import { REPO_ROOT } from '@connect/local-services';
 import { eventually, sleep, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 
@@ -105,12 +105,12 @@ describe('deliveries recover: dead letters by the time they were dead-lettered',
   it('refuses a bad window or an unknown target in JSON', async () => {
     const bad = await cli('deliveries', 'recover', '--target', 'dictation', '--since', 'yesterday');
     expect(bad.code).not.toBe(0);
-    expect(bad.json.error.kind).toBe('validation');
+    expect(bad.json.error.kind).toBe('usage');
     expect(JSON.stringify(bad.json.error)).toContain('since');
     const reversed = await cli('deliveries', 'recover', '--target', 'dictation', '--since', '2026-01-02T00:00:00Z', '--until', '2026-01-01T00:00:00Z');
-    expect(reversed.json.error.kind).toBe('validation');
+    expect(reversed.json.error.kind).toBe('usage');
     const missing = await cli('deliveries', 'recover', '--since', '2026-01-02T00:00:00Z');
-    expect(missing.json.error.kind).toBe('validation');
+    expect(missing.json.error.kind).toBe('usage');
     const unknown = await cli('deliveries', 'recover', '--target', 'nowhere', '--since', '2026-01-02T00:00:00Z');
     expect(unknown.json.error.kind).toBe('not_found');
   }, 120_000);

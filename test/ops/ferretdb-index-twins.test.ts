@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { LOCAL_POSTGRES, startFerretDb, type RunningService } from '../support/local-services.ts';
+import { LOCAL_POSTGRES, startFerretDb, type RunningService } from '@connect/local-services';
 
 /**
  * Our FerretDB build (tools/ferretdb) gives each FerretDB index a GIN twin, so

@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../support/child-process.ts';
-import { freePort, REPO_ROOT } from '../support/local-services.ts';
+import { freePort, REPO_ROOT } from '@connect/local-services';
 
 const run = promisify(execFile);
 const database = `stack_test_${Date.now().toString(36)}`;
@@ -16,7 +16,7 @@ afterAll(async () => {
 });
 
 describe('pnpm stack: the whole system in one command on a machine without Docker', () => {
-  it('comes up, prints what to copy-paste, delivers a verified callback, reuses its demo data, and stops on Ctrl-C', async () => {
+  it('comes up, writes its settings for the CLI, prints a copy-paste block that runs as printed and shows the verified callback of this run, reuses its demo data, and stops on Ctrl-C', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'stack-'));
     const port = await freePort();
     const start = (viaPnpm: boolean) => {
@@ -40,27 +40,41 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     expect(out).toContain(`base URL      http://localhost:${port}/v1/connect/server`);
     expect(out).toContain('registered a demo organization');
     const clientId = /client id\s+(\S+)/.exec(out)![1]!;
-    const tokenCommand = /TOKEN=\$\((.*?)\s*\| node/.exec(out)![1]!;
-    const { stdout } = await run('bash', ['-c', tokenCommand], { cwd: REPO_ROOT });
-    const token = JSON.parse(stdout).access_token as string;
-    const res = await fetch(`http://localhost:${port}/v1/connect/server/users`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-nabla-api-version': '2026-03-23' },
-      body: JSON.stringify({ provider_email: 'jane.doe@example.com', external_provider_id: 'ehr-42', settings: { speech_locale: 'ENGLISH_US' } }),
-    });
-    expect(res.status).toBe(201);
-    await waitFor(() => readFileSync(join(dir, 'receiver.log'), 'utf8').includes('"msg":"verified callback"'), 30_000, 'the verified callback');
+    // The settings the CLI reads in another terminal, while the stack runs.
+    const envFile = readFileSync(join(dir, 'env'), 'utf8');
+    expect(envFile).toContain(`PUBLIC_BASE_URL='http://localhost:${port}'`);
+    for (const name of ['MONGO_URL', 'REDIS_URL', 'QUEUE_PREFIX', 'DOWNSTREAM_TARGETS']) expect(envFile).toMatch(new RegExp(`^${name}='`, 'm'));
+
+    // The copy-paste block, run as printed: token, create, and this run's verified callback.
+    const runBlock = async (printed: string) => {
+      const block = printed.slice(printed.indexOf('  TOKEN=$('), printed.indexOf('Ctrl-C stops everything.'));
+      const env: Record<string, string | undefined> = { ...process.env, STACK_DIR: dir };
+      for (const name of ['MONGO_URL', 'REDIS_URL', 'QUEUE_PREFIX', 'PUBLIC_BASE_URL', 'PORT']) delete env[name];
+      const { stdout } = await run('bash', ['-c', `set -euo pipefail\n${block}`], { cwd: REPO_ROOT, env });
+      const ehrId = /"external_provider_id":"(ehr-\d+)"/.exec(stdout)?.[1];
+      expect(ehrId, stdout).toBeDefined();
+      return { ehrId, callbacks: JSON.parse(stdout.slice(stdout.indexOf('{\n'))).callbacks };
+    };
+    const firstRun = await runBlock(out);
+    expect(firstRun.callbacks).toEqual([expect.objectContaining({ msg: 'verified callback', type: 'user.created', external_provider_id: firstRun.ehrId })]);
 
     // pnpm exits on the signal itself; the stack script behind it finishes its shutdown sequence.
     process.kill(-first.child.pid!, 'SIGINT');
     await first.exited;
     await waitFor(() => first.output().includes('[stack] stopped'), 60_000, 'the stack to stop');
-    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/livez`).then(() => false, () => true)), 10_000, 'the API to be gone');
+    await waitFor(async () => fetch(`http://127.0.0.1:${port}/livez`).then(() => false, () => true), 10_000, 'the API to be gone');
+    expect(existsSync(join(dir, 'env')), 'the env file of a stopped stack is removed').toBe(false);
 
     const second = start(false);
     await waitFor(() => second.output().includes('ready in'), 120_000, 'the stack to be ready again');
     expect(second.output()).toContain('reusing the demo organization');
     expect(second.output()).toContain(clientId);
+    // Same database, same receiver.log (appended): the block shows this run's callback only.
+    const secondRun = await runBlock(second.output());
+    expect(secondRun.ehrId).not.toBe(firstRun.ehrId);
+    expect(secondRun.callbacks).toEqual([expect.objectContaining({ external_provider_id: secondRun.ehrId })]);
+    const { stdout: all } = await run('pnpm', ['-s', 'stack', 'callbacks'], { cwd: REPO_ROOT, env: { ...process.env, STACK_DIR: dir } });
+    expect(JSON.parse(all).callbacks.map((c: { external_provider_id: string }) => c.external_provider_id)).toEqual([secondRun.ehrId]);
     process.kill(-second.child.pid!, 'SIGINT');
     expect(await second.exited).toBe(0);
     expect(second.output()).toContain('[stack] stopped');

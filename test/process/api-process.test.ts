@@ -1,22 +1,21 @@
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { startEntryPoint, waitFor, type Child } from '../support/child-process.ts';
-import { databaseUrl, uniquePrefix } from '../support/harness.ts';
-import { freePort } from '../support/local-services.ts';
+import { API_SHUTDOWN_STEPS, apiShutdownSteps } from '@connect/api';
+import { apiOrigin, startEntryPoint, type Child } from '../support/child-process.ts';
+import { databaseUrl, http, startTestApi, uniquePrefix } from '../support/harness.ts';
 
 const children: Child[] = [];
 afterAll(() => {
   for (const c of children) c.proc.kill('SIGKILL');
 });
 
-describe('Configuration is validated before anything listens (SPEC §3)', () => {
+describe('Configuration is validated before anything listens (docs/operations.md)', () => {
   it.each([
     [{ MONGO_URL: undefined }, 'MONGO_URL'],
     [{ REDIS_URL: 'http://not-redis' }, 'REDIS_URL'],
     [{ PORT: '-1' }, 'PORT'],
     [{ DOWNSTREAM_TARGETS: '[{"name":"x"}]' }, 'DOWNSTREAM_TARGETS'],
   ])('the API with %j exits 1 with one line naming %s', async (overrides, variable) => {
-    const port = await freePort();
-    const child = startEntryPoint('api', { MONGO_URL: 'mongodb://127.0.0.1:1/x', REDIS_URL: 'redis://127.0.0.1:1', PORT: String(port), ...overrides });
+    const child = startEntryPoint('api', { MONGO_URL: 'mongodb://127.0.0.1:1/x', REDIS_URL: 'redis://127.0.0.1:1', PORT: '0', ...overrides });
     children.push(child);
     const { code } = await child.exited;
     expect(code).toBe(1);
@@ -24,29 +23,58 @@ describe('Configuration is validated before anything listens (SPEC §3)', () => 
     expect(child.stderr[0]).toMatch(new RegExp(`^configuration error: ${variable}: `));
     expect(child.stdout).toHaveLength(0);
   });
+
+  it('several bad variables at once: one line per variable, each named, and exit 1', async () => {
+    const child = startEntryPoint('api', { MONGO_URL: 'http://not-mongo', REDIS_URL: 'redis://127.0.0.1:1', PORT: 'eighty', LOG_LEVEL: 'loud', ACCESS_TOKEN_TTL_SECONDS: '5' });
+    children.push(child);
+    expect((await child.exited).code).toBe(1);
+    expect(child.stderr.map((l) => l.match(/^configuration error: ([A-Z_]+): /)?.[1]).sort()).toEqual(['ACCESS_TOKEN_TTL_SECONDS', 'LOG_LEVEL', 'MONGO_URL', 'PORT']);
+    expect(child.stdout).toHaveLength(0);
+  });
 });
 
 describe('The API process: health, then SIGTERM exits 0', () => {
-  it('answers /livez and /readyz, and on SIGTERM finishes and exits 0', async () => {
-    const port = await freePort();
+  it('answers /livez and /readyz, and on SIGTERM runs the shutdown steps in their one documented order and exits 0', async () => {
     const child = startEntryPoint('api', {
       MONGO_URL: databaseUrl('apiproc'),
       REDIS_URL: inject('redisUrl'),
-      PORT: String(port),
+      PORT: '0',
       HOST: '127.0.0.1',
       QUEUE_PREFIX: uniquePrefix('apiproc'),
       LOG_LEVEL: 'info',
     });
     children.push(child);
-    const origin = `http://127.0.0.1:${port}`;
-    await waitFor(async () => (await fetch(`${origin}/livez`).catch(() => undefined))?.ok, 60_000, 'the API to listen');
-    const ready = await fetch(`${origin}/readyz`);
+    const origin = await apiOrigin(child);
+    expect((await http(`${origin}/livez`)).status).toBe(200);
+    const ready = await http(`${origin}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toEqual({ status: 'ok', checks: { mongodb: 'ok', redis: 'ok' } });
+    expect(ready.body).toEqual({ status: 'ok', checks: { mongodb: 'ok', redis: 'ok' } });
     child.proc.kill('SIGTERM');
     const { code } = await child.exited;
     expect(code).toBe(0);
-    const steps = child.stdout.map((l) => JSON.parse(l)).filter((l) => l.msg === 'shutdown step done').map((l) => l.step);
-    expect(steps).toEqual(['stop-http', 'drain-relay', 'close-datastores']);
+    const lines = child.stdout.map((l) => JSON.parse(l) as { msg: string; step?: string; steps?: string[] });
+    // The log announces the list the code runs, then each step as it completes: both are the exported list.
+    expect(lines.find((l) => l.msg === 'shutdown sequence')?.steps).toEqual([...API_SHUTDOWN_STEPS]);
+    expect(lines.filter((l) => l.msg === 'shutdown step done').map((l) => l.step)).toEqual([...API_SHUTDOWN_STEPS]);
+  });
+});
+
+describe('Readiness during shutdown', () => {
+  it('answers 503 "Shutting down." from the first shutdown step, while the API still serves requests', async () => {
+    const api = await startTestApi({ label: 'ready_shutdown' });
+    try {
+      expect((await http(`${api.origin}/readyz`)).status).toBe(200);
+      const steps = apiShutdownSteps(api.app, api.deps);
+      expect(steps.map((s) => s.name)).toEqual([...API_SHUTDOWN_STEPS]);
+      await steps[0]!.run(); // what SIGTERM runs first
+      const ready = await http(`${api.origin}/readyz`);
+      expect(ready.status).toBe(503);
+      expect(ready.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(ready.body).toMatchObject({ status: 503, detail: 'Shutting down.', checks: { mongodb: 'ok', redis: 'ok' } });
+      // Not yet closed: liveness and other requests are still answered.
+      expect((await http(`${api.origin}/livez`)).status).toBe(200);
+    } finally {
+      await api.close();
+    }
   });
 });

@@ -2,9 +2,8 @@ import { randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createEventsQueue, createModels, createRedis, registerClient, registerOrganization, type Models } from '@connect/shared';
-import { startEntryPoint, waitFor, type Child } from '../support/child-process.ts';
+import { apiOrigin, startEntryPoint, waitFor, type Child } from '../support/child-process.ts';
 import { databaseUrl, rsaKeyPair, signAssertion, uniquePrefix } from '../support/harness.ts';
-import { freePort } from '../support/local-services.ts';
 import { startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 
@@ -13,17 +12,18 @@ afterAll(async () => {
   for (const c of cleanup.reverse()) await c().catch(() => undefined);
 });
 
-describe('No event lost when the API dies between the write and the enqueue (SPEC §2)', () => {
+describe('No event lost when the API dies between the write and the enqueue (docs/contract.md, Events)', () => {
   it('the user is stored, nothing reached Redis, and the sweep delivers user.created with the stored event id', async () => {
     const receiver: Receiver = await startReceiver();
     cleanup.push(() => receiver.close());
-    const port = await freePort();
+    // PORT=0: the API logs the port it got; the public URL (token audience) is a fixed name known in advance.
+    const publicBase = 'https://connect.apicrash.test';
     const env = {
       MONGO_URL: databaseUrl('apicrash'),
       REDIS_URL: inject('redisUrl'),
-      PORT: String(port),
+      PORT: '0',
       HOST: '127.0.0.1',
-      PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
+      PUBLIC_BASE_URL: publicBase,
       QUEUE_PREFIX: uniquePrefix('apicrash'),
       LOG_LEVEL: 'info',
       DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'dictation', url: receiver.url, secrets: ['s'] }]),
@@ -44,9 +44,8 @@ describe('No event lost when the API dies between the write and the enqueue (SPE
 
     const api: Child = startEntryPoint('api', { ...env, CONNECT_TEST_FAULT: 'crash-after-write' });
     cleanup.push(async () => api.proc.kill('SIGKILL'));
-    const base = `http://127.0.0.1:${port}/v1/connect/server`;
-    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/livez`).catch(() => undefined))?.ok, 60_000, 'the API');
-    const assertion = await signAssertion(client._id, privateKey, `${base}/oauth/token`);
+    const base = `${await apiOrigin(api)}/v1/connect/server`;
+    const assertion = await signAssertion(client._id, privateKey, `${publicBase}/v1/connect/server/oauth/token`);
     const tokenRes = await fetch(`${base}/oauth/token`, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },

@@ -1,10 +1,8 @@
-import { randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createModels, registerClient, registerOrganization, SPEECH_LOCALES, type Models } from '@connect/shared';
-import { startEntryPoint, waitFor, type Child } from '../support/child-process.ts';
+import { apiOrigin, startEntryPoint, waitFor, type Child } from '../support/child-process.ts';
 import { databaseUrl, rsaKeyPair, signAssertion, uniquePrefix } from '../support/harness.ts';
-import { freePort } from '../support/local-services.ts';
 import { startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 
 /*
@@ -13,7 +11,7 @@ import { startReceiver, type Receiver } from '../worker/callback-receiver.ts';
  *
  * On MongoDB every request goes to a random instance, so two processes race on
  * the same user document; that is safe only because MongoDB applies the
- * version-conditional update atomically. FerretDB does not (ENVIRONMENT.md), so
+ * version-conditional update atomically. FerretDB does not (docs/guarantees.md), so
  * there each user's updates go through one API process (creates still race
  * across both: unique indexes hold on FerretDB too). The database kind is
  * printed in the output.
@@ -32,8 +30,9 @@ let requestsSent = 0;
 
 beforeAll(async () => {
   for (let i = 0; i < 2; i++) receivers.push(await startReceiver());
-  const ports = [await freePort(), await freePort()];
-  publicBase = `http://127.0.0.1:${ports[0]}`;
+  // Both instances are one deployment behind one public URL (the token issuer and audience), a fixed
+  // name; each binds PORT=0 and logs the port it got.
+  publicBase = 'https://connect.many.test';
   const env = {
     MONGO_URL: databaseUrl('many'),
     REDIS_URL: inject('redisUrl'),
@@ -49,11 +48,12 @@ beforeAll(async () => {
   conn = await mongoose.createConnection(env.MONGO_URL).asPromise();
   models = createModels(conn);
   // The first API creates indexes and the signing key; the second starts once it is up.
-  for (const port of ports) {
-    const api = startEntryPoint('api', { ...env, PORT: String(port) });
+  for (let i = 0; i < 2; i++) {
+    const api = startEntryPoint('api', { ...env, PORT: '0', LOG_LEVEL: 'info' }); // info: for the "api ready" line with the port
     children.push(api);
-    apiOrigins.push(`http://127.0.0.1:${port}`);
-    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.ok, 90_000, `API on ${port}`);
+    const origin = await apiOrigin(api, 90_000);
+    apiOrigins.push(origin);
+    await waitFor(async () => (await fetch(`${origin}/readyz`).catch(() => undefined))?.ok, 90_000, `API at ${origin}`);
   }
   for (let i = 0; i < 2; i++) children.push(startEntryPoint('worker', env));
 }, 180_000);

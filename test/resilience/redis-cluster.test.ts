@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getToken, getUser, http, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
-import { freePort, stopChild, waitForPort } from '../support/local-services.ts';
+import { freePort, stopChild, waitForPort } from '@connect/local-services';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 
@@ -17,10 +17,12 @@ let api: TestApi;
 let worker: TestWorker;
 let receiver: Receiver;
 
-// SPEC §3, outgrowing one machine: the API and the worker on a real three-node Redis
+// docs/guarantees.md, Scaling out: the API and the worker on a real three-node Redis
 // Cluster started here (redis-server in cluster mode), with a hash-tagged queue prefix.
 beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), 'redis-cluster-'));
+  // Ports chosen in advance (not listen(0)): redis-server's `--port 0` means no TCP at all, and
+  // cluster nodes must know each other's ports; a port taken meanwhile fails the start loudly.
   ports = [await freePort(), await freePort(), await freePort()];
   for (const port of ports) {
     nodes.push(

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getToken, http, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
-import { freePort, startPrivateRedis, stopChild, waitForPort, type RunningService } from '../support/local-services.ts';
+import { freePort, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 
@@ -15,10 +15,11 @@ let api: TestApi;
 let worker: TestWorker;
 let receiver: Receiver;
 
-// SPEC §3: Redis behind Sentinel. The API and the worker ask a real Sentinel
+// docs/guarantees.md, Scaling out: Redis behind Sentinel. The API and the worker ask a real Sentinel
 // (redis-server --sentinel, started here) for the primary named "connect-primary".
 beforeAll(async () => {
   primary = await startPrivateRedis();
+  // Chosen in advance (not listen(0)): Sentinel reads its port from its config file and cannot report one it picked.
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'sentinel-'));
   const conf = join(dir, 'sentinel.conf');

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { REPO_ROOT } from './local-services.ts';
+import { REPO_ROOT } from '@connect/local-services';
 
 export interface Child {
   proc: ChildProcess;
@@ -34,4 +34,23 @@ export async function waitFor<T>(probe: () => Promise<T | undefined | false> | T
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * The origin an API child started with PORT=0 listens on, from its "api ready"
+ * log line (needs LOG_LEVEL info or lower). The kernel picked the port, so no
+ * other process can have taken it between a check and the bind.
+ */
+export async function apiOrigin(child: Child, timeoutMs = 60_000): Promise<string> {
+  const line = await waitFor(
+    () => {
+      if (child.proc.exitCode !== null) throw new Error(`the API exited (${child.proc.exitCode}) before it listened: ${child.stderr.join('\n').slice(-2000)}`);
+      return child.stdout.find((l) => l.includes('"api ready"'));
+    },
+    timeoutMs,
+    'the API to listen',
+  );
+  const address = (JSON.parse(line) as { address?: string }).address;
+  if (!address) throw new Error(`"api ready" without an address: ${line}`);
+  return address.replace('localhost', '127.0.0.1');
 }

@@ -1,11 +1,12 @@
 import { generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { SignJWT } from 'jose';
 import { inject } from 'vitest';
 import { buildApp, createApiDeps, type ApiDeps, type ApiDepsOptions } from '@connect/api';
 import { createLogger, loadConfig, registerClient, registerOrganization, type Models, type OAuthClientDoc, type OrganizationDoc } from '@connect/shared';
-import { freePort } from './local-services.ts';
+import { listenOnFreePort } from '@connect/local-services';
 
 /** A MongoDB URL naming a database of the caller's own on the run's server. */
 export function databaseUrl(label: string): string {
@@ -38,6 +39,8 @@ export interface TestApi {
   /** PUBLIC_BASE_URL + BASE_PATH + /oauth/token: the audience of assertions. Equals tokenUrl unless PUBLIC_BASE_URL is set. */
   audience: string;
   app: FastifyInstance;
+  /** The listening HTTP server (not `app.server`: see startTestApi). */
+  server: Server;
   deps: ApiDeps;
   models: Models;
   logs: LogCapture;
@@ -51,9 +54,17 @@ export interface StartApiOptions extends ApiDepsOptions {
   mongoUrl?: string;
 }
 
-/** The real API, in this process, on a real port, over the run's MongoDB and Redis. */
+/**
+ * The real API, in this process, on a real port, over the run's MongoDB and Redis.
+ *
+ * The port comes from listen(0), never from a "free a moment ago" check: the
+ * configuration (PUBLIC_BASE_URL, hence the token audience and issuer) needs the
+ * port before the app exists, so a plain HTTP server binds port 0 first and
+ * hands its requests to Fastify's router (`app.routing`) once the app is ready.
+ */
 export async function startTestApi(options: StartApiOptions = {}): Promise<TestApi> {
-  const port = await freePort();
+  const server = createServer();
+  const port = await listenOnFreePort(server);
   const env: Record<string, string> = {
     MONGO_URL: options.mongoUrl ?? databaseUrl(options.label ?? 'api'),
     REDIS_URL: inject('redisUrl'),
@@ -64,24 +75,38 @@ export async function startTestApi(options: StartApiOptions = {}): Promise<TestA
     LOG_LEVEL: 'debug',
     ...options.env,
   };
-  const config = loadConfig(env);
+  let deps: ApiDeps;
+  let app: FastifyInstance;
+  let config: ReturnType<typeof loadConfig>;
   const logs = new LogCapture();
-  const log = createLogger(config.logLevel, 'api', logs);
-  const deps = await createApiDeps(config, log, options);
-  const app = await buildApp(deps);
-  await app.listen({ port, host: '127.0.0.1' });
+  try {
+    config = loadConfig(env);
+    const log = createLogger(config.logLevel, 'api', logs);
+    deps = await createApiDeps(config, log, options);
+    app = await buildApp(deps);
+    await app.ready();
+  } catch (err) {
+    server.close();
+    throw err;
+  }
+  server.on('request', (req, res) => app.routing(req, res));
   return {
     origin: `http://127.0.0.1:${port}`,
     baseUrl: `http://127.0.0.1:${port}${config.basePath}`,
     tokenUrl: `http://127.0.0.1:${port}${config.basePath}/oauth/token`,
     audience: config.tokenEndpointUrl,
     app,
+    server,
     deps,
     models: deps.models,
     logs,
     env,
     close: async () => {
+      // As Fastify's own close: answer 503 on kept-alive connections, stop accepting, finish what is in flight.
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
       await app.close();
+      server.closeIdleConnections();
+      await stopped;
       await deps.close();
     },
   };

@@ -55,7 +55,9 @@ export async function startReceiver(respond: Responder = () => ({ status: 200 })
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', async () => {
+    // A responder that throws drops the connection (the sender sees a network error) instead of an unhandled rejection.
+    req.on('end', () => void handle().catch((err: Error) => res.destroy(err)));
+    const handle = async () => {
       const raw = Buffer.concat(chunks).toString('utf8');
       let body: any;
       try {
@@ -81,7 +83,7 @@ export async function startReceiver(respond: Responder = () => ({ status: 200 })
         rec.answered = answer.status;
         rec.answeredAt = Date.now();
       });
-    });
+    };
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   receiver.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/callbacks`;

@@ -2,14 +2,15 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
-import { eventually, sleep, startReceiver, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
+import { startDeadEndpoint } from '@connect/local-services';
+import { eventually, startReceiver, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 
 // Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
 vi.setConfig({ testTimeout: 90_000 });
 
 /**
- * SPEC §2 end to end: API → MongoDB outbox → relay → BullMQ → worker → signed
+ * docs/contract.md Events, end to end: API → MongoDB outbox → relay → BullMQ → worker → signed
  * callbacks to real HTTP receivers.
  */
 
@@ -22,14 +23,15 @@ let clinic: TestClient;
 let token: string;
 let nc: Receiver; // nabla-connect scheme, two secrets
 let sw: Receiver; // standard-webhooks scheme
-let downUrl: string; // a target nobody listens on
+let down: { port: number; close: () => Promise<void> }; // a target that is down
+let downUrl: string;
 
 const forUser = (r: Receiver, externalId: string) => r.received.filter((c) => c.body?.data?.user?.external_provider_id === externalId);
 const acceptedFor = (r: Receiver, externalId: string) => r.accepted().filter((c) => c.body?.data?.user?.external_provider_id === externalId);
 let seq = 0;
 const nextId = (label: string) => `${label}-${++seq}-${Date.now()}`;
 
-/** The receiver's side of reference-facts.md: hex HMAC-SHA256 over timestamp + raw body, any listed signature. */
+/** The receiver's side of docs/contract.md (Events): hex HMAC-SHA256 over timestamp + raw body, any listed signature. */
 function nablaSignatureVerifies(c: ReceivedCallback, secret: string): boolean {
   const timestamp = String(c.headers['x-nabla-connect-timestamp']);
   const expected = createHmac('sha256', secret).update(timestamp + c.raw).digest();
@@ -41,9 +43,10 @@ function nablaSignatureVerifies(c: ReceivedCallback, secret: string): boolean {
 
 beforeAll(async () => {
   [nc, sw] = await Promise.all([startReceiver(), startReceiver()]);
-  // Port 81: nothing listens there, fetch does not refuse it as an unsafe port, and
-  // unlike a port freed by a closed receiver no parallel test's server can take it.
-  downUrl = 'http://127.0.0.1:81/callbacks';
+  // A port of ours (listen(0)) that resets every connection: a target that is down,
+  // on a port no parallel test's server can take while this file runs.
+  down = await startDeadEndpoint();
+  downUrl = `http://127.0.0.1:${down.port}/callbacks`;
   const targets = [
     { name: 'dictation-nc', url: nc.url, secrets: ncSecrets, timeout_ms: 5000 },
     { name: 'dictation-sw', url: sw.url, secrets: [swSecret], scheme: 'standard-webhooks', timeout_ms: 5000 },
@@ -58,10 +61,10 @@ beforeAll(async () => {
 afterAll(async () => {
   await worker?.close();
   await api?.close();
-  await Promise.all([nc?.close(), sw?.close()]);
+  await Promise.all([nc?.close(), sw?.close(), down?.close()]);
 });
 
-describe('SPEC §2: created then updated reach every target, in order, with the exact body', () => {
+describe('docs/contract.md, Events: created then updated reach every target, in order, with the exact body', () => {
   it('user.created v1 then user.updated v2, exact body, nabla-connect signatures verify with each secret', async () => {
     const id = nextId('e2e');
     const email = `Dr.${id}@Example.com`;
@@ -85,13 +88,14 @@ describe('SPEC §2: created then updated reach every target, in order, with the 
       request_uuid: doc.created_event.id,
       type: 'user.created',
       occurred_at: doc.created_event.occurred_at.toISOString(),
-      data: { organization_id: clinic.organization._id, version: 1, user: created.body },
+      // Events carry the user's lifecycle status whatever version the request used (docs/api-lifecycle.md).
+      data: { organization_id: clinic.organization._id, version: 1, user: { ...created.body, status: 'active', deactivated_at: null } },
     });
     expect(calls[1]!.body).toEqual({
       request_uuid: doc.last_event.id,
       type: 'user.updated',
       occurred_at: doc.last_event.occurred_at.toISOString(),
-      data: { organization_id: clinic.organization._id, version: 2, user: updated.body },
+      data: { organization_id: clinic.organization._id, version: 2, user: { ...updated.body, status: 'active', deactivated_at: null } },
     });
     expect(Object.keys(calls[1]!.body)).toEqual(['request_uuid', 'type', 'occurred_at', 'data']);
     expect(Object.keys(calls[1]!.body.data)).toEqual(['organization_id', 'version', 'user']);
@@ -143,7 +147,7 @@ describe('SPEC §2: created then updated reach every target, in order, with the 
   });
 });
 
-describe('SPEC §1/§2: a request that changes nothing emits no event', () => {
+describe('docs/contract.md: a request that changes nothing emits no event', () => {
   it('delivers nothing for a no-op update', async () => {
     const id = nextId('noop');
     const body = { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'ENGLISH_US' } };
@@ -152,17 +156,17 @@ describe('SPEC §1/§2: a request that changes nothing emits no event', () => {
     const again = await postUser(api, token, body);
     expect(again.status).toBe(200);
     expect(again.body.version).toBe(1);
-    // A later change of another user is delivered, so the pipeline has run past the no-op.
-    const other = nextId('noop-other');
-    await postUser(api, token, { provider_email: `${other}@example.com`, external_provider_id: other });
-    await eventually(() => expect(acceptedFor(nc, other)).toHaveLength(1));
-    await sleep(500);
-    expect(forUser(nc, id).map((c) => c.body.data.version)).toEqual([1]);
-    expect(forUser(sw, id).map((c) => c.body.data.version)).toEqual([1]);
+    // A later real change of the same user is delivered after anything due before it (one
+    // user and target in order): had the no-op emitted an event, it would sit between 1 and 2.
+    expect((await postUser(api, token, { ...body, settings: { speech_locale: 'ENGLISH_UK' } })).body.version).toBe(2);
+    await eventually(() => expect(acceptedFor(nc, id)).toHaveLength(2));
+    await eventually(() => expect(acceptedFor(sw, id)).toHaveLength(2));
+    expect(forUser(nc, id).map((c) => [c.body.type, c.body.data.version])).toEqual([['user.created', 1], ['user.updated', 2]]);
+    expect(forUser(sw, id).map((c) => [c.body.type, c.body.data.version])).toEqual([['user.created', 1], ['user.updated', 2]]);
   });
 });
 
-describe('SPEC §2 order: a target never receives an older version after a newer one', () => {
+describe('docs/contract.md, Events, order: a target never receives an older version after a newer one', () => {
   it('20 rapid updates: versions only go up, the last is 21 (1 create + 20 updates), and GET shows delivered', async () => {
     const id = nextId('rapid');
     const email = `${id}@example.com`;
@@ -207,6 +211,8 @@ describe('SPEC §2 order: a target never receives an older version after a newer
       created_at: final.body.created_at,
       updated_at: final.body.updated_at,
       version: 21,
+      status: 'active',
+      deactivated_at: null,
     });
     const sync = Object.fromEntries(final.body.sync.map((s: { target: string }) => [s.target, s]));
     expect(sync['dictation-nc']).toMatchObject({ status: 'delivered', version: 21 });
@@ -223,7 +229,7 @@ describe('SPEC §2 order: a target never receives an older version after a newer
   });
 });
 
-describe('SPEC §2 fan-out: each target is retried on its own', () => {
+describe('docs/contract.md, Events, fan-out: each target is retried on its own', () => {
   it('with one target down, the others still get every event promptly', async () => {
     const ids = Array.from({ length: 5 }, () => nextId('twotargets'));
     const started = Date.now();

@@ -1,8 +1,8 @@
+import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serveDeliveryMetrics } from '@connect/worker';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
-import { freePort } from '../support/local-services.ts';
 import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 
@@ -24,8 +24,9 @@ afterAll(async () => {
 
 describe('Worker metrics (GET /metrics on WORKER_METRICS_PORT)', () => {
   it('count deliveries by target and outcome, the latency from the change to the 2xx, and each target’s state and backlog', async () => {
-    const port = await freePort();
-    const server = await serveDeliveryMetrics(worker.deps.metrics, port, '127.0.0.1');
+    // Port 0: the listener takes a port the kernel picks, read back from the server.
+    const server = await serveDeliveryMetrics(worker.deps.metrics, 0, '127.0.0.1');
+    const { port } = server.address() as AddressInfo;
     try {
       const clinic = await registerTestClient(api.models);
       const token = await getToken(api, clinic);

@@ -1,14 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { eventJobOf, type ProviderUserDoc } from '@connect/shared';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
-import { eventually, sleep, startReceiver, type Receiver } from './callback-receiver.ts';
+import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 
 // Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
 vi.setConfig({ testTimeout: 90_000 });
 
 /**
- * SPEC §2: "Duplicates are possible; the id dedupes them", and a fan-out that
+ * docs/contract.md, Events: "Duplicates are possible; the id dedupes them", and a fan-out that
  * keeps failing is retried, never dropped (its event's published marker exists,
  * so the sweep would not publish it again).
  */
@@ -44,7 +44,12 @@ describe('a re-published event is not delivered twice', () => {
     await api.deps.relay.publish(doc); // BullMQ still holds the job id: dropped there
     await api.deps.queue.add('user.created', eventJobOf(doc), { jobId: `again-${Date.now()}` }); // past BullMQ: the worker's version check
     await eventually(async () => expect(await api.deps.queue.getCompletedCount()).toBeGreaterThanOrEqual(2));
-    await sleep(800);
+    // Both fan-outs are done and no delivery is left to run: had either duplicate been
+    // enqueued, it would be waiting, active or delayed, or already at the receiver.
+    await eventually(async () => {
+      const backlogs = await Promise.all(worker.deps.config.downstreamTargets.map((t) => worker.deps.deliveries.backlog(t.name)));
+      expect(backlogs.reduce((a, b) => a + b, 0), JSON.stringify(backlogs)).toBe(0);
+    });
     expect(receiver.received).toHaveLength(1);
     const rows = await api.models.Delivery.find({ external_provider_id: id }).lean();
     expect(rows.map((r) => [r.event_id, r.status, r.attempts])).toEqual([[doc.created_event.id, 'delivered', 1]]);

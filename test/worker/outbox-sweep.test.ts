@@ -5,7 +5,7 @@ import { getToken, postUser, registerTestClient, startTestApi, type TestApi } fr
 import { eventually, sleep } from './callback-receiver.ts';
 
 /**
- * OUTBOX.md's sweep, on its own: it publishes what the relay missed, moves its
+ * The outbox sweep (docs/delivery.md), on its own: it publishes what the relay missed, moves its
  * cursor only past users older than the safety lag, and — the part a benchmark
  * caught — does not re-read a full batch in a tight loop while the cursor cannot
  * move (every user younger than the lag, writes still coming in).

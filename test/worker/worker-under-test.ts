@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createLogger, DEFAULT_DELIVERY_POLICY, loadConfig, runShutdownSequence, type DeliveryPolicy } from '@connect/shared';
 import { createWorkerDeps, startWorker, workerShutdownSteps, type RunningWorker, type WorkerDeps, type WorkerOptions } from '@connect/worker';
 import { LogCapture } from '../support/harness.ts';
-import { REPO_ROOT } from '../support/local-services.ts';
+import { REPO_ROOT } from '@connect/local-services';
 
 /** Short delays so retries and crash recovery fit in a test run. */
 export const FAST_WORKER_OPTIONS: Partial<WorkerOptions> = {

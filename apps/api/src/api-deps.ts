@@ -15,11 +15,13 @@ import {
   type Models,
   type RedisClient,
   type UserEventJob,
+  type UserEventPublisher,
 } from '@connect/shared';
 import { AccessTokens } from './auth/access-tokens.ts';
 import { ClientDirectory } from './auth/client-directory.ts';
 import { ClientKeys, DEFAULT_CLIENT_KEY_OPTIONS, type ClientKeyOptions } from './auth/client-keys.ts';
 import { loadServiceSigningKey } from './auth/service-signing-key.ts';
+import { deriveCursorKey } from './list-cursor.ts';
 import { createApiMetrics, type ApiMetrics } from './metrics.ts';
 
 /** Everything the API's routes use, passed in so tests build the real thing with their own connections. */
@@ -34,12 +36,18 @@ export interface ApiDeps {
   deliveryQueues: Queue[];
   metrics: ApiMetrics;
   relay: OutboxRelay;
+  /** What write use cases hand their events to: the relay, behind the test-only fault hook. */
+  publisher: UserEventPublisher;
   lock: KeyedLock;
   recent: RecentUsers;
   tokens: AccessTokens;
   clients: ClientDirectory;
   clientKeys: ClientKeys;
+  /** Signs GET /users cursors so a tampered one is refused; shared by every instance (derived from the service key). */
+  cursorKey: Buffer;
+  /** True from the first shutdown step on: readiness then answers 503. */
   shuttingDown: () => boolean;
+  markShuttingDown: () => void;
   faults: ApiFaults;
   close: () => Promise<void>;
 }
@@ -53,29 +61,60 @@ export interface ApiFaults {
   afterWrite?: () => void;
 }
 
+/**
+ * A database that stops answering without closing its connections (a black
+ * hole, a dead host behind a NAT) would otherwise hold each operation, the
+ * per-user lock around it and a pooled connection until TCP keepalive gives up,
+ * minutes later. With this bound a stuck operation fails (a MongoNetworkTimeoutError:
+ * 503) and its connection is dropped. It is well above any request's deadline
+ * (service-unavailable.ts), which answers the integrator first; it is the time
+ * after which the API has let go of everything a black hole held. Note: it also
+ * bounds index builds at start-up; a build on a large collection that takes
+ * longer fails the start, and the next start finds the index built.
+ */
+const API_MONGO_BOUNDS = { socketTimeoutMS: 30_000 } as const;
+
+/**
+ * Redis is on the request path only where the API can do without it: the rate
+ * limiter lets a request through when Redis errs, and an event Redis does not
+ * take stays in MongoDB for the worker's sweep. So a Redis command that does not
+ * answer in 3 s fails (the request goes on without it), and a connection that
+ * receives nothing for 5 s while waiting for a reply is dropped and made anew,
+ * so that a black-holed connection does not stay in use.
+ */
+const API_REDIS_BOUNDS = { commandTimeout: 3000, socketTimeout: 5000 } as const;
+
 export interface ApiDepsOptions {
   faults?: ApiFaults;
-  /** How long a client's enabled state is cached on the bearer path (≤ 60 s by SPEC). */
+  /** How long a client's enabled state is cached on the bearer path (≤ 60 s by docs/contract.md). */
   clientCacheTtlMs?: number;
   clientKeys?: Partial<ClientKeyOptions>;
 }
 
 export async function createApiDeps(config: Readonly<Config>, log: Logger, options: ApiDepsOptions = {}): Promise<ApiDeps> {
-  const mongo = await mongoose.createConnection(config.mongoUrl, mongoConnectionOptions(config.mongoUrl)).asPromise();
+  const mongo = await mongoose.createConnection(config.mongoUrl, { ...mongoConnectionOptions(config.mongoUrl), ...API_MONGO_BOUNDS }).asPromise();
   const models = createModels(mongo);
   await ensureIndexes(models, log);
-  const redis = createRedis(config.redisUrl, 'producer');
+  const redis = createRedis(config.redisUrl, 'producer', API_REDIS_BOUNDS);
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   const queue = createEventsQueue(redis, config.queuePrefix);
   queue.on('error', (err) => log.warn({ err: err.message }, 'events queue error'));
   const deliveryQueues = config.downstreamTargets.map((t) => new Queue(deliveryQueueName(t.name), { connection: redis, prefix: config.queuePrefix }));
   for (const q of deliveryQueues) q.on('error', (err) => log.warn({ queue: q.name, err: err.message }, 'deliveries queue error'));
+  // The relay reports its failures to a metric; the unpublished gauge asks the relay only when scraped, after both exist.
   const metrics: ApiMetrics = createApiMetrics({
     queues: [queue, ...deliveryQueues],
     targetQueues: config.downstreamTargets.map((t, i) => ({ target: t.name, queue: deliveryQueues[i]! })),
     unpublished: () => relay.unpublishedCount(),
   });
   const relay = new OutboxRelay({ models, queue, log, onPublishFailure: () => metrics.publishFailures.inc(), targetNames: config.downstreamTargets.map((t) => t.name) });
+  const faults = options.faults ?? {};
+  const publisher: UserEventPublisher = {
+    publishSoon: (user) => {
+      faults.afterWrite?.();
+      relay.publishSoon(user);
+    },
+  };
   const key = await loadServiceSigningKey(models, config.tokenSigningKey);
   let stopping = false;
   return {
@@ -88,13 +127,18 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     deliveryQueues,
     metrics,
     relay,
+    publisher,
     lock: new KeyedLock(),
     recent: new RecentUsers(2_000),
     tokens: new AccessTokens(key, config.issuer, config.accessTokenTtlSeconds),
     clients: new ClientDirectory(models, options.clientCacheTtlMs ?? 30_000),
     clientKeys: new ClientKeys({ ...DEFAULT_CLIENT_KEY_OPTIONS, ...options.clientKeys }),
+    cursorKey: deriveCursorKey(key.privateKey),
     shuttingDown: () => stopping,
-    faults: options.faults ?? {},
+    faults,
+    markShuttingDown: () => {
+      stopping = true;
+    },
     close: async () => {
       stopping = true;
       await relay.drain();

@@ -3,7 +3,9 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import formbody from '@fastify/formbody';
 import type { ApiDeps } from './api-deps.ts';
 import { PROBLEM_TYPE_BASE } from '@connect/shared';
-import { errorHandler, notFoundHandler, sendProblem } from './error-handler.ts';
+import { DEFAULT_BODY_LIMIT, errorHandler, notFoundHandler, sendProblem } from './error-handler.ts';
+import { RouteTable } from './route-table.ts';
+import { answerWithinDeadline } from './service-unavailable.ts';
 import { adminQueuesRoutes } from './routes/admin-queues.ts';
 import { registerDocs } from './routes/docs.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -20,7 +22,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.log,
     // A user upsert is a few hundred bytes; 64 KiB leaves room and bounds abuse (413 beyond).
-    bodyLimit: 64 * 1024,
+    bodyLimit: DEFAULT_BODY_LIMIT,
     requestIdHeader: 'x-request-id',
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
@@ -29,7 +31,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     // Errors on malformed JSON, never merged prototypes.
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
-    // SPEC §1 allows 256-character external ids; percent-encoded that is up to 768.
+    // docs/contract.md allows 256-character external ids; percent-encoded that is up to 768.
     routerOptions: { maxParamLength: 1024 },
     // Fastify answers malformed or over-long URLs itself: make those problem+json too, without echoing the URL.
     frameworkErrors: (error, request, reply) => {
@@ -49,7 +51,11 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   // (OpenAPI) without being re-validated on every answer.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   app.setErrorHandler(errorHandler);
-  app.setNotFoundHandler(notFoundHandler);
+  const routes = new RouteTable();
+  app.addHook('onRoute', (route) => routes.add(route.method, route.url));
+  app.setNotFoundHandler(notFoundHandler(routes));
+  // No request waits on a datastore forever: past the deadline it is a 503 service-unavailable with Retry-After.
+  answerWithinDeadline(app);
   observeRequestDurations(app, deps);
   let closing = false;
   app.addHook('preClose', async () => {

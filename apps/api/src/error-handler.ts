@@ -1,5 +1,8 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { DomainError, PROBLEM_TYPE_BASE, RateLimitedError, maskEmailsIn, type FieldError } from '@connect/shared';
+import { DomainError, PROBLEM_TYPE_BASE, maskEmailsIn, type FieldError } from '@connect/shared';
+import { asServiceUnavailable } from './service-unavailable.ts';
+import { MethodNotAllowedError, RateLimitedError, UnauthorizedError } from './http-errors.ts';
+import type { RouteTable } from './route-table.ts';
 
 export interface Problem {
   type: string;
@@ -27,7 +30,6 @@ const FASTIFY_CODES: Record<string, { slug: string; title: string; status: numbe
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: { slug: 'malformed-body', title: 'Malformed body', status: 400, detail: 'The Content-Length does not match the body.' },
   FST_ERR_CTP_EMPTY_JSON_BODY: { slug: 'malformed-body', title: 'Malformed body', status: 400, detail: 'The body is empty; send a JSON object.' },
   FST_ERR_CTP_INVALID_JSON_BODY: { slug: 'malformed-body', title: 'Malformed body', status: 400, detail: 'The body is not valid JSON.' },
-  FST_ERR_CTP_BODY_TOO_LARGE: { slug: 'body-too-large', title: 'Body too large', status: 413, detail: 'The body is larger than this endpoint accepts.' },
   FST_ERR_CTP_INVALID_TYPE: { slug: 'unsupported-media-type', title: 'Unsupported media type', status: 415, detail: 'The Content-Type header is not valid.' },
 };
 
@@ -38,8 +40,18 @@ const FASTIFY_CODES: Record<string, { slug: string; title: string; status: numbe
  */
 export function errorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const instance = instanceOf(request);
+  // A datastore that does not answer (or refuses, e.g. FerretDB out of PostgreSQL
+  // connections), or a request past its deadline, is a retryable outage, not a bug.
+  const outage = asServiceUnavailable(error);
+  if (outage) {
+    if (outage !== (error as unknown)) request.log.warn({ err: maskEmailsIn(error.message), name: error.name, code: error.code }, 'datastore unavailable');
+    reply.header('retry-after', String(outage.retryAfterSeconds));
+    return sendProblem(reply, { type: outage.type, title: outage.title, status: outage.status, detail: outage.message, instance });
+  }
   if (error instanceof DomainError) {
     if (error instanceof RateLimitedError) reply.header('retry-after', String(error.retryAfterSeconds));
+    if (error instanceof UnauthorizedError) reply.header('www-authenticate', error.challenge);
+    if (error instanceof MethodNotAllowedError) reply.header('allow', error.allowed.join(', '));
     return sendProblem(reply, {
       type: error.type,
       title: error.title,
@@ -47,6 +59,18 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
       detail: error.message,
       instance,
       ...(error.errors ? { errors: error.errors } : {}),
+    });
+  }
+  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    // Name the limit, so the caller knows how far to shrink the body.
+    const limit = request.routeOptions.bodyLimit ?? DEFAULT_BODY_LIMIT;
+    return sendProblem(reply, {
+      type: PROBLEM_TYPE_BASE + 'body-too-large',
+      title: 'Body too large',
+      status: 413,
+      detail: `The body is larger than ${limit} bytes, the most this endpoint accepts.`,
+      limit_bytes: limit,
+      instance,
     });
   }
   const known = error.code ? FASTIFY_CODES[error.code] : undefined;
@@ -59,17 +83,18 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
     request.log.info({ code: error.code, err: maskEmailsIn(error.message) }, 'client error');
     return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'bad-request', title: 'Bad request', status, detail: 'The request could not be processed.', instance });
   }
-  // A datastore that does not answer (or refuses, e.g. FerretDB out of PostgreSQL
-  // connections) is a retryable outage, not a bug: 503 with Retry-After.
-  if (/^Mongo/.test(error.name) || /^Mongoose/.test(error.name)) {
-    request.log.warn({ err: maskEmailsIn(error.message), name: error.name }, 'datastore unavailable');
-    reply.header('retry-after', '1');
-    return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'unavailable', title: 'Service unavailable', status: 503, detail: 'A datastore did not answer; retry shortly.', instance });
-  }
   request.log.error({ err: maskEmailsIn(error.message), code: error.code, stack: error.stack }, 'unhandled error');
   return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'internal', title: 'Internal error', status: 500, detail: 'Something went wrong on our side; it has been logged.', instance });
 }
 
-export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): FastifyReply {
-  return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'not-found', title: 'Not found', status: 404, detail: 'No such route.', instance: instanceOf(request) });
+/** Fastify's bodyLimit for the app (build-app.ts); a route may set its own. */
+export const DEFAULT_BODY_LIMIT = 64 * 1024;
+
+/** No route for this method and path: 405 with `Allow` when the path answers other methods, else 404. */
+export function notFoundHandler(routes: RouteTable) {
+  return (request: FastifyRequest, reply: FastifyReply): FastifyReply => {
+    const allowed = routes.allowedFor(request.url.split('?')[0]!);
+    if (allowed.length > 0 && !allowed.includes(request.method)) return errorHandler(new MethodNotAllowedError(allowed) as unknown as FastifyError, request, reply);
+    return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'not-found', title: 'Not found', status: 404, detail: 'No such route.', instance: instanceOf(request) });
+  };
 }

@@ -18,5 +18,6 @@ onTerminationSignals(log, async () => {
   const done = await runShutdownSequence(steps, log, 25_000);
   return done.length === steps.length;
 });
-await app.listen({ port: config.port, host: config.host });
-log.info({ issuer: config.issuer }, 'api ready');
+// The bound address is logged so a supervisor (or a test) can start the API on PORT=0 and read the port it got.
+const address = await app.listen({ port: config.port, host: config.host });
+log.info({ issuer: config.issuer, address }, 'api ready');

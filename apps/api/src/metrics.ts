@@ -1,11 +1,15 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Queue } from 'bullmq';
+import type { ProviderUserMetrics } from '@connect/shared';
 
 export interface ApiMetrics {
   registry: Registry;
   httpDuration: Histogram<'method' | 'route' | 'status_code'>;
   upserts: Counter<'outcome'>;
+  deactivations: Counter<'outcome'>;
   publishFailures: Counter;
+  /** The port the write use cases count their outcomes through. */
+  writes: ProviderUserMetrics;
 }
 
 /**
@@ -79,7 +83,13 @@ export function createApiMetrics(deps: ApiMetricsDeps): ApiMetrics {
   });
   const upserts = new Counter({
     name: 'connect_provider_user_upserts_total',
-    help: 'POST /users outcomes: created, updated, unchanged, conflict',
+    help: 'POST /users outcomes: created, updated, reactivated, unchanged, conflict',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  const deactivations = new Counter({
+    name: 'connect_provider_user_deactivations_total',
+    help: 'DELETE /users/{id} outcomes: deactivated, unchanged (already deactivated), not_found',
     labelNames: ['outcome'] as const,
     registers: [registry],
   });
@@ -135,5 +145,9 @@ export function createApiMetrics(deps: ApiMetricsDeps): ApiMetrics {
       if (v) this.set(v.capped ? 1 : 0);
     },
   });
-  return { registry, httpDuration, upserts, publishFailures };
+  const writes: ProviderUserMetrics = {
+    upsert: (outcome) => upserts.inc({ outcome }),
+    deactivate: (outcome) => deactivations.inc({ outcome }),
+  };
+  return { registry, httpDuration, upserts, deactivations, publishFailures, writes };
 }

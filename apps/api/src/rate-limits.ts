@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
-import { RateLimitedError } from '@connect/shared';
+import { RateLimitedError } from './http-errors.ts';
 import type { ApiDeps } from './api-deps.ts';
 import { LeasedRedisStore } from './leased-rate-limit-store.ts';
 

@@ -1,18 +1,50 @@
 import type { FastifySchemaCompiler } from 'fastify';
-import { ValidationError, type FieldError } from '@connect/shared';
+import { SPECIALTY_KINDS, SPEECH_LOCALES, ValidationError, type FieldError } from '@connect/shared';
 import type { z } from 'zod';
 
-/** zod issues → SPEC's `errors: [{path, message}]`, one per field, unknown members named. */
-export function fieldErrorsOf(issues: readonly z.core.$ZodIssue[], prefix: string[] = []): FieldError[] {
+const ARTICLE: Record<string, string> = { object: 'an object', array: 'an array', integer: 'an integer', int: 'an integer' };
+
+/** Enumerations whose names a message can use instead of listing 35 values in prose. */
+const NAMED_ENUMS: [readonly string[], string][] = [
+  [SPEECH_LOCALES, 'must be one of the supported locales'],
+  [SPECIALTY_KINDS, 'must be one of the supported specialties'],
+];
+
+function sameValues(a: readonly unknown[], b: readonly string[]): boolean {
+  return a.length === b.length && b.every((v) => a.includes(v));
+}
+
+/**
+ * One zod issue in words a person can act on: what is missing, what type was
+ * expected, which set a value must come from (the set listed once, in `allowed`).
+ * Needs issues parsed with `reportInput`, to tell a missing member from a wrong one.
+ */
+function fieldErrorOf(issue: z.core.$ZodIssue, path: string, atRoot: boolean): FieldError {
+  const missing = issue.input === undefined;
+  if (issue.code === 'invalid_type') {
+    if (atRoot) return { path, message: 'the body must be a JSON object' };
+    if (missing) return { path, message: 'is required' };
+    return { path, message: `expected ${ARTICLE[issue.expected] ?? `a ${issue.expected}`}` };
+  }
+  if (issue.code === 'invalid_value') {
+    if (missing) return { path, message: 'is required' };
+    const values = issue.values.map(String);
+    const named = NAMED_ENUMS.find(([all]) => sameValues(values, all));
+    if (named) return { path, message: named[1], allowed: values };
+    return { path, message: `must be one of ${values.join(', ')}`, allowed: values };
+  }
+  return { path, message: issue.message };
+}
+
+/** zod issues → the problem's `errors: [{path, message}]`, one per field, unknown members named. */
+export function fieldErrorsOf(issues: readonly z.core.$ZodIssue[], prefix: string[] = [], isBody = false): FieldError[] {
   const out: FieldError[] = [];
   for (const issue of issues) {
     const path = [...prefix, ...issue.path.map(String)];
     if (issue.code === 'unrecognized_keys') {
       for (const key of issue.keys) out.push({ path: [...path, key].join('.'), message: 'unknown member' });
-    } else if (issue.code === 'invalid_type' && issue.input === undefined) {
-      out.push({ path: path.join('.'), message: 'is required' });
     } else {
-      out.push({ path: path.join('.'), message: issue.message });
+      out.push(fieldErrorOf(issue, path.join('.'), isBody && issue.path.length === 0));
     }
   }
   return out;
@@ -67,10 +99,11 @@ export function malformedStringsIn(data: unknown, prefix: string[] = []): FieldE
 export const zodValidatorCompiler: FastifySchemaCompiler<z.ZodType> =
   ({ schema, httpPart }) =>
   (data) => {
-    const prefix = httpPart === 'body' || httpPart === undefined ? [] : [httpPart];
+    const isBody = httpPart === 'body' || httpPart === undefined;
+    const prefix = isBody ? [] : [httpPart];
     const malformed = malformedStringsIn(data, prefix);
     if (malformed.length > 0) return { error: new ValidationError(malformed) };
-    const result = schema.safeParse(data);
+    const result = schema.safeParse(data, { reportInput: true });
     if (result.success) return { value: result.data };
-    return { error: new ValidationError(fieldErrorsOf(result.error.issues, prefix)) };
+    return { error: new ValidationError(fieldErrorsOf(result.error.issues, prefix, isBody)) };
   };

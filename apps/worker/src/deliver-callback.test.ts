@@ -36,7 +36,7 @@ const event: UserEvent = {
   occurred_at: '2026-03-01T10:00:00.000Z',
   organization_id: 'org_1',
   version: 1,
-  data: { provider_email: 'a@example.com', external_provider_id: 'x', settings: null, created_at: '2026-03-01T10:00:00.000Z', updated_at: '2026-03-01T10:00:00.000Z', version: 1 },
+  data: { provider_email: 'a@example.com', external_provider_id: 'x', settings: null, created_at: '2026-03-01T10:00:00.000Z', updated_at: '2026-03-01T10:00:00.000Z', version: 1, status: 'active', deactivated_at: null },
 };
 const target = (path: string, timeout_ms = 1000): DownstreamTarget => ({ name: 't', url: base + path, secrets: ['s'], scheme: 'nabla-connect', timeout_ms });
 

@@ -3,7 +3,7 @@ import type { DownstreamTarget, UserEvent } from '@connect/shared';
 import { signNablaConnect } from './sign-nabla-connect.ts';
 import { signStandardWebhooks } from './sign-standard-webhooks.ts';
 
-/** SPEC §2: the callback body, exactly these keys. */
+/** docs/contract.md, Events: the callback body, exactly these keys. */
 export interface CallbackBody {
   request_uuid: string;
   type: UserEvent['type'];
@@ -29,7 +29,7 @@ export type CallbackOutcome =
   | { kind: 'retryable'; status: number | null; error: string; retryAfterMs: number | null; durationMs: number }
   | { kind: 'permanent'; status: number; error: string; durationMs: number };
 
-/** SPEC §2: these statuses are worth another try; every other non-2xx is the receiver saying no. */
+/** docs/contract.md, Events: these statuses are worth another try; every other non-2xx is the receiver saying no. */
 const RETRYABLE_STATUSES = new Set([408, 425, 429]);
 
 /** `Retry-After` is either delta-seconds or an HTTP date (RFC 9110 §10.2.3); anything else is ignored. */

@@ -186,6 +186,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
             store.recordAttempt({ ...history, outcome: 'held' }),
           ]);
           deps.metrics?.deliveries.inc({ target: targetName, outcome: 'held' });
+          // eslint-disable-next-line @typescript-eslint/return-await -- not awaited on purpose: a hold's RateLimitError goes straight to BullMQ, past the catch below (which would release the probe lock)
           return holdJob(queue, 1000);
         }
 
@@ -212,6 +213,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
             ]);
             deps.metrics?.deliveries.inc({ target: targetName, outcome: 'held' });
             log.warn({ event_id: event.id, version: event.version, target: targetName, error: outcome.error, probe: wasProbe }, 'callback failed; held until the target recovers');
+            // eslint-disable-next-line @typescript-eslint/return-await -- not awaited on purpose: a hold's RateLimitError goes straight to BullMQ, past the catch below (which would release the probe lock)
             return holdJob(queue, await health.holdMs(targetName));
           }
         }

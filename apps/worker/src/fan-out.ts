@@ -11,7 +11,7 @@ export interface FanOutDeps {
 
 /**
  * `user-events` → one job on each configured target's own queue, so each target is
- * retried on its own and a target that is down holds up nobody else (SPEC §2).
+ * retried on its own and a target that is down holds up nobody else (docs/delivery.md).
  * The pending Delivery rows and the jobs are written at the same time: the
  * delivery processor upserts its row whatever it finds, so a fast delivery that
  * writes `delivered` first only makes the pending insert a no-op (duplicate

@@ -11,3 +11,4 @@ export * from './sign-standard-webhooks.ts';
 export * from './start-worker.ts';
 export * from './worker-deps.ts';
 export * from './worker-options.ts';
+export * from './health-server.ts';

@@ -1,19 +1,17 @@
-import { ConfigError, createLogger, loadConfigOrExit, onTerminationSignals, runShutdownSequence } from '@connect/shared';
+import { createLogger, loadConfig, loadOrExit, onTerminationSignals, runShutdownSequence } from '@connect/shared';
 import { workerShutdownSteps } from './shutdown.ts';
 import { serveDeliveryMetrics } from './delivery-metrics.ts';
+import { serveWorkerHealth, workerHealthPort } from './health-server.ts';
 import { startWorker } from './start-worker.ts';
 import { createWorkerDeps } from './worker-deps.ts';
-import { REMOVED_WORKER_VARIABLES, workerOptionsFromEnv, type WorkerOptions } from './worker-options.ts';
+import { REMOVED_WORKER_VARIABLES, workerOptionsFromEnv } from './worker-options.ts';
 
-const config = loadConfigOrExit({});
-let options: WorkerOptions;
-try {
-  options = workerOptionsFromEnv(process.env);
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err;
-  process.stderr.write(`configuration error: ${err.message}\n`);
-  process.exit(1);
-}
+// Every part is checked before any is used: every bad variable is reported in one go.
+const [config, options, healthPort] = loadOrExit(
+  () => loadConfig(process.env),
+  () => workerOptionsFromEnv(process.env),
+  () => workerHealthPort(process.env),
+);
 const log = createLogger(config.logLevel, 'worker');
 for (const name of REMOVED_WORKER_VARIABLES) {
   if (process.env[name]) log.warn({ variable: name }, `${name} is no longer read: WORKER_RETRY_SCHEDULE sets the retries (docs/delivery.md)`);
@@ -23,6 +21,10 @@ const worker = startWorker(deps);
 if (options.metricsPort) {
   await serveDeliveryMetrics(deps.metrics, options.metricsPort);
   log.info({ port: options.metricsPort }, 'worker metrics at GET /metrics');
+}
+if (healthPort) {
+  await serveWorkerHealth({ mongo: deps.mongo, redis: deps.producerRedis }, healthPort);
+  log.info({ port: healthPort }, 'worker health at GET /healthz');
 }
 onTerminationSignals(log, async () => {
   const steps = workerShutdownSteps(worker, deps);

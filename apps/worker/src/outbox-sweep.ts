@@ -4,8 +4,6 @@ import type { OutboxRelay } from '@connect/shared';
 export interface OutboxSweep {
   /** Resolves once the pass in progress, if any, has finished. */
   stop(): Promise<void>;
-  /** Runs one pass now (tests). */
-  runOnce(): Promise<void>;
 }
 
 /**
@@ -50,10 +48,6 @@ export function startOutboxSweep(relay: OutboxRelay, log: Logger, intervalMs: nu
       stopped = true;
       clearTimeout(timer);
       await current;
-    },
-    async runOnce() {
-      while (current) await current;
-      await pass();
     },
   };
 }

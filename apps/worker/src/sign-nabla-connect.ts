@@ -4,7 +4,7 @@ export const NABLA_TIMESTAMP_HEADER = 'x-nabla-connect-timestamp';
 export const NABLA_SIGNATURE_HEADER = 'x-nabla-connect-signature';
 
 /**
- * The `nabla-connect` callback scheme (reference-facts.md, "Callback authentication"):
+ * The `nabla-connect` callback scheme (docs/contract.md, Events):
  * the timestamp is the ISO 8601 time of signing, and each signature is
  * hex(HMAC-SHA256(secret, timestamp immediately followed by the raw body)). One
  * signature per configured secret, comma-separated, so a receiver keeps verifying

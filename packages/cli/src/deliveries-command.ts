@@ -1,58 +1,70 @@
-import {
-  createRedis,
-  DeliveryQueues,
-  DeliveryStore,
-  listDeliveries,
-  replayAllFailed,
-  replayDelivery,
-  ReplayError,
-  showDelivery,
-  ValidationError,
-  type DeliveryStatus,
-} from '@connect/shared';
-import type { CliContext } from './main.ts';
+import { DeliveryQueues, DeliveryStore, listDeliveries, replayAllFailed, replayDelivery, ReplayError, showDelivery, type DeliveryStatus } from '@connect/shared';
+import { CliError, optional, positional, type CliContext, type Command } from './command.ts';
 
 const STATUSES: DeliveryStatus[] = ['pending', 'delivered', 'failed', 'superseded'];
 
-export interface DeliveriesArgs {
-  status?: string;
-  target?: string;
-  allFailed: boolean;
-  id?: string;
+function statusOf(raw: string | undefined): DeliveryStatus {
+  const status = (raw ?? 'failed') as DeliveryStatus;
+  if (!STATUSES.includes(status)) throw new CliError('usage', `--status must be one of ${STATUSES.join(', ')}, got "${raw}"`);
+  return status;
 }
 
-/**
- * `deliveries list [--target NAME] [--status S]` and `deliveries show ID` read
- * the execution log (and the attempt history); `deliveries replay ID |
- * --all-failed` puts dead letters back on their target's queue (needs REDIS_URL).
- */
-export async function runDeliveriesCommand(ctx: CliContext, verb: string | undefined, args: DeliveriesArgs): Promise<unknown> {
-  const store = new DeliveryStore(ctx.models);
-  if (verb === 'list') {
-    const status = (args.status ?? 'failed') as DeliveryStatus;
-    if (!STATUSES.includes(status)) throw new ValidationError([{ path: 'status', message: `one of ${STATUSES.join(', ')}` }]);
-    const deliveries = await listDeliveries(store, { status, target: args.target });
-    return { status, ...(args.target ? { target: args.target } : {}), count: deliveries.length, deliveries };
+function targetOf(ctx: CliContext, name: string | undefined): string | undefined {
+  if (name !== undefined && !ctx.config.downstreamTargets.some((t) => t.name === name)) {
+    throw new CliError('not_found', `no target named "${name}" is configured (DOWNSTREAM_TARGETS)`);
   }
-  if (verb === 'show') {
-    if (!args.id) throw new ValidationError([{ path: 'id', message: 'give a delivery id' }]);
-    return showDelivery(store, args.id);
-  }
-  if (!args.allFailed && !args.id) throw new ValidationError([{ path: 'id', message: 'give a delivery id or --all-failed' }]);
-  if (!ctx.config.redisUrl) throw new ValidationError([{ path: 'REDIS_URL', message: 'replaying needs REDIS_URL' }]);
-  const redis = createRedis(ctx.config.redisUrl, 'producer', { enableOfflineQueue: true });
+  return name;
+}
+
+/** Puts dead letters back on their target's queue (needs Redis; `unavailable` within a few seconds when it is down). */
+async function replay(ctx: CliContext, args: { allFailed: boolean; id?: string }): Promise<unknown> {
+  if (!args.allFailed && !args.id) throw new CliError('usage', 'give a delivery id or --all-failed');
+  const redis = await ctx.redis();
   const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
   try {
-    const deps = { store, queues, targets: ctx.config.downstreamTargets };
+    const deps = { store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets };
     if (args.allFailed) return await replayAllFailed(deps);
     try {
       return { replayed: [await replayDelivery(deps, args.id!)] };
     } catch (err) {
-      if (err instanceof ReplayError) throw new ValidationError([{ path: 'id', message: err.message }]);
+      // The delivery is not in a state that can be replayed (delivered, pending, being replayed): a conflict, not bad usage.
+      if (err instanceof ReplayError) throw new CliError('conflict', err.message);
       throw err;
     }
   } finally {
     await queues.close();
-    redis.disconnect();
   }
 }
+
+export const deliveriesCommands: Command[] = [
+  {
+    name: 'deliveries list',
+    synopsis: '[--target NAME] [--status pending|delivered|failed|superseded]',
+    description: `Lists deliveries with a status (default failed: the dead letters), of one target or all,
+without user data. Prints {"status", "target"?, "count", "deliveries": [...]}.`,
+    options: { status: { type: 'string' }, target: { type: 'string' } },
+    run: async (input, ctx) => {
+      const status = statusOf(optional(input, 'status'));
+      const target = targetOf(ctx, optional(input, 'target'));
+      const deliveries = await listDeliveries(new DeliveryStore(ctx.models), { status, target });
+      return { status, ...(target ? { target } : {}), count: deliveries.length, deliveries };
+    },
+  },
+  {
+    name: 'deliveries show',
+    synopsis: 'ID',
+    description: `One delivery with its attempt history (time, duration, HTTP status or error class,
+short message; never user data or response bodies). Prints the delivery.`,
+    positionals: 1,
+    run: (input, ctx) => showDelivery(new DeliveryStore(ctx.models), positional(input, 'a delivery id')),
+  },
+  {
+    name: 'deliveries replay',
+    synopsis: 'ID | --all-failed',
+    description: `Sends dead letters again (the user's newest state, same ordering rules). Needs REDIS_URL.
+Prints {"replayed": [...]}.`,
+    options: { 'all-failed': { type: 'boolean' } },
+    positionals: 1,
+    run: (input, ctx) => replay(ctx, { allFailed: input.values['all-failed'] === true, id: input.positionals[0] }),
+  },
+];

@@ -1,4 +1,4 @@
-import { ConfigError, deliveryPolicyFromEnv, ValidationError, type DeliveryPolicy } from '@connect/shared';
+import { deliveryPolicyFromEnv, type DeliveryPolicy } from '@connect/shared';
 
 /**
  * Delivery jobs the CLI adds (resync, recover) get the worker's attempts and
@@ -6,10 +6,6 @@ import { ConfigError, deliveryPolicyFromEnv, ValidationError, type DeliveryPolic
  * job does not retry more or less than the worker's own would.
  */
 export function jobPolicy(env: Record<string, string | undefined> = process.env): DeliveryPolicy {
-  try {
-    return deliveryPolicyFromEnv(env);
-  } catch (err) {
-    if (err instanceof ConfigError) throw new ValidationError([{ path: err.variable, message: err.message }]);
-    throw err;
-  }
+  // A bad value is a ConfigError: the CLI prints it as kind `configuration`, naming the variable.
+  return deliveryPolicyFromEnv(env);
 }

@@ -1,168 +1,151 @@
 /**
  * `pnpm cli <command>`: operator commands over the same domain code as the API.
- * Every command prints exactly one JSON document on stdout (SPEC §3); failures
- * print `{"error": {...}}` and exit non-zero. Logs go to stderr only.
+ * Every command prints exactly one JSON document on stdout, its result or
+ * `{"error": {"kind", "message"}}` with a non-zero exit; `--help` prints plain
+ * text and exits 0; logs and notices go to stderr only (docs/operations.md).
+ *
+ * To add a command: write a `Command` (command.ts) in a file of your own and add
+ * it to COMMANDS below. Dispatch picks the command whose words start argv.
  */
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import mongoose from 'mongoose';
-import {
-  ConfigError,
-  DomainError,
-  createModels,
-  disableClient,
-  getProviderUser,
-  loadConfig,
-  registerClient,
-  registerOrganization,
-  type Config,
-  type Models,
-} from '@connect/shared';
+import { createModels, loadConfig, type Config, type RedisClient } from '@connect/shared';
+import { CliError, connectRedis, DATASTORE_TIMEOUT_MS, redactUrl, toCliError, type CliContext, type Command } from './command.ts';
+import { clientCommands } from './client-commands.ts';
+import { deliveriesCommands } from './deliveries-command.ts';
+import { orgCommands } from './org-commands.ts';
+import { recoverCommand } from './recover-command.ts';
+import { resyncCommand } from './resync-command.ts';
+import { targetsCommands } from './targets-command.ts';
+import { applyStackEnv, type StackEnv } from './stack-env.ts';
+import { userCommands } from './user-commands.ts';
 
-class UsageError extends Error {}
+const COMMANDS: Command[] = [
+  ...orgCommands,
+  ...clientCommands,
+  ...userCommands,
+  ...deliveriesCommands,
+  recoverCommand,
+  ...targetsCommands,
+  resyncCommand,
+];
 
-const USAGE = `usage: pnpm cli <command>
-  org create --name N [--api-version V]
-  client create --org ID (--public-key-file F | --jwks-url U)
-  client disable ID
-  user get --org ID --external-provider-id X
-  deliveries list [--target NAME] [--status pending|delivered|failed|superseded]
-  deliveries show ID
-  deliveries replay ID | --all-failed
-    deliveries recover --target NAME --since ISO [--until ISO]
-  targets list | pause NAME | resume NAME
-  targets resync NAME [--org ID] [--force] [--batch-size N] [--max-waiting N]`;
+const HELP_FLAGS = new Set(['--help', '-h']);
 
-export interface CliContext {
-  config: Readonly<Config>;
-  models: Models;
+function usageLine(c: Command): string {
+  return `pnpm cli ${c.name}${c.synopsis ? ` ${c.synopsis}` : ''}`;
 }
 
-function option(values: Record<string, string | boolean | undefined>, name: string): string {
-  const v = values[name];
-  if (typeof v !== 'string' || v.trim() === '') throw new UsageError(`--${name} is required\n${USAGE}`);
-  return v;
+function globalHelp(): string {
+  return `Connect Provisioning operator commands.
+
+usage:
+${COMMANDS.map((c) => `  ${usageLine(c)}`).join('\n')}
+
+Every command prints one JSON document on stdout: its result, or
+{"error": {"kind", "message"}} with exit code 2 (kinds usage, configuration)
+or 1 (unavailable, not_found, conflict). Notices go to stderr.
+Settings come from the environment (MONGO_URL, REDIS_URL, QUEUE_PREFIX,
+PUBLIC_BASE_URL, DOWNSTREAM_TARGETS, ...); without MONGO_URL the CLI reads
+.local/stack/env, written by a running \`pnpm stack\`.
+
+\`pnpm cli COMMAND --help\` describes one command.
+`;
 }
 
-async function run(argv: string[], ctx: CliContext): Promise<unknown> {
-  const [noun, verb, ...rest] = argv;
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: true,
-    strict: true,
-    options: {
-      name: { type: 'string' },
-      'api-version': { type: 'string' },
-      org: { type: 'string' },
-      'public-key-file': { type: 'string' },
-      'jwks-url': { type: 'string' },
-      'external-provider-id': { type: 'string' },
-      status: { type: 'string' },
-      target: { type: 'string' },
-      'all-failed': { type: 'boolean' },
-      force: { type: 'boolean' },
-      since: { type: 'string' },
-      until: { type: 'string' },
-      'batch-size': { type: 'string' },
-      'max-waiting': { type: 'string' },
-    },
-  });
-  const { models } = ctx;
-  switch (`${noun} ${verb}`) {
-    case 'org create': {
-      const org = await registerOrganization(models, { name: option(values, 'name'), apiVersion: values['api-version'] as string | undefined });
-      return { id: org._id, name: org.name, api_version: org.api_version, created_at: org.created_at.toISOString() };
-    }
-    case 'client create': {
-      const file = values['public-key-file'] as string | undefined;
-      let publicKeyPem: string | undefined;
-      if (file) {
-        try {
-          publicKeyPem = readFileSync(file, 'utf8');
-        } catch {
-          throw new UsageError(`cannot read --public-key-file ${file}`);
-        }
-      }
-      const client = await registerClient(models, {
-        organizationId: option(values, 'org'),
-        publicKeyPem,
-        jwksUrl: values['jwks-url'] as string | undefined,
-      });
-      return {
-        client_id: client._id,
-        organization_id: client.organization_id,
-        key: client.jwks_url ? { jwks_url: client.jwks_url } : { public_key: 'pem' },
-        enabled: client.enabled,
-        token_url: ctx.config.tokenEndpointUrl,
-        created_at: client.created_at.toISOString(),
-      };
-    }
-    case 'client disable': {
-      const id = positionals[0];
-      if (!id) throw new UsageError(`client disable needs a client id\n${USAGE}`);
-      const client = await disableClient(models, id);
-      return { client_id: client._id, enabled: client.enabled, disabled_at: client.disabled_at?.toISOString() ?? null };
-    }
-    case 'user get':
-      return getProviderUser(models, ctx.config.downstreamTargets, option(values, 'org'), option(values, 'external-provider-id'));
-    case 'deliveries list':
-    case 'deliveries show':
-    case 'deliveries replay':
-      return (await import('./deliveries-command.ts')).runDeliveriesCommand(ctx, verb, {
-        status: values.status as string | undefined,
-        target: values.target as string | undefined,
-        allFailed: values['all-failed'] === true,
-        id: positionals[0],
-      });
-    case 'targets list':
-    case 'targets pause':
-    case 'targets resume':
-      return (await import('./targets-command.ts')).runTargetsCommand(ctx, verb, positionals[0]);
-    case 'targets resync':
-      return (await import('./resync-command.ts')).runResyncCommand(ctx, {
-        target: positionals[0],
-        org: values.org as string | undefined,
-        force: values.force === true,
-        batchSize: values['batch-size'] as string | undefined,
-        maxWaiting: values['max-waiting'] as string | undefined,
-      });
-    case 'deliveries recover':
-      return (await import('./recover-command.ts')).runRecoverCommand(ctx, { target: values.target as string | undefined, since: values.since as string | undefined, until: values.until as string | undefined });
-    default:
-      throw new UsageError(USAGE);
+function commandHelp(c: Command): string {
+  return `usage: ${usageLine(c)}\n\n${c.description}\n`;
+}
+
+/** The command whose words start argv (the longest such), and the arguments after them. */
+function findCommand(argv: string[]): { command?: Command; rest: string[]; prefix: Command[] } {
+  let best: Command | undefined;
+  for (const c of COMMANDS) {
+    const words = c.name.split(' ');
+    if (words.every((w, i) => argv[i] === w) && (!best || words.length > best.name.split(' ').length)) best = c;
   }
+  if (best) return { command: best, rest: argv.slice(best.name.split(' ').length), prefix: [] };
+  // `pnpm cli client --help`: the commands of that noun.
+  return { rest: argv, prefix: COMMANDS.filter((c) => c.name.startsWith(`${argv[0]} `)) };
 }
 
-function fail(kind: string, message: string, extra: Record<string, unknown> = {}): never {
-  process.stdout.write(`${JSON.stringify({ error: { kind, message, ...extra } }, null, 2)}\n`);
-  process.exit(kind === 'usage' || kind === 'configuration' ? 2 : 1);
+function print(doc: unknown): void {
+  process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
 }
 
-async function main(): Promise<void> {
-  const argv = process.argv.slice(2).filter((a, i) => !(i === 0 && a === '--'));
-  if (argv.length === 0 || argv[0] === '--help' || argv[0] === 'help') fail('usage', USAGE);
+function fail(err: CliError): void {
+  print({ error: { kind: err.kind, message: err.message, ...err.extra } });
+  process.exitCode = err.kind === 'usage' || err.kind === 'configuration' ? 2 : 1;
+}
+
+async function runCommand(command: Command, rest: string[], stackEnv: StackEnv | undefined): Promise<unknown> {
+  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: command.options ?? {} });
+  if (positionals.length > (command.positionals ?? 0)) throw new CliError('usage', `unexpected argument "${positionals[command.positionals ?? 0]}"; usage: ${usageLine(command)}`);
+
   let config: Readonly<Config>;
   try {
     config = loadConfig(process.env, { require: { redis: false } });
   } catch (err) {
-    if (err instanceof ConfigError) fail('configuration', err.message, { variable: err.variable });
-    throw err;
+    const e = toCliError(err);
+    if (e.extra.variable === 'MONGO_URL' && !stackEnv) e.message += ' (or start `pnpm stack`, which writes .local/stack/env for the CLI)';
+    throw e;
   }
-  const conn = await mongoose.createConnection(config.mongoUrl, { serverSelectionTimeoutMS: 10_000 }).asPromise();
+  const from = stackEnv ? ` (from ${stackEnv.file}: is \`pnpm stack\` running?)` : '';
+  // Bounded waits: with the database down the CLI answers `unavailable` within 5 s.
+  const conn = mongoose.createConnection(config.mongoUrl, { serverSelectionTimeoutMS: DATASTORE_TIMEOUT_MS, connectTimeoutMS: DATASTORE_TIMEOUT_MS });
+  let redis: Promise<RedisClient> | undefined;
   try {
-    // Indexes are the API's to create at start; organizations and clients are keyed by _id.
-    const models = createModels(conn);
-    const result = await run(argv, { config, models });
-    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-  } catch (err) {
-    if (err instanceof UsageError) fail('usage', err.message);
-    // The CLI's error kinds are spelled with underscores (`not_found`), the API's problem types with hyphens.
-    if (err instanceof DomainError) fail(err.slug === 'not-found' ? 'not_found' : err.slug, err.message, err.errors ? { errors: err.errors } : {});
-    if (err instanceof TypeError && (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) fail('usage', `${err.message}\n${USAGE}`);
-    fail('internal', (err as Error).message);
+    try {
+      await conn.asPromise();
+    } catch (err) {
+      throw new CliError('unavailable', `MongoDB at ${redactUrl(config.mongoUrl)} did not answer within ${DATASTORE_TIMEOUT_MS / 1000} s${from}: ${(err as Error).message}`);
+    }
+    // Indexes are the API's to create at start; the CLI only reads and writes documents.
+    const ctx: CliContext = {
+      config,
+      models: createModels(conn),
+      redis: () => (redis ??= connectRedis(config).catch((err: CliError) => {
+        err.message += from;
+        throw err;
+      })),
+    };
+    return await command.run({ values, positionals }, ctx);
   } finally {
-    await conn.close();
+    await conn.close().catch(() => undefined);
+    (await redis?.catch(() => undefined))?.disconnect();
   }
 }
 
-await main();
+async function main(argv: string[]): Promise<void> {
+  if (argv.length === 0) throw new CliError('usage', 'no command given; `pnpm cli --help` lists them');
+  if (HELP_FLAGS.has(argv[0]!) || argv[0] === 'help') {
+    const { command, prefix } = findCommand(argv.slice(1));
+    process.stdout.write(command ? commandHelp(command) : prefix.length ? prefix.map(commandHelp).join('\n') : globalHelp());
+    return;
+  }
+  const { command, rest, prefix } = findCommand(argv);
+  if (argv.some((a) => HELP_FLAGS.has(a))) {
+    if (command) return void process.stdout.write(commandHelp(command));
+    if (prefix.length) return void process.stdout.write(prefix.map(commandHelp).join('\n'));
+  }
+  if (!command) {
+    const known = prefix.length ? `; ${argv[0]} commands: ${prefix.map((c) => c.name).join(', ')}` : '; `pnpm cli --help` lists them';
+    throw new CliError('usage', `unknown command "${argv.slice(0, 2).join(' ')}"${known}`);
+  }
+  const stackEnv = applyStackEnv(process.env);
+  if (stackEnv) process.stderr.write(`cli: MONGO_URL is not set; using ${stackEnv.used.join(', ')} from ${stackEnv.file} (written by pnpm stack)\n`);
+  print(await runCommand(command, rest, stackEnv));
+}
+
+// pnpm passes a literal `--` through when called as `pnpm cli -- ...`.
+const args = process.argv.slice(2).filter((a, i) => !(i === 0 && a === '--'));
+try {
+  await main(args);
+} catch (err) {
+  const e = toCliError(err);
+  // A bug: stdout stays one JSON document; the stack goes to stderr for whoever debugs it.
+  if (e.kind === 'internal') process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
+  fail(e);
+}
+// Exit once stdout is flushed: a driver's lingering timer must not keep a script waiting.
+process.stdout.write('', () => process.exit());

@@ -1,5 +1,5 @@
-import { createRedis, DeliveryQueues, listTargets, pauseTarget, resumeTarget, TargetHealth, ValidationError } from '@connect/shared';
-import type { CliContext } from './main.ts';
+import { DeliveryQueues, listTargets, pauseTarget, resumeTarget, TargetHealth } from '@connect/shared';
+import { positional, type CliContext, type Command } from './command.ts';
 
 /**
  * `targets list`, `targets pause NAME`, `targets resume NAME`: the health every
@@ -7,18 +7,38 @@ import type { CliContext } from './main.ts';
  * prints `{"targets": [...]}`; pause and resume print the target's row after
  * the change.
  */
-export async function runTargetsCommand(ctx: CliContext, verb: string | undefined, name: string | undefined): Promise<unknown> {
-  if (!ctx.config.redisUrl) throw new ValidationError([{ path: 'REDIS_URL', message: 'targets commands need REDIS_URL' }]);
-  if ((verb === 'pause' || verb === 'resume') && !name) throw new ValidationError([{ path: 'name', message: `targets ${verb} needs a target name` }]);
-  const redis = createRedis(ctx.config.redisUrl, 'producer', { enableOfflineQueue: true });
+async function withTargets<T>(ctx: CliContext, run: (deps: { health: TargetHealth; queues: DeliveryQueues }) => Promise<T>): Promise<T> {
+  const redis = await ctx.redis();
   const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
-  const deps = { health: new TargetHealth(redis, ctx.config.queuePrefix), queues };
   try {
-    if (verb === 'list') return { targets: await listTargets(deps) };
-    if (verb === 'pause') return await pauseTarget(deps, name!);
-    return await resumeTarget(deps, name!);
+    return await run({ health: new TargetHealth(redis, ctx.config.queuePrefix), queues });
   } finally {
     await queues.close();
-    redis.disconnect();
   }
 }
+
+export const targetsCommands: Command[] = [
+  {
+    name: 'targets list',
+    synopsis: '',
+    description: `Every configured downstream target with its shared health. Needs REDIS_URL.
+Prints {"targets": [{"name", "state", "consecutive_failures", "failing_since", "last_success_at", "backlog"}]}.`,
+    run: (_input, ctx) => withTargets(ctx, async (deps) => ({ targets: await listTargets(deps) })),
+  },
+  {
+    name: 'targets pause',
+    synopsis: 'NAME',
+    description: `An operator's hold: the target's deliveries wait (nothing is dropped) until resume.
+Prints the target's row.`,
+    positionals: 1,
+    run: (input, ctx) => withTargets(ctx, (deps) => pauseTarget(deps, positional(input, 'a target name'))),
+  },
+  {
+    name: 'targets resume',
+    synopsis: 'NAME',
+    description: `Ends a pause, and also leaves failing or disabled: the held deliveries drain in order.
+Prints the target's row.`,
+    positionals: 1,
+    run: (input, ctx) => withTargets(ctx, (deps) => resumeTarget(deps, positional(input, 'a target name'))),
+  },
+];

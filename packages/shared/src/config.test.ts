@@ -1,5 +1,9 @@
-import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from './config.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { ConfigError, envInteger, loadConfig, parseEnv, sharedEnvShape } from './config.ts';
 
 const base = { MONGO_URL: 'mongodb://127.0.0.1:27017/cp', REDIS_URL: 'redis://127.0.0.1:6379' };
 
@@ -13,7 +17,7 @@ function errorOf(env: Record<string, string>): ConfigError {
   throw new Error('expected a ConfigError');
 }
 
-describe('configuration from the environment (SPEC §3)', () => {
+describe('configuration from the environment (docs/operations.md)', () => {
   it('applies the documented defaults and derives the issuer and token URL', () => {
     const c = loadConfig(base);
     expect(c).toMatchObject({
@@ -59,5 +63,72 @@ describe('configuration from the environment (SPEC §3)', () => {
     expect(err.variable).toBe(variable);
     expect(err.message.startsWith(`${variable}: `)).toBe(true);
     expect(err.message).not.toContain('\n');
+  });
+});
+
+describe('every problem at once (docs/operations.md)', () => {
+  it('lists each bad variable once, one line each, naming it', () => {
+    const err = errorOf({ MONGO_URL: 'postgres://x', REDIS_URL: '', PORT: 'eighty', LOG_LEVEL: 'loud', ACCESS_TOKEN_TTL_SECONDS: '5', ADMIN_TOKEN: 'short' });
+    expect(err.problems.map((p) => p.variable).sort()).toEqual(['ACCESS_TOKEN_TTL_SECONDS', 'ADMIN_TOKEN', 'LOG_LEVEL', 'MONGO_URL', 'PORT', 'REDIS_URL']);
+    const lines = err.message.split('\n');
+    expect(lines).toHaveLength(6);
+    for (const line of lines) expect(line).toMatch(/^[A-Z_]+: \S/);
+    expect(lines).toContain('REDIS_URL: is required');
+    expect(lines).toContain('PORT: must be a whole number from 0 to 65535, got "eighty"');
+  });
+
+  it('cross-variable checks are reported with the others', () => {
+    const err = errorOf({ ...base, REDIS_URL: 'redis+cluster://a:7000', PORT: 'x', DOWNSTREAM_TARGETS: '[]', DOWNSTREAM_TARGETS_FILE: '/x.json' });
+    expect(err.problems.map((p) => p.variable).sort()).toEqual(['DOWNSTREAM_TARGETS_FILE', 'PORT', 'QUEUE_PREFIX']);
+  });
+
+  it('parseEnv composes: a process adds its own variables to the shared ones and still gets every problem', () => {
+    const schema = z.object({ ...sharedEnvShape, WORKER_CONCURRENCY: envInteger(1, 1000, 32) });
+    expect(parseEnv(schema, base).WORKER_CONCURRENCY).toBe(32);
+    expect(parseEnv(schema, { ...base, WORKER_CONCURRENCY: ' 8 ' }).WORKER_CONCURRENCY).toBe(8);
+    try {
+      parseEnv(schema, { ...base, MONGO_URL: '', WORKER_CONCURRENCY: '0' });
+      throw new Error('expected a ConfigError');
+    } catch (err) {
+      expect((err as ConfigError).problems).toEqual([
+        { variable: 'MONGO_URL', problem: 'is required' },
+        { variable: 'WORKER_CONCURRENCY', problem: 'must be a whole number from 1 to 1000, got 0' },
+      ]);
+    }
+  });
+});
+
+describe('DOWNSTREAM_TARGETS_FILE (docs/operations.md: targets from a file, e.g. a mounted secret)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'targets-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const targets = [
+    { name: 'dictation', url: 'https://d.example.com/cb', secrets: ['s1'] },
+    { name: 'billing', url: 'https://b.example.com/hook', secrets: ['whsec_c2VjcmV0'], scheme: 'standard-webhooks', timeout_ms: 2000 },
+  ];
+
+  it('reads the targets from the file, with the same defaults as DOWNSTREAM_TARGETS', () => {
+    const file = join(dir, 'targets.json');
+    writeFileSync(file, JSON.stringify(targets));
+    expect(loadConfig({ ...base, DOWNSTREAM_TARGETS_FILE: file }).downstreamTargets).toEqual([
+      { ...targets[0], scheme: 'nabla-connect', timeout_ms: 10_000 },
+      targets[1],
+    ]);
+  });
+
+  it('a bad file names DOWNSTREAM_TARGETS_FILE (not DOWNSTREAM_TARGETS), and never prints the secrets', () => {
+    const file = join(dir, 'bad.json');
+    writeFileSync(file, JSON.stringify([{ ...targets[0], url: 'ftp://x' }]));
+    const err = errorOf({ ...base, DOWNSTREAM_TARGETS_FILE: file });
+    expect(err.variable).toBe('DOWNSTREAM_TARGETS_FILE');
+    expect(err.message).toMatch(/^DOWNSTREAM_TARGETS_FILE: \[0\.url\]/);
+    expect(err.message).not.toContain('s1');
+    writeFileSync(file, '{not json');
+    expect(errorOf({ ...base, DOWNSTREAM_TARGETS_FILE: file }).message).toMatch(/^DOWNSTREAM_TARGETS_FILE: must be a JSON array/);
+  });
+
+  it('both DOWNSTREAM_TARGETS and DOWNSTREAM_TARGETS_FILE set: refused', () => {
+    const file = join(dir, 'targets.json');
+    writeFileSync(file, JSON.stringify(targets));
+    expect(errorOf({ ...base, DOWNSTREAM_TARGETS: '[]', DOWNSTREAM_TARGETS_FILE: file }).message).toBe('DOWNSTREAM_TARGETS_FILE: set either DOWNSTREAM_TARGETS or DOWNSTREAM_TARGETS_FILE, not both');
   });
 });

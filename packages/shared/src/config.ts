@@ -4,17 +4,95 @@ import { parseRedisUrl } from './events/redis-connection.ts';
 
 /**
  * Configuration is parsed once, at start, from the environment into a frozen typed
- * object. A bad or missing value throws a ConfigError naming the variable, which
- * the entry points print as one line before anything listens (SPEC §3).
+ * object, by one zod schema per process over `process.env`. Every bad or missing
+ * value is reported at once, one line per variable naming it (docs/operations.md), which the
+ * entry points print before anything listens: an operator fixes the whole list in
+ * one go instead of one restart per mistake.
+ *
+ * The pieces are exported so each process composes its schema from the shared
+ * parts (`sharedEnvShape`) and its own (`apiEnvShape`, the worker's options):
+ * `parseEnv(z.object({...sharedEnvShape, ...own}), env)`.
  */
+export interface ConfigProblem {
+  variable: string;
+  problem: string;
+}
+
 export class ConfigError extends Error {
-  constructor(
-    readonly variable: string,
-    problem: string,
-  ) {
-    super(`${variable}: ${problem}`);
+  readonly problems: readonly ConfigProblem[];
+  /** The first variable named (most errors name one). */
+  readonly variable: string;
+  constructor(variable: string | readonly ConfigProblem[], problem = '') {
+    const problems = typeof variable === 'string' ? [{ variable, problem }] : variable;
+    super(problems.map((p) => `${p.variable}: ${p.problem}`).join('\n'));
     this.name = 'ConfigError';
+    this.problems = problems;
+    this.variable = problems[0]?.variable ?? '';
   }
+}
+
+type Env = Record<string, string | undefined>;
+
+/**
+ * Parses `env` with `schema` (an object keyed by variable name) and returns the
+ * result, or throws one ConfigError listing every variable with a problem (the
+ * first problem of each, so one line per variable).
+ */
+export function parseEnv<T extends z.ZodType>(schema: T, env: Env): z.output<T> {
+  const parsed = schema.safeParse(env);
+  if (parsed.success) return parsed.data;
+  const problems = new Map<string, string>();
+  for (const issue of parsed.error.issues) {
+    const variable = String(issue.path[0] ?? 'configuration');
+    if (!problems.has(variable)) problems.set(variable, issue.message);
+  }
+  throw new ConfigError([...problems].map(([variable, problem]) => ({ variable, problem })));
+}
+
+/** Unset and blank are the same: "use the default". Values are trimmed. */
+const blankToUndefined = (v: unknown) => (typeof v === 'string' ? (v.trim() === '' ? undefined : v.trim()) : v);
+
+/** An optional variable: `inner` checks a value when one is set; `fallback` otherwise. */
+export function envOptional<T extends z.ZodType>(inner: T) {
+  return z.preprocess(blankToUndefined, inner.optional());
+}
+
+/** A variable that must be set (not blank). */
+export function envRequired<T extends z.ZodType<unknown, string>>(inner: T) {
+  return z.preprocess(blankToUndefined, z.string({ error: (iss) => (iss.input === undefined ? 'is required' : 'must be text') }).pipe(inner));
+}
+
+/** A whole number from `min` to `max`; `fallback` when unset. */
+export function envInteger(min: number, max: number, fallback: number) {
+  const rule = `must be a whole number from ${min} to ${max}`;
+  return envOptional(
+    z
+      .string()
+      .regex(/^\d+$/, { error: (iss) => `${rule}, got "${String(iss.input)}"` })
+      .transform(Number)
+      .refine((n) => n >= min && n <= max, { error: (iss) => `${rule}, got ${String(iss.input)}` }),
+  ).transform((v) => v ?? fallback);
+}
+
+/** A URL with one of `protocols` (e.g. "https:"). */
+export function envUrl(protocols: string[]) {
+  return z.string().superRefine((value, ctx) => {
+    let parsed: URL;
+    try {
+      parsed = new URL(value);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `must be a URL (${protocols.join(' or ')}), got "${value}"` });
+      return;
+    }
+    if (!protocols.includes(parsed.protocol)) ctx.addIssue({ code: 'custom', message: `must use ${protocols.join(' or ')}, got "${parsed.protocol}"` });
+  });
+}
+
+/** One of `values`; `fallback` when unset. */
+export function envEnum<const V extends readonly [string, ...string[]]>(values: V, fallback: V[number]) {
+  return envOptional(z.string().refine((v): v is V[number] => values.includes(v), { error: (iss) => `must be one of ${values.join(', ')}, got "${String(iss.input)}"` })).transform(
+    (v) => (v ?? fallback) as V[number],
+  );
 }
 
 const WHSEC = /^whsec_[A-Za-z0-9+/]+={0,2}$/;
@@ -47,6 +125,95 @@ const targetsSchema = z.array(downstreamTargetSchema).superRefine((targets, ctx)
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
+function redisUrlSchema() {
+  return z.string().superRefine((value, ctx) => {
+    try {
+      parseRedisUrl(value);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `${(err as Error).message}, got "${value}"` });
+    }
+  });
+}
+
+/** Variables every process reads (the API, the worker, the CLI). */
+export const sharedEnvShape = {
+  MONGO_URL: envRequired(envUrl(['mongodb:', 'mongodb+srv:'])),
+  REDIS_URL: envRequired(redisUrlSchema()),
+  LOG_LEVEL: envEnum(LOG_LEVELS, 'info'),
+  QUEUE_PREFIX: envOptional(z.string().regex(/^[A-Za-z0-9_{}:.-]{1,64}$/, { error: (iss) => `must be 1 to 64 of letters, digits, "_{}:.-", got "${String(iss.input)}"` })).transform(
+    (v) => v ?? 'connect',
+  ),
+  DOWNSTREAM_TARGETS: envOptional(z.string()),
+  DOWNSTREAM_TARGETS_FILE: envOptional(z.string()),
+};
+
+/** Variables of the API process. */
+export const apiEnvShape = {
+  PORT: envInteger(0, 65535, 3000),
+  HOST: envOptional(z.string()).transform((v) => v ?? '0.0.0.0'),
+  PUBLIC_BASE_URL: envOptional(envUrl(['http:', 'https:'])),
+  BASE_PATH: envOptional(z.string().transform((v) => v.replace(/\/+$/, '')).refine((v) => /^(\/[A-Za-z0-9._~-]+)+$/.test(v), { error: (iss) => `must be a path like /v1/connect/server, got "${String(iss.input)}"` })).transform(
+    (v) => v ?? '/v1/connect/server',
+  ),
+  ACCESS_TOKEN_TTL_SECONDS: envInteger(60, 86_400, 3600),
+  TOKEN_SIGNING_KEY: envOptional(z.string().refine((v) => v.includes('-----BEGIN PRIVATE KEY-----'), 'must be a PKCS#8 PEM private key (RSA, EC P-256 or Ed25519)')),
+  ADMIN_TOKEN: envOptional(z.string().min(16, 'must be at least 16 characters')),
+  RATE_LIMIT_PER_CLIENT_PER_MINUTE: envInteger(0, 10_000_000, 6000),
+  RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE: envInteger(0, 10_000_000, 600),
+};
+
+type Problem = { variable: string; problem: string };
+
+/** The targets, from DOWNSTREAM_TARGETS or the file DOWNSTREAM_TARGETS_FILE names (never both). */
+function readTargets(env: { DOWNSTREAM_TARGETS?: unknown; DOWNSTREAM_TARGETS_FILE?: unknown }): { targets: DownstreamTarget[] } | Problem {
+  let variable = 'DOWNSTREAM_TARGETS';
+  let raw = typeof env.DOWNSTREAM_TARGETS === 'string' ? env.DOWNSTREAM_TARGETS : undefined;
+  const file = typeof env.DOWNSTREAM_TARGETS_FILE === 'string' ? env.DOWNSTREAM_TARGETS_FILE : undefined;
+  if (raw && file) return { variable: 'DOWNSTREAM_TARGETS_FILE', problem: 'set either DOWNSTREAM_TARGETS or DOWNSTREAM_TARGETS_FILE, not both' };
+  if (file) {
+    variable = 'DOWNSTREAM_TARGETS_FILE';
+    try {
+      raw = readFileSync(file, 'utf8');
+    } catch (err) {
+      return { variable, problem: `cannot read "${file}": ${(err as NodeJS.ErrnoException).code ?? 'error'}` };
+    }
+  }
+  if (!raw?.trim()) return { targets: [] };
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    return { variable, problem: 'must be a JSON array of targets ({name, url, secrets, scheme?, timeout_ms?})' };
+  }
+  const parsed = targetsSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const where = issue.path.length ? `[${issue.path.join('.')}] ` : '';
+    return { variable, problem: `${where}${issue.message}` };
+  }
+  return { targets: parsed.data };
+}
+
+/**
+ * The checks across variables. They run even when a single variable is bad
+ * (`when`), so they are listed with the others; hence the defensive types.
+ */
+function crossChecks(env: Record<string, unknown>, ctx: z.RefinementCtx): void {
+  // On Redis Cluster every key of a queue must hash to one slot: BullMQ needs the prefix in a hash tag.
+  let cluster = false;
+  try {
+    cluster = typeof env.REDIS_URL === 'string' && parseRedisUrl(env.REDIS_URL).kind === 'cluster';
+  } catch {
+    /* reported on REDIS_URL */
+  }
+  const prefix = typeof env.QUEUE_PREFIX === 'string' ? env.QUEUE_PREFIX : 'connect';
+  if (cluster && !/\{[^{}]+\}/.test(prefix)) {
+    ctx.addIssue({ code: 'custom', path: ['QUEUE_PREFIX'], message: `must contain a hash tag such as {connect} on Redis Cluster, got "${prefix}"` });
+  }
+  const targets = readTargets(env);
+  if ('problem' in targets) ctx.addIssue({ code: 'custom', path: [targets.variable], message: targets.problem });
+}
+
 export interface Config {
   mongoUrl: string;
   redisUrl: string;
@@ -70,124 +237,47 @@ export interface Config {
   rateLimitTokenPerIp: number;
 }
 
-type Env = Record<string, string | undefined>;
-
-function required(env: Env, name: string): string {
-  const v = env[name]?.trim();
-  if (!v) throw new ConfigError(name, 'is required');
-  return v;
-}
-
-function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = env[name]?.trim();
-  if (raw === undefined || raw === '') return fallback;
-  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number from ${min} to ${max}, got "${raw}"`);
-  const n = Number(raw);
-  if (n < min || n > max) throw new ConfigError(name, `must be a whole number from ${min} to ${max}, got ${n}`);
-  return n;
-}
-
-function url(name: string, value: string, protocols: string[]): URL {
-  let parsed: URL;
-  try {
-    parsed = new URL(value);
-  } catch {
-    throw new ConfigError(name, `must be a URL (${protocols.join(' or ')}), got "${value}"`);
-  }
-  if (!protocols.includes(parsed.protocol)) throw new ConfigError(name, `must use ${protocols.join(' or ')}, got "${parsed.protocol}"`);
-  return parsed;
-}
-
-function parseTargets(env: Env): DownstreamTarget[] {
-  let source = 'DOWNSTREAM_TARGETS';
-  let raw = env.DOWNSTREAM_TARGETS?.trim();
-  const file = env.DOWNSTREAM_TARGETS_FILE?.trim();
-  if (raw && file) throw new ConfigError('DOWNSTREAM_TARGETS_FILE', 'set either DOWNSTREAM_TARGETS or DOWNSTREAM_TARGETS_FILE, not both');
-  if (file) {
-    source = 'DOWNSTREAM_TARGETS_FILE';
-    try {
-      raw = readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new ConfigError(source, `cannot read "${file}": ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-    }
-  }
-  if (!raw) return [];
-  let json: unknown;
-  try {
-    json = JSON.parse(raw);
-  } catch {
-    throw new ConfigError(source, 'must be a JSON array of targets ({name, url, secrets, scheme?, timeout_ms?})');
-  }
-  const parsed = targetsSchema.safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const where = issue.path.length ? `[${issue.path.join('.')}] ` : '';
-    throw new ConfigError(source, `${where}${issue.message}`);
-  }
-  return parsed.data;
-}
-
 export interface LoadConfigOptions {
   /** The CLI needs only MongoDB (and Redis for replays); servers need everything. */
   require?: { redis?: boolean };
 }
 
+/** The schema of the API's (and the worker's) shared configuration: every variable above, in one object. */
+export function configSchema(options: LoadConfigOptions = {}) {
+  const shape = {
+    ...sharedEnvShape,
+    ...apiEnvShape,
+    ...(options.require?.redis === false ? { REDIS_URL: envOptional(redisUrlSchema()) } : {}),
+  };
+  return z
+    .object(shape)
+    .superRefine((env, ctx) => crossChecks(env as Record<string, unknown>, ctx), { when: () => true })
+    .transform((env): Config => {
+      const found = readTargets(env);
+      const downstreamTargets = 'targets' in found ? found.targets : [];
+      // Through URL: the same spelling of the origin whatever the operator typed (case, trailing slash).
+      const publicBaseUrl = (env.PUBLIC_BASE_URL ? new URL(env.PUBLIC_BASE_URL).toString() : `http://localhost:${env.PORT}`).replace(/\/+$/, '');
+      return {
+        mongoUrl: env.MONGO_URL,
+        redisUrl: env.REDIS_URL ?? '',
+        port: env.PORT,
+        host: env.HOST,
+        publicBaseUrl,
+        basePath: env.BASE_PATH,
+        issuer: publicBaseUrl + env.BASE_PATH,
+        tokenEndpointUrl: `${publicBaseUrl}${env.BASE_PATH}/oauth/token`,
+        accessTokenTtlSeconds: env.ACCESS_TOKEN_TTL_SECONDS,
+        tokenSigningKey: env.TOKEN_SIGNING_KEY,
+        logLevel: env.LOG_LEVEL,
+        queuePrefix: env.QUEUE_PREFIX,
+        downstreamTargets: Object.freeze(downstreamTargets),
+        adminToken: env.ADMIN_TOKEN,
+        rateLimitPerClient: env.RATE_LIMIT_PER_CLIENT_PER_MINUTE,
+        rateLimitTokenPerIp: env.RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE,
+      };
+    });
+}
+
 export function loadConfig(env: Env = process.env, options: LoadConfigOptions = {}): Readonly<Config> {
-  const mongoUrl = required(env, 'MONGO_URL');
-  url('MONGO_URL', mongoUrl, ['mongodb:', 'mongodb+srv:']);
-  const redisUrl = options.require?.redis === false ? (env.REDIS_URL?.trim() ?? '') : required(env, 'REDIS_URL');
-  let redisCluster = false;
-  if (redisUrl) {
-    try {
-      redisCluster = parseRedisUrl(redisUrl).kind === 'cluster';
-    } catch (err) {
-      throw new ConfigError('REDIS_URL', `${(err as Error).message}, got "${redisUrl}"`);
-    }
-  }
-
-  const port = integer(env, 'PORT', 3000, 0, 65535);
-  const host = env.HOST?.trim() || '0.0.0.0';
-
-  const publicBase = env.PUBLIC_BASE_URL?.trim() || `http://localhost:${port}`;
-  const publicBaseUrl = url('PUBLIC_BASE_URL', publicBase, ['http:', 'https:']).toString().replace(/\/+$/, '');
-
-  const basePath = (env.BASE_PATH?.trim() || '/v1/connect/server').replace(/\/+$/, '');
-  if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(basePath)) throw new ConfigError('BASE_PATH', `must be a path like /v1/connect/server, got "${env.BASE_PATH}"`);
-
-  const accessTokenTtlSeconds = integer(env, 'ACCESS_TOKEN_TTL_SECONDS', 3600, 60, 86_400);
-
-  const tokenSigningKey = env.TOKEN_SIGNING_KEY?.trim() || undefined;
-  if (tokenSigningKey && !tokenSigningKey.includes('-----BEGIN PRIVATE KEY-----')) {
-    throw new ConfigError('TOKEN_SIGNING_KEY', 'must be a PKCS#8 PEM private key (RSA, EC P-256 or Ed25519)');
-  }
-
-  const logLevel = (env.LOG_LEVEL?.trim() || 'info') as Config['logLevel'];
-  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got "${env.LOG_LEVEL}"`);
-
-  const queuePrefix = env.QUEUE_PREFIX?.trim() || 'connect';
-  if (!/^[A-Za-z0-9_{}:.-]{1,64}$/.test(queuePrefix)) throw new ConfigError('QUEUE_PREFIX', `must be 1 to 64 of letters, digits, "_{}:.-", got "${env.QUEUE_PREFIX}"`);
-  // On Redis Cluster every key of a queue must hash to one slot: BullMQ needs the prefix in a hash tag.
-  if (redisCluster && !/\{[^{}]+\}/.test(queuePrefix)) throw new ConfigError('QUEUE_PREFIX', `must contain a hash tag such as {connect} on Redis Cluster, got "${queuePrefix}"`);
-
-  const adminToken = env.ADMIN_TOKEN?.trim() || undefined;
-  if (adminToken !== undefined && adminToken.length < 16) throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 characters');
-
-  return Object.freeze({
-    mongoUrl,
-    redisUrl,
-    port,
-    host,
-    publicBaseUrl,
-    basePath,
-    issuer: publicBaseUrl + basePath,
-    tokenEndpointUrl: `${publicBaseUrl}${basePath}/oauth/token`,
-    accessTokenTtlSeconds,
-    tokenSigningKey,
-    logLevel,
-    queuePrefix,
-    downstreamTargets: Object.freeze(parseTargets(env)),
-    adminToken,
-    rateLimitPerClient: integer(env, 'RATE_LIMIT_PER_CLIENT_PER_MINUTE', 6000, 0, 10_000_000),
-    rateLimitTokenPerIp: integer(env, 'RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE', 600, 0, 10_000_000),
-  });
+  return Object.freeze(parseEnv(configSchema(options), env));
 }

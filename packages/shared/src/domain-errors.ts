@@ -1,13 +1,16 @@
 /**
  * Domain errors carry a stable RFC 9457 problem `type` slug and an HTTP status;
  * the API's single error handler turns them into problem+json. Routes never build
- * error bodies themselves.
+ * error bodies themselves. Errors that only HTTP can raise (authentication, rate
+ * limits, versions, media types) live in the API (apps/api/src/http-errors.ts).
  */
 export const PROBLEM_TYPE_BASE = 'https://connect-provisioning.dev/problems/';
 
 export interface FieldError {
   path: string;
   message: string;
+  /** For an unknown enum value: the values accepted (listed here only, never repeated in `detail`). */
+  allowed?: readonly string[];
 }
 
 export class DomainError extends Error {
@@ -33,7 +36,7 @@ export class ValidationError extends DomainError {
       'validation',
       'Invalid request',
       400,
-      detail ?? `Invalid request: ${errors.map((e) => `${e.path || '(body)'}: ${e.message}`).join('; ')}`,
+      detail ?? `Invalid request: ${errors.map((e) => (e.path ? `${e.path}: ${e.message}` : e.message)).join('; ')}`,
       errors,
     );
   }
@@ -67,37 +70,8 @@ export class NotFoundError extends DomainError {
   }
 }
 
-export class UnauthorizedError extends DomainError {
-  constructor(detail = 'A valid bearer access token is required.') {
-    super('unauthorized', 'Unauthorized', 401, detail);
-  }
-}
-
 export class ConcurrentUpdateError extends DomainError {
   constructor() {
     super('concurrent-update', 'Concurrent update', 409, 'The user kept changing while this request was applied; retry it.');
-  }
-}
-
-export class RateLimitedError extends DomainError {
-  constructor(readonly retryAfterSeconds: number) {
-    super('rate-limited', 'Too many requests', 429, `Rate limit reached; retry after ${retryAfterSeconds} s.`);
-  }
-}
-
-export class UnsupportedApiVersionError extends DomainError {
-  constructor(detail: string) {
-    super('unsupported-api-version', 'Unsupported API version', 400, detail);
-  }
-}
-
-export class EndpointNotInVersionError extends DomainError {
-  constructor(readonly requiredVersion: string, served: string) {
-    super(
-      'endpoint-not-in-version',
-      'Endpoint not available in this API version',
-      404,
-      `This endpoint is available from API version ${requiredVersion}; the request was served under ${served}.`,
-    );
   }
 }

@@ -1,4 +1,4 @@
-/** Specialty kinds: the public docs do not list theirs, SPEC.md §1 fixes ours. */
+/** Specialty kinds: the public docs do not list theirs, docs/contract.md lists ours. */
 export const SPECIALTY_KINDS = [
   'ALLERGY_AND_IMMUNOLOGY',
   'ANESTHESIOLOGY',
@@ -31,7 +31,7 @@ export const SPECIALTY_KINDS = [
 ] as const;
 export type SpecialtyKind = (typeof SPECIALTY_KINDS)[number];
 
-/** Speech locales of the public Nabla API (../spec/reference-facts.md). */
+/** Speech locales of the public Nabla API (docs/contract.md). */
 export const SPEECH_LOCALES = [
   'ENGLISH_US',
   'ENGLISH_UK',

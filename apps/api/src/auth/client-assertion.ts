@@ -10,12 +10,34 @@ const SKEW_S = 30;
 
 /**
  * Why an assertion was refused, for the logs only: the client is told nothing
- * more than `invalid_client` (SPEC §1: the description never helps an attacker).
+ * more than `invalid_client` (docs/contract.md: the description never helps an attacker).
  */
 export class AssertionRejected extends Error {
-  constructor(readonly reason: string) {
+  constructor(
+    readonly reason: string,
+    /** The claim that failed, when one did; for `aud` the log also shows what was expected and received. */
+    readonly claim?: string,
+    readonly expected?: unknown,
+    readonly received?: unknown,
+  ) {
     super(reason);
   }
+
+  /** What the server log says: never the assertion itself, nor any key. */
+  get logFields(): Record<string, unknown> {
+    return {
+      reason: this.reason,
+      ...(this.claim ? { claim: this.claim } : {}),
+      ...(this.expected !== undefined ? { expected: this.expected } : {}),
+      ...(this.received !== undefined ? { received: this.received } : {}),
+    };
+  }
+}
+
+/** A claim value as the log may show it: short, and only strings or arrays of them. */
+function shown(value: unknown): unknown {
+  const clip = (v: unknown) => (typeof v === 'string' ? v.slice(0, 200) : typeof v);
+  return Array.isArray(value) ? value.slice(0, 5).map(clip) : clip(value);
 }
 
 export interface AssertionCheckDeps {
@@ -27,7 +49,7 @@ export interface AssertionCheckDeps {
 }
 
 /**
- * RFC 7523 client authentication as SPEC §1 states it: iss = sub = a known,
+ * RFC 7523 client authentication as docs/contract.md states it: iss = sub = a known,
  * enabled client; aud the token URL or the issuer; exp in the future and at most
  * 5 minutes after iat; iat not in the future (30 s skew); jti never accepted twice
  * before its exp; a signature by the client's key.
@@ -38,18 +60,23 @@ export async function verifyClientAssertion(
   formClientId: string | undefined,
 ): Promise<ActiveClient> {
   let iss: unknown;
+  // Unverified until jwtVerify below: read only to say, in the log, which claim was wrong.
+  let unverified: Record<string, unknown>;
   try {
     const header = decodeProtectedHeader(assertion);
-    if (typeof header.alg !== 'string' || !ASSERTION_ALGORITHMS.includes(header.alg)) throw new AssertionRejected(`algorithm ${String(header.alg)}`);
-    iss = decodeJwt(assertion).iss;
+    if (typeof header.alg !== 'string' || !ASSERTION_ALGORITHMS.includes(header.alg)) {
+      throw new AssertionRejected('algorithm not accepted', 'alg', ASSERTION_ALGORITHMS, shown(header.alg));
+    }
+    unverified = decodeJwt(assertion);
+    iss = unverified.iss;
   } catch (err) {
     throw err instanceof AssertionRejected ? err : new AssertionRejected('not a JWT');
   }
-  if (typeof iss !== 'string' || iss.length === 0 || iss.length > 200) throw new AssertionRejected('no iss');
-  if (formClientId !== undefined && formClientId !== iss) throw new AssertionRejected('client_id differs from iss');
+  if (typeof iss !== 'string' || iss.length === 0 || iss.length > 200) throw new AssertionRejected('missing or malformed', 'iss');
+  if (formClientId !== undefined && formClientId !== iss) throw new AssertionRejected('client_id differs from iss', 'iss');
 
   const active = await deps.clients.fresh(iss);
-  if (!active) throw new AssertionRejected('unknown or disabled client');
+  if (!active) throw new AssertionRejected('unknown or disabled client', 'iss', undefined, shown(iss));
 
   let payload;
   try {
@@ -62,14 +89,22 @@ export async function verifyClientAssertion(
       requiredClaims: ['exp', 'iat', 'jti'],
     }));
   } catch (err) {
-    throw new AssertionRejected(`verification: ${(err as { code?: string }).code ?? (err as Error).message}`);
+    const { code, claim } = err as { code?: string; claim?: string };
+    if (code === 'ERR_JWT_EXPIRED') throw new AssertionRejected('expired', 'exp');
+    if (code === 'ERR_JWT_CLAIM_VALIDATION_FAILED' && claim) {
+      // The commonest mistake: an audience of 127.0.0.1 where the server is known as localhost.
+      if (claim === 'aud') throw new AssertionRejected('audience not accepted', 'aud', deps.audiences, shown(unverified.aud));
+      throw new AssertionRejected((err as Error).message, claim, undefined, claim === 'sub' ? shown(unverified.sub) : undefined);
+    }
+    if (code === 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED') throw new AssertionRejected('signature does not verify with the client key');
+    throw new AssertionRejected(`verification: ${code ?? (err as Error).message}`);
   }
   const now = Math.floor(Date.now() / 1000);
   const { exp, iat, jti } = payload as { exp: number; iat: number; jti: unknown };
-  if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256) throw new AssertionRejected('bad jti');
-  if (iat > now + SKEW_S) throw new AssertionRejected('iat in the future');
-  if (exp - iat > MAX_LIFETIME_S) throw new AssertionRejected('lifetime over 5 minutes');
-  if (exp <= now - SKEW_S) throw new AssertionRejected('expired');
+  if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256) throw new AssertionRejected('missing or malformed', 'jti');
+  if (iat > now + SKEW_S) throw new AssertionRejected('in the future', 'iat');
+  if (exp - iat > MAX_LIFETIME_S) throw new AssertionRejected('lifetime over 5 minutes', 'exp');
+  if (exp <= now - SKEW_S) throw new AssertionRejected('expired', 'exp');
 
   // Single use: the first insert of (client, jti) wins, on every instance.
   try {
@@ -78,7 +113,7 @@ export async function verifyClientAssertion(
       expires_at: new Date((exp + SKEW_S) * 1000),
     });
   } catch (err) {
-    if (isDuplicateKeyError(err)) throw new AssertionRejected('replayed jti');
+    if (isDuplicateKeyError(err)) throw new AssertionRejected('replayed jti', 'jti');
     throw err;
   }
   return active;

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import type { Models, OAuthClientDoc, OrganizationDoc } from '@connect/shared';
 
 export interface ActiveClient {
@@ -5,25 +6,28 @@ export interface ActiveClient {
   organization: OrganizationDoc;
 }
 
+/** Boxed, so "no such client" (null) is cached too. */
 interface Entry {
   value: ActiveClient | null;
-  expiresAt: number;
 }
 
 /**
- * Clients and their organizations, cached for `ttlMs` on the bearer path. SPEC §1:
+ * Clients and their organizations, cached for `ttlMs` on the bearer path. docs/contract.md:
  * a disabled client's tokens stop working within 60 s, so the cache lifetime must
- * stay under that (default 30 s). The token endpoint reads fresh.
+ * stay under that (default 30 s). The token endpoint reads fresh. Both caches are
+ * bounded (10,000 entries, the least recently used out first).
  */
 export class ClientDirectory {
-  private readonly cache = new Map<string, Entry>();
+  private readonly cache: LRUCache<string, Entry>;
   /** Organizations never change once created (no API edits them), so the token path reads them once. */
-  private readonly organizations = new Map<string, OrganizationDoc>();
+  private readonly organizations = new LRUCache<string, OrganizationDoc>({ max: 10_000 });
 
   constructor(
     private readonly models: Models,
-    private readonly ttlMs = 30_000,
-  ) {}
+    ttlMs = 30_000,
+  ) {
+    this.cache = new LRUCache({ max: 10_000, ttl: ttlMs });
+  }
 
   async fresh(clientId: string): Promise<ActiveClient | null> {
     const client = await this.models.OAuthClient.findById(clientId).lean<OAuthClientDoc>();
@@ -32,19 +36,16 @@ export class ClientDirectory {
     if (!organization) {
       organization = (await this.models.Organization.findById(client.organization_id).lean<OrganizationDoc>()) ?? undefined;
       if (!organization) return null;
-      if (this.organizations.size > 10_000) this.organizations.clear();
       this.organizations.set(organization._id, organization);
     }
     return { client, organization };
   }
 
   async cached(clientId: string): Promise<ActiveClient | null> {
-    const now = Date.now();
     const hit = this.cache.get(clientId);
-    if (hit && hit.expiresAt > now) return hit.value;
+    if (hit) return hit.value;
     const value = await this.fresh(clientId);
-    if (this.cache.size > 10_000) this.cache.clear();
-    this.cache.set(clientId, { value, expiresAt: now + this.ttlMs });
+    this.cache.set(clientId, { value });
     return value;
   }
 }

@@ -1,5 +1,6 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { createRemoteJWKSet, customFetch, type JWTVerifyGetKey } from 'jose';
+import { LRUCache } from 'lru-cache';
 import type { OAuthClientDoc } from '@connect/shared';
 
 export interface ClientKeyOptions {
@@ -23,11 +24,12 @@ export const DEFAULT_CLIENT_KEY_OPTIONS: ClientKeyOptions = {
 /**
  * The key that checks a client's assertions: its static public key (parsed once)
  * or its JWKS URL through jose's remote key set (cached, refetched on an unknown
- * kid, no redirects), with a fetch that enforces a size limit.
+ * kid, no redirects), with a fetch that enforces a size limit. Both are kept
+ * per key or URL, bounded like the API's other caches.
  */
 export class ClientKeys {
-  private readonly pemKeys = new Map<string, KeyObject>();
-  private readonly jwksSets = new Map<string, JWTVerifyGetKey>();
+  private readonly pemKeys = new LRUCache<string, KeyObject>({ max: 10_000 });
+  private readonly jwksSets = new LRUCache<string, JWTVerifyGetKey>({ max: 10_000 });
 
   constructor(private readonly options: ClientKeyOptions = DEFAULT_CLIENT_KEY_OPTIONS) {}
 

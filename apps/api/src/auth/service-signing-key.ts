@@ -20,6 +20,8 @@ function algFor(key: KeyObject): ServiceSigningKey['alg'] {
       break;
     case 'ed25519':
       return 'EdDSA';
+    default:
+      break;
   }
   throw new Error('TOKEN_SIGNING_KEY: must be an RSA, EC P-256 or Ed25519 private key');
 }
@@ -32,7 +34,7 @@ async function fromPem(pem: string): Promise<ServiceSigningKey> {
 }
 
 /**
- * The key access tokens are signed with (SPEC §1): TOKEN_SIGNING_KEY when set;
+ * The key access tokens are signed with (docs/contract.md): TOKEN_SIGNING_KEY when set;
  * otherwise an Ed25519 key generated once and kept in MongoDB so that every API
  * instance signs and verifies with the same one. Concurrent first starts race
  * on one `_id`: the loser reads the winner's key.

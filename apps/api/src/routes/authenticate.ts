@@ -1,9 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import {
   API_VERSIONS,
-  UnauthorizedError,
-  UnsupportedApiVersionError,
-  EndpointNotInVersionError,
   apiVersionAtLeast,
   isApiVersion,
   isWellFormedApiVersion,
@@ -11,6 +8,7 @@ import {
 } from '@connect/shared';
 import type { AccessTokens } from '../auth/access-tokens.ts';
 import type { ClientDirectory } from '../auth/client-directory.ts';
+import { EndpointNotInVersionError, UnauthorizedError, UnsupportedApiVersionError } from '../http-errors.ts';
 
 export const API_VERSION_HEADER = 'x-nabla-api-version';
 export const API_VERSION_QUERY = 'nabla-api-version';
@@ -51,23 +49,27 @@ export interface AuthenticateDeps {
 
 /**
  * onRequest hook for every {base} route but the token endpoint: a valid access
- * token of an enabled client (else 401 with WWW-Authenticate: Bearer), then the
+ * token of an enabled client (else 401 with a WWW-Authenticate challenge), then the
  * API version (explicit, else the organization's pinned one), echoed in the
  * response, and checked against the route's minimum.
  */
 export function authenticate(deps: AuthenticateDeps, minimumVersion: ApiVersion) {
   return async function onRequest(request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const match = BEARER.exec(request.headers.authorization ?? '');
-    if (!match) throw new UnauthorizedError();
+    const authorization = request.headers.authorization ?? '';
+    // RFC 6750 §3.1: a request that sent a bearer token and was refused is told `invalid_token`;
+    // one that sent none (or another scheme) gets the bare challenge.
+    const tokenSent = /^Bearer\s/i.test(authorization);
+    const match = BEARER.exec(authorization);
+    if (!match) throw new UnauthorizedError(tokenSent, tokenSent ? 'The access token is malformed.' : undefined);
     let claims;
     try {
       claims = await deps.tokens.verify(match[1]!);
     } catch {
-      throw new UnauthorizedError('The access token is invalid or expired.');
+      throw new UnauthorizedError(true, 'The access token is invalid or expired.');
     }
     const active = await deps.clients.cached(claims.clientId);
     if (!active || active.organization._id !== claims.organizationId) {
-      throw new UnauthorizedError('The access token is invalid or expired.');
+      throw new UnauthorizedError(true, 'The access token is invalid or expired.');
     }
     const apiVersion = requestedApiVersion(request) ?? active.organization.api_version;
     reply.header(API_VERSION_HEADER, apiVersion);

@@ -7,7 +7,7 @@ function within<T>(ms: number, p: Promise<T>): Promise<T> {
   return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error('timeout')), ms).unref())]);
 }
 
-/** Liveness: the process answers. Readiness: MongoDB and Redis answer too (SPEC §1 Outside {base}). */
+/** Liveness: the process answers. Readiness: MongoDB and Redis answer too (docs/contract.md, Outside {base}). */
 export async function healthRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
   app.get('/livez', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {

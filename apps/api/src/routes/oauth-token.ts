@@ -1,16 +1,18 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { DEFAULT_PINNED_API_VERSION, DomainError, RateLimitedError } from '@connect/shared';
+import { DEFAULT_PINNED_API_VERSION, DomainError } from '@connect/shared';
+import { RateLimitedError } from '../http-errors.ts';
 import { perIpTokenLimit } from '../rate-limits.ts';
 import { z } from 'zod';
 import type { ApiDeps } from '../api-deps.ts';
 import { AssertionRejected, verifyClientAssertion } from '../auth/client-assertion.ts';
+import { asServiceUnavailable } from '../service-unavailable.ts';
 import { API_VERSION_HEADER, requestedApiVersion } from './authenticate.ts';
 
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
 type OAuthErrorCode = 'invalid_request' | 'invalid_client' | 'unsupported_grant_type';
 
-/** RFC 6749 §5.2 error body; the token endpoint does not speak problem+json (SPEC §1). */
+/** RFC 6749 §5.2 error body; the token endpoint does not speak problem+json (docs/contract.md). */
 function oauthError(reply: FastifyReply, status: 400 | 401, error: OAuthErrorCode, description: string): FastifyReply {
   reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
   if (status === 401) reply.header('www-authenticate', 'Bearer');
@@ -42,6 +44,14 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
     }
     if (error instanceof DomainError && error.status === 400) return oauthError(reply, 400, 'invalid_request', error.message);
     if ((error.statusCode ?? 500) < 500) return oauthError(reply, 400, 'invalid_request', 'The request body could not be read; send form or JSON parameters.');
+    // A datastore that does not answer, or the request deadline: retryable, in RFC 6749's
+    // words (`temporarily_unavailable`), with Retry-After; not a 500.
+    const outage = asServiceUnavailable(error);
+    if (outage) {
+      request.log.warn({ err: error.message, name: error.name }, 'token endpoint: datastore unavailable');
+      reply.header('cache-control', 'no-store').header('retry-after', String(outage.retryAfterSeconds));
+      return reply.status(503).type('application/json').send({ error: 'temporarily_unavailable', error_description: outage.message });
+    }
     request.log.error({ err: error.message }, 'token endpoint failed');
     return reply.status(500).type('application/json').send({ error: 'server_error', error_description: 'Try again later.' });
   });
@@ -76,21 +86,24 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
       if (parsed.data.client_assertion_type !== JWT_BEARER) {
         return oauthError(reply, 400, 'invalid_request', `client_assertion_type must be ${JWT_BEARER}.`);
       }
+      let verified;
       try {
-        const { client, organization } = await verifyClientAssertion(
+        verified = await verifyClientAssertion(
           { models: deps.models, clients: deps.clients, keys: deps.clientKeys, audiences: [deps.config.tokenEndpointUrl, deps.config.issuer] },
           parsed.data.client_assertion,
           parsed.data.client_id,
         );
-        const accessToken = await deps.tokens.issue({ clientId: client._id, organizationId: organization._id });
-        request.log.info({ client_id: client._id }, 'access token issued');
-        reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
-        return reply.send({ access_token: accessToken, token_type: 'Bearer', expires_in: deps.tokens.ttlSeconds });
       } catch (err) {
         if (!(err instanceof AssertionRejected)) throw err;
-        request.log.info({ reason: err.reason }, 'client assertion refused');
+        // The client hears only invalid_client; the operator's log says which claim failed (and for aud, both values).
+        request.log.info(err.logFields, 'client assertion refused');
         return oauthError(reply, 401, 'invalid_client', 'Client authentication failed.');
       }
+      const { client, organization } = verified;
+      const accessToken = await deps.tokens.issue({ clientId: client._id, organizationId: organization._id });
+      request.log.info({ client_id: client._id }, 'access token issued');
+      reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+      return reply.send({ access_token: accessToken, token_type: 'Bearer', expires_in: deps.tokens.ttlSeconds });
     },
   );
 }

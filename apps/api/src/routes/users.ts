@@ -1,35 +1,57 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import {
+  deactivateProviderUser,
   getProviderUser,
+  listProviderUsers,
+  listUsersQuerySchema,
+  listUsersResponseSchema,
+  providerUserNextSchema,
   providerUserSchema,
+  providerUserWithSyncNextSchema,
   providerUserWithSyncSchema,
+  toProviderUserNextView,
   toProviderUserView,
   upsertProviderUser,
   upsertProviderUserBodySchema,
-  DomainError,
-  EmailConflictError,
-  EmailMismatchError,
+  type ApiVersion,
+  type ProviderUserDoc,
 } from '@connect/shared';
 import { z } from 'zod';
 import type { ApiDeps } from '../api-deps.ts';
+import { UnsupportedMediaTypeError } from '../http-errors.ts';
+import { decodeCursor, encodeCursor } from '../list-cursor.ts';
 import { perClientLimit } from '../rate-limits.ts';
 import { authenticate } from './authenticate.ts';
 
-/** POST /users exists from this version on (the seed page). */
+/** POST /users exists from this version on (docs/contract.md, Versioning). */
 export const USERS_SINCE = '2026-03-23';
+/** The rest of the lifecycle (list, deactivate) is a preview: this version only (docs/api-lifecycle.md). */
+export const LIFECYCLE_SINCE = 'x-nabla-next';
 
-class UnsupportedMediaTypeError extends DomainError {
-  constructor() {
-    super('unsupported-media-type', 'Unsupported media type', 415, 'Send the body as application/json.');
-  }
-}
+/** Tells a client what its POST /users came to without changing the body the public API defines. */
+export const OUTCOME_HEADER = 'x-connect-outcome';
 
 const problemRef = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string() }).loose();
+const userParams = z.object({ external_provider_id: z.string().min(1).max(256) });
+const userEitherVersion = z
+  .union([providerUserSchema, providerUserNextSchema])
+  .meta({ description: 'Under x-nabla-next the user also carries `status` and `deactivated_at`.' });
+const userWithSyncEitherVersion = z
+  .union([providerUserWithSyncSchema, providerUserWithSyncNextSchema])
+  .meta({ description: 'Under x-nabla-next the user also carries `status` and `deactivated_at`.' });
 
+/** Dated versions keep their shape: no lifecycle fields, whatever the user's status. */
+function viewFor(user: ProviderUserDoc, version: ApiVersion) {
+  return version === 'x-nabla-next' ? toProviderUserNextView(user) : toProviderUserView(user);
+}
+
+/** Routes translate HTTP to a use case's command and its result back; the use cases do the rest (events, metrics). */
 export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Promise<void> {
   const app = instance.withTypeProvider<ZodTypeProvider>();
   const onRequest = authenticate(deps, USERS_SINCE);
+  const onPreviewRequest = authenticate(deps, LIFECYCLE_SINCE);
+  const writeDeps = { models: deps.models, lock: deps.lock, recent: deps.recent, publisher: deps.publisher, metrics: deps.metrics.writes };
 
   app.post(
     '/users',
@@ -42,34 +64,52 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
         if (!/^application\/([a-z0-9.+-]*\+)?json\s*(;|$)/i.test(type)) throw new UnsupportedMediaTypeError();
       },
       schema: {
-        summary: 'Create or update a provider user',
+        summary: 'Create or update a provider user (reactivates a deactivated one)',
+        description: 'The answer carries `X-Connect-Outcome: created | updated | unchanged`.',
         tags: ['users'],
         security: [{ bearer: [] }],
         body: upsertProviderUserBodySchema,
-        response: { 200: providerUserSchema, 201: providerUserSchema, 400: problemRef, 401: problemRef, 404: problemRef, 409: problemRef, 415: problemRef },
+        response: { 200: userEitherVersion, 201: userEitherVersion, 400: problemRef, 401: problemRef, 404: problemRef, 409: problemRef, 415: problemRef },
       },
     },
     async (request, reply) => {
-      const { organizationId } = request.auth!;
-      let result;
-      try {
-        result = await upsertProviderUser(deps, { organizationId, body: request.body });
-      } catch (err) {
-        if (err instanceof EmailMismatchError || err instanceof EmailConflictError) deps.metrics.upserts.inc({ outcome: 'conflict' });
-        throw err;
-      }
-      deps.metrics.upserts.inc({ outcome: result.outcome });
-      request.log.info({ outcome: result.outcome, version: result.user.version }, 'provider user upserted');
-      if (result.outcome !== 'unchanged') {
-        deps.faults.afterWrite?.();
-        deps.relay.publishSoon(result.user);
-      }
-      const view = toProviderUserView(result.user);
+      const { organizationId, apiVersion } = request.auth!;
+      const result = await upsertProviderUser(writeDeps, { organizationId, body: request.body });
+      request.log.info({ outcome: result.outcome, reactivated: result.reactivated, version: result.user.version }, 'provider user upserted');
+      reply.header(OUTCOME_HEADER, result.outcome);
+      const view = viewFor(result.user, apiVersion);
       if (result.outcome === 'created') {
         reply.header('location', `${deps.config.issuer}/users/${encodeURIComponent(view.external_provider_id)}`);
         return reply.status(201).send(view);
       }
       return reply.status(200).send(view);
+    },
+  );
+
+  app.get(
+    '/users',
+    {
+      onRequest: onPreviewRequest,
+      config: perClientLimit(deps),
+      schema: {
+        summary: "List the organization's provider users (preview: x-nabla-next only)",
+        description: 'Ordered by external_provider_id. Pass `next_cursor` back as `cursor` for the next page; it is null on the last one.',
+        tags: ['users'],
+        security: [{ bearer: [] }],
+        querystring: listUsersQuerySchema,
+        response: { 200: listUsersResponseSchema, 400: problemRef, 401: problemRef, 404: problemRef },
+      },
+    },
+    async (request) => {
+      const { organizationId } = request.auth!;
+      const { limit, cursor, status } = request.query;
+      const bound = { org: organizationId, status: status ?? null };
+      const after = cursor === undefined ? undefined : decodeCursor(deps.cursorKey, cursor, bound);
+      const page = await listProviderUsers(deps.models, { organizationId, limit, status, after });
+      return {
+        data: page.users.map(toProviderUserNextView),
+        next_cursor: page.nextAfter === null ? null : encodeCursor(deps.cursorKey, { ...bound, after: page.nextAfter }),
+      };
     },
   );
 
@@ -82,12 +122,39 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
         summary: 'A provider user and where each downstream target stands',
         tags: ['users'],
         security: [{ bearer: [] }],
-        params: z.object({ external_provider_id: z.string().min(1).max(256) }),
-        response: { 200: providerUserWithSyncSchema, 401: problemRef, 404: problemRef },
+        params: userParams,
+        response: { 200: userWithSyncEitherVersion, 401: problemRef, 404: problemRef },
       },
     },
     async (request) => {
-      return getProviderUser(deps.models, deps.config.downstreamTargets, request.auth!.organizationId, request.params.external_provider_id);
+      const user = await getProviderUser(deps.models, deps.config.downstreamTargets, request.auth!.organizationId, request.params.external_provider_id);
+      if (request.auth!.apiVersion === 'x-nabla-next') return user;
+      const { status: _status, deactivated_at: _deactivatedAt, ...dated } = user;
+      return dated;
+    },
+  );
+
+  app.delete(
+    '/users/:external_provider_id',
+    {
+      onRequest: onPreviewRequest,
+      config: perClientLimit(deps),
+      schema: {
+        summary: 'Deactivate a provider user (preview: x-nabla-next only)',
+        description: 'Emits `user.deactivated`. Deactivating a deactivated user answers 200 and emits nothing. POST /users reactivates.',
+        tags: ['users'],
+        security: [{ bearer: [] }],
+        params: userParams,
+        response: { 200: providerUserNextSchema, 401: problemRef, 404: problemRef },
+      },
+    },
+    async (request) => {
+      const result = await deactivateProviderUser(writeDeps, {
+        organizationId: request.auth!.organizationId,
+        externalProviderId: request.params.external_provider_id,
+      });
+      request.log.info({ outcome: result.outcome, version: result.user.version }, 'provider user deactivation');
+      return toProviderUserNextView(result.user);
     },
   );
 }

@@ -94,18 +94,7 @@ export class OutboxRelay {
 
   /** The events among these that BullMQ holds a job for (see the top of this file). */
   async publishedAmong(eventIds: readonly string[]): Promise<Set<string>> {
-    if (eventIds.length === 0) return new Set();
-    const { queue } = this.deps;
-    const client = await queue.client;
-    const pipeline = client.pipeline() as unknown as ChainableCommander;
-    // A job is a hash at <prefix>:<queue>:<job id>; with a hash-tagged prefix every key is on one cluster slot.
-    for (const id of eventIds) pipeline.exists(queue.toKey(id));
-    const results = (await pipeline.exec()) ?? [];
-    const published = new Set<string>();
-    results.forEach(([err, exists], i) => {
-      if (err) throw err;
-      if (exists === 1) published.add(eventIds[i]!);
-    });
+    const published = await publishedAmong(this.deps.queue, eventIds);
     const missing = eventIds.filter((id) => !published.has(id));
     const targets = this.deps.targetNames ?? [];
     if (missing.length > 0 && targets.length > 0) {
@@ -208,3 +197,22 @@ export class OutboxRelay {
   }
 }
 
+/**
+ * The events among these that the events queue holds a job for: "published" as
+ * the top of this file defines it. A function of the queue alone, so a metric can
+ * ask without holding the relay.
+ */
+export async function publishedAmong(queue: Queue<UserEventJob>, eventIds: readonly string[]): Promise<Set<string>> {
+  if (eventIds.length === 0) return new Set();
+  const client = await queue.client;
+  const pipeline = client.pipeline() as unknown as ChainableCommander;
+  // A job is a hash at <prefix>:<queue>:<job id>; with a hash-tagged prefix every key is on one cluster slot.
+  for (const id of eventIds) pipeline.exists(queue.toKey(id));
+  const results = (await pipeline.exec()) ?? [];
+  const published = new Set<string>();
+  results.forEach(([err, exists], i) => {
+    if (err) throw err;
+    if (exists === 1) published.add(eventIds[i]!);
+  });
+  return published;
+}

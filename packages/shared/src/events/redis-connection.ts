@@ -17,7 +17,7 @@ function hostsOf(list: string, defaultPort: number): { host: string; port: numbe
 }
 
 /**
- * REDIS_URL forms (SPEC §3, outgrowing one machine):
+ * REDIS_URL forms (docs/guarantees.md, Scaling out):
  * - `redis://[:password@]host:port[/db]`, `rediss://…` (TLS): one server;
  * - `redis+sentinel://[:password@]host1:26379,host2:26379/<master name>[/db]` (`rediss+sentinel` for TLS): the primary Sentinel names;
  * - `redis+cluster://[:password@]host1:6379,host2:6379` (`rediss+cluster`): a Redis Cluster (QUEUE_PREFIX then needs a hash tag).

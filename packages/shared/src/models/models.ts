@@ -1,6 +1,7 @@
 import mongoose, { type Connection, Schema } from 'mongoose';
 import type { ApiVersion } from '../api-versions.ts';
-import type { ProviderUserView, Settings } from '../provider-users/provider-user-schema.ts';
+import type { ProviderUserView, Settings, UserStatus } from '../provider-users/provider-user-schema.ts';
+import type { UserEventType } from '../events/user-event-type.ts';
 
 /**
  * The collections. Models are built per connection (not on the global mongoose)
@@ -29,16 +30,20 @@ export interface OAuthClientDoc {
 /** The newest event of a user, written in the same single-document write as the change. */
 export interface LastEvent {
   id: string;
-  type: 'user.created' | 'user.updated';
+  type: UserEventType;
   occurred_at: Date;
   version: number;
 }
 
-/** The creation event never changes, so the document keeps it whole (SPEC §2 order after an outage). */
+/**
+ * The creation event never changes, so the document keeps it whole (a target
+ * that missed it gets it first, even after an outage). Documents written before
+ * the lifecycle existed hold `data` without `status`; readers add it (active).
+ */
 export interface CreatedEvent {
   id: string;
   occurred_at: Date;
-  data: ProviderUserView;
+  data: ProviderUserView & { status?: UserStatus; deactivated_at?: string | null };
 }
 
 export interface ProviderUserDoc {
@@ -53,6 +58,9 @@ export interface ProviderUserDoc {
   created_at: Date;
   updated_at: Date;
   version: number;
+  /** Absent on documents written before the lifecycle existed: read as `active`. */
+  status?: UserStatus;
+  deactivated_at?: Date | null;
   created_event: CreatedEvent;
   last_event: LastEvent;
 }
@@ -168,16 +176,19 @@ const providerUserSchema = new Schema<ProviderUserDoc>(
     created_at: Date,
     updated_at: Date,
     version: Number,
+    status: { type: String, enum: ['active', 'deactivated'] },
+    deactivated_at: { type: Date, default: null },
     created_event: Schema.Types.Mixed,
     last_event: Schema.Types.Mixed,
   },
   { ...base, collection: 'provider_users' },
 );
-// SPEC §3: the shard key is organization + external provider id, so both unique
+// docs/operations.md: the shard key is organization + external provider id, so both unique
 // indexes lead with organization_id.
 providerUserSchema.index({ organization_id: 1, external_provider_id: 1 }, { unique: true });
 providerUserSchema.index({ organization_id: 1, email_normalized: 1 }, { unique: true });
-// The outbox sweep walks users by (updated_at, _id).
+// The outbox sweep walks users by (updated_at, _id). GET /users pages through an
+// organization by external_provider_id, on the first unique index above.
 providerUserSchema.index({ updated_at: 1, _id: 1 });
 
 const signingKeySchema = new Schema<SigningKeyDoc>(
@@ -296,17 +307,17 @@ export function mongoConnectionOptions(mongoUrl: string): mongoose.ConnectOption
   return { ...(fromUrl ? {} : { maxPoolSize: 20 }), serverSelectionTimeoutMS: 10_000 };
 }
 
-/** FerretDB answers buildInfo with a `ferretdbVersion` field; MongoDB does not. */
-export async function isFerretDb(conn: Connection): Promise<boolean> {
-  const info = await conn.db!.admin().command({ buildInfo: 1 });
-  return 'ferretdbVersion' in info;
+/** A user's lifecycle status; documents from before the lifecycle have none and are active. */
+export function statusOf(doc: Pick<ProviderUserDoc, 'status'>): UserStatus {
+  return doc.status ?? 'active';
 }
 
 /**
  * Creates the collections and indexes. Start-up never depends on what FerretDB
  * refuses (TTL indexes, partial indexes, collations: code 238), so the TTL index
- * on used assertions is attempted and its absence tolerated; expired rows are then
- * removed by the worker's retention purge (apps/worker/src/retention-purge.ts).
+ * on used assertions is attempted and its absence tolerated. Without it (FerretDB)
+ * expired rows stay until a retention purge removes them: harmless for security,
+ * since an assertion past its exp is refused before its jti is looked at.
  */
 export async function ensureIndexes(models: Models, log?: { warn: (obj: object, msg: string) => void }): Promise<void> {
   for (const model of Object.values(models)) {
@@ -318,7 +329,7 @@ export async function ensureIndexes(models: Models, log?: { warn: (obj: object, 
   try {
     await models.UsedAssertion.collection.createIndex({ expires_at: 1 }, { name: 'expires_at_ttl', expireAfterSeconds: 0 });
   } catch (err) {
-    log?.warn({ err: (err as Error).message }, 'TTL index refused (FerretDB?); expired assertions are purged by the worker retention pass instead');
+    log?.warn({ err: (err as Error).message }, 'TTL index refused (FerretDB?); expired assertion ids stay until purged');
     await models.UsedAssertion.collection.createIndex({ expires_at: 1 }, { name: 'expires_at' });
   }
 }

@@ -11,7 +11,7 @@ export interface RegisterClientCommand {
 /**
  * An OAuth client of an organization, authenticated by JWT assertions signed with
  * its private key: either a static public key (PEM) or a JWKS URL, which allows
- * key rotation without telling us (reference-facts.md, Server authentication).
+ * key rotation without telling us (docs/contract.md, POST {base}/oauth/token).
  */
 export async function registerClient(models: Models, cmd: RegisterClientCommand): Promise<OAuthClientDoc> {
   if (Boolean(cmd.publicKeyPem) === Boolean(cmd.jwksUrl)) {
@@ -56,6 +56,17 @@ export async function disableClient(models: Models, clientId: string): Promise<O
   const client = await models.OAuthClient.findOneAndUpdate(
     { _id: clientId },
     { $set: { enabled: false, disabled_at: new Date() } },
+    { returnDocument: 'after' },
+  ).lean<OAuthClientDoc>();
+  if (!client) throw new NotFoundError(`No OAuth client ${clientId}.`);
+  return client;
+}
+
+/** Undoes `disableClient`: its assertions get tokens again, and its unexpired tokens work again (the API checks the client on every request, cached ≤ 30 s). */
+export async function enableClient(models: Models, clientId: string): Promise<OAuthClientDoc> {
+  const client = await models.OAuthClient.findOneAndUpdate(
+    { _id: clientId },
+    { $set: { enabled: true, disabled_at: null } },
     { returnDocument: 'after' },
   ).lean<OAuthClientDoc>();
   if (!client) throw new NotFoundError(`No OAuth client ${clientId}.`);

@@ -8,7 +8,7 @@ export interface RegisterOrganizationCommand {
   apiVersion?: string;
 }
 
-/** An organization, pinned to an API version used when a request names none (SPEC §1 Versioning). */
+/** An organization, pinned to an API version used when a request names none (docs/contract.md Versioning). */
 export async function registerOrganization(models: Models, cmd: RegisterOrganizationCommand): Promise<OrganizationDoc> {
   const name = cmd.name.trim();
   if (!name || name.length > 200) throw new ValidationError([{ path: 'name', message: 'must be 1 to 200 characters' }]);

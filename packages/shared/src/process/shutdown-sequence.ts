@@ -13,6 +13,7 @@ export interface ShutdownStep {
 export async function runShutdownSequence(steps: ShutdownStep[], log: Logger, graceMs: number): Promise<string[]> {
   const deadline = Date.now() + graceMs;
   const done: string[] = [];
+  log.info({ steps: steps.map((s) => s.name) }, 'shutdown sequence');
   for (const step of steps) {
     const left = Math.max(deadline - Date.now(), 100);
     let timer: NodeJS.Timeout | undefined;

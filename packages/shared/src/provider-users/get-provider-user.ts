@@ -1,7 +1,7 @@
 import { NotFoundError } from '../domain-errors.ts';
 import type { Models, ProviderUserDoc, SyncStateDoc } from '../models/models.ts';
-import type { ProviderUserView } from './provider-user-schema.ts';
-import { toProviderUserView } from './provider-user-view.ts';
+import type { ProviderUserNextView } from './provider-user-schema.ts';
+import { toProviderUserNextView } from './provider-user-view.ts';
 
 export interface SyncView {
   target: string;
@@ -12,10 +12,11 @@ export interface SyncView {
   last_error: string | null;
 }
 
-export type ProviderUserWithSync = ProviderUserView & { sync: SyncView[] };
+/** With `status` and `deactivated_at`; the API drops them under dated versions. */
+export type ProviderUserWithSync = ProviderUserNextView & { sync: SyncView[] };
 
 /**
- * SPEC §1 GET /users/{external_provider_id}: the user plus, for each configured
+ * docs/contract.md GET /users/{external_provider_id}: the user plus, for each configured
  * target, where its copy stands. A target the worker has not touched yet is
  * `pending` at the user's version. 404 when this organization has no such user.
  */
@@ -42,5 +43,5 @@ export async function getProviderUser(
       last_error: row.last_error ?? null,
     };
   });
-  return { ...toProviderUserView(user), sync };
+  return { ...toProviderUserNextView(user), sync };
 }

@@ -9,7 +9,7 @@ const current: Settings = {
   secondary_speech_locale: 'FRENCH_FR',
 };
 
-describe('mergeSettings (SPEC §1: absent keeps, null clears)', () => {
+describe('mergeSettings (docs/contract.md: absent keeps, null clears)', () => {
   it('no settings sent keeps everything', () => {
     expect(mergeSettings(current, undefined)).toBe(current);
     expect(mergeSettings(null, undefined)).toBeNull();

@@ -2,7 +2,7 @@ import { ValidationError } from '../domain-errors.ts';
 import type { Settings, SettingsInput } from './provider-user-schema.ts';
 
 /**
- * SPEC §1 merge rules: when `settings` is sent, `speech_locale` replaces the
+ * docs/contract.md merge rules: when `settings` is sent, `speech_locale` replaces the
  * current one; `specialty` and `secondary_speech_locale` keep their current value
  * when absent and are cleared by null. Returns the settings to store.
  */

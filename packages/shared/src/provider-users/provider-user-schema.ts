@@ -2,8 +2,8 @@ import { z } from 'zod';
 import { SPECIALTY_KINDS, SPEECH_LOCALES } from '../enums.ts';
 
 /**
- * The request and response shapes of POST /users (the seed page, with SPEC §1's
- * decisions where the seed is silent). Types, validation and the OpenAPI document
+ * The request and response shapes of POST /users (the public Nabla Connect API's,
+ * with docs/contract.md's decisions where it is silent). Types, validation and the OpenAPI document
  * all come from these schemas.
  */
 export const specialtyKindSchema = z.enum(SPECIALTY_KINDS).meta({ id: 'SpecialtyKind' });
@@ -85,6 +85,23 @@ export const providerUserSchema = z
   .meta({ id: 'ProviderUser' });
 export type ProviderUserView = z.infer<typeof providerUserSchema>;
 
+/** A user's place in the lifecycle (preview `x-nabla-next`; see docs/api-lifecycle.md). */
+export const USER_STATUSES = ['active', 'deactivated'] as const;
+export const userStatusSchema = z.enum(USER_STATUSES).meta({ id: 'UserStatus' });
+export type UserStatus = z.infer<typeof userStatusSchema>;
+
+/**
+ * The user as `x-nabla-next` answers it, and as every event carries it: the dated
+ * shape plus where the user stands. Dated versions never show these two fields.
+ */
+export const providerUserNextSchema = providerUserSchema
+  .extend({
+    status: userStatusSchema,
+    deactivated_at: z.string().meta({ format: 'date-time' }).nullable(),
+  })
+  .meta({ id: 'ProviderUserNext' });
+export type ProviderUserNextView = z.infer<typeof providerUserNextSchema>;
+
 export const syncStateSchema = z.object({
   target: z.string(),
   status: z.enum(['pending', 'delivered', 'failed']),
@@ -96,3 +113,24 @@ export const syncStateSchema = z.object({
 export const providerUserWithSyncSchema = providerUserSchema
   .extend({ sync: z.array(syncStateSchema) })
   .meta({ id: 'ProviderUserWithSync' });
+
+export const providerUserWithSyncNextSchema = providerUserNextSchema
+  .extend({ sync: z.array(syncStateSchema) })
+  .meta({ id: 'ProviderUserWithSyncNext' });
+
+/** GET {base}/users (preview): one page of the organization's users. */
+export const listUsersQuerySchema = z.object({
+  limit: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(200, 'must be at most 200').default(50),
+  cursor: z.string().min(1).max(1024).optional(),
+  status: userStatusSchema.optional(),
+});
+export type ListUsersQuery = z.infer<typeof listUsersQuerySchema>;
+
+export const listUsersResponseSchema = z
+  .object({
+    data: z.array(providerUserNextSchema),
+    /** Opaque: pass it back as `cursor` for the next page; null on the last page. */
+    next_cursor: z.string().nullable(),
+  })
+  .meta({ id: 'ProviderUserList' });
+export type ListUsersResponse = z.infer<typeof listUsersResponseSchema>;

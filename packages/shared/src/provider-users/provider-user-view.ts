@@ -1,8 +1,10 @@
-import type { ProviderUserDoc } from '../models/models.ts';
-import type { ProviderUserView } from './provider-user-schema.ts';
+import { statusOf, type ProviderUserDoc } from '../models/models.ts';
+import type { ProviderUserNextView, ProviderUserView } from './provider-user-schema.ts';
 
-/** The user as the API returns it and as events carry it. */
-export function toProviderUserView(doc: Pick<ProviderUserDoc, 'provider_email' | 'external_provider_id' | 'settings' | 'created_at' | 'updated_at' | 'version'>): ProviderUserView {
+type ViewFields = Pick<ProviderUserDoc, 'provider_email' | 'external_provider_id' | 'settings' | 'created_at' | 'updated_at' | 'version'>;
+
+/** The user as dated API versions return it: no lifecycle fields, whatever the user's status. */
+export function toProviderUserView(doc: ViewFields): ProviderUserView {
   return {
     provider_email: doc.provider_email,
     external_provider_id: doc.external_provider_id,
@@ -10,5 +12,14 @@ export function toProviderUserView(doc: Pick<ProviderUserDoc, 'provider_email' |
     created_at: doc.created_at.toISOString(),
     updated_at: doc.updated_at.toISOString(),
     version: doc.version,
+  };
+}
+
+/** The user as `x-nabla-next` returns it and as every event carries it: with `status` and `deactivated_at`. */
+export function toProviderUserNextView(doc: ViewFields & Pick<ProviderUserDoc, 'status' | 'deactivated_at'>): ProviderUserNextView {
+  return {
+    ...toProviderUserView(doc),
+    status: statusOf(doc),
+    deactivated_at: doc.deactivated_at?.toISOString() ?? null,
   };
 }

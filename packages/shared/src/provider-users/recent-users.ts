@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import type { ProviderUserDoc } from '../models/models.ts';
 
 /**
@@ -5,12 +6,15 @@ import type { ProviderUserDoc } from '../models/models.ts';
  * its version-conditional write (one round trip) instead of reading first. Never
  * trusted on its own: the write is conditional on the cached version, a miss
  * means the cache was stale and the user is read again, and an answer of
- * "nothing changed" is always confirmed by a fresh read. Bounded; oldest out first.
+ * "nothing changed" is always confirmed by a fresh read. Bounded; the least
+ * recently used goes first.
  */
 export class RecentUsers {
-  private readonly entries = new Map<string, ProviderUserDoc>();
+  private readonly entries: LRUCache<string, ProviderUserDoc>;
 
-  constructor(private readonly capacity = 10_000) {}
+  constructor(capacity = 10_000) {
+    this.entries = new LRUCache({ max: capacity });
+  }
 
   static keyOf(organizationId: string, externalProviderId: string): string {
     return `${organizationId}\u0000${externalProviderId}`;
@@ -21,9 +25,7 @@ export class RecentUsers {
   }
 
   set(key: string, user: ProviderUserDoc): void {
-    this.entries.delete(key);
     this.entries.set(key, user);
-    if (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value!);
   }
 
   delete(key: string): void {

@@ -2,11 +2,12 @@ import { randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
 import { ConcurrentUpdateError, EmailConflictError, EmailMismatchError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
-import { collectionOf, isDuplicateKeyError, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { collectionOf, isDuplicateKeyError, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { mergeSettings, sameSettings } from './merge-settings.ts';
 import { RecentUsers } from './recent-users.ts';
 import type { UpsertProviderUserBody } from './provider-user-schema.ts';
-import { toProviderUserView } from './provider-user-view.ts';
+import { toProviderUserNextView } from './provider-user-view.ts';
+import type { WritePorts } from './write-ports.ts';
 
 export interface UpsertProviderUserCommand {
   organizationId: string;
@@ -17,10 +18,12 @@ export type UpsertOutcome = 'created' | 'updated' | 'unchanged';
 
 export interface UpsertResult {
   outcome: UpsertOutcome;
+  /** True when the user was deactivated and this request made it active again (an `updated` outcome). */
+  reactivated: boolean;
   user: ProviderUserDoc;
 }
 
-export interface UpsertDeps {
+export interface UpsertDeps extends WritePorts {
   models: Models;
   lock: KeyedLock;
   /** Optional: lets an update skip its read when this process knows the user (see recent-users.ts). */
@@ -31,10 +34,12 @@ export interface UpsertDeps {
 const MAX_ATTEMPTS = 8;
 
 /**
- * SPEC §1 POST /users, within one organization:
+ * docs/contract.md POST /users, within one organization:
  * - no user with this external_provider_id and none with this email: create (v1, `user.created`);
  * - a user with this external_provider_id and the same email: merge settings (v+1, `user.updated`),
  *   or nothing at all when the merge changes nothing;
+ * - the same, on a deactivated user: reactivate it and merge (v+1, `user.reactivated`), even when
+ *   the settings stay as they were (docs/api-lifecycle.md);
  * - a user with this external_provider_id and another email: EmailMismatchError;
  * - no user with this external_provider_id but another has this email: EmailConflictError.
  *
@@ -45,8 +50,24 @@ const MAX_ATTEMPTS = 8;
  * re-decides. FerretDB enforces the unique indexes too but does not apply
  * updates atomically; the per-process keyed lock keeps one process's writes to a
  * user in order, which is all it can guarantee there.
+ *
+ * A written change's event is handed to the publisher here, and every outcome is
+ * counted here, so no caller can forget either.
  */
 export async function upsertProviderUser(deps: UpsertDeps, cmd: UpsertProviderUserCommand): Promise<UpsertResult> {
+  let result: UpsertResult;
+  try {
+    result = await decideAndWrite(deps, cmd);
+  } catch (err) {
+    if (err instanceof EmailMismatchError || err instanceof EmailConflictError) deps.metrics?.upsert('conflict');
+    throw err;
+  }
+  deps.metrics?.upsert(result.reactivated ? 'reactivated' : result.outcome);
+  if (result.outcome !== 'unchanged') deps.publisher.publishSoon(result.user);
+  return result;
+}
+
+async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand): Promise<UpsertResult> {
   const { organizationId, body } = cmd;
   const key = RecentUsers.keyOf(organizationId, body.external_provider_id);
   return deps.lock.run(key, async () => {
@@ -67,7 +88,7 @@ export async function upsertProviderUser(deps: UpsertDeps, cmd: UpsertProviderUs
         try {
           await users.insertOne(user);
           deps.recent?.set(key, user);
-          return { outcome: 'created', user };
+          return { outcome: 'created', reactivated: false, user };
         } catch (err) {
           if (!isDuplicateKeyError(err)) throw err;
           // FerretDB's duplicate-key error names neither index nor key: re-read to learn which clashed.
@@ -93,21 +114,21 @@ export async function upsertProviderUser(deps: UpsertDeps, cmd: UpsertProviderUs
         if (cached) continue; // judged against a possibly stale copy: decide again on a fresh read
         throw err;
       }
-      if (sameSettings(settings, existing.settings)) {
+      const reactivated = statusOf(existing) === 'deactivated';
+      if (!reactivated && sameSettings(settings, existing.settings)) {
         if (cached) continue; // "nothing changed" is only ever answered from a fresh read
-        return { outcome: 'unchanged', user: existing };
+        return { outcome: 'unchanged', reactivated: false, user: existing };
       }
 
       const version = existing.version + 1;
-      const last_event: LastEvent = { id: randomUUID(), type: 'user.updated', occurred_at: now, version };
-      const res = await users.updateOne(
-        { _id: existing._id, version: existing.version },
-        { $set: { settings, updated_at: now, version, last_event } },
-      );
+      const type = reactivated ? 'user.reactivated' : 'user.updated';
+      const last_event: LastEvent = { id: randomUUID(), type, occurred_at: now, version };
+      const change = { settings, updated_at: now, version, status: 'active' as const, deactivated_at: null, last_event };
+      const res = await users.updateOne({ _id: existing._id, version: existing.version }, { $set: change });
       if (res.matchedCount === 1) {
-        const user = { ...existing, settings, updated_at: now, version, last_event };
+        const user = { ...existing, ...change };
         deps.recent?.set(key, user);
-        return { outcome: 'updated', user };
+        return { outcome: 'updated', reactivated, user };
       }
       // Another process changed the user since we read it (or since the cached copy): read again.
       deps.recent?.delete(key);
@@ -126,13 +147,15 @@ function newUser(organizationId: string, body: UpsertProviderUserBody, emailNorm
     created_at: now,
     updated_at: now,
     version: 1,
+    status: 'active' as const,
+    deactivated_at: null,
   };
   return {
     _id: new mongoose.Types.ObjectId(),
     organization_id: organizationId,
     email_normalized: emailNormalized,
     ...fields,
-    created_event: { id: eventId, occurred_at: now, data: toProviderUserView(fields) },
+    created_event: { id: eventId, occurred_at: now, data: toProviderUserNextView(fields) },
     last_event: { id: eventId, type: 'user.created', occurred_at: now, version: 1 },
   };
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env node
+/* global process, URL */
+// `pnpm import-users ...` runs this binary, not a package.json script: pnpm prints
+// its "> pkg@ script" banner on stdout for scripts, which would break the
+// one-JSON-document-on-stdout rule; for a binary it prints nothing.
+// The importer runs in a child Node with a small heap, so memory stays flat and a
+// leak fails loudly instead of growing: the file is streamed, the live heap is ~10 MB,
+// and without the caps V8 lets a dry run of 1,000,000 rows reach ~170 MB of RSS.
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const source = fileURLToPath(new URL('../src/main.ts', import.meta.url));
+const built = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+const heap = ['--max-semi-space-size=2', '--max-old-space-size=96', '--no-warnings'];
+const entry = existsSync(built) && !process.env.IMPORTER_FROM_SOURCE ? [built] : ['--import', 'tsx', source];
+const child = spawn(process.execPath, [...heap, ...entry, ...process.argv.slice(2)], { stdio: 'inherit' });
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => child.kill(signal));
+child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

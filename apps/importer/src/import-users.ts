@@ -1,0 +1,93 @@
+import { once } from 'node:events';
+import type { Writable } from 'node:stream';
+import { AuthenticationError, ConnectApiError, ConnectNetworkError, EmailConflictError, EmailMismatchError, NotFoundError, RateLimitedError, ValidationError, type ConnectClient } from '@connect/client';
+import { readUserRows, type RowError, type ReadProgress } from './read-user-rows.ts';
+
+export interface ImportCounts {
+  total: number;
+  created: number;
+  updated: number;
+  unchanged: number;
+  failed: number;
+}
+
+export interface ImportOptions {
+  file: string;
+  /** Absent for a dry run: rows are only validated. */
+  client?: ConnectClient;
+  concurrency: number;
+  /** Where failed rows go, one JSON line each: `{line, error: {kind, message, errors?}, row}`. */
+  report?: Writable;
+  onProgress?: (counts: ImportCounts, read: ReadProgress) => void;
+}
+
+/** Refusals that are the same for every row: the import stops rather than fail a million rows one by one. */
+export class ImportAbortedError extends Error {
+  constructor(
+    readonly kind: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function rowErrorOf(err: unknown): RowError {
+  if (err instanceof ValidationError) return { kind: 'validation', message: err.message, errors: err.errors };
+  if (err instanceof EmailMismatchError) return { kind: 'email_mismatch', message: err.message };
+  if (err instanceof EmailConflictError) return { kind: 'email_conflict', message: err.message };
+  if (err instanceof RateLimitedError) return { kind: 'rate_limited', message: err.message };
+  if (err instanceof NotFoundError) return { kind: 'not_found', message: err.message };
+  if (err instanceof ConnectApiError) return { kind: 'api', message: `${err.status}: ${err.message}` };
+  if (err instanceof ConnectNetworkError) return { kind: 'unavailable', message: err.message };
+  return { kind: 'internal', message: (err as Error).message };
+}
+
+/**
+ * Streams the file, validates each row with the server's schema, and upserts the
+ * valid ones through the client SDK with at most `concurrency` requests in flight.
+ * The reader is not asked for the next row while every slot is busy, so memory
+ * stays flat however long the file is. Safe to run again: every call is an upsert.
+ */
+export async function importUsers(options: ImportOptions): Promise<ImportCounts> {
+  const counts: ImportCounts = { total: 0, created: 0, updated: 0, unchanged: 0, failed: 0 };
+  const read: ReadProgress = { bytesRead: 0 };
+  const inFlight = new Set<Promise<void>>();
+  let aborted: ImportAbortedError | undefined;
+
+  const fail = async (line: number, error: RowError, row: unknown) => {
+    counts.failed++;
+    if (options.report && !options.report.write(`${JSON.stringify({ line, error, row })}\n`)) await once(options.report, 'drain');
+  };
+  const tick = setInterval(() => options.onProgress?.(counts, read), 1000);
+  try {
+    for await (const row of readUserRows(options.file, read)) {
+      if (aborted) break;
+      counts.total++;
+      if (!row.ok) {
+        await fail(row.line, row.error, row.raw);
+        continue;
+      }
+      if (!options.client) continue;
+      while (inFlight.size >= options.concurrency) await Promise.race(inFlight);
+      if (aborted) break;
+      const client = options.client;
+      const task: Promise<void> = client
+        .upsertUser(row.body)
+        .then(
+          ({ outcome }) => void counts[outcome]++,
+          (err: unknown) => {
+            if (err instanceof AuthenticationError && !aborted) aborted = new ImportAbortedError('authentication', `the API refused the client's credentials: ${err.message}`);
+            return fail(row.line, rowErrorOf(err), row.raw);
+          },
+        )
+        .finally(() => inFlight.delete(task));
+      inFlight.add(task);
+    }
+    await Promise.all(inFlight);
+  } finally {
+    clearInterval(tick);
+  }
+  options.onProgress?.(counts, read);
+  if (aborted) throw aborted;
+  return counts;
+}

@@ -1,0 +1,3 @@
+export { importUsers, ImportAbortedError } from './import-users.ts';
+export type { ImportCounts, ImportOptions } from './import-users.ts';
+export { readUserRows, validateRow, bodyOfFlatRow, CSV_COLUMNS, InputFileError } from './read-user-rows.ts';

@@ -1,0 +1,158 @@
+/**
+ * pnpm import-users --base-url URL --client-id ID --private-key-file F --file users.csv|users.ndjson
+ *                   [--concurrency 8] [--report failed.ndjson] [--dry-run]
+ *
+ * Bulk upsert through the public API with @connect/client. The root script runs it
+ * with a small young generation and a 96 MB old-space cap: the live heap is ~10 MB,
+ * and without the caps V8 lets a fast dry run grow its RSS past 150 MB before it
+ * collects (measured over 1,000,000 rows: 170 MB without, under 100 MB with). Progress on stderr (a
+ * bar on a terminal, JSON lines otherwise); one JSON document on stdout:
+ * {"total","created","updated","unchanged","failed","seconds"}, or
+ * {"error":{"kind","message"}} with a non-zero exit.
+ */
+import { createWriteStream, readFileSync, statSync } from 'node:fs';
+import { finished } from 'node:stream/promises';
+import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
+import { ConnectClient } from '@connect/client';
+import { ImportAbortedError, importUsers, type ImportCounts } from './import-users.ts';
+import { InputFileError, type ReadProgress } from './read-user-rows.ts';
+
+const USAGE = `Usage: pnpm import-users --base-url URL --client-id ID --private-key-file F --file users.csv|users.ndjson
+                         [--concurrency 8] [--report failed.ndjson] [--dry-run]
+
+Upserts every row of the file through the API (POST /users), validating each row
+with the API's schema first. CSV columns: provider_email, external_provider_id,
+specialty, other_specialty_name, speech_locale, secondary_speech_locale (an empty
+cell keeps the current value). NDJSON lines: a POST /users body or the same flat keys.
+
+  --dry-run        validate only; nothing is sent (no credentials needed)
+  --report F       write each failed row as a JSON line {line, error, row}
+  --concurrency N  requests in flight, 1 to 256 (default 8)
+
+Prints {"total","created","updated","unchanged","failed","seconds"} on stdout.
+`;
+
+class UsageError extends Error {}
+
+function fail(kind: string, message: string): never {
+  process.stdout.write(`${JSON.stringify({ error: { kind, message } })}\n`);
+  process.exit(kind === 'usage' ? 2 : 1);
+}
+
+function maxRssMb(): number {
+  // maxRSS is in kilobytes: the peak resident memory of this process over its whole run.
+  return Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10;
+}
+
+function progressReporter(fileSize: number, started: number, dryRun: boolean): { update: (c: ImportCounts, r: ReadProgress) => void; stop: () => void } {
+  // Rows finished: answered by the API, or (dry run) validated.
+  const done = (c: ImportCounts) => (dryRun ? c.total : c.created + c.updated + c.unchanged + c.failed);
+  if (process.stderr.isTTY) {
+    const bar = new cliProgress.SingleBar(
+      { stream: process.stderr, format: 'import [{bar}] {percentage}% | {rows} rows | {rate} rows/s | ETA {eta_formatted} | failed {failed}', etaBuffer: 50 },
+      cliProgress.Presets.shades_classic,
+    );
+    bar.start(Math.max(1, fileSize), 0, { rows: 0, rate: 0, failed: 0 });
+    return {
+      update: (c, r) => bar.update(r.bytesRead, { rows: done(c), rate: Math.round(done(c) / Math.max(0.001, (Date.now() - started) / 1000)), failed: c.failed }),
+      stop: () => bar.stop(),
+    };
+  }
+  return {
+    update: (c, r) => {
+      const seconds = (Date.now() - started) / 1000;
+      const fraction = fileSize > 0 ? r.bytesRead / fileSize : 1;
+      process.stderr.write(
+        `${JSON.stringify({
+          event: 'progress',
+          ...c,
+          done: done(c),
+          rows_per_second: Math.round(done(c) / Math.max(0.001, seconds)),
+          percent: Math.round(fraction * 1000) / 10,
+          eta_seconds: fraction > 0 ? Math.round((seconds / fraction) * (1 - fraction)) : null,
+          rss_mb: Math.round(process.memoryUsage.rss() / 1048576),
+        })}\n`,
+      );
+    },
+    stop: () => {},
+  };
+}
+
+async function main(): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        'base-url': { type: 'string' },
+        'client-id': { type: 'string' },
+        'private-key-file': { type: 'string' },
+        file: { type: 'string' },
+        concurrency: { type: 'string', default: '8' },
+        report: { type: 'string' },
+        'dry-run': { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    return fail('usage', (err as Error).message);
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  try {
+    if (!values.file) throw new UsageError('--file is required');
+    const concurrency = Number(values.concurrency);
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new UsageError('--concurrency must be an integer from 1 to 256');
+    let client: ConnectClient | undefined;
+    if (!values['dry-run']) {
+      for (const name of ['base-url', 'client-id', 'private-key-file'] as const) if (!values[name]) throw new UsageError(`--${name} is required (or use --dry-run)`);
+      let pem: string;
+      try {
+        pem = readFileSync(values['private-key-file']!, 'utf8');
+      } catch {
+        throw new UsageError(`cannot read --private-key-file ${values['private-key-file']}`);
+      }
+      try {
+        // More retries than the client's default: a long import outlives a rate-limit window
+        // (Retry-After up to a minute) or a short outage, and a row should not fail for that.
+        client = new ConnectClient({ baseUrl: values['base-url']!, clientId: values['client-id']!, privateKey: pem, maxRetries: 8 });
+      } catch (err) {
+        return fail('configuration', `--private-key-file: ${(err as Error).message}`);
+      }
+    }
+    let fileSize: number;
+    try {
+      fileSize = statSync(values.file).size;
+    } catch {
+      throw new UsageError(`no such file: ${values.file}`);
+    }
+    const report = values.report ? createWriteStream(values.report) : undefined;
+    const started = Date.now();
+    const progress = progressReporter(fileSize, started, values['dry-run']!);
+    let counts: ImportCounts;
+    try {
+      counts = await importUsers({ file: values.file, client, concurrency, report, onProgress: progress.update });
+    } finally {
+      progress.stop();
+      if (report) {
+        report.end();
+        await finished(report);
+      }
+    }
+    const seconds = Math.round((Date.now() - started) / 100) / 10;
+    // Last stderr line: the peak memory, so a run can be checked for staying flat.
+    process.stderr.write(`${JSON.stringify({ event: 'done', max_rss_mb: maxRssMb(), rows_per_second: Math.round(counts.total / Math.max(0.1, seconds)) })}\n`);
+    process.stdout.write(`${JSON.stringify({ total: counts.total, created: counts.created, updated: counts.updated, unchanged: counts.unchanged, failed: counts.failed, seconds })}\n`);
+  } catch (err) {
+    if (err instanceof UsageError) return fail('usage', err.message);
+    if (err instanceof InputFileError) return fail('input', err.message);
+    if (err instanceof ImportAbortedError) return fail(err.kind, err.message);
+    return fail('internal', (err as Error).message);
+  }
+}
+
+await main();

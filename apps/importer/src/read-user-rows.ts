@@ -1,0 +1,140 @@
+import { createReadStream } from 'node:fs';
+import { parse } from 'csv-parse';
+import { upsertProviderUserBodySchema, type UpsertProviderUserBody } from '@connect/shared/contract';
+
+/** The CSV columns, in the order a template would list them. */
+export const CSV_COLUMNS = ['provider_email', 'external_provider_id', 'specialty', 'other_specialty_name', 'speech_locale', 'secondary_speech_locale'] as const;
+const FLAT_SETTINGS = ['specialty', 'other_specialty_name', 'speech_locale', 'secondary_speech_locale'] as const;
+
+export interface RowError {
+  kind: string;
+  message: string;
+  errors?: { path: string; message: string }[];
+}
+
+/** One row of the file: its line number (1-based, the header is line 1) and either a request body or why it is not one. */
+export type UserRow = { line: number; raw: unknown } & ({ ok: true; body: UpsertProviderUserBody } | { ok: false; error: RowError });
+
+/** A problem with the file as a whole (unreadable, not CSV, unknown columns): the import stops. */
+export class InputFileError extends Error {}
+
+export interface ReadProgress {
+  /** Bytes of the file read so far: with the file's size, the progress bar's fraction and ETA. */
+  bytesRead: number;
+}
+
+/**
+ * A flat row (CSV, or NDJSON with the same keys) as a POST /users body. An empty
+ * cell is absent, which the API reads as "keep the current value"; settings are
+ * sent only when a settings column has a value, and then need `speech_locale`
+ * like any request.
+ */
+export function bodyOfFlatRow(row: Record<string, unknown>): Record<string, unknown> {
+  const value = (key: string) => {
+    const v = row[key];
+    return typeof v === 'string' ? (v.trim() === '' ? undefined : v.trim()) : v === null ? undefined : v;
+  };
+  const body: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(row)) {
+    if (!(FLAT_SETTINGS as readonly string[]).includes(key) && v !== undefined && v !== '') body[key] = typeof v === 'string' && key !== 'external_provider_id' ? v.trim() : v;
+  }
+  if (FLAT_SETTINGS.some((k) => value(k) !== undefined)) {
+    const settings: Record<string, unknown> = {};
+    if (value('speech_locale') !== undefined) settings.speech_locale = value('speech_locale');
+    if (value('secondary_speech_locale') !== undefined) settings.secondary_speech_locale = value('secondary_speech_locale');
+    if (value('specialty') !== undefined) settings.specialty = { kind: value('specialty'), ...(value('other_specialty_name') !== undefined ? { other_specialty_name: value('other_specialty_name') } : {}) };
+    else if (value('other_specialty_name') !== undefined) settings.specialty = { other_specialty_name: value('other_specialty_name') };
+    body.settings = settings;
+  }
+  return body;
+}
+
+/** Validates with the server's own schema, so a row refused here would be refused by the API too. */
+export function validateRow(line: number, raw: unknown): UserRow {
+  const candidate = raw && typeof raw === 'object' && !Array.isArray(raw) && !('settings' in raw) ? bodyOfFlatRow(raw as Record<string, unknown>) : raw;
+  const parsed = upsertProviderUserBodySchema.safeParse(candidate);
+  if (parsed.success) return { line, raw, ok: true, body: parsed.data };
+  const errors = parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
+  return { line, raw, ok: false, error: { kind: 'validation', message: errors.map((e) => `${e.path || '(row)'}: ${e.message}`).join('; '), errors } };
+}
+
+/** Rows of a CSV file with a header line, streamed: memory does not grow with the file. */
+export async function* readCsvRows(path: string, progress: ReadProgress): AsyncGenerator<UserRow> {
+  const file = createReadStream(path);
+  file.on('data', (chunk) => (progress.bytesRead += chunk.length));
+  // Arrays, not `columns: true`: with named columns the parser silently drops a
+  // row's extra cells, and a shifted row must be reported, not half-imported.
+  // A row with too few or too many cells is that row's error, not the whole file's.
+  const parser = file.pipe(parse({ bom: true, relax_column_count: true, skip_empty_lines: true, info: true }));
+  file.on('error', (err) => parser.destroy(err));
+  let names: string[] | undefined;
+  try {
+    for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
+      if (!names) {
+        names = headerOf(record);
+        continue;
+      }
+      if (record.length !== names.length) {
+        yield { line: info.lines, raw: record, ok: false, error: { kind: 'validation', message: `the row has ${record.length} cells, the header ${names.length}` } };
+        continue;
+      }
+      yield validateRow(info.lines, Object.fromEntries(names.map((n, i) => [n, record[i]])));
+    }
+  } catch (err) {
+    if (err instanceof InputFileError) throw err;
+    const e = err as Error & { lines?: number; code?: string };
+    throw new InputFileError(e.code === 'ENOENT' ? `no such file: ${path}` : `${e.message}${e.lines ? ` (line ${e.lines})` : ''}`);
+  }
+}
+
+function headerOf(record: string[]): string[] {
+  const names = record.map((h) => h.trim());
+  const unknown = names.filter((n) => !(CSV_COLUMNS as readonly string[]).includes(n));
+  if (unknown.length > 0) throw new InputFileError(`unknown CSV column(s) ${unknown.join(', ')}; the columns are ${CSV_COLUMNS.join(', ')}`);
+  for (const required of ['provider_email', 'external_provider_id']) {
+    if (!names.includes(required)) throw new InputFileError(`the CSV header has no ${required} column`);
+  }
+  return names;
+}
+
+/**
+ * Lines of a file, pulled chunk by chunk. Not node:readline: its async iterator
+ * queues every line of a chunk it has already read, and under a fast reader
+ * the queue (and the RSS) grows; pulling chunks keeps at most one in memory.
+ */
+async function* linesOf(path: string, progress: ReadProgress): AsyncGenerator<string> {
+  let rest = '';
+  for await (const chunk of createReadStream(path, { encoding: 'utf8', highWaterMark: 64 * 1024 })) {
+    progress.bytesRead += Buffer.byteLength(chunk as string);
+    const parts = (rest + (chunk as string)).split('\n');
+    rest = parts.pop()!;
+    yield* parts;
+  }
+  if (rest) yield rest;
+}
+
+/** Rows of an NDJSON file: one JSON object per line, either a POST /users body or the CSV's flat keys. */
+export async function* readNdjsonRows(path: string, progress: ReadProgress): AsyncGenerator<UserRow> {
+  let line = 0;
+  try {
+    for await (const text of linesOf(path, progress)) {
+      line++;
+      if (text.trim() === '') continue;
+      let raw: unknown;
+      try {
+        raw = JSON.parse(text);
+      } catch {
+        yield { line, raw: text.slice(0, 200), ok: false, error: { kind: 'validation', message: 'the line is not JSON' } };
+        continue;
+      }
+      yield validateRow(line, raw);
+    }
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    throw new InputFileError(e.code === 'ENOENT' ? `no such file: ${path}` : e.message);
+  }
+}
+
+export function readUserRows(path: string, progress: ReadProgress): AsyncGenerator<UserRow> {
+  return /\.(nd)?jsonl?$/i.test(path) ? readNdjsonRows(path, progress) : readCsvRows(path, progress);
+}

@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { AuthenticationError, ConnectApiError, EmailConflictError, EmailMismatchError, errorFromProblem, NotFoundError, problemFrom, RateLimitedError, ValidationError } from './connect-api-errors.ts';
+import { backoffMs, retryAfterMs } from './retry-policy.ts';
+
+const base = 'https://connect-provisioning.dev/problems/';
+
+describe('errorFromProblem', () => {
+  it.each([
+    [409, 'email-mismatch', EmailMismatchError],
+    [409, 'email-conflict', EmailConflictError],
+    [400, 'validation', ValidationError],
+    [401, 'unauthorized', AuthenticationError],
+    [404, 'not-found', NotFoundError],
+    [429, 'rate-limited', RateLimitedError],
+    [500, 'internal', ConnectApiError],
+  ])('%i %s → %o', (status, slug, cls) => {
+    const error = errorFromProblem(status, { type: base + slug, status, detail: 'd', errors: slug === 'validation' ? [{ path: 'a', message: 'b' }] : undefined });
+    expect(error).toBeInstanceOf(cls);
+    expect(error).toBeInstanceOf(ConnectApiError);
+    expect(error.status).toBe(status);
+    expect(error.message).toBe('d');
+  });
+
+  it('reads an RFC 6749 token error and a non-JSON body as problems', () => {
+    expect(problemFrom(401, 'Unauthorized', '{"error":"invalid_client","error_description":"no"}')).toMatchObject({ title: 'invalid_client', detail: 'no', status: 401 });
+    expect(problemFrom(502, 'Bad Gateway', '<html>')).toMatchObject({ type: 'about:blank', title: 'Bad Gateway', status: 502 });
+  });
+});
+
+describe('retry policy', () => {
+  it('Retry-After as seconds or an HTTP date', () => {
+    expect(retryAfterMs('1')).toBe(1000);
+    expect(retryAfterMs(new Date(10_000).toUTCString(), 4_000)).toBe(6_000);
+    expect(retryAfterMs(null)).toBeUndefined();
+    expect(retryAfterMs('soon')).toBeUndefined();
+  });
+
+  it('backoff grows exponentially with full jitter, capped at 30 s', () => {
+    expect(backoffMs(0, () => 0.999)).toBeLessThan(500);
+    expect(backoffMs(3, () => 0.999)).toBeLessThan(4000);
+    expect(backoffMs(3, () => 0.999)).toBeGreaterThan(3900);
+    expect(backoffMs(20, () => 0.999)).toBeLessThan(30_000);
+    expect(backoffMs(5, () => 0)).toBe(0);
+  });
+});

@@ -1,0 +1,209 @@
+import type { KeyObject } from 'node:crypto';
+import type { z } from 'zod';
+import type { ListUsersResponse, ProviderUserNextView, UserStatus, providerUserSchema, providerUserWithSyncSchema, upsertProviderUserBodySchema } from '@connect/shared/contract';
+import { AccessTokenSource, signClientAssertion, toPrivateKey } from './access-token-source.ts';
+import { AuthenticationError, ConnectApiError, ConnectNetworkError, errorFromProblem, problemFrom } from './connect-api-errors.ts';
+import { RETRYABLE_STATUSES, backoffMs, retryAfterMs, sleep } from './retry-policy.ts';
+
+/** What POST /users takes (before the server trims and checks it): the server's own schema. */
+export type UpsertUserInput = z.input<typeof upsertProviderUserBodySchema>;
+/** A user as the API answers; `status` and `deactivated_at` appear under the preview version. */
+export type ConnectUser = z.infer<typeof providerUserSchema> & Partial<Pick<ProviderUserNextView, 'status' | 'deactivated_at'>>;
+export type ConnectUserWithSync = z.infer<typeof providerUserWithSyncSchema> & Partial<Pick<ProviderUserNextView, 'status' | 'deactivated_at'>>;
+export type UpsertOutcome = 'created' | 'updated' | 'unchanged';
+export interface UpsertResult {
+  outcome: UpsertOutcome;
+  user: ConnectUser;
+}
+/** One page of GET /users (preview): users with their `status`, and the cursor of the next page. */
+export type UsersPage = ListUsersResponse;
+export interface ListUsersOptions {
+  /** 1 to 200 users per page (the server's default when absent). */
+  limit?: number;
+  status?: UserStatus;
+  /** Resume from a `next_cursor` an earlier page gave. */
+  cursor?: string;
+  apiVersion?: string;
+}
+
+export interface ConnectClientOptions {
+  /** The API's base URL, e.g. `https://connect.example.org/v1/connect/server`. */
+  baseUrl: string;
+  clientId: string;
+  /** PEM (PKCS#8 or PKCS#1) or a KeyObject; RS256 for RSA keys, ES256/EdDSA for P-256/Ed25519 keys. */
+  privateKey: string | KeyObject;
+  /** Sent as the assertion's `kid`, for clients registered with a JWKS URL. */
+  keyId?: string;
+  /**
+   * Sent as `X-Nabla-Api-Version` on every call. Absent: upsertUser and getUser send
+   * none (the organization's pinned version applies) and the preview routes
+   * (listUsers, deactivateUser) send `x-nabla-next`, the only version that has them.
+   */
+  apiVersion?: string;
+  /** A fetch implementation (tests, proxies, instrumentation); Node's global fetch by default. */
+  fetch?: typeof globalThis.fetch;
+  /** Retries after a 429/502/503/504 or a network error; 3 by default. */
+  maxRetries?: number;
+  /** Per-attempt timeout; 30 s by default. A timeout is retried like a network error. */
+  timeoutMs?: number;
+}
+
+export const PREVIEW_API_VERSION = 'x-nabla-next';
+const OUTCOMES: readonly string[] = ['created', 'updated', 'unchanged'];
+
+interface Answer {
+  response: Response;
+  text: string;
+}
+
+export class ConnectClient {
+  readonly baseUrl: string;
+  readonly tokenUrl: string;
+  private readonly clientId: string;
+  private readonly key: KeyObject;
+  private readonly keyId: string | undefined;
+  private readonly apiVersion: string | undefined;
+  private readonly fetchImpl: typeof globalThis.fetch;
+  private readonly maxRetries: number;
+  private readonly timeoutMs: number;
+  private readonly tokens: AccessTokenSource;
+
+  constructor(options: ConnectClientOptions) {
+    if (!options.baseUrl) throw new TypeError('baseUrl is required');
+    if (!options.clientId) throw new TypeError('clientId is required');
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.tokenUrl = `${this.baseUrl}/oauth/token`;
+    this.clientId = options.clientId;
+    this.key = toPrivateKey(options.privateKey);
+    this.keyId = options.keyId;
+    this.apiVersion = options.apiVersion;
+    this.fetchImpl = options.fetch ?? globalThis.fetch;
+    this.maxRetries = options.maxRetries ?? 3;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.tokens = new AccessTokenSource(() => this.requestToken());
+  }
+
+  /**
+   * POST /users: create or update. `outcome` comes from the `X-Connect-Outcome`
+   * header; a server that does not send it is read as 201 = created, 200 = updated.
+   */
+  async upsertUser(body: UpsertUserInput): Promise<UpsertResult> {
+    const { response, text } = await this.call('POST', '/users', { body, apiVersion: this.apiVersion });
+    const header = response.headers.get('x-connect-outcome')?.trim().toLowerCase();
+    const outcome = (header && OUTCOMES.includes(header) ? header : response.status === 201 ? 'created' : 'updated') as UpsertOutcome;
+    return { outcome, user: JSON.parse(text) as ConnectUser };
+  }
+
+  /** GET /users/{id}: the user and where each downstream target stands. NotFoundError when the organization has none. */
+  async getUser(externalProviderId: string): Promise<ConnectUserWithSync> {
+    const { text } = await this.call('GET', `/users/${encodeURIComponent(externalProviderId)}`, { apiVersion: this.apiVersion });
+    return JSON.parse(text) as ConnectUserWithSync;
+  }
+
+  /** DELETE /users/{id} (preview): 200 with the deactivated user, again 200 and no event on a second call. */
+  async deactivateUser(externalProviderId: string, options: { apiVersion?: string } = {}): Promise<ProviderUserNextView> {
+    const apiVersion = options.apiVersion ?? this.apiVersion ?? PREVIEW_API_VERSION;
+    const { text } = await this.call('DELETE', `/users/${encodeURIComponent(externalProviderId)}`, { apiVersion });
+    return JSON.parse(text) as ProviderUserNextView;
+  }
+
+  /**
+   * GET /users (preview), page by page: `for await (const page of client.listUsers({ limit: 100 }))`.
+   * Pages are fetched lazily, one per iteration; stopping the loop stops fetching.
+   */
+  async *listUsers(options: ListUsersOptions = {}): AsyncGenerator<UsersPage, void, undefined> {
+    const apiVersion = options.apiVersion ?? this.apiVersion ?? PREVIEW_API_VERSION;
+    let cursor = options.cursor;
+    do {
+      const query = new URLSearchParams();
+      if (options.limit !== undefined) query.set('limit', String(options.limit));
+      if (cursor) query.set('cursor', cursor);
+      if (options.status) query.set('status', options.status);
+      const qs = query.toString();
+      const { text } = await this.call('GET', `/users${qs ? `?${qs}` : ''}`, { apiVersion });
+      const page = JSON.parse(text) as UsersPage;
+      yield page;
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
+  }
+
+  /** Every user across the pages, one at a time. */
+  async *listAllUsers(options: ListUsersOptions = {}): AsyncGenerator<ProviderUserNextView, void, undefined> {
+    for await (const page of this.listUsers(options)) yield* page.data;
+  }
+
+  /** A {base} call with the bearer token: one refresh and retry on 401, retries on 429/5xx/network. */
+  private async call(method: string, path: string, options: { body?: unknown; apiVersion?: string }): Promise<Answer> {
+    let refreshed = false;
+    for (;;) {
+      const token = await this.tokens.get();
+      const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: 'application/json' };
+      if (options.body !== undefined) headers['content-type'] = 'application/json';
+      if (options.apiVersion) headers['x-nabla-api-version'] = options.apiVersion;
+      const answer = await this.send(`${this.baseUrl}${path}`, { method, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body) });
+      if (answer.response.ok) return answer;
+      // Only once: a second 401 with a brand-new token is the server's final word.
+      if (answer.response.status === 401 && !refreshed) {
+        refreshed = true;
+        this.tokens.invalidate(token);
+        continue;
+      }
+      throw this.errorOf(answer);
+    }
+  }
+
+  private async requestToken(): Promise<{ accessToken: string; expiresInSeconds: number }> {
+    const assertion = await signClientAssertion({ clientId: this.clientId, tokenUrl: this.tokenUrl, key: this.key, keyId: this.keyId });
+    const form = new URLSearchParams({
+      grant_type: 'client_credentials',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: assertion,
+      client_id: this.clientId,
+    });
+    // A retry must not resend the same assertion: the server may have recorded its jti
+    // before failing, and then refuses it as a replay. So every retry signs a fresh one.
+    const answer = await this.send(this.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' }, body: form.toString() }, async () => {
+      const fresh = await signClientAssertion({ clientId: this.clientId, tokenUrl: this.tokenUrl, key: this.key, keyId: this.keyId });
+      form.set('client_assertion', fresh);
+      return form.toString();
+    });
+    if (!answer.response.ok) {
+      const error = this.errorOf(answer);
+      // Whatever the token endpoint refuses (400 invalid_request, 401 invalid_client) is a credentials problem.
+      throw error.status >= 400 && error.status < 500 && error.status !== 429 ? new AuthenticationError(error.status, error.problem) : error;
+    }
+    const body = JSON.parse(answer.text) as { access_token?: unknown; expires_in?: unknown };
+    if (typeof body.access_token !== 'string') throw new ConnectApiError(answer.response.status, { type: 'about:blank', status: answer.response.status, title: 'Token answer without access_token' });
+    return { accessToken: body.access_token, expiresInSeconds: typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 300 };
+  }
+
+  /**
+   * One HTTP exchange with retries on 429/502/503/504 and network errors: waits what
+   * `Retry-After` asks, else exponential backoff with jitter. Answers the last response
+   * (ok or not); throws ConnectNetworkError when the server never answered.
+   */
+  private async send(url: string, init: RequestInit, rebuild?: () => Promise<string>): Promise<Answer> {
+    for (let attempt = 0; ; attempt++) {
+      let response: Response;
+      let text: string;
+      try {
+        response = await this.fetchImpl(url, { ...init, signal: AbortSignal.timeout(this.timeoutMs) });
+        text = await response.text();
+      } catch (err) {
+        if (attempt >= this.maxRetries) throw new ConnectNetworkError(`${init.method} ${new URL(url).pathname}: ${(err as Error).message}`, { cause: err });
+        await sleep(backoffMs(attempt));
+        if (rebuild) init = { ...init, body: await rebuild() };
+        continue;
+      }
+      if (!RETRYABLE_STATUSES.has(response.status) || attempt >= this.maxRetries) return { response, text };
+      await sleep(retryAfterMs(response.headers.get('retry-after')) ?? backoffMs(attempt));
+      if (rebuild) init = { ...init, body: await rebuild() };
+    }
+  }
+
+  private errorOf({ response, text }: Answer): ConnectApiError {
+    const problem = problemFrom(response.status, response.statusText, text);
+    const retryAfter = retryAfterMs(response.headers.get('retry-after'));
+    return errorFromProblem(response.status, problem, retryAfter === undefined ? undefined : Math.ceil(retryAfter / 1000));
+  }
+}

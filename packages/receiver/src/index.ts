@@ -1,0 +1,11 @@
+export { verifyCallback, CallbackVerificationError, NABLA_SIGNATURE_HEADER, NABLA_TIMESTAMP_HEADER } from './verify-callback.ts';
+export type { CallbackScheme, IncomingHeaders, VerificationFailure, VerifyCallbackInput } from './verify-callback.ts';
+export { MemoryDedupeStore, RedisDedupeStore } from './dedupe-stores.ts';
+export type { DedupeStore, MemoryDedupeOptions, RedisDedupeOptions, RedisLike } from './dedupe-stores.ts';
+export { answerCallback } from './reply-protocol.ts';
+export type { CallbackReceiverOptions, CallbackReply } from './reply-protocol.ts';
+export { createCallbackHandler } from './node-http-handler.ts';
+export type { NodeHandlerOptions } from './node-http-handler.ts';
+export { connectReceiver } from './fastify-plugin.ts';
+export type { FastifyReceiverOptions } from './fastify-plugin.ts';
+export type { CallbackEvent, CallbackEventType } from '@connect/shared/contract';

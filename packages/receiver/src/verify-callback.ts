@@ -1,0 +1,138 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { Webhook, WebhookVerificationError } from 'standardwebhooks';
+import { callbackEventSchema, type CallbackEvent } from '@connect/shared/contract';
+
+export type CallbackScheme = 'nabla-connect' | 'standard-webhooks';
+export type VerificationFailure = 'missing_header' | 'timestamp_out_of_window' | 'bad_signature' | 'malformed_body';
+
+export class CallbackVerificationError extends Error {
+  constructor(
+    readonly reason: VerificationFailure,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'CallbackVerificationError';
+  }
+}
+
+/** Headers as node:http, Fastify, Express or the fetch API hand them over. */
+export type IncomingHeaders = Headers | Record<string, string | string[] | undefined>;
+
+export interface VerifyCallbackInput {
+  headers: IncomingHeaders;
+  /** The body exactly as received: re-serialized JSON does not verify. */
+  rawBody: string | Buffer | Uint8Array;
+  /** Every secret currently valid for this sender (old and new during a rotation). */
+  secrets: string | readonly string[];
+  scheme?: CallbackScheme;
+  /** How old (or how far in the future) a signature may be; 60 s for nabla-connect, 300 s for standard-webhooks. */
+  toleranceSeconds?: number;
+  /** The clock, for tests. */
+  now?: () => number;
+}
+
+export const NABLA_TIMESTAMP_HEADER = 'x-nabla-connect-timestamp';
+export const NABLA_SIGNATURE_HEADER = 'x-nabla-connect-signature';
+const DEFAULT_TOLERANCE: Record<CallbackScheme, number> = { 'nabla-connect': 60, 'standard-webhooks': 300 };
+
+function header(headers: IncomingHeaders, name: string): string | undefined {
+  if (headers instanceof Headers) return headers.get(name)?.trim() || undefined;
+  const record = headers;
+  let value = record[name];
+  if (value === undefined) {
+    const key = Object.keys(record).find((k) => k.toLowerCase() === name);
+    value = key === undefined ? undefined : record[key];
+  }
+  const text = Array.isArray(value) ? value.join(',') : value;
+  return text?.trim() ? text.trim() : undefined;
+}
+
+/**
+ * Checks a callback's signature and shape and answers the typed event, or throws
+ * CallbackVerificationError. The signature is checked before the body is even
+ * parsed: nothing an unauthenticated sender writes reaches JSON.parse or the schema.
+ */
+export function verifyCallback(input: VerifyCallbackInput): CallbackEvent {
+  const scheme = input.scheme ?? 'nabla-connect';
+  const secrets = (typeof input.secrets === 'string' ? [input.secrets] : input.secrets).filter((s) => s.length > 0);
+  if (secrets.length === 0) throw new TypeError('verifyCallback: at least one secret is needed');
+  const raw = Buffer.isBuffer(input.rawBody) ? input.rawBody : Buffer.from(input.rawBody as string | Uint8Array);
+  const tolerance = input.toleranceSeconds ?? DEFAULT_TOLERANCE[scheme];
+  const now = (input.now ?? Date.now)();
+
+  if (scheme === 'nabla-connect') verifyNablaConnect(input.headers, raw, secrets, tolerance, now);
+  else if (scheme === 'standard-webhooks') verifyStandardWebhooks(input.headers, raw, secrets, tolerance, now);
+  else throw new TypeError(`verifyCallback: unknown scheme ${String(scheme)}`);
+
+  let body: unknown;
+  try {
+    body = JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new CallbackVerificationError('malformed_body', 'the body is not JSON');
+  }
+  const parsed = callbackEventSchema.safeParse(body);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new CallbackVerificationError('malformed_body', `${issue.path.join('.') || '(body)'}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+function checkWindow(signedAtMs: number, tolerance: number, now: number): void {
+  if (Number.isNaN(signedAtMs)) throw new CallbackVerificationError('timestamp_out_of_window', 'the timestamp is not a time');
+  if (Math.abs(now - signedAtMs) > tolerance * 1000) throw new CallbackVerificationError('timestamp_out_of_window', `signed more than ${tolerance} s away from now`);
+}
+
+/**
+ * `nabla-connect`: hex HMAC-SHA256(secret, timestamp immediately followed by the raw
+ * body); the header lists one signature per sender secret, comma-separated, each
+ * optionally prefixed `sha256=` (as Nabla's sample receiver accepts). Any of our
+ * secrets matching any listed signature is enough; every compare is constant-time
+ * on equal-length digests, so timing tells an attacker nothing about a near miss.
+ */
+function verifyNablaConnect(headers: IncomingHeaders, raw: Buffer, secrets: readonly string[], tolerance: number, now: number): void {
+  const timestamp = header(headers, NABLA_TIMESTAMP_HEADER);
+  const signatureList = header(headers, NABLA_SIGNATURE_HEADER);
+  if (!timestamp || !signatureList) {
+    throw new CallbackVerificationError('missing_header', `${NABLA_TIMESTAMP_HEADER} and ${NABLA_SIGNATURE_HEADER} are required`);
+  }
+  // ISO 8601 as the sender writes it; unix seconds accepted too.
+  checkWindow(/^\d+$/.test(timestamp) ? Number(timestamp) * 1000 : Date.parse(timestamp), tolerance, now);
+  const given = signatureList
+    .split(',')
+    .map((s) => s.trim().replace(/^sha256=/i, ''))
+    .filter((s) => /^[0-9a-f]{64}$/i.test(s))
+    .map((s) => Buffer.from(s, 'hex'));
+  const ok = secrets.some((secret) => {
+    const expected = createHmac('sha256', secret).update(timestamp, 'utf8').update(raw).digest();
+    return given.some((g) => g.length === expected.length && timingSafeEqual(g, expected));
+  });
+  if (!ok) throw new CallbackVerificationError('bad_signature', 'no signature matches any secret');
+}
+
+/**
+ * Standard Webhooks, verified by its reference library (`whsec_` secrets,
+ * `v1,<base64>` signatures over `id.timestamp.body`). The window is checked here
+ * first so `toleranceSeconds` applies; the library also refuses beyond its own 5 minutes.
+ */
+function verifyStandardWebhooks(headers: IncomingHeaders, raw: Buffer, secrets: readonly string[], tolerance: number, now: number): void {
+  const id = header(headers, 'webhook-id');
+  const timestamp = header(headers, 'webhook-timestamp');
+  const signature = header(headers, 'webhook-signature');
+  if (!id || !timestamp || !signature) throw new CallbackVerificationError('missing_header', 'webhook-id, webhook-timestamp and webhook-signature are required');
+  checkWindow(/^\d+$/.test(timestamp) ? Number(timestamp) * 1000 : Number.NaN, tolerance, now);
+  const plain = { 'webhook-id': id, 'webhook-timestamp': timestamp, 'webhook-signature': signature };
+  let lastError: unknown;
+  for (const secret of secrets) {
+    try {
+      new Webhook(secret).verify(raw, plain, { jsonParse: false });
+      return;
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  if (lastError instanceof WebhookVerificationError && /timestamp/i.test(lastError.message) && !/Invalid/.test(lastError.message)) {
+    throw new CallbackVerificationError('timestamp_out_of_window', lastError.message);
+  }
+  throw new CallbackVerificationError('bad_signature', 'no signature matches any secret');
+}

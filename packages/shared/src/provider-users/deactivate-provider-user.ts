@@ -1,0 +1,76 @@
+import { randomUUID } from 'node:crypto';
+import { ConcurrentUpdateError, NotFoundError } from '../domain-errors.ts';
+import type { KeyedLock } from '../keyed-lock.ts';
+import { collectionOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { RecentUsers } from './recent-users.ts';
+import type { WritePorts } from './write-ports.ts';
+
+export interface DeactivateProviderUserCommand {
+  organizationId: string;
+  externalProviderId: string;
+}
+
+export interface DeactivateResult {
+  /** `unchanged`: the user was already deactivated; nothing written, no event. */
+  outcome: 'deactivated' | 'unchanged';
+  user: ProviderUserDoc;
+}
+
+export interface DeactivateDeps extends WritePorts {
+  models: Models;
+  lock: KeyedLock;
+  recent?: RecentUsers;
+  now?: () => Date;
+}
+
+const MAX_ATTEMPTS = 8;
+
+/**
+ * DELETE {base}/users/{external_provider_id} (preview, docs/api-lifecycle.md): the
+ * user is kept (its email stays taken, a later POST reactivates it) and marked
+ * deactivated, with a new version and a `user.deactivated` event written in the
+ * same single-document write, like every other change, so the outbox delivers
+ * it in order after the user's earlier events. Deactivating a deactivated user
+ * changes nothing and emits nothing. Same race rules as the upsert: the write is
+ * conditional on the version read, and a lost race reads again.
+ */
+export async function deactivateProviderUser(deps: DeactivateDeps, cmd: DeactivateProviderUserCommand): Promise<DeactivateResult> {
+  let result: DeactivateResult;
+  try {
+    result = await decideAndWrite(deps, cmd);
+  } catch (err) {
+    if (err instanceof NotFoundError) deps.metrics?.deactivate('not_found');
+    throw err;
+  }
+  deps.metrics?.deactivate(result.outcome);
+  if (result.outcome === 'deactivated') deps.publisher.publishSoon(result.user);
+  return result;
+}
+
+async function decideAndWrite(deps: DeactivateDeps, cmd: DeactivateProviderUserCommand): Promise<DeactivateResult> {
+  const { organizationId, externalProviderId } = cmd;
+  const key = RecentUsers.keyOf(organizationId, externalProviderId);
+  return deps.lock.run(key, async () => {
+    const users = collectionOf(deps.models.ProviderUser);
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const now = deps.now?.() ?? new Date();
+      // Always a fresh read: deactivation is rare, and "already deactivated" must not come from a stale copy.
+      const existing = await users.findOne({ organization_id: organizationId, external_provider_id: externalProviderId });
+      if (!existing) throw new NotFoundError('This organization has no user with this external_provider_id.');
+      if (statusOf(existing) === 'deactivated') return { outcome: 'unchanged', user: existing };
+
+      const version = existing.version + 1;
+      const last_event: LastEvent = { id: randomUUID(), type: 'user.deactivated', occurred_at: now, version };
+      // updated_at moves too: the outbox sweep finds unpublished events by it.
+      const change = { status: 'deactivated' as const, deactivated_at: now, updated_at: now, version, last_event };
+      const res = await users.updateOne({ _id: existing._id, version: existing.version }, { $set: change });
+      if (res.matchedCount === 1) {
+        const user = { ...existing, ...change };
+        deps.recent?.set(key, user);
+        return { outcome: 'deactivated', user };
+      }
+      deps.recent?.delete(key);
+    }
+    throw new ConcurrentUpdateError();
+  });
+}

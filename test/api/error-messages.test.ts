@@ -1,0 +1,140 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SPECIALTY_KINDS, SPEECH_LOCALES } from '@connect/shared';
+import { getToken, http, postUser, registerTestClient, requestToken, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+
+/** Error messages a person can act on: each one, word for word. */
+
+let api: TestApi;
+let clinic: TestClient;
+let token: string;
+
+beforeAll(async () => {
+  api = await startTestApi({ label: 'errmsg' });
+  clinic = await registerTestClient(api.models);
+  token = await getToken(api, clinic);
+});
+afterAll(async () => api?.close());
+
+const valid = () => ({ provider_email: `${randomUUID()}@example.com`, external_provider_id: randomUUID(), settings: { speech_locale: 'ENGLISH_US' } });
+
+async function problemFor(body: unknown) {
+  const res = await postUser(api, token, body);
+  expect(res.status, res.text).toBe(400);
+  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  return res.body as { detail: string; errors: { path: string; message: string; allowed?: string[] }[] };
+}
+
+describe('validation messages', () => {
+  it('a missing member "is required" (an enum member too)', async () => {
+    const { provider_email, settings } = valid();
+    const p = await problemFor({ provider_email, settings });
+    expect(p.errors).toEqual([{ path: 'external_provider_id', message: 'is required' }]);
+    const locale = await problemFor({ ...valid(), settings: { specialty: { kind: 'UROLOGY' } } });
+    expect(locale.errors).toEqual([{ path: 'settings.speech_locale', message: 'is required' }]);
+    expect(locale.detail).toBe('Invalid request: settings.speech_locale: is required');
+  });
+
+  it('a wrong type says what was expected: "expected an object", "expected a string"', async () => {
+    const specialty = await problemFor({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: 'CARDIOLOGY' } });
+    expect(specialty.errors).toEqual([{ path: 'settings.specialty', message: 'expected an object' }]);
+    const email = await problemFor({ ...valid(), provider_email: 42 });
+    expect(email.errors).toEqual([{ path: 'provider_email', message: 'expected a string' }]);
+    const settings = await problemFor({ ...valid(), settings: null });
+    expect(settings.errors).toEqual([{ path: 'settings', message: 'expected an object' }]);
+  });
+
+  it('an unknown locale: "must be one of the supported locales", the list once, in errors[] only', async () => {
+    const p = await problemFor({ ...valid(), settings: { speech_locale: 'KLINGON' } });
+    expect(p.errors).toEqual([{ path: 'settings.speech_locale', message: 'must be one of the supported locales', allowed: [...SPEECH_LOCALES] }]);
+    expect(p.detail).toBe('Invalid request: settings.speech_locale: must be one of the supported locales');
+    // The whole answer names a locale once: in `allowed`.
+    expect(JSON.stringify(p).split('ENGLISH_UK')).toHaveLength(2);
+  });
+
+  it('an unknown specialty: "must be one of the supported specialties", the list in errors[] only', async () => {
+    const p = await problemFor({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'WIZARDRY' } } });
+    expect(p.errors).toEqual([{ path: 'settings.specialty.kind', message: 'must be one of the supported specialties', allowed: [...SPECIALTY_KINDS] }]);
+    expect(p.detail).toBe('Invalid request: settings.specialty.kind: must be one of the supported specialties');
+  });
+
+  it('an array, a string or null as the body: "the body must be a JSON object"', async () => {
+    for (const raw of ['[]', '[{"provider_email":"a@example.com"}]', '"text"', 'null', '42']) {
+      const p = await problemFor(raw);
+      expect(p.errors, raw).toEqual([{ path: '', message: 'the body must be a JSON object' }]);
+      expect(p.detail, raw).toBe('Invalid request: the body must be a JSON object');
+    }
+  });
+});
+
+describe('HTTP-level refusals', () => {
+  it('413 names the limit in bytes', async () => {
+    const res = await postUser(api, token, { ...valid(), padding: 'x'.repeat(70 * 1024) });
+    expect(res.status).toBe(413);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(res.body.detail).toBe('The body is larger than 65536 bytes, the most this endpoint accepts.');
+    expect(res.body.limit_bytes).toBe(65536);
+  });
+
+  it('a wrong method on a known path: 405 with Allow (GET /oauth/token, PUT /users/{id})', async () => {
+    const token405 = await http(api.tokenUrl);
+    expect(token405.status).toBe(405);
+    expect(token405.headers.get('allow')).toBe('POST');
+    expect(token405.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(token405.body).toMatchObject({ status: 405, type: expect.stringMatching(/\/method-not-allowed$/), detail: 'This path answers POST only.' });
+
+    const put = await http(`${api.baseUrl}/users/someone`, { method: 'PUT', headers: { authorization: `Bearer ${token}` } });
+    expect(put.status).toBe(405);
+    expect(put.headers.get('allow')).toBe('DELETE, GET, HEAD');
+
+    // An unknown path stays 404.
+    const unknown = await http(`${api.baseUrl}/encounters`);
+    expect(unknown.status).toBe(404);
+    expect(unknown.headers.get('allow')).toBeNull();
+  });
+
+  it('WWW-Authenticate: Bearer error="invalid_token" when a token was sent and refused; plain Bearer when none was', async () => {
+    const none = await http(`${api.baseUrl}/users/x`);
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toBe('Bearer');
+
+    for (const authorization of ['Bearer not.a.jwt', `Bearer ${token}x`, 'Bearer @@@']) {
+      const refused = await http(`${api.baseUrl}/users/x`, { headers: { authorization } });
+      expect(refused.status, authorization).toBe(401);
+      expect(refused.headers.get('www-authenticate'), authorization).toBe('Bearer error="invalid_token"');
+    }
+  });
+});
+
+describe('POST /oauth/token: every refusal is invalid_client to the caller; the log names the claim', () => {
+  const refusalsLogged = () => api.logs.lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'client assertion refused');
+
+  it('a wrong aud: logged with the claim, the expected and the received values; no assertion in the log', async () => {
+    const wrongAud = api.audience.replace('127.0.0.1', 'localhost');
+    const before = refusalsLogged().length;
+    const res = await requestToken(api, clinic, { aud: wrongAud });
+    expect(res.status).toBe(401);
+    expect(res.body).toEqual({ error: 'invalid_client', error_description: 'Client authentication failed.' });
+    const logged = refusalsLogged().slice(before);
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatchObject({ claim: 'aud', expected: [api.audience, api.deps.config.issuer], received: wrongAud });
+    expect(api.logs.text).not.toMatch(/eyJ[A-Za-z0-9_-]+\.eyJ/); // no JWT of any kind
+  });
+
+  it('other claims are named too, and the caller hears the same thing each time', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const cases = [
+      { o: { jti: null }, claim: 'jti' },
+      { o: { iat: now - 600, exp: now - 300 }, claim: 'exp' },
+      { o: { sub: 'someone-else' }, claim: 'sub' },
+      { o: { iss: randomUUID() }, claim: 'iss' },
+    ] as const;
+    for (const { o, claim } of cases) {
+      const before = refusalsLogged().length;
+      const res = await requestToken(api, clinic, o);
+      expect(res.status, claim).toBe(401);
+      expect(res.body, claim).toEqual({ error: 'invalid_client', error_description: 'Client authentication failed.' });
+      expect(refusalsLogged().slice(before), claim).toEqual([expect.objectContaining({ claim })]);
+    }
+  });
+});

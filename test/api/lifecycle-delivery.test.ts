@@ -1,0 +1,112 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { getToken, http, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { eventually, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';
+import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+
+// Real worker, FerretDB and Redis on a shared two-core machine: generous.
+vi.setConfig({ testTimeout: 90_000 });
+
+/**
+ * The lifecycle's events go through the same outbox as the others (one
+ * single-document write, `last_event`), so the worker delivers them signed and
+ * in order: a downstream service learns that a provider left, and came back.
+ */
+
+const NEXT = { 'x-nabla-api-version': 'x-nabla-next' };
+const secret = 'lifecycle-secret-' + randomBytes(8).toString('hex');
+
+let api: TestApi;
+let worker: TestWorker;
+let clinic: TestClient;
+let token: string;
+let receiver: Receiver;
+
+const acceptedFor = (externalId: string) => receiver.accepted().filter((c) => c.body?.data?.user?.external_provider_id === externalId);
+
+function signatureVerifies(c: ReceivedCallback): boolean {
+  const timestamp = String(c.headers['x-nabla-connect-timestamp']);
+  const expected = createHmac('sha256', secret).update(timestamp + c.raw).digest();
+  return String(c.headers['x-nabla-connect-signature'])
+    .split(',')
+    .map((s) => Buffer.from(s.replace(/^sha256=/, ''), 'hex'))
+    .some((sig) => sig.length === expected.length && timingSafeEqual(sig, expected));
+}
+
+beforeAll(async () => {
+  receiver = await startReceiver();
+  const targets = [{ name: 'dictation', url: receiver.url, secrets: [secret], timeout_ms: 5000 }];
+  api = await startTestApi({ label: 'lifecycle_delivery', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
+  worker = await startTestWorker(api.env);
+  clinic = await registerTestClient(api.models);
+  token = await getToken(api, clinic);
+});
+
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  await receiver?.close();
+});
+
+const del = (id: string) => http(`${api.baseUrl}/users/${encodeURIComponent(id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${token}`, ...NEXT } });
+
+describe('user.deactivated and user.reactivated are delivered like the other events', () => {
+  it('created, two updates, deactivated: delivered signed and in version order; a second DELETE sends nothing; POST reactivates', async () => {
+    const id = `leaver-${randomBytes(6).toString('hex')}`;
+    const email = `${id}@example.com`;
+    expect((await postUser(api, token, { provider_email: email, external_provider_id: id }, NEXT)).status).toBe(201);
+    await postUser(api, token, { provider_email: email, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } }, NEXT);
+    await postUser(api, token, { provider_email: email, external_provider_id: id, settings: { speech_locale: 'GERMAN_DE' } }, NEXT);
+    const first = await del(id);
+    expect(first.status).toBe(200);
+    const doc = (await api.models.ProviderUser.findOne({ organization_id: clinic.organization._id, external_provider_id: id }).lean())!;
+
+    const deactivation = await eventually(() => {
+      const got = acceptedFor(id).find((c) => c.body.type === 'user.deactivated');
+      expect(got).toBeDefined();
+      return got!;
+    });
+    expect(deactivation.body).toEqual({
+      request_uuid: doc.last_event.id,
+      type: 'user.deactivated',
+      occurred_at: doc.last_event.occurred_at.toISOString(),
+      data: { organization_id: clinic.organization._id, version: 4, user: first.body },
+    });
+    expect(deactivation.body.data.user).toMatchObject({ status: 'deactivated', deactivated_at: expect.any(String), settings: { speech_locale: 'GERMAN_DE' } });
+    expect(signatureVerifies(deactivation)).toBe(true);
+
+    // In order: created first, versions never going back, the deactivation last. Updates
+    // waiting behind a newer one may be coalesced (only the newest sent), so 2 and 3 are optional.
+    const seen = acceptedFor(id).map((c) => [c.body.type, c.body.data.version]);
+    expect(seen[0]).toEqual(['user.created', 1]);
+    expect(seen.at(-1)).toEqual(['user.deactivated', 4]);
+    const versions = seen.map(([, v]) => v as number);
+    expect(versions).toEqual([...versions].sort((a, b) => a - b));
+    for (const c of acceptedFor(id)) expect(signatureVerifies(c)).toBe(true);
+
+    // A second DELETE: 200, and no event. Proven by the next positive signal: the
+    // reactivation that follows arrives right after the deactivation, with nothing between.
+    const second = await del(id);
+    expect(second.status).toBe(200);
+    expect(second.body.version).toBe(4);
+    const back = await postUser(api, token, { provider_email: email, external_provider_id: id }, NEXT);
+    expect(back.status).toBe(200);
+    expect(back.headers.get('x-connect-outcome')).toBe('updated');
+    const reactivation = await eventually(() => {
+      const got = acceptedFor(id).find((c) => c.body.type === 'user.reactivated');
+      expect(got).toBeDefined();
+      return got!;
+    });
+    expect(reactivation.body.data).toEqual({ organization_id: clinic.organization._id, version: 5, user: back.body });
+    expect(reactivation.body.data.user).toMatchObject({ status: 'active', deactivated_at: null });
+    expect(signatureVerifies(reactivation)).toBe(true);
+    const after = acceptedFor(id).map((c) => [c.body.type, c.body.data.version]);
+    const at = after.findIndex(([type]) => type === 'user.deactivated');
+    expect(after.slice(at)).toEqual([
+      ['user.deactivated', 4],
+      ['user.reactivated', 5],
+    ]);
+    // Every request_uuid once: nothing was sent twice for the second DELETE.
+    expect(new Set(acceptedFor(id).map((c) => c.body.request_uuid)).size).toBe(acceptedFor(id).length);
+  });
+});

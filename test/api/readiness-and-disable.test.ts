@@ -1,0 +1,61 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, describe, expect, it } from 'vitest';
+import { startTcpProxy, type TcpProxy } from '@connect/local-services';
+import { disableClient } from '@connect/shared';
+import { databaseUrl, getToken, getUser, http, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterAll(async () => {
+  for (const c of cleanup.reverse()) await c().catch(() => undefined);
+});
+
+describe('/readyz with the database down (docs/contract.md Outside {base})', () => {
+  it('503 problem+json with checks.mongodb "down" (Redis "ok"), then 200 again once the database is back', async () => {
+    // The API reaches the database through a proxy of ours: cutting it is the outage.
+    const url = new URL(databaseUrl('readyz_db'));
+    const link: TcpProxy = await startTcpProxy(Number(url.port), url.hostname);
+    cleanup.push(() => link.close());
+    url.port = String(link.port);
+    const api: TestApi = await startTestApi({ label: 'readyz_db', mongoUrl: url.toString() });
+    cleanup.push(() => api.close());
+    expect((await http(`${api.origin}/readyz`)).status).toBe(200);
+
+    link.cut();
+    const down = await http(`${api.origin}/readyz`);
+    expect(down.status).toBe(503);
+    expect(down.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(down.body).toMatchObject({ status: 503, detail: 'A datastore does not answer.', checks: { mongodb: 'down', redis: 'ok' } });
+    expect((await http(`${api.origin}/livez`)).status).toBe(200);
+
+    link.restore();
+    const deadline = Date.now() + 30_000;
+    let ready = await http(`${api.origin}/readyz`);
+    while (ready.status !== 200 && Date.now() < deadline) ready = await http(`${api.origin}/readyz`);
+    expect(ready.body).toEqual({ status: 'ok', checks: { mongodb: 'ok', redis: 'ok' } });
+  }, 60_000);
+});
+
+describe('A disabled client with the default client cache (docs/contract.md: its tokens stop working within 60 s)', () => {
+  it('its token is refused within 60 s of the disable (polled, not waited out)', async () => {
+    const api = await startTestApi({ label: 'disable_default' }); // no clientCacheTtlMs: the production default
+    cleanup.push(() => api.close());
+    const clinic = await registerTestClient(api.models);
+    const token = await getToken(api, clinic);
+    const id = randomUUID();
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    expect((await getUser(api, token, id)).status).toBe(200); // the client is now in the bearer-path cache
+
+    await disableClient(api.models, clinic.client._id);
+    const disabledAt = Date.now();
+    let res = await getUser(api, token, id);
+    while (res.status !== 401 && Date.now() - disabledAt < 65_000) {
+      await new Promise((r) => setTimeout(r, 250));
+      res = await getUser(api, token, id);
+    }
+    const tookMs = Date.now() - disabledAt;
+    console.log(`[disable] the token stopped working ${tookMs} ms after the client was disabled`);
+    expect(res.status).toBe(401);
+    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer/);
+    expect(tookMs).toBeLessThanOrEqual(60_000);
+  }, 90_000);
+});

@@ -1,0 +1,48 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getToken, http, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+
+let api: TestApi;
+let token: string;
+let pinnedOld: string;
+let id: string;
+
+beforeAll(async () => {
+  api = await startTestApi({ label: 'versioning' });
+  token = await getToken(api, await registerTestClient(api.models));
+  // An organization pinned to the version before POST /users existed.
+  pinnedOld = await getToken(api, await registerTestClient(api.models, { apiVersion: '2026-02-13' }));
+  id = randomUUID();
+  expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+});
+afterAll(async () => api?.close());
+
+const get = (bearer: string, headers: Record<string, string> = {}, query = '') =>
+  http(`${api.baseUrl}/users/${encodeURIComponent(id)}${query}`, { headers: { authorization: `Bearer ${bearer}`, ...headers } });
+
+describe('docs/contract.md versioning: responses carry the version they were served under', () => {
+  it('GET /users/{id} echoes X-Nabla-Api-Version: the one asked by header, by query, or else the pinned one', async () => {
+    expect((await get(token, { 'x-nabla-api-version': 'x-nabla-next' })).headers.get('x-nabla-api-version')).toBe('x-nabla-next');
+    expect((await get(token, {}, '?nabla-api-version=2026-02-13')).headers.get('x-nabla-api-version')).toBe('2026-02-13');
+    const pinned = await get(token);
+    expect(pinned.status).toBe(200);
+    expect(pinned.headers.get('x-nabla-api-version')).toBe('2026-03-23');
+  });
+
+  it('the header wins over the query parameter when both are sent', async () => {
+    const both = await get(token, { 'x-nabla-api-version': '2026-03-23' }, '?nabla-api-version=x-nabla-next');
+    expect(both.status).toBe(200);
+    expect(both.headers.get('x-nabla-api-version')).toBe('2026-03-23');
+    // And it decides what exists: POST /users (from 2026-03-23) with a too-old query but a good header is served.
+    const body = { provider_email: `${randomUUID()}@example.com`, external_provider_id: randomUUID() };
+    const post = (headers: Record<string, string>, query: string) =>
+      http(`${api.baseUrl}/users${query}`, { method: 'POST', headers: { authorization: `Bearer ${pinnedOld}`, 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+    const queryOnly = await post({}, '?nabla-api-version=2026-02-13');
+    expect(queryOnly.status).toBe(404);
+    const headerWins = await post({ 'x-nabla-api-version': '2026-03-23' }, '?nabla-api-version=2026-02-13');
+    expect(headerWins.status, headerWins.text).toBe(201);
+    expect(headerWins.headers.get('x-nabla-api-version')).toBe('2026-03-23');
+    // A malformed header is not rescued by a good query.
+    expect((await get(token, { 'x-nabla-api-version': 'yesterday' }, '?nabla-api-version=2026-03-23')).status).toBe(400);
+  });
+});

@@ -1,0 +1,67 @@
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import { getToken, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
+import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+import { apiUnderFault } from './fault-scenario.ts';
+import { startToxiproxy, type FaultName, type Proxy, type Toxiproxy } from './toxiproxy.ts';
+
+// Real network faults on a loaded two-core machine: generous.
+vi.setConfig({ testTimeout: 240_000 });
+
+/**
+ * Toxiproxy between the API and Redis (the worker reaches Redis directly).
+ * Redis is on the API's request path twice: the rate limiter, and the relay
+ * that hands each event to the queue right after the write. Neither may hang
+ * or fail POST /users: the limiter lets requests through when Redis errs, and
+ * an event the relay could not publish stays in the user document until the
+ * worker's outbox sweep publishes it.
+ */
+
+let toxiproxy: Toxiproxy;
+let link: Proxy;
+let api: TestApi;
+let worker: TestWorker;
+let a: Receiver;
+let b: Receiver;
+
+beforeAll(async () => {
+  toxiproxy = await startToxiproxy();
+  const direct = new URL(inject('redisUrl'));
+  link = await toxiproxy.proxy('api-redis', direct.host);
+  const proxied = new URL(direct);
+  proxied.host = link.listen;
+  [a, b] = await Promise.all([startReceiver(), startReceiver()]);
+  const targets = [
+    { name: 'target-a', url: a.url, secrets: ['a-secret'], timeout_ms: 5000 },
+    { name: 'target-b', url: b.url, secrets: ['b-secret'], timeout_ms: 5000 },
+  ];
+  // Under 100 a minute the limiter leases one slot at a time: every request asks Redis (each fault uses a client of its own).
+  api = await startTestApi({ label: 'faults_redis', env: { REDIS_URL: proxied.toString(), DOWNSTREAM_TARGETS: JSON.stringify(targets), RATE_LIMIT_PER_CLIENT_PER_MINUTE: '99' } });
+  worker = await startTestWorker({ ...api.env, REDIS_URL: direct.toString() });
+});
+
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  await Promise.all([a?.close(), b?.close()]);
+  await toxiproxy?.stop();
+});
+
+describe('Toxiproxy between the API and Redis', () => {
+  it.each<FaultName>(['latency2s', 'resetPeer', 'blackHole', 'trickle'])('%s: every request answered (2xx or 503 + Retry-After), nothing accepted lost, order kept, all delivered after', async (fault) => {
+    // Each fault meets a live connection (the previous fault may have left the API reconnecting).
+    await eventually(async () => expect(await api.deps.redis.ping()).toBe('PONG'), 30_000, 200);
+    const sweptBefore = worker.logs.lines.filter((l) => l.includes('outbox sweep published events')).length;
+    const clinic = await registerTestClient(api.models);
+    const token = await getToken(api, clinic);
+    const round = await apiUnderFault({ api, client: clinic, token, link, fault, receivers: [a, b], label: 'api→redis' });
+    // Redis is not needed to accept a change or issue a token: every write was taken while the fault was on.
+    expect(round.during.filter((x) => x.kind === 'create' || x.kind === 'update').map((x) => x.status).sort()).toEqual([200, 200, 200, 200, 201, 201, 201, 201]);
+    expect(round.during.find((x) => x.kind === 'token')?.status).toBe(200);
+    if (fault === 'blackHole') {
+      // Nothing the API sent reached Redis: its publishes failed, and the events arrived through the worker's sweep.
+      expect(api.logs.text).toContain('event not published yet; the sweep will retry');
+      expect(worker.logs.lines.filter((l) => l.includes('outbox sweep published events')).length).toBeGreaterThan(sweptBefore);
+    }
+  });
+});

@@ -1,0 +1,266 @@
+/**
+ * @connect/client against the real API (FerretDB, Redis), through a recording
+ * HTTP proxy so token requests are counted on the wire and a gateway 429 can be
+ * answered in front of the API.
+ */
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  AuthenticationError,
+  ConnectApiError,
+  ConnectClient,
+  EmailConflictError,
+  EmailMismatchError,
+  NotFoundError,
+  RateLimitedError,
+  ValidationError,
+} from '@connect/client';
+import { registerClient, registerOrganization } from '@connect/shared';
+import { databaseUrl, registerTestClient, rsaKeyPair, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { startRecordingProxy, type RecordingProxy } from './recording-proxy.ts';
+
+const BASE_PATH = '/v1/connect/server';
+const signingKeyPem = () => generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+
+let proxy: RecordingProxy;
+let mongoUrl: string;
+let api: TestApi;
+let clinic: TestClient;
+const opened: TestApi[] = [];
+
+/** An API instance over the shared database that believes it is reached at the proxy's address. */
+async function apiBehindProxy(env: Record<string, string> = {}): Promise<TestApi> {
+  const started = await startTestApi({ label: 'sdk-client', mongoUrl, env: { PUBLIC_BASE_URL: proxy.origin, TOKEN_SIGNING_KEY: signingKeyPem(), RATE_LIMIT_PER_CLIENT_PER_MINUTE: '0', ...env } });
+  opened.push(started);
+  return started;
+}
+
+const client = (extra: Partial<ConstructorParameters<typeof ConnectClient>[0]> = {}) =>
+  new ConnectClient({ baseUrl: `${proxy.origin}${BASE_PATH}`, clientId: clinic.client._id, privateKey: clinic.privateKey, ...extra });
+const tokenRequests = () => proxy.seen.filter((s) => s.path.endsWith('/oauth/token')).length;
+const newId = () => `sdk-${randomUUID()}`;
+const settings = { speech_locale: 'ENGLISH_US' as const, specialty: { kind: 'CARDIOLOGY' as const } };
+
+beforeAll(async () => {
+  proxy = await startRecordingProxy();
+  mongoUrl = databaseUrl('sdk_client');
+  api = await apiBehindProxy();
+  proxy.upstream = api.origin;
+  clinic = await registerTestClient(api.models);
+});
+afterAll(async () => {
+  for (const a of opened) await a.close();
+  await proxy?.close();
+});
+
+describe('tokens: one token request for any number of concurrent calls', () => {
+  it('100 concurrent upsertUser calls on a fresh client make exactly 1 token request and create 100 users', async () => {
+    const before = tokenRequests();
+    const sdk = client();
+    const results = await Promise.all(Array.from({ length: 100 }, (_, i) => sdk.upsertUser({ provider_email: `burst-${i}-${randomUUID()}@example.com`, external_provider_id: newId(), settings })));
+    expect(tokenRequests() - before).toBe(1);
+    expect(results.map((r) => r.outcome)).toEqual(Array(100).fill('created'));
+    expect(new Set(results.map((r) => r.user.external_provider_id)).size).toBe(100);
+  });
+
+  it('a token the server no longer accepts (signing key rotated) is refreshed once and the call retried', async () => {
+    const sdk = client();
+    const id = newId();
+    await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    const before = proxy.seen.length;
+    // Another instance with another signing key: the cached token now fails verification (401).
+    const rotated = await apiBehindProxy();
+    proxy.upstream = rotated.origin;
+    try {
+      const user = await sdk.getUser(id);
+      expect(user.external_provider_id).toBe(id);
+      const after = proxy.seen.slice(before).map((s) => `${s.method} ${s.path.replace(BASE_PATH, '')} ${s.status}`);
+      expect(after).toEqual([`GET /users/${id} 401`, 'POST /oauth/token 200', `GET /users/${id} 200`]);
+    } finally {
+      proxy.upstream = api.origin;
+    }
+  });
+});
+
+describe('keys: RS256 by default, ES256 and EdDSA from the key type', () => {
+  it.each([
+    ['ES256 (P-256, as a PEM string)', () => generateKeyPairSync('ec', { namedCurve: 'P-256' })],
+    ['EdDSA (Ed25519)', () => generateKeyPairSync('ed25519')],
+  ])('a client registered with an %s key gets a token and upserts', async (_name, makeKeys) => {
+    const { privateKey, publicKey } = makeKeys();
+    const organization = await registerOrganization(api.models, { name: 'Key types clinic' });
+    const registered = await registerClient(api.models, { organizationId: organization._id, publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString() });
+    const sdk = new ConnectClient({ baseUrl: `${proxy.origin}${BASE_PATH}`, clientId: registered._id, privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() });
+    const id = newId();
+    expect((await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id })).outcome).toBe('created');
+  });
+});
+
+describe('tokens: only one refresh per call', () => {
+  it('a 401 that persists with a fresh token is not retried again: one refresh, then AuthenticationError', async () => {
+    const sdk = client();
+    await expect(sdk.getUser(newId())).rejects.toBeInstanceOf(NotFoundError); // a token is cached now
+    const before = proxy.seen.length;
+    const unauthorized = { match: (m: string) => m === 'GET', status: 401, headers: { 'www-authenticate': 'Bearer' } };
+    proxy.inject(unauthorized);
+    proxy.inject(unauthorized);
+    const error = await sdk.getUser(newId()).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AuthenticationError);
+    expect(proxy.seen.slice(before).map((s) => `${s.method} ${s.status}`)).toEqual(['GET 401', 'POST 200', 'GET 401']);
+  });
+});
+
+describe('retries: 429/502/503/504 with backoff, honouring Retry-After', () => {
+  it('a 429 with Retry-After: 1 is waited out and the call retried', async () => {
+    const sdk = client();
+    const id = newId();
+    await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    proxy.inject({ match: (m, p) => m === 'POST' && p.endsWith('/users'), status: 429, headers: { 'retry-after': '1' } });
+    const before = proxy.seen.length;
+    const result = await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id, settings });
+    expect(result.outcome).toBe('updated');
+    const posts = proxy.seen.slice(before).filter((s) => s.method === 'POST' && s.path.endsWith('/users'));
+    expect(posts.map((s) => s.status)).toEqual([429, 200]);
+    expect(posts[1]!.at - posts[0]!.at).toBeGreaterThanOrEqual(950);
+  });
+
+  it('a 503 then a 502 are retried; maxRetries: 0 gives the answer at once as a typed error', async () => {
+    const sdk = client();
+    const id = newId();
+    proxy.inject({ match: (m) => m === 'POST', status: 503 });
+    proxy.inject({ match: (m) => m === 'POST', status: 502 });
+    expect((await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id })).outcome).toBe('created');
+    proxy.inject({ match: (m) => m === 'GET', status: 503, body: JSON.stringify({ type: 'https://connect-provisioning.dev/problems/unavailable', title: 'Service unavailable', status: 503, detail: 'later' }) });
+    const error = await client({ maxRetries: 0 }).getUser(id).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectApiError);
+    expect((error as ConnectApiError).status).toBe(503);
+    expect((error as ConnectApiError).problem.detail).toBe('later');
+  });
+});
+
+describe('upsertUser outcome (X-Connect-Outcome)', () => {
+  it('created, then updated, then unchanged for a request that changes nothing', async () => {
+    const sdk = client();
+    const id = newId();
+    const body = { provider_email: `${id}@example.com`, external_provider_id: id };
+    expect((await sdk.upsertUser(body)).outcome).toBe('created');
+    const updated = await sdk.upsertUser({ ...body, settings });
+    expect(updated.outcome).toBe('updated');
+    const unchanged = await sdk.upsertUser({ ...body, settings });
+    expect(unchanged.outcome).toBe('unchanged');
+    expect(unchanged.user.version).toBe(updated.user.version);
+    expect(unchanged.user.updated_at).toBe(updated.user.updated_at);
+  });
+});
+
+describe('typed errors from real server answers', () => {
+  it('ValidationError carries the problem and errors[] naming the field', async () => {
+    const error = await client()
+      .upsertUser({ provider_email: 'not an email', external_provider_id: newId() })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ValidationError);
+    expect(error).toBeInstanceOf(ConnectApiError);
+    expect((error as ValidationError).status).toBe(400);
+    expect((error as ValidationError).errors.map((e) => e.path)).toContain('provider_email');
+    expect((error as ValidationError).problem.type).toMatch(/validation$/);
+  });
+
+  it('EmailMismatchError: the id exists with another email', async () => {
+    const sdk = client();
+    const id = newId();
+    await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    const error = await sdk.upsertUser({ provider_email: `other-${id}@example.com`, external_provider_id: id }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(EmailMismatchError);
+    expect((error as EmailMismatchError).status).toBe(409);
+  });
+
+  it('EmailConflictError: another user has the email', async () => {
+    const sdk = client();
+    const id = newId();
+    await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    const error = await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: newId() }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(EmailConflictError);
+    expect((error as EmailConflictError).problem.status).toBe(409);
+  });
+
+  it('NotFoundError: getUser for an id the organization does not have', async () => {
+    const error = await client().getUser(newId()).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(NotFoundError);
+    expect((error as NotFoundError).status).toBe(404);
+  });
+
+  it('AuthenticationError: the token endpoint refuses a key the client was not registered with', async () => {
+    const error = await client({ privateKey: rsaKeyPair().privateKey })
+      .getUser('x')
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AuthenticationError);
+    expect((error as AuthenticationError).status).toBe(401);
+    expect((error as AuthenticationError).problem.title).toBe('invalid_client');
+  });
+
+  it('RateLimitedError: the API\'s own per-client limit, once retries are spent', async () => {
+    const limited = await startTestApi({ label: 'sdk-limit', mongoUrl, env: { RATE_LIMIT_PER_CLIENT_PER_MINUTE: '2' } });
+    opened.push(limited);
+    const sdk = new ConnectClient({ baseUrl: limited.baseUrl, clientId: clinic.client._id, privateKey: clinic.privateKey, maxRetries: 0 });
+    let error: unknown;
+    for (let i = 0; i < 20 && !error; i++) error = await sdk.getUser(newId()).then(() => undefined, (e: unknown) => (e instanceof NotFoundError ? undefined : e));
+    expect(error).toBeInstanceOf(RateLimitedError);
+    expect((error as RateLimitedError).status).toBe(429);
+    expect((error as RateLimitedError).retryAfterSeconds).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('preview lifecycle: listUsers and deactivateUser (x-nabla-next unless apiVersion says otherwise)', () => {
+  it('listUsers pages lazily through 250 users with limit 100, and only the token organization\'s', async () => {
+    const other = await registerTestClient(api.models, { name: 'Listing clinic' });
+    const sdk = new ConnectClient({ baseUrl: `${proxy.origin}${BASE_PATH}`, clientId: other.client._id, privateKey: other.privateKey });
+    const ids: string[] = [];
+    for (let i = 0; i < 250; i += 25) {
+      const batch = Array.from({ length: 25 }, () => newId());
+      ids.push(...batch);
+      await Promise.all(batch.map((id) => sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id })));
+    }
+    const before = proxy.seen.length;
+    const pages: number[] = [];
+    const listed: string[] = [];
+    for await (const page of sdk.listUsers({ limit: 100 })) {
+      pages.push(page.data.length);
+      listed.push(...page.data.map((u) => u.external_provider_id));
+      expect(page.data.every((u) => u.status === 'active')).toBe(true);
+    }
+    expect(pages).toEqual([100, 100, 50]);
+    expect(listed.sort()).toEqual([...ids].sort());
+    expect(proxy.seen.slice(before).filter((s) => s.method === 'GET' && s.path.endsWith('/users')).length).toBe(3);
+  });
+
+  it('deactivateUser answers the user deactivated; a second call answers 200 again; listUsers({status}) sees it', async () => {
+    const sdk = client();
+    const id = newId();
+    const created = await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    const gone = await sdk.deactivateUser(id);
+    expect(gone).toMatchObject({ external_provider_id: id, status: 'deactivated', version: created.user.version + 1 });
+    expect(gone.deactivated_at).toEqual(expect.stringMatching(/^\d{4}-/));
+    const again = await sdk.deactivateUser(id);
+    expect(again.version).toBe(gone.version);
+    let found = false;
+    for await (const user of sdk.listAllUsers({ status: 'deactivated', limit: 200 })) if (user.external_provider_id === id) found = true;
+    expect(found).toBe(true);
+    await expect(sdk.deactivateUser(newId())).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it('upsertUser on a deactivated user reactivates it (status active, settings merged)', async () => {
+    const sdk = client({ apiVersion: 'x-nabla-next' });
+    const id = newId();
+    await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    await sdk.deactivateUser(id);
+    const back = await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id, settings });
+    expect(back.outcome).toBe('updated');
+    expect(back.user).toMatchObject({ status: 'active', deactivated_at: null, settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'CARDIOLOGY' } } });
+  });
+
+  it('with apiVersion pinned to a dated version the preview routes answer NotFoundError (endpoint-not-in-version)', async () => {
+    const error = await client({ apiVersion: '2026-03-23' }).deactivateUser(newId()).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(NotFoundError);
+    expect((error as NotFoundError).problem.type).toMatch(/endpoint-not-in-version$/);
+  });
+});

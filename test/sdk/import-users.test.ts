@@ -1,0 +1,186 @@
+/**
+ * `pnpm import-users` as a real process against the real API (FerretDB, Redis):
+ * a 10,000-row CSV with 20 bad rows, run twice; a 1,000,000-row NDJSON dry run
+ * whose peak RSS is measured. Throughput figures are printed, never asserted.
+ */
+import { spawn } from 'node:child_process';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { registerTestClient, rsaKeyPair, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { REPO_ROOT } from '@connect/local-services';
+
+vi.setConfig({ testTimeout: 600_000 });
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  json: Record<string, any>;
+  stderrLines: Record<string, any>[];
+}
+
+function importUsers(args: string[]): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('pnpm', ['-s', 'import-users', ...args], { cwd: REPO_ROOT, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      let json: Record<string, any> = {};
+      try {
+        json = JSON.parse(stdout);
+      } catch {
+        /* asserted by the caller */
+      }
+      const stderrLines = stderr
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, any>);
+      resolve({ code, stdout, stderr, json, stderrLines });
+    });
+  });
+}
+
+let dir: string;
+let api: TestApi;
+let clinic: TestClient;
+let keyFile: string;
+const csvFile = () => join(dir, 'users.csv');
+const credentials = () => ['--base-url', api.baseUrl, '--client-id', clinic.client._id, '--private-key-file', keyFile];
+
+/** The 20 bad rows: line number → what is wrong. Line 1 is the header. */
+const BAD: Record<number, string> = {};
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'import-users-'));
+  // The API's per-client limit would make this test about waiting: the import honours 429s (client tests show that).
+  api = await startTestApi({ label: 'sdk_import', env: { RATE_LIMIT_PER_CLIENT_PER_MINUTE: '0' } });
+  clinic = await registerTestClient(api.models);
+  keyFile = join(dir, 'client.pem');
+  writeFileSync(keyFile, clinic.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), { mode: 0o600 });
+
+  const kinds = [
+    (i: number) => `not-an-email-${i},bad-${i},CARDIOLOGY,,ENGLISH_US,`,
+    (i: number) => `bad-${i}@example.com,bad-${i},NOT_A_SPECIALTY,,ENGLISH_US,`,
+    (i: number) => `bad-${i}@example.com,bad-${i},OTHER,,ENGLISH_US,`,
+    (i: number) => `bad-${i}@example.com,bad-${i},,,ENGLISH_US,ENGLISH_US`,
+    (i: number) => `bad-${i}@example.com,bad-${i},,,KLINGON,`,
+    (i: number) => `bad-${i}@example.com,bad-${i},CARDIOLOGY,,,`,
+    (i: number) => `bad-${i}@example.com,bad-${i},CARDIOLOGY`,
+    (i: number) => `bad-${i}@example.com,   ,,,ENGLISH_US,`,
+  ];
+  const rows = ['provider_email,external_provider_id,specialty,other_specialty_name,speech_locale,secondary_speech_locale'];
+  const badEvery = 500;
+  for (let i = 0; i < 10_000; i++) {
+    const line = rows.length + 1;
+    if (i % badEvery === 7) {
+      BAD[line] = `kind ${(i / badEvery) % kinds.length | 0}`;
+      rows.push(kinds[Math.floor(i / badEvery) % kinds.length]!(i));
+      continue;
+    }
+    const other = i % 10 === 0;
+    rows.push(`Provider.${i}@Hospital.example.org,emp-${i},${other ? 'OTHER' : 'PEDIATRICS'},${other ? '"Sports medicine, adults"' : ''},ENGLISH_US,${i % 3 === 0 ? 'SPANISH_ES' : ''}`);
+  }
+  writeFileSync(csvFile(), `${rows.join('\n')}\n`);
+  expect(Object.keys(BAD)).toHaveLength(20);
+});
+
+afterAll(async () => {
+  await api?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const usersInOrg = () => api.models.ProviderUser.countDocuments({ organization_id: clinic.organization._id });
+
+describe('import-users: a 10,000-row CSV with 20 bad rows', () => {
+  it('creates 9,980 users, reports the 20 bad rows with their line numbers, sends none of them; a second run creates nothing', async () => {
+    const report = join(dir, 'failed.ndjson');
+    const first = await importUsers([...credentials(), '--file', csvFile(), '--concurrency', '8', '--report', report]);
+    expect(first.code, first.stdout + first.stderr.slice(-2000)).toBe(0);
+    expect(first.json).toEqual({ total: 10_000, created: 9_980, updated: 0, unchanged: 0, failed: 20, seconds: expect.any(Number) });
+    const failed = readFileSync(report, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { line: number; error: { kind: string; message: string }; row: unknown });
+    expect(failed.map((f) => f.line).sort((a, b) => a - b)).toEqual(Object.keys(BAD).map(Number));
+    expect(failed.every((f) => f.error.kind === 'validation' && f.error.message.length > 0)).toBe(true);
+    // Nothing partial: exactly the good rows are stored, none of the bad ones.
+    expect(await usersInOrg()).toBe(9_980);
+    expect(await api.models.ProviderUser.countDocuments({ organization_id: clinic.organization._id, external_provider_id: /^bad-/ })).toBe(0);
+    const sample = await api.models.ProviderUser.findOne({ organization_id: clinic.organization._id, external_provider_id: 'emp-30' }).lean();
+    expect(sample?.settings).toMatchObject({ specialty: { kind: 'OTHER', other_specialty_name: 'Sports medicine, adults' }, speech_locale: 'ENGLISH_US', secondary_speech_locale: 'SPANISH_ES' });
+    // Progress went to stderr as JSON lines (not a terminal), ending with the peak memory.
+    expect(first.stderrLines.at(-1)).toMatchObject({ event: 'done', max_rss_mb: expect.any(Number) });
+    console.log(`[figure] import-users 10,000 rows, concurrency 8: ${first.json.seconds} s, ${Math.round(10_000 / first.json.seconds)} rows/s, peak RSS ${first.stderrLines.at(-1)!.max_rss_mb} MB`);
+
+    const second = await importUsers([...credentials(), '--file', csvFile(), '--concurrency', '32']);
+    expect(second.code, second.stdout + second.stderr.slice(-2000)).toBe(0);
+    expect(second.json).toEqual({ total: 10_000, created: 0, updated: 0, unchanged: 9_980, failed: 20, seconds: expect.any(Number) });
+    expect(await usersInOrg()).toBe(9_980);
+    console.log(`[figure] import-users 10,000 rows again (all unchanged), concurrency 32: ${second.json.seconds} s, ${Math.round(10_000 / second.json.seconds)} rows/s`);
+  });
+});
+
+describe('import-users: memory stays flat (streamed)', () => {
+  it('a 1,000,000-row NDJSON dry run peaks under 150 MB RSS and validates every row', async () => {
+    const file = join(dir, 'million.ndjson');
+    const out = createWriteStream(file);
+    for (let i = 0; i < 1_000_000; i++) {
+      const line = `${JSON.stringify({ provider_email: `p${i}@hospital.example.org`, external_provider_id: `m-${i}`, settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'CARDIOLOGY' } } })}\n`;
+      if (!out.write(line)) await once(out, 'drain');
+    }
+    out.end();
+    await once(out, 'finish');
+    const run = await importUsers(['--file', file, '--dry-run']);
+    expect(run.code, run.stdout + run.stderr.slice(-2000)).toBe(0);
+    expect(run.json).toEqual({ total: 1_000_000, created: 0, updated: 0, unchanged: 0, failed: 0, seconds: expect.any(Number) });
+    const done = run.stderrLines.at(-1)!;
+    console.log(`[figure] import-users --dry-run over 1,000,000 NDJSON rows: peak RSS ${done.max_rss_mb} MB, ${run.json.seconds} s`);
+    expect(done.max_rss_mb).toBeLessThan(150);
+  });
+});
+
+const hasScript = existsSync('/usr/bin/script');
+if (!hasScript) console.log('[skip reason] /usr/bin/script (util-linux) is missing: the terminal progress bar test needs a pseudo-terminal');
+
+describe('import-users: progress on a terminal', () => {
+  it.skipIf(!hasScript)('draws a progress bar with rate and ETA on stderr when it is a TTY, and still prints one JSON document', async () => {
+    const rows = ['provider_email,external_provider_id,specialty,other_specialty_name,speech_locale,secondary_speech_locale'];
+    for (let i = 0; i < 20_000; i++) rows.push(`p${i}@h.example.org,t-${i},,,ENGLISH_US,`);
+    const file = join(dir, 'tty.csv');
+    writeFileSync(file, `${rows.join('\n')}\n`);
+    // `script` gives the child a pseudo-terminal, as an operator's shell would.
+    const output = await new Promise<string>((resolve, reject) => {
+      const child = spawn('/usr/bin/script', ['-qec', `pnpm -s import-users --file ${file} --dry-run`, '/dev/null'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.on('error', reject);
+      child.on('close', () => resolve(out));
+    });
+    expect(output).toMatch(/\d+ rows \| \d+ rows\/s \| ETA \d+s/);
+    expect(output).toContain('{"total":20000,"created":0,"updated":0,"unchanged":0,"failed":0,');
+  });
+});
+
+describe('import-users: errors are one JSON document with a non-zero exit', () => {
+  it('usage: no --file; input: an unknown CSV column', async () => {
+    const usage = await importUsers(['--dry-run']);
+    expect(usage.code).not.toBe(0);
+    expect(usage.json).toEqual({ error: { kind: 'usage', message: expect.stringContaining('--file') } });
+    const bad = join(dir, 'bad-header.csv');
+    writeFileSync(bad, 'provider_email,external_provider_id,favourite_colour\na@example.com,1,blue\n');
+    const input = await importUsers(['--file', bad, '--dry-run']);
+    expect(input.code).not.toBe(0);
+    expect(input.json).toEqual({ error: { kind: 'input', message: expect.stringContaining('favourite_colour') } });
+  });
+
+  it('authentication: a key the client was not registered with stops the import instead of failing every row', async () => {
+    const wrongKey = join(dir, 'wrong.pem');
+    writeFileSync(wrongKey, rsaKeyPair().privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), { mode: 0o600 });
+    const run = await importUsers(['--base-url', api.baseUrl, '--client-id', clinic.client._id, '--private-key-file', wrongKey, '--file', csvFile()]);
+    expect(run.code).not.toBe(0);
+    expect(run.json).toEqual({ error: { kind: 'authentication', message: expect.stringContaining('credentials') } });
+  });
+});

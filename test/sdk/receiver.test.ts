@@ -1,0 +1,201 @@
+/**
+ * @connect/receiver over real HTTP: the Fastify plugin and the node:http handler
+ * answer callbacks signed exactly as the worker signs them (its own signing
+ * functions), and the Redis dedupe store runs on the real Redis.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { connectReceiver, createCallbackHandler, MemoryDedupeStore, RedisDedupeStore, type CallbackEvent, type FastifyReceiverOptions } from '@connect/receiver';
+import { signNablaConnect, signStandardWebhooks } from '@connect/worker';
+import { uniquePrefix } from '../support/harness.ts';
+import { waitFor } from '../support/child-process.ts';
+
+const oldSecret = `nc-old-${randomBytes(8).toString('hex')}`;
+const newSecret = `nc-new-${randomBytes(8).toString('hex')}`;
+const swSecret = `whsec_${randomBytes(24).toString('base64')}`;
+
+function eventBody(overrides: Record<string, unknown> = {}): { id: string; raw: string } {
+  const id = randomUUID();
+  const body = {
+    request_uuid: id,
+    type: 'user.created',
+    occurred_at: new Date().toISOString(),
+    data: {
+      organization_id: 'org-1',
+      version: 1,
+      user: { provider_email: 'a@example.com', external_provider_id: `ext-${id}`, settings: null, created_at: new Date().toISOString(), updated_at: new Date().toISOString(), version: 1, status: 'active', deactivated_at: null },
+    },
+    ...overrides,
+  };
+  return { id, raw: JSON.stringify(body) };
+}
+
+const closers: (() => Promise<unknown>)[] = [];
+
+async function fastifyReceiver(options: Omit<FastifyReceiverOptions, 'onEvent'>): Promise<{ url: string; events: CallbackEvent[]; app: FastifyInstance }> {
+  const events: CallbackEvent[] = [];
+  const app = Fastify();
+  await app.register(connectReceiver, { ...options, onEvent: (e) => void events.push(e) });
+  // The application's own JSON routes keep their parser: the plugin's raw-body parser stays inside it.
+  app.post('/echo', async (request) => ({ parsed: request.body }));
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  closers.push(() => app.close());
+  return { url: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/callbacks`, events, app };
+}
+
+async function nodeReceiver(options: Omit<FastifyReceiverOptions, 'onEvent'> & { onEvent?: (e: CallbackEvent) => void | Promise<void> }): Promise<{ url: string; events: CallbackEvent[] }> {
+  const events: CallbackEvent[] = [];
+  const server: Server = createServer(createCallbackHandler({ ...options, onEvent: options.onEvent ?? ((e) => void events.push(e)) }));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  closers.push(() => new Promise((resolve) => server.close(resolve)));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/callbacks`, events };
+}
+
+const post = async (url: string, raw: string, headers: Record<string, string>) => {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: raw });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+};
+
+let redis: Redis;
+beforeAll(() => {
+  redis = new Redis(inject('redisUrl'));
+});
+afterAll(async () => {
+  for (const close of closers) await close();
+  redis?.disconnect();
+});
+
+describe.each([
+  ['Fastify plugin', fastifyReceiver],
+  ['node:http handler', nodeReceiver],
+] as const)('%s, nabla-connect scheme', (_name, start) => {
+  let receiver: { url: string; events: CallbackEvent[] };
+  beforeAll(async () => {
+    receiver = await start({ secrets: [oldSecret, newSecret], dedupe: new MemoryDedupeStore() });
+  });
+
+  it('accepts a callback signed by the worker and answers 200 {request_uuid}, handing the typed event over', async () => {
+    const { id, raw } = eventBody();
+    const res = await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()));
+    expect(res).toEqual({ status: 200, body: { request_uuid: id } });
+    expect(receiver.events.find((e) => e.request_uuid === id)?.data.user.external_provider_id).toBe(`ext-${id}`);
+  });
+
+  it('rotation: signed with the old secret only, the new only, or both, each verifies; a `sha256=` prefix is accepted', async () => {
+    for (const secrets of [[oldSecret], [newSecret], [oldSecret, newSecret]]) {
+      const { id, raw } = eventBody();
+      expect(await post(receiver.url, raw, signNablaConnect(raw, secrets, new Date()))).toEqual({ status: 200, body: { request_uuid: id } });
+    }
+    const { id, raw } = eventBody();
+    const headers = signNablaConnect(raw, [newSecret], new Date());
+    headers['x-nabla-connect-signature'] = `sha256=${headers['x-nabla-connect-signature']}`;
+    expect((await post(receiver.url, raw, headers)).status).toBe(200);
+    expect(receiver.events.some((e) => e.request_uuid === id)).toBe(true);
+  });
+
+  it('missing_header → 401', async () => {
+    const { raw } = eventBody();
+    const { 'x-nabla-connect-timestamp': ts } = signNablaConnect(raw, [newSecret], new Date());
+    expect(await post(receiver.url, raw, { 'x-nabla-connect-timestamp': ts! })).toMatchObject({ status: 401, body: { error: 'missing_header' } });
+  });
+
+  it('timestamp_out_of_window → 401 (signed 2 minutes ago, signature otherwise right)', async () => {
+    const { raw } = eventBody();
+    expect(await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date(Date.now() - 120_000)))).toMatchObject({ status: 401, body: { error: 'timestamp_out_of_window' } });
+  });
+
+  it('bad_signature → 401: a secret the receiver does not have, or a body changed after signing', async () => {
+    const { raw } = eventBody();
+    expect(await post(receiver.url, raw, signNablaConnect(raw, ['some-other-secret'], new Date()))).toMatchObject({ status: 401, body: { error: 'bad_signature' } });
+    const headers = signNablaConnect(raw, [newSecret], new Date());
+    expect(await post(receiver.url, raw.replace('org-1', 'org-2'), headers)).toMatchObject({ status: 401, body: { error: 'bad_signature' } });
+  });
+
+  it('malformed_body → 400: an unknown event type, or a signed body that is not JSON', async () => {
+    const { raw } = eventBody({ type: 'user.exploded' });
+    expect(await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()))).toMatchObject({ status: 400, body: { error: 'malformed_body' } });
+    expect(await post(receiver.url, '{nope', signNablaConnect('{nope', [newSecret], new Date()))).toMatchObject({ status: 400, body: { error: 'malformed_body' } });
+  });
+
+  it('a replayed request_uuid is answered 200 but handed to onEvent once', async () => {
+    const first = eventBody();
+    const later = eventBody();
+    expect((await post(receiver.url, first.raw, signNablaConnect(first.raw, [newSecret], new Date()))).status).toBe(200);
+    // The replay: the same event re-signed later, as the worker does on a retry.
+    expect(await post(receiver.url, first.raw, signNablaConnect(first.raw, [newSecret], new Date()))).toEqual({ status: 200, body: { request_uuid: first.id } });
+    expect((await post(receiver.url, later.raw, signNablaConnect(later.raw, [newSecret], new Date()))).status).toBe(200);
+    await waitFor(() => receiver.events.some((e) => e.request_uuid === later.id), 5000, 'the later event');
+    expect(receiver.events.filter((e) => e.request_uuid === first.id)).toHaveLength(1);
+  });
+});
+
+describe('standard-webhooks scheme', () => {
+  it('verifies the worker\'s Standard Webhooks signature, and refuses a stale one, a missing header and a wrong secret', async () => {
+    const receiver = await fastifyReceiver({ secrets: [swSecret], scheme: 'standard-webhooks' });
+    const { id, raw } = eventBody();
+    expect(await post(receiver.url, raw, signStandardWebhooks(id, raw, [swSecret], new Date()))).toEqual({ status: 200, body: { request_uuid: id } });
+    expect(receiver.events.map((e) => e.request_uuid)).toContain(id);
+    expect(await post(receiver.url, raw, signStandardWebhooks(id, raw, [swSecret], new Date(Date.now() - 600_000)))).toMatchObject({ status: 401, body: { error: 'timestamp_out_of_window' } });
+    const { 'webhook-signature': _drop, ...noSignature } = signStandardWebhooks(id, raw, [swSecret], new Date());
+    expect(await post(receiver.url, raw, noSignature)).toMatchObject({ status: 401, body: { error: 'missing_header' } });
+    const other = `whsec_${randomBytes(24).toString('base64')}`;
+    expect(await post(receiver.url, raw, signStandardWebhooks(id, raw, [other], new Date()))).toMatchObject({ status: 401, body: { error: 'bad_signature' } });
+  });
+
+  it('rotation: two whsec_ secrets, a message signed with either verifies', async () => {
+    const second = `whsec_${randomBytes(24).toString('base64')}`;
+    const receiver = await nodeReceiver({ secrets: [swSecret, second], scheme: 'standard-webhooks' });
+    for (const secret of [swSecret, second]) {
+      const { id, raw } = eventBody();
+      expect(await post(receiver.url, raw, signStandardWebhooks(id, raw, [secret], new Date()))).toEqual({ status: 200, body: { request_uuid: id } });
+    }
+    expect(receiver.events).toHaveLength(2);
+  });
+});
+
+describe('adapters keep the raw body and stay in their lane', () => {
+  it('the Fastify plugin leaves the application\'s JSON parsing alone', async () => {
+    const receiver = await fastifyReceiver({ secrets: [newSecret] });
+    const res = await fetch(receiver.url.replace('/callbacks', '/echo'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"a":1}' });
+    expect(await res.json()).toEqual({ parsed: { a: 1 } });
+  });
+
+  it('a failing onEvent answers 500 and the sender\'s retry is handled (not dropped as a duplicate)', async () => {
+    let calls = 0;
+    const handled: string[] = [];
+    const receiver = await nodeReceiver({
+      secrets: [newSecret],
+      dedupe: new MemoryDedupeStore(),
+      onEvent: (e) => {
+        if (++calls === 1) throw new Error('database down');
+        handled.push(e.request_uuid);
+      },
+    });
+    const { id, raw } = eventBody();
+    expect((await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()))).status).toBe(500);
+    expect(await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()))).toEqual({ status: 200, body: { request_uuid: id } });
+    expect(handled).toEqual([id]);
+  });
+});
+
+describe('Redis dedupe store (SET NX PX)', () => {
+  it('two receiver instances sharing it hand one event to onEvent once between them', async () => {
+    const shared = new RedisDedupeStore(redis, { prefix: `${uniquePrefix('receiver')}:seen:`, ttlMs: 60_000 });
+    const a = await fastifyReceiver({ secrets: [newSecret], dedupe: shared });
+    const b = await nodeReceiver({ secrets: [newSecret], dedupe: new RedisDedupeStore(redis, { prefix: shared.prefix, ttlMs: 60_000 }) });
+    const { id, raw } = eventBody();
+    const answers = await Promise.all([a.url, b.url].map((url) => post(url, raw, signNablaConnect(raw, [newSecret], new Date()))));
+    expect(answers).toEqual([
+      { status: 200, body: { request_uuid: id } },
+      { status: 200, body: { request_uuid: id } },
+    ]);
+    expect([...a.events, ...b.events].filter((e) => e.request_uuid === id)).toHaveLength(1);
+    const ttl = await redis.pttl(`${shared.prefix}${id}`);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(60_000);
+  });
+});
