@@ -85,7 +85,9 @@ describe('SIGTERM under load (docs/delivery.md: stop taking work, finish what is
     expect(token).toMatchObject({ kind: 'answered', status: 200 });
     const accessToken = (JSON.parse((token as { body: string }).body) as { access_token: string }).access_token;
 
-    db.setDelay(1500);
+    // Slow enough that all 20 are still in flight at SIGTERM, fast enough that a create (several
+    // database round trips) ends well inside the API's 10 s request deadline (REQUEST_DEADLINE_MS).
+    db.setDelay(500);
     const ids = Array.from({ length: 20 }, () => randomUUID());
     const inFlight = ids.map((id) =>
       send(`${base}/users`, {

@@ -2,7 +2,7 @@ import { Queue, type JobsOptions } from 'bullmq';
 import { z } from 'zod';
 import { DELIVERIES_QUEUE } from '../events/queues.ts';
 import type { RedisClient } from '../events/redis-connection.ts';
-import type { UserEvent, UserEventJob } from '../events/user-event.ts';
+import { userEventTypeSchema, type UserEvent, type UserEventJob } from '../events/user-event.ts';
 import { deliveryJobOptions, DEFAULT_DELIVERY_POLICY, type DeliveryPolicy } from './delivery-policy.ts';
 
 /**
@@ -17,7 +17,7 @@ export function deliveryQueueName(target: string): string {
 
 const userEventSchema = z.object({
   id: z.string().min(1),
-  type: z.enum(['user.created', 'user.updated']),
+  type: userEventTypeSchema,
   occurred_at: z.string(),
   organization_id: z.string(),
   version: z.number().int().min(1),
