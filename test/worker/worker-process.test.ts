@@ -110,7 +110,7 @@ describe('SIGTERM during deliveries', () => {
       })
       .sort((a, b) => (a.time ?? 0) - (b.time ?? 0))
       .map((e) => e.step);
-    expect(steps).toEqual(['stop-fan-out', 'stop-deliveries', 'stop-sweep', 'close-queues', 'close-redis', 'close-mongo']);
+    expect(steps).toEqual(['stop-fan-out', 'stop-deliveries', 'stop-sweep', 'stop-purge', 'close-queues', 'close-redis', 'close-mongo']);
 
     // Nothing lost: a new worker delivers the rest, and no event went out twice.
     receiver.respond = () => ({ status: 200 });

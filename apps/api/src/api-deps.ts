@@ -101,9 +101,13 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
   queue.on('error', (err) => log.warn({ err: err.message }, 'events queue error'));
   const deliveryQueues = config.downstreamTargets.map((t) => new Queue(deliveryQueueName(t.name), { connection: redis, prefix: config.queuePrefix }));
   for (const q of deliveryQueues) q.on('error', (err) => log.warn({ queue: q.name, err: err.message }, 'deliveries queue error'));
-  // Metrics read the queues themselves; the relay reports its failures to a metric: one arrow, no cycle.
-  const metrics: ApiMetrics = createApiMetrics({ models, queues: [queue, ...deliveryQueues], eventsQueue: queue });
-  const relay = new OutboxRelay({ models, queue, log, onPublishFailure: () => metrics.publishFailures.inc() });
+  // The relay reports its failures to a metric; the unpublished gauge asks the relay only when scraped, after both exist.
+  const metrics: ApiMetrics = createApiMetrics({
+    queues: [queue, ...deliveryQueues],
+    targetQueues: config.downstreamTargets.map((t, i) => ({ target: t.name, queue: deliveryQueues[i]! })),
+    unpublished: () => relay.unpublishedCount(),
+  });
+  const relay = new OutboxRelay({ models, queue, log, onPublishFailure: () => metrics.publishFailures.inc(), targetNames: config.downstreamTargets.map((t) => t.name) });
   const faults = options.faults ?? {};
   const publisher: UserEventPublisher = {
     publishSoon: (user) => {

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Queue } from 'bullmq';
-import { publishedAmong, type Models, type ProviderUserMetrics, type UserEventJob } from '@connect/shared';
+import type { ProviderUserMetrics } from '@connect/shared';
 
 export interface ApiMetrics {
   registry: Registry;
@@ -13,11 +13,65 @@ export interface ApiMetrics {
 }
 
 /**
- * The API's Prometheus metrics, in a registry of its own (tests build several
- * apps in one process). Queue depths and delivery states are read on scrape, from
- * Redis and MongoDB, so they are the same whichever instance is scraped.
+ * A value refreshed in the background: a scrape reads the last one and, when
+ * it is older than `everyMs`, starts one refresh (never two at once) for the
+ * next scrape. So the database work behind a gauge happens at most once per
+ * `everyMs` per instance however often Prometheus scrapes, and a scrape costs
+ * the same on day 1 and day 300. The first scrape waits for the first value.
  */
-export function createApiMetrics(deps: { models: Models; queues: Queue[]; eventsQueue: Queue<UserEventJob> }): ApiMetrics {
+export class BackgroundValue<T> {
+  private value: T | undefined;
+  private at = 0;
+  private inFlight: Promise<void> | undefined;
+
+  constructor(
+    private readonly load: () => Promise<T>,
+    private readonly everyMs: number,
+  ) {}
+
+  async get(): Promise<T | undefined> {
+    if (Date.now() - this.at >= this.everyMs && !this.inFlight) {
+      this.inFlight = this.load()
+        .then((v) => {
+          this.value = v;
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          this.at = Date.now();
+          this.inFlight = undefined;
+        });
+    }
+    if (this.value === undefined) await this.inFlight;
+    return this.value;
+  }
+}
+
+export interface ApiMetricsDeps {
+  /** Every queue (events and one per target), for `connect_queue_jobs`. */
+  queues: Queue[];
+  /** The delivery queue of each target, for `connect_target_backlog`. */
+  targetQueues: { target: string; queue: Queue }[];
+  /** Events not yet published (see OutboxRelay.unpublishedCount). */
+  unpublished: () => Promise<{ count: number; capped: boolean }>;
+  /** How often the database-backed gauges are refreshed at most (default 15 s). */
+  refreshMs?: number;
+}
+
+/**
+ * The API's Prometheus metrics, in a registry of its own (tests build several
+ * apps in one process). Nothing here grows with the data stored
+ * (docs/operations.md):
+ * - counters are counted as things happen, in this process;
+ * - queue depths and each target's backlog are Redis counters read on scrape
+ *   (a few O(1) commands per queue), the same whichever instance is scraped;
+ * - unpublished events come from a bounded query (the outbox's backlog after
+ *   the sweep cursor, at most 10,000 users), refreshed in the background at
+ *   most every `refreshMs`, never on the scrape's path.
+ * What used to be a per-scrape aggregation over every delivery row (counts by
+ * status) is the worker's `connect_deliveries_total{target,outcome}` counter,
+ * and `pnpm cli deliveries list` for the rows themselves.
+ */
+export function createApiMetrics(deps: ApiMetricsDeps): ApiMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'connect_api_' });
   const httpDuration = new Histogram({
@@ -58,30 +112,37 @@ export function createApiMetrics(deps: { models: Models; queues: Queue[]; events
     },
   });
   new Gauge({
-    name: 'connect_deliveries',
-    help: 'Deliveries recorded, by target and status (pending, delivered, failed = dead-lettered, superseded)',
-    labelNames: ['target', 'status'] as const,
+    name: 'connect_target_backlog',
+    help: 'Deliveries of each target not finished yet (waiting, held, delayed for a retry, resync, or running)',
+    labelNames: ['target'] as const,
     registers: [registry],
     async collect() {
       this.reset();
-      const rows = await deps.models.Delivery.aggregate<{ _id: { target: string; status: string }; n: number }>([
-        { $group: { _id: { target: '$target', status: '$status' }, n: { $sum: 1 } } },
-      ]).catch(() => []);
-      for (const r of rows) this.set({ target: r._id.target, status: r._id.status }, r.n);
+      await Promise.all(
+        deps.targetQueues.map(async ({ target, queue }) => {
+          const counts = await queue.getJobCounts('wait', 'paused', 'delayed', 'prioritized', 'active', 'waiting-children').catch(() => undefined);
+          if (counts) this.set({ target }, Object.values(counts).reduce((a, b) => a + b, 0));
+        }),
+      );
+    },
+  });
+  const unpublished = new BackgroundValue(deps.unpublished, deps.refreshMs ?? 15_000);
+  new Gauge({
+    name: 'connect_outbox_unpublished_events',
+    help: 'Changes whose event is not in the queue yet (the outbox backlog; at most 10000 counted, see connect_outbox_unpublished_capped)',
+    registers: [registry],
+    async collect() {
+      const v = await unpublished.get();
+      if (v) this.set(v.count);
     },
   });
   new Gauge({
-    name: 'connect_outbox_unpublished_events',
-    help: 'Users whose newest event is not in the queue yet, among those changed in the last 10 minutes',
+    name: 'connect_outbox_unpublished_capped',
+    help: '1 when the outbox backlog was larger than what connect_outbox_unpublished_events counts',
     registers: [registry],
     async collect() {
-      // Within BullMQ's retention of completed jobs (the marker), at any sane rate.
-      const since = new Date(Date.now() - 600_000);
-      const recent = await deps.models.ProviderUser.find({ updated_at: { $gte: since } }).select({ 'last_event.id': 1 }).limit(10_000).lean().catch(() => []);
-      if (recent.length === 0) return this.set(0);
-      const ids = recent.map((u) => u.last_event.id);
-      const published = await publishedAmong(deps.eventsQueue, ids).catch(() => new Set(ids));
-      this.set(ids.length - published.size);
+      const v = await unpublished.get();
+      if (v) this.set(v.capped ? 1 : 0);
     },
   });
   const writes: ProviderUserMetrics = {

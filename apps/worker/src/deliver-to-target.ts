@@ -120,7 +120,9 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       const created = fresh?.created ?? data.created;
       const deliveredVersion = sync?.delivered_version ?? 0;
 
-      if (newest.version <= deliveredVersion) {
+      // `targets resync --force`: the newest version once more (same event id), never an older one.
+      const forced = data.force === true && deliveredVersion > 0 && newest.version === deliveredVersion;
+      if (newest.version <= deliveredVersion && !forced) {
         if (probeToken) await health.releaseProbe(targetName, probeToken);
         deps.metrics?.deliveries.inc({ target: targetName, outcome: 'superseded' });
         await store.supersedeOlder(user_id, targetName, deliveredVersion);

@@ -11,6 +11,8 @@ import type { WorkerDeps } from './worker-deps.ts';
  * 2. stop-sweep: after the processors, and before the queues close, so a pass in
  *    progress finishes its publish instead of failing half-way
  *    (which would only mean a re-publish later, but costs a warning per user).
+ * 2b. stop-purge: the retention purge's pass in progress finishes (it holds a
+ *    Redis lock and deletes through MongoDB, both closed below).
  * 3. close-queues, close-redis: nothing above adds jobs any more.
  * 4. close-mongo: last, because the steps above write Delivery and SyncState
  *    rows and read users until they end; closing it first turns a clean
@@ -21,6 +23,7 @@ export function workerShutdownSteps(worker: RunningWorker, deps: WorkerDeps): Sh
     { name: 'stop-fan-out', run: () => worker.fanOut.close() },
     { name: 'stop-deliveries', run: () => worker.closeDeliveries() },
     { name: 'stop-sweep', run: () => worker.sweep.stop() },
+    { name: 'stop-purge', run: () => worker.purge.stop() },
     { name: 'close-queues', run: () => deps.closeQueues() },
     { name: 'close-redis', run: () => deps.closeRedis() },
     { name: 'close-mongo', run: () => deps.closeMongo() },

@@ -5,6 +5,7 @@ import { createDeliverToTarget } from './deliver-to-target.ts';
 import { watchTargets } from './delivery-metrics.ts';
 import { createFanOut } from './fan-out.ts';
 import { startOutboxSweep, type OutboxSweep } from './outbox-sweep.ts';
+import { startRetentionPurge, type RetentionPurge } from './retention-purge.ts';
 import type { WorkerDeps } from './worker-deps.ts';
 
 export interface RunningWorker {
@@ -12,6 +13,7 @@ export interface RunningWorker {
   /** One BullMQ worker per target, each with its own concurrency (docs/delivery.md). */
   deliveries: Map<string, Worker<DeliveryJob>>;
   sweep: OutboxSweep;
+  purge: RetentionPurge;
   /** Stops the delivery workers (waits for the jobs in flight). */
   closeDeliveries(): Promise<void>;
   /** Stops taking jobs (waits for those in flight) and stops the sweep; connections stay with the deps. */
@@ -88,7 +90,14 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     deliveries.set(target.name, worker);
   }
   fanOut.on('error', (err) => log.warn({ queue: fanOut.name, err: err.message }, 'worker error'));
-  fanOut.on('failed', (job, err) => log.warn({ event_id: job?.id, err: err.message, attempts: job?.attemptsMade }, 'fan-out failed'));
+  fanOut.on('failed', (job, err) => {
+    log.warn({ event_id: job?.id, err: err.message, attempts: job?.attemptsMade }, 'fan-out failed');
+    // The events job is the "published" marker: one failed without its processor (stalled too
+    // often) would stop the sweep from publishing the event again, and nothing would fan it out.
+    if (job && /stalled/i.test(err.message)) {
+      void job.retry('failed').catch((e: Error) => log.warn({ event_id: job.id, err: e.message }, 'could not put a stalled fan-out back'));
+    }
+  });
 
   // Another process may lift a hold this one is sleeping out: look every healthPollMs.
   const healthWatch = setInterval(() => {
@@ -106,6 +115,10 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
   watchTargets(deps.metrics, { health: deps.health, queues: deps.deliveries });
 
   const sweep = startOutboxSweep(deps.relay, log, options.sweepIntervalMs, options.sweepBatchSize);
+  const purge = startRetentionPurge(
+    { models: deps.models, redis: deps.queueRedis, queuePrefix: config.queuePrefix, log },
+    { retentionMs: options.deliveryRetentionMs, intervalMs: options.purgeIntervalMs },
+  );
   log.info({ targets: config.downstreamTargets.map((t) => t.name), concurrency_per_target: options.concurrency, retry_schedule_ms: options.policy.retryScheduleMs }, 'worker started');
 
   const closeDeliveries = async () => {
@@ -117,9 +130,10 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     deliveries,
     sweep,
     closeDeliveries,
+    purge,
     async close() {
       await Promise.all([fanOut.close(), closeDeliveries()]);
-      await sweep.stop();
+      await Promise.all([sweep.stop(), purge.stop()]);
     },
   };
 }

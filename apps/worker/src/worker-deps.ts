@@ -61,7 +61,7 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
   const eventsQueue = createEventsQueue(producerRedis, config.queuePrefix);
   const deliveries = new DeliveryQueues(queueRedis, config.queuePrefix, config.downstreamTargets, opts.policy);
   for (const q of [eventsQueue, ...deliveries.all()] as Queue[]) q.on('error', (err) => log.warn({ queue: q.name, err: err.message }, 'queue error'));
-  const relay = new OutboxRelay({ models, queue: eventsQueue, log });
+  const relay = new OutboxRelay({ models, queue: eventsQueue, log, targetNames: config.downstreamTargets.map((t) => t.name) });
 
   return {
     config,

@@ -22,4 +22,13 @@ describe('workerOptionsFromEnv', () => {
   it('a bad WORKER_RETRY_SCHEDULE names the variable', () => {
     expect(() => workerOptionsFromEnv({ WORKER_RETRY_SCHEDULE: '5s,soon' })).toThrow(/^WORKER_RETRY_SCHEDULE: /);
   });
+
+  it('reads DELIVERY_RETENTION_DAYS (default 30) in days, decimals allowed, and refuses nonsense naming it', () => {
+    expect(workerOptionsFromEnv({}).deliveryRetentionMs).toBe(30 * 86_400_000);
+    expect(workerOptionsFromEnv({ DELIVERY_RETENTION_DAYS: '7' }).deliveryRetentionMs).toBe(7 * 86_400_000);
+    expect(workerOptionsFromEnv({ DELIVERY_RETENTION_DAYS: '0.5' }).deliveryRetentionMs).toBe(43_200_000);
+    for (const bad of ['0', '-3', 'a week', '4000']) {
+      expect(() => workerOptionsFromEnv({ DELIVERY_RETENTION_DAYS: bad })).toThrow(/^DELIVERY_RETENTION_DAYS: /);
+    }
+  });
 });

@@ -27,6 +27,10 @@ export interface WorkerOptions {
   healthPollMs: number;
   /** Port of the worker's GET /metrics listener; 0: none. */
   metricsPort: number;
+  /** DELIVERY_RETENTION_DAYS (default 30), in ms: finished deliveries older than this are purged. */
+  deliveryRetentionMs: number;
+  /** WORKER_PURGE_INTERVAL_MS: how often one worker (across all) runs the retention purge. */
+  purgeIntervalMs: number;
 }
 
 export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
@@ -42,6 +46,8 @@ export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
   fanOutParkMs: 60_000,
   healthPollMs: 1000,
   metricsPort: 0,
+  deliveryRetentionMs: 30 * 86_400_000,
+  purgeIntervalMs: 10 * 60_000,
 });
 
 type NumericOption = { [K in keyof WorkerOptions]: WorkerOptions[K] extends number ? K : never }[keyof WorkerOptions];
@@ -53,6 +59,7 @@ const ENV: Record<string, NumericOption> = {
   WORKER_STALLED_INTERVAL_MS: 'stalledIntervalMs',
   WORKER_SHUTDOWN_GRACE_MS: 'shutdownGraceMs',
   WORKER_METRICS_PORT: 'metricsPort',
+  WORKER_PURGE_INTERVAL_MS: 'purgeIntervalMs',
 };
 
 /** Variables that no longer do anything (the retry schedule replaced them); the worker warns when it sees one. */
@@ -66,6 +73,14 @@ export function workerOptionsFromEnv(env: Record<string, string | undefined> = p
     if (!raw) continue;
     if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 86_400_000) throw new ConfigError(name, `must be a whole number from 1 to 86400000, got "${raw}"`);
     options[key] = Number(raw);
+  }
+  // Days, decimals allowed (a soak or a test shortens it to minutes: 0.01 is about 14 min).
+  const retention = env.DELIVERY_RETENTION_DAYS?.trim();
+  if (retention) {
+    if (!/^\d+(\.\d+)?$/.test(retention) || Number(retention) <= 0 || Number(retention) > 3650) {
+      throw new ConfigError('DELIVERY_RETENTION_DAYS', `must be a number of days above 0, at most 3650, got "${retention}"`);
+    }
+    options.deliveryRetentionMs = Math.round(Number(retention) * 86_400_000);
   }
   return options;
 }

@@ -14,6 +14,8 @@ import { CliError, connectRedis, DATASTORE_TIMEOUT_MS, redactUrl, toCliError, ty
 import { clientCommands } from './client-commands.ts';
 import { deliveriesCommands } from './deliveries-command.ts';
 import { orgCommands } from './org-commands.ts';
+import { recoverCommand } from './recover-command.ts';
+import { resyncCommand } from './resync-command.ts';
 import { targetsCommands } from './targets-command.ts';
 import { applyStackEnv, type StackEnv } from './stack-env.ts';
 import { userCommands } from './user-commands.ts';
@@ -23,7 +25,9 @@ const COMMANDS: Command[] = [
   ...clientCommands,
   ...userCommands,
   ...deliveriesCommands,
+  recoverCommand,
   ...targetsCommands,
+  resyncCommand,
 ];
 
 const HELP_FLAGS = new Set(['--help', '-h']);

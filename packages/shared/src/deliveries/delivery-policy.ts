@@ -74,6 +74,9 @@ const DAY_S = 86_400;
  *   BullMQ; past that the processor's per-target version check drops it.
  * - Held deliveries (target failing, paused, disabled) sit in wait/paused,
  *   which BullMQ never trims: nothing held is ever removed by retention.
+ * - Both are capped by count as well, so Redis holds a bounded number of
+ *   finished jobs whatever the traffic; trimming one loses nothing (the row is
+ *   the record) and sends nothing twice (the version check).
  */
 export function deliveryJobOptions(policy: DeliveryPolicy): JobsOptions {
   const aliveS = Math.ceil((longestRetryWindowMs(policy) + policy.disableAfterMs) / 1000);
@@ -81,7 +84,7 @@ export function deliveryJobOptions(policy: DeliveryPolicy): JobsOptions {
     attempts: attemptsOf(policy),
     backoff: { type: DELIVERY_BACKOFF_TYPE },
     removeOnComplete: { age: DAY_S, count: 100_000 },
-    removeOnFail: { age: Math.max(7 * DAY_S, aliveS) },
+    removeOnFail: { age: Math.max(7 * DAY_S, aliveS), count: 100_000 },
   };
 }
 

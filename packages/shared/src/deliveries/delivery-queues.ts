@@ -31,12 +31,15 @@ export const deliveryJobSchema = z.object({
   target: z.string().min(1),
   event: userEventSchema,
   created: userEventSchema,
+  force: z.boolean().optional(),
 });
 export interface DeliveryJob {
   user_id: string;
   target: string;
   event: UserEvent;
   created: UserEvent;
+  /** `targets resync --force`: the newest event even if the target answered 2xx to it already. */
+  force?: boolean;
 }
 
 /** The events queue's job (user-events), as the fan-out reads it. */
@@ -98,6 +101,17 @@ export class DeliveryQueues {
         this.queueOf(target).addBulk(list.map((job) => ({ name: job.event.type, data: job, opts: dedupOptions(job, deliveryIdOf(job.event.id, job.target)) }))),
       ),
     );
+  }
+
+  /** Jobs with their own ids and extra options (resync: a priority below live deliveries), deduplicated as `enqueue` does. */
+  async enqueueWith(target: string, jobs: readonly { job: DeliveryJob; jobId: string }[], extra: JobsOptions): Promise<void> {
+    await this.queueOf(target).addBulk(jobs.map(({ job, jobId }) => ({ name: job.event.type, data: job, opts: { ...dedupOptions(job, jobId), ...extra } })));
+  }
+
+  /** Prioritized jobs waiting for the target: only resync adds those. */
+  async waitingAtLowPriority(target: string): Promise<number> {
+    const { prioritized = 0 } = await this.queueOf(target).getJobCounts('prioritized');
+    return prioritized;
   }
 
   /** Jobs not finished yet (waiting, held, delayed, running): what the target still has to receive. */

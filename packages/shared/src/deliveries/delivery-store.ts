@@ -24,8 +24,13 @@ import { deliveryIdOf } from './delivery-queues.ts';
  *    having landed.
  * 3. The stalled handler writes one thing: a `pending` row becomes `failed`
  *    (conditional on `pending`), so a job BullMQ gave up on stays visible.
- * 4. Replay claims a `failed` row back to `pending` (conditional on `failed`)
- *    before it enqueues, and gives it back if the enqueue fails.
+ * 4. Replay and recover claim a `failed` row back to `pending` (conditional on
+ *    `failed`) before they enqueue, and give it back if the enqueue fails. A
+ *    row keeps the time it was dead-lettered (`failed_at`, set by 2 and
+ *    3): `deliveries recover --since/--until` selects by it.
+ * 6. The retention purge deletes finished rows (and their attempts) past
+ *    DELIVERY_RETENTION_DAYS, conditional on still being finished; resync only
+ *    reads SyncState.
  * 5. Attempts are insert-only.
  *
  * Where this holds: on MongoDB the conditional writes (3, 4) are atomic; on
@@ -206,7 +211,8 @@ export class DeliveryStore {
   // --- Rule 3: the stalled handler -----------------------------------------------------
 
   async stalledDeadLetter(deliveryId: string): Promise<void> {
-    await this.rows.updateOne({ _id: deliveryId, status: 'pending' }, { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: this.now(), failed_at: this.now() } });
+    const at = this.now();
+    await this.rows.updateOne({ _id: deliveryId, status: 'pending' }, { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: at, failed_at: at } });
   }
 
   // --- Rule 4: replay ------------------------------------------------------------------
@@ -220,6 +226,50 @@ export class DeliveryStore {
   async releaseReplayClaim(deliveryId: string): Promise<void> {
     // failed_at is left as it was: the row is the same dead letter, not a new one.
     await this.rows.updateOne({ _id: deliveryId, status: 'pending' }, { $set: { status: 'failed', updated_at: this.now() } });
+  }
+
+  /** Recover: these rows, if still dead letters of the window, → `pending`; how many were claimed. */
+  async claimForRecover(deliveryIds: string[], window: { target: string; since: Date; until: Date }, at: Date): Promise<number> {
+    const res = await this.rows.updateMany(
+      { _id: { $in: deliveryIds }, target: window.target, status: 'failed', failed_at: { $gte: window.since, $lt: window.until } },
+      { $set: { status: 'pending', updated_at: at } },
+    );
+    return res.modifiedCount;
+  }
+
+  /** The enqueue after a recover claim failed: the rows it claimed are dead letters again (their time kept). */
+  async releaseRecoverClaim(deliveryIds: string[], at: Date): Promise<void> {
+    await this.rows.updateMany({ _id: { $in: deliveryIds }, status: 'pending', updated_at: at }, { $set: { status: 'failed', updated_at: this.now() } });
+  }
+
+  /**
+   * A target's dead letters of a window, by id from `after`: what recover walks.
+   * A row's `updated_at` is never before its `failed_at`, so the
+   * `updated_at >= since` bound is implied and lets the {target, status,
+   * updated_at} index narrow the read without an index of its own (one less
+   * index for every delivery write to maintain).
+   */
+  async deadLettersOf(window: { target: string; since: Date; until: Date }, after: string | undefined, limit: number): Promise<Pick<DeliveryDoc, '_id' | 'user_id'>[]> {
+    return this.rows
+      .find(
+        {
+          target: window.target,
+          status: 'failed',
+          updated_at: { $gte: window.since },
+          failed_at: { $gte: window.since, $lt: window.until },
+          ...(after ? { _id: { $gt: after } } : {}),
+        },
+        { projection: { _id: 1, user_id: 1 } },
+      )
+      .sort({ _id: 1 })
+      .limit(limit)
+      .toArray();
+  }
+
+  /** Resync: the SyncState rows of these users for one target (read only). */
+  async readSyncs(userIds: string[], target: string): Promise<Map<string, SyncStateDoc>> {
+    const rows = await this.syncs.find({ _id: { $in: userIds.map((u) => syncStateIdOf(u, target)) } }).toArray();
+    return new Map(rows.map((r) => [r.user_id.toString(), r]));
   }
 
   // --- Reads ---------------------------------------------------------------------------

@@ -4,3 +4,5 @@ export * from './delivery-store.ts';
 export * from './replay-deliveries.ts';
 export * from './target-admin.ts';
 export * from './target-health.ts';
+export * from './recover-deliveries.ts';
+export * from './resync-target.ts';

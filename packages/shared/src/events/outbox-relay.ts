@@ -7,12 +7,31 @@
  *   never edits the user document: it is `queue.add(job, { jobId: event.id })`
  *   and nothing else. So the relay cannot race an API write, which matters on
  *   FerretDB where updates rewrite whole documents without compare-and-set.
- * - "Published" means BullMQ holds a job with the event's id: waiting, active,
- *   delayed, or finished and not yet removed (completed jobs are kept a day, at
- *   most 100,000; failed ones a week). The marker is the job itself, in the same
- *   Redis: a Redis that loses the job has lost the marker with it, so the event
- *   is published again, where a marker kept in MongoDB would have claimed it
- *   safe. And publishing costs no database write.
+ * - "Published" means BullMQ holds a job with the event's id (waiting, active,
+ *   delayed, or finished and not yet removed), or the fan-out has run for it:
+ *   its Delivery row exists for every configured target (a row for one target
+ *   only may be a resync, replay or recover job's, which never fans out). The job is the first marker, in the same Redis: a
+ *   Redis that loses the job before fan-out has lost the marker with it, so the
+ *   event is published again, where a marker kept in MongoDB would have claimed
+ *   it safe. And publishing costs no database write.
+ * - Trimming finished jobs (removeOnComplete / removeOnFail, by age and count;
+ *   see queues.ts) neither loses an event nor publishes one twice:
+ *   - lose: only finished jobs are trimmed. A completed events job is one whose
+ *     fan-out wrote its Delivery rows and delivery jobs, so the event lives on
+ *     in them. An events job never fails for good: the fan-out parks itself on
+ *     its last attempt, and one that stalled too often is put back by the worker
+ *     (start-worker.ts). A failed delivery job is a dead letter whose Delivery
+ *     row (status failed) is what replay and recover read, not the job.
+ *   - twice: the sweep asks "published?" only for users at or after its cursor,
+ *     which passes a user within SAFETY_LAG_MS of its write; after that nobody
+ *     asks again. If the cursor is held back (a publish that keeps failing) long
+ *     enough for the count limit to trim a job of a user after it, the
+ *     question falls through to the Delivery rows the fan-out wrote (kept
+ *     DELIVERY_RETENTION_DAYS, far longer than any job), found by id, so the
+ *     event is not fanned out a second time. Were both gone, the result would
+ *     still be a duplicate with the same event id that the delivery processor
+ *     drops by its per-target version check, never a second callback.
+ *   docs/operations.md says the same for operators.
  * - A crash between the write and the enqueue, or Redis being down, only delays
  *   the event: the sweep walks users by (updated_at, _id) from a stored cursor,
  *   publishes every user whose newest event has no job, and moves the cursor only
@@ -42,6 +61,11 @@ export interface OutboxRelayDeps {
   now?: () => Date;
   /** Called when a publish right after a write fails (a metric). */
   onPublishFailure?: () => void;
+  /**
+   * The configured target names: a fan-out writes one Delivery row per target,
+   * id `<event id>.<target>`, which is the second "published" marker (see above).
+   */
+  targetNames?: readonly string[];
 }
 
 export interface SweepResult {
@@ -69,8 +93,42 @@ export class OutboxRelay {
   }
 
   /** The events among these that BullMQ holds a job for (see the top of this file). */
-  publishedAmong(eventIds: readonly string[]): Promise<Set<string>> {
-    return publishedAmong(this.deps.queue, eventIds);
+  async publishedAmong(eventIds: readonly string[]): Promise<Set<string>> {
+    const published = await publishedAmong(this.deps.queue, eventIds);
+    const missing = eventIds.filter((id) => !published.has(id));
+    const targets = this.deps.targetNames ?? [];
+    if (missing.length > 0 && targets.length > 0) {
+      // The job was trimmed (or never made): did its fan-out run? By _id, so one indexed lookup.
+      // Every target's row must be there: one target's row alone may come from a resync,
+      // replay or recover job that sent this newest event to that target only.
+      const rows = await this.deps.models.Delivery.find({ _id: { $in: missing.flatMap((id) => targets.map((t) => `${id}.${t}`)) } })
+        .select({ event_id: 1 })
+        .lean<{ event_id: string }[]>();
+      const perEvent = new Map<string, number>();
+      for (const row of rows) perEvent.set(row.event_id, (perEvent.get(row.event_id) ?? 0) + 1);
+      for (const [id, n] of perEvent) if (n === targets.length) published.add(id);
+    }
+    return published;
+  }
+
+  /**
+   * Events not published yet, for the metric: among the users at or after the
+   * sweep's cursor (everything before it is published, by construction), at
+   * most `limit` of them. The cost follows the outbox's backlog (about
+   * SAFETY_LAG_MS of writes, more during an outage), never the number of users
+   * stored; `capped` says the backlog was larger than `limit`.
+   */
+  async unpublishedCount(limit = 10_000): Promise<{ count: number; capped: boolean }> {
+    const { ProviderUser, RelayCursor } = this.deps.models;
+    const cursor = await RelayCursor.findById(SWEEP_CURSOR_ID).lean();
+    const users = await ProviderUser.find(cursor ? { updated_at: { $gte: cursor.updated_at } } : {})
+      .sort({ updated_at: 1, _id: 1 })
+      .limit(limit)
+      .select({ 'last_event.id': 1 })
+      .lean<{ last_event: { id: string } }[]>();
+    const ids = users.map((u) => u.last_event.id);
+    const published = await this.publishedAmong(ids);
+    return { count: ids.length - published.size, capped: users.length === limit };
   }
 
   /**

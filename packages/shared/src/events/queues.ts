@@ -13,10 +13,10 @@ export function createEventsQueue(connection: RedisClient, prefix: string): Queu
     defaultJobOptions: {
       attempts: 10,
       backoff: { type: 'exponential', delay: 1000 },
-      // Completed ids are kept a day so a re-published event id is still deduped by BullMQ;
-      // past that the worker's per-target version check drops the duplicate.
+      // Finished jobs are trimmed by age and count, so Redis holds a bounded number of them.
+      // Why that neither loses an event nor publishes one twice: the top of outbox-relay.ts.
       removeOnComplete: { age: 24 * 3600, count: 100_000 },
-      removeOnFail: { age: 7 * 24 * 3600 },
+      removeOnFail: { age: 7 * 24 * 3600, count: 100_000 },
     },
   });
 }

@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import { BackgroundValue } from './metrics.ts';
+
+describe('BackgroundValue: a gauge refreshed in the background, at most once per interval', () => {
+  it('the first read waits for a value; reads within the interval reuse it and never run the query again', async () => {
+    let runs = 0;
+    const v = new BackgroundValue(async () => ++runs, 60_000);
+    expect(await v.get()).toBe(1);
+    for (let i = 0; i < 50; i++) expect(await v.get()).toBe(1);
+    expect(runs).toBe(1);
+  });
+
+  it('past the interval a read answers the old value at once and starts one refresh, never two at once', async () => {
+    let runs = 0;
+    let release!: () => void;
+    const v = new BackgroundValue(async () => {
+      runs++;
+      if (runs > 1) await new Promise<void>((r) => (release = r));
+      return runs;
+    }, 0);
+    expect(await v.get()).toBe(1);
+    // Interval 0: every read is "stale"; the refresh hangs until released.
+    expect(await v.get()).toBe(1);
+    expect(await v.get()).toBe(1);
+    expect(runs).toBe(2);
+    release();
+    await new Promise((r) => setTimeout(r, 10));
+    expect(await v.get()).toBe(2);
+  });
+
+  it('a failed refresh keeps the last value', async () => {
+    let runs = 0;
+    const v = new BackgroundValue(async () => {
+      if (++runs > 1) throw new Error('database away');
+      return 'ok';
+    }, 0);
+    expect(await v.get()).toBe('ok');
+    expect(await v.get()).toBe('ok');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(await v.get()).toBe('ok');
+  });
+});

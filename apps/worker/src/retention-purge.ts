@@ -1,0 +1,145 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Models, RedisClient } from '@connect/shared';
+
+/**
+ * Retention (docs/operations.md): what the service stores must stop growing
+ * with the days it runs.
+ * - Finished Delivery rows (delivered, superseded, failed) whose last change is
+ *   older than DELIVERY_RETENTION_DAYS are deleted, with their attempt history.
+ *   Pending rows never are, however old: they are work still owed to a target.
+ * - Used assertion ids (the token endpoint's replay guard) are deleted once past
+ *   their `exp` (+ skew): from then on the assertion itself is refused as
+ *   expired, so the row guards nothing. On MongoDB the TTL index on
+ *   `expires_at` does this too; FerretDB refuses TTL indexes (code 238), so
+ *   this pass is what keeps the collection bounded there. Running it on MongoDB
+ *   as well costs one indexed delete and keeps both worlds on one code path.
+ *
+ * One pass at a time across every worker process: a Redis lock (SET NX PX with
+ * a random token, released only by its holder). Two passes at once would not
+ * be wrong (deletes are idempotent) but would double the database load for
+ * nothing. The lock expires on its own, so a worker that dies mid-pass does not
+ * stop purging for good.
+ */
+export interface RetentionOptions {
+  retentionMs: number;
+  /** Rows deleted per round trip, so one pass never holds a huge delete. */
+  batchSize?: number;
+  now?: () => Date;
+}
+
+export interface PurgeResult {
+  deliveries: number;
+  attempts: number;
+  assertions: number;
+}
+
+export const FINISHED_STATUSES = ['delivered', 'superseded', 'failed'] as const;
+
+/** One purge pass (no lock): deletes in batches until nothing old is left. */
+export async function purgeExpired(models: Models, options: RetentionOptions): Promise<PurgeResult> {
+  const now = options.now?.() ?? new Date();
+  const batchSize = options.batchSize ?? 1000;
+  const cutoff = new Date(now.getTime() - options.retentionMs);
+  const result: PurgeResult = { deliveries: 0, attempts: 0, assertions: 0 };
+  const finishedAndOld = { status: { $in: [...FINISHED_STATUSES] }, updated_at: { $lt: cutoff } };
+  for (;;) {
+    // By the {status, updated_at} index; ids first, so each delete is bounded.
+    const ids = (await models.Delivery.find(finishedAndOld).select({ _id: 1 }).limit(batchSize).lean<{ _id: string }[]>()).map((d) => d._id);
+    if (ids.length === 0) break;
+    result.attempts += await purgeAttemptsOf(models, ids);
+    // The filter is repeated: a row replayed (failed → pending) since it was read stays.
+    const { deletedCount } = await models.Delivery.deleteMany({ _id: { $in: ids }, ...finishedAndOld });
+    result.deliveries += deletedCount;
+    if (ids.length < batchSize) break;
+  }
+  const { deletedCount } = await models.UsedAssertion.deleteMany({ expires_at: { $lt: now } });
+  result.assertions = deletedCount;
+  return result;
+}
+
+/**
+ * The attempt history of these deliveries, deleted before the rows themselves:
+ * a pass that dies in between leaves rows without history (purged next pass),
+ * never history without a row.
+ */
+async function purgeAttemptsOf(models: Models, deliveryIds: string[]): Promise<number> {
+  // By the {delivery_id, at} index.
+  const { deletedCount } = await models.DeliveryAttempt.deleteMany({ delivery_id: { $in: deliveryIds } });
+  return deletedCount;
+}
+
+const RELEASE_LOCK = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
+
+/** Runs `work` if this process gets the lock; returns undefined when another holds it. */
+export async function withRedisLock<T>(redis: RedisClient, key: string, ttlMs: number, work: () => Promise<T>): Promise<T | undefined> {
+  const token = randomUUID();
+  const got = await redis.set(key, token, 'PX', ttlMs, 'NX');
+  if (got !== 'OK') return undefined;
+  try {
+    return await work();
+  } finally {
+    await redis.eval(RELEASE_LOCK, 1, key, token).catch(() => undefined);
+  }
+}
+
+export interface RetentionPurge {
+  stop(): Promise<void>;
+  /** One pass now, under the lock; undefined when another process holds it (tests). */
+  runOnce(): Promise<PurgeResult | undefined>;
+}
+
+export interface RetentionPurgeDeps {
+  models: Models;
+  redis: RedisClient;
+  queuePrefix: string;
+  log: Logger;
+}
+
+export function purgeLockKey(queuePrefix: string): string {
+  // The queue prefix carries the hash tag on Redis Cluster; nothing else needs the slot, but it keeps all our keys together.
+  return `${queuePrefix}:retention-purge:lock`;
+}
+
+/** Every `intervalMs` (first pass after `firstDelayMs`), one purge pass across all processes. */
+export function startRetentionPurge(deps: RetentionPurgeDeps, options: RetentionOptions & { intervalMs: number; firstDelayMs?: number }): RetentionPurge {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let current: Promise<PurgeResult | undefined> | undefined;
+  // Longer than any sane pass; if a pass outlives it, a second process may start one: harmless.
+  const lockTtlMs = Math.max(60_000, options.intervalMs);
+
+  const pass = async (): Promise<PurgeResult | undefined> => {
+    try {
+      const r = await withRedisLock(deps.redis, purgeLockKey(deps.queuePrefix), lockTtlMs, () => purgeExpired(deps.models, options));
+      if (r && (r.deliveries > 0 || r.assertions > 0 || r.attempts > 0)) deps.log.info(r, 'retention purge deleted expired rows');
+      return r;
+    } catch (err) {
+      deps.log.warn({ err: (err as Error).message }, 'retention purge failed; next pass retries');
+      return undefined;
+    }
+  };
+  const schedule = (delay: number) => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      current = pass().finally(() => {
+        current = undefined;
+        schedule(options.intervalMs);
+      });
+    }, delay);
+    timer.unref();
+  };
+  schedule(options.firstDelayMs ?? Math.min(options.intervalMs, 60_000));
+
+  return {
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await current;
+    },
+    async runOnce() {
+      while (current) await current;
+      return pass();
+    },
+  };
+}

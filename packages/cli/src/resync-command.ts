@@ -1,0 +1,88 @@
+import { DeliveryQueues, DeliveryStore, resyncTarget, type ResyncProgress } from '@connect/shared';
+import { CliError, optional, positional, type Command } from './command.ts';
+import { jobPolicy } from './delivery-job-policy.ts';
+
+/** Non-terminal stderr gets one JSON line at most this often. */
+const PROGRESS_EVERY_MS = 3000;
+
+/**
+ * `targets resync NAME [--org ID] [--force]`: enqueues what the target is
+ * missing (see packages/shared/src/deliveries/resync-target.ts and
+ * docs/operations.md); the worker delivers it. Progress goes to stderr, a bar
+ * on a terminal and a JSON line every few seconds otherwise; stdout gets the
+ * one final document. SIGINT stops after the batch in progress: the cursor is
+ * saved, the same command continues, and this run's counts are printed with
+ * `"interrupted": true` (exit 130).
+ */
+export const resyncCommand: Command = {
+  name: 'targets resync',
+  synopsis: 'NAME [--org ID] [--force] [--batch-size N] [--max-waiting N]',
+  description: `Brings one target up to date with every user (of one organization with --org): user.created
+(the original event) for users it never received, then the newest event; users it has at an
+older version get the newest; users it has at the current version are skipped unless --force.
+Live deliveries go first; at most --max-waiting (2000) resync jobs wait at once. Ctrl-C stops after
+the batch in progress; the same command continues. Needs REDIS_URL; the worker delivers.
+Progress on stderr. Prints {"target", "users_scanned", "enqueued", "skipped"}.`,
+  options: { org: { type: 'string' }, force: { type: 'boolean' }, 'batch-size': { type: 'string' }, 'max-waiting': { type: 'string' } },
+  positionals: 1,
+  async run(input, ctx) {
+    const target = positional(input, 'a target name');
+    const batchSize = count('batch-size', optional(input, 'batch-size'), 500);
+    const maxOutstanding = count('max-waiting', optional(input, 'max-waiting'), 2000);
+    const redis = await ctx.redis();
+    const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets, jobPolicy());
+    const abort = new AbortController();
+    const onSigint = () => {
+      process.stderr.write('\ninterrupted: stopping after the batch in progress (run the same command again to continue)\n');
+      abort.abort();
+    };
+    process.on('SIGINT', onSigint);
+    try {
+      const result = await resyncTarget(
+        { store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets },
+        { target, organizationId: optional(input, 'org'), force: input.values.force === true, batchSize, maxOutstanding, signal: abort.signal, onProgress: progressWriter() },
+      );
+      const { interrupted, ...counts } = result;
+      if (!interrupted) return counts;
+      process.exitCode = 130;
+      return { ...counts, interrupted: true };
+    } finally {
+      process.off('SIGINT', onSigint);
+      await queues.close();
+    }
+  },
+};
+
+/** `--batch-size` (users read per round trip) and `--max-waiting` (resync jobs allowed to wait at once: the pace). */
+function count(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 100_000) throw new CliError('usage', `--${name}: a whole number from 1 to 100000, got "${raw}"`);
+  return Number(raw);
+}
+
+/** Where progress goes: stderr, a terminal or not. */
+export interface ProgressOut {
+  isTTY?: boolean;
+  write(text: string): unknown;
+}
+
+/** A bar redrawn in place on a terminal; otherwise one JSON line at most every `everyMs`, and the last one always. */
+export function progressWriter(out: ProgressOut = process.stderr, everyMs = PROGRESS_EVERY_MS, now: () => number = Date.now): (p: ResyncProgress) => void {
+  const tty = out.isTTY === true;
+  let lastLine = Number.NEGATIVE_INFINITY;
+  return (p) => {
+    const scanned = p.resumed_after + p.users_scanned;
+    if (tty) {
+      const width = 30;
+      const ratio = p.total > 0 ? Math.min(1, scanned / p.total) : 1;
+      const bar = '#'.repeat(Math.round(ratio * width)).padEnd(width, '.');
+      out.write(`\r[${bar}] ${(ratio * 100).toFixed(0).padStart(3)}% ${scanned}/${p.total} users, ${p.enqueued} enqueued, ${p.skipped} skipped${p.done ? '\n' : ''}`);
+      return;
+    }
+    const t = now();
+    if (!p.done && t - lastLine < everyMs) return;
+    lastLine = t;
+    out.write(`${JSON.stringify({ progress: { target: p.target, scanned, total: p.total, enqueued: p.enqueued, skipped: p.skipped, done: p.done } })}\n`);
+  };
+}
+

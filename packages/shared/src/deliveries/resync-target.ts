@@ -1,0 +1,159 @@
+import type { Types } from 'mongoose';
+import type { Collection } from 'mongodb';
+import { NotFoundError } from '../domain-errors.ts';
+import { eventJobOf } from '../events/user-event.ts';
+import type { ProviderUserDoc } from '../models/models.ts';
+import { deliveryIdOf, type DeliveryJob, type DeliveryQueues } from './delivery-queues.ts';
+import type { DeliveryStore } from './delivery-store.ts';
+
+/**
+ * `targets resync NAME [--org ID] [--force]` (docs/operations.md): brings one
+ * target up to date with every user, under the rules of live delivery.
+ *
+ * - Users are walked by `_id` from a cursor kept in MongoDB, one batch at a
+ *   time, never all at once. The cursor moves after a batch is enqueued, so an
+ *   interrupted run continues where it stopped; a run that completes deletes it,
+ *   so the next run starts from the first user again (and, without --force,
+ *   finds everyone current: it enqueues 0).
+ * - What a user needs is read from its SyncState row for the target (written by
+ *   the delivery processor only; resync never writes it): no row or nothing
+ *   delivered → a delivery job; delivered at an older version → a delivery job;
+ *   delivered at the current version → skipped (re-sent with --force).
+ * - A resync job is an ordinary delivery job, so the delivery processor's rules
+ *   hold for it unchanged: one job per (user, target) at a time (the
+ *   deduplication key), `user.created` first from the user document (the
+ *   original event id and body) when the target has nothing yet, then the
+ *   newest event read from MongoDB at send time, and never a version at or
+ *   below what the target already answered 2xx to. So a live update that reaches
+ *   the target first goes out as usual (creation first), and the resync job
+ *   finds it current. A target gets at most one `user.created` per user.
+ * - Live events first: resync jobs carry a BullMQ priority, and BullMQ hands
+ *   out jobs without one before any prioritized job. The pace is bounded: no
+ *   more than `maxOutstanding` resync jobs wait at once; the walk pauses until
+ *   the worker has taken them.
+ * - --force re-sends the newest event (same id) to a target that has it
+ *   already. It never sends an older version than the target has, so a target
+ *   that lost its data gets each user's current state, as a `user.updated` for
+ *   users past version 1.
+ */
+export interface ResyncOptions {
+  target: string;
+  organizationId?: string;
+  force?: boolean;
+  batchSize?: number;
+  /** Resync jobs allowed to wait at once before the walk pauses. */
+  maxOutstanding?: number;
+  /** Stops after the batch in progress (the cursor is saved): SIGINT. */
+  signal?: AbortSignal;
+  onProgress?: (progress: ResyncProgress) => void;
+}
+
+export interface ResyncResult {
+  target: string;
+  users_scanned: number;
+  enqueued: number;
+  skipped: number;
+}
+
+export interface ResyncProgress extends ResyncResult {
+  /** Users in scope (organization or all) when the run started: the progress bar's 100 %. */
+  total: number;
+  /** Users scanned by earlier, interrupted runs this one continues. */
+  resumed_after: number;
+  done: boolean;
+}
+
+export interface ResyncDeps {
+  store: DeliveryStore;
+  queues: DeliveryQueues;
+  targets: readonly { name: string }[];
+}
+
+/** Lower than live deliveries (which carry none); the same for every resync job, so they run in walk order. */
+export const RESYNC_PRIORITY = 1000;
+
+export function resyncCursorId(target: string, organizationId: string | undefined, force: boolean): string {
+  return `resync:${target}:${organizationId ?? '*'}${force ? ':force' : ''}`;
+}
+
+interface ResyncCursorDoc {
+  _id: string;
+  user_id: Types.ObjectId;
+  updated_at: Date;
+  /** Users scanned by the runs before (for progress only). */
+  scanned: number;
+}
+
+export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Promise<ResyncResult & { interrupted: boolean }> {
+  const { models } = deps.store;
+  if (!deps.targets.some((t) => t.name === options.target)) throw new NotFoundError(`No configured target named ${options.target}.`);
+  const force = options.force === true;
+  const batchSize = options.batchSize ?? 500;
+  const maxOutstanding = options.maxOutstanding ?? 2000;
+  const cursors = models.RelayCursor.collection as unknown as Collection<ResyncCursorDoc>;
+  const cursorId = resyncCursorId(options.target, options.organizationId, force);
+  const saved = await cursors.findOne({ _id: cursorId });
+  const scope = options.organizationId ? { organization_id: options.organizationId } : {};
+  // For the progress bar only: the collection's metadata count when it is all users.
+  const total = options.organizationId ? await models.ProviderUser.countDocuments(scope) : await models.ProviderUser.estimatedDocumentCount();
+  const result: ResyncResult = { target: options.target, users_scanned: 0, enqueued: 0, skipped: 0 };
+  const resumedAfter = saved?.scanned ?? 0;
+  const report = (done: boolean) => options.onProgress?.({ ...result, total, resumed_after: resumedAfter, done });
+  let after = saved?.user_id;
+  // A --force run re-sends what the target has: job ids of their own, or BullMQ would
+  // take them for the jobs of an earlier run it still keeps.
+  const runTag = force ? `.${Date.now().toString(36)}` : '';
+
+  for (;;) {
+    if (options.signal?.aborted) {
+      report(false);
+      return { ...result, interrupted: true };
+    }
+    const users = await models.ProviderUser.find({ ...scope, ...(after ? { _id: { $gt: after } } : {}) })
+      .sort({ _id: 1 })
+      .limit(batchSize)
+      .lean<ProviderUserDoc[]>();
+    if (users.length === 0) break;
+
+    const syncs = await deps.store.readSyncs(users.map((u) => u._id.toString()), options.target);
+    const jobs: { job: DeliveryJob; jobId: string }[] = [];
+    for (const user of users) {
+      const sync = syncs.get(user._id.toString());
+      const delivered = sync?.delivered_version ?? 0;
+      // A live delivery of the current version is already queued for this target: it brings it up to date.
+      const onItsWay = sync?.status === 'pending' && sync.version >= user.version;
+      if (delivered > user.version || (!force && (delivered >= user.version || onItsWay))) {
+        result.skipped += 1;
+        continue;
+      }
+      const { event, created } = eventJobOf(user);
+      jobs.push({
+        job: { user_id: user._id.toString(), target: options.target, event, created, ...(force ? { force: true } : {}) },
+        jobId: `resync.${deliveryIdOf(event.id, options.target)}${runTag}`,
+      });
+    }
+    if (jobs.length > 0) await deps.queues.enqueueWith(options.target, jobs, { priority: RESYNC_PRIORITY });
+    result.users_scanned += users.length;
+    result.enqueued += jobs.length;
+    after = users.at(-1)!._id;
+    await cursors.updateOne(
+      { _id: cursorId },
+      { $set: { user_id: after, updated_at: new Date(), scanned: resumedAfter + result.users_scanned } },
+      { upsert: true },
+    );
+    report(false);
+    if (users.length < batchSize) break;
+    await waitForRoom(deps.queues, options.target, maxOutstanding, options.signal);
+  }
+  await cursors.deleteOne({ _id: cursorId });
+  report(true);
+  return { ...result, interrupted: false };
+}
+
+/** Bounded pace: waits until fewer than `max` prioritized (resync) jobs wait in the target's queue. */
+async function waitForRoom(queues: DeliveryQueues, target: string, max: number, signal?: AbortSignal): Promise<void> {
+  for (;;) {
+    if ((await queues.waitingAtLowPriority(target)) < max || signal?.aborted) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * `deliveries recover --target NAME --since ISO [--until ISO]`: dead letters
+ * selected by the time they were dead-lettered, against a real worker, FerretDB,
+ * Redis and a receiver, with the CLI as a child process.
+ */
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { collectionOf, type DeliveryDoc } from '@connect/shared';
+import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { REPO_ROOT } from '@connect/local-services';
+import { eventually, sleep, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
+import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+
+const run = promisify(execFile);
+let api: TestApi;
+let worker: TestWorker;
+let receiver: Receiver;
+let token: string;
+/** Users whose callbacks the receiver refuses with a 400 (dead-lettered at once) while this holds. */
+const refused = new Set<string>();
+
+async function cli(...args: string[]): Promise<{ code: number; json: any }> {
+  try {
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...api.env } });
+    return { code: 0, json: JSON.parse(stdout) };
+  } catch (err) {
+    const e = err as { code: number; stdout: string };
+    return { code: e.code, json: JSON.parse(e.stdout) };
+  }
+}
+
+const rowsOf = (ids: string[]) => collectionOf(api.models.Delivery).find({ external_provider_id: { $in: ids } }).toArray() as Promise<DeliveryDoc[]>;
+const acceptedFor = (id: string) => receiver.accepted().filter((c) => c.body.data.user.external_provider_id === id);
+
+/** Creates users (some updated once more), all refused: waits until each of their rows is a dead letter. */
+async function deadLetters(label: string, n: number, updateFirst = false): Promise<string[]> {
+  const ids = Array.from({ length: n }, (_, i) => `${label}-${i}-${randomUUID().slice(0, 6)}`);
+  for (const id of ids) refused.add(id);
+  for (const id of ids) expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+  if (updateFirst) {
+    await eventually(async () => (await rowsOf([ids[0]!])).every((r) => r.status === 'failed'), 30_000);
+    expect((await postUser(api, token, { provider_email: `${ids[0]}@example.com`, external_provider_id: ids[0], settings: { speech_locale: 'FRENCH_FR' } })).status).toBe(200);
+  }
+  const expected = n + (updateFirst ? 1 : 0);
+  await eventually(async () => {
+    const rows = await rowsOf(ids);
+    return rows.length === expected && rows.every((r) => r.status === 'failed' && r.failed_at instanceof Date);
+  }, 30_000);
+  return ids;
+}
+
+beforeAll(async () => {
+  receiver = await startReceiver((c) => (refused.has(c.body?.data?.user?.external_provider_id) ? { status: 400 } : { status: 200 }));
+  api = await startTestApi({ label: 'recover', env: { DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'dictation', url: receiver.url, secrets: ['s'] }]) } });
+  worker = await startTestWorker(api.env);
+  token = await getToken(api, await registerTestClient(api.models));
+});
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  await receiver?.close();
+});
+
+describe('deliveries recover: dead letters by the time they were dead-lettered', () => {
+  it('re-sends exactly the dead letters of the window (newest state, created first) and not those before or after it', async () => {
+    const before = await deadLetters('before', 3);
+    await sleep(20);
+    const since = new Date();
+    const inside = await deadLetters('inside', 4, true);
+    await sleep(20);
+    const until = new Date();
+    await sleep(20);
+    const after = await deadLetters('after', 3);
+    const outsideRowsBefore = await rowsOf([...before, ...after]);
+
+    for (const id of [...before, ...inside, ...after]) refused.delete(id);
+    const result = await cli('deliveries', 'recover', '--target', 'dictation', '--since', since.toISOString(), '--until', until.toISOString());
+    expect(result.code, JSON.stringify(result.json)).toBe(0);
+    // Four users, one of them with two dead letters (its creation and its update).
+    expect(result.json).toEqual({ recovered: 5 });
+
+    await eventually(async () => (await rowsOf(inside)).every((r) => r.status === 'delivered' || r.status === 'superseded'), 30_000);
+    for (const id of inside) {
+      const calls = acceptedFor(id);
+      expect(calls[0]!.body.type).toBe('user.created');
+      expect(calls.at(-1)!.body.data.version).toBe(id === inside[0] ? 2 : 1);
+      expect(calls).toHaveLength(id === inside[0] ? 2 : 1);
+    }
+    // A later positive signal: a user created now reaches the receiver; the ones outside the window still did not.
+    const sentinel = `sentinel-${randomUUID().slice(0, 6)}`;
+    expect((await postUser(api, token, { provider_email: `${sentinel}@example.com`, external_provider_id: sentinel })).status).toBe(201);
+    await eventually(() => acceptedFor(sentinel).length === 1, 30_000);
+    for (const id of [...before, ...after]) expect(acceptedFor(id), id).toHaveLength(0);
+    const outsideRowsAfter = await rowsOf([...before, ...after]);
+    expect(outsideRowsAfter.map((r) => [r._id, r.status, r.failed_at?.getTime(), r.attempts])).toEqual(
+      outsideRowsBefore.map((r) => [r._id, 'failed', r.failed_at?.getTime(), r.attempts]),
+    );
+
+    // Run again: nothing in the window is dead any more.
+    expect((await cli('deliveries', 'recover', '--target', 'dictation', '--since', since.toISOString(), '--until', until.toISOString())).json).toEqual({ recovered: 0 });
+  }, 180_000);
+
+  it('refuses a bad window or an unknown target in JSON', async () => {
+    const bad = await cli('deliveries', 'recover', '--target', 'dictation', '--since', 'yesterday');
+    expect(bad.code).not.toBe(0);
+    expect(bad.json.error.kind).toBe('usage');
+    expect(JSON.stringify(bad.json.error)).toContain('since');
+    const reversed = await cli('deliveries', 'recover', '--target', 'dictation', '--since', '2026-01-02T00:00:00Z', '--until', '2026-01-01T00:00:00Z');
+    expect(reversed.json.error.kind).toBe('usage');
+    const missing = await cli('deliveries', 'recover', '--since', '2026-01-02T00:00:00Z');
+    expect(missing.json.error.kind).toBe('usage');
+    const unknown = await cli('deliveries', 'recover', '--target', 'nowhere', '--since', '2026-01-02T00:00:00Z');
+    expect(unknown.json.error.kind).toBe('not_found');
+  }, 120_000);
+});

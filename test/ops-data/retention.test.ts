@@ -1,0 +1,143 @@
+/**
+ * Retention: the worker's purge pass against the run's real database (FerretDB
+ * here, where no TTL index exists) and Redis.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Types } from 'mongoose';
+import { collectionOf, type DeliveryDoc, type DeliveryStatus } from '@connect/shared';
+import { purgeLockKey, workerOptionsFromEnv } from '@connect/worker';
+import { registerTestClient, requestToken, signAssertion, startTestApi, http, type TestApi, type TestClient } from '../support/harness.ts';
+import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+
+const DAY = 86_400_000;
+let api: TestApi;
+let worker: TestWorker;
+
+beforeAll(async () => {
+  api = await startTestApi({ label: 'retention' });
+  // The default retention (30 days, what DELIVERY_RETENTION_DAYS unset gives), and no pass of
+  // its own during the test: the test runs them.
+  worker = await startTestWorker(api.env, { purgeIntervalMs: 3_600_000, deliveryRetentionMs: workerOptionsFromEnv({}).deliveryRetentionMs });
+});
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+});
+
+function row(status: DeliveryStatus, ageMs: number): DeliveryDoc {
+  const at = new Date(Date.now() - ageMs);
+  const id = randomUUID();
+  return {
+    _id: `${id}.dictation`,
+    event_id: id,
+    event_type: 'user.updated',
+    organization_id: 'org',
+    user_id: new Types.ObjectId(),
+    external_provider_id: `ret-${id}`,
+    target: 'dictation',
+    version: 2,
+    status,
+    attempts: 1,
+    last_status_code: status === 'delivered' ? 200 : 500,
+    last_error: null,
+    created_at: at,
+    updated_at: at,
+    delivered_at: status === 'delivered' ? at : null,
+    failed_at: status === 'failed' ? at : null,
+  };
+}
+
+describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
+  it('purges finished deliveries older than the retention with their attempt history, keeps pending ones however old and recent ones', async () => {
+    const old = (['delivered', 'superseded', 'failed'] as const).flatMap((s) => [row(s, 31 * DAY), row(s, 400 * DAY)]);
+    const oldPending = [row('pending', 31 * DAY), row('pending', 400 * DAY)];
+    const recent = (['delivered', 'superseded', 'failed', 'pending'] as const).map((s) => row(s, 29 * DAY));
+    const Delivery = collectionOf(api.models.Delivery);
+    const Attempts = collectionOf(api.models.DeliveryAttempt);
+    await Delivery.insertMany([...old, ...oldPending, ...recent]);
+    // Two attempts of each row, as old as the row.
+    await Attempts.insertMany(
+      [...old, ...oldPending, ...recent].flatMap((d) =>
+        [0, 1].map(() => ({
+          _id: new Types.ObjectId(),
+          delivery_id: d._id,
+          target: d.target,
+          at: d.updated_at,
+          duration_ms: 5,
+          status_code: d.last_status_code,
+          error_class: d.status === 'delivered' ? null : ('http' as const),
+          message: null,
+          outcome: d.status === 'delivered' ? ('delivered' as const) : ('retry' as const),
+          probe: false,
+        })),
+      ),
+    );
+
+    const result = await worker.worker.purge.runOnce();
+    expect(result).toMatchObject({ deliveries: old.length, attempts: old.length * 2 });
+    const left = new Set((await Delivery.find({}).toArray()).map((d) => d._id));
+    for (const d of old) expect(left.has(d._id), `${d.status} ${d._id}`).toBe(false);
+    for (const d of [...oldPending, ...recent]) expect(left.has(d._id), `${d.status} ${d._id}`).toBe(true);
+    // The history goes with its row, and only with it: a pending delivery's old attempts stay.
+    const history = new Set((await Attempts.find({}).toArray()).map((a) => a.delivery_id));
+    for (const d of old) expect(history.has(d._id)).toBe(false);
+    for (const d of [...oldPending, ...recent]) expect(history.has(d._id)).toBe(true);
+  });
+
+  it('runs one pass at a time across processes: while another holds the lock, this one deletes nothing', async () => {
+    const Delivery = collectionOf(api.models.Delivery);
+    const stale = row('delivered', 40 * DAY);
+    await Delivery.insertOne(stale);
+    const redis = worker.deps.queueRedis;
+    const key = purgeLockKey(api.env.QUEUE_PREFIX!);
+    expect(await redis.set(key, 'another-worker', 'PX', 60_000, 'NX')).toBe('OK');
+    try {
+      expect(await worker.worker.purge.runOnce()).toBeUndefined();
+      expect(await Delivery.countDocuments({ _id: stale._id })).toBe(1);
+    } finally {
+      await redis.del(key);
+    }
+    expect(await worker.worker.purge.runOnce()).toMatchObject({ deliveries: 1 });
+    expect(await Delivery.countDocuments({ _id: stale._id })).toBe(0);
+    // Released by its holder: nothing left behind.
+    expect(await redis.exists(key)).toBe(0);
+  });
+});
+
+describe(`Used assertion ids (database: ${inject('mongoKind')})`, () => {
+  let clinic: TestClient;
+  beforeAll(async () => {
+    clinic = await registerTestClient(api.models);
+  });
+
+  async function tokenWith(assertion: string) {
+    return http(api.tokenUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion }),
+    });
+  }
+
+  it('are purged once past exp, while an unexpired one stays and its replay is still refused', async () => {
+    const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.audience);
+    expect((await tokenWith(assertion)).status).toBe(200);
+    expect((await tokenWith(assertion)).status).toBe(401);
+    // Two more used assertions, then their expiry set back into the past.
+    expect((await requestToken(api, clinic)).status).toBe(200);
+    expect((await requestToken(api, clinic)).status).toBe(200);
+    const Used = collectionOf(api.models.UsedAssertion);
+    const mine = await Used.find({ _id: { $regex: `^${clinic.client._id}:` } }).toArray();
+    expect(mine).toHaveLength(3);
+    const { jti } = JSON.parse(Buffer.from(assertion.split('.')[1]!, 'base64url').toString()) as { jti: string };
+    const kept = `${clinic.client._id}:${jti}`;
+    const expired = mine.filter((u) => u._id !== kept).map((u) => u._id);
+    await Used.updateMany({ _id: { $in: expired } }, { $set: { expires_at: new Date(Date.now() - 1000) } });
+
+    const result = await worker.worker.purge.runOnce();
+    expect(result!.assertions).toBeGreaterThanOrEqual(2);
+    expect((await Used.find({ _id: { $in: [...expired, kept] } }).toArray()).map((u) => u._id)).toEqual([kept]);
+    // Still within its exp: the guard row is there and the replay is refused.
+    expect((await tokenWith(assertion)).status).toBe(401);
+  });
+});
