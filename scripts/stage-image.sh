@@ -27,4 +27,8 @@ CI=1 pnpm install --prod --frozen-lockfile --offline --reporter=append-only \
 # TypeScript is an optional peer of a dashboard dependency (types only, never
 # loaded at run time): its 23 MB need not ship.
 rm -rf node_modules/.pnpm/typescript@*
+# The demo receiver (scripts/demo-receiver.js) runs on the receiver SDK, but the
+# root package, where Node looks for it, lists workspace packages as dev
+# dependencies only: link it where Node's resolution from scripts/ finds it.
+mkdir -p node_modules/@connect && ln -sfn ../../packages/receiver node_modules/@connect/receiver
 find . -name '*.map' -delete

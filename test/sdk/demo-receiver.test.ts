@@ -78,6 +78,9 @@ describe('the demo receiver verifies real callbacks from the worker', () => {
     await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
     await waitFor(() => verified(nc, id).length === 1 && verified(sw, id).length === 1, 60_000, 'user.created at both receivers');
     await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } });
+    // Waiting for the update first: a deactivation that landed while v2 still waited could
+    // coalesce with it (the newest state is sent, v2 recorded superseded), which is allowed.
+    await waitFor(() => verified(nc, id).length === 2 && verified(sw, id).length === 2, 60_000, 'user.updated at both receivers');
     await sdk.deactivateUser(id);
     for (const r of [nc, sw]) {
       const lines = await waitFor(() => (verified(r, id).length === 3 ? verified(r, id) : false), 60_000, 'three verified callbacks');
