@@ -8,15 +8,26 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { Connection } from 'mongoose';
-import { ConfigError, type RedisClient } from '@connect/shared';
+import { z } from 'zod';
+import { envOptional, parseEnv, type RedisClient } from '@connect/shared';
+
+const PORT_RULE = 'must be a port number from 1 to 65535';
 
 /** WORKER_HEALTH_PORT: where to serve GET /healthz (unset: no endpoint). */
+export const workerHealthEnvShape = {
+  WORKER_HEALTH_PORT: envOptional(
+    z
+      .string()
+      .regex(/^\d+$/, { error: (iss) => `${PORT_RULE}, got "${String(iss.input)}"` })
+      .transform(Number)
+      .refine((port) => port >= 1 && port <= 65535, { error: (iss) => `${PORT_RULE}, got ${String(iss.input)}` }),
+  ),
+};
+
+const workerHealthSchema = z.object(workerHealthEnvShape).transform((env) => env.WORKER_HEALTH_PORT);
+
 export function workerHealthPort(env: Record<string, string | undefined>): number | undefined {
-  const raw = env.WORKER_HEALTH_PORT?.trim();
-  if (!raw) return undefined;
-  const port = Number(raw);
-  if (!/^\d+$/.test(raw) || port < 1 || port > 65535) throw new ConfigError('WORKER_HEALTH_PORT', `must be a port number from 1 to 65535, got "${raw}"`);
-  return port;
+  return parseEnv(workerHealthSchema, env);
 }
 
 function within<T>(ms: number, p: Promise<T>): Promise<T> {

@@ -31,4 +31,15 @@ describe('workerOptionsFromEnv', () => {
       expect(() => workerOptionsFromEnv({ DELIVERY_RETENTION_DAYS: bad })).toThrow(/^DELIVERY_RETENTION_DAYS: /);
     }
   });
+
+  it('lists every bad variable at once, one problem each, the cross check included', () => {
+    let error: unknown;
+    try {
+      workerOptionsFromEnv({ WORKER_CONCURRENCY: '0', WORKER_RETRY_SCHEDULE: 'soon', DELIVERY_RETENTION_DAYS: '-1', TARGET_PROBE_INTERVAL: '1m', TARGET_PROBE_MAX_INTERVAL: '10s' });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).problems.map((p) => p.variable).sort()).toEqual(['DELIVERY_RETENTION_DAYS', 'TARGET_PROBE_MAX_INTERVAL', 'WORKER_CONCURRENCY', 'WORKER_RETRY_SCHEDULE']);
+  });
 });

@@ -1,4 +1,5 @@
-import { ConfigError, DEFAULT_DELIVERY_POLICY, deliveryPolicyFromEnv, type DeliveryPolicy } from '@connect/shared';
+import { z } from 'zod';
+import { checkDeliveryPolicyEnv, DEFAULT_DELIVERY_POLICY, deliveryPolicyEnvShape, deliveryPolicyOf, envDecimal, envInteger, parseEnv, type DeliveryPolicy } from '@connect/shared';
 
 /** Tunables of the worker process. Defaults suit production; tests shorten the delays. */
 export interface WorkerOptions {
@@ -50,37 +51,48 @@ export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
   purgeIntervalMs: 10 * 60_000,
 });
 
-type NumericOption = { [K in keyof WorkerOptions]: WorkerOptions[K] extends number ? K : never }[keyof WorkerOptions];
+/** Limit of the WORKER_* millisecond and count variables. */
+const MAX = 86_400_000;
 
-const ENV: Record<string, NumericOption> = {
-  WORKER_CONCURRENCY: 'concurrency',
-  WORKER_SWEEP_INTERVAL_MS: 'sweepIntervalMs',
-  WORKER_LOCK_DURATION_MS: 'lockDurationMs',
-  WORKER_STALLED_INTERVAL_MS: 'stalledIntervalMs',
-  WORKER_SHUTDOWN_GRACE_MS: 'shutdownGraceMs',
-  WORKER_METRICS_PORT: 'metricsPort',
-  WORKER_PURGE_INTERVAL_MS: 'purgeIntervalMs',
+/**
+ * The worker's own variables, with the delivery ones (`deliveryPolicyEnvShape`),
+ * in one zod schema: a bad configuration lists every bad variable at once.
+ */
+export const workerEnvShape = {
+  ...deliveryPolicyEnvShape,
+  WORKER_CONCURRENCY: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.concurrency),
+  WORKER_SWEEP_INTERVAL_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.sweepIntervalMs),
+  WORKER_LOCK_DURATION_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.lockDurationMs),
+  WORKER_STALLED_INTERVAL_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.stalledIntervalMs),
+  WORKER_SHUTDOWN_GRACE_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.shutdownGraceMs),
+  WORKER_METRICS_PORT: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.metricsPort),
+  WORKER_PURGE_INTERVAL_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.purgeIntervalMs),
+  // Days, decimals allowed (a soak or a test shortens it to minutes: 0.01 is about 14 min).
+  DELIVERY_RETENTION_DAYS: envDecimal(0, 3650, 'days', DEFAULT_WORKER_OPTIONS.deliveryRetentionMs / 86_400_000),
 };
+
+const workerOptionsSchema = z
+  .object(workerEnvShape)
+  .superRefine((env, ctx) => checkDeliveryPolicyEnv(env, ctx), { when: () => true })
+  .transform(
+    (env): WorkerOptions => ({
+      ...DEFAULT_WORKER_OPTIONS,
+      policy: deliveryPolicyOf(env),
+      concurrency: env.WORKER_CONCURRENCY,
+      sweepIntervalMs: env.WORKER_SWEEP_INTERVAL_MS,
+      lockDurationMs: env.WORKER_LOCK_DURATION_MS,
+      stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS,
+      shutdownGraceMs: env.WORKER_SHUTDOWN_GRACE_MS,
+      metricsPort: env.WORKER_METRICS_PORT,
+      purgeIntervalMs: env.WORKER_PURGE_INTERVAL_MS,
+      deliveryRetentionMs: Math.round(env.DELIVERY_RETENTION_DAYS * 86_400_000),
+    }),
+  );
 
 /** Variables that no longer do anything (the retry schedule replaced them); the worker warns when it sees one. */
 export const REMOVED_WORKER_VARIABLES = ['WORKER_DELIVERY_ATTEMPTS', 'WORKER_BACKOFF_BASE_MS', 'WORKER_BACKOFF_MAX_MS'] as const;
 
-/** Optional WORKER_* and TARGET_* variables; a bad one throws a ConfigError naming it. */
+/** Optional WORKER_* and TARGET_* variables; bad ones throw one ConfigError naming each. */
 export function workerOptionsFromEnv(env: Record<string, string | undefined> = process.env): WorkerOptions {
-  const options: WorkerOptions = { ...DEFAULT_WORKER_OPTIONS, policy: deliveryPolicyFromEnv(env) };
-  for (const [name, key] of Object.entries(ENV)) {
-    const raw = env[name]?.trim();
-    if (!raw) continue;
-    if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 86_400_000) throw new ConfigError(name, `must be a whole number from 1 to 86400000, got "${raw}"`);
-    options[key] = Number(raw);
-  }
-  // Days, decimals allowed (a soak or a test shortens it to minutes: 0.01 is about 14 min).
-  const retention = env.DELIVERY_RETENTION_DAYS?.trim();
-  if (retention) {
-    if (!/^\d+(\.\d+)?$/.test(retention) || Number(retention) <= 0 || Number(retention) > 3650) {
-      throw new ConfigError('DELIVERY_RETENTION_DAYS', `must be a number of days above 0, at most 3650, got "${retention}"`);
-    }
-    options.deliveryRetentionMs = Math.round(Number(retention) * 86_400_000);
-  }
-  return options;
+  return parseEnv(workerOptionsSchema, env);
 }

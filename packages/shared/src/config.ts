@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { parseDuration, parseDurationList } from './duration.ts';
 import { parseRedisUrl } from './events/redis-connection.ts';
 
 /**
@@ -72,6 +73,48 @@ export function envInteger(min: number, max: number, fallback: number) {
       .transform(Number)
       .refine((n) => n >= min && n <= max, { error: (iss) => `${rule}, got ${String(iss.input)}` }),
   ).transform((v) => v ?? fallback);
+}
+
+/** A decimal number above `min` (exclusive) and at most `max`, in `unit`; `fallback` when unset. */
+export function envDecimal(min: number, max: number, unit: string, fallback: number) {
+  const rule = `must be a number of ${unit} above ${min}, at most ${max}`;
+  return envOptional(
+    z
+      .string()
+      .regex(/^\d+(\.\d+)?$/, { error: (iss) => `${rule}, got "${String(iss.input)}"` })
+      .transform(Number)
+      .refine((n) => n > min && n <= max, { error: (iss) => `${rule}, got ${String(iss.input)}` }),
+  ).transform((v) => v ?? fallback);
+}
+
+/** A duration with a unit (`500ms`, `30s`, `10m`, `2h`, `5d`; duration.ts), in ms; `undefined` when unset. */
+export function envDuration() {
+  return envOptional(
+    z.string().transform((raw, ctx) => {
+      try {
+        return parseDuration(raw);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    }),
+  );
+}
+
+/** A comma-separated list of at most `maxLength` durations (`5s,1m,5m`), in ms; `undefined` when unset. */
+export function envDurationList(maxLength: number) {
+  return envOptional(
+    z.string().transform((raw, ctx) => {
+      try {
+        const list = parseDurationList(raw);
+        if (list.length <= maxLength) return list;
+        ctx.addIssue({ code: 'custom', message: `at most ${maxLength} waits` });
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      }
+      return z.NEVER;
+    }),
+  );
 }
 
 /** A URL with one of `protocols` (e.g. "https:"). */

@@ -1,6 +1,7 @@
 import type { JobsOptions } from 'bullmq';
-import { ConfigError } from '../config.ts';
-import { parseDuration, parseDurationList } from '../duration.ts';
+import { z } from 'zod';
+import { envDuration, envDurationList, envInteger, parseEnv } from '../config.ts';
+import { parseDurationList } from '../duration.ts';
 
 /**
  * Everything the "no delivery is lost" promise depends on, in one place
@@ -93,41 +94,51 @@ export const DELIVERY_BACKOFF_TYPE = 'delivery';
 
 type Env = Record<string, string | undefined>;
 
-function duration(env: Env, name: string, fallback: number): number {
-  const raw = env[name]?.trim();
-  if (!raw) return fallback;
-  try {
-    return parseDuration(raw);
-  } catch (err) {
-    throw new ConfigError(name, (err as Error).message);
+/** The delivery variables, for a process's schema (the worker's composes them with its own). */
+export const deliveryPolicyEnvShape = {
+  WORKER_RETRY_SCHEDULE: envDurationList(50),
+  TARGET_FAILURE_THRESHOLD: envInteger(1, 10_000, DEFAULT_DELIVERY_POLICY.failureThreshold),
+  TARGET_PROBE_INTERVAL: envDuration(),
+  TARGET_PROBE_MAX_INTERVAL: envDuration(),
+  TARGET_DISABLE_AFTER: envDuration(),
+};
+
+type DeliveryPolicyEnv = z.output<z.ZodObject<typeof deliveryPolicyEnvShape>>;
+
+/**
+ * The check across the delivery variables (probes never back off below their
+ * first interval); attached with `when` so it runs even when another variable
+ * is bad, hence the defensive reading of the raw values.
+ */
+export function checkDeliveryPolicyEnv(env: Record<string, unknown>, ctx: z.RefinementCtx): void {
+  const probe = typeof env.TARGET_PROBE_INTERVAL === 'number' ? env.TARGET_PROBE_INTERVAL : undefined;
+  const max = typeof env.TARGET_PROBE_MAX_INTERVAL === 'number' ? env.TARGET_PROBE_MAX_INTERVAL : undefined;
+  if (probe !== undefined && max !== undefined && max < probe) {
+    ctx.addIssue({ code: 'custom', path: ['TARGET_PROBE_MAX_INTERVAL'], message: 'must not be shorter than TARGET_PROBE_INTERVAL' });
   }
 }
 
+/** The parsed delivery variables as a policy; an unset probe maximum is never below the probe interval. */
+export function deliveryPolicyOf(env: DeliveryPolicyEnv): DeliveryPolicy {
+  const probeIntervalMs = env.TARGET_PROBE_INTERVAL ?? DEFAULT_DELIVERY_POLICY.probeIntervalMs;
+  return {
+    retryScheduleMs: env.WORKER_RETRY_SCHEDULE ?? DEFAULT_DELIVERY_POLICY.retryScheduleMs,
+    failureThreshold: env.TARGET_FAILURE_THRESHOLD,
+    probeIntervalMs,
+    probeMaxIntervalMs: env.TARGET_PROBE_MAX_INTERVAL ?? Math.max(DEFAULT_DELIVERY_POLICY.probeMaxIntervalMs, probeIntervalMs),
+    disableAfterMs: env.TARGET_DISABLE_AFTER ?? DEFAULT_DELIVERY_POLICY.disableAfterMs,
+  };
+}
+
+const deliveryPolicySchema = z
+  .object(deliveryPolicyEnvShape)
+  .superRefine((env, ctx) => checkDeliveryPolicyEnv(env, ctx), { when: () => true })
+  .transform(deliveryPolicyOf);
+
 /**
- * The delivery settings from the environment; a bad value throws a ConfigError
- * naming the variable (the worker prints it as one line and stops).
+ * The delivery settings from the environment; bad values throw one ConfigError
+ * naming every bad variable (the worker prints one line each and stops).
  */
 export function deliveryPolicyFromEnv(env: Env = process.env): DeliveryPolicy {
-  const policy: DeliveryPolicy = { ...DEFAULT_DELIVERY_POLICY };
-  const schedule = env.WORKER_RETRY_SCHEDULE?.trim();
-  if (schedule) {
-    try {
-      policy.retryScheduleMs = parseDurationList(schedule);
-    } catch (err) {
-      throw new ConfigError('WORKER_RETRY_SCHEDULE', (err as Error).message);
-    }
-    if (policy.retryScheduleMs.length > 50) throw new ConfigError('WORKER_RETRY_SCHEDULE', 'at most 50 waits');
-  }
-  const threshold = env.TARGET_FAILURE_THRESHOLD?.trim();
-  if (threshold) {
-    if (!/^\d+$/.test(threshold) || Number(threshold) < 1 || Number(threshold) > 10_000) {
-      throw new ConfigError('TARGET_FAILURE_THRESHOLD', `must be a whole number from 1 to 10000, got "${threshold}"`);
-    }
-    policy.failureThreshold = Number(threshold);
-  }
-  policy.probeIntervalMs = duration(env, 'TARGET_PROBE_INTERVAL', policy.probeIntervalMs);
-  policy.probeMaxIntervalMs = duration(env, 'TARGET_PROBE_MAX_INTERVAL', Math.max(policy.probeMaxIntervalMs, policy.probeIntervalMs));
-  if (policy.probeMaxIntervalMs < policy.probeIntervalMs) throw new ConfigError('TARGET_PROBE_MAX_INTERVAL', 'must not be shorter than TARGET_PROBE_INTERVAL');
-  policy.disableAfterMs = duration(env, 'TARGET_DISABLE_AFTER', policy.disableAfterMs);
-  return policy;
+  return parseEnv(deliveryPolicySchema, env);
 }
