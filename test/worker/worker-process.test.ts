@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
+import { WORKER_SHUTDOWN_STEPS } from '@connect/worker';
 import { spawnWorker, startTestWorker, type WorkerChild } from './worker-under-test.ts';
 
 // Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
@@ -110,7 +111,13 @@ describe('SIGTERM during deliveries', () => {
       })
       .sort((a, b) => (a.time ?? 0) - (b.time ?? 0))
       .map((e) => e.step);
-    expect(steps).toEqual(['stop-fan-out', 'stop-deliveries', 'stop-sweep', 'stop-purge', 'close-queues', 'close-redis', 'close-mongo']);
+    expect(steps).toEqual([...WORKER_SHUTDOWN_STEPS]);
+    // The plan it announced is the same list.
+    const plan = w
+      .output()
+      .split('\n')
+      .find((line) => line.includes('"shutdown sequence"'));
+    expect((JSON.parse(plan ?? '{}') as { steps?: string[] }).steps).toEqual([...WORKER_SHUTDOWN_STEPS]);
 
     // Nothing lost: a new worker delivers the rest, and no event went out twice.
     receiver.respond = () => ({ status: 200 });

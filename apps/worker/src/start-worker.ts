@@ -16,8 +16,6 @@ export interface RunningWorker {
   purge: RetentionPurge;
   /** Stops the delivery workers (waits for the jobs in flight). */
   closeDeliveries(): Promise<void>;
-  /** Stops taking jobs (waits for those in flight) and stops the sweep; connections stay with the deps. */
-  close(): Promise<void>;
 }
 
 /**
@@ -131,9 +129,5 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     sweep,
     closeDeliveries,
     purge,
-    async close() {
-      await Promise.all([fanOut.close(), closeDeliveries()]);
-      await Promise.all([sweep.stop(), purge.stop()]);
-    },
   };
 }
