@@ -9,6 +9,7 @@ export * from './events/user-event.ts';
 export * from './group-commit.ts';
 export * from './keyed-lock.ts';
 export * from './logger.ts';
+export * from './models/documents.ts';
 export * from './models/models.ts';
 export * from './organizations/register-client.ts';
 export * from './organizations/register-organization.ts';

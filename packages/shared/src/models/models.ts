@@ -1,7 +1,16 @@
 import mongoose, { type Connection, Schema } from 'mongoose';
+import type { z } from 'zod';
 import type { ApiVersion } from '../api-versions.ts';
-import type { ProviderUserView, Settings, UserStatus } from '../provider-users/provider-user-schema.ts';
-import type { UserEventType } from '../events/user-event-type.ts';
+import type { UserStatus } from '../provider-users/provider-user-schema.ts';
+import {
+  createdEventDocSchema,
+  deliveryAttemptDocSchema,
+  deliveryDocSchema,
+  lastEventDocSchema,
+  providerUserDocSchema,
+  syncStateDocSchema,
+  type DELIVERY_STATUSES,
+} from './documents.ts';
 
 /**
  * The collections. Models are built per connection (not on the global mongoose)
@@ -27,43 +36,9 @@ export interface OAuthClientDoc {
   disabled_at: Date | null;
 }
 
-/** The newest event of a user, written in the same single-document write as the change. */
-export interface LastEvent {
-  id: string;
-  type: UserEventType;
-  occurred_at: Date;
-  version: number;
-}
-
-/**
- * The creation event never changes, so the document keeps it whole (a target
- * that missed it gets it first, even after an outage). Documents written before
- * the lifecycle existed hold `data` without `status`; readers add it (active).
- */
-export interface CreatedEvent {
-  id: string;
-  occurred_at: Date;
-  data: ProviderUserView & { status?: UserStatus; deactivated_at?: string | null };
-}
-
-export interface ProviderUserDoc {
-  _id: mongoose.Types.ObjectId;
-  organization_id: string;
-  external_provider_id: string;
-  /** As first stored (trimmed). */
-  provider_email: string;
-  /** Lower-cased: what uniqueness and matching use. */
-  email_normalized: string;
-  settings: Settings | null;
-  created_at: Date;
-  updated_at: Date;
-  version: number;
-  /** Absent on documents written before the lifecycle existed: read as `active`. */
-  status?: UserStatus;
-  deactivated_at?: Date | null;
-  created_event: CreatedEvent;
-  last_event: LastEvent;
-}
+export type LastEvent = z.infer<typeof lastEventDocSchema>;
+export type CreatedEvent = z.infer<typeof createdEventDocSchema>;
+export type ProviderUserDoc = z.infer<typeof providerUserDocSchema>;
 
 export interface SigningKeyDoc {
   _id: string;
@@ -84,67 +59,10 @@ export interface RelayCursorDoc {
   user_id: mongoose.Types.ObjectId | null;
 }
 
-export type DeliveryStatus = 'pending' | 'delivered' | 'failed' | 'superseded';
-
-/** One row per (user, target): the state GET /users/{id} reports in `sync`. */
-export interface SyncStateDoc {
-  _id: string;
-  organization_id: string;
-  user_id: mongoose.Types.ObjectId;
-  target: string;
-  status: 'pending' | 'delivered' | 'failed';
-  /** Newest version queued for this target. */
-  version: number;
-  /** Newest version this target answered 2xx to: never sent anything older afterwards. */
-  delivered_version: number;
-  attempts: number;
-  last_attempt_at: Date | null;
-  last_error: string | null;
-  updated_at: Date;
-}
-
-/** One row per (event, target) delivery: the execution log, dead letters included. */
-export interface DeliveryDoc {
-  _id: string;
-  event_id: string;
-  event_type: string;
-  organization_id: string;
-  user_id: mongoose.Types.ObjectId;
-  external_provider_id: string;
-  target: string;
-  version: number;
-  status: DeliveryStatus;
-  attempts: number;
-  last_status_code: number | null;
-  last_error: string | null;
-  created_at: Date;
-  updated_at: Date;
-  delivered_at: Date | null;
-  /** When it became a dead letter (the last time, if replayed and failed again); absent otherwise. */
-  failed_at?: Date | null;
-}
-
-/**
- * One attempt of a delivery (insert-only: FerretDB has no compare-and-set, and
- * rows that are never updated cannot lose a concurrent write; retention purges
- * them by `at`). Never the user's data nor the receiver's body: a status, an
- * error class and a short message we wrote ourselves.
- */
-export interface DeliveryAttemptDoc {
-  _id: mongoose.Types.ObjectId;
-  delivery_id: string;
-  target: string;
-  at: Date;
-  duration_ms: number;
-  status_code: number | null;
-  /** `http` (an answer), `timeout`, `network`, `internal` (ours), or null on success. */
-  error_class: 'http' | 'timeout' | 'network' | 'internal' | null;
-  message: string | null;
-  /** What the attempt led to: delivered, retry, failed (dead letter), held (target failing/disabled). */
-  outcome: 'delivered' | 'retry' | 'failed' | 'held';
-  /** Sent as the one probe of a failing target. */
-  probe: boolean;
-}
+export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
+export type SyncStateDoc = z.infer<typeof syncStateDocSchema>;
+export type DeliveryDoc = z.infer<typeof deliveryDocSchema>;
+export type DeliveryAttemptDoc = z.infer<typeof deliveryAttemptDocSchema>;
 
 const base = { versionKey: false, strict: 'throw', autoIndex: false, autoCreate: false } as const;
 

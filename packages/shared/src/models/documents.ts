@@ -1,0 +1,112 @@
+import { Types } from 'mongoose';
+import { z } from 'zod';
+import { userEventTypeSchema } from '../events/user-event-type.ts';
+import { providerUserSchema, settingsSchema, userStatusSchema } from '../provider-users/provider-user-schema.ts';
+
+/**
+ * The stored documents, one zod schema each; the TypeScript types in models.ts
+ * are `z.infer` of these, so a field added here is added everywhere it is read
+ * or written, and the schema can check a document read back (tests, tools).
+ * Field names are the stored ones (snake_case), as in the collections.
+ */
+const objectId = z.instanceof(Types.ObjectId);
+
+/** The newest event of a user, written in the same single-document write as the change. */
+export const lastEventDocSchema = z.object({
+  id: z.string(),
+  type: userEventTypeSchema,
+  occurred_at: z.date(),
+  version: z.number().int(),
+});
+
+/**
+ * The creation event never changes, so the document keeps it whole (a target
+ * that missed it gets it first, even after an outage). Documents written before
+ * the lifecycle existed hold `data` without `status`; readers add it (active).
+ */
+export const createdEventDocSchema = z.object({
+  id: z.string(),
+  occurred_at: z.date(),
+  data: providerUserSchema.extend({ status: userStatusSchema.optional(), deactivated_at: z.string().nullable().optional() }),
+});
+
+export const providerUserDocSchema = z.object({
+  _id: objectId,
+  organization_id: z.string(),
+  external_provider_id: z.string(),
+  /** As first stored (trimmed). */
+  provider_email: z.string(),
+  /** Lower-cased: what uniqueness and matching use. */
+  email_normalized: z.string(),
+  settings: settingsSchema.nullable(),
+  created_at: z.date(),
+  updated_at: z.date(),
+  version: z.number().int(),
+  /** Absent on documents written before the lifecycle existed: read as `active`. */
+  status: userStatusSchema.optional(),
+  deactivated_at: z.date().nullable().optional(),
+  created_event: createdEventDocSchema,
+  last_event: lastEventDocSchema,
+});
+
+export const DELIVERY_STATUSES = ['pending', 'delivered', 'failed', 'superseded'] as const;
+
+/** One row per (user, target): the state GET /users/{id} reports in `sync`. */
+export const syncStateDocSchema = z.object({
+  _id: z.string(),
+  organization_id: z.string(),
+  user_id: objectId,
+  target: z.string(),
+  status: z.enum(['pending', 'delivered', 'failed']),
+  /** Newest version queued for this target. */
+  version: z.number().int(),
+  /** Newest version this target answered 2xx to: never sent anything older afterwards. */
+  delivered_version: z.number().int(),
+  attempts: z.number().int(),
+  last_attempt_at: z.date().nullable(),
+  last_error: z.string().nullable(),
+  updated_at: z.date(),
+});
+
+/** One row per (event, target) delivery: the execution log, dead letters included. */
+export const deliveryDocSchema = z.object({
+  _id: z.string(),
+  event_id: z.string(),
+  event_type: z.string(),
+  organization_id: z.string(),
+  user_id: objectId,
+  external_provider_id: z.string(),
+  target: z.string(),
+  version: z.number().int(),
+  status: z.enum(DELIVERY_STATUSES),
+  attempts: z.number().int(),
+  last_status_code: z.number().int().nullable(),
+  last_error: z.string().nullable(),
+  created_at: z.date(),
+  updated_at: z.date(),
+  delivered_at: z.date().nullable(),
+  /** When it became a dead letter (the last time, if replayed and failed again); absent otherwise. */
+  failed_at: z.date().nullable().optional(),
+});
+
+/**
+ * One attempt of a delivery (insert-only: FerretDB has no compare-and-set, and
+ * rows that are never updated cannot lose a concurrent write; retention purges
+ * them by `at`). Never the user's data nor the receiver's body: a status, an
+ * error class and a short message we wrote ourselves.
+ */
+export const deliveryAttemptDocSchema = z.object({
+  _id: objectId,
+  delivery_id: z.string(),
+  target: z.string(),
+  at: z.date(),
+  duration_ms: z.number(),
+  status_code: z.number().int().nullable(),
+  /** `http` (an answer), `timeout`, `network`, `internal` (ours), or null on success. */
+  error_class: z.enum(['http', 'timeout', 'network', 'internal']).nullable(),
+  message: z.string().nullable(),
+  /** What the attempt led to: delivered, retry, failed (dead letter), held (target failing/disabled). */
+  outcome: z.enum(['delivered', 'retry', 'failed', 'held']),
+  /** Sent as the one probe of a failing target. */
+  probe: z.boolean(),
+});

@@ -1,0 +1,56 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { collectionOf, deliveryAttemptDocSchema, deliveryDocSchema, providerUserDocSchema, syncStateDocSchema } from '@connect/shared';
+import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
+import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+
+// Real processes, FerretDB and a delivery: generous on a loaded two-core CI machine.
+vi.setConfig({ testTimeout: 90_000 });
+
+/**
+ * The document types are `z.infer` of one zod schema per collection: this
+ * proves those schemas describe what the API and the worker really store (no
+ * field missing, none extra, every type right), so the types cannot drift from
+ * the data without a failing test.
+ */
+
+let api: TestApi;
+let worker: TestWorker;
+let receiver: Receiver;
+let token: string;
+
+beforeAll(async () => {
+  receiver = await startReceiver();
+  const targets = [{ name: 'dictation', url: receiver.url, secrets: ['s-' + randomBytes(8).toString('hex')], timeout_ms: 5000 }];
+  api = await startTestApi({ label: 'stored_docs', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
+  worker = await startTestWorker(api.env);
+  token = await getToken(api, await registerTestClient(api.models));
+});
+
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  await receiver?.close();
+});
+
+describe('stored documents match their zod schemas', () => {
+  it('a user created then updated, and its deliveries, sync state and attempts, parse strictly', async () => {
+    const id = `docs-${Date.now()}`;
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } })).status).toBe(200);
+    await eventually(() => expect(receiver.accepted().filter((c) => c.body?.data?.user?.external_provider_id === id).map((c) => c.body?.data?.user?.version)).toContain(2), 30_000);
+
+    const user = await collectionOf(api.models.ProviderUser).findOne({ external_provider_id: id });
+    expect(providerUserDocSchema.strict().safeParse(user).error?.issues).toBeUndefined();
+    const deliveries = await collectionOf(api.models.Delivery).find({ external_provider_id: id }).toArray();
+    expect(deliveries.length).toBeGreaterThanOrEqual(1);
+    for (const d of deliveries) expect(deliveryDocSchema.strict().safeParse(d).error?.issues).toBeUndefined();
+    const syncs = await collectionOf(api.models.SyncState).find({ user_id: user!._id }).toArray();
+    expect(syncs).toHaveLength(1);
+    expect(syncStateDocSchema.strict().safeParse(syncs[0]).error?.issues).toBeUndefined();
+    const attempts = await collectionOf(api.models.DeliveryAttempt).find({ delivery_id: { $in: deliveries.map((d) => d._id) } }).toArray();
+    expect(attempts.length).toBeGreaterThanOrEqual(1);
+    for (const a of attempts) expect(deliveryAttemptDocSchema.strict().safeParse(a).error?.issues).toBeUndefined();
+  });
+});
