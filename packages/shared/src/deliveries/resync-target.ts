@@ -1,8 +1,6 @@
-import type { Types } from 'mongoose';
-import type { Collection } from 'mongodb';
 import { NotFoundError } from '../domain-errors.ts';
 import { eventJobOf } from '../events/user-event.ts';
-import type { ProviderUserDoc } from '../models/models.ts';
+import { collectionOf, type ProviderUserDoc } from '../models/models.ts';
 import { deliveryIdOf, type DeliveryJob, type DeliveryQueues } from './delivery-queues.ts';
 import type { DeliveryStore } from './delivery-store.ts';
 
@@ -76,21 +74,13 @@ export function resyncCursorId(target: string, organizationId: string | undefine
   return `resync:${target}:${organizationId ?? '*'}${force ? ':force' : ''}`;
 }
 
-interface ResyncCursorDoc {
-  _id: string;
-  user_id: Types.ObjectId;
-  updated_at: Date;
-  /** Users scanned by the runs before (for progress only). */
-  scanned: number;
-}
-
 export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Promise<ResyncResult & { interrupted: boolean }> {
   const { models } = deps.store;
   if (!deps.targets.some((t) => t.name === options.target)) throw new NotFoundError(`No configured target named ${options.target}.`);
   const force = options.force === true;
   const batchSize = options.batchSize ?? 500;
   const maxOutstanding = options.maxOutstanding ?? 2000;
-  const cursors = models.RelayCursor.collection as unknown as Collection<ResyncCursorDoc>;
+  const cursors = collectionOf(models.RelayCursor);
   const cursorId = resyncCursorId(options.target, options.organizationId, force);
   const saved = await cursors.findOne({ _id: cursorId });
   const scope = options.organizationId ? { organization_id: options.organizationId } : {};

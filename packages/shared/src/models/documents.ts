@@ -49,6 +49,17 @@ export const providerUserDocSchema = z.object({
   last_event: lastEventDocSchema,
 });
 
+/**
+ * A resumable walk's position (the outbox sweep's, and one per resync run): the
+ * last user passed. `scanned` is kept by resync runs only, for their progress.
+ */
+export const relayCursorDocSchema = z.object({
+  _id: z.string(),
+  updated_at: z.date(),
+  user_id: objectId.nullable(),
+  scanned: z.number().int().optional(),
+});
+
 export const DELIVERY_STATUSES = ['pending', 'delivered', 'failed', 'superseded'] as const;
 
 /** One row per (user, target): the state GET /users/{id} reports in `sync`. */

@@ -8,6 +8,7 @@ import {
   deliveryDocSchema,
   lastEventDocSchema,
   providerUserDocSchema,
+  relayCursorDocSchema,
   syncStateDocSchema,
   type DELIVERY_STATUSES,
 } from './documents.ts';
@@ -53,11 +54,7 @@ export interface UsedAssertionDoc {
   expires_at: Date;
 }
 
-export interface RelayCursorDoc {
-  _id: string;
-  updated_at: Date;
-  user_id: mongoose.Types.ObjectId | null;
-}
+export type RelayCursorDoc = z.infer<typeof relayCursorDocSchema>;
 
 export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
 export type SyncStateDoc = z.infer<typeof syncStateDocSchema>;
@@ -120,7 +117,7 @@ const usedAssertionSchema = new Schema<UsedAssertionDoc>(
 );
 
 const relayCursorSchema = new Schema<RelayCursorDoc>(
-  { _id: String, updated_at: Date, user_id: { type: Schema.Types.ObjectId, default: null } },
+  { _id: String, updated_at: Date, user_id: { type: Schema.Types.ObjectId, default: null }, scanned: Number },
   { ...base, collection: 'relay_cursors' },
 );
 
