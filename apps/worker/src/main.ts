@@ -1,17 +1,18 @@
 import { createLogger, loadConfig, loadOrExit, onTerminationSignals, runShutdownSequence } from '@connect/shared';
 import { workerShutdownSteps } from './shutdown.ts';
 import { serveDeliveryMetrics } from './delivery-metrics.ts';
-import { serveWorkerHealth, workerHealthPort } from './health-server.ts';
+import { serveWorkerHealth } from './health-server.ts';
 import { startWorker } from './start-worker.ts';
 import { createWorkerDeps } from './worker-deps.ts';
 import { REMOVED_WORKER_VARIABLES, workerOptionsFromEnv } from './worker-options.ts';
 
-// Every part is checked before any is used: every bad variable is reported in one go.
-const [config, options, healthPort] = loadOrExit(
+// The shared schema and the worker's own (WORKER_*, TARGET_*, DELIVERY_RETENTION_DAYS,
+// WORKER_HEALTH_PORT) both run before anything is used: every bad variable is reported in one go.
+const [config, options] = loadOrExit(
   () => loadConfig(process.env),
   () => workerOptionsFromEnv(process.env),
-  () => workerHealthPort(process.env),
 );
+const { healthPort } = options;
 const log = createLogger(config.logLevel, 'worker');
 for (const name of REMOVED_WORKER_VARIABLES) {
   if (process.env[name]) log.warn({ variable: name }, `${name} is no longer read: WORKER_RETRY_SCHEDULE sets the retries (docs/delivery.md)`);

@@ -11,6 +11,8 @@ describe('workerOptionsFromEnv', () => {
   it('reads the WORKER_* and TARGET_* variables', () => {
     const o = workerOptionsFromEnv({ WORKER_CONCURRENCY: '4', WORKER_LOCK_DURATION_MS: '2000', WORKER_STALLED_INTERVAL_MS: '1000', WORKER_RETRY_SCHEDULE: '1s,2s', TARGET_FAILURE_THRESHOLD: '3' });
     expect(o).toMatchObject({ concurrency: 4, lockDurationMs: 2000, stalledIntervalMs: 1000 });
+    expect(o.healthPort).toBeUndefined();
+    expect(workerOptionsFromEnv({ WORKER_HEALTH_PORT: '8081' }).healthPort).toBe(8081);
     expect(o.policy).toMatchObject({ retryScheduleMs: [1000, 2000], failureThreshold: 3, probeIntervalMs: 30_000, disableAfterMs: 5 * 86_400_000 });
   });
 
@@ -35,11 +37,11 @@ describe('workerOptionsFromEnv', () => {
   it('lists every bad variable at once, one problem each, the cross check included', () => {
     let error: unknown;
     try {
-      workerOptionsFromEnv({ WORKER_CONCURRENCY: '0', WORKER_RETRY_SCHEDULE: 'soon', DELIVERY_RETENTION_DAYS: '-1', TARGET_PROBE_INTERVAL: '1m', TARGET_PROBE_MAX_INTERVAL: '10s' });
+      workerOptionsFromEnv({ WORKER_CONCURRENCY: '0', WORKER_RETRY_SCHEDULE: 'soon', DELIVERY_RETENTION_DAYS: '-1', TARGET_PROBE_INTERVAL: '1m', TARGET_PROBE_MAX_INTERVAL: '10s', WORKER_HEALTH_PORT: 'eighty' });
     } catch (err) {
       error = err;
     }
     expect(error).toBeInstanceOf(ConfigError);
-    expect((error as ConfigError).problems.map((p) => p.variable).sort()).toEqual(['DELIVERY_RETENTION_DAYS', 'TARGET_PROBE_MAX_INTERVAL', 'WORKER_CONCURRENCY', 'WORKER_RETRY_SCHEDULE']);
+    expect((error as ConfigError).problems.map((p) => p.variable).sort()).toEqual(['DELIVERY_RETENTION_DAYS', 'TARGET_PROBE_MAX_INTERVAL', 'WORKER_CONCURRENCY', 'WORKER_HEALTH_PORT', 'WORKER_RETRY_SCHEDULE']);
   });
 });

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { workerHealthEnvShape } from './health-server.ts';
 import { checkDeliveryPolicyEnv, DEFAULT_DELIVERY_POLICY, deliveryPolicyEnvShape, deliveryPolicyOf, envDecimal, envInteger, parseEnv, type DeliveryPolicy } from '@connect/shared';
 
 /** Tunables of the worker process. Defaults suit production; tests shorten the delays. */
@@ -32,6 +33,8 @@ export interface WorkerOptions {
   deliveryRetentionMs: number;
   /** WORKER_PURGE_INTERVAL_MS: how often one worker (across all) runs the retention purge. */
   purgeIntervalMs: number;
+  /** WORKER_HEALTH_PORT: port of GET /healthz; undefined: none. */
+  healthPort?: number | undefined;
 }
 
 export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
@@ -60,6 +63,7 @@ const MAX = 86_400_000;
  */
 export const workerEnvShape = {
   ...deliveryPolicyEnvShape,
+  ...workerHealthEnvShape,
   WORKER_CONCURRENCY: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.concurrency),
   WORKER_SWEEP_INTERVAL_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.sweepIntervalMs),
   WORKER_LOCK_DURATION_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.lockDurationMs),
@@ -86,6 +90,7 @@ const workerOptionsSchema = z
       metricsPort: env.WORKER_METRICS_PORT,
       purgeIntervalMs: env.WORKER_PURGE_INTERVAL_MS,
       deliveryRetentionMs: Math.round(env.DELIVERY_RETENTION_DAYS * 86_400_000),
+      ...(env.WORKER_HEALTH_PORT === undefined ? {} : { healthPort: env.WORKER_HEALTH_PORT }),
     }),
   );
 
