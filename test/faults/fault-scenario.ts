@@ -261,7 +261,21 @@ export interface FaultRound {
  * sent again; then every user's final version checked at every target. Checks
  * every answer given during the fault and prints the figures.
  */
-export async function apiUnderFault(o: { api: TestApi; client: TestClient; token: string; link: Proxy; fault: FaultName; receivers: Receiver[]; label: string }): Promise<FaultRound> {
+export async function apiUnderFault(o: {
+  api: TestApi;
+  client: TestClient;
+  token: string;
+  link: Proxy;
+  fault: FaultName;
+  receivers: Receiver[];
+  label: string;
+  /**
+   * Runs after the answers came back and before the fault is removed. Work the API does
+   * after answering (publishing an event right after the write) may otherwise reach the
+   * link only once it has healed; a scenario about that work waits for it here.
+   */
+  beforeHeal?: () => Promise<void>;
+}): Promise<FaultRound> {
   const users = newUsers(`${o.label.replace(/[^a-z]+/gi, '-')}-${o.fault}`, 8);
   const traffic: Traffic = { answers: [] };
   await createBeforeFault(o.api, o.token, users.slice(0, 4));
@@ -269,6 +283,7 @@ export async function apiUnderFault(o: { api: TestApi; client: TestClient; token
   await o.link.inject(o.fault);
   const [during, token] = await Promise.all([sendRound(o.api, o.token, users, traffic), tokenCall(o.api, o.client)]);
   during.push(token);
+  await o.beforeHeal?.();
   await o.link.heal();
   for (const x of during) expectCleanAnswer(x);
   const resent = await resendRefused(o.api, o.token, users, traffic);
