@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../config.ts';
 import {
+  KEEP_COMPLETED_JOBS,
   DEFAULT_DELIVERY_POLICY,
   attemptsOf,
   deliveryJobOptions,
@@ -47,8 +48,8 @@ describe('the settings the no-loss promise depends on stay consistent', () => {
     // A delivery can be alive for its whole retry window plus the time its target may stay
     // failing before it is disabled; its failed job must not be trimmed before that.
     expect(ageMs(opts.removeOnFail)).toBeGreaterThanOrEqual(longestRetryWindowMs(policy) + policy.disableAfterMs);
-    // Completed ids dedupe re-published events for a day at least.
-    expect(ageMs(opts.removeOnComplete)).toBeGreaterThanOrEqual(86_400_000);
+    // Completed jobs are history only (trimming them is safe: test/ops-data/outbox-trimming.test.ts), kept bounded.
+    expect(opts.removeOnComplete).toEqual(KEEP_COMPLETED_JOBS);
     expect(maxRetryAfterMs(policy)).toBe(Math.max(...policy.retryScheduleMs));
     expect(policy.probeMaxIntervalMs).toBeGreaterThanOrEqual(policy.probeIntervalMs);
   });

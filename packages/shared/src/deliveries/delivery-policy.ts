@@ -66,13 +66,23 @@ export function retryDelayMs(policy: Pick<DeliveryPolicy, 'retryScheduleMs'>, at
 const DAY_S = 86_400;
 
 /**
+ * Finished jobs Redis keeps, per queue. Nothing depends on a finished job being
+ * there (docs/operations.md, "Why trimming finished jobs loses no event and
+ * publishes none twice"), so they are kept only as a dashboard's recent history:
+ * completed jobs an hour and at most 1,000; failed ones at most 10,000. A soak
+ * with the earlier day/100,000 limits grew Redis by about 6.7 MiB a minute.
+ */
+export const KEEP_COMPLETED_JOBS = { age: 3600, count: 1_000 } as const;
+export const KEEP_FAILED_JOBS_COUNT = 10_000;
+
+/**
  * BullMQ job options of every delivery job. Why the retention numbers:
  * - A failed job is only the dashboard's copy (the dead letter is the Delivery
  *   row in the database), but it is kept at least as long as a delivery can be
  *   alive (retry window + disable-after), and a week at least, so an operator
- *   looking at a dead letter still finds its job.
- * - A completed job id is kept a day so a re-published event id is deduped by
- *   BullMQ; past that the processor's per-target version check drops it.
+ *   looking at a recent dead letter still finds its job.
+ * - A completed job is history only: a re-published event whose delivery job
+ *   is gone is dropped by the processor's per-target version check.
  * - Held deliveries (target failing, paused, disabled) sit in wait/paused,
  *   which BullMQ never trims: nothing held is ever removed by retention.
  * - Both are capped by count as well, so Redis holds a bounded number of
@@ -84,8 +94,8 @@ export function deliveryJobOptions(policy: DeliveryPolicy): JobsOptions {
   return {
     attempts: attemptsOf(policy),
     backoff: { type: DELIVERY_BACKOFF_TYPE },
-    removeOnComplete: { age: DAY_S, count: 100_000 },
-    removeOnFail: { age: Math.max(7 * DAY_S, aliveS), count: 100_000 },
+    removeOnComplete: KEEP_COMPLETED_JOBS,
+    removeOnFail: { age: Math.max(7 * DAY_S, aliveS), count: KEEP_FAILED_JOBS_COUNT },
   };
 }
 

@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq';
 import type { RedisClient } from './redis-connection.ts';
 import type { UserEventJob } from './user-event.ts';
+import { KEEP_COMPLETED_JOBS, KEEP_FAILED_JOBS_COUNT } from '../deliveries/delivery-policy.ts';
 
 export const EVENTS_QUEUE = 'user-events';
 /** The stem of the per-target delivery queues (`deliveries.<target>`, see deliveryQueueName). */
@@ -15,8 +16,8 @@ export function createEventsQueue(connection: RedisClient, prefix: string): Queu
       backoff: { type: 'exponential', delay: 1000 },
       // Finished jobs are trimmed by age and count, so Redis holds a bounded number of them.
       // Why that neither loses an event nor publishes one twice: the top of outbox-relay.ts.
-      removeOnComplete: { age: 24 * 3600, count: 100_000 },
-      removeOnFail: { age: 7 * 24 * 3600, count: 100_000 },
+      removeOnComplete: KEEP_COMPLETED_JOBS,
+      removeOnFail: { age: 7 * 24 * 3600, count: KEEP_FAILED_JOBS_COUNT },
     },
   });
 }
