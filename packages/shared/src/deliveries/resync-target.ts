@@ -1,3 +1,5 @@
+import type { Collection, Filter } from 'mongodb';
+import type { Types } from 'mongoose';
 import { NotFoundError } from '../domain-errors.ts';
 import { eventJobOf } from '../events/user-event.ts';
 import { collectionOf, type ProviderUserDoc } from '../models/models.ts';
@@ -13,6 +15,11 @@ import type { DeliveryStore } from './delivery-store.ts';
  *   interrupted run continues where it stopped; a run that completes deletes it,
  *   so the next run starts from the first user again (and, without --force,
  *   finds everyone current: it enqueues 0).
+ * - The walk is one query whose batches are read as they are needed (a
+ *   database cursor), not one query per batch: FerretDB runs `_id > x` as a scan
+ *   of the whole collection, so a query per batch made a resync quadratic in
+ *   the number of users there. A database cursor that expires while the walk
+ *   waits for room is opened again after the last user enqueued.
  * - What a user needs is read from its SyncState row for the target (written by
  *   the delivery processor only; resync never writes it): no row or nothing
  *   delivered → a delivery job; delivered at an older version → a delivery job;
@@ -94,16 +101,12 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
   // take them for the jobs of an earlier run it still keeps.
   const runTag = force ? `.${Date.now().toString(36)}` : '';
 
-  for (;;) {
+  const batches = userBatches(collectionOf(models.ProviderUser), scope, after, batchSize);
+  for await (const users of batches) {
     if (options.signal?.aborted) {
       report(false);
       return { ...result, interrupted: true };
     }
-    const users = await models.ProviderUser.find({ ...scope, ...(after ? { _id: { $gt: after } } : {}) })
-      .sort({ _id: 1 })
-      .limit(batchSize)
-      .lean<ProviderUserDoc[]>();
-    if (users.length === 0) break;
 
     const syncs = await deps.store.readSyncs(users.map((u) => u._id.toString()), options.target);
     const jobs: { job: DeliveryJob; jobId: string }[] = [];
@@ -132,12 +135,47 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
       { upsert: true },
     );
     report(false);
-    if (users.length < batchSize) break;
     await waitForRoom(deps.queues, options.target, maxOutstanding, options.signal);
+  }
+  if (options.signal?.aborted) {
+    // Aborted while the last batch waited for room: it is enqueued and the cursor saved.
+    report(false);
+    return { ...result, interrupted: true };
   }
   await cursors.deleteOne({ _id: cursorId });
   report(true);
   return { ...result, interrupted: false };
+}
+
+/** MongoDB's "cursor not found": a cursor left idle past the server's timeout. */
+const CURSOR_NOT_FOUND = 43;
+
+/**
+ * The users in scope after `after`, by `_id`, in batches, from one database
+ * cursor; opened again after the last batch handed out if the server dropped it.
+ */
+async function* userBatches(users: Collection<ProviderUserDoc>, scope: Filter<ProviderUserDoc>, after: Types.ObjectId | null | undefined, batchSize: number): AsyncGenerator<ProviderUserDoc[]> {
+  let last = after;
+  for (;;) {
+    const cursor = users.find({ ...scope, ...(last ? { _id: { $gt: last } } : {}) }).sort({ _id: 1 }).batchSize(batchSize);
+    try {
+      let batch: ProviderUserDoc[] = [];
+      for await (const user of cursor) {
+        batch.push(user);
+        if (batch.length === batchSize) {
+          yield batch;
+          last = batch.at(-1)!._id;
+          batch = [];
+        }
+      }
+      if (batch.length > 0) yield batch;
+      return;
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== CURSOR_NOT_FOUND) throw err;
+    } finally {
+      await cursor.close().catch(() => undefined);
+    }
+  }
 }
 
 /** Bounded pace: waits until fewer than `max` prioritized (resync) jobs wait in the target's queue. */

@@ -48,7 +48,8 @@ import type { Queue } from 'bullmq';
 import type { ChainableCommander } from 'ioredis';
 import type { Logger } from 'pino';
 import { GroupCommit } from '../group-commit.ts';
-import type { Models, ProviderUserDoc } from '../models/models.ts';
+import { collectionOf, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { findByIds } from '../models/find-by-ids.ts';
 import { eventJobOf, type UserEventJob } from './user-event.ts';
 
 export const SWEEP_CURSOR_ID = 'outbox-sweep';
@@ -98,12 +99,10 @@ export class OutboxRelay {
     const missing = eventIds.filter((id) => !published.has(id));
     const targets = this.deps.targetNames ?? [];
     if (missing.length > 0 && targets.length > 0) {
-      // The job was trimmed (or never made): did its fan-out run? By _id, so one indexed lookup.
+      // The job was trimmed (or never made): did its fan-out run? Each row by _id, an indexed lookup (findByIds).
       // Every target's row must be there: one target's row alone may come from a resync,
       // replay or recover job that sent this newest event to that target only.
-      const rows = await this.deps.models.Delivery.find({ _id: { $in: missing.flatMap((id) => targets.map((t) => `${id}.${t}`)) } })
-        .select({ event_id: 1 })
-        .lean<{ event_id: string }[]>();
+      const rows = await findByIds(collectionOf(this.deps.models.Delivery), missing.flatMap((id) => targets.map((t) => `${id}.${t}`)), { projection: { event_id: 1 } });
       const perEvent = new Map<string, number>();
       for (const row of rows) perEvent.set(row.event_id, (perEvent.get(row.event_id) ?? 0) + 1);
       for (const [id, n] of perEvent) if (n === targets.length) published.add(id);
