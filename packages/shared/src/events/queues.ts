@@ -16,7 +16,10 @@ export function createEventsQueue(connection: RedisClient, prefix: string): Queu
       backoff: { type: 'exponential', delay: 1000 },
       // Finished jobs are trimmed by age and count, so Redis holds a bounded number of them.
       // Why that neither loses an event nor publishes one twice: the top of outbox-relay.ts.
-      removeOnComplete: KEEP_COMPLETED_JOBS,
+      // Completed events jobs: 10 times the delivery queues' count, so the sweep, which asks
+      // "published?" for about 30 s of events, finds their jobs even at 300 events a second
+      // and rarely falls back to looking up Delivery rows.
+      removeOnComplete: { age: KEEP_COMPLETED_JOBS.age, count: KEEP_COMPLETED_JOBS.count * 10 },
       removeOnFail: { age: 7 * 24 * 3600, count: KEEP_FAILED_JOBS_COUNT },
     },
   });
