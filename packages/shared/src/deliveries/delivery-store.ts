@@ -1,7 +1,7 @@
 import { Types } from 'mongoose';
 import type { Collection } from 'mongodb';
 import type { UserEvent } from '../events/user-event.ts';
-import { collectionOf, isDuplicateKeyError, isOnlyDuplicateKeyError, type DeliveryAttemptDoc, type DeliveryDoc, type DeliveryStatus, type Models, type SyncStateDoc } from '../models/models.ts';
+import { collectionsOf, isDuplicateKeyError, type Collections, isOnlyDuplicateKeyError, type DeliveryAttemptDoc, type DeliveryDoc, type DeliveryStatus, type Models, type SyncStateDoc } from '../models/models.ts';
 import { deliveryIdOf } from './delivery-queues.ts';
 
 /**
@@ -88,7 +88,8 @@ async function retryOnDuplicateUpsert<T>(write: () => Promise<T>): Promise<T> {
 }
 
 export class DeliveryStore {
-  // The driver's collections, not mongoose's query layer: every value here is built by us.
+  /** The typed collections of `models`, for the callers that read users next to deliveries. */
+  readonly collections: Collections;
   private readonly rows: Collection<DeliveryDoc>;
   private readonly syncs: Collection<SyncStateDoc>;
   private readonly attempts: Collection<DeliveryAttemptDoc>;
@@ -97,9 +98,10 @@ export class DeliveryStore {
     readonly models: Models,
     private readonly now: () => Date = () => new Date(),
   ) {
-    this.rows = collectionOf(models.Delivery);
-    this.syncs = collectionOf(models.SyncState);
-    this.attempts = collectionOf(models.DeliveryAttempt);
+    this.collections = collectionsOf(models);
+    this.rows = this.collections.deliveries;
+    this.syncs = this.collections.syncStates;
+    this.attempts = this.collections.deliveryAttempts;
   }
 
   /** The row the fan-out writes first. */
