@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { collectionsOf, type Models, type RedisClient } from '@connect/shared';
+import { collectionsOf, type DeliveryDoc, type Models, type RedisClient } from '@connect/shared';
 
 /**
  * Retention (docs/operations.md): what the service stores must stop growing
@@ -46,7 +46,7 @@ export async function purgeExpired(models: Models, options: RetentionOptions): P
   const finishedAndOld = { status: { $in: [...FINISHED_STATUSES] }, updated_at: { $lt: cutoff } };
   for (;;) {
     // By the {status, updated_at} index; ids first, so each delete is bounded.
-    const ids = (await deliveries.find(finishedAndOld, { projection: { _id: 1 } }).limit(batchSize).toArray()).map((d) => d._id);
+    const ids = (await deliveries.find<Pick<DeliveryDoc, '_id'>>(finishedAndOld, { projection: { _id: 1 } }).limit(batchSize).toArray()).map((d) => d._id);
     if (ids.length === 0) break;
     result.attempts += await purgeAttemptsOf(models, ids);
     // The filter is repeated: a row replayed (failed → pending) since it was read stays.

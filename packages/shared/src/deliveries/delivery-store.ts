@@ -1,7 +1,7 @@
 import { Types } from 'mongoose';
 import type { Collection } from 'mongodb';
 import type { UserEvent } from '../events/user-event.ts';
-import { collectionsOf, isDuplicateKeyError, type Collections, isOnlyDuplicateKeyError, type DeliveryAttemptDoc, type DeliveryDoc, type DeliveryStatus, type Models, type SyncStateDoc } from '../models/models.ts';
+import { collectionsOf, isDuplicateKeyError, isOnlyDuplicateKeyError, type Collections, type DeliveryAttemptDoc, type DeliveryDoc, type DeliveryStatus, type Models, type SyncStateDoc } from '../models/models.ts';
 import { deliveryIdOf } from './delivery-queues.ts';
 
 /**

@@ -49,7 +49,7 @@ import type { ChainableCommander } from 'ioredis';
 import type { Filter } from 'mongodb';
 import type { Logger } from 'pino';
 import { GroupCommit } from '../group-commit.ts';
-import { collectionsOf, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { collectionsOf, type DeliveryDoc, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { eventJobOf, type UserEventJob } from './user-event.ts';
 
 export const SWEEP_CURSOR_ID = 'outbox-sweep';
@@ -103,7 +103,7 @@ export class OutboxRelay {
       // Every target's row must be there: one target's row alone may come from a resync,
       // replay or recover job that sent this newest event to that target only.
       const rows = await collectionsOf(this.deps.models)
-        .deliveries.find({ _id: { $in: missing.flatMap((id) => targets.map((t) => `${id}.${t}`)) } }, { projection: { event_id: 1 } })
+        .deliveries.find<Pick<DeliveryDoc, 'event_id'>>({ _id: { $in: missing.flatMap((id) => targets.map((t) => `${id}.${t}`)) } }, { projection: { event_id: 1 } })
         .toArray();
       const perEvent = new Map<string, number>();
       for (const row of rows) perEvent.set(row.event_id, (perEvent.get(row.event_id) ?? 0) + 1);
@@ -123,7 +123,7 @@ export class OutboxRelay {
     const { providerUsers, relayCursors } = collectionsOf(this.deps.models);
     const cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
     const users = await providerUsers
-      .find(cursor ? { updated_at: { $gte: cursor.updated_at } } : {}, { projection: { 'last_event.id': 1 } })
+      .find<{ last_event: Pick<LastEvent, 'id'> }>(cursor ? { updated_at: { $gte: cursor.updated_at } } : {}, { projection: { 'last_event.id': 1 } })
       .sort({ updated_at: 1, _id: 1 })
       .limit(limit)
       .toArray();

@@ -90,7 +90,7 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
         } catch (err) {
           if (!isDuplicateKeyError(err)) throw err;
           // FerretDB's duplicate-key error names neither index nor key: re-read to learn which clashed.
-          const byEmail = await users.findOne(
+          const byEmail = await users.findOne<Pick<ProviderUserDoc, 'external_provider_id'>>(
             { organization_id: organizationId, email_normalized: emailNormalized },
             { projection: { external_provider_id: 1 } },
           );
