@@ -9,6 +9,8 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+const MODEL_NAMES = '/^(Organization|OAuthClient|ProviderUser|SigningKey|UsedAssertion|RelayCursor|SyncState|Delivery|DeliveryAttempt)$/';
+
 export default tseslint.config(
   { ignores: ['**/node_modules/**', '.cache/**', '.local/**', '**/dist/**', 'coverage/**', 'tools/**', 'bench/results/**', 'eslint.config.js'] },
   js.configs.recommended,
@@ -44,6 +46,26 @@ export default tseslint.config(
       'no-constant-binary-expression': 'error',
       // Regexes here are written to match control characters on purpose (NUL, lone surrogates in input checks).
       'no-control-regex': 'off',
+    },
+  },
+  {
+    // Data access (docs/guarantees.md): product code reads and writes through the typed
+    // driver collections of collectionsOf(models); a mongoose model is only reached in
+    // models.ts, which declares the collections and their indexes.
+    files: ['apps/*/src/**/*.ts', 'packages/*/src/**/*.ts'],
+    ignores: ['**/*.test.ts', 'packages/shared/src/models/models.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: `MemberExpression[object.type='MemberExpression'][object.property.name=${MODEL_NAMES}]`,
+          message: 'Read and write through collectionsOf(models) (typed driver collections), not a mongoose model.',
+        },
+        {
+          selector: `VariableDeclarator[init.type='MemberExpression'][init.property.name='models'] > ObjectPattern > Property[key.name=${MODEL_NAMES}]`,
+          message: 'Read and write through collectionsOf(models) (typed driver collections), not a mongoose model.',
+        },
+      ],
     },
   },
 );

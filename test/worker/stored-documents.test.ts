@@ -1,7 +1,20 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { collectionOf, deliveryAttemptDocSchema, deliveryDocSchema, providerUserDocSchema, syncStateDocSchema } from '@connect/shared';
-import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import {
+  collectionOf,
+  collectionsOf,
+  deliveryAttemptDocSchema,
+  deliveryDocSchema,
+  disableClient,
+  enableClient,
+  oauthClientDocSchema,
+  organizationDocSchema,
+  providerUserDocSchema,
+  signingKeyDocSchema,
+  syncStateDocSchema,
+  usedAssertionDocSchema,
+} from '@connect/shared';
+import { getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 
@@ -19,13 +32,15 @@ let api: TestApi;
 let worker: TestWorker;
 let receiver: Receiver;
 let token: string;
+let registered: TestClient;
 
 beforeAll(async () => {
   receiver = await startReceiver();
   const targets = [{ name: 'dictation', url: receiver.url, secrets: ['s-' + randomBytes(8).toString('hex')], timeout_ms: 5000 }];
   api = await startTestApi({ label: 'stored_docs', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
   worker = await startTestWorker(api.env);
-  token = await getToken(api, await registerTestClient(api.models));
+  registered = await registerTestClient(api.models);
+  token = await getToken(api, registered);
 });
 
 afterAll(async () => {
@@ -52,5 +67,33 @@ describe('stored documents match their zod schemas', () => {
     const attempts = await collectionOf(api.models.DeliveryAttempt).find({ delivery_id: { $in: deliveries.map((d) => d._id) } }).toArray();
     expect(attempts.length).toBeGreaterThanOrEqual(1);
     for (const a of attempts) expect(deliveryAttemptDocSchema.strict().safeParse(a).error?.issues).toBeUndefined();
+  });
+
+  it('the organization, its client (enabled, disabled, enabled again), the stored signing key and a used assertion parse strictly', async () => {
+    const { organizations, oauthClients, signingKeys, usedAssertions } = collectionsOf(api.models);
+    const org = await organizations.findOne({ _id: registered.organization._id });
+    expect(org).not.toBeNull();
+    expect(organizationDocSchema.strict().safeParse(org).error?.issues).toBeUndefined();
+
+    // A client of its own, so disabling it leaves the token of the other test alone.
+    const other = await registerTestClient(api.models, { name: 'Stored docs, disabled' });
+    expect(oauthClientDocSchema.strict().safeParse(await oauthClients.findOne({ _id: other.client._id })).error?.issues).toBeUndefined();
+    const disabled = await disableClient(api.models, other.client._id);
+    expect(disabled.disabled_at).toBeInstanceOf(Date);
+    expect(oauthClientDocSchema.strict().safeParse(await oauthClients.findOne({ _id: other.client._id })).error?.issues).toBeUndefined();
+    await enableClient(api.models, other.client._id);
+    const enabled = await oauthClients.findOne({ _id: other.client._id });
+    expect(enabled).toMatchObject({ enabled: true, disabled_at: null });
+    expect(oauthClientDocSchema.strict().safeParse(enabled).error?.issues).toBeUndefined();
+
+    // No TOKEN_SIGNING_KEY in this API's environment: it generated and stored its key.
+    const key = await signingKeys.findOne({ _id: 'access-token' });
+    expect(key).not.toBeNull();
+    expect(signingKeyDocSchema.strict().safeParse(key).error?.issues).toBeUndefined();
+
+    // The token of beforeAll spent one assertion of the registered client.
+    const used = await usedAssertions.find({ _id: { $regex: `^${registered.client._id}:` } }).toArray();
+    expect(used.length).toBeGreaterThanOrEqual(1);
+    for (const u of used) expect(usedAssertionDocSchema.strict().safeParse(u).error?.issues).toBeUndefined();
   });
 });

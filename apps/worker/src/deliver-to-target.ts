@@ -1,4 +1,5 @@
 import { RateLimitError, UnrecoverableError, Worker, type Job, type Queue } from 'bullmq';
+import { Types } from 'mongoose';
 import type { Logger } from 'pino';
 import {
   deliveryIdOf,
@@ -11,7 +12,6 @@ import {
   type DeliveryQueues,
   type DeliveryStore,
   type DownstreamTarget,
-  type ProviderUserDoc,
   type TargetHealth,
   type Transition,
   type UserEvent,
@@ -114,7 +114,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
     let probeToken = admission.kind === 'probe' ? admission.token : undefined;
 
     try {
-      const [user, sync] = await Promise.all([store.models.ProviderUser.findById(user_id).lean<ProviderUserDoc>(), store.readSync(user_id, targetName)]);
+      const [user, sync] = await Promise.all([store.collections.providerUsers.findOne({ _id: new Types.ObjectId(user_id) }), store.readSync(user_id, targetName)]);
       const fresh = user ? eventJobOf(user) : undefined;
       const newest = fresh && fresh.event.version > data.event.version ? fresh.event : data.event;
       const created = fresh?.created ?? data.created;

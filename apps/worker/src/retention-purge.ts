@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Models, RedisClient } from '@connect/shared';
+import { collectionsOf, type DeliveryDoc, type Models, type RedisClient } from '@connect/shared';
 
 /**
  * Retention (docs/operations.md): what the service stores must stop growing
@@ -42,18 +42,19 @@ export async function purgeExpired(models: Models, options: RetentionOptions): P
   const batchSize = options.batchSize ?? 1000;
   const cutoff = new Date(now.getTime() - options.retentionMs);
   const result: PurgeResult = { deliveries: 0, attempts: 0, assertions: 0 };
+  const { deliveries, usedAssertions } = collectionsOf(models);
   const finishedAndOld = { status: { $in: [...FINISHED_STATUSES] }, updated_at: { $lt: cutoff } };
   for (;;) {
     // By the {status, updated_at} index; ids first, so each delete is bounded.
-    const ids = (await models.Delivery.find(finishedAndOld).select({ _id: 1 }).limit(batchSize).lean<{ _id: string }[]>()).map((d) => d._id);
+    const ids = (await deliveries.find<Pick<DeliveryDoc, '_id'>>(finishedAndOld, { projection: { _id: 1 } }).limit(batchSize).toArray()).map((d) => d._id);
     if (ids.length === 0) break;
     result.attempts += await purgeAttemptsOf(models, ids);
     // The filter is repeated: a row replayed (failed → pending) since it was read stays.
-    const { deletedCount } = await models.Delivery.deleteMany({ _id: { $in: ids }, ...finishedAndOld });
+    const { deletedCount } = await deliveries.deleteMany({ _id: { $in: ids }, ...finishedAndOld });
     result.deliveries += deletedCount;
     if (ids.length < batchSize) break;
   }
-  const { deletedCount } = await models.UsedAssertion.deleteMany({ expires_at: { $lt: now } });
+  const { deletedCount } = await usedAssertions.deleteMany({ expires_at: { $lt: now } });
   result.assertions = deletedCount;
   return result;
 }
@@ -65,7 +66,7 @@ export async function purgeExpired(models: Models, options: RetentionOptions): P
  */
 async function purgeAttemptsOf(models: Models, deliveryIds: string[]): Promise<number> {
   // By the {delivery_id, at} index.
-  const { deletedCount } = await models.DeliveryAttempt.deleteMany({ delivery_id: { $in: deliveryIds } });
+  const { deletedCount } = await collectionsOf(models).deliveryAttempts.deleteMany({ delivery_id: { $in: deliveryIds } });
   return deletedCount;
 }
 

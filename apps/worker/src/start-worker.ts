@@ -1,5 +1,5 @@
 import { Worker } from 'bullmq';
-import { deliveryIdOf, deliveryQueueName, EVENTS_QUEUE, type DeliveryJob, type UserEventJob } from '@connect/shared';
+import { deliveryIdOf, deliveryJobSchema, deliveryQueueName, EVENTS_QUEUE, type DeliveryJob, type UserEventJob } from '@connect/shared';
 import { deliveryBackoff } from './delivery-backoff.ts';
 import { createDeliverToTarget } from './deliver-to-target.ts';
 import { watchTargets } from './delivery-metrics.ts';
@@ -81,8 +81,13 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     // running, so nothing marked its row: make it a visible, replayable dead letter.
     worker.on('failed', (job, err) => {
       if (!job || !/stalled/i.test(err.message)) return;
+      const parsed = deliveryJobSchema.safeParse(job.data);
+      if (!parsed.success) {
+        log.warn({ queue: worker.name, job_id: job.id }, 'a stalled delivery job is malformed; no row to mark');
+        return;
+      }
       void deps.store
-        .stalledDeadLetter(deliveryIdOf(job.data.event.id, job.data.target))
+        .stalledDeadLetter(deliveryIdOf(parsed.data.event.id, parsed.data.target))
         .catch((e: Error) => log.warn({ err: e.message }, 'could not record a stalled delivery'));
     });
     deliveries.set(target.name, worker);

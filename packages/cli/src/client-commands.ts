@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { disableClient, enableClient, NotFoundError, registerClient, type OAuthClientDoc } from '@connect/shared';
+import { collectionsOf, disableClient, enableClient, NotFoundError, registerClient, type OAuthClientDoc } from '@connect/shared';
 import { CliError, optional, positional, type Command } from './command.ts';
 
 function clientView(client: OAuthClientDoc) {
@@ -53,8 +53,9 @@ Prints {"clients": [{"client_id", "organization_id", "key", "enabled", "created_
     options: { org: { type: 'string' } },
     async run(input, { models }) {
       const org = optional(input, 'org');
-      if (org && !(await models.Organization.exists({ _id: org }))) throw new NotFoundError(`No organization ${org}.`);
-      const clients = await models.OAuthClient.find(org ? { organization_id: org } : {}).sort({ created_at: 1, _id: 1 }).lean<OAuthClientDoc[]>();
+      const { organizations, oauthClients } = collectionsOf(models);
+      if (org && !(await organizations.findOne({ _id: org }, { projection: { _id: 1 } }))) throw new NotFoundError(`No organization ${org}.`);
+      const clients = await oauthClients.find(org ? { organization_id: org } : {}).sort({ created_at: 1, _id: 1 }).toArray();
       return { clients: clients.map(clientView) };
     },
   },

@@ -1,4 +1,4 @@
-import { registerOrganization, type OrganizationDoc } from '@connect/shared';
+import { collectionsOf, registerOrganization, type OrganizationDoc } from '@connect/shared';
 import { optional, required, type Command } from './command.ts';
 
 function orgView(org: OrganizationDoc) {
@@ -24,7 +24,7 @@ Prints {"id", "name", "api_version", "created_at"}.`,
     description: `Lists every organization, oldest first.
 Prints {"organizations": [{"id", "name", "api_version", "created_at"}]}.`,
     async run(_input, { models }) {
-      const orgs = await models.Organization.find({}).sort({ created_at: 1, _id: 1 }).lean<OrganizationDoc[]>();
+      const orgs = await collectionsOf(models).organizations.find({}).sort({ created_at: 1, _id: 1 }).toArray();
       return { organizations: orgs.map(orgView) };
     },
   },

@@ -1,4 +1,4 @@
-import { getProviderUser, NotFoundError, providerUserForVersion } from '@connect/shared';
+import { collectionsOf, getProviderUser, NotFoundError, providerUserForVersion } from '@connect/shared';
 import { required, type Command } from './command.ts';
 
 export const userCommands: Command[] = [
@@ -12,7 +12,7 @@ shape of the organization's pinned API version (what the API answers without a v
     options: { org: { type: 'string' }, 'external-provider-id': { type: 'string' } },
     async run(input, { models, config }) {
       const orgId = required(input, 'org');
-      const org = await models.Organization.findById(orgId).lean();
+      const org = await collectionsOf(models).organizations.findOne({ _id: orgId });
       if (!org) throw new NotFoundError(`No organization ${orgId}.`);
       const user = await getProviderUser(models, config.downstreamTargets, orgId, required(input, 'external-provider-id'));
       return providerUserForVersion(user, org.api_version);

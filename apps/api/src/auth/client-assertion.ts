@@ -1,5 +1,5 @@
 import { decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
-import { collectionOf, isDuplicateKeyError, type Models } from '@connect/shared';
+import { collectionsOf, isDuplicateKeyError, type Models } from '@connect/shared';
 import type { ActiveClient, ClientDirectory } from './client-directory.ts';
 import type { ClientKeys } from './client-keys.ts';
 
@@ -108,7 +108,7 @@ export async function verifyClientAssertion(
 
   // Single use: the first insert of (client, jti) wins, on every instance.
   try {
-    await collectionOf(deps.models.UsedAssertion).insertOne({
+    await collectionsOf(deps.models).usedAssertions.insertOne({
       _id: `${iss}:${jti}`,
       expires_at: new Date((exp + SKEW_S) * 1000),
     });

@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { Models, OAuthClientDoc, OrganizationDoc } from '@connect/shared';
+import { collectionsOf, type Collections, type Models, type OAuthClientDoc, type OrganizationDoc } from '@connect/shared';
 
 export interface ActiveClient {
   client: OAuthClientDoc;
@@ -22,19 +22,19 @@ export class ClientDirectory {
   /** Organizations never change once created (no API edits them), so the token path reads them once. */
   private readonly organizations = new LRUCache<string, OrganizationDoc>({ max: 10_000 });
 
-  constructor(
-    private readonly models: Models,
-    ttlMs = 30_000,
-  ) {
+  private readonly collections: Collections;
+
+  constructor(models: Models, ttlMs = 30_000) {
+    this.collections = collectionsOf(models);
     this.cache = new LRUCache({ max: 10_000, ttl: ttlMs });
   }
 
   async fresh(clientId: string): Promise<ActiveClient | null> {
-    const client = await this.models.OAuthClient.findById(clientId).lean<OAuthClientDoc>();
+    const client = await this.collections.oauthClients.findOne({ _id: clientId });
     if (!client || !client.enabled) return null;
     let organization = this.organizations.get(client.organization_id);
     if (!organization) {
-      organization = (await this.models.Organization.findById(client.organization_id).lean<OrganizationDoc>()) ?? undefined;
+      organization = (await this.collections.organizations.findOne({ _id: client.organization_id })) ?? undefined;
       if (!organization) return null;
       this.organizations.set(organization._id, organization);
     }

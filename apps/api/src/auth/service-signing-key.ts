@@ -1,6 +1,6 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK } from 'jose';
-import { collectionOf, isDuplicateKeyError, type Models } from '@connect/shared';
+import { collectionsOf, isDuplicateKeyError, type Models } from '@connect/shared';
 
 export interface ServiceSigningKey {
   alg: 'RS256' | 'ES256' | 'EdDSA';
@@ -41,7 +41,7 @@ async function fromPem(pem: string): Promise<ServiceSigningKey> {
  */
 export async function loadServiceSigningKey(models: Models, configuredPem: string | undefined): Promise<ServiceSigningKey> {
   if (configuredPem) return fromPem(configuredPem);
-  const keys = collectionOf(models.SigningKey);
+  const keys = collectionsOf(models).signingKeys;
   const stored = await keys.findOne({ _id: KEY_ID });
   if (stored) return fromPem(stored.private_key_pem);
   const { privateKey } = generateKeyPairSync('ed25519');

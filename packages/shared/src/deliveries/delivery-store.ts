@@ -3,7 +3,7 @@ import type { AnyBulkWriteOperation, Collection, Document } from 'mongodb';
 import { GroupCommit } from '../group-commit.ts';
 import { findByIds } from '../models/find-by-ids.ts';
 import type { UserEvent } from '../events/user-event.ts';
-import { collectionOf, isOnlyDuplicateKeyError, type DeliveryAttemptDoc, type DeliveryDoc, type DeliveryStatus, type Models, type SyncStateDoc } from '../models/models.ts';
+import { collectionsOf, isOnlyDuplicateKeyError, type Collections, type DeliveryAttemptDoc, type DeliveryDoc, type DeliveryStatus, type Models, type SyncStateDoc } from '../models/models.ts';
 import { deliveryIdOf } from './delivery-queues.ts';
 
 /**
@@ -106,7 +106,8 @@ async function bulkWriteEach<D extends Document>(collection: Collection<D>, ops:
 }
 
 export class DeliveryStore {
-  // The driver's collections, not mongoose's query layer: every value here is built by us.
+  /** The typed collections of `models`, for the callers that read users next to deliveries. */
+  readonly collections: Collections;
   private readonly rows: Collection<DeliveryDoc>;
   private readonly syncs: Collection<SyncStateDoc>;
   private readonly attempts: Collection<DeliveryAttemptDoc>;
@@ -115,9 +116,10 @@ export class DeliveryStore {
     readonly models: Models,
     private readonly now: () => Date = () => new Date(),
   ) {
-    this.rows = collectionOf(models.Delivery);
-    this.syncs = collectionOf(models.SyncState);
-    this.attempts = collectionOf(models.DeliveryAttempt);
+    this.collections = collectionsOf(models);
+    this.rows = this.collections.deliveries;
+    this.syncs = this.collections.syncStates;
+    this.attempts = this.collections.deliveryAttempts;
     this.rowWrites = new GroupCommit((ops) => bulkWriteEach(this.rows, ops));
     this.syncWrites = new GroupCommit((ops) => bulkWriteEach(this.syncs, ops));
     this.attemptWrites = new GroupCommit(async (docs) => void (await this.attempts.insertMany(docs, { ordered: false })));

@@ -38,9 +38,13 @@ export async function recoverDeliveries(deps: ReplayDeps, window: RecoverWindow)
     if (rows.length === 0) break;
     after = rows.at(-1)!._id;
     const byUser = new Map<string, string[]>();
-    for (const row of rows) byUser.set(row.user_id.toString(), [...(byUser.get(row.user_id.toString()) ?? []), row._id]);
+    const userIds = new Map<string, ProviderUserDoc['_id']>();
+    for (const row of rows) {
+      byUser.set(row.user_id.toString(), [...(byUser.get(row.user_id.toString()) ?? []), row._id]);
+      userIds.set(row.user_id.toString(), row.user_id);
+    }
     const users = new Map(
-      (await deps.store.models.ProviderUser.find({ _id: { $in: [...byUser.keys()] } }).lean<ProviderUserDoc[]>()).map((u) => [u._id.toString(), u]),
+      (await deps.store.collections.providerUsers.find({ _id: { $in: [...userIds.values()] } }).toArray()).map((u) => [u._id.toString(), u]),
     );
     for (const [userId, ids] of byUser) {
       const user = users.get(userId);

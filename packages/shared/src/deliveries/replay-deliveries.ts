@@ -1,6 +1,6 @@
 import { eventJobOf } from '../events/user-event.ts';
 import { NotFoundError } from '../domain-errors.ts';
-import type { DeliveryAttemptDoc, DeliveryDoc, DeliveryStatus, ProviderUserDoc } from '../models/models.ts';
+import type { DeliveryAttemptDoc, DeliveryDoc, DeliveryStatus } from '../models/models.ts';
 import type { DeliveryQueues } from './delivery-queues.ts';
 import type { DeliveryFilter, DeliveryStore } from './delivery-store.ts';
 
@@ -91,7 +91,7 @@ export async function replayDelivery(deps: ReplayDeps, id: string): Promise<Deli
   if (!row) throw new NotFoundError(`No delivery ${id}.`);
   if (row.status !== 'failed') throw new ReplayError(`Delivery ${id} is ${row.status}; only failed deliveries are replayed.`);
   if (!deps.targets.some((t) => t.name === row.target)) throw new ReplayError(`Target ${row.target} is no longer configured.`);
-  const user = await deps.store.models.ProviderUser.findById(row.user_id).lean<ProviderUserDoc>();
+  const user = await deps.store.collections.providerUsers.findOne({ _id: row.user_id });
   if (!user) throw new NotFoundError(`The user of delivery ${id} no longer exists.`);
 
   const claimedAt = new Date();

@@ -2,9 +2,9 @@ import type { Collection, Filter } from 'mongodb';
 import type { Types } from 'mongoose';
 import { NotFoundError } from '../domain-errors.ts';
 import { eventJobOf } from '../events/user-event.ts';
-import { collectionOf, type ProviderUserDoc } from '../models/models.ts';
 import { deliveryIdOf, type DeliveryJob, type DeliveryQueues } from './delivery-queues.ts';
 import type { DeliveryStore } from './delivery-store.ts';
+import type { ProviderUserDoc } from '../models/models.ts';
 
 /**
  * `targets resync NAME [--org ID] [--force]` (docs/operations.md): brings one
@@ -82,17 +82,16 @@ export function resyncCursorId(target: string, organizationId: string | undefine
 }
 
 export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Promise<ResyncResult & { interrupted: boolean }> {
-  const { models } = deps.store;
+  const { providerUsers, relayCursors: cursors } = deps.store.collections;
   if (!deps.targets.some((t) => t.name === options.target)) throw new NotFoundError(`No configured target named ${options.target}.`);
   const force = options.force === true;
   const batchSize = options.batchSize ?? 500;
   const maxOutstanding = options.maxOutstanding ?? 2000;
-  const cursors = collectionOf(models.RelayCursor);
   const cursorId = resyncCursorId(options.target, options.organizationId, force);
   const saved = await cursors.findOne({ _id: cursorId });
   const scope = options.organizationId ? { organization_id: options.organizationId } : {};
   // For the progress bar only: the collection's metadata count when it is all users.
-  const total = options.organizationId ? await models.ProviderUser.countDocuments(scope) : await models.ProviderUser.estimatedDocumentCount();
+  const total = options.organizationId ? await providerUsers.countDocuments(scope) : await providerUsers.estimatedDocumentCount();
   const result: ResyncResult = { target: options.target, users_scanned: 0, enqueued: 0, skipped: 0 };
   const resumedAfter = saved?.scanned ?? 0;
   const report = (done: boolean) => options.onProgress?.({ ...result, total, resumed_after: resumedAfter, done });
@@ -101,7 +100,7 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
   // take them for the jobs of an earlier run it still keeps.
   const runTag = force ? `.${Date.now().toString(36)}` : '';
 
-  const batches = userBatches(collectionOf(models.ProviderUser), scope, after, batchSize);
+  const batches = userBatches(providerUsers, scope, after, batchSize);
   for await (const users of batches) {
     if (options.signal?.aborted) {
       report(false);

@@ -46,9 +46,10 @@
  */
 import type { Queue } from 'bullmq';
 import type { ChainableCommander } from 'ioredis';
+import type { Filter } from 'mongodb';
 import type { Logger } from 'pino';
 import { GroupCommit } from '../group-commit.ts';
-import { collectionOf, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { collectionsOf, type DeliveryDoc, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { findByIds } from '../models/find-by-ids.ts';
 import { eventJobOf, type UserEventJob } from './user-event.ts';
 
@@ -102,7 +103,7 @@ export class OutboxRelay {
       // The job was trimmed (or never made): did its fan-out run? Each row by _id, an indexed lookup (findByIds).
       // Every target's row must be there: one target's row alone may come from a resync,
       // replay or recover job that sent this newest event to that target only.
-      const rows = await findByIds(collectionOf(this.deps.models.Delivery), missing.flatMap((id) => targets.map((t) => `${id}.${t}`)), { projection: { event_id: 1 } });
+      const rows = await findByIds<DeliveryDoc, Pick<DeliveryDoc, 'event_id'>>(collectionsOf(this.deps.models).deliveries, missing.flatMap((id) => targets.map((t) => `${id}.${t}`)), { projection: { event_id: 1 } });
       const perEvent = new Map<string, number>();
       for (const row of rows) perEvent.set(row.event_id, (perEvent.get(row.event_id) ?? 0) + 1);
       for (const [id, n] of perEvent) if (n === targets.length) published.add(id);
@@ -118,13 +119,13 @@ export class OutboxRelay {
    * stored; `capped` says the backlog was larger than `limit`.
    */
   async unpublishedCount(limit = 10_000): Promise<{ count: number; capped: boolean }> {
-    const { ProviderUser, RelayCursor } = this.deps.models;
-    const cursor = await RelayCursor.findById(SWEEP_CURSOR_ID).lean();
-    const users = await ProviderUser.find(cursor ? { updated_at: { $gte: cursor.updated_at } } : {})
+    const { providerUsers, relayCursors } = collectionsOf(this.deps.models);
+    const cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
+    const users = await providerUsers
+      .find<{ last_event: Pick<LastEvent, 'id'> }>(cursor ? { updated_at: { $gte: cursor.updated_at } } : {}, { projection: { 'last_event.id': 1 } })
       .sort({ updated_at: 1, _id: 1 })
       .limit(limit)
-      .select({ 'last_event.id': 1 })
-      .lean<{ last_event: { id: string } }[]>();
+      .toArray();
     const ids = users.map((u) => u.last_event.id);
     const published = await this.publishedAmong(ids);
     return { count: ids.length - published.size, capped: users.length === limit };
@@ -150,17 +151,18 @@ export class OutboxRelay {
 
   /** One pass of the sweep over at most `batchSize` users after the cursor. */
   async sweep(batchSize = 500): Promise<SweepResult> {
-    const { ProviderUser, RelayCursor } = this.deps.models;
-    const cursor = await RelayCursor.findById(SWEEP_CURSOR_ID).lean();
-    const filter = cursor
+    const { providerUsers, relayCursors } = collectionsOf(this.deps.models);
+    const cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
+    // The sweep always stores a user with its time; a cursor without one (null) passes no tie.
+    const filter: Filter<ProviderUserDoc> = cursor
       ? {
           $or: [
             { updated_at: { $gt: cursor.updated_at } },
-            { updated_at: cursor.updated_at, _id: { $gt: cursor.user_id } },
+            ...(cursor.user_id ? [{ updated_at: cursor.updated_at, _id: { $gt: cursor.user_id } }] : []),
           ],
         }
       : {};
-    const users = await ProviderUser.find(filter).sort({ updated_at: 1, _id: 1 }).limit(batchSize).lean<ProviderUserDoc[]>();
+    const users = await providerUsers.find(filter).sort({ updated_at: 1, _id: 1 }).limit(batchSize).toArray();
     if (users.length === 0) return { scanned: 0, published: 0, failed: false, passedAll: false };
 
     const published = await this.publishedAmong(users.map((u) => u.last_event.id));
@@ -186,7 +188,7 @@ export class OutboxRelay {
     // the lag window, or past a user that could not be published, it stays put and a
     // later pass looks at those users again.
     if (advanceTo) {
-      await RelayCursor.updateOne(
+      await relayCursors.updateOne(
         { _id: SWEEP_CURSOR_ID },
         { $set: { updated_at: advanceTo.updated_at, user_id: advanceTo._id } },
         { upsert: true },

@@ -1,5 +1,6 @@
 import { Types } from 'mongoose';
 import { z } from 'zod';
+import { API_VERSIONS } from '../api-versions.ts';
 import { userEventTypeSchema } from '../events/user-event-type.ts';
 import { providerUserSchema, settingsSchema, userStatusSchema } from '../provider-users/provider-user-schema.ts';
 
@@ -10,6 +11,40 @@ import { providerUserSchema, settingsSchema, userStatusSchema } from '../provide
  * Field names are the stored ones (snake_case), as in the collections.
  */
 const objectId = z.instanceof(Types.ObjectId);
+
+/** An organization, pinned to the API version used when a request names none (docs/contract.md Versioning). */
+export const organizationDocSchema = z.object({
+  _id: z.string(),
+  name: z.string(),
+  api_version: z.enum(API_VERSIONS),
+  created_at: z.date(),
+});
+
+/** An OAuth client of an organization: exactly one of a public key (PEM) or a JWKS URL is set. */
+export const oauthClientDocSchema = z.object({
+  _id: z.string(),
+  organization_id: z.string(),
+  public_key_pem: z.string().nullable(),
+  jwks_url: z.string().nullable(),
+  enabled: z.boolean(),
+  created_at: z.date(),
+  disabled_at: z.date().nullable(),
+});
+
+/** The service's own access-token signing key, when TOKEN_SIGNING_KEY is not set (one document, `access-token`). */
+export const signingKeyDocSchema = z.object({
+  _id: z.string(),
+  kid: z.string(),
+  alg: z.string(),
+  private_key_pem: z.string(),
+  created_at: z.date(),
+});
+
+/** A client assertion's `iss:jti`, kept until the assertion expires so it is accepted once. */
+export const usedAssertionDocSchema = z.object({
+  _id: z.string(),
+  expires_at: z.date(),
+});
 
 /** The newest event of a user, written in the same single-document write as the change. */
 export const lastEventDocSchema = z.object({

@@ -8,13 +8,13 @@ import type { Collection, Document, Filter, FindOptions, WithId } from 'mongodb'
  * (docs/guarantees.md, at the top). On MongoDB both use the index; this costs
  * round trips instead, bounded by `parallel`.
  */
-export async function findByIds<D extends Document>(collection: Collection<D>, ids: readonly unknown[], options: FindOptions = {}, parallel = 16): Promise<WithId<D>[]> {
-  const found: WithId<D>[] = [];
+export async function findByIds<D extends Document, R extends Document = WithId<D>>(collection: Collection<D>, ids: readonly unknown[], options: FindOptions = {}, parallel = 16): Promise<R[]> {
+  const found: R[] = [];
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(parallel, ids.length) }, async () => {
       while (next < ids.length) {
-        const doc = await collection.findOne({ _id: ids[next++] } as Filter<D>, options);
+        const doc = await collection.findOne<R>({ _id: ids[next++] } as Filter<D>, options);
         if (doc) found.push(doc);
       }
     }),

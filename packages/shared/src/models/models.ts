@@ -1,59 +1,40 @@
+import type { Collection } from 'mongodb';
 import mongoose, { type Connection, Schema } from 'mongoose';
 import type { z } from 'zod';
-import type { ApiVersion } from '../api-versions.ts';
 import type { UserStatus } from '../provider-users/provider-user-schema.ts';
-import {
+import type {
   createdEventDocSchema,
   deliveryAttemptDocSchema,
   deliveryDocSchema,
+  DELIVERY_STATUSES,
   lastEventDocSchema,
+  oauthClientDocSchema,
+  organizationDocSchema,
   providerUserDocSchema,
   relayCursorDocSchema,
+  signingKeyDocSchema,
   syncStateDocSchema,
-  type DELIVERY_STATUSES,
+  usedAssertionDocSchema,
 } from './documents.ts';
 
 /**
- * The collections. Models are built per connection (not on the global mongoose)
- * so the API, the worker, the CLI and each test file can hold their own.
- * Everything is written with plain fields and lean reads; nothing uses
- * `select: false`, which FerretDB cannot combine with findOneAndUpdate.
+ * The collections (docs/guarantees.md, Data access). Mongoose only declares
+ * them, their indexes and owns the connection: models are built per connection
+ * (not on the global mongoose) so the API, the worker, the CLI and each test
+ * file can hold their own. Every read and write in product code goes through
+ * the typed driver collections of `collectionsOf(models)`, each typed by a
+ * document type that is `z.infer` of one zod schema in documents.ts. The
+ * driver does nothing implicitly (no defaults, no casting, no timestamps), so
+ * every write sets every field its schema requires.
  */
 
-export interface OrganizationDoc {
-  _id: string;
-  name: string;
-  api_version: ApiVersion;
-  created_at: Date;
-}
-
-export interface OAuthClientDoc {
-  _id: string;
-  organization_id: string;
-  public_key_pem: string | null;
-  jwks_url: string | null;
-  enabled: boolean;
-  created_at: Date;
-  disabled_at: Date | null;
-}
-
+export type OrganizationDoc = z.infer<typeof organizationDocSchema>;
+export type OAuthClientDoc = z.infer<typeof oauthClientDocSchema>;
 export type LastEvent = z.infer<typeof lastEventDocSchema>;
 export type CreatedEvent = z.infer<typeof createdEventDocSchema>;
 export type ProviderUserDoc = z.infer<typeof providerUserDocSchema>;
-
-export interface SigningKeyDoc {
-  _id: string;
-  kid: string;
-  alg: string;
-  private_key_pem: string;
-  created_at: Date;
-}
-
-export interface UsedAssertionDoc {
-  _id: string;
-  expires_at: Date;
-}
-
+export type SigningKeyDoc = z.infer<typeof signingKeyDocSchema>;
+export type UsedAssertionDoc = z.infer<typeof usedAssertionDocSchema>;
 export type RelayCursorDoc = z.infer<typeof relayCursorDocSchema>;
 
 export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
@@ -250,6 +231,41 @@ export async function ensureIndexes(models: Models, log?: { warn: (obj: object, 
 }
 
 /** The driver collection of a model, typed with its document (mongoose types it as `Document`). */
-export function collectionOf<T extends { _id: unknown }>(model: mongoose.Model<T>): import('mongodb').Collection<T> {
-  return model.collection as unknown as import('mongodb').Collection<T>;
+export function collectionOf<T extends { _id: unknown }>(model: mongoose.Model<T>): Collection<T> {
+  return model.collection as unknown as Collection<T>;
+}
+
+/** The one way product code reads and writes: a typed driver collection per stored document type. */
+export interface Collections {
+  organizations: Collection<OrganizationDoc>;
+  oauthClients: Collection<OAuthClientDoc>;
+  providerUsers: Collection<ProviderUserDoc>;
+  signingKeys: Collection<SigningKeyDoc>;
+  usedAssertions: Collection<UsedAssertionDoc>;
+  relayCursors: Collection<RelayCursorDoc>;
+  syncStates: Collection<SyncStateDoc>;
+  deliveries: Collection<DeliveryDoc>;
+  deliveryAttempts: Collection<DeliveryAttemptDoc>;
+}
+
+const collectionSets = new WeakMap<Models, Collections>();
+
+/** The typed collections of a connection's models (built once per `Models`). */
+export function collectionsOf(models: Models): Collections {
+  let set = collectionSets.get(models);
+  if (!set) {
+    set = {
+      organizations: collectionOf(models.Organization),
+      oauthClients: collectionOf(models.OAuthClient),
+      providerUsers: collectionOf(models.ProviderUser),
+      signingKeys: collectionOf(models.SigningKey),
+      usedAssertions: collectionOf(models.UsedAssertion),
+      relayCursors: collectionOf(models.RelayCursor),
+      syncStates: collectionOf(models.SyncState),
+      deliveries: collectionOf(models.Delivery),
+      deliveryAttempts: collectionOf(models.DeliveryAttempt),
+    };
+    collectionSets.set(models, set);
+  }
+  return set;
 }

@@ -1,6 +1,6 @@
 import { createPublicKey, randomUUID } from 'node:crypto';
 import { NotFoundError, ValidationError } from '../domain-errors.ts';
-import { collectionOf, type Models, type OAuthClientDoc } from '../models/models.ts';
+import { collectionsOf, type Models, type OAuthClientDoc } from '../models/models.ts';
 
 export interface RegisterClientCommand {
   organizationId: string;
@@ -36,7 +36,8 @@ export async function registerClient(models: Models, cmd: RegisterClientCommand)
       throw new ValidationError([{ path: 'jwks_url', message: 'must be an http(s) URL' }]);
     }
   }
-  const org = await models.Organization.exists({ _id: cmd.organizationId });
+  const { organizations, oauthClients } = collectionsOf(models);
+  const org = await organizations.findOne({ _id: cmd.organizationId }, { projection: { _id: 1 } });
   if (!org) throw new NotFoundError(`No organization ${cmd.organizationId}.`);
   const client: OAuthClientDoc = {
     _id: randomUUID(),
@@ -47,28 +48,28 @@ export async function registerClient(models: Models, cmd: RegisterClientCommand)
     created_at: new Date(),
     disabled_at: null,
   };
-  await collectionOf(models.OAuthClient).insertOne(client);
+  await oauthClients.insertOne(client);
   return client;
 }
 
 /** Tokens already issued to the client stop working within the API's client cache lifetime (≤ 60 s). */
 export async function disableClient(models: Models, clientId: string): Promise<OAuthClientDoc> {
-  const client = await models.OAuthClient.findOneAndUpdate(
+  const client = await collectionsOf(models).oauthClients.findOneAndUpdate(
     { _id: clientId },
     { $set: { enabled: false, disabled_at: new Date() } },
     { returnDocument: 'after' },
-  ).lean<OAuthClientDoc>();
+  );
   if (!client) throw new NotFoundError(`No OAuth client ${clientId}.`);
   return client;
 }
 
 /** Undoes `disableClient`: its assertions get tokens again, and its unexpired tokens work again (the API checks the client on every request, cached ≤ 30 s). */
 export async function enableClient(models: Models, clientId: string): Promise<OAuthClientDoc> {
-  const client = await models.OAuthClient.findOneAndUpdate(
+  const client = await collectionsOf(models).oauthClients.findOneAndUpdate(
     { _id: clientId },
     { $set: { enabled: true, disabled_at: null } },
     { returnDocument: 'after' },
-  ).lean<OAuthClientDoc>();
+  );
   if (!client) throw new NotFoundError(`No OAuth client ${clientId}.`);
   return client;
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { DEFAULT_PINNED_API_VERSION, isApiVersion, type ApiVersion } from '../api-versions.ts';
 import { ValidationError } from '../domain-errors.ts';
-import { collectionOf, type Models, type OrganizationDoc } from '../models/models.ts';
+import { collectionsOf, type Models, type OrganizationDoc } from '../models/models.ts';
 
 export interface RegisterOrganizationCommand {
   name: string;
@@ -17,6 +17,6 @@ export async function registerOrganization(models: Models, cmd: RegisterOrganiza
     throw new ValidationError([{ path: 'api_version', message: `unknown API version "${apiVersion}"` }]);
   }
   const org: OrganizationDoc = { _id: randomUUID(), name, api_version: apiVersion as ApiVersion, created_at: new Date() };
-  await collectionOf(models.Organization).insertOne(org);
+  await collectionsOf(models).organizations.insertOne(org);
   return org;
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ConcurrentUpdateError, NotFoundError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
-import { collectionOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { collectionsOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { RecentUsers } from './recent-users.ts';
 import type { WritePorts } from './write-ports.ts';
 
@@ -51,7 +51,7 @@ async function decideAndWrite(deps: DeactivateDeps, cmd: DeactivateProviderUserC
   const { organizationId, externalProviderId } = cmd;
   const key = RecentUsers.keyOf(organizationId, externalProviderId);
   return deps.lock.run(key, async () => {
-    const users = collectionOf(deps.models.ProviderUser);
+    const users = collectionsOf(deps.models).providerUsers;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const now = deps.now?.() ?? new Date();
       // Always a fresh read: deactivation is rare, and "already deactivated" must not come from a stale copy.

@@ -1,5 +1,5 @@
 import { NotFoundError } from '../domain-errors.ts';
-import type { Models, ProviderUserDoc, SyncStateDoc } from '../models/models.ts';
+import { collectionsOf, type Models } from '../models/models.ts';
 import type { ProviderUserNextView } from './provider-user-schema.ts';
 import { toProviderUserNextView } from './provider-user-view.ts';
 
@@ -26,9 +26,10 @@ export async function getProviderUser(
   organizationId: string,
   externalProviderId: string,
 ): Promise<ProviderUserWithSync> {
-  const user = await models.ProviderUser.findOne({ organization_id: organizationId, external_provider_id: externalProviderId }).lean<ProviderUserDoc>();
+  const { providerUsers, syncStates } = collectionsOf(models);
+  const user = await providerUsers.findOne({ organization_id: organizationId, external_provider_id: externalProviderId });
   if (!user) throw new NotFoundError('This organization has no user with this external_provider_id.');
-  const rows = await models.SyncState.find({ user_id: user._id }).lean<SyncStateDoc[]>();
+  const rows = await syncStates.find({ user_id: user._id }).toArray();
   const byTarget = new Map(rows.map((r) => [r.target, r]));
   const sync = targets.map(({ name }): SyncView => {
     const row = byTarget.get(name);

@@ -1,4 +1,5 @@
-import type { Models, ProviderUserDoc } from '../models/models.ts';
+import type { Filter } from 'mongodb';
+import { collectionsOf, type Models, type ProviderUserDoc } from '../models/models.ts';
 import type { UserStatus } from './provider-user-schema.ts';
 
 export interface ListProviderUsersQuery {
@@ -23,15 +24,16 @@ export interface ListProviderUsersPage {
  * deactivated between pages never make the walk repeat or skip another user.
  */
 export async function listProviderUsers(models: Models, q: ListProviderUsersQuery): Promise<ListProviderUsersPage> {
-  const filter: Record<string, unknown> = { organization_id: q.organizationId };
+  const filter: Filter<ProviderUserDoc> = { organization_id: q.organizationId };
   if (q.after !== undefined) filter.external_provider_id = { $gt: q.after };
   // Documents written before the lifecycle existed have no status and are active.
   if (q.status === 'deactivated') filter.status = 'deactivated';
   if (q.status === 'active') filter.status = { $ne: 'deactivated' };
-  const users = await models.ProviderUser.find(filter)
+  const users = await collectionsOf(models)
+    .providerUsers.find(filter)
     .sort({ external_provider_id: 1 })
     .limit(q.limit + 1)
-    .lean<ProviderUserDoc[]>();
+    .toArray();
   const more = users.length > q.limit;
   const page = more ? users.slice(0, q.limit) : users;
   return { users: page, nextAfter: more ? page.at(-1)!.external_provider_id : null };

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
 import { ConcurrentUpdateError, EmailConflictError, EmailMismatchError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
-import { collectionOf, isDuplicateKeyError, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { collectionsOf, isDuplicateKeyError, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { mergeSettings, sameSettings } from './merge-settings.ts';
 import { RecentUsers } from './recent-users.ts';
 import type { UpsertProviderUserBody } from './provider-user-schema.ts';
@@ -71,9 +71,7 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
   const { organizationId, body } = cmd;
   const key = RecentUsers.keyOf(organizationId, body.external_provider_id);
   return deps.lock.run(key, async () => {
-    const { ProviderUser } = deps.models;
-    // The driver's collection, not mongoose's query layer: the hot path, with values already validated.
-    const users = collectionOf(ProviderUser);
+    const users = collectionsOf(deps.models).providerUsers;
     const emailNormalized = body.provider_email.toLowerCase();
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const now = deps.now?.() ?? new Date();
@@ -92,11 +90,12 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
         } catch (err) {
           if (!isDuplicateKeyError(err)) throw err;
           // FerretDB's duplicate-key error names neither index nor key: re-read to learn which clashed.
-          const byEmail = await ProviderUser.findOne({ organization_id: organizationId, email_normalized: emailNormalized })
-            .select({ external_provider_id: 1 })
-            .lean<Pick<ProviderUserDoc, 'external_provider_id'>>();
+          const byEmail = await users.findOne<Pick<ProviderUserDoc, 'external_provider_id'>>(
+            { organization_id: organizationId, email_normalized: emailNormalized },
+            { projection: { external_provider_id: 1 } },
+          );
           if (byEmail && byEmail.external_provider_id !== body.external_provider_id) {
-            const sameId = await ProviderUser.exists({ organization_id: organizationId, external_provider_id: body.external_provider_id });
+            const sameId = await users.findOne({ organization_id: organizationId, external_provider_id: body.external_provider_id }, { projection: { _id: 1 } });
             if (!sameId) throw new EmailConflictError();
           }
           continue; // someone created this external_provider_id first: decide again as an update
