@@ -85,8 +85,9 @@ const PLANS = {
     driverGrowthSet: 2_000,
     growth: [API_RECENT_USERS * 10 + 2_000, 200_000],
     delivery: { jobs: 2_500, warmup: 500 },
-    resync: { users: 20_000 },
-    importRows: { min: 2_000, max: 20_000 },
+    // 147 users/s in a quick run on the 2-CPU machine: 10,000 keeps the section near a minute.
+    resync: { users: 10_000 },
+    importRows: { min: 500, max: 20_000 },
     scrape: { rows: [1_000, 200_000], scrapes: 21 },
   },
   quick: {
@@ -101,7 +102,7 @@ const PLANS = {
     growth: [API_RECENT_USERS * 10 + 2_000, 60_000],
     delivery: { jobs: 500, warmup: 100 },
     resync: { users: 5_000 },
-    importRows: { min: 500, max: 10_000 },
+    importRows: { min: 200, max: 10_000 },
     scrape: { rows: [1_000, 20_000], scrapes: 11 },
   },
   smoke: {
@@ -707,11 +708,14 @@ try {
   // --- Bulk import through the client SDK (the importer), against POST /users creates at the same concurrency ---
   const keyFile = join(importDir, 'client-key.pem');
   await writeFile(keyFile, client.privateKeyPem, { mode: 0o600 });
-  // Rounds sized from the create rate just measured, to last about a round's length or more.
-  const createRps = api_[`create@${IMPORT_CONCURRENCY}`]!.rps.median;
-  const importRows = Math.min(plan.importRows.max, Math.max(plan.importRows.min, Math.ceil(createRps * TARGET.roundSec * 1.25)));
+  // Each round sized to last a round's length or a little more at the fastest rate seen so far:
+  // the create rate just measured for the first, then the importer's own.
+  let expectedRps = api_[`create@${IMPORT_CONCURRENCY}`]!.rps.median;
   const importRounds: RoundStats[] = [];
+  const importSizes: number[] = [];
   for (let r = 0; r < TARGET.rounds; r++) {
+    const importRows = Math.min(plan.importRows.max, Math.max(plan.importRows.min, Math.ceil(expectedRps * TARGET.roundSec * 1.1)));
+    importSizes.push(importRows);
     const { round, result, wallSec } = await runImportRound({
       baseUrl: api.baseUrl,
       clientId: client.clientId,
@@ -723,10 +727,12 @@ try {
     });
     log(`import round ${r}: ${JSON.stringify(result)}, process ${wallSec.toFixed(1)} s`);
     importRounds.push(round);
+    if (Number.isFinite(round.rps)) expectedRps = r === 0 ? round.rps : Math.max(expectedRps, round.rps);
   }
+  const importSizeLabel = Math.min(...importSizes) === Math.max(...importSizes) ? `${importSizes[0]}` : `${Math.min(...importSizes)}–${Math.max(...importSizes)}`;
   const imported = add(
     'import',
-    `import-users (client SDK) of ${importRows} new users from NDJSON per round (req/s = rows/s over the importer's own seconds)`,
+    `import-users (client SDK) of ${importSizeLabel} new users from NDJSON per round (req/s = rows/s over the importer's own seconds)`,
     IMPORT_CONCURRENCY,
     importRounds,
   );
@@ -833,7 +839,7 @@ try {
     `Delivery, ours: after an unmeasured warm-up round of ${plan.delivery.warmup}, per round both of the worker's BullMQ queues paused from the bench (Queue.pause); ${plan.delivery.jobs} creates POSTed to the e2e API; the events queue resumed (the "fan-out" row: until all ${plan.delivery.jobs} delivery jobs are queued); then the deliveries queue resumed: the worker's delivery processor (concurrency ${workerConcurrency}: its database reads and writes, signing, POST) — deliveries/s is the count over first to last callback received. API idle meanwhile.`,
     `Delivery, bare BullMQ: its own process and key prefix, the same ${plan.delivery.jobs} jobs per round (a callback body each) added to a paused plain queue, resumed; a plain Worker at concurrency ${workerConcurrency} signs each body (hex HMAC-SHA256 of timestamp + body) and POSTs it with fetch to the same receiver; nothing else. Same count over first to last callback received, after the same warm-up of ${plan.delivery.warmup} jobs.`,
     `Resync: ${plan.resync.users} users seeded in the stored shape (version 1, created a day ago, the outbox sweep's cursor already past them) in a database of their own, with a worker of its own (delivery concurrency ${workerConcurrency}) whose one target is new to all of them; \`targets resync\` run as the CLI binary (its process start counted; batches of 500, at most 2,000 resync jobs waiting) while the worker delivers to a receiver of its own; users/s = users over the CLI's start to the last user's callback. One timed run of the whole set (a resync is long), so no spread of its own; the ratio divides by the bare BullMQ deliveries/s of this run (its spread is the bare rounds').`,
-    `Import: ${TARGET.rounds} rounds, each a new NDJSON file of new users (sized from the create rate just measured to last about ${TARGET.roundSec} s or more, in a temporary directory), imported by the importer's binary (apps/importer through @connect/client, its heap caps) at --concurrency ${IMPORT_CONCURRENCY} against the load API with the bench's client; rows/s over the importer's own "seconds" (token request included, process start not); compared with the POST /users create row at c=${IMPORT_CONCURRENCY}.`,
+    `Import: ${TARGET.rounds} rounds, each a new NDJSON file of new users in a temporary directory (sized to last about ${TARGET.roundSec} s or a little more at the fastest rate seen so far: the create rate just measured for the first round, then the importer's), imported by the importer's binary (apps/importer through @connect/client, its heap caps) at --concurrency ${IMPORT_CONCURRENCY} against the load API with the bench's client; rows/s over the importer's own "seconds" (token request included, process start not); compared with the POST /users create row at c=${IMPORT_CONCURRENCY}.`,
     `Memory: RSS after the first pass (users, tokens, end to end), then after repeating the users rows at concurrency ${HEADLINE}${workerWorks ? ` and the end-to-end rounds at ${E2E_TARGET_RATE}/s` : ''}; the delivery rounds come after both.`,
     `Metrics scrape: ${plan.scrape.rows.join(' then ')} delivery rows (finished and pending, three targets) bulk-inserted into the load API's database; ${plan.scrape.scrapes} GET /metrics one after another at each size, after two unmeasured; the figure is the median scrape time.`,
     'CPU per update: the CPU time (/proc/<pid>/stat, user + system) of the API process and of the driver process over their whole headline update run, warm-up included, divided by the updates answered in it; one figure each, no spread.',
