@@ -7,14 +7,18 @@
  * then POST /users (API, the bare driver, bare Fastify, per concurrency), p99 at
  * half the peak rate, the token endpoint against a bare Fastify route doing the same
  * work, end to end through the worker, memory after a second run, delivery throughput
- * against a bare BullMQ worker, growth, and the cost of a /metrics scrape.
+ * against a bare BullMQ worker, the resync of one new target (against the same bare
+ * BullMQ figure), the bulk importer against POST /users creates, growth, and the cost
+ * of a /metrics scrape.
  *
  * Budget: the full run under 15 minutes on the 2-CPU bench machine, every figure a
  * target rests on from at least 5 rounds of at least 5 s. The load generator, the
  * driver and each baseline are one long-lived process each, given one scenario after
  * another, so no scenario pays a process start.
  */
-import { cpus } from 'node:os';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { MongoClient } from 'mongodb';
 import { Redis } from 'ioredis';
 import { Queue } from 'bullmq';
@@ -26,6 +30,8 @@ import { seedUsers } from './bench-users.ts';
 import type { BullmqBaselineRound, BullmqBaselineSpec } from './bullmq-baseline.ts';
 import { driverPrefix, type DriverSpec } from './driver-baseline.ts';
 import { runEndToEnd, startReceiver, waitForArrivals } from './end-to-end.ts';
+import { runImportRound } from './import-rounds.ts';
+import { runResync, seedResyncSet } from './resync.ts';
 import { seedDeliveryRows, timeScrapes } from './metrics-scrape.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
 import { commitMeasured, writeReport, type Memory, type Ratio, type Row } from './report.ts';
@@ -79,6 +85,9 @@ const PLANS = {
     driverGrowthSet: 2_000,
     growth: [API_RECENT_USERS * 10 + 2_000, 200_000],
     delivery: { jobs: 2_500, warmup: 500 },
+    // 147 users/s in a quick run on the 2-CPU machine: 10,000 keeps the section near a minute.
+    resync: { users: 10_000 },
+    importRows: { min: 500, max: 20_000 },
     scrape: { rows: [1_000, 200_000], scrapes: 21 },
   },
   quick: {
@@ -92,6 +101,8 @@ const PLANS = {
     driverGrowthSet: 2_000,
     growth: [API_RECENT_USERS * 10 + 2_000, 60_000],
     delivery: { jobs: 500, warmup: 100 },
+    resync: { users: 5_000 },
+    importRows: { min: 200, max: 10_000 },
     scrape: { rows: [1_000, 20_000], scrapes: 11 },
   },
   smoke: {
@@ -107,6 +118,8 @@ const PLANS = {
     driverGrowthSet: 50,
     growth: [350, 1_000],
     delivery: { jobs: 30, warmup: 10 },
+    resync: { users: 200 },
+    importRows: { min: 64, max: 64 },
     scrape: { rows: [100, 1_000], scrapes: 3 },
   },
 };
@@ -127,6 +140,10 @@ const smokeAmount = smoke ? { amount: 64 } : {};
 const hasTarget = (op: string, c: number) => c === HEADLINE && op !== 'create';
 /** The one downstream target of the end-to-end API and worker. */
 const E2E_TARGET = 'bench';
+/** The target the resync section brings up to date: configured only in the resync worker. */
+const RESYNC_TARGET = 'resync-bench';
+/** The importer's concurrency, compared with POST /users creates at the same concurrency. */
+const IMPORT_CONCURRENCY = HEADLINE;
 /** The end-to-end rate with a target (p99 < 100 ms). */
 const E2E_TARGET_RATE = 100;
 /** Growth is about the cost of one update, not queueing: a lower concurrency keeps rounds from being all queue. */
@@ -166,6 +183,8 @@ const SECTIONS = [
   'memory',
   'delivery (ours)',
   'delivery (bare BullMQ)',
+  'resync',
+  'import',
   'growth',
   'metrics scrape',
 ] as const;
@@ -190,12 +209,13 @@ const dbName = (part: string) => (stores.kind === 'mongo-url' ? `bench_${part}_$
 const apiDb = databaseUrl(stores.mongoServerUrl, dbName('api'));
 const e2eDb = databaseUrl(stores.mongoServerUrl, dbName('e2e'));
 const growthDb = databaseUrl(stores.mongoServerUrl, dbName('growth'));
+const resyncDb = databaseUrl(stores.mongoServerUrl, dbName('resync'));
 const mongo = await new MongoClient(apiDb).connect();
 const buildInfo = await mongo.db().admin().command({ buildInfo: 1 });
 const database = buildInfo.ferretdbVersion ? `FerretDB ${buildInfo.ferretdbVersion} (MongoDB ${buildInfo.version} wire), PostgreSQL backend` : `MongoDB ${buildInfo.version}`;
 log(`database: ${database}; redis: ${stores.redisUrl}`);
 
-const prefixes = { load: `bench-${runId}-load`, e2e: `bench-${runId}-e2e`, growth: `bench-${runId}-growth`, bare: `bench-${runId}-bare` };
+const prefixes = { load: `bench-${runId}-load`, e2e: `bench-${runId}-e2e`, growth: `bench-${runId}-growth`, bare: `bench-${runId}-bare`, resync: `bench-${runId}-resync` };
 const started: ServiceProcess[] = [];
 const children = {
   load: startBenchChild('load-users'),
@@ -204,7 +224,11 @@ const children = {
   bullmq: startBenchChild('bullmq-baseline'),
 };
 let receiverClose: (() => Promise<void>) | undefined;
+let resyncReceiverClose: (() => Promise<void>) | undefined;
 let growthMongo: MongoClient | undefined;
+let resyncMongo: MongoClient | undefined;
+/** The import section's files (users and the client's key): a temporary directory, never the tree. */
+const importDir = await mkdtemp(join(tmpdir(), 'bench-import-'));
 
 let cleaning: Promise<void> | undefined;
 /** Once, whoever asks first (a signal, or the end of the run that the signal interrupted). */
@@ -212,7 +236,10 @@ const cleanUp = (): Promise<void> => (cleaning ??= cleanUpOnce());
 async function cleanUpOnce(): Promise<void> {
   await Promise.allSettled([...started.map((p) => p.stop()), ...Object.values(children).map((c) => c.close())]);
   await receiverClose?.();
+  await resyncReceiverClose?.();
   await growthMongo?.close().catch(() => undefined);
+  await resyncMongo?.close().catch(() => undefined);
+  await rm(importDir, { recursive: true, force: true });
   const redis = new Redis(stores.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await redis.connect();
@@ -229,7 +256,7 @@ async function cleanUpOnce(): Promise<void> {
   } finally {
     redis.disconnect();
   }
-  if (stores.kind === 'mongo-url') for (const url of [apiDb, e2eDb, growthDb]) await mongo.db(new URL(url).pathname.slice(1)).dropDatabase().catch(() => undefined);
+  if (stores.kind === 'mongo-url') for (const url of [apiDb, e2eDb, growthDb, resyncDb]) await mongo.db(new URL(url).pathname.slice(1)).dropDatabase().catch(() => undefined);
   await mongo.close();
   await stores.stop();
 }
@@ -256,6 +283,20 @@ try {
     downstreamTargets: [{ name: E2E_TARGET, url: receiver.url, secrets: ['bench-secret-0123456789'] }],
     cpuProfile,
   };
+  // Resync: a worker of its own on a database of its own, whose one target is new to every user there.
+  const resyncReceiver = await startReceiver();
+  resyncReceiverClose = resyncReceiver.close;
+  const resyncEnv = {
+    mongoUrl: resyncDb,
+    redisUrl: stores.redisUrl,
+    queuePrefix: prefixes.resync,
+    downstreamTargets: [{ name: RESYNC_TARGET, url: resyncReceiver.url, secrets: ['bench-secret-0123456789'] }],
+    cpuProfile,
+  };
+  resyncMongo = await new MongoClient(resyncDb).connect();
+  const resyncOrg = `resync-${runId}`;
+  // The sweep's cursor before the worker starts (see resync.ts); the users themselves are seeded with the others.
+  await seedResyncSet(resyncMongo.db(), resyncOrg, 'resync', 0);
   const startBare = async (): Promise<number> => {
     // Its token route reads clients and writes used assertions in the API's database (same collections, same sizes).
     const bare = spawnTs(`${BENCH_DIR}/bare-fastify.ts`, [], { BENCH_MONGO_URL: apiDb }, [], true);
@@ -281,10 +322,11 @@ try {
       if (s) started.push(s);
       return s;
     });
-  const [api, e2eApi, worker, growthApi, barePort, client, e2eClient, growthClient] = await Promise.all([
+  const [api, e2eApi, worker, resyncWorker, growthApi, barePort, client, e2eClient, growthClient] = await Promise.all([
     timed('api', track(startApi('api', { mongoUrl: apiDb, redisUrl: stores.redisUrl, queuePrefix: prefixes.load, cpuProfile }))),
     timed('api-e2e', track(startApi('api-e2e', e2eEnv))),
     timed('worker', track(startWorkerProcess('worker', e2eEnv))),
+    timed('worker-resync', track(startWorkerProcess('worker-resync', resyncEnv))),
     timed('api-growth', track(startApi('api-growth', { mongoUrl: growthDb, redisUrl: stores.redisUrl, queuePrefix: prefixes.growth, cpuProfile }))),
     timed('bare fastify', startBare()),
     timed('client (api)', registerBenchClient(apiDb)),
@@ -327,7 +369,11 @@ try {
     loadRun({ kind, url: `${baseUrl}/users`, connections: HEADLINE, durationSec: 1, rounds: 1, warmupSec: 0, headers: bearer(t), idPrefix: `warm-${kind}`, userCount: plan.coldSet, ...extra });
   const seedStarted = performance.now();
   const [, , firstGrowthStored, e2eWarm] = await Promise.all([
-    Promise.all([seedUsers(users, client.organizationId, 'cold', 0, plan.coldSet), seedUsers(users, client.organizationId, 'cached', 0, CACHED_SET)]),
+    Promise.all([
+      seedUsers(users, client.organizationId, 'cold', 0, plan.coldSet),
+      seedUsers(users, client.organizationId, 'cached', 0, CACHED_SET),
+      seedResyncSet(resyncMongo.db(), resyncOrg, 'resync', plan.resync.users),
+    ]),
     seedUsers(users, driverOrg, driverPrefix(driverOrg), 0, plan.coldSet),
     seedGrowth(plan.growth[0]!).then(async (stored) => {
       // No-ops on the update set leave it as seeded.
@@ -337,7 +383,7 @@ try {
     // The end-to-end warm-up is also the probe: 50 creates whose callbacks must all arrive.
     warmUp('create', api.baseUrl, token).then(() => warmUp('create', e2eApi.baseUrl, e2eToken, { overallRate: 50, connections: 16, recordAnswers: true })),
   ]);
-  log(`started; seeded ${2 * plan.coldSet + CACHED_SET} users in update sets and ${firstGrowthStored} growth users, warmed the APIs, in ${((performance.now() - seedStarted) / 1000).toFixed(1)} s`);
+  log(`started; seeded ${2 * plan.coldSet + CACHED_SET} users in update sets, ${plan.resync.users} for the resync and ${firstGrowthStored} growth users, warmed the APIs, in ${((performance.now() - seedStarted) / 1000).toFixed(1)} s`);
 
   let createNo = 0;
   const apiLoad = async (op: Op, c: number, extra: Partial<LoadSpec> = {}): Promise<RoundStats[]> => {
@@ -638,6 +684,60 @@ try {
   await Promise.allSettled([eventsQueue.close(), deliveriesQueue.close()]);
   redis.disconnect();
 
+  // --- Resync of one new target: the CLI walks the seeded users, the resync worker delivers (one timed run) ---
+  let resync: Summary | undefined;
+  if (resyncWorker) {
+    const run = await runResync({
+      env: { MONGO_URL: resyncDb, REDIS_URL: stores.redisUrl, QUEUE_PREFIX: prefixes.resync, DOWNSTREAM_TARGETS: JSON.stringify(resyncEnv.downstreamTargets) },
+      target: RESYNC_TARGET,
+      prefix: 'resync',
+      users: plan.resync.users,
+      receiver: resyncReceiver,
+      timeoutMs: 120_000 + plan.resync.users * 20,
+    });
+    log(`resync: CLI ${JSON.stringify(run.cli)}; first callback after ${run.firstCallbackSec.toFixed(1)} s, CLI done after ${run.cliExitSec.toFixed(1)} s, last callback after ${run.lastCallbackSec.toFixed(1)} s`);
+    resync = add(
+      'resync',
+      `targets resync (CLI) of ${plan.resync.users} users (version 1) to a new target → every callback received (req/s = users/s from the CLI's start to the last callback; first callback after ${run.firstCallbackSec.toFixed(1)} s, CLI done after ${run.cliExitSec.toFixed(1)} s)`,
+      workerConcurrency,
+      [run.round],
+    );
+    section('resync');
+  } else notes.push('Resync skipped: its worker did not start.');
+
+  // --- Bulk import through the client SDK (the importer), against POST /users creates at the same concurrency ---
+  const keyFile = join(importDir, 'client-key.pem');
+  await writeFile(keyFile, client.privateKeyPem, { mode: 0o600 });
+  // Each round sized to last a round's length or a little more at the fastest rate seen so far:
+  // the create rate just measured for the first, then the importer's own.
+  let expectedRps = api_[`create@${IMPORT_CONCURRENCY}`]!.rps.median;
+  const importRounds: RoundStats[] = [];
+  const importSizes: number[] = [];
+  for (let r = 0; r < TARGET.rounds; r++) {
+    const importRows = Math.min(plan.importRows.max, Math.max(plan.importRows.min, Math.ceil(expectedRps * TARGET.roundSec * 1.1)));
+    importSizes.push(importRows);
+    const { round, result, wallSec } = await runImportRound({
+      baseUrl: api.baseUrl,
+      clientId: client.clientId,
+      privateKeyFile: keyFile,
+      dir: importDir,
+      prefix: `import-${r}`,
+      rows: importRows,
+      concurrency: IMPORT_CONCURRENCY,
+    });
+    log(`import round ${r}: ${JSON.stringify(result)}, process ${wallSec.toFixed(1)} s`);
+    importRounds.push(round);
+    if (Number.isFinite(round.rps)) expectedRps = r === 0 ? round.rps : Math.max(expectedRps, round.rps);
+  }
+  const importSizeLabel = Math.min(...importSizes) === Math.max(...importSizes) ? `${importSizes[0]}` : `${Math.min(...importSizes)}–${Math.max(...importSizes)}`;
+  const imported = add(
+    'import',
+    `import-users (client SDK) of ${importSizeLabel} new users from NDJSON per round (req/s = rows/s over the importer's own seconds)`,
+    IMPORT_CONCURRENCY,
+    importRounds,
+  );
+  section('import');
+
   // --- Growth: the third API, on a database of its own, so the other figures keep a small collection ---
   const growthDriver: Summary[] = [];
   const growth: Summary[] = [];
@@ -719,6 +819,8 @@ try {
     if (e2eSummaries[10]) figure('end to end p50 at 10 events/s (ms)', e2eSummaries[10]!.p50);
   }
   if (ourDelivery) divide('delivery throughput: ours / bare BullMQ', ourDelivery, bareDelivery, rps, '>= 0.5', (v) => v >= 0.5);
+  if (resync) divide('resync to one target: users/s / bare BullMQ deliveries/s', resync, bareDelivery, rps, '>= 0.5', (v) => v >= 0.5);
+  divide(`bulk import c=${IMPORT_CONCURRENCY}: importer rows/s / POST /users creates/s`, imported, api_[`create@${IMPORT_CONCURRENCY}`]!, rps, '>= 0.8', (v) => v >= 0.8);
   const sizes = `${growthStored[1]} / at ${growthStored[0]} users stored (cold set of ${plan.coldSet})`;
   divide(`growth: update p50 at ${sizes}`, growth[1]!, growth[0]!, p50, '<= 1.25', (v) => v <= 1.25);
   divide(`growth: driver conditional update p50 at ${growthStored[1]} / at ${growthStored[0]} users stored`, growthDriver[1]!, growthDriver[0]!, p50);
@@ -736,6 +838,8 @@ try {
     `Token rounds run a fixed number of pre-signed assertions (each jti is single use), signed before each round and sized from the fastest rate seen so far to last about ${TARGET.roundSec} s or more.`,
     `Delivery, ours: after an unmeasured warm-up round of ${plan.delivery.warmup}, per round both of the worker's BullMQ queues paused from the bench (Queue.pause); ${plan.delivery.jobs} creates POSTed to the e2e API; the events queue resumed (the "fan-out" row: until all ${plan.delivery.jobs} delivery jobs are queued); then the deliveries queue resumed: the worker's delivery processor (concurrency ${workerConcurrency}: its database reads and writes, signing, POST) — deliveries/s is the count over first to last callback received. API idle meanwhile.`,
     `Delivery, bare BullMQ: its own process and key prefix, the same ${plan.delivery.jobs} jobs per round (a callback body each) added to a paused plain queue, resumed; a plain Worker at concurrency ${workerConcurrency} signs each body (hex HMAC-SHA256 of timestamp + body) and POSTs it with fetch to the same receiver; nothing else. Same count over first to last callback received, after the same warm-up of ${plan.delivery.warmup} jobs.`,
+    `Resync: ${plan.resync.users} users seeded in the stored shape (version 1, created a day ago, the outbox sweep's cursor already past them) in a database of their own, with a worker of its own (delivery concurrency ${workerConcurrency}) whose one target is new to all of them; \`targets resync\` run as the CLI binary (its process start counted; batches of 500, at most 2,000 resync jobs waiting) while the worker delivers to a receiver of its own; users/s = users over the CLI's start to the last user's callback. One timed run of the whole set (a resync is long), so no spread of its own; the ratio divides by the bare BullMQ deliveries/s of this run (its spread is the bare rounds').`,
+    `Import: ${TARGET.rounds} rounds, each a new NDJSON file of new users in a temporary directory (sized to last about ${TARGET.roundSec} s or a little more at the fastest rate seen so far: the create rate just measured for the first round, then the importer's), imported by the importer's binary (apps/importer through @connect/client, its heap caps) at --concurrency ${IMPORT_CONCURRENCY} against the load API with the bench's client; rows/s over the importer's own "seconds" (token request included, process start not); compared with the POST /users create row at c=${IMPORT_CONCURRENCY}.`,
     `Memory: RSS after the first pass (users, tokens, end to end), then after repeating the users rows at concurrency ${HEADLINE}${workerWorks ? ` and the end-to-end rounds at ${E2E_TARGET_RATE}/s` : ''}; the delivery rounds come after both.`,
     `Metrics scrape: ${plan.scrape.rows.join(' then ')} delivery rows (finished and pending, three targets) bulk-inserted into the load API's database; ${plan.scrape.scrapes} GET /metrics one after another at each size, after two unmeasured; the figure is the median scrape time.`,
     'CPU per update: the CPU time (/proc/<pid>/stat, user + system) of the API process and of the driver process over their whole headline update run, warm-up included, divided by the updates answered in it; one figure each, no spread.',
