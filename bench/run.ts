@@ -7,7 +7,8 @@
  * then POST /users (API, the bare driver, bare Fastify, per concurrency), p99 at
  * half the peak rate, the token endpoint against a bare Fastify route doing the same
  * work, end to end through the worker, memory after a second run, delivery throughput
- * against a bare BullMQ worker, the resync of one new target (against the same bare
+ * against a bare BullMQ worker (and the same worker doing our database work with the
+ * bare driver, for information), the resync of one new target (against the same bare
  * BullMQ figure), the bulk importer against POST /users creates, growth, and the cost
  * of a /metrics scrape.
  *
@@ -183,6 +184,7 @@ const SECTIONS = [
   'memory',
   'delivery (ours)',
   'delivery (bare BullMQ)',
+  'delivery (bare BullMQ + same DB work)',
   'resync',
   'import',
   'growth',
@@ -210,12 +212,14 @@ const apiDb = databaseUrl(stores.mongoServerUrl, dbName('api'));
 const e2eDb = databaseUrl(stores.mongoServerUrl, dbName('e2e'));
 const growthDb = databaseUrl(stores.mongoServerUrl, dbName('growth'));
 const resyncDb = databaseUrl(stores.mongoServerUrl, dbName('resync'));
+/** The bare BullMQ worker's database when it does our processor's database work (bullmq-baseline.ts). */
+const bareDb = databaseUrl(stores.mongoServerUrl, dbName('baredb'));
 const mongo = await new MongoClient(apiDb).connect();
 const buildInfo = await mongo.db().admin().command({ buildInfo: 1 });
 const database = buildInfo.ferretdbVersion ? `FerretDB ${buildInfo.ferretdbVersion} (MongoDB ${buildInfo.version} wire), PostgreSQL backend` : `MongoDB ${buildInfo.version}`;
 log(`database: ${database}; redis: ${stores.redisUrl}`);
 
-const prefixes = { load: `bench-${runId}-load`, e2e: `bench-${runId}-e2e`, growth: `bench-${runId}-growth`, bare: `bench-${runId}-bare`, resync: `bench-${runId}-resync` };
+const prefixes = { load: `bench-${runId}-load`, e2e: `bench-${runId}-e2e`, growth: `bench-${runId}-growth`, bare: `bench-${runId}-bare`, bareDb: `bench-${runId}-baredb`, resync: `bench-${runId}-resync` };
 const started: ServiceProcess[] = [];
 const children = {
   load: startBenchChild('load-users'),
@@ -256,7 +260,7 @@ async function cleanUpOnce(): Promise<void> {
   } finally {
     redis.disconnect();
   }
-  if (stores.kind === 'mongo-url') for (const url of [apiDb, e2eDb, growthDb, resyncDb]) await mongo.db(new URL(url).pathname.slice(1)).dropDatabase().catch(() => undefined);
+  if (stores.kind === 'mongo-url') for (const url of [apiDb, e2eDb, growthDb, resyncDb, bareDb]) await mongo.db(new URL(url).pathname.slice(1)).dropDatabase().catch(() => undefined);
   await mongo.close();
   await stores.stop();
 }
@@ -618,18 +622,20 @@ try {
     }
     return { deliveries, fanOut };
   };
-  const bareDeliveries = async (n: number, warmup: number): Promise<RoundStats[]> => {
+  /** The bare BullMQ worker; with `databaseUrl`, doing our processor's database work there too (bullmq-baseline.ts). */
+  const bareDeliveries = async (n: number, warmup: number, withDatabase?: { databaseUrl: string }): Promise<RoundStats[]> => {
     const { rounds } = await children.bullmq.run<{ rounds: BullmqBaselineRound[] }>({
       redisUrl: stores.redisUrl,
-      prefix: prefixes.bare,
+      prefix: withDatabase ? prefixes.bareDb : prefixes.bare,
       receiverUrl: receiver.url,
       secret: 'bench-secret-0123456789',
       concurrency: workerConcurrency,
       jobs: n,
       warmupJobs: warmup,
       rounds: TARGET.rounds,
-      idPrefix: 'bare',
+      idPrefix: withDatabase ? 'baredb' : 'bare',
       timeoutMs: 60_000,
+      ...withDatabase,
     } satisfies BullmqBaselineSpec);
     const out: RoundStats[] = [];
     for (const r of rounds) {
@@ -681,6 +687,16 @@ try {
     await bareDeliveries(plan.delivery.jobs, plan.delivery.warmup),
   );
   section('delivery (bare BullMQ)');
+  // The same bare worker, jobs and rounds, also doing our processor's reads and writes with the bare
+  // driver on the same server: on FerretDB the database alone may hold the bare rate far above what
+  // any worker using it can reach (issue 15: show the bare driver's figure where a target is impossible).
+  const bareDbDelivery = add(
+    'bare bullmq + same database work (bare driver)',
+    `findOne user + findOne SyncState by _id, sign HMAC + POST, then Delivery upsert, SyncState upsert, attempt insert, group-committed (one unordered bulkWrite per collection): ${plan.delivery.jobs} jobs queued → callbacks received (req/s = deliveries/s over first to last callback)`,
+    workerConcurrency,
+    await bareDeliveries(plan.delivery.jobs, plan.delivery.warmup, { databaseUrl: bareDb }),
+  );
+  section('delivery (bare BullMQ + same DB work)');
   await Promise.allSettled([eventsQueue.close(), deliveriesQueue.close()]);
   redis.disconnect();
 
@@ -819,7 +835,10 @@ try {
     if (e2eSummaries[10]) figure('end to end p50 at 10 events/s (ms)', e2eSummaries[10]!.p50);
   }
   if (ourDelivery) divide('delivery throughput: ours / bare BullMQ', ourDelivery, bareDelivery, rps, '>= 0.5', (v) => v >= 0.5);
+  if (ourDelivery) divide('delivery, ours / bare BullMQ + same DB work (bare driver)', ourDelivery, bareDbDelivery, rps);
+  divide('delivery, bare BullMQ + same DB work / bare BullMQ (what the database work alone costs)', bareDbDelivery, bareDelivery, rps);
   if (resync) divide('resync to one target: users/s / bare BullMQ deliveries/s', resync, bareDelivery, rps, '>= 0.5', (v) => v >= 0.5);
+  if (resync) divide('resync users/s / bare BullMQ + same DB work deliveries/s', resync, bareDbDelivery, rps);
   divide(`bulk import c=${IMPORT_CONCURRENCY}: importer rows/s / POST /users creates/s`, imported, api_[`create@${IMPORT_CONCURRENCY}`]!, rps, '>= 0.8', (v) => v >= 0.8);
   const sizes = `${growthStored[1]} / at ${growthStored[0]} users stored (cold set of ${plan.coldSet})`;
   divide(`growth: update p50 at ${sizes}`, growth[1]!, growth[0]!, p50, '<= 1.25', (v) => v <= 1.25);
@@ -838,6 +857,7 @@ try {
     `Token rounds run a fixed number of pre-signed assertions (each jti is single use), signed before each round and sized from the fastest rate seen so far to last about ${TARGET.roundSec} s or more.`,
     `Delivery, ours: after an unmeasured warm-up round of ${plan.delivery.warmup}, per round both of the worker's BullMQ queues paused from the bench (Queue.pause); ${plan.delivery.jobs} creates POSTed to the e2e API; the events queue resumed (the "fan-out" row: until all ${plan.delivery.jobs} delivery jobs are queued); then the deliveries queue resumed: the worker's delivery processor (concurrency ${workerConcurrency}: its database reads and writes, signing, POST) — deliveries/s is the count over first to last callback received. API idle meanwhile.`,
     `Delivery, bare BullMQ: its own process and key prefix, the same ${plan.delivery.jobs} jobs per round (a callback body each) added to a paused plain queue, resumed; a plain Worker at concurrency ${workerConcurrency} signs each body (hex HMAC-SHA256 of timestamp + body) and POSTs it with fetch to the same receiver; nothing else. Same count over first to last callback received, after the same warm-up of ${plan.delivery.warmup} jobs.`,
+    `Delivery, bare BullMQ + same database work (bare driver): the same process, worker, concurrency, jobs, warm-up, rounds and retention as bare BullMQ (its own key prefix), each job also doing our delivery processor's database work with the bare mongodb driver in a database of its own on the same server (pool ${MONGO_POOL_SIZE}): findOne of the user by _id and of the SyncState row by _id before the POST; after it an upsert of the Delivery row ($set, $setOnInsert, $inc attempts), an upsert of the SyncState row ($set, $setOnInsert, $max delivered_version) and an insert of a DeliveryAttempt, group-committed as ours (one unordered bulkWrite per collection of the jobs finished meanwhile). Seeded before the warm-up with what ours finds: the users in the stored shape and their pending Delivery rows (the fan-out's), no SyncState row, the same indexes. Shown for information, no target: on FerretDB (each operation SQL over PostgreSQL) the database work alone may keep any worker far below the bare rate, and this row is that limit (issue 15).`,
     `Resync: ${plan.resync.users} users seeded in the stored shape (version 1, created a day ago, the outbox sweep's cursor already past them) in a database of their own, with a worker of its own (delivery concurrency ${workerConcurrency}) whose one target is new to all of them; \`targets resync\` run as the CLI binary (its process start counted; batches of 500, at most 2,000 resync jobs waiting) while the worker delivers to a receiver of its own; users/s = users over the CLI's start to the last user's callback. One timed run of the whole set (a resync is long), so no spread of its own; the ratio divides by the bare BullMQ deliveries/s of this run (its spread is the bare rounds').`,
     `Import: ${TARGET.rounds} rounds, each a new NDJSON file of new users in a temporary directory (sized to last about ${TARGET.roundSec} s or a little more at the fastest rate seen so far: the create rate just measured for the first round, then the importer's), imported by the importer's binary (apps/importer through @connect/client, its heap caps) at --concurrency ${IMPORT_CONCURRENCY} against the load API with the bench's client; rows/s over the importer's own "seconds" (token request included, process start not); compared with the POST /users create row at c=${IMPORT_CONCURRENCY}.`,
     `Memory: RSS after the first pass (users, tokens, end to end), then after repeating the users rows at concurrency ${HEADLINE}${workerWorks ? ` and the end-to-end rounds at ${E2E_TARGET_RATE}/s` : ''}; the delivery rounds come after both.`,
