@@ -7,7 +7,11 @@
  *   the API's write; the driver knows each version (it is the only writer of its
  *   users), so it needs no read first;
  * - no-op: one findOne by (organization, external_provider_id), the API's read that
- *   answers "nothing changed".
+ *   answers "nothing changed";
+ * - read-update (information, no target): the findOne, then the conditional updateOne
+ *   with the version it read: what the API must do for a user it does not have in its
+ *   cache of recent users (every user of the cold set). On FerretDB each is a round trip
+ *   of its own, so this is the database's limit for the API's update.
  * Same indexes as the API: unique (organization_id, external_provider_id) and
  * (organization_id, email_normalized).
  */
@@ -19,7 +23,7 @@ import { inFlightFor, pacedLoop, pacedStats, statsOf, type RoundStats } from './
 
 export interface DriverSpec {
   mongoUrl: string;
-  op: 'create' | 'update' | 'noop';
+  op: 'create' | 'update' | 'noop' | 'read-update';
   concurrency: number;
   durationSec: number;
   rounds: number;
@@ -92,7 +96,7 @@ export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: Rou
       if (!(await users.findOne(filter))) throw new Error(`driver: ${filter.external_provider_id} not found`);
       return;
     }
-    const version = versions[i]!;
+    const version = spec.op === 'read-update' ? ((await users.findOne(filter, { projection: { version: 1 } }))?.version as number) : versions[i]!;
     locales[i] = !locales[i];
     const res = await users.updateOne(
       { ...filter, version },
