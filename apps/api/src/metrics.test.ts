@@ -39,4 +39,13 @@ describe('BackgroundValue: a gauge refreshed in the background, at most once per
     await new Promise((r) => setTimeout(r, 10));
     expect(await v.get()).toBe('ok');
   });
+
+  it('with no value yet, a read waits at most firstWaitMs and answers without one; the load finishing later fills it', async () => {
+    let release!: (v: number) => void;
+    const v = new BackgroundValue(() => new Promise<number>((r) => (release = r)), 60_000, 50);
+    expect(await v.get()).toBeUndefined();
+    release(7);
+    await new Promise((r) => setTimeout(r, 10));
+    expect(await v.get()).toBe(7);
+  });
 });

@@ -17,7 +17,10 @@ export interface ApiMetrics {
  * it is older than `everyMs`, starts one refresh (never two at once) for the
  * next scrape. So the database work behind a gauge happens at most once per
  * `everyMs` per instance however often Prometheus scrapes, and a scrape costs
- * the same on day 1 and day 300. The first scrape waits for the first value.
+ * the same on day 1 and day 300. A scrape with no value yet (the first, or
+ * every earlier load failed) waits for one at most `firstWaitMs`, then answers
+ * without the gauge: a slow query (on FerretDB it may scan a large collection)
+ * must not hold the scrape past the API's request deadline and turn it into a 503.
  */
 export class BackgroundValue<T> {
   private value: T | undefined;
@@ -27,6 +30,7 @@ export class BackgroundValue<T> {
   constructor(
     private readonly load: () => Promise<T>,
     private readonly everyMs: number,
+    private readonly firstWaitMs = 5_000,
   ) {}
 
   async get(): Promise<T | undefined> {
@@ -41,7 +45,11 @@ export class BackgroundValue<T> {
           this.inFlight = undefined;
         });
     }
-    if (this.value === undefined) await this.inFlight;
+    if (this.value === undefined && this.inFlight) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.inFlight, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.firstWaitMs)))]);
+      clearTimeout(timer);
+    }
     return this.value;
   }
 }
