@@ -1,9 +1,8 @@
 import { Types } from 'mongoose';
-import type { AnyBulkWriteOperation, Collection, Document } from 'mongodb';
-import { GroupCommit } from '../group-commit.ts';
+import type { Collection } from 'mongodb';
 import { findByIds } from '../models/find-by-ids.ts';
 import type { UserEvent } from '../events/user-event.ts';
-import { collectionsOf, isOnlyDuplicateKeyError, type Collections, type DeliveryAttemptDoc, type DeliveryDoc, type DeliveryStatus, type Models, type SyncStateDoc } from '../models/models.ts';
+import { collectionsOf, isDuplicateKeyError, isOnlyDuplicateKeyError, type Collections, type DeliveryAttemptDoc, type DeliveryDoc, type DeliveryStatus, type Models, type SyncStateDoc } from '../models/models.ts';
 import { deliveryIdOf } from './delivery-queues.ts';
 
 /**
@@ -75,33 +74,17 @@ function onInsertOnly(defaults: Record<string, unknown>, updated: Record<string,
 }
 
 /**
- * Writes one batch of single-document operations with one unordered bulkWrite,
- * and says which failed. An operation the batch refused is tried once more on
- * its own: two upserts of one new row at once (two workers, or a delivery and a
- * replay) make one insert and the other fail with a duplicate key, on FerretDB
- * always and on MongoDB in some cases; the row exists by then, so the same
- * update applied again takes the update path. An error that is not per
- * operation (the connection) fails the whole batch.
+ * Two upserts of one new row at once (two workers, or a delivery and a replay):
+ * one inserts, the other gets a duplicate-key error, on FerretDB always and on
+ * MongoDB in some cases. The row exists by then, so the same update applied
+ * again takes the update path.
  */
-async function bulkWriteEach<D extends Document>(collection: Collection<D>, ops: AnyBulkWriteOperation<D>[]): Promise<unknown[]> {
-  const errors: unknown[] = ops.map(() => undefined);
+async function retryOnDuplicateUpsert<T>(write: () => Promise<T>): Promise<T> {
   try {
-    await collection.bulkWrite(ops, { ordered: false });
-    return errors;
+    return await write();
   } catch (err) {
-    const writeErrors = (err as { writeErrors?: unknown }).writeErrors;
-    const failed = (Array.isArray(writeErrors) ? writeErrors : writeErrors ? [writeErrors] : []) as { index?: number }[];
-    if (failed.length === 0 || failed.some((e) => typeof e.index !== 'number')) return ops.map(() => err);
-    await Promise.all(
-      failed.map(async ({ index }) => {
-        try {
-          await collection.bulkWrite([ops[index!]!]);
-        } catch (again) {
-          errors[index!] = again;
-        }
-      }),
-    );
-    return errors;
+    if (!isDuplicateKeyError(err)) throw err;
+    return write();
   }
 }
 
@@ -120,21 +103,7 @@ export class DeliveryStore {
     this.rows = this.collections.deliveries;
     this.syncs = this.collections.syncStates;
     this.attempts = this.collections.deliveryAttempts;
-    this.rowWrites = new GroupCommit((ops) => bulkWriteEach(this.rows, ops));
-    this.syncWrites = new GroupCommit((ops) => bulkWriteEach(this.syncs, ops));
-    this.attemptWrites = new GroupCommit(async (docs) => void (await this.attempts.insertMany(docs, { ordered: false })));
   }
-
-  /**
-   * The processor's writes (a row's outcome, SyncState, an attempt) from jobs
-   * running at the same time go to the database together, one bulk write per
-   * collection (group commit): one round trip for a batch instead of one per
-   * write. Each job still waits for its own writes before it completes, so the
-   * rules above hold as they did with single writes.
-   */
-  private readonly rowWrites: GroupCommit<AnyBulkWriteOperation<DeliveryDoc>>;
-  private readonly syncWrites: GroupCommit<AnyBulkWriteOperation<SyncStateDoc>>;
-  private readonly attemptWrites: GroupCommit<DeliveryAttemptDoc>;
 
   /** The row the fan-out writes first. */
   pendingRow(ref: DeliveryRef): DeliveryDoc {
@@ -210,10 +179,10 @@ export class DeliveryStore {
   /** SyncState: only the processor, only while it holds the (user, target) slot. */
   async recordSync(ref: Omit<DeliveryRef, 'event'> & { organizationId: string }, set: Partial<SyncStateDoc>, deliveredVersion?: number): Promise<void> {
     const userId = new Types.ObjectId(ref.userId);
-    await this.syncWrites.push({
-      updateOne: {
-        filter: { _id: syncStateIdOf(ref.userId, ref.target) },
-        update: {
+    await retryOnDuplicateUpsert(() =>
+      this.syncs.updateOne(
+        { _id: syncStateIdOf(ref.userId, ref.target) },
+        {
           $set: { updated_at: this.now(), ...set },
           $setOnInsert: onInsertOnly(
             { organization_id: ref.organizationId, user_id: userId, target: ref.target, delivered_version: 0, attempts: 0, last_attempt_at: null, last_error: null },
@@ -221,14 +190,14 @@ export class DeliveryStore {
           ),
           ...(deliveredVersion === undefined ? {} : { $max: { delivered_version: deliveredVersion } }),
         },
-        upsert: true,
-      },
-    });
+        { upsert: true },
+      ),
+    );
   }
 
   /** Rule 5. */
   async recordAttempt(a: AttemptRecord): Promise<void> {
-    await this.attemptWrites.push({
+    await this.attempts.insertOne({
       _id: new Types.ObjectId(),
       delivery_id: a.deliveryId,
       target: a.target,
@@ -328,13 +297,13 @@ export class DeliveryStore {
     return this.attempts.find({ delivery_id: deliveryId }).sort({ at: 1, _id: 1 }).toArray();
   }
 
-  private touch(ref: DeliveryRef, set: Record<string, unknown>, inc?: Record<string, number>): Promise<void> {
+  private touch(ref: DeliveryRef, set: Record<string, unknown>, inc?: Record<string, number>) {
     const { event } = ref;
     const now = this.now();
-    return this.rowWrites.push({
-      updateOne: {
-        filter: { _id: deliveryIdOf(event.id, ref.target) },
-        update: {
+    return retryOnDuplicateUpsert(() =>
+      this.rows.updateOne(
+        { _id: deliveryIdOf(event.id, ref.target) },
+        {
           $set: { updated_at: now, ...set },
           $setOnInsert: onInsertOnly(
             {
@@ -355,8 +324,8 @@ export class DeliveryStore {
           ),
           ...(inc ? { $inc: inc } : {}),
         },
-        upsert: true,
-      },
-    });
+        { upsert: true },
+      ),
+    );
   }
 }
