@@ -13,8 +13,8 @@
  * before the POST, findOne of the user document by _id and of the SyncState row by
  * _id, side by side; after it, an upsert of the Delivery row, an upsert of the
  * SyncState row and an insert of a DeliveryAttempt, with the same update shapes,
- * group-committed the same way (GroupCommit: one unordered bulkWrite per collection
- * of the jobs that finished meanwhile). The database holds what ours holds when its
+ * group-committed (GroupCommit: one unordered bulkWrite per collection of the jobs
+ * that finished meanwhile; ours writes each on its own, so this limit is a strict one). The database holds what ours holds when its
  * processor runs, seeded before the warm-up: the users in the stored shape and their
  * `pending` Delivery rows (the fan-out's), no SyncState row (the processor is its
  * only writer, so a new user has none), the same indexes. What this rate loses
