@@ -82,6 +82,70 @@ describe('tokens: one token request for any number of concurrent calls', () => {
   });
 });
 
+describe('tokens: an expired token', () => {
+  /** An API that issues 2 s tokens (under the environment's 60 s floor), behind the proxy. */
+  async function shortLivedApi(): Promise<TestApi> {
+    const started = await startTestApi({ label: 'sdk-client-ttl', mongoUrl, env: { PUBLIC_BASE_URL: proxy.origin, TOKEN_SIGNING_KEY: signingKeyPem(), RATE_LIMIT_PER_CLIENT_PER_MINUTE: '0' }, config: { accessTokenTtlSeconds: 2 } });
+    opened.push(started);
+    return started;
+  }
+  const urlOf = (input: Parameters<typeof fetch>[0]) => (input instanceof Request ? input.url : input.toString());
+  const expiryOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { exp: number }).exp * 1000;
+  /** Waits until the server's clock has passed the token's exp (jose allows no tolerance by default). */
+  const untilExpired = async (token: string) => {
+    while (Date.now() <= expiryOf(token) + 50) await new Promise((r) => setTimeout(r, 100));
+  };
+
+  it('one the server refuses as expired (the SDK was told it lives an hour) is refreshed once and the call retried', async () => {
+    const shortLived = await shortLivedApi();
+    proxy.upstream = shortLived.origin;
+    try {
+      let issued = '';
+      // The SDK believes the token lives an hour, so only the server's 401 can tell it the token expired.
+      const claimsAnHour: typeof fetch = async (input, init) => {
+        const response = await fetch(input, init);
+        if (!urlOf(input).endsWith('/oauth/token') || !response.ok) return response;
+        const body = (await response.json()) as { access_token: string };
+        issued = body.access_token;
+        return new Response(JSON.stringify({ ...body, expires_in: 3600 }), { status: 200, headers: { 'content-type': 'application/json' } });
+      };
+      const sdk = client({ fetch: claimsAnHour });
+      const id = newId();
+      await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+      const first = issued;
+      await untilExpired(first);
+      const before = proxy.seen.length;
+      expect((await sdk.getUser(id)).external_provider_id).toBe(id);
+      expect(proxy.seen.slice(before).map((s) => `${s.method} ${s.path.replace(BASE_PATH, '')} ${s.status}`)).toEqual([`GET /users/${id} 401`, 'POST /oauth/token 200', `GET /users/${id} 200`]);
+      expect(issued).not.toBe(first);
+    } finally {
+      proxy.upstream = api.origin;
+    }
+  });
+
+  it('one told by expires_in is replaced before it expires: a new token first, no 401', async () => {
+    const shortLived = await shortLivedApi();
+    proxy.upstream = shortLived.origin;
+    try {
+      let issued = '';
+      const recordToken: typeof fetch = async (input, init) => {
+        const response = await fetch(input, init);
+        if (urlOf(input).endsWith('/oauth/token') && response.ok) issued = ((await response.clone().json()) as { access_token: string }).access_token;
+        return response;
+      };
+      const sdk = client({ fetch: recordToken });
+      const id = newId();
+      await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+      await untilExpired(issued);
+      const before = proxy.seen.length;
+      expect((await sdk.getUser(id)).external_provider_id).toBe(id);
+      expect(proxy.seen.slice(before).map((s) => `${s.method} ${s.path.replace(BASE_PATH, '')} ${s.status}`)).toEqual(['POST /oauth/token 200', `GET /users/${id} 200`]);
+    } finally {
+      proxy.upstream = api.origin;
+    }
+  });
+});
+
 describe('keys: RS256 by default, ES256 and EdDSA from the key type', () => {
   it.each([
     ['ES256 (P-256, as a PEM string)', () => generateKeyPairSync('ec', { namedCurve: 'P-256' })],

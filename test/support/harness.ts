@@ -52,6 +52,8 @@ export interface StartApiOptions extends ApiDepsOptions {
   label?: string;
   env?: Record<string, string>;
   mongoUrl?: string;
+  /** Settings the environment cannot express (e.g. a token lifetime under the 60 s floor), laid over the parsed configuration. */
+  config?: Partial<ReturnType<typeof loadConfig>>;
 }
 
 /**
@@ -80,7 +82,7 @@ export async function startTestApi(options: StartApiOptions = {}): Promise<TestA
   let config: ReturnType<typeof loadConfig>;
   const logs = new LogCapture();
   try {
-    config = loadConfig(env);
+    config = { ...loadConfig(env), ...options.config };
     const log = createLogger(config.logLevel, 'api', logs);
     deps = await createApiDeps(config, log, options);
     app = await buildApp(deps);
