@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import type { ListUsersResponse, ProviderUserNextView, UserStatus, providerUserSchema, providerUserWithSyncSchema, upsertProviderUserBodySchema } from '@connect/shared/contract';
 import { AccessTokenSource, signClientAssertion, toPrivateKey } from './access-token-source.ts';
 import { AuthenticationError, ConnectApiError, ConnectNetworkError, errorFromProblem, problemFrom } from './connect-api-errors.ts';
+import { fetchTransport, undiciTransport, type HttpAnswer, type HttpRequest, type HttpTransport } from './http-transport.ts';
 import { RETRYABLE_STATUSES, backoffMs, retryAfterMs, sleep } from './retry-policy.ts';
 
 /** What POST /users takes (before the server trims and checks it): the server's own schema. */
@@ -40,7 +41,7 @@ export interface ConnectClientOptions {
    * (listUsers, deactivateUser) send `x-nabla-next`, the only version that has them.
    */
   apiVersion?: string;
-  /** A fetch implementation (tests, proxies, instrumentation); Node's global fetch by default. */
+  /** A fetch implementation (tests, proxies, instrumentation). By default the client talks HTTP through undici's `request` on a keep-alive agent of its own. */
   fetch?: typeof globalThis.fetch;
   /** Retries after a 429/502/503/504 or a network error; 3 by default. */
   maxRetries?: number;
@@ -51,10 +52,7 @@ export interface ConnectClientOptions {
 export const PREVIEW_API_VERSION = 'x-nabla-next';
 const OUTCOMES: readonly string[] = ['created', 'updated', 'unchanged'];
 
-interface Answer {
-  response: Response;
-  text: string;
-}
+const isOk = (answer: HttpAnswer) => answer.status >= 200 && answer.status < 300;
 
 export class ConnectClient {
   readonly baseUrl: string;
@@ -63,7 +61,7 @@ export class ConnectClient {
   private readonly key: KeyObject;
   private readonly keyId: string | undefined;
   private readonly apiVersion: string | undefined;
-  private readonly fetchImpl: typeof globalThis.fetch;
+  private readonly transport: HttpTransport;
   private readonly maxRetries: number;
   private readonly timeoutMs: number;
   private readonly tokens: AccessTokenSource;
@@ -77,9 +75,9 @@ export class ConnectClient {
     this.key = toPrivateKey(options.privateKey);
     this.keyId = options.keyId;
     this.apiVersion = options.apiVersion;
-    this.fetchImpl = options.fetch ?? globalThis.fetch;
     this.maxRetries = options.maxRetries ?? 3;
     this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.transport = options.fetch ? fetchTransport(options.fetch, this.timeoutMs) : undiciTransport(this.timeoutMs);
     this.tokens = new AccessTokenSource(() => this.requestToken());
   }
 
@@ -88,10 +86,10 @@ export class ConnectClient {
    * header; a server that does not send it is read as 201 = created, 200 = updated.
    */
   async upsertUser(body: UpsertUserInput): Promise<UpsertResult> {
-    const { response, text } = await this.call('POST', '/users', { body, apiVersion: this.apiVersion });
-    const header = response.headers.get('x-connect-outcome')?.trim().toLowerCase();
-    const outcome = (header && OUTCOMES.includes(header) ? header : response.status === 201 ? 'created' : 'updated') as UpsertOutcome;
-    return { outcome, user: JSON.parse(text) as ConnectUser };
+    const answer = await this.call('POST', '/users', { body, apiVersion: this.apiVersion });
+    const header = answer.header('x-connect-outcome')?.trim().toLowerCase();
+    const outcome = (header && OUTCOMES.includes(header) ? header : answer.status === 201 ? 'created' : 'updated') as UpsertOutcome;
+    return { outcome, user: JSON.parse(answer.text) as ConnectUser };
   }
 
   /** GET /users/{id}: the user and where each downstream target stands. NotFoundError when the organization has none. */
@@ -133,7 +131,7 @@ export class ConnectClient {
   }
 
   /** A {base} call with the bearer token: one refresh and retry on 401, retries on 429/5xx/network. */
-  private async call(method: string, path: string, options: { body?: unknown; apiVersion?: string }): Promise<Answer> {
+  private async call(method: string, path: string, options: { body?: unknown; apiVersion?: string }): Promise<HttpAnswer> {
     let refreshed = false;
     for (;;) {
       const token = await this.tokens.get();
@@ -141,9 +139,9 @@ export class ConnectClient {
       if (options.body !== undefined) headers['content-type'] = 'application/json';
       if (options.apiVersion) headers['x-nabla-api-version'] = options.apiVersion;
       const answer = await this.send(`${this.baseUrl}${path}`, { method, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body) });
-      if (answer.response.ok) return answer;
+      if (isOk(answer)) return answer;
       // Only once: a second 401 with a brand-new token is the server's final word.
-      if (answer.response.status === 401 && !refreshed) {
+      if (answer.status === 401 && !refreshed) {
         refreshed = true;
         this.tokens.invalidate(token);
         continue;
@@ -167,13 +165,13 @@ export class ConnectClient {
       form.set('client_assertion', fresh);
       return form.toString();
     });
-    if (!answer.response.ok) {
+    if (!isOk(answer)) {
       const error = this.errorOf(answer);
       // Whatever the token endpoint refuses (400 invalid_request, 401 invalid_client) is a credentials problem.
       throw error.status >= 400 && error.status < 500 && error.status !== 429 ? new AuthenticationError(error.status, error.problem) : error;
     }
     const body = JSON.parse(answer.text) as { access_token?: unknown; expires_in?: unknown };
-    if (typeof body.access_token !== 'string') throw new ConnectApiError(answer.response.status, { type: 'about:blank', status: answer.response.status, title: 'Token answer without access_token' });
+    if (typeof body.access_token !== 'string') throw new ConnectApiError(answer.status, { type: 'about:blank', status: answer.status, title: 'Token answer without access_token' });
     return { accessToken: body.access_token, expiresInSeconds: typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 300 };
   }
 
@@ -182,28 +180,26 @@ export class ConnectClient {
    * `Retry-After` asks, else exponential backoff with jitter. Answers the last response
    * (ok or not); throws ConnectNetworkError when the server never answered.
    */
-  private async send(url: string, init: RequestInit, rebuild?: () => Promise<string>): Promise<Answer> {
+  private async send(url: string, init: HttpRequest, rebuild?: () => Promise<string>): Promise<HttpAnswer> {
     for (let attempt = 0; ; attempt++) {
-      let response: Response;
-      let text: string;
+      let answer: HttpAnswer;
       try {
-        response = await this.fetchImpl(url, { ...init, signal: AbortSignal.timeout(this.timeoutMs) });
-        text = await response.text();
+        answer = await this.transport(url, init);
       } catch (err) {
         if (attempt >= this.maxRetries) throw new ConnectNetworkError(`${init.method} ${new URL(url).pathname}: ${(err as Error).message}`, { cause: err });
         await sleep(backoffMs(attempt));
         if (rebuild) init = { ...init, body: await rebuild() };
         continue;
       }
-      if (!RETRYABLE_STATUSES.has(response.status) || attempt >= this.maxRetries) return { response, text };
-      await sleep(retryAfterMs(response.headers.get('retry-after')) ?? backoffMs(attempt));
+      if (!RETRYABLE_STATUSES.has(answer.status) || attempt >= this.maxRetries) return answer;
+      await sleep(retryAfterMs(answer.header('retry-after') ?? null) ?? backoffMs(attempt));
       if (rebuild) init = { ...init, body: await rebuild() };
     }
   }
 
-  private errorOf({ response, text }: Answer): ConnectApiError {
-    const problem = problemFrom(response.status, response.statusText, text);
-    const retryAfter = retryAfterMs(response.headers.get('retry-after'));
-    return errorFromProblem(response.status, problem, retryAfter === undefined ? undefined : Math.ceil(retryAfter / 1000));
+  private errorOf(answer: HttpAnswer): ConnectApiError {
+    const problem = problemFrom(answer.status, answer.statusText, answer.text);
+    const retryAfter = retryAfterMs(answer.header('retry-after') ?? null);
+    return errorFromProblem(answer.status, problem, retryAfter === undefined ? undefined : Math.ceil(retryAfter / 1000));
   }
 }
