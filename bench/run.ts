@@ -86,8 +86,8 @@ const PLANS = {
     driverGrowthSet: 2_000,
     growth: [API_RECENT_USERS * 10 + 2_000, 200_000],
     delivery: { jobs: 2_500, warmup: 500 },
-    // 147 users/s in a quick run on the 2-CPU machine: 10,000 keeps the section near a minute.
-    resync: { users: 10_000 },
+    // About 90-220 users/s on the 2-CPU machine: 5,000 keeps the section under a minute (the full run has 15).
+    resync: { users: 5_000 },
     importRows: { min: 500, max: 20_000 },
     scrape: { rows: [1_000, 200_000], scrapes: 21 },
   },
