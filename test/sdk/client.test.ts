@@ -96,53 +96,47 @@ describe('tokens: an expired token', () => {
     while (Date.now() <= expiryOf(token) + 50) await new Promise((r) => setTimeout(r, 100));
   };
 
-  it('one the server refuses as expired (the SDK was told it lives an hour) is refreshed once and the call retried', async () => {
+  /**
+   * Creates a user through a fresh SDK on a 2 s-token API, waits until its token has expired on
+   * the server, reads the user back, and answers what reached the proxy for that read.
+   * `lifetimeTold`: what the SDK is told the token lives (the server's own expires_in when absent).
+   */
+  async function readAfterExpiry(lifetimeTold?: number): Promise<{ id: string; calls: string[]; first: string; last: string }> {
     const shortLived = await shortLivedApi();
     proxy.upstream = shortLived.origin;
     try {
-      let issued = '';
-      // The SDK believes the token lives an hour, so only the server's 401 can tell it the token expired.
-      const claimsAnHour: typeof fetch = async (input, init) => {
+      const issued: string[] = [];
+      const tokenWatch: typeof fetch = async (input, init) => {
         const response = await fetch(input, init);
         if (!urlOf(input).endsWith('/oauth/token') || !response.ok) return response;
-        const body = (await response.json()) as { access_token: string };
-        issued = body.access_token;
-        return new Response(JSON.stringify({ ...body, expires_in: 3600 }), { status: 200, headers: { 'content-type': 'application/json' } });
+        const body = (await response.json()) as { access_token: string; expires_in: number };
+        issued.push(body.access_token);
+        return Response.json({ ...body, expires_in: lifetimeTold ?? body.expires_in });
       };
-      const sdk = client({ fetch: claimsAnHour });
+      const sdk = client({ fetch: tokenWatch });
       const id = newId();
       await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
-      const first = issued;
-      await untilExpired(first);
+      await untilExpired(issued[0]!);
       const before = proxy.seen.length;
       expect((await sdk.getUser(id)).external_provider_id).toBe(id);
-      expect(proxy.seen.slice(before).map((s) => `${s.method} ${s.path.replace(BASE_PATH, '')} ${s.status}`)).toEqual([`GET /users/${id} 401`, 'POST /oauth/token 200', `GET /users/${id} 200`]);
-      expect(issued).not.toBe(first);
+      const calls = proxy.seen.slice(before).map((s) => `${s.method} ${s.path.replace(BASE_PATH, '')} ${s.status}`);
+      return { id, calls, first: issued[0]!, last: issued.at(-1)! };
     } finally {
       proxy.upstream = api.origin;
     }
+  }
+
+  it('one the server refuses as expired (the SDK was told it lives an hour) is refreshed once and the call retried', async () => {
+    // Told an hour, the SDK keeps the token: only the server's 401 can tell it the token expired.
+    const { id, calls, first, last } = await readAfterExpiry(3600);
+    expect(calls).toEqual([`GET /users/${id} 401`, 'POST /oauth/token 200', `GET /users/${id} 200`]);
+    expect(last).not.toBe(first);
   });
 
   it('one told by expires_in is replaced before it expires: a new token first, no 401', async () => {
-    const shortLived = await shortLivedApi();
-    proxy.upstream = shortLived.origin;
-    try {
-      let issued = '';
-      const recordToken: typeof fetch = async (input, init) => {
-        const response = await fetch(input, init);
-        if (urlOf(input).endsWith('/oauth/token') && response.ok) issued = ((await response.clone().json()) as { access_token: string }).access_token;
-        return response;
-      };
-      const sdk = client({ fetch: recordToken });
-      const id = newId();
-      await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
-      await untilExpired(issued);
-      const before = proxy.seen.length;
-      expect((await sdk.getUser(id)).external_provider_id).toBe(id);
-      expect(proxy.seen.slice(before).map((s) => `${s.method} ${s.path.replace(BASE_PATH, '')} ${s.status}`)).toEqual(['POST /oauth/token 200', `GET /users/${id} 200`]);
-    } finally {
-      proxy.upstream = api.origin;
-    }
+    const { id, calls, first, last } = await readAfterExpiry();
+    expect(calls).toEqual(['POST /oauth/token 200', `GET /users/${id} 200`]);
+    expect(last).not.toBe(first);
   });
 });
 
