@@ -89,7 +89,7 @@ function ratiosTable(ratios: Ratio[]): string[] {
 }
 
 function memoryTable(memory: Memory[]): string[] {
-  const out = ['| process | RSS after run 1 (MiB) | RSS after run 2 (MiB) | growth | target < 10 % |', '|---|---|---|---|---|'];
+  const out = ['| process | peak RSS in run 1 (MiB) | peak RSS in run 2 (MiB) | growth | target < 10 % |', '|---|---|---|---|---|'];
   for (const m of memory) out.push(`| ${m.process} | ${n(m.afterFirstMiB)} | ${n(m.afterSecondMiB)} | ${n(m.growthPct)} % | ${m.growthPct < 10 ? 'yes' : '**no**'} |`);
   return out;
 }

@@ -674,10 +674,24 @@ try {
   // Both readings are taken right after load: a reading after an idle section (V8 gives memory
   // back when idle) against one right after load measured the heap's working size, not growth:
   // the API read +65 % that way on a run whose RSS was flat over six identical rounds.
+  // The figure is each process's highest RSS while the block runs, sampled every 250 ms: a single
+  // reading at the end depends on how long the process had been idle (the load API idles through
+  // the end-to-end rounds, and V8 gives memory back when idle: one run read 260 then 310 MiB so).
   const memoryBlock = async (run: string) => {
-    for (const op of OPS) add(`api (${run})`, `POST /users ${op}${op === 'create' ? '' : ' (cold set)'}`, HEADLINE, await apiLoad(op, HEADLINE, timing(INFO)));
-    if (workerWorks) await endToEnd(`end-to-end (${run})`, [E2E_TARGET_RATE], INFO);
-    return { api: api.rssMiB(), worker: worker?.rssMiB() ?? NaN };
+    const peak = { api: 0, worker: 0 };
+    const sample = () => {
+      peak.api = Math.max(peak.api, api.rssMiB());
+      if (worker) peak.worker = Math.max(peak.worker, worker.rssMiB());
+    };
+    const sampler = setInterval(sample, 250);
+    try {
+      for (const op of OPS) add(`api (${run})`, `POST /users ${op}${op === 'create' ? '' : ' (cold set)'}`, HEADLINE, await apiLoad(op, HEADLINE, timing(INFO)));
+      if (workerWorks) await endToEnd(`end-to-end (${run})`, [E2E_TARGET_RATE], INFO);
+    } finally {
+      clearInterval(sampler);
+    }
+    sample();
+    return { api: peak.api, worker: worker ? peak.worker : NaN };
   };
   const rss1 = await memoryBlock('memory run 1');
   const rss2 = await memoryBlock('memory run 2');
@@ -735,10 +749,18 @@ try {
   await writeFile(keyFile, client.privateKeyPem, { mode: 0o600 });
   // Each round sized to last a round's length or a little more at the fastest rate seen so far:
   // the create rate just measured for the first, then the importer's own.
+  // Side by side: each import round right after a round of POST /users creates at the same
+  // concurrency, so both meet the database and the machine in the same state (the create row of
+  // the users section ran ten minutes earlier, on a smaller database and a machine not yet busy
+  // with the delivery and resync sections' after-work).
   let expectedRps = api_[`create@${IMPORT_CONCURRENCY}`]!.rps.median;
   const importRounds: RoundStats[] = [];
+  const besideRounds: RoundStats[] = [];
   const importSizes: number[] = [];
   for (let r = 0; r < TARGET.rounds; r++) {
+    const [beside] = await apiLoad('create', IMPORT_CONCURRENCY, { rounds: 1, warmupSec: r === 0 ? TARGET.warmupSec : 0 });
+    besideRounds.push(beside!);
+    if (r === 0 && Number.isFinite(beside!.rps)) expectedRps = beside!.rps;
     const importRows = Math.min(plan.importRows.max, Math.max(plan.importRows.min, Math.ceil(expectedRps * TARGET.roundSec * 1.1)));
     importSizes.push(importRows);
     const { round, result, wallSec } = await runImportRound({
@@ -750,11 +772,12 @@ try {
       rows: importRows,
       concurrency: IMPORT_CONCURRENCY,
     });
-    log(`import round ${r}: ${JSON.stringify(result)}, process ${wallSec.toFixed(1)} s`);
+    log(`import round ${r}: ${JSON.stringify(result)}, process ${wallSec.toFixed(1)} s; creates just before: ${beside!.rps.toFixed(0)}/s`);
     importRounds.push(round);
-    if (Number.isFinite(round.rps)) expectedRps = r === 0 ? round.rps : Math.max(expectedRps, round.rps);
+    if (Number.isFinite(round.rps)) expectedRps = Math.max(expectedRps, round.rps);
   }
   const importSizeLabel = Math.min(...importSizes) === Math.max(...importSizes) ? `${importSizes[0]}` : `${Math.min(...importSizes)}–${Math.max(...importSizes)}`;
+  const importedBeside = add('import', 'POST /users create (autocannon), a round right before each import round', IMPORT_CONCURRENCY, besideRounds);
   const imported = add(
     'import',
     `import-users (client SDK) of ${importSizeLabel} new users from NDJSON per round (req/s = rows/s over the importer's own seconds)`,
@@ -851,7 +874,8 @@ try {
   divide('delivery, bare BullMQ + same DB work / bare BullMQ (what the database work alone costs)', bareDbDelivery, bareDelivery, rps);
   if (resync) divide('resync to one target: users/s / bare BullMQ deliveries/s', resync, bareDelivery, rps, '>= 0.5', (v) => v >= 0.5);
   if (resync) divide('resync users/s / bare BullMQ + same DB work deliveries/s', resync, bareDbDelivery, rps);
-  divide(`bulk import c=${IMPORT_CONCURRENCY}: importer rows/s / POST /users creates/s`, imported, api_[`create@${IMPORT_CONCURRENCY}`]!, rps, '>= 0.8', (v) => v >= 0.8);
+  divide(`bulk import c=${IMPORT_CONCURRENCY}: importer rows/s / POST /users creates/s (rounds side by side)`, imported, importedBeside, rps, '>= 0.8', (v) => v >= 0.8);
+  divide(`bulk import c=${IMPORT_CONCURRENCY}: importer rows/s / the users section's creates/s`, imported, api_[`create@${IMPORT_CONCURRENCY}`]!, rps);
   const sizes = `${growthStored[1]} / at ${growthStored[0]} users stored (cold set of ${plan.coldSet})`;
   divide(`growth: update p50 at ${sizes}`, growth[1]!, growth[0]!, p50, '<= 1.25', (v) => v <= 1.25);
   divide(`growth: driver conditional update p50 at ${growthStored[1]} / at ${growthStored[0]} users stored`, growthDriver[1]!, growthDriver[0]!, p50);
@@ -871,8 +895,8 @@ try {
     `Delivery, bare BullMQ: its own process and key prefix, the same ${plan.delivery.jobs} jobs per round (a callback body each) added to a paused plain queue, resumed; a plain Worker at concurrency ${workerConcurrency} signs each body (hex HMAC-SHA256 of timestamp + body) and POSTs it with fetch to the same receiver; nothing else. Same count over first to last callback received, after the same warm-up of ${plan.delivery.warmup} jobs.`,
     `Delivery, bare BullMQ + same database work (bare driver): the same process, worker, concurrency, jobs, warm-up, rounds and retention as bare BullMQ (its own key prefix), each job also doing our delivery processor's database work with the bare mongodb driver in a database of its own on the same server (pool ${MONGO_POOL_SIZE}): findOne of the user by _id and of the SyncState row by _id before the POST; after it an upsert of the Delivery row ($set, $setOnInsert, $inc attempts), an upsert of the SyncState row ($set, $setOnInsert, $max delivered_version) and an insert of a DeliveryAttempt, group-committed (one unordered bulkWrite per collection of the jobs finished meanwhile; ours writes each on its own, so this limit is a strict one). Seeded before the warm-up with what ours finds: the users in the stored shape and their pending Delivery rows (the fan-out's), no SyncState row, the same indexes. Shown for information, no target: on FerretDB (each operation SQL over PostgreSQL) the database work alone may keep any worker far below the bare rate, and this row is that limit (issue 15).`,
     `Resync: ${plan.resync.users} users seeded in the stored shape (version 1, created a day ago, the outbox sweep's cursor already past them) in a database of their own, with a worker of its own (delivery concurrency ${workerConcurrency}) whose one target is new to all of them; \`targets resync\` run as the CLI binary (its process start counted; batches of 500, at most 2,000 resync jobs waiting) while the worker delivers to a receiver of its own; users/s = users over the CLI's start to the last user's callback. One timed run of the whole set (a resync is long), so no spread of its own; the ratio divides by the bare BullMQ deliveries/s of this run (its spread is the bare rounds').`,
-    `Import: ${TARGET.rounds} rounds, each a new NDJSON file of new users in a temporary directory (sized to last about ${TARGET.roundSec} s or a little more at the fastest rate seen so far: the create rate just measured for the first round, then the importer's), imported by the importer's binary (apps/importer through @connect/client, its heap caps) at --concurrency ${IMPORT_CONCURRENCY} against the load API with the bench's client; rows/s over the importer's own "seconds" (token request included, process start not); compared with the POST /users create row at c=${IMPORT_CONCURRENCY}.`,
-    `Memory: after the first pass, one block of load (the users rows at concurrency ${HEADLINE}${workerWorks ? ` and the end-to-end rounds at ${E2E_TARGET_RATE}/s` : ''}, information timing) run twice; RSS read right after each run of it, so both readings are of a process just under the same load; the delivery rounds come after both.`,
+    `Import: ${TARGET.rounds} rounds, each a new NDJSON file of new users in a temporary directory (sized to last about ${TARGET.roundSec} s or a little more at the fastest rate seen so far: the create rate just measured for the first round, then the importer's), imported by the importer's binary (apps/importer through @connect/client, its heap caps) at --concurrency ${IMPORT_CONCURRENCY} against the load API with the bench's client; rows/s over the importer's own "seconds" (token request included, process start not); each round comes right after a round of POST /users creates at c=${IMPORT_CONCURRENCY} (autocannon, the same length), and the ratio with a target divides by those; the users section's create row, measured earlier on a smaller database, is shown beside it for information.`,
+    `Memory: after the first pass, one block of load (the users rows at concurrency ${HEADLINE}${workerWorks ? ` and the end-to-end rounds at ${E2E_TARGET_RATE}/s` : ''}, information timing) run twice; each process's RSS sampled every 250 ms while the block runs, and its highest value compared between the two runs (a single reading at the end depended on how long the process had idled before it); the delivery rounds come after both.`,
     `Metrics scrape: ${plan.scrape.rows.join(' then ')} delivery rows (finished and pending, three targets) bulk-inserted into the load API's database; ${plan.scrape.scrapes} GET /metrics one after another at each size, after two unmeasured; the figure is the median scrape time.`,
     'CPU per update: the CPU time (/proc/<pid>/stat, user + system) of the API process and of the driver process over their whole headline update run, warm-up included, divided by the updates answered in it; one figure each, no spread.',
     `Growth: a third API process on a database of its own, updates over the same cold set of ${plan.coldSet} users at concurrency ${GROWTH_CONCURRENCY} with about ${plan.growth.join(' then ')} users stored (the issue's 10,000 cannot hold a set ten times the cache beside the driver's); the driver's conditional update on the same collection (a set of ${DRIVER_GROWTH_SET}: it has no cache) beside each.`,
