@@ -45,7 +45,11 @@ export interface ConnectClientOptions {
   fetch?: typeof globalThis.fetch;
   /** Retries after a 429/502/503/504 or a network error; 3 by default. */
   maxRetries?: number;
-  /** Per-attempt timeout; 30 s by default. A timeout is retried like a network error. */
+  /**
+   * Per-attempt timeout, 30 s by default: for each phase of the exchange (connect, headers, body)
+   * on the default transport, for the whole exchange with a caller's `fetch`. A timeout is retried
+   * like a network error.
+   */
   timeoutMs?: number;
 }
 
@@ -63,7 +67,6 @@ export class ConnectClient {
   private readonly apiVersion: string | undefined;
   private readonly transport: HttpTransport;
   private readonly maxRetries: number;
-  private readonly timeoutMs: number;
   private readonly tokens: AccessTokenSource;
 
   constructor(options: ConnectClientOptions) {
@@ -76,8 +79,8 @@ export class ConnectClient {
     this.keyId = options.keyId;
     this.apiVersion = options.apiVersion;
     this.maxRetries = options.maxRetries ?? 3;
-    this.timeoutMs = options.timeoutMs ?? 30_000;
-    this.transport = options.fetch ? fetchTransport(options.fetch, this.timeoutMs) : undiciTransport(this.timeoutMs);
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    this.transport = options.fetch ? fetchTransport(options.fetch, timeoutMs) : undiciTransport(timeoutMs);
     this.tokens = new AccessTokenSource(() => this.requestToken());
   }
 

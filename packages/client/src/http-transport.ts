@@ -1,5 +1,5 @@
 import { STATUS_CODES } from 'node:http';
-import { Agent, request } from 'undici';
+import { Agent, request, type Dispatcher } from 'undici';
 
 /** What the client needs of one HTTP answer, whatever carried it. */
 export interface HttpAnswer {
@@ -26,9 +26,11 @@ export type HttpTransport = (url: string, init: HttpRequest) => Promise<HttpAnsw
  * more than the API spent serving the same rows; `request` skips those layers.
  */
 export function undiciTransport(timeoutMs: number): HttpTransport {
+  // The timeout bounds each phase (connecting, waiting for the headers, each wait for body data),
+  // not the whole exchange as an AbortSignal per call would; it needs no timer per call.
   const agent = new Agent({ headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connectTimeout: timeoutMs });
   return async (url, init) => {
-    const answer = await request(url, { method: init.method as 'GET', headers: init.headers, body: init.body, dispatcher: agent });
+    const answer = await request(url, { method: init.method as Dispatcher.HttpMethod, headers: init.headers, body: init.body, dispatcher: agent });
     const text = await answer.body.text();
     return {
       status: answer.statusCode,

@@ -297,10 +297,10 @@ export class DeliveryStore {
     return this.attempts.find({ delivery_id: deliveryId }).sort({ at: 1, _id: 1 }).toArray();
   }
 
-  private touch(ref: DeliveryRef, set: Record<string, unknown>, inc?: Record<string, number>) {
+  private async touch(ref: DeliveryRef, set: Record<string, unknown>, inc?: Record<string, number>): Promise<void> {
     const { event } = ref;
     const now = this.now();
-    return retryOnDuplicateUpsert(() =>
+    await retryOnDuplicateUpsert(() =>
       this.rows.updateOne(
         { _id: deliveryIdOf(event.id, ref.target) },
         {
