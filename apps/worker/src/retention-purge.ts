@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { collectionsOf, type DeliveryDoc, type Models, type RedisClient } from '@connect/shared';
+import { collectionsOf, LuaScript, type DeliveryDoc, type Models, type RedisClient } from '@connect/shared';
 
 /**
  * Retention (docs/operations.md): what the service stores must stop growing
@@ -70,7 +70,7 @@ async function purgeAttemptsOf(models: Models, deliveryIds: string[]): Promise<n
   return deletedCount;
 }
 
-const RELEASE_LOCK = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;
+const RELEASE_LOCK = new LuaScript(`if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`);
 
 /** Runs `work` if this process gets the lock; returns undefined when another holds it. */
 export async function withRedisLock<T>(redis: RedisClient, key: string, ttlMs: number, work: () => Promise<T>): Promise<T | undefined> {
@@ -80,7 +80,7 @@ export async function withRedisLock<T>(redis: RedisClient, key: string, ttlMs: n
   try {
     return await work();
   } finally {
-    await redis.eval(RELEASE_LOCK, 1, key, token).catch(() => undefined);
+    await RELEASE_LOCK.run(redis, [key], [token]).catch(() => undefined);
   }
 }
 

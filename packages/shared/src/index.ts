@@ -5,6 +5,7 @@ export * from './enums.ts';
 export * from './events/outbox-relay.ts';
 export * from './events/queues.ts';
 export * from './events/redis-connection.ts';
+export * from './events/lua-script.ts';
 export * from './events/user-event.ts';
 export * from './group-commit.ts';
 export * from './keyed-lock.ts';

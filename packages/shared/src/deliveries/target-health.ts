@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { RedisClient } from '../events/redis-connection.ts';
 import { formatDuration } from '../duration.ts';
+import { LuaScript } from '../events/lua-script.ts';
 import type { DeliveryPolicy } from './delivery-policy.ts';
 
 /**
@@ -42,7 +43,7 @@ export interface Transition {
   to: TargetState;
 }
 
-const ADMIT = `
+const ADMIT = new LuaScript(`
 local h = redis.call('HMGET', KEYS[1], 'state', 'hold_until', 'next_probe_at')
 local state = h[1] or 'healthy'
 local now = tonumber(ARGV[1])
@@ -61,13 +62,13 @@ if state == 'failing' then
   return {'failing', ttl}
 end
 return {'send', 0}
-`;
+`);
 
-const RELEASE_PROBE = `
+const RELEASE_PROBE = new LuaScript(`
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-`;
+`);
 
-const SUCCESS = `
+const SUCCESS = new LuaScript(`
 local now = ARGV[1]
 local prev = redis.call('HGET', KEYS[1], 'state') or 'healthy'
 local new = prev
@@ -81,9 +82,9 @@ elseif redis.call('HEXISTS', KEYS[1], 'state') == 0 then
 end
 if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
 return {prev, new}
-`;
+`);
 
-const FAILURE = `
+const FAILURE = new LuaScript(`
 local now = tonumber(ARGV[1])
 local threshold = tonumber(ARGV[2])
 local base = tonumber(ARGV[3])
@@ -110,10 +111,10 @@ elseif prev == 'failing' and probe ~= '' then
 end
 if probe ~= '' and redis.call('GET', KEYS[2]) == probe then redis.call('DEL', KEYS[2]) end
 return {prev, new}
-`;
+`);
 
 /** ARGV: now, new state, reason. From any state to paused/disabled/healthy (operator or 410). */
-const SET_STATE = `
+const SET_STATE = new LuaScript(`
 local prev = redis.call('HGET', KEYS[1], 'state') or 'healthy'
 local now = ARGV[1]
 if ARGV[2] == 'healthy' then
@@ -124,13 +125,13 @@ else
   redis.call('HSET', KEYS[1], 'state', ARGV[2], 'changed_at', now, 'reason', ARGV[3])
 end
 return {prev, ARGV[2]}
-`;
+`);
 
-const HOLD = `
+const HOLD = new LuaScript(`
 local cur = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '0') or 0
 if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], 'hold_until', ARGV[1]) end
 return 1
-`;
+`);
 
 export class TargetHealth {
   constructor(
@@ -143,8 +144,8 @@ export class TargetHealth {
     return [`${this.prefix}:target-health:${target}`, `${this.prefix}:target-probe:${target}`];
   }
 
-  private async run(script: string, target: string, ...args: (string | number)[]): Promise<unknown> {
-    return this.redis.eval(script, 2, ...this.keys(target), ...args.map(String));
+  private async run(script: LuaScript, target: string, ...args: (string | number)[]): Promise<unknown> {
+    return script.run(this.redis, this.keys(target), args);
   }
 
   /**
