@@ -37,7 +37,7 @@ import { seedDeliveryRows, timeScrapes } from './metrics-scrape.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
 import { commitMeasured, writeReport, type Memory, type Ratio, type Row } from './report.ts';
 import { inFlightFor, summarise, type RoundStats, type Spread, type Summary } from './round-stats.ts';
-import { cpuMsOf, databaseUrl, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ServiceProcess } from './start-stack.ts';
+import { cpuByGroup, cpuMsOf, databaseUrl, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ServiceProcess } from './start-stack.ts';
 import type { TokenBaselineSpec } from './token-baseline.ts';
 
 // The soak is a mode of its own: long mixed traffic, nothing compared.
@@ -435,6 +435,45 @@ try {
     const ms = (cpuMsOf(pid) - before) / (lastWarmupRequests + rounds.reduce((a, r) => a + r.requests, 0));
     return { rounds, ms };
   };
+  /** Every process of the run by role, and the database's and Redis's processes by command name. */
+  const cpuNow = () =>
+    cpuByGroup(
+      {
+        API: api.process.pid,
+        'end-to-end API': e2eApi.process.pid,
+        worker: worker?.process.pid,
+        'resync worker': resyncWorker?.process.pid,
+        'load generator': children.load.process.pid,
+        driver: children.driver.process.pid,
+        'bare BullMQ worker': children.bullmq.process.pid,
+      },
+      stores.kind === 'ferretdb-started' ? { FerretDB: ['ferretdb'], PostgreSQL: ['postgres'], Redis: ['redis-server'] } : { Redis: ['redis-server'] },
+    );
+  /**
+   * Where a scenario's CPU went, for the note: ms of CPU per operation in each process
+   * that used any, and how busy the machine was (issue 15: the profile behind a target
+   * that the database holds out of reach). `ops` is counted after the run.
+   */
+  const cpuSplit = async <T>(label: string, run: () => Promise<T>, ops: (result: T) => number): Promise<T> => {
+    const before = cpuNow();
+    const t0 = performance.now();
+    const result = await run();
+    const after = cpuNow();
+    const wallMs = performance.now() - t0;
+    const n = ops(result);
+    const parts = Object.keys(after)
+      .filter((k) => k !== 'machine')
+      .map((k) => [k, (after[k]! - before[k]!) / n] as const)
+      .filter(([, ms]) => Number.isFinite(ms) && ms >= 0.005)
+      .sort((a, b) => b[1] - a[1]);
+    const machine = (after.machine - before.machine) / n;
+    const named = parts.reduce((a, [, ms]) => a + ms, 0);
+    const line = `CPU per ${label} (ms, over ${n} operations): ${parts.map(([k, ms]) => `${k} ${ms.toFixed(2)}`).join(', ')}; the named processes ${named.toFixed(2)}, the whole machine ${machine.toFixed(2)} (busy ${(((after.machine - before.machine) / wallMs / cpus().length) * 100).toFixed(0)} % of ${cpus().length} CPUs over the ${(wallMs / 1000).toFixed(1)} s)`;
+    cpuNotes.push(line);
+    log(line);
+    return result;
+  };
+  const cpuNotes: string[] = [];
   const cpu: { api?: number; driver?: number; driverReadUpdate?: number } = {};
   let readUpdate: Summary | undefined;
 
@@ -446,14 +485,14 @@ try {
     for (const op of OPS) {
       if (op === 'update' && c === HEADLINE) {
         // The headline updates also give the CPU each side spends per update.
-        const a = await cpuPerOp(api.process.pid!, () => apiLoad(op, c));
+        const a = await cpuSplit(`POST /users update, cold set, c=${c}, warm-up included`, () => cpuPerOp(api.process.pid!, () => apiLoad(op, c)), (r: { rounds: RoundStats[] }) => lastWarmupRequests + r.rounds.reduce((a, x) => a + x.requests, 0));
         api_[`${op}@${c}`] = add('api', `POST /users ${op} (cold set)`, c, a.rounds);
-        const d = await cpuPerOp(children.driver.process.pid!, () => driverLoad(op, c));
+        const d = await cpuSplit(`driver conditional updateOne, c=${c}, warm-up included`, () => cpuPerOp(children.driver.process.pid!, () => driverLoad(op, c)), (r: { rounds: RoundStats[] }) => lastWarmupRequests + r.rounds.reduce((a, x) => a + x.requests, 0));
         drv[`${op}@${c}`] = add('driver', DRIVER_OP[op], c, d.rounds);
         cpu.api = a.ms;
         cpu.driver = d.ms;
         // For information: the read and the write an update of a user the API does not cache costs it.
-        const rw = await cpuPerOp(children.driver.process.pid!, () => driverLoad('read-update', c, timing(INFO)));
+        const rw = await cpuSplit(`driver findOne + updateOne, c=${c}, warm-up included`, () => cpuPerOp(children.driver.process.pid!, () => driverLoad('read-update', c, timing(INFO))), (r: { rounds: RoundStats[] }) => lastWarmupRequests + r.rounds.reduce((a, x) => a + x.requests, 0));
         readUpdate = add('driver', 'findOne then updateOne conditional on the version read (cold set): the database work of an API update', c, rw.rounds);
         cpu.driverReadUpdate = rw.ms;
         log(`CPU per update: API ${a.ms.toFixed(2)} ms, driver ${d.ms.toFixed(2)} ms, driver read + update ${rw.ms.toFixed(2)} ms`);
@@ -548,15 +587,17 @@ try {
         `answer → callback received @ ${rate}/s (offered = creates sent/s; req/s = callbacks/s over the delivery window)`,
         `≤ ${inFlightFor(rate)}`,
         // At least 50 events per round, so a median is over 50 events even at a low rate.
-        await runEndToEnd(receiver, loadRun, {
-          baseUrl: e2eApi.baseUrl,
-          token: e2eToken,
-          rate,
-          durationSec: Math.max(t.roundSec, Math.ceil(50 / rate)),
-          rounds: t.rounds,
-          idPrefix: `e2e${e2eRun++}-${rate}`,
-          drainTimeoutMs: 15_000,
-        }),
+        await (group === 'end-to-end' && rate === E2E_TARGET_RATE ? (run: () => Promise<RoundStats[]>) => cpuSplit(`end-to-end event @ ${rate}/s (create → callback)`, run, (rs) => rs.reduce((a, r) => a + r.requests, 0)) : (run: () => Promise<RoundStats[]>) => run())(() =>
+          runEndToEnd(receiver, loadRun, {
+            baseUrl: e2eApi.baseUrl,
+            token: e2eToken,
+            rate,
+            durationSec: Math.max(t.roundSec, Math.ceil(50 / rate)),
+            rounds: t.rounds,
+            idPrefix: `e2e${e2eRun++}-${rate}`,
+            drainTimeoutMs: 15_000,
+          }),
+        ),
       );
       // The ratios are those of the first pass, like every other ratio (run 2 is for memory).
       e2eSummaries[rate] ??= summary;
@@ -654,7 +695,7 @@ try {
   let ourDelivery: Summary | undefined;
   const deliverySuite = async (group: string): Promise<Summary> => {
     const { jobs, warmup } = plan.delivery;
-    const ours = await ourDeliveries(jobs, warmup);
+    const ours = await cpuSplit('delivery, ours (creates, fan-out and deliveries of every round, warm-up included)', () => ourDeliveries(jobs, warmup), (r) => warmup + r.deliveries.reduce((a, x) => a + x.requests, 0));
     add(group, `our fan-out: ${jobs} events queued → ${jobs} delivery jobs queued (req/s = events/s)`, fanOutConcurrency, ours.fanOut);
     return add(group, `our worker: ${jobs} delivery jobs queued → callbacks received (req/s = deliveries/s over first to last callback)`, workerConcurrency, ours.deliveries);
   };
@@ -710,7 +751,7 @@ try {
     'bare bullmq',
     `sign HMAC + POST: ${plan.delivery.jobs} jobs queued → callbacks received (req/s = deliveries/s over first to last callback)`,
     workerConcurrency,
-    await bareDeliveries(plan.delivery.jobs, plan.delivery.warmup),
+    await cpuSplit('delivery, bare BullMQ (warm-up included)', () => bareDeliveries(plan.delivery.jobs, plan.delivery.warmup), (rs) => plan.delivery.warmup + rs.reduce((a, x) => a + x.requests, 0)),
   );
   section('delivery (bare BullMQ)');
   // The same bare worker, jobs and rounds, also doing our processor's reads and writes with the bare
@@ -720,7 +761,7 @@ try {
     'bare bullmq + same database work (bare driver)',
     `findOne user + findOne SyncState by _id, sign HMAC + POST, then Delivery upsert, SyncState upsert, attempt insert, group-committed (one unordered bulkWrite per collection): ${plan.delivery.jobs} jobs queued → callbacks received (req/s = deliveries/s over first to last callback)`,
     workerConcurrency,
-    await bareDeliveries(plan.delivery.jobs, plan.delivery.warmup, { databaseUrl: bareDb }),
+    await cpuSplit('delivery, bare BullMQ + same database work (warm-up included)', () => bareDeliveries(plan.delivery.jobs, plan.delivery.warmup, { databaseUrl: bareDb }), (rs) => plan.delivery.warmup + rs.reduce((a, x) => a + x.requests, 0)),
   );
   section('delivery (bare BullMQ + same DB work)');
   await Promise.allSettled([eventsQueue.close(), deliveriesQueue.close()]);
@@ -729,14 +770,14 @@ try {
   // --- Resync of one new target: the CLI walks the seeded users, the resync worker delivers (one timed run) ---
   let resync: Summary | undefined;
   if (resyncWorker) {
-    const run = await runResync({
+    const run = await cpuSplit(`resync user (${plan.resync.users} users)`, () => runResync({
       env: { MONGO_URL: resyncDb, REDIS_URL: stores.redisUrl, QUEUE_PREFIX: prefixes.resync, DOWNSTREAM_TARGETS: JSON.stringify(resyncEnv.downstreamTargets) },
       target: RESYNC_TARGET,
       prefix: 'resync',
       users: plan.resync.users,
       receiver: resyncReceiver,
       timeoutMs: 120_000 + plan.resync.users * 20,
-    });
+    }), () => plan.resync.users);
     log(`resync: CLI ${JSON.stringify(run.cli)}; first callback after ${run.firstCallbackSec.toFixed(1)} s, CLI done after ${run.cliExitSec.toFixed(1)} s, last callback after ${run.lastCallbackSec.toFixed(1)} s`);
     resync = add(
       'resync',
@@ -907,6 +948,7 @@ try {
     'Offered rates: an open loop of their own (one request every 1/rate s, up to max(64, rate/2) in flight, so a slow answer does not hold back the next send); "offered/s" is what was really sent, req/s what was answered, over first send to last answer.',
     'Load generator: autocannon 9 in a child process (offered rates: its own paced loop); bare Fastify, driver, jose and BullMQ baselines each in a process of their own. Machine shared with other work: compare within a run.',
   );
+  notes.push(...cpuNotes);
   const md = writeReport({
     meta: {
       date: new Date().toISOString(),

@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { freePort, LOCAL_POSTGRES, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
@@ -95,6 +95,48 @@ export function cpuMsOf(pid: number): number {
   // The command name (field 2) is in parentheses and may hold spaces: count fields after it.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/**
+ * CPU time (ms) used so far by every process of each group: the named pids, and every
+ * process whose command name is one of `commands` (all PostgreSQL backends, the
+ * FerretDB and redis-server processes), plus `machine`, all CPUs' busy time from
+ * /proc/stat. The difference of two readings says where a scenario's CPU went.
+ */
+export function cpuByGroup(pids: Record<string, number | undefined>, commands: Record<string, string[]>): Record<string, number> & { machine: number } {
+  const out: Record<string, number> = {};
+  for (const [group, pid] of Object.entries(pids)) out[group] = pid === undefined ? NaN : safeCpuMsOf(pid);
+  const byCommand = new Map<string, string>();
+  for (const [group, names] of Object.entries(commands)) {
+    out[group] = 0;
+    for (const name of names) byCommand.set(name, group);
+  }
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const group = byCommand.get(stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')));
+    if (!group) continue;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    out[group]! += (Number(fields[11]) + Number(fields[12])) * 10;
+  }
+  // The first line of /proc/stat: user nice system idle iowait irq softirq steal guest (clock ticks);
+  // busy = user + nice + system + irq + softirq (guest time is inside user already).
+  const ticks = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const busy = [0, 1, 2, 5, 6].reduce((a, i) => a + (ticks[i] ?? 0), 0);
+  return { ...out, machine: busy * 10 };
+}
+
+function safeCpuMsOf(pid: number): number {
+  try {
+    return cpuMsOf(pid);
+  } catch {
+    return NaN;
+  }
 }
 
 function rssOf(pid: number): number {
