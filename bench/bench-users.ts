@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { ObjectId, type Collection } from 'mongodb';
-import { toProviderUserView, type ProviderUserDoc, type Settings } from '@connect/shared';
+import { outboxSlotOf, toProviderUserView, type ProviderUserDoc, type Settings } from '@connect/shared';
 
 export const LOCALE_A = 'ENGLISH_US';
 export const LOCALE_B = 'FRENCH_FR';
@@ -49,6 +49,7 @@ export function storedUser(organizationId: string, prefix: string, i: number, no
     ...fields,
     created_event: { id: eventId, occurred_at: now, data: toProviderUserView(fields) },
     last_event: { id: eventId, type: 'user.created', occurred_at: now, version: 1 },
+    outbox_slot: outboxSlotOf(now),
   };
 }
 

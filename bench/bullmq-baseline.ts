@@ -107,7 +107,7 @@ async function deliveryCollections(db: Db) {
   await Promise.all([
     users.createIndex({ organization_id: 1, external_provider_id: 1 }, { unique: true }),
     users.createIndex({ organization_id: 1, email_normalized: 1 }, { unique: true }),
-    users.createIndex({ updated_at: 1, _id: 1 }),
+    users.createIndex({ outbox_slot: 1 }),
     syncs.createIndex({ user_id: 1 }),
     rows.createIndex({ status: 1, updated_at: 1 }),
     rows.createIndex({ user_id: 1, target: 1, version: 1 }),

@@ -17,6 +17,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { MongoClient } from 'mongodb';
+import { outboxSlotOf } from '@connect/shared';
 import { childMain, isMain } from './bench-child.ts';
 import { externalId, LOCALE_A, LOCALE_B, seedUsers, settingsWith, storedUser } from './bench-users.ts';
 import { inFlightFor, pacedLoop, pacedStats, statsOf, type RoundStats } from './round-stats.ts';
@@ -104,6 +105,7 @@ export async function runDriverBaseline(spec: DriverSpec): Promise<{ rounds: Rou
         $set: {
           settings: settingsWith(locales[i] ? LOCALE_B : LOCALE_A),
           updated_at: now,
+          outbox_slot: outboxSlotOf(now),
           version: version + 1,
           last_event: { id: randomUUID(), type: 'user.updated', occurred_at: now, version: version + 1 },
         },

@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { Db } from 'mongodb';
-import { SWEEP_CURSOR_ID } from '@connect/shared';
+import { outboxSlotOf, SWEEP_CURSOR_ID } from '@connect/shared';
 import { REPO_ROOT } from './bench-child.ts';
 import { externalId, seedUsers } from './bench-users.ts';
 import { waitForArrivals, type Receiver } from './end-to-end.ts';
@@ -26,7 +26,7 @@ export async function seedResyncSet(db: Db, organizationId: string, prefix: stri
   const at = new Date(Date.now() - 24 * 3600_000);
   await db
     .collection<{ _id: string }>('relay_cursors')
-    .updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { updated_at: new Date(at.getTime() + 1), user_id: null } }, { upsert: true });
+    .updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: outboxSlotOf(at), updated_at: at } }, { upsert: true });
   await seedUsers(db.collection('provider_users'), organizationId, prefix, 0, users, at);
 }
 

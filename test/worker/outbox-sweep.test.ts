@@ -1,14 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger, OutboxRelay, SWEEP_CURSOR_ID, type ProviderUserDoc } from '@connect/shared';
+import { createLogger, OutboxRelay, outboxSlotOf, SWEEP_CURSOR_ID, type ProviderUserDoc } from '@connect/shared';
 import { startOutboxSweep } from '@connect/worker';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, sleep } from './callback-receiver.ts';
 
 /**
  * The outbox sweep (docs/delivery.md), on its own: it publishes what the relay missed, moves its
- * cursor only past users older than the safety lag, and — the part a benchmark
- * caught — does not re-read a full batch in a tight loop while the cursor cannot
- * move (every user younger than the lag, writes still coming in).
+ * cursor only past slots that ended before the safety lag, does not re-read the same users in a
+ * tight loop while the cursor cannot move (every user younger than the lag, writes still coming
+ * in), and works through a backlog of days in passes back to back, jumping over empty stretches.
  */
 
 let api: TestApi;
@@ -35,45 +35,66 @@ const relayAt = (offsetMs: number) => new OutboxRelay({ models: api.models, queu
 const cursor = () => api.models.RelayCursor.findById(SWEEP_CURSOR_ID).lean();
 
 describe('outbox sweep', () => {
-  it('with every user inside the safety lag: reads a batch, publishes nothing twice, leaves the cursor, and does not spin', async () => {
+  it('with every user inside the safety lag: reads their slots, publishes nothing twice, leaves the cursor, and does not spin', async () => {
     await api.models.RelayCursor.deleteMany({});
     const first = await relayAt(0).sweep(2);
-    expect(first).toEqual({ scanned: 2, published: 0, failed: false, passedAll: false });
+    // Slots are read whole: all six users were written within a few seconds, in one or two slots.
+    expect(first).toMatchObject({ published: 0, failed: false, passedAll: false, more: false });
+    expect(first.scanned).toBeGreaterThanOrEqual(ids.length);
     expect(await cursor()).toBeNull();
 
-    // A full batch it cannot pass must wait for the interval, not run again at once.
+    // A pass it cannot carry to the end must wait for the interval, not run again at once.
     let passes = 0;
     const relay = relayAt(0);
     const counting = { sweep: (n: number) => (passes++, relay.sweep(n)) } as unknown as OutboxRelay;
     const sweep = startOutboxSweep(counting, silent, 200, 2);
     await sleep(1000);
     await sweep.stop();
-    console.log(`[outbox sweep] ${passes} passes in 1 s at a 200 ms interval with a full batch inside the lag`);
+    console.log(`[outbox sweep] ${passes} passes in 1 s at a 200 ms interval with every user inside the lag`);
     expect(passes).toBeGreaterThanOrEqual(2);
     expect(passes).toBeLessThanOrEqual(8);
     expect(await cursor()).toBeNull();
   });
 
-  it('past the lag: passes full batches back to back until it has seen every user, and republishes an event whose job is gone', async () => {
+  it('past the lag: republishes an event whose job is gone, and moves the cursor over the settled slots', async () => {
     await api.models.RelayCursor.deleteMany({});
     const victim = (await api.models.ProviderUser.findOne({ external_provider_id: ids[3] }).lean<ProviderUserDoc>())!;
+    expect(victim.outbox_slot).toBe(outboxSlotOf(victim.updated_at));
     // As if Redis had lost it: the job is the only record that the event was published.
     await (await api.deps.queue.getJob(victim.last_event.id))!.remove();
     expect(await api.deps.relay.publishedAmong([victim.last_event.id])).toEqual(new Set());
 
     const later = relayAt(60_000);
-    const one = await later.sweep(2);
-    expect(one).toMatchObject({ scanned: 2, failed: false, passedAll: true });
-
-    let passes = 0;
-    const counting = { sweep: (n: number) => (passes++, later.sweep(n)) } as unknown as OutboxRelay;
-    const sweep = startOutboxSweep(counting, silent, 60_000, 2);
-    const last = (await api.models.ProviderUser.find().sort({ updated_at: -1, _id: -1 }).limit(1).lean<ProviderUserDoc[]>())[0]!;
-    await eventually(async () => expect(String((await cursor())?.user_id)).toBe(String(last._id)), 10_000);
-    await sweep.stop();
-    // 6 users, 2 already passed, batches of 2: two more full passes and one that finds the end.
-    expect(passes).toBeGreaterThanOrEqual(2);
+    const pass = await later.sweep(500);
+    expect(pass).toMatchObject({ published: 1, failed: false });
+    expect(pass.scanned).toBeGreaterThanOrEqual(ids.length);
+    // Every slot up to the one that ended before now + 60 s - 30 s is passed, the victim's included.
+    expect((await cursor())?.slot_done).toBe(outboxSlotOf(Date.now() + 60_000 - 30_000) - 1);
     expect((await api.deps.queue.getJob(victim.last_event.id))?.data.event.id).toBe(victim.last_event.id);
     expect(await api.deps.relay.publishedAmong([victim.last_event.id, 'never-published'])).toEqual(new Set([victim.last_event.id]));
+  });
+
+  it('a backlog of settled slots (a worker down for days): passes back to back, jumps over empty stretches, and publishes what is behind them', async () => {
+    // The cursor three days back: 25,920 slots to cover, nearly all empty. One user's unpublished
+    // write sits two hours back (its slot set directly, as if written then), the rest are recent.
+    const now = Date.now();
+    await api.models.RelayCursor.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: outboxSlotOf(now - 3 * 24 * 3600_000) } }, { upsert: true });
+    const old = (await api.models.ProviderUser.findOne({ external_provider_id: ids[4] }).lean<ProviderUserDoc>())!;
+    await api.models.ProviderUser.updateOne({ _id: old._id }, { $set: { outbox_slot: outboxSlotOf(now - 2 * 3600_000) } });
+    const recent = (await api.models.ProviderUser.findOne({ external_provider_id: ids[5] }).lean<ProviderUserDoc>())!;
+    for (const user of [old, recent]) await (await api.deps.queue.getJob(user.last_event.id))!.remove();
+
+    let passes = 0;
+    const later = relayAt(60_000);
+    const counting = { sweep: (n: number) => (passes++, later.sweep(n)) } as unknown as OutboxRelay;
+    // Batches of one user and a 60 s interval: only passes that run back to back reach the end within the test.
+    const sweep = startOutboxSweep(counting, silent, 60_000, 1);
+    await eventually(async () => expect((await cursor())?.slot_done).toBe(outboxSlotOf(Date.now() + 60_000 - 30_000) - 1), 20_000);
+    await sweep.stop();
+    console.log(`[outbox sweep] 3 days of slots covered in ${passes} passes`);
+    // At least: up to the two-hour-old user, then on to the recent ones. Not one pass per hour of slots (72).
+    expect(passes).toBeGreaterThanOrEqual(2);
+    expect(passes).toBeLessThan(20);
+    for (const user of [old, recent]) expect((await api.deps.queue.getJob(user.last_event.id))?.data.event.id).toBe(user.last_event.id);
   });
 });

@@ -9,12 +9,12 @@ export interface OutboxSweep {
 /**
  * Runs the relay's sweep every `intervalMs`, so an event whose publish failed
  * (API crashed after its write, Redis down) reaches the queue once Redis answers.
- * A full batch that the cursor passed entirely means there is a backlog (after a
- * long outage): the next pass runs at once instead of waiting a whole interval.
- * A full batch the cursor could not pass (users younger than the safety lag, a
- * publish that failed) waits for the interval: running again at once would read
- * the same users again, in a loop, as long as writes keep coming. Passes never
- * overlap.
+ * A pass whose cursor passed everything it read, with settled slots still after
+ * it, means there is a backlog (after a long outage): the next pass runs at once
+ * instead of waiting a whole interval. A pass the cursor could not carry to the
+ * end (slots younger than the safety lag, a publish that failed) waits for the
+ * interval: running again at once would read the same users again, in a loop,
+ * as long as writes keep coming. Passes never overlap.
  */
 export function startOutboxSweep(relay: OutboxRelay, log: Logger, intervalMs: number, batchSize: number): OutboxSweep {
   let stopped = false;
@@ -25,7 +25,7 @@ export function startOutboxSweep(relay: OutboxRelay, log: Logger, intervalMs: nu
     try {
       const r = await relay.sweep(batchSize);
       if (r.published > 0) log.info({ published: r.published, scanned: r.scanned }, 'outbox sweep published events');
-      return !r.failed && r.passedAll && r.scanned >= batchSize;
+      return !r.failed && r.more;
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'outbox sweep failed; next pass retries');
       return false;

@@ -22,8 +22,8 @@
  *     its last attempt, and one that stalled too often is put back by the worker
  *     (start-worker.ts). A failed delivery job is a dead letter whose Delivery
  *     row (status failed) is what replay and recover read, not the job.
- *   - twice: the sweep asks "published?" only for users at or after its cursor,
- *     which passes a user within SAFETY_LAG_MS of its write; after that nobody
+ *   - twice: the sweep asks "published?" only for users in slots after its cursor,
+ *     which passes a slot SAFETY_LAG_MS after it ends; after that nobody
  *     asks again. If the cursor is held back (a publish that keeps failing) long
  *     enough for the count limit to trim a job of a user after it, the
  *     question falls through to the Delivery rows the fan-out wrote (kept
@@ -33,11 +33,14 @@
  *     drops by its per-target version check, never a second callback.
  *   docs/operations.md says the same for operators.
  * - A crash between the write and the enqueue, or Redis being down, only delays
- *   the event: the sweep walks users by (updated_at, _id) from a stored cursor,
+ *   the event: every write stores `outbox_slot`, its updated_at in 10 s slots
+ *   (outboxSlotOf). The sweep reads the slots after its stored cursor one by one,
  *   publishes every user whose newest event has no job, and moves the cursor only
- *   over users that are published and older than SAFETY_LAG_MS, so neither a long
- *   outage nor a write still in flight (its updated_at was taken before the sweep
- *   read past it) is skipped.
+ *   over slots that ended more than SAFETY_LAG_MS ago and hold nothing
+ *   unpublished, so neither a long outage nor a write still in flight (its slot
+ *   was taken before the sweep read past it) is skipped. One slot is one equality
+ *   lookup: on FerretDB, which pushes down no range and no sort, the earlier walk
+ *   by (updated_at, _id) read the whole collection on every pass.
  * - Duplicates are possible (two sweeps at once, a job removed before the cursor
  *   passed its user): they carry the same event id; BullMQ drops a job id it
  *   still holds and the worker drops a version a target already has.
@@ -46,15 +49,18 @@
  */
 import type { Queue } from 'bullmq';
 import type { ChainableCommander } from 'ioredis';
-import type { Filter } from 'mongodb';
 import type { Logger } from 'pino';
 import { GroupCommit } from '../group-commit.ts';
-import { collectionsOf, type DeliveryDoc, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { collectionsOf, outboxSlotOf, type DeliveryDoc, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { findByIds } from '../models/find-by-ids.ts';
 import { eventJobOf, type UserEventJob } from './user-event.ts';
 
 export const SWEEP_CURSOR_ID = 'outbox-sweep';
 const SAFETY_LAG_MS = 30_000;
+/** At most an hour of slots per pass; a backlog is worked through in passes back to back. */
+const MAX_SLOTS_PER_PASS = 360;
+/** Ten minutes of empty slots in a row: look up the next slot with a user instead of walking on. */
+const EMPTY_SLOTS_BEFORE_SEEK = 60;
 
 export interface OutboxRelayDeps {
   models: Models;
@@ -74,8 +80,10 @@ export interface SweepResult {
   scanned: number;
   published: number;
   failed: boolean;
-  /** The cursor moved past every user of this pass: there may be more after it, to look at now. */
+  /** The cursor moved past every slot this pass read. */
   passedAll: boolean;
+  /** ...and settled slots remain after them (a backlog, after an outage): the next pass should run now. */
+  more: boolean;
 }
 
 export class OutboxRelay {
@@ -112,25 +120,83 @@ export class OutboxRelay {
   }
 
   /**
-   * Events not published yet, for the metric: among the users at or after the
-   * sweep's cursor (everything before it is published, by construction), at
-   * most `limit` of them. The cost follows the outbox's backlog (about
-   * SAFETY_LAG_MS of writes, more during an outage), never the number of users
-   * stored; `capped` says the backlog was larger than `limit`, and the count is
-   * then over some `limit` of them (a lower bound). Unsorted on purpose: a count
-   * needs no order, and FerretDB sorts by reading the whole collection (a sort by
-   * updated_at with no sweep cursor took tens of seconds at 100,000 users).
+   * Events not published yet, for the metric: among the users of the slots the
+   * sweep has not passed (everything before them is published, by
+   * construction; every user while no sweep has stored a cursor), at most
+   * `limit` of them. The cost follows the outbox's
+   * backlog (about SAFETY_LAG_MS of writes, more during an outage), never the
+   * number of users stored; `capped` says the backlog was larger than `limit`,
+   * and the count is then over some `limit` of them (a lower bound).
    */
   async unpublishedCount(limit = 10_000): Promise<{ count: number; capped: boolean }> {
     const { providerUsers, relayCursors } = collectionsOf(this.deps.models);
-    const cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
-    const users = await providerUsers
-      .find<{ last_event: Pick<LastEvent, 'id'> }>(cursor ? { updated_at: { $gte: cursor.updated_at } } : {}, { projection: { 'last_event.id': 1 } })
-      .limit(limit)
-      .toArray();
-    const ids = users.map((u) => u.last_event.id);
+    const now = this.nowMs();
+    let ids: string[];
+    if (await relayCursors.findOne({ _id: SWEEP_CURSOR_ID })) {
+      const { slots } = await this.readSlots(await this.firstUnsweptSlot(now), outboxSlotOf(now), limit);
+      ids = slots.flatMap((s) => s.users.map((u) => u.last_event.id)).slice(0, limit);
+    } else {
+      // No sweep has passed anything yet (no worker so far): every user is after the cursor.
+      // Unsorted on purpose: a count needs no order, and FerretDB sorts by reading the whole collection.
+      const users = await providerUsers.find<{ last_event: { id: string } }>({}, { projection: { 'last_event.id': 1 } }).limit(limit).toArray();
+      ids = users.map((u) => u.last_event.id);
+    }
     const published = await this.publishedAmong(ids);
-    return { count: ids.length - published.size, capped: users.length === limit };
+    return { count: ids.length - published.size, capped: ids.length === limit };
+  }
+
+  private nowMs(): number {
+    return (this.deps.now?.() ?? new Date()).getTime();
+  }
+
+  /**
+   * Where the sweep starts: the slot after the last one it passed. Without a
+   * cursor of its own (a new database, or one from before slots), the slot of
+   * the cursor's user time, else of the oldest user (one sort, on FerretDB a
+   * read of the whole collection, until the first cursor is stored), else the
+   * first slot not yet settled.
+   */
+  private async firstUnsweptSlot(now: number): Promise<number> {
+    const { providerUsers, relayCursors } = collectionsOf(this.deps.models);
+    const cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
+    if (typeof cursor?.slot_done === 'number') return cursor.slot_done + 1;
+    if (cursor?.updated_at) return outboxSlotOf(cursor.updated_at);
+    const [oldest] = await providerUsers.find({}, { projection: { updated_at: 1 } }).sort({ updated_at: 1 }).limit(1).toArray();
+    return oldest ? outboxSlotOf(oldest.updated_at) : outboxSlotOf(now - SAFETY_LAG_MS);
+  }
+
+  /**
+   * The users of slots `from`..`to`, one equality lookup per slot (on FerretDB an
+   * indexed lookup, where a range or a sort reads the whole collection), until
+   * `limit` users are read (the slot that crosses it is read whole) or
+   * MAX_SLOTS_PER_PASS slots. After a long quiet stretch (EMPTY_SLOTS_BEFORE_SEEK
+   * empty slots in a row) it asks for the next slot that holds a user (one
+   * range query) and jumps there, so a worker that was down for a week does not
+   * walk 60,000 empty slots one by one. `lastSlot`: the last slot covered (read or
+   * known empty), `from - 1` if none.
+   */
+  private async readSlots(from: number, to: number, limit: number): Promise<{ slots: { slot: number; users: ProviderUserDoc[] }[]; lastSlot: number }> {
+    const { providerUsers } = collectionsOf(this.deps.models);
+    const slots: { slot: number; users: ProviderUserDoc[] }[] = [];
+    let read = 0;
+    let empty = 0;
+    let slot = from;
+    for (let n = 0; slot <= to && read < limit && n < MAX_SLOTS_PER_PASS; n++, slot++) {
+      if (empty >= EMPTY_SLOTS_BEFORE_SEEK) {
+        const [next] = await providerUsers.find({ outbox_slot: { $gte: slot } }, { projection: { outbox_slot: 1 } }).sort({ outbox_slot: 1 }).limit(1).toArray();
+        const nextSlot = Math.min(next ? next.outbox_slot : to + 1, to + 1);
+        empty = 0;
+        if (nextSlot > slot) {
+          slot = nextSlot - 1; // the loop's slot++ lands on it; the slots between are empty
+          continue;
+        }
+      }
+      const users = await providerUsers.find({ outbox_slot: slot }).toArray();
+      empty = users.length === 0 ? empty + 1 : 0;
+      read += users.length;
+      slots.push({ slot, users });
+    }
+    return { slots, lastSlot: slot - 1 };
   }
 
   /**
@@ -151,27 +217,24 @@ export class OutboxRelay {
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
   }
 
-  /** One pass of the sweep over at most `batchSize` users after the cursor. */
+  /**
+   * One pass of the sweep: the users of the slots after the cursor, up to about
+   * `batchSize` of them (whole slots), every unpublished event among them
+   * published, and the cursor moved over the slots that are settled (ended
+   * SAFETY_LAG_MS ago) and hold nothing left unpublished.
+   */
   async sweep(batchSize = 500): Promise<SweepResult> {
-    const { providerUsers, relayCursors } = collectionsOf(this.deps.models);
-    const cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
-    // The sweep always stores a user with its time; a cursor without one (null) passes no tie.
-    const filter: Filter<ProviderUserDoc> = cursor
-      ? {
-          $or: [
-            { updated_at: { $gt: cursor.updated_at } },
-            ...(cursor.user_id ? [{ updated_at: cursor.updated_at, _id: { $gt: cursor.user_id } }] : []),
-          ],
-        }
-      : {};
-    const users = await providerUsers.find(filter).sort({ updated_at: 1, _id: 1 }).limit(batchSize).toArray();
-    if (users.length === 0) return { scanned: 0, published: 0, failed: false, passedAll: false };
+    const { relayCursors } = collectionsOf(this.deps.models);
+    const now = this.nowMs();
+    // The last slot that ended before the safety lag: only those can be passed for good.
+    const settled = outboxSlotOf(now - SAFETY_LAG_MS) - 1;
+    const from = await this.firstUnsweptSlot(now);
+    const { slots, lastSlot } = await this.readSlots(from, outboxSlotOf(now), batchSize);
+    const users = slots.flatMap((s) => s.users);
 
     const published = await this.publishedAmong(users.map((u) => u.last_event.id));
-
-    const horizon = (this.deps.now?.() ?? new Date()).getTime() - SAFETY_LAG_MS;
-    // Published together (the relay batches them); the cursor stops before the first failure.
     const unpublished = users.filter((u) => !published.has(u.last_event.id));
+    // Published together (the relay batches them); the cursor stops before the first slot with a failure.
     const outcomes = await Promise.allSettled(unpublished.map((u) => this.publish(u)));
     const notPublished = new Set<string>();
     outcomes.forEach((o, i) => {
@@ -179,24 +242,24 @@ export class OutboxRelay {
     });
     const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
     if (failure) this.deps.log.warn({ err: (failure.reason as Error).message }, 'outbox sweep could not publish; will retry');
-    const failed = failure !== undefined;
-    const count = unpublished.length - notPublished.size;
-    let advanceTo: ProviderUserDoc | undefined;
-    for (const user of users) {
-      if (notPublished.has(user.last_event.id)) break;
-      if (user.updated_at.getTime() <= horizon) advanceTo = user;
+
+    // The cursor moves over settled slots, in order, up to the first that still holds an
+    // unpublished event; empty slots skipped by readSlots count as passed.
+    let done = from - 1;
+    const bySlot = new Map(slots.map((s) => [s.slot, s.users]));
+    for (let slot = from; slot <= Math.min(lastSlot, settled); slot++) {
+      if ((bySlot.get(slot) ?? []).some((u) => notPublished.has(u.last_event.id))) break;
+      done = slot;
     }
-    // The cursor moves over the published prefix that is older than the horizon; within
-    // the lag window, or past a user that could not be published, it stays put and a
-    // later pass looks at those users again.
-    if (advanceTo) {
-      await relayCursors.updateOne(
-        { _id: SWEEP_CURSOR_ID },
-        { $set: { updated_at: advanceTo.updated_at, user_id: advanceTo._id } },
-        { upsert: true },
-      );
-    }
-    return { scanned: users.length, published: count, failed, passedAll: advanceTo === users.at(-1) };
+    if (done >= from) await relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: done, updated_at: new Date(now) } }, { upsert: true });
+    const passedAll = done === lastSlot && lastSlot >= from;
+    return {
+      scanned: users.length,
+      published: unpublished.length - notPublished.size,
+      failed: failure !== undefined,
+      passedAll,
+      more: passedAll && lastSlot < settled,
+    };
   }
 }
 

@@ -82,17 +82,21 @@ export const providerUserDocSchema = z.object({
   deactivated_at: z.date().nullable().optional(),
   created_event: createdEventDocSchema,
   last_event: lastEventDocSchema,
+  /** `updated_at` in 10 s slots (outboxSlotOf): how the outbox sweep finds recent writes (docs/delivery.md). */
+  outbox_slot: z.number().int(),
 });
 
 /**
- * A resumable walk's position (the outbox sweep's, and one per resync run): the
- * last user passed. `scanned` is kept by resync runs only, for their progress.
+ * A resumable walk's position. A resync run's: the last user passed (`user_id`;
+ * `scanned` for its progress). The outbox sweep's: `slot_done`, every outbox
+ * slot up to it published.
  */
 export const relayCursorDocSchema = z.object({
   _id: z.string(),
-  updated_at: z.date(),
-  user_id: objectId.nullable(),
+  updated_at: z.date().optional(),
+  user_id: objectId.nullable().optional(),
   scanned: z.number().int().optional(),
+  slot_done: z.number().int().optional(),
 });
 
 export const DELIVERY_STATUSES = ['pending', 'delivered', 'failed', 'superseded'] as const;

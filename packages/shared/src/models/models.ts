@@ -76,6 +76,7 @@ const providerUserSchema = new Schema<ProviderUserDoc>(
     deactivated_at: { type: Date, default: null },
     created_event: Schema.Types.Mixed,
     last_event: Schema.Types.Mixed,
+    outbox_slot: Number,
   },
   { ...base, collection: 'provider_users' },
 );
@@ -83,9 +84,10 @@ const providerUserSchema = new Schema<ProviderUserDoc>(
 // indexes lead with organization_id.
 providerUserSchema.index({ organization_id: 1, external_provider_id: 1 }, { unique: true });
 providerUserSchema.index({ organization_id: 1, email_normalized: 1 }, { unique: true });
-// The outbox sweep walks users by (updated_at, _id). GET /users pages through an
-// organization by external_provider_id, on the first unique index above.
-providerUserSchema.index({ updated_at: 1, _id: 1 });
+// The outbox sweep reads recent writes one 10 s slot at a time, each an equality lookup
+// (docs/delivery.md: on FerretDB a range or a sort reads the whole collection). GET /users
+// pages through an organization by external_provider_id, on the first unique index above.
+providerUserSchema.index({ outbox_slot: 1 });
 
 const signingKeySchema = new Schema<SigningKeyDoc>(
   { _id: String, kid: String, alg: String, private_key_pem: String, created_at: Date },
@@ -98,7 +100,7 @@ const usedAssertionSchema = new Schema<UsedAssertionDoc>(
 );
 
 const relayCursorSchema = new Schema<RelayCursorDoc>(
-  { _id: String, updated_at: Date, user_id: { type: Schema.Types.ObjectId, default: null }, scanned: Number },
+  { _id: String, updated_at: Date, user_id: { type: Schema.Types.ObjectId, default: null }, scanned: Number, slot_done: Number },
   { ...base, collection: 'relay_cursors' },
 );
 
@@ -204,6 +206,14 @@ export function mongoConnectionOptions(mongoUrl: string): mongoose.ConnectOption
 }
 
 /** A user's lifecycle status; documents from before the lifecycle have none and are active. */
+/** The outbox slot's length: the sweep reads one slot per lookup (docs/delivery.md). */
+export const OUTBOX_SLOT_MS = 10_000;
+
+/** The slot of a write made at `at`: written with every change, beside `updated_at`. */
+export function outboxSlotOf(at: Date | number): number {
+  return Math.floor((typeof at === 'number' ? at : at.getTime()) / OUTBOX_SLOT_MS);
+}
+
 export function statusOf(doc: Pick<ProviderUserDoc, 'status'>): UserStatus {
   return doc.status ?? 'active';
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ConcurrentUpdateError, NotFoundError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
-import { collectionsOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { collectionsOf, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { RecentUsers } from './recent-users.ts';
 import type { WritePorts } from './write-ports.ts';
 
@@ -61,8 +61,8 @@ async function decideAndWrite(deps: DeactivateDeps, cmd: DeactivateProviderUserC
 
       const version = existing.version + 1;
       const last_event: LastEvent = { id: randomUUID(), type: 'user.deactivated', occurred_at: now, version };
-      // updated_at moves too: the outbox sweep finds unpublished events by it.
-      const change = { status: 'deactivated' as const, deactivated_at: now, updated_at: now, version, last_event };
+      // The outbox slot moves with updated_at: the outbox sweep finds unpublished events by it.
+      const change = { status: 'deactivated' as const, deactivated_at: now, updated_at: now, outbox_slot: outboxSlotOf(now), version, last_event };
       const res = await users.updateOne({ _id: existing._id, version: existing.version }, { $set: change });
       if (res.matchedCount === 1) {
         const user = { ...existing, ...change };

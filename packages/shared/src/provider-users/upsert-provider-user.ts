@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
 import { ConcurrentUpdateError, EmailConflictError, EmailMismatchError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
-import { collectionsOf, isDuplicateKeyError, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { collectionsOf, isDuplicateKeyError, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { mergeSettings, sameSettings } from './merge-settings.ts';
 import { RecentUsers } from './recent-users.ts';
 import type { UpsertProviderUserBody } from './provider-user-schema.ts';
@@ -122,7 +122,7 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
       const version = existing.version + 1;
       const type = reactivated ? 'user.reactivated' : 'user.updated';
       const last_event: LastEvent = { id: randomUUID(), type, occurred_at: now, version };
-      const change = { settings, updated_at: now, version, status: 'active' as const, deactivated_at: null, last_event };
+      const change = { settings, updated_at: now, outbox_slot: outboxSlotOf(now), version, status: 'active' as const, deactivated_at: null, last_event };
       const res = await users.updateOne({ _id: existing._id, version: existing.version }, { $set: change });
       if (res.matchedCount === 1) {
         const user = { ...existing, ...change };
@@ -156,5 +156,6 @@ function newUser(organizationId: string, body: UpsertProviderUserBody, emailNorm
     ...fields,
     created_event: { id: eventId, occurred_at: now, data: toProviderUserNextView(fields) },
     last_event: { id: eventId, type: 'user.created', occurred_at: now, version: 1 },
+    outbox_slot: outboxSlotOf(now),
   };
 }
