@@ -26,7 +26,7 @@ export async function seedResyncSet(db: Db, organizationId: string, prefix: stri
   const at = new Date(Date.now() - 24 * 3600_000);
   await db
     .collection<{ _id: string }>('relay_cursors')
-    .updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: outboxSlotOf(at), updated_at: at } }, { upsert: true });
+    .updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: outboxSlotOf(at) } }, { upsert: true });
   await seedUsers(db.collection('provider_users'), organizationId, prefix, 0, users, at);
 }
 

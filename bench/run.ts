@@ -429,11 +429,11 @@ try {
    * CPU per operation: the process's CPU time over the whole run (warm-up and rounds) divided
    * by the operations answered in it. Idle time between rounds costs no CPU.
    */
-  const cpuPerOp = async (pid: number, run: () => Promise<RoundStats[]>): Promise<{ rounds: RoundStats[]; ms: number }> => {
+  const cpuPerOp = async (pid: number, run: () => Promise<RoundStats[]>): Promise<{ rounds: RoundStats[]; ms: number; ops: number }> => {
     const before = cpuMsOf(pid);
     const rounds = await run();
-    const ms = (cpuMsOf(pid) - before) / (lastWarmupRequests + rounds.reduce((a, r) => a + r.requests, 0));
-    return { rounds, ms };
+    const ops = lastWarmupRequests + rounds.reduce((a, r) => a + r.requests, 0);
+    return { rounds, ms: (cpuMsOf(pid) - before) / ops, ops };
   };
   /** Every process of the run by role, and the database's and Redis's processes by command name. */
   const cpuNow = () =>
@@ -485,14 +485,14 @@ try {
     for (const op of OPS) {
       if (op === 'update' && c === HEADLINE) {
         // The headline updates also give the CPU each side spends per update.
-        const a = await cpuSplit(`POST /users update, cold set, c=${c}, warm-up included`, () => cpuPerOp(api.process.pid!, () => apiLoad(op, c)), (r: { rounds: RoundStats[] }) => lastWarmupRequests + r.rounds.reduce((a, x) => a + x.requests, 0));
+        const a = await cpuSplit(`POST /users update, cold set, c=${c}, warm-up included`, () => cpuPerOp(api.process.pid!, () => apiLoad(op, c)), (r) => r.ops);
         api_[`${op}@${c}`] = add('api', `POST /users ${op} (cold set)`, c, a.rounds);
-        const d = await cpuSplit(`driver conditional updateOne, c=${c}, warm-up included`, () => cpuPerOp(children.driver.process.pid!, () => driverLoad(op, c)), (r: { rounds: RoundStats[] }) => lastWarmupRequests + r.rounds.reduce((a, x) => a + x.requests, 0));
+        const d = await cpuSplit(`driver conditional updateOne, c=${c}, warm-up included`, () => cpuPerOp(children.driver.process.pid!, () => driverLoad(op, c)), (r) => r.ops);
         drv[`${op}@${c}`] = add('driver', DRIVER_OP[op], c, d.rounds);
         cpu.api = a.ms;
         cpu.driver = d.ms;
         // For information: the read and the write an update of a user the API does not cache costs it.
-        const rw = await cpuSplit(`driver findOne + updateOne, c=${c}, warm-up included`, () => cpuPerOp(children.driver.process.pid!, () => driverLoad('read-update', c, timing(INFO))), (r: { rounds: RoundStats[] }) => lastWarmupRequests + r.rounds.reduce((a, x) => a + x.requests, 0));
+        const rw = await cpuSplit(`driver findOne + updateOne, c=${c}, warm-up included`, () => cpuPerOp(children.driver.process.pid!, () => driverLoad('read-update', c, timing(INFO))), (r) => r.ops);
         readUpdate = add('driver', 'findOne then updateOne conditional on the version read (cold set): the database work of an API update', c, rw.rounds);
         cpu.driverReadUpdate = rw.ms;
         log(`CPU per update: API ${a.ms.toFixed(2)} ms, driver ${d.ms.toFixed(2)} ms, driver read + update ${rw.ms.toFixed(2)} ms`);
@@ -582,22 +582,23 @@ try {
   const endToEnd = async (group: string, rates: readonly number[] = plan.e2eRates, timingOf?: Timing) => {
     for (const rate of rates) {
       const t = timingOf ?? (rate === E2E_TARGET_RATE ? TARGET : INFO);
+      const rounds = () =>
+        runEndToEnd(receiver, loadRun, {
+          baseUrl: e2eApi.baseUrl,
+          token: e2eToken,
+          rate,
+          // At least 50 events per round, so a median is over 50 events even at a low rate.
+          durationSec: Math.max(t.roundSec, Math.ceil(50 / rate)),
+          rounds: t.rounds,
+          idPrefix: `e2e${e2eRun++}-${rate}`,
+          drainTimeoutMs: 15_000,
+        });
       const summary = add(
         group,
         `answer → callback received @ ${rate}/s (offered = creates sent/s; req/s = callbacks/s over the delivery window)`,
         `≤ ${inFlightFor(rate)}`,
-        // At least 50 events per round, so a median is over 50 events even at a low rate.
-        await (group === 'end-to-end' && rate === E2E_TARGET_RATE ? (run: () => Promise<RoundStats[]>) => cpuSplit(`end-to-end event @ ${rate}/s (create → callback)`, run, (rs) => rs.reduce((a, r) => a + r.requests, 0)) : (run: () => Promise<RoundStats[]>) => run())(() =>
-          runEndToEnd(receiver, loadRun, {
-            baseUrl: e2eApi.baseUrl,
-            token: e2eToken,
-            rate,
-            durationSec: Math.max(t.roundSec, Math.ceil(50 / rate)),
-            rounds: t.rounds,
-            idPrefix: `e2e${e2eRun++}-${rate}`,
-            drainTimeoutMs: 15_000,
-          }),
-        ),
+        // Where the CPU goes, for the rate with a target, in the first pass.
+        group === 'end-to-end' && rate === E2E_TARGET_RATE ? await cpuSplit(`end-to-end event @ ${rate}/s (create → callback)`, rounds, (rs) => rs.reduce((a, r) => a + r.requests, 0)) : await rounds(),
       );
       // The ratios are those of the first pass, like every other ratio (run 2 is for memory).
       e2eSummaries[rate] ??= summary;

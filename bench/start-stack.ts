@@ -91,7 +91,10 @@ export interface ServiceProcess {
  * (fields 14 and 15, in clock ticks of 10 ms: USER_HZ is 100 on Linux).
  */
 export function cpuMsOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return cpuMsOfStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+}
+
+function cpuMsOfStat(stat: string): number {
   // The command name (field 2) is in parentheses and may hold spaces: count fields after it.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) * 10;
@@ -121,8 +124,7 @@ export function cpuByGroup(pids: Record<string, number | undefined>, commands: R
     }
     const group = byCommand.get(stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')));
     if (!group) continue;
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    out[group]! += (Number(fields[11]) + Number(fields[12])) * 10;
+    out[group]! += cpuMsOfStat(stat);
   }
   // The first line of /proc/stat: user nice system idle iowait irq softirq steal guest (clock ticks);
   // busy = user + nice + system + irq + softirq (guest time is inside user already).

@@ -51,7 +51,7 @@ import type { Queue } from 'bullmq';
 import type { ChainableCommander } from 'ioredis';
 import type { Logger } from 'pino';
 import { GroupCommit } from '../group-commit.ts';
-import { collectionsOf, outboxSlotOf, type DeliveryDoc, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { collectionsOf, outboxSlotOf, type DeliveryDoc, type Models, type ProviderUserDoc, type RelayCursorDoc } from '../models/models.ts';
 import { findByIds } from '../models/find-by-ids.ts';
 import { eventJobOf, type UserEventJob } from './user-event.ts';
 
@@ -131,9 +131,10 @@ export class OutboxRelay {
   async unpublishedCount(limit = 10_000): Promise<{ count: number; capped: boolean }> {
     const { providerUsers, relayCursors } = collectionsOf(this.deps.models);
     const now = this.nowMs();
+    const cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
     let ids: string[];
-    if (await relayCursors.findOne({ _id: SWEEP_CURSOR_ID })) {
-      const { slots } = await this.readSlots(await this.firstUnsweptSlot(now), outboxSlotOf(now), limit);
+    if (cursor) {
+      const { slots } = await this.readSlots(await this.firstUnsweptSlot(cursor, now), outboxSlotOf(now), limit);
       ids = slots.flatMap((s) => s.users.map((u) => u.last_event.id)).slice(0, limit);
     } else {
       // No sweep has passed anything yet (no worker so far): every user is after the cursor.
@@ -150,15 +151,14 @@ export class OutboxRelay {
   }
 
   /**
-   * Where the sweep starts: the slot after the last one it passed. Without a
-   * cursor of its own (a new database, or one from before slots), the slot of
-   * the cursor's user time, else of the oldest user (one sort, on FerretDB a
-   * read of the whole collection, until the first cursor is stored), else the
-   * first slot not yet settled.
+   * Where the sweep starts: the slot after `slot_done`. A cursor from before
+   * slots: the slot of the last user it passed (`updated_at`). No cursor (a new
+   * database): the slot of the oldest user (one sort, on FerretDB a read of the
+   * whole collection, until the first cursor is stored), else the first slot
+   * not yet settled.
    */
-  private async firstUnsweptSlot(now: number): Promise<number> {
-    const { providerUsers, relayCursors } = collectionsOf(this.deps.models);
-    const cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
+  private async firstUnsweptSlot(cursor: RelayCursorDoc | null, now: number): Promise<number> {
+    const { providerUsers } = collectionsOf(this.deps.models);
     if (typeof cursor?.slot_done === 'number') return cursor.slot_done + 1;
     if (cursor?.updated_at) return outboxSlotOf(cursor.updated_at);
     const [oldest] = await providerUsers.find({}, { projection: { updated_at: 1 } }).sort({ updated_at: 1 }).limit(1).toArray();
@@ -228,7 +228,7 @@ export class OutboxRelay {
     const now = this.nowMs();
     // The last slot that ended before the safety lag: only those can be passed for good.
     const settled = outboxSlotOf(now - SAFETY_LAG_MS) - 1;
-    const from = await this.firstUnsweptSlot(now);
+    const from = await this.firstUnsweptSlot(await relayCursors.findOne({ _id: SWEEP_CURSOR_ID }), now);
     const { slots, lastSlot } = await this.readSlots(from, outboxSlotOf(now), batchSize);
     const users = slots.flatMap((s) => s.users);
 
@@ -251,7 +251,7 @@ export class OutboxRelay {
       if ((bySlot.get(slot) ?? []).some((u) => notPublished.has(u.last_event.id))) break;
       done = slot;
     }
-    if (done >= from) await relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: done, updated_at: new Date(now) } }, { upsert: true });
+    if (done >= from) await relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: done } }, { upsert: true });
     const passedAll = done === lastSlot && lastSlot >= from;
     return {
       scanned: users.length,
