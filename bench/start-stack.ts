@@ -21,7 +21,10 @@ export interface Datastores {
    * After a bulk load, before measuring: on the FerretDB started here, a PostgreSQL
    * CHECKPOINT, so the load's dirty pages (hundreds of MB after 190,000 users) are
    * written now rather than by a checkpoint in the middle of the next rounds (one
-   * growth round at 200,000 users ran at a fifth of the others' rate). Nothing on a MONGO_URL.
+   * growth round at 200,000 users ran at a fifth of the others' rate). Then it waits (up
+   * to a minute) for PostgreSQL's autovacuum workers, which a bulk load of 200,000 rows
+   * wakes, to finish: their vacuum and analyze would otherwise share the 2 CPUs with the
+   * next rounds. Nothing on a MONGO_URL.
    */
   settle: () => Promise<void>;
   stop: () => Promise<void>;
@@ -67,12 +70,25 @@ export async function startDatastores(runId: string, options: { privateRedis?: b
     stops.push(redis.stop);
     redisUrl = redis.url;
   }
+  const psql = async (sql: string): Promise<string> => {
+    const pg = LOCAL_POSTGRES;
+    return (await promisify(execFile)('psql', ['-h', pg.host, '-p', String(pg.port), '-U', pg.user, '-d', 'postgres', '-Atqc', sql])).stdout.trim();
+  };
   const settle = async () => {
     if (kind !== 'ferretdb-started') return;
-    const pg = LOCAL_POSTGRES;
-    await promisify(execFile)('psql', ['-h', pg.host, '-p', String(pg.port), '-U', pg.user, '-d', 'postgres', '-qc', 'CHECKPOINT']).catch((err: Error) => {
-      process.stderr.write(`CHECKPOINT failed (measuring anyway): ${err.message}\n`);
-    });
+    try {
+      await psql('CHECKPOINT');
+      const started = Date.now();
+      // Autovacuum starts a little after the load that woke it: look twice, a second apart, before trusting a 0.
+      let idleLooks = 0;
+      while (idleLooks < 2 && Date.now() - started < 60_000) {
+        const busy = Number(await psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"));
+        idleLooks = busy === 0 ? idleLooks + 1 : 0;
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    } catch (err) {
+      process.stderr.write(`settling PostgreSQL failed (measuring anyway): ${(err as Error).message}\n`);
+    }
   };
   return { mongoServerUrl, redisUrl, kind, settle, stop: async () => void (await Promise.all(stops.map((s) => s()))) };
 }
