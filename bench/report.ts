@@ -51,6 +51,11 @@ export interface Memory {
   afterFirstMiB: number;
   afterSecondMiB: number;
   growthPct: number;
+  /** The smallest heap a full GC left in each run (information: the live heap, which a leak grows). */
+  liveHeapFirstMiB?: number;
+  liveHeapSecondMiB?: number;
+  /** Full GCs seen in each run. */
+  fullGcs?: [number, number];
 }
 
 export interface Report {
@@ -89,8 +94,17 @@ function ratiosTable(ratios: Ratio[]): string[] {
 }
 
 function memoryTable(memory: Memory[]): string[] {
-  const out = ['| process | peak RSS in run 1 (MiB) | peak RSS in run 2 (MiB) | growth | target < 10 % |', '|---|---|---|---|---|'];
-  for (const m of memory) out.push(`| ${m.process} | ${n(m.afterFirstMiB)} | ${n(m.afterSecondMiB)} | ${n(m.growthPct)} % | ${m.growthPct < 10 ? 'yes' : '**no**'} |`);
+  const out = [
+    '| process | peak RSS in run 1 (MiB) | peak RSS in run 2 (MiB) | growth | target < 10 % | live heap, run 1 → run 2 (MiB, smallest heap after a full GC; information) |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const m of memory) {
+    const live =
+      m.liveHeapFirstMiB === undefined
+        ? ''
+        : `${n(m.liveHeapFirstMiB)} → ${n(m.liveHeapSecondMiB!)} (${n((m.liveHeapSecondMiB! / m.liveHeapFirstMiB - 1) * 100)} %; ${m.fullGcs![0]} and ${m.fullGcs![1]} full GCs)`;
+    out.push(`| ${m.process} | ${n(m.afterFirstMiB)} | ${n(m.afterSecondMiB)} | ${n(m.growthPct)} % | ${m.growthPct < 10 ? 'yes' : '**no**'} | ${live} |`);
+  }
   return out;
 }
 

@@ -305,7 +305,7 @@ try {
   const startBare = async (): Promise<number> => {
     // Its token route reads clients and writes used assertions in the API's database (same collections, same sizes).
     const bare = spawnTs(`${BENCH_DIR}/bare-fastify.ts`, [], { BENCH_MONGO_URL: apiDb }, [], true);
-    started.push({ name: 'bare-fastify', process: bare, rssMiB: () => NaN, stderr: () => '', stop: async () => void bare.kill('SIGTERM') });
+    started.push({ name: 'bare-fastify', process: bare, rssMiB: () => NaN, fullGcHeapMiB: () => [], stderr: () => '', stop: async () => void bare.kill('SIGTERM') });
     return new Promise<number>((resolve, reject) => {
       let out = '';
       bare.stdout!.on('data', (d) => {
@@ -727,6 +727,7 @@ try {
       peak.api = Math.max(peak.api, api.rssMiB());
       if (worker) peak.worker = Math.max(peak.worker, worker.rssMiB());
     };
+    const gcsBefore = { api: api.fullGcHeapMiB().length, worker: worker?.fullGcHeapMiB().length ?? 0 };
     const sampler = setInterval(sample, 250);
     try {
       for (const op of OPS) add(`api (${run})`, `POST /users ${op}${op === 'create' ? '' : ' (cold set)'}`, HEADLINE, await apiLoad(op, HEADLINE, timing(memoryTiming)));
@@ -735,13 +736,27 @@ try {
       clearInterval(sampler);
     }
     sample();
-    return { api: peak.api, worker: worker ? peak.worker : NaN };
+    // The live heap: the smallest heap a full GC left during the block (NaN: no full GC ran in it).
+    const liveOf = (p: ServiceProcess | undefined, from: number) => {
+      const gcs = p?.fullGcHeapMiB().slice(from) ?? [];
+      return { liveMiB: gcs.length ? Math.min(...gcs) : NaN, fullGcs: gcs.length };
+    };
+    return { api: peak.api, worker: worker ? peak.worker : NaN, apiHeap: liveOf(api, gcsBefore.api), workerHeap: liveOf(worker, gcsBefore.worker) };
   };
   await memoryBlock('memory warm-up, unmeasured');
   const rss1 = await memoryBlock('memory run 1');
   const rss2 = await memoryBlock('memory run 2');
-  const memory: Memory[] = [{ process: 'api', afterFirstMiB: rss1.api, afterSecondMiB: rss2.api, growthPct: (rss2.api / rss1.api - 1) * 100 }];
-  if (worker) memory.push({ process: 'worker', afterFirstMiB: rss1.worker, afterSecondMiB: rss2.worker, growthPct: (rss2.worker / rss1.worker - 1) * 100 });
+  const memoryOf = (process: string, first: number, second: number, heap1: { liveMiB: number; fullGcs: number }, heap2: { liveMiB: number; fullGcs: number }): Memory => ({
+    process,
+    afterFirstMiB: first,
+    afterSecondMiB: second,
+    growthPct: (second / first - 1) * 100,
+    liveHeapFirstMiB: heap1.liveMiB,
+    liveHeapSecondMiB: heap2.liveMiB,
+    fullGcs: [heap1.fullGcs, heap2.fullGcs],
+  });
+  const memory: Memory[] = [memoryOf('api', rss1.api, rss2.api, rss1.apiHeap, rss2.apiHeap)];
+  if (worker) memory.push(memoryOf('worker', rss1.worker, rss2.worker, rss1.workerHeap, rss2.workerHeap));
   section('memory');
 
   if (workerWorks) {
@@ -941,7 +956,7 @@ try {
     `Delivery, bare BullMQ + same database work (bare driver): the same process, worker, concurrency, jobs, warm-up, rounds and retention as bare BullMQ (its own key prefix), each job also doing our delivery processor's database work with the bare mongodb driver in a database of its own on the same server (pool ${MONGO_POOL_SIZE}): findOne of the user by _id and of the SyncState row by _id before the POST; after it an upsert of the Delivery row ($set, $setOnInsert, $inc attempts), an upsert of the SyncState row ($set, $setOnInsert, $max delivered_version) and an insert of a DeliveryAttempt, group-committed (one unordered bulkWrite per collection of the jobs finished meanwhile; ours writes each on its own, so this limit is a strict one). Seeded before the warm-up with what ours finds: the users in the stored shape and their pending Delivery rows (the fan-out's), no SyncState row, the same indexes. Shown for information, no target: on FerretDB (each operation SQL over PostgreSQL) the database work alone may keep any worker far below the bare rate, and this row is that limit (issue 15).`,
     `Resync: ${plan.resync.users} users seeded in the stored shape (version 1, created a day ago, the outbox sweep's cursor already past them) in a database of their own, with a worker of its own (delivery concurrency ${workerConcurrency}) whose one target is new to all of them; \`targets resync\` run as the CLI binary (its process start counted; batches of 500, at most 2,000 resync jobs waiting) while the worker delivers to a receiver of its own; users/s = users over the CLI's start to the last user's callback. One timed run of the whole set (a resync is long), so no spread of its own; the ratio divides by the bare BullMQ deliveries/s of this run (its spread is the bare rounds').`,
     `Import: ${TARGET.rounds} rounds, each a new NDJSON file of new users in a temporary directory (sized to last about ${TARGET.roundSec} s or a little more at the fastest rate seen so far: the create rate just measured for the first round, then the importer's), imported by the importer's binary (apps/importer through @connect/client, its heap caps) at --concurrency ${IMPORT_CONCURRENCY} against the load API with the bench's client; rows/s over the importer's own "seconds" (token request included, process start not); each round comes right after a round of POST /users creates at c=${IMPORT_CONCURRENCY} (autocannon, the same length), and the ratio with a target divides by those; the users section's create row, measured earlier on a smaller database, is shown beside it for information.`,
-    `Memory: after the first pass, one block of load (the users rows at concurrency ${HEADLINE}${workerWorks ? ` and the end-to-end rounds at ${E2E_TARGET_RATE}/s` : ''}, 2 rounds of ${INFO.roundSec} s each) run three times, the first unmeasured (the heap growing to its working size); each process's RSS sampled every 250 ms while the block runs, and its highest value compared between the two measured runs (a single reading at the end depended on how long the process had idled before it); the delivery rounds come after both.`,
+    `Memory: after the first pass, one block of load (the users rows at concurrency ${HEADLINE}${workerWorks ? ` and the end-to-end rounds at ${E2E_TARGET_RATE}/s` : ''}, 2 rounds of ${INFO.roundSec} s each) run three times, the first unmeasured (the heap growing to its working size); each process's RSS sampled every 250 ms while the block runs, and its highest value compared between the two measured runs (a single reading at the end depended on how long the process had idled before it); the delivery rounds come after both. Beside it, for information, the live heap: the API and the worker run with --trace-gc --trace-gc-ignore-scavenger (a stdout line per full GC only), and the figure is the smallest heap a full GC left during the run. A leak grows it; peak RSS also grows when V8 lets the heap grow further between GCs, which is not a leak.`,
     `Metrics scrape: ${plan.scrape.rows.join(' then ')} delivery rows (finished and pending, three targets) bulk-inserted into the load API's database; at each size, GET /metrics one after another for ${TARGET.rounds} rounds of ${TARGET.roundSec} s after ${TARGET.warmupSec} s unmeasured; the figure is the median over rounds of each round's median scrape time.`,
     'CPU per update: the CPU time (/proc/<pid>/stat, user + system) of the API process and of the driver process over their whole headline update run, warm-up included, divided by the updates answered in it; one figure each, no spread.',
     `Growth: a third API process on a database of its own, updates over the same cold set of ${plan.coldSet} users at concurrency ${GROWTH_CONCURRENCY} with about ${plan.growth.join(' then ')} users stored (the issue's 10,000 cannot hold a set ten times the cache beside the driver's); the driver's conditional update on the same collection (a set of ${DRIVER_GROWTH_SET}: it has no cache) beside each.`,

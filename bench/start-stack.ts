@@ -98,6 +98,14 @@ export interface ServiceProcess {
   process: ChildProcess;
   /** Resident set size in MiB, from /proc/<pid>/status VmRSS. */
   rssMiB: () => number;
+  /**
+   * The heap each full GC (V8's Mark-Compact) left behind, in MiB, oldest first: the
+   * process runs with --trace-gc --trace-gc-ignore-scavenger (one stdout line per full GC,
+   * none for the frequent young-generation ones), and this reads the "-> N (M) MB" of
+   * each. The smallest of them over a stretch of load is the live heap: what a leak
+   * would grow, where peak RSS also follows how far V8 let the heap grow between GCs.
+   */
+  fullGcHeapMiB: () => readonly number[];
   stderr: () => string;
   stop: () => Promise<void>;
 }
@@ -163,18 +171,38 @@ function rssOf(pid: number): number {
   return kb / 1024;
 }
 
+/**
+ * The heap a full GC left, from a --trace-gc line (`[pid:isolate]  123 ms: Mark-Compact
+ * 180.1 (211.0) -> 70.2 (150.0) MB, ...`: 70.2); undefined for any other line.
+ */
+export function fullGcHeapOf(line: string): number | undefined {
+  const gc = /Mark-Compact(?: \(reduce\))? [\d.]+ \([\d.]+\) -> ([\d.]+) \(/.exec(line);
+  return gc ? Number(gc[1]) : undefined;
+}
+
 function serviceProcess(name: string, script: string, env: Record<string, string>, cpuProfile: boolean): ServiceProcess {
   // One directory per process: tsx's loader thread writes a profile of its own beside the main thread's.
   const profDir = join(REPO_ROOT, 'bench', 'results', 'profiles', name);
   if (cpuProfile) mkdirSync(profDir, { recursive: true });
-  const child = spawnTs(join(REPO_ROOT, script), [], env, cpuProfile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []);
+  const child = spawnTs(join(REPO_ROOT, script), [], env, ['--trace-gc', '--trace-gc-ignore-scavenger', ...(cpuProfile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])]);
   let err = '';
+  const fullGcs: number[] = [];
+  let partial = '';
   child.stderr!.on('data', (d) => (err = (err + d).slice(-20_000)));
-  child.stdout!.on('data', (d) => (err = (err + d).slice(-20_000)));
+  child.stdout!.on('data', (d) => {
+    const lines = (partial + d).split('\n');
+    partial = lines.pop()!;
+    for (const line of lines) {
+      const heap = fullGcHeapOf(line);
+      if (heap !== undefined) fullGcs.push(heap);
+      else err = (err + line + '\n').slice(-20_000);
+    }
+  });
   return {
     name,
     process: child,
     rssMiB: () => rssOf(child.pid!),
+    fullGcHeapMiB: () => fullGcs,
     stderr: () => err,
     stop: () => stopChild(child, 'SIGTERM', 30_000),
   };

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { inFlightFor, pacedStats, summarise, type RoundStats } from '../../bench/round-stats.ts';
 import { soakOptionsFromArgv, UsageError } from '../../bench/soak.ts';
+import { fullGcHeapOf } from '../../bench/start-stack.ts';
 
 const round = (over: Partial<RoundStats>): RoundStats => ({ rps: 100, p50: 10, p99: 20, p999: 30, requests: 100, errors: 0, non2xx: 0, ...over });
 
@@ -18,6 +19,13 @@ describe('round statistics', () => {
     const stats = pacedStats({ sent: 290, firstStart: 1000, lastEnd: 2500, windowSec: 1 }, new Array<number>(290).fill(5), 0);
     expect(stats.offered).toBe(290);
     expect(stats.rps).toBeCloseTo(290 / 1.5);
+  });
+
+  it('reads the heap a full GC left from a --trace-gc line, and nothing from other lines', () => {
+    expect(fullGcHeapOf('[12795:0x2cb03ed0]      958 ms: Mark-Compact 94.8 (128.5) -> 22.2 (56.2) MB, 2.92 / 0.01 ms  (average mu = 0.994)')).toBe(22.2);
+    expect(fullGcHeapOf('[1:0x1] 60123 ms: Mark-Compact (reduce) 80.0 (120.0) -> 70.5 (90.0) MB, 12.1 / 0.0 ms')).toBe(70.5);
+    expect(fullGcHeapOf('[1:0x1] 12 ms: Scavenge 4.1 (6.0) -> 3.2 (7.0) MB, 0.6 / 0.0 ms')).toBeUndefined();
+    expect(fullGcHeapOf('{"level":40,"msg":"event not published yet"}')).toBeUndefined();
   });
 
   it('lets an offered rate keep half a second of requests in flight, never fewer than 64', () => {
