@@ -78,7 +78,8 @@ const PLANS = {
     target: { rounds: 5, roundSec: 5, warmupSec: 2 } as Timing,
     // Information rows: 3 rounds of 1.5 s after half a second (2 s and 1 s put the full run at 18 min).
     info: { rounds: 3, roundSec: 1.5, warmupSec: 0.5 } as Timing,
-    concurrencies: [8, 32, 128],
+    // 32, the headline, and 128, past saturation (c=8, information only, went to keep the run near 15 minutes).
+    concurrencies: [32, 128],
     token: { warmup: 300, minPerRound: 500, maxPerRound: 20_000 },
     e2eRates: [10, 100, 300],
     coldSet: API_RECENT_USERS * 10,
@@ -671,8 +672,8 @@ try {
     return { deliveries, fanOut };
   };
   /** The bare BullMQ worker; with `databaseUrl`, doing our processor's database work there too (bullmq-baseline.ts). */
-  const bareDeliveries = async (n: number, warmup: number, withDatabase?: { databaseUrl: string }): Promise<RoundStats[]> => {
-    const { rounds } = await children.bullmq.run<{ rounds: BullmqBaselineRound[] }>({
+  const bareDeliveries = async (n: number, warmup: number, withDatabase?: { databaseUrl: string }, rounds = TARGET.rounds): Promise<RoundStats[]> => {
+    const { rounds: done } = await children.bullmq.run<{ rounds: BullmqBaselineRound[] }>({
       redisUrl: stores.redisUrl,
       prefix: withDatabase ? prefixes.bareDb : prefixes.bare,
       receiverUrl: receiver.url,
@@ -680,13 +681,13 @@ try {
       concurrency: workerConcurrency,
       jobs: n,
       warmupJobs: warmup,
-      rounds: TARGET.rounds,
+      rounds,
       idPrefix: withDatabase ? 'baredb' : 'bare',
       timeoutMs: 60_000,
       ...withDatabase,
     } satisfies BullmqBaselineSpec);
     const out: RoundStats[] = [];
-    for (const r of rounds) {
+    for (const r of done) {
       const ids = Array.from({ length: r.jobs }, (_, i) => `${r.idPrefix}-${i}`);
       const { arrived, first, last } = await waitForArrivals(receiver, ids, 5_000);
       out.push({ rps: arrived / ((last - first) / 1000), ...noLatency, requests: arrived, errors: r.jobs - arrived + r.failed });
@@ -777,7 +778,7 @@ try {
     'bare bullmq + same database work (bare driver)',
     `findOne user + findOne SyncState by _id, sign HMAC + POST, then Delivery upsert, SyncState upsert, attempt insert, group-committed (one unordered bulkWrite per collection): ${plan.delivery.jobs} jobs queued → callbacks received (req/s = deliveries/s over first to last callback)`,
     workerConcurrency,
-    await cpuSplit('delivery, bare BullMQ + same database work (warm-up included)', () => bareDeliveries(plan.delivery.jobs, plan.delivery.warmup, { databaseUrl: bareDb }), (rs) => plan.delivery.warmup + rs.reduce((a, x) => a + x.requests, 0)),
+    await cpuSplit('delivery, bare BullMQ + same database work (warm-up included)', () => bareDeliveries(plan.delivery.jobs, plan.delivery.warmup, { databaseUrl: bareDb }, INFO.rounds), (rs) => plan.delivery.warmup + rs.reduce((a, x) => a + x.requests, 0)),
   );
   section('delivery (bare BullMQ + same DB work)');
   await Promise.allSettled([eventsQueue.close(), deliveriesQueue.close()]);
@@ -846,6 +847,27 @@ try {
   );
   section('import');
 
+  // --- The cost of a /metrics scrape of the API with few and with many delivery rows stored (issue 14) ---
+  // Rows bulk-inserted into the load API's own database (no worker runs there); scrapes one at a time.
+  // The small size now; the large one after growth, its rows seeded while growth seeds its users
+  // (two bulk loads, nothing measured, at once: the run stays near 15 minutes).
+  const deliveryRows = mongo.db().collection('deliveries');
+  const scrapes: Summary[] = [];
+  const scrapeRows: number[] = [];
+  const scrapeAt = async (stored: number) => {
+    await stores.settle();
+    scrapeRows.push(stored);
+    scrapes.push(add('metrics', `GET /metrics of the API, ${stored} delivery rows stored (p50 = median over rounds of each round's median scrape, ms)`, 1, await timeScrapes(`${api.origin}/metrics`, TARGET)));
+  };
+  const seedRows = async (wanted: number) => {
+    const t0 = performance.now();
+    const stored = await seedDeliveryRows(deliveryRows, client.organizationId, wanted);
+    log(`delivery rows: ${stored} stored in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    return stored;
+  };
+  await scrapeAt(await seedRows(plan.scrape.rows[0]!));
+  let manyRows: Promise<number> | undefined;
+
   // --- Growth: the third API, on a database of its own, so the other figures keep a small collection ---
   const growthDriver: Summary[] = [];
   const growth: Summary[] = [];
@@ -854,8 +876,9 @@ try {
     let stored = firstGrowthStored;
     if (k > 0) {
       const t0 = performance.now();
-      stored = await seedGrowth(target);
-      log(`seeded to ${stored} users in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      manyRows ??= seedRows(plan.scrape.rows[1]!);
+      [stored] = await Promise.all([seedGrowth(target), manyRows]);
+      log(`seeded to ${stored} users (and the delivery rows) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     }
     // Both sizes measured right after a checkpoint, so neither pays for the other's writes.
     await stores.settle();
@@ -875,19 +898,8 @@ try {
 
   section('growth');
 
-  // --- The cost of a /metrics scrape of the API with few and with many delivery rows stored (issue 14) ---
-  // Rows bulk-inserted into the load API's own database (no worker runs there); one scrape at a time.
-  const deliveryRows = mongo.db().collection('deliveries');
-  const scrapes: Summary[] = [];
-  const scrapeRows: number[] = [];
-  for (const wanted of plan.scrape.rows) {
-    const t0 = performance.now();
-    const stored = await seedDeliveryRows(deliveryRows, client.organizationId, wanted);
-    log(`delivery rows: ${stored} stored in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    await stores.settle();
-    scrapeRows.push(stored);
-    scrapes.push(add('metrics', `GET /metrics of the API, ${stored} delivery rows stored (p50 = median over rounds of each round's median scrape, ms)`, 1, await timeScrapes(`${api.origin}/metrics`, TARGET)));
-  }
+  // The scrape at the large size (its rows went in beside growth's).
+  await scrapeAt(await (manyRows ?? seedRows(plan.scrape.rows[1]!)));
   section('metrics scrape');
 
   // --- Ratios: the ratio of medians, and its spread from the rounds (lowest over highest to highest over lowest) ---
@@ -953,11 +965,11 @@ try {
     `Token rounds run a fixed number of pre-signed assertions (each jti is single use), signed before each round and sized from the fastest rate seen so far to last about ${TARGET.roundSec} s or more.`,
     `Delivery, ours: after an unmeasured warm-up round of ${plan.delivery.warmup}, per round both of the worker's BullMQ queues paused from the bench (Queue.pause); ${plan.delivery.jobs} creates POSTed to the e2e API; the events queue resumed (the "fan-out" row: until all ${plan.delivery.jobs} delivery jobs are queued); then the deliveries queue resumed: the worker's delivery processor (concurrency ${workerConcurrency}: its database reads and writes, signing, POST) — deliveries/s is the count over first to last callback received. API idle meanwhile.`,
     `Delivery, bare BullMQ: its own process and key prefix, the same ${plan.delivery.jobs} jobs per round (a callback body each) added to a paused plain queue, resumed; a plain Worker at concurrency ${workerConcurrency} signs each body (hex HMAC-SHA256 of timestamp + body) and POSTs it with fetch to the same receiver; nothing else. Same count over first to last callback received, after the same warm-up of ${plan.delivery.warmup} jobs.`,
-    `Delivery, bare BullMQ + same database work (bare driver): the same process, worker, concurrency, jobs, warm-up, rounds and retention as bare BullMQ (its own key prefix), each job also doing our delivery processor's database work with the bare mongodb driver in a database of its own on the same server (pool ${MONGO_POOL_SIZE}): findOne of the user by _id and of the SyncState row by _id before the POST; after it an upsert of the Delivery row ($set, $setOnInsert, $inc attempts), an upsert of the SyncState row ($set, $setOnInsert, $max delivered_version) and an insert of a DeliveryAttempt, group-committed (one unordered bulkWrite per collection of the jobs finished meanwhile; ours writes each on its own, so this limit is a strict one). Seeded before the warm-up with what ours finds: the users in the stored shape and their pending Delivery rows (the fan-out's), no SyncState row, the same indexes. Shown for information, no target: on FerretDB (each operation SQL over PostgreSQL) the database work alone may keep any worker far below the bare rate, and this row is that limit (issue 15).`,
+    `Delivery, bare BullMQ + same database work (bare driver): the same process, worker, concurrency, jobs per round, warm-up and retention as bare BullMQ (its own key prefix), ${INFO.rounds} rounds (information), each job also doing our delivery processor's database work with the bare mongodb driver in a database of its own on the same server (pool ${MONGO_POOL_SIZE}): findOne of the user by _id and of the SyncState row by _id before the POST; after it an upsert of the Delivery row ($set, $setOnInsert, $inc attempts), an upsert of the SyncState row ($set, $setOnInsert, $max delivered_version) and an insert of a DeliveryAttempt, group-committed (one unordered bulkWrite per collection of the jobs finished meanwhile; ours writes each on its own, so this limit is a strict one). Seeded before the warm-up with what ours finds: the users in the stored shape and their pending Delivery rows (the fan-out's), no SyncState row, the same indexes. Shown for information, no target: on FerretDB (each operation SQL over PostgreSQL) the database work alone may keep any worker far below the bare rate, and this row is that limit (issue 15).`,
     `Resync: ${plan.resync.users} users seeded in the stored shape (version 1, created a day ago, the outbox sweep's cursor already past them) in a database of their own, with a worker of its own (delivery concurrency ${workerConcurrency}) whose one target is new to all of them; \`targets resync\` run as the CLI binary (its process start counted; batches of 500, at most 2,000 resync jobs waiting) while the worker delivers to a receiver of its own; users/s = users over the CLI's start to the last user's callback. One timed run of the whole set (a resync is long), so no spread of its own; the ratio divides by the bare BullMQ deliveries/s of this run (its spread is the bare rounds').`,
     `Import: ${TARGET.rounds} rounds, each a new NDJSON file of new users in a temporary directory (sized to last about ${TARGET.roundSec} s or a little more at the fastest rate seen so far: the create rate just measured for the first round, then the importer's), imported by the importer's binary (apps/importer through @connect/client, its heap caps) at --concurrency ${IMPORT_CONCURRENCY} against the load API with the bench's client; rows/s over the importer's own "seconds" (token request included, process start not); each round comes right after a round of POST /users creates at c=${IMPORT_CONCURRENCY} (autocannon, the same length), and the ratio with a target divides by those; the users section's create row, measured earlier on a smaller database, is shown beside it for information.`,
     `Memory: after the first pass, one block of load (the users rows at concurrency ${HEADLINE}${workerWorks ? ` and the end-to-end rounds at ${E2E_TARGET_RATE}/s` : ''}, 2 rounds of ${INFO.roundSec} s each) run three times, the first unmeasured (the heap growing to its working size); each process's RSS sampled every 250 ms while the block runs, and its highest value compared between the two measured runs (a single reading at the end depended on how long the process had idled before it); the delivery rounds come after both. Beside it, for information, the live heap: the API and the worker run with --trace-gc --trace-gc-ignore-scavenger (a stdout line per full GC only), and the figure is the smallest heap a full GC left during the run. A leak grows it; peak RSS also grows when V8 lets the heap grow further between GCs, which is not a leak.`,
-    `Metrics scrape: ${plan.scrape.rows.join(' then ')} delivery rows (finished and pending, three targets) bulk-inserted into the load API's database; at each size, GET /metrics one after another for ${TARGET.rounds} rounds of ${TARGET.roundSec} s after ${TARGET.warmupSec} s unmeasured; the figure is the median over rounds of each round's median scrape time.`,
+    `Metrics scrape: ${plan.scrape.rows.join(' then ')} delivery rows (finished and pending, three targets) bulk-inserted into the load API's database, the first size measured before the growth section, the second after it (its rows inserted while growth seeded its users; settled, autovacuum included, before each); at each size, GET /metrics one after another for ${TARGET.rounds} rounds of ${TARGET.roundSec} s after ${TARGET.warmupSec} s unmeasured; the figure is the median over rounds of each round's median scrape time.`,
     'CPU per update: the CPU time (/proc/<pid>/stat, user + system) of the API process and of the driver process over their whole headline update run, warm-up included, divided by the updates answered in it; one figure each, no spread.',
     `Growth: a third API process on a database of its own, updates over the same cold set of ${plan.coldSet} users at concurrency ${GROWTH_CONCURRENCY} with about ${plan.growth.join(' then ')} users stored (the issue's 10,000 cannot hold a set ten times the cache beside the driver's); the driver's conditional update on the same collection (a set of ${DRIVER_GROWTH_SET}: it has no cache) beside each.`,
     'Rate limits stay enabled at 10,000,000 per minute (per client, per token IP): their Redis round trip is counted, their 429s are not.',
