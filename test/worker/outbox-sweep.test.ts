@@ -46,7 +46,7 @@ describe('outbox sweep', () => {
     // A pass it cannot carry to the end must wait for the interval, not run again at once.
     let passes = 0;
     const relay = relayAt(0);
-    const counting = { sweep: (n: number) => (passes++, relay.sweep(n)) } as unknown as OutboxRelay;
+    const counting = { sweep: (n: number) => (passes++, relay.sweep(n)), backfillSlots: (n: number) => relay.backfillSlots(n) } as unknown as OutboxRelay;
     const sweep = startOutboxSweep(counting, silent, 200, 2);
     await sleep(1000);
     await sweep.stop();
@@ -86,7 +86,7 @@ describe('outbox sweep', () => {
 
     let passes = 0;
     const later = relayAt(60_000);
-    const counting = { sweep: (n: number) => (passes++, later.sweep(n)) } as unknown as OutboxRelay;
+    const counting = { sweep: (n: number) => (passes++, later.sweep(n)), backfillSlots: (n: number) => later.backfillSlots(n) } as unknown as OutboxRelay;
     // Batches of one user and a 60 s interval: only passes that run back to back reach the end within the test.
     const sweep = startOutboxSweep(counting, silent, 60_000, 1);
     await eventually(async () => expect((await cursor())?.slot_done).toBe(outboxSlotOf(Date.now() + 60_000 - 30_000) - 1), 20_000);
@@ -96,5 +96,37 @@ describe('outbox sweep', () => {
     expect(passes).toBeGreaterThanOrEqual(2);
     expect(passes).toBeLessThan(20);
     for (const user of [old, recent]) expect((await api.deps.queue.getJob(user.last_event.id))?.data.event.id).toBe(user.last_event.id);
+  });
+
+  it('users written without a slot (by an earlier version): the worker gives each one, and publishes the event that never reached the queue', async () => {
+    const token = await getToken(api, await registerTestClient(api.models));
+    const [lost, safe] = [`legacy-lost-${Date.now()}`, `legacy-safe-${Date.now()}`];
+    for (const id of [lost, safe]) expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    await api.deps.relay.drain();
+    // As an earlier version wrote them: no outbox_slot. One event's job is gone (Redis lost it before
+    // the upgrade); the other's is there. The sweep's cursor is already past both users' write time.
+    await api.models.ProviderUser.collection.updateMany({ external_provider_id: { $in: [lost, safe] } }, { $unset: { outbox_slot: '' } });
+    const [lostUser, safeUser] = await Promise.all([lost, safe].map(async (id) => (await api.models.ProviderUser.findOne({ external_provider_id: id }).lean<ProviderUserDoc>())!));
+    expect(lostUser!.outbox_slot).toBeUndefined();
+    await (await api.deps.queue.getJob(lostUser!.last_event.id))!.remove();
+    const later = relayAt(60_000);
+    await api.models.RelayCursor.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: outboxSlotOf(Date.now() + 60_000 - 30_000) - 1 } }, { upsert: true });
+
+    // The sweep alone never finds them: they are in no slot.
+    expect(await later.sweep(500)).toMatchObject({ failed: false });
+    expect(await api.deps.queue.getJob(lostUser!.last_event.id)).toBeUndefined();
+
+    // The worker's sweep loop gives them a slot on its first pass, then publishes the lost event.
+    const sweep = startOutboxSweep(later, silent, 200, 500);
+    await eventually(async () => expect((await api.deps.queue.getJob(lostUser!.last_event.id))?.data.event.id).toBe(lostUser!.last_event.id), 20_000);
+    await sweep.stop();
+    const [lostAfter, safeAfter] = await Promise.all([lostUser, safeUser].map(async (u) => (await api.models.ProviderUser.findById(u!._id).lean<ProviderUserDoc>())!));
+    // The unpublished one got a slot of "now" (+60 s here), which no pass could have passed before;
+    // the published one its own slot, behind the cursor, so it is not read again.
+    expect(lostAfter!.outbox_slot).toBeGreaterThan(outboxSlotOf(lostUser!.updated_at));
+    expect(safeAfter!.outbox_slot).toBe(outboxSlotOf(safeUser!.updated_at));
+    expect(await api.models.ProviderUser.countDocuments({ outbox_slot: null })).toBe(0);
+    // Nothing else changed in either document.
+    for (const [before, after] of [[lostUser, lostAfter], [safeUser, safeAfter]] as const) expect({ ...after, outbox_slot: undefined }).toEqual({ ...before, outbox_slot: undefined });
   });
 });

@@ -15,13 +15,30 @@ export interface OutboxSweep {
  * end (slots younger than the safety lag, a publish that failed) waits for the
  * interval: running again at once would read the same users again, in a loop,
  * as long as writes keep coming. Passes never overlap.
+ *
+ * The first pass, and one pass every `backfillEveryMs` (an hour), first gives a slot
+ * to users that have none (OutboxRelay.backfillSlots: written by an earlier version,
+ * or by an API of that version during a rolling upgrade), so the sweep sees them.
  */
-export function startOutboxSweep(relay: OutboxRelay, log: Logger, intervalMs: number, batchSize: number): OutboxSweep {
+export function startOutboxSweep(relay: OutboxRelay, log: Logger, intervalMs: number, batchSize: number, backfillEveryMs = 3_600_000): OutboxSweep {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let current: Promise<void> | undefined;
+  let nextBackfill = 0;
+
+  const backfill = async () => {
+    if (Date.now() < nextBackfill) return;
+    try {
+      const r = await relay.backfillSlots(batchSize);
+      nextBackfill = Date.now() + backfillEveryMs;
+      if (r.backfilled > 0) log.info(r, 'outbox sweep gave a slot to users written without one (an earlier version); unpublished ones go out now');
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'outbox slot backfill failed; the next pass retries');
+    }
+  };
 
   const pass = async (): Promise<boolean> => {
+    await backfill();
     try {
       const r = await relay.sweep(batchSize);
       if (r.published > 0) log.info({ published: r.published, scanned: r.scanned }, 'outbox sweep published events');

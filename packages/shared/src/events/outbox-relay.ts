@@ -48,6 +48,7 @@
  *   process (see upsert-provider-user.ts); across processes it needs MongoDB.
  */
 import type { Queue } from 'bullmq';
+import type { Filter } from 'mongodb';
 import type { ChainableCommander } from 'ioredis';
 import type { Logger } from 'pino';
 import { GroupCommit } from '../group-commit.ts';
@@ -56,6 +57,8 @@ import { findByIds } from '../models/find-by-ids.ts';
 import { eventJobOf, type UserEventJob } from './user-event.ts';
 
 export const SWEEP_CURSOR_ID = 'outbox-sweep';
+/** Users with no `outbox_slot` (missing or null): only documents from before it existed (the type says every user has one). */
+const NO_SLOT = { outbox_slot: null } as unknown as Filter<ProviderUserDoc>;
 const SAFETY_LAG_MS = 30_000;
 /** At most an hour of slots per pass; a backlog is worked through in passes back to back. */
 const MAX_SLOTS_PER_PASS = 360;
@@ -215,6 +218,54 @@ export class OutboxRelay {
       })
       .finally(() => this.inFlight.delete(p));
     this.inFlight.add(p);
+  }
+
+  /**
+   * Gives a slot to the users that have none: written before `outbox_slot` existed (a
+   * database from an earlier version), or by an API of that version still running
+   * during a rolling upgrade. The sweep reads slots only, so without this their
+   * unpublished events would never be published. A user whose newest event is
+   * published gets its own slot (nothing left to sweep); one whose event is not gets
+   * the current slot, like a write made now: a slot that has not ended cannot have
+   * been passed by any sweep, so the next passes publish it. Conditional on the slot
+   * still missing, so an API write meanwhile (which sets its own) wins. One read of
+   * the users with no slot (`outbox_slot: null`: on MongoDB an index lookup, on
+   * FerretDB a scan of the collection), in batches.
+   */
+  async backfillSlots(batchSize = 500): Promise<{ backfilled: number; toSweep: number }> {
+    const { providerUsers } = collectionsOf(this.deps.models);
+    const result = { backfilled: 0, toSweep: 0 };
+    type Legacy = Pick<ProviderUserDoc, '_id' | 'updated_at'> & { last_event: { id: string } };
+    const give = async (users: Legacy[]) => {
+      const published = await this.publishedAmong(users.map((u) => u.last_event.id));
+      const nowSlot = outboxSlotOf(this.nowMs());
+      const write = await providerUsers.bulkWrite(
+        users.map((u) => ({
+          updateOne: {
+            filter: { ...NO_SLOT, _id: u._id },
+            update: { $set: { outbox_slot: published.has(u.last_event.id) ? outboxSlotOf(u.updated_at) : nowSlot } },
+          },
+        })),
+        { ordered: false },
+      );
+      result.backfilled += write.modifiedCount;
+      result.toSweep += users.length - published.size;
+    };
+    const cursor = providerUsers.find<Legacy>(NO_SLOT, { projection: { updated_at: 1, 'last_event.id': 1 } }).batchSize(batchSize);
+    try {
+      let batch: Legacy[] = [];
+      for await (const user of cursor) {
+        batch.push(user);
+        if (batch.length === batchSize) {
+          await give(batch);
+          batch = [];
+        }
+      }
+      if (batch.length > 0) await give(batch);
+    } finally {
+      await cursor.close().catch(() => undefined);
+    }
+    return result;
   }
 
   async drain(): Promise<void> {
