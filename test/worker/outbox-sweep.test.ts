@@ -100,33 +100,45 @@ describe('outbox sweep', () => {
 
   it('users written without a slot (by an earlier version): the worker gives each one, and publishes the event that never reached the queue', async () => {
     const token = await getToken(api, await registerTestClient(api.models));
-    const [lost, safe] = [`legacy-lost-${Date.now()}`, `legacy-safe-${Date.now()}`];
-    for (const id of [lost, safe]) expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    const stamp = Date.now();
+    const [lost, safe, old] = [`legacy-lost-${stamp}`, `legacy-safe-${stamp}`, `legacy-old-${stamp}`];
+    for (const id of [lost, safe, old]) expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
     await api.deps.relay.drain();
-    // As an earlier version wrote them: no outbox_slot. One event's job is gone (Redis lost it before
-    // the upgrade); the other's is there. The sweep's cursor is already past both users' write time.
-    await api.models.ProviderUser.collection.updateMany({ external_provider_id: { $in: [lost, safe] } }, { $unset: { outbox_slot: '' } });
-    const [lostUser, safeUser] = await Promise.all([lost, safe].map(async (id) => (await api.models.ProviderUser.findOne({ external_provider_id: id }).lean<ProviderUserDoc>())!));
-    expect(lostUser!.outbox_slot).toBeUndefined();
-    await (await api.deps.queue.getJob(lostUser!.last_event.id))!.remove();
+    // As an earlier version left them: no outbox_slot. "lost": its job is gone (Redis lost it before the
+    // upgrade). "safe": its job is there. "old": written an hour ago, before the earlier version's sweep
+    // cursor (which stored the updated_at of the last user it passed), its job long trimmed.
+    const users = api.models.ProviderUser.collection;
+    await users.updateMany({ external_provider_id: { $in: [lost, safe, old] } }, { $unset: { outbox_slot: '' } });
+    await users.updateOne({ external_provider_id: old }, { $set: { updated_at: new Date(stamp - 3600_000) } });
+    const read = async (id: string) => (await api.models.ProviderUser.findOne({ external_provider_id: id }).lean<ProviderUserDoc>())!;
+    const [lostUser, safeUser, oldUser] = [await read(lost), await read(safe), await read(old)];
+    expect(lostUser.outbox_slot).toBeUndefined();
+    for (const u of [lostUser, oldUser]) await (await api.deps.queue.getJob(u.last_event.id))!.remove();
     const later = relayAt(60_000);
-    await api.models.RelayCursor.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: outboxSlotOf(Date.now() + 60_000 - 30_000) - 1 } }, { upsert: true });
+    await api.models.RelayCursor.collection.updateOne(
+      { _id: SWEEP_CURSOR_ID as never },
+      { $set: { updated_at: new Date(stamp - 1800_000), slot_done: outboxSlotOf(Date.now() + 60_000 - 30_000) - 1 } },
+      { upsert: true },
+    );
 
     // The sweep alone never finds them: they are in no slot.
     expect(await later.sweep(500)).toMatchObject({ failed: false });
-    expect(await api.deps.queue.getJob(lostUser!.last_event.id)).toBeUndefined();
+    expect(await api.deps.queue.getJob(lostUser.last_event.id)).toBeUndefined();
 
     // The worker's sweep loop gives them a slot on its first pass, then publishes the lost event.
     const sweep = startOutboxSweep(later, silent, 200, 500);
-    await eventually(async () => expect((await api.deps.queue.getJob(lostUser!.last_event.id))?.data.event.id).toBe(lostUser!.last_event.id), 20_000);
+    await eventually(async () => expect((await api.deps.queue.getJob(lostUser.last_event.id))?.data.event.id).toBe(lostUser.last_event.id), 20_000);
     await sweep.stop();
-    const [lostAfter, safeAfter] = await Promise.all([lostUser, safeUser].map(async (u) => (await api.models.ProviderUser.findById(u!._id).lean<ProviderUserDoc>())!));
+    const [lostAfter, safeAfter, oldAfter] = [await read(lost), await read(safe), await read(old)];
     // The unpublished one got a slot of "now" (+60 s here), which no pass could have passed before;
-    // the published one its own slot, behind the cursor, so it is not read again.
-    expect(lostAfter!.outbox_slot).toBeGreaterThan(outboxSlotOf(lostUser!.updated_at));
-    expect(safeAfter!.outbox_slot).toBe(outboxSlotOf(safeUser!.updated_at));
+    // the published ones their own slots, behind the cursor, so they are not read again: "old" is
+    // taken as published (the earlier sweep passed it) and not published a second time.
+    expect(lostAfter.outbox_slot).toBeGreaterThan(outboxSlotOf(lostUser.updated_at));
+    expect(safeAfter.outbox_slot).toBe(outboxSlotOf(safeUser.updated_at));
+    expect(oldAfter.outbox_slot).toBe(outboxSlotOf(oldUser.updated_at));
+    expect(await api.deps.queue.getJob(oldUser.last_event.id)).toBeUndefined();
     expect(await api.models.ProviderUser.countDocuments({ outbox_slot: null })).toBe(0);
-    // Nothing else changed in either document.
-    for (const [before, after] of [[lostUser, lostAfter], [safeUser, safeAfter]] as const) expect({ ...after, outbox_slot: undefined }).toEqual({ ...before, outbox_slot: undefined });
+    // Nothing else changed in any of them.
+    for (const [before, after] of [[lostUser, lostAfter], [safeUser, safeAfter], [oldUser, oldAfter]] as const) expect({ ...after, outbox_slot: undefined }).toEqual({ ...before, outbox_slot: undefined });
   });
 });

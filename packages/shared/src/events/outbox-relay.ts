@@ -225,7 +225,11 @@ export class OutboxRelay {
    * database from an earlier version), or by an API of that version still running
    * during a rolling upgrade. The sweep reads slots only, so without this their
    * unpublished events would never be published. A user whose newest event is
-   * published gets its own slot (nothing left to sweep); one whose event is not gets
+   * published gets its own slot (nothing left to sweep): published by the relay's
+   * test (a job, or the fan-out's rows), or written before the position of the sweep's
+   * cursor from that earlier version (`updated_at`: that sweep published everything
+   * before it), which spares a database of years, whose old jobs and Delivery rows
+   * are long trimmed, a re-publication of every user. One whose event is not gets
    * the current slot, like a write made now: a slot that has not ended cannot have
    * been passed by any sweep, so the next passes publish it. Conditional on the slot
    * still missing, so an API write meanwhile (which sets its own) wins. One read of
@@ -233,23 +237,27 @@ export class OutboxRelay {
    * FerretDB a scan of the collection), in batches.
    */
   async backfillSlots(batchSize = 500): Promise<{ backfilled: number; toSweep: number }> {
-    const { providerUsers } = collectionsOf(this.deps.models);
+    const { providerUsers, relayCursors } = collectionsOf(this.deps.models);
     const result = { backfilled: 0, toSweep: 0 };
+    // Strictly before: that sweep walked by (updated_at, _id), and a user of the same instant may be after it.
+    const sweptBefore = (await relayCursors.findOne({ _id: SWEEP_CURSOR_ID }))?.updated_at?.getTime() ?? -Infinity;
     type Legacy = Pick<ProviderUserDoc, '_id' | 'updated_at'> & { last_event: { id: string } };
     const give = async (users: Legacy[]) => {
-      const published = await this.publishedAmong(users.map((u) => u.last_event.id));
+      const unsure = users.filter((u) => u.updated_at.getTime() >= sweptBefore);
+      const published = await this.publishedAmong(unsure.map((u) => u.last_event.id));
+      const isPublished = (u: Legacy) => u.updated_at.getTime() < sweptBefore || published.has(u.last_event.id);
       const nowSlot = outboxSlotOf(this.nowMs());
       const write = await providerUsers.bulkWrite(
         users.map((u) => ({
           updateOne: {
             filter: { ...NO_SLOT, _id: u._id },
-            update: { $set: { outbox_slot: published.has(u.last_event.id) ? outboxSlotOf(u.updated_at) : nowSlot } },
+            update: { $set: { outbox_slot: isPublished(u) ? outboxSlotOf(u.updated_at) : nowSlot } },
           },
         })),
         { ordered: false },
       );
       result.backfilled += write.modifiedCount;
-      result.toSweep += users.length - published.size;
+      result.toSweep += users.filter((u) => !isPublished(u)).length;
     };
     const cursor = providerUsers.find<Legacy>(NO_SLOT, { projection: { updated_at: 1, 'last_event.id': 1 } }).batchSize(batchSize);
     try {
