@@ -98,6 +98,21 @@ describe('outbox sweep', () => {
     for (const user of [old, recent]) expect((await api.deps.queue.getJob(user.last_event.id))?.data.event.id).toBe(user.last_event.id);
   });
 
+  it('runs the slot backfill on its first pass, and again only while the last run found users without a slot', async () => {
+    const calls = { sweep: 0, backfill: 0 };
+    let found = 2;
+    const stub = {
+      sweep: async () => (calls.sweep++, { scanned: 0, published: 0, failed: false, passedAll: false, more: false }),
+      backfillSlots: async () => (calls.backfill++, { backfilled: found > 0 ? found-- : 0, toSweep: 0 }),
+    } as unknown as OutboxRelay;
+    // A backfill interval of 0: every pass would run it, were it not for the stop after an empty run.
+    const sweep = startOutboxSweep(stub, silent, 20, 10, 0);
+    await eventually(async () => expect(calls.sweep).toBeGreaterThanOrEqual(8), 5_000);
+    await sweep.stop();
+    // It found 2, then 1, then none: three runs, and none in the five or more passes after.
+    expect(calls.backfill).toBe(3);
+  });
+
   it('users written without a slot (by an earlier version): the worker gives each one, and publishes the event that never reached the queue', async () => {
     const token = await getToken(api, await registerTestClient(api.models));
     const stamp = Date.now();

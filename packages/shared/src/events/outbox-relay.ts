@@ -42,8 +42,8 @@
  *   lookup: on FerretDB, which pushes down no range and no sort, the earlier walk
  *   by (updated_at, _id) read the whole collection on every pass. Users written
  *   without a slot (by a version from before it) get one from backfillSlots, run
- *   by the worker's sweep loop at start and hourly: the current slot when their
- *   event is unpublished, so an upgrade does not strand it.
+ *   by the worker's sweep loop at start (then hourly while it finds any): the
+ *   current slot when their event is unpublished, so an upgrade does not strand it.
  * - Duplicates are possible (two sweeps at once, a job removed before the cursor
  *   passed its user): they carry the same event id; BullMQ drops a job id it
  *   still holds and the worker drops a version a target already has.
