@@ -99,9 +99,9 @@ export class OutboxRelay {
 
   constructor(private readonly deps: OutboxRelayDeps) {
     this.jobs = new GroupCommit(async (jobs) => {
-      // A batch of one (most of them below saturation) goes by queue.add: addBulk builds an
-      // ioredis pipeline, whose constructor copies every BullMQ script command (a fifth of
-      // the publish's CPU in a profile of the API under updates). Same job, same jobId.
+      // A batch of one (the usual batch below saturation) goes by queue.add: addBulk builds an
+      // ioredis pipeline, whose constructor copies every BullMQ script command (about a fifth
+      // of addBulk's CPU in a profile of the API under updates). Same job, same jobId.
       if (jobs.length === 1) await deps.queue.add(jobs[0]!.event.type, jobs[0]!, { jobId: jobs[0]!.event.id });
       else await deps.queue.addBulk(jobs.map((job) => ({ name: job.event.type, data: job, opts: { jobId: job.event.id } })));
     });
@@ -245,10 +245,10 @@ export class OutboxRelay {
     // Strictly before: that sweep walked by (updated_at, _id), and a user of the same instant may be after it.
     const sweptBefore = (await relayCursors.findOne({ _id: SWEEP_CURSOR_ID }))?.updated_at?.getTime() ?? -Infinity;
     type Legacy = Pick<ProviderUserDoc, '_id' | 'updated_at'> & { last_event: { id: string } };
+    const passedByEarlierSweep = (u: Legacy) => u.updated_at.getTime() < sweptBefore;
     const give = async (users: Legacy[]) => {
-      const unsure = users.filter((u) => u.updated_at.getTime() >= sweptBefore);
-      const published = await this.publishedAmong(unsure.map((u) => u.last_event.id));
-      const isPublished = (u: Legacy) => u.updated_at.getTime() < sweptBefore || published.has(u.last_event.id);
+      const published = await this.publishedAmong(users.filter((u) => !passedByEarlierSweep(u)).map((u) => u.last_event.id));
+      const isPublished = (u: Legacy) => passedByEarlierSweep(u) || published.has(u.last_event.id);
       const nowSlot = outboxSlotOf(this.nowMs());
       const write = await providerUsers.bulkWrite(
         users.map((u) => ({
