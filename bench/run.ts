@@ -88,7 +88,7 @@ const PLANS = {
     driverGrowthSet: 2_000,
     growth: [API_RECENT_USERS * 10 + 2_000, 200_000],
     // About 140-180 deliveries/s here: 1,000 keeps each of our rounds above 5 s (bare BullMQ's, the same
-    // 1,000 by the rule, last under a second at its 1,800/s); 2,500 cost 90 s more per run.
+    // 1,000 by the rule, last under a second at its 1,800/s); 2,500 cost about 75 s more per run.
     delivery: { jobs: 1_000, warmup: 200 },
     // About 90-220 users/s on the 2-CPU machine: 3,000 keeps the section near 20 s (the full run has 15 minutes).
     resync: { users: 3_000 },
