@@ -69,7 +69,9 @@ export async function seedUsers(collection: Collection, organizationId: string, 
       next = Math.min(to, start + batch);
       const docs = [];
       for (let i = start; i < next; i++) docs.push(storedUser(organizationId, prefix, i, at));
-      inserted += (await collection.insertMany(docs as never[], { ordered: false })).insertedCount;
+      // Not `inserted += await ...`: that reads `inserted` before the await, and four lanes would overwrite each other's sums.
+      const { insertedCount } = await collection.insertMany(docs as never[], { ordered: false });
+      inserted += insertedCount;
     }
   };
   await Promise.all(Array.from({ length: 4 }, lane));

@@ -50,7 +50,8 @@ export async function seedDeliveryRows(deliveries: Collection, organizationId: s
           delivered_at: status === 'delivered' ? at : null,
         });
       }
-      inserted += (await deliveries.insertMany(docs as never[], { ordered: false })).insertedCount;
+      const { insertedCount } = await deliveries.insertMany(docs as never[], { ordered: false });
+      inserted += insertedCount; // after the await (see seedUsers)
     }
   };
   await Promise.all(Array.from({ length: 4 }, lane));

@@ -20,7 +20,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MongoClient } from 'mongodb';
+import { MongoClient, type Collection } from 'mongodb';
 import { Redis } from 'ioredis';
 import { Queue } from 'bullmq';
 import { deliveryQueueName, EVENTS_QUEUE } from '@connect/shared';
@@ -238,6 +238,12 @@ let resyncMongo: MongoClient | undefined;
 /** The import section's files (users and the client's key): a temporary directory, never the tree. */
 const importDir = await mkdtemp(join(tmpdir(), 'bench-import-'));
 
+/** The seeders add up what the server acknowledged instead of counting (a count reads every document on FerretDB): the smoke run checks that sum. */
+async function expectStored(what: string, collection: Collection, expected: number): Promise<void> {
+  const stored = await collection.countDocuments({});
+  if (stored !== expected) throw new Error(`${what}: the seeding counted ${expected}, the collection holds ${stored}`);
+}
+
 let cleaning: Promise<void> | undefined;
 /** Once, whoever asks first (a signal, or the end of the run that the signal interrupted). */
 const cleanUp = (): Promise<void> => (cleaning ??= cleanUpOnce());
@@ -374,7 +380,10 @@ try {
       ]);
       growthCount = sets[0] + sets[1];
     }
-    growthCount += await seedUsers(growthUsers, growthClient.organizationId, `fill-${target}`, 0, Math.max(0, target - growthCount));
+    const filled = await seedUsers(growthUsers, growthClient.organizationId, `fill-${target}`, 0, Math.max(0, target - growthCount));
+    growthCount += filled;
+    // The smoke run's sizes are tiny: there a count is cheap, and checks the arithmetic above.
+    if (smoke) await expectStored('growth users', growthUsers, growthCount);
     return growthCount;
   };
   const loadRun = (spec: LoadSpec) => children.load.run<LoadResult>(spec);
@@ -897,6 +906,7 @@ try {
   for (const wanted of plan.scrape.rows) {
     const t0 = performance.now();
     const stored = await cpuSplit(`delivery-row seeding (rows stored)`, () => seedDeliveryRows(deliveryRows, client.organizationId, wanted), (n) => n);
+    if (smoke) await expectStored('delivery rows', deliveryRows, stored);
     log(`delivery rows: ${stored} stored in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     await stores.settle();
     scrapeRows.push(stored);
