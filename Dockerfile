@@ -19,7 +19,9 @@ RUN ./scripts/stage-image.sh /app
 FROM node:20-bookworm-slim AS runtime
 # "built": workspace packages resolve to their dist/ (their exports' "built"
 # condition), not to the TypeScript sources the repository runs with tsx.
-ENV NODE_ENV=production NODE_OPTIONS=--conditions=built
+# --max-old-space-size: a heap cap, so that memory stays flat (docs/operations.md,
+# Memory); the bench runs the API and the worker with these same V8 flags.
+ENV NODE_ENV=production NODE_OPTIONS="--conditions=built --max-old-space-size=1024"
 WORKDIR /app
 # Owned by root, run as `node`: the application cannot rewrite itself.
 COPY --from=build /app /app

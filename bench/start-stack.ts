@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { freePort, LOCAL_POSTGRES, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
+import { freePort, imageNodeOptions, LOCAL_POSTGRES, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
 import { REPO_ROOT, spawnTs } from './bench-child.ts';
 
 export interface Datastores {
@@ -180,11 +180,18 @@ export function fullGcHeapOf(line: string): number | undefined {
   return gc ? Number(gc[1]) : undefined;
 }
 
+/**
+ * The production image's NODE_OPTIONS (Dockerfile) but `--conditions=built`, which the bench
+ * does not need (it runs the TypeScript sources with tsx): the heap cap, so that the memory
+ * figures are those of the processes that ship (docs/operations.md, Memory).
+ */
+export const IMAGE_NODE_FLAGS = imageNodeOptions().filter((flag) => !flag.startsWith('--conditions'));
+
 function serviceProcess(name: string, script: string, env: Record<string, string>, cpuProfile: boolean): ServiceProcess {
   // One directory per process: tsx's loader thread writes a profile of its own beside the main thread's.
   const profDir = join(REPO_ROOT, 'bench', 'results', 'profiles', name);
   if (cpuProfile) mkdirSync(profDir, { recursive: true });
-  const child = spawnTs(join(REPO_ROOT, script), [], env, ['--trace-gc', '--trace-gc-ignore-scavenger', ...(cpuProfile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])]);
+  const child = spawnTs(join(REPO_ROOT, script), [], env, [...IMAGE_NODE_FLAGS, '--trace-gc', '--trace-gc-ignore-scavenger', ...(cpuProfile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])]);
   let err = '';
   const fullGcs: number[] = [];
   let partial = '';

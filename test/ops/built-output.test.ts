@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { waitFor } from '../support/child-process.ts';
 import { databaseUrl, http, rsaKeyPair, signAssertion, uniquePrefix } from '../support/harness.ts';
-import { freePort, REPO_ROOT, stopChild } from '@connect/local-services';
+import { freePort, imageNodeOptions, REPO_ROOT, stopChild } from '@connect/local-services';
 
 const run = promisify(execFile);
 const children: ChildProcess[] = [];
@@ -20,7 +20,7 @@ function startNode(stage: string, file: string, env: Record<string, string>, arg
   const proc = spawn(process.execPath, [file, ...args], {
     cwd: stage,
     // Only what the image sets: no NODE_OPTIONS=--import tsx, no loader from the repository.
-    env: { PATH: process.env.PATH!, NODE_ENV: 'production', NODE_OPTIONS: '--conditions=built', ...env },
+    env: { PATH: process.env.PATH!, NODE_ENV: 'production', NODE_OPTIONS: imageNodeOptions().join(' '), ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let out = '';

@@ -6,7 +6,7 @@ import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '@connect/shared';
 import { workerHealthPort } from '@connect/worker';
-import { REPO_ROOT } from '@connect/local-services';
+import { imageNodeOptions, REPO_ROOT } from '@connect/local-services';
 
 // Docker cannot run on this project's machines; this keeps the compose file and the
 // Dockerfile honest, statically, against the configuration the processes validate at
@@ -124,10 +124,18 @@ describe('Dockerfile', () => {
     expect(runtime).not.toMatch(/^COPY (?!--from=build)/m);
     expect(runtime).toMatch(/^USER node$/m);
     expect(runtime).toMatch(/^HEALTHCHECK /m);
-    expect(runtime).toMatch(/NODE_OPTIONS=--conditions=built/);
+    expect(imageNodeOptions()).toEqual(expect.arrayContaining(['--conditions=built', '--max-old-space-size=1024']));
+    expect(runtime).toMatch(/NODE_OPTIONS="--conditions=built --max-old-space-size=1024"/);
     expect(runtime).toMatch(/^CMD \["node", "apps\/api\/dist\/main\.js"\]$/m);
     expect(runtime).not.toMatch(/tsx|pnpm/);
     // What stage-image.sh installs: production dependencies of the three apps only.
     expect(readFileSync(join(REPO_ROOT, 'scripts', 'stage-image.sh'), 'utf8')).toMatch(/pnpm install --prod --frozen-lockfile/);
+  });
+
+  it('runs the built API and worker with the same NODE_OPTIONS locally (start:*:built) as in the image, heap cap included', () => {
+    const scripts = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+    for (const app of ['api', 'worker']) {
+      expect(scripts[`start:${app}:built`]).toBe(`node ${imageNodeOptions().join(' ')} apps/${app}/dist/main.js`);
+    }
   });
 });

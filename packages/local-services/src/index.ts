@@ -7,12 +7,25 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+/**
+ * The NODE_OPTIONS the production image sets (the Dockerfile's `ENV ... NODE_OPTIONS="..."`),
+ * split into flags: the bench and the staged-output test run the services with them, so what
+ * they measure is what ships (the heap cap of docs/operations.md, Memory, included).
+ */
+export function imageNodeOptions(): string[] {
+  const dockerfile = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8');
+  const value = /^ENV .*\bNODE_OPTIONS=(?:"([^"]*)"|(\S+))/m.exec(dockerfile);
+  if (!value) throw new Error('the Dockerfile sets no NODE_OPTIONS');
+  return (value[1] ?? value[2]!).split(/\s+/).filter(Boolean);
+}
 
 /**
  * A port that was free a moment ago. Racy by nature (another process can take it
