@@ -1,8 +1,8 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { getToken, http, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
+import { http, postUser, type TestApi, type TestClient } from '../support/harness.ts';
 import { eventually, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';
-import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 
 // Real worker, FerretDB and Redis on a shared two-core machine: generous.
 vi.setConfig({ testTimeout: 90_000 });
@@ -16,8 +16,8 @@ vi.setConfig({ testTimeout: 90_000 });
 const NEXT = { 'x-nabla-api-version': 'x-nabla-next' };
 const secret = 'lifecycle-secret-' + randomBytes(8).toString('hex');
 
+let stack: DeliveryStack;
 let api: TestApi;
-let worker: TestWorker;
 let clinic: TestClient;
 let token: string;
 let receiver: Receiver;
@@ -35,16 +35,12 @@ function signatureVerifies(c: ReceivedCallback): boolean {
 
 beforeAll(async () => {
   receiver = await startReceiver();
-  const targets = [{ name: 'dictation', url: receiver.url, secrets: [secret], timeout_ms: 5000 }];
-  api = await startTestApi({ label: 'lifecycle_delivery', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
-  worker = await startTestWorker(api.env);
-  clinic = await registerTestClient(api.models);
-  token = await getToken(api, clinic);
+  stack = await startDeliveryStack({ label: 'lifecycle_delivery', targets: [{ name: 'dictation', url: receiver.url, secrets: [secret], timeout_ms: 5000 }] });
+  ({ api, clinic, token } = stack);
 });
 
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
+  await stack?.close();
   await receiver?.close();
 });
 

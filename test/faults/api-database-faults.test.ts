@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, it, vi } from 'vitest';
-import { databaseUrl, getToken, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
+import { databaseUrl } from '../support/harness.ts';
 import { startReceiver, type Receiver } from '../worker/callback-receiver.ts';
-import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 import { apiUnderFault } from './fault-scenario.ts';
 import { startToxiproxy, type FaultName, type Proxy, type Toxiproxy } from './toxiproxy.ts';
 
@@ -17,39 +17,32 @@ vi.setConfig({ testTimeout: 240_000 });
 
 let toxiproxy: Toxiproxy;
 let link: Proxy;
-let api: TestApi;
-let worker: TestWorker;
-let clinic: TestClient;
-let token: string;
+let stack: DeliveryStack;
 let a: Receiver;
 let b: Receiver;
 
 beforeAll(async () => {
   toxiproxy = await startToxiproxy();
-  const direct = new URL(databaseUrl('faults_db'));
-  link = await toxiproxy.proxy('api-database', direct.host);
-  const proxied = new URL(direct);
-  proxied.host = link.listen;
+  const direct = databaseUrl('faults_db');
+  const proxied = await toxiproxy.link('api-database', direct);
+  link = proxied.proxy;
   [a, b] = await Promise.all([startReceiver(), startReceiver()]);
-  const targets = [
-    { name: 'target-a', url: a.url, secrets: ['a-secret'], timeout_ms: 5000 },
-    { name: 'target-b', url: b.url, secrets: ['b-secret'], timeout_ms: 5000 },
-  ];
-  api = await startTestApi({ label: 'faults_db', mongoUrl: proxied.toString(), env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
-  worker = await startTestWorker({ ...api.env, MONGO_URL: direct.toString() });
-  clinic = await registerTestClient(api.models);
-  token = await getToken(api, clinic);
+  stack = await startDeliveryStack({
+    label: 'faults_db',
+    targets: [target('target-a', a.url), target('target-b', b.url)],
+    api: { mongoUrl: proxied.url },
+    workerEnv: { MONGO_URL: direct },
+  });
 });
 
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
+  await stack?.close();
   await Promise.all([a?.close(), b?.close()]);
   await toxiproxy?.stop();
 });
 
 describe('Toxiproxy between the API and the database', () => {
   it.each<FaultName>(['latency2s', 'resetPeer', 'blackHole', 'trickle'])('%s: every request answered (2xx or 503 + Retry-After), nothing accepted lost, order kept, all delivered after', async (fault) => {
-    await apiUnderFault({ api, client: clinic, token, link, fault, receivers: [a, b], label: 'api→database' });
+    await apiUnderFault({ api: stack.api, client: stack.clinic, token: stack.token, link, fault, receivers: [a, b], label: 'api→database' });
   });
 });

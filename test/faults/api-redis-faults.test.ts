@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
-import { getToken, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
+import { getToken, registerTestClient, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
-import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+import type { TestWorker } from '../worker/worker-under-test.ts';
 import { apiUnderFault } from './fault-scenario.ts';
 import { startToxiproxy, type FaultName, type Proxy, type Toxiproxy } from './toxiproxy.ts';
 
@@ -19,6 +20,7 @@ vi.setConfig({ testTimeout: 240_000 });
 
 let toxiproxy: Toxiproxy;
 let link: Proxy;
+let stack: DeliveryStack;
 let api: TestApi;
 let worker: TestWorker;
 let a: Receiver;
@@ -26,23 +28,22 @@ let b: Receiver;
 
 beforeAll(async () => {
   toxiproxy = await startToxiproxy();
-  const direct = new URL(inject('redisUrl'));
-  link = await toxiproxy.proxy('api-redis', direct.host);
-  const proxied = new URL(direct);
-  proxied.host = link.listen;
+  const direct = inject('redisUrl');
+  const proxied = await toxiproxy.link('api-redis', direct);
+  link = proxied.proxy;
   [a, b] = await Promise.all([startReceiver(), startReceiver()]);
-  const targets = [
-    { name: 'target-a', url: a.url, secrets: ['a-secret'], timeout_ms: 5000 },
-    { name: 'target-b', url: b.url, secrets: ['b-secret'], timeout_ms: 5000 },
-  ];
-  // Under 100 a minute the limiter leases one slot at a time: every request asks Redis (each fault uses a client of its own).
-  api = await startTestApi({ label: 'faults_redis', env: { REDIS_URL: proxied.toString(), DOWNSTREAM_TARGETS: JSON.stringify(targets), RATE_LIMIT_PER_CLIENT_PER_MINUTE: '99' } });
-  worker = await startTestWorker({ ...api.env, REDIS_URL: direct.toString() });
+  stack = await startDeliveryStack({
+    label: 'faults_redis',
+    targets: [target('target-a', a.url), target('target-b', b.url)],
+    // Under 100 a minute the limiter leases one slot at a time: every request asks Redis (each fault uses a client of its own).
+    api: { env: { REDIS_URL: proxied.url, RATE_LIMIT_PER_CLIENT_PER_MINUTE: '99' } },
+    workerEnv: { REDIS_URL: direct },
+  });
+  ({ api, worker } = stack);
 });
 
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
+  await stack?.close();
   await Promise.all([a?.close(), b?.close()]);
   await toxiproxy?.stop();
 });

@@ -60,6 +60,8 @@ export interface Toxiproxy {
   apiUrl: string;
   /** A proxy in front of `upstream` (`host:port`). */
   proxy(name: string, upstream: string): Promise<Proxy>;
+  /** A proxy in front of the host of `url` (any scheme: http, mongodb, redis), and `url` with the proxy's host in its place. */
+  link(name: string, url: string): Promise<{ proxy: Proxy; url: string }>;
   stop(): Promise<void>;
 }
 
@@ -98,27 +100,35 @@ export async function startToxiproxy(): Promise<Toxiproxy> {
     await new Promise((r) => setTimeout(r, 100));
   }
 
+  const proxy = async (name: string, upstream: string): Promise<Proxy> => {
+    const created = await call(`${apiUrl}/proxies`, { method: 'POST', body: JSON.stringify({ name, listen: '127.0.0.1:0', upstream, enabled: true }) });
+    const listen = created.listen as string;
+    const base = `${apiUrl}/proxies/${encodeURIComponent(name)}`;
+    const toxics = async () => (await call(`${base}/toxics`)) as { name: string; type: string }[];
+    return {
+      name,
+      listen,
+      port: Number(listen.slice(listen.lastIndexOf(':') + 1)),
+      toxics,
+      inject: async (fault) => {
+        for (const [i, t] of FAULTS[fault].entries()) {
+          await call(`${base}/toxics`, { method: 'POST', body: JSON.stringify({ name: `${fault}-${i}`, toxicity: 1, ...t }) });
+        }
+      },
+      heal: async () => {
+        for (const t of await toxics()) await call(`${base}/toxics/${encodeURIComponent(t.name)}`, { method: 'DELETE' });
+      },
+    };
+  };
+
   return {
     apiUrl,
-    proxy: async (name, upstream) => {
-      const created = await call(`${apiUrl}/proxies`, { method: 'POST', body: JSON.stringify({ name, listen: '127.0.0.1:0', upstream, enabled: true }) });
-      const listen = created.listen as string;
-      const base = `${apiUrl}/proxies/${encodeURIComponent(name)}`;
-      const toxics = async () => (await call(`${base}/toxics`)) as { name: string; type: string }[];
-      return {
-        name,
-        listen,
-        port: Number(listen.slice(listen.lastIndexOf(':') + 1)),
-        toxics,
-        inject: async (fault) => {
-          for (const [i, t] of FAULTS[fault].entries()) {
-            await call(`${base}/toxics`, { method: 'POST', body: JSON.stringify({ name: `${fault}-${i}`, toxicity: 1, ...t }) });
-          }
-        },
-        heal: async () => {
-          for (const t of await toxics()) await call(`${base}/toxics/${encodeURIComponent(t.name)}`, { method: 'DELETE' });
-        },
-      };
+    proxy,
+    link: async (name, url) => {
+      const through = new URL(url);
+      const p = await proxy(name, through.host);
+      through.host = p.listen;
+      return { proxy: p, url: through.toString() };
     },
     stop: () => stopChild(child),
   };

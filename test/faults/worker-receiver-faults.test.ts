@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { getToken, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
 import { eventually, sleep, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
-import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 import { byStatus, createBeforeFault, expectCleanAnswer, expectEverythingDelivered, newUsers, printFigures, resendRefused, sendRound, type Traffic } from './fault-scenario.ts';
 import { startToxiproxy, type FaultName, type Proxy, type Toxiproxy } from './toxiproxy.ts';
 
@@ -21,36 +20,27 @@ const FAULT_HOLD_MS = 8000;
 
 let toxiproxy: Toxiproxy;
 let link: Proxy;
-let api: TestApi;
-let worker: TestWorker;
-let clinic: TestClient;
-let token: string;
+let stack: DeliveryStack;
 let proxied: Receiver;
 let direct: Receiver;
 
 beforeAll(async () => {
   toxiproxy = await startToxiproxy();
   [proxied, direct] = await Promise.all([startReceiver(), startReceiver()]);
-  const receiverUrl = new URL(proxied.url);
-  link = await toxiproxy.proxy('worker-receiver', receiverUrl.host);
-  receiverUrl.host = link.listen;
-  const targets = [
-    // 5 s: well above the 2 s latency fault, so that one slows deliveries without failing them.
-    { name: 'proxied', url: receiverUrl.toString(), secrets: ['p-secret'], timeout_ms: 5000 },
-    { name: 'direct', url: direct.url, secrets: ['d-secret'], timeout_ms: 5000 },
-  ];
-  api = await startTestApi({ label: 'faults_worker', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
+  const through = await toxiproxy.link('worker-receiver', proxied.url);
+  link = through.proxy;
   // The tests' short retry schedule and probe interval (worker-under-test.ts): after a few
   // failures the target is failing and its deliveries are held (probed, not retried one by
   // one), so no fault here uses up a schedule however long it lasts.
-  worker = await startTestWorker(api.env);
-  clinic = await registerTestClient(api.models);
-  token = await getToken(api, clinic);
+  stack = await startDeliveryStack({
+    label: 'faults_worker',
+    // target()'s 5 s timeout: well above the 2 s latency fault, so that one slows deliveries without failing them.
+    targets: [target('proxied', through.url), target('direct', direct.url)],
+  });
 });
 
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
+  await stack?.close();
   await Promise.all([proxied?.close(), direct?.close()]);
   await toxiproxy?.stop();
 });
@@ -62,6 +52,7 @@ describe('Toxiproxy between the worker and a receiver', () => {
     const users = newUsers(`worker-${fault}`, 8);
     const ids = new Set(users.map((u) => u.id));
     // Half the users exist and are delivered before the fault (open keep-alive connections meet it too).
+    const { api, token } = stack;
     await createBeforeFault(api, token, users.slice(0, 4));
     await expectEverythingDelivered(api.models, users.slice(0, 4), [proxied, direct]);
     const reachedBefore = proxied.received.length;

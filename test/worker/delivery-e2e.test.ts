@@ -1,10 +1,11 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
+import { getUser, postUser, type TestApi, type TestClient } from '../support/harness.ts';
 import { startDeadEndpoint } from '@connect/local-services';
 import { eventually, startReceiver, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
-import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+import type { TestWorker } from './worker-under-test.ts';
 
 // Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
 vi.setConfig({ testTimeout: 90_000 });
@@ -17,6 +18,7 @@ vi.setConfig({ testTimeout: 90_000 });
 const ncSecrets = ['nc-old-secret-' + randomBytes(8).toString('hex'), 'nc-new-secret-' + randomBytes(8).toString('hex')];
 const swSecret = `whsec_${randomBytes(24).toString('base64')}`;
 
+let stack: DeliveryStack;
 let api: TestApi;
 let worker: TestWorker;
 let clinic: TestClient;
@@ -47,20 +49,19 @@ beforeAll(async () => {
   // on a port no parallel test's server can take while this file runs.
   down = await startDeadEndpoint();
   downUrl = `http://127.0.0.1:${down.port}/callbacks`;
-  const targets = [
-    { name: 'dictation-nc', url: nc.url, secrets: ncSecrets, timeout_ms: 5000 },
-    { name: 'dictation-sw', url: sw.url, secrets: [swSecret], scheme: 'standard-webhooks', timeout_ms: 5000 },
-    { name: 'dictation-down', url: downUrl, secrets: ['down-secret'], timeout_ms: 1000 },
-  ];
-  api = await startTestApi({ label: 'worker_e2e', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
-  worker = await startTestWorker(api.env);
-  clinic = await registerTestClient(api.models);
-  token = await getToken(api, clinic);
+  stack = await startDeliveryStack({
+    label: 'worker_e2e',
+    targets: [
+      { name: 'dictation-nc', url: nc.url, secrets: ncSecrets, timeout_ms: 5000 },
+      { name: 'dictation-sw', url: sw.url, secrets: [swSecret], scheme: 'standard-webhooks', timeout_ms: 5000 },
+      { name: 'dictation-down', url: downUrl, secrets: ['down-secret'], timeout_ms: 1000 },
+    ],
+  });
+  ({ api, worker, clinic, token } = stack);
 });
 
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
+  await stack?.close();
   await Promise.all([nc?.close(), sw?.close(), down?.close()]);
 });
 

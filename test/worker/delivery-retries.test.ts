@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { listDeliveries, replayAllFailed, replayDelivery } from '@connect/shared';
-import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
+import { getUser, postUser, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, type Answer, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
-import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+import type { TestWorker } from './worker-under-test.ts';
 
 // Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
 vi.setConfig({ testTimeout: 90_000 });
@@ -13,9 +14,9 @@ vi.setConfig({ testTimeout: 90_000 });
  * and are dead-lettered, visible and replayable.
  */
 
+let stack: DeliveryStack;
 let api: TestApi;
 let worker: TestWorker;
-let clinic: TestClient;
 let token: string;
 let receiver: Receiver;
 /** Per external_provider_id: the answers to give, in order; once used up, 200. */
@@ -29,17 +30,17 @@ const replayDeps = () => ({ store: worker.deps.store, queues: worker.deps.delive
 
 beforeAll(async () => {
   receiver = await startReceiver((c) => script.get(userOf(c))?.shift() ?? { status: 200 });
-  const targets = [{ name: 'dictation', url: receiver.url, secrets: ['retry-secret'], timeout_ms: 1000 }];
-  api = await startTestApi({ label: 'worker_retries', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
-  // 4 attempts; the largest step (Retry-After's cap) above the 2 s Retry-After test below.
-  worker = await startTestWorker(api.env, { policy: { retryScheduleMs: [200, 400, 2500] } });
-  clinic = await registerTestClient(api.models);
-  token = await getToken(api, clinic);
+  stack = await startDeliveryStack({
+    label: 'worker_retries',
+    targets: [{ name: 'dictation', url: receiver.url, secrets: ['retry-secret'], timeout_ms: 1000 }],
+    // 4 attempts; the largest step (Retry-After's cap) above the 2 s Retry-After test below.
+    worker: { policy: { retryScheduleMs: [200, 400, 2500] } },
+  });
+  ({ api, worker, token } = stack);
 });
 
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
+  await stack?.close();
   await receiver?.close();
 });
 

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { eventJobOf, type ProviderUserDoc } from '@connect/shared';
-import { getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
+import { postUser, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
-import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+import type { TestWorker } from './worker-under-test.ts';
 
 // Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
 vi.setConfig({ testTimeout: 90_000 });
@@ -13,24 +14,24 @@ vi.setConfig({ testTimeout: 90_000 });
  * so the sweep would not publish it again).
  */
 
+let stack: DeliveryStack;
 let api: TestApi;
 let worker: TestWorker;
-let clinic: TestClient;
 let token: string;
 let receiver: Receiver;
 
 beforeAll(async () => {
   receiver = await startReceiver();
-  const targets = [{ name: 'dictation', url: receiver.url, secrets: ['dup-secret'], timeout_ms: 2000 }];
-  api = await startTestApi({ label: 'worker_duplicates', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
-  worker = await startTestWorker(api.env, { fanOutParkMs: 300 });
-  clinic = await registerTestClient(api.models);
-  token = await getToken(api, clinic);
+  stack = await startDeliveryStack({
+    label: 'worker_duplicates',
+    targets: [target('dictation', receiver.url, { timeout_ms: 2000 })],
+    worker: { fanOutParkMs: 300 },
+  });
+  ({ api, worker, token } = stack);
 });
 
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
+  await stack?.close();
   await receiver?.close();
 });
 

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
+import { postUser, type TestApi } from '../support/harness.ts';
 import { startPrivateRedis, startTcpProxy, type RunningService, type TcpProxy } from '@connect/local-services';
 import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
-import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+import type { TestWorker } from './worker-under-test.ts';
 
 // Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
 vi.setConfig({ testTimeout: 90_000 });
@@ -16,9 +17,9 @@ vi.setConfig({ testTimeout: 90_000 });
 let redis: RunningService;
 /** What the API and the worker reach Redis through: cut for the outage, so Redis itself never restarts on a freed port. */
 let redisLink: TcpProxy;
+let stack: DeliveryStack;
 let api: TestApi;
 let worker: TestWorker;
-let clinic: TestClient;
 let token: string;
 let a: Receiver;
 let b: Receiver;
@@ -27,19 +28,16 @@ beforeAll(async () => {
   redis = await startPrivateRedis();
   redisLink = await startTcpProxy(redis.port);
   [a, b] = await Promise.all([startReceiver(), startReceiver()]);
-  const targets = [
-    { name: 'target-a', url: a.url, secrets: ['a-secret'], timeout_ms: 2000 },
-    { name: 'target-b', url: b.url, secrets: ['b-secret'], timeout_ms: 2000 },
-  ];
-  api = await startTestApi({ label: 'worker_redis_outage', env: { REDIS_URL: `redis://127.0.0.1:${redisLink.port}`, DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
-  worker = await startTestWorker(api.env);
-  clinic = await registerTestClient(api.models);
-  token = await getToken(api, clinic);
+  stack = await startDeliveryStack({
+    label: 'worker_redis_outage',
+    targets: [target('target-a', a.url, { timeout_ms: 2000 }), target('target-b', b.url, { timeout_ms: 2000 })],
+    api: { env: { REDIS_URL: `redis://127.0.0.1:${redisLink.port}` } },
+  });
+  ({ api, worker, token } = stack);
 });
 
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
+  await stack?.close();
   await Promise.all([a?.close(), b?.close(), redisLink?.close(), redis?.stop()]);
 });
 

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { deliveryPolicyFromEnv, listTargets, resumeTarget, showDelivery } from '@connect/shared';
-import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
+import { postUser, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, type Answer, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
-import { spawnWorker, startTestWorker, type TestWorker } from './worker-under-test.ts';
+import { spawnWorker, type TestWorker } from './worker-under-test.ts';
 
 vi.setConfig({ testTimeout: 90_000 });
 
@@ -12,6 +13,7 @@ vi.setConfig({ testTimeout: 90_000 });
  * resumes it (docs/delivery.md). Real FerretDB, Redis and HTTP receivers.
  */
 
+let stack: DeliveryStack;
 let api: TestApi;
 let worker: TestWorker;
 let token: string;
@@ -28,16 +30,18 @@ beforeAll(async () => {
   receivers.throttled = await startReceiver((c) => script.get(`throttled:${userOf(c)}`)?.shift() ?? { status: 200 });
   receivers.steady = await startReceiver(() => ({ status: 200 }));
   receivers.gone = await startReceiver(() => goneAnswers.shift() ?? { status: 200 });
-  const targets = Object.entries(receivers).map(([name, r]) => ({ name, url: r.url, secrets: [`${name}-secret`], timeout_ms: 2000 }));
-  api = await startTestApi({ label: 'worker_schedule', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets), WORKER_RETRY_SCHEDULE: '1s,2s,4s' } });
-  // What WORKER_RETRY_SCHEDULE=1s,2s,4s gives the worker process (read as the process reads it).
-  worker = await startTestWorker(api.env, { policy: deliveryPolicyFromEnv(api.env) });
-  token = await getToken(api, await registerTestClient(api.models));
+  stack = await startDeliveryStack({
+    label: 'worker_schedule',
+    targets: Object.entries(receivers).map(([name, r]) => target(name, r.url, { timeout_ms: 2000 })),
+    api: { env: { WORKER_RETRY_SCHEDULE: '1s,2s,4s' } },
+    // What WORKER_RETRY_SCHEDULE=1s,2s,4s gives the worker process (read as the process reads it).
+    worker: (env) => ({ policy: deliveryPolicyFromEnv(env) }),
+  });
+  ({ api, worker, token } = stack);
 });
 
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
+  await stack?.close();
   for (const r of Object.values(receivers)) await r?.close();
 });
 

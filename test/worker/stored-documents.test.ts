@@ -14,9 +14,9 @@ import {
   syncStateDocSchema,
   usedAssertionDocSchema,
 } from '@connect/shared';
-import { getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
+import { postUser, registerTestClient, type TestApi, type TestClient } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
-import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 
 // Real processes, FerretDB and a delivery: generous on a loaded two-core CI machine.
 vi.setConfig({ testTimeout: 90_000 });
@@ -28,24 +28,23 @@ vi.setConfig({ testTimeout: 90_000 });
  * the data without a failing test.
  */
 
+let stack: DeliveryStack;
 let api: TestApi;
-let worker: TestWorker;
 let receiver: Receiver;
 let token: string;
 let registered: TestClient;
 
 beforeAll(async () => {
   receiver = await startReceiver();
-  const targets = [{ name: 'dictation', url: receiver.url, secrets: ['s-' + randomBytes(8).toString('hex')], timeout_ms: 5000 }];
-  api = await startTestApi({ label: 'stored_docs', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
-  worker = await startTestWorker(api.env);
-  registered = await registerTestClient(api.models);
-  token = await getToken(api, registered);
+  stack = await startDeliveryStack({
+    label: 'stored_docs',
+    targets: [{ name: 'dictation', url: receiver.url, secrets: ['s-' + randomBytes(8).toString('hex')], timeout_ms: 5000 }],
+  });
+  ({ api, clinic: registered, token } = stack);
 });
 
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
+  await stack?.close();
   await receiver?.close();
 });
 

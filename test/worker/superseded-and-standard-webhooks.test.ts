@@ -1,13 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Webhook } from 'standardwebhooks';
-import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
+import { postUser, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, type Answer, type Receiver } from './callback-receiver.ts';
-import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 
 vi.setConfig({ testTimeout: 60_000 });
 
+let stack: DeliveryStack;
 let api: TestApi;
-let worker: TestWorker;
 let token: string;
 let nc: Receiver;
 let sw: Receiver;
@@ -21,17 +21,17 @@ beforeAll(async () => {
     return { status: 200 };
   });
   sw = await startReceiver();
-  const targets = [
-    { name: 'held', url: nc.url, secrets: ['held-secret'], timeout_ms: 20_000 },
-    { name: 'sw-two-secrets', url: sw.url, secrets: swSecrets, scheme: 'standard-webhooks', timeout_ms: 5000 },
-  ];
-  api = await startTestApi({ label: 'worker_superseded', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
-  worker = await startTestWorker(api.env);
-  token = await getToken(api, await registerTestClient(api.models));
+  stack = await startDeliveryStack({
+    label: 'worker_superseded',
+    targets: [
+      { name: 'held', url: nc.url, secrets: ['held-secret'], timeout_ms: 20_000 },
+      { name: 'sw-two-secrets', url: sw.url, secrets: swSecrets, scheme: 'standard-webhooks', timeout_ms: 5000 },
+    ],
+  });
+  ({ api, token } = stack);
 });
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
+  await stack?.close();
   await Promise.all([nc?.close(), sw?.close()]);
 });
 

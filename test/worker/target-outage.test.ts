@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { deliveryPolicyFromEnv } from '@connect/shared';
-import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
+import { postUser, type TestApi } from '../support/harness.ts';
 import { eventually, sleep, startReceiver, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
-import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+import type { TestWorker } from './worker-under-test.ts';
 
 vi.setConfig({ testTimeout: 240_000 });
 
@@ -19,6 +20,7 @@ const OUTAGE_MS = 60_000;
 const USERS = 10;
 const UPDATES_PER_USER = 4; // + 1 creation each: 50 changes
 
+let stack: DeliveryStack;
 let api: TestApi;
 let worker: TestWorker;
 let receiver: Receiver;
@@ -28,20 +30,19 @@ let down = false;
 beforeAll(async () => {
   // Down: 503 without Retry-After (a generic failure; Retry-After has its own test).
   receiver = await startReceiver(() => (down ? { status: 503 } : { status: 200 }));
-  const targets = [{ name: 'dictation', url: receiver.url, secrets: ['outage-secret'], timeout_ms: 2000 }];
-  api = await startTestApi({
+  stack = await startDeliveryStack({
     label: 'worker_target_outage',
-    env: { DOWNSTREAM_TARGETS: JSON.stringify(targets), WORKER_RETRY_SCHEDULE: '1s,1s', TARGET_FAILURE_THRESHOLD: '3', TARGET_PROBE_INTERVAL: '1s', TARGET_PROBE_MAX_INTERVAL: '5s' },
+    targets: [target('dictation', receiver.url, { timeout_ms: 2000 })],
+    api: { env: { WORKER_RETRY_SCHEDULE: '1s,1s', TARGET_FAILURE_THRESHOLD: '3', TARGET_PROBE_INTERVAL: '1s', TARGET_PROBE_MAX_INTERVAL: '5s' } },
+    // The policy exactly as the worker process reads these variables (probe interval shortened
+    // from 30 s / 10 min so the test takes a minute, not an hour).
+    worker: (env) => ({ policy: deliveryPolicyFromEnv(env) }),
   });
-  // The policy exactly as the worker process reads these variables (probe interval shortened
-  // from 30 s / 10 min so the test takes a minute, not an hour).
-  worker = await startTestWorker(api.env, { policy: deliveryPolicyFromEnv(api.env) });
-  token = await getToken(api, await registerTestClient(api.models));
+  ({ api, worker, token } = stack);
 });
 
 afterAll(async () => {
-  await worker?.close();
-  await api?.close();
+  await stack?.close();
   await receiver?.close();
 });
 
