@@ -69,6 +69,25 @@ export function syncStateIdOf(userId: string, target: string): string {
 }
 
 /** Defaults for an upsert's insert, minus the fields the update itself sets (MongoDB refuses both). */
+/** A new Delivery row's fields, but for its id, status and updated_at (which every writer sets itself). */
+function newRowFields(ref: DeliveryRef, now: Date): Omit<DeliveryDoc, '_id' | 'status' | 'updated_at'> {
+  const { event } = ref;
+  return {
+    event_id: event.id,
+    event_type: event.type,
+    organization_id: event.organization_id,
+    user_id: new Types.ObjectId(ref.userId),
+    external_provider_id: event.data.external_provider_id,
+    target: ref.target,
+    version: event.version,
+    attempts: 0,
+    last_status_code: null,
+    last_error: null,
+    created_at: now,
+    delivered_at: null,
+  };
+}
+
 function onInsertOnly(defaults: Record<string, unknown>, updated: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(defaults).filter(([k]) => !(k in updated)));
 }
@@ -108,24 +127,7 @@ export class DeliveryStore {
   /** The row the fan-out writes first. */
   pendingRow(ref: DeliveryRef): DeliveryDoc {
     const now = this.now();
-    const { event } = ref;
-    return {
-      _id: deliveryIdOf(event.id, ref.target),
-      event_id: event.id,
-      event_type: event.type,
-      organization_id: event.organization_id,
-      user_id: new Types.ObjectId(ref.userId),
-      external_provider_id: event.data.external_provider_id,
-      target: ref.target,
-      version: event.version,
-      status: 'pending',
-      attempts: 0,
-      last_status_code: null,
-      last_error: null,
-      created_at: now,
-      updated_at: now,
-      delivered_at: null,
-    };
+    return { _id: deliveryIdOf(ref.event.id, ref.target), ...newRowFields(ref, now), status: 'pending', updated_at: now };
   }
 
   /** Rule 1: insert only; a row already there (any status) is left as it is. */
@@ -305,23 +307,7 @@ export class DeliveryStore {
         { _id: deliveryIdOf(event.id, ref.target) },
         {
           $set: { updated_at: now, ...set },
-          $setOnInsert: onInsertOnly(
-            {
-              event_id: event.id,
-              event_type: event.type,
-              organization_id: event.organization_id,
-              user_id: new Types.ObjectId(ref.userId),
-              external_provider_id: event.data.external_provider_id,
-              target: ref.target,
-              version: event.version,
-              created_at: now,
-              delivered_at: null,
-              last_status_code: null,
-              last_error: null,
-              attempts: 0,
-            },
-            { ...set, ...inc },
-          ),
+          $setOnInsert: onInsertOnly(newRowFields(ref, now), { ...set, ...inc }),
           ...(inc ? { $inc: inc } : {}),
         },
         { upsert: true },
