@@ -29,8 +29,6 @@ export interface DeliverToTargetDeps {
   log: Logger;
   now?: () => Date;
   metrics?: DeliveryMetrics;
-  /** Wakes this process's worker of a target whose hold was lifted (see start-worker.ts). */
-  onReleased?: (target: string) => void;
 }
 
 /** A failure already written to the Delivery and SyncState rows; rethrown for BullMQ to retry or not. */
@@ -161,7 +159,6 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           if (transition.from === 'failing' && transition.to === 'healthy') {
             // The backlog may go now: lift the queue-wide hold for every process.
             await queue.removeRateLimitKey();
-            deps.onReleased?.(targetName);
           }
           deps.metrics?.deliveries.inc({ target: targetName, outcome: 'delivered' });
           deps.metrics?.latency.observe({ target: targetName, type: event.type }, Math.max(0, (now().getTime() - Date.parse(event.occurred_at)) / 1000));

@@ -18,25 +18,6 @@ export interface RunningWorker {
   closeDeliveries(): Promise<void>;
 }
 
-/**
- * A worker that waits out a queue-wide hold (rate limit) sleeps on its own
- * timer. When another process lifts the hold (a probe succeeded, an operator
- * resumed), this wakes it instead of letting it sleep until its timer ends
- * (up to the probe interval). BullMQ keeps that timer private: these two
- * fields are what its own `close()` uses to interrupt the same sleep.
- */
-interface WorkerTimer {
-  limitUntil: number;
-  abortDelayController: AbortController | null;
-}
-function wake(worker: Worker): void {
-  const w = worker as unknown as WorkerTimer;
-  if (w.limitUntil > Date.now()) {
-    w.limitUntil = 0;
-    w.abortDelayController?.abort();
-  }
-}
-
 /** Starts the fan-out, one delivery worker per target, the health watch and the outbox sweep. */
 export function startWorker(deps: WorkerDeps): RunningWorker {
   const { config, log, options } = deps;
@@ -62,10 +43,6 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     targets: config.downstreamTargets,
     log,
     metrics: deps.metrics,
-    onReleased: (target) => {
-      const w = deliveries.get(target);
-      if (w) wake(w);
-    },
   });
   for (const target of config.downstreamTargets) {
     const worker = new Worker<DeliveryJob>(deliveryQueueName(target.name), processor, {
@@ -74,6 +51,11 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
       // Needed for BullMQ to honour a queue-wide `rateLimit()` (how a target is held);
       // the numbers themselves never limit anything.
       limiter: { max: 1_000_000, duration: 1000 },
+      // A held worker sleeps on its own timer until the hold's end (BullMQ caps the sleep at
+      // this), then asks Redis again. A hold lifted early (a probe succeeded, `targets resume`,
+      // in any process) deletes the queue's rate-limit key, so every process's workers fetch
+      // again within this long.
+      maximumRateLimitDelay: options.healthPollMs,
       settings: { backoffStrategy: deliveryBackoff(options.policy) },
     });
     worker.on('error', (err) => log.warn({ queue: worker.name, err: err.message }, 'worker error'));
@@ -102,19 +84,6 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     }
   });
 
-  // Another process may lift a hold this one is sleeping out: look every healthPollMs.
-  const healthWatch = setInterval(() => {
-    for (const [name, worker] of deliveries) {
-      if (!((worker as unknown as WorkerTimer).limitUntil > Date.now())) continue;
-      deps.health
-        .get(name)
-        .then((h) => {
-          if (h.state === 'healthy' && !h.hold_until) wake(worker);
-        })
-        .catch(() => undefined);
-    }
-  }, options.healthPollMs);
-  healthWatch.unref();
   watchTargets(deps.metrics, { health: deps.health, queues: deps.deliveries });
 
   const sweep = startOutboxSweep(deps.relay, log, options.sweepIntervalMs, options.sweepBatchSize);
@@ -125,7 +94,6 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
   log.info({ targets: config.downstreamTargets.map((t) => t.name), concurrency_per_target: options.concurrency, retry_schedule_ms: options.policy.retryScheduleMs }, 'worker started');
 
   const closeDeliveries = async () => {
-    clearInterval(healthWatch);
     await Promise.all([...deliveries.values()].map((w) => w.close()));
   };
   return {

@@ -25,7 +25,7 @@ export interface WorkerOptions {
   shutdownGraceMs: number;
   /** How long a fan-out that used up its attempts waits before it tries again (it never gives up). */
   fanOutParkMs: number;
-  /** How often each process looks whether a held target was released by another process. */
+  /** The longest a held target's workers sleep before they ask Redis whether the hold was lifted (BullMQ's maximumRateLimitDelay). */
   healthPollMs: number;
   /** Port of the worker's GET /metrics listener; 0: none. */
   metricsPort: number;
