@@ -43,13 +43,17 @@ export async function pauseTarget(deps: TargetAdminDeps, name: string): Promise<
 /**
  * `targets resume NAME`: from paused, disabled or failing back to healthy, and
  * the queue resumed with its hold (rate limit) lifted, so the backlog drains at
- * once, in per-user order, at the target's concurrency.
+ * once, in per-user order, at the target's concurrency. Deliveries waiting out
+ * a retry delay are part of that backlog: the operator says the target is back,
+ * so they go now too, as a target-wide Retry-After the resume overrides would
+ * otherwise keep the delivery that got it waiting for hours.
  */
 export async function resumeTarget(deps: TargetAdminDeps, name: string): Promise<TargetRow> {
   await describeTarget(deps, name);
   await deps.health.setState(name, 'healthy');
   const q = deps.queues.get(name)!;
   await q.resume();
+  await q.promoteJobs();
   await q.removeRateLimitKey();
   return describeTarget(deps, name);
 }
