@@ -3,7 +3,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { REPO_ROOT } from '@connect/local-services';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
-import { eventually, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';
+import { eventually, startReceiver, userOf, type Receiver } from '../worker/callback-receiver.ts';
 import { spawnWorker, type WorkerChild } from '../worker/worker-under-test.ts';
 
 // Each CLI call is a new tsx process (seconds on a loaded two-core machine); the first test makes about 20.
@@ -40,7 +40,6 @@ const row = async (name: string) => {
   expect(list.code, JSON.stringify(list.json)).toBe(0);
   return list.json.targets.find((t: { name: string }) => t.name === name);
 };
-const userOf = (c: ReceivedCallback): string => c.body?.data?.user?.external_provider_id;
 const got = (r: Receiver, ids: string[]) => ids.every((id) => r.accepted().some((c) => userOf(c) === id));
 let seq = 0;
 async function createUsers(label: string, n: number): Promise<string[]> {

@@ -17,6 +17,9 @@ export interface ReceivedCallback {
   answeredAt: number | null;
 }
 
+/** The external_provider_id of the user a callback is about. */
+export const userOf = (c: ReceivedCallback): string => c.body?.data?.user?.external_provider_id;
+
 export interface Answer {
   status: number;
   headers?: Record<string, string>;

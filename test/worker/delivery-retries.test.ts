@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { listDeliveries, replayAllFailed, replayDelivery } from '@connect/shared';
 import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
 import { getUser, postUser, type TestApi } from '../support/harness.ts';
-import { eventually, startReceiver, type Answer, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
+import { eventually, startReceiver, userOf, type Answer, type Receiver } from './callback-receiver.ts';
 import type { TestWorker } from './worker-under-test.ts';
 
 // Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
@@ -22,7 +22,6 @@ let receiver: Receiver;
 /** Per external_provider_id: the answers to give, in order; once used up, 200. */
 const script = new Map<string, Answer[]>();
 
-const userOf = (c: ReceivedCallback): string => c.body?.data?.user?.external_provider_id;
 const callsFor = (id: string) => receiver.received.filter((c) => userOf(c) === id);
 let seq = 0;
 const nextId = (label: string) => `${label}-${++seq}-${Date.now()}`;

@@ -5,7 +5,7 @@ import { deliveryPolicyFromEnv } from '@connect/shared';
 import { REPO_ROOT } from '@connect/local-services';
 import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
 import { postUser } from '../support/harness.ts';
-import { eventually, startReceiver, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
+import { eventually, startReceiver, userOf, type Receiver } from './callback-receiver.ts';
 
 // A CLI call is a new tsx process: seconds on a loaded two-core machine.
 vi.setConfig({ testTimeout: 120_000 });
@@ -39,8 +39,6 @@ afterAll(async () => {
   await stack?.close();
   await receiver?.close();
 });
-
-const userOf = (c: ReceivedCallback): string => c.body?.data?.user?.external_provider_id;
 
 describe('a hold lifted by another process', () => {
   it('Retry-After: 300 holds the target; `pnpm cli targets resume` in its own process → the held backlog, and the retry that got the 503, go out within seconds', async () => {

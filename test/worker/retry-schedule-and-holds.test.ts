@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { deliveryPolicyFromEnv, listTargets, resumeTarget, showDelivery } from '@connect/shared';
 import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
 import { postUser, type TestApi } from '../support/harness.ts';
-import { eventually, startReceiver, type Answer, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
+import { eventually, startReceiver, userOf, type Answer, type Receiver } from './callback-receiver.ts';
 import { spawnWorker, type TestWorker } from './worker-under-test.ts';
 
 vi.setConfig({ testTimeout: 90_000 });
@@ -20,7 +20,6 @@ let token: string;
 const receivers: Record<'flaky' | 'throttled' | 'steady' | 'gone', Receiver> = {} as never;
 /** Per external_provider_id: the answers to give, in order; once used up, 200. */
 const script = new Map<string, Answer[]>();
-const userOf = (c: ReceivedCallback): string => c.body?.data?.user?.external_provider_id;
 let seq = 0;
 const nextId = (label: string) => `${label}-${++seq}-${Date.now()}`;
 let goneAnswers: Answer[] = [];

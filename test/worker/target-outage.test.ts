@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { deliveryPolicyFromEnv } from '@connect/shared';
 import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
 import { postUser, type TestApi } from '../support/harness.ts';
-import { eventually, sleep, startReceiver, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
+import { eventually, sleep, startReceiver, userOf, type Receiver } from './callback-receiver.ts';
 import type { TestWorker } from './worker-under-test.ts';
 
 vi.setConfig({ testTimeout: 240_000 });
@@ -45,8 +45,6 @@ afterAll(async () => {
   await stack?.close();
   await receiver?.close();
 });
-
-const userOf = (c: ReceivedCallback): string => c.body?.data?.user?.external_provider_id;
 
 describe('a receiver down for 60 s', () => {
   it('0 dead letters, every final version delivered after it returns, per-user order kept, only probes during the outage', async () => {
