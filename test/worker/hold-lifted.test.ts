@@ -54,6 +54,8 @@ describe('a hold lifted by another process', () => {
     for (const id of ids.slice(1)) expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
     await eventually(async () => expect(await worker.deps.models.Delivery.countDocuments({ external_provider_id: { $in: ids } })).toBe(3));
     expect(receiver.received).toHaveLength(1);
+    // The first user's job waits out its own retry delay (Retry-After is its floor): in BullMQ's delayed set.
+    await eventually(async () => expect(await worker.deps.deliveries.get('dictation')!.getDelayedCount()).toBe(1));
 
     const { stdout } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', 'targets', 'resume', 'dictation'], { cwd: REPO_ROOT, env: { ...process.env, ...api.env } });
     const resumedAt = Date.now();
