@@ -45,4 +45,28 @@ describe('Logs: pino JSON with a request id; no credentials, emails masked', () 
     expect(text).not.toMatch(/authorization/i);
     expect(text).not.toContain(clinic.client.public_key_pem!.split('\n')[1]!);
   });
+
+  it('a request is one line at info, written when it is answered: method, path, status, time taken, request id and the outcome', async () => {
+    const token = (await requestToken(api, clinic)).body.access_token as string;
+    const id = randomUUID();
+    await postUser(api, token, { provider_email: `one.line.${id.slice(0, 8)}@example.com`, external_provider_id: id }, { 'x-request-id': 'req-one-line' });
+    await postUser(api, token, { provider_email: `one.line.${id.slice(0, 8)}@example.com`, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } }, { 'x-request-id': 'req-one-line-2' });
+
+    const linesOf = (reqId: string) => api.logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.reqId === reqId);
+    const info = (reqId: string) => linesOf(reqId).filter((l) => (l.level as number) >= 30);
+    expect(info('req-one-line')).toEqual([
+      expect.objectContaining({
+        msg: 'request completed',
+        req: expect.objectContaining({ method: 'POST', url: '/v1/connect/server/users' }),
+        res: { statusCode: 201 },
+        responseTime: expect.any(Number),
+        outcome: 'created',
+        version: 1,
+      }),
+    ]);
+    expect(info('req-one-line-2')).toEqual([expect.objectContaining({ msg: 'request completed', res: { statusCode: 200 }, outcome: 'updated', version: 2 })]);
+    // Arrival is still logged, one level down: the line a request that never completes leaves.
+    expect(linesOf('req-one-line').filter((l) => l.level === 20).map((l) => l.msg)).toContain('incoming request');
+  });
 });
+

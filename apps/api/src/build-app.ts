@@ -4,6 +4,7 @@ import formbody from '@fastify/formbody';
 import type { ApiDeps } from './api-deps.ts';
 import { PROBLEM_TYPE_BASE } from '@connect/shared';
 import { DEFAULT_BODY_LIMIT, errorHandler, notFoundHandler, sendProblem } from './error-handler.ts';
+import { decorateRequestLog, requestLogController } from './request-log.ts';
 import { RouteTable } from './route-table.ts';
 import { answerWithinDeadline } from './service-unavailable.ts';
 import { adminQueuesRoutes } from './routes/admin-queues.ts';
@@ -21,6 +22,7 @@ const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.log,
+    logController: requestLogController(),
     // A user upsert is a few hundred bytes; 64 KiB leaves room and bounds abuse (413 beyond).
     bodyLimit: DEFAULT_BODY_LIMIT,
     requestIdHeader: 'x-request-id',
@@ -46,6 +48,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   }) as unknown as FastifyInstance;
+  decorateRequestLog(app);
   app.setValidatorCompiler(zodValidatorCompiler);
   // Responses are built from typed views; the zod response schemas document them
   // (OpenAPI) without being re-validated on every answer.

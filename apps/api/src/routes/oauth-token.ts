@@ -101,7 +101,7 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
       }
       const { client, organization } = verified;
       const accessToken = await deps.tokens.issue({ clientId: client._id, organizationId: organization._id });
-      request.log.info({ client_id: client._id }, 'access token issued');
+      request.logFields = { client_id: client._id };
       reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
       return reply.send({ access_token: accessToken, token_type: 'Bearer', expires_in: deps.tokens.ttlSeconds });
     },

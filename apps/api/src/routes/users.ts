@@ -76,7 +76,7 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
     async (request, reply) => {
       const { organizationId, apiVersion } = request.auth!;
       const result = await upsertProviderUser(writeDeps, { organizationId, body: request.body });
-      request.log.info({ outcome: result.outcome, reactivated: result.reactivated, version: result.user.version }, 'provider user upserted');
+      request.logFields = { outcome: result.outcome, reactivated: result.reactivated, version: result.user.version };
       reply.header(OUTCOME_HEADER, result.outcome);
       const view = viewFor(result.user, apiVersion);
       if (result.outcome === 'created') {
@@ -152,7 +152,7 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
         organizationId: request.auth!.organizationId,
         externalProviderId: request.params.external_provider_id,
       });
-      request.log.info({ outcome: result.outcome, version: result.user.version }, 'provider user deactivation');
+      request.logFields = { outcome: result.outcome, version: result.user.version };
       return toProviderUserNextView(result.user);
     },
   );
