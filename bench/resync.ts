@@ -56,7 +56,7 @@ export async function runResync(spec: ResyncRunSpec): Promise<ResyncRun> {
   const started = performance.timeOrigin + performance.now();
   const child = spawn(process.execPath, [join(REPO_ROOT, 'packages', 'cli', 'bin', 'cli.js'), 'targets', 'resync', spec.target], {
     cwd: REPO_ROOT,
-    env: { ...process.env, ...spec.env, LOG_LEVEL: 'warn' },
+    env: { ...process.env, ...spec.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
