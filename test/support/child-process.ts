@@ -18,12 +18,31 @@ export function startEntryPoint(app: 'api' | 'worker', env: Record<string, strin
   });
   const stdout: string[] = [];
   const stderr: string[] = [];
-  proc.stdout!.on('data', (d: Buffer) => stdout.push(...d.toString().split('\n').filter(Boolean)));
-  proc.stderr!.on('data', (d: Buffer) => stderr.push(...d.toString().split('\n').filter(Boolean)));
+  collectLines(proc.stdout!, stdout);
+  collectLines(proc.stderr!, stderr);
+  // 'close', not 'exit': the process has ended AND its output has been read to the end, so a
+  // test that reads the last log lines after `exited` sees them all.
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    proc.once('exit', (code, signal) => resolve({ code, signal })),
+    proc.once('close', (code, signal) => resolve({ code, signal })),
   );
   return { proc, stdout, stderr, exited };
+}
+
+/**
+ * Whole lines only: a pipe read can end in the middle of a line (a burst larger than
+ * one read), and half a JSON log line would fail the test that parses it.
+ */
+function collectLines(stream: NodeJS.ReadableStream, into: string[]): void {
+  let partial = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    const lines = (partial + chunk).split('\n');
+    partial = lines.pop()!;
+    into.push(...lines.filter(Boolean));
+  });
+  stream.on('end', () => {
+    if (partial) into.push(partial);
+  });
 }
 
 export async function waitFor<T>(probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000, what = 'condition'): Promise<T> {
