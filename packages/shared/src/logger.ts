@@ -92,3 +92,27 @@ export function loggerOptions(level: string, name: string): LoggerOptions {
 export function createLogger(level: string, name: string, destination?: pino.DestinationStream): Logger {
   return destination ? pino(loggerOptions(level, name), destination) : pino(loggerOptions(level, name));
 }
+
+/**
+ * Resolves once everything the logger was given has been written (at most `ms`),
+ * and ends its stream: for a process about to exit. pino writes stdout
+ * asynchronously, and a `process.exit()` with a write still in flight lets
+ * pino's own exit-time flush (synchronous) write the lines queued behind it
+ * first, so a process's last lines could come out of order, or the in-flight
+ * ones not at all. Streams that cannot end (a test's capture) resolve at once.
+ */
+export async function endLogs(log: Logger, ms = 2000): Promise<void> {
+  const stream = (log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as
+    | { end?: () => void; once?: (event: string, cb: () => void) => void; destroyed?: boolean }
+    | undefined;
+  if (!stream || typeof stream.end !== 'function' || typeof stream.once !== 'function' || stream.destroyed) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    stream.once!('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    stream.end!();
+  });
+}
+

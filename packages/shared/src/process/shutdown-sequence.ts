@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { endLogs } from '../logger.ts';
 
 export interface ShutdownStep {
   name: string;
@@ -48,9 +49,11 @@ export function onTerminationSignals(log: Logger, shutdown: () => Promise<boolea
     }
     started = true;
     log.info({ signal }, 'shutting down');
+    // The log goes out whole and in order before the exit (endLogs says why it has to be waited for).
+    const exit = (code: number) => void endLogs(log).then(() => process.exit(code));
     shutdown().then(
-      (clean) => process.exit(clean ? 0 : 1),
-      () => process.exit(1),
+      (clean) => exit(clean ? 0 : 1),
+      () => exit(1),
     );
   };
   process.on('SIGTERM', handler);
