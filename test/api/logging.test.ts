@@ -46,7 +46,7 @@ describe('Logs: pino JSON with a request id; no credentials, emails masked', () 
     expect(text).not.toContain(clinic.client.public_key_pem!.split('\n')[1]!);
   });
 
-  it('a request is one line at info, written when it is answered: method, path, status, time taken, request id and the outcome', async () => {
+  it('a request is one "request completed" line at info: method, path, status, time taken, request id and the outcome', async () => {
     const token = (await requestToken(api, clinic)).body.access_token as string;
     const id = randomUUID();
     await postUser(api, token, { provider_email: `one.line.${id.slice(0, 8)}@example.com`, external_provider_id: id }, { 'x-request-id': 'req-one-line' });

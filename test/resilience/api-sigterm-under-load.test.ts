@@ -97,7 +97,7 @@ describe('SIGTERM under load (docs/delivery.md: stop taking work, finish what is
         body: JSON.stringify({ provider_email: `${id}@example.com`, external_provider_id: id }),
       }),
     );
-    // Fastify logs each request it has accepted; all 20 are in the API before the signal.
+    // The API logs each request it has accepted (at debug); all 20 are in the API before the signal.
     await waitFor(() => api.stdout.filter((l) => l.includes('"incoming request"') && l.includes('"POST"')).length >= 20, 30_000, '20 accepted requests');
     expect(api.stdout.filter((l) => l.includes('"request completed"') && l.includes('/v1/connect/server/users'))).toEqual([]);
     api.proc.kill('SIGTERM');

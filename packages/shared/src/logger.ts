@@ -99,7 +99,7 @@ export function createLogger(level: string, name: string, destination?: pino.Des
  * asynchronously, and a `process.exit()` with a write still in flight lets
  * pino's own exit-time flush (synchronous) write the lines queued behind it
  * first, so a process's last lines could come out of order, or the in-flight
- * ones not at all. Streams that cannot end (a test's capture) resolve at once.
+ * ones not at all. A destination without `end` and `once` (not a stream) resolves at once.
  */
 export async function endLogs(log: Logger, ms = 2000): Promise<void> {
   const stream = (log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as
@@ -115,4 +115,3 @@ export async function endLogs(log: Logger, ms = 2000): Promise<void> {
     stream.end!();
   });
 }
-
