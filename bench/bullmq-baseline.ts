@@ -14,7 +14,10 @@
  * _id, side by side; after it, an upsert of the Delivery row, an upsert of the
  * SyncState row and an insert of a DeliveryAttempt, with the same update shapes,
  * group-committed (GroupCommit: one unordered bulkWrite per collection of the jobs
- * that finished meanwhile; ours writes each on its own, so this limit is a strict one). The database holds what ours holds when its
+ * that finished meanwhile). Ours batches the SyncState and DeliveryAttempt writes the
+ * same way but writes its Delivery row alone, because the fan-out inserts it at the
+ * same time (docs/delivery.md, "Batched writes"); here no fan-out runs, so the row is
+ * batched too, and this limit is a strict one. The database holds what ours holds when its
  * processor runs, seeded before the warm-up: the users in the stored shape and their
  * `pending` Delivery rows (the fan-out's), no SyncState row (the processor is its
  * only writer, so a new user has none), the same indexes. What this rate loses
@@ -174,8 +177,9 @@ async function seedRounds(c: Awaited<ReturnType<typeof deliveryCollections>>, or
 
 /** Our processor's reads and writes of one delivered job (apps/worker/src/deliver-to-target.ts, DeliveryStore). */
 function databaseWork(c: Awaited<ReturnType<typeof deliveryCollections>>) {
-  // Group commit as DeliveryStore's: one unordered bulkWrite (or insertMany) per collection of the
-  // writes queued while the last one ran. Nothing is refused here, so a failed batch fails its jobs.
+  // Group commit as DeliveryStore's for the sync state and the attempt (and, with no fan-out racing
+  // it here, for the row too): one unordered bulkWrite (or insertMany) per collection of the writes
+  // queued while the last one ran. Nothing is refused here, so a failed batch fails its jobs.
   const rowWrites = new GroupCommit<AnyBulkWriteOperation<StringId>>(async (ops) => void (await c.rows.bulkWrite(ops, { ordered: false })));
   const syncWrites = new GroupCommit<AnyBulkWriteOperation<StringId>>(async (ops) => void (await c.syncs.bulkWrite(ops, { ordered: false })));
   const attemptWrites = new GroupCommit<Document>(async (docs) => void (await c.attempts.insertMany(docs, { ordered: false })));

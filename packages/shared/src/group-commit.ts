@@ -2,14 +2,16 @@
  * Coalesces concurrent calls into batches (group commit): while one batch is
  * being written, new items wait; when it ends, all of them go in the next one.
  * No timer: at low load an item is written alone and at once, under load the
- * batches grow with it. Each caller learns its own batch's outcome.
+ * batches grow with it. Each caller learns its own batch's outcome, or its own
+ * item's when `write` returns one per item (an array, in the items' order:
+ * `undefined` for an item written, its error otherwise).
  */
 export class GroupCommit<T> {
   private queued: { item: T; resolve: () => void; reject: (err: unknown) => void }[] = [];
   private running = false;
 
   constructor(
-    private readonly write: (items: T[]) => Promise<void>,
+    private readonly write: (items: T[]) => Promise<void | readonly unknown[]>,
     private readonly maxBatch = 200,
   ) {}
 
@@ -27,8 +29,12 @@ export class GroupCommit<T> {
     while (this.queued.length > 0) {
       const batch = this.queued.splice(0, this.maxBatch);
       try {
-        await this.write(batch.map((b) => b.item));
-        for (const b of batch) b.resolve();
+        const errors = await this.write(batch.map((b) => b.item));
+        batch.forEach((b, i) => {
+          const err = errors?.[i];
+          if (err === undefined) b.resolve();
+          else b.reject(err);
+        });
       } catch (err) {
         for (const b of batch) b.reject(err);
       }

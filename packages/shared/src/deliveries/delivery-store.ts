@@ -1,5 +1,7 @@
 import { Types } from 'mongoose';
-import type { Collection } from 'mongodb';
+import type { AnyBulkWriteOperation, Collection } from 'mongodb';
+import { GroupCommit } from '../group-commit.ts';
+import { bulkWriteEach } from '../models/bulk-write-each.ts';
 import { findByIds } from '../models/find-by-ids.ts';
 import type { UserEvent } from '../events/user-event.ts';
 import { collectionsOf, isDuplicateKeyError, isOnlyDuplicateKeyError, type Collections, type DeliveryAttemptDoc, type DeliveryDoc, type DeliveryStatus, type Models, type SyncStateDoc } from '../models/models.ts';
@@ -93,10 +95,10 @@ function onInsertOnly(defaults: Record<string, unknown>, updated: Record<string,
 }
 
 /**
- * Two upserts of one new row at once (two workers, or a delivery and a replay):
- * one inserts, the other gets a duplicate-key error, on FerretDB always and on
- * MongoDB in some cases. The row exists by then, so the same update applied
- * again takes the update path.
+ * Two upserts of one new row at once (the fan-out's pending insert and the processor's
+ * outcome, or a delivery and a replay): one inserts, the other gets a duplicate-key
+ * error, on FerretDB always and on MongoDB in some cases. The row exists by then, so
+ * the same update applied again takes the update path.
  */
 async function retryOnDuplicateUpsert<T>(write: () => Promise<T>): Promise<T> {
   try {
@@ -113,6 +115,17 @@ export class DeliveryStore {
   private readonly rows: Collection<DeliveryDoc>;
   private readonly syncs: Collection<SyncStateDoc>;
   private readonly attempts: Collection<DeliveryAttemptDoc>;
+  /**
+   * Two of the processor's three writes of an outcome, the sync state and the attempt, are
+   * shared by the deliveries finishing at the same time: one bulkWrite per collection per
+   * batch instead of one command per delivery. Each caller still learns its own write's
+   * outcome (bulkWriteEach). The Delivery row is written alone: the fan-out inserts the same
+   * rows at the same time, and on FerretDB, which applies a bulk in one PostgreSQL
+   * transaction, a bulk of upserts racing those inserts deadlocks (docs/delivery.md,
+   * "Batched writes").
+   */
+  private readonly syncWrites: GroupCommit<AnyBulkWriteOperation<SyncStateDoc>>;
+  private readonly attemptInserts: GroupCommit<AnyBulkWriteOperation<DeliveryAttemptDoc>>;
 
   constructor(
     readonly models: Models,
@@ -122,6 +135,8 @@ export class DeliveryStore {
     this.rows = this.collections.deliveries;
     this.syncs = this.collections.syncStates;
     this.attempts = this.collections.deliveryAttempts;
+    this.syncWrites = new GroupCommit((ops) => bulkWriteEach(this.syncs, ops));
+    this.attemptInserts = new GroupCommit((ops) => bulkWriteEach(this.attempts, ops));
   }
 
   /** The row the fan-out writes first. */
@@ -181,10 +196,10 @@ export class DeliveryStore {
   /** SyncState: only the processor, only while it holds the (user, target) slot. */
   async recordSync(ref: Omit<DeliveryRef, 'event'> & { organizationId: string }, set: Partial<SyncStateDoc>, deliveredVersion?: number): Promise<void> {
     const userId = new Types.ObjectId(ref.userId);
-    await retryOnDuplicateUpsert(() =>
-      this.syncs.updateOne(
-        { _id: syncStateIdOf(ref.userId, ref.target) },
-        {
+    await this.syncWrites.push({
+      updateOne: {
+        filter: { _id: syncStateIdOf(ref.userId, ref.target) },
+        update: {
           $set: { updated_at: this.now(), ...set },
           $setOnInsert: onInsertOnly(
             { organization_id: ref.organizationId, user_id: userId, target: ref.target, delivered_version: 0, attempts: 0, last_attempt_at: null, last_error: null },
@@ -192,24 +207,28 @@ export class DeliveryStore {
           ),
           ...(deliveredVersion === undefined ? {} : { $max: { delivered_version: deliveredVersion } }),
         },
-        { upsert: true },
-      ),
-    );
+        upsert: true,
+      },
+    });
   }
 
   /** Rule 5. */
   async recordAttempt(a: AttemptRecord): Promise<void> {
-    await this.attempts.insertOne({
-      _id: new Types.ObjectId(),
-      delivery_id: a.deliveryId,
-      target: a.target,
-      at: a.at,
-      duration_ms: a.durationMs,
-      status_code: a.statusCode,
-      error_class: a.errorClass,
-      message: a.message,
-      outcome: a.outcome,
-      probe: a.probe,
+    await this.attemptInserts.push({
+      insertOne: {
+        document: {
+          _id: new Types.ObjectId(),
+          delivery_id: a.deliveryId,
+          target: a.target,
+          at: a.at,
+          duration_ms: a.durationMs,
+          status_code: a.statusCode,
+          error_class: a.errorClass,
+          message: a.message,
+          outcome: a.outcome,
+          probe: a.probe,
+        },
+      },
     });
   }
 

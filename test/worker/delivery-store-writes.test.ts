@@ -1,0 +1,129 @@
+/**
+ * Two of the delivery processor's outcome writes (the sync state, the attempt) are shared by
+ * the deliveries that finish at the same time: one bulkWrite per collection per batch. The
+ * Delivery row is written alone, because the fan-out inserts it at the same time
+ * (docs/delivery.md, "Batched writes"). Real FerretDB (or the MONGO_URL given); the commands
+ * are observed with the driver's command monitoring, not mocked.
+ */
+import { randomUUID } from 'node:crypto';
+import mongoose, { Types } from 'mongoose';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { CommandStartedEvent, CommandSucceededEvent } from 'mongodb';
+import { bulkWriteEach, collectionsOf, createModels, DeliveryStore, ensureIndexes, mongoConnectionOptions, syncStateIdOf, type DeliveryRef, type Models } from '@connect/shared';
+import { databaseUrl } from '../support/harness.ts';
+
+let conn: mongoose.Connection;
+let models: Models;
+const started: CommandStartedEvent[] = [];
+const succeeded: CommandSucceededEvent[] = [];
+
+beforeAll(async () => {
+  const url = new URL(databaseUrl('store_writes'));
+  url.searchParams.set('monitorCommands', 'true');
+  // The worker's own pool (20): FerretDB can deadlock with many more writes in flight (models.ts).
+  conn = await mongoose.createConnection(url.toString(), mongoConnectionOptions(url.toString())).asPromise();
+  models = createModels(conn);
+  await ensureIndexes(models);
+  conn.getClient().on('commandStarted', (e) => started.push(e));
+  conn.getClient().on('commandSucceeded', (e) => succeeded.push(e));
+});
+afterAll(async () => {
+  await conn?.close();
+});
+
+function refOf(n: number, version = 1): DeliveryRef {
+  const userId = new Types.ObjectId().toString();
+  const event = {
+    id: randomUUID(),
+    type: 'user.created' as const,
+    occurred_at: new Date().toISOString(),
+    version,
+    organization_id: 'org-store-writes',
+    data: { external_provider_id: `ext-${n}` },
+  } as unknown as DeliveryRef['event'];
+  return { event, target: 'dictation', userId };
+}
+
+/** The commands of one kind ("update", "insert") sent to one collection since `from`. */
+const commandsOn = (name: string, collection: string, from = 0) => started.slice(from).filter((e) => e.commandName === name && e.command[name] === collection);
+
+describe('DeliveryStore: outcome writes of deliveries finishing together', () => {
+  it('twenty outcomes at once are one update of the sync states and one insert of the attempts (and one update per row), and each is stored', async () => {
+    const refs = Array.from({ length: 20 }, (_, i) => refOf(i));
+    const store = new DeliveryStore(models);
+    const from = started.length;
+    await Promise.all(
+      refs.map(async (ref, i) => {
+        await Promise.all([
+          store.delivered(ref, 200, 1),
+          store.recordSync({ userId: ref.userId, target: ref.target, organizationId: ref.event.organization_id }, { status: 'delivered', version: 1, attempts: 1, last_attempt_at: new Date(), last_error: null }, 1),
+          store.recordAttempt({ deliveryId: `${ref.event.id}.dictation`, target: 'dictation', at: new Date(), durationMs: i, statusCode: 200, errorClass: null, message: null, outcome: 'delivered', probe: false }),
+        ]);
+      }),
+    );
+    expect(commandsOn('update', 'deliveries', from)).toHaveLength(20);
+    expect(commandsOn('update', 'sync_states', from)).toHaveLength(1);
+    expect(commandsOn('insert', 'delivery_attempts', from)).toHaveLength(1);
+
+    const { deliveries, syncStates, deliveryAttempts } = collectionsOf(models);
+    for (const ref of refs) {
+      const row = await deliveries.findOne({ _id: `${ref.event.id}.dictation` });
+      expect(row).toMatchObject({ status: 'delivered', attempts: 1, last_status_code: 200, version: 1, external_provider_id: ref.event.data.external_provider_id });
+      expect(await syncStates.findOne({ _id: syncStateIdOf(ref.userId, 'dictation') })).toMatchObject({ status: 'delivered', delivered_version: 1 });
+      expect(await deliveryAttempts.countDocuments({ delivery_id: `${ref.event.id}.dictation` })).toBe(1);
+    }
+  });
+
+  it('an outcome written while the fan-out inserts the same pending row is never lost, never overwritten by pending, and never stalls the database', async () => {
+    const store = new DeliveryStore(models);
+    const refs = Array.from({ length: 200 }, (_, i) => refOf(1000 + i));
+    const from = succeeded.length;
+    await Promise.all(refs.map((ref) => Promise.all([store.insertPending([store.pendingRow(ref)]), store.delivered(ref, 200, 1)])));
+    const rows = await collectionsOf(models)
+      .deliveries.find({ _id: { $in: refs.map((r) => `${r.event.id}.dictation`) } })
+      .toArray();
+    expect(rows).toHaveLength(200);
+    expect(rows.filter((r) => r.status !== 'delivered')).toEqual([]);
+    // How often the upsert lost the race to the insert and was applied again (bulkWriteEach):
+    // the duplicate-key errors in the replies to the row updates. Printed, not asserted: it depends on timing.
+    const lost = succeeded
+      .slice(from)
+      .filter((e) => e.commandName === 'update')
+      .flatMap((e) => (e.reply as { writeErrors?: { code: number }[] }).writeErrors ?? [])
+      .filter((w) => w.code === 11000).length;
+    console.log(`delivery-store-writes: ${lost} of 200 outcome upserts lost the race to the pending insert and were applied again (${inject('mongoKind')})`);
+  });
+});
+
+describe('bulkWriteEach', () => {
+  it("fails only the operation that was refused, with the server's code, and applies the others", async () => {
+    const things = conn.getClient().db().collection<{ _id: string; n: number }>(`things_${randomUUID().slice(0, 8)}`);
+    await things.insertOne({ _id: 'taken', n: 0 });
+    const outcomes = await bulkWriteEach(things, [
+      { insertOne: { document: { _id: 'a', n: 1 } } },
+      { insertOne: { document: { _id: 'taken', n: 2 } } },
+      { updateOne: { filter: { _id: 'b' }, update: { $set: { n: 3 } }, upsert: true } },
+    ]);
+    expect(outcomes[0]).toBeUndefined();
+    expect(outcomes[1]).toMatchObject({ code: 11000 });
+    expect(outcomes[2]).toBeUndefined();
+    expect(await things.find().sort({ _id: 1 }).toArray()).toEqual([
+      { _id: 'a', n: 1 },
+      { _id: 'b', n: 3 },
+      { _id: 'taken', n: 0 },
+    ]);
+  });
+
+  it('applies an upsert that met a duplicate key once more, and reports the error if it meets it again', async () => {
+    const things = conn.getClient().db().collection<{ _id: string; n: number }>(`things_${randomUUID().slice(0, 8)}`);
+    await things.insertOne({ _id: 'x', n: 0 });
+    const from = started.length;
+    // The filter does not match the stored 'x', so the upsert inserts 'x' again: a duplicate key, twice.
+    const outcomes = await bulkWriteEach(things, [{ updateOne: { filter: { _id: 'x', n: 99 }, update: { $set: { n: 1 } }, upsert: true } }, { insertOne: { document: { _id: 'y', n: 2 } } }]);
+    expect(outcomes[0]).toMatchObject({ code: 11000 });
+    expect(outcomes[1]).toBeUndefined();
+    const updates = commandsOn('update', things.collectionName, from);
+    expect(updates).toHaveLength(2);
+    expect(commandsOn('insert', things.collectionName, from)).toHaveLength(1);
+  });
+});
