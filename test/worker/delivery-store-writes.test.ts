@@ -114,6 +114,16 @@ describe('bulkWriteEach', () => {
     ]);
   });
 
+  it("throws an error that is not one operation's write error (here the driver refuses the batch before sending it), so every caller in the batch fails", async () => {
+    const things = conn.getClient().db().collection<{ _id: string; n: number }>(`things_${randomUUID().slice(0, 8)}`);
+    const from = started.length;
+    // An update without operators: the driver refuses the whole bulkWrite, no operation is sent.
+    await expect(
+      bulkWriteEach(things, [{ insertOne: { document: { _id: 'a', n: 1 } } }, { updateOne: { filter: { _id: 'b' }, update: { n: 2 } as never } }]),
+    ).rejects.toThrow(/atomic operators/);
+    expect(commandsOn('insert', things.collectionName, from)).toHaveLength(0);
+  });
+
   it('applies an upsert that met a duplicate key once more, and reports the error if it meets it again', async () => {
     const things = conn.getClient().db().collection<{ _id: string; n: number }>(`things_${randomUUID().slice(0, 8)}`);
     await things.insertOne({ _id: 'x', n: 0 });
