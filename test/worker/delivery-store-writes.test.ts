@@ -124,6 +124,24 @@ describe('bulkWriteEach', () => {
     expect(commandsOn('insert', things.collectionName, from)).toHaveLength(0);
   });
 
+  it('when the second bulkWrite (the upserts applied again) fails as a whole, only those upserts fail: the first bulkWrite stands', async () => {
+    const things = conn.getClient().db().collection<{ _id: string; n: number }>(`things_${randomUUID().slice(0, 8)}`);
+    await things.insertOne({ _id: 'x', n: 0 });
+    // Fault injection on a real collection: its first bulkWrite goes to the server, the second fails as a dropped connection would.
+    let calls = 0;
+    const failingSecond = new Proxy(things, {
+      get(target, prop, receiver) {
+        if (prop !== 'bulkWrite') return Reflect.get(target, prop, receiver) as unknown;
+        return (...args: Parameters<typeof things.bulkWrite>) => (++calls === 1 ? target.bulkWrite(...args) : Promise.reject(new Error('connection closed')));
+      },
+    });
+    const outcomes = await bulkWriteEach(failingSecond, [{ updateOne: { filter: { _id: 'x', n: 99 }, update: { $set: { n: 1 } }, upsert: true } }, { insertOne: { document: { _id: 'y', n: 2 } } }]);
+    expect(calls).toBe(2);
+    expect(outcomes[0]).toMatchObject({ message: 'connection closed' });
+    expect(outcomes[1]).toBeUndefined();
+    expect(await things.findOne({ _id: 'y' })).toEqual({ _id: 'y', n: 2 });
+  });
+
   it('applies an upsert that met a duplicate key once more, and reports the error if it meets it again', async () => {
     const things = conn.getClient().db().collection<{ _id: string; n: number }>(`things_${randomUUID().slice(0, 8)}`);
     await things.insertOne({ _id: 'x', n: 0 });

@@ -9,16 +9,16 @@ import { isDuplicateKeyError } from './models.ts';
  * operation's (the connection dropped, a write concern not met) is thrown: it may have
  * applied any part of the batch, and every caller must treat its write as failed.
  *
- * An upsert that met a duplicate key lost a race to an insert of the same document (the
- * fan-out's pending Delivery row, or a second writer; on FerretDB always, on MongoDB in
- * some cases): the document exists by then, so such upserts are applied once more, in a
- * second bulkWrite, and take the update path.
+ * An upsert that met a duplicate key lost a race to another writer's insert of the same
+ * document (on FerretDB always, on MongoDB in some cases): the document exists by then, so
+ * such upserts are applied once more, in a second bulkWrite, and take the update path.
  */
 export async function bulkWriteEach<D extends Document>(collection: Collection<D>, ops: readonly AnyBulkWriteOperation<D>[]): Promise<(Error | undefined)[]> {
   const outcomes = await bulkWriteOnce(collection, ops);
   const again = ops.flatMap((op, i) => (isUpsert(op) && isDuplicateKeyError(outcomes[i]) ? [i] : []));
   if (again.length > 0) {
-    const retried = await bulkWriteOnce(collection, again.map((i) => ops[i]!));
+    // The first bulkWrite's other operations are applied whatever becomes of these: a failure here is theirs alone.
+    const retried = await bulkWriteOnce(collection, again.map((i) => ops[i]!)).catch((err: Error) => again.map(() => err));
     again.forEach((i, j) => (outcomes[i] = retried[j]));
   }
   return outcomes;
