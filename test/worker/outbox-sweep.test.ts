@@ -64,12 +64,15 @@ describe('outbox sweep', () => {
     await (await api.deps.queue.getJob(victim.last_event.id))!.remove();
     expect(await api.deps.relay.publishedAmong([victim.last_event.id])).toEqual(new Set());
 
-    const later = relayAt(60_000);
+    // A clock stopped a minute ahead: the expected cursor is computed from the same instant the
+    // sweep saw (read apart, a 10 s slot boundary between them made this fail by one slot).
+    const at = Date.now() + 60_000;
+    const later = new OutboxRelay({ models: api.models, queue: api.deps.queue, log: silent, now: () => new Date(at) });
     const pass = await later.sweep(500);
     expect(pass).toMatchObject({ published: 1, failed: false });
     expect(pass.scanned).toBeGreaterThanOrEqual(ids.length);
     // Every slot up to the one that ended before now + 60 s - 30 s is passed, the victim's included.
-    expect((await cursor())?.slot_done).toBe(outboxSlotOf(Date.now() + 60_000 - 30_000) - 1);
+    expect((await cursor())?.slot_done).toBe(outboxSlotOf(at - 30_000) - 1);
     expect((await api.deps.queue.getJob(victim.last_event.id))?.data.event.id).toBe(victim.last_event.id);
     expect(await api.deps.relay.publishedAmong([victim.last_event.id, 'never-published'])).toEqual(new Set([victim.last_event.id]));
   });
