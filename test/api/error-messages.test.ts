@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SPECIALTY_KINDS, SPEECH_LOCALES } from '@connect/shared';
-import { getToken, http, postUser, registerTestClient, requestToken, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { getToken, http, postUser, rawHttp, registerTestClient, requestToken, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 
 /** Error messages a person can act on: each one, word for word. */
 
@@ -67,7 +67,69 @@ describe('validation messages', () => {
   });
 });
 
+describe('members that could reach a prototype, and bounds on path and query', () => {
+  it('a "__proto__" member (or "constructor" holding "prototype"), at any depth, is an unknown member named by its path; nothing is stored', async () => {
+    const before = await api.models.ProviderUser.countDocuments({});
+    const base = valid();
+    const top = await problemFor(`{"provider_email":"${base.provider_email}","external_provider_id":"${base.external_provider_id}","__proto__":{"x":1}}`);
+    expect(top.errors).toEqual([{ path: '__proto__', message: 'unknown member' }]);
+    expect(top.detail).toBe('Invalid request: __proto__: unknown member');
+    const nested = await problemFor(`{"provider_email":"${base.provider_email}","external_provider_id":"${base.external_provider_id}","settings":{"speech_locale":"ENGLISH_US","specialty":{"kind":"UROLOGY","constructor":{"prototype":{"x":1}}}}}`);
+    expect(nested.errors).toEqual([{ path: 'settings.specialty.constructor', message: 'unknown member' }]);
+    expect(await api.models.ProviderUser.countDocuments({})).toBe(before);
+  });
+
+  it('an empty external_provider_id gets one message, not "empty" and "blank" both', async () => {
+    const p = await problemFor({ ...valid(), external_provider_id: '' });
+    expect(p.errors).toEqual([{ path: 'external_provider_id', message: 'must not be empty' }]);
+  });
+
+  it('a path id past 256 characters and an empty list cursor say so in the body\'s words, not the validator\'s', async () => {
+    const long = await http(`${api.baseUrl}/users/${'a'.repeat(257)}`, { headers: { authorization: `Bearer ${token}`, 'x-nabla-api-version': '2026-03-23' } });
+    expect(long.status).toBe(400);
+    expect(long.body.errors).toEqual([{ path: 'params.external_provider_id', message: 'at most 256 characters' }]);
+    const cursor = await http(`${api.baseUrl}/users?cursor=`, { headers: { authorization: `Bearer ${token}`, 'x-nabla-api-version': 'x-nabla-next' } });
+    expect(cursor.status).toBe(400);
+    expect(cursor.body.errors).toEqual([{ path: 'querystring.cursor', message: 'must not be empty' }]);
+  });
+});
+
 describe('HTTP-level refusals', () => {
+  it('requests the HTTP parser refuses (headers over 16 KiB, an unknown method, a broken request line) answer problem+json, echoing nothing', async () => {
+    const port = Number(new URL(api.origin).port);
+    const cases = [
+      { bytes: `GET /v1/connect/server/users/x HTTP/1.1\r\nHost: a\r\nX-Big: ${'q'.repeat(20_000)}\r\n\r\n`, status: 431, type: /\/headers-too-large$/ },
+      { bytes: 'FOO /v1/connect/server/users HTTP/1.1\r\nHost: a\r\n\r\n', status: 400, type: /\/malformed-request$/ },
+      { bytes: 'GET /v1 qq HTTP/9\r\n\r\n', status: 400, type: /\/malformed-request$/ },
+    ];
+    for (const c of cases) {
+      const res = await rawHttp(port, c.bytes);
+      expect(res.status, c.bytes.slice(0, 40)).toBe(c.status);
+      expect(res.headers).toMatch(/\r\ncontent-type: application\/problem\+json\r\n/i);
+      const problem = JSON.parse(res.body);
+      expect(problem).toEqual({ type: expect.stringMatching(c.type), title: expect.any(String), status: c.status, detail: expect.any(String) });
+      expect(res.body).not.toContain('qqq');
+    }
+    // The server goes on answering.
+    expect((await http(`${api.origin}/livez`)).status).toBe(200);
+  });
+
+  it('a compressed body (Content-Encoding: gzip) is refused as 415 naming the encoding, not parsed as text', async () => {
+    const res = await postUser(api, token, valid(), { 'content-encoding': 'gzip' });
+    expect(res.status).toBe(415);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(res.body.detail).toBe('Content-Encoding gzip is not accepted; send the body uncompressed.');
+    expect((await postUser(api, token, valid(), { 'content-encoding': 'identity' })).status).toBe(201);
+  });
+
+  it('problems carry the RFC 9457 members and no internal ones (no "slug")', async () => {
+    for (const raw of ['{"provider_email":', '']) {
+      const res = await postUser(api, token, raw);
+      expect(res.status, raw).toBe(400);
+      expect(Object.keys(res.body).sort(), raw).toEqual(['detail', 'instance', 'status', 'title', 'type']);
+    }
+  });
+
   it('413 names the limit in bytes', async () => {
     const res = await postUser(api, token, { ...valid(), padding: 'x'.repeat(70 * 1024) });
     expect(res.status).toBe(413);

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { API_SHUTDOWN_STEPS, apiShutdownSteps } from '@connect/api';
 import { apiOrigin, startEntryPoint, type Child } from '../support/child-process.ts';
-import { databaseUrl, http, startTestApi, uniquePrefix } from '../support/harness.ts';
+import { databaseUrl, http, rawHttp, startTestApi, uniquePrefix } from '../support/harness.ts';
 
 const children: Child[] = [];
 afterAll(() => {
@@ -49,6 +49,11 @@ describe('The API process: health, then SIGTERM exits 0', () => {
     const ready = await http(`${origin}/readyz`);
     expect(ready.status).toBe(200);
     expect(ready.body).toEqual({ status: 'ok', checks: { mongodb: 'ok', redis: 'ok' } });
+    // The process's own server answers what its HTTP parser refuses in problem+json too (build-app.ts, clientErrorHandler).
+    const overflow = await rawHttp(Number(new URL(origin).port), `GET /livez HTTP/1.1\r\nHost: a\r\nX-Big: ${'q'.repeat(20_000)}\r\n\r\n`);
+    expect(overflow.status).toBe(431);
+    expect(overflow.headers).toMatch(/\r\ncontent-type: application\/problem\+json\r\n/i);
+    expect(JSON.parse(overflow.body)).toMatchObject({ status: 431, type: expect.stringMatching(/\/headers-too-large$/) });
     child.proc.kill('SIGTERM');
     const { code } = await child.exited;
     expect(code).toBe(0);

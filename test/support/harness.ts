@@ -1,10 +1,11 @@
 import { generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { SignJWT } from 'jose';
 import { inject } from 'vitest';
-import { buildApp, createApiDeps, type ApiDeps, type ApiDepsOptions } from '@connect/api';
+import { buildApp, clientErrorHandler, createApiDeps, type ApiDeps, type ApiDepsOptions } from '@connect/api';
 import { createLogger, loadConfig, registerClient, registerOrganization, type Models, type OAuthClientDoc, type OrganizationDoc } from '@connect/shared';
 import { listenOnFreePort } from '@connect/local-services';
 
@@ -92,6 +93,8 @@ export async function startTestApi(options: StartApiOptions = {}): Promise<TestA
     throw err;
   }
   server.on('request', (req, res) => app.routing(req, res));
+  // What Fastify's own server does with its clientErrorHandler option (build-app.ts).
+  server.on('clientError', clientErrorHandler);
   return {
     origin: `http://127.0.0.1:${port}`,
     baseUrl: `http://127.0.0.1:${port}${config.basePath}`,
@@ -175,6 +178,23 @@ export async function http<T = any>(url: string, init: RequestInit = {}): Promis
     /* not JSON */
   }
   return { status: res.status, headers: res.headers, body, text };
+}
+
+/** Sends raw bytes and reads the whole answer: for requests fetch() refuses to send. */
+export function rawHttp(port: number, bytes: string): Promise<{ status: number; headers: string; body: string }> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    let answer = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (answer += chunk));
+    // The server may reset the connection after its answer (it stops reading a refused request): the answer is still read.
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      const [head = '', body = ''] = answer.split('\r\n\r\n');
+      resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]), headers: head, body });
+    });
+    socket.end(bytes);
+  });
 }
 
 export async function requestToken(api: TestApi, c: TestClient, o: AssertionOptions = {}): Promise<HttpAnswer> {

@@ -3,8 +3,10 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import formbody from '@fastify/formbody';
 import type { ApiDeps } from './api-deps.ts';
 import { PROBLEM_TYPE_BASE } from '@connect/shared';
-import { DEFAULT_BODY_LIMIT, errorHandler, notFoundHandler, sendProblem } from './error-handler.ts';
+import { DEFAULT_BODY_LIMIT, clientErrorHandler, errorHandler, notFoundHandler, sendProblem } from './error-handler.ts';
 import { decorateRequestLog, requestLogController } from './request-log.ts';
+import { UnsupportedMediaTypeError } from './http-errors.ts';
+import { registerJsonBodyParser } from './json-body.ts';
 import { RouteTable } from './route-table.ts';
 import { answerWithinDeadline } from './service-unavailable.ts';
 import { adminQueuesRoutes } from './routes/admin-queues.ts';
@@ -45,6 +47,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
         detail: status === 414 ? 'A path segment is longer than this API accepts.' : 'The URL could not be decoded.',
       });
     },
+    clientErrorHandler,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   }) as unknown as FastifyInstance;
@@ -54,6 +57,15 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   // (OpenAPI) without being re-validated on every answer.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   app.setErrorHandler(errorHandler);
+  registerJsonBodyParser(app);
+  // Bodies are read as sent: a compressed one would be parsed as text and called malformed.
+  app.addHook('onRequest', (request, _reply, done) => {
+    const encoding = request.headers['content-encoding']?.trim().toLowerCase();
+    if (encoding && encoding !== 'identity') {
+      return done(new UnsupportedMediaTypeError(`Content-Encoding ${encoding.slice(0, 40)} is not accepted; send the body uncompressed.`));
+    }
+    done();
+  });
   const routes = new RouteTable();
   app.addHook('onRoute', (route) => routes.add(route.method, route.url));
   app.setNotFoundHandler(notFoundHandler(routes));

@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, PROBLEM_TYPE_BASE, maskEmailsIn, type FieldError } from '@connect/shared';
 import { asServiceUnavailable } from './service-unavailable.ts';
@@ -74,7 +76,10 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
     });
   }
   const known = error.code ? FASTIFY_CODES[error.code] : undefined;
-  if (known) return sendProblem(reply, { type: PROBLEM_TYPE_BASE + known.slug, ...known, instance });
+  if (known) {
+    const { slug, ...problem } = known;
+    return sendProblem(reply, { type: PROBLEM_TYPE_BASE + slug, ...problem, instance });
+  }
   if (error instanceof SyntaxError || (error.statusCode === 400 && /JSON|body/i.test(error.message))) {
     return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'malformed-body', title: 'Malformed body', status: 400, detail: 'The body is not valid JSON.', instance });
   }
@@ -97,4 +102,26 @@ export function notFoundHandler(routes: RouteTable) {
     if (allowed.length > 0 && !allowed.includes(request.method)) return errorHandler(new MethodNotAllowedError(allowed) as unknown as FastifyError, request, reply);
     return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'not-found', title: 'Not found', status: 404, detail: 'No such route.', instance: instanceOf(request) });
   };
+}
+
+/**
+ * Requests Node's HTTP parser refuses before Fastify sees them (headers past the
+ * size limit, an unknown method, a broken request line, a request that took too
+ * long to arrive) get problem+json too, not Fastify's own JSON. Nothing of the
+ * request is echoed, and the connection is closed: the parser cannot go on.
+ */
+export function clientErrorHandler(error: Error & { code?: string }, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, slug, detail] =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'headers-too-large', 'The request headers are larger than this server accepts (16 KiB in all); send fewer or shorter headers.']
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'request-timeout', 'The request did not arrive in full in time; send it again.']
+        : [400, 'malformed-request', 'The request is not valid HTTP/1.1 (its method, request line or headers could not be read).'];
+  const title = STATUS_CODES[status]!;
+  const body = JSON.stringify({ type: PROBLEM_TYPE_BASE + slug, title, status, detail });
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy();
 }

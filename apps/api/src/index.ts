@@ -1,4 +1,5 @@
 export * from './api-deps.ts';
 export * from './build-app.ts';
+export { clientErrorHandler } from './error-handler.ts';
 export * from './shutdown.ts';
 export * from './auth/access-tokens.ts';

@@ -33,6 +33,19 @@ function fieldErrorOf(issue: z.core.$ZodIssue, path: string, atRoot: boolean): F
     if (named) return { path, message: named[1], allowed: values };
     return { path, message: `must be one of ${values.join(', ')}`, allowed: values };
   }
+  // A bound the schema gave no words of its own: zod's default ("Too small: expected string to have >=1 characters") in ours.
+  if ((issue.code === 'too_small' || issue.code === 'too_big') && /^Too (small|big):/.test(issue.message)) {
+    const small = issue.code === 'too_small';
+    const bound = Number(small ? issue.minimum : issue.maximum);
+    const strict = issue.inclusive === false;
+    if (issue.origin === 'string') {
+      if (small && bound <= 1 && !strict) return { path, message: 'must not be empty' };
+      return { path, message: `${small ? 'at least' : 'at most'} ${strict ? bound + (small ? 1 : -1) : bound} characters` };
+    }
+    if (issue.origin === 'number' || issue.origin === 'int' || issue.origin === 'bigint') {
+      return { path, message: `must be ${small ? (strict ? 'more than' : 'at least') : strict ? 'less than' : 'at most'} ${bound}` };
+    }
+  }
   return { path, message: issue.message };
 }
 

@@ -34,7 +34,7 @@ export const LIFECYCLE_SINCE = 'x-nabla-next';
 export const OUTCOME_HEADER = 'x-connect-outcome';
 
 const problemRef = z.object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string() }).loose();
-const userParams = z.object({ external_provider_id: z.string().min(1).max(256) });
+const userParams = z.object({ external_provider_id: z.string().min(1, 'must not be empty').max(256, 'at most 256 characters') });
 const userEitherVersion = z
   .union([providerUserSchema, providerUserNextSchema])
   .meta({ description: 'Under x-nabla-next the user also carries `status` and `deactivated_at`.' });

@@ -51,7 +51,8 @@ export const upsertProviderUserBodySchema = z
       .pipe(z.email({ message: 'must be a valid email address' })),
     external_provider_id: z
       .string()
-      .min(1, 'must not be empty')
+      // An empty id is not also "blank": one message per field.
+      .min(1, { message: 'must not be empty', abort: true })
       .max(256, 'at most 256 characters')
       .refine((s) => s.trim().length > 0, 'must not be blank'),
     settings: settingsInputSchema.optional(),
@@ -121,7 +122,7 @@ export const providerUserWithSyncNextSchema = providerUserNextSchema
 /** GET {base}/users (preview): one page of the organization's users. */
 export const listUsersQuerySchema = z.object({
   limit: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(200, 'must be at most 200').default(50),
-  cursor: z.string().min(1).max(1024).optional(),
+  cursor: z.string().min(1, 'must not be empty').max(1024, 'at most 1024 characters').optional(),
   status: userStatusSchema.optional(),
 });
 export type ListUsersQuery = z.infer<typeof listUsersQuerySchema>;
