@@ -38,6 +38,29 @@ describe('GET /openapi.json: OpenAPI 3.1 generated from the zod schemas', () => 
     expect(json).toContain('email-conflict');
   });
 
+  it('says what the wire carries: problem+json errors (RFC 6749 JSON on the token endpoint), form token bodies, the version as header or query, and the answer headers', async () => {
+    const doc = (await http(`${api.origin}/openapi.json`)).body;
+    const base = api.deps.config.basePath;
+    const post = doc.paths[`${base}/users`].post;
+    for (const status of ['400', '401', '404', '409', '413', '415', '429']) {
+      expect(Object.keys(post.responses[status].content), status).toEqual(['application/problem+json']);
+      expect(post.responses[status].content['application/problem+json'].schema).toEqual({ $ref: '#/components/schemas/Problem' });
+    }
+    expect(doc.components.schemas.Problem.required).toEqual(['type', 'title', 'status', 'detail']);
+    expect(Object.keys(post.responses['201'].headers).sort()).toEqual(['Location', 'X-Connect-Outcome', 'X-Nabla-Api-Version']);
+    expect(post.responses['201'].headers['X-Connect-Outcome'].schema.enum).toEqual(['created', 'updated', 'unchanged']);
+    expect(post.responses['429'].headers['Retry-After']).toBeDefined();
+    expect(post.parameters.filter((p: { in: string }) => p.in === 'query').map((p: { name: string }) => p.name)).toEqual(['nabla-api-version']);
+    expect(doc.paths[`${base}/users/{external_provider_id}`].get.responses['404'].content['application/problem+json']).toBeDefined();
+
+    const token = doc.paths[`${base}/oauth/token`].post;
+    expect(Object.keys(token.requestBody.content).sort()).toEqual(['application/json', 'application/x-www-form-urlencoded']);
+    expect(Object.keys(token.responses['401'].content)).toEqual(['application/json']);
+    expect(token.responses['429']).toBeDefined();
+    // No response is left with Fastify's placeholder description.
+    expect(JSON.stringify(doc)).not.toContain('Default Response');
+  });
+
   it('/docs serves the documentation page', async () => {
     const res = await fetch(`${api.origin}/docs`, { redirect: 'follow' });
     expect(res.status).toBe(200);

@@ -4,6 +4,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
 import { API_VERSIONS, DEFAULT_PINNED_API_VERSION } from '@connect/shared';
 import type { ApiDeps } from '../api-deps.ts';
+import { finishOpenApi } from '../openapi-finish.ts';
 
 /**
  * OpenAPI 3.1 generated from the same zod schemas that validate requests, at
@@ -67,7 +68,7 @@ export async function registerDocs(app: FastifyInstance, deps: ApiDeps): Promise
       }
       return out;
     },
-    transformObject: jsonSchemaTransformObject,
+    transformObject: (input) => finishOpenApi(jsonSchemaTransformObject(input), deps.config.basePath),
   });
   await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', deepLinking: true } });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

@@ -1,0 +1,90 @@
+import { STATUS_CODES } from 'node:http';
+import { API_VERSIONS } from '@connect/shared';
+
+/** An OpenAPI document, or a part of one, as generated. */
+type Json = Record<string, any>;
+
+const VERSION_HEADER = {
+  description: 'The API version this answer was served under.',
+  schema: { type: 'string', enum: [...API_VERSIONS] },
+};
+const RETRY_AFTER = { description: 'Seconds to wait before trying again.', schema: { type: 'integer', minimum: 0 } };
+const PROBLEM = { $ref: '#/components/schemas/Problem' };
+
+/** What the routes' zod schemas cannot say: RFC 9457 problems, shared with every route under the base path. */
+const PROBLEM_SCHEMA = {
+  type: 'object',
+  required: ['type', 'title', 'status', 'detail'],
+  properties: {
+    type: { type: 'string', format: 'uri', description: 'A URL ending in a stable slug, e.g. …/problems/email-mismatch.' },
+    title: { type: 'string' },
+    status: { type: 'integer' },
+    detail: { type: 'string', description: 'What went wrong, in words a person can act on.' },
+    instance: { type: 'string' },
+    errors: {
+      type: 'array',
+      description: 'For validation: one entry per bad field.',
+      items: {
+        type: 'object',
+        required: ['path', 'message'],
+        properties: { path: { type: 'string' }, message: { type: 'string' }, allowed: { type: 'array', items: { type: 'string' } } },
+      },
+    },
+  },
+  additionalProperties: true,
+};
+
+const problemResponse = (description: string, headers: Json = {}): Json => ({
+  description,
+  headers: { 'X-Nabla-Api-Version': VERSION_HEADER, ...headers },
+  content: { 'application/problem+json': { schema: PROBLEM } },
+});
+
+/**
+ * The generated document, finished with what the wire really carries
+ * (docs/contract.md): errors under the base path are `application/problem+json`
+ * (the token endpoint's stay RFC 6749 JSON), the token endpoint takes form bodies
+ * too, the version may come as a query parameter, responses carry
+ * `X-Nabla-Api-Version` (and POST /users `Location` and `X-Connect-Outcome`), and
+ * the refusals every route can give (429 rate limited; 413 and 415 on bodies) are listed.
+ */
+export function finishOpenApi(doc: Json, basePath: string): Json {
+  doc.components ??= {};
+  doc.components.schemas = { ...doc.components.schemas, Problem: PROBLEM_SCHEMA };
+  const tokenPath = `${basePath}/oauth/token`;
+  for (const [path, ops] of Object.entries(doc.paths ?? {}) as [string, Json][]) {
+    if (!path.startsWith(basePath)) continue;
+    for (const [method, op] of Object.entries(ops) as [string, Json][]) {
+      op.parameters ??= [];
+      if (!op.parameters.some((p: Json) => p.in === 'query' && p.name === 'nabla-api-version')) {
+        op.parameters.push({ name: 'nabla-api-version', in: 'query', required: false, description: 'The API version, when the X-Nabla-Api-Version header is not sent.', schema: { type: 'string', enum: [...API_VERSIONS] } });
+      }
+      const responses: Json = (op.responses ??= {});
+      for (const [status, response] of Object.entries(responses) as [string, Json][]) {
+        if (response.description === 'Default Response') response.description = STATUS_CODES[Number(status)] ?? response.description;
+      }
+      if (path === tokenPath) {
+        const json = op.requestBody?.content?.['application/json'];
+        if (json) op.requestBody.content['application/x-www-form-urlencoded'] = json;
+        responses['429'] ??= { description: 'Too many token requests from this address (RFC 6749 error body).', headers: { 'Retry-After': RETRY_AFTER }, content: responses['400']?.content };
+        continue;
+      }
+      for (const [status, response] of Object.entries(responses) as [string, Json][]) {
+        const code = Number(status);
+        response.headers = { 'X-Nabla-Api-Version': VERSION_HEADER, ...response.headers };
+        if (code >= 400 && response.content?.['application/json']) {
+          response.content = { 'application/problem+json': { schema: PROBLEM } };
+        }
+      }
+      responses['429'] ??= problemResponse('Too many requests from this client.', { 'Retry-After': RETRY_AFTER });
+      if (method === 'post' && path === `${basePath}/users`) {
+        responses['413'] ??= problemResponse('The body is larger than 64 KiB.');
+        responses['415'] ??= problemResponse('The body is not JSON.');
+        const outcome = { description: 'What the request came to.', schema: { type: 'string', enum: ['created', 'updated', 'unchanged'] } };
+        if (responses['201']) responses['201'].headers = { ...responses['201'].headers, Location: { description: "The user's URL.", schema: { type: 'string', format: 'uri' } }, 'X-Connect-Outcome': outcome };
+        if (responses['200']) responses['200'].headers = { ...responses['200'].headers, 'X-Connect-Outcome': outcome };
+      }
+    }
+  }
+  return doc;
+}
