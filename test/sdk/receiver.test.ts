@@ -182,20 +182,66 @@ describe('adapters keep the raw body and stay in their lane', () => {
   });
 });
 
-describe('Redis dedupe store (SET NX PX)', () => {
-  it('two receiver instances sharing it hand one event to onEvent once between them', async () => {
+describe('Redis dedupe store (a claim with a lease, then "handled")', () => {
+  const sign = (raw: string) => signNablaConnect(raw, [newSecret], new Date());
+
+  it('two receiver instances sharing it hand one event to onEvent once between them; the id is then remembered for the TTL', async () => {
     const shared = new RedisDedupeStore(redis, { prefix: `${uniquePrefix('receiver')}:seen:`, ttlMs: 60_000 });
     const a = await fastifyReceiver({ secrets: [newSecret], dedupe: shared });
     const b = await nodeReceiver({ secrets: [newSecret], dedupe: new RedisDedupeStore(redis, { prefix: shared.prefix, ttlMs: 60_000 }) });
     const { id, raw } = eventBody();
-    const answers = await Promise.all([a.url, b.url].map((url) => post(url, raw, signNablaConnect(raw, [newSecret], new Date()))));
-    expect(answers).toEqual([
-      { status: 200, body: { request_uuid: id } },
-      { status: 200, body: { request_uuid: id } },
-    ]);
+    const answers = await Promise.all([a.url, b.url].map((url) => post(url, raw, sign(raw))));
+    // The copy that lost the claim is told to retry (503) if the first was still being handled, or acknowledged if it was done.
+    expect(answers.filter((x) => x.status === 200)).not.toHaveLength(0);
+    for (const answer of answers) expect([200, 503]).toContain(answer.status);
     expect([...a.events, ...b.events].filter((e) => e.request_uuid === id)).toHaveLength(1);
+    expect(await post(b.url, raw, sign(raw))).toEqual({ status: 200, body: { request_uuid: id } });
+    expect([...a.events, ...b.events].filter((e) => e.request_uuid === id)).toHaveLength(1);
+    expect(await redis.get(`${shared.prefix}${id}`)).toBe('handled');
     const ttl = await redis.pttl(`${shared.prefix}${id}`);
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(60_000);
+  });
+
+  it('a copy arriving while the first is still being handled gets 503, not 200; when the first then fails, the next copy is handled', async () => {
+    const prefix = `${uniquePrefix('receiver')}:seen:`;
+    let release!: (outcome: 'fail' | 'ok') => void;
+    const firstDone = new Promise<'fail' | 'ok'>((resolve) => (release = resolve));
+    const handled: string[] = [];
+    let calls = 0;
+    const slow = await nodeReceiver({
+      secrets: [newSecret],
+      dedupe: new RedisDedupeStore(redis, { prefix }),
+      onEvent: async (e) => {
+        if (++calls === 1 && (await firstDone) === 'fail') throw new Error('the database went away mid-way');
+        handled.push(e.request_uuid);
+      },
+    });
+    const other = await fastifyReceiver({ secrets: [newSecret], dedupe: new RedisDedupeStore(redis, { prefix }) });
+    const { id, raw } = eventBody();
+    const first = post(slow.url, raw, sign(raw));
+    await waitFor(async () => (await redis.get(`${prefix}${id}`)) === 'in_progress', 10_000, 'the first copy to be claimed');
+    // The sender timed out on the first copy and retried: the retry must not be acknowledged yet.
+    expect(await post(other.url, raw, sign(raw))).toEqual({ status: 503, body: { error: 'in_progress', message: expect.any(String) } });
+    expect(other.events).toHaveLength(0);
+    release('fail');
+    expect((await first).status).toBe(500);
+    expect(await post(slow.url, raw, sign(raw))).toEqual({ status: 200, body: { request_uuid: id } });
+    expect(handled).toEqual([id]);
+  });
+
+  it('a claim whose receiver died before answering lapses after its lease, and the next copy is handled', async () => {
+    const prefix = `${uniquePrefix('receiver')}:seen:`;
+    const { id, raw } = eventBody();
+    // The dead receiver's claim, made as its store made it, never followed by "handled" or a forget.
+    expect(await new RedisDedupeStore(redis, { prefix, leaseMs: 3000 }).claim(id)).toBe('claimed');
+    const receiver = await nodeReceiver({ secrets: [newSecret], dedupe: new RedisDedupeStore(redis, { prefix, leaseMs: 3000 }) });
+    expect((await post(receiver.url, raw, sign(raw))).status).toBe(503);
+    const answer = await waitFor(async () => {
+      const res = await post(receiver.url, raw, sign(raw));
+      return res.status === 200 ? res : undefined;
+    }, 10_000, 'a copy to be handled once the lease lapsed');
+    expect(answer.body).toEqual({ request_uuid: id });
+    expect(receiver.events.map((e) => e.request_uuid)).toEqual([id]);
   });
 });

@@ -1,72 +1,111 @@
 import { LRUCache } from 'lru-cache';
 
 /**
- * Remembers which callbacks were already handled, by `request_uuid` (the event id,
- * the same on every retry of a delivery). Delivery is at-least-once, so the same
- * event can arrive twice: after a timeout the sender could not tell from a failure,
- * or from a replay. `seen` marks and answers in one step, so two copies arriving
- * together cannot both be handled.
+ * Remembers which callbacks were handled, by `request_uuid` (the event id, the
+ * same on every retry of a delivery). Delivery is at-least-once, so the same
+ * event can arrive twice: after a timeout the sender could not tell from a
+ * failure, or from a replay.
+ *
+ * An id goes through two marks. `claim` marks it "being handled" for a lease, in
+ * one atomic step, so two copies arriving together cannot both be handled; the
+ * reply protocol marks it `handled` once `onEvent` succeeds. A copy that arrives
+ * while the first is still being handled is told to retry (it is not
+ * acknowledged: if the first then fails, or its process dies, the event must not
+ * be lost), and a claim whose process died lapses with its lease, so the
+ * sender's next retry is handled.
  */
+export type DedupeClaim = 'claimed' | 'in_progress' | 'handled';
+
 export interface DedupeStore {
-  /** true when `requestUuid` was marked before; marks it otherwise. */
-  seen(requestUuid: string): Promise<boolean>;
+  /** `claimed`: this caller handles it now; `in_progress`: another copy is being handled; `handled`: done before. */
+  claim(requestUuid: string): Promise<DedupeClaim>;
+  /** `onEvent` succeeded: remember the id for the store's whole TTL. */
+  handled(requestUuid: string): Promise<void>;
   /** Unmarks it: the handler failed, and the sender's retry must be handled. */
   forget(requestUuid: string): Promise<void>;
 }
 
+/** How long a claim holds before a copy may be handled again: longer than a handler should ever run. */
+export const DEFAULT_LEASE_MS = 60_000;
+/** How long a handled id is remembered: longer than the sender's whole retry schedule (about 28 h). */
+export const DEFAULT_DEDUPE_TTL_MS = 48 * 3600_000;
+
 export interface MemoryDedupeOptions {
   /** How many ids to remember; the oldest are dropped first. 100,000 by default (a few MB). */
   max?: number;
-  /** How long an id is remembered; 48 h by default, longer than the sender's whole retry schedule (about 28 h). */
+  /** How long a handled id is remembered; 48 h by default. */
   ttlMs?: number;
+  /** How long a claim lasts without `handled` or `forget`; 60 s by default. */
+  leaseMs?: number;
 }
 
 /** In one process, bounded in count and time (lru-cache). Lost on restart: use the Redis store when that matters. */
 export class MemoryDedupeStore implements DedupeStore {
-  private readonly cache: LRUCache<string, true>;
+  private readonly cache: LRUCache<string, 'in_progress' | 'handled'>;
+  private readonly ttlMs: number;
+  private readonly leaseMs: number;
   constructor(options: MemoryDedupeOptions = {}) {
-    this.cache = new LRUCache<string, true>({ max: options.max ?? 100_000, ttl: options.ttlMs ?? 48 * 3600_000 });
+    this.ttlMs = options.ttlMs ?? DEFAULT_DEDUPE_TTL_MS;
+    this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    this.cache = new LRUCache({ max: options.max ?? 100_000, ttl: this.ttlMs });
   }
-  async seen(requestUuid: string): Promise<boolean> {
-    if (this.cache.has(requestUuid)) return true;
-    this.cache.set(requestUuid, true);
-    return false;
+  async claim(requestUuid: string): Promise<DedupeClaim> {
+    const mark = this.cache.get(requestUuid);
+    if (mark) return mark;
+    this.cache.set(requestUuid, 'in_progress', { ttl: this.leaseMs });
+    return 'claimed';
+  }
+  async handled(requestUuid: string): Promise<void> {
+    this.cache.set(requestUuid, 'handled', { ttl: this.ttlMs });
   }
   async forget(requestUuid: string): Promise<void> {
     this.cache.delete(requestUuid);
   }
 }
 
-/** The two commands the Redis store needs, with ioredis's argument order (an ioredis client fits as is). */
+/** The commands the Redis store needs, with ioredis's argument order (an ioredis client fits as is). */
 export interface RedisLike {
   set(key: string, value: string, px: 'PX', milliseconds: number, nx: 'NX'): Promise<string | null>;
+  set(key: string, value: string, px: 'PX', milliseconds: number): Promise<string | null>;
+  get(key: string): Promise<string | null>;
   del(key: string): Promise<number>;
 }
 
 export interface RedisDedupeOptions {
   /** Key prefix; give each receiver its own. `connect-receiver:seen:` by default. */
   prefix?: string;
+  /** How long a handled id is remembered; 48 h by default. */
   ttlMs?: number;
+  /** How long a claim lasts without `handled` or `forget`; 60 s by default. */
+  leaseMs?: number;
 }
 
 /**
- * Shared by every instance of a receiver: `SET key 1 NX PX ttl` is atomic, so of
- * two instances that get the same event at once exactly one sees "not seen".
- * Keys expire on their own, so the store stays bounded without a sweeper.
+ * Shared by every instance of a receiver: `SET key in_progress NX PX lease` is
+ * atomic, so of two instances that get the same event at once exactly one claims
+ * it. Keys expire on their own (a claim after its lease, a handled id after the
+ * TTL), so the store stays bounded without a sweeper.
  */
 export class RedisDedupeStore implements DedupeStore {
   readonly prefix: string;
   readonly ttlMs: number;
+  readonly leaseMs: number;
   constructor(
     private readonly redis: RedisLike,
     options: RedisDedupeOptions = {},
   ) {
     this.prefix = options.prefix ?? 'connect-receiver:seen:';
-    this.ttlMs = options.ttlMs ?? 48 * 3600_000;
+    this.ttlMs = options.ttlMs ?? DEFAULT_DEDUPE_TTL_MS;
+    this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
   }
-  async seen(requestUuid: string): Promise<boolean> {
-    const answer = await this.redis.set(this.prefix + requestUuid, '1', 'PX', this.ttlMs, 'NX');
-    return answer !== 'OK';
+  async claim(requestUuid: string): Promise<DedupeClaim> {
+    const key = this.prefix + requestUuid;
+    if ((await this.redis.set(key, 'in_progress', 'PX', this.leaseMs, 'NX')) === 'OK') return 'claimed';
+    // Gone between the two commands (a lapsed claim, a failure's forget): retry rather than guess.
+    return (await this.redis.get(key)) === 'handled' ? 'handled' : 'in_progress';
+  }
+  async handled(requestUuid: string): Promise<void> {
+    await this.redis.set(this.prefix + requestUuid, 'handled', 'PX', this.ttlMs);
   }
   async forget(requestUuid: string): Promise<void> {
     await this.redis.del(this.prefix + requestUuid);

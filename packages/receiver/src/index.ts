@@ -1,7 +1,7 @@
 export { verifyCallback, CallbackVerificationError, NABLA_SIGNATURE_HEADER, NABLA_TIMESTAMP_HEADER } from './verify-callback.ts';
 export type { CallbackScheme, IncomingHeaders, VerificationFailure, VerifyCallbackInput } from './verify-callback.ts';
-export { MemoryDedupeStore, RedisDedupeStore } from './dedupe-stores.ts';
-export type { DedupeStore, MemoryDedupeOptions, RedisDedupeOptions, RedisLike } from './dedupe-stores.ts';
+export { DEFAULT_DEDUPE_TTL_MS, DEFAULT_LEASE_MS, MemoryDedupeStore, RedisDedupeStore } from './dedupe-stores.ts';
+export type { DedupeClaim, DedupeStore, MemoryDedupeOptions, RedisDedupeOptions, RedisLike } from './dedupe-stores.ts';
 export { answerCallback } from './reply-protocol.ts';
 export type { CallbackReceiverOptions, CallbackReply } from './reply-protocol.ts';
 export { createCallbackHandler } from './node-http-handler.ts';

@@ -25,8 +25,10 @@ export interface CallbackReply {
  * The reply protocol, the same for every adapter: 200 `{"request_uuid"}` once the
  * event is handled (or was already), 401 when the signature or its time is wrong,
  * 400 for a body that is not a callback (unknown type, bad JSON), 500 when onEvent
- * fails. The sender retries 5xx and gives up on 4xx, so only "we could not handle
- * it now" may be a 5xx.
+ * fails, and 503 (no Retry-After) while another copy of the same event is still
+ * being handled. The sender retries 5xx and gives up on 4xx, so only "we could not
+ * handle it now" may be a 5xx; a copy is acknowledged only once the event really
+ * was handled, so a first copy that fails or dies mid-way loses nothing.
  */
 export async function answerCallback(options: CallbackReceiverOptions, request: { headers: IncomingHeaders; rawBody: Buffer | string }): Promise<CallbackReply> {
   let event: CallbackEvent;
@@ -37,16 +39,21 @@ export async function answerCallback(options: CallbackReceiverOptions, request: 
     options.onRejected?.(err);
     return { status: err.reason === 'malformed_body' ? 400 : 401, body: { error: err.reason, message: err.message } };
   }
-  if (options.dedupe && (await options.dedupe.seen(event.request_uuid))) {
+  const id = event.request_uuid;
+  const claim = options.dedupe ? await options.dedupe.claim(id) : 'claimed';
+  if (claim === 'handled') {
     options.onDuplicate?.(event);
-    return { status: 200, body: { request_uuid: event.request_uuid } };
+    return { status: 200, body: { request_uuid: id } };
   }
+  if (claim === 'in_progress') return { status: 503, body: { error: 'in_progress', message: 'another copy of this event is being handled; retry later' } };
   try {
     await options.onEvent(event);
   } catch {
     // Unmark it, so the sender's retry is handled rather than dropped as a duplicate.
-    await options.dedupe?.forget(event.request_uuid);
+    await options.dedupe?.forget(id);
     return { status: 500, body: { error: 'handler_failed', message: 'the event could not be handled; retry later' } };
   }
-  return { status: 200, body: { request_uuid: event.request_uuid } };
+  // Handled: answer 200 even if the mark cannot be written (the claim then lapses, and a later copy is handled again).
+  await options.dedupe?.handled(id).catch(() => undefined);
+  return { status: 200, body: { request_uuid: id } };
 }

@@ -51,17 +51,51 @@ describe('verifyCallback, standard-webhooks', () => {
     expect(verifyCallback({ headers: new Headers(h), rawBody: raw, secrets: [secret], scheme: 'standard-webhooks' }).request_uuid).toMatch(/^6f1c/);
     expect(reason(() => verifyCallback({ headers: h, rawBody: raw, secrets: [secret], scheme: 'standard-webhooks', toleranceSeconds: 5, now: () => signedAt.getTime() + 10_000 }))).toBe('timestamp_out_of_window');
   });
+
+  const secret = `whsec_${Buffer.from('0123456789abcdef0123456789abcdef').toString('base64')}`;
+  const signedAt = new Date('2026-01-01T00:00:00.000Z');
+  const h = (signature: string) => ({ 'webhook-id': 'msg_1', 'webhook-timestamp': String(signedAt.getTime() / 1000), 'webhook-signature': signature });
+  const good = new Webhook(secret).sign('msg_1', signedAt, raw);
+
+  it('a toleranceSeconds past the library\'s own 5 minutes is honoured, on the clock given', () => {
+    const late = () => signedAt.getTime() + 400_000;
+    expect(reason(() => verifyCallback({ headers: h(good), rawBody: raw, secrets: secret, scheme: 'standard-webhooks', toleranceSeconds: 600, now: late }))).toBe('accepted');
+    expect(reason(() => verifyCallback({ headers: h(good), rawBody: raw, secrets: secret, scheme: 'standard-webhooks', now: late }))).toBe('timestamp_out_of_window');
+  });
+
+  it('any listed v1 signature with any secret verifies; a tampered body, another id or only other versions do not', () => {
+    const now = () => signedAt.getTime();
+    const other = `whsec_${Buffer.from('another-secret-another-secret-00').toString('base64')}`;
+    expect(reason(() => verifyCallback({ headers: h(`v1a,xyz v1,AAAA ${good}`), rawBody: raw, secrets: [other, secret], scheme: 'standard-webhooks', now }))).toBe('accepted');
+    expect(reason(() => verifyCallback({ headers: h(good), rawBody: raw.replace('user.updated', 'user.created'), secrets: secret, scheme: 'standard-webhooks', now }))).toBe('bad_signature');
+    expect(reason(() => verifyCallback({ headers: { ...h(good), 'webhook-id': 'msg_2' }, rawBody: raw, secrets: secret, scheme: 'standard-webhooks', now }))).toBe('bad_signature');
+    expect(reason(() => verifyCallback({ headers: h(good.replace('v1,', 'v2,')), rawBody: raw, secrets: secret, scheme: 'standard-webhooks', now }))).toBe('bad_signature');
+    expect(reason(() => verifyCallback({ headers: h(good), rawBody: raw, secrets: other, scheme: 'standard-webhooks', now }))).toBe('bad_signature');
+  });
 });
 
 describe('MemoryDedupeStore', () => {
-  it('marks on first sight, forgets on request, and stays bounded', async () => {
+  it('claims once, tells a second copy the first is in progress, remembers a handled id, forgets on request, and stays bounded', async () => {
     const store = new MemoryDedupeStore({ max: 2 });
-    expect(await store.seen('a')).toBe(false);
-    expect(await store.seen('a')).toBe(true);
+    expect(await store.claim('a')).toBe('claimed');
+    expect(await store.claim('a')).toBe('in_progress');
+    await store.handled('a');
+    expect(await store.claim('a')).toBe('handled');
     await store.forget('a');
-    expect(await store.seen('a')).toBe(false);
-    await store.seen('b');
-    await store.seen('c'); // evicts the oldest
-    expect(await store.seen('a')).toBe(false);
+    expect(await store.claim('a')).toBe('claimed');
+    await store.claim('b');
+    await store.claim('c'); // evicts the oldest
+    expect(await store.claim('a')).toBe('claimed');
+  });
+
+  it('a claim never marked handled lapses after its lease, so a later copy is handled', async () => {
+    const store = new MemoryDedupeStore({ leaseMs: 500 });
+    expect(await store.claim('a')).toBe('claimed');
+    expect(await store.claim('a')).toBe('in_progress');
+    let answer = 'in_progress';
+    while (answer === 'in_progress') answer = await new Promise((r) => setTimeout(() => void store.claim('a').then(r), 20));
+    expect(answer).toBe('claimed');
+    await store.handled('a');
+    expect(await store.claim('a')).toBe('handled');
   });
 });
