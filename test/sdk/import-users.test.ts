@@ -2,15 +2,21 @@
  * `pnpm import-users` as a real process against the real API (FerretDB, Redis):
  * a 10,000-row CSV with 20 bad rows, run twice; a 1,000,000-row NDJSON dry run
  * whose peak RSS is measured. Throughput figures are printed, never asserted.
+ * What stops an import early (the API unreachable) also runs in-process, through a
+ * real proxy that drops connections, with a client that does not retry.
  */
 import { spawn } from 'node:child_process';
+import { createPublicKey, randomUUID } from 'node:crypto';
 import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { ConnectClient } from '@connect/client';
+import { ImportAbortedError, importUsers as importInProcess, unreachableLimit } from '@connect/importer';
 import { registerTestClient, rsaKeyPair, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
-import { REPO_ROOT } from '@connect/local-services';
+import { freePort, listenOnFreePort, REPO_ROOT } from '@connect/local-services';
 
 vi.setConfig({ testTimeout: 600_000 });
 
@@ -182,5 +188,127 @@ describe('import-users: errors are one JSON document with a non-zero exit', () =
     const run = await importUsers(['--base-url', api.baseUrl, '--client-id', clinic.client._id, '--private-key-file', wrongKey, '--file', csvFile()]);
     expect(run.code).not.toBe(0);
     expect(run.json).toEqual({ error: { kind: 'authentication', message: expect.stringContaining('credentials') } });
+  });
+});
+
+/** A CSV of `n` new users (ids unique to this call), and the ids. */
+function newUsersCsv(name: string, n: number): { file: string; ids: string[] } {
+  const prefix = `${name}-${randomUUID().slice(0, 8)}`;
+  const ids = Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
+  const file = join(dir, `${name}.csv`);
+  writeFileSync(file, `provider_email,external_provider_id,speech_locale\n${ids.map((id) => `${id}@example.com,${id},ENGLISH_US`).join('\n')}\n`);
+  return { file, ids };
+}
+const storedOf = (ids: string[]) => api.models.ProviderUser.countDocuments({ organization_id: clinic.organization._id, external_provider_id: { $in: ids } });
+
+describe('import-users: bad arguments are refused before any row is sent', () => {
+  it('--report in a directory that does not exist: one usage error on stdout, no stack trace, no row sent (dry run or not)', async () => {
+    const report = join(dir, 'no-such-dir', 'failed.ndjson');
+    const dry = await importUsers(['--file', csvFile(), '--dry-run', '--report', report]);
+    expect(dry.code).not.toBe(0);
+    expect(dry.json).toEqual({ error: { kind: 'usage', message: expect.stringContaining('--report') } });
+    expect(dry.stderr).not.toMatch(/Unhandled|ENOENT|at .*\.ts:\d+/);
+
+    const { file, ids } = newUsersCsv('report-dir', 20);
+    const real = await importUsers([...credentials(), '--file', file, '--report', report]);
+    expect(real.code).not.toBe(0);
+    expect(real.json).toEqual({ error: { kind: 'usage', message: expect.stringContaining('its directory does not exist') } });
+    expect(await storedOf(ids)).toBe(0);
+  });
+
+  it('--base-url that is not an absolute http(s) URL is a usage error, not a retried "Invalid URL" per row', async () => {
+    const { file } = newUsersCsv('base-url', 2);
+    for (const baseUrl of ['not a url', `127.0.0.1:${new URL(api.baseUrl).port}/v1/connect/server`]) {
+      const run = await importUsers(['--base-url', baseUrl, '--client-id', clinic.client._id, '--private-key-file', keyFile, '--file', file]);
+      expect(run.code).not.toBe(0);
+      expect(run.json).toEqual({ error: { kind: 'usage', message: expect.stringMatching(/^--base-url must be an absolute http\(s\) URL/) } });
+    }
+  });
+
+  it('a public key or a file that is not PEM as --private-key-file: says what was expected and what the file holds', async () => {
+    const publicKey = join(dir, 'client.pub.pem');
+    // The half the server was given: the commonest mix-up of the two files.
+    writeFileSync(publicKey, createPublicKey(clinic.privateKey).export({ type: 'spki', format: 'pem' }).toString());
+    const notPem = join(dir, 'notes.txt');
+    writeFileSync(notPem, 'my private key is in the vault\n');
+    for (const [file, holds] of [
+      [publicKey, 'this file holds a public key'],
+      [notPem, 'this file is not PEM'],
+    ] as const) {
+      const run = await importUsers(['--base-url', api.baseUrl, '--client-id', clinic.client._id, '--private-key-file', file, '--file', csvFile()]);
+      expect(run.code).not.toBe(0);
+      expect(run.json.error.kind).toBe('configuration');
+      expect(run.json.error.message).toContain(`--private-key-file ${file} must be a PEM private key (PKCS#8 or PKCS#1); ${holds}`);
+      expect(run.json.error.message).not.toMatch(/DECODER routines/);
+    }
+  });
+});
+
+describe('import-users: the API unreachable stops the import', () => {
+  it('a port that refuses connections: one "unavailable" error after the first rows, not every row of the file', async () => {
+    // Bound by listen(0), then closed: nothing listens there, so connections are refused.
+    const port = await freePort();
+    const report = join(dir, 'unreachable.ndjson');
+    const run = await importUsers(['--base-url', `http://127.0.0.1:${port}/v1/connect/server`, '--client-id', clinic.client._id, '--private-key-file', keyFile, '--file', csvFile(), '--concurrency', '4', '--max-retries', '0', '--report', report]);
+    expect(run.code).not.toBe(0);
+    expect(run.json).toEqual({ error: { kind: 'unavailable', message: expect.stringContaining('ECONNREFUSED') } });
+    // Only the rows already in flight when the first one failed, of the file's 10,000.
+    const failed = readFileSync(report, 'utf8').trim().split('\n');
+    expect(failed.length).toBeGreaterThan(0);
+    expect(failed.length).toBeLessThanOrEqual(4);
+    expect(failed.every((l) => (JSON.parse(l) as { error: { kind: string } }).error.kind === 'unavailable')).toBe(true);
+  });
+
+  /** A real HTTP proxy in front of an API: the requests `drop(n)` picks (n counts from 1) have their connection dropped. */
+  let proxy: { origin: string; upstream: string; drop: (n: number) => boolean; seen: number; close: () => Promise<void> };
+  let proxied: TestApi;
+  beforeAll(async () => {
+    const server = createServer((req, res) => {
+      if (proxy.drop(++proxy.seen)) {
+        req.socket.destroy();
+        return;
+      }
+      const forward = httpRequest(`${proxy.upstream}${req.url}`, { method: req.method, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode!, answer.headers);
+        answer.pipe(res);
+      });
+      forward.on('error', () => res.destroy());
+      req.pipe(forward);
+    });
+    const port = await listenOnFreePort(server);
+    proxy = { origin: `http://127.0.0.1:${port}`, upstream: '', drop: () => false, seen: 0, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+    // The API over the same database, known by the proxy's address (the token audience).
+    proxied = await startTestApi({ label: 'sdk_import_proxied', mongoUrl: api.env.MONGO_URL, env: { PUBLIC_BASE_URL: proxy.origin, RATE_LIMIT_PER_CLIENT_PER_MINUTE: '0' } });
+    proxy.upstream = proxied.origin;
+  });
+  afterAll(async () => {
+    await proxied?.close();
+    await proxy?.close();
+  });
+
+  /** Imports in-process, one row at a time, through a client that does not retry: each dropped connection fails its row. */
+  const importThroughProxy = (file: string, drop: (n: number) => boolean) => {
+    proxy.seen = 0;
+    proxy.drop = drop;
+    const client = new ConnectClient({ baseUrl: `${proxy.origin}/v1/connect/server`, clientId: clinic.client._id, privateKey: clinic.privateKey, maxRetries: 0 });
+    return importInProcess({ file, client, concurrency: 1 });
+  };
+
+  it('a blip (three rows fail unreachable, then the API is back) does not stop the run', async () => {
+    const { file, ids } = newUsersCsv('blip', 12);
+    // Request 1 is the token, 2 the first row; the next three rows lose their connection.
+    const counts = await importThroughProxy(file, (n) => n >= 3 && n <= 5);
+    expect(counts).toEqual({ total: 12, created: 9, updated: 0, unchanged: 0, failed: 3 });
+    expect(await storedOf(ids)).toBe(9);
+  });
+
+  it(`the API gone mid-run: the import stops after ${unreachableLimit(1)} rows in a row fail unreachable (concurrency 1)`, async () => {
+    const { file, ids } = newUsersCsv('gone', 50);
+    const error = await importThroughProxy(file, (n) => n >= 3).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ImportAbortedError);
+    expect((error as ImportAbortedError).kind).toBe('unavailable');
+    expect((error as ImportAbortedError).message).toContain(`${unreachableLimit(1)} rows in a row`);
+    expect((error as ImportAbortedError).counts).toEqual({ total: 1 + unreachableLimit(1), created: 1, updated: 0, unchanged: 0, failed: unreachableLimit(1) });
+    expect(await storedOf(ids)).toBe(1);
   });
 });

@@ -19,10 +19,27 @@ export interface ImportOptions {
   /** Where failed rows go, one JSON line each: `{line, error: {kind, message, errors?}, row}`. */
   report?: Writable;
   onProgress?: (counts: ImportCounts, read: ReadProgress) => void;
+  /**
+   * How many rows in a row may fail because the API could not be reached (the client's
+   * retries spent) before the import stops; `unreachableLimit(concurrency)` by default.
+   * Before the API has answered anything, the first such row stops it.
+   */
+  unreachableAfter?: number;
 }
 
-/** Refusals that are the same for every row: the import stops rather than fail a million rows one by one. */
+/**
+ * Rows that may fail in a row, the API unreachable each time, before the import stops:
+ * twice the concurrency (the rows in flight when the API went away all fail together,
+ * and one more round of them found it still away), at least 8.
+ */
+export const unreachableLimit = (concurrency: number) => Math.max(8, 2 * concurrency);
+
+/**
+ * Failures that are the same for every row: credentials refused, the API unreachable.
+ * The import stops rather than fail a million rows one by one; `counts` is where it stopped.
+ */
 export class ImportAbortedError extends Error {
+  counts?: ImportCounts;
   constructor(
     readonly kind: string,
     message: string,
@@ -53,6 +70,25 @@ export async function importUsers(options: ImportOptions): Promise<ImportCounts>
   const read: ReadProgress = { bytesRead: 0 };
   const inFlight = new Set<Promise<void>>();
   let aborted: ImportAbortedError | undefined;
+  // The API answered at least once (any status); rows failed in a row with it unreachable.
+  let answered = false;
+  let unreachableInARow = 0;
+  const unreachableAfter = options.unreachableAfter ?? unreachableLimit(options.concurrency);
+  const onFailure = (err: unknown) => {
+    if (err instanceof ConnectNetworkError) {
+      unreachableInARow++;
+      if (!aborted && (!answered || unreachableInARow >= unreachableAfter)) {
+        const why = answered ? `${unreachableInARow} rows in a row failed so` : 'it has not answered once';
+        aborted = new ImportAbortedError('unavailable', `the API could not be reached, the client's retries spent (${err.message}), and ${why}: the import stopped. Run it again once the API is up; rows already imported come back as unchanged`);
+      }
+      return;
+    }
+    if (err instanceof ConnectApiError) {
+      answered = true;
+      unreachableInARow = 0;
+    }
+    if (err instanceof AuthenticationError && !aborted) aborted = new ImportAbortedError('authentication', `the API refused the client's credentials: ${err.message}`);
+  };
 
   const fail = async (line: number, error: RowError, row: unknown) => {
     counts.failed++;
@@ -62,21 +98,28 @@ export async function importUsers(options: ImportOptions): Promise<ImportCounts>
   try {
     for await (const row of readUserRows(options.file, read)) {
       if (aborted) break;
+      const client = row.ok ? options.client : undefined;
+      if (client) {
+        // A slot first: a row read while the import stops is neither counted nor sent.
+        while (inFlight.size >= options.concurrency) await Promise.race(inFlight);
+        if (aborted) break;
+      }
       counts.total++;
       if (!row.ok) {
         await fail(row.line, row.error, row.raw);
         continue;
       }
-      if (!options.client) continue;
-      while (inFlight.size >= options.concurrency) await Promise.race(inFlight);
-      if (aborted) break;
-      const client = options.client;
+      if (!client) continue;
       const task: Promise<void> = client
         .upsertUser(row.body)
         .then(
-          ({ outcome }) => void counts[outcome]++,
+          ({ outcome }) => {
+            answered = true;
+            unreachableInARow = 0;
+            counts[outcome]++;
+          },
           (err: unknown) => {
-            if (err instanceof AuthenticationError && !aborted) aborted = new ImportAbortedError('authentication', `the API refused the client's credentials: ${err.message}`);
+            onFailure(err);
             return fail(row.line, rowErrorOf(err), row.raw);
           },
         )
@@ -88,6 +131,9 @@ export async function importUsers(options: ImportOptions): Promise<ImportCounts>
     clearInterval(tick);
   }
   options.onProgress?.(counts, read);
-  if (aborted) throw aborted;
+  if (aborted) {
+    aborted.counts = { ...counts };
+    throw aborted;
+  }
   return counts;
 }

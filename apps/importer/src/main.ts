@@ -1,6 +1,6 @@
 /**
  * pnpm import-users --base-url URL --client-id ID --private-key-file F --file users.csv|users.ndjson
- *                   [--concurrency 8] [--report failed.ndjson] [--dry-run]
+ *                   [--concurrency 8] [--max-retries 8] [--report failed.ndjson] [--dry-run]
  *
  * Bulk upsert through the public API with @connect/client. The root script runs it
  * with a small young generation and a 96 MB old-space cap: the live heap is ~10 MB,
@@ -10,16 +10,16 @@
  * {"total","created","updated","unchanged","failed","seconds"}, or
  * {"error":{"kind","message"}} with a non-zero exit.
  */
-import { createWriteStream, readFileSync, statSync } from 'node:fs';
+import { createWriteStream, openSync, readFileSync, statSync } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { ConnectClient } from '@connect/client';
+import { checkBaseUrl, ConnectClient, InvalidPrivateKeyError } from '@connect/client';
 import { ImportAbortedError, importUsers, type ImportCounts } from './import-users.ts';
 import { InputFileError, type ReadProgress } from './read-user-rows.ts';
 
 const USAGE = `Usage: pnpm import-users --base-url URL --client-id ID --private-key-file F --file users.csv|users.ndjson
-                         [--concurrency 8] [--report failed.ndjson] [--dry-run]
+                         [--concurrency 8] [--max-retries 8] [--report failed.ndjson] [--dry-run]
 
 Upserts every row of the file through the API (POST /users), validating each row
 with the API's schema first. CSV columns: provider_email, external_provider_id,
@@ -29,8 +29,13 @@ cell keeps the current value). NDJSON lines: a POST /users body or the same flat
   --dry-run        validate only; nothing is sent (no credentials needed)
   --report F       write each failed row as a JSON line {line, error, row}
   --concurrency N  requests in flight, 1 to 256 (default 8)
+  --max-retries N  retries of a request after a 429/502/503/504 or a network error,
+                   0 to 20 (default 8)
 
 Prints {"total","created","updated","unchanged","failed","seconds"} on stdout.
+Stops with {"error":{"kind":"unavailable",...}} when the API cannot be reached: at
+the first row that fails so before the API has answered once, else after twice
+--concurrency rows (at least 8) fail so in a row.
 `;
 
 class UsageError extends Error {}
@@ -38,6 +43,10 @@ class UsageError extends Error {}
 function fail(kind: string, message: string): never {
   process.stdout.write(`${JSON.stringify({ error: { kind, message } })}\n`);
   process.exit(kind === 'usage' ? 2 : 1);
+}
+
+function describe(c: ImportCounts): string {
+  return `rows read before it stopped: ${c.total}, ${c.created} created, ${c.updated} updated, ${c.unchanged} unchanged, ${c.failed} failed`;
 }
 
 function maxRssMb(): number {
@@ -89,6 +98,9 @@ async function main(): Promise<void> {
         'private-key-file': { type: 'string' },
         file: { type: 'string' },
         concurrency: { type: 'string', default: '8' },
+        // More retries than the client's default: a long import outlives a rate-limit window
+        // (Retry-After up to a minute) or a short outage, and a row should not fail for that.
+        'max-retries': { type: 'string', default: '8' },
         report: { type: 'string' },
         'dry-run': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -107,21 +119,30 @@ async function main(): Promise<void> {
     if (!values.file) throw new UsageError('--file is required');
     const concurrency = Number(values.concurrency);
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new UsageError('--concurrency must be an integer from 1 to 256');
+    const maxRetries = Number(values['max-retries']);
+    if (!/^\d+$/.test(values['max-retries']!) || maxRetries > 20) throw new UsageError('--max-retries must be an integer from 0 to 20');
     let client: ConnectClient | undefined;
     if (!values['dry-run']) {
       for (const name of ['base-url', 'client-id', 'private-key-file'] as const) if (!values[name]) throw new UsageError(`--${name} is required (or use --dry-run)`);
+      const baseUrl = values['base-url']!;
+      // Checked before the key is read: a mistyped URL is the operator's usage error, before any row is read.
+      try {
+        checkBaseUrl(baseUrl);
+      } catch (err) {
+        throw new UsageError(`--base-url ${(err as Error).message.replace(/^baseUrl /, '')}`);
+      }
+      const keyFile = values['private-key-file']!;
       let pem: string;
       try {
-        pem = readFileSync(values['private-key-file']!, 'utf8');
+        pem = readFileSync(keyFile, 'utf8');
       } catch {
-        throw new UsageError(`cannot read --private-key-file ${values['private-key-file']}`);
+        throw new UsageError(`cannot read --private-key-file ${keyFile}`);
       }
       try {
-        // More retries than the client's default: a long import outlives a rate-limit window
-        // (Retry-After up to a minute) or a short outage, and a row should not fail for that.
-        client = new ConnectClient({ baseUrl: values['base-url']!, clientId: values['client-id']!, privateKey: pem, maxRetries: 8 });
+        client = new ConnectClient({ baseUrl, clientId: values['client-id']!, privateKey: pem, maxRetries });
       } catch (err) {
-        return fail('configuration', `--private-key-file: ${(err as Error).message}`);
+        if (err instanceof InvalidPrivateKeyError) return fail('configuration', `--private-key-file ${keyFile} must be a PEM private key (PKCS#8 or PKCS#1); this file ${err.reason}`);
+        return fail('configuration', (err as Error).message);
       }
     }
     let fileSize: number;
@@ -130,7 +151,22 @@ async function main(): Promise<void> {
     } catch {
       throw new UsageError(`no such file: ${values.file}`);
     }
-    const report = values.report ? createWriteStream(values.report) : undefined;
+    // Opened here, synchronously: a report that cannot be written (no such directory, no
+    // permission) is a usage error before any row is sent, not a stream error mid-run.
+    let report: ReturnType<typeof createWriteStream> | undefined;
+    if (values.report) {
+      const reportFile = values.report;
+      let fd: number;
+      try {
+        fd = openSync(reportFile, 'w');
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        throw new UsageError(`cannot write --report ${reportFile}: ${e.code === 'ENOENT' ? 'its directory does not exist' : e.message}`);
+      }
+      report = createWriteStream('', { fd });
+      // A write that fails later (disk full) stops the run with one JSON document, not a stack trace.
+      report.on('error', (err) => fail('internal', `cannot write --report ${reportFile}: ${err.message}`));
+    }
     const started = Date.now();
     const progress = progressReporter(fileSize, started, values['dry-run']!);
     let counts: ImportCounts;
@@ -150,7 +186,7 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof UsageError) return fail('usage', err.message);
     if (err instanceof InputFileError) return fail('input', err.message);
-    if (err instanceof ImportAbortedError) return fail(err.kind, err.message);
+    if (err instanceof ImportAbortedError) return fail(err.kind, `${err.message}${err.counts ? ` (${describe(err.counts)})` : ''}`);
     return fail('internal', (err as Error).message);
   }
 }

@@ -1,5 +1,19 @@
-import { describe, expect, it } from 'vitest';
-import { bodyOfFlatRow, validateRow } from './read-user-rows.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { bodyOfFlatRow, readUserRows, validateRow, type UserRow } from './read-user-rows.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'read-user-rows-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+async function rowsOf(name: string, content: string | Buffer): Promise<UserRow[]> {
+  const file = join(dir, name);
+  writeFileSync(file, content);
+  const rows: UserRow[] = [];
+  for await (const row of readUserRows(file, { bytesRead: 0 })) rows.push(row);
+  return rows;
+}
 
 describe('a flat CSV row as a POST /users body', () => {
   it('empty cells are absent (keep current), settings only when a settings cell has a value', () => {
@@ -19,5 +33,35 @@ describe('a flat CSV row as a POST /users body', () => {
 
   it('an NDJSON line in the API shape is taken as is', () => {
     expect(validateRow(1, { provider_email: 'a@b.org', external_provider_id: 'x', settings: { speech_locale: 'FRENCH_FR' } })).toMatchObject({ ok: true, body: { settings: { speech_locale: 'FRENCH_FR' } } });
+  });
+});
+
+describe('an empty external_provider_id says so', () => {
+  it('an NDJSON line with the flat keys and "external_provider_id": "" is refused as "must not be empty", the shared schema\'s message', () => {
+    const row = validateRow(3, { provider_email: 'a@b.org', external_provider_id: '' });
+    expect(row).toMatchObject({ line: 3, ok: false, error: { kind: 'validation', message: 'external_provider_id: must not be empty' } });
+    expect(!row.ok && row.error.errors).toEqual([{ path: 'external_provider_id', message: 'must not be empty' }]);
+  });
+
+  it('so is an empty external_provider_id cell in a CSV file', async () => {
+    const [row] = await rowsOf('empty-id.csv', 'provider_email,external_provider_id,speech_locale\na@b.org,,ENGLISH_US\n');
+    expect(!row!.ok && row!.error.errors).toEqual([{ path: 'external_provider_id', message: 'must not be empty' }]);
+  });
+});
+
+describe('a UTF-8 byte order mark', () => {
+  const bom = Buffer.from([0xef, 0xbb, 0xbf]);
+  it('is not part of the first NDJSON line (as for CSV)', async () => {
+    const lines = `${JSON.stringify({ provider_email: 'a@b.org', external_provider_id: 'x1' })}\n${JSON.stringify({ provider_email: 'b@b.org', external_provider_id: 'x2' })}\n`;
+    const rows = await rowsOf('bom.ndjson', Buffer.concat([bom, Buffer.from(lines)]));
+    expect(rows.map((r) => [r.line, r.ok])).toEqual([
+      [1, true],
+      [2, true],
+    ]);
+  });
+
+  it('is stripped from a CSV header too', async () => {
+    const rows = await rowsOf('bom.csv', Buffer.concat([bom, Buffer.from('provider_email,external_provider_id\na@b.org,x1\n')]));
+    expect(rows.map((r) => r.ok)).toEqual([true]);
   });
 });

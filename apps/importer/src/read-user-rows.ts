@@ -35,8 +35,10 @@ export function bodyOfFlatRow(row: Record<string, unknown>): Record<string, unkn
     return typeof v === 'string' ? (v.trim() === '' ? undefined : v.trim()) : v === null ? undefined : v;
   };
   const body: Record<string, unknown> = {};
+  // Other keys (provider_email, external_provider_id) are kept even when empty: they are
+  // required, and the schema then says "must not be empty" rather than "received undefined".
   for (const [key, v] of Object.entries(row)) {
-    if (!(FLAT_SETTINGS as readonly string[]).includes(key) && v !== undefined && v !== '') body[key] = typeof v === 'string' && key !== 'external_provider_id' ? v.trim() : v;
+    if (!(FLAT_SETTINGS as readonly string[]).includes(key) && v !== undefined) body[key] = typeof v === 'string' && key !== 'external_provider_id' ? v.trim() : v;
   }
   if (FLAT_SETTINGS.some((k) => value(k) !== undefined)) {
     const settings: Record<string, unknown> = {};
@@ -104,9 +106,13 @@ function headerOf(record: string[]): string[] {
  */
 async function* linesOf(path: string, progress: ReadProgress): AsyncGenerator<string> {
   let rest = '';
+  let first = true;
   for await (const chunk of createReadStream(path, { encoding: 'utf8', highWaterMark: 64 * 1024 })) {
     progress.bytesRead += Buffer.byteLength(chunk as string);
-    const parts = (rest + (chunk as string)).split('\n');
+    // A UTF-8 byte order mark (what some Windows tools write first) is not part of the first line.
+    const text = first && (chunk as string).startsWith('\uFEFF') ? (chunk as string).slice(1) : (chunk as string);
+    first = false;
+    const parts = (rest + text).split('\n');
     rest = parts.pop()!;
     yield* parts;
   }

@@ -22,9 +22,57 @@ export function algorithmFor(key: KeyObject): string {
   }
 }
 
+/** What the client accepts as `privateKey`, in the words every key error starts with. */
+export const PRIVATE_KEY_EXPECTED = 'a PEM private key (PKCS#8 or PKCS#1)';
+
+/**
+ * `privateKey` is not a key the client can sign with: a public key, a certificate, an
+ * encrypted key, not PEM at all, or a key type no JWS algorithm here uses. A programming
+ * or configuration error (hence a TypeError), thrown by the ConnectClient constructor.
+ * `reason` says what was given instead, as a predicate ("holds a public key, ..."),
+ * so a caller can name its own source: "this file holds a public key, ...".
+ */
+export class InvalidPrivateKeyError extends TypeError {
+  constructor(readonly reason: string) {
+    super(`privateKey must be ${PRIVATE_KEY_EXPECTED} or a private KeyObject; the value given ${reason}`);
+    this.name = 'InvalidPrivateKeyError';
+  }
+}
+
+/** Why a PEM string that createPrivateKey refused is not a private key, in words (OpenSSL only says "DECODER routines::unsupported"). */
+function pemProblem(pem: string, openSslMessage: string): string {
+  if (pem.trim() === '') return 'is empty';
+  const labels = [...pem.matchAll(/-----BEGIN ([A-Z0-9 ]+)-----/g)].map((m) => m[1]!);
+  if (labels.length === 0) return 'is not PEM: there is no "-----BEGIN PRIVATE KEY-----" (or "-----BEGIN RSA PRIVATE KEY-----") line';
+  if (labels.some((l) => l.endsWith('PUBLIC KEY'))) return 'holds a public key (the half registered with the server), not the private key';
+  if (labels.includes('CERTIFICATE')) return 'holds a certificate, not the private key';
+  if (labels.includes('ENCRYPTED PRIVATE KEY') || /Proc-Type:\s*4,ENCRYPTED/.test(pem)) {
+    return 'holds a passphrase-protected private key, which the client cannot decrypt: decrypt it first (openssl pkey -in KEY -out PLAIN_KEY)';
+  }
+  if (labels.includes('OPENSSH PRIVATE KEY')) return 'holds an OpenSSH private key: convert it to PKCS#8 first (ssh-keygen -p -m PKCS8 -f KEY)';
+  return `holds a "${labels[0]}" PEM block that is not a readable private key (${openSslMessage})`;
+}
+
 export function toPrivateKey(key: string | KeyObject): KeyObject {
-  const keyObject = typeof key === 'string' ? createPrivateKey(key) : key;
-  if (keyObject.type !== 'private') throw new Error('privateKey must be a private key (PEM or KeyObject)');
+  let keyObject: KeyObject;
+  if (typeof key === 'string') {
+    try {
+      keyObject = createPrivateKey(key);
+    } catch (err) {
+      throw new InvalidPrivateKeyError(pemProblem(key, (err as Error).message));
+    }
+  } else if (key && typeof key === 'object' && 'type' in key && typeof key.export === 'function') {
+    keyObject = key;
+  } else {
+    throw new InvalidPrivateKeyError(key === undefined || key === null ? 'is missing' : `is a ${typeof key}, neither a PEM string nor a KeyObject`);
+  }
+  if (keyObject.type === 'public') throw new InvalidPrivateKeyError('is a public KeyObject (the half registered with the server), not the private key');
+  if (keyObject.type !== 'private') throw new InvalidPrivateKeyError(`is a ${keyObject.type} KeyObject, not an asymmetric private key`);
+  try {
+    algorithmFor(keyObject);
+  } catch (err) {
+    throw new InvalidPrivateKeyError(`holds a key no client assertion can be signed with (${(err as Error).message})`);
+  }
   return keyObject;
 }
 

@@ -27,11 +27,17 @@ export interface ListUsersOptions {
   apiVersion?: string;
 }
 
+/**
+ * The constructor checks its options and throws a TypeError, a programming error rather
+ * than a ConnectApiError, when `baseUrl` is not an absolute http(s) URL, `clientId` is
+ * empty, or `privateKey` is not a private key it can sign with (`InvalidPrivateKeyError`,
+ * a TypeError whose message says what was given instead: a public key, a certificate, ...).
+ */
 export interface ConnectClientOptions {
-  /** The API's base URL, e.g. `https://connect.example.org/v1/connect/server`. */
+  /** The API's base URL, an absolute http(s) URL without query or fragment, e.g. `https://connect.example.org/v1/connect/server`. */
   baseUrl: string;
   clientId: string;
-  /** PEM (PKCS#8 or PKCS#1) or a KeyObject; RS256 for RSA keys, ES256/EdDSA for P-256/Ed25519 keys. */
+  /** PEM (PKCS#8 or PKCS#1) or a private KeyObject; RS256 for RSA keys, ES256/EdDSA for P-256/Ed25519 keys. */
   privateKey: string | KeyObject;
   /** Sent as the assertion's `kid`, for clients registered with a JWKS URL. */
   keyId?: string;
@@ -58,6 +64,37 @@ const OUTCOMES: readonly string[] = ['created', 'updated', 'unchanged'];
 
 const isOk = (answer: HttpAnswer) => answer.status >= 200 && answer.status < 300;
 
+/** `baseUrl` without its trailing slashes; a TypeError naming the option unless it is an absolute http(s) URL. */
+export function checkBaseUrl(baseUrl: unknown): string {
+  const example = 'e.g. https://connect.example.org/v1/connect/server';
+  if (typeof baseUrl !== 'string' || baseUrl.trim() === '') throw new TypeError(`baseUrl is required: the API's absolute http(s) URL, ${example}`);
+  let url: URL;
+  try {
+    url = new URL(baseUrl);
+  } catch {
+    throw new TypeError(`baseUrl must be an absolute http(s) URL, ${example}; got ${JSON.stringify(baseUrl)}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`baseUrl must be an absolute http(s) URL, ${example}; got ${JSON.stringify(baseUrl)} (scheme ${url.protocol})`);
+  if (url.search || url.hash || baseUrl.includes('?') || baseUrl.includes('#')) throw new TypeError(`baseUrl must not have a query or a fragment (the client appends paths to it); got ${JSON.stringify(baseUrl)}`);
+  return baseUrl.trim().replace(/\/+$/, '');
+}
+
+/** What a transport failure says, with the cause's code when the message alone is vague ("fetch failed"). */
+function messageOf(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const cause = err.cause instanceof Error ? err.cause : undefined;
+  return cause && cause.message && !err.message.includes(cause.message) ? `${err.message} (${cause.message})` : err.message;
+}
+
+/** The path of a request URL for an error message; never throws (an error being reported must not become another). */
+function pathOf(url: string): string {
+  try {
+    return new URL(url).pathname;
+  } catch {
+    return url;
+  }
+}
+
 export class ConnectClient {
   readonly baseUrl: string;
   readonly tokenUrl: string;
@@ -70,9 +107,8 @@ export class ConnectClient {
   private readonly tokens: AccessTokenSource;
 
   constructor(options: ConnectClientOptions) {
-    if (!options.baseUrl) throw new TypeError('baseUrl is required');
+    this.baseUrl = checkBaseUrl(options.baseUrl);
     if (!options.clientId) throw new TypeError('clientId is required');
-    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.tokenUrl = `${this.baseUrl}/oauth/token`;
     this.clientId = options.clientId;
     this.key = toPrivateKey(options.privateKey);
@@ -181,7 +217,9 @@ export class ConnectClient {
   /**
    * One HTTP exchange with retries on 429/502/503/504 and network errors: waits what
    * `Retry-After` asks, else exponential backoff with jitter. Answers the last response
-   * (ok or not); throws ConnectNetworkError when the server never answered.
+   * (ok or not); throws ConnectNetworkError when the server never answered, whatever the
+   * transport threw (a TypeError from a caller's fetch included), so a transport failure
+   * never escapes unclassified.
    */
   private async send(url: string, init: HttpRequest, rebuild?: () => Promise<string>): Promise<HttpAnswer> {
     for (let attempt = 0; ; attempt++) {
@@ -189,7 +227,7 @@ export class ConnectClient {
       try {
         answer = await this.transport(url, init);
       } catch (err) {
-        if (attempt >= this.maxRetries) throw new ConnectNetworkError(`${init.method} ${new URL(url).pathname}: ${(err as Error).message}`, { cause: err });
+        if (attempt >= this.maxRetries) throw new ConnectNetworkError(`${init.method} ${pathOf(url)}: ${messageOf(err)}`, { cause: err });
         await sleep(backoffMs(attempt));
         if (rebuild) init = { ...init, body: await rebuild() };
         continue;

@@ -1,4 +1,4 @@
-export { ConnectClient, PREVIEW_API_VERSION } from './connect-client.ts';
+export { checkBaseUrl, ConnectClient, PREVIEW_API_VERSION } from './connect-client.ts';
 export type { ConnectClientOptions, ConnectUser, ConnectUserWithSync, ListUsersOptions, UpsertOutcome, UpsertResult, UpsertUserInput, UsersPage } from './connect-client.ts';
 export {
   AuthenticationError,
@@ -11,4 +11,4 @@ export {
   ValidationError,
 } from './connect-api-errors.ts';
 export type { FieldError, Problem } from './connect-api-errors.ts';
-export { algorithmFor, signClientAssertion } from './access-token-source.ts';
+export { algorithmFor, InvalidPrivateKeyError, signClientAssertion } from './access-token-source.ts';
