@@ -66,6 +66,28 @@ describe('pnpm cli deliveries: dead letters are visible and replayable', () => {
     expect(after.json.deliveries.some((d: { id: string }) => d.id === failed.mine.id)).toBe(false);
   }, 120_000);
 
+  it('an id together with --all-failed is a usage error, and nothing is replayed', async () => {
+    broken = true;
+    const clinic = await registerTestClient(api.models);
+    const token = await getToken(api, clinic);
+    const ids: string[] = [randomUUID(), randomUUID()];
+    for (const id of ids) expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    const dead = (await eventually(async () => {
+      const list = await cli('deliveries', 'list', '--status', 'failed');
+      const mine = list.json.deliveries?.filter((d: { external_provider_id: string }) => ids.includes(d.external_provider_id));
+      return mine?.length === ids.length ? mine : false;
+    }, 30_000))!;
+
+    for (const args of [[dead[0].id, '--all-failed'], ['--all-failed', dead[0].id]]) {
+      const both = await cli('deliveries', 'replay', ...args);
+      expect(both.code).toBe(2);
+      expect(both.json).toEqual({ error: { kind: 'usage', message: expect.stringMatching(/give a delivery id or --all-failed, not both/) } });
+    }
+    for (const d of dead) expect((await cli('deliveries', 'show', d.id)).json).toMatchObject({ id: d.id, status: 'failed' });
+    expect(await api.models.Delivery.countDocuments({ _id: { $in: dead.map((d: { id: string }) => d.id) }, status: 'failed' })).toBe(ids.length);
+    broken = false;
+  }, 120_000);
+
   it('--all-failed replays every dead letter; a bad id or status is a JSON error', async () => {
     const all = await cli('deliveries', 'replay', '--all-failed');
     expect(all.code, JSON.stringify(all.json ?? all)).toBe(0);

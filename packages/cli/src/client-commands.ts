@@ -1,12 +1,13 @@
 import { readFileSync } from 'node:fs';
-import { collectionsOf, disableClient, enableClient, NotFoundError, registerClient, type OAuthClientDoc } from '@connect/shared';
-import { CliError, optional, positional, type Command } from './command.ts';
+import { clientPublicKeyProblem, collectionsOf, enableClient, jwksUrlProblem, NotFoundError, registerClient, type OAuthClientDoc } from '@connect/shared';
+import { CliError, defineCommand, optional, positional, redactUrl, type Command } from './command.ts';
 
 function clientView(client: OAuthClientDoc) {
   return {
     client_id: client._id,
     organization_id: client.organization_id,
-    key: client.jwks_url ? { jwks_url: client.jwks_url } : { public_key: 'pem' },
+    // Registration refuses user:password@ in a JWKS URL; one stored before that is shown without it.
+    key: client.jwks_url ? { jwks_url: redactUrl(client.jwks_url) } : { public_key: 'pem' },
     enabled: client.enabled,
     created_at: client.created_at.toISOString(),
     disabled_at: client.disabled_at?.toISOString() ?? null,
@@ -15,71 +16,91 @@ function clientView(client: OAuthClientDoc) {
 
 /** `-` is stdin, so a key can be piped into a container (`docker compose run -T ... < key.pem`). */
 function readKeyFile(file: string): string {
+  let pem: string;
   try {
-    return readFileSync(file === '-' ? 0 : file, 'utf8');
+    pem = readFileSync(file === '-' ? 0 : file, 'utf8');
   } catch (err) {
     throw new CliError('usage', `cannot read --public-key-file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
+  // The same check as registerClient's, made here so that a bad file is a usage error before any setting is read.
+  const problem = clientPublicKeyProblem(pem);
+  if (problem) throw new CliError('usage', `--public-key-file ${file} ${problem}`);
+  return pem;
 }
 
+const clientIdArgument = (input: Parameters<Command['parse']>[0]) => positional(input, 'the client id');
+
 export const clientCommands: Command[] = [
-  {
+  defineCommand({
     name: 'client create',
     synopsis: '--org ID (--public-key-file F | --jwks-url U)',
     description: `Registers an OAuth client of an organization. Its assertions are verified with
-the PEM public key in F (- reads it from stdin) or with the keys published at
-the JWKS URL U (the EHR rotates them on its own).
+the PEM public key in F (- reads it from stdin; a private key is refused: the EHR
+keeps it) or with the keys published at the JWKS URL U (the EHR rotates them on its
+own; https, or http on localhost, 127.0.0.1 or [::1] only; no user:password@).
 token_url is the audience its assertions name: PUBLIC_BASE_URL + BASE_PATH + /oauth/token.
 Prints {"client_id", "organization_id", "key", "enabled", "token_url", "created_at", "disabled_at"}.`,
     options: { org: { type: 'string' }, 'public-key-file': { type: 'string' }, 'jwks-url': { type: 'string' } },
-    async run(input, { models, config }) {
+    parse(input) {
       const org = optional(input, 'org');
       if (!org) throw new CliError('usage', '--org is required');
       const file = optional(input, 'public-key-file');
-      const client = await registerClient(models, {
-        organizationId: org,
-        publicKeyPem: file ? readKeyFile(file) : undefined,
-        jwksUrl: optional(input, 'jwks-url'),
-      });
+      const jwksUrl = optional(input, 'jwks-url');
+      if (Boolean(file) === Boolean(jwksUrl)) throw new CliError('usage', 'give exactly one of --public-key-file F or --jwks-url U');
+      const urlProblem = jwksUrl ? jwksUrlProblem(jwksUrl) : undefined;
+      // The URL is not repeated: it may hold a credential.
+      if (urlProblem) throw new CliError('usage', `--jwks-url ${urlProblem}`);
+      return { organizationId: org, publicKeyPem: file ? readKeyFile(file) : undefined, jwksUrl };
+    },
+    async run(args, { models, config }) {
+      const client = await registerClient(models, args);
       const { disabled_at, ...view } = clientView(client);
       return { ...view, token_url: config.tokenEndpointUrl, disabled_at };
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'client list',
     synopsis: '[--org ID]',
     description: `Lists OAuth clients (of one organization with --org), oldest first. Never prints keys.
 Prints {"clients": [{"client_id", "organization_id", "key", "enabled", "created_at", "disabled_at"}]}.`,
     options: { org: { type: 'string' } },
-    async run(input, { models }) {
-      const org = optional(input, 'org');
+    parse: (input) => optional(input, 'org'),
+    async run(org, { models }) {
       const { organizations, oauthClients } = collectionsOf(models);
       if (org && !(await organizations.findOne({ _id: org }, { projection: { _id: 1 } }))) throw new NotFoundError(`No organization ${org}.`);
       const clients = await oauthClients.find(org ? { organization_id: org } : {}).sort({ created_at: 1, _id: 1 }).toArray();
       return { clients: clients.map(clientView) };
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'client disable',
     synopsis: 'ID',
     description: `Disables an OAuth client: it gets no new tokens, and its tokens stop working
-within 30 s (the API's client cache).
-Prints {"client_id", "enabled": false, "disabled_at"}.`,
+within 30 s (the API's client cache). Disabling it again changes nothing
+(disabled_at stays the time it was first disabled).
+Prints {"client_id", "enabled": false, "disabled_at"}, plus "already_disabled": true when it already was.`,
     positionals: 1,
-    async run(input, { models }) {
-      const client = await disableClient(models, positional(input, 'the client id'));
-      return { client_id: client._id, enabled: client.enabled, disabled_at: client.disabled_at?.toISOString() ?? null };
+    parse: clientIdArgument,
+    async run(clientId, { models }) {
+      const { oauthClients } = collectionsOf(models);
+      // Only an enabled client is changed, so disabled_at keeps the time it was first disabled.
+      const disabled = await oauthClients.findOneAndUpdate({ _id: clientId, enabled: true }, { $set: { enabled: false, disabled_at: new Date() } }, { returnDocument: 'after' });
+      const client = disabled ?? (await oauthClients.findOne({ _id: clientId }));
+      if (!client) throw new NotFoundError(`No OAuth client ${clientId}.`);
+      const view = { client_id: client._id, enabled: client.enabled, disabled_at: client.disabled_at?.toISOString() ?? null };
+      return disabled ? view : { ...view, already_disabled: true };
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'client enable',
     synopsis: 'ID',
     description: `Enables a disabled OAuth client again (within 30 s on every API process).
 Prints {"client_id", "enabled": true, "disabled_at": null}.`,
     positionals: 1,
-    async run(input, { models }) {
-      const client = await enableClient(models, positional(input, 'the client id'));
+    parse: clientIdArgument,
+    async run(clientId, { models }) {
+      const client = await enableClient(models, clientId);
       return { client_id: client._id, enabled: client.enabled, disabled_at: null };
     },
-  },
+  }),
 ];

@@ -1,5 +1,5 @@
 import { DeliveryQueues, DeliveryStore, listDeliveries, replayAllFailed, replayDelivery, ReplayError, showDelivery, type DeliveryStatus } from '@connect/shared';
-import { CliError, optional, positional, type CliContext, type Command } from './command.ts';
+import { CliError, defineCommand, optional, positional, type CliContext, type Command } from './command.ts';
 
 const STATUSES: DeliveryStatus[] = ['pending', 'delivered', 'failed', 'superseded'];
 
@@ -18,7 +18,6 @@ function targetOf(ctx: CliContext, name: string | undefined): string | undefined
 
 /** Puts dead letters back on their target's queue (needs Redis; `unavailable` within a few seconds when it is down). */
 async function replay(ctx: CliContext, args: { allFailed: boolean; id?: string }): Promise<unknown> {
-  if (!args.allFailed && !args.id) throw new CliError('usage', 'give a delivery id or --all-failed');
   const redis = await ctx.redis();
   const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
   try {
@@ -37,34 +36,43 @@ async function replay(ctx: CliContext, args: { allFailed: boolean; id?: string }
 }
 
 export const deliveriesCommands: Command[] = [
-  {
+  defineCommand({
     name: 'deliveries list',
     synopsis: '[--target NAME] [--status pending|delivered|failed|superseded]',
     description: `Lists deliveries with a status (default failed: the dead letters), of one target or all,
 without user data. Prints {"status", "target"?, "count", "deliveries": [...]}.`,
     options: { status: { type: 'string' }, target: { type: 'string' } },
-    run: async (input, ctx) => {
-      const status = statusOf(optional(input, 'status'));
-      const target = targetOf(ctx, optional(input, 'target'));
-      const deliveries = await listDeliveries(new DeliveryStore(ctx.models), { status, target });
-      return { status, ...(target ? { target } : {}), count: deliveries.length, deliveries };
+    parse: (input) => ({ status: statusOf(optional(input, 'status')), target: optional(input, 'target') }),
+    run: async (args, ctx) => {
+      const target = targetOf(ctx, args.target);
+      const deliveries = await listDeliveries(new DeliveryStore(ctx.models), { status: args.status, target });
+      return { status: args.status, ...(target ? { target } : {}), count: deliveries.length, deliveries };
     },
-  },
-  {
+  }),
+  defineCommand({
     name: 'deliveries show',
     synopsis: 'ID',
     description: `One delivery with its attempt history (time, duration, HTTP status or error class,
 short message; never user data or response bodies). Prints the delivery.`,
     positionals: 1,
-    run: (input, ctx) => showDelivery(new DeliveryStore(ctx.models), positional(input, 'a delivery id')),
-  },
-  {
+    parse: (input) => positional(input, 'a delivery id'),
+    run: (id, ctx) => showDelivery(new DeliveryStore(ctx.models), id),
+  }),
+  defineCommand({
     name: 'deliveries replay',
     synopsis: 'ID | --all-failed',
-    description: `Sends dead letters again (the user's newest state, same ordering rules). Needs REDIS_URL.
+    description: `Sends dead letters again (the user's newest state, same ordering rules): the delivery ID,
+or with --all-failed every dead letter (not both). Needs REDIS_URL.
 Prints {"replayed": [...]}.`,
     options: { 'all-failed': { type: 'boolean' } },
     positionals: 1,
-    run: (input, ctx) => replay(ctx, { allFailed: input.values['all-failed'] === true, id: input.positionals[0] }),
-  },
+    parse(input) {
+      const allFailed = input.values['all-failed'] === true;
+      const id = input.positionals[0];
+      if (allFailed && id !== undefined) throw new CliError('usage', `give a delivery id or --all-failed, not both (got "${id}" and --all-failed)`);
+      if (!allFailed && !id?.trim()) throw new CliError('usage', 'give a delivery id or --all-failed');
+      return { allFailed, id };
+    },
+    run: (args, ctx) => replay(ctx, args),
+  }),
 ];

@@ -8,16 +8,15 @@
  * it to COMMANDS below. Dispatch picks the command whose words start argv.
  */
 import { parseArgs } from 'node:util';
-import mongoose from 'mongoose';
 import { createModels, loadConfig, type Config, type RedisClient } from '@connect/shared';
-import { CliError, connectRedis, DATASTORE_TIMEOUT_MS, redactUrl, toCliError, type CliContext, type Command } from './command.ts';
+import { CliError, connectMongo, connectRedis, toCliError, type CliContext, type Command } from './command.ts';
 import { clientCommands } from './client-commands.ts';
 import { deliveriesCommands } from './deliveries-command.ts';
 import { orgCommands } from './org-commands.ts';
 import { recoverCommand } from './recover-command.ts';
 import { resyncCommand } from './resync-command.ts';
 import { targetsCommands } from './targets-command.ts';
-import { applyStackEnv, type StackEnv } from './stack-env.ts';
+import { applyStackEnv } from './stack-env.ts';
 import { userCommands } from './user-commands.ts';
 
 const COMMANDS: Command[] = [
@@ -78,28 +77,41 @@ function fail(err: CliError): void {
   process.exitCode = err.kind === 'usage' || err.kind === 'configuration' ? 2 : 1;
 }
 
-async function runCommand(command: Command, rest: string[], stackEnv: StackEnv | undefined): Promise<unknown> {
-  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: command.options ?? {} });
+/**
+ * The command's arguments, checked before anything else is read: unknown options,
+ * an option given twice, stray positionals, then the command's own checks.
+ */
+function parseInput(command: Command, rest: string[]): unknown {
+  const options = command.options ?? {};
+  const { values, positionals, tokens } = parseArgs({ args: rest, allowPositionals: true, strict: true, options, tokens: true });
+  const seen = new Set<string>();
+  for (const t of tokens) {
+    if (t.kind !== 'option' || options[t.name]?.multiple) continue;
+    if (seen.has(t.name)) throw new CliError('usage', `--${t.name} is given twice; give it once`);
+    seen.add(t.name);
+  }
   if (positionals.length > (command.positionals ?? 0)) throw new CliError('usage', `unexpected argument "${positionals[command.positionals ?? 0]}"; usage: ${usageLine(command)}`);
+  return command.parse({ values, positionals });
+}
 
+async function runCommand(command: Command, args: unknown): Promise<unknown> {
+  const mongoUrlSet = Boolean(process.env.MONGO_URL?.trim());
+  const stackEnv = applyStackEnv(process.env);
+  if (stackEnv) process.stderr.write(`cli: MONGO_URL is not set; using ${stackEnv.used.join(', ')} from ${stackEnv.file} (written by pnpm stack)\n`);
   let config: Readonly<Config>;
   try {
     config = loadConfig(process.env, { require: { redis: false } });
   } catch (err) {
     const e = toCliError(err);
-    if (e.extra.variable === 'MONGO_URL' && !stackEnv) e.message += ' (or start `pnpm stack`, which writes .local/stack/env for the CLI)';
+    // Only when the settings came from nowhere: no MONGO_URL and no stack file.
+    if (e.extra.variable === 'MONGO_URL' && !mongoUrlSet && !stackEnv) e.message += ' (or start `pnpm stack`, which writes .local/stack/env for the CLI)';
     throw e;
   }
   const from = stackEnv ? ` (from ${stackEnv.file}: is \`pnpm stack\` running?)` : '';
-  // Bounded waits: with the database down the CLI answers `unavailable` within 5 s.
-  const conn = mongoose.createConnection(config.mongoUrl, { serverSelectionTimeoutMS: DATASTORE_TIMEOUT_MS, connectTimeoutMS: DATASTORE_TIMEOUT_MS });
+  // Bounded waits: with the database down the CLI answers `unavailable` within 5 s, start-up included.
+  const conn = await connectMongo(config.mongoUrl, from);
   let redis: Promise<RedisClient> | undefined;
   try {
-    try {
-      await conn.asPromise();
-    } catch (err) {
-      throw new CliError('unavailable', `MongoDB at ${redactUrl(config.mongoUrl)} did not answer within ${DATASTORE_TIMEOUT_MS / 1000} s${from}: ${(err as Error).message}`);
-    }
     // Indexes are the API's to create at start; the CLI only reads and writes documents.
     const ctx: CliContext = {
       config,
@@ -109,7 +121,7 @@ async function runCommand(command: Command, rest: string[], stackEnv: StackEnv |
         throw err;
       })),
     };
-    return await command.run({ values, positionals }, ctx);
+    return await command.run(args, ctx);
   } finally {
     await conn.close().catch(() => undefined);
     (await redis?.catch(() => undefined))?.disconnect();
@@ -132,9 +144,9 @@ async function main(argv: string[]): Promise<void> {
     const known = prefix.length ? `; ${argv[0]} commands: ${prefix.map((c) => c.name).join(', ')}` : '; `pnpm cli --help` lists them';
     throw new CliError('usage', `unknown command "${argv.slice(0, 2).join(' ')}"${known}`);
   }
-  const stackEnv = applyStackEnv(process.env);
-  if (stackEnv) process.stderr.write(`cli: MONGO_URL is not set; using ${stackEnv.used.join(', ')} from ${stackEnv.file} (written by pnpm stack)\n`);
-  print(await runCommand(command, rest, stackEnv));
+  // Arguments first: a usage error needs no settings and no database.
+  const args = parseInput(command, rest);
+  print(await runCommand(command, args));
 }
 
 // pnpm passes a literal `--` through when called as `pnpm cli -- ...`.

@@ -1,31 +1,39 @@
-import { collectionsOf, registerOrganization, type OrganizationDoc } from '@connect/shared';
-import { optional, required, type Command } from './command.ts';
+import { API_VERSIONS, collectionsOf, DEFAULT_PINNED_API_VERSION, isApiVersion, registerOrganization, type OrganizationDoc } from '@connect/shared';
+import { CliError, defineCommand, required, type Command } from './command.ts';
 
 function orgView(org: OrganizationDoc) {
   return { id: org._id, name: org.name, api_version: org.api_version, created_at: org.created_at.toISOString() };
 }
 
 export const orgCommands: Command[] = [
-  {
+  defineCommand({
     name: 'org create',
     synopsis: '--name N [--api-version V]',
     description: `Registers an organization (a tenant: its users, clients and pinned API version).
 --api-version pins the version its requests are served under when they do not
-name one (default 2026-03-23).
+name one: ${API_VERSIONS.join(', ')} (default ${DEFAULT_PINNED_API_VERSION}).
 Prints {"id", "name", "api_version", "created_at"}.`,
     options: { name: { type: 'string' }, 'api-version': { type: 'string' } },
-    async run(input, { models }) {
-      return orgView(await registerOrganization(models, { name: required(input, 'name'), apiVersion: optional(input, 'api-version') as never }));
+    parse(input) {
+      const name = required(input, 'name');
+      if (name.trim().length > 200) throw new CliError('usage', '--name must be 1 to 200 characters');
+      const apiVersion = input.values['api-version'];
+      if (apiVersion !== undefined && (typeof apiVersion !== 'string' || !isApiVersion(apiVersion))) {
+        throw new CliError('usage', `--api-version must be one of ${API_VERSIONS.join(', ')}, got "${String(apiVersion)}"`);
+      }
+      return { name, apiVersion };
     },
-  },
-  {
+    run: async (args, { models }) => orgView(await registerOrganization(models, args)),
+  }),
+  defineCommand({
     name: 'org list',
     synopsis: '',
     description: `Lists every organization, oldest first.
 Prints {"organizations": [{"id", "name", "api_version", "created_at"}]}.`,
-    async run(_input, { models }) {
+    parse: () => undefined,
+    async run(_args, { models }) {
       const orgs = await collectionsOf(models).organizations.find({}).sort({ created_at: 1, _id: 1 }).toArray();
       return { organizations: orgs.map(orgView) };
     },
-  },
+  }),
 ];

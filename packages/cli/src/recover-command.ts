@@ -1,13 +1,30 @@
 import { DeliveryQueues, DeliveryStore, recoverDeliveries } from '@connect/shared';
-import { CliError, optional, required, type Command } from './command.ts';
+import { CliError, defineCommand, optional, required, type Command } from './command.ts';
 import { jobPolicy } from './delivery-job-policy.ts';
 
-/** An ISO 8601 instant with a date and a time (a zone, or UTC when none is given). */
-function instant(name: string, value: string | undefined): Date | undefined {
-  if (value === undefined) return undefined;
-  const ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/.test(value) ? Date.parse(value) : Number.NaN;
-  if (Number.isNaN(ms)) throw new CliError('usage', `--${name}: an ISO 8601 date and time, e.g. 2026-03-01T09:00:00Z, got "${value}"`);
-  return new Date(ms);
+const ISO_INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|([+-])(\d{2}):?(\d{2}))?$/;
+
+/**
+ * An ISO 8601 instant with a date and a time, and a zone (`Z` or an offset; UTC
+ * when none is given). A date or time that does not exist (30 February, 24:00,
+ * minute 60) is refused, not rolled over into the next month or day.
+ */
+export function parseInstant(name: string, value: string): Date {
+  const bad = (why: string) => new CliError('usage', `--${name}: ${why}, e.g. 2026-03-01T09:00:00Z, got "${value}"`);
+  const m = ISO_INSTANT.exec(value);
+  if (!m) throw bad('an ISO 8601 date and time');
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map((v) => Number(v ?? 0)) as [number, number, number, number, number, number];
+  if (month < 1 || month > 12) throw bad(`there is no month ${m[2]}`);
+  const date = new Date(0);
+  date.setUTCFullYear(year, month, 0); // the last day of the month
+  if (day < 1 || day > date.getUTCDate()) throw bad(`there is no such date (${m[1]}-${m[2]} has ${date.getUTCDate()} days)`);
+  if (hour > 23 || minute > 59 || second > 59) throw bad('there is no such time of day (hours 00-23, minutes and seconds 00-59)');
+  const offsetHours = Number(m[10] ?? 0);
+  const offsetMinutes = Number(m[11] ?? 0);
+  if (offsetHours > 23 || offsetMinutes > 59) throw bad('there is no such UTC offset');
+  date.setUTCFullYear(year, month - 1, day);
+  date.setUTCHours(hour, minute, second, Number((m[7] ?? '').padEnd(3, '0').slice(0, 3)));
+  return new Date(date.getTime() - (m[9] === '-' ? -1 : 1) * (offsetHours * 60 + offsetMinutes) * 60_000);
 }
 
 /**
@@ -15,24 +32,29 @@ function instant(name: string, value: string | undefined): Date | undefined {
  * puts back every dead letter of the target dead-lettered in the window (see
  * packages/shared/src/deliveries/recover-deliveries.ts and docs/operations.md).
  */
-export const recoverCommand: Command = {
+export const recoverCommand: Command = defineCommand({
   name: 'deliveries recover',
   synopsis: '--target NAME --since ISO [--until ISO]',
   description: `Re-sends every delivery of the target that was dead-lettered in [since, until) (until: now),
-as the newest state of each user, with the usual ordering rules. Needs REDIS_URL.
+as the newest state of each user, with the usual ordering rules. Times are ISO 8601 with
+a zone (Z or an offset; UTC when none), e.g. 2026-03-01T09:00:00Z. Needs REDIS_URL.
 Prints {"recovered": N}, N being the dead letters put back.`,
   options: { target: { type: 'string' }, since: { type: 'string' }, until: { type: 'string' } },
-  async run(input, ctx) {
+  parse(input) {
     const target = required(input, 'target');
-    const since = instant('since', required(input, 'since'))!;
-    const until = instant('until', optional(input, 'until'));
+    const since = parseInstant('since', required(input, 'since'));
+    const rawUntil = optional(input, 'until');
+    const until = rawUntil === undefined ? undefined : parseInstant('until', rawUntil);
     if (until && until <= since) throw new CliError('usage', '--until must be after --since');
+    return { target, since, until };
+  },
+  async run(window, ctx) {
     const redis = await ctx.redis();
     const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets, jobPolicy());
     try {
-      return await recoverDeliveries({ store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets }, { target, since, until });
+      return await recoverDeliveries({ store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets }, window);
     } finally {
       await queues.close();
     }
   },
-};
+});

@@ -1,5 +1,5 @@
-import { DeliveryQueues, DeliveryStore, resyncTarget, type ResyncProgress } from '@connect/shared';
-import { CliError, optional, positional, type Command } from './command.ts';
+import { collectionsOf, DeliveryQueues, DeliveryStore, NotFoundError, resyncTarget, type ResyncProgress } from '@connect/shared';
+import { CliError, defineCommand, optional, positional, type Command } from './command.ts';
 import { jobPolicy } from './delivery-job-policy.ts';
 
 /** Non-terminal stderr gets one JSON line at most this often. */
@@ -14,7 +14,7 @@ const PROGRESS_EVERY_MS = 3000;
  * saved, the same command continues, and this run's counts are printed with
  * `"interrupted": true` (exit 130).
  */
-export const resyncCommand: Command = {
+export const resyncCommand: Command = defineCommand({
   name: 'targets resync',
   synopsis: 'NAME [--org ID] [--force] [--batch-size N] [--max-waiting N]',
   description: `Brings one target up to date with every user (of one organization with --org): user.created
@@ -25,10 +25,20 @@ the batch in progress; the same command continues. Needs REDIS_URL; the worker d
 Progress on stderr. Prints {"target", "users_scanned", "enqueued", "skipped"}.`,
   options: { org: { type: 'string' }, force: { type: 'boolean' }, 'batch-size': { type: 'string' }, 'max-waiting': { type: 'string' } },
   positionals: 1,
-  async run(input, ctx) {
-    const target = positional(input, 'a target name');
-    const batchSize = count('batch-size', optional(input, 'batch-size'), 500);
-    const maxOutstanding = count('max-waiting', optional(input, 'max-waiting'), 2000);
+  parse(input) {
+    return {
+      target: positional(input, 'a target name'),
+      organizationId: optional(input, 'org'),
+      force: input.values.force === true,
+      batchSize: count('batch-size', optional(input, 'batch-size'), 500),
+      maxOutstanding: count('max-waiting', optional(input, 'max-waiting'), 2000),
+    };
+  },
+  async run(args, ctx) {
+    // An unknown organization has no users: say so rather than report a resync of nothing.
+    if (args.organizationId && !(await collectionsOf(ctx.models).organizations.findOne({ _id: args.organizationId }, { projection: { _id: 1 } }))) {
+      throw new NotFoundError(`No organization ${args.organizationId}.`);
+    }
     const redis = await ctx.redis();
     const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets, jobPolicy());
     const abort = new AbortController();
@@ -40,7 +50,7 @@ Progress on stderr. Prints {"target", "users_scanned", "enqueued", "skipped"}.`,
     try {
       const result = await resyncTarget(
         { store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets },
-        { target, organizationId: optional(input, 'org'), force: input.values.force === true, batchSize, maxOutstanding, signal: abort.signal, onProgress: progressWriter() },
+        { ...args, signal: abort.signal, onProgress: progressWriter() },
       );
       const { interrupted, ...counts } = result;
       if (!interrupted) return counts;
@@ -51,7 +61,7 @@ Progress on stderr. Prints {"target", "users_scanned", "enqueued", "skipped"}.`,
       await queues.close();
     }
   },
-};
+});
 
 /** `--batch-size` (users read per round trip) and `--max-waiting` (resync jobs allowed to wait at once: the pace). */
 function count(name: string, raw: string | undefined, fallback: number): number {

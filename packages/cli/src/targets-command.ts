@@ -1,5 +1,5 @@
 import { DeliveryQueues, listTargets, pauseTarget, resumeTarget, TargetHealth } from '@connect/shared';
-import { positional, type CliContext, type Command } from './command.ts';
+import { defineCommand, positional, type CliContext, type Command } from './command.ts';
 
 /**
  * `targets list`, `targets pause NAME`, `targets resume NAME`: the health every
@@ -18,27 +18,30 @@ async function withTargets<T>(ctx: CliContext, run: (deps: { health: TargetHealt
 }
 
 export const targetsCommands: Command[] = [
-  {
+  defineCommand({
     name: 'targets list',
     synopsis: '',
     description: `Every configured downstream target with its shared health. Needs REDIS_URL.
 Prints {"targets": [{"name", "state", "consecutive_failures", "failing_since", "last_success_at", "backlog"}]}.`,
-    run: (_input, ctx) => withTargets(ctx, async (deps) => ({ targets: await listTargets(deps) })),
-  },
-  {
+    parse: () => undefined,
+    run: (_args, ctx) => withTargets(ctx, async (deps) => ({ targets: await listTargets(deps) })),
+  }),
+  defineCommand({
     name: 'targets pause',
     synopsis: 'NAME',
     description: `An operator's hold: the target's deliveries wait (nothing is dropped) until resume.
 Prints the target's row.`,
     positionals: 1,
-    run: (input, ctx) => withTargets(ctx, (deps) => pauseTarget(deps, positional(input, 'a target name'))),
-  },
-  {
+    parse: (input) => positional(input, 'a target name'),
+    run: (name, ctx) => withTargets(ctx, (deps) => pauseTarget(deps, name)),
+  }),
+  defineCommand({
     name: 'targets resume',
     synopsis: 'NAME',
     description: `Ends a pause, and also leaves failing or disabled: the held deliveries drain in order.
 Prints the target's row.`,
     positionals: 1,
-    run: (input, ctx) => withTargets(ctx, (deps) => resumeTarget(deps, positional(input, 'a target name'))),
-  },
+    parse: (input) => positional(input, 'a target name'),
+    run: (name, ctx) => withTargets(ctx, (deps) => resumeTarget(deps, name)),
+  }),
 ];

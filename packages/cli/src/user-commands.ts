@@ -1,8 +1,8 @@
 import { collectionsOf, getProviderUser, NotFoundError, providerUserForVersion } from '@connect/shared';
-import { required, type Command } from './command.ts';
+import { defineCommand, required, type Command } from './command.ts';
 
 export const userCommands: Command[] = [
-  {
+  defineCommand({
     name: 'user get',
     synopsis: '--org ID --external-provider-id X',
     description: `Prints a provider user as GET {base}/users/{external_provider_id} answers it,
@@ -10,12 +10,12 @@ with "sync": where each target of DOWNSTREAM_TARGETS stands (the same function
 serves both, so they agree when the CLI sees the API's DOWNSTREAM_TARGETS), in the
 shape of the organization's pinned API version (what the API answers without a version header).`,
     options: { org: { type: 'string' }, 'external-provider-id': { type: 'string' } },
-    async run(input, { models, config }) {
-      const orgId = required(input, 'org');
+    parse: (input) => ({ orgId: required(input, 'org'), externalProviderId: required(input, 'external-provider-id') }),
+    async run({ orgId, externalProviderId }, { models, config }) {
       const org = await collectionsOf(models).organizations.findOne({ _id: orgId });
       if (!org) throw new NotFoundError(`No organization ${orgId}.`);
-      const user = await getProviderUser(models, config.downstreamTargets, orgId, required(input, 'external-provider-id'));
+      const user = await getProviderUser(models, config.downstreamTargets, orgId, externalProviderId);
       return providerUserForVersion(user, org.api_version);
     },
-  },
+  }),
 ];

@@ -1,0 +1,32 @@
+import { describe, expect, it } from 'vitest';
+import { parseInstant } from './recover-command.ts';
+
+describe('deliveries recover --since/--until', () => {
+  it('reads ISO 8601 date-times with Z, an offset or no zone (UTC), with or without seconds and fractions', () => {
+    const now = new Date('2026-03-05T10:11:12.345Z');
+    expect(parseInstant('since', now.toISOString())).toEqual(now);
+    expect(parseInstant('since', '2026-03-05T10:11Z')).toEqual(new Date('2026-03-05T10:11:00Z'));
+    expect(parseInstant('since', '2026-03-05T10:11:12')).toEqual(new Date('2026-03-05T10:11:12Z'));
+    expect(parseInstant('since', '2026-03-05T11:11:12+01:00')).toEqual(new Date('2026-03-05T10:11:12Z'));
+    expect(parseInstant('since', '2026-03-05T05:41:12-0430')).toEqual(new Date('2026-03-05T10:11:12Z'));
+    expect(parseInstant('since', '2026-03-05T10:11:12.3456789Z')).toEqual(new Date('2026-03-05T10:11:12.345Z'));
+    expect(parseInstant('since', '2024-02-29T00:00:00Z')).toEqual(new Date('2024-02-29T00:00:00Z'));
+  });
+
+  it('refuses a date or time that does not exist instead of rolling it over', () => {
+    for (const [value, why] of [
+      ['2026-02-29T00:00:00Z', /no such date \(2026-02 has 28 days\)/],
+      ['2026-02-30T00:00:00Z', /no such date/],
+      ['2026-04-31T00:00:00Z', /no such date \(2026-04 has 30 days\)/],
+      ['2026-00-10T00:00:00Z', /no month 00/],
+      ['2026-03-01T24:00:00Z', /no such time of day/],
+      ['2026-03-01T23:60:00Z', /no such time of day/],
+      ['2026-03-01T23:00:60Z', /no such time of day/],
+      ['2026-03-01T23:00:00+24:00', /no such UTC offset/],
+      ['2026-03-01', /an ISO 8601 date and time/],
+      ['yesterday', /an ISO 8601 date and time/],
+    ] as const) {
+      expect(() => parseInstant('since', value), value).toThrow(why);
+    }
+  });
+});
