@@ -196,6 +196,25 @@ describe('retries: 429/502/503/504 with backoff, honouring Retry-After', () => {
   });
 });
 
+describe('a 2xx whose body is not JSON (a proxy\'s page)', () => {
+  it('is a ConnectApiError naming what came back, on the token request and on a call, never a SyntaxError', async () => {
+    const id = newId();
+    const page = '<html><body>Welcome to the hotel network</body></html>';
+    proxy.inject({ match: (m, p) => m === 'POST' && p.endsWith('/oauth/token'), status: 200, body: page });
+    const onToken = await client().getUser(id).catch((e: unknown) => e);
+    expect(onToken).toBeInstanceOf(ConnectApiError);
+    expect((onToken as ConnectApiError).problem).toMatchObject({ title: 'Answer is not JSON', status: 200 });
+    expect((onToken as ConnectApiError).message).toContain('Welcome to the hotel');
+
+    const sdk = client();
+    await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    proxy.inject({ match: (m, p) => m === 'GET' && p.includes(id), status: 200, body: page });
+    const onCall = await sdk.getUser(id).catch((e: unknown) => e);
+    expect(onCall).toBeInstanceOf(ConnectApiError);
+    expect((onCall as ConnectApiError).status).toBe(200);
+  });
+});
+
 describe('upsertUser outcome (X-Connect-Outcome)', () => {
   it('created, then updated, then unchanged for a request that changes nothing', async () => {
     const sdk = client();

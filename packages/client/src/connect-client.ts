@@ -95,6 +95,19 @@ function pathOf(url: string): string {
   }
 }
 
+/**
+ * A successful answer's JSON body. A 2xx that is not JSON (a proxy's page, a truncated
+ * body) is a ConnectApiError naming what came back, so a call throws nothing else.
+ */
+function bodyOf<T>(answer: Pick<HttpAnswer, 'status' | 'text'>): T {
+  try {
+    return JSON.parse(answer.text) as T;
+  } catch {
+    const start = answer.text.slice(0, 80);
+    throw new ConnectApiError(answer.status, { type: 'about:blank', status: answer.status, title: 'Answer is not JSON', detail: `HTTP ${answer.status} with a body that is not JSON${start ? `: ${JSON.stringify(start)}` : ' (empty)'}` });
+  }
+}
+
 export class ConnectClient {
   readonly baseUrl: string;
   readonly tokenUrl: string;
@@ -128,20 +141,18 @@ export class ConnectClient {
     const answer = await this.call('POST', '/users', { body, apiVersion: this.apiVersion });
     const header = answer.header('x-connect-outcome')?.trim().toLowerCase();
     const outcome = (header && OUTCOMES.includes(header) ? header : answer.status === 201 ? 'created' : 'updated') as UpsertOutcome;
-    return { outcome, user: JSON.parse(answer.text) as ConnectUser };
+    return { outcome, user: bodyOf<ConnectUser>(answer) };
   }
 
   /** GET /users/{id}: the user and where each downstream target stands. NotFoundError when the organization has none. */
   async getUser(externalProviderId: string): Promise<ConnectUserWithSync> {
-    const { text } = await this.call('GET', `/users/${encodeURIComponent(externalProviderId)}`, { apiVersion: this.apiVersion });
-    return JSON.parse(text) as ConnectUserWithSync;
+    return bodyOf<ConnectUserWithSync>(await this.call('GET', `/users/${encodeURIComponent(externalProviderId)}`, { apiVersion: this.apiVersion }));
   }
 
   /** DELETE /users/{id} (preview): 200 with the deactivated user, again 200 and no event on a second call. */
   async deactivateUser(externalProviderId: string, options: { apiVersion?: string } = {}): Promise<ProviderUserNextView> {
     const apiVersion = options.apiVersion ?? this.apiVersion ?? PREVIEW_API_VERSION;
-    const { text } = await this.call('DELETE', `/users/${encodeURIComponent(externalProviderId)}`, { apiVersion });
-    return JSON.parse(text) as ProviderUserNextView;
+    return bodyOf<ProviderUserNextView>(await this.call('DELETE', `/users/${encodeURIComponent(externalProviderId)}`, { apiVersion }));
   }
 
   /**
@@ -157,8 +168,7 @@ export class ConnectClient {
       if (cursor) query.set('cursor', cursor);
       if (options.status) query.set('status', options.status);
       const qs = query.toString();
-      const { text } = await this.call('GET', `/users${qs ? `?${qs}` : ''}`, { apiVersion });
-      const page = JSON.parse(text) as UsersPage;
+      const page = bodyOf<UsersPage>(await this.call('GET', `/users${qs ? `?${qs}` : ''}`, { apiVersion }));
       yield page;
       cursor = page.next_cursor ?? undefined;
     } while (cursor);
@@ -209,7 +219,7 @@ export class ConnectClient {
       // Whatever the token endpoint refuses (400 invalid_request, 401 invalid_client) is a credentials problem.
       throw error.status >= 400 && error.status < 500 && error.status !== 429 ? new AuthenticationError(error.status, error.problem) : error;
     }
-    const body = JSON.parse(answer.text) as { access_token?: unknown; expires_in?: unknown };
+    const body = bodyOf<{ access_token?: unknown; expires_in?: unknown }>(answer);
     if (typeof body.access_token !== 'string') throw new ConnectApiError(answer.status, { type: 'about:blank', status: answer.status, title: 'Token answer without access_token' });
     return { accessToken: body.access_token, expiresInSeconds: typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 300 };
   }
