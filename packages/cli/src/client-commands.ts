@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { clientPublicKeyProblem, collectionsOf, enableClient, jwksUrlProblem, NotFoundError, registerClient, type OAuthClientDoc } from '@connect/shared';
+import { clientPublicKeyProblem, collectionsOf, disableClient, enableClient, jwksUrlProblem, NotFoundError, registerClient, type OAuthClientDoc } from '@connect/shared';
 import { CliError, defineCommand, optional, positional, redactUrl, type Command } from './command.ts';
 
 function clientView(client: OAuthClientDoc) {
@@ -82,13 +82,9 @@ Prints {"client_id", "enabled": false, "disabled_at"}, plus "already_disabled": 
     positionals: 1,
     parse: clientIdArgument,
     async run(clientId, { models }) {
-      const { oauthClients } = collectionsOf(models);
-      // Only an enabled client is changed, so disabled_at keeps the time it was first disabled.
-      const disabled = await oauthClients.findOneAndUpdate({ _id: clientId, enabled: true }, { $set: { enabled: false, disabled_at: new Date() } }, { returnDocument: 'after' });
-      const client = disabled ?? (await oauthClients.findOne({ _id: clientId }));
-      if (!client) throw new NotFoundError(`No OAuth client ${clientId}.`);
+      const client = await disableClient(models, clientId);
       const view = { client_id: client._id, enabled: client.enabled, disabled_at: client.disabled_at?.toISOString() ?? null };
-      return disabled ? view : { ...view, already_disabled: true };
+      return client.already_disabled ? { ...view, already_disabled: true } : view;
     },
   }),
   defineCommand({

@@ -84,15 +84,15 @@ export async function registerClient(models: Models, cmd: RegisterClientCommand)
   return client;
 }
 
-/** Tokens already issued to the client stop working within the API's client cache lifetime (≤ 60 s). */
-export async function disableClient(models: Models, clientId: string): Promise<OAuthClientDoc> {
-  const client = await collectionsOf(models).oauthClients.findOneAndUpdate(
-    { _id: clientId },
-    { $set: { enabled: false, disabled_at: new Date() } },
-    { returnDocument: 'after' },
-  );
+/** Tokens already issued to the client stop working within the API's client cache lifetime (≤ 60 s). Disabling it again changes nothing (`already_disabled`). */
+export async function disableClient(models: Models, clientId: string): Promise<OAuthClientDoc & { already_disabled?: true }> {
+  const { oauthClients } = collectionsOf(models);
+  // Only an enabled client is changed, so disabled_at keeps the time it was first disabled.
+  const disabled = await oauthClients.findOneAndUpdate({ _id: clientId, enabled: true }, { $set: { enabled: false, disabled_at: new Date() } }, { returnDocument: 'after' });
+  if (disabled) return disabled;
+  const client = await oauthClients.findOne({ _id: clientId });
   if (!client) throw new NotFoundError(`No OAuth client ${clientId}.`);
-  return client;
+  return { ...client, already_disabled: true };
 }
 
 /** Undoes `disableClient`: its assertions get tokens again, and its unexpired tokens work again (the API checks the client on every request, cached ≤ 30 s). */
