@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { clientPublicKeyProblem, collectionsOf, disableClient, enableClient, jwksUrlProblem, NotFoundError, registerClient, type OAuthClientDoc } from '@connect/shared';
+import { clientPublicKeyProblem, collectionsOf, disableClient, enableClient, jwksUrlProblem, registerClient, requireOrganization, type OAuthClientDoc } from '@connect/shared';
 import { CliError, defineCommand, optional, positional, redactUrl, type Command } from './command.ts';
 
 function clientView(client: OAuthClientDoc) {
@@ -66,8 +66,8 @@ Prints {"clients": [{"client_id", "organization_id", "key", "enabled", "created_
     options: { org: { type: 'string' } },
     parse: (input) => optional(input, 'org'),
     async run(org, { models }) {
-      const { organizations, oauthClients } = collectionsOf(models);
-      if (org && !(await organizations.findOne({ _id: org }, { projection: { _id: 1 } }))) throw new NotFoundError(`No organization ${org}.`);
+      if (org) await requireOrganization(models, org);
+      const { oauthClients } = collectionsOf(models);
       const clients = await oauthClients.find(org ? { organization_id: org } : {}).sort({ created_at: 1, _id: 1 }).toArray();
       return { clients: clients.map(clientView) };
     },

@@ -1,4 +1,4 @@
-import { API_VERSIONS, collectionsOf, DEFAULT_PINNED_API_VERSION, isApiVersion, registerOrganization, type OrganizationDoc } from '@connect/shared';
+import { API_VERSIONS, collectionsOf, DEFAULT_PINNED_API_VERSION, organizationProblems, registerOrganization, type OrganizationDoc } from '@connect/shared';
 import { CliError, defineCommand, required, type Command } from './command.ts';
 
 function orgView(org: OrganizationDoc) {
@@ -15,13 +15,11 @@ name one: ${API_VERSIONS.join(', ')} (default ${DEFAULT_PINNED_API_VERSION}).
 Prints {"id", "name", "api_version", "created_at"}.`,
     options: { name: { type: 'string' }, 'api-version': { type: 'string' } },
     parse(input) {
-      const name = required(input, 'name');
-      if (name.trim().length > 200) throw new CliError('usage', '--name must be 1 to 200 characters');
-      const apiVersion = input.values['api-version'];
-      if (apiVersion !== undefined && (typeof apiVersion !== 'string' || !isApiVersion(apiVersion))) {
-        throw new CliError('usage', `--api-version must be one of ${API_VERSIONS.join(', ')}, got "${String(apiVersion)}"`);
-      }
-      return { name, apiVersion };
+      const args = { name: required(input, 'name'), apiVersion: input.values['api-version'] as string | undefined };
+      // registerOrganization's own checks, made before any setting is read.
+      const problem = organizationProblems(args)[0];
+      if (problem) throw new CliError('usage', `--${problem.path.replace('_', '-')} ${problem.message}`);
+      return args;
     },
     run: async (args, { models }) => orgView(await registerOrganization(models, args)),
   }),

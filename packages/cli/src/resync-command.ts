@@ -1,4 +1,4 @@
-import { collectionsOf, DeliveryQueues, DeliveryStore, NotFoundError, resyncTarget, type ResyncProgress } from '@connect/shared';
+import { DeliveryQueues, DeliveryStore, requireOrganization, resyncTarget, type ResyncProgress } from '@connect/shared';
 import { CliError, defineCommand, optional, positional, type Command } from './command.ts';
 import { jobPolicy } from './delivery-job-policy.ts';
 
@@ -36,9 +36,7 @@ Progress on stderr. Prints {"target", "users_scanned", "enqueued", "skipped"}.`,
   },
   async run(args, ctx) {
     // An unknown organization has no users: say so rather than report a resync of nothing.
-    if (args.organizationId && !(await collectionsOf(ctx.models).organizations.findOne({ _id: args.organizationId }, { projection: { _id: 1 } }))) {
-      throw new NotFoundError(`No organization ${args.organizationId}.`);
-    }
+    if (args.organizationId) await requireOrganization(ctx.models, args.organizationId);
     const redis = await ctx.redis();
     const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets, jobPolicy());
     const abort = new AbortController();

@@ -1,6 +1,7 @@
 import { createPublicKey, randomUUID } from 'node:crypto';
 import { NotFoundError, ValidationError } from '../domain-errors.ts';
 import { collectionsOf, type Models, type OAuthClientDoc } from '../models/models.ts';
+import { requireOrganization } from './register-organization.ts';
 
 export interface RegisterClientCommand {
   organizationId: string;
@@ -68,9 +69,8 @@ export async function registerClient(models: Models, cmd: RegisterClientCommand)
   if (keyProblem) throw new ValidationError([{ path: 'public_key', message: keyProblem }]);
   const urlProblem = cmd.jwksUrl ? jwksUrlProblem(cmd.jwksUrl) : undefined;
   if (urlProblem) throw new ValidationError([{ path: 'jwks_url', message: urlProblem }]);
-  const { organizations, oauthClients } = collectionsOf(models);
-  const org = await organizations.findOne({ _id: cmd.organizationId }, { projection: { _id: 1 } });
-  if (!org) throw new NotFoundError(`No organization ${cmd.organizationId}.`);
+  await requireOrganization(models, cmd.organizationId);
+  const { oauthClients } = collectionsOf(models);
   const client: OAuthClientDoc = {
     _id: randomUUID(),
     organization_id: cmd.organizationId,
