@@ -45,4 +45,27 @@ describe('docs/contract.md versioning: responses carry the version they were ser
     // A malformed header is not rescued by a good query.
     expect((await get(token, { 'x-nabla-api-version': 'yesterday' }, '?nabla-api-version=2026-03-23')).status).toBe(400);
   });
+
+  it('answers given before the version is settled (401, 405, unknown route) echo a known version the client asked for, and only that', async () => {
+    const anon = (path: string, headers: Record<string, string>, method = 'GET') => http(`${api.baseUrl}${path}`, { method, headers });
+    const noToken = await anon(`/users/${id}`, { 'x-nabla-api-version': '2026-03-23' });
+    expect(noToken.status).toBe(401);
+    expect(noToken.headers.get('x-nabla-api-version')).toBe('2026-03-23');
+    const badToken = await anon(`/users/${id}?nabla-api-version=x-nabla-next`, { authorization: 'Bearer not.a.token' });
+    expect(badToken.status).toBe(401);
+    expect(badToken.headers.get('x-nabla-api-version')).toBe('x-nabla-next');
+    const unknownRoute = await anon('/no-such-route', { 'x-nabla-api-version': '2026-02-13' });
+    expect(unknownRoute.status).toBe(404);
+    expect(unknownRoute.headers.get('x-nabla-api-version')).toBe('2026-02-13');
+    const wrongMethod = await anon('/users', { 'x-nabla-api-version': '2026-03-23' }, 'PUT');
+    expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.headers.get('x-nabla-api-version')).toBe('2026-03-23');
+    // Nothing to echo: no version asked (the organization is not known yet), or one that is not a version.
+    expect((await anon(`/users/${id}`, {})).headers.get('x-nabla-api-version')).toBeNull();
+    expect((await anon(`/users/${id}`, { 'x-nabla-api-version': '2031-01-01' })).headers.get('x-nabla-api-version')).toBeNull();
+    // Outside the base path nothing is versioned.
+    const livez = await http(`${api.origin}/livez`, { headers: { 'x-nabla-api-version': '2026-03-23' } });
+    expect(livez.status).toBe(200);
+    expect(livez.headers.get('x-nabla-api-version')).toBeNull();
+  });
 });

@@ -15,6 +15,7 @@ import { healthRoutes } from './routes/health.ts';
 import { metricsRoutes, observeRequestDurations } from './routes/metrics.ts';
 import { oauthTokenRoute } from './routes/oauth-token.ts';
 import { usersRoutes } from './routes/users.ts';
+import { API_VERSION_HEADER, explicitApiVersion } from './routes/authenticate.ts';
 import { registerRateLimits } from './rate-limits.ts';
 import { zodValidatorCompiler } from './validator-compiler.ts';
 
@@ -76,8 +77,15 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   app.addHook('preClose', async () => {
     closing = true;
   });
+  const underBase = `${deps.config.basePath}/`;
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    // Answers given before the version was settled (401, 405, an unknown route under the base
+    // path, a rate limit) still carry the version the client asked for, when it asked a known one.
+    if (!reply.hasHeader(API_VERSION_HEADER) && request.url.startsWith(underBase)) {
+      const asked = explicitApiVersion(request);
+      if (asked) reply.header(API_VERSION_HEADER, asked);
+    }
     // While shutting down, end keep-alive connections after their answer so close() does not wait for the idle timeout.
     if (closing) reply.header('connection', 'close');
   });

@@ -42,6 +42,15 @@ export function requestedApiVersion(request: FastifyRequest): ApiVersion | undef
   return v;
 }
 
+/** The known version a request names, or undefined when it names none or one that is malformed or unknown (never throws). */
+export function explicitApiVersion(request: FastifyRequest): ApiVersion | undefined {
+  try {
+    return requestedApiVersion(request);
+  } catch {
+    return undefined;
+  }
+}
+
 export interface AuthenticateDeps {
   tokens: AccessTokens;
   clients: ClientDirectory;
