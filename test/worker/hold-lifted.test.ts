@@ -29,7 +29,7 @@ beforeAll(async () => {
   stack = await startDeliveryStack({
     label: 'hold_lifted',
     targets: [target('dictation', receiver.url)],
-    // Retry-After is capped at the schedule's largest step: 10 minutes, above the hold.
+    // Retry-After is capped at the larger of the schedule's largest step and an hour: above the hold.
     api: { env: { WORKER_RETRY_SCHEDULE: '1s,10m' } },
     worker: (env) => ({ policy: deliveryPolicyFromEnv(env) }),
   });

@@ -12,10 +12,11 @@ describe('deliveryBackoff', () => {
     expect([1, 2, 3, 4].map((n) => high(n))).toEqual([1200, 2400, 4800, 9600]);
   });
 
-  it('waits for the receiver’s Retry-After when it is longer, capped at the largest step', () => {
+  it('waits for the receiver’s Retry-After when it is longer, capped at the larger of the largest step and an hour', () => {
     const b = deliveryBackoff(policy, () => 0.5);
     expect(b(1, 'delivery', new RetryableDeliveryError('HTTP 429', 2000))).toBe(2000);
-    expect(b(1, 'delivery', new RetryableDeliveryError('HTTP 503', 10_000_000))).toBe(8000);
+    expect(b(1, 'delivery', new RetryableDeliveryError('HTTP 503', 30_000))).toBe(30_000);
+    expect(b(1, 'delivery', new RetryableDeliveryError('HTTP 503', 10_000_000))).toBe(3_600_000);
     expect(b(3, 'delivery', new RetryableDeliveryError('HTTP 503', null))).toBe(4000);
     expect(b(4, 'delivery', new RetryableDeliveryError('HTTP 429', 1000))).toBe(8000); // the schedule is longer
   });

@@ -23,7 +23,7 @@ describe('retry schedule', () => {
     expect(hours).toBeLessThan(29);
   });
 
-  it('each wait is its step ±20 %, Retry-After a floor capped at the largest step', () => {
+  it('each wait is its step ±20 %, Retry-After a floor capped at the larger of the largest step and an hour', () => {
     const p = { retryScheduleMs: [1000, 2000, 4000] };
     expect(retryDelayMs(p, 1, null, () => 0)).toBe(800);
     expect(retryDelayMs(p, 1, null, () => 1)).toBe(1200);
@@ -31,7 +31,13 @@ describe('retry schedule', () => {
     expect(retryDelayMs(p, 3, null, () => 0.5)).toBe(4000);
     expect(retryDelayMs(p, 1, 3000, () => 0.5)).toBe(3000);
     expect(retryDelayMs(p, 1, 500, () => 0.5)).toBe(1000);
-    expect(retryDelayMs(p, 1, 3_600_000, () => 0.5)).toBe(4000);
+    // Honoured in full up to an hour, even when the schedule's steps are seconds.
+    expect(retryDelayMs(p, 1, 3_600_000, () => 0.5)).toBe(3_600_000);
+    expect(retryDelayMs(p, 1, 365 * 86_400_000, () => 0.5)).toBe(3_600_000);
+    // A schedule with longer steps caps it at its largest.
+    const long = { retryScheduleMs: [5000, 36_000_000] };
+    expect(retryDelayMs(long, 1, 20 * 3_600_000, () => 0.5)).toBe(36_000_000);
+    expect(retryDelayMs(long, 1, 5 * 3_600_000, () => 0.5)).toBe(5 * 3_600_000);
   });
 });
 
@@ -50,7 +56,7 @@ describe('the settings the no-loss promise depends on stay consistent', () => {
     expect(ageMs(opts.removeOnFail)).toBeGreaterThanOrEqual(longestRetryWindowMs(policy) + policy.disableAfterMs);
     // Completed jobs are history only (trimming them is safe: test/ops-data/outbox-trimming.test.ts), kept bounded.
     expect(opts.removeOnComplete).toEqual(KEEP_COMPLETED_JOBS);
-    expect(maxRetryAfterMs(policy)).toBe(Math.max(...policy.retryScheduleMs));
+    expect(maxRetryAfterMs(policy)).toBe(Math.max(3_600_000, ...policy.retryScheduleMs));
     expect(policy.probeMaxIntervalMs).toBeGreaterThanOrEqual(policy.probeIntervalMs);
   });
 });

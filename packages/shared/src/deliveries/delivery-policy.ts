@@ -46,9 +46,16 @@ export function longestRetryWindowMs(policy: Pick<DeliveryPolicy, 'retrySchedule
   return Math.ceil(policy.retryScheduleMs.reduce((a, b) => a + b, 0) * (1 + RETRY_JITTER));
 }
 
-/** `Retry-After` is a floor on the next wait, capped at the largest step so a broken header cannot park a delivery for a year. */
+/** The least `Retry-After` is always honoured up to, whatever the schedule (a short test schedule included). */
+export const RETRY_AFTER_MIN_CAP_MS = 3_600_000;
+
+/**
+ * `Retry-After` is a floor on the next wait (and holds the whole target on a 429/503), capped at the
+ * larger of the schedule's largest step and an hour, so a broken header cannot park a delivery for a
+ * year while a receiver's honest request (seconds to hours) is met in full.
+ */
 export function maxRetryAfterMs(policy: Pick<DeliveryPolicy, 'retryScheduleMs'>): number {
-  return Math.max(...policy.retryScheduleMs);
+  return Math.max(RETRY_AFTER_MIN_CAP_MS, ...policy.retryScheduleMs);
 }
 
 /**
