@@ -21,6 +21,18 @@ describe('workerOptionsFromEnv', () => {
     expect(() => workerOptionsFromEnv({ WORKER_CONCURRENCY: v })).toThrow(/^WORKER_CONCURRENCY: /);
   });
 
+  it('WORKER_METRICS_PORT is a port (1 to 65535), refused before anything starts', () => {
+    expect(workerOptionsFromEnv({ WORKER_METRICS_PORT: '9465' }).metricsPort).toBe(9465);
+    for (const bad of ['0', '70000', 'nine']) expect(() => workerOptionsFromEnv({ WORKER_METRICS_PORT: bad })).toThrow(/^WORKER_METRICS_PORT: must be a whole number from 1 to 65535/);
+  });
+
+  it('TARGET_PROBE_MAX_INTERVAL below the interval is refused, the default interval (30 s) included', () => {
+    expect(() => workerOptionsFromEnv({ TARGET_PROBE_MAX_INTERVAL: '1s' })).toThrow(/^TARGET_PROBE_MAX_INTERVAL: must not be shorter than TARGET_PROBE_INTERVAL \(unset: 30s\)/);
+    expect(workerOptionsFromEnv({ TARGET_PROBE_MAX_INTERVAL: '1m' }).policy.probeMaxIntervalMs).toBe(60_000);
+    // An unset maximum follows a longer interval instead of being refused.
+    expect(workerOptionsFromEnv({ TARGET_PROBE_INTERVAL: '20m' }).policy.probeMaxIntervalMs).toBe(1_200_000);
+  });
+
   it('a bad WORKER_RETRY_SCHEDULE names the variable', () => {
     expect(() => workerOptionsFromEnv({ WORKER_RETRY_SCHEDULE: '5s,soon' })).toThrow(/^WORKER_RETRY_SCHEDULE: /);
   });

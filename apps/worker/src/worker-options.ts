@@ -69,7 +69,7 @@ export const workerEnvShape = {
   WORKER_LOCK_DURATION_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.lockDurationMs),
   WORKER_STALLED_INTERVAL_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.stalledIntervalMs),
   WORKER_SHUTDOWN_GRACE_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.shutdownGraceMs),
-  WORKER_METRICS_PORT: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.metricsPort),
+  WORKER_METRICS_PORT: envInteger(1, 65535, DEFAULT_WORKER_OPTIONS.metricsPort),
   WORKER_PURGE_INTERVAL_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.purgeIntervalMs),
   // Days, decimals allowed (a soak or a test shortens it to minutes: 0.01 is about 14 min).
   DELIVERY_RETENTION_DAYS: envDecimal(0, 3650, 'days', DEFAULT_WORKER_OPTIONS.deliveryRetentionMs / 86_400_000),

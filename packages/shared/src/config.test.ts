@@ -1,3 +1,4 @@
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,6 +50,13 @@ describe('configuration from the environment (docs/operations.md)', () => {
     [{ BASE_PATH: 'no-slash' }, 'BASE_PATH'],
     [{ ACCESS_TOKEN_TTL_SECONDS: '5' }, 'ACCESS_TOKEN_TTL_SECONDS'],
     [{ TOKEN_SIGNING_KEY: 'secret' }, 'TOKEN_SIGNING_KEY'],
+    [{ TOKEN_SIGNING_KEY: '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n' }, 'TOKEN_SIGNING_KEY'],
+    [{ TOKEN_SIGNING_KEY: generateKeyPairSync('ec', { namedCurve: 'secp384r1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() }, 'TOKEN_SIGNING_KEY'],
+    [{ TOKEN_SIGNING_KEY: generateKeyPairSync('x25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() }, 'TOKEN_SIGNING_KEY'],
+    [{ PUBLIC_BASE_URL: 'https://api.example.com/prefix?x=1' }, 'PUBLIC_BASE_URL'],
+    [{ PUBLIC_BASE_URL: 'https://api.example.com/#f' }, 'PUBLIC_BASE_URL'],
+    [{ PUBLIC_BASE_URL: 'https://user:pw@api.example.com' }, 'PUBLIC_BASE_URL'],
+    [{ MONGO_URL: 'mongodb://' }, 'MONGO_URL'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [{ QUEUE_PREFIX: 'has space' }, 'QUEUE_PREFIX'],
     [{ DOWNSTREAM_TARGETS: '{not json' }, 'DOWNSTREAM_TARGETS'],
@@ -63,6 +71,24 @@ describe('configuration from the environment (docs/operations.md)', () => {
     expect(err.variable).toBe(variable);
     expect(err.message.startsWith(`${variable}: `)).toBe(true);
     expect(err.message).not.toContain('\n');
+  });
+});
+
+describe('MONGO_URL and TOKEN_SIGNING_KEY as operators write them', () => {
+  it('takes a replica set seed list and mongodb+srv, and names the database "connect" when the URL names none', () => {
+    expect(loadConfig({ ...base, MONGO_URL: 'mongodb://m1:27017,m2:27017,m3:27017/prod?replicaSet=rs0' }).mongoUrl).toBe('mongodb://m1:27017,m2:27017,m3:27017/prod?replicaSet=rs0');
+    expect(loadConfig({ ...base, MONGO_URL: 'mongodb://m1,m2/?replicaSet=rs0' }).mongoUrl).toBe('mongodb://m1,m2/connect?replicaSet=rs0');
+    expect(loadConfig({ ...base, MONGO_URL: 'mongodb://127.0.0.1:27017' }).mongoUrl).toBe('mongodb://127.0.0.1:27017/connect');
+    expect(loadConfig({ ...base, MONGO_URL: 'mongodb+srv://u:p@cluster0.example.net/?retryWrites=true' }).mongoUrl).toBe('mongodb+srv://u:p@cluster0.example.net/connect?retryWrites=true');
+  });
+
+  it('takes RSA, EC P-256 and Ed25519 keys, and names the kind it refuses', () => {
+    const pem = (kind: 'rsa' | 'ec' | 'ed25519', opts: object = {}) =>
+      (generateKeyPairSync as (k: string, o: object) => { privateKey: KeyObject })(kind, opts).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    for (const key of [pem('rsa', { modulusLength: 2048 }), pem('ec', { namedCurve: 'prime256v1' }), pem('ed25519')]) {
+      expect(loadConfig({ ...base, TOKEN_SIGNING_KEY: key }).tokenSigningKey).toBe(key.trim());
+    }
+    expect(errorOf({ ...base, TOKEN_SIGNING_KEY: pem('ec', { namedCurve: 'secp384r1' }) }).message).toBe('TOKEN_SIGNING_KEY: must be an RSA, EC P-256 or Ed25519 private key, got EC secp384r1');
   });
 });
 

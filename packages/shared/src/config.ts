@@ -1,4 +1,6 @@
+import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { ConnectionString } from 'mongodb-connection-string-url';
 import { z } from 'zod';
 import { parseDuration, parseDurationList } from './duration.ts';
 import { parseRedisUrl } from './events/redis-connection.ts';
@@ -168,6 +170,52 @@ const targetsSchema = z.array(downstreamTargetSchema).superRefine((targets, ctx)
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
+/** The database used when MONGO_URL names none (the driver's own default would be `test`). */
+export const DEFAULT_DATABASE = 'connect';
+
+/**
+ * A MongoDB connection string as the driver reads it: a seed list of several hosts
+ * (`mongodb://a,b,c/connect?replicaSet=rs0`) and `mongodb+srv://` included, which a
+ * WHATWG URL cannot parse. Without a database name it gets DEFAULT_DATABASE.
+ */
+function mongoUrlSchema() {
+  return z.string().transform((value, ctx) => {
+    let url: ConnectionString;
+    try {
+      url = new ConnectionString(value);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `must be a mongodb:// or mongodb+srv:// connection string (${(err as Error).message})` });
+      return z.NEVER;
+    }
+    if (url.pathname === '' || url.pathname === '/') url.pathname = `/${DEFAULT_DATABASE}`;
+    return url.toString();
+  });
+}
+
+/** The key kinds access tokens can be signed with (docs/contract.md): what TOKEN_SIGNING_KEY may hold. */
+export function signingKeyProblem(pem: string): string | undefined {
+  let key;
+  try {
+    key = createPrivateKey(pem);
+  } catch {
+    return 'must be a PKCS#8 PEM private key (RSA, EC P-256 or Ed25519); this one could not be read';
+  }
+  const kind = key.asymmetricKeyType;
+  if (kind === 'rsa' || kind === 'ed25519' || (kind === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1')) return undefined;
+  return `must be an RSA, EC P-256 or Ed25519 private key, got ${kind === 'ec' ? `EC ${key.asymmetricKeyDetails?.namedCurve ?? ''}`.trim() : kind}`;
+}
+
+/** PUBLIC_BASE_URL: the origin (and optional path prefix) clients reach; tokens' issuer is built on it. */
+function publicBaseUrlSchema() {
+  return envUrl(['http:', 'https:']).superRefine((value, ctx) => {
+    const url = URL.canParse(value) ? new URL(value) : undefined;
+    if (url && (url.search || url.hash || value.includes('?') || value.includes('#'))) {
+      ctx.addIssue({ code: 'custom', message: `must not carry a query or fragment (the issuer is built on it), got "${value}"` });
+    }
+    if (url && (url.username || url.password)) ctx.addIssue({ code: 'custom', message: 'must not carry credentials' });
+  });
+}
+
 function redisUrlSchema() {
   return z.string().superRefine((value, ctx) => {
     try {
@@ -180,7 +228,7 @@ function redisUrlSchema() {
 
 /** Variables every process reads (the API, the worker, the CLI). */
 export const sharedEnvShape = {
-  MONGO_URL: envRequired(envUrl(['mongodb:', 'mongodb+srv:'])),
+  MONGO_URL: envRequired(mongoUrlSchema()),
   REDIS_URL: envRequired(redisUrlSchema()),
   LOG_LEVEL: envEnum(LOG_LEVELS, 'info'),
   QUEUE_PREFIX: envOptional(z.string().regex(/^[A-Za-z0-9_{}:.-]{1,64}$/, { error: (iss) => `must be 1 to 64 of letters, digits, "_{}:.-", got "${String(iss.input)}"` })).transform(
@@ -194,12 +242,17 @@ export const sharedEnvShape = {
 export const apiEnvShape = {
   PORT: envInteger(0, 65535, 3000),
   HOST: envOptional(z.string()).transform((v) => v ?? '0.0.0.0'),
-  PUBLIC_BASE_URL: envOptional(envUrl(['http:', 'https:'])),
+  PUBLIC_BASE_URL: envOptional(publicBaseUrlSchema()),
   BASE_PATH: envOptional(z.string().transform((v) => v.replace(/\/+$/, '')).refine((v) => /^(\/[A-Za-z0-9._~-]+)+$/.test(v), { error: (iss) => `must be a path like /v1/connect/server, got "${String(iss.input)}"` })).transform(
     (v) => v ?? '/v1/connect/server',
   ),
   ACCESS_TOKEN_TTL_SECONDS: envInteger(60, 86_400, 3600),
-  TOKEN_SIGNING_KEY: envOptional(z.string().refine((v) => v.includes('-----BEGIN PRIVATE KEY-----'), 'must be a PKCS#8 PEM private key (RSA, EC P-256 or Ed25519)')),
+  TOKEN_SIGNING_KEY: envOptional(
+    z.string().superRefine((pem, ctx) => {
+      const problem = pem.includes('-----BEGIN PRIVATE KEY-----') ? signingKeyProblem(pem) : 'must be a PKCS#8 PEM private key (RSA, EC P-256 or Ed25519)';
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }),
+  ),
   ADMIN_TOKEN: envOptional(z.string().min(16, 'must be at least 16 characters')),
   RATE_LIMIT_PER_CLIENT_PER_MINUTE: envInteger(0, 10_000_000, 6000),
   RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE: envInteger(0, 10_000_000, 600),

@@ -128,10 +128,12 @@ type DeliveryPolicyEnv = z.output<z.ZodObject<typeof deliveryPolicyEnvShape>>;
  * is bad, hence the defensive reading of the raw values.
  */
 export function checkDeliveryPolicyEnv(env: Record<string, unknown>, ctx: z.RefinementCtx): void {
-  const probe = typeof env.TARGET_PROBE_INTERVAL === 'number' ? env.TARGET_PROBE_INTERVAL : undefined;
+  // Only a maximum that was set can be too short: an unset one follows the interval (deliveryPolicyOf).
+  const probe = typeof env.TARGET_PROBE_INTERVAL === 'number' ? env.TARGET_PROBE_INTERVAL : DEFAULT_DELIVERY_POLICY.probeIntervalMs;
   const max = typeof env.TARGET_PROBE_MAX_INTERVAL === 'number' ? env.TARGET_PROBE_MAX_INTERVAL : undefined;
-  if (probe !== undefined && max !== undefined && max < probe) {
-    ctx.addIssue({ code: 'custom', path: ['TARGET_PROBE_MAX_INTERVAL'], message: 'must not be shorter than TARGET_PROBE_INTERVAL' });
+  if (max !== undefined && max < probe) {
+    const of = typeof env.TARGET_PROBE_INTERVAL === 'number' ? 'TARGET_PROBE_INTERVAL' : `TARGET_PROBE_INTERVAL (unset: ${probe / 1000}s)`;
+    ctx.addIssue({ code: 'custom', path: ['TARGET_PROBE_MAX_INTERVAL'], message: `must not be shorter than ${of}` });
   }
 }
 
