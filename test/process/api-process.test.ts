@@ -1,3 +1,5 @@
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { API_SHUTDOWN_STEPS, apiShutdownSteps } from '@connect/api';
 import { apiOrigin, startEntryPoint, type Child } from '../support/child-process.ts';
@@ -14,6 +16,8 @@ describe('Configuration is validated before anything listens (docs/operations.md
     [{ REDIS_URL: 'http://not-redis' }, 'REDIS_URL'],
     [{ PORT: '-1' }, 'PORT'],
     [{ DOWNSTREAM_TARGETS: '[{"name":"x"}]' }, 'DOWNSTREAM_TARGETS'],
+    // A key the API cannot sign with is refused here, not after connecting to MongoDB with a stack trace.
+    [{ TOKEN_SIGNING_KEY: '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----' }, 'TOKEN_SIGNING_KEY'],
   ])('the API with %j exits 1 with one line naming %s', async (overrides, variable) => {
     const child = startEntryPoint('api', { MONGO_URL: 'mongodb://127.0.0.1:1/x', REDIS_URL: 'redis://127.0.0.1:1', PORT: '0', ...overrides });
     children.push(child);
@@ -30,6 +34,37 @@ describe('Configuration is validated before anything listens (docs/operations.md
     expect((await child.exited).code).toBe(1);
     expect(child.stderr.map((l) => l.match(/^configuration error: ([A-Z_]+): /)?.[1]).sort()).toEqual(['ACCESS_TOKEN_TTL_SECONDS', 'LOG_LEVEL', 'MONGO_URL', 'PORT']);
     expect(child.stdout).toHaveLength(0);
+  });
+});
+
+describe('Start-up failures are one line naming the variable too, not a stack trace', () => {
+  const realStores = (label: string) => ({ MONGO_URL: databaseUrl(label), REDIS_URL: inject('redisUrl'), QUEUE_PREFIX: uniquePrefix(label), PORT: '0', HOST: '127.0.0.1' });
+  const failsNaming = async (child: Child, variable: string, what: RegExp) => {
+    children.push(child);
+    expect((await child.exited).code).toBe(1);
+    expect(child.stderr, child.stderr.join('\n')).toHaveLength(1);
+    expect(child.stderr[0]).toMatch(new RegExp(`^startup error: ${variable}: `));
+    expect(child.stderr[0]).toMatch(what);
+    expect(child.stdout.some((l) => l.includes('"api ready"'))).toBe(false);
+  };
+
+  it('MongoDB that refuses connections: MONGO_URL', async () => {
+    await failsNaming(startEntryPoint('api', { ...realStores('startup_mongo'), MONGO_URL: 'mongodb://127.0.0.1:1/x' }), 'MONGO_URL', /connecting to MongoDB failed: .*ECONNREFUSED/);
+  });
+
+  it('a HOST that does not resolve: HOST', async () => {
+    await failsNaming(startEntryPoint('api', { ...realStores('startup_host'), HOST: 'no-such-host.invalid' }), 'HOST', /listening on no-such-host\.invalid:0 failed: .*(ENOTFOUND|EAI_AGAIN)/);
+  });
+
+  it('a PORT another process holds: PORT', async () => {
+    const holder = createServer();
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = holder.address() as AddressInfo;
+      await failsNaming(startEntryPoint('api', { ...realStores('startup_port'), PORT: String(port) }), 'PORT', /EADDRINUSE/);
+    } finally {
+      holder.close();
+    }
   });
 });
 

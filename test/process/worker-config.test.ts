@@ -1,4 +1,7 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { databaseUrl, uniquePrefix } from '../support/harness.ts';
 import { startEntryPoint, type Child } from '../support/child-process.ts';
 
 const children: Child[] = [];
@@ -15,6 +18,7 @@ describe('The worker validates its configuration before it starts (docs/operatio
     [{ ...base, REDIS_URL: 'http://not-redis' }, 'REDIS_URL'],
     [{ ...base, DOWNSTREAM_TARGETS: '[{"name":"x"}]' }, 'DOWNSTREAM_TARGETS'],
     [{ ...base, WORKER_CONCURRENCY: 'many' }, 'WORKER_CONCURRENCY'],
+    [{ ...base, WORKER_METRICS_PORT: '70000' }, 'WORKER_METRICS_PORT'],
   ])('with %j it exits 1 with a line naming %s, and nothing on stdout', async (env, variable) => {
     const child = startEntryPoint('worker', env);
     children.push(child);
@@ -31,5 +35,23 @@ describe('The worker validates its configuration before it starts (docs/operatio
     children.push(child);
     expect((await child.exited).code).toBe(1);
     expect(child.stderr.map((l) => l.match(/^configuration error: ([A-Z_]+): /)?.[1]).sort()).toEqual(['LOG_LEVEL', 'MONGO_URL', 'WORKER_CONCURRENCY']);
+  });
+});
+
+describe('The worker stops on a port it cannot bind before it takes any job', () => {
+  it('WORKER_METRICS_PORT held by another process: one line naming it, exit 1, never "worker ready"', async () => {
+    const holder = createServer();
+    await new Promise<void>((r) => holder.listen(0, '0.0.0.0', r));
+    try {
+      const { port } = holder.address() as AddressInfo;
+      const child = startEntryPoint('worker', { MONGO_URL: databaseUrl('worker_port'), REDIS_URL: inject('redisUrl'), QUEUE_PREFIX: uniquePrefix('worker_port'), WORKER_METRICS_PORT: String(port) });
+      children.push(child);
+      expect((await child.exited).code).toBe(1);
+      expect(child.stderr, child.stderr.join('\n')).toHaveLength(1);
+      expect(child.stderr[0]).toMatch(new RegExp(`^startup error: WORKER_METRICS_PORT: listening on port ${port} for /metrics failed: .*EADDRINUSE`));
+      expect(child.stdout.some((l) => l.includes('"worker ready"') || l.includes('worker started'))).toBe(false);
+    } finally {
+      holder.close();
+    }
   });
 });

@@ -130,3 +130,31 @@ describe('SIGTERM during deliveries', () => {
     }
   });
 });
+
+describe('SIGTERM with a delivery that outlasts WORKER_SHUTDOWN_GRACE_MS', () => {
+  it('exits 0 once the grace period is over, logs the step as cut short, and the delivery is made by the next worker', async () => {
+    const id = `grace-${Date.now()}`;
+    // The first callback for this user is never answered: it is still in flight when the grace period ends.
+    receiver.respond = (c) => (c.body?.data?.user?.external_provider_id === id && forUser(id).length === 1 ? { status: 200, hold: true } : { status: 200 });
+    const w = spawn({ WORKER_SHUTDOWN_GRACE_MS: '1500' });
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    await eventually(() => expect(forUser(id)).toHaveLength(1), 20_000);
+
+    w.child.kill('SIGTERM');
+    expect(await w.exited).toEqual({ code: 0, signal: null });
+    expect(forUser(id)[0]!.answered).toBeNull();
+    const cutShort = w
+      .output()
+      .split('\n')
+      .filter((line) => line.includes('"shutdown step cut short by the grace period"'))
+      .map((line) => (JSON.parse(line) as { step: string }).step);
+    expect(cutShort).toEqual(['stop-deliveries']);
+
+    // Nothing lost: the job's lock lapses and the next worker sends the same event.
+    const next = spawn();
+    await eventually(() => expect(forUser(id).filter((c) => c.answered === 200)).toHaveLength(1), 30_000, 200);
+    expect(forUser(id)[1]!.body.request_uuid).toBe(forUser(id)[0]!.body.request_uuid);
+    next.child.kill('SIGTERM');
+    expect((await next.exited).code).toBe(0);
+  });
+});

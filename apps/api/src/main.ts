@@ -1,4 +1,4 @@
-import { createLogger, loadConfigOrExit, onTerminationSignals, runShutdownSequence } from '@connect/shared';
+import { createLogger, loadConfigOrExit, onTerminationSignals, runShutdown, startupStep } from '@connect/shared';
 import { createApiDeps } from './api-deps.ts';
 import { buildApp } from './build-app.ts';
 import { apiShutdownSteps } from './shutdown.ts';
@@ -9,15 +9,17 @@ const log = createLogger(config.logLevel, 'api');
 // the test that shows the sweep still delivers the event. Off by default.
 const crashAfterWrite = process.env.CONNECT_TEST_FAULT === 'crash-after-write';
 if (crashAfterWrite) log.warn('test fault injection on: the process kills itself after its first write');
-const deps = await createApiDeps(config, log, {
-  faults: crashAfterWrite ? { afterWrite: () => process.kill(process.pid, 'SIGKILL') } : {},
-});
+const deps = await startupStep(log, 'connecting to MongoDB', { mongo: 'MONGO_URL' }, () =>
+  createApiDeps(config, log, {
+    faults: crashAfterWrite ? { afterWrite: () => process.kill(process.pid, 'SIGKILL') } : {},
+  }),
+);
 const app = await buildApp(deps);
 onTerminationSignals(log, async () => {
   const steps = apiShutdownSteps(app, deps);
-  const done = await runShutdownSequence(steps, log, 25_000);
-  return done.length === steps.length;
+  const { failed } = await runShutdown(steps, log, 25_000);
+  return failed.length === 0;
 });
 // The bound address is logged so a supervisor (or a test) can start the API on PORT=0 and read the port it got.
-const address = await app.listen({ port: config.port, host: config.host });
+const address = await startupStep(log, `listening on ${config.host}:${config.port}`, { host: 'HOST', port: 'PORT' }, () => app.listen({ port: config.port, host: config.host }));
 log.info({ issuer: config.issuer, address }, 'api ready');

@@ -60,6 +60,12 @@ export async function serveWorkerHealth(t: HealthTargets, port: number, host = '
       res.end(JSON.stringify({ status: healthy ? 'ok' : 'unhealthy', checks }));
     });
   });
-  await new Promise<void>((resolve) => server.listen(port, host, resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
   return server;
 }

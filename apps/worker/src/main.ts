@@ -1,4 +1,4 @@
-import { createLogger, loadConfig, loadOrExit, onTerminationSignals, runShutdownSequence } from '@connect/shared';
+import { createLogger, loadConfig, loadOrExit, onTerminationSignals, runShutdown, startupStep } from '@connect/shared';
 import { workerShutdownSteps } from './shutdown.ts';
 import { serveDeliveryMetrics } from './delivery-metrics.ts';
 import { serveWorkerHealth } from './health-server.ts';
@@ -17,19 +17,23 @@ const log = createLogger(config.logLevel, 'worker');
 for (const name of REMOVED_WORKER_VARIABLES) {
   if (process.env[name]) log.warn({ variable: name }, `${name} is no longer read: WORKER_RETRY_SCHEDULE sets the retries (docs/delivery.md)`);
 }
-const deps = await createWorkerDeps(config, log, options);
-const worker = startWorker(deps);
+const deps = await startupStep(log, 'connecting to MongoDB', { mongo: 'MONGO_URL' }, () => createWorkerDeps(config, log, options));
+// Ports first: a port that cannot be bound stops the worker before it takes any job.
 if (options.metricsPort) {
-  await serveDeliveryMetrics(deps.metrics, options.metricsPort);
-  log.info({ port: options.metricsPort }, 'worker metrics at GET /metrics');
+  const port = options.metricsPort;
+  await startupStep(log, `listening on port ${port} for /metrics`, { port: 'WORKER_METRICS_PORT' }, () => serveDeliveryMetrics(deps.metrics, port));
+  log.info({ port }, 'worker metrics at GET /metrics');
 }
 if (healthPort) {
-  await serveWorkerHealth({ mongo: deps.mongo, redis: deps.producerRedis }, healthPort);
+  await startupStep(log, `listening on port ${healthPort} for /healthz`, { port: 'WORKER_HEALTH_PORT' }, () => serveWorkerHealth({ mongo: deps.mongo, redis: deps.producerRedis }, healthPort));
   log.info({ port: healthPort }, 'worker health at GET /healthz');
 }
+const worker = startWorker(deps);
 onTerminationSignals(log, async () => {
   const steps = workerShutdownSteps(worker, deps);
-  const done = await runShutdownSequence(steps, log, options.shutdownGraceMs);
-  return done.length === steps.length;
+  // Deliveries still running when the grace period ends are left to BullMQ, which gives them
+  // to another worker once their lock lapses: the bound the operator chose, not a failure.
+  const { failed } = await runShutdown(steps, log, options.shutdownGraceMs);
+  return failed.length === 0;
 });
 log.info('worker ready');

@@ -6,39 +6,61 @@ export interface ShutdownStep {
   run: () => Promise<unknown>;
 }
 
+export interface ShutdownOutcome {
+  /** The steps that completed, in order. */
+  done: string[];
+  /** Steps the grace period cut short: the bound the operator set, not a fault (what they left is picked up again, docs/guarantees.md). */
+  cutShort: string[];
+  /** Steps that threw. */
+  failed: string[];
+}
+
+const CUT_SHORT = Symbol('cut short by the grace period');
+
 /**
  * Runs named steps in order, each bounded by what is left of the grace period, so
- * a hung step cannot keep the process alive forever. Returns the names of the
- * steps that completed, in order, so tests can assert the sequence.
+ * a hung step cannot keep the process alive forever, and says which completed,
+ * which the grace period cut short and which failed.
  */
-export async function runShutdownSequence(steps: ShutdownStep[], log: Logger, graceMs: number): Promise<string[]> {
+export async function runShutdown(steps: ShutdownStep[], log: Logger, graceMs: number): Promise<ShutdownOutcome> {
   const deadline = Date.now() + graceMs;
-  const done: string[] = [];
+  const outcome: ShutdownOutcome = { done: [], cutShort: [], failed: [] };
   log.info({ steps: steps.map((s) => s.name) }, 'shutdown sequence');
   for (const step of steps) {
     const left = Math.max(deadline - Date.now(), 100);
     let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([
+      const result = await Promise.race([
         step.run(),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`timed out after ${left} ms`)), left);
+        new Promise((resolve) => {
+          timer = setTimeout(() => resolve(CUT_SHORT), left);
         }),
       ]);
-      done.push(step.name);
-      log.info({ step: step.name }, 'shutdown step done');
+      if (result === CUT_SHORT) {
+        outcome.cutShort.push(step.name);
+        log.warn({ step: step.name, after_ms: left }, 'shutdown step cut short by the grace period');
+      } else {
+        outcome.done.push(step.name);
+        log.info({ step: step.name }, 'shutdown step done');
+      }
     } catch (err) {
+      outcome.failed.push(step.name);
       log.warn({ step: step.name, err: (err as Error).message }, 'shutdown step failed');
     } finally {
       clearTimeout(timer);
     }
   }
-  return done;
+  return outcome;
+}
+
+/** runShutdown's completed steps, in order, so tests can assert the sequence. */
+export async function runShutdownSequence(steps: ShutdownStep[], log: Logger, graceMs: number): Promise<string[]> {
+  return (await runShutdown(steps, log, graceMs)).done;
 }
 
 /**
- * SIGTERM/SIGINT run the sequence once and exit 0 (1 when a step failed); a
- * second signal exits at once.
+ * SIGTERM/SIGINT run the sequence once and exit 0 (1 when a step failed, not when
+ * the grace period cut one short); a second signal exits at once.
  */
 export function onTerminationSignals(log: Logger, shutdown: () => Promise<boolean>): void {
   let started = false;

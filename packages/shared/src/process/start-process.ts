@@ -1,4 +1,6 @@
+import type { Logger } from 'pino';
 import { ConfigError, loadConfig, type Config, type ConfigProblem, type LoadConfigOptions } from '../config.ts';
+import { endLogs } from '../logger.ts';
 
 /**
  * Runs each configuration loader and returns their results, or prints every
@@ -29,4 +31,45 @@ export function loadOrExit<const L extends readonly (() => unknown)[]>(...loader
 export function loadConfigOrExit(options?: LoadConfigOptions): Readonly<Config> {
   const [config] = loadOrExit(() => loadConfig(process.env, options));
   return config;
+}
+
+/** Where a start-up step failed, in the operator's terms: the variable to look at. */
+export interface StartupVariables {
+  /** Named when MongoDB cannot be reached or refuses the connection string. */
+  mongo?: string;
+  /** Named when the address cannot be bound: the host does not resolve or is not this machine's. */
+  host?: string;
+  /** Named when the port is taken or not allowed. */
+  port?: string;
+}
+
+const HOST_ERRORS = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EADDRNOTAVAIL']);
+const PORT_ERRORS = new Set(['EADDRINUSE', 'EACCES', 'ERR_SOCKET_BAD_PORT']);
+
+/** The variable an error of a start-up step points at, if any. */
+export function startupVariableOf(err: unknown, names: StartupVariables): string | undefined {
+  const { name = '', code = '' } = (err ?? {}) as { name?: string; code?: string };
+  if (names.mongo && /^Mongo/.test(name)) return names.mongo;
+  if (names.host && HOST_ERRORS.has(code)) return names.host;
+  if (names.port && PORT_ERRORS.has(code)) return names.port;
+  return undefined;
+}
+
+/**
+ * Runs one start-up step (connecting to MongoDB, binding a port); when it fails, the
+ * process writes out its log, prints one line naming the variable to look at
+ * (`startup error: NAME: what failed: why`, like a configuration error) and exits 1,
+ * instead of an unhandled rejection's stack trace.
+ */
+export async function startupStep<T>(log: Logger, what: string, names: StartupVariables, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    const variable = startupVariableOf(err, names);
+    const why = ((err as Error)?.message ?? String(err)).split('\n')[0]!.replace(/\/\/[^@/\s]*@/g, '//***@');
+    log.error({ step: what, err: why, code: (err as { code?: string })?.code }, 'start-up failed');
+    await endLogs(log);
+    process.stderr.write(`startup error: ${variable ? `${variable}: ` : ''}${what} failed: ${why}\n`);
+    process.exit(1);
+  }
 }
