@@ -1,5 +1,5 @@
 # The production image: one image for the API, the worker, the CLI and the demo
-# receiver (docker-compose.yml picks the command). Three stages:
+# receiver (docker-compose.yml picks the command). Two stages:
 #   build   installs everything, compiles TypeScript to JavaScript (`pnpm build`)
 #           and stages the compiled packages with their production dependencies;
 #   runtime holds only that staged folder and runs `node .../dist/main.js`: no tsx,

@@ -63,9 +63,10 @@ describe('docker-compose.yml', () => {
       expect(config.redisUrl).toBe('redis://redis:6379');
       expect(config.downstreamTargets.length).toBeGreaterThan(0);
       expect(services[name].depends_on.mongo.condition).toBe('service_healthy');
+      // The cli too: its queue commands (targets pause/resume/resync, deliveries replay/recover) need Redis.
+      expect(services[name].depends_on.redis.condition).toBe('service_healthy');
     }
     for (const name of ['api', 'worker']) {
-      expect(services[name].depends_on.redis.condition).toBe('service_healthy');
       expect(services[name].command).toEqual(['node', `apps/${name}/dist/main.js`]);
       expect(existsSync(join(REPO_ROOT, 'apps', name, 'src', 'main.ts'))).toBe(true);
     }

@@ -43,7 +43,7 @@ ${COMMANDS.map((c) => `  ${usageLine(c)}`).join('\n')}
 
 Every command prints one JSON document on stdout: its result, or
 {"error": {"kind", "message"}} with exit code 2 (kinds usage, configuration)
-or 1 (unavailable, not_found, conflict). Notices go to stderr.
+or 1 (unavailable, not_found, conflict, internal). Notices go to stderr.
 Settings come from the environment (MONGO_URL, REDIS_URL, QUEUE_PREFIX,
 PUBLIC_BASE_URL, DOWNSTREAM_TARGETS, ...); without MONGO_URL the CLI reads
 .local/stack/env, written by a running \`pnpm stack\`.

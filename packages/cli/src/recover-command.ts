@@ -36,8 +36,9 @@ export const recoverCommand: Command = defineCommand({
   name: 'deliveries recover',
   synopsis: '--target NAME --since ISO [--until ISO]',
   description: `Re-sends every delivery of the target that was dead-lettered in [since, until) (until: now),
-as the newest state of each user, with the usual ordering rules. Times are ISO 8601 with
-a zone (Z or an offset; UTC when none), e.g. 2026-03-01T09:00:00Z. Needs REDIS_URL.
+as the newest state of each user, with the usual ordering rules. Times are ISO 8601, e.g.
+2026-03-01T09:00:00Z; Z or an offset (+01:00) names the zone, and a time without one is UTC.
+Needs REDIS_URL.
 Prints {"recovered": N}, N being the dead letters put back.`,
   options: { target: { type: 'string' }, since: { type: 'string' }, until: { type: 'string' } },
   parse(input) {
