@@ -49,7 +49,7 @@ describe('Start-up failures are one line naming the variable too, not a stack tr
   };
 
   it('MongoDB that refuses connections: MONGO_URL', async () => {
-    await failsNaming(startEntryPoint('api', { ...realStores('startup_mongo'), MONGO_URL: 'mongodb://127.0.0.1:1/x' }), 'MONGO_URL', /connecting to MongoDB failed: .*ECONNREFUSED/);
+    await failsNaming(startEntryPoint('api', { ...realStores('startup_mongo'), MONGO_URL: 'mongodb://127.0.0.1:1/x' }), 'MONGO_URL', /connecting to the datastores failed: .*ECONNREFUSED/);
   });
 
   it('a HOST that does not resolve: HOST', async () => {

@@ -9,7 +9,7 @@ const log = createLogger(config.logLevel, 'api');
 // the test that shows the sweep still delivers the event. Off by default.
 const crashAfterWrite = process.env.CONNECT_TEST_FAULT === 'crash-after-write';
 if (crashAfterWrite) log.warn('test fault injection on: the process kills itself after its first write');
-const deps = await startupStep(log, 'connecting to MongoDB', { mongo: 'MONGO_URL' }, () =>
+const deps = await startupStep(log, 'connecting to the datastores', { mongo: 'MONGO_URL' }, () =>
   createApiDeps(config, log, {
     faults: crashAfterWrite ? { afterWrite: () => process.kill(process.pid, 'SIGKILL') } : {},
   }),

@@ -17,7 +17,7 @@ const log = createLogger(config.logLevel, 'worker');
 for (const name of REMOVED_WORKER_VARIABLES) {
   if (process.env[name]) log.warn({ variable: name }, `${name} is no longer read: WORKER_RETRY_SCHEDULE sets the retries (docs/delivery.md)`);
 }
-const deps = await startupStep(log, 'connecting to MongoDB', { mongo: 'MONGO_URL' }, () => createWorkerDeps(config, log, options));
+const deps = await startupStep(log, 'connecting to the datastores', { mongo: 'MONGO_URL' }, () => createWorkerDeps(config, log, options));
 // Ports first: a port that cannot be bound stops the worker before it takes any job.
 if (options.metricsPort) {
   const port = options.metricsPort;
