@@ -78,6 +78,15 @@ describe('pnpm cli deliveries: dead letters are visible and replayable', () => {
       return mine?.length === ids.length ? mine : false;
     }, 30_000))!;
 
+    // A list cut at --limit says so, rather than passing a partial list off as all of them.
+    const one = await cli('deliveries', 'list', '--status', 'failed', '--limit', '1');
+    expect(one.json).toMatchObject({ status: 'failed', count: 1, truncated: true });
+    expect(one.json.deliveries).toHaveLength(1);
+    const all = await cli('deliveries', 'list', '--status', 'failed');
+    expect(all.json.truncated).toBe(false);
+    expect(all.json.count).toBe(all.json.deliveries.length);
+    for (const bad of ['0', '10001', 'ten']) expect((await cli('deliveries', 'list', '--limit', bad)).json.error).toMatchObject({ kind: 'usage', message: expect.stringMatching(/^--limit must be a whole number from 1 to 10000/) });
+
     for (const args of [[dead[0].id, '--all-failed'], ['--all-failed', dead[0].id]]) {
       const both = await cli('deliveries', 'replay', ...args);
       expect(both.code).toBe(2);

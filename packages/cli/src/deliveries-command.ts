@@ -9,6 +9,16 @@ function statusOf(raw: string | undefined): DeliveryStatus {
   return status;
 }
 
+/** How many rows `deliveries list` prints at most (`--limit`); `truncated` says when more matched. */
+const LIST_LIMIT = { default: 1000, max: 10_000 };
+
+function limitOf(raw: string | undefined): number {
+  if (raw === undefined) return LIST_LIMIT.default;
+  const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!(n >= 1 && n <= LIST_LIMIT.max)) throw new CliError('usage', `--limit must be a whole number from 1 to ${LIST_LIMIT.max}, got "${raw}"`);
+  return n;
+}
+
 function targetOf(ctx: CliContext, name: string | undefined): string | undefined {
   if (name !== undefined && !ctx.config.downstreamTargets.some((t) => t.name === name)) {
     throw new CliError('not_found', `no target named "${name}" is configured (DOWNSTREAM_TARGETS)`);
@@ -38,15 +48,19 @@ async function replay(ctx: CliContext, args: { allFailed: boolean; id?: string }
 export const deliveriesCommands: Command[] = [
   defineCommand({
     name: 'deliveries list',
-    synopsis: '[--target NAME] [--status pending|delivered|failed|superseded]',
+    synopsis: `[--target NAME] [--status pending|delivered|failed|superseded] [--limit N]`,
     description: `Lists deliveries with a status (default failed: the dead letters), of one target or all,
-without user data. Prints {"status", "target"?, "count", "deliveries": [...]}.`,
-    options: { status: { type: 'string' }, target: { type: 'string' } },
-    parse: (input) => ({ status: statusOf(optional(input, 'status')), target: optional(input, 'target') }),
+oldest change first, without user data; at most --limit of them (default ${LIST_LIMIT.default}, at most
+${LIST_LIMIT.max}). Prints {"status", "target"?, "count", "truncated", "deliveries": [...]}: count is
+how many are listed, truncated is true when more matched than the limit.`,
+    options: { status: { type: 'string' }, target: { type: 'string' }, limit: { type: 'string' } },
+    parse: (input) => ({ status: statusOf(optional(input, 'status')), target: optional(input, 'target'), limit: limitOf(optional(input, 'limit')) }),
     run: async (args, ctx) => {
       const target = targetOf(ctx, args.target);
-      const deliveries = await listDeliveries(new DeliveryStore(ctx.models), { status: args.status, target });
-      return { status: args.status, ...(target ? { target } : {}), count: deliveries.length, deliveries };
+      // One more than asked: whether more matched, without counting a collection that may be large.
+      const found = await listDeliveries(new DeliveryStore(ctx.models), { status: args.status, target, limit: args.limit + 1 });
+      const deliveries = found.slice(0, args.limit);
+      return { status: args.status, ...(target ? { target } : {}), count: deliveries.length, truncated: found.length > args.limit, deliveries };
     },
   }),
   defineCommand({
