@@ -1,5 +1,5 @@
 import { Worker } from 'bullmq';
-import { deliveryIdOf, deliveryJobSchema, deliveryQueueName, EVENTS_QUEUE, type DeliveryJob, type UserEventJob } from '@connect/shared';
+import { deliveryIdOf, deliveryJobSchema, deliveryQueueName, EVENTS_QUEUE, warnAtMostEvery, type DeliveryJob, type UserEventJob } from '@connect/shared';
 import { deliveryBackoff } from './delivery-backoff.ts';
 import { createDeliverToTarget } from './deliver-to-target.ts';
 import { watchTargets } from './delivery-metrics.ts';
@@ -35,6 +35,8 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
   });
 
   const deliveries = new Map<string, Worker<DeliveryJob>>();
+  // While Redis is down each worker reports every reconnection attempt: a line per 10 s per queue and message.
+  const warnRepeated = warnAtMostEvery(log);
   const processor = createDeliverToTarget({
     store: deps.store,
     queues: deps.deliveries,
@@ -58,7 +60,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
       maximumRateLimitDelay: options.healthPollMs,
       settings: { backoffStrategy: deliveryBackoff(options.policy) },
     });
-    worker.on('error', (err) => log.warn({ queue: worker.name, err: err.message }, 'worker error'));
+    worker.on('error', (err) => warnRepeated(`${worker.name} ${err.message}`, { queue: worker.name, err: err.message }, 'worker error'));
     // A job that stalled more than `maxStalledCount` times fails without its processor
     // running, so nothing marked its row: make it a visible, replayable dead letter.
     worker.on('failed', (job, err) => {
@@ -74,7 +76,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     });
     deliveries.set(target.name, worker);
   }
-  fanOut.on('error', (err) => log.warn({ queue: fanOut.name, err: err.message }, 'worker error'));
+  fanOut.on('error', (err) => warnRepeated(`${fanOut.name} ${err.message}`, { queue: fanOut.name, err: err.message }, 'worker error'));
   fanOut.on('failed', (job, err) => {
     log.warn({ event_id: job?.id, err: err.message, attempts: job?.attemptsMade }, 'fan-out failed');
     // The events job is the "published" marker: one failed without its processor (stalled too

@@ -15,6 +15,7 @@ import {
   type Models,
   type RedisClient,
   type UserEventJob,
+  warnAtMostEvery,
 } from '@connect/shared';
 import { createDeliveryMetrics, type DeliveryMetrics } from './delivery-metrics.ts';
 import { DEFAULT_WORKER_OPTIONS, type WorkerOptions } from './worker-options.ts';
@@ -55,12 +56,14 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
   const workerRedis = createRedis(config.redisUrl, 'worker');
   const queueRedis = createRedis(config.redisUrl, 'worker');
   const producerRedis = createRedis(config.redisUrl, 'producer');
+  // While Redis is down these repeat at every reconnection attempt: a line per 10 s per source and message.
+  const warnRepeated = warnAtMostEvery(log);
   for (const [name, r] of [['worker', workerRedis], ['queue', queueRedis], ['producer', producerRedis]] as const) {
-    r.on('error', (err) => log.warn({ connection: name, err: err.message }, 'redis connection error'));
+    r.on('error', (err) => warnRepeated(`redis ${name} ${err.message}`, { connection: name, err: err.message }, 'redis connection error'));
   }
   const eventsQueue = createEventsQueue(producerRedis, config.queuePrefix);
   const deliveries = new DeliveryQueues(queueRedis, config.queuePrefix, config.downstreamTargets, opts.policy);
-  for (const q of [eventsQueue, ...deliveries.all()] as Queue[]) q.on('error', (err) => log.warn({ queue: q.name, err: err.message }, 'queue error'));
+  for (const q of [eventsQueue, ...deliveries.all()] as Queue[]) q.on('error', (err) => warnRepeated(`queue ${q.name} ${err.message}`, { queue: q.name, err: err.message }, 'queue error'));
   const relay = new OutboxRelay({ models, queue: eventsQueue, log, targetNames: config.downstreamTargets.map((t) => t.name) });
 
   return {

@@ -1,5 +1,6 @@
+import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { maskEmail, maskEmailsIn } from './logger.ts';
+import { createLogger, maskEmail, maskEmailsIn, warnAtMostEvery } from './logger.ts';
 
 describe('email masking', () => {
   it('keeps only first letters and the top-level domain', () => {
@@ -9,5 +10,24 @@ describe('email masking', () => {
   });
   it('masks every address inside text', () => {
     expect(maskEmailsIn('user a.b@c.org clashes with D@E.io')).toBe('user a***@c***.org clashes with D***@E***.io');
+  });
+});
+
+describe('warnAtMostEvery', () => {
+  it('writes a repeating warning once per interval per key, counting the ones it left out', () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({ write: (chunk: Buffer, _enc, done) => (lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>), done()) });
+    let clock = 0;
+    const warn = warnAtMostEvery(createLogger('info', 'test', sink), 10_000, () => clock);
+    for (let i = 0; i < 40; i++, clock += 250) warn('redis:worker:ECONNREFUSED', { connection: 'worker', err: 'ECONNREFUSED' }, 'redis connection error');
+    warn('redis:queue:ECONNREFUSED', { connection: 'queue' }, 'redis connection error');
+    // 40 warnings over 10 s on one key: the first, then the one 10 s later with the 39 in between counted.
+    expect(lines.map((l) => [l.connection, l.repeated])).toEqual([
+      ['worker', undefined],
+      ['queue', undefined],
+    ]);
+    clock = 10_000;
+    warn('redis:worker:ECONNREFUSED', { connection: 'worker', err: 'ECONNREFUSED' }, 'redis connection error');
+    expect(lines.at(-1)).toMatchObject({ connection: 'worker', repeated: 39, msg: 'redis connection error' });
   });
 });

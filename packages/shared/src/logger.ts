@@ -115,3 +115,26 @@ export async function endLogs(log: Logger, ms = 2000): Promise<void> {
     stream.end!();
   });
 }
+
+/**
+ * A warning that can repeat many times a second (a Redis connection retrying through an
+ * outage: one line per retry per connection, about 4 a second from the worker alone) is
+ * written once, then at most once per `intervalMs` for the same key, with `repeated`: how
+ * many identical warnings were left out since the previous line. An outage of an hour stays
+ * a few hundred lines, and its start, persistence and end are all visible.
+ */
+export function warnAtMostEvery(log: Logger, intervalMs = 10_000, now: () => number = Date.now): (key: string, fields: Record<string, unknown>, msg: string) => void {
+  const seen = new Map<string, { at: number; left: number }>();
+  return (key, fields, msg) => {
+    const t = now();
+    const entry = seen.get(key);
+    if (entry && t - entry.at < intervalMs) {
+      entry.left++;
+      return;
+    }
+    log.warn(entry?.left ? { ...fields, repeated: entry.left } : fields, msg);
+    seen.set(key, { at: t, left: 0 });
+    // Keys are a handful (connections and queues by name, one per distinct message); forget old ones anyway.
+    if (seen.size > 1000) for (const [k, v] of seen) if (t - v.at >= intervalMs) seen.delete(k);
+  };
+}
