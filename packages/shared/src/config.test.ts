@@ -158,3 +158,11 @@ describe('DOWNSTREAM_TARGETS_FILE (docs/operations.md: targets from a file, e.g.
     expect(errorOf({ ...base, DOWNSTREAM_TARGETS: '[]', DOWNSTREAM_TARGETS_FILE: file }).message).toBe('DOWNSTREAM_TARGETS_FILE: set either DOWNSTREAM_TARGETS or DOWNSTREAM_TARGETS_FILE, not both');
   });
 });
+
+describe('MONGO_URL credentials', () => {
+  it('keeps a URL that names its database exactly as written (percent-encoded credentials included)', () => {
+    const url = 'mongodb://app%40svc:p%2Fss%3Aw0rd@m1:27017,m2:27017/prod?replicaSet=rs0&authSource=admin';
+    expect(loadConfig({ ...base, MONGO_URL: url }).mongoUrl).toBe(url);
+    expect(loadConfig({ ...base, MONGO_URL: 'mongodb://app%40svc:p%2Fss@m1/?authSource=admin' }).mongoUrl).toBe('mongodb://app%40svc:p%2Fss@m1/connect?authSource=admin');
+  });
+});

@@ -187,7 +187,8 @@ function mongoUrlSchema() {
       ctx.addIssue({ code: 'custom', message: `must be a mongodb:// or mongodb+srv:// connection string (${(err as Error).message})` });
       return z.NEVER;
     }
-    if (url.pathname === '' || url.pathname === '/') url.pathname = `/${DEFAULT_DATABASE}`;
+    if (url.pathname !== '' && url.pathname !== '/') return value; // as written: no re-encoding of what the operator typed
+    url.pathname = `/${DEFAULT_DATABASE}`;
     return url.toString();
   });
 }
