@@ -11,7 +11,16 @@ export interface Child {
 
 /** Runs one of the project's entry points (apps/<name>/src/main.ts) as a real process. */
 export function startEntryPoint(app: 'api' | 'worker', env: Record<string, string | undefined>): Child {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'apps', app, 'src', 'main.ts')], {
+  return startChild(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'apps', app, 'src', 'main.ts')], env);
+}
+
+/** Runs a root package.json script the way an operator does (`pnpm -s <script>`), pnpm being the process it returns. */
+export function startRootScript(script: string, env: Record<string, string | undefined>): Child {
+  return startChild('pnpm', ['-s', script], env);
+}
+
+function startChild(command: string, args: string[], env: Record<string, string | undefined>): Child {
+  const proc = spawn(command, args, {
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env } as NodeJS.ProcessEnv,
     stdio: ['ignore', 'pipe', 'pipe'],
