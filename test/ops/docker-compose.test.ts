@@ -136,7 +136,8 @@ describe('Dockerfile', () => {
   it('runs the built API and worker with the same NODE_OPTIONS locally (start:*:built) as in the image, heap cap included', () => {
     const scripts = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
     for (const app of ['api', 'worker']) {
-      expect(scripts[`start:${app}:built`]).toBe(`node ${imageNodeOptions().join(' ')} apps/${app}/dist/main.js`);
+      // exec: node is the process pnpm signals, so SIGTERM to pnpm is a graceful shutdown (test/process/root-scripts-sigterm.test.ts).
+      expect(scripts[`start:${app}:built`]).toBe(`exec node ${imageNodeOptions().join(' ')} apps/${app}/dist/main.js`);
     }
   });
 });
