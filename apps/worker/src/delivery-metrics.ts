@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { TARGET_STATES, type DeliveryQueues, type TargetHealth } from '@connect/shared';
+import { listenOn, TARGET_STATES, type DeliveryQueues, type TargetHealth } from '@connect/shared';
 
 export interface DeliveryMetrics {
   registry: Registry;
@@ -81,12 +81,6 @@ export async function serveDeliveryMetrics(metrics: DeliveryMetrics, port: numbe
       () => res.writeHead(500).end(),
     );
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listenOn(server, port, host);
   return server;
 }

@@ -9,7 +9,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Connection } from 'mongoose';
 import { z } from 'zod';
-import { envOptional, parseEnv, type RedisClient } from '@connect/shared';
+import { envOptional, listenOn, parseEnv, type RedisClient } from '@connect/shared';
 
 const PORT_RULE = 'must be a port number from 1 to 65535';
 
@@ -60,12 +60,6 @@ export async function serveWorkerHealth(t: HealthTargets, port: number, host = '
       res.end(JSON.stringify({ status: healthy ? 'ok' : 'unhealthy', checks }));
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listenOn(server, port, host);
   return server;
 }

@@ -5,7 +5,7 @@
  * command and prints its result as one JSON document on stdout.
  */
 import mongoose, { type Connection, type mongo } from 'mongoose';
-import { createRedis, DomainError, ConfigError, type Config, type Models, type RedisClient } from '@connect/shared';
+import { createRedis, DomainError, ConfigError, withoutCredentials, type Config, type Models, type RedisClient } from '@connect/shared';
 
 /**
  * The five error kinds scripts can branch on (docs/operations.md), plus
@@ -91,9 +91,7 @@ export function positional(input: CommandInput, label: string): string {
 }
 
 /** `user:password@` out of a connection string, so an error message can show where it tried. */
-export function redactUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//***@');
-}
+export const redactUrl = withoutCredentials;
 
 const UNAVAILABLE_NAMES = new Set([
   'MongooseServerSelectionError',

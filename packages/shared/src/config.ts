@@ -1,4 +1,4 @@
-import { createPrivateKey } from 'node:crypto';
+import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ConnectionString } from 'mongodb-connection-string-url';
 import { z } from 'zod';
@@ -193,7 +193,21 @@ function mongoUrlSchema() {
   });
 }
 
-/** The key kinds access tokens can be signed with (docs/contract.md): what TOKEN_SIGNING_KEY may hold. */
+/** The algorithm access tokens are signed with for this key (docs/contract.md), or undefined for a kind that cannot sign them. */
+export function accessTokenAlgOf(key: KeyObject): 'RS256' | 'ES256' | 'EdDSA' | undefined {
+  switch (key.asymmetricKeyType) {
+    case 'rsa':
+      return 'RS256';
+    case 'ec':
+      return key.asymmetricKeyDetails?.namedCurve === 'prime256v1' ? 'ES256' : undefined;
+    case 'ed25519':
+      return 'EdDSA';
+    default:
+      return undefined;
+  }
+}
+
+/** What is wrong with TOKEN_SIGNING_KEY, if anything: it must be a key accessTokenAlgOf accepts. */
 export function signingKeyProblem(pem: string): string | undefined {
   let key;
   try {
@@ -201,8 +215,8 @@ export function signingKeyProblem(pem: string): string | undefined {
   } catch {
     return 'must be a PKCS#8 PEM private key (RSA, EC P-256 or Ed25519); this one could not be read';
   }
+  if (accessTokenAlgOf(key)) return undefined;
   const kind = key.asymmetricKeyType;
-  if (kind === 'rsa' || kind === 'ed25519' || (kind === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1')) return undefined;
   return `must be an RSA, EC P-256 or Ed25519 private key, got ${kind === 'ec' ? `EC ${key.asymmetricKeyDetails?.namedCurve ?? ''}`.trim() : kind}`;
 }
 

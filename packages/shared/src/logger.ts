@@ -24,6 +24,11 @@ export function maskEmailsIn(text: string): string {
  * a logged object, and emails are masked. Request logging serializers (apps/api)
  * log only method, route and a request id, never headers or bodies.
  */
+/** `user:password@` out of every URL in a text (a connection string, an error naming one). */
+export function withoutCredentials(text: string): string {
+  return text.replace(/\/\/[^@/\s]*@/g, '//***@');
+}
+
 /**
  * A request URL as it may be logged: no query string (RFC 6750 allows an
  * `access_token` there) and emails in the path masked (an external id can be one).

@@ -1,6 +1,6 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK } from 'jose';
-import { collectionsOf, isDuplicateKeyError, type Models } from '@connect/shared';
+import { accessTokenAlgOf, collectionsOf, isDuplicateKeyError, type Models } from '@connect/shared';
 
 export interface ServiceSigningKey {
   alg: 'RS256' | 'ES256' | 'EdDSA';
@@ -11,19 +11,11 @@ export interface ServiceSigningKey {
 
 const KEY_ID = 'access-token';
 
+/** Configured keys were checked at start (signingKeyProblem); this guards the stored one. */
 function algFor(key: KeyObject): ServiceSigningKey['alg'] {
-  switch (key.asymmetricKeyType) {
-    case 'rsa':
-      return 'RS256';
-    case 'ec':
-      if (key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return 'ES256';
-      break;
-    case 'ed25519':
-      return 'EdDSA';
-    default:
-      break;
-  }
-  throw new Error('TOKEN_SIGNING_KEY: must be an RSA, EC P-256 or Ed25519 private key');
+  const alg = accessTokenAlgOf(key);
+  if (!alg) throw new Error('TOKEN_SIGNING_KEY: must be an RSA, EC P-256 or Ed25519 private key');
+  return alg;
 }
 
 async function fromPem(pem: string): Promise<ServiceSigningKey> {

@@ -46,8 +46,8 @@ export function longestRetryWindowMs(policy: Pick<DeliveryPolicy, 'retrySchedule
   return Math.ceil(policy.retryScheduleMs.reduce((a, b) => a + b, 0) * (1 + RETRY_JITTER));
 }
 
-/** The least `Retry-After` is always honoured up to, whatever the schedule (a short test schedule included). */
-export const RETRY_AFTER_MIN_CAP_MS = 3_600_000;
+/** `Retry-After` is honoured up to at least this, whatever the schedule (a short test schedule included). */
+const RETRY_AFTER_MIN_CAP_MS = 3_600_000;
 
 /**
  * `Retry-After` is a floor on the next wait (and holds the whole target on a 429/503), capped at the

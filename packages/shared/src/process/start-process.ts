@@ -1,6 +1,7 @@
+import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { ConfigError, loadConfig, type Config, type ConfigProblem, type LoadConfigOptions } from '../config.ts';
-import { endLogs } from '../logger.ts';
+import { endLogs, withoutCredentials } from '../logger.ts';
 
 /**
  * Runs each configuration loader and returns their results, or prints every
@@ -66,10 +67,21 @@ export async function startupStep<T>(log: Logger, what: string, names: StartupVa
     return await run();
   } catch (err) {
     const variable = startupVariableOf(err, names);
-    const why = ((err as Error)?.message ?? String(err)).split('\n')[0]!.replace(/\/\/[^@/\s]*@/g, '//***@');
+    const why = withoutCredentials(((err as Error)?.message ?? String(err)).split('\n')[0]!);
     log.error({ step: what, err: why, code: (err as { code?: string })?.code }, 'start-up failed');
     await endLogs(log);
     process.stderr.write(`startup error: ${variable ? `${variable}: ` : ''}${what} failed: ${why}\n`);
     process.exit(1);
   }
+}
+
+/** `server.listen` as a promise that rejects when the port cannot be bound (taken, not allowed), instead of an uncaught 'error' event. */
+export function listenOn(server: Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
 }
