@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import { createPublicKey, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
 import { exportJWK, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { disableClient, registerClient } from '@connect/shared';
@@ -221,5 +221,20 @@ describe('POST /oauth/token: a JWKS-URL client', () => {
     // The retired key no longer verifies once the set no longer has it.
     const a3 = await signAssertion(client._id, first.privateKey, api.tokenUrl, { kid: 'k1' });
     expectInvalidClient(await tokenRequest(withAssertion(a3)));
+  });
+
+  it('an assertion without kid (as the public sample client signs) is accepted by whichever key of a multi-key JWKS verifies it, and refused when none does', async () => {
+    const { port } = jwksServer.address() as { port: number };
+    const client = await registerClient(api.models, { organizationId: clinic.organization._id, jwksUrl: `http://127.0.0.1:${port}/rotating.json` });
+    const previous = rsaKeyPair();
+    const current = rsaKeyPair();
+    const jwkOf = async (k: KeyObject, kid: string) => ({ ...(await exportJWK(createPublicKey(k))), kid, alg: 'RS256', use: 'sig' });
+    // A rotation in progress: both keys published, in either order.
+    jwks = { keys: [await jwkOf(previous.privateKey, 'previous'), await jwkOf(current.privateKey, 'current')] };
+    expect((await tokenRequest(withAssertion(await signAssertion(client._id, current.privateKey, api.tokenUrl)))).status).toBe(200);
+    expect((await tokenRequest(withAssertion(await signAssertion(client._id, previous.privateKey, api.tokenUrl)))).status).toBe(200);
+
+    const stranger = rsaKeyPair();
+    expectInvalidClient(await tokenRequest(withAssertion(await signAssertion(client._id, stranger.privateKey, api.tokenUrl))));
   });
 });

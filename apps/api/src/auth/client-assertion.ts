@@ -1,4 +1,5 @@
-import { decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
+import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTVerifyGetKey, type JWTVerifyOptions, type JWTVerifyResult } from 'jose';
+import type { KeyObject } from 'node:crypto';
 import { collectionsOf, isDuplicateKeyError, type Models } from '@connect/shared';
 import type { ActiveClient, ClientDirectory } from './client-directory.ts';
 import type { ClientKeys } from './client-keys.ts';
@@ -80,7 +81,7 @@ export async function verifyClientAssertion(
 
   let payload;
   try {
-    ({ payload } = await jwtVerify(assertion, deps.keys.keyFor(active.client) as Parameters<typeof jwtVerify>[1], {
+    ({ payload } = await verifyWithAnyKey(assertion, deps.keys.keyFor(active.client), {
       algorithms: ASSERTION_ALGORITHMS,
       issuer: iss,
       subject: iss,
@@ -117,4 +118,27 @@ export async function verifyClientAssertion(
     throw err;
   }
   return active;
+}
+
+/**
+ * jwtVerify with a client's key, or with its JWKS when several of its keys
+ * match the assertion's header: an assertion without `kid` (the public sample
+ * client sends none) against a JWKS that holds the old and the new key during
+ * a rotation. jose then raises ERR_JWKS_MULTIPLE_MATCHING_KEYS, which yields
+ * the candidates; the assertion is accepted when one of them verifies it.
+ */
+async function verifyWithAnyKey(assertion: string, key: KeyObject | JWTVerifyGetKey, options: JWTVerifyOptions): Promise<JWTVerifyResult> {
+  try {
+    return await (typeof key === 'function' ? jwtVerify(assertion, key, options) : jwtVerify(assertion, key, options));
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ERR_JWKS_MULTIPLE_MATCHING_KEYS') throw err;
+    for await (const candidate of err as errors.JWKSMultipleMatchingKeys) {
+      try {
+        return await jwtVerify(assertion, candidate, options);
+      } catch (inner) {
+        if ((inner as { code?: string }).code !== 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED') throw inner;
+      }
+    }
+    throw new errors.JWSSignatureVerificationFailed();
+  }
 }
