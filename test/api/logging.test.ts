@@ -46,6 +46,21 @@ describe('Logs: pino JSON with a request id; no credentials, emails masked', () 
     expect(text).not.toContain(clinic.client.public_key_pem!.split('\n')[1]!);
   });
 
+  it('an X-Request-Id that is not 1 to 128 of [A-Za-z0-9._-] is replaced by a fresh UUID: neither echoed nor logged', async () => {
+    const forged = [`req "quoted" <script>${randomUUID()}`, `long-${'A'.repeat(8000)}`];
+    for (const given of forged) {
+      const res = await http(`${api.baseUrl}/users/someone`, { headers: { 'x-request-id': given } });
+      expect(res.status).toBe(401);
+      const fresh = res.headers.get('x-request-id')!;
+      expect(fresh).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+      // The request was logged, under the fresh id, and the given one appears nowhere.
+      await expect.poll(() => api.logs.text).toContain(`"reqId":"${fresh}"`);
+      expect(api.logs.text).not.toContain(given.slice(0, 40));
+    }
+    const kept = await http(`${api.baseUrl}/users/someone`, { headers: { 'x-request-id': 'trace.id-OK_1' } });
+    expect(kept.headers.get('x-request-id')).toBe('trace.id-OK_1');
+  });
+
   it('a request is one "request completed" line at info: method, path, status, time taken, request id and the outcome', async () => {
     const token = (await requestToken(api, clinic)).body.access_token as string;
     const id = randomUUID();

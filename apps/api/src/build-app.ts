@@ -28,7 +28,9 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     logController: requestLogController(),
     // A user upsert is a few hundred bytes; 64 KiB leaves room and bounds abuse (413 beyond).
     bodyLimit: DEFAULT_BODY_LIMIT,
-    requestIdHeader: 'x-request-id',
+    // Not requestIdHeader: with it set, Fastify takes the header as it comes and
+    // calls genReqId only when it is absent, so the pattern would never apply.
+    requestIdHeader: false,
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
