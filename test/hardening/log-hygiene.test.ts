@@ -111,6 +111,13 @@ describe('Logs after a busy sequence: JSON, a request id on every request line, 
       expect((await tokenRequest(r)).status).toBe(401);
       expect((await tokenRequest(r, true, { client_id: b.client._id })).status).toBe(401); // client_id ≠ iss
     }
+    // Claim values the log quotes to say what was wrong (iss of an unknown client, a wrong aud):
+    // attacker-chosen text, so an email in them is masked and a URL loses its query.
+    const claimEmail = email('iss.as.email');
+    expect((await tokenRequest(await signAssertion(claimEmail, a.privateKey, api.audience))).status).toBe(401);
+    const querySecret = secret('query in a wrong aud', `q${randomUUID().replaceAll('-', '')}`);
+    expect((await tokenRequest(await signAssertion(a.client._id, a.privateKey, `https://aud.example.com/x?token=${querySecret}`))).status).toBe(401);
+    expect((await tokenRequest(await signAssertion(a.client._id, a.privateKey, api.audience, { sub: `someone ${email('sub.as.email')}` }))).status).toBe(401);
     // An assertion where a parameter should be, and a token request that is not JSON at all.
     const misplaced = jwtSecret('misplaced assertion', await signAssertion(a.client._id, a.privateKey, api.audience));
     expect((await tokenRequest('x', false, { client_id: misplaced })).status).toBeGreaterThanOrEqual(400);

@@ -19,11 +19,6 @@ export function maskEmailsIn(text: string): string {
   return text.replace(EMAIL_IN_TEXT, (m) => maskEmail(m));
 }
 
-/**
- * pino with the project's redaction: credentials are removed wherever they sit in
- * a logged object, and emails are masked. Request logging serializers (apps/api)
- * log only method, route and a request id, never headers or bodies.
- */
 /** `user:password@` out of every URL in a text (a connection string, an error naming one). */
 export function withoutCredentials(text: string): string {
   return text.replace(/\/\/[^@/\s]*@/g, '//***@');
@@ -65,6 +60,11 @@ export const REDACT_PATHS = [
   '*.password',
 ];
 
+/**
+ * pino with the project's redaction: credentials are removed wherever they sit in
+ * a logged object, and emails are masked. Request logging serializers (apps/api)
+ * log only method, route and a request id, never headers or bodies.
+ */
 export function loggerOptions(level: string, name: string): LoggerOptions {
   return {
     name,

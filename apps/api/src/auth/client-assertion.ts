@@ -1,6 +1,6 @@
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTVerifyGetKey, type JWTVerifyOptions, type JWTVerifyResult } from 'jose';
 import type { KeyObject } from 'node:crypto';
-import { collectionsOf, isDuplicateKeyError, type Models } from '@connect/shared';
+import { collectionsOf, isDuplicateKeyError, maskEmailsIn, withoutCredentials, type Models } from '@connect/shared';
 import type { ActiveClient, ClientDirectory } from './client-directory.ts';
 import type { ClientKeys } from './client-keys.ts';
 
@@ -35,9 +35,13 @@ export class AssertionRejected extends Error {
   }
 }
 
-/** A claim value as the log may show it: short, and only strings or arrays of them. */
+/**
+ * A claim value as the log may show it: short, only strings or arrays of them,
+ * and, being text the caller chose, with emails masked, URL credentials removed
+ * and nothing after a `?` or `#` (a query can carry a secret).
+ */
 function shown(value: unknown): unknown {
-  const clip = (v: unknown) => (typeof v === 'string' ? v.slice(0, 200) : typeof v);
+  const clip = (v: unknown) => (typeof v === 'string' ? maskEmailsIn(withoutCredentials(v.split(/[?#]/, 1)[0]!)).slice(0, 200) : typeof v);
   return Array.isArray(value) ? value.slice(0, 5).map(clip) : clip(value);
 }
 
