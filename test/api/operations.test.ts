@@ -103,6 +103,33 @@ describe('/admin/queues: the queue dashboard, only with ADMIN_TOKEN', () => {
     expect((await http(`${api.origin}/admin/queues/api/queues`)).status).toBe(401);
   });
 
+  it('the token must be the whole credential: trailing text after it is refused', async () => {
+    expect((await http(`${api.origin}/admin/queues/api/queues`, { headers: { authorization: `Bearer ${ADMIN_TOKEN} extra` } })).status).toBe(401);
+    expect((await http(`${api.origin}/admin/queues/api/queues`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status).toBe(200);
+  });
+
+  it('changes from another site are refused 403 (CSRF with cached credentials), from its own pages and from tools they pass', async () => {
+    const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    const before = await api.deps.queue.getJobCounts();
+    const forged = await http(`${api.origin}/admin/queues/api/queues/user-events/add`, {
+      method: 'POST',
+      headers: { ...auth, origin: 'https://evil.example', 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'name=csrf&data=hello',
+    });
+    expect(forged.status).toBe(403);
+    expect(forged.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    const resume = `${api.origin}/admin/queues/api/queues/deliveries.dictation/resume`;
+    expect((await http(resume, { method: 'PUT', headers: { ...auth, 'sec-fetch-site': 'cross-site' } })).status).toBe(403);
+    expect((await http(resume, { method: 'PUT', headers: { ...auth, 'sec-fetch-site': 'same-site' } })).status).toBe(403);
+    expect(await api.deps.queue.getJobCounts()).toEqual(before);
+    // The dashboard's own page (same origin), and curl (neither header): allowed.
+    expect((await http(resume, { method: 'PUT', headers: { ...auth, 'sec-fetch-site': 'same-origin', origin: api.origin } })).status).toBeLessThan(300);
+    expect((await http(resume, { method: 'PUT', headers: { ...auth, origin: api.origin } })).status).toBeLessThan(300);
+    expect((await http(resume, { method: 'PUT', headers: auth })).status).toBeLessThan(300);
+    // Reading stays possible from anywhere the credentials are (a GET changes nothing).
+    expect((await http(`${api.origin}/admin/queues/api/queues`, { headers: { ...auth, 'sec-fetch-site': 'cross-site' } })).status).toBe(200);
+  });
+
   it('is not mounted at all without ADMIN_TOKEN', async () => {
     const plain = await startTestApi({ label: 'ops-noadmin' });
     try {

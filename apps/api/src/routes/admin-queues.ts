@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
@@ -9,24 +9,47 @@ import { sendProblem } from '../error-handler.ts';
 
 export const ADMIN_QUEUES_PATH = '/admin/queues';
 
+/** Constant time whatever the lengths: digests are compared, so not even the length leaks. */
 function sameSecret(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
+  const digest = (v: string) => createHash('sha256').update(v).digest();
+  return timingSafeEqual(digest(given), digest(expected));
 }
 
-/** `Authorization: Bearer <ADMIN_TOKEN>`, or Basic with ADMIN_TOKEN as the password (what a browser prompts for). */
+/** `Authorization: Bearer <ADMIN_TOKEN>`, or Basic with ADMIN_TOKEN as the password (what a browser prompts for); nothing after it. */
 export function adminTokenGiven(request: FastifyRequest, adminToken: string): boolean {
-  const header = request.headers.authorization ?? '';
-  const [scheme, value] = header.split(' ', 2);
-  if (!value) return false;
-  if (/^bearer$/i.test(scheme!)) return sameSecret(value, adminToken);
-  if (/^basic$/i.test(scheme!)) {
+  const match = /^(\S+) +(\S+) *$/.exec(request.headers.authorization ?? '');
+  if (!match) return false;
+  const [, scheme, value] = match as unknown as [string, string, string];
+  if (/^bearer$/i.test(scheme)) return sameSecret(value, adminToken);
+  if (/^basic$/i.test(scheme)) {
     const decoded = Buffer.from(value, 'base64').toString();
     const colon = decoded.indexOf(':');
     return colon >= 0 && sameSecret(decoded.slice(colon + 1), adminToken);
   }
   return false;
+}
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/**
+ * A browser's cross-site request: a page elsewhere posting to the dashboard with
+ * the Basic credentials the browser has cached (CSRF). Browsers say where a
+ * request comes from (`Sec-Fetch-Site`, or at least `Origin`) on every
+ * state-changing request; tools such as curl send neither and are not browsers.
+ */
+export function crossSiteRequest(request: FastifyRequest, publicBaseUrl: string): boolean {
+  if (SAFE_METHODS.has(request.method)) return false;
+  const site = request.headers['sec-fetch-site'];
+  if (typeof site === 'string') return site !== 'same-origin' && site !== 'none';
+  const origin = request.headers.origin;
+  if (typeof origin !== 'string') return false;
+  let host: string;
+  try {
+    host = new URL(origin).host;
+  } catch {
+    return true;
+  }
+  return host !== request.headers.host && origin !== new URL(publicBaseUrl).origin;
 }
 
 /**
@@ -46,6 +69,14 @@ export async function adminQueuesRoutes(app: FastifyInstance, deps: ApiDeps): Pr
   await app.register(
     async (admin) => {
       admin.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
+        if (crossSiteRequest(request, deps.config.publicBaseUrl)) {
+          return sendProblem(reply, {
+            type: PROBLEM_TYPE_BASE + 'cross-site-request',
+            title: 'Forbidden',
+            status: 403,
+            detail: 'The queue dashboard takes changes only from its own pages, not from another site.',
+          });
+        }
         if (adminTokenGiven(request, adminToken)) return;
         reply.header('www-authenticate', 'Basic realm="Connect queues", charset="UTF-8"');
         return sendProblem(reply, {
