@@ -194,6 +194,60 @@ describe('retries: 429/502/503/504 with backoff, honouring Retry-After', () => {
     expect((error as ConnectApiError).status).toBe(503);
     expect((error as ConnectApiError).problem.detail).toBe('later');
   });
+
+  it('a gateway\'s HTML error page becomes a message in words: the status, then the page\'s text without markup', async () => {
+    proxy.inject({ match: (m) => m === 'GET', status: 502, headers: { 'content-type': 'text/html' }, body: '<html><head><title>502 Bad Gateway</title><style>b{x:y}</style></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>' });
+    const error = await client({ maxRetries: 0 }).getUser(newId()).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectApiError);
+    expect((error as ConnectApiError).message).toBe('HTTP 502 Bad Gateway: 502 Bad Gateway 502 Bad Gateway nginx');
+  });
+});
+
+describe('waits the caller controls', () => {
+  it('a Retry-After longer than maxRetryWaitMs (60 s by default) is not waited out: the error comes at once and says how long', async () => {
+    const sdk = client();
+    const id = newId();
+    await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    proxy.inject({ match: (m, p) => m === 'GET' && p.includes(id), status: 429, headers: { 'retry-after': '3600' } });
+    const before = proxy.seen.length;
+    const error = await sdk.getUser(id).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(RateLimitedError);
+    expect((error as RateLimitedError).retryAfterSeconds).toBe(3600);
+    expect(proxy.seen.slice(before).filter((s) => s.path.includes(id))).toHaveLength(1);
+    // Within the bound it is waited out as before.
+    proxy.inject({ match: (m, p) => m === 'GET' && p.includes(id), status: 503, headers: { 'retry-after': '1' } });
+    expect((await client({ maxRetryWaitMs: 1000 }).getUser(id)).external_provider_id).toBe(id);
+  });
+
+  it('an AbortSignal abandons a call waiting out a Retry-After: it rejects with the signal\'s reason, and sends nothing more', async () => {
+    const sdk = client();
+    const id = newId();
+    await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    proxy.inject({ match: (m, p) => m === 'GET' && p.includes(id), status: 503, headers: { 'retry-after': '30' } });
+    const controller = new AbortController();
+    const before = proxy.seen.length;
+    const call = sdk.getUser(id, { signal: controller.signal }).catch((e: unknown) => e);
+    await expect.poll(() => proxy.seen.slice(before).filter((s) => s.path.includes(id)).length).toBe(1);
+    controller.abort(new Error('the caller gave up'));
+    expect(await call).toEqual(new Error('the caller gave up'));
+    // An already aborted signal: nothing is sent at all.
+    const sent = proxy.seen.length;
+    const early = await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id }, { signal: AbortSignal.abort() }).catch((e: unknown) => e);
+    expect((early as Error).name).toBe('AbortError');
+    // The proxy has seen no request since: a later call is the first one it records.
+    await sdk.getUser(id);
+    expect(proxy.seen.slice(sent).map((s) => s.method)).toEqual(['GET']);
+  });
+
+  it('the audience option: a client reaching the API by another name than its PUBLIC_BASE_URL signs for the name the server knows', async () => {
+    // `api` believes it is reached at the proxy's address; this client talks to it directly.
+    const direct = { baseUrl: api.baseUrl, clientId: clinic.client._id, privateKey: clinic.privateKey };
+    const refused = await new ConnectClient(direct).getUser('nobody').catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(AuthenticationError);
+    expect((refused as Error).message).toContain(`audience was ${api.baseUrl}/oauth/token`);
+    const sdk = new ConnectClient({ ...direct, audience: `${proxy.origin}${BASE_PATH}/oauth/token` });
+    expect(await sdk.getUser('nobody').catch((e: unknown) => e)).toBeInstanceOf(NotFoundError);
+  });
 });
 
 describe('a 2xx whose body is not JSON (a proxy\'s page)', () => {

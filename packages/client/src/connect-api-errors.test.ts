@@ -23,7 +23,7 @@ describe('errorFromProblem', () => {
 
   it('reads an RFC 6749 token error and a non-JSON body as problems', () => {
     expect(problemFrom(401, 'Unauthorized', '{"error":"invalid_client","error_description":"no"}')).toMatchObject({ title: 'invalid_client', detail: 'no', status: 401 });
-    expect(problemFrom(502, 'Bad Gateway', '<html>')).toMatchObject({ type: 'about:blank', title: 'Bad Gateway', status: 502 });
+    expect(problemFrom(502, 'Bad Gateway', '<html>')).toMatchObject({ type: 'about:blank', title: 'HTTP 502 Bad Gateway', status: 502, detail: undefined });
   });
 });
 

@@ -95,5 +95,8 @@ export function problemFrom(status: number, statusText: string, text: string): P
   } catch {
     /* not JSON: described below */
   }
-  return { type: 'about:blank', title: statusText || `HTTP ${status}`, status, detail: text.slice(0, 200) || undefined };
+  // A proxy's HTML page: its words, not its markup, and the status as the message.
+  const words = text.replace(/<(script|style)[^>]*>[\s\S]*?<\/\1>/gi, ' ').replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim();
+  const title = `HTTP ${status}${statusText ? ` ${statusText}` : ''}`;
+  return { type: 'about:blank', title, status, detail: words ? `${title}: ${words.slice(0, 200)}` : undefined };
 }

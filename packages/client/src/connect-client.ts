@@ -25,6 +25,14 @@ export interface ListUsersOptions {
   /** Resume from a `next_cursor` an earlier page gave. */
   cursor?: string;
   apiVersion?: string;
+  /** Abandons the call (and its retries): it rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** What every call takes besides its own arguments. */
+export interface CallOptions {
+  /** Abandons the call, its retries and their waits: it rejects with the signal's reason (an AbortError by default). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -42,6 +50,12 @@ export interface ConnectClientOptions {
   /** Sent as the assertion's `kid`, for clients registered with a JWKS URL. */
   keyId?: string;
   /**
+   * The client assertion's `aud`: the token endpoint's URL as the server knows itself
+   * (its PUBLIC_BASE_URL + base path + `/oauth/token`). By default `baseUrl + '/oauth/token'`;
+   * set it when `baseUrl` reaches the server by another name (an internal host, a proxy).
+   */
+  audience?: string;
+  /**
    * Sent as `X-Nabla-Api-Version` on every call. Absent: upsertUser and getUser send
    * none (the organization's pinned version applies) and the preview routes
    * (listUsers, deactivateUser) send `x-nabla-next`, the only version that has them.
@@ -51,6 +65,12 @@ export interface ConnectClientOptions {
   fetch?: typeof globalThis.fetch;
   /** Retries after a 429/502/503/504 or a network error; 3 by default. */
   maxRetries?: number;
+  /**
+   * The longest `Retry-After` the client waits out before a retry, 60 s by default. An
+   * answer asking for longer ends the call at once with its error (`RateLimitedError`
+   * carries `retryAfterSeconds`), so the caller decides whether to wait.
+   */
+  maxRetryWaitMs?: number;
   /**
    * Per-attempt timeout, 30 s by default: for each phase of the exchange (connect, headers, body)
    * on the default transport, for the whole exchange with a caller's `fetch`. A timeout is retried
@@ -63,6 +83,17 @@ export const PREVIEW_API_VERSION = 'x-nabla-next';
 const OUTCOMES: readonly string[] = ['created', 'updated', 'unchanged'];
 
 const isOk = (answer: HttpAnswer) => answer.status >= 200 && answer.status < 300;
+
+/** `promise`, or the signal's reason as soon as it aborts (the promise itself runs on). */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  signal.throwIfAborted();
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
 
 /** `baseUrl` without its trailing slashes; a TypeError naming the option unless it is an absolute http(s) URL. */
 export function checkBaseUrl(baseUrl: unknown): string {
@@ -111,23 +142,28 @@ function bodyOf<T>(answer: Pick<HttpAnswer, 'status' | 'text'>): T {
 export class ConnectClient {
   readonly baseUrl: string;
   readonly tokenUrl: string;
+  /** The assertion's `aud`. */
+  readonly audience: string;
   private readonly clientId: string;
   private readonly key: KeyObject;
   private readonly keyId: string | undefined;
   private readonly apiVersion: string | undefined;
   private readonly transport: HttpTransport;
   private readonly maxRetries: number;
+  private readonly maxRetryWaitMs: number;
   private readonly tokens: AccessTokenSource;
 
   constructor(options: ConnectClientOptions) {
     this.baseUrl = checkBaseUrl(options.baseUrl);
     if (!options.clientId) throw new TypeError('clientId is required');
     this.tokenUrl = `${this.baseUrl}/oauth/token`;
+    this.audience = options.audience ?? this.tokenUrl;
     this.clientId = options.clientId;
     this.key = toPrivateKey(options.privateKey);
     this.keyId = options.keyId;
     this.apiVersion = options.apiVersion;
     this.maxRetries = options.maxRetries ?? 3;
+    this.maxRetryWaitMs = options.maxRetryWaitMs ?? 60_000;
     const timeoutMs = options.timeoutMs ?? 30_000;
     this.transport = options.fetch ? fetchTransport(options.fetch, timeoutMs) : undiciTransport(timeoutMs);
     this.tokens = new AccessTokenSource(() => this.requestToken());
@@ -137,22 +173,22 @@ export class ConnectClient {
    * POST /users: create or update. `outcome` comes from the `X-Connect-Outcome`
    * header; a server that does not send it is read as 201 = created, 200 = updated.
    */
-  async upsertUser(body: UpsertUserInput): Promise<UpsertResult> {
-    const answer = await this.call('POST', '/users', { body, apiVersion: this.apiVersion });
+  async upsertUser(body: UpsertUserInput, options: CallOptions = {}): Promise<UpsertResult> {
+    const answer = await this.call('POST', '/users', { body, apiVersion: this.apiVersion, signal: options.signal });
     const header = answer.header('x-connect-outcome')?.trim().toLowerCase();
     const outcome = (header && OUTCOMES.includes(header) ? header : answer.status === 201 ? 'created' : 'updated') as UpsertOutcome;
     return { outcome, user: bodyOf<ConnectUser>(answer) };
   }
 
   /** GET /users/{id}: the user and where each downstream target stands. NotFoundError when the organization has none. */
-  async getUser(externalProviderId: string): Promise<ConnectUserWithSync> {
-    return bodyOf<ConnectUserWithSync>(await this.call('GET', `/users/${encodeURIComponent(externalProviderId)}`, { apiVersion: this.apiVersion }));
+  async getUser(externalProviderId: string, options: CallOptions = {}): Promise<ConnectUserWithSync> {
+    return bodyOf<ConnectUserWithSync>(await this.call('GET', `/users/${encodeURIComponent(externalProviderId)}`, { apiVersion: this.apiVersion, signal: options.signal }));
   }
 
   /** DELETE /users/{id} (preview): 200 with the deactivated user, again 200 and no event on a second call. */
-  async deactivateUser(externalProviderId: string, options: { apiVersion?: string } = {}): Promise<ProviderUserNextView> {
+  async deactivateUser(externalProviderId: string, options: CallOptions & { apiVersion?: string } = {}): Promise<ProviderUserNextView> {
     const apiVersion = options.apiVersion ?? this.apiVersion ?? PREVIEW_API_VERSION;
-    return bodyOf<ProviderUserNextView>(await this.call('DELETE', `/users/${encodeURIComponent(externalProviderId)}`, { apiVersion }));
+    return bodyOf<ProviderUserNextView>(await this.call('DELETE', `/users/${encodeURIComponent(externalProviderId)}`, { apiVersion, signal: options.signal }));
   }
 
   /**
@@ -168,7 +204,7 @@ export class ConnectClient {
       if (cursor) query.set('cursor', cursor);
       if (options.status) query.set('status', options.status);
       const qs = query.toString();
-      const page = bodyOf<UsersPage>(await this.call('GET', `/users${qs ? `?${qs}` : ''}`, { apiVersion }));
+      const page = bodyOf<UsersPage>(await this.call('GET', `/users${qs ? `?${qs}` : ''}`, { apiVersion, signal: options.signal }));
       yield page;
       cursor = page.next_cursor ?? undefined;
     } while (cursor);
@@ -180,14 +216,16 @@ export class ConnectClient {
   }
 
   /** A {base} call with the bearer token: one refresh and retry on 401, retries on 429/5xx/network. */
-  private async call(method: string, path: string, options: { body?: unknown; apiVersion?: string }): Promise<HttpAnswer> {
+  private async call(method: string, path: string, options: { body?: unknown; apiVersion?: string; signal?: AbortSignal | undefined }): Promise<HttpAnswer> {
     let refreshed = false;
+    const { signal } = options;
     for (;;) {
-      const token = await this.tokens.get();
+      // The token request is shared with other calls: this call stops waiting for it, it does not cancel it.
+      const token = await abortable(this.tokens.get(), signal);
       const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: 'application/json' };
       if (options.body !== undefined) headers['content-type'] = 'application/json';
       if (options.apiVersion) headers['x-nabla-api-version'] = options.apiVersion;
-      const answer = await this.send(`${this.baseUrl}${path}`, { method, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body) });
+      const answer = await this.send(`${this.baseUrl}${path}`, { method, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body), signal });
       if (isOk(answer)) return answer;
       // Only once: a second 401 with a brand-new token is the server's final word.
       if (answer.status === 401 && !refreshed) {
@@ -200,7 +238,7 @@ export class ConnectClient {
   }
 
   private async requestToken(): Promise<{ accessToken: string; expiresInSeconds: number }> {
-    const assertion = await signClientAssertion({ clientId: this.clientId, tokenUrl: this.tokenUrl, key: this.key, keyId: this.keyId });
+    const assertion = await signClientAssertion({ clientId: this.clientId, tokenUrl: this.audience, key: this.key, keyId: this.keyId });
     const form = new URLSearchParams({
       grant_type: 'client_credentials',
       client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
@@ -210,14 +248,18 @@ export class ConnectClient {
     // A retry must not resend the same assertion: the server may have recorded its jti
     // before failing, and then refuses it as a replay. So every retry signs a fresh one.
     const answer = await this.send(this.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' }, body: form.toString() }, async () => {
-      const fresh = await signClientAssertion({ clientId: this.clientId, tokenUrl: this.tokenUrl, key: this.key, keyId: this.keyId });
+      const fresh = await signClientAssertion({ clientId: this.clientId, tokenUrl: this.audience, key: this.key, keyId: this.keyId });
       form.set('client_assertion', fresh);
       return form.toString();
     });
     if (!isOk(answer)) {
       const error = this.errorOf(answer);
       // Whatever the token endpoint refuses (400 invalid_request, 401 invalid_client) is a credentials problem.
-      throw error.status >= 400 && error.status < 500 && error.status !== 429 ? new AuthenticationError(error.status, error.problem) : error;
+      if (error.status < 400 || error.status >= 500 || error.status === 429) throw error;
+      const refused = new AuthenticationError(error.status, error.problem);
+      // The commonest cause once the id and key are right: an audience the server does not know itself by.
+      if (error.status === 401) refused.message += ` (the assertion's audience was ${this.audience}: it must be the server's own PUBLIC_BASE_URL + base path + /oauth/token; set the audience option when baseUrl reaches the server by another name)`;
+      throw refused;
     }
     const body = bodyOf<{ access_token?: unknown; expires_in?: unknown }>(answer);
     if (typeof body.access_token !== 'string') throw new ConnectApiError(answer.status, { type: 'about:blank', status: answer.status, title: 'Token answer without access_token' });
@@ -233,17 +275,22 @@ export class ConnectClient {
    */
   private async send(url: string, init: HttpRequest, rebuild?: () => Promise<string>): Promise<HttpAnswer> {
     for (let attempt = 0; ; attempt++) {
+      init.signal?.throwIfAborted();
       let answer: HttpAnswer;
       try {
         answer = await this.transport(url, init);
       } catch (err) {
+        init.signal?.throwIfAborted();
         if (attempt >= this.maxRetries) throw new ConnectNetworkError(`${init.method} ${pathOf(url)}: ${messageOf(err)}`, { cause: err });
-        await sleep(backoffMs(attempt));
+        await sleep(backoffMs(attempt), init.signal);
         if (rebuild) init = { ...init, body: await rebuild() };
         continue;
       }
       if (!RETRYABLE_STATUSES.has(answer.status) || attempt >= this.maxRetries) return answer;
-      await sleep(retryAfterMs(answer.header('retry-after') ?? null) ?? backoffMs(attempt));
+      const asked = retryAfterMs(answer.header('retry-after') ?? null);
+      // Longer than the caller agreed to wait: the answer is final, its error says how long the server asked.
+      if (asked !== undefined && asked > this.maxRetryWaitMs) return answer;
+      await sleep(asked ?? backoffMs(attempt), init.signal);
       if (rebuild) init = { ...init, body: await rebuild() };
     }
   }

@@ -14,6 +14,8 @@ export interface HttpRequest {
   method: string;
   headers: Record<string, string>;
   body?: string;
+  /** The caller's: abandons the exchange. */
+  signal?: AbortSignal | undefined;
 }
 
 /** One exchange: resolves with the answer (any status), rejects when the server never answered in time. */
@@ -30,7 +32,7 @@ export function undiciTransport(timeoutMs: number): HttpTransport {
   // not the whole exchange as an AbortSignal per call would; it needs no timer per call.
   const agent = new Agent({ headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connectTimeout: timeoutMs });
   return async (url, init) => {
-    const answer = await request(url, { method: init.method as Dispatcher.HttpMethod, headers: init.headers, body: init.body, dispatcher: agent });
+    const answer = await request(url, { method: init.method as Dispatcher.HttpMethod, headers: init.headers, body: init.body, dispatcher: agent, signal: init.signal });
     const text = await answer.body.text();
     return {
       status: answer.statusCode,
@@ -47,7 +49,8 @@ export function undiciTransport(timeoutMs: number): HttpTransport {
 /** A caller's `fetch` (tests, proxies, instrumentation), with the per-attempt timeout as an abort signal. */
 export function fetchTransport(fetchImpl: typeof globalThis.fetch, timeoutMs: number): HttpTransport {
   return async (url, init) => {
-    const response = await fetchImpl(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const response = await fetchImpl(url, { ...init, signal: init.signal ? AbortSignal.any([init.signal, timeout]) : timeout });
     const text = await response.text();
     return { status: response.status, statusText: response.statusText, header: (name) => response.headers.get(name) ?? undefined, text };
   };

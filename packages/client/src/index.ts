@@ -1,5 +1,5 @@
 export { checkBaseUrl, ConnectClient, PREVIEW_API_VERSION } from './connect-client.ts';
-export type { ConnectClientOptions, ConnectUser, ConnectUserWithSync, ListUsersOptions, UpsertOutcome, UpsertResult, UpsertUserInput, UsersPage } from './connect-client.ts';
+export type { CallOptions, ConnectClientOptions, ConnectUser, ConnectUserWithSync, ListUsersOptions, UpsertOutcome, UpsertResult, UpsertUserInput, UsersPage } from './connect-client.ts';
 export {
   AuthenticationError,
   ConnectApiError,
