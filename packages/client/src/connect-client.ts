@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import type { z } from 'zod';
-import type { ListUsersResponse, ProviderUserNextView, UserStatus, providerUserSchema, providerUserWithSyncSchema, upsertProviderUserBodySchema } from '@connect/shared/contract';
+import type { ListUsersResponse, ProviderUserNextView, UserStatus, providerUserSchema, providerUserWithSyncSchema, upsertProviderUserBodySchema } from './contract.ts';
 import { AccessTokenSource, signClientAssertion, toPrivateKey } from './access-token-source.ts';
 import { AuthenticationError, ConnectApiError, ConnectNetworkError, errorFromProblem, problemFrom } from './connect-api-errors.ts';
 import { fetchTransport, undiciTransport, type HttpAnswer, type HttpRequest, type HttpTransport } from './http-transport.ts';

@@ -8,4 +8,4 @@ export { createCallbackHandler } from './node-http-handler.ts';
 export type { NodeHandlerOptions } from './node-http-handler.ts';
 export { connectReceiver } from './fastify-plugin.ts';
 export type { FastifyReceiverOptions } from './fastify-plugin.ts';
-export type { CallbackEvent, CallbackEventType } from '@connect/shared/contract';
+export type { CallbackEvent, CallbackEventType } from './contract.ts';

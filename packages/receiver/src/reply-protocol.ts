@@ -1,4 +1,4 @@
-import type { CallbackEvent } from '@connect/shared/contract';
+import type { CallbackEvent } from './contract.ts';
 import type { DedupeStore } from './dedupe-stores.ts';
 import { CallbackVerificationError, verifyCallback, type CallbackScheme, type IncomingHeaders } from './verify-callback.ts';
 

@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
-import { callbackEventSchema, type CallbackEvent } from '@connect/shared/contract';
+import { callbackEventSchema, type CallbackEvent } from './contract.ts';
 
 export type CallbackScheme = 'nabla-connect' | 'standard-webhooks';
 export type VerificationFailure = 'missing_header' | 'timestamp_out_of_window' | 'bad_signature' | 'malformed_body';
