@@ -38,6 +38,46 @@ describe('Rate limits, shared across instances through Redis', () => {
     // Another client has its own bucket.
     expect((await postUser(b, otherToken, body())).status).toBe(201);
   });
+
+  it('requests refused as malformed or invalid (400) spend the client\'s budget too: counted before the body is read', async () => {
+    const clinic = await registerTestClient(a.models);
+    const token = await getToken(a, clinic);
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) statuses.push((await postUser(a, token, { provider_email: 'not an email', external_provider_id: randomUUID() })).status);
+    for (let i = 0; i < 2; i++) statuses.push((await postUser(b, token, '{"provider_email":')).status);
+    expect(statuses).toEqual([400, 400, 400, 400, 400]);
+    expect((await postUser(a, token, body())).status).toBe(429);
+  });
+});
+
+describe('TRUST_PROXY: the token endpoint\'s per-IP limit behind a load balancer', () => {
+  let behind: TestApi;
+  let direct: TestApi;
+  const from = (ip: string) => ({ 'x-forwarded-for': ip });
+  beforeAll(async () => {
+    const env = { PUBLIC_BASE_URL: 'https://connect.example.com', RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE: '2' };
+    // The test's requests come from 127.0.0.1: the "load balancer" this instance trusts.
+    behind = await startTestApi({ label: 'trustproxy', env: { ...env, QUEUE_PREFIX: uniquePrefix('trustproxy'), TRUST_PROXY: '127.0.0.1' } });
+    direct = await startTestApi({ env: { ...env, QUEUE_PREFIX: uniquePrefix('notrust') }, mongoUrl: behind.env.MONGO_URL });
+  });
+  afterAll(async () => {
+    await behind?.close();
+    await direct?.close();
+  });
+
+  it('with TRUST_PROXY, each client IP named by the trusted proxy has its own bucket; without it, X-Forwarded-For changes nothing', async () => {
+    const clinic = await registerTestClient(behind.models);
+    const statuses = async (api: TestApi, ip: string, n: number) => {
+      const out: number[] = [];
+      for (let i = 0; i < n; i++) out.push((await requestToken(api, clinic, {}, from(ip))).status);
+      return out;
+    };
+    expect(await statuses(behind, '203.0.113.1', 3)).toEqual([200, 200, 429]);
+    expect(await statuses(behind, '203.0.113.2', 1)).toEqual([200]);
+    // Not trusted: the header is the caller's word, so it cannot buy a fresh bucket.
+    expect(await statuses(direct, '203.0.113.1', 2)).toEqual([200, 200]);
+    expect(await statuses(direct, '203.0.113.9', 1)).toEqual([429]);
+  });
 });
 
 describe('Rate limit per IP on the token endpoint, shared across instances', () => {

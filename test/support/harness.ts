@@ -197,11 +197,11 @@ export function rawHttp(port: number, bytes: string): Promise<{ status: number; 
   });
 }
 
-export async function requestToken(api: TestApi, c: TestClient, o: AssertionOptions = {}): Promise<HttpAnswer> {
+export async function requestToken(api: TestApi, c: TestClient, o: AssertionOptions = {}, headers: Record<string, string> = {}): Promise<HttpAnswer> {
   const assertion = await signAssertion(c.client._id, c.privateKey, api.audience, o);
   return http(api.tokenUrl, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify({
       grant_type: 'client_credentials',
       client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',

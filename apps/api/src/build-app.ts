@@ -21,6 +21,11 @@ import { zodValidatorCompiler } from './validator-compiler.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 
+/** A hop count as Fastify takes it at run time, typed: the nearest `hops` addresses are proxies. */
+function trustHops(hops: number): (address: string, hop: number) => boolean {
+  return (_address, hop) => hop < hops;
+}
+
 /** The Fastify application over ready-made dependencies: routes, parsers, error mapping. */
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
@@ -31,6 +36,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     // Not requestIdHeader: with it set, Fastify takes the header as it comes and
     // calls genReqId only when it is absent, so the pattern would never apply.
     requestIdHeader: false,
+    // The client's IP (per-IP token limit, logs) from X-Forwarded-For only when TRUST_PROXY says whose to believe.
+    trustProxy: typeof deps.config.trustProxy === 'number' ? trustHops(deps.config.trustProxy) : deps.config.trustProxy,
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();

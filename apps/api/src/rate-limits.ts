@@ -6,8 +6,9 @@ import { LeasedRedisStore } from './leased-rate-limit-store.ts';
 
 /**
  * Rate limits shared by every API instance through Redis: per OAuth client on
- * {base} routes (counted after authentication), per client IP on the token
- * endpoint. Answers 429 with Retry-After and the draft RateLimit-* headers.
+ * {base} routes (counted after authentication, before the body is parsed), per
+ * client IP on the token endpoint (the peer address, or X-Forwarded-For as
+ * TRUST_PROXY allows). Answers 429 with Retry-After and the draft RateLimit-* headers.
  * Counts are leased from Redis in slices of 1 % of the limit
  * (leased-rate-limit-store.ts), so a request rarely waits on Redis.
  *
@@ -39,7 +40,9 @@ export function perClientLimit(deps: ApiDeps) {
   return {
     rateLimit: {
       max: deps.config.rateLimitPerClient,
-      hook: 'preHandler' as const,
+      // After authentication (onRequest, which names the client), before the body is read
+      // and validated: a malformed or invalid request spends the client's budget too.
+      hook: 'preParsing' as const,
       keyGenerator: (request: FastifyRequest) => `client:${request.auth?.clientId ?? request.ip}`,
     },
   };

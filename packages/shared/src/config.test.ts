@@ -92,6 +92,17 @@ describe('MONGO_URL and TOKEN_SIGNING_KEY as operators write them', () => {
   });
 });
 
+describe('TRUST_PROXY: whose X-Forwarded-For names the client', () => {
+  it('is off by default, and takes true/false, a hop count, or proxy addresses and CIDR ranges', () => {
+    expect(loadConfig(base).trustProxy).toBe(false);
+    expect(loadConfig({ ...base, TRUST_PROXY: 'true' }).trustProxy).toBe(true);
+    expect(loadConfig({ ...base, TRUST_PROXY: '2' }).trustProxy).toBe(2);
+    expect(loadConfig({ ...base, TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,::1' }).trustProxy).toEqual(['10.0.0.0/8', '127.0.0.1', '::1']);
+    expect(errorOf({ ...base, TRUST_PROXY: 'yes' }).message).toMatch(/^TRUST_PROXY: must be true, false, a hop count 1 to 10, or the proxies' addresses/);
+    expect(errorOf({ ...base, TRUST_PROXY: 'lb.internal' }).message).toMatch(/^TRUST_PROXY: /);
+  });
+});
+
 describe('every problem at once (docs/operations.md)', () => {
   it('lists each bad variable once, one line each, naming it', () => {
     const err = errorOf({ MONGO_URL: 'postgres://x', REDIS_URL: '', PORT: 'eighty', LOG_LEVEL: 'loud', ACCESS_TOKEN_TTL_SECONDS: '5', ADMIN_TOKEN: 'short' });

@@ -253,6 +253,25 @@ export const sharedEnvShape = {
   DOWNSTREAM_TARGETS_FILE: envOptional(z.string()),
 };
 
+/**
+ * TRUST_PROXY: whose `X-Forwarded-For` names the client (Fastify's trustProxy).
+ * `false` (the default: the peer address is the client), `true` (any peer: only
+ * behind a proxy that overwrites the header), a hop count, or addresses and
+ * CIDR ranges of the proxies, comma-separated.
+ */
+function trustProxySchema() {
+  const address = /^[0-9A-Fa-f:.]+(\/\d{1,3})?$/;
+  return z.string().transform((raw, ctx): boolean | number | string[] => {
+    const v = raw.trim();
+    if (v === 'true' || v === 'false') return v === 'true';
+    if (/^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 10) return Number(v);
+    const list = v.split(',').map((a) => a.trim()).filter(Boolean);
+    if (list.length > 0 && list.every((a) => address.test(a))) return list;
+    ctx.addIssue({ code: 'custom', message: `must be true, false, a hop count 1 to 10, or the proxies' addresses or CIDR ranges, comma-separated (e.g. 10.0.0.0/8,127.0.0.1); got "${raw}"` });
+    return z.NEVER;
+  });
+}
+
 /** Variables of the API process. */
 export const apiEnvShape = {
   PORT: envInteger(0, 65535, 3000),
@@ -271,6 +290,7 @@ export const apiEnvShape = {
   ADMIN_TOKEN: envOptional(z.string().min(16, 'must be at least 16 characters')),
   RATE_LIMIT_PER_CLIENT_PER_MINUTE: envInteger(0, 10_000_000, 6000),
   RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE: envInteger(0, 10_000_000, 600),
+  TRUST_PROXY: envOptional(trustProxySchema()).transform((v) => v ?? false),
 };
 
 type Problem = { variable: string; problem: string };
@@ -346,6 +366,8 @@ export interface Config {
   rateLimitPerClient: number;
   /** Token requests per minute per client IP (0: off). */
   rateLimitTokenPerIp: number;
+  /** Fastify's trustProxy: who may say, in X-Forwarded-For, which IP the client has. */
+  trustProxy: boolean | number | string[];
 }
 
 export interface LoadConfigOptions {
@@ -385,6 +407,7 @@ export function configSchema(options: LoadConfigOptions = {}) {
         adminToken: env.ADMIN_TOKEN,
         rateLimitPerClient: env.RATE_LIMIT_PER_CLIENT_PER_MINUTE,
         rateLimitTokenPerIp: env.RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE,
+        trustProxy: env.TRUST_PROXY,
       };
     });
 }
