@@ -43,6 +43,9 @@ describe('POST /users validation: 400 problem naming the field, nothing stored',
     await expectRejected({ ...valid(), external_provider_id: 'x'.repeat(257) }, 'external_provider_id');
     await expectRejected({ ...valid(), external_provider_id: '' }, 'external_provider_id');
     await expectRejected({ ...valid(), external_provider_id: '   ' }, 'external_provider_id');
+    // Invisible all the same: zero-width spaces, a byte order mark, bidi controls.
+    await expectRejected({ ...valid(), external_provider_id: '\u200B\u200B' }, 'external_provider_id');
+    await expectRejected({ ...valid(), external_provider_id: ' \uFEFF\u202E\u2060 ' }, 'external_provider_id');
     // 256 is allowed.
     const ok = await postUser(api, token, { ...valid(), external_provider_id: 'y'.repeat(256) });
     expect(ok.status).toBe(201);

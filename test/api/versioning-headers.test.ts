@@ -42,6 +42,12 @@ describe('docs/contract.md versioning: responses carry the version they were ser
     const headerWins = await post({ 'x-nabla-api-version': '2026-03-23' }, '?nabla-api-version=2026-02-13');
     expect(headerWins.status, headerWins.text).toBe(201);
     expect(headerWins.headers.get('x-nabla-api-version')).toBe('2026-03-23');
+    // Asked twice in the query (no header): ambiguous, 400, like two headers; a repeated
+    // query parameter beside a header does not matter (the header decides).
+    const twice = await get(token, {}, '?nabla-api-version=2026-03-23&nabla-api-version=bogus');
+    expect(twice.status).toBe(400);
+    expect(twice.body.detail).toMatch(/asked 2 times in the query/);
+    expect((await get(token, { 'x-nabla-api-version': '2026-03-23', 'x-extra': '1' }, '?nabla-api-version=2026-03-23&nabla-api-version=x')).status).toBe(200);
     // A malformed header is not rescued by a good query.
     expect((await get(token, { 'x-nabla-api-version': 'yesterday' }, '?nabla-api-version=2026-03-23')).status).toBe(400);
   });

@@ -33,6 +33,8 @@ export function requestedApiVersion(request: FastifyRequest): ApiVersion | undef
   const query = (request.query as Record<string, unknown> | undefined)?.[API_VERSION_QUERY];
   const raw = header ?? query;
   if (raw === undefined) return undefined;
+  // Asked twice in the query is as ambiguous as two headers (which arrive joined by a comma, malformed).
+  if (Array.isArray(raw) && raw.length > 1) throw new UnsupportedApiVersionError(`The API version is asked ${raw.length} times in the query; send ${API_VERSION_QUERY} once (or the ${API_VERSION_HEADER} header).`);
   const value = Array.isArray(raw) ? raw[0] : raw;
   if (typeof value !== 'string' || !isWellFormedApiVersion(value.trim())) {
     throw new UnsupportedApiVersionError(`Malformed API version; send ${API_VERSION_HEADER}: YYYY-MM-DD. Known: ${API_VERSIONS.join(', ')}.`);

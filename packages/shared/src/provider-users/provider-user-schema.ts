@@ -54,7 +54,8 @@ export const upsertProviderUserBodySchema = z
       // An empty id is not also "blank": one message per field.
       .min(1, { message: 'must not be empty', abort: true })
       .max(256, 'at most 256 characters')
-      .refine((s) => s.trim().length > 0, 'must not be blank'),
+      // Blank: nothing but spaces and invisible format characters (zero-width space, bidi controls, ...).
+      .refine((s) => s.replace(/[\s\p{Cf}]/gu, '').length > 0, 'must not be blank'),
     settings: settingsInputSchema.optional(),
   })
   .meta({ id: 'UpsertProviderUserRequest' });
