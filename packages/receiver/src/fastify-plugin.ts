@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { answerCallback, type CallbackReceiverOptions } from './reply-protocol.ts';
+import { usableSecrets } from './verify-callback.ts';
 
 export interface FastifyReceiverOptions extends CallbackReceiverOptions {
   /** The route, `/callbacks` by default (within the prefix the plugin is registered under). */
@@ -14,6 +15,7 @@ export interface FastifyReceiverOptions extends CallbackReceiverOptions {
  * stay inside this plugin and leave the application's JSON parsing alone.
  */
 export const connectReceiver: FastifyPluginAsync<FastifyReceiverOptions> = async (app, options) => {
+  usableSecrets(options.secrets, options.scheme ?? 'nabla-connect', 'connectReceiver');
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: options.bodyLimit ?? 1024 * 1024 }, (_request, body, done) => done(null, body));
   app.post(options.path ?? '/callbacks', async (request, reply) => {

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { answerCallback, type CallbackReceiverOptions } from './reply-protocol.ts';
+import { usableSecrets } from './verify-callback.ts';
 
 export interface NodeHandlerOptions extends CallbackReceiverOptions {
   /** Largest body accepted; 1 MiB by default (a callback is a few hundred bytes). */
@@ -36,6 +37,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_la
  * `express.raw({ type: '*\/*' })` (a Buffer in `req.body` is used as is).
  */
 export function createCallbackHandler(options: NodeHandlerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  usableSecrets(options.secrets, options.scheme ?? 'nabla-connect', 'createCallbackHandler');
   const limit = options.bodyLimit ?? 1024 * 1024;
   return (req, res) => {
     void (async () => {

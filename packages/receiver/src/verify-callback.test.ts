@@ -1,7 +1,10 @@
 import { createHmac } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { describe, expect, it } from 'vitest';
+import Fastify from 'fastify';
 import { MemoryDedupeStore } from './dedupe-stores.ts';
+import { connectReceiver } from './fastify-plugin.ts';
+import { createCallbackHandler } from './node-http-handler.ts';
 import { CallbackVerificationError, verifyCallback } from './verify-callback.ts';
 
 const raw = JSON.stringify({
@@ -39,6 +42,22 @@ describe('verifyCallback, nabla-connect', () => {
     expect(reason(() => verifyCallback({ headers: headers(sign('other', ts)), rawBody: raw, secrets: 's', now: () => at }))).toBe('bad_signature');
     const notJson = 'x';
     expect(reason(() => verifyCallback({ headers: headers(sign('s', ts, notJson)), rawBody: notJson, secrets: 's', now: () => at }))).toBe('malformed_body');
+  });
+});
+
+describe('secrets that cannot verify anything are a TypeError, at once', () => {
+  it('none, an unknown scheme, or a standard-webhooks secret not in whsec_ + base64 form: from verifyCallback and from both adapters when created', async () => {
+    const headers = { 'webhook-id': 'a', 'webhook-timestamp': String(Math.floor(at / 1000)), 'webhook-signature': 'v1,x' };
+    const message = /secret 1 is not a standard-webhooks secret: they are "whsec_" followed by base64/;
+    expect(() => verifyCallback({ headers, rawBody: raw, secrets: 'whsec_abc', scheme: 'standard-webhooks', now: () => at })).toThrow(message);
+    expect(() => verifyCallback({ headers, rawBody: raw, secrets: [], now: () => at })).toThrow(/at least one secret is needed/);
+    expect(() => verifyCallback({ headers, rawBody: raw, secrets: 's', scheme: 'hmac' as never, now: () => at })).toThrow(/unknown scheme hmac/);
+    expect(() => createCallbackHandler({ secrets: ['whsec_abc'], scheme: 'standard-webhooks', onEvent: () => undefined })).toThrow(TypeError);
+    const app = Fastify();
+    await expect(app.register(connectReceiver, { secrets: ['whsec_abc'], scheme: 'standard-webhooks', onEvent: () => undefined }).ready()).rejects.toThrow(message);
+    await app.close();
+    // A usable secret builds a handler.
+    expect(typeof createCallbackHandler({ secrets: [`whsec_${Buffer.from('0123456789abcdef0123456789abcdef').toString('base64')}`], scheme: 'standard-webhooks', onEvent: () => undefined })).toBe('function');
   });
 });
 

@@ -54,15 +54,13 @@ function header(headers: IncomingHeaders, name: string): string | undefined {
  */
 export function verifyCallback(input: VerifyCallbackInput): CallbackEvent {
   const scheme = input.scheme ?? 'nabla-connect';
-  const secrets = (typeof input.secrets === 'string' ? [input.secrets] : input.secrets).filter((s) => s.length > 0);
-  if (secrets.length === 0) throw new TypeError('verifyCallback: at least one secret is needed');
+  const secrets = usableSecrets(input.secrets, scheme, 'verifyCallback');
   const raw = Buffer.isBuffer(input.rawBody) ? input.rawBody : Buffer.from(input.rawBody as string | Uint8Array);
   const tolerance = input.toleranceSeconds ?? DEFAULT_TOLERANCE[scheme];
   const now = (input.now ?? Date.now)();
 
   if (scheme === 'nabla-connect') verifyNablaConnect(input.headers, raw, secrets, tolerance, now);
-  else if (scheme === 'standard-webhooks') verifyStandardWebhooks(input.headers, raw, secrets, tolerance, now);
-  else throw new TypeError(`verifyCallback: unknown scheme ${String(scheme)}`);
+  else verifyStandardWebhooks(input.headers, raw, secrets, tolerance, now);
 
   let body: unknown;
   try {
@@ -117,6 +115,30 @@ function verifyNablaConnect(headers: IncomingHeaders, raw: Buffer, secrets: read
  * its `verify` refuses past its own fixed 5 minutes (and reads the real clock),
  * which would silently cap `toleranceSeconds`.
  */
+/**
+ * The secrets, checked as a programming or configuration error (TypeError) rather
+ * than a failed verification: none given, an unknown scheme, or a standard-webhooks
+ * secret that is not in its `whsec_` + base64 form. The adapters call it when they
+ * are created, so a bad secret stops the receiver at start instead of answering
+ * every callback 500.
+ */
+export function usableSecrets(given: string | readonly string[], scheme: CallbackScheme, who: string): string[] {
+  if (typeof given !== 'string' && !Array.isArray(given)) throw new TypeError(`${who}: secrets must be a string or an array of strings`);
+  const secrets = (typeof given === 'string' ? [given] : given).filter((s) => typeof s === 'string' && s.length > 0);
+  if (secrets.length === 0) throw new TypeError(`${who}: at least one secret is needed`);
+  if (scheme !== 'nabla-connect' && scheme !== 'standard-webhooks') throw new TypeError(`${who}: unknown scheme ${String(scheme)} (nabla-connect or standard-webhooks)`);
+  if (scheme === 'standard-webhooks') {
+    secrets.forEach((secret, i) => {
+      try {
+        new Webhook(secret);
+      } catch {
+        throw new TypeError(`${who}: secret ${i + 1} is not a standard-webhooks secret: they are "whsec_" followed by base64, as the sender's target configuration has them`);
+      }
+    });
+  }
+  return secrets;
+}
+
 function verifyStandardWebhooks(headers: IncomingHeaders, raw: Buffer, secrets: readonly string[], tolerance: number, now: number): void {
   const id = header(headers, 'webhook-id');
   const timestamp = header(headers, 'webhook-timestamp');
