@@ -17,7 +17,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import mongoose from 'mongoose';
 import { createModels, ensureIndexes, registerClient, registerOrganization } from '@connect/shared';
 import { freePort, REPO_ROOT, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
@@ -118,7 +118,7 @@ async function main(): Promise<void> {
       admin_token: randomBytes(24).toString('hex'),
     };
     writeFileSync(statePath, JSON.stringify(state, null, 2), { mode: 0o600 });
-    say('registered a demo organization and OAuth client (kept in .local/stack for the next run)');
+    say(`registered a demo organization and OAuth client (kept in ${relative(REPO_ROOT, dir) || dir} for the next run)`);
   } else {
     say('reusing the demo organization and OAuth client from the last run');
   }
