@@ -27,7 +27,8 @@ export function workerShutdownSteps(worker: RunningWorker, deps: WorkerDeps): Sh
   const run: Record<WorkerShutdownStepName, () => Promise<unknown>> = {
     'stop-fan-out': () => worker.fanOut.close(),
     'stop-deliveries': () => worker.closeDeliveries(),
-    'stop-sweep': () => worker.sweep.stop(),
+    // The Redis loss watch republishes and requeues like the sweep: stopped with it.
+    'stop-sweep': () => Promise.all([worker.sweep.stop(), worker.redisLoss.stop()]),
     'stop-purge': () => worker.purge.stop(),
     'close-queues': () => deps.closeQueues(),
     'close-redis': () => deps.closeRedis(),

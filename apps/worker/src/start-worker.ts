@@ -5,6 +5,7 @@ import { createDeliverToTarget } from './deliver-to-target.ts';
 import { watchTargets } from './delivery-metrics.ts';
 import { createFanOut } from './fan-out.ts';
 import { startOutboxSweep, type OutboxSweep } from './outbox-sweep.ts';
+import { watchForRedisLoss, type RedisLossWatch } from './redis-loss-recovery.ts';
 import { startRetentionPurge, type RetentionPurge } from './retention-purge.ts';
 import type { WorkerDeps } from './worker-deps.ts';
 
@@ -13,6 +14,8 @@ export interface RunningWorker {
   /** One BullMQ worker per target, each with its own concurrency (docs/delivery.md). */
   deliveries: Map<string, Worker<DeliveryJob>>;
   sweep: OutboxSweep;
+  /** Recovers what only Redis held, should Redis lose its data (redis-loss-recovery.ts). */
+  redisLoss: RedisLossWatch;
   purge: RetentionPurge;
   /** Stops the delivery workers (waits for the jobs in flight). */
   closeDeliveries(): Promise<void>;
@@ -89,6 +92,10 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
   watchTargets(deps.metrics, { health: deps.health, queues: deps.deliveries });
 
   const sweep = startOutboxSweep(deps.relay, log, options.sweepIntervalMs, options.sweepBatchSize);
+  const redisLoss = watchForRedisLoss(
+    { models: deps.models, redis: deps.queueRedis, relay: deps.relay, eventsQueue: deps.eventsQueue, deliveries: deps.deliveries, targets: config.downstreamTargets, queuePrefix: config.queuePrefix, log },
+    options.sweepIntervalMs,
+  );
   const purge = startRetentionPurge(
     { models: deps.models, redis: deps.queueRedis, queuePrefix: config.queuePrefix, log },
     { retentionMs: options.deliveryRetentionMs, intervalMs: options.purgeIntervalMs },
@@ -102,6 +109,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     fanOut,
     deliveries,
     sweep,
+    redisLoss,
     closeDeliveries,
     purge,
   };

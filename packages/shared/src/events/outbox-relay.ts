@@ -289,6 +289,23 @@ export class OutboxRelay {
    * published, and the cursor moved over the slots that are settled (ended
    * SAFETY_LAG_MS ago) and hold nothing left unpublished.
    */
+  /**
+   * Makes the sweep look again at everything written since `sinceMs` (less the
+   * safety lag): after Redis lost its data, events whose job it held are
+   * unpublished again (apps/worker/src/redis-loss-recovery.ts). Never moves the
+   * cursor forward. Answers the first slot the next pass reads.
+   */
+  async rewindSweep(sinceMs: number): Promise<number> {
+    const { relayCursors } = collectionsOf(this.deps.models);
+    const back = outboxSlotOf(sinceMs - SAFETY_LAG_MS) - 1;
+    const cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
+    if (typeof cursor?.slot_done === 'number' && cursor.slot_done > back) {
+      await relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: back } });
+      return back + 1;
+    }
+    return this.firstUnsweptSlot(cursor, this.nowMs());
+  }
+
   async sweep(batchSize = 500): Promise<SweepResult> {
     const { relayCursors } = collectionsOf(this.deps.models);
     const now = this.nowMs();

@@ -1,0 +1,189 @@
+import type { Logger } from 'pino';
+import { Types } from 'mongoose';
+import { collectionsOf, eventJobOf, findByIds, type DeliveryJob, type DeliveryQueues, type Models, type OutboxRelay, type ProviderUserDoc, type RedisClient, type UserEventJob } from '@connect/shared';
+import type { Queue } from 'bullmq';
+import { withRedisLock } from './retention-purge.ts';
+
+/**
+ * Redis that lost its data (docs/delivery.md, "Redis that lost its data"): a
+ * restart without persistence, a failover to an empty replica, a FLUSHALL.
+ * Events are safe in MongoDB, but two kinds of work lived only in Redis:
+ *
+ * - delivery jobs of Delivery rows still `pending` (a backlog behind a failing,
+ *   held or slow target): the outbox counts their events as published, since
+ *   their fan-out wrote the rows, so the sweep never looks at them again;
+ * - events jobs not yet fanned out, in slots the sweep's cursor had passed
+ *   because their job existed then.
+ *
+ * So the worker keeps a marker key in Redis, and in MongoDB the last time it
+ * saw the marker with the events queue drained (`updated_at` of the relay
+ * cursor row `redis-epoch`). Every check (each sweep interval) reads the
+ * marker; when it is missing and MongoDB says it was set before, Redis lost its
+ * data, and one worker process (a Redis lock) recovers:
+ *
+ * 1. The sweep's cursor goes back to the last time the events queue was seen
+ *    drained (less the sweep's safety lag): every event written since then is
+ *    looked at again, and one without a job or Delivery rows is published.
+ * 2. Every (user, target) with a pending Delivery row and no job in its
+ *    target's queue (BullMQ's deduplication key per user and target) gets a
+ *    delivery job for the user's newest event, as resync makes them: the
+ *    processor sends the newest version, `user.created` first where the target
+ *    has nothing, and marks the overtaken rows superseded.
+ *
+ * Then the marker is set again. On the first start of a deployment (no marker,
+ * nothing in MongoDB) step 2 runs too; it finds every pending pair's job and
+ * adds nothing. Work that was only in Redis and is not recovered: target
+ * health (`paused`/`disabled` go back to `healthy`; pause again), Retry-After
+ * holds, retry delays (the requeued jobs go at once) and the attempt counts of
+ * the lost jobs (their Delivery rows keep the attempts recorded).
+ */
+export const REDIS_EPOCH_ID = 'redis-epoch';
+
+export function redisMarkerKey(queuePrefix: string): string {
+  return `${queuePrefix}:redis-epoch`;
+}
+
+export interface RedisLossDeps {
+  models: Models;
+  redis: RedisClient;
+  relay: OutboxRelay;
+  eventsQueue: Queue<UserEventJob>;
+  deliveries: DeliveryQueues;
+  targets: readonly { name: string }[];
+  queuePrefix: string;
+  log: Logger;
+}
+
+export interface RedisLossRecovery {
+  /** Redis had lost its data (false on the first start of a deployment). */
+  lostData: boolean;
+  /** The slot the sweep starts from again, when it was moved back. */
+  sweepFromSlot: number | undefined;
+  /** (user, target) pairs with pending Delivery rows, and those given a new job. */
+  pendingPairs: number;
+  requeued: number;
+}
+
+/** Pending Delivery rows read per round trip. */
+const BATCH = 500;
+
+/** Step 2: a job for every (user, target) with pending rows and none in its queue. */
+async function requeuePending(deps: RedisLossDeps): Promise<{ pendingPairs: number; requeued: number }> {
+  const { deliveries: rows, providerUsers } = collectionsOf(deps.models);
+  const configured = new Set(deps.targets.map((t) => t.name));
+  const seen = new Set<string>();
+  let requeued = 0;
+  const cursor = rows.find({ status: 'pending' }, { projection: { user_id: 1, target: 1 } }).batchSize(BATCH);
+  let batch: { userId: string; target: string }[] = [];
+  const flush = async () => {
+    const orphans: { userId: string; target: string }[] = [];
+    for (const pair of batch) {
+      const queue = deps.deliveries.get(pair.target);
+      if (queue && !(await queue.getDeduplicationJobId(`${pair.userId}:${pair.target}`))) orphans.push(pair);
+    }
+    batch = [];
+    if (orphans.length === 0) return;
+    const users = await findByIds<ProviderUserDoc>(providerUsers, [...new Set(orphans.map((o) => o.userId))].map((id) => new Types.ObjectId(id)));
+    const byId = new Map(users.map((u) => [u._id.toString(), u]));
+    const jobs: DeliveryJob[] = [];
+    for (const { userId, target } of orphans) {
+      const user = byId.get(userId);
+      if (!user) continue;
+      const { event, created } = eventJobOf(user);
+      jobs.push({ user_id: userId, target, event, created });
+    }
+    await deps.deliveries.enqueueMany(jobs);
+    requeued += jobs.length;
+  };
+  try {
+    for await (const row of cursor) {
+      const pair = { userId: row.user_id.toString(), target: row.target };
+      const key = `${pair.userId}:${pair.target}`;
+      if (!configured.has(pair.target) || seen.has(key)) continue;
+      seen.add(key);
+      batch.push(pair);
+      if (batch.length >= BATCH) await flush();
+    }
+    await flush();
+  } finally {
+    await cursor.close().catch(() => undefined);
+  }
+  return { pendingPairs: seen.size, requeued };
+}
+
+/** The recovery, under no lock (tests, and `check` below under its lock). */
+export async function recoverFromRedisLoss(deps: RedisLossDeps, now: Date = new Date()): Promise<RedisLossRecovery> {
+  const { relayCursors } = collectionsOf(deps.models);
+  const known = await relayCursors.findOne({ _id: REDIS_EPOCH_ID });
+  const lostData = known !== null;
+  let sweepFromSlot: number | undefined;
+  if (lostData) {
+    sweepFromSlot = await deps.relay.rewindSweep((known.updated_at ?? now).getTime());
+    deps.log.warn({ drained_at: known.updated_at?.toISOString() ?? null, sweep_from_slot: sweepFromSlot }, 'Redis lost its data: the outbox sweep goes back over what was written since the events queue was last seen drained, and pending deliveries get their jobs back');
+  }
+  const requeue = await requeuePending(deps);
+  if (requeue.requeued > 0) deps.log.warn(requeue, 'pending deliveries had no job in Redis: requeued');
+  await deps.redis.set(redisMarkerKey(deps.queuePrefix), now.toISOString());
+  await relayCursors.updateOne({ _id: REDIS_EPOCH_ID }, { $set: { updated_at: known?.updated_at ?? now } }, { upsert: true });
+  return { lostData, sweepFromSlot, ...requeue };
+}
+
+export interface RedisLossWatch {
+  stop(): Promise<void>;
+  /** One check now (tests): undefined when the marker was there or another process holds the lock. */
+  checkNow(): Promise<RedisLossRecovery | undefined>;
+}
+
+/**
+ * Every `intervalMs`: the marker there → note, at most once a minute, when the
+ * events queue is drained; the marker gone → recover, in one process at a time.
+ */
+export function watchForRedisLoss(deps: RedisLossDeps, intervalMs: number): RedisLossWatch {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let current: Promise<RedisLossRecovery | undefined> | undefined;
+  let drainedNotedAt = 0;
+  const { relayCursors } = collectionsOf(deps.models);
+
+  const check = async (): Promise<RedisLossRecovery | undefined> => {
+    try {
+      if ((await deps.redis.exists(redisMarkerKey(deps.queuePrefix))) === 1) {
+        if (Date.now() - drainedNotedAt >= 60_000) {
+          const counts = await deps.eventsQueue.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'waiting-children');
+          if (Object.values(counts).every((n) => n === 0)) {
+            await relayCursors.updateOne({ _id: REDIS_EPOCH_ID }, { $set: { updated_at: new Date() } }, { upsert: true });
+            drainedNotedAt = Date.now();
+          }
+        }
+        return undefined;
+      }
+      return await withRedisLock(deps.redis, `${deps.queuePrefix}:redis-loss-recovery:lock`, 10 * 60_000, () => recoverFromRedisLoss(deps));
+    } catch (err) {
+      deps.log.warn({ err: (err as Error).message }, 'Redis loss check failed; the next one retries');
+      return undefined;
+    }
+  };
+  const schedule = (delay: number) => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      current = check().finally(() => {
+        current = undefined;
+        schedule(intervalMs);
+      });
+    }, delay);
+    timer.unref();
+  };
+  schedule(0);
+
+  return {
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await current;
+    },
+    async checkNow() {
+      while (current) await current;
+      return check();
+    },
+  };
+}
