@@ -18,7 +18,8 @@
  *   see queues.ts) neither loses an event nor publishes one twice:
  *   - lose: only finished jobs are trimmed. A completed events job is one whose
  *     fan-out wrote its Delivery rows and delivery jobs, so the event lives on
- *     in them. An events job never fails for good: the fan-out parks itself on
+ *     in them (should Redis lose its data, delivery jobs included, the worker
+ *     requeues pending rows and rewinds this sweep: redis-loss-recovery.ts). An events job never fails for good: the fan-out parks itself on
  *     its last attempt, and one that stalled too often is put back by the worker
  *     (start-worker.ts). A failed delivery job is a dead letter whose Delivery
  *     row (status failed) is what replay and recover read, not the job.
