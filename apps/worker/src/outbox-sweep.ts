@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { OutboxRelay } from '@connect/shared';
+import { startPeriodic } from './periodic.ts';
 
 export interface OutboxSweep {
   /** Resolves once the pass in progress, if any, has finished. */
@@ -23,9 +24,6 @@ export interface OutboxSweep {
  * users collection (47-51 s at 200,000 users, measured), on MongoDB it is an index lookup.
  */
 export function startOutboxSweep(relay: OutboxRelay, log: Logger, intervalMs: number, batchSize: number, backfillEveryMs = 3_600_000): OutboxSweep {
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let current: Promise<void> | undefined;
   let nextBackfill = 0;
 
   const backfill = async () => {
@@ -51,22 +49,6 @@ export function startOutboxSweep(relay: OutboxRelay, log: Logger, intervalMs: nu
     }
   };
 
-  const schedule = (delay: number) => {
-    if (stopped) return;
-    timer = setTimeout(() => {
-      current = pass().then((more) => {
-        current = undefined;
-        schedule(more ? 0 : intervalMs);
-      });
-    }, delay);
-  };
-  schedule(0);
-
-  return {
-    async stop() {
-      stopped = true;
-      clearTimeout(timer);
-      await current;
-    },
-  };
+  const loop = startPeriodic(pass, (more) => (more ? 0 : intervalMs), 0);
+  return { stop: () => loop.stop() };
 }

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { Types } from 'mongoose';
 import { collectionsOf, eventJobOf, findByIds, type DeliveryJob, type DeliveryQueues, type Models, type OutboxRelay, type ProviderUserDoc, type RedisClient, type UserEventJob } from '@connect/shared';
 import type { Queue } from 'bullmq';
+import { startPeriodic } from './periodic.ts';
 import { withRedisLock } from './retention-purge.ts';
 
 /**
@@ -139,9 +140,6 @@ export interface RedisLossWatch {
  * events queue is drained; the marker gone → recover, in one process at a time.
  */
 export function watchForRedisLoss(deps: RedisLossDeps, intervalMs: number): RedisLossWatch {
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let current: Promise<RedisLossRecovery | undefined> | undefined;
   let drainedNotedAt = 0;
   const { relayCursors } = collectionsOf(deps.models);
 
@@ -163,27 +161,6 @@ export function watchForRedisLoss(deps: RedisLossDeps, intervalMs: number): Redi
       return undefined;
     }
   };
-  const schedule = (delay: number) => {
-    if (stopped) return;
-    timer = setTimeout(() => {
-      current = check().finally(() => {
-        current = undefined;
-        schedule(intervalMs);
-      });
-    }, delay);
-    timer.unref();
-  };
-  schedule(0);
-
-  return {
-    async stop() {
-      stopped = true;
-      clearTimeout(timer);
-      await current;
-    },
-    async checkNow() {
-      while (current) await current;
-      return check();
-    },
-  };
+  const loop = startPeriodic(check, () => intervalMs, 0);
+  return { stop: () => loop.stop(), checkNow: () => loop.runNow() };
 }

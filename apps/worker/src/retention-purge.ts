@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { collectionsOf, LuaScript, type DeliveryDoc, type Models, type RedisClient } from '@connect/shared';
+import { startPeriodic } from './periodic.ts';
 
 /**
  * Retention (docs/operations.md): what the service stores must stop growing
@@ -104,9 +105,6 @@ export function purgeLockKey(queuePrefix: string): string {
 
 /** Every `intervalMs` (first pass after `firstDelayMs`), one purge pass across all processes. */
 export function startRetentionPurge(deps: RetentionPurgeDeps, options: RetentionOptions & { intervalMs: number; firstDelayMs?: number }): RetentionPurge {
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let current: Promise<PurgeResult | undefined> | undefined;
   // Longer than any sane pass; if a pass outlives it, a second process may start one: harmless.
   const lockTtlMs = Math.max(60_000, options.intervalMs);
 
@@ -120,27 +118,6 @@ export function startRetentionPurge(deps: RetentionPurgeDeps, options: Retention
       return undefined;
     }
   };
-  const schedule = (delay: number) => {
-    if (stopped) return;
-    timer = setTimeout(() => {
-      current = pass().finally(() => {
-        current = undefined;
-        schedule(options.intervalMs);
-      });
-    }, delay);
-    timer.unref();
-  };
-  schedule(options.firstDelayMs ?? Math.min(options.intervalMs, 60_000));
-
-  return {
-    async stop() {
-      stopped = true;
-      clearTimeout(timer);
-      await current;
-    },
-    async runOnce() {
-      while (current) await current;
-      return pass();
-    },
-  };
+  const loop = startPeriodic(pass, () => options.intervalMs, options.firstDelayMs ?? Math.min(options.intervalMs, 60_000));
+  return { stop: () => loop.stop(), runOnce: () => loop.runNow() };
 }
