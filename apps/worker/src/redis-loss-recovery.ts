@@ -60,7 +60,11 @@ export interface RedisLossRecovery {
   lostData: boolean;
   /** The slot the sweep starts from again, when it was moved back. */
   sweepFromSlot: number | undefined;
-  /** (user, target) pairs with pending Delivery rows, and those given a new job. */
+  /**
+   * (user, target) pairs with pending Delivery rows that were checked (a pair whose rows
+   * fall in different batches of 500 rows is checked once per batch: memory stays
+   * bounded whatever the backlog), and those given a new job.
+   */
   pendingPairs: number;
   requeued: number;
 }
@@ -72,17 +76,20 @@ const BATCH = 500;
 async function requeuePending(deps: RedisLossDeps): Promise<{ pendingPairs: number; requeued: number }> {
   const { deliveries: rows, providerUsers } = collectionsOf(deps.models);
   const configured = new Set(deps.targets.map((t) => t.name));
-  const seen = new Set<string>();
+  let checked = 0;
   let requeued = 0;
   const cursor = rows.find({ status: 'pending' }, { projection: { user_id: 1, target: 1 } }).batchSize(BATCH);
-  let batch: { userId: string; target: string }[] = [];
+  // This batch's pairs, each once. Across batches a pair is deduplicated by Redis: once
+  // requeued, its deduplication key names a job, so a later batch finds it there.
+  let batch = new Map<string, { userId: string; target: string }>();
   const flush = async () => {
     const orphans: { userId: string; target: string }[] = [];
-    for (const pair of batch) {
+    checked += batch.size;
+    for (const pair of batch.values()) {
       const queue = deps.deliveries.get(pair.target);
       if (queue && !(await queue.getDeduplicationJobId(`${pair.userId}:${pair.target}`))) orphans.push(pair);
     }
-    batch = [];
+    batch = new Map();
     if (orphans.length === 0) return;
     const users = await findByIds<ProviderUserDoc>(providerUsers, [...new Set(orphans.map((o) => o.userId))].map((id) => new Types.ObjectId(id)));
     const byId = new Map(users.map((u) => [u._id.toString(), u]));
@@ -99,17 +106,15 @@ async function requeuePending(deps: RedisLossDeps): Promise<{ pendingPairs: numb
   try {
     for await (const row of cursor) {
       const pair = { userId: row.user_id.toString(), target: row.target };
-      const key = `${pair.userId}:${pair.target}`;
-      if (!configured.has(pair.target) || seen.has(key)) continue;
-      seen.add(key);
-      batch.push(pair);
-      if (batch.length >= BATCH) await flush();
+      if (!configured.has(pair.target)) continue;
+      batch.set(`${pair.userId}:${pair.target}`, pair);
+      if (batch.size >= BATCH) await flush();
     }
     await flush();
   } finally {
     await cursor.close().catch(() => undefined);
   }
-  return { pendingPairs: seen.size, requeued };
+  return { pendingPairs: checked, requeued };
 }
 
 /** The recovery, under no lock (tests, and `check` below under its lock). */
