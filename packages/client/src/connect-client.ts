@@ -18,21 +18,19 @@ export interface UpsertResult {
 }
 /** One page of GET /users (preview): users with their `status`, and the cursor of the next page. */
 export type UsersPage = ListUsersResponse;
-export interface ListUsersOptions {
+/** What every call takes besides its own arguments. */
+export interface CallOptions {
+  /** Abandons the call, its retries and their waits: it rejects with the signal's reason (an AbortError by default). */
+  signal?: AbortSignal;
+}
+
+export interface ListUsersOptions extends CallOptions {
   /** 1 to 200 users per page (the server's default when absent). */
   limit?: number;
   status?: UserStatus;
   /** Resume from a `next_cursor` an earlier page gave. */
   cursor?: string;
   apiVersion?: string;
-  /** Abandons the call (and its retries): it rejects with the signal's reason. */
-  signal?: AbortSignal;
-}
-
-/** What every call takes besides its own arguments. */
-export interface CallOptions {
-  /** Abandons the call, its retries and their waits: it rejects with the signal's reason (an AbortError by default). */
-  signal?: AbortSignal;
 }
 
 /**

@@ -109,13 +109,6 @@ function verifyNablaConnect(headers: IncomingHeaders, raw: Buffer, secrets: read
 }
 
 /**
- * Standard Webhooks: `whsec_` secrets, `v1,<base64>` signatures over
- * `id.timestamp.body`, space-separated. The reference library decodes the secret
- * and computes the signature; the window and the comparison are ours, because
- * its `verify` refuses past its own fixed 5 minutes (and reads the real clock),
- * which would silently cap `toleranceSeconds`.
- */
-/**
  * The secrets, checked as a programming or configuration error (TypeError) rather
  * than a failed verification: none given, an unknown scheme, or a standard-webhooks
  * secret that is not in its `whsec_` + base64 form. The adapters call it when they
@@ -139,6 +132,13 @@ export function usableSecrets(given: string | readonly string[], scheme: Callbac
   return secrets;
 }
 
+/**
+ * Standard Webhooks: `whsec_` secrets, `v1,<base64>` signatures over
+ * `id.timestamp.body`, space-separated. The reference library decodes the secret
+ * and computes the signature; the window and the comparison are ours, because
+ * its `verify` refuses past its own fixed 5 minutes (and reads the real clock),
+ * which would silently cap `toleranceSeconds`.
+ */
 function verifyStandardWebhooks(headers: IncomingHeaders, raw: Buffer, secrets: readonly string[], tolerance: number, now: number): void {
   const id = header(headers, 'webhook-id');
   const timestamp = header(headers, 'webhook-timestamp');

@@ -133,6 +133,7 @@ export async function verifyClientAssertion(
  */
 async function verifyWithAnyKey(assertion: string, key: KeyObject | JWTVerifyGetKey, options: JWTVerifyOptions): Promise<JWTVerifyResult> {
   try {
+    // Two calls only for the compiler: jwtVerify's overloads take a key or a key-set function, not their union.
     return await (typeof key === 'function' ? jwtVerify(assertion, key, options) : jwtVerify(assertion, key, options));
   } catch (err) {
     if ((err as { code?: string }).code !== 'ERR_JWKS_MULTIPLE_MATCHING_KEYS') throw err;

@@ -37,7 +37,7 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
  * request comes from (`Sec-Fetch-Site`, or at least `Origin`) on every
  * state-changing request; tools such as curl send neither and are not browsers.
  */
-export function crossSiteRequest(request: FastifyRequest, publicBaseUrl: string): boolean {
+export function crossSiteRequest(request: FastifyRequest, publicOrigin: string): boolean {
   if (SAFE_METHODS.has(request.method)) return false;
   const site = request.headers['sec-fetch-site'];
   if (typeof site === 'string') return site !== 'same-origin' && site !== 'none';
@@ -49,7 +49,7 @@ export function crossSiteRequest(request: FastifyRequest, publicBaseUrl: string)
   } catch {
     return true;
   }
-  return host !== request.headers.host && origin !== new URL(publicBaseUrl).origin;
+  return host !== request.headers.host && origin !== publicOrigin;
 }
 
 /**
@@ -59,6 +59,7 @@ export function crossSiteRequest(request: FastifyRequest, publicBaseUrl: string)
 export async function adminQueuesRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
   const adminToken = deps.config.adminToken;
   if (!adminToken) return;
+  const publicOrigin = new URL(deps.config.publicBaseUrl).origin;
   const serverAdapter = new FastifyAdapter();
   serverAdapter.setBasePath(ADMIN_QUEUES_PATH);
   createBullBoard({
@@ -69,7 +70,7 @@ export async function adminQueuesRoutes(app: FastifyInstance, deps: ApiDeps): Pr
   await app.register(
     async (admin) => {
       admin.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
-        if (crossSiteRequest(request, deps.config.publicBaseUrl)) {
+        if (crossSiteRequest(request, publicOrigin)) {
           return sendProblem(reply, {
             type: PROBLEM_TYPE_BASE + 'cross-site-request',
             title: 'Forbidden',

@@ -19,7 +19,8 @@
  *   - lose: only finished jobs are trimmed. A completed events job is one whose
  *     fan-out wrote its Delivery rows and delivery jobs, so the event lives on
  *     in them (should Redis lose its data, delivery jobs included, the worker
- *     requeues pending rows and rewinds this sweep: redis-loss-recovery.ts). An events job never fails for good: the fan-out parks itself on
+ *     requeues pending rows and rewinds this sweep: redis-loss-recovery.ts).
+ *     An events job never fails for good: the fan-out parks itself on
  *     its last attempt, and one that stalled too often is put back by the worker
  *     (start-worker.ts). A failed delivery job is a dead letter whose Delivery
  *     row (status failed) is what replay and recover read, not the job.
@@ -285,12 +286,6 @@ export class OutboxRelay {
   }
 
   /**
-   * One pass of the sweep: the users of the slots after the cursor, up to about
-   * `batchSize` of them (whole slots), every unpublished event among them
-   * published, and the cursor moved over the slots that are settled (ended
-   * SAFETY_LAG_MS ago) and hold nothing left unpublished.
-   */
-  /**
    * Makes the sweep look again at everything written since `sinceMs` (less the
    * safety lag): after Redis lost its data, events whose job it held are
    * unpublished again (apps/worker/src/redis-loss-recovery.ts). Never moves the
@@ -307,6 +302,12 @@ export class OutboxRelay {
     return this.firstUnsweptSlot(cursor, this.nowMs());
   }
 
+  /**
+   * One pass of the sweep: the users of the slots after the cursor, up to about
+   * `batchSize` of them (whole slots), every unpublished event among them
+   * published, and the cursor moved over the slots that are settled (ended
+   * SAFETY_LAG_MS ago) and hold nothing left unpublished.
+   */
   async sweep(batchSize = 500): Promise<SweepResult> {
     const { relayCursors } = collectionsOf(this.deps.models);
     const now = this.nowMs();
