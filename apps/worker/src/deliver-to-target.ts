@@ -108,7 +108,11 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
     }
 
     const admission = await health.admit(targetName, target.timeout_ms + 30_000);
-    if (admission.kind === 'hold') return holdJob(queue, admission.ms);
+    if (admission.kind === 'hold') {
+      // A paused or disabled target given back to a Redis that lost it: its queue's pause was lost too.
+      if (admission.restored) await queue.pause();
+      return holdJob(queue, admission.ms);
+    }
     let probeToken = admission.kind === 'probe' ? admission.token : undefined;
 
     try {

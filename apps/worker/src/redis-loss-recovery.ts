@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { Types } from 'mongoose';
-import { collectionsOf, eventJobOf, findByIds, type DeliveryJob, type DeliveryQueues, type Models, type OutboxRelay, type ProviderUserDoc, type RedisClient, type UserEventJob } from '@connect/shared';
+import { collectionsOf, eventJobOf, findByIds, type DeliveryJob, type DeliveryQueues, type Models, type OutboxRelay, type ProviderUserDoc, type RedisClient, type TargetHealth, type UserEventJob } from '@connect/shared';
 import type { Queue } from 'bullmq';
 import { startPeriodic } from './periodic.ts';
 import { withRedisLock } from './retention-purge.ts';
@@ -31,12 +31,15 @@ import { withRedisLock } from './retention-purge.ts';
  *    processor sends the newest version, `user.created` first where the target
  *    has nothing, and marks the overtaken rows superseded.
  *
- * Then the marker is set again. On the first start of a deployment (no marker,
- * nothing in MongoDB) step 2 runs too; it finds every pending pair's job and
- * adds nothing. Work that was only in Redis and is not recovered: target
- * health (`paused`/`disabled` go back to `healthy`; pause again), Retry-After
- * holds, retry delays (the requeued jobs go at once) and the attempt counts of
- * the lost jobs (their Delivery rows keep the attempts recorded).
+ * Before both, each target's held state (`paused`, `disabled`) comes back from
+ * MongoDB (TargetHealth.restore) and its queue is paused again, so no job given
+ * back goes to a target that was stopped. Then the marker is set again. On the
+ * first start of a deployment (no marker, nothing in MongoDB) the restore and
+ * step 2 run too; they find everything in place and change nothing. Work that
+ * was only in Redis and is not recovered: the rest of target health (a failing
+ * target starts healthy), Retry-After holds, retry delays (the requeued jobs go
+ * at once) and the attempt counts of the lost jobs (their Delivery rows keep
+ * the attempts recorded).
  */
 export const REDIS_EPOCH_ID = 'redis-epoch';
 
@@ -50,6 +53,7 @@ export interface RedisLossDeps {
   relay: OutboxRelay;
   eventsQueue: Queue<UserEventJob>;
   deliveries: DeliveryQueues;
+  health: TargetHealth;
   targets: readonly { name: string }[];
   queuePrefix: string;
   log: Logger;
@@ -58,6 +62,8 @@ export interface RedisLossDeps {
 export interface RedisLossRecovery {
   /** Redis had lost its data (false on the first start of a deployment). */
   lostData: boolean;
+  /** Targets whose held state (`paused`, `disabled`) was put back from MongoDB. */
+  restoredHolds: string[];
   /** The slot the sweep starts from again, when it was moved back. */
   sweepFromSlot: number | undefined;
   /**
@@ -122,6 +128,8 @@ export async function recoverFromRedisLoss(deps: RedisLossDeps, now: Date = new 
   const { relayCursors } = collectionsOf(deps.models);
   const known = await relayCursors.findOne({ _id: REDIS_EPOCH_ID });
   const lostData = known !== null;
+  // Held states first, before any job is given back: a paused or disabled target stays so.
+  const restoredHolds = await restoreHeldStates(deps);
   let sweepFromSlot: number | undefined;
   if (lostData) {
     sweepFromSlot = await deps.relay.rewindSweep((known.updated_at ?? now).getTime());
@@ -131,7 +139,20 @@ export async function recoverFromRedisLoss(deps: RedisLossDeps, now: Date = new 
   if (requeue.requeued > 0) deps.log.warn(requeue, 'pending deliveries had no job in Redis: requeued');
   await deps.redis.set(redisMarkerKey(deps.queuePrefix), now.toISOString());
   await relayCursors.updateOne({ _id: REDIS_EPOCH_ID }, { $set: { updated_at: known?.updated_at ?? now } }, { upsert: true });
-  return { lostData, sweepFromSlot, ...requeue };
+  return { lostData, sweepFromSlot, restoredHolds, ...requeue };
+}
+
+/** Step 0: every configured target's held state (`paused`, `disabled`) back from MongoDB, its queue paused again. */
+async function restoreHeldStates(deps: RedisLossDeps): Promise<string[]> {
+  const restored: string[] = [];
+  for (const { name } of deps.targets) {
+    const { state, restored: wasRestored } = await deps.health.restore(name);
+    if (!wasRestored) continue;
+    await deps.deliveries.get(name)?.pause();
+    restored.push(name);
+    deps.log.warn({ target: name, state }, `target ${name} is ${state} again: its state was kept in MongoDB`);
+  }
+  return restored;
 }
 
 export interface RedisLossWatch {

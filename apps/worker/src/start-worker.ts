@@ -90,10 +90,14 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
   });
 
   watchTargets(deps.metrics, { health: deps.health, queues: deps.deliveries });
+  // A target paused or disabled before held states were kept in MongoDB gets its row now.
+  void Promise.all(config.downstreamTargets.map((t) => deps.health.keepHeldState(t.name))).catch((err: Error) =>
+    log.warn({ err: err.message }, 'could not keep the targets\' held states in MongoDB; a Redis data loss would forget them'),
+  );
 
   const sweep = startOutboxSweep(deps.relay, log, options.sweepIntervalMs, options.sweepBatchSize);
   const redisLoss = watchForRedisLoss(
-    { models: deps.models, redis: deps.queueRedis, relay: deps.relay, eventsQueue: deps.eventsQueue, deliveries: deps.deliveries, targets: config.downstreamTargets, queuePrefix: config.queuePrefix, log },
+    { models: deps.models, redis: deps.queueRedis, relay: deps.relay, eventsQueue: deps.eventsQueue, deliveries: deps.deliveries, health: deps.health, targets: config.downstreamTargets, queuePrefix: config.queuePrefix, log },
     options.sweepIntervalMs,
   );
   const purge = startRetentionPurge(

@@ -2,12 +2,14 @@ import mongoose, { type Connection } from 'mongoose';
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import {
+  collectionsOf,
   createEventsQueue,
   createModels,
   createRedis,
   DeliveryQueues,
   DeliveryStore,
   ensureIndexes,
+  HeldStates,
   mongoConnectionOptions,
   OutboxRelay,
   TargetHealth,
@@ -78,7 +80,7 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
     eventsQueue,
     deliveries,
     store: new DeliveryStore(models),
-    health: new TargetHealth(queueRedis, config.queuePrefix),
+    health: new TargetHealth(queueRedis, config.queuePrefix, Date.now, new HeldStates(collectionsOf(models).targetStates)),
     relay,
     metrics: createDeliveryMetrics(),
     closeQueues: async () => {

@@ -1,9 +1,10 @@
-import { DeliveryQueues, listTargets, pauseTarget, resumeTarget, TargetHealth } from '@connect/shared';
+import { collectionsOf, DeliveryQueues, HeldStates, listTargets, pauseTarget, resumeTarget, TargetHealth } from '@connect/shared';
 import { defineCommand, positional, type CliContext, type Command } from './command.ts';
 
 /**
  * `targets list`, `targets pause NAME`, `targets resume NAME`: the health every
- * worker process shares, read and changed in Redis (docs/delivery.md). `list`
+ * worker process shares, read and changed in Redis, the held states kept in
+ * MongoDB too (docs/delivery.md). `list`
  * prints `{"targets": [...]}`; pause and resume print the target's row after
  * the change.
  */
@@ -11,7 +12,7 @@ async function withTargets<T>(ctx: CliContext, run: (deps: { health: TargetHealt
   const redis = await ctx.redis();
   const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
   try {
-    return await run({ health: new TargetHealth(redis, ctx.config.queuePrefix), queues });
+    return await run({ health: new TargetHealth(redis, ctx.config.queuePrefix, Date.now, new HeldStates(collectionsOf(ctx.models).targetStates)), queues });
   } finally {
     await queues.close();
   }

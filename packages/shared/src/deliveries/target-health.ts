@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import type { Collection } from 'mongodb';
+import type { TargetStateDoc } from '../models/models.ts';
 import type { RedisClient } from '../events/redis-connection.ts';
 import { formatDuration } from '../duration.ts';
 import { LuaScript } from '../events/lua-script.ts';
@@ -20,6 +22,14 @@ import type { DeliveryPolicy } from './delivery-policy.ts';
  *
  * A `Retry-After` on a 429/503 sets `hold_until`: no delivery to that target
  * starts before it, whatever the state.
+ *
+ * The held states (`paused`, `disabled`) are also kept in MongoDB (`HeldStates`),
+ * written before Redis (and removed before a resume) so that a Redis that lost
+ * its data gets them back: a target whose hash has no state is seeded from
+ * there the first time a delivery asks to go (`admit`), or the Redis loss
+ * recovery restores it, whichever comes first. The rest (counts, probes,
+ * Retry-After holds) is not kept: a target that was failing starts healthy and
+ * fails again within the threshold.
  */
 export const TARGET_STATES = ['healthy', 'failing', 'paused', 'disabled'] as const;
 export type TargetState = (typeof TARGET_STATES)[number];
@@ -35,8 +45,40 @@ export interface TargetHealthView {
   hold_until: string | null;
 }
 
-/** What a delivery may do now: go, go as the one probe, or wait (ms) and stay held. */
-export type Admission = { kind: 'send' } | { kind: 'probe'; token: string } | { kind: 'hold'; ms: number; state: TargetState | 'retry-after' };
+/**
+ * What a delivery may do now: go, go as the one probe, or wait (ms) and stay held.
+ * `restored`: this call put a held state from MongoDB back into a Redis that had
+ * lost it, so the caller pauses the target's queue again.
+ */
+export type Admission = { kind: 'send' } | { kind: 'probe'; token: string } | { kind: 'hold'; ms: number; state: TargetState | 'retry-after'; restored?: boolean };
+
+export type HeldState = 'paused' | 'disabled';
+
+/** The held states in MongoDB, one row per held target (`target_states`). */
+export class HeldStates {
+  constructor(
+    private readonly rows: Collection<TargetStateDoc>,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async get(target: string): Promise<{ state: HeldState; reason: string } | null> {
+    const row = await this.rows.findOne({ _id: target });
+    return row ? { state: row.state, reason: row.reason } : null;
+  }
+
+  async set(target: string, state: HeldState, reason: string): Promise<void> {
+    await this.rows.replaceOne({ _id: target }, { state, reason, changed_at: new Date(this.now()) }, { upsert: true });
+  }
+
+  /** Only where no row is (a deployment from before this mirror: its Redis state is copied once). */
+  async setIfAbsent(target: string, state: HeldState, reason: string): Promise<void> {
+    await this.rows.updateOne({ _id: target }, { $setOnInsert: { state, reason, changed_at: new Date(this.now()) } }, { upsert: true });
+  }
+
+  async clear(target: string): Promise<void> {
+    await this.rows.deleteOne({ _id: target });
+  }
+}
 
 export interface Transition {
   from: TargetState;
@@ -45,6 +87,7 @@ export interface Transition {
 
 const ADMIT = new LuaScript(`
 local h = redis.call('HMGET', KEYS[1], 'state', 'hold_until', 'next_probe_at')
+if not h[1] and ARGV[4] == '1' then return {'unseeded', 0} end
 local state = h[1] or 'healthy'
 local now = tonumber(ARGV[1])
 if state == 'paused' or state == 'disabled' then return {state, 1000} end
@@ -127,6 +170,15 @@ end
 return {prev, ARGV[2]}
 `);
 
+/** ARGV: state, now, reason. Sets the state only where there is none (a Redis that lost its data); returns the state now. */
+const SEED = new LuaScript(`
+local prev = redis.call('HGET', KEYS[1], 'state')
+if prev then return {prev, 0} end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'changed_at', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[3]) end
+return {ARGV[1], 1}
+`);
+
 const HOLD = new LuaScript(`
 local cur = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '0') or 0
 if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], 'hold_until', ARGV[1]) end
@@ -138,6 +190,8 @@ export class TargetHealth {
     private readonly redis: RedisClient,
     private readonly prefix: string,
     private readonly now: () => number = Date.now,
+    /** Where the held states are kept beside Redis; without it (unit tests) Redis alone. */
+    private readonly held?: HeldStates,
   ) {}
 
   private keys(target: string): [string, string] {
@@ -155,10 +209,39 @@ export class TargetHealth {
    */
   async admit(target: string, probeLockMs: number): Promise<Admission> {
     const token = randomUUID();
-    const [kind, ms] = (await this.run(ADMIT, target, this.now(), probeLockMs, token)) as [string, number];
+    // `unseeded` only while MongoDB may have a held state to give back (once per fresh Redis).
+    const ask = async (askForSeed: boolean) => (await this.run(ADMIT, target, this.now(), probeLockMs, token, askForSeed ? '1' : '0')) as [string, number];
+    let [kind, ms] = await ask(this.held !== undefined);
+    let restored = false;
+    if (kind === 'unseeded') {
+      restored = (await this.restore(target)).restored;
+      [kind, ms] = await ask(false);
+    }
     if (kind === 'send') return { kind: 'send' };
     if (kind === 'probe') return { kind: 'probe', token };
-    return { kind: 'hold', ms: Number(ms), state: kind as TargetState | 'retry-after' };
+    return { kind: 'hold', ms: Number(ms), state: kind as TargetState | 'retry-after', ...(restored ? { restored } : {}) };
+  }
+
+  /**
+   * A target whose hash has no state (a fresh Redis, or one that lost its data) gets the
+   * held state kept in MongoDB, or `healthy`. `restored` is true when this call put a
+   * held state back: the caller pauses the target's queue, whose pause was lost too.
+   * A state already there is left alone (a pause or resume that came first wins).
+   */
+  async restore(target: string): Promise<{ state: TargetState; restored: boolean }> {
+    const kept = (await this.held?.get(target)) ?? null;
+    const [state, set] = (await this.run(SEED, target, kept?.state ?? 'healthy', this.now(), kept?.reason ?? '')) as [TargetState, number];
+    return { state, restored: set === 1 && kept !== null };
+  }
+
+  /**
+   * A held state in Redis with no row in MongoDB (set before the rows existed) gets its
+   * row, so a later loss of Redis keeps it. Run once per target when a worker starts.
+   */
+  async keepHeldState(target: string): Promise<void> {
+    if (!this.held) return;
+    const [state, reason] = await this.redis.hmget(this.keys(target)[0], 'state', 'reason');
+    if (state === 'paused' || state === 'disabled') await this.held.setIfAbsent(target, state, reason ?? '');
   }
 
   async recordSuccess(target: string, probeToken?: string): Promise<Transition> {
@@ -166,7 +249,8 @@ export class TargetHealth {
   }
 
   async recordFailure(target: string, policy: DeliveryPolicy, reason: string, probeToken?: string): Promise<Transition> {
-    return transition(
+    const disabledReason = `failing for longer than ${formatDuration(policy.disableAfterMs)}`;
+    const t = transition(
       await this.run(
         FAILURE,
         target,
@@ -177,9 +261,13 @@ export class TargetHealth {
         policy.disableAfterMs,
         probeToken ?? '',
         reason,
-        `failing for longer than ${formatDuration(policy.disableAfterMs)}`,
+        disabledReason,
       ),
     );
+    // Kept after the fact (the script decides): should this write fail, the delivery is
+    // retried as our own error and finds the target disabled in Redis all the same.
+    if (t.to === 'disabled' && t.from !== 'disabled') await this.held?.set(target, 'disabled', disabledReason);
+    return t;
   }
 
   /**
@@ -199,7 +287,10 @@ export class TargetHealth {
     await this.run(RELEASE_PROBE, target, probeToken);
   }
 
-  async setState(target: string, state: 'healthy' | 'paused' | 'disabled', reason = ''): Promise<Transition> {
+  /** MongoDB first: a held state is kept before it takes effect, and forgotten before a resume does. */
+  async setState(target: string, state: 'healthy' | HeldState, reason = ''): Promise<Transition> {
+    if (state === 'healthy') await this.held?.clear(target);
+    else await this.held?.set(target, state, reason);
     return transition(await this.run(SET_STATE, target, this.now(), state, reason));
   }
 

@@ -99,6 +99,18 @@ export const relayCursorDocSchema = z.object({
   slot_done: z.number().int().optional(),
 });
 
+/**
+ * A target an operator paused, or that was disabled (410 Gone, failing too long): the
+ * held states, kept in MongoDB beside their copy in Redis so a Redis that lost its data
+ * gets them back (docs/delivery.md, "Target health"). A healthy or failing target has no row.
+ */
+export const targetStateDocSchema = z.object({
+  _id: z.string(),
+  state: z.enum(['paused', 'disabled']),
+  reason: z.string(),
+  changed_at: z.date(),
+});
+
 export const DELIVERY_STATUSES = ['pending', 'delivered', 'failed', 'superseded'] as const;
 
 /** One row per (user, target): the state GET /users/{id} reports in `sync`. */

@@ -14,6 +14,7 @@ import type {
   relayCursorDocSchema,
   signingKeyDocSchema,
   syncStateDocSchema,
+  targetStateDocSchema,
   usedAssertionDocSchema,
 } from './documents.ts';
 
@@ -36,6 +37,7 @@ export type ProviderUserDoc = z.infer<typeof providerUserDocSchema>;
 export type SigningKeyDoc = z.infer<typeof signingKeyDocSchema>;
 export type UsedAssertionDoc = z.infer<typeof usedAssertionDocSchema>;
 export type RelayCursorDoc = z.infer<typeof relayCursorDocSchema>;
+export type TargetStateDoc = z.infer<typeof targetStateDocSchema>;
 
 export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
 export type SyncStateDoc = z.infer<typeof syncStateDocSchema>;
@@ -102,6 +104,11 @@ const usedAssertionSchema = new Schema<UsedAssertionDoc>(
 const relayCursorSchema = new Schema<RelayCursorDoc>(
   { _id: String, updated_at: Date, user_id: { type: Schema.Types.ObjectId, default: null }, scanned: Number, slot_done: Number },
   { ...base, collection: 'relay_cursors' },
+);
+
+const targetStateSchema = new Schema<TargetStateDoc>(
+  { _id: String, state: String, reason: String, changed_at: Date },
+  { ...base, collection: 'target_states' },
 );
 
 const syncStateSchema = new Schema<SyncStateDoc>(
@@ -174,6 +181,7 @@ export function createModels(conn: Connection) {
     SigningKey: conn.model<SigningKeyDoc>('SigningKey', signingKeySchema),
     UsedAssertion: conn.model<UsedAssertionDoc>('UsedAssertion', usedAssertionSchema),
     RelayCursor: conn.model<RelayCursorDoc>('RelayCursor', relayCursorSchema),
+    TargetState: conn.model<TargetStateDoc>('TargetState', targetStateSchema),
     SyncState: conn.model<SyncStateDoc>('SyncState', syncStateSchema),
     Delivery: conn.model<DeliveryDoc>('Delivery', deliverySchema),
     DeliveryAttempt: conn.model<DeliveryAttemptDoc>('DeliveryAttempt', deliveryAttemptSchema),
@@ -253,6 +261,7 @@ export interface Collections {
   signingKeys: Collection<SigningKeyDoc>;
   usedAssertions: Collection<UsedAssertionDoc>;
   relayCursors: Collection<RelayCursorDoc>;
+  targetStates: Collection<TargetStateDoc>;
   syncStates: Collection<SyncStateDoc>;
   deliveries: Collection<DeliveryDoc>;
   deliveryAttempts: Collection<DeliveryAttemptDoc>;
@@ -271,6 +280,7 @@ export function collectionsOf(models: Models): Collections {
       signingKeys: collectionOf(models.SigningKey),
       usedAssertions: collectionOf(models.UsedAssertion),
       relayCursors: collectionOf(models.RelayCursor),
+      targetStates: collectionOf(models.TargetState),
       syncStates: collectionOf(models.SyncState),
       deliveries: collectionOf(models.Delivery),
       deliveryAttempts: collectionOf(models.DeliveryAttempt),
