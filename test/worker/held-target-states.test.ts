@@ -63,6 +63,9 @@ describe('held states kept in MongoDB (TargetHealth on the real Redis and databa
     expect(targetStateDocSchema.strict().safeParse(row).error?.issues).toBeUndefined();
 
     await forget('paused-t');
+    // Before anyone restores it, the view (`targets list`) already shows what MongoDB kept.
+    expect(await two.get('paused-t')).toMatchObject({ state: 'paused', reason: 'paused by an operator' });
+    expect(await redis.hget(`${prefix}:target-health:paused-t`, 'state')).toBeNull();
     // The first process to ask restores it (and is told so, to pause the queue); the next just holds.
     expect(await one.admit('paused-t', 5000)).toEqual({ kind: 'hold', ms: 1000, state: 'paused', restored: true });
     expect(await two.admit('paused-t', 5000)).toEqual({ kind: 'hold', ms: 1000, state: 'paused' });

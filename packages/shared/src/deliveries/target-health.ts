@@ -299,17 +299,19 @@ export class TargetHealth {
     await this.run(HOLD, target, Math.round(untilMs));
   }
 
+  /** Read-only. A target with no state in Redis (not yet restored after a loss) shows the held state kept in MongoDB. */
   async get(target: string): Promise<TargetHealthView> {
     const h = await this.redis.hgetall(this.keys(target)[0]);
+    const kept = h.state ? null : await this.held?.get(target);
     const iso = (v: string | undefined) => (v ? new Date(Number(v)).toISOString() : null);
     const holdUntil = Number(h.hold_until ?? 0);
     return {
       name: target,
-      state: (TARGET_STATES as readonly string[]).includes(h.state ?? '') ? (h.state as TargetState) : 'healthy',
+      state: kept ? kept.state : (TARGET_STATES as readonly string[]).includes(h.state ?? '') ? (h.state as TargetState) : 'healthy',
       consecutive_failures: Number(h.consecutive_failures ?? 0),
       failing_since: iso(h.failing_since),
       last_success_at: iso(h.last_success_at),
-      reason: h.reason || null,
+      reason: kept ? kept.reason : h.reason || null,
       hold_until: holdUntil > this.now() ? new Date(holdUntil).toISOString() : null,
     };
   }
