@@ -17,7 +17,7 @@ let stack: DeliveryStack;
 let api: TestApi;
 let worker: TestWorker;
 let token: string;
-const receivers: Record<'flaky' | 'throttled' | 'steady' | 'gone', Receiver> = {} as never;
+const receivers: Record<'flaky' | 'patient' | 'throttled' | 'steady' | 'gone', Receiver> = {} as never;
 /** Per external_provider_id: the answers to give, in order; once used up, 200. */
 const script = new Map<string, Answer[]>();
 let seq = 0;
@@ -26,6 +26,8 @@ let goneAnswers: Answer[] = [];
 
 beforeAll(async () => {
   receivers.flaky = await startReceiver((c) => script.get(userOf(c))?.shift() ?? { status: 200 });
+  // Its own target: the failures of the test that uses it would add to flaky's streak (threshold 5).
+  receivers.patient = await startReceiver((c) => script.get(`patient:${userOf(c)}`)?.shift() ?? { status: 200 });
   receivers.throttled = await startReceiver((c) => script.get(`throttled:${userOf(c)}`)?.shift() ?? { status: 200 });
   receivers.steady = await startReceiver(() => ({ status: 200 }));
   receivers.gone = await startReceiver(() => goneAnswers.shift() ?? { status: 200 });
@@ -82,6 +84,31 @@ describe('WORKER_RETRY_SCHEDULE=1s,2s,4s', () => {
     expect(JSON.stringify(shown)).not.toContain('@example.com');
     // Four failures in a row are below the threshold (5): the target stays healthy.
     expect((await worker.deps.health.get('flaky')).state).toBe('healthy');
+  });
+
+  it('updates that arrive while user.created waits out its retry do not bring its next attempt forward; the newest version follows it', async () => {
+    const id = nextId('coalesced');
+    script.set(`patient:${id}`, [{ status: 500 }, { status: 500 }]);
+    await createUser(id);
+    await eventually(() => callsTo(receivers.patient, id)[0]?.answeredAt !== undefined, 15_000, 20);
+    // Two changes while the first retry (1 s) is pending: each is a new event with a delivery job of its own.
+    await createUser(id, { speech_locale: 'FRENCH_FR' });
+    const newest = await createUser(id, { speech_locale: 'GERMAN_DE' });
+    await eventually(() => callsTo(receivers.patient, id).some((c) => c.answered === 200 && c.body.data.version === newest), 30_000);
+    const calls = callsTo(receivers.patient, id);
+    expect(calls.map((c) => [c.body.type, c.answered])).toEqual([
+      ['user.created', 500],
+      ['user.created', 500],
+      ['user.created', 200],
+      ['user.updated', 200],
+    ]);
+    expect(calls.at(-1)!.body.data.version).toBe(newest);
+    // The created delivery's attempts keep the schedule: 1 s then 2 s (less 20 % jitter).
+    const gaps = [1, 2].map((i) => calls[i]!.at - calls[i - 1]!.answeredAt!);
+    expect(gaps[0]!).toBeGreaterThanOrEqual(1000 * 0.8 - 20);
+    expect(gaps[1]!).toBeGreaterThanOrEqual(2000 * 0.8 - 20);
+    const created = (await rowOf(id, 'patient', 1))!;
+    expect(created).toMatchObject({ status: 'delivered', attempts: 3 });
   });
 });
 

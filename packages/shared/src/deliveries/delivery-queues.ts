@@ -84,12 +84,14 @@ export class DeliveryQueues {
   /**
    * Adds a delivery, deduplicated per (user, target): BullMQ keeps at most one
    * active and one waiting job per key (`keepLastIfActive`), the waiting one
-   * carrying the newest data, and `replace` swaps a job that waits out a retry
-   * delay for the new one. So two deliveries for one user and target never run
-   * at the same time, which is what keeps a target from seeing versions out of
-   * order when several workers run. A job waiting (not delayed) swallows the
-   * newer one; that is safe because the processor sends the user's newest event
-   * from the database, not the event the job was created for.
+   * carrying the newest data. So two deliveries for one user and target never
+   * run at the same time, which is what keeps a target from seeing versions out
+   * of order when several workers run. A job waiting, or waiting out a retry
+   * delay, swallows the newer one; that is safe because the processor sends the
+   * user's newest event from the database, not the event the job was created
+   * for. A retry is not brought forward by a newer change (no `replace`): the
+   * delivery that failed keeps its schedule, and the newest version goes out
+   * right after it (docs/delivery.md, Retries).
    */
   async enqueue(job: DeliveryJob, jobId: string = deliveryIdOf(job.event.id, job.target)): Promise<void> {
     await this.queueOf(job.target).add(job.event.type, job, dedupOptions(job, jobId));
@@ -135,5 +137,5 @@ export class DeliveryQueues {
 }
 
 function dedupOptions(job: DeliveryJob, jobId: string): JobsOptions {
-  return { jobId, deduplication: { id: `${job.user_id}:${job.target}`, keepLastIfActive: true, replace: true } };
+  return { jobId, deduplication: { id: `${job.user_id}:${job.target}`, keepLastIfActive: true } };
 }
