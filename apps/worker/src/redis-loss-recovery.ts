@@ -133,7 +133,7 @@ export async function recoverFromRedisLoss(deps: RedisLossDeps, now: Date = new 
   let sweepFromSlot: number | undefined;
   if (lostData) {
     sweepFromSlot = await deps.relay.rewindSweep((known.updated_at ?? now).getTime());
-    deps.log.warn({ drained_at: known.updated_at?.toISOString() ?? null, sweep_from_slot: sweepFromSlot }, 'Redis lost its data: the outbox sweep goes back over what was written since the events queue was last seen drained, and pending deliveries get their jobs back');
+    deps.log.warn({ drained_at: known.updated_at?.toISOString() ?? null, sweep_from_slot: sweepFromSlot }, 'Redis lost its data (or QUEUE_PREFIX changed, which looks the same): the outbox sweep goes back over what was written since the events queue was last seen drained, and pending deliveries get their jobs back');
   }
   const requeue = await requeuePending(deps);
   if (requeue.requeued > 0) deps.log.warn(requeue, 'pending deliveries had no job in Redis: requeued');
