@@ -102,6 +102,23 @@ describe('deliveries recover: dead letters by the time they were dead-lettered',
     expect((await cli('deliveries', 'recover', '--target', 'dictation', '--since', since.toISOString(), '--until', until.toISOString())).json).toEqual({ recovered: 0 });
   }, 180_000);
 
+  it('a dead letter written by a version without failed_at is selected by its last write (updated_at), the time it was dead-lettered', async () => {
+    const ids = await deadLetters('legacy', 3);
+    const rows = collectionOf(api.models.Delivery);
+    // As an earlier version left them: no failed_at; two dead-lettered an hour ago, one a day ago.
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    await rows.updateMany({ external_provider_id: { $in: ids.slice(0, 2) } }, { $unset: { failed_at: '' }, $set: { updated_at: hourAgo } });
+    await rows.updateMany({ external_provider_id: ids[2] }, { $unset: { failed_at: '' }, $set: { updated_at: new Date(Date.now() - 86_400_000) } });
+    for (const id of ids) refused.delete(id);
+    const since = new Date(hourAgo.getTime() - 60_000).toISOString();
+    const until = new Date(hourAgo.getTime() + 60_000).toISOString();
+    const result = await cli('deliveries', 'recover', '--target', 'dictation', '--since', since, '--until', until);
+    expect(result.json).toEqual({ recovered: 2 });
+    await eventually(() => ids.slice(0, 2).every((id) => acceptedFor(id).length === 1), 30_000);
+    expect(acceptedFor(ids[2]!)).toHaveLength(0);
+    expect((await rowsOf([ids[2]!]))[0]!.status).toBe('failed');
+  }, 120_000);
+
   it('refuses a bad window or an unknown target in JSON', async () => {
     const bad = await cli('deliveries', 'recover', '--target', 'dictation', '--since', 'yesterday');
     expect(bad.code).not.toBe(0);

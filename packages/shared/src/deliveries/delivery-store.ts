@@ -1,5 +1,5 @@
 import { Types } from 'mongoose';
-import type { AnyBulkWriteOperation, Collection } from 'mongodb';
+import type { AnyBulkWriteOperation, Collection, Filter } from 'mongodb';
 import { GroupCommit } from '../group-commit.ts';
 import { bulkWriteEach } from '../models/bulk-write-each.ts';
 import { findByIds } from '../models/find-by-ids.ts';
@@ -255,7 +255,7 @@ export class DeliveryStore {
   /** Recover: these rows, if still dead letters of the window, → `pending`; how many were claimed. */
   async claimForRecover(deliveryIds: string[], window: { target: string; since: Date; until: Date }, at: Date): Promise<number> {
     const res = await this.rows.updateMany(
-      { _id: { $in: deliveryIds }, target: window.target, status: 'failed', failed_at: { $gte: window.since, $lt: window.until } },
+      { _id: { $in: deliveryIds }, target: window.target, status: 'failed', ...deadLetteredWithin(window) },
       { $set: { status: 'pending', updated_at: at } },
     );
     return res.modifiedCount;
@@ -280,7 +280,7 @@ export class DeliveryStore {
           target: window.target,
           status: 'failed',
           updated_at: { $gte: window.since },
-          failed_at: { $gte: window.since, $lt: window.until },
+          ...deadLetteredWithin(window),
           ...(after ? { _id: { $gt: after } } : {}),
         },
         { projection: { _id: 1, user_id: 1 } },
@@ -333,4 +333,13 @@ export class DeliveryStore {
       ),
     );
   }
+}
+
+/**
+ * Dead-lettered within the window: by `failed_at`, or, for a row dead-lettered by a version
+ * that did not write `failed_at`, by its last write (`updated_at`), which was the dead-lettering.
+ */
+function deadLetteredWithin(window: { since: Date; until: Date }): Filter<DeliveryDoc> {
+  const inWindow = { $gte: window.since, $lt: window.until };
+  return { $or: [{ failed_at: inWindow }, { failed_at: null, updated_at: inWindow }] };
 }
