@@ -2,6 +2,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
+import { collectionsOf, eventJobOf, type UserEvent } from '@connect/shared';
 import { getUser, postUser, type TestApi, type TestClient } from '../support/harness.ts';
 import { startDeadEndpoint } from '@connect/local-services';
 import { eventually, startReceiver, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
@@ -145,6 +146,28 @@ describe('docs/contract.md, Events: created then updated reach every target, in 
     expect(text).toContain('callback delivered');
     for (const s of [...ncSecrets, swSecret, 'down-secret']) expect(text).not.toContain(s);
     expect(text).not.toMatch(/@example\.com/i);
+  });
+});
+
+describe('a delivery job queued by an earlier version', () => {
+  it('goes out as the stored user is now: with status and deactivated_at, which its payload lacks', async () => {
+    const id = nextId('old-job');
+    await worker.worker.fanOut.pause();
+    try {
+      expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+      const stored = (await collectionsOf(api.models).providerUsers.findOne({ external_provider_id: id }))!;
+      const { event, created } = eventJobOf(stored);
+      // What a version from before the lifecycle queued: the user without status and deactivated_at.
+      const before = (e: UserEvent): UserEvent => {
+        const { status: _status, deactivated_at: _at, ...user } = e.data;
+        return { ...e, data: user as UserEvent['data'] }; // the type of today's jobs; the worker's parser accepts it
+      };
+      await worker.deps.deliveries.enqueue({ user_id: stored._id.toString(), target: 'dictation-nc', event: before(event), created: before(created) });
+    } finally {
+      worker.worker.fanOut.resume();
+    }
+    await eventually(() => acceptedFor(nc, id).length === 1, 30_000);
+    expect(acceptedFor(nc, id)[0]!.body.data.user).toMatchObject({ external_provider_id: id, status: 'active', deactivated_at: null });
   });
 });
 

@@ -118,7 +118,9 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
     try {
       const [user, sync] = await Promise.all([store.collections.providerUsers.findOne({ _id: new Types.ObjectId(user_id) }), store.readSync(user_id, targetName)]);
       const fresh = user ? eventJobOf(user) : undefined;
-      const newest = fresh && fresh.event.version > data.event.version ? fresh.event : data.event;
+      // The stored copy of the job's own event too: a job queued by an earlier version lacks fields
+      // the body carries now (status, deactivated_at); the stored user has them.
+      const newest = fresh && (fresh.event.version > data.event.version || fresh.event.id === data.event.id) ? fresh.event : data.event;
       const created = fresh?.created ?? data.created;
       const deliveredVersion = sync?.delivered_version ?? 0;
 
