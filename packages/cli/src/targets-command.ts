@@ -4,9 +4,8 @@ import { defineCommand, positional, type CliContext, type Command } from './comm
 /**
  * `targets list`, `targets pause NAME`, `targets resume NAME`: the health every
  * worker process shares, read and changed in Redis, the held states kept in
- * MongoDB too (docs/delivery.md). `list`
- * prints `{"targets": [...]}`; pause and resume print the target's row after
- * the change.
+ * MongoDB too (docs/delivery.md). `list` prints `{"targets": [...]}`; pause and
+ * resume print the target's row after the change.
  */
 async function withTargets<T>(ctx: CliContext, run: (deps: { health: TargetHealth; queues: DeliveryQueues }) => Promise<T>): Promise<T> {
   const redis = await ctx.redis();
