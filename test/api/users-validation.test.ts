@@ -113,6 +113,29 @@ describe('POST /users: bodies that are not a JSON object', () => {
     expect(await api.models.ProviderUser.countDocuments({ external_provider_id: 'form' })).toBe(0);
   });
 
+  it('bytes that are not UTF-8 → 400, nothing stored (two such ids were one user); another charset → 415; UTF-8 with charset=utf-8 or a BOM is read', async () => {
+    const send = (type: string, body: Buffer) => http(`${api.baseUrl}/users`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': type }, body: new Uint8Array(body) });
+    const latin1 = (byte: number, tag: string) =>
+      Buffer.concat([Buffer.from(`{"provider_email":"${tag}@example.com","external_provider_id":"jos`), Buffer.from([byte]), Buffer.from(`-${tag}"}`)]);
+    const tag = randomUUID().slice(0, 8);
+    for (const byte of [0xe9, 0xf1, 0xff]) {
+      const res = await send('application/json', latin1(byte, `${tag}-${byte}`));
+      expect(res.status, JSON.stringify(res.body)).toBe(400);
+      expect(res.body).toMatchObject({ type: expect.stringMatching(/\/malformed-body$/), detail: 'The body is not valid UTF-8; JSON is sent as UTF-8.' });
+    }
+    const declared = await send('application/json; charset=iso-8859-1', latin1(0xe9, `${tag}-declared`));
+    expect(declared.status).toBe(415);
+    expect(declared.body.detail).toBe('The body is declared as iso-8859-1; send JSON as UTF-8 (charset=utf-8 or none).');
+    expect(await api.models.ProviderUser.countDocuments({ provider_email: { $regex: tag } })).toBe(0);
+
+    const ok = valid();
+    const utf8 = Buffer.from(JSON.stringify({ ...ok, external_provider_id: `josé-${tag}` }));
+    expect((await send('application/json; charset="UTF-8"', utf8)).status).toBe(201);
+    const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify(valid()))]);
+    expect((await send('application/json', bom)).status).toBe(201);
+    expect((await api.models.ProviderUser.findOne({ external_provider_id: `josé-${tag}` }).lean())?.provider_email).toBe(ok.provider_email);
+  });
+
   it('a body over the limit → 413 problem', async () => {
     const res = await postUser(api, token, { ...valid(), padding: 'x'.repeat(70 * 1024) });
     expect(res.status).toBe(413);

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { ValidationError, type FieldError } from '@connect/shared';
+import { DomainError, ValidationError, type FieldError } from '@connect/shared';
+import { UnsupportedMediaTypeError } from './http-errors.ts';
 
 interface PathNode {
   key: string;
@@ -41,18 +42,43 @@ export function prototypeMembersIn(json: string, max = 10): FieldError[] {
   return out;
 }
 
+/** The `charset` parameter of a Content-Type, lower-cased and unquoted; undefined when there is none. */
+export function charsetOf(contentType: string | undefined): string | undefined {
+  for (const param of (contentType ?? '').split(';').slice(1)) {
+    const [name, ...rest] = param.split('=');
+    if (name?.trim().toLowerCase() === 'charset') return rest.join('=').trim().replace(/^"(.*)"$/, '$1').toLowerCase();
+  }
+  return undefined;
+}
+
+/** Refuses bytes that are not UTF-8 instead of replacing them (which made two ids one); a leading BOM is dropped. */
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 /**
- * Fastify's JSON parser, with one change: a body refused for a `__proto__` or
- * `constructor.prototype` member is valid JSON with an unknown member, so it is
- * answered like any unknown member (400 naming it), not "not valid JSON".
+ * Fastify's JSON parser, with two changes:
+ * - the body is decoded as strict UTF-8 (RFC 8259: JSON is UTF-8): bytes that are not UTF-8 are
+ *   400 `malformed-body`, and a body declared in another charset is 415, where a lenient
+ *   decode would have stored U+FFFD in their place and matched different ids as one;
+ * - a body refused for a `__proto__` or `constructor.prototype` member is valid JSON with an
+ *   unknown member, so it is answered like any unknown member (400 naming it), not "not valid JSON".
  */
 export function registerJsonBodyParser(app: FastifyInstance): void {
   const parse = app.getDefaultJsonParser('error', 'error');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    void parse(request, body as string, (err, value) => {
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, raw, done) => {
+    const charset = charsetOf(request.headers['content-type']);
+    if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
+      return done(new UnsupportedMediaTypeError(`The body is declared as ${charset.slice(0, 40)}; send JSON as UTF-8 (charset=utf-8 or none).`), undefined);
+    }
+    let body: string;
+    try {
+      body = utf8.decode(raw as Buffer);
+    } catch {
+      return done(new DomainError('malformed-body', 'Malformed body', 400, 'The body is not valid UTF-8; JSON is sent as UTF-8.'), undefined);
+    }
+    void parse(request, body, (err, value) => {
       if (!err || (err as { code?: string }).code !== 'FST_ERR_CTP_INVALID_JSON_BODY') return done(err, value);
       // Fastify says "invalid JSON" for both; only valid JSON holding such members is re-read.
-      const members = prototypeMembersIn(body as string);
+      const members = prototypeMembersIn(body);
       done(members.length > 0 ? new ValidationError(members) : err, undefined);
     });
   });
