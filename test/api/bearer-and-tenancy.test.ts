@@ -43,6 +43,13 @@ describe('Bearer authentication of {base} routes', () => {
     }
   });
 
+  it('RFC 6750 allows one or more spaces after Bearer, and any case of the scheme: all accepted', async () => {
+    for (const authorization of [`Bearer  ${tokenA}`, `bearer ${tokenA}`, `BEARER   ${tokenA}`]) {
+      const res = await http(`${api.baseUrl}/users/nobody-${Date.now()}`, { headers: { authorization } });
+      expect(res.status, authorization.slice(0, 10)).toBe(404);
+    }
+  });
+
   it('tampered token → 401', async () => {
     const [h, p, s] = tokenA.split('.');
     const claims = JSON.parse(Buffer.from(p!, 'base64url').toString());

@@ -179,6 +179,15 @@ describe('POST /oauth/token: refusals', () => {
     expect(notJson.body.error).toBe('invalid_request');
   });
 
+  it('a parameter sent twice in a form body → 400 invalid_request naming it (RFC 6749 §3.2), not unsupported_grant_type', async () => {
+    const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
+    const form = new URLSearchParams(withAssertion(assertion) as Record<string, string>);
+    form.append('grant_type', 'client_credentials');
+    const res = await http(api.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString() });
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual({ error: 'invalid_request', error_description: 'grant_type is given more than once.' });
+  });
+
   it('every refusal reads the same to the caller, whatever the reason', async () => {
     const unknown = await tokenRequest(withAssertion(await signAssertion(randomUUID(), clinic.privateKey, api.tokenUrl)));
     const wrongKey = await tokenRequest(withAssertion(await signAssertion(clinic.client._id, rsaKeyPair().privateKey, api.tokenUrl)));

@@ -25,7 +25,8 @@ declare module 'fastify' {
   }
 }
 
-const BEARER = /^Bearer ([A-Za-z0-9\-_.~+/]+=*)$/i;
+// RFC 6750 §2.1: "Bearer" 1*SP b64token (the scheme case-insensitive, RFC 9110 §11.1).
+const BEARER = /^Bearer +([A-Za-z0-9\-_.~+/]+=*)$/i;
 
 /** The version a request asks for (header first, then query), or undefined when it asks none. */
 export function requestedApiVersion(request: FastifyRequest): ApiVersion | undefined {

@@ -76,6 +76,9 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
         return oauthError(reply, 400, 'invalid_request', 'Send grant_type, client_assertion_type and client_assertion.');
       }
       const params = body as Record<string, unknown>;
+      // RFC 6749 §3.2: parameters must not be included more than once (a form body gives an array).
+      const repeated = Object.keys(params).find((name) => Array.isArray(params[name]));
+      if (repeated !== undefined) return oauthError(reply, 400, 'invalid_request', `${repeated.slice(0, 40)} is given more than once.`);
       if (params.grant_type === undefined) return oauthError(reply, 400, 'invalid_request', 'grant_type is required.');
       if (params.grant_type !== 'client_credentials') return oauthError(reply, 400, 'unsupported_grant_type', 'Only client_credentials is supported.');
       const parsed = tokenRequestSchema.safeParse(body);
