@@ -42,7 +42,8 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
       reply.header('cache-control', 'no-store').header('retry-after', String(error.retryAfterSeconds));
       return reply.status(429).type('application/json').send({ error: 'invalid_request', error_description: error.message });
     }
-    if (error instanceof DomainError && error.status === 400) return oauthError(reply, 400, 'invalid_request', error.message);
+    // Ours (a body in another charset: 415; bytes that are not UTF-8: 400): the caller's to fix.
+    if (error instanceof DomainError && error.status < 500) return oauthError(reply, 400, 'invalid_request', error.message);
     if ((error.statusCode ?? 500) < 500) return oauthError(reply, 400, 'invalid_request', 'The request body could not be read; send form or JSON parameters.');
     // A datastore that does not answer, or the request deadline: retryable, in RFC 6749's
     // words (`temporarily_unavailable`), with Retry-After; not a 500.
