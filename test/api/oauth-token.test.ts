@@ -107,6 +107,10 @@ describe('POST /oauth/token: refusals', () => {
     expectInvalidClient(await requestToken(api, clinic, { iat: now() - 300, exp: now() - 120 }));
   });
 
+  it('expired a few seconds ago: the 30 s of skew is for iat, exp must be in the future', async () => {
+    expectInvalidClient(await requestToken(api, clinic, { iat: now() - 60, exp: now() - 5 }));
+  });
+
   it('exp more than 5 minutes after iat', async () => {
     expectInvalidClient(await requestToken(api, clinic, { iat: now(), exp: now() + 301 }));
   });

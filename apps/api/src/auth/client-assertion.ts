@@ -90,6 +90,7 @@ export async function verifyClientAssertion(
       issuer: iss,
       subject: iss,
       audience: deps.audiences,
+      // For nbf; exp is checked again below without it.
       clockTolerance: SKEW_S,
       requiredClaims: ['exp', 'iat', 'jti'],
     }));
@@ -109,7 +110,8 @@ export async function verifyClientAssertion(
   if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256) throw new AssertionRejected('missing or malformed', 'jti');
   if (iat > now + SKEW_S) throw new AssertionRejected('in the future', 'iat');
   if (exp - iat > MAX_LIFETIME_S) throw new AssertionRejected('lifetime over 5 minutes', 'exp');
-  if (exp <= now - SKEW_S) throw new AssertionRejected('expired', 'exp');
+  // The skew allowance is for iat (a client clock a little ahead); exp must be in the future.
+  if (exp <= now) throw new AssertionRejected('expired', 'exp');
 
   // Single use: the first insert of (client, jti) wins, on every instance.
   try {
