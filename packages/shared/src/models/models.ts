@@ -82,8 +82,8 @@ const providerUserSchema = new Schema<ProviderUserDoc>(
   },
   { ...base, collection: 'provider_users' },
 );
-// docs/operations.md: the shard key is organization + external provider id, so both unique
-// indexes lead with organization_id.
+// Both unique indexes lead with organization_id, so a sharded cluster shards this collection on
+// {organization_id: 1}; why not on organization + external provider id: docs/guarantees.md, Scaling out.
 providerUserSchema.index({ organization_id: 1, external_provider_id: 1 }, { unique: true });
 providerUserSchema.index({ organization_id: 1, email_normalized: 1 }, { unique: true });
 // The outbox sweep reads recent writes one 10 s slot at a time, each an equality lookup
