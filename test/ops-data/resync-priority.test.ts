@@ -1,0 +1,84 @@
+/**
+ * `targets resync` yields to live events (docs/operations.md, Resync): a live
+ * event enqueued while a resync backlog waits goes out before that backlog. The
+ * backlog is built while the target is paused, so nothing is delivered until
+ * the resume and the order after it is the queue's alone: the API and a
+ * worker with a concurrency of 2 in this process, FerretDB, Redis, a receiver
+ * on a real port, and the CLI as a child process.
+ */
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '@connect/local-services';
+import { postUser } from '../support/harness.ts';
+import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
+import { eventually, startReceiver, userOf, type Receiver } from '../worker/callback-receiver.ts';
+import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+
+const run = promisify(execFile);
+const USERS = 150;
+const LIVE = 3;
+const CONCURRENCY = 2;
+
+let stack: DeliveryStack;
+let receiver: Receiver;
+let worker: TestWorker | undefined;
+
+async function cli(...args: string[]): Promise<any> {
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...stack.api.env } });
+  return JSON.parse(stdout);
+}
+
+beforeAll(async () => {
+  receiver = await startReceiver();
+  // The users exist before the target does: the stack's own worker delivers to no target.
+  stack = await startDeliveryStack({ label: 'resync-prio', targets: [target('late', receiver.url)], workerEnv: { DOWNSTREAM_TARGETS: '[]' } });
+  for (let i = 0; i < USERS; i++) {
+    const id = `rp-${i}-${randomUUID().slice(0, 8)}`;
+    expect((await postUser(stack.api, stack.token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+  }
+  await eventually(async () => {
+    const c = await stack.worker.deps.eventsQueue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+    return Object.values(c).every((n) => n === 0);
+  }, 60_000, 250);
+}, 300_000);
+
+afterAll(async () => {
+  await worker?.close();
+  await stack?.close();
+  await receiver?.close();
+});
+
+describe('targets resync: live events first', () => {
+  it(`live user.created events enqueued behind a backlog of ${USERS} resync jobs are delivered before it, once the paused target resumes`, async () => {
+    expect(await cli('targets', 'pause', 'late')).toMatchObject({ name: 'late', state: 'paused' });
+    await stack.worker.close();
+    worker = await startTestWorker(stack.api.env, { concurrency: CONCURRENCY });
+
+    expect(await cli('targets', 'resync', 'late')).toMatchObject({ target: 'late', users_scanned: USERS, enqueued: USERS, skipped: 0 });
+    const live: string[] = [];
+    for (let i = 0; i < LIVE; i++) {
+      const id = `live-${i}-${randomUUID().slice(0, 8)}`;
+      live.push(id);
+      expect((await postUser(stack.api, stack.token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    }
+    // Every job is in the target's queue (the live ones fanned out) before the resume.
+    await eventually(async () => (await cli('targets', 'list')).targets.find((t: { name: string }) => t.name === 'late')?.backlog === USERS + LIVE, 30_000, 250);
+    expect(receiver.accepted()).toHaveLength(0);
+
+    expect(await cli('targets', 'resume', 'late')).toMatchObject({ name: 'late', state: 'healthy' });
+    await eventually(() => receiver.accepted().length === USERS + LIVE, 120_000, 200);
+
+    const order = receiver
+      .accepted()
+      .sort((a, b) => a.n - b.n)
+      .map(userOf);
+    const livePositions = live.map((id) => order.indexOf(id));
+    // Random order would put them anywhere among the USERS + LIVE; first means within the first
+    // LIVE + 2 * CONCURRENCY (jobs a worker slot may already hold when the hold ends).
+    console.log(`[resync priority] live events at positions ${livePositions.join(', ')} of ${order.length}`);
+    for (const p of livePositions) expect(p).toBeGreaterThanOrEqual(0);
+    for (const p of livePositions) expect(p).toBeLessThan(LIVE + 2 * CONCURRENCY);
+  }, 240_000);
+});
