@@ -8,6 +8,15 @@ describe('workerOptionsFromEnv', () => {
     expect(DEFAULT_WORKER_OPTIONS.maxStalledCount).toBeGreaterThan(1);
   });
 
+  it('from an empty environment the delivery policy is SPEC §2\'s, written out: threshold 5, probes every 30 s doubling to 10 min, disabled after 5 d, retries 5s,1m,5m,30m,2h,5h,10h,10h', () => {
+    const { policy } = workerOptionsFromEnv({});
+    expect(policy.failureThreshold).toBe(5);
+    expect(policy.probeIntervalMs).toBe(30_000);
+    expect(policy.probeMaxIntervalMs).toBe(600_000);
+    expect(policy.disableAfterMs).toBe(432_000_000);
+    expect(policy.retryScheduleMs).toEqual([5_000, 60_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000]);
+  });
+
   it('reads the WORKER_* and TARGET_* variables', () => {
     const o = workerOptionsFromEnv({ WORKER_CONCURRENCY: '4', WORKER_LOCK_DURATION_MS: '2000', WORKER_STALLED_INTERVAL_MS: '1000', WORKER_RETRY_SCHEDULE: '1s,2s', TARGET_FAILURE_THRESHOLD: '3' });
     expect(o).toMatchObject({ concurrency: 4, lockDurationMs: 2000, stalledIntervalMs: 1000 });
