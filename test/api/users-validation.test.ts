@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SPECIALTY_KINDS, SPEECH_LOCALES } from '@connect/shared';
 import { getToken, http, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 
 let api: TestApi;
@@ -146,5 +147,60 @@ describe('POST /users: bodies that are not a JSON object', () => {
     const res = await http(`${api.baseUrl}/encounters`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     expect(res.status).toBe(404);
     expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  });
+});
+
+/**
+ * The enums as the contract writes them, not as the implementation exports them: SPEC.md §1's
+ * specialty kinds (ours: the public docs do not list theirs) and the speech locales of the public
+ * Nabla API (spec/reference-facts.md). A value renamed, dropped or added in enums.ts fails here.
+ */
+const SPEC_SPECIALTY_KINDS = [
+  'ALLERGY_AND_IMMUNOLOGY', 'ANESTHESIOLOGY', 'CARDIOLOGY', 'DERMATOLOGY', 'EMERGENCY_MEDICINE', 'ENDOCRINOLOGY', 'FAMILY_MEDICINE',
+  'GASTROENTEROLOGY', 'GENERAL_MEDICINE', 'GENERAL_SURGERY', 'GERIATRICS', 'HEMATOLOGY_ONCOLOGY',
+  'INFECTIOUS_DISEASE', 'INTERNAL_MEDICINE', 'NEPHROLOGY', 'NEUROLOGY', 'OBSTETRICS_AND_GYNECOLOGY',
+  'OPHTHALMOLOGY', 'ORTHOPEDICS', 'OTOLARYNGOLOGY', 'PEDIATRICS', 'PHYSICAL_MEDICINE_AND_REHABILITATION',
+  'PSYCHIATRY', 'PULMONOLOGY', 'RADIOLOGY', 'RHEUMATOLOGY', 'UROLOGY', 'OTHER',
+];
+const REFERENCE_SPEECH_LOCALES = [
+  'ENGLISH_US', 'ENGLISH_UK', 'SPANISH_ES', 'SPANISH_MX', 'FRENCH_FR', 'ARABIC_EG', 'ARABIC_LB', 'ARABIC_MA',
+  'ARABIC_SA', 'ARMENIAN_AM', 'BENGALI_IN', 'CANTONESE_CN', 'CROATIAN_HR', 'FILIPINO_PH', 'GERMAN_DE', 'GREEK_GR',
+  'GUJARATI_IN', 'HEBREW_IL', 'HINDI_IN', 'ITALIAN_IT', 'JAPANESE_JP', 'KHMER_KH', 'KOREAN_KR', 'MANDARIN_CN',
+  'PERSIAN_IR', 'POLISH_PL', 'PORTUGUESE_PT', 'PUNJABI_IN', 'RUSSIAN_RU', 'SERBIAN_RS', 'TAMIL_IN', 'TELUGU_IN',
+  'THAI_TH', 'URDU_IN', 'VIETNAMESE_VN',
+];
+
+describe('the enums are the contract\'s lists, written out here', () => {
+  it('the exported constants hold exactly SPEC §1\'s 28 specialty kinds and reference-facts\' 35 speech locales', () => {
+    expect(SPEC_SPECIALTY_KINDS).toHaveLength(28);
+    expect(REFERENCE_SPEECH_LOCALES).toHaveLength(35);
+    expect([...SPECIALTY_KINDS].sort()).toEqual([...SPEC_SPECIALTY_KINDS].sort());
+    expect([...SPEECH_LOCALES].sort()).toEqual([...REFERENCE_SPEECH_LOCALES].sort());
+  });
+
+  it('POST /users accepts every specialty kind and answers it back; a near-miss is a 400 naming settings.specialty.kind', async () => {
+    for (const kind of SPEC_SPECIALTY_KINDS) {
+      const specialty = kind === 'OTHER' ? { kind, other_specialty_name: 'Sleep medicine' } : { kind };
+      const res = await postUser(api, token, { ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty } });
+      expect(res.status, `${kind}: ${JSON.stringify(res.body)}`).toBe(201);
+      expect(res.body.settings.specialty.kind).toBe(kind);
+    }
+    for (const nearMiss of ['cardiology', 'CARDIOLOGIE', 'ALLERGY_IMMUNOLOGY', 'OB_GYN', 'OTHER ']) {
+      await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: { kind: nearMiss } } }, 'settings.specialty.kind');
+    }
+  });
+
+  it('POST /users accepts every speech locale, as speech_locale and as secondary_speech_locale; a near-miss is a 400 naming the field', async () => {
+    for (const [i, locale] of REFERENCE_SPEECH_LOCALES.entries()) {
+      // The secondary locale is the next one in the list, so each value is sent in both places.
+      const secondary = REFERENCE_SPEECH_LOCALES[(i + 1) % REFERENCE_SPEECH_LOCALES.length]!;
+      const res = await postUser(api, token, { ...valid(), settings: { speech_locale: locale, secondary_speech_locale: secondary } });
+      expect(res.status, `${locale}: ${JSON.stringify(res.body)}`).toBe(201);
+      expect(res.body.settings).toMatchObject({ speech_locale: locale, secondary_speech_locale: secondary });
+    }
+    for (const nearMiss of ['english_us', 'ENGLISH_USA', 'ENGLISH-US', 'FRENCH_CA', 'ENGLISH_GB']) {
+      await expectRejected({ ...valid(), settings: { speech_locale: nearMiss } }, 'settings.speech_locale');
+      await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', secondary_speech_locale: nearMiss } }, 'settings.secondary_speech_locale');
+    }
   });
 });
