@@ -172,3 +172,42 @@ describe('GET /users/{external_provider_id}', () => {
     expect(missing.headers.get('content-type')).toMatch(/^application\/problem\+json/);
   });
 });
+
+describe('POST /users and GET /users/{id}: external_provider_id is matched exactly (SPEC §1)', () => {
+  it('ids differing only in case or by a leading space are different users; a case variant never created is 404', async () => {
+    const tag = nextId();
+    const id = `Abc-1-${tag}`;
+    const first = await postUser(api, token, { provider_email: `first-${tag}@example.com`, external_provider_id: id });
+    expect(first.status).toBe(201);
+
+    // Another case: not this user (that would be 409 email-mismatch with this other email), a second one.
+    const lower = await postUser(api, token, { provider_email: `second-${tag}@example.com`, external_provider_id: id.toLowerCase() });
+    expect(lower.status, JSON.stringify(lower.body)).toBe(201);
+    expect(lower.body.external_provider_id).toBe(id.toLowerCase());
+
+    // A leading space is kept, not trimmed (only blank ids are refused): a third id, a third user.
+    const spaced = await postUser(api, token, { provider_email: `third-${tag}@example.com`, external_provider_id: ` ${id}` });
+    expect(spaced.status, JSON.stringify(spaced.body)).toBe(201);
+    expect(spaced.body.external_provider_id).toBe(` ${id}`);
+    expect(spaced.headers.get('location')).toBe(`${api.baseUrl}/users/${encodeURIComponent(` ${id}`)}`);
+    // Sent with the first user's email it is not that user either: the email belongs to another id.
+    const spacedFirstEmail = await postUser(api, token, { provider_email: `first-${tag}@example.com`, external_provider_id: `${id} ` });
+    expect(spacedFirstEmail.status).toBe(409);
+    expect(spacedFirstEmail.body.type).toMatch(/\/email-conflict$/);
+
+    const docs = await api.models.ProviderUser.find({ organization_id: clinic.organization._id, provider_email: { $regex: tag } }).lean();
+    expect(docs.map((d) => [d.external_provider_id, d.provider_email]).sort()).toEqual(
+      [[id, `first-${tag}@example.com`], [id.toLowerCase(), `second-${tag}@example.com`], [` ${id}`, `third-${tag}@example.com`]].sort(),
+    );
+
+    // GET reads each id as sent, never another's.
+    expect((await getUser(api, token, id)).body.provider_email).toBe(`first-${tag}@example.com`);
+    expect((await getUser(api, token, id.toLowerCase())).body.provider_email).toBe(`second-${tag}@example.com`);
+    expect((await getUser(api, token, ` ${id}`)).body.provider_email).toBe(`third-${tag}@example.com`);
+    for (const never of [id.toUpperCase(), `${id} `, `ABC-1-${tag}`]) {
+      const missing = await getUser(api, token, never);
+      expect(missing.status, never).toBe(404);
+      expect(missing.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    }
+  });
+});
