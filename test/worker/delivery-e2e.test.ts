@@ -67,7 +67,7 @@ afterAll(async () => {
 });
 
 describe('docs/contract.md, Events: created then updated reach every target, in order, with the exact body', () => {
-  it('user.created v1 then user.updated v2, exact body, nabla-connect signatures verify with each secret', async () => {
+  it('user.created v1 then user.updated v2, exact body, request_uuid each a UUID (the stored event id), nabla-connect signatures verify with each secret', async () => {
     const id = nextId('e2e');
     const email = `Dr.${id}@Example.com`;
     const created = await postUser(api, token, { provider_email: email, external_provider_id: id });
@@ -100,6 +100,11 @@ describe('docs/contract.md, Events: created then updated reach every target, in 
       data: { organization_id: clinic.organization._id, version: 2, user: { ...updated.body, status: 'active', deactivated_at: null } },
     });
     expect(Object.keys(calls[1]!.body)).toEqual(['request_uuid', 'type', 'occurred_at', 'data']);
+    // SPEC §2: an event's id is a UUID (RFC 9562 form), one per event, and request_uuid is that stored id.
+    const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i;
+    expect(calls.map((c) => c.body.request_uuid)).toEqual([doc.created_event.id, doc.last_event.id]);
+    for (const c of calls) expect(c.body.request_uuid).toMatch(UUID);
+    expect(calls[1]!.body.request_uuid).not.toBe(calls[0]!.body.request_uuid);
     expect(Object.keys(calls[1]!.body.data)).toEqual(['organization_id', 'version', 'user']);
 
     for (const c of calls) {
