@@ -9,6 +9,7 @@ import {
   AuthenticationError,
   ConnectApiError,
   ConnectClient,
+  ConnectNetworkError,
   EmailConflictError,
   EmailMismatchError,
   NotFoundError,
@@ -193,6 +194,55 @@ describe('retries: 429/502/503/504 with backoff, honouring Retry-After', () => {
     expect(error).toBeInstanceOf(ConnectApiError);
     expect((error as ConnectApiError).status).toBe(503);
     expect((error as ConnectApiError).problem.detail).toBe('later');
+  });
+
+  it('a 504 from the gateway is retried: two requests on the wire, the second answered by the API', async () => {
+    const sdk = client();
+    const id = newId();
+    await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id }); // a token is cached now
+    proxy.inject({ match: (m, p) => m === 'GET' && p.includes(id), status: 504, headers: { 'content-type': 'text/plain' }, body: 'Gateway Timeout' });
+    const before = proxy.seen.length;
+    expect((await sdk.getUser(id)).external_provider_id).toBe(id);
+    expect(proxy.seen.slice(before).map((s) => `${s.method} ${s.status}`)).toEqual(['GET 504', 'GET 200']);
+  });
+
+  it('a connection dropped unanswered is retried (maxRetries: 1): the POST goes out again and succeeds; with maxRetries: 0 it is a ConnectNetworkError', async () => {
+    const id = newId();
+    const drop = { match: (m: string, p: string) => m === 'POST' && p.endsWith('/users'), status: 0, reset: true };
+    const sdk = client({ maxRetries: 1 });
+    await sdk.getUser(id).catch(() => undefined); // a token is cached now
+    proxy.inject(drop);
+    const before = proxy.seen.length;
+    expect((await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id })).outcome).toBe('created');
+    expect(proxy.seen.slice(before).map((s) => `${s.method} ${s.status}`)).toEqual(['POST 0', 'POST 201']);
+    // The same drop without a retry left: the error is the network's, so the success above was the retry's.
+    const once = client({ maxRetries: 0 });
+    await once.getUser(id);
+    proxy.inject(drop);
+    const error = await once.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectNetworkError);
+  });
+
+  it('a caller\'s fetch that throws TypeError (fetch\'s network error) once is retried, and the call succeeds on the second attempt', async () => {
+    const id = newId();
+    const attempts: string[] = [];
+    let failed = false;
+    const flaky: typeof fetch = async (input, init) => {
+      const url = input instanceof Request ? input.url : input.toString();
+      if (url.endsWith('/users') && init?.method === 'POST') {
+        attempts.push(failed ? 'sent' : 'failed');
+        if (!failed) {
+          failed = true;
+          throw new TypeError('fetch failed');
+        }
+      }
+      return fetch(input, init);
+    };
+    const before = proxy.seen.length;
+    const result = await client({ fetch: flaky, maxRetries: 1 }).upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    expect(result.outcome).toBe('created');
+    expect(attempts).toEqual(['failed', 'sent']);
+    expect(proxy.seen.slice(before).filter((s) => s.path.endsWith('/users')).map((s) => `${s.method} ${s.status}`)).toEqual(['POST 201']);
   });
 
   it('a gateway\'s HTML error page becomes a message in words: the status, then the page\'s text without markup', async () => {

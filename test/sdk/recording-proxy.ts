@@ -2,7 +2,7 @@
  * A real HTTP reverse proxy between an SDK and the API, for tests: it records every
  * request (so a test counts token requests on the wire), can switch upstream (from
  * one API instance to another), and can answer the next matching request itself
- * (a 429 with Retry-After, as a gateway in front of the API would).
+ * (a 429 with Retry-After, as a gateway in front of the API would) or drop its connection unanswered.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -20,6 +20,8 @@ export interface Injected {
   status: number;
   headers?: Record<string, string>;
   body?: string;
+  /** No answer at all: the connection is destroyed once the request is read (a network error; recorded as status 0). */
+  reset?: boolean;
 }
 
 export interface RecordingProxy {
@@ -51,6 +53,10 @@ export async function startRecordingProxy(): Promise<RecordingProxy> {
     const i = injected.findIndex((a) => a.match(method, path));
     if (i >= 0) {
       const [answer] = injected.splice(i, 1);
+      if (answer!.reset) {
+        record(0);
+        return void req.socket.destroy();
+      }
       record(answer!.status);
       res.writeHead(answer!.status, { 'content-type': 'application/problem+json', ...answer!.headers });
       return void res.end(answer!.body ?? JSON.stringify({ type: 'about:blank', title: 'Injected', status: answer!.status }));
