@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, REPO_ROOT } from '@connect/local-services';
 import { getUser, http, postUser, rsaKeyPair, signAssertion, startTestApi, type TestApi } from '../support/harness.ts';
@@ -95,6 +96,35 @@ async function tokenFor(clientId: string, privateKey: Parameters<typeof signAsse
   });
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   return res.body.access_token;
+}
+
+/** The commands SPEC §3 names: the CLI's table must hold at least these. */
+const SPEC_COMMANDS = [
+  'org create', 'org list', 'client create', 'client list', 'client enable', 'client disable', 'user get',
+  'deliveries list', 'deliveries show', 'deliveries replay', 'deliveries recover',
+  'targets list', 'targets pause', 'targets resume', 'targets resync',
+];
+
+/**
+ * The CLI's own command table: the entries of `COMMANDS` in packages/cli/src/main.ts
+ * (main.ts runs the CLI when imported, so its source is read), each resolved to the
+ * Command object(s) the CLI's modules export under that name.
+ */
+async function cliCommandTable(): Promise<{ name: string; synopsis: string }[]> {
+  const src = join(REPO_ROOT, 'packages/cli/src');
+  const table = /const COMMANDS: Command\[\] = \[([^\]]*)\];/.exec(readFileSync(join(src, 'main.ts'), 'utf8'))?.[1];
+  if (!table) throw new Error('no `const COMMANDS: Command[] = [...]` in packages/cli/src/main.ts');
+  const entries = table.split(',').map((e) => e.trim()).filter(Boolean);
+  const exported = new Map<string, unknown>();
+  for (const file of readdirSync(src).filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && f !== 'main.ts')) {
+    for (const [name, value] of Object.entries((await import(pathToFileURL(join(src, file)).href)) as Record<string, unknown>)) exported.set(name, value);
+  }
+  return entries.flatMap((entry) => {
+    const value = exported.get(entry.replace(/^\.\.\./, ''));
+    const commands = (entry.startsWith('...') ? value : [value]) as { name?: unknown; synopsis?: unknown }[] | undefined;
+    if (!Array.isArray(commands) || !commands.every((c) => typeof c?.name === 'string' && typeof c.synopsis === 'string')) throw new Error(`COMMANDS entry ${entry} is not an exported command (list)`);
+    return commands as { name: string; synopsis: string }[];
+  });
 }
 
 beforeAll(async () => {
@@ -241,6 +271,29 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
     expect(noun.stdout).toContain('usage: pnpm cli client enable ID');
     expect(noun.stdout).toContain('usage: pnpm cli client list [--org ID]');
   }, 60_000);
+
+  it('--help of EVERY command in the CLI\'s table (targets *, deliveries show and recover included) is plain text naming its usage, exit 0, and the global --help names each', async () => {
+    const commands = await cliCommandTable();
+    expect(commands.map((c) => c.name)).toEqual(expect.arrayContaining(SPEC_COMMANDS));
+    const usage = (c: { name: string; synopsis: string }) => `pnpm cli ${c.name}${c.synopsis ? ` ${c.synopsis}` : ''}`;
+
+    const global = await cli(['--help'], { parse: false });
+    expect(global.code).toBe(0);
+    expect(() => JSON.parse(global.stdout)).toThrow();
+    for (const c of commands) expect(global.stdout, c.name).toContain(`\n  ${usage(c)}\n`);
+
+    // Help needs no settings: no MONGO_URL, no REDIS_URL.
+    const none = { MONGO_URL: undefined, REDIS_URL: undefined };
+    for (const c of commands) {
+      const help = await cli([...c.name.split(' '), '--help'], { parse: false, env: none });
+      expect(help.code, `${c.name} --help: ${help.stdout}`).toBe(0);
+      expect(help.stdout.startsWith(`usage: ${usage(c)}\n\n`), `${c.name} --help printed: ${help.stdout}`).toBe(true);
+      expect(help.stdout.trim().length).toBeGreaterThan(`usage: ${usage(c)}`.length);
+      expect(() => JSON.parse(help.stdout), `${c.name} --help is JSON`).toThrow();
+      expect(help.stdout).not.toContain('"error"');
+      expect(help.stderr, c.name).toBe('');
+    }
+  }, 300_000);
 
   it('without MONGO_URL it reads the settings `pnpm stack` wrote to $STACK_DIR/env, and says so on stderr', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cli-stack-'));
