@@ -129,6 +129,45 @@ describe('import-users: a 10,000-row CSV with 20 bad rows', () => {
   });
 });
 
+describe('import-users: the same file again with changed settings on some rows', () => {
+  it('counts those rows updated and the rest unchanged, creates nothing, and stores the changes', async () => {
+    const prefix = `changed-${randomUUID().slice(0, 8)}`;
+    const ids = Array.from({ length: 30 }, (_, i) => `${prefix}-${i}`);
+    // Two kinds of change: a new speech_locale, and a secondary_speech_locale added.
+    const newLocale = new Set(ids.filter((_, i) => i % 6 === 1));
+    const addedSecondary = new Set(ids.filter((_, i) => i % 6 === 4));
+    const file = join(dir, 'changed.csv');
+    const write = (changed: boolean) =>
+      writeFileSync(
+        file,
+        `provider_email,external_provider_id,speech_locale,secondary_speech_locale\n${ids
+          .map((id) => `${id}@example.com,${id},${changed && newLocale.has(id) ? 'FRENCH_FR' : 'ENGLISH_US'},${changed && addedSecondary.has(id) ? 'SPANISH_ES' : ''}`)
+          .join('\n')}\n`,
+      );
+
+    write(false);
+    const first = await importUsers([...credentials(), '--file', file]);
+    expect(first.code, first.stdout + first.stderr.slice(-2000)).toBe(0);
+    expect(first.json).toEqual({ total: 30, created: 30, updated: 0, unchanged: 0, failed: 0, seconds: expect.any(Number) });
+
+    write(true);
+    const changedCount = newLocale.size + addedSecondary.size;
+    expect(changedCount).toBe(10);
+    const second = await importUsers([...credentials(), '--file', file]);
+    expect(second.code, second.stdout + second.stderr.slice(-2000)).toBe(0);
+    expect(second.json).toEqual({ total: 30, created: 0, updated: changedCount, unchanged: 30 - changedCount, failed: 0, seconds: expect.any(Number) });
+
+    const stored = await api.models.ProviderUser.find({ organization_id: clinic.organization._id, external_provider_id: { $in: ids } }).lean();
+    expect(stored).toHaveLength(30);
+    for (const u of stored) {
+      const id = u.external_provider_id;
+      expect(u.settings, id).toMatchObject({ speech_locale: newLocale.has(id) ? 'FRENCH_FR' : 'ENGLISH_US' });
+      expect(u.settings?.secondary_speech_locale ?? null, id).toBe(addedSecondary.has(id) ? 'SPANISH_ES' : null);
+      expect(u.version, id).toBe(newLocale.has(id) || addedSecondary.has(id) ? 2 : 1);
+    }
+  });
+});
+
 describe('import-users: memory stays flat (streamed)', () => {
   it('a 1,000,000-row NDJSON dry run peaks under 150 MB RSS and validates every row', async () => {
     const file = join(dir, 'million.ndjson');
