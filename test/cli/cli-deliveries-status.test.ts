@@ -69,7 +69,7 @@ describe('deliveries list --status pending | superseded', () => {
     expect((await cli('targets', 'pause', 'dictation')).json).toMatchObject({ name: 'dictation', state: 'paused' });
     let paused = true;
     try {
-      const ids = [randomUUID(), randomUUID()];
+      const ids: string[] = [randomUUID(), randomUUID()];
       for (const id of ids) expect((await postUser(stack.api, stack.token, body(id, 1))).status).toBe(201);
 
       // The positive signal: both rows exist, held (the target is paused, nothing is attempted).
