@@ -1,7 +1,7 @@
 /**
  * What a CLI command is, and the errors it may end with. Commands live in their
  * own files (org-commands.ts, client-commands.ts, ...) and are listed once in
- * main.ts's COMMANDS; main.ts parses the arguments, opens the database, runs the
+ * COMMANDS (commands.ts); main.ts parses the arguments, opens the database, runs the
  * command and prints its result as one JSON document on stdout.
  */
 import mongoose, { type Connection, type mongo } from 'mongoose';

@@ -5,29 +5,13 @@
  * text and exits 0; logs and notices go to stderr only (docs/operations.md).
  *
  * To add a command: write a `Command` (command.ts) in a file of your own and add
- * it to COMMANDS below. Dispatch picks the command whose words start argv.
+ * it to COMMANDS (commands.ts). Dispatch picks the command whose words start argv.
  */
 import { parseArgs } from 'node:util';
 import { createModels, loadConfig, type Config, type RedisClient } from '@connect/shared';
 import { CliError, connectMongo, connectRedis, toCliError, type CliContext, type Command } from './command.ts';
-import { clientCommands } from './client-commands.ts';
-import { deliveriesCommands } from './deliveries-command.ts';
-import { orgCommands } from './org-commands.ts';
-import { recoverCommand } from './recover-command.ts';
-import { resyncCommand } from './resync-command.ts';
-import { targetsCommands } from './targets-command.ts';
+import { COMMANDS } from './commands.ts';
 import { applyStackEnv } from './stack-env.ts';
-import { userCommands } from './user-commands.ts';
-
-const COMMANDS: Command[] = [
-  ...orgCommands,
-  ...clientCommands,
-  ...userCommands,
-  ...deliveriesCommands,
-  recoverCommand,
-  ...targetsCommands,
-  resyncCommand,
-];
 
 const HELP_FLAGS = new Set(['--help', '-h']);
 
