@@ -27,6 +27,10 @@ const dir = process.env.STACK_DIR ?? join(REPO_ROOT, '.local', 'stack');
 mkdirSync(dir, { recursive: true });
 const apiPort = Number(process.env.PORT ?? 3000);
 const say = (msg: string) => process.stdout.write(`[stack] ${msg}\n`);
+// Whoever read our output may be gone (a closed terminal, a killed parent): stopping must still
+// stop every child, so a write to a closed pipe is dropped instead of ending the process half-way.
+process.stdout.on('error', () => undefined);
+process.stderr.on('error', () => undefined);
 
 interface State {
   organization_id: string;

@@ -16,12 +16,11 @@ afterAll(async () => {
 });
 
 describe('pnpm stack: the whole system in one command on a machine without Docker', () => {
-  it('comes up, writes its settings for the CLI, prints a copy-paste block that runs as printed and shows the verified callback of this run, reuses its demo data, and stops on Ctrl-C', async () => {
+  it('comes up, writes its settings for the CLI, prints a copy-paste block that runs as printed and shows the verified callback of this run, reuses its demo data, and stops on Ctrl-C and on SIGTERM to pnpm', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'stack-'));
     const port = await freePort();
-    const start = (viaPnpm: boolean) => {
-      const [cmd, args] = viaPnpm ? ['pnpm', ['-s', 'stack']] : [process.execPath, ['--import', 'tsx', 'scripts/local-stack.ts']];
-      const child = spawn(cmd as string, args as string[], {
+    const start = () => {
+      const child = spawn('pnpm', ['-s', 'stack'], {
         cwd: REPO_ROOT,
         env: { ...process.env, PORT: String(port), STACK_DIR: dir, STACK_DATABASE: database },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -34,7 +33,7 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
       return { child, output: () => out, exited };
     };
 
-    const first = start(true);
+    const first = start();
     await waitFor(() => first.output().includes('ready in'), 120_000, 'the stack to be ready');
     const out = first.output();
     expect(out).toContain(`base URL      http://localhost:${port}/v1/connect/server`);
@@ -65,7 +64,7 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     await waitFor(async () => fetch(`http://127.0.0.1:${port}/livez`).then(() => false, () => true), 10_000, 'the API to be gone');
     expect(existsSync(join(dir, 'env')), 'the env file of a stopped stack is removed').toBe(false);
 
-    const second = start(false);
+    const second = start();
     await waitFor(() => second.output().includes('ready in'), 120_000, 'the stack to be ready again');
     expect(second.output()).toContain('reusing the demo organization');
     expect(second.output()).toContain(clientId);
@@ -75,10 +74,36 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     expect(secondRun.callbacks).toEqual([expect.objectContaining({ external_provider_id: secondRun.ehrId })]);
     const { stdout: all } = await run('pnpm', ['-s', 'stack', 'callbacks'], { cwd: REPO_ROOT, env: { ...process.env, STACK_DIR: dir } });
     expect(JSON.parse(all).callbacks.map((c: { external_provider_id: string }) => c.external_provider_id)).toEqual([secondRun.ehrId]);
-    process.kill(-second.child.pid!, 'SIGINT');
+    // SIGTERM to pnpm alone, as a supervisor or a script that started it sends it: it reaches the
+    // stack script, which stops everything it started before pnpm exits 0.
+    second.child.kill('SIGTERM');
     expect(await second.exited).toBe(0);
     expect(second.output()).toContain('[stack] stopped');
     const { stdout: processes } = await run('ps', ['-eo', 'args']);
     expect(processes.split('\n').filter((p) => p.includes(database))).toEqual([]);
   }, 300_000);
+});
+
+describe('pnpm stack: stopping when whoever read its output is gone', () => {
+  it('a SIGINT after its stdout was closed (a closed terminal, a killed parent) still stops every process it started', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stack-'));
+    const port = await freePort();
+    const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/local-stack.ts'], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, PORT: String(port), STACK_DIR: dir, STACK_DATABASE: database },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    await waitFor(() => out.includes('ready in'), 120_000, 'the stack to be ready');
+    // Our ends of its stdout and stderr closed: its next writes ("stopping…") fail with EPIPE.
+    child.stdout!.destroy();
+    child.stderr!.destroy();
+    child.kill('SIGINT');
+    expect(await exited).toBe(0);
+    const { stdout: processes } = await run('ps', ['-eo', 'args']);
+    expect(processes.split('\n').filter((p) => p.includes(database))).toEqual([]);
+    await waitFor(async () => fetch(`http://127.0.0.1:${port}/livez`).then(() => false, () => true), 10_000, 'the API to be gone');
+  }, 180_000);
 });
