@@ -1,4 +1,4 @@
-import { collectionsOf, DeliveryQueues, HeldStates, listTargets, pauseTarget, resumeTarget, TargetHealth } from '@connect/shared';
+import { collectionsOf, DeliveryQueues, forgetTarget, HeldStates, listTargets, pauseTarget, resumeTarget, TargetHealth } from '@connect/shared';
 import { defineCommand, positional, type CliContext, type Command } from './command.ts';
 
 /**
@@ -43,5 +43,18 @@ Prints the target's row.`,
     positionals: 1,
     parse: (input) => positional(input, 'a target name'),
     run: (name, ctx) => withTargets(ctx, (deps) => resumeTarget(deps, name)),
+  }),
+  defineCommand({
+    name: 'targets forget',
+    synopsis: 'NAME',
+    description: `Deletes everything stored for a target taken out of DOWNSTREAM_TARGETS: its queue and
+health in Redis, its delivery rows (pending ones too) with their attempts, its per-user sync
+records, kept held state and resync cursors in MongoDB. Refused (conflict) while NAME is still
+configured or a worker still serves it: remove it, restart the workers, then forget it.
+Prints {"target", "jobs", "deliveries", "attempts", "sync_states"}; a second run prints zeros.`,
+    positionals: 1,
+    parse: (input) => positional(input, 'a target name'),
+    run: async (name, ctx) =>
+      forgetTarget({ models: ctx.models, redis: await ctx.redis(), queuePrefix: ctx.config.queuePrefix, configured: ctx.config.downstreamTargets.map((t) => t.name) }, name),
   }),
 ];

@@ -6,3 +6,4 @@ export * from './target-admin.ts';
 export * from './target-health.ts';
 export * from './recover-deliveries.ts';
 export * from './resync-target.ts';
+export * from './forget-target.ts';

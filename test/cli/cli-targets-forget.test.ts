@@ -1,0 +1,119 @@
+/**
+ * `pnpm cli targets forget NAME`: everything stored for a target taken out of
+ * DOWNSTREAM_TARGETS goes (its queue and health in Redis; its deliveries,
+ * attempts, sync records, held state and resync cursors in MongoDB), nothing
+ * of the other targets does, and it is refused while the target is configured
+ * or a worker still serves it. The API and a worker in this process, FerretDB,
+ * Redis, receivers on real ports, the CLI as a child process.
+ */
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { collectionOf, type DeliveryDoc } from '@connect/shared';
+import { REPO_ROOT } from '@connect/local-services';
+import { postUser } from '../support/harness.ts';
+import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
+import { eventually, startReceiver, userOf, type Receiver } from '../worker/callback-receiver.ts';
+
+vi.setConfig({ testTimeout: 240_000 });
+
+const run = promisify(execFile);
+let stack: DeliveryStack;
+let keep: Receiver;
+let old: Receiver;
+
+async function cli(env: Record<string, string>, ...args: string[]): Promise<{ code: number; json: any }> {
+  try {
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...stack.api.env, ...env } });
+    return { code: 0, json: JSON.parse(stdout) };
+  } catch (err) {
+    const e = err as { code: number; stdout: string };
+    return { code: e.code, json: JSON.parse(e.stdout) };
+  }
+}
+
+async function createUsers(n: number): Promise<string[]> {
+  const ids = Array.from({ length: n }, () => `fg-${randomUUID().slice(0, 8)}`);
+  for (const id of ids) expect((await postUser(stack.api, stack.token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+  return ids;
+}
+
+/** What MongoDB holds for a target. */
+async function storedFor(name: string) {
+  const rows = (await collectionOf(stack.api.models.Delivery).find({ target: name }).toArray()) as DeliveryDoc[];
+  const attempts = await collectionOf(stack.api.models.DeliveryAttempt).countDocuments({ delivery_id: { $in: rows.map((r) => r._id) } });
+  const syncs = await collectionOf(stack.api.models.SyncState).countDocuments({ target: name });
+  const held = await collectionOf(stack.api.models.TargetState).countDocuments({ _id: name });
+  return { rows, attempts, syncs, held };
+}
+
+/** Redis keys of a target: its queue's and its health's. */
+async function redisKeysOf(name: string): Promise<string[]> {
+  const prefix = stack.api.env.QUEUE_PREFIX!;
+  const redis = stack.api.deps.redis;
+  const [queue, health] = await Promise.all([redis.keys(`${prefix}:deliveries.${name}:*`), redis.keys(`${prefix}:target-*:${name}`)]);
+  return [...queue, ...health];
+}
+
+beforeAll(async () => {
+  [keep, old] = await Promise.all([startReceiver(), startReceiver()]);
+  stack = await startDeliveryStack({ label: 'cli-forget', targets: [target('keep', keep.url), target('old', old.url)] });
+});
+
+afterAll(async () => {
+  await stack?.close();
+  await Promise.all([keep?.close(), old?.close()]);
+});
+
+describe('targets forget', () => {
+  it('is refused while configured or served; then deletes what the target left in Redis and MongoDB (pending rows included) and nothing of the other target; a second run prints zeros', async () => {
+    const delivered = await createUsers(4);
+    await eventually(() => [keep, old].every((r) => delivered.every((id) => r.accepted().some((c) => userOf(c) === id))), 60_000);
+    // Held work: the target paused, three more users, whose rows stay pending and jobs wait.
+    expect((await cli({}, 'targets', 'pause', 'old')).code).toBe(0);
+    const held = await createUsers(3);
+    await eventually(() => held.every((id) => keep.accepted().some((c) => userOf(c) === id)), 60_000);
+    await eventually(async () => (await cli({}, 'targets', 'list')).json.targets.find((t: { name: string }) => t.name === 'old')?.backlog === 3, 30_000, 250);
+    // Resync cursors: this target's, and one of a target whose name starts the same.
+    const cursors = collectionOf(stack.api.models.RelayCursor);
+    await cursors.insertMany([{ _id: 'resync:old:*', updated_at: new Date(), user_id: null }, { _id: 'resync:old-2:*', updated_at: new Date(), user_id: null }] as never);
+
+    const before = await storedFor('old');
+    expect(before.rows.filter((r) => r.status === 'pending')).toHaveLength(3);
+    expect(before.rows.filter((r) => r.status === 'delivered')).toHaveLength(4);
+    expect(before.attempts).toBeGreaterThanOrEqual(4);
+    expect(before.held).toBe(1);
+    expect(await redisKeysOf('old')).not.toHaveLength(0);
+    const keepBefore = await storedFor('keep');
+
+    // Still in DOWNSTREAM_TARGETS.
+    const configured = await cli({}, 'targets', 'forget', 'old');
+    expect(configured.code).not.toBe(0);
+    expect(configured.json.error).toMatchObject({ kind: 'conflict', message: expect.stringContaining('DOWNSTREAM_TARGETS') });
+    // Taken out of this process's configuration, but the running worker still serves it.
+    const onlyKeep = { DOWNSTREAM_TARGETS: JSON.stringify([target('keep', keep.url)]) };
+    const served = await cli(onlyKeep, 'targets', 'forget', 'old');
+    expect(served.code).not.toBe(0);
+    expect(served.json.error).toMatchObject({ kind: 'conflict', message: expect.stringMatching(/worker connection\(s\) still serve target old/) });
+    // Refusals change nothing.
+    expect((await storedFor('old')).rows).toHaveLength(7);
+
+    await stack.worker.close();
+    const forgot = await cli(onlyKeep, 'targets', 'forget', 'old');
+    expect(forgot.code, JSON.stringify(forgot.json)).toBe(0);
+    expect(forgot.json).toEqual({ target: 'old', jobs: expect.any(Number), deliveries: 7, attempts: before.attempts, sync_states: before.syncs });
+    expect(forgot.json.jobs).toBeGreaterThanOrEqual(3);
+
+    expect(await storedFor('old')).toEqual({ rows: [], attempts: 0, syncs: 0, held: 0 });
+    expect(await redisKeysOf('old')).toEqual([]);
+    expect((await cursors.find({ _id: { $in: ['resync:old:*', 'resync:old-2:*'] } }).toArray()).map((c) => c._id)).toEqual(['resync:old-2:*']);
+    // The other target keeps everything.
+    const keepAfter = await storedFor('keep');
+    expect(keepAfter.rows.map((r) => r._id).sort()).toEqual(keepBefore.rows.map((r) => r._id).sort());
+    expect(keepAfter.attempts).toBe(keepBefore.attempts);
+    expect(keepAfter.syncs).toBe(keepBefore.syncs);
+
+    expect((await cli(onlyKeep, 'targets', 'forget', 'old')).json).toEqual({ target: 'old', jobs: 0, deliveries: 0, attempts: 0, sync_states: 0 });
+  });
+});
