@@ -44,6 +44,8 @@ export async function purgeExpired(models: Models, options: RetentionOptions): P
   const cutoff = new Date(now.getTime() - options.retentionMs);
   const result: PurgeResult = { deliveries: 0, attempts: 0, assertions: 0 };
   const { deliveries, usedAssertions } = collectionsOf(models);
+  // Assertion ids first: one bounded delete, which a deliveries pass that keeps failing must not hold up.
+  result.assertions = (await usedAssertions.deleteMany({ expires_at: { $lt: now } })).deletedCount;
   const finishedAndOld = { status: { $in: [...FINISHED_STATUSES] }, updated_at: { $lt: cutoff } };
   for (;;) {
     // By the {status, updated_at} index; ids first, so each delete is bounded.
@@ -55,8 +57,6 @@ export async function purgeExpired(models: Models, options: RetentionOptions): P
     result.deliveries += deletedCount;
     if (ids.length < batchSize) break;
   }
-  const { deletedCount } = await usedAssertions.deleteMany({ expires_at: { $lt: now } });
-  result.assertions = deletedCount;
   return result;
 }
 
