@@ -17,7 +17,7 @@ let stack: DeliveryStack;
 let api: TestApi;
 let worker: TestWorker;
 let token: string;
-const receivers: Record<'flaky' | 'patient' | 'throttled' | 'steady' | 'gone', Receiver> = {} as never;
+const receivers: Record<'flaky' | 'patient' | 'doomed' | 'throttled' | 'steady' | 'gone', Receiver> = {} as never;
 /** Per external_provider_id: the answers to give, in order; once used up, 200. */
 const script = new Map<string, Answer[]>();
 let seq = 0;
@@ -28,6 +28,7 @@ beforeAll(async () => {
   receivers.flaky = await startReceiver((c) => script.get(userOf(c))?.shift() ?? { status: 200 });
   // Its own target: the failures of the test that uses it would add to flaky's streak (threshold 5).
   receivers.patient = await startReceiver((c) => script.get(`patient:${userOf(c)}`)?.shift() ?? { status: 200 });
+  receivers.doomed = await startReceiver((c) => script.get(`doomed:${userOf(c)}`)?.shift() ?? { status: 200 });
   receivers.throttled = await startReceiver((c) => script.get(`throttled:${userOf(c)}`)?.shift() ?? { status: 200 });
   receivers.steady = await startReceiver(() => ({ status: 200 }));
   receivers.gone = await startReceiver(() => goneAnswers.shift() ?? { status: 200 });
@@ -109,6 +110,26 @@ describe('WORKER_RETRY_SCHEDULE=1s,2s,4s', () => {
     expect(gaps[1]!).toBeGreaterThanOrEqual(2000 * 0.8 - 20);
     const created = (await rowOf(id, 'patient', 1))!;
     expect(created).toMatchObject({ status: 'delivered', attempts: 3 });
+  });
+});
+
+describe('a dead letter that had absorbed newer versions', () => {
+  it('user.created fails for good while two updates wait behind it: the newest is dead-lettered with it, the one in between is superseded, none left pending', async () => {
+    const id = nextId('absorbed');
+    script.set(`doomed:${id}`, Array.from({ length: 4 }, () => ({ status: 500 })));
+    await createUser(id);
+    await eventually(() => callsTo(receivers.doomed, id)[0]?.answeredAt !== undefined, 15_000, 20);
+    // Both while user.created waits out its retries: their jobs fold into its (deduplicated).
+    expect(await createUser(id, { speech_locale: 'FRENCH_FR' })).toBe(2);
+    expect(await createUser(id, { speech_locale: 'GERMAN_DE' })).toBe(3);
+    await eventually(async () => expect((await rowOf(id, 'doomed', 1))?.status).toBe('failed'), 30_000);
+    expect(callsTo(receivers.doomed, id).map((c) => c.answered)).toEqual([500, 500, 500, 500]);
+    const rows = await worker.deps.models.Delivery.find({ external_provider_id: id, target: 'doomed' }).lean();
+    expect(rows.map((r) => [r.version, r.status]).sort()).toEqual([
+      [1, 'failed'],
+      [2, 'superseded'],
+      [3, 'failed'],
+    ]);
   });
 });
 

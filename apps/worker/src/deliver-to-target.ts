@@ -234,6 +234,8 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           for (const other of [data.event, newest]) {
             if (other.id !== event.id) await store.deadLettered(refOf(other), null, `${outcome.error} (on ${event.type})`);
           }
+          // Versions in between, whose jobs folded into this one, were overtaken by the newest.
+          await store.supersedePendingBelow(user_id, targetName, newest.version);
         }
         log.warn(
           { event_id: event.id, version: event.version, target: targetName, error: outcome.error, attempt, dead_letter: dead, duration_ms: outcome.durationMs },

@@ -189,6 +189,18 @@ export class DeliveryStore {
     );
   }
 
+  /**
+   * Pending rows below `version` of a (user, target) whose delivery of `version` was just
+   * dead-lettered: their jobs folded into that delivery's, so nothing else would ever finish them
+   * (and pending rows are never purged). Replaying the dead letter sends the newest state.
+   */
+  async supersedePendingBelow(userId: string, target: string, version: number): Promise<void> {
+    await this.rows.updateMany(
+      { user_id: new Types.ObjectId(userId), target, version: { $lt: version }, status: 'pending' },
+      { $set: { status: 'superseded', updated_at: this.now() } },
+    );
+  }
+
   async readSync(userId: string, target: string): Promise<SyncStateDoc | null> {
     return this.syncs.findOne({ _id: syncStateIdOf(userId, target) });
   }
