@@ -42,11 +42,13 @@ afterAll(async () => {
 });
 
 describe('Redis down while users are created', () => {
-  it('answers 201 to all 20, then delivers every event exactly once per target after Redis returns', async () => {
+  it('answers 201 to all 20 (the worker metrics answering meanwhile), then delivers every event exactly once per target after Redis returns', async () => {
     const warm = `warm-${Date.now()}`;
     expect((await postUser(api, token, { provider_email: `${warm}@example.com`, external_provider_id: warm })).status).toBe(201);
     await eventually(() => expect(a.accepted().length + b.accepted().length).toBe(2));
 
+    // A scrape while Redis answers (Prometheus scrapes all along): the values a later one keeps.
+    expect(await worker.deps.metrics.registry.metrics()).toMatch(/^connect_target_state\{target="target-a",state="healthy"\} 1$/m);
     redisLink.cut();
     const ids = Array.from({ length: 20 }, (_, i) => `outage-${i}-${Date.now()}`);
     const started = Date.now();
@@ -54,6 +56,11 @@ describe('Redis down while users are created', () => {
     expect(answers.map((r) => r.status)).toEqual(ids.map(() => 201));
     console.log(`[redis outage] 20 creates answered in ${Date.now() - started} ms with Redis down`);
     expect(a.received.length + b.received.length).toBe(2); // nothing went out while Redis was away
+    // The worker's metrics still answer while Redis is away (process figures, and the targets'
+    // state and backlog as last read): a scrape never waits for Redis to come back.
+    const scrape = await Promise.race([worker.deps.metrics.registry.metrics(), new Promise<'no answer'>((r) => setTimeout(() => r('no answer'), 15_000))]);
+    expect(scrape).toContain('connect_worker_process_cpu_seconds_total');
+    expect(scrape).toMatch(/^connect_target_state\{target="target-a",state="healthy"\} 1$/m);
 
     redisLink.restore();
     const back = Date.now();

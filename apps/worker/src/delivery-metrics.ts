@@ -38,17 +38,18 @@ export function createDeliveryMetrics(): DeliveryMetrics {
  * The cost is one hash read and one count per target per scrape, whatever the
  * number of deliveries stored.
  */
-export function watchTargets(metrics: DeliveryMetrics, source: { health: TargetHealth; queues: DeliveryQueues }): void {
+export function watchTargets(metrics: DeliveryMetrics, source: { health: TargetHealth; queues: DeliveryQueues }, waitMs = SCRAPE_WAIT_MS): void {
   const names = [...source.queues.byTarget.keys()];
   if (metrics.registry.getSingleMetric('connect_target_state')) return;
+  const readStates = boundedRead(() => Promise.all(names.map((n) => source.health.get(n))), waitMs);
+  const readBacklogs = boundedRead(() => Promise.all(names.map((n) => source.queues.backlog(n))), waitMs);
   new Gauge({
     name: 'connect_target_state',
     help: 'Health of each target: 1 for its current state (healthy, failing, paused, disabled), 0 for the others',
     labelNames: ['target', 'state'] as const,
     registers: [metrics.registry],
     async collect() {
-      const rows = await Promise.all(names.map((n) => source.health.get(n)));
-      for (const row of rows) for (const state of TARGET_STATES) this.set({ target: row.name, state }, row.state === state ? 1 : 0);
+      for (const row of (await readStates()) ?? []) for (const state of TARGET_STATES) this.set({ target: row.name, state }, row.state === state ? 1 : 0);
     },
   });
   new Gauge({
@@ -57,10 +58,31 @@ export function watchTargets(metrics: DeliveryMetrics, source: { health: TargetH
     labelNames: ['target'] as const,
     registers: [metrics.registry],
     async collect() {
-      const counts = await Promise.all(names.map((n) => source.queues.backlog(n)));
-      names.forEach((n, i) => this.set({ target: n }, counts[i]!));
+      const counts = await readBacklogs();
+      if (counts) names.forEach((n, i) => this.set({ target: n }, counts[i]!));
     },
   });
+}
+
+/** How long a scrape waits for Redis before it answers with the values last read. */
+const SCRAPE_WAIT_MS = 2000;
+
+/**
+ * `read` for a scrape, waiting at most `waitMs`: undefined after that (the gauges keep their
+ * last values), so a Redis outage never leaves a scrape, and the process figures in it, without
+ * an answer. The worker's Redis client queues commands while it reconnects, so a read still in
+ * flight is shared by the scrapes that follow instead of queueing one more per scrape.
+ */
+function boundedRead<T>(read: () => Promise<T>, waitMs: number): () => Promise<T | undefined> {
+  let inFlight: Promise<T | undefined> | undefined;
+  return () => {
+    inFlight ??= read()
+      .catch(() => undefined)
+      .finally(() => (inFlight = undefined));
+    let timer: NodeJS.Timeout | undefined;
+    const gaveUp = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, waitMs, undefined)));
+    return Promise.race([inFlight, gaveUp]).finally(() => clearTimeout(timer));
+  };
 }
 
 /**
