@@ -85,6 +85,10 @@ describe('WORKER_RETRY_SCHEDULE=1s,2s,4s', () => {
     expect(JSON.stringify(shown)).not.toContain('@example.com');
     // Four failures in a row are below the threshold (5): the target stays healthy.
     expect((await worker.deps.health.get('flaky')).state).toBe('healthy');
+    // The failed job BullMQ keeps (up to 10,000 per target, a week) holds one stack, not one per attempt.
+    const job = await worker.deps.deliveries.get('flaky')!.getJob(row._id);
+    expect(job?.attemptsMade).toBe(4);
+    expect(job?.stacktrace).toHaveLength(1);
   });
 
   it('updates that arrive while user.created waits out its retry do not bring its next attempt forward; the newest version follows it', async () => {

@@ -103,6 +103,9 @@ export function deliveryJobOptions(policy: DeliveryPolicy): JobsOptions {
     backoff: { type: DELIVERY_BACKOFF_TYPE },
     removeOnComplete: KEEP_COMPLETED_JOBS,
     removeOnFail: { age: Math.max(7 * DAY_S, aliveS), count: KEEP_FAILED_JOBS_COUNT },
+    // BullMQ keeps a stack per failed attempt by default (9 here), each of our own code, in every
+    // failed job it keeps: the last one tells as much, at a ninth of the size.
+    stackTraceLimit: 1,
   };
 }
 

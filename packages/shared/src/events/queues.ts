@@ -21,6 +21,7 @@ export function createEventsQueue(connection: RedisClient, prefix: string): Queu
       // and rarely falls back to looking up Delivery rows.
       removeOnComplete: { age: KEEP_COMPLETED_JOBS.age, count: KEEP_COMPLETED_JOBS.count * 10 },
       removeOnFail: { age: 7 * 24 * 3600, count: KEEP_FAILED_JOBS_COUNT },
+      stackTraceLimit: 1,
     },
   });
 }
