@@ -14,7 +14,7 @@ import { REPO_ROOT } from '@connect/local-services';
 import { postUser } from '../support/harness.ts';
 import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
 import { eventually, startReceiver, userOf, type Receiver } from '../worker/callback-receiver.ts';
-import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+import { eventsFannedOut, startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 
 const run = promisify(execFile);
 const USERS = 150;
@@ -38,10 +38,7 @@ beforeAll(async () => {
     const id = `rp-${i}-${randomUUID().slice(0, 8)}`;
     expect((await postUser(stack.api, stack.token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
   }
-  await eventually(async () => {
-    const c = await stack.worker.deps.eventsQueue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
-    return Object.values(c).every((n) => n === 0);
-  }, 60_000, 250);
+  await eventsFannedOut(stack.worker, 60_000);
 }, 300_000);
 
 afterAll(async () => {

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { REPO_ROOT } from '@connect/local-services';
 import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, userOf, type Receiver } from '../worker/callback-receiver.ts';
-import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+import { eventsFannedOut, startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 
 vi.setConfig({ testTimeout: 180_000 });
 
@@ -54,10 +54,7 @@ beforeAll(async () => {
     orgs[name] = { id: clinic.organization._id, token, users };
   }
   // Every event fanned out (to no target) before the targets appear.
-  await eventually(async () => {
-    const c = await worker!.deps.eventsQueue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
-    return Object.values(c).every((n) => n === 0);
-  }, 60_000, 250);
+  await eventsFannedOut(worker!, 60_000);
   await worker.close();
   worker = await startTestWorker(api.env);
 }, 300_000);

@@ -10,7 +10,7 @@ import { collectionOf, resyncCursorId, syncStateIdOf, type ProviderUserDoc } fro
 import { getToken, postUser as postOnce, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { REPO_ROOT } from '@connect/local-services';
 import { eventually, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';
-import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+import { eventsFannedOut, startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 
 /**
  * POST /users as a well-behaved client does on this shared machine: a 503 (the
@@ -130,10 +130,7 @@ beforeAll(async () => {
     }
   });
   // Every event fanned out (to no target) before the targets appear.
-  await eventually(async () => {
-    const c = await worker!.deps.eventsQueue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
-    return Object.values(c).every((n) => n === 0);
-  }, 120_000, 250);
+  await eventsFannedOut(worker!, 120_000);
   await worker.close();
   worker = await startTestWorker(api.env);
 }, 600_000);

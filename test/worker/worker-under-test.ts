@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createLogger, DEFAULT_DELIVERY_POLICY, loadConfig, runShutdownSequence, type DeliveryPolicy } from '@connect/shared';
 import { createWorkerDeps, startWorker, workerShutdownSteps, type RunningWorker, type WorkerDeps, type WorkerOptions } from '@connect/worker';
 import { LogCapture } from '../support/harness.ts';
+import { eventually } from './callback-receiver.ts';
 import { REPO_ROOT } from '@connect/local-services';
 
 /** Short delays so retries and crash recovery fit in a test run. */
@@ -47,6 +48,14 @@ export async function startTestWorker(env: Record<string, string>, options: Test
     logs,
     close: () => (closing ??= runShutdownSequence(workerShutdownSteps(worker, deps), log, 10_000)),
   };
+}
+
+/** Resolves once the worker's events queue holds nothing left to fan out (every event went to the targets it knows). */
+export async function eventsFannedOut(worker: TestWorker, timeoutMs: number): Promise<void> {
+  await eventually(async () => {
+    const c = await worker.deps.eventsQueue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+    return Object.values(c).every((n) => n === 0);
+  }, timeoutMs, 250);
 }
 
 export interface WorkerChild {
