@@ -9,6 +9,7 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
+import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { collectionOf, type DeliveryDoc } from '@connect/shared';
 import { REPO_ROOT } from '@connect/local-services';
@@ -77,7 +78,7 @@ describe('targets forget', () => {
     await eventually(async () => (await cli({}, 'targets', 'list')).json.targets.find((t: { name: string }) => t.name === 'old')?.backlog === 3, 30_000, 250);
     // Resync cursors: this target's, and one of a target whose name starts the same.
     const cursors = collectionOf(stack.api.models.RelayCursor);
-    await cursors.insertMany([{ _id: 'resync:old:*', updated_at: new Date(), user_id: null }, { _id: 'resync:old-2:*', updated_at: new Date(), user_id: null }] as never);
+    await cursors.insertMany(['resync:old:*', 'resync:old:org-1:force', 'resync:old-2:*', 'resync:keep:*'].map((_id) => ({ _id, updated_at: new Date(), user_id: null })) as never);
 
     const before = await storedFor('old');
     expect(before.rows.filter((r) => r.status === 'pending')).toHaveLength(3);
@@ -87,6 +88,10 @@ describe('targets forget', () => {
     expect(await redisKeysOf('old')).not.toHaveLength(0);
     const keepBefore = await storedFor('keep');
 
+    // Not a target name (a pattern would reach other targets' data): refused before anything is read.
+    const pattern = await cli({}, 'targets', 'forget', '*');
+    expect(pattern.code).toBe(2);
+    expect(pattern.json.error).toMatchObject({ kind: 'usage', message: expect.stringContaining('is not a target name') });
     // Still in DOWNSTREAM_TARGETS.
     const configured = await cli({}, 'targets', 'forget', 'old');
     expect(configured.code).not.toBe(0);
@@ -100,6 +105,12 @@ describe('targets forget', () => {
     expect((await storedFor('old')).rows).toHaveLength(7);
 
     await stack.worker.close();
+    // A Retry-After hold on its queue (a key of its own, which BullMQ's obliterate leaves).
+    const oldQueue = new Queue('deliveries.old', { connection: stack.api.deps.redis, prefix: stack.api.env.QUEUE_PREFIX });
+    await oldQueue.rateLimit(600_000);
+    await oldQueue.close();
+    expect(await redisKeysOf('old')).toContain(`${stack.api.env.QUEUE_PREFIX}:deliveries.old:limiter`);
+    const keepKeys = (await redisKeysOf('keep')).sort();
     const forgot = await cli(onlyKeep, 'targets', 'forget', 'old');
     expect(forgot.code, JSON.stringify(forgot.json)).toBe(0);
     expect(forgot.json).toEqual({ target: 'old', jobs: expect.any(Number), deliveries: 7, attempts: before.attempts, sync_states: before.syncs });
@@ -107,12 +118,13 @@ describe('targets forget', () => {
 
     expect(await storedFor('old')).toEqual({ rows: [], attempts: 0, syncs: 0, held: 0 });
     expect(await redisKeysOf('old')).toEqual([]);
-    expect((await cursors.find({ _id: { $in: ['resync:old:*', 'resync:old-2:*'] } }).toArray()).map((c) => c._id)).toEqual(['resync:old-2:*']);
+    expect((await cursors.find({ _id: { $regex: '^resync:' } }).toArray()).map((c) => c._id).sort()).toEqual(['resync:keep:*', 'resync:old-2:*']);
     // The other target keeps everything.
     const keepAfter = await storedFor('keep');
     expect(keepAfter.rows.map((r) => r._id).sort()).toEqual(keepBefore.rows.map((r) => r._id).sort());
     expect(keepAfter.attempts).toBe(keepBefore.attempts);
     expect(keepAfter.syncs).toBe(keepBefore.syncs);
+    expect((await redisKeysOf('keep')).sort()).toEqual(keepKeys);
 
     expect((await cli(onlyKeep, 'targets', 'forget', 'old')).json).toEqual({ target: 'old', jobs: 0, deliveries: 0, attempts: 0, sync_states: 0 });
   });

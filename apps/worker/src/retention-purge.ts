@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { collectionsOf, LuaScript, type DeliveryDoc, type Models, type RedisClient } from '@connect/shared';
+import { collectionsOf, deleteDeliveriesWithHistory, LuaScript, type Models, type RedisClient } from '@connect/shared';
 import { startPeriodic } from './periodic.ts';
 
 /**
@@ -37,38 +37,24 @@ export interface PurgeResult {
 
 export const FINISHED_STATUSES = ['delivered', 'superseded', 'failed'] as const;
 
-/** One purge pass (no lock): deletes in batches until nothing old is left. */
+/**
+ * One purge pass (no lock): used assertion ids, then finished deliveries with their history, each
+ * on its own so that one failing does not hold up the other (the first error is rethrown after both).
+ */
 export async function purgeExpired(models: Models, options: RetentionOptions): Promise<PurgeResult> {
   const now = options.now?.() ?? new Date();
-  const batchSize = options.batchSize ?? 1000;
   const cutoff = new Date(now.getTime() - options.retentionMs);
   const result: PurgeResult = { deliveries: 0, attempts: 0, assertions: 0 };
-  const { deliveries, usedAssertions } = collectionsOf(models);
-  // Assertion ids first: one bounded delete, which a deliveries pass that keeps failing must not hold up.
-  result.assertions = (await usedAssertions.deleteMany({ expires_at: { $lt: now } })).deletedCount;
-  const finishedAndOld = { status: { $in: [...FINISHED_STATUSES] }, updated_at: { $lt: cutoff } };
-  for (;;) {
-    // By the {status, updated_at} index; ids first, so each delete is bounded.
-    const ids = (await deliveries.find<Pick<DeliveryDoc, '_id'>>(finishedAndOld, { projection: { _id: 1 } }).limit(batchSize).toArray()).map((d) => d._id);
-    if (ids.length === 0) break;
-    result.attempts += await purgeAttemptsOf(models, ids);
-    // The filter is repeated: a row replayed (failed → pending) since it was read stays.
-    const { deletedCount } = await deliveries.deleteMany({ _id: { $in: ids }, ...finishedAndOld });
-    result.deliveries += deletedCount;
-    if (ids.length < batchSize) break;
-  }
+  const [assertions, deliveries] = await Promise.allSettled([
+    collectionsOf(models).usedAssertions.deleteMany({ expires_at: { $lt: now } }),
+    // By the {status, updated_at} index.
+    deleteDeliveriesWithHistory(models, { status: { $in: [...FINISHED_STATUSES] }, updated_at: { $lt: cutoff } }, options.batchSize),
+  ]);
+  if (assertions.status === 'fulfilled') result.assertions = assertions.value.deletedCount;
+  if (deliveries.status === 'fulfilled') Object.assign(result, deliveries.value);
+  const failed = [assertions, deliveries].find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
   return result;
-}
-
-/**
- * The attempt history of these deliveries, deleted before the rows themselves:
- * a pass that dies in between leaves rows without history (purged next pass),
- * never history without a row.
- */
-async function purgeAttemptsOf(models: Models, deliveryIds: string[]): Promise<number> {
-  // By the {delivery_id, at} index.
-  const { deletedCount } = await collectionsOf(models).deliveryAttempts.deleteMany({ delivery_id: { $in: deliveryIds } });
-  return deletedCount;
 }
 
 const RELEASE_LOCK = new LuaScript(`if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`);

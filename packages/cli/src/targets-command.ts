@@ -1,5 +1,5 @@
-import { collectionsOf, DeliveryQueues, forgetTarget, HeldStates, listTargets, pauseTarget, resumeTarget, TargetHealth } from '@connect/shared';
-import { defineCommand, positional, type CliContext, type Command } from './command.ts';
+import { collectionsOf, DeliveryQueues, forgetTarget, HeldStates, listTargets, pauseTarget, resumeTarget, TARGET_NAME, TARGET_NAME_RULE, TargetHealth } from '@connect/shared';
+import { CliError, defineCommand, positional, type CliContext, type Command } from './command.ts';
 
 /**
  * `targets list`, `targets pause NAME`, `targets resume NAME`: the health every
@@ -53,7 +53,11 @@ records, kept held state and resync cursors in MongoDB. Refused (conflict) while
 configured or a worker still serves it: remove it, restart the workers, then forget it.
 Prints {"target", "jobs", "deliveries", "attempts", "sync_states"}; a second run prints zeros.`,
     positionals: 1,
-    parse: (input) => positional(input, 'a target name'),
+    parse: (input) => {
+      const name = positional(input, 'a target name');
+      if (!TARGET_NAME.test(name)) throw new CliError('usage', `${JSON.stringify(name.slice(0, 80))} is not a target name (${TARGET_NAME_RULE}).`);
+      return name;
+    },
     run: async (name, ctx) =>
       forgetTarget({ models: ctx.models, redis: await ctx.redis(), queuePrefix: ctx.config.queuePrefix, configured: ctx.config.downstreamTargets.map((t) => t.name) }, name),
   }),

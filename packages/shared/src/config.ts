@@ -142,9 +142,13 @@ export function envEnum<const V extends readonly [string, ...string[]]>(values: 
 
 const WHSEC = /^whsec_[A-Za-z0-9+/]+={0,2}$/;
 
+/** What a target name may be (DOWNSTREAM_TARGETS, and the CLI's target arguments). */
+export const TARGET_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+export const TARGET_NAME_RULE = 'letters, digits, "_", "-" or ".", at most 64';
+
 export const downstreamTargetSchema = z
   .object({
-    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, "_", "-" or ".", at most 64'),
+    name: z.string().regex(TARGET_NAME, TARGET_NAME_RULE),
     url: z.url({ protocol: /^https?$/ }),
     secrets: z.array(z.string().min(1)).min(1, 'at least one secret'),
     scheme: z.enum(['nabla-connect', 'standard-webhooks']).default('nabla-connect'),

@@ -1,8 +1,12 @@
 import { Queue } from 'bullmq';
-import { DomainError } from '../domain-errors.ts';
+import { TARGET_NAME, TARGET_NAME_RULE } from '../config.ts';
+import { DomainError, ValidationError } from '../domain-errors.ts';
 import type { RedisClient } from '../events/redis-connection.ts';
-import { collectionsOf, type DeliveryDoc, type Models } from '../models/models.ts';
+import { collectionsOf, type Models } from '../models/models.ts';
+import { deleteDeliveriesWithHistory } from './delete-deliveries.ts';
 import { deliveryQueueName } from './delivery-queues.ts';
+import { resyncCursorRange } from './resync-target.ts';
+import { TargetHealth } from './target-health.ts';
 
 /** `targets forget NAME` refused: the target is still configured, or a worker still serves it. */
 export class TargetStillInUseError extends DomainError {
@@ -28,8 +32,6 @@ export interface ForgetTargetResult {
   sync_states: number;
 }
 
-const BATCH = 1000;
-
 /**
  * `targets forget NAME` (docs/operations.md, Removing a target): everything
  * stored for a target that was taken out of DOWNSTREAM_TARGETS. Nothing else
@@ -42,36 +44,35 @@ const BATCH = 1000;
  * it up to date with `targets resync`). Running it twice is harmless.
  */
 export async function forgetTarget(deps: ForgetTargetDeps, name: string): Promise<ForgetTargetResult> {
+  if (!TARGET_NAME.test(name)) throw new ValidationError([{ path: 'NAME', message: TARGET_NAME_RULE }], `${JSON.stringify(name.slice(0, 80))} is not a target name (${TARGET_NAME_RULE}).`);
   if (deps.configured.includes(name)) {
     throw new TargetStillInUseError(`Target ${name} is still in DOWNSTREAM_TARGETS: remove it there, restart the workers, then forget it.`);
   }
   const queue = new Queue(deliveryQueueName(name), { connection: deps.redis, prefix: deps.queuePrefix });
   let jobs: number;
   try {
-    const workers = await queue.getWorkersCount();
-    if (workers > 0) {
-      throw new TargetStillInUseError(`${workers} worker connection(s) still serve target ${name}: restart the workers without it in DOWNSTREAM_TARGETS first.`);
+    const workers = await queue.getWorkers();
+    // Without CLIENT LIST (some hosted Redis) BullMQ answers one row with no `rawname`: it cannot tell.
+    if (workers.some((w) => !w.rawname)) {
+      throw new TargetStillInUseError(`This Redis does not list its clients, so whether a worker still serves target ${name} cannot be checked; forget it where CLIENT LIST is allowed.`);
+    }
+    if (workers.length > 0) {
+      throw new TargetStillInUseError(`${workers.length} worker connection(s) still serve target ${name}: restart the workers without it in DOWNSTREAM_TARGETS first.`);
     }
     const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'paused', 'completed', 'failed');
     jobs = Object.values(counts).reduce((a, b) => a + b, 0);
     await queue.obliterate({ force: true });
+    // A Retry-After hold (queue.rateLimit) is a key obliterate leaves: a name used again would start held.
+    await queue.removeRateLimitKey();
   } finally {
     await queue.close();
   }
-  await deps.redis.del(`${deps.queuePrefix}:target-health:${name}`, `${deps.queuePrefix}:target-probe:${name}`);
+  await new TargetHealth(deps.redis, deps.queuePrefix).forget(name);
 
-  const { deliveries, deliveryAttempts, syncStates, targetStates, relayCursors } = collectionsOf(deps.models);
-  const result: ForgetTargetResult = { target: name, jobs, deliveries: 0, attempts: 0, sync_states: 0 };
-  for (;;) {
-    const ids = (await deliveries.find<Pick<DeliveryDoc, '_id'>>({ target: name }, { projection: { _id: 1 } }).limit(BATCH).toArray()).map((d) => d._id);
-    if (ids.length === 0) break;
-    // History first, as the retention purge does: a run cut short leaves rows without history, never the reverse.
-    result.attempts += (await deliveryAttempts.deleteMany({ delivery_id: { $in: ids } })).deletedCount;
-    result.deliveries += (await deliveries.deleteMany({ _id: { $in: ids }, target: name })).deletedCount;
-  }
-  result.sync_states = (await syncStates.deleteMany({ target: name })).deletedCount;
+  const { syncStates, targetStates, relayCursors } = collectionsOf(deps.models);
+  const deleted = await deleteDeliveriesWithHistory(deps.models, { target: name });
+  const syncs = await syncStates.deleteMany({ target: name });
   await targetStates.deleteOne({ _id: name });
-  // Resync cursors are `resync:<target>:<organization or *>[:force]`; target names hold no regex characters but "." and "-".
-  await relayCursors.deleteMany({ _id: { $regex: `^resync:${name.replace(/[.-]/g, '\\$&')}:` } });
-  return result;
+  await relayCursors.deleteMany({ _id: resyncCursorRange(name) });
+  return { target: name, jobs, deliveries: deleted.deliveries, attempts: deleted.attempts, sync_states: syncs.deletedCount };
 }

@@ -7,3 +7,4 @@ export * from './target-health.ts';
 export * from './recover-deliveries.ts';
 export * from './resync-target.ts';
 export * from './forget-target.ts';
+export * from './delete-deliveries.ts';

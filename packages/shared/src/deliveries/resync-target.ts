@@ -81,6 +81,11 @@ export function resyncCursorId(target: string, organizationId: string | undefine
   return `resync:${target}:${organizationId ?? '*'}${force ? ':force' : ''}`;
 }
 
+/** Every resync cursor id of one target: those between `resync:<target>:` and `resync:<target>;` (";" follows ":"). */
+export function resyncCursorRange(target: string): { $gte: string; $lt: string } {
+  return { $gte: `resync:${target}:`, $lt: `resync:${target};` };
+}
+
 export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Promise<ResyncResult & { interrupted: boolean }> {
   const { providerUsers, relayCursors: cursors } = deps.store.collections;
   if (!deps.targets.some((t) => t.name === options.target)) throw new NotFoundError(`No configured target named ${options.target}.`);

@@ -198,6 +198,11 @@ export class TargetHealth {
     return [`${this.prefix}:target-health:${target}`, `${this.prefix}:target-probe:${target}`];
   }
 
+  /** Deletes what Redis holds of a target (`targets forget`); the held state kept in MongoDB is the caller's. */
+  async forget(target: string): Promise<void> {
+    await this.redis.del(...this.keys(target));
+  }
+
   private async run(script: LuaScript, target: string, ...args: (string | number)[]): Promise<unknown> {
     return script.run(this.redis, this.keys(target), args);
   }

@@ -1,0 +1,24 @@
+import type { Filter } from 'mongodb';
+import { collectionsOf, type DeliveryDoc, type Models } from '../models/models.ts';
+
+/**
+ * Deletes the Delivery rows matching `filter` with their attempt history, `batchSize` rows a round
+ * trip (the retention purge, `targets forget`). History first: a run cut short leaves rows without
+ * history (deleted by the next run), never history without a row. The filter is repeated on the
+ * delete, so a row that stopped matching since it was read (a dead letter replayed) stays.
+ */
+export async function deleteDeliveriesWithHistory(models: Models, filter: Filter<DeliveryDoc>, batchSize = 1000): Promise<{ deliveries: number; attempts: number }> {
+  const { deliveries, deliveryAttempts } = collectionsOf(models);
+  const deleted = { deliveries: 0, attempts: 0 };
+  for (;;) {
+    const ids = (await deliveries.find<Pick<DeliveryDoc, '_id'>>(filter, { projection: { _id: 1 } }).limit(batchSize).toArray()).map((d) => d._id);
+    if (ids.length === 0) return deleted;
+    // By the {delivery_id, at} index.
+    deleted.attempts += (await deliveryAttempts.deleteMany({ delivery_id: { $in: ids } })).deletedCount;
+    const { deletedCount } = await deliveries.deleteMany({ _id: { $in: ids }, ...filter } as Filter<DeliveryDoc>);
+    deleted.deliveries += deletedCount;
+    // Rows found but none deleted: something writes them back as fast as they go. Stop rather than spin.
+    if (deletedCount === 0) throw new Error(`${ids.length} delivery rows were found but none could be deleted; is a worker still writing them?`);
+    if (ids.length < batchSize) return deleted;
+  }
+}
