@@ -78,7 +78,8 @@ function writeEnvFile(env: Record<string, string>): void {
 
 let stopping = false;
 async function stopAll(code: number): Promise<void> {
-  // pnpm and tsx pass the signal on too: a repeated one must not cut the sequence short.
+  // A signal can come twice (Ctrl-C reaches pnpm and this process; a terminal closing sends SIGHUP
+  // then more): a repeated one must not cut the sequence short.
   if (stopping) return;
   stopping = true;
   say('stopping…');
@@ -192,6 +193,8 @@ if (process.argv[2] === 'callbacks') {
 } else {
   process.on('SIGINT', () => void stopAll(0));
   process.on('SIGTERM', () => void stopAll(0));
+  // A closed terminal: Node's default would exit at once and leave the children (own process groups) running.
+  process.on('SIGHUP', () => void stopAll(0));
   main().catch((err) => {
     say(`failed: ${(err as Error).message}`);
     void stopAll(1);

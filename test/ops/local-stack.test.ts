@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +11,14 @@ import { freePort, REPO_ROOT } from '@connect/local-services';
 const run = promisify(execFile);
 const database = `stack_test_${Date.now().toString(36)}`;
 
+/** Every stack this file starts: one a failed assertion left running is stopped (Ctrl-C's SIGINT) before the database goes. */
+const stacks: ChildProcess[] = [];
 afterAll(async () => {
+  for (const child of stacks.filter((c) => c.exitCode === null && c.signalCode === null)) {
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGINT');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+  }
   await run('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-d', 'postgres', '-qc', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`]).catch(() => undefined);
 });
 
@@ -26,6 +33,7 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true, // its own process group, so the test can send Ctrl-C's SIGINT to the group as a terminal does
       });
+      stacks.push(child);
       let out = '';
       child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
       child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
@@ -85,7 +93,7 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
 });
 
 describe('pnpm stack: stopping when whoever read its output is gone', () => {
-  it('a SIGINT after its stdout was closed (a closed terminal, a killed parent) still stops every process it started', async () => {
+  it('a closed terminal (its stdout and stderr gone, then SIGHUP) still stops every process it started, and it exits 0', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'stack-'));
     const port = await freePort();
     const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/local-stack.ts'], {
@@ -93,6 +101,7 @@ describe('pnpm stack: stopping when whoever read its output is gone', () => {
       env: { ...process.env, PORT: String(port), STACK_DIR: dir, STACK_DATABASE: database },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    stacks.push(child);
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
@@ -100,7 +109,7 @@ describe('pnpm stack: stopping when whoever read its output is gone', () => {
     // Our ends of its stdout and stderr closed: its next writes ("stopping…") fail with EPIPE.
     child.stdout!.destroy();
     child.stderr!.destroy();
-    child.kill('SIGINT');
+    child.kill('SIGHUP');
     expect(await exited).toBe(0);
     const { stdout: processes } = await run('ps', ['-eo', 'args']);
     expect(processes.split('\n').filter((p) => p.includes(database))).toEqual([]);

@@ -68,19 +68,22 @@ export function watchTargets(metrics: DeliveryMetrics, source: { health: TargetH
 const SCRAPE_WAIT_MS = 2000;
 
 /**
- * `read` for a scrape, waiting at most `waitMs`: undefined after that (the gauges keep their
- * last values), so a Redis outage never leaves a scrape, and the process figures in it, without
- * an answer. The worker's Redis client queues commands while it reconnects, so a read still in
+ * `read` for a scrape, waiting at most `waitMs`; after that the newest value any read brought
+ * (one that finished after its own scrape gave up included), or undefined before the first. So a
+ * Redis outage or a slow Redis never leaves a scrape, and the process figures in it, without an
+ * answer. The worker's Redis client queues commands while it reconnects, so a read still in
  * flight is shared by the scrapes that follow instead of queueing one more per scrape.
  */
 function boundedRead<T>(read: () => Promise<T>, waitMs: number): () => Promise<T | undefined> {
   let inFlight: Promise<T | undefined> | undefined;
+  let latest: T | undefined;
   return () => {
     inFlight ??= read()
-      .catch(() => undefined)
+      .then((value) => (latest = value))
+      .catch(() => latest)
       .finally(() => (inFlight = undefined));
     let timer: NodeJS.Timeout | undefined;
-    const gaveUp = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, waitMs, undefined)));
+    const gaveUp = new Promise<T | undefined>((resolve) => (timer = setTimeout(() => resolve(latest), waitMs)));
     return Promise.race([inFlight, gaveUp]).finally(() => clearTimeout(timer));
   };
 }
