@@ -1,11 +1,9 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { REPO_ROOT } from '@connect/local-services';
 import { postUser } from '../support/harness.ts';
 import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
 import { eventually, startReceiver, userOf, type Answer, type Receiver } from '../worker/callback-receiver.ts';
+import { runCli } from '../support/cli-child.ts';
 
 // Each CLI call is a new tsx process (seconds on a loaded two-core machine).
 vi.setConfig({ testTimeout: 300_000 });
@@ -16,22 +14,13 @@ vi.setConfig({ testTimeout: 300_000 });
  * Each status lists its own rows and no other status lists them.
  */
 
-const run = promisify(execFile);
 const STATUSES = ['pending', 'delivered', 'failed', 'superseded'] as const;
 let stack: DeliveryStack;
 let receiver: Receiver;
 /** While set, the receiver holds user.created until the test releases it. */
 let gate: Promise<void> | undefined;
 
-async function cli(...args: string[]): Promise<{ code: number; json: any }> {
-  try {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...stack.api.env } });
-    return { code: 0, json: JSON.parse(stdout) };
-  } catch (err) {
-    const e = err as { code: number; stdout: string };
-    return { code: e.code, json: JSON.parse(e.stdout) };
-  }
-}
+const cli = (...args: string[]) => runCli(stack.api.env, args);
 
 interface Row {
   id: string;

@@ -1,27 +1,16 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT } from '@connect/local-services';
 import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+import { runCli } from '../support/cli-child.ts';
 
-const run = promisify(execFile);
 let api: TestApi;
 let worker: TestWorker;
 let receiver: Receiver;
 let broken = true;
 
-async function cli(...args: string[]): Promise<{ code: number; json: any }> {
-  try {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...api.env } });
-    return { code: 0, json: JSON.parse(stdout) };
-  } catch (err) {
-    const e = err as { code: number; stdout: string };
-    return { code: e.code, json: JSON.parse(e.stdout) };
-  }
-}
+const cli = (...args: string[]) => runCli(api.env, args);
 
 beforeAll(async () => {
   receiver = await startReceiver(() => (broken ? { status: 400 } : { status: 200 }));

@@ -1,10 +1,8 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { REPO_ROOT } from '@connect/local-services';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, userOf, type Receiver } from '../worker/callback-receiver.ts';
 import { spawnWorker, type WorkerChild } from '../worker/worker-under-test.ts';
+import { runCli } from '../support/cli-child.ts';
 
 // Each CLI call is a new tsx process (seconds on a loaded two-core machine); the first test makes about 20.
 vi.setConfig({ testTimeout: 300_000 });
@@ -17,7 +15,6 @@ vi.setConfig({ testTimeout: 300_000 });
  * process) shows each state as it happens.
  */
 
-const run = promisify(execFile);
 let api: TestApi;
 let token: string;
 let dictation: Receiver;
@@ -26,15 +23,7 @@ let failing = false;
 let gone = false;
 const workers: WorkerChild[] = [];
 
-async function cli(...args: string[]): Promise<{ code: number; json: any }> {
-  try {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...api.env } });
-    return { code: 0, json: JSON.parse(stdout) };
-  } catch (err) {
-    const e = err as { code: number; stdout: string };
-    return { code: e.code, json: JSON.parse(e.stdout) };
-  }
-}
+const cli = (...args: string[]) => runCli(api.env, args);
 const row = async (name: string) => {
   const list = await cli('targets', 'list');
   expect(list.code, JSON.stringify(list.json)).toBe(0);

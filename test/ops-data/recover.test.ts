@@ -3,17 +3,14 @@
  * selected by the time they were dead-lettered, against a real worker, FerretDB,
  * Redis and a receiver, with the CLI as a child process.
  */
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectionOf, type DeliveryDoc } from '@connect/shared';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
-import { REPO_ROOT } from '@connect/local-services';
 import { eventually, sleep, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+import { runCli } from '../support/cli-child.ts';
 
-const run = promisify(execFile);
 let api: TestApi;
 let worker: TestWorker;
 let receiver: Receiver;
@@ -21,15 +18,7 @@ let token: string;
 /** Users whose callbacks the receiver refuses with a 400 (dead-lettered at once) while this holds. */
 const refused = new Set<string>();
 
-async function cli(...args: string[]): Promise<{ code: number; json: any }> {
-  try {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...api.env } });
-    return { code: 0, json: JSON.parse(stdout) };
-  } catch (err) {
-    const e = err as { code: number; stdout: string };
-    return { code: e.code, json: JSON.parse(e.stdout) };
-  }
-}
+const cli = (...args: string[]) => runCli(api.env, args);
 
 const rowsOf = (ids: string[]) => collectionOf(api.models.Delivery).find({ external_provider_id: { $in: ids } }).toArray() as Promise<DeliveryDoc[]>;
 const acceptedFor = (id: string) => receiver.accepted().filter((c) => c.body.data.user.external_provider_id === id);

@@ -6,17 +6,14 @@
  * worker with a concurrency of 2 in this process, FerretDB, Redis, a receiver
  * on a real port, and the CLI as a child process.
  */
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT } from '@connect/local-services';
 import { postUser } from '../support/harness.ts';
 import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
 import { eventually, startReceiver, userOf, type Receiver } from '../worker/callback-receiver.ts';
 import { eventsFannedOut, startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+import { runCli } from '../support/cli-child.ts';
 
-const run = promisify(execFile);
 const USERS = 150;
 const LIVE = 3;
 const CONCURRENCY = 2;
@@ -26,8 +23,9 @@ let receiver: Receiver;
 let worker: TestWorker | undefined;
 
 async function cli(...args: string[]): Promise<any> {
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...stack.api.env } });
-  return JSON.parse(stdout);
+  const res = await runCli(stack.api.env, args);
+  expect(res.code, JSON.stringify(res.json)).toBe(0);
+  return res.json;
 }
 
 beforeAll(async () => {

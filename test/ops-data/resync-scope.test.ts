@@ -5,18 +5,15 @@
  * users in two organizations, the API and worker in this process, the CLI as a
  * child process exactly as `pnpm cli` runs it.
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { REPO_ROOT } from '@connect/local-services';
 import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, userOf, type Receiver } from '../worker/callback-receiver.ts';
 import { eventsFannedOut, startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+import { runCli } from '../support/cli-child.ts';
 
 vi.setConfig({ testTimeout: 180_000 });
 
-const run = promisify(execFile);
 let api: TestApi;
 let worker: TestWorker | undefined;
 /** Resynced for organization A only. */
@@ -25,15 +22,7 @@ let scoped: Receiver;
 let fresh: Receiver;
 const orgs: Record<'A' | 'B', { id: string; token: string; users: string[] }> = {} as never;
 
-async function cli(...args: string[]): Promise<{ code: number; json: any; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...api.env } });
-    return { code: 0, json: JSON.parse(stdout), stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, json: JSON.parse(e.stdout), stderr: e.stderr };
-  }
-}
+const cli = (...args: string[]) => runCli(api.env, args);
 
 const got = (r: Receiver, id: string) => r.accepted().filter((c) => userOf(c) === id);
 
