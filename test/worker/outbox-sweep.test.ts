@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger, OutboxRelay, outboxSlotOf, SWEEP_CURSOR_ID, type ProviderUserDoc } from '@connect/shared';
+import { createLogger, OutboxRelay, outboxSlotOf, SWEEP_CURSOR_ID, SWEEP_GRACE_MS, type ProviderUserDoc } from '@connect/shared';
 import { startOutboxSweep } from '@connect/worker';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, sleep } from './callback-receiver.ts';
@@ -54,6 +54,26 @@ describe('outbox sweep', () => {
     expect(passes).toBeGreaterThanOrEqual(2);
     expect(passes).toBeLessThanOrEqual(8);
     expect(await cursor()).toBeNull();
+  });
+
+  it('leaves an event younger than SWEEP_GRACE_MS to the API (read between its write and its enqueue, it would be fanned out twice), and publishes it once older', async () => {
+    await api.models.RelayCursor.deleteMany({});
+    const client = await registerTestClient(api.models);
+    const id = `sweep-young-${Date.now()}`;
+    expect((await postUser(api, await getToken(api, client), { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    await api.deps.relay.drain();
+    const young = (await api.models.ProviderUser.findOne({ external_provider_id: id }).lean<ProviderUserDoc>())!;
+    // As between the write and the API's enqueue: no job yet.
+    await (await api.deps.queue.getJob(young.last_event.id))!.remove();
+    const writtenAt = young.last_event.occurred_at.getTime();
+    const sweepAt = (ms: number) => new OutboxRelay({ models: api.models, queue: api.deps.queue, log: silent, now: () => new Date(ms) }).sweep(500);
+
+    const within = await sweepAt(writtenAt + SWEEP_GRACE_MS - 1000);
+    expect(within.scanned).toBeGreaterThanOrEqual(1);
+    expect(await api.deps.relay.publishedAmong([young.last_event.id])).toEqual(new Set());
+    const after = await sweepAt(writtenAt + SWEEP_GRACE_MS + 1000);
+    expect(after.published).toBeGreaterThanOrEqual(1);
+    expect(await api.deps.relay.publishedAmong([young.last_event.id])).toEqual(new Set([young.last_event.id]));
   });
 
   it('past the lag: republishes an event whose job is gone, and moves the cursor over the settled slots', async () => {

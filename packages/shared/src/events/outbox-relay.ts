@@ -24,7 +24,10 @@
  *     its last attempt, and one that stalled too often is put back by the worker
  *     (start-worker.ts). A failed delivery job is a dead letter whose Delivery
  *     row (status failed) is what replay and recover read, not the job.
- *   - twice: the sweep asks "published?" only for users in slots after its cursor,
+ *   - twice: the sweep leaves events younger than SWEEP_GRACE_MS to the API's own
+ *     publish, so it never reads one between the write and that enqueue and
+ *     enqueues it again after the API's job ran and was trimmed. It asks
+ *     "published?" only for users in slots after its cursor,
  *     which passes a slot SAFETY_LAG_MS after it ends; after that nobody
  *     asks again. If the cursor is held back (a publish that keeps failing) long
  *     enough for the count limit to trim a job of a user after it, the
@@ -65,6 +68,13 @@ export const SWEEP_CURSOR_ID = 'outbox-sweep';
 /** Users with no `outbox_slot` (missing or null): only documents from before it existed (the type says every user has one). */
 const NO_SLOT = { outbox_slot: null } as unknown as Filter<ProviderUserDoc>;
 const SAFETY_LAG_MS = 30_000;
+/**
+ * The sweep leaves events younger than this to the API, which publishes them right after its write.
+ * Without it a sweep could read a user between the write and the API's enqueue (no job, no Delivery
+ * row yet) and enqueue the event itself after the API's job had run and been trimmed: a second
+ * fan-out. Their slots are newer than SAFETY_LAG_MS, so the cursor cannot pass them meanwhile.
+ */
+export const SWEEP_GRACE_MS = 5_000;
 /** At most an hour of slots per pass; a backlog is worked through in passes back to back. */
 const MAX_SLOTS_PER_PASS = 360;
 /** Ten minutes of empty slots in a row: look up the next slot with a user instead of walking on. */
@@ -315,7 +325,9 @@ export class OutboxRelay {
     const settled = outboxSlotOf(now - SAFETY_LAG_MS) - 1;
     const from = await this.firstUnsweptSlot(await relayCursors.findOne({ _id: SWEEP_CURSOR_ID }), now);
     const { slots, lastSlot } = await this.readSlots(from, outboxSlotOf(now), batchSize);
-    const users = slots.flatMap((s) => s.users);
+    // Events still young enough for the API's own publish are looked at by a later pass.
+    const read = slots.flatMap((s) => s.users);
+    const users = read.filter((u) => u.last_event.occurred_at.getTime() <= now - SWEEP_GRACE_MS);
 
     const published = await this.publishedAmong(users.map((u) => u.last_event.id));
     const unpublished = users.filter((u) => !published.has(u.last_event.id));
@@ -329,7 +341,8 @@ export class OutboxRelay {
     if (failure) this.deps.log.warn({ err: (failure.reason as Error).message }, 'outbox sweep could not publish; will retry');
 
     // The cursor moves over settled slots, in order, up to the first that still holds an
-    // unpublished event; empty slots skipped by readSlots count as passed.
+    // unpublished event; empty slots skipped by readSlots count as passed. (A settled slot holds
+    // no event within the grace: it ended SAFETY_LAG_MS ago, far longer.)
     let done = from - 1;
     const bySlot = new Map(slots.map((s) => [s.slot, s.users]));
     for (let slot = from; slot <= Math.min(lastSlot, settled); slot++) {
@@ -339,7 +352,7 @@ export class OutboxRelay {
     if (done >= from) await relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: done } }, { upsert: true });
     const passedAll = done === lastSlot && lastSlot >= from;
     return {
-      scanned: users.length,
+      scanned: read.length,
       published: unpublished.length - notPublished.size,
       failed: failure !== undefined,
       passedAll,
