@@ -10,6 +10,7 @@ import { collectionsOf, type DeliveryDoc, type Models } from '../models/models.t
 export async function deleteDeliveriesWithHistory(models: Models, filter: Filter<DeliveryDoc>, batchSize = 1000): Promise<{ deliveries: number; attempts: number }> {
   const { deliveries, deliveryAttempts } = collectionsOf(models);
   const deleted = { deliveries: 0, attempts: 0 };
+  let emptyBatches = 0;
   for (;;) {
     const ids = (await deliveries.find<Pick<DeliveryDoc, '_id'>>(filter, { projection: { _id: 1 } }).limit(batchSize).toArray()).map((d) => d._id);
     if (ids.length === 0) return deleted;
@@ -17,8 +18,11 @@ export async function deleteDeliveriesWithHistory(models: Models, filter: Filter
     deleted.attempts += (await deliveryAttempts.deleteMany({ delivery_id: { $in: ids } })).deletedCount;
     const { deletedCount } = await deliveries.deleteMany({ _id: { $in: ids }, ...filter } as Filter<DeliveryDoc>);
     deleted.deliveries += deletedCount;
-    // Rows found but none deleted: something writes them back as fast as they go. Stop rather than spin.
-    if (deletedCount === 0) throw new Error(`${ids.length} delivery rows were found but none could be deleted; is a worker still writing them?`);
+    // A batch can lose every row between find and delete (dead letters replayed meanwhile: they no
+    // longer match, and the next find skips them). Two such batches in a row mean rows found again
+    // that never delete: stop rather than spin.
+    emptyBatches = deletedCount === 0 ? emptyBatches + 1 : 0;
+    if (emptyBatches === 2) throw new Error(`${ids.length} delivery rows were found but none could be deleted, twice; is something still writing them?`);
     if (ids.length < batchSize) return deleted;
   }
 }
