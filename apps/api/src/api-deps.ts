@@ -3,9 +3,11 @@ import { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import {
   deliveryQueueName,
+  collectionsOf,
   createEventsQueue,
   createModels,
   createRedis,
+  EmailClaims,
   ensureIndexes,
   KeyedLock,
   mongoConnectionOptions,
@@ -41,6 +43,8 @@ export interface ApiDeps {
   publisher: UserEventPublisher;
   lock: KeyedLock;
   recent: RecentUsers;
+  /** Set under EMAIL_UNIQUENESS=claims (docs/guarantees.md, "Email claims"). */
+  emailClaims: EmailClaims | undefined;
   tokens: AccessTokens;
   clients: ClientDirectory;
   clientKeys: ClientKeys;
@@ -95,7 +99,7 @@ export interface ApiDepsOptions {
 export async function createApiDeps(config: Readonly<Config>, log: Logger, options: ApiDepsOptions = {}): Promise<ApiDeps> {
   const mongo = await mongoose.createConnection(config.mongoUrl, { ...mongoConnectionOptions(config.mongoUrl), ...API_MONGO_BOUNDS }).asPromise();
   const models = createModels(mongo);
-  await ensureIndexes(models, log);
+  await ensureIndexes(models, log, config.emailUniqueness);
   const redis = createRedis(config.redisUrl, 'producer', API_REDIS_BOUNDS);
   // While Redis is down these repeat at every reconnection attempt: a line per 10 s per source and message.
   const warnRepeated = warnAtMostEvery(log);
@@ -133,6 +137,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     publisher,
     lock: new KeyedLock(),
     recent: new RecentUsers(2_000),
+    emailClaims: config.emailUniqueness === 'claims' ? new EmailClaims(collectionsOf(models).emailClaims, collectionsOf(models).providerUsers) : undefined,
     tokens: new AccessTokens(key, config.issuer, config.accessTokenTtlSeconds),
     clients: new ClientDirectory(models, options.clientCacheTtlMs ?? 30_000),
     clientKeys: new ClientKeys({ ...DEFAULT_CLIENT_KEY_OPTIONS, ...options.clientKeys }),

@@ -53,7 +53,7 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
   const opts: WorkerOptions = { ...DEFAULT_WORKER_OPTIONS, ...options };
   const mongo = await mongoose.createConnection(config.mongoUrl, mongoConnectionOptions(config.mongoUrl)).asPromise();
   const models = createModels(mongo);
-  await ensureIndexes(models, log);
+  await ensureIndexes(models, log, config.emailUniqueness);
 
   const workerRedis = createRedis(config.redisUrl, 'worker');
   const queueRedis = createRedis(config.redisUrl, 'worker');

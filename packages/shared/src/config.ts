@@ -245,6 +245,15 @@ function redisUrlSchema() {
   });
 }
 
+/**
+ * EMAIL_UNIQUENESS: what keeps a provider's email unique within its organization. `index` (the
+ * default): a unique index on provider_users. `claims`: a claim per email in `email_claims`,
+ * written before the user, for a cluster sharded on organization + external_provider_id, which
+ * cannot keep that unique index (docs/guarantees.md, "Email claims").
+ */
+export const EMAIL_UNIQUENESS_MODES = ['index', 'claims'] as const;
+export type EmailUniqueness = (typeof EMAIL_UNIQUENESS_MODES)[number];
+
 /** Variables every process reads (the API, the worker, the CLI). */
 export const sharedEnvShape = {
   MONGO_URL: envRequired(mongoUrlSchema()),
@@ -255,6 +264,7 @@ export const sharedEnvShape = {
   ),
   DOWNSTREAM_TARGETS: envOptional(z.string()),
   DOWNSTREAM_TARGETS_FILE: envOptional(z.string()),
+  EMAIL_UNIQUENESS: envEnum(EMAIL_UNIQUENESS_MODES, 'index'),
 };
 
 /**
@@ -372,6 +382,8 @@ export interface Config {
   rateLimitTokenPerIp: number;
   /** Fastify's trustProxy: who may say, in X-Forwarded-For, which IP the client has. */
   trustProxy: boolean | number | string[];
+  /** EMAIL_UNIQUENESS: a unique index, or email claims (for a cluster sharded on organization + external id). */
+  emailUniqueness: EmailUniqueness;
 }
 
 export interface LoadConfigOptions {
@@ -412,6 +424,7 @@ export function configSchema(options: LoadConfigOptions = {}) {
         rateLimitPerClient: env.RATE_LIMIT_PER_CLIENT_PER_MINUTE,
         rateLimitTokenPerIp: env.RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE,
         trustProxy: env.TRUST_PROXY,
+        emailUniqueness: env.EMAIL_UNIQUENESS,
       };
     });
 }

@@ -20,6 +20,7 @@ export * from './provider-users/merge-settings.ts';
 export * from './provider-users/provider-user-schema.ts';
 export * from './provider-users/provider-user-view.ts';
 export * from './provider-users/recent-users.ts';
+export * from './provider-users/email-claims.ts';
 export * from './provider-users/upsert-provider-user.ts';
 export * from './provider-users/get-provider-user.ts';
 export * from './provider-users/deactivate-provider-user.ts';

@@ -52,7 +52,7 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
   const app = instance.withTypeProvider<ZodTypeProvider>();
   const onRequest = authenticate(deps, USERS_SINCE);
   const onPreviewRequest = authenticate(deps, LIFECYCLE_SINCE);
-  const writeDeps = { models: deps.models, lock: deps.lock, recent: deps.recent, publisher: deps.publisher, metrics: deps.metrics.writes };
+  const writeDeps = { models: deps.models, lock: deps.lock, recent: deps.recent, emailClaims: deps.emailClaims, publisher: deps.publisher, metrics: deps.metrics.writes };
 
   app.post(
     '/users',

@@ -111,6 +111,21 @@ export const targetStateDocSchema = z.object({
   changed_at: z.date(),
 });
 
+/**
+ * Who holds an email within an organization, when EMAIL_UNIQUENESS=claims: a create claims the
+ * email here before it inserts the user, so emails stay unique without a unique index on
+ * `provider_users` (which a cluster sharded on organization + external_provider_id cannot keep;
+ * docs/guarantees.md, "Email claims"). Never released once its user exists (emails never change).
+ */
+export const emailClaimDocSchema = z.object({
+  _id: objectId,
+  organization_id: z.string(),
+  email_normalized: z.string(),
+  /** The user that holds the email, or the create in progress that claimed it. */
+  external_provider_id: z.string(),
+  claimed_at: z.date(),
+});
+
 export const DELIVERY_STATUSES = ['pending', 'delivered', 'failed', 'superseded'] as const;
 
 /** One row per (user, target): the state GET /users/{id} reports in `sync`. */

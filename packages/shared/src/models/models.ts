@@ -1,12 +1,14 @@
 import type { Collection } from 'mongodb';
 import mongoose, { type Connection, Schema } from 'mongoose';
 import type { z } from 'zod';
+import type { EmailUniqueness } from '../config.ts';
 import type { UserStatus } from '../provider-users/provider-user-schema.ts';
 import type {
   createdEventDocSchema,
   deliveryAttemptDocSchema,
   deliveryDocSchema,
   DELIVERY_STATUSES,
+  emailClaimDocSchema,
   lastEventDocSchema,
   oauthClientDocSchema,
   organizationDocSchema,
@@ -38,6 +40,7 @@ export type SigningKeyDoc = z.infer<typeof signingKeyDocSchema>;
 export type UsedAssertionDoc = z.infer<typeof usedAssertionDocSchema>;
 export type RelayCursorDoc = z.infer<typeof relayCursorDocSchema>;
 export type TargetStateDoc = z.infer<typeof targetStateDocSchema>;
+export type EmailClaimDoc = z.infer<typeof emailClaimDocSchema>;
 
 export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
 export type SyncStateDoc = z.infer<typeof syncStateDocSchema>;
@@ -82,10 +85,9 @@ const providerUserSchema = new Schema<ProviderUserDoc>(
   },
   { ...base, collection: 'provider_users' },
 );
-// Both unique indexes lead with organization_id, so a sharded cluster shards this collection on
-// {organization_id: 1}; why not on organization + external provider id: docs/guarantees.md, Scaling out.
+// The shard key of a sharded cluster ({organization_id: 1, external_provider_id: 1}) is this unique
+// index. The email index, unique or not by EMAIL_UNIQUENESS, is made by ensureIndexes below.
 providerUserSchema.index({ organization_id: 1, external_provider_id: 1 }, { unique: true });
-providerUserSchema.index({ organization_id: 1, email_normalized: 1 }, { unique: true });
 // The outbox sweep reads recent writes one 10 s slot at a time, each an equality lookup
 // (docs/delivery.md: on FerretDB a range or a sort reads the whole collection). GET /users
 // pages through an organization by external_provider_id, on the first unique index above.
@@ -110,6 +112,12 @@ const targetStateSchema = new Schema<TargetStateDoc>(
   { _id: String, state: String, reason: String, changed_at: Date },
   { ...base, collection: 'target_states' },
 );
+
+const emailClaimSchema = new Schema<EmailClaimDoc>(
+  { organization_id: String, email_normalized: String, external_provider_id: String, claimed_at: Date },
+  { ...base, collection: 'email_claims' },
+);
+emailClaimSchema.index({ organization_id: 1, email_normalized: 1 }, { unique: true });
 
 const syncStateSchema = new Schema<SyncStateDoc>(
   {
@@ -182,6 +190,7 @@ export function createModels(conn: Connection) {
     UsedAssertion: conn.model<UsedAssertionDoc>('UsedAssertion', usedAssertionSchema),
     RelayCursor: conn.model<RelayCursorDoc>('RelayCursor', relayCursorSchema),
     TargetState: conn.model<TargetStateDoc>('TargetState', targetStateSchema),
+    EmailClaim: conn.model<EmailClaimDoc>('EmailClaim', emailClaimSchema),
     SyncState: conn.model<SyncStateDoc>('SyncState', syncStateSchema),
     Delivery: conn.model<DeliveryDoc>('Delivery', deliverySchema),
     DeliveryAttempt: conn.model<DeliveryAttemptDoc>('DeliveryAttempt', deliveryAttemptSchema),
@@ -233,19 +242,48 @@ export function statusOf(doc: Pick<ProviderUserDoc, 'status'>): UserStatus {
  * expired rows stay until a retention purge removes them: harmless for security,
  * since an assertion past its exp is refused before its jti is looked at.
  */
-export async function ensureIndexes(models: Models, log?: { warn: (obj: object, msg: string) => void }): Promise<void> {
+export async function ensureIndexes(
+  models: Models,
+  log?: { warn: (obj: object, msg: string) => void },
+  emailUniqueness: EmailUniqueness = 'index',
+): Promise<void> {
   for (const model of Object.values(models)) {
     await model.createCollection().catch((err: { code?: number }) => {
       if (err.code !== 48) throw err; // 48: NamespaceExists
     });
     await model.createIndexes();
   }
+  await ensureEmailIndex(collectionOf(models.ProviderUser), emailUniqueness);
   try {
     await models.UsedAssertion.collection.createIndex({ expires_at: 1 }, { name: 'expires_at_ttl', expireAfterSeconds: 0 });
   } catch (err) {
     log?.warn({ err: (err as Error).message }, 'TTL index refused (FerretDB?); expired assertion ids stay until purged');
     await models.UsedAssertion.collection.createIndex({ expires_at: 1 }, { name: 'expires_at' });
   }
+}
+
+const EMAIL_INDEX = { organization_id: 1, email_normalized: 1 } as const;
+const EMAIL_INDEX_NAME = 'organization_id_1_email_normalized_1';
+
+/**
+ * The index on a user's (organization, email): unique under EMAIL_UNIQUENESS=index, what keeps
+ * emails unique; under `claims` the email claims do that, and the index only serves lookups, so
+ * it is made plain when missing and an existing unique one is left for the operator to drop
+ * before sharding (docs/guarantees.md, "Email claims").
+ */
+async function ensureEmailIndex(users: Collection<ProviderUserDoc>, mode: EmailUniqueness): Promise<void> {
+  const existing = (await users.listIndexes().toArray()).find((i) => JSON.stringify(i.key) === JSON.stringify(EMAIL_INDEX));
+  if (mode === 'claims') {
+    if (!existing) await users.createIndex(EMAIL_INDEX, { name: EMAIL_INDEX_NAME });
+    return;
+  }
+  // Looked at, not left to createIndex: FerretDB answers ok to a unique index whose name a plain one has.
+  if (existing && existing.unique !== true) {
+    throw new Error(
+      `provider_users has a non-unique email index (${String(existing.name)}), left by EMAIL_UNIQUENESS=claims: keep EMAIL_UNIQUENESS=claims, or drop that index to go back to index (docs/guarantees.md, "Email claims")`,
+    );
+  }
+  if (!existing) await users.createIndex(EMAIL_INDEX, { name: EMAIL_INDEX_NAME, unique: true });
 }
 
 /** The driver collection of a model, typed with its document (mongoose types it as `Document`). */
@@ -262,6 +300,7 @@ export interface Collections {
   usedAssertions: Collection<UsedAssertionDoc>;
   relayCursors: Collection<RelayCursorDoc>;
   targetStates: Collection<TargetStateDoc>;
+  emailClaims: Collection<EmailClaimDoc>;
   syncStates: Collection<SyncStateDoc>;
   deliveries: Collection<DeliveryDoc>;
   deliveryAttempts: Collection<DeliveryAttemptDoc>;
@@ -281,6 +320,7 @@ export function collectionsOf(models: Models): Collections {
       usedAssertions: collectionOf(models.UsedAssertion),
       relayCursors: collectionOf(models.RelayCursor),
       targetStates: collectionOf(models.TargetState),
+      emailClaims: collectionOf(models.EmailClaim),
       syncStates: collectionOf(models.SyncState),
       deliveries: collectionOf(models.Delivery),
       deliveryAttempts: collectionOf(models.DeliveryAttempt),

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
 import { ConcurrentUpdateError, EmailConflictError, EmailMismatchError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
+import type { EmailClaims } from './email-claims.ts';
 import { collectionsOf, isDuplicateKeyError, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { mergeSettings, sameSettings } from './merge-settings.ts';
 import { RecentUsers } from './recent-users.ts';
@@ -28,6 +29,8 @@ export interface UpsertDeps extends WritePorts {
   lock: KeyedLock;
   /** Optional: lets an update skip its read when this process knows the user (see recent-users.ts). */
   recent?: RecentUsers;
+  /** Set under EMAIL_UNIQUENESS=claims: creates claim their email first (email-claims.ts). */
+  emailClaims?: EmailClaims;
   now?: () => Date;
 }
 
@@ -45,7 +48,8 @@ const MAX_ATTEMPTS = 8;
  *
  * The change and its event are one single-document write (no transactions).
  * Races are settled by MongoDB: the unique indexes on (organization,
- * external_provider_id) and (organization, email) let exactly one insert win, and
+ * external_provider_id) and (organization, email) let exactly one insert win (under
+ * EMAIL_UNIQUENESS=claims the email's claim stands in for the second; email-claims.ts), and
  * updates are conditional on the version read, so a lost race re-reads and
  * re-decides. FerretDB enforces the unique indexes too but does not apply
  * updates atomically; the per-process keyed lock keeps one process's writes to a
@@ -83,10 +87,15 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
 
       if (!existing) {
         const user = newUser(organizationId, body, emailNormalized, now);
+        const claims = deps.emailClaims;
+        const scope = { organizationId, emailNormalized, externalProviderId: body.external_provider_id };
+        if (claims) {
+          const claim = await claims.claim(scope, now);
+          if (claim === 'taken') throw new EmailConflictError();
+          if (claim === 'retry') continue;
+        }
         try {
           await users.insertOne(user);
-          deps.recent?.set(key, user);
-          return { outcome: 'created', reactivated: false, user };
         } catch (err) {
           if (!isDuplicateKeyError(err)) throw err;
           // FerretDB's duplicate-key error names neither index nor key: re-read to learn which clashed.
@@ -94,12 +103,26 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
             { organization_id: organizationId, email_normalized: emailNormalized },
             { projection: { external_provider_id: 1 } },
           );
-          if (byEmail && byEmail.external_provider_id !== body.external_provider_id) {
-            const sameId = await users.findOne({ organization_id: organizationId, external_provider_id: body.external_provider_id }, { projection: { _id: 1 } });
-            if (!sameId) throw new EmailConflictError();
+          const sameId = await users.findOne<Pick<ProviderUserDoc, 'email_normalized'>>(
+            { organization_id: organizationId, external_provider_id: body.external_provider_id },
+            { projection: { email_normalized: 1 } },
+          );
+          if (byEmail && byEmail.external_provider_id !== body.external_provider_id && !sameId) {
+            await claims?.handTo(scope, byEmail.external_provider_id, now);
+            throw new EmailConflictError();
           }
-          continue; // someone created this external_provider_id first: decide again as an update
+          // Someone created this external_provider_id first: decide again as an update. With
+          // another email than ours, it will never hold the email this create claimed.
+          if (claims && sameId && sameId.email_normalized !== emailNormalized) await claims.release(scope);
+          continue;
         }
+        if (claims && !(await claims.stillHeld(scope))) {
+          // This create was paused past the claim's age and another took the email over: undo.
+          await users.deleteOne({ _id: user._id, version: 1 });
+          throw new EmailConflictError();
+        }
+        deps.recent?.set(key, user);
+        return { outcome: 'created', reactivated: false, user };
       }
 
       // A user's email never changes once stored, so a cached copy decides this as well as a read.

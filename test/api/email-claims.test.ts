@@ -1,0 +1,185 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  CLAIM_STALE_MS,
+  collectionsOf,
+  createModels,
+  EmailClaims,
+  EmailConflictError,
+  ensureIndexes,
+  KeyedLock,
+  upsertProviderUser,
+  type EmailClaimScope,
+  type ProviderUserDoc,
+} from '@connect/shared';
+import mongoose from 'mongoose';
+import { databaseUrl, getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+
+/**
+ * EMAIL_UNIQUENESS=claims (docs/guarantees.md, "Email claims"): emails stay unique per
+ * organization with no unique index on provider_users' email, the state a cluster sharded on
+ * organization + external_provider_id needs. Every API here runs on a database whose email
+ * index is plain (checked first), so only the claims can give the answers asserted. Shown on
+ * FerretDB; a sharded MongoDB cluster cannot run on this machine.
+ */
+let api: TestApi;
+let clinic: TestClient;
+let token: string;
+const mongoUrl = databaseUrl('email_claims');
+
+const EMAIL_INDEX = { organization_id: 1, email_normalized: 1 };
+const sameKey = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+beforeAll(async () => {
+  api = await startTestApi({ label: 'email_claims', mongoUrl, env: { EMAIL_UNIQUENESS: 'claims' } });
+  clinic = await registerTestClient(api.models);
+  token = await getToken(api, clinic);
+});
+afterAll(async () => api?.close());
+
+const org = () => clinic.organization._id;
+const claimsOf = (email: string) => collectionsOf(api.models).emailClaims.find({ organization_id: org(), email_normalized: email }).toArray();
+const usersWith = (email: string) => api.models.ProviderUser.countDocuments({ organization_id: org(), email_normalized: email });
+
+describe('EMAIL_UNIQUENESS=claims', () => {
+  it('a new database gets a plain email index on provider_users and a unique one on email_claims', async () => {
+    const users = await collectionsOf(api.models).providerUsers.listIndexes().toArray();
+    const email = users.find((i) => sameKey(i.key, EMAIL_INDEX));
+    expect(email, 'an email index for lookups').toBeDefined();
+    expect(email!.unique ?? false).toBe(false);
+    const claims = await collectionsOf(api.models).emailClaims.listIndexes().toArray();
+    expect(claims.find((i) => sameKey(i.key, EMAIL_INDEX))?.unique).toBe(true);
+  });
+
+  it('20 simultaneous creates sharing an email (two spellings) with different ids: one 201, 19 × 409 email-conflict, one user, one claim naming it', async () => {
+    const email = `shared-${randomUUID()}@example.com`;
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => postUser(api, token, { provider_email: i % 2 ? email : email.toUpperCase(), external_provider_id: `${email}-${i}` })),
+    );
+    const created = answers.filter((a) => a.status === 201);
+    expect(created).toHaveLength(1);
+    const conflicts = answers.filter((a) => a.status === 409);
+    expect(conflicts).toHaveLength(19);
+    for (const c of conflicts) expect(c.body.type).toMatch(/\/email-conflict$/);
+    expect(await usersWith(email)).toBe(1);
+    expect((await claimsOf(email)).map((c) => c.external_provider_id)).toEqual([created[0]!.body.external_provider_id]);
+  });
+
+  it('20 simultaneous identical creates: 201 once, 200 for the rest, one user, one claim', async () => {
+    const id = randomUUID();
+    const email = `${id}@example.com`;
+    const answers = await Promise.all(Array.from({ length: 20 }, () => postUser(api, token, { provider_email: email, external_provider_id: id })));
+    expect(answers.filter((a) => a.status === 201)).toHaveLength(1);
+    expect(answers.filter((a) => a.status === 200)).toHaveLength(19);
+    expect(await usersWith(email)).toBe(1);
+    expect((await claimsOf(email)).map((c) => c.external_provider_id)).toEqual([id]);
+  });
+
+  it('simultaneous creates of one id with 10 different emails: one 201, 9 × 409 email-mismatch; the losers release their claims, so their emails stay free', async () => {
+    const id = randomUUID();
+    const emails = Array.from({ length: 10 }, (_, i) => `${id}-${i}@example.com`);
+    const answers = await Promise.all(emails.map((provider_email) => postUser(api, token, { provider_email, external_provider_id: id })));
+    const winner = answers.find((a) => a.status === 201)!;
+    expect(answers.filter((a) => a.status === 201)).toHaveLength(1);
+    const mismatches = answers.filter((a) => a.status === 409);
+    expect(mismatches).toHaveLength(9);
+    for (const m of mismatches) expect(m.body.type).toMatch(/\/email-mismatch$/);
+    const claims = await collectionsOf(api.models).emailClaims.find({ organization_id: org(), external_provider_id: id }).toArray();
+    expect(claims.map((c) => c.email_normalized)).toEqual([winner.body.provider_email]);
+    const loser = emails.find((e) => e !== winner.body.provider_email)!;
+    expect((await postUser(api, token, { provider_email: loser, external_provider_id: `${id}-other` })).status).toBe(201);
+  });
+
+  it('a claim left by a create that died: refused while younger than the stale age (a create in progress), taken over once older', async () => {
+    const email = `orphan-${randomUUID()}@example.com`;
+    const claims = collectionsOf(api.models).emailClaims;
+    const orphan = { _id: new mongoose.Types.ObjectId(), organization_id: org(), email_normalized: email, external_provider_id: 'died-mid-create', claimed_at: new Date() };
+    await claims.insertOne(orphan);
+    const young = await postUser(api, token, { provider_email: email, external_provider_id: 'second' });
+    expect(young.status).toBe(409);
+    expect(young.body.type).toMatch(/\/email-conflict$/);
+    expect(await usersWith(email)).toBe(0);
+
+    await claims.updateOne({ _id: orphan._id }, { $set: { claimed_at: new Date(Date.now() - CLAIM_STALE_MS - 1_000) } });
+    expect((await postUser(api, token, { provider_email: email, external_provider_id: 'second' })).status).toBe(201);
+    expect((await claimsOf(email)).map((c) => c.external_provider_id)).toEqual(['second']);
+    expect((await postUser(api, token, { provider_email: email, external_provider_id: 'died-mid-create' })).status).toBe(409);
+  });
+
+  it('an old claim whose user exists is never taken over', async () => {
+    const id = randomUUID();
+    const email = `${id}@example.com`;
+    expect((await postUser(api, token, { provider_email: email, external_provider_id: id })).status).toBe(201);
+    await collectionsOf(api.models).emailClaims.updateOne({ organization_id: org(), email_normalized: email }, { $set: { claimed_at: new Date(Date.now() - 86_400_000) } });
+    const other = await postUser(api, token, { provider_email: email, external_provider_id: `${id}-other` });
+    expect(other.status).toBe(409);
+    expect(other.body.type).toMatch(/\/email-conflict$/);
+    expect((await claimsOf(email)).map((c) => c.external_provider_id)).toEqual([id]);
+  });
+
+  it('a create paused past the stale age, whose claim another create took over, undoes its insert and answers 409', async () => {
+    const email = `paused-${randomUUID()}@example.com`;
+    const users = collectionsOf(api.models).providerUsers;
+    const claims = collectionsOf(api.models).emailClaims;
+    const rival = new EmailClaims(claims, users);
+    /** Claims, then (as if this process then stalled for minutes) a rival's create takes the aged claim over. */
+    class OvertakenClaims extends EmailClaims {
+      override async claim(scope: EmailClaimScope, now: Date) {
+        const outcome = await super.claim(scope, now);
+        await claims.updateOne({ organization_id: scope.organizationId, email_normalized: scope.emailNormalized }, { $set: { claimed_at: new Date(now.getTime() - CLAIM_STALE_MS - 1_000) } });
+        expect(await rival.claim({ ...scope, externalProviderId: 'rival' }, new Date())).toBe('claimed');
+        return outcome;
+      }
+    }
+    const published: ProviderUserDoc[] = [];
+    const deps = { models: api.models, lock: new KeyedLock(), emailClaims: new OvertakenClaims(claims, users), publisher: { publishSoon: (u: ProviderUserDoc) => published.push(u) } };
+    await expect(
+      upsertProviderUser(deps, { organizationId: org(), body: { provider_email: email, external_provider_id: 'paused', settings: { speech_locale: 'ENGLISH_US' } } }),
+    ).rejects.toBeInstanceOf(EmailConflictError);
+    expect(await usersWith(email)).toBe(0);
+    expect(published).toEqual([]);
+    // The rival's create goes on from its claim: its user is the one that holds the email.
+    expect((await postUser(api, token, { provider_email: email, external_provider_id: 'rival' })).status).toBe(201);
+    expect(await usersWith(email)).toBe(1);
+  });
+});
+
+describe('switching an existing database from EMAIL_UNIQUENESS=index to claims', () => {
+  it('users stored without claims keep their emails: a create of one answers 409 and the claim is handed to its user', async () => {
+    const url = databaseUrl('email_upgrade');
+    const before = await startTestApi({ label: 'email_upgrade', mongoUrl: url });
+    const client = await registerTestClient(before.models);
+    const email = `legacy-${randomUUID()}@example.com`;
+    expect((await postUser(before, await getToken(before, client), { provider_email: email, external_provider_id: 'legacy' })).status).toBe(201);
+    expect((await collectionsOf(before.models).providerUsers.listIndexes().toArray()).find((i) => sameKey(i.key, EMAIL_INDEX))?.unique).toBe(true);
+    await before.close();
+
+    // The operator's step before sharding: drop the unique email index; the API in claims mode makes a plain one.
+    const conn = await mongoose.createConnection(url).asPromise();
+    await conn.collection('provider_users').dropIndex('organization_id_1_email_normalized_1');
+    await conn.close();
+    const after = await startTestApi({ label: 'email_upgrade', mongoUrl: url, env: { EMAIL_UNIQUENESS: 'claims' } });
+    try {
+      const t = await getToken(after, client);
+      const indexes = await collectionsOf(after.models).providerUsers.listIndexes().toArray();
+      expect(indexes.find((i) => sameKey(i.key, EMAIL_INDEX))?.unique ?? false).toBe(false);
+      const answers = await Promise.all(Array.from({ length: 5 }, (_, i) => postUser(after, t, { provider_email: email, external_provider_id: `newcomer-${i}` })));
+      expect(answers.map((a) => a.status)).toEqual([409, 409, 409, 409, 409]);
+      expect(await after.models.ProviderUser.countDocuments({ email_normalized: email })).toBe(1);
+      const claims = await collectionsOf(after.models).emailClaims.find({ email_normalized: email }).toArray();
+      expect(claims.map((c) => c.external_provider_id)).toEqual(['legacy']);
+      expect((await postUser(after, t, { provider_email: email, external_provider_id: 'legacy', settings: { speech_locale: 'FRENCH_FR' } })).status).toBe(200);
+    } finally {
+      await after.close();
+    }
+  });
+
+  it('back to index with a plain email index left: start-up stops, saying what to do', async () => {
+    const conn = await mongoose.createConnection(mongoUrl).asPromise();
+    try {
+      await expect(ensureIndexes(createModels(conn), undefined, 'index')).rejects.toThrow(/non-unique email index .*EMAIL_UNIQUENESS=claims/);
+    } finally {
+      await conn.close();
+    }
+  });
+});
