@@ -31,8 +31,10 @@ describe('configuration from the environment (docs/operations.md)', () => {
       accessTokenTtlSeconds: 3600,
       logLevel: 'info',
       downstreamTargets: [],
+      emailUniqueness: 'index',
     });
     expect(Object.isFrozen(c)).toBe(true);
+    expect(loadConfig({ ...base, EMAIL_UNIQUENESS: 'claims' }).emailUniqueness).toBe('claims');
   });
 
   it('parses DOWNSTREAM_TARGETS with defaults for scheme and timeout', () => {
@@ -66,6 +68,7 @@ describe('configuration from the environment (docs/operations.md)', () => {
     [{ DOWNSTREAM_TARGETS: '[{"name":"a","url":"https://x","secrets":["s"]},{"name":"a","url":"https://y","secrets":["s"]}]' }, 'DOWNSTREAM_TARGETS'],
     [{ DOWNSTREAM_TARGETS_FILE: '/nonexistent/targets.json' }, 'DOWNSTREAM_TARGETS_FILE'],
     [{ ADMIN_TOKEN: 'short' }, 'ADMIN_TOKEN'],
+    [{ EMAIL_UNIQUENESS: 'unique' }, 'EMAIL_UNIQUENESS'],
   ])('%j names %s', (overrides, variable) => {
     const err = errorOf({ ...base, ...overrides } as Record<string, string>);
     expect(err.variable).toBe(variable);
