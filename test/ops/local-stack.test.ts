@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
@@ -13,6 +13,13 @@ const database = `stack_test_${Date.now().toString(36)}`;
 
 /** Every stack this file starts: one a failed assertion left running is stopped (Ctrl-C's SIGINT) before the database goes. */
 const stacks: ChildProcess[] = [];
+/** Every STACK_DIR this file made (settings, logs, FerretDB's state), removed at the end. */
+const dirs: string[] = [];
+const stackDir = () => {
+  const dir = mkdtempSync(join(tmpdir(), 'stack-'));
+  dirs.push(dir);
+  return dir;
+};
 afterAll(async () => {
   for (const child of stacks.filter((c) => c.exitCode === null && c.signalCode === null)) {
     const exited = new Promise((r) => child.once('exit', r));
@@ -20,11 +27,12 @@ afterAll(async () => {
     await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
   }
   await run('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-d', 'postgres', '-qc', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`]).catch(() => undefined);
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
 describe('pnpm stack: the whole system in one command on a machine without Docker', () => {
   it('comes up, writes its settings for the CLI, prints a copy-paste block that runs as printed and shows the verified callback of this run, reuses its demo data, and stops on Ctrl-C and on SIGTERM to pnpm', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'stack-'));
+    const dir = stackDir();
     const port = await freePort();
     const start = () => {
       const child = spawn('pnpm', ['-s', 'stack'], {
@@ -94,7 +102,7 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
 
 describe('pnpm stack: stopping when whoever read its output is gone', () => {
   it('a closed terminal (its stdout and stderr gone, then SIGHUP) still stops every process it started, and it exits 0', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'stack-'));
+    const dir = stackDir();
     const port = await freePort();
     const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/local-stack.ts'], {
       cwd: REPO_ROOT,
