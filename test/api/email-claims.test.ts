@@ -51,6 +51,7 @@ async function createAsAnotherProcess(body: { provider_email: string; external_p
     return (await upsertProviderUser(deps, { organizationId: org(), body: { ...body, settings: { speech_locale: 'ENGLISH_US' } } })).outcome;
   } catch (err) {
     if (err instanceof EmailMismatchError) return 'email-mismatch';
+    if (err instanceof EmailConflictError) return 'email-conflict';
     throw err;
   }
 }
@@ -121,6 +122,17 @@ describe('EMAIL_UNIQUENESS=claims', () => {
     expect((await postUser(api, token, { provider_email: email, external_provider_id: 'died-mid-create' })).status).toBe(409);
   });
 
+  it('10 simultaneous creates of an email whose claim a dead create left, as from 10 API processes: one created, 9 email-conflict', async () => {
+    const email = `orphan-race-${randomUUID()}@example.com`;
+    const old = new Date(Date.now() - CLAIM_STALE_MS - 1_000);
+    await collectionsOf(api.models).emailClaims.insertOne({ _id: new mongoose.Types.ObjectId(), organization_id: org(), email_normalized: email, external_provider_id: 'died', claimed_at: old });
+    const outcomes = await Promise.all(Array.from({ length: 10 }, (_, i) => createAsAnotherProcess({ provider_email: email, external_provider_id: `racer-${i}` })));
+    expect(outcomes.filter((o) => o === 'created')).toHaveLength(1);
+    expect(outcomes.filter((o) => o === 'email-conflict')).toHaveLength(9);
+    expect(await usersWith(email)).toBe(1);
+    expect(await claimsOf(email)).toHaveLength(1);
+  });
+
   it('an old claim whose user exists stays with that user: another create of the email answers 409', async () => {
     const id = randomUUID();
     const email = `${id}@example.com`;
@@ -142,6 +154,8 @@ describe('EMAIL_UNIQUENESS=claims', () => {
       override async claim(scope: EmailClaimScope, now: Date) {
         const outcome = await super.claim(scope, now);
         await claims.updateOne({ organization_id: scope.organizationId, email_normalized: scope.emailNormalized }, { $set: { claimed_at: new Date(now.getTime() - CLAIM_STALE_MS - 1_000) } });
+        // The rival deletes the aged claim ('retry'), then claims anew.
+        expect(await rival.claim({ ...scope, externalProviderId: 'rival' }, new Date())).toBe('retry');
         expect(await rival.claim({ ...scope, externalProviderId: 'rival' }, new Date())).toBe('claimed');
         return outcome;
       }

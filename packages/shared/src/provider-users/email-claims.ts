@@ -9,8 +9,8 @@ import { isDuplicateKeyError, type EmailClaimDoc, type ProviderUserDoc } from '.
  * external_provider_id, the shard key a sharded cluster can then use.
  *
  * A claim names the external_provider_id that holds the email. It outlives a create that died
- * between the two writes; such a claim is taken over by the next create of that email once it
- * is older than CLAIM_STALE_MS and no user of its id holds the email. A create checks after its
+ * between the two writes; such a claim is deleted by the next create of that email once it is
+ * older than CLAIM_STALE_MS and no user of its id holds the email, and that create claims anew. A create checks after its
  * insert that the claim is still its own, and undoes its insert if it is not (it was paused past
  * that age and lost the claim), so two users never keep one email.
  */
@@ -33,7 +33,8 @@ export class EmailClaims {
   /**
    * Claims the email for this create: `claimed` (ours, or already held by this same id: a
    * concurrent create of it), `taken` (another user holds it, or another create claimed it
-   * less than CLAIM_STALE_MS ago), `retry` (the claim changed under us: decide again).
+   * less than CLAIM_STALE_MS ago), `retry` (the claim changed under us, or a dead create's claim
+   * was just deleted: decide again).
    */
   async claim(scope: EmailClaimScope, now: Date): Promise<ClaimOutcome> {
     const { organizationId, emailNormalized, externalProviderId } = scope;
@@ -58,11 +59,11 @@ export class EmailClaims {
         if (holder?.email_normalized === emailNormalized) return 'taken';
         // No user of that id yet: its create is in progress, unless it died long enough ago.
         if (!holder && now.getTime() - held.claimed_at.getTime() < CLAIM_STALE_MS) return 'taken';
-        const took = await this.claims.updateOne(
-          { _id: held._id, external_provider_id: held.external_provider_id, claimed_at: held.claimed_at },
-          { $set: { external_provider_id: externalProviderId, claimed_at: now } },
-        );
-        if (took.matchedCount !== 1) return 'retry';
+        // Taken over by deleting that very claim (its _id, as read) and claiming anew: the unique
+        // index then picks one of several creates doing this at once. A conditional update would
+        // not, on FerretDB, which does not apply updates atomically.
+        await this.claims.deleteOne({ _id: held._id, external_provider_id: held.external_provider_id, claimed_at: held.claimed_at });
+        return 'retry';
       }
     }
     // A user stored before claims were kept (EMAIL_UNIQUENESS=index) has no claim: look for one,
