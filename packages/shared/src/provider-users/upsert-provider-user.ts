@@ -103,12 +103,16 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
             { organization_id: organizationId, email_normalized: emailNormalized },
             { projection: { external_provider_id: 1 } },
           );
-          const sameId = await users.findOne<Pick<ProviderUserDoc, 'email_normalized'>>(
-            { organization_id: organizationId, external_provider_id: body.external_provider_id },
-            { projection: { email_normalized: 1 } },
-          );
-          if (byEmail && byEmail.external_provider_id !== body.external_provider_id && !sameId) {
-            await claims?.handTo(scope, byEmail.external_provider_id, now);
+          const emailHeldElsewhere = byEmail !== null && byEmail.external_provider_id !== body.external_provider_id;
+          const sameId =
+            emailHeldElsewhere || claims
+              ? await users.findOne<Pick<ProviderUserDoc, 'email_normalized'>>(
+                  { organization_id: organizationId, external_provider_id: body.external_provider_id },
+                  { projection: { email_normalized: 1 } },
+                )
+              : null;
+          if (emailHeldElsewhere && !sameId) {
+            await claims?.handTo(scope, byEmail!.external_provider_id, now);
             throw new EmailConflictError();
           }
           // Someone created this external_provider_id first: decide again as an update. With
