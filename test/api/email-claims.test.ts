@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  CLAIM_SETTLE_MS,
   CLAIM_STALE_MS,
   collectionsOf,
   createModels,
@@ -144,13 +145,17 @@ describe('EMAIL_UNIQUENESS=claims', () => {
     expect((await claimsOf(email)).map((c) => c.external_provider_id)).toEqual([id]);
   });
 
-  it('a create paused past the stale age, whose claim another create took over, undoes its insert and answers 409', async () => {
-    const email = `paused-${randomUUID()}@example.com`;
+  /**
+   * A create whose insert reaches the database more than CLAIM_STALE_MS after its claim (held up
+   * there): after its claim, the claim is aged and a rival create takes it over; with
+   * `changedMeanwhile`, another request changes the new user before the create can undo it.
+   */
+  async function heldUpCreate(email: string, changedMeanwhile: boolean) {
     const users = collectionsOf(api.models).providerUsers;
     const claims = collectionsOf(api.models).emailClaims;
     const rival = new EmailClaims(claims, users);
-    /** Claims, then (as if this process then stalled for minutes) a rival's create takes the aged claim over. */
-    class OvertakenClaims extends EmailClaims {
+    const errors: string[] = [];
+    class HeldUpClaims extends EmailClaims {
       override async claim(scope: EmailClaimScope, now: Date) {
         const outcome = await super.claim(scope, now);
         await claims.updateOne({ organization_id: scope.organizationId, email_normalized: scope.emailNormalized }, { $set: { claimed_at: new Date(now.getTime() - CLAIM_STALE_MS - 1_000) } });
@@ -159,17 +164,92 @@ describe('EMAIL_UNIQUENESS=claims', () => {
         expect(await rival.claim({ ...scope, externalProviderId: 'rival' }, new Date())).toBe('claimed');
         return outcome;
       }
+      override async stillHeld(scope: EmailClaimScope) {
+        if (changedMeanwhile) await users.updateOne({ organization_id: scope.organizationId, external_provider_id: scope.externalProviderId }, { $set: { version: 2 } });
+        return super.stillHeld(scope);
+      }
     }
     const published: ProviderUserDoc[] = [];
-    const deps = { models: api.models, lock: new KeyedLock(), emailClaims: new OvertakenClaims(claims, users), publisher: { publishSoon: (u: ProviderUserDoc) => published.push(u) } };
-    await expect(
-      upsertProviderUser(deps, { organizationId: org(), body: { provider_email: email, external_provider_id: 'paused', settings: { speech_locale: 'ENGLISH_US' } } }),
-    ).rejects.toBeInstanceOf(EmailConflictError);
+    const log = { error: (_obj: object, msg: string) => void errors.push(msg) };
+    const deps = { models: api.models, lock: new KeyedLock(), emailClaims: new HeldUpClaims(claims, users, log), publisher: { publishSoon: (u: ProviderUserDoc) => published.push(u) } };
+    const outcome = await upsertProviderUser(deps, { organizationId: org(), body: { provider_email: email, external_provider_id: 'held-up', settings: { speech_locale: 'ENGLISH_US' } } }).then(
+      (r) => r.outcome,
+      (err: unknown) => err,
+    );
+    return { outcome, published, errors };
+  }
+
+  it('a create whose insert was held up past the stale age, whose claim another create took over, undoes its insert and answers 409', async () => {
+    const email = `held-up-${randomUUID()}@example.com`;
+    const { outcome, published, errors } = await heldUpCreate(email, false);
+    expect(outcome).toBeInstanceOf(EmailConflictError);
     expect(await usersWith(email)).toBe(0);
     expect(published).toEqual([]);
+    expect(errors).toEqual([]);
     // The rival's create goes on from its claim: its user is the one that holds the email.
     expect((await postUser(api, token, { provider_email: email, external_provider_id: 'rival' })).status).toBe(201);
     expect(await usersWith(email)).toBe(1);
+  });
+
+  it('the same, when another request changed that user before the undo: the user stays, the create answers created, and an error says two users share the email', async () => {
+    const email = `held-up-changed-${randomUUID()}@example.com`;
+    const { outcome, published, errors } = await heldUpCreate(email, true);
+    expect(outcome).toBe('created');
+    expect(published).toHaveLength(1);
+    expect(await usersWith(email)).toBe(1);
+    expect(errors).toEqual([expect.stringMatching(/^two users now share an email/)]);
+  });
+
+  describe('a claim of another id with no user yet: its create is in progress, waited for up to CLAIM_SETTLE_MS', () => {
+    /** A young claim of `holder` on a new email, and a create of that email by another id started against it. */
+    async function createAgainstYoungClaim() {
+      const email = `settle-${randomUUID()}@example.com`;
+      const holder = `holder-${randomUUID()}`;
+      await collectionsOf(api.models).emailClaims.insertOne({ _id: new mongoose.Types.ObjectId(), organization_id: org(), email_normalized: email, external_provider_id: holder, claimed_at: new Date() });
+      const started = Date.now();
+      const answer = postUser(api, token, { provider_email: email, external_provider_id: `${holder}-other` }).then((a) => ({ ...a, afterMs: Date.now() - started }));
+      return { email, holder, answer };
+    }
+    const insertUser = (id: string, email: string) =>
+      api.models.ProviderUser.collection.insertOne({
+        _id: new mongoose.Types.ObjectId(),
+        organization_id: org(),
+        external_provider_id: id,
+        provider_email: email,
+        email_normalized: email,
+      });
+    const settle = () => new Promise((r) => setTimeout(r, 300));
+
+    it('its id ends up holding another email (it lost a race on its id): the email is free, 201', async () => {
+      const { holder, answer } = await createAgainstYoungClaim();
+      await settle();
+      await insertUser(holder, `${holder}@elsewhere.example.com`);
+      expect((await answer).status).toBe(201);
+    });
+
+    it('its create gives the claim up: 201', async () => {
+      const { email, answer } = await createAgainstYoungClaim();
+      await settle();
+      await collectionsOf(api.models).emailClaims.deleteOne({ organization_id: org(), email_normalized: email });
+      expect((await answer).status).toBe(201);
+    });
+
+    it('its create inserts its user with this email: 409 email-conflict', async () => {
+      const { email, holder, answer } = await createAgainstYoungClaim();
+      await settle();
+      await insertUser(holder, email);
+      const a = await answer;
+      expect(a.status).toBe(409);
+      expect(a.body.type).toMatch(/\/email-conflict$/);
+    });
+
+    it('nothing happens: 409 email-conflict once the wait is over', async () => {
+      const { answer } = await createAgainstYoungClaim();
+      const a = await answer;
+      expect(a.status).toBe(409);
+      expect(a.body.type).toMatch(/\/email-conflict$/);
+      console.log(`[email claims] a create against a young claim with no user answered 409 after ${a.afterMs} ms (CLAIM_SETTLE_MS ${CLAIM_SETTLE_MS})`);
+    });
   });
 });
 

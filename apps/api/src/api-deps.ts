@@ -137,7 +137,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     publisher,
     lock: new KeyedLock(),
     recent: new RecentUsers(2_000),
-    emailClaims: config.emailUniqueness === 'claims' ? new EmailClaims(collectionsOf(models).emailClaims, collectionsOf(models).providerUsers) : undefined,
+    emailClaims: config.emailUniqueness === 'claims' ? new EmailClaims(collectionsOf(models).emailClaims, collectionsOf(models).providerUsers, log) : undefined,
     tokens: new AccessTokens(key, config.issuer, config.accessTokenTtlSeconds),
     clients: new ClientDirectory(models, options.clientCacheTtlMs ?? 30_000),
     clientKeys: new ClientKeys({ ...DEFAULT_CLIENT_KEY_OPTIONS, ...options.clientKeys }),

@@ -1,5 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import mongoose from 'mongoose';
 import type { Collection } from 'mongodb';
+import { maskEmail } from '../logger.ts';
 import { isDuplicateKeyError, type EmailClaimDoc, type ProviderUserDoc } from '../models/models.ts';
 
 /**
@@ -10,11 +12,15 @@ import { isDuplicateKeyError, type EmailClaimDoc, type ProviderUserDoc } from '.
  *
  * A claim names the external_provider_id that holds the email. It outlives a create that died
  * between the two writes; such a claim is deleted by the next create of that email once it is
- * older than CLAIM_STALE_MS and no user of its id holds the email, and that create claims anew. A create checks after its
- * insert that the claim is still its own, and undoes its insert if it is not (it was paused past
- * that age and lost the claim), so two users never keep one email.
+ * older than CLAIM_STALE_MS and no user of its id holds the email, and that create claims anew.
+ * A create whose own process took more than half that age between its claim and its insert
+ * claims again first; one whose insert reached the database later still (held up there) finds
+ * its claim gone after the insert and undoes it (`undoInsert`).
  */
-export const CLAIM_STALE_MS = 60_000;
+export const CLAIM_STALE_MS = 60 * 60_000;
+/** How long a create waits for another create in progress on its email to finish or give up. */
+export const CLAIM_SETTLE_MS = 2_000;
+const CLAIM_SETTLE_POLL_MS = 50;
 
 export interface EmailClaimScope {
   organizationId: string;
@@ -28,6 +34,7 @@ export class EmailClaims {
   constructor(
     private readonly claims: Collection<EmailClaimDoc>,
     private readonly users: Collection<ProviderUserDoc>,
+    private readonly log?: { error: (obj: object, msg: string) => void },
   ) {}
 
   /**
@@ -51,20 +58,7 @@ export class EmailClaims {
       if (!isDuplicateKeyError(err)) throw err;
       const held = await this.claims.findOne({ organization_id: organizationId, email_normalized: emailNormalized });
       if (!held) return 'retry';
-      if (held.external_provider_id !== externalProviderId) {
-        const holder = await this.users.findOne(
-          { organization_id: organizationId, external_provider_id: held.external_provider_id },
-          { projection: { email_normalized: 1 } },
-        );
-        if (holder?.email_normalized === emailNormalized) return 'taken';
-        // No user of that id yet: its create is in progress, unless it died long enough ago.
-        if (!holder && now.getTime() - held.claimed_at.getTime() < CLAIM_STALE_MS) return 'taken';
-        // Taken over by deleting that very claim (its _id, as read) and claiming anew: the unique
-        // index then picks one of several creates doing this at once. A conditional update would
-        // not, on FerretDB, which does not apply updates atomically.
-        await this.claims.deleteOne({ _id: held._id, external_provider_id: held.external_provider_id, claimed_at: held.claimed_at });
-        return 'retry';
-      }
+      if (held.external_provider_id !== externalProviderId) return this.heldByAnother(held, scope, now);
     }
     // A user stored before claims were kept (EMAIL_UNIQUENESS=index) has no claim: look for one,
     // and when there is, the claim becomes that user's.
@@ -79,6 +73,34 @@ export class EmailClaims {
     return 'claimed';
   }
 
+  /**
+   * Another id's claim on this email. Its user holds the email: `taken`. Its user holds another
+   * email (that create lost on its id and is releasing this claim), or it has no user and is
+   * older than CLAIM_STALE_MS (its create died): deleted, by its `_id` as read, and `retry`, so
+   * the unique index picks one of several creates claiming anew at once (a conditional update
+   * would not: FerretDB does not apply updates atomically). No user yet and younger: its create
+   * is in progress, so wait up to CLAIM_SETTLE_MS for it to insert its user or give the claim up;
+   * a claim still there with no user after that is `taken`.
+   */
+  private async heldByAnother(held: EmailClaimDoc, scope: EmailClaimScope, now: Date): Promise<ClaimOutcome> {
+    const settleBy = Date.now() + CLAIM_SETTLE_MS;
+    for (;;) {
+      const holder = await this.users.findOne(
+        { organization_id: scope.organizationId, external_provider_id: held.external_provider_id },
+        { projection: { email_normalized: 1 } },
+      );
+      if (holder?.email_normalized === scope.emailNormalized) return 'taken';
+      if (holder || now.getTime() - held.claimed_at.getTime() >= CLAIM_STALE_MS) {
+        await this.claims.deleteOne({ _id: held._id, external_provider_id: held.external_provider_id, claimed_at: held.claimed_at });
+        return 'retry';
+      }
+      if (Date.now() >= settleBy) return 'taken';
+      await sleep(CLAIM_SETTLE_POLL_MS);
+      const still = await this.claims.findOne({ _id: held._id }, { projection: { external_provider_id: 1 } });
+      if (still?.external_provider_id !== held.external_provider_id) return 'retry';
+    }
+  }
+
   /** After the insert: is the email still claimed by this create? (Not when it was taken over meanwhile.) */
   async stillHeld(scope: EmailClaimScope): Promise<boolean> {
     const held = await this.claims.findOne(
@@ -86,6 +108,22 @@ export class EmailClaims {
       { projection: { external_provider_id: 1 } },
     );
     return held?.external_provider_id === scope.externalProviderId;
+  }
+
+  /**
+   * The user this create inserted, deleted after its claim was found taken over (the insert
+   * reached the database more than CLAIM_STALE_MS after the claim). False when another request
+   * has changed the user already: it then stays, two users share the email, and an error says so
+   * for an operator to settle (docs/guarantees.md, "Email claims").
+   */
+  async undoInsert(user: ProviderUserDoc): Promise<boolean> {
+    const { deletedCount } = await this.users.deleteOne({ _id: user._id, version: 1 });
+    if (deletedCount === 1) return true;
+    this.log?.error(
+      { organization_id: user.organization_id, external_provider_id: user.external_provider_id, email: maskEmail(user.provider_email) },
+      'two users now share an email: a create lost its email claim while its insert was held up, and its user was changed before it could be undone',
+    );
+    return false;
   }
 
   /** This create's claim, when its user will not exist (its id turned out to hold another email). */

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
 import { ConcurrentUpdateError, EmailConflictError, EmailMismatchError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
-import type { EmailClaims } from './email-claims.ts';
+import { CLAIM_STALE_MS, type EmailClaims } from './email-claims.ts';
 import { collectionsOf, isDuplicateKeyError, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { mergeSettings, sameSettings } from './merge-settings.ts';
 import { RecentUsers } from './recent-users.ts';
@@ -89,10 +89,16 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
         const user = newUser(organizationId, body, emailNormalized, now);
         const claims = deps.emailClaims;
         const scope = { organizationId, emailNormalized, externalProviderId: body.external_provider_id };
+        const claimedAt = performance.now();
         if (claims) {
           const claim = await claims.claim(scope, now);
           if (claim === 'taken') throw new EmailConflictError();
           if (claim === 'retry') continue;
+          // This process was held up so long that the claim may count as a dead create's: claim again.
+          if (performance.now() - claimedAt > CLAIM_STALE_MS / 2) {
+            await claims.release(scope);
+            continue;
+          }
         }
         try {
           await users.insertOne(user);
@@ -120,11 +126,8 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
           if (claims && sameId && sameId.email_normalized !== emailNormalized) await claims.release(scope);
           continue;
         }
-        if (claims && !(await claims.stillHeld(scope))) {
-          // This create was paused past the claim's age and another took the email over: undo.
-          await users.deleteOne({ _id: user._id, version: 1 });
-          throw new EmailConflictError();
-        }
+        // The insert reached the database after the claim's age and another create took the email: undo.
+        if (claims && !(await claims.stillHeld(scope)) && (await claims.undoInsert(user))) throw new EmailConflictError();
         deps.recent?.set(key, user);
         return { outcome: 'created', reactivated: false, user };
       }
