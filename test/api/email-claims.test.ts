@@ -42,6 +42,16 @@ afterAll(async () => api?.close());
 
 const org = () => clinic.organization._id;
 const claimsOf = (email: string) => collectionsOf(api.models).emailClaims.find({ organization_id: org(), email_normalized: email }).toArray();
+/** The user another process's create of (id, email) would have stored, with the settings createAsAnotherProcess sends. */
+async function twinOf(id: string, email: string): Promise<ProviderUserDoc> {
+  const other = { models: api.models, lock: new KeyedLock(), publisher: { publishSoon: () => undefined } };
+  // Made through the use case on a scratch organization, then moved: the stored shape is the product's own.
+  const scratch = `scratch-${randomUUID()}`;
+  const { user } = await upsertProviderUser(other, { organizationId: scratch, body: { provider_email: email, external_provider_id: id, settings: { speech_locale: 'ENGLISH_US' } } });
+  await collectionsOf(api.models).providerUsers.deleteOne({ _id: user._id });
+  return { ...user, organization_id: org(), _id: new mongoose.Types.ObjectId() };
+}
+
 /**
  * A create through the use case with a lock and no cache of its own, as another API process
  * would make it: one process's keyed lock would queue creates of one id one after another.
@@ -198,6 +208,31 @@ describe('EMAIL_UNIQUENESS=claims', () => {
     expect(published).toHaveLength(1);
     expect(await usersWith(email)).toBe(1);
     expect(errors).toEqual([expect.stringMatching(/^two users now share an email/)]);
+  });
+
+  it('a create held up in its own process for half the stale age between its claim and its insert decides again, and keeps the claim a create of the same id made meanwhile', async () => {
+    const id = `paused-${randomUUID()}`;
+    const email = `${id}@example.com`;
+    const users = collectionsOf(api.models).providerUsers;
+    const claims = collectionsOf(api.models).emailClaims;
+    let calls = 0;
+    // The clock reads 0, except right after the first claim: half the stale age and a bit later.
+    const clock = () => (calls === 1 && readsAfterClaim++ === 0 ? CLAIM_STALE_MS / 2 + 1 : 0);
+    let readsAfterClaim = 0;
+    class PausedClaims extends EmailClaims {
+      override async claim(scope: EmailClaimScope, now: Date) {
+        const outcome = await super.claim(scope, now);
+        // Meanwhile another process's create of the same id and email inserted its user.
+        if (++calls === 1) await users.insertOne({ ...(await twinOf(id, email)) });
+        return outcome;
+      }
+    }
+    const deps = { models: api.models, lock: new KeyedLock(), emailClaims: new PausedClaims(claims, users, undefined, clock), publisher: { publishSoon: () => undefined } };
+    const result = await upsertProviderUser(deps, { organizationId: org(), body: { provider_email: email, external_provider_id: id, settings: { speech_locale: 'ENGLISH_US' } } });
+    expect(result.outcome).toBe('unchanged');
+    expect(calls).toBe(1);
+    expect(await usersWith(email)).toBe(1);
+    expect((await claimsOf(email)).map((c) => c.external_provider_id)).toEqual([id]);
   });
 
   describe('a claim of another id with no user yet: its create is in progress, waited for up to CLAIM_SETTLE_MS', () => {

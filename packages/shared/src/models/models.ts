@@ -85,12 +85,12 @@ const providerUserSchema = new Schema<ProviderUserDoc>(
   },
   { ...base, collection: 'provider_users' },
 );
-// The shard key of a sharded cluster ({organization_id: 1, external_provider_id: 1}) is this unique
-// index. The email index, unique or not by EMAIL_UNIQUENESS, is made by ensureIndexes below.
+// One user per EHR id; under EMAIL_UNIQUENESS=claims also the shard key of a sharded cluster. The
+// email index, unique or not by EMAIL_UNIQUENESS, is made by ensureIndexes below.
 providerUserSchema.index({ organization_id: 1, external_provider_id: 1 }, { unique: true });
 // The outbox sweep reads recent writes one 10 s slot at a time, each an equality lookup
 // (docs/delivery.md: on FerretDB a range or a sort reads the whole collection). GET /users
-// pages through an organization by external_provider_id, on the first unique index above.
+// pages through an organization by external_provider_id, on the unique index above.
 providerUserSchema.index({ outbox_slot: 1 });
 
 const signingKeySchema = new Schema<SigningKeyDoc>(
@@ -241,6 +241,9 @@ export function statusOf(doc: Pick<ProviderUserDoc, 'status'>): UserStatus {
  * on used assertions is attempted and its absence tolerated. Without it (FerretDB)
  * expired rows stay until a retention purge removes them: harmless for security,
  * since an assertion past its exp is refused before its jti is looked at.
+ * `emailUniqueness` (EMAIL_UNIQUENESS) decides the users' email index and whether
+ * `email_claims` is made (docs/guarantees.md, "Email claims"); every process that
+ * calls this must pass the mode the deployment runs with.
  */
 export async function ensureIndexes(
   models: Models,
@@ -248,12 +251,13 @@ export async function ensureIndexes(
   emailUniqueness: EmailUniqueness = 'index',
 ): Promise<void> {
   for (const model of Object.values(models)) {
+    if (model === models.EmailClaim && emailUniqueness !== 'claims') continue;
     await model.createCollection().catch((err: { code?: number }) => {
       if (err.code !== 48) throw err; // 48: NamespaceExists
     });
     await model.createIndexes();
   }
-  await ensureEmailIndex(collectionOf(models.ProviderUser), emailUniqueness);
+  await ensureEmailIndex(collectionOf(models.ProviderUser), emailUniqueness, log);
   try {
     await models.UsedAssertion.collection.createIndex({ expires_at: 1 }, { name: 'expires_at_ttl', expireAfterSeconds: 0 });
   } catch (err) {
@@ -271,19 +275,27 @@ const EMAIL_INDEX_NAME = 'organization_id_1_email_normalized_1';
  * it is made plain when missing and an existing unique one is left for the operator to drop
  * before sharding (docs/guarantees.md, "Email claims").
  */
-async function ensureEmailIndex(users: Collection<ProviderUserDoc>, mode: EmailUniqueness): Promise<void> {
-  const existing = (await users.listIndexes().toArray()).find((i) => JSON.stringify(i.key) === JSON.stringify(EMAIL_INDEX));
+async function ensureEmailIndex(users: Collection<ProviderUserDoc>, mode: EmailUniqueness, log?: { warn: (obj: object, msg: string) => void }): Promise<void> {
+  const emailIndex = async () => (await users.listIndexes().toArray()).find((i) => JSON.stringify(i.key) === JSON.stringify(EMAIL_INDEX));
+  const existing = await emailIndex();
   if (mode === 'claims') {
+    if (existing?.unique === true) {
+      log?.warn({ index: existing.name }, 'EMAIL_UNIQUENESS=claims with the unique email index still in place: drop it before sharding on organization + external_provider_id (docs/guarantees.md, "Email claims")');
+    }
     if (!existing) await users.createIndex(EMAIL_INDEX, { name: EMAIL_INDEX_NAME });
     return;
   }
-  // Looked at, not left to createIndex: FerretDB answers ok to a unique index whose name a plain one has.
-  if (existing && existing.unique !== true) {
-    throw new Error(
-      `provider_users has a non-unique email index (${String(existing.name)}), left by EMAIL_UNIQUENESS=claims: keep EMAIL_UNIQUENESS=claims, or drop that index to go back to index (docs/guarantees.md, "Email claims")`,
+  const refuse = (name: unknown) =>
+    new Error(
+      `provider_users has a non-unique email index (${String(name)}), left by EMAIL_UNIQUENESS=claims: keep EMAIL_UNIQUENESS=claims, or go back as docs/guarantees.md, "Email claims", says`,
     );
-  }
-  if (!existing) await users.createIndex(EMAIL_INDEX, { name: EMAIL_INDEX_NAME, unique: true });
+  // Looked at, not left to createIndex: FerretDB answers ok to a unique index whose name a plain one has.
+  if (existing && existing.unique !== true) throw refuse(existing.name);
+  if (existing) return;
+  await users.createIndex(EMAIL_INDEX, { name: EMAIL_INDEX_NAME, unique: true });
+  // A process in claims mode may have made the plain one meanwhile (FerretDB again answers ok).
+  const made = await emailIndex();
+  if (made?.unique !== true) throw refuse(made?.name);
 }
 
 /** The driver collection of a model, typed with its document (mongoose types it as `Document`). */

@@ -35,6 +35,8 @@ export class EmailClaims {
     private readonly claims: Collection<EmailClaimDoc>,
     private readonly users: Collection<ProviderUserDoc>,
     private readonly log?: { error: (obj: object, msg: string) => void },
+    /** A monotonic clock in ms, for the time a create takes between its claim and its insert (tests move it). */
+    readonly clock: () => number = () => performance.now(),
   ) {}
 
   /**
@@ -59,6 +61,10 @@ export class EmailClaims {
       const held = await this.claims.findOne({ organization_id: organizationId, email_normalized: emailNormalized });
       if (!held) return 'retry';
       if (held.external_provider_id !== externalProviderId) return this.heldByAnother(held, scope, now);
+      // Already this id's (a concurrent create of it, or this create's own earlier claim): dated
+      // now, so that it does not count as a dead create's while this create goes on.
+      const refreshed = await this.claims.updateOne({ _id: held._id, external_provider_id: externalProviderId }, { $set: { claimed_at: now } });
+      if (refreshed.matchedCount !== 1) return 'retry';
     }
     // A user stored before claims were kept (EMAIL_UNIQUENESS=index) has no claim: look for one,
     // and when there is, the claim becomes that user's.
@@ -96,7 +102,8 @@ export class EmailClaims {
       }
       if (Date.now() >= settleBy) return 'taken';
       await sleep(CLAIM_SETTLE_POLL_MS);
-      const still = await this.claims.findOne({ _id: held._id }, { projection: { external_provider_id: 1 } });
+      // With the shard key of email_claims in the filter: one shard answers.
+      const still = await this.claims.findOne({ organization_id: scope.organizationId, email_normalized: scope.emailNormalized, _id: held._id }, { projection: { external_provider_id: 1 } });
       if (still?.external_provider_id !== held.external_provider_id) return 'retry';
     }
   }

@@ -89,16 +89,15 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
         const user = newUser(organizationId, body, emailNormalized, now);
         const claims = deps.emailClaims;
         const scope = { organizationId, emailNormalized, externalProviderId: body.external_provider_id };
-        const claimedAt = performance.now();
         if (claims) {
-          const claim = await claims.claim(scope, now);
+          const claimedAt = claims.clock();
+          const claim = await claims.claim(scope, new Date());
           if (claim === 'taken') throw new EmailConflictError();
           if (claim === 'retry') continue;
-          // This process was held up so long that the claim may count as a dead create's: claim again.
-          if (performance.now() - claimedAt > CLAIM_STALE_MS / 2) {
-            await claims.release(scope);
-            continue;
-          }
+          // This process was held up so long that the claim may count as a dead create's: decide
+          // again (a create of this id by another process may have gone on meanwhile); claiming
+          // again dates the claim anew. Not released: that other create's user may hold it now.
+          if (claims.clock() - claimedAt > CLAIM_STALE_MS / 2) continue;
         }
         try {
           await users.insertOne(user);
