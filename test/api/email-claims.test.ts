@@ -144,6 +144,17 @@ describe('EMAIL_UNIQUENESS=claims', () => {
     expect(await claimsOf(email)).toHaveLength(1);
   });
 
+  it('a retry of a dead create with its own id goes through at once and dates the old claim anew (so no other create takes it over meanwhile)', async () => {
+    const email = `retry-${randomUUID()}@example.com`;
+    const claims = collectionsOf(api.models).emailClaims;
+    await claims.insertOne({ _id: new mongoose.Types.ObjectId(), organization_id: org(), email_normalized: email, external_provider_id: 'retried', claimed_at: new Date(Date.now() - 2 * CLAIM_STALE_MS) });
+    const before = Date.now();
+    expect((await postUser(api, token, { provider_email: email, external_provider_id: 'retried' })).status).toBe(201);
+    const [claim] = await claimsOf(email);
+    expect(claim!.external_provider_id).toBe('retried');
+    expect(claim!.claimed_at.getTime()).toBeGreaterThanOrEqual(before);
+  });
+
   it('an old claim whose user exists stays with that user: another create of the email answers 409', async () => {
     const id = randomUUID();
     const email = `${id}@example.com`;
