@@ -6,7 +6,7 @@
 import { createPrivateKey, generateKeyPairSync, randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
 import { SignJWT } from 'jose';
-import { createModels, ensureIndexes, registerClient, registerOrganization } from '@connect/shared';
+import { createModels, emailUniquenessFrom, ensureIndexes, registerClient, registerOrganization } from '@connect/shared';
 
 export interface BenchClient {
   organizationId: string;
@@ -19,7 +19,7 @@ export async function registerBenchClient(mongoUrl: string): Promise<BenchClient
   const conn = await mongoose.createConnection(mongoUrl).asPromise();
   try {
     const models = createModels(conn);
-    await ensureIndexes(models);
+    await ensureIndexes(models, undefined, emailUniquenessFrom(process.env));
     const organization = await registerOrganization(models, { name: 'Bench clinic' });
     const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const publicKeyPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();

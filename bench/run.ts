@@ -1,5 +1,5 @@
 /**
- * `pnpm bench [--quick | --smoke | --soak MINUTES] [--cpu-prof]`: measures the service
+ * `pnpm bench [--quick | --smoke | --soak MINUTES | --email-claims] [--cpu-prof]`: measures the service
  * against its limits, side by side in one run (issues 5 and 15), and writes
  * bench/results/latest.{json,md} (and quick.* or full.*), stamped with the commit measured.
  *
@@ -46,6 +46,13 @@ if (process.argv.includes('--soak')) {
   const started = performance.now();
   const say = (msg: string) => process.stderr.write(`[soak ${new Date().toISOString().slice(11, 19)} +${((performance.now() - started) / 1000).toFixed(0)}s] ${msg}\n`);
   process.exit(await runSoakCli(process.argv.slice(2), say));
+}
+
+// What EMAIL_UNIQUENESS=claims costs a create: a comparison of its own (bench/email-claims.ts).
+if (process.argv.includes('--email-claims')) {
+  const { runEmailClaimsCli } = await import('./email-claims.ts');
+  const say = (msg: string) => process.stderr.write(`[email-claims] ${msg}\n`);
+  process.exit(await runEmailClaimsCli(process.argv.slice(2), say));
 }
 
 const HEADLINE = 32;

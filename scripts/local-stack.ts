@@ -19,7 +19,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import mongoose from 'mongoose';
-import { createModels, ensureIndexes, registerClient, registerOrganization } from '@connect/shared';
+import { createModels, emailUniquenessFrom, ensureIndexes, registerClient, registerOrganization } from '@connect/shared';
 import { freePort, REPO_ROOT, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
 
 const started = Date.now();
@@ -107,7 +107,8 @@ async function main(): Promise<void> {
   const privateKeyPath = join(dir, 'ehr-private.pem');
   const conn = await mongoose.createConnection(mongoUrl).asPromise();
   const models = createModels(conn);
-  await ensureIndexes(models);
+  // The mode the API and the worker it starts read from this environment.
+  await ensureIndexes(models, undefined, emailUniquenessFrom(process.env));
   let state: State | undefined = existsSync(statePath) ? JSON.parse(readFileSync(statePath, 'utf8')) : undefined;
   if (state && !(await models.OAuthClient.exists({ _id: state.client_id, enabled: true }))) state = undefined;
   if (!state || !existsSync(privateKeyPath)) {

@@ -84,4 +84,15 @@ describe('pnpm bench --smoke', () => {
     expect(reports.length).toBeGreaterThanOrEqual(3);
     expect(existsSync(soakMd) ? statSync(soakMd).mtimeMs : undefined).toBe(before);
   });
+
+  it('compares creates under EMAIL_UNIQUENESS=claims and index (--email-claims with --smoke): both modes ran, every create answered 201, the ratio printed', { timeout: 240_000 }, async () => {
+    const { code, stdout, stderr } = await bench(['--email-claims', '--smoke'], 220_000);
+    expect(code, `bench --email-claims exited ${code}; its stderr ended with:\n${stderr}`).toBe(0);
+    expect(stdout).toContain('# Email claims: the cost of a create (smoke');
+    expect(stdout).toMatch(/^\| index \| \d+ /m);
+    expect(stdout).toMatch(/^\| claims \| \d+ /m);
+    expect(stdout).toMatch(/^creates\/s, claims \/ index, per round: \d/m);
+    // Creates only, each with a new id and email: anything but 201 would be a failure of the mode.
+    for (const mode of ['index', 'claims']) expect(stderr).toMatch(new RegExp(`round 1/1 ${mode}: \\d+ creates/s \\(statuses \\{"201":\\d+\\}\\)`));
+  });
 });

@@ -267,6 +267,11 @@ export const sharedEnvShape = {
   EMAIL_UNIQUENESS: envEnum(EMAIL_UNIQUENESS_MODES, 'index'),
 };
 
+/** EMAIL_UNIQUENESS alone: for scripts that make the indexes before starting the processes that read it. */
+export function emailUniquenessFrom(env: Env = process.env): EmailUniqueness {
+  return parseEnv(z.object({ EMAIL_UNIQUENESS: sharedEnvShape.EMAIL_UNIQUENESS }), env).EMAIL_UNIQUENESS;
+}
+
 /**
  * TRUST_PROXY: whose `X-Forwarded-For` names the client (Fastify's trustProxy).
  * `false` (the default: the peer address is the client), `true` (any peer: only

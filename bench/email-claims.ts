@@ -1,0 +1,127 @@
+/**
+ * `pnpm bench --email-claims [--smoke]`: what EMAIL_UNIQUENESS=claims costs a create
+ * (docs/guarantees.md, "Email claims"), side by side with the default unique index. One API
+ * per mode, each on a database of its own on the same server, POST /users creates at
+ * concurrency 32, the modes alternating round by round (which goes first swaps each
+ * round). Prints a Markdown table; writes no results file. --smoke: one short round, for CI.
+ */
+import { generateKeyPairSync } from 'node:crypto';
+import { Redis } from 'ioredis';
+import mongoose from 'mongoose';
+import { createModels, EMAIL_UNIQUENESS_MODES, registerClient, registerOrganization, type EmailUniqueness } from '@connect/shared';
+import { fetchAccessToken } from './bench-auth.ts';
+import { runLoad } from './load-users.ts';
+import { spread, summarise, type RoundStats, type Spread } from './round-stats.ts';
+import { commitMeasured } from './report.ts';
+import { databaseUrl, newRunId, startApi, startDatastores, type ApiProcess, type Datastores } from './start-stack.ts';
+
+const CONCURRENCY = 32;
+
+/**
+ * An organization and a client registered straight in the database, after the API made the
+ * indexes of its mode (registerBenchClient would make them as this process's environment says).
+ */
+async function tokenFor(api: ApiProcess, mode: EmailUniqueness): Promise<string> {
+  const conn = await mongoose.createConnection(api.mongoUrl).asPromise();
+  try {
+    const models = createModels(conn);
+    const org = await registerOrganization(models, { name: `Bench clinic (${mode})` });
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const publicKeyPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const client = await registerClient(models, { organizationId: org._id, publicKeyPem });
+    const privateKeyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    return await fetchAccessToken({ organizationId: org._id, clientId: client._id, privateKeyPem, publicKeyPem }, api.tokenUrl);
+  } finally {
+    await conn.close();
+  }
+}
+
+export async function runEmailClaimsCli(argv: string[], say: (msg: string) => void): Promise<number> {
+  const smoke = argv.includes('--smoke');
+  const rounds = smoke ? 1 : 5;
+  const seconds = smoke ? 1 : 5;
+  const runId = newRunId();
+  const stores = await startDatastores(runId);
+  const apis = new Map<EmailUniqueness, ApiProcess>();
+  try {
+    const tokens = new Map<EmailUniqueness, string>();
+    for (const mode of EMAIL_UNIQUENESS_MODES) {
+      const mongoUrl = databaseUrl(stores.mongoServerUrl, `claims_${mode}_${runId.replace(/-/g, '_')}`);
+      const api = await startApi(`api-${mode}`, { mongoUrl, redisUrl: stores.redisUrl, queuePrefix: `bench-claims-${mode}-${runId}`, extraEnv: { EMAIL_UNIQUENESS: mode } });
+      apis.set(mode, api);
+      tokens.set(mode, await tokenFor(api, mode));
+    }
+    const byMode = new Map<EmailUniqueness, RoundStats[]>(EMAIL_UNIQUENESS_MODES.map((m) => [m, []]));
+    for (let r = 0; r < rounds; r++) {
+      const order = r % 2 === 0 ? [...EMAIL_UNIQUENESS_MODES] : [...EMAIL_UNIQUENESS_MODES].reverse();
+      for (const mode of order) {
+        const api = apis.get(mode)!;
+        const result = await runLoad({
+          kind: 'create',
+          url: `${api.baseUrl}/users`,
+          connections: CONCURRENCY,
+          durationSec: seconds,
+          rounds: 1,
+          warmupSec: r === 0 && !smoke ? 2 : 0,
+          headers: { authorization: `Bearer ${tokens.get(mode)}` },
+          idPrefix: `claims-bench-${mode}-${r}`,
+        });
+        const round = result.rounds[0]!;
+        byMode.get(mode)!.push(round);
+        say(`round ${r + 1}/${rounds} ${mode}: ${round.rps.toFixed(0)} creates/s (statuses ${JSON.stringify(result.statuses)})`);
+      }
+    }
+    const index = summarise(byMode.get('index')!);
+    const claims = summarise(byMode.get('claims')!);
+    const ratios = byMode.get('claims')!.map((c, i) => c.rps / byMode.get('index')![i]!.rps);
+    const ratio = spread(ratios);
+    const shown = (s: Spread, digits: number) => `${s.median.toFixed(digits)} (${s.min.toFixed(digits)}–${s.max.toFixed(digits)})`;
+    const commit = commitMeasured();
+    process.stdout.write(
+      [
+        `# Email claims: the cost of a create${smoke ? ' (smoke: figures meaningless)' : ''}`,
+        '',
+        `Commit ${commit.sha}${commit.dirty ? ' with uncommitted changes' : ''} · ${stores.kind === 'mongo-url' ? 'MONGO_URL' : 'FerretDB on PostgreSQL'} · POST /users creates at concurrency ${CONCURRENCY}, ${rounds} round(s) of ${seconds} s per mode, alternating`,
+        '',
+        '| EMAIL_UNIQUENESS | creates/s, median (min–max) | p50 ms | p99 ms |',
+        '|---|---|---|---|',
+        `| index | ${shown(index.rps, 0)} | ${index.p50.median.toFixed(0)} | ${index.p99.median.toFixed(0)} |`,
+        `| claims | ${shown(claims.rps, 0)} | ${claims.p50.median.toFixed(0)} | ${claims.p99.median.toFixed(0)} |`,
+        '',
+        `creates/s, claims / index, per round: ${shown(ratio, 2)}`,
+        '',
+      ].join('\n'),
+    );
+    return 0;
+  } finally {
+    for (const api of apis.values()) await api.stop();
+    await dropWhatItMade(stores, [...apis.values()]);
+    await stores.stop();
+  }
+}
+
+/** The queue keys of each API and, on a MONGO_URL, its database (a FerretDB started here goes with its PostgreSQL database). */
+async function dropWhatItMade(stores: Datastores, apis: ApiProcess[]): Promise<void> {
+  const redis = new Redis(stores.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    for (const api of apis) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${api.queuePrefix}:*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length) await redis.del(...keys);
+      } while (cursor !== '0');
+    }
+  } catch {
+    /* nothing to clean */
+  } finally {
+    redis.disconnect();
+  }
+  if (stores.kind !== 'mongo-url') return;
+  for (const api of apis) {
+    const conn = await mongoose.createConnection(api.mongoUrl).asPromise();
+    await conn.dropDatabase().catch(() => undefined);
+    await conn.close();
+  }
+}
