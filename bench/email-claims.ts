@@ -6,14 +6,13 @@
  * round). Prints a Markdown table; writes no results file. --smoke: one short round, for CI.
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { Redis } from 'ioredis';
 import mongoose from 'mongoose';
 import { createModels, EMAIL_UNIQUENESS_MODES, registerClient, registerOrganization, type EmailUniqueness } from '@connect/shared';
 import { fetchAccessToken } from './bench-auth.ts';
 import { runLoad } from './load-users.ts';
 import { spread, summarise, type RoundStats, type Spread } from './round-stats.ts';
 import { commitMeasured } from './report.ts';
-import { databaseUrl, newRunId, startApi, startDatastores, type ApiProcess, type Datastores } from './start-stack.ts';
+import { databaseUrl, deleteQueueKeys, newRunId, startApi, startDatastores, type ApiProcess, type Datastores } from './start-stack.ts';
 
 const CONCURRENCY = 32;
 
@@ -102,22 +101,7 @@ export async function runEmailClaimsCli(argv: string[], say: (msg: string) => vo
 
 /** The queue keys of each API and, on a MONGO_URL, its database (a FerretDB started here goes with its PostgreSQL database). */
 async function dropWhatItMade(stores: Datastores, apis: ApiProcess[]): Promise<void> {
-  const redis = new Redis(stores.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await redis.connect();
-    for (const api of apis) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${api.queuePrefix}:*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length) await redis.del(...keys);
-      } while (cursor !== '0');
-    }
-  } catch {
-    /* nothing to clean */
-  } finally {
-    redis.disconnect();
-  }
+  await deleteQueueKeys(stores.redisUrl, apis.map((a) => a.queuePrefix));
   if (stores.kind !== 'mongo-url') return;
   for (const api of apis) {
     const conn = await mongoose.createConnection(api.mongoUrl).asPromise();

@@ -37,7 +37,7 @@ import { seedDeliveryRows, timeScrapes } from './metrics-scrape.ts';
 import type { LoadResult, LoadSpec } from './load-users.ts';
 import { commitMeasured, writeReport, type Memory, type Ratio, type Row } from './report.ts';
 import { inFlightFor, summarise, type RoundStats, type Spread, type Summary } from './round-stats.ts';
-import { cpuByGroup, cpuMsOf, databaseUrl, IMAGE_NODE_FLAGS, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ServiceProcess } from './start-stack.ts';
+import { cpuByGroup, cpuMsOf, databaseUrl, deleteQueueKeys, IMAGE_NODE_FLAGS, MONGO_POOL_SIZE, newRunId, startApi, startDatastores, startWorkerProcess, type ServiceProcess } from './start-stack.ts';
 import type { TokenBaselineSpec } from './token-baseline.ts';
 
 // The soak is a mode of its own: long mixed traffic, nothing compared.
@@ -261,22 +261,7 @@ async function cleanUpOnce(): Promise<void> {
   await growthMongo?.close().catch(() => undefined);
   await resyncMongo?.close().catch(() => undefined);
   await rm(importDir, { recursive: true, force: true });
-  const redis = new Redis(stores.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await redis.connect();
-    for (const prefix of Object.values(prefixes)) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length) await redis.del(...keys);
-      } while (cursor !== '0');
-    }
-  } catch {
-    /* nothing to clean */
-  } finally {
-    redis.disconnect();
-  }
+  await deleteQueueKeys(stores.redisUrl, Object.values(prefixes));
   if (stores.kind === 'mongo-url') for (const url of [apiDb, e2eDb, growthDb, resyncDb, bareDb]) await mongo.db(new URL(url).pathname.slice(1)).dropDatabase().catch(() => undefined);
   await mongo.close();
   await stores.stop();

@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
+import { Redis } from 'ioredis';
 import { freePort, imageNodeOptions, LOCAL_POSTGRES, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
 import { REPO_ROOT, spawnTs } from './bench-child.ts';
 
@@ -292,4 +293,24 @@ export async function startWorkerProcess(name: string, s: ServiceEnv): Promise<S
 
 export function newRunId(): string {
   return `${new Date().toISOString().slice(0, 16).replace(/[-:T]/g, '')}-${randomUUID().slice(0, 6)}`;
+}
+
+/** Deletes every key under each queue prefix (`prefix:*`) from the Redis at `redisUrl`: what a run leaves in a shared Redis. Best effort. */
+export async function deleteQueueKeys(redisUrl: string, prefixes: string[]): Promise<void> {
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    for (const prefix of prefixes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length) await redis.del(...keys);
+      } while (cursor !== '0');
+    }
+  } catch {
+    /* nothing to clean */
+  } finally {
+    redis.disconnect();
+  }
 }
