@@ -191,13 +191,17 @@ describe('EMAIL_UNIQUENESS=claims', () => {
       }
     }
     const published: ProviderUserDoc[] = [];
-    const log = { error: (_obj: object, msg: string) => void errors.push(msg) };
-    const deps = { models: api.models, lock: new KeyedLock(), emailClaims: new HeldUpClaims(claims, users, log), publisher: { publishSoon: (u: ProviderUserDoc) => published.push(u) } };
-    const outcome = await upsertProviderUser(deps, { organizationId: org(), body: { provider_email: email, external_provider_id: 'held-up', settings: { speech_locale: 'ENGLISH_US' } } }).then(
+    // The process's logger (given to EmailClaims) and the request's (given with the command): the request's wins.
+    const processErrors: string[] = [];
+    const processLog = { error: (_obj: object, msg: string) => void processErrors.push(msg) };
+    const requestLog = { error: (_obj: object, msg: string) => void errors.push(msg) };
+    const deps = { models: api.models, lock: new KeyedLock(), emailClaims: new HeldUpClaims(claims, users, processLog), publisher: { publishSoon: (u: ProviderUserDoc) => published.push(u) } };
+    const command = { organizationId: org(), body: { provider_email: email, external_provider_id: 'held-up', settings: { speech_locale: 'ENGLISH_US' as const } }, log: requestLog };
+    const outcome = await upsertProviderUser(deps, command).then(
       (r) => r.outcome,
       (err: unknown) => err,
     );
-    return { outcome, published, errors };
+    return { outcome, published, errors, processErrors };
   }
 
   it('a create whose insert was held up past the stale age, whose claim another create took over, undoes its insert and answers 409', async () => {
@@ -212,13 +216,14 @@ describe('EMAIL_UNIQUENESS=claims', () => {
     expect(await usersWith(email)).toBe(1);
   });
 
-  it('the same, when another request changed that user before the undo: the user stays, the create answers created, and an error says two users share the email', async () => {
+  it('the same, when another request changed that user before the undo: the user stays, the create answers created, and an error on the request\'s logger says two users share the email', async () => {
     const email = `held-up-changed-${randomUUID()}@example.com`;
-    const { outcome, published, errors } = await heldUpCreate(email, true);
+    const { outcome, published, errors, processErrors } = await heldUpCreate(email, true);
     expect(outcome).toBe('created');
     expect(published).toHaveLength(1);
     expect(await usersWith(email)).toBe(1);
-    expect(errors).toEqual([expect.stringMatching(/^two users now share an email/)]);
+    expect(errors, 'on the request\'s logger').toEqual([expect.stringMatching(/^two users now share an email/)]);
+    expect(processErrors).toEqual([]);
   });
 
   it('a create held up in its own process for half the stale age between its claim and its insert decides again, and keeps the claim a create of the same id made meanwhile', async () => {

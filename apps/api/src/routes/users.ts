@@ -75,7 +75,7 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
     },
     async (request, reply) => {
       const { organizationId, apiVersion } = request.auth!;
-      const result = await upsertProviderUser(writeDeps, { organizationId, body: request.body });
+      const result = await upsertProviderUser(writeDeps, { organizationId, body: request.body, log: request.log });
       request.logFields = { outcome: result.outcome, reactivated: result.reactivated, version: result.user.version };
       reply.header(OUTCOME_HEADER, result.outcome);
       const view = viewFor(result.user, apiVersion);

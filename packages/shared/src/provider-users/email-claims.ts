@@ -30,11 +30,16 @@ export interface EmailClaimScope {
 
 export type ClaimOutcome = 'claimed' | 'taken' | 'retry';
 
+/** Where an error only an operator can settle goes (pino's `error` fits). */
+export interface ClaimsLog {
+  error(obj: object, msg: string): void;
+}
+
 export class EmailClaims {
   constructor(
     private readonly claims: Collection<EmailClaimDoc>,
     private readonly users: Collection<ProviderUserDoc>,
-    private readonly log?: { error: (obj: object, msg: string) => void },
+    private readonly log?: ClaimsLog,
     /** A monotonic clock in ms, for the time a create takes between its claim and its insert (tests move it). */
     readonly clock: () => number = () => performance.now(),
   ) {}
@@ -121,12 +126,13 @@ export class EmailClaims {
    * The user this create inserted, deleted after its claim was found taken over (the insert
    * reached the database more than CLAIM_STALE_MS after the claim). False when another request
    * has changed the user already: it then stays, two users share the email, and an error says so
-   * for an operator to settle (docs/guarantees.md, "Email claims").
+   * for an operator to settle (docs/guarantees.md, "Email claims"), on `log` (the request's) or
+   * this object's own.
    */
-  async undoInsert(user: ProviderUserDoc): Promise<boolean> {
+  async undoInsert(user: ProviderUserDoc, log: ClaimsLog | undefined = this.log): Promise<boolean> {
     const { deletedCount } = await this.users.deleteOne({ _id: user._id, version: 1 });
     if (deletedCount === 1) return true;
-    this.log?.error(
+    log?.error(
       { organization_id: user.organization_id, external_provider_id: user.external_provider_id, email: maskEmail(user.provider_email) },
       'two users now share an email: a create lost its email claim while its insert was held up, and its user was changed before it could be undone',
     );

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
 import { ConcurrentUpdateError, EmailConflictError, EmailMismatchError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
-import { CLAIM_STALE_MS, type EmailClaims } from './email-claims.ts';
+import { CLAIM_STALE_MS, type ClaimsLog, type EmailClaims } from './email-claims.ts';
 import { collectionsOf, isDuplicateKeyError, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { mergeSettings, sameSettings } from './merge-settings.ts';
 import { RecentUsers } from './recent-users.ts';
@@ -13,6 +13,8 @@ import type { WritePorts } from './write-ports.ts';
 export interface UpsertProviderUserCommand {
   organizationId: string;
   body: UpsertProviderUserBody;
+  /** The request's logger, for what only an operator can settle (its lines then carry the request id). */
+  log?: ClaimsLog;
 }
 
 export type UpsertOutcome = 'created' | 'updated' | 'unchanged';
@@ -126,7 +128,7 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
           continue;
         }
         // The insert reached the database after the claim's age and another create took the email: undo.
-        if (claims && !(await claims.stillHeld(scope)) && (await claims.undoInsert(user))) throw new EmailConflictError();
+        if (claims && !(await claims.stillHeld(scope)) && (await claims.undoInsert(user, cmd.log))) throw new EmailConflictError();
         deps.recent?.set(key, user);
         return { outcome: 'created', reactivated: false, user };
       }
