@@ -15,12 +15,16 @@ export interface BenchClient {
   publicKeyPem: string;
 }
 
-export async function registerBenchClient(mongoUrl: string): Promise<BenchClient> {
+/**
+ * `makeIndexes: false` where an API has made them already, in a mode of its own (bench/email-claims.ts);
+ * otherwise they are made as this process's EMAIL_UNIQUENESS says, as the API it starts will.
+ */
+export async function registerBenchClient(mongoUrl: string, options: { name?: string; makeIndexes?: boolean } = {}): Promise<BenchClient> {
   const conn = await mongoose.createConnection(mongoUrl).asPromise();
   try {
     const models = createModels(conn);
-    await ensureIndexes(models, undefined, emailUniquenessFrom(process.env));
-    const organization = await registerOrganization(models, { name: 'Bench clinic' });
+    if (options.makeIndexes ?? true) await ensureIndexes(models, undefined, emailUniquenessFrom(process.env));
+    const organization = await registerOrganization(models, { name: options.name ?? 'Bench clinic' });
     const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const publicKeyPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
     const client = await registerClient(models, { organizationId: organization._id, publicKeyPem });

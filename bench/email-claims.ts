@@ -5,35 +5,15 @@
  * concurrency 32, the modes alternating round by round (which goes first swaps each
  * round). Prints a Markdown table; writes no results file. --smoke: one short round, for CI.
  */
-import { generateKeyPairSync } from 'node:crypto';
 import mongoose from 'mongoose';
-import { createModels, EMAIL_UNIQUENESS_MODES, registerClient, registerOrganization, type EmailUniqueness } from '@connect/shared';
-import { fetchAccessToken } from './bench-auth.ts';
+import { EMAIL_UNIQUENESS_MODES, type EmailUniqueness } from '@connect/shared';
+import { fetchAccessToken, registerBenchClient } from './bench-auth.ts';
 import { runLoad } from './load-users.ts';
 import { spread, summarise, type RoundStats, type Spread } from './round-stats.ts';
 import { commitMeasured } from './report.ts';
 import { databaseUrl, deleteQueueKeys, newRunId, startApi, startDatastores, type ApiProcess, type Datastores } from './start-stack.ts';
 
 const CONCURRENCY = 32;
-
-/**
- * An organization and a client registered straight in the database, after the API made the
- * indexes of its mode (registerBenchClient would make them as this process's environment says).
- */
-async function tokenFor(api: ApiProcess, mode: EmailUniqueness): Promise<string> {
-  const conn = await mongoose.createConnection(api.mongoUrl).asPromise();
-  try {
-    const models = createModels(conn);
-    const org = await registerOrganization(models, { name: `Bench clinic (${mode})` });
-    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    const publicKeyPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
-    const client = await registerClient(models, { organizationId: org._id, publicKeyPem });
-    const privateKeyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-    return await fetchAccessToken({ organizationId: org._id, clientId: client._id, privateKeyPem, publicKeyPem }, api.tokenUrl);
-  } finally {
-    await conn.close();
-  }
-}
 
 export async function runEmailClaimsCli(argv: string[], say: (msg: string) => void): Promise<number> {
   const smoke = argv.includes('--smoke');
@@ -48,7 +28,8 @@ export async function runEmailClaimsCli(argv: string[], say: (msg: string) => vo
       const mongoUrl = databaseUrl(stores.mongoServerUrl, `claims_${mode}_${runId.replace(/-/g, '_')}`);
       const api = await startApi(`api-${mode}`, { mongoUrl, redisUrl: stores.redisUrl, queuePrefix: `bench-claims-${mode}-${runId}`, extraEnv: { EMAIL_UNIQUENESS: mode } });
       apis.set(mode, api);
-      tokens.set(mode, await tokenFor(api, mode));
+      // The API made the indexes of its mode; registering must not make them in this process's.
+      tokens.set(mode, await fetchAccessToken(await registerBenchClient(mongoUrl, { name: `Bench clinic (${mode})`, makeIndexes: false }), api.tokenUrl));
     }
     const byMode = new Map<EmailUniqueness, RoundStats[]>(EMAIL_UNIQUENESS_MODES.map((m) => [m, []]));
     for (let r = 0; r < rounds; r++) {

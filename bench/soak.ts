@@ -30,7 +30,7 @@ import { BENCH_DIR } from './bench-child.ts';
 import { LOCALE_A, LOCALE_B, upsertBody } from './bench-users.ts';
 import { commitMeasured } from './report.ts';
 import { inFlightFor, pacedLoop, percentile } from './round-stats.ts';
-import { databaseUrl, newRunId, startApi, startDatastores, startWorkerProcess, type ServiceEnv, type ServiceProcess } from './start-stack.ts';
+import { databaseUrl, deleteQueueKeys, newRunId, startApi, startDatastores, startWorkerProcess, type ServiceEnv, type ServiceProcess } from './start-stack.ts';
 
 export interface SoakOptions {
   minutes: number;
@@ -161,15 +161,8 @@ export async function runSoak(o: SoakOptions, log: (msg: string) => void): Promi
       await Promise.allSettled(Object.values(receivers).map((r) => r.close()));
       if (stores.kind === 'mongo-url') await mongo.db().dropDatabase().catch(() => undefined);
       // A shared Redis (REDIS_URL) keeps nothing of the soak's.
-      if (process.env.REDIS_URL) {
-        let cursor = '0';
-        do {
-          const [next, keys] = await redis.scan(cursor, 'MATCH', `${queuePrefix}:*`, 'COUNT', 1000).catch(() => ['0', [] as string[]] as const);
-          cursor = next;
-          if (keys.length) await redis.del(...keys).catch(() => undefined);
-        } while (cursor !== '0');
-      }
       redis.disconnect();
+      if (process.env.REDIS_URL) await deleteQueueKeys(stores.redisUrl, [queuePrefix]);
       await mongo.close().catch(() => undefined);
       await stores.stop();
     })());

@@ -14,8 +14,9 @@ import { isDuplicateKeyError, type EmailClaimDoc, type ProviderUserDoc } from '.
  * between the two writes; such a claim is deleted by the next create of that email once it is
  * older than CLAIM_STALE_MS and no user of its id holds the email, and that create claims anew.
  * A create whose own process took more than half that age between its claim and its insert
- * claims again first; one whose insert reached the database later still (held up there) finds
- * its claim gone after the insert and undoes it (`undoInsert`).
+ * decides again before inserting (upsert-provider-user.ts); one whose insert reached the
+ * database later still (held up there) finds its claim gone after the insert and undoes it
+ * (`undoInsert`).
  */
 export const CLAIM_STALE_MS = 60 * 60_000;
 /** How long a create waits for another create in progress on its email to finish or give up. */
