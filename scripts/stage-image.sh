@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 dest=${1:?usage: scripts/stage-image.sh DEST}
 mkdir -p "$dest/scripts"
 cp package.json pnpm-lock.yaml pnpm-workspace.yaml "$dest/"
+# Local fixes to dependencies (pnpm-workspace.yaml `patchedDependencies`); the install needs them.
+cp -r patches "$dest/"
 for d in apps/* packages/*; do
   [[ -f "$d/package.json" ]] || continue
   mkdir -p "$dest/$d"

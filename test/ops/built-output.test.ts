@@ -1,6 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -11,8 +11,11 @@ import { freePort, imageNodeOptions, REPO_ROOT, stopChild } from '@connect/local
 
 const run = promisify(execFile);
 const children: ChildProcess[] = [];
+const stages: string[] = [];
 afterAll(async () => {
   for (const c of children.reverse()) await stopChild(c, 'SIGTERM', 10_000);
+  // The staged folder is about 70 MB: a CI machine that runs the suite often should not keep them.
+  for (const dir of stages) rmSync(dir, { recursive: true, force: true });
 });
 
 /** Runs `node FILE` from the staged folder, as the image's CMD does: no tsx there to fall back on. */
@@ -44,6 +47,7 @@ describe('pnpm build: the production build runs with plain node, from the folder
   it('builds, stages without tsx, TypeScript sources or dev dependencies, and the API, worker and CLI from it pass a smoke test (token, create, verified callback)', async () => {
     await run('pnpm', ['-s', 'build'], { cwd: REPO_ROOT, maxBuffer: 1 << 24 });
     const stage = mkdtempSync(join(tmpdir(), 'image-stage-'));
+    stages.push(stage);
     await run(join(REPO_ROOT, 'scripts', 'stage-image.sh'), [stage], { cwd: REPO_ROOT, maxBuffer: 1 << 24 });
 
     const installed = readdirSync(join(stage, 'node_modules', '.pnpm'));
@@ -51,6 +55,9 @@ describe('pnpm build: the production build runs with plain node, from the folder
       expect(installed.filter((p) => p.startsWith(dev)), dev).toEqual([]);
     }
     expect(existsSync(join(stage, 'test'))).toBe(false);
+    // The image runs BullMQ with the repository's fix (patches/): without it, a worker
+    // stopped while its connections open exits 1 (test/worker/shutdown-at-start.test.ts).
+    expect(installed.filter((p) => p.startsWith('bullmq@')), 'bullmq in the image').toEqual([expect.stringMatching(/^bullmq@[\d.]+_patch_hash=/)]);
     const sources = (dir: string): string[] =>
       readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.name === 'node_modules' ? [] : e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [join(dir, e.name)] : []));
     expect(sources(stage)).toEqual([]);
