@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { clientPublicKeyProblem, collectionsOf, disableClient, enableClient, jwksUrlProblem, registerClient, requireOrganization, type OAuthClientDoc } from '@connect/shared';
+import type { OAuthClientDoc } from '@connect/shared';
+import { clientPublicKeyProblem, jwksUrlProblem } from '@connect/shared/input-rules';
 import { CliError, defineCommand, optional, positional, redactUrl, type Command } from './command.ts';
 
 function clientView(client: OAuthClientDoc) {
@@ -53,6 +54,7 @@ Prints {"client_id", "organization_id", "key", "enabled", "token_url", "created_
       return { organizationId: org, publicKeyPem: file ? readKeyFile(file) : undefined, jwksUrl };
     },
     async run(args, { models, config }) {
+      const { registerClient } = await import('@connect/shared');
       const client = await registerClient(models, args);
       const { disabled_at, ...view } = clientView(client);
       return { ...view, token_url: config.tokenEndpointUrl, disabled_at };
@@ -66,6 +68,7 @@ Prints {"clients": [{"client_id", "organization_id", "key", "enabled", "created_
     options: { org: { type: 'string' } },
     parse: (input) => optional(input, 'org'),
     async run(org, { models }) {
+      const { collectionsOf, requireOrganization } = await import('@connect/shared');
       if (org) await requireOrganization(models, org);
       const { oauthClients } = collectionsOf(models);
       const clients = await oauthClients.find(org ? { organization_id: org } : {}).sort({ created_at: 1, _id: 1 }).toArray();
@@ -82,6 +85,7 @@ Prints {"client_id", "enabled": false, "disabled_at"}, plus "already_disabled": 
     positionals: 1,
     parse: clientIdArgument,
     async run(clientId, { models }) {
+      const { disableClient } = await import('@connect/shared');
       const client = await disableClient(models, clientId);
       const view = { client_id: client._id, enabled: client.enabled, disabled_at: client.disabled_at?.toISOString() ?? null };
       return client.already_disabled ? { ...view, already_disabled: true } : view;
@@ -95,6 +99,7 @@ Prints {"client_id", "enabled": true, "disabled_at": null}.`,
     positionals: 1,
     parse: clientIdArgument,
     async run(clientId, { models }) {
+      const { enableClient } = await import('@connect/shared');
       const client = await enableClient(models, clientId);
       return { client_id: client._id, enabled: client.enabled, disabled_at: null };
     },

@@ -1,4 +1,4 @@
-import { DeliveryQueues, DeliveryStore, listDeliveries, replayAllFailed, replayDelivery, ReplayError, showDelivery, type DeliveryStatus } from '@connect/shared';
+import type { DeliveryStatus } from '@connect/shared';
 import { CliError, defineCommand, optional, positional, type CliContext, type Command } from './command.ts';
 
 const STATUSES: DeliveryStatus[] = ['pending', 'delivered', 'failed', 'superseded'];
@@ -28,6 +28,7 @@ function targetOf(ctx: CliContext, name: string | undefined): string | undefined
 
 /** Puts dead letters back on their target's queue (needs Redis; `unavailable` within a few seconds when it is down). */
 async function replay(ctx: CliContext, args: { allFailed: boolean; id?: string }): Promise<unknown> {
+  const { DeliveryQueues, DeliveryStore, replayAllFailed, replayDelivery, ReplayError } = await import('@connect/shared');
   const redis = await ctx.redis();
   const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
   try {
@@ -57,6 +58,7 @@ how many are listed, truncated is true when more matched than the limit.`,
     parse: (input) => ({ status: statusOf(optional(input, 'status')), target: optional(input, 'target'), limit: limitOf(optional(input, 'limit')) }),
     run: async (args, ctx) => {
       const target = targetOf(ctx, args.target);
+      const { DeliveryStore, listDeliveries } = await import('@connect/shared');
       // One more than asked: whether more matched, without counting a collection that may be large.
       const found = await listDeliveries(new DeliveryStore(ctx.models), { status: args.status, target, limit: args.limit + 1 });
       const deliveries = found.slice(0, args.limit);
@@ -70,7 +72,10 @@ how many are listed, truncated is true when more matched than the limit.`,
 short message; never user data or response bodies). Prints the delivery.`,
     positionals: 1,
     parse: (input) => positional(input, 'a delivery id'),
-    run: (id, ctx) => showDelivery(new DeliveryStore(ctx.models), id),
+    async run(id, ctx) {
+      const { DeliveryStore, showDelivery } = await import('@connect/shared');
+      return showDelivery(new DeliveryStore(ctx.models), id);
+    },
   }),
   defineCommand({
     name: 'deliveries replay',

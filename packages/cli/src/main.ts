@@ -8,8 +8,8 @@
  * it to COMMANDS (commands.ts). Dispatch picks the command whose words start argv.
  */
 import { parseArgs } from 'node:util';
-import { createModels, loadConfig, type Config, type RedisClient } from '@connect/shared';
-import { CliError, connectMongo, connectRedis, toCliError, type CliContext, type Command } from './command.ts';
+import type { Config, RedisClient } from '@connect/shared';
+import { CliError, toCliError, type CliContext, type Command } from './command.ts';
 import { COMMANDS } from './commands.ts';
 import { applyStackEnv } from './stack-env.ts';
 
@@ -79,6 +79,8 @@ function parseInput(command: Command, rest: string[]): unknown {
 }
 
 async function runCommand(command: Command, args: unknown): Promise<unknown> {
+  // The drivers load only now: help and usage errors never wait for them (command.ts).
+  const [{ createModels, loadConfig }, { connectMongo, connectRedis }] = await Promise.all([import('@connect/shared'), import('./datastores.ts')]);
   const mongoUrlSet = Boolean(process.env.MONGO_URL?.trim());
   const stackEnv = applyStackEnv(process.env);
   if (stackEnv) process.stderr.write(`cli: MONGO_URL is not set; using ${stackEnv.used.join(', ')} from ${stackEnv.file} (written by pnpm stack)\n`);

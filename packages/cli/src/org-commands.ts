@@ -1,4 +1,5 @@
-import { API_VERSIONS, collectionsOf, DEFAULT_PINNED_API_VERSION, organizationProblems, registerOrganization, type OrganizationDoc } from '@connect/shared';
+import type { OrganizationDoc } from '@connect/shared';
+import { API_VERSIONS, DEFAULT_PINNED_API_VERSION, organizationProblems } from '@connect/shared/input-rules';
 import { CliError, defineCommand, required, type Command } from './command.ts';
 
 function orgView(org: OrganizationDoc) {
@@ -21,7 +22,10 @@ Prints {"id", "name", "api_version", "created_at"}.`,
       if (problem) throw new CliError('usage', `--${problem.path.replace('_', '-')} ${problem.message}`);
       return args;
     },
-    run: async (args, { models }) => orgView(await registerOrganization(models, args)),
+    async run(args, { models }) {
+      const { registerOrganization } = await import('@connect/shared');
+      return orgView(await registerOrganization(models, args));
+    },
   }),
   defineCommand({
     name: 'org list',
@@ -30,6 +34,7 @@ Prints {"id", "name", "api_version", "created_at"}.`,
 Prints {"organizations": [{"id", "name", "api_version", "created_at"}]}.`,
     parse: () => undefined,
     async run(_args, { models }) {
+      const { collectionsOf } = await import('@connect/shared');
       const orgs = await collectionsOf(models).organizations.find({}).sort({ created_at: 1, _id: 1 }).toArray();
       return { organizations: orgs.map(orgView) };
     },

@@ -1,6 +1,4 @@
-import { DeliveryQueues, DeliveryStore, recoverDeliveries } from '@connect/shared';
 import { CliError, defineCommand, optional, required, type Command } from './command.ts';
-import { jobPolicy } from './delivery-job-policy.ts';
 
 const ISO_INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|([+-])(\d{2}):?(\d{2}))?$/;
 
@@ -50,6 +48,7 @@ Prints {"recovered": N}, N being the dead letters put back.`,
     return { target, since, until };
   },
   async run(window, ctx) {
+    const [{ DeliveryQueues, DeliveryStore, recoverDeliveries }, { jobPolicy }] = await Promise.all([import('@connect/shared'), import('./delivery-job-policy.ts')]);
     const redis = await ctx.redis();
     const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets, jobPolicy());
     try {

@@ -1,6 +1,5 @@
-import { DeliveryQueues, DeliveryStore, requireOrganization, resyncTarget, type ResyncProgress } from '@connect/shared';
+import type { ResyncProgress } from '@connect/shared';
 import { CliError, defineCommand, optional, positional, type Command } from './command.ts';
-import { jobPolicy } from './delivery-job-policy.ts';
 
 /** Non-terminal stderr gets one JSON line at most this often. */
 const PROGRESS_EVERY_MS = 3000;
@@ -35,6 +34,7 @@ Progress on stderr. Prints {"target", "users_scanned", "enqueued", "skipped"}.`,
     };
   },
   async run(args, ctx) {
+    const [{ DeliveryQueues, DeliveryStore, requireOrganization, resyncTarget }, { jobPolicy }] = await Promise.all([import('@connect/shared'), import('./delivery-job-policy.ts')]);
     // An unknown organization has no users: say so rather than report a resync of nothing.
     if (args.organizationId) await requireOrganization(ctx.models, args.organizationId);
     const redis = await ctx.redis();

@@ -1,4 +1,5 @@
-import { collectionsOf, DeliveryQueues, forgetTarget, HeldStates, listTargets, pauseTarget, resumeTarget, TARGET_NAME, TARGET_NAME_RULE, TargetHealth } from '@connect/shared';
+import type { DeliveryQueues, TargetHealth } from '@connect/shared';
+import { TARGET_NAME, TARGET_NAME_RULE } from '@connect/shared/input-rules';
 import { CliError, defineCommand, positional, type CliContext, type Command } from './command.ts';
 
 /**
@@ -7,7 +8,11 @@ import { CliError, defineCommand, positional, type CliContext, type Command } fr
  * MongoDB too (docs/delivery.md). `list` prints `{"targets": [...]}`; pause and
  * resume print the target's row after the change.
  */
+/** The domain code, loaded when a command runs (command.ts). */
+const shared = () => import('@connect/shared');
+
 async function withTargets<T>(ctx: CliContext, run: (deps: { health: TargetHealth; queues: DeliveryQueues }) => Promise<T>): Promise<T> {
+  const { collectionsOf, DeliveryQueues, HeldStates, TargetHealth } = await import('@connect/shared');
   const redis = await ctx.redis();
   const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
   try {
@@ -24,7 +29,7 @@ export const targetsCommands: Command[] = [
     description: `Every configured downstream target with its shared health. Needs REDIS_URL.
 Prints {"targets": [{"name", "state", "consecutive_failures", "failing_since", "last_success_at", "backlog"}]}.`,
     parse: () => undefined,
-    run: (_args, ctx) => withTargets(ctx, async (deps) => ({ targets: await listTargets(deps) })),
+    run: (_args, ctx) => withTargets(ctx, async (deps) => ({ targets: await (await shared()).listTargets(deps) })),
   }),
   defineCommand({
     name: 'targets pause',
@@ -33,7 +38,7 @@ Prints {"targets": [{"name", "state", "consecutive_failures", "failing_since", "
 Prints the target's row.`,
     positionals: 1,
     parse: (input) => positional(input, 'a target name'),
-    run: (name, ctx) => withTargets(ctx, (deps) => pauseTarget(deps, name)),
+    run: (name, ctx) => withTargets(ctx, async (deps) => (await shared()).pauseTarget(deps, name)),
   }),
   defineCommand({
     name: 'targets resume',
@@ -42,7 +47,7 @@ Prints the target's row.`,
 Prints the target's row.`,
     positionals: 1,
     parse: (input) => positional(input, 'a target name'),
-    run: (name, ctx) => withTargets(ctx, (deps) => resumeTarget(deps, name)),
+    run: (name, ctx) => withTargets(ctx, async (deps) => (await shared()).resumeTarget(deps, name)),
   }),
   defineCommand({
     name: 'targets forget',
@@ -59,6 +64,6 @@ Prints {"target", "jobs", "deliveries", "attempts", "sync_states"}; a second run
       return name;
     },
     run: async (name, ctx) =>
-      forgetTarget({ models: ctx.models, redis: await ctx.redis(), queuePrefix: ctx.config.queuePrefix, configured: ctx.config.downstreamTargets.map((t) => t.name) }, name),
+      (await shared()).forgetTarget({ models: ctx.models, redis: await ctx.redis(), queuePrefix: ctx.config.queuePrefix, configured: ctx.config.downstreamTargets.map((t) => t.name) }, name),
   }),
 ];

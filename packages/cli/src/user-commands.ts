@@ -1,4 +1,3 @@
-import { getProviderUser, providerUserForVersion, requireOrganization } from '@connect/shared';
 import { defineCommand, required, type Command } from './command.ts';
 
 export const userCommands: Command[] = [
@@ -12,6 +11,7 @@ shape of the organization's pinned API version (what the API answers without a v
     options: { org: { type: 'string' }, 'external-provider-id': { type: 'string' } },
     parse: (input) => ({ orgId: required(input, 'org'), externalProviderId: required(input, 'external-provider-id') }),
     async run({ orgId, externalProviderId }, { models, config }) {
+      const { getProviderUser, providerUserForVersion, requireOrganization } = await import('@connect/shared');
       const org = await requireOrganization(models, orgId);
       const user = await getProviderUser(models, config.downstreamTargets, orgId, externalProviderId);
       return providerUserForVersion(user, org.api_version);

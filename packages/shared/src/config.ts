@@ -4,6 +4,9 @@ import { ConnectionString } from 'mongodb-connection-string-url';
 import { z } from 'zod';
 import { parseDuration, parseDurationList } from './duration.ts';
 import { parseRedisUrl } from './events/redis-connection.ts';
+import { ConfigError, TARGET_NAME, TARGET_NAME_RULE, type ConfigProblem } from './input-rules.ts';
+
+export { ConfigError, TARGET_NAME, TARGET_NAME_RULE, type ConfigProblem };
 
 /**
  * Configuration is parsed once, at start, from the environment into a frozen typed
@@ -16,23 +19,6 @@ import { parseRedisUrl } from './events/redis-connection.ts';
  * parts (`sharedEnvShape`) and its own (`apiEnvShape`, the worker's options):
  * `parseEnv(z.object({...sharedEnvShape, ...own}), env)`.
  */
-export interface ConfigProblem {
-  variable: string;
-  problem: string;
-}
-
-export class ConfigError extends Error {
-  readonly problems: readonly ConfigProblem[];
-  /** The first variable named (most errors name one). */
-  readonly variable: string;
-  constructor(variable: string | readonly ConfigProblem[], problem = '') {
-    const problems = typeof variable === 'string' ? [{ variable, problem }] : variable;
-    super(problems.map((p) => `${p.variable}: ${p.problem}`).join('\n'));
-    this.name = 'ConfigError';
-    this.problems = problems;
-    this.variable = problems[0]?.variable ?? '';
-  }
-}
 
 type Env = Record<string, string | undefined>;
 
@@ -142,9 +128,6 @@ export function envEnum<const V extends readonly [string, ...string[]]>(values: 
 
 const WHSEC = /^whsec_[A-Za-z0-9+/]+={0,2}$/;
 
-/** What a target name may be (DOWNSTREAM_TARGETS, and the CLI's target arguments). */
-export const TARGET_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
-export const TARGET_NAME_RULE = 'letters, digits, "_", "-" or ".", at most 64';
 
 export const downstreamTargetSchema = z
   .object({

@@ -1,4 +1,7 @@
 import pino, { type Logger, type LoggerOptions } from 'pino';
+import { withoutCredentials } from './input-rules.ts';
+
+export { withoutCredentials };
 
 /** `jane.doe@example.com` → `j***@e***.com`: enough to tell users apart in a log, not to read. */
 export function maskEmail(email: string): string {
@@ -19,10 +22,6 @@ export function maskEmailsIn(text: string): string {
   return text.replace(EMAIL_IN_TEXT, (m) => maskEmail(m));
 }
 
-/** `user:password@` out of every URL in a text (a connection string, an error naming one). */
-export function withoutCredentials(text: string): string {
-  return text.replace(/\/\/[^@/\s]*@/g, '//***@');
-}
 
 /**
  * A request URL as it may be logged: no query string (RFC 6750 allows an

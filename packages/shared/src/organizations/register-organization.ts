@@ -1,23 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { API_VERSIONS, DEFAULT_PINNED_API_VERSION, isApiVersion, type ApiVersion } from '../api-versions.ts';
-import { NotFoundError, ValidationError, type FieldError } from '../domain-errors.ts';
+import { DEFAULT_PINNED_API_VERSION, type ApiVersion } from '../api-versions.ts';
+import { NotFoundError, ValidationError } from '../domain-errors.ts';
 import { collectionsOf, type Models, type OrganizationDoc } from '../models/models.ts';
+import { organizationProblems, type RegisterOrganizationCommand } from '../input-rules.ts';
 
-export interface RegisterOrganizationCommand {
-  name: string;
-  apiVersion?: string;
-}
+export { organizationProblems, type RegisterOrganizationCommand };
 
-/** What is wrong with a registration, checked before anything is stored (and by the CLI before it reads its settings). */
-export function organizationProblems(cmd: RegisterOrganizationCommand): FieldError[] {
-  const problems: FieldError[] = [];
-  const name = cmd.name.trim();
-  if (!name || name.length > 200) problems.push({ path: 'name', message: 'must be 1 to 200 characters' });
-  if (cmd.apiVersion !== undefined && !isApiVersion(cmd.apiVersion)) {
-    problems.push({ path: 'api_version', message: `must be one of ${API_VERSIONS.join(', ')}, got "${cmd.apiVersion}"` });
-  }
-  return problems;
-}
+
 
 /** An organization, pinned to an API version used when a request names none (docs/contract.md Versioning). */
 export async function registerOrganization(models: Models, cmd: RegisterOrganizationCommand): Promise<OrganizationDoc> {

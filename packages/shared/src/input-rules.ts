@@ -1,0 +1,104 @@
+/**
+ * The checks an operator's input must pass before anything is opened, with none of the
+ * datastore drivers: only node built-ins and modules that import nothing else. The CLI
+ * imports this alone (`@connect/shared/input-rules`), so `--help` and a usage error answer
+ * without loading mongoose, the MongoDB driver, BullMQ, ioredis, zod or pino (docs/operations.md,
+ * The CLI). The rest of the package re-exports these under their usual names.
+ */
+import { createPublicKey } from 'node:crypto';
+import { API_VERSIONS, isApiVersion } from './api-versions.ts';
+import type { FieldError } from './domain-errors.ts';
+
+export { API_VERSIONS, DEFAULT_PINNED_API_VERSION } from './api-versions.ts';
+export { DomainError } from './domain-errors.ts';
+
+/** One bad or missing environment variable. */
+export interface ConfigProblem {
+  variable: string;
+  problem: string;
+}
+
+export class ConfigError extends Error {
+  readonly problems: readonly ConfigProblem[];
+  /** The first variable named (most errors name one). */
+  readonly variable: string;
+  constructor(variable: string | readonly ConfigProblem[], problem = '') {
+    const problems = typeof variable === 'string' ? [{ variable, problem }] : variable;
+    super(problems.map((p) => `${p.variable}: ${p.problem}`).join('\n'));
+    this.name = 'ConfigError';
+    this.problems = problems;
+    this.variable = problems[0]?.variable ?? '';
+  }
+}
+
+/** `user:password@` out of every URL in a text (a connection string, an error naming one). */
+export function withoutCredentials(text: string): string {
+  return text.replace(/\/\/[^@/\s]*@/g, '//***@');
+}
+
+/** What a target name may be (DOWNSTREAM_TARGETS, and the CLI's target arguments). */
+export const TARGET_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+export const TARGET_NAME_RULE = 'letters, digits, "_", "-" or ".", at most 64';
+
+export interface RegisterOrganizationCommand {
+  name: string;
+  apiVersion?: string;
+}
+
+/** What is wrong with a registration, checked before anything is stored (and by the CLI before it reads its settings). */
+export function organizationProblems(cmd: RegisterOrganizationCommand): FieldError[] {
+  const problems: FieldError[] = [];
+  const name = cmd.name.trim();
+  if (!name || name.length > 200) problems.push({ path: 'name', message: 'must be 1 to 200 characters' });
+  if (cmd.apiVersion !== undefined && !isApiVersion(cmd.apiVersion)) {
+    problems.push({ path: 'api_version', message: `must be one of ${API_VERSIONS.join(', ')}, got "${cmd.apiVersion}"` });
+  }
+  return problems;
+}
+
+/** PEM labels of a public key: SPKI (`openssl pkey -pubout`) and PKCS#1 RSA. */
+const PUBLIC_KEY_LABELS = new Set(['PUBLIC KEY', 'RSA PUBLIC KEY']);
+
+/**
+ * Why `pem` cannot be a client's public key, or undefined when it can. A private
+ * key is refused even though its public half could be derived from it: storing
+ * it would put the EHR's signing secret in our database.
+ */
+export function clientPublicKeyProblem(pem: string): string | undefined {
+  const labels = [...pem.matchAll(/-----BEGIN ([A-Z0-9 ]+)-----/g)].map((m) => m[1]!);
+  if (labels.some((l) => l.includes('PRIVATE KEY'))) {
+    return 'is a private key; give the public key instead (the EHR keeps its private key to itself), e.g. `openssl pkey -in private.pem -pubout`';
+  }
+  if (labels.length === 0) return 'is not a PEM public key; expected text starting with -----BEGIN PUBLIC KEY-----';
+  if (labels.length > 1) return `holds ${labels.length} PEM blocks; expected exactly one public key (-----BEGIN PUBLIC KEY-----)`;
+  if (!PUBLIC_KEY_LABELS.has(labels[0]!)) return `is a PEM ${labels[0]}, not a public key; expected -----BEGIN PUBLIC KEY-----`;
+  let type: string | undefined;
+  try {
+    type = createPublicKey(pem).asymmetricKeyType;
+  } catch {
+    return 'is not a valid PEM public key (its content could not be read as one)';
+  }
+  if (!['rsa', 'rsa-pss', 'ec', 'ed25519'].includes(type ?? '')) return `must be an RSA, EC or Ed25519 public key, got ${type ?? 'an unknown type'}`;
+  return undefined;
+}
+
+/** Hosts a JWKS may be fetched from over plain http: this machine (tests, local development). */
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/**
+ * Why `jwksUrl` cannot be a client's JWKS URL, or undefined when it can: https
+ * (http only on a loopback host), and no user:password@ (a credential would be
+ * stored and shown by every client listing).
+ */
+export function jwksUrlProblem(jwksUrl: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(jwksUrl);
+  } catch {
+    return 'must be an https URL';
+  }
+  if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname)) return 'must be an https URL (plain http only for localhost, 127.0.0.1 or [::1])';
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return 'must be an https URL';
+  if (url.username || url.password) return 'must not carry credentials (user:password@)';
+  return undefined;
+}
