@@ -12,7 +12,14 @@ import { databaseUrl, http, uniquePrefix } from '../support/harness.ts';
  */
 const children: Child[] = [];
 afterAll(() => {
-  for (const c of children) c.proc.kill('SIGKILL');
+  for (const c of children) {
+    // A child in a group of its own may have left node behind: the whole group goes.
+    try {
+      process.kill(-c.proc.pid!, 'SIGKILL');
+    } catch {
+      c.proc.kill('SIGKILL');
+    }
+  }
 });
 
 const env = (label: string) => ({ MONGO_URL: databaseUrl(label), REDIS_URL: inject('redisUrl'), QUEUE_PREFIX: uniquePrefix(label), LOG_LEVEL: 'info' });
@@ -51,5 +58,31 @@ describe('SIGTERM to `pnpm start:api` / `pnpm start:worker` reaches node', () =>
     const tail = () => [...child.stdout, ...child.stderr].slice(-40).join('\n');
     expect(await child.exited, tail()).toEqual({ code: 0, signal: null });
     expect(stepsDone(child), tail()).toEqual([...WORKER_SHUTDOWN_STEPS]);
+  });
+
+  // Ctrl-C in a terminal, `timeout`, systemd's default KillMode signal the whole process group:
+  // node gets the signal from the kernel and again from pnpm, which forwards what it gets. The
+  // second one used to be taken as "exit now" (exit 1, no step done, a stack trace from the closed log).
+  it('Ctrl-C (SIGINT to the process group of pnpm start:api): one shutdown, every step done, node and pnpm exit 0', async () => {
+    const child = startRootScript('start:api', { ...env('group_api'), PORT: '0', HOST: '127.0.0.1' }, { ownGroup: true });
+    children.push(child);
+    const origin = await apiOrigin(child);
+    expect((await http(`${origin}/livez`)).status).toBe(200);
+    process.kill(-child.proc.pid!, 'SIGINT');
+    const tail = () => [...child.stdout, ...child.stderr].slice(-40).join('\n');
+    expect(await child.exited, tail()).toEqual({ code: 0, signal: null });
+    expect(stepsDone(child), tail()).toEqual([...API_SHUTDOWN_STEPS]);
+    expect(child.stdout.filter((l) => l.includes('"shutting down"')), tail()).toHaveLength(1);
+  });
+
+  it('SIGTERM to the process group of pnpm start:worker (timeout, systemd): one shutdown, every step done, exit 0', async () => {
+    const child = startRootScript('start:worker', env('group_worker'), { ownGroup: true });
+    children.push(child);
+    await waitFor(() => child.proc.exitCode === null && child.stdout.some((l) => l.includes('"worker ready"')), 60_000, 'the worker to start');
+    process.kill(-child.proc.pid!, 'SIGTERM');
+    const tail = () => [...child.stdout, ...child.stderr].slice(-40).join('\n');
+    expect(await child.exited, tail()).toEqual({ code: 0, signal: null });
+    expect(stepsDone(child), tail()).toEqual([...WORKER_SHUTDOWN_STEPS]);
+    expect(child.stdout.filter((l) => l.includes('"shutting down"')), tail()).toHaveLength(1);
   });
 });

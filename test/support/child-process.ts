@@ -14,16 +14,22 @@ export function startEntryPoint(app: 'api' | 'worker', env: Record<string, strin
   return startChild(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'apps', app, 'src', 'main.ts')], env);
 }
 
-/** Runs a root package.json script the way an operator does (`pnpm -s <script>`), pnpm being the process it returns. */
-export function startRootScript(script: string, env: Record<string, string | undefined>): Child {
-  return startChild('pnpm', ['-s', script], env);
+/**
+ * Runs a root package.json script the way an operator does (`pnpm -s <script>`), pnpm being the
+ * process it returns. With `ownGroup`, pnpm leads a process group of its own, so a test can
+ * signal the whole group (`process.kill(-pid, ...)`) as a terminal's Ctrl-C, `timeout` or
+ * systemd do.
+ */
+export function startRootScript(script: string, env: Record<string, string | undefined>, o: { ownGroup?: boolean } = {}): Child {
+  return startChild('pnpm', ['-s', script], env, o.ownGroup);
 }
 
-function startChild(command: string, args: string[], env: Record<string, string | undefined>): Child {
+function startChild(command: string, args: string[], env: Record<string, string | undefined>, ownGroup = false): Child {
   const proc = spawn(command, args, {
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env } as NodeJS.ProcessEnv,
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: ownGroup,
   });
   const stdout: string[] = [];
   const stderr: string[] = [];

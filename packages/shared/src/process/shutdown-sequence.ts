@@ -59,20 +59,39 @@ export async function runShutdownSequence(steps: ShutdownStep[], log: Logger, gr
 }
 
 /**
- * SIGTERM/SIGINT run the sequence once and exit 0 (1 when a step failed, not when
- * the grace period cut one short); a second signal exits at once.
+ * How long after the first stop signal another one is taken as the same request. A
+ * signal sent to a whole process group reaches node twice: once directly and once
+ * forwarded by its parent (`pnpm start:*` forwards what it gets), a few milliseconds
+ * apart: Ctrl-C in a terminal, `timeout`, systemd's default `KillMode=control-group`.
+ * A person pressing Ctrl-C again to force the exit does so later than this.
  */
-export function onTerminationSignals(log: Logger, shutdown: () => Promise<boolean>): void {
-  let started = false;
+export const REPEATED_SIGNAL_MS = 1000;
+
+/**
+ * SIGTERM/SIGINT run the sequence once and exit 0 (1 when a step failed, not when
+ * the grace period cut one short). Another signal within REPEATED_SIGNAL_MS is the
+ * same request and changes nothing; one after that exits at once, with 1.
+ */
+export function onTerminationSignals(log: Logger, shutdown: () => Promise<boolean>, now: () => number = () => performance.now()): void {
+  let startedAt: number | undefined;
+  let logsEnding = false;
   const handler = (signal: NodeJS.Signals) => {
-    if (started) {
-      log.warn({ signal }, 'second signal: exiting now');
+    if (startedAt !== undefined) {
+      if (now() - startedAt < REPEATED_SIGNAL_MS) {
+        if (!logsEnding) log.info({ signal }, 'stop signal received again (a parent process forwarding it); still shutting down');
+        return;
+      }
+      // The log may already be closing for the exit: writing to it then would throw.
+      if (!logsEnding) log.warn({ signal }, 'second signal: exiting now');
       process.exit(1);
     }
-    started = true;
+    startedAt = now();
     log.info({ signal }, 'shutting down');
     // The log goes out whole and in order before the exit (endLogs says why it has to be waited for).
-    const exit = (code: number) => void endLogs(log).then(() => process.exit(code));
+    const exit = (code: number) => {
+      logsEnding = true;
+      void endLogs(log).then(() => process.exit(code));
+    };
     shutdown().then(
       (clean) => exit(clean ? 0 : 1),
       () => exit(1),

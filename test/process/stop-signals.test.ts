@@ -1,0 +1,41 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { REPEATED_SIGNAL_MS } from '@connect/shared';
+import { waitFor } from '../support/child-process.ts';
+
+const FIXTURE = join(import.meta.dirname, 'fixtures', 'hung-shutdown.ts');
+const killed: (() => void)[] = [];
+afterAll(() => killed.forEach((k) => k()));
+
+describe('Stop signals (docs/contract.md, Events; README, Shutdown)', () => {
+  it(`a repeat within ${REPEATED_SIGNAL_MS} ms is the same request and changes nothing; a signal after that exits at once with 1`, async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE], {
+      cwd: import.meta.dirname,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    killed.push(() => child.kill('SIGKILL'));
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    await waitFor(() => err.includes('ready'), 60_000, 'the fixture to start');
+
+    child.kill('SIGTERM');
+    child.kill('SIGINT');
+    await waitFor(() => out.includes('stop signal received again'), 10_000, 'the repeat to be logged');
+    // Seen here after the process took the first signal: its own clock has run at least this long since.
+    const firstSeen = performance.now();
+    expect(out).toContain('"shutting down"');
+    expect(child.exitCode).toBeNull();
+
+    await new Promise((resolve) => setTimeout(resolve, REPEATED_SIGNAL_MS + 100 - (performance.now() - firstSeen)));
+    child.kill('SIGTERM');
+    expect(await closed).toBe(1);
+    const messages = out.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { msg: string }).msg);
+    expect(messages).toEqual(['shutting down', 'stop signal received again (a parent process forwarding it); still shutting down', 'second signal: exiting now']);
+    expect(err).not.toMatch(/\n\s+at /);
+  });
+});
