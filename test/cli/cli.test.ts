@@ -316,6 +316,11 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
     expectError(notPem, 'usage', 2, /is not a PEM public key; expected text starting with -----BEGIN PUBLIC KEY-----/);
     expect(notPem.json.error.message).not.toMatch(/DECODER|error:/);
     expectError(await cli(['client', 'create', '--org', orgId, '--public-key-file', join(dir, 'mangled.pem')]), 'usage', 2, /is not a valid PEM public key/);
+    // Public keys no assertion could ever be verified with (RS256 needs 2048 bits, ES256 P-256).
+    const weak = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    expectError(await cli(['client', 'create', '--org', orgId, '--public-key-file', '-'], { stdin: weak }), 'usage', 2, /--public-key-file - is an RSA key of 1024 bits; assertions need one of at least 2048 bits/);
+    const p384 = generateKeyPairSync('ec', { namedCurve: 'secp384r1' }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    expectError(await cli(['client', 'create', '--org', orgId, '--public-key-file', '-'], { stdin: p384 }), 'usage', 2, /is an EC key on secp384r1; assertions are verified with ES256/);
 
     // JWKS URLs: https, or plain http on loopback only; never user:password@ (and the credential is not echoed).
     expectError(await cli(['client', 'create', '--org', orgId, '--jwks-url', 'http://ehr.example.com/jwks.json']), 'usage', 2, /--jwks-url must be an https URL \(plain http only for localhost, 127\.0\.0\.1 or \[::1\]\)/);

@@ -54,6 +54,7 @@ describe('configuration from the environment (docs/operations.md)', () => {
     [{ TOKEN_SIGNING_KEY: 'secret' }, 'TOKEN_SIGNING_KEY'],
     [{ TOKEN_SIGNING_KEY: '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n' }, 'TOKEN_SIGNING_KEY'],
     [{ TOKEN_SIGNING_KEY: generateKeyPairSync('ec', { namedCurve: 'secp384r1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() }, 'TOKEN_SIGNING_KEY'],
+    [{ TOKEN_SIGNING_KEY: generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() }, 'TOKEN_SIGNING_KEY'],
     [{ TOKEN_SIGNING_KEY: generateKeyPairSync('x25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() }, 'TOKEN_SIGNING_KEY'],
     [{ PUBLIC_BASE_URL: 'https://api.example.com/prefix?x=1' }, 'PUBLIC_BASE_URL'],
     [{ PUBLIC_BASE_URL: 'https://api.example.com/#f' }, 'PUBLIC_BASE_URL'],

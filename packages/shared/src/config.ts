@@ -4,7 +4,7 @@ import { ConnectionString } from 'mongodb-connection-string-url';
 import { z } from 'zod';
 import { parseDuration, parseDurationList } from './duration.ts';
 import { parseRedisUrl } from './events/redis-connection.ts';
-import { ConfigError, TARGET_NAME, TARGET_NAME_RULE, type ConfigProblem } from './input-rules.ts';
+import { ConfigError, MIN_RSA_BITS, TARGET_NAME, TARGET_NAME_RULE, type ConfigProblem } from './input-rules.ts';
 
 export { ConfigError, TARGET_NAME, TARGET_NAME_RULE, type ConfigProblem };
 
@@ -202,6 +202,9 @@ export function signingKeyProblem(pem: string): string | undefined {
   } catch {
     return 'must be a PKCS#8 PEM private key (RSA, EC P-256 or Ed25519); this one could not be read';
   }
+  const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+  // Accepted at start, such a key would fail every token request (jose refuses to sign RS256 with it).
+  if (key.asymmetricKeyType === 'rsa' && bits < MIN_RSA_BITS) return `must be an RSA key of at least ${MIN_RSA_BITS} bits (RS256), got ${bits}`;
   if (accessTokenAlgOf(key)) return undefined;
   const kind = key.asymmetricKeyType;
   return `must be an RSA, EC P-256 or Ed25519 private key, got ${kind === 'ec' ? `EC ${key.asymmetricKeyDetails?.namedCurve ?? ''}`.trim() : kind}`;

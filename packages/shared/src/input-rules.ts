@@ -5,7 +5,7 @@
  * without loading mongoose, the MongoDB driver, BullMQ, ioredis, zod or pino (docs/operations.md,
  * The CLI). The rest of the package re-exports these under their usual names.
  */
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { API_VERSIONS, isApiVersion } from './api-versions.ts';
 import type { FieldError } from './domain-errors.ts';
 
@@ -56,6 +56,9 @@ export function organizationProblems(cmd: RegisterOrganizationCommand): FieldErr
   return problems;
 }
 
+/** The shortest RSA key RS256 and PS256 accept (jose refuses shorter ones, and so does RFC 7518). */
+export const MIN_RSA_BITS = 2048;
+
 /** PEM labels of a public key: SPKI (`openssl pkey -pubout`) and PKCS#1 RSA. */
 const PUBLIC_KEY_LABELS = new Set(['PUBLIC KEY', 'RSA PUBLIC KEY']);
 
@@ -72,13 +75,20 @@ export function clientPublicKeyProblem(pem: string): string | undefined {
   if (labels.length === 0) return 'is not a PEM public key; expected text starting with -----BEGIN PUBLIC KEY-----';
   if (labels.length > 1) return `holds ${labels.length} PEM blocks; expected exactly one public key (-----BEGIN PUBLIC KEY-----)`;
   if (!PUBLIC_KEY_LABELS.has(labels[0]!)) return `is a PEM ${labels[0]}, not a public key; expected -----BEGIN PUBLIC KEY-----`;
-  let type: string | undefined;
+  let key: KeyObject;
   try {
-    type = createPublicKey(pem).asymmetricKeyType;
+    key = createPublicKey(pem);
   } catch {
     return 'is not a valid PEM public key (its content could not be read as one)';
   }
+  const type = key.asymmetricKeyType;
   if (!['rsa', 'rsa-pss', 'ec', 'ed25519'].includes(type ?? '')) return `must be an RSA, EC or Ed25519 public key, got ${type ?? 'an unknown type'}`;
+  // Keys the token endpoint could never verify an assertion with (its algorithms: RS256, PS256,
+  // ES256, EdDSA) are refused here, not registered to fail every token request.
+  const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+  if ((type === 'rsa' || type === 'rsa-pss') && bits < MIN_RSA_BITS) return `is an RSA key of ${bits} bits; assertions need one of at least ${MIN_RSA_BITS} bits (RS256, PS256)`;
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  if (type === 'ec' && curve !== 'prime256v1') return `is an EC key on ${curve ?? 'an unknown curve'}; assertions are verified with ES256, which needs the curve P-256 (prime256v1)`;
   return undefined;
 }
 

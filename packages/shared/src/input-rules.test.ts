@@ -1,0 +1,24 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { signingKeyProblem } from './config.ts';
+import { clientPublicKeyProblem, MIN_RSA_BITS } from './input-rules.ts';
+
+const publicPem = (k: { publicKey: { export(o: { type: 'spki'; format: 'pem' }): string | Buffer } }) => k.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+const privatePem = (k: { privateKey: { export(o: { type: 'pkcs8'; format: 'pem' }): string | Buffer } }) => k.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+
+describe('keys the token endpoint could never use are refused when they are given, not at every token request', () => {
+  it('a client public key: RSA and RSA-PSS under 2048 bits and EC off P-256 are refused, saying why; 2048-bit RSA, RSA-PSS, P-256 and Ed25519 pass', () => {
+    expect(clientPublicKeyProblem(publicPem(generateKeyPairSync('rsa', { modulusLength: 1024 })))).toBe(`is an RSA key of 1024 bits; assertions need one of at least ${MIN_RSA_BITS} bits (RS256, PS256)`);
+    expect(clientPublicKeyProblem(publicPem(generateKeyPairSync('rsa-pss', { modulusLength: 1024 })))).toMatch(/RSA key of 1024 bits/);
+    expect(clientPublicKeyProblem(publicPem(generateKeyPairSync('ec', { namedCurve: 'secp384r1' })))).toBe('is an EC key on secp384r1; assertions are verified with ES256, which needs the curve P-256 (prime256v1)');
+    expect(clientPublicKeyProblem(publicPem(generateKeyPairSync('ec', { namedCurve: 'secp256k1' })))).toMatch(/EC key on secp256k1/);
+    for (const ok of [generateKeyPairSync('rsa', { modulusLength: 2048 }), generateKeyPairSync('rsa-pss', { modulusLength: 2048 }), generateKeyPairSync('ec', { namedCurve: 'P-256' }), generateKeyPairSync('ed25519')]) {
+      expect(clientPublicKeyProblem(publicPem(ok))).toBeUndefined();
+    }
+  });
+
+  it('TOKEN_SIGNING_KEY: an RSA key under 2048 bits is refused (RS256 cannot sign with it); 2048 bits passes', () => {
+    expect(signingKeyProblem(privatePem(generateKeyPairSync('rsa', { modulusLength: 1024 })))).toBe(`must be an RSA key of at least ${MIN_RSA_BITS} bits (RS256), got 1024`);
+    expect(signingKeyProblem(privatePem(generateKeyPairSync('rsa', { modulusLength: 2048 })))).toBeUndefined();
+  });
+});
