@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { errorHandler } from './error-handler.ts';
@@ -33,17 +34,53 @@ describe('answerWithinDeadline', () => {
     answerWithinDeadline(app, 300);
     app.post('/stuck', () => new Promise(() => undefined));
     app.post('/fine', async () => ({ ok: true }));
+    // A real socket: whether the body has all arrived is read from the connection's request.
+    const origin = await app.listen({ port: 0, host: '127.0.0.1' });
+    const post = (path: string) => fetch(origin + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ a: 1 }) });
     try {
-      const stuck = await app.inject({ method: 'POST', url: '/stuck', payload: { a: 1 } });
-      expect(stuck.statusCode).toBe(503);
-      expect(stuck.headers['content-type']).toMatch(/^application\/problem\+json/);
-      expect(stuck.headers['retry-after']).toMatch(/^[1-9]\d*$/);
-      expect(stuck.json()).toMatchObject({ type: expect.stringMatching(/\/service-unavailable$/), status: 503, instance: '/stuck' });
+      const stuck = await post('/stuck');
+      expect(stuck.status).toBe(503);
+      expect(stuck.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(stuck.headers.get('retry-after')).toMatch(/^[1-9]\d*$/);
+      expect(await stuck.json()).toMatchObject({ type: expect.stringMatching(/\/service-unavailable$/), status: 503, instance: '/stuck' });
       // A request that finishes in time is untouched, and its timer does not fire later.
-      const fine = await app.inject({ method: 'POST', url: '/fine', payload: { a: 1 } });
-      expect(fine.statusCode).toBe(200);
+      const fine = await post('/fine');
+      expect(fine.status).toBe(200);
     } finally {
       await app.close();
     }
   });
 });
+
+/** Sends `head` and `body` on a raw socket and resolves with everything the server wrote until it closed. */
+function rawExchange(port: number, head: string, body: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(head + body));
+    let received = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => (received += d));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(received));
+  });
+}
+
+describe('answerWithinDeadline, a body shorter than its Content-Length', () => {
+  it('408 request-timeout problem+json naming the announced length, and the connection closed; not a 503 blaming a datastore', async () => {
+    const app = Fastify();
+    app.setErrorHandler(errorHandler);
+    answerWithinDeadline(app, 300);
+    app.post('/users', async () => ({ ok: true }));
+    const port = Number(new URL(await app.listen({ port: 0, host: '127.0.0.1' })).port);
+    try {
+      const answer = await rawExchange(port, 'POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n', '{"a":1}');
+      const [head, body] = answer.split('\r\n\r\n');
+      expect(head).toMatch(/^HTTP\/1\.1 408 /);
+      expect(head).toMatch(/\r\ncontent-type: application\/problem\+json/i);
+      expect(head).toMatch(/\r\nconnection: close/i);
+      expect(JSON.parse(body!)).toMatchObject({ type: expect.stringMatching(/\/request-timeout$/), status: 408, detail: expect.stringContaining('Content-Length said 100 bytes') });
+    } finally {
+      await app.close();
+    }
+  });
+});
+

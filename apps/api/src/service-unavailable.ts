@@ -51,10 +51,19 @@ export function asServiceUnavailable(error: { name?: string; code?: string; mess
   return undefined;
 }
 
+/** The request's body had not arrived in full when the deadline came: 408, the caller's to fix. */
+export class RequestTimeoutError extends DomainError {
+  constructor(deadlineMs: number, contentLength: string | undefined) {
+    const announced = contentLength ? ` (Content-Length said ${contentLength} bytes)` : '';
+    super('request-timeout', 'Request timeout', 408, `The request body did not arrive in full within ${deadlineMs / 1000} s${announced}; send the whole body with the request.`);
+  }
+}
+
 /**
  * Answers every request within REQUEST_DEADLINE_MS: a request still unanswered
  * then (waiting on a database or Redis that does not answer) gets a 503
- * service-unavailable with Retry-After, through the error handler. Whatever the
+ * service-unavailable with Retry-After, through the error handler; one whose
+ * body has not all arrived (a client sending less than its Content-Length) a 408. Whatever the
  * request was doing carries on and its late answer is dropped by Fastify.
  *
  * Not Fastify's own `handlerTimeout` (5.12): it clears its timer on the
@@ -65,6 +74,13 @@ export function answerWithinDeadline(app: FastifyInstance, deadlineMs = REQUEST_
   app.addHook('onRequest', (request, reply, done) => {
     const timer = setTimeout(() => {
       if (reply.sent || reply.raw.headersSent) return;
+      // Still waiting for the body the client announced: the client's delay, not ours. A 408,
+      // and the connection closed (what is left of the body would be read as the next request).
+      if (!request.raw.complete) {
+        reply.header('connection', 'close');
+        void reply.send(new RequestTimeoutError(deadlineMs, request.headers['content-length']));
+        return;
+      }
       void reply.send(new RequestDeadlineError(deadlineMs));
     }, deadlineMs);
     // The response's `close` comes once it is written, or when the client went away.

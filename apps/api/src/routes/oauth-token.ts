@@ -5,7 +5,7 @@ import { perIpTokenLimit } from '../rate-limits.ts';
 import { z } from 'zod';
 import type { ApiDeps } from '../api-deps.ts';
 import { AssertionRejected, verifyClientAssertion } from '../auth/client-assertion.ts';
-import { asServiceUnavailable } from '../service-unavailable.ts';
+import { asServiceUnavailable, RequestTimeoutError } from '../service-unavailable.ts';
 import { API_VERSION_HEADER, requestedApiVersion } from './authenticate.ts';
 
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -13,7 +13,7 @@ const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 type OAuthErrorCode = 'invalid_request' | 'invalid_client' | 'unsupported_grant_type';
 
 /** RFC 6749 §5.2 error body; the token endpoint does not speak problem+json (docs/contract.md). */
-function oauthError(reply: FastifyReply, status: 400 | 401, error: OAuthErrorCode, description: string): FastifyReply {
+function oauthError(reply: FastifyReply, status: 400 | 401 | 408, error: OAuthErrorCode, description: string): FastifyReply {
   reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
   if (status === 401) reply.header('www-authenticate', 'Bearer');
   return reply.status(status).type('application/json').send({ error, error_description: description });
@@ -42,6 +42,8 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
       reply.header('cache-control', 'no-store').header('retry-after', String(error.retryAfterSeconds));
       return reply.status(429).type('application/json').send({ error: 'invalid_request', error_description: error.message });
     }
+    // A body that never arrived in full: the caller's delay, in RFC 6749's words, as a 408.
+    if (error instanceof RequestTimeoutError) return oauthError(reply, 408, 'invalid_request', error.message);
     // Ours (a body in another charset: 415; bytes that are not UTF-8: 400): the caller's to fix.
     if (error instanceof DomainError && error.status < 500) return oauthError(reply, 400, 'invalid_request', error.message);
     if ((error.statusCode ?? 500) < 500) return oauthError(reply, 400, 'invalid_request', 'The request body could not be read; send form or JSON parameters.');
