@@ -24,7 +24,6 @@ import { freePort, REPO_ROOT, redisAnswers, startFerretDb, startPrivateRedis, st
 
 const started = Date.now();
 const dir = process.env.STACK_DIR ?? join(REPO_ROOT, '.local', 'stack');
-mkdirSync(dir, { recursive: true });
 const apiPort = Number(process.env.PORT ?? 3000);
 const say = (msg: string) => process.stdout.write(`[stack] ${msg}\n`);
 // Whoever read our output may be gone (a closed terminal, a killed parent): stopping must still
@@ -90,6 +89,7 @@ async function stopAll(code: number): Promise<void> {
   process.exit(code);
 }
 async function main(): Promise<void> {
+  mkdirSync(dir, { recursive: true });
   const database = process.env.STACK_DATABASE ?? 'connect_local';
   say(`building/starting FerretDB on the local PostgreSQL (database ${database})…`);
   const ferret: RunningService = await startFerretDb({ database, keepDatabase: true });

@@ -35,10 +35,26 @@ function thisRun(logFile: string): LoggedCallback[] {
   return entries.slice(start).filter((e) => e.msg === 'verified callback');
 }
 
+/** One JSON error document on stdout, as every command here prints them; returns the exit code. */
+function fail(kind: 'usage' | 'unavailable', message: string): number {
+  process.stdout.write(`${JSON.stringify({ error: { kind, message } }, null, 2)}\n`);
+  return kind === 'usage' ? 2 : 1;
+}
+
 export async function printCallbacks(argv: string[], dir: string): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { wait: { type: 'string' }, timeout: { type: 'string', default: '30' } } });
+  let values: { wait?: string; timeout: string };
+  try {
+    ({ values } = parseArgs({ args: argv, options: { wait: { type: 'string' }, timeout: { type: 'string', default: '30' } } }));
+  } catch (err) {
+    return fail('usage', `${(err as Error).message}; usage: pnpm -s stack callbacks [--wait EXTERNAL_PROVIDER_ID] [--timeout SECONDS]`);
+  }
+  const seconds = Number(values.timeout);
+  if (!/^\d+(\.\d+)?$/.test(values.timeout) || !(seconds > 0 && seconds <= 3600)) return fail('usage', `--timeout must be a number of seconds from 0 to 3600, got "${values.timeout}"`);
+  if (values.wait !== undefined && !values.wait.trim()) return fail('usage', '--wait needs an external provider id');
   const logFile = join(dir, 'receiver.log');
-  const deadline = Date.now() + Number(values.timeout) * 1000;
+  // Without --wait there is nothing to wait for: no log means no stack ever ran with this STACK_DIR.
+  if (!values.wait && !existsSync(logFile)) return fail('unavailable', `no pnpm stack has run with STACK_DIR ${dir} (no receiver.log there): start one with pnpm stack`);
+  const deadline = Date.now() + seconds * 1000;
   for (;;) {
     const all = thisRun(logFile);
     const callbacks = values.wait ? all.filter((c) => c.external_provider_id === values.wait) : all;
@@ -46,10 +62,7 @@ export async function printCallbacks(argv: string[], dir: string): Promise<numbe
       process.stdout.write(`${JSON.stringify({ callbacks }, null, 2)}\n`);
       return 0;
     }
-    if (Date.now() > deadline) {
-      process.stdout.write(`${JSON.stringify({ error: { kind: 'unavailable', message: `no verified callback for ${values.wait} within ${values.timeout} s (is pnpm stack running? see ${logFile})` } }, null, 2)}\n`);
-      return 1;
-    }
+    if (Date.now() > deadline) return fail('unavailable', `no verified callback for ${values.wait} within ${values.timeout} s (is pnpm stack running? see ${logFile})`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }

@@ -131,3 +131,27 @@ describe('pnpm stack: stopping when whoever read its output is gone', () => {
     await waitFor(async () => fetch(`http://127.0.0.1:${port}/livez`).then(() => false, () => true), 10_000, 'the API to be gone');
   }, 180_000);
 });
+
+describe('pnpm -s stack callbacks: errors are one JSON document with a non-zero exit', () => {
+  it('an unknown option, --wait without a value and a bad --timeout are usage errors (exit 2); with no stack ever run there it says so (exit 1) and creates nothing', async () => {
+    const dir = join(stackDir(), 'never-started');
+    const callbacks = (args: string[]) =>
+      run('pnpm', ['-s', 'stack', 'callbacks', ...args], { cwd: REPO_ROOT, env: { ...process.env, STACK_DIR: dir } }).then(
+        ({ stdout }) => ({ code: 0, stdout }),
+        (err: { code: number; stdout: string }) => ({ code: err.code, stdout: err.stdout }),
+      );
+    for (const [args, message] of [
+      [['--bogus'], /Unknown option '--bogus'; usage: pnpm -s stack callbacks/],
+      [['--wait'], /--wait <value>' argument missing/],
+      [['--timeout', 'soon'], /--timeout must be a number of seconds/],
+    ] as const) {
+      const r = await callbacks([...args]);
+      expect(JSON.parse(r.stdout), args.join(' ')).toEqual({ error: { kind: 'usage', message: expect.stringMatching(message) } });
+      expect(r.code).toBe(2);
+    }
+    const none = await callbacks([]);
+    expect(JSON.parse(none.stdout)).toEqual({ error: { kind: 'unavailable', message: expect.stringContaining('no pnpm stack has run with STACK_DIR') } });
+    expect(none.code).toBe(1);
+    expect(existsSync(dir)).toBe(false);
+  }, 60_000);
+});
