@@ -7,7 +7,8 @@ export const userCommands: Command[] = [
     description: `Prints a provider user as GET {base}/users/{external_provider_id} answers it,
 with "sync": where each target of DOWNSTREAM_TARGETS stands (the same function
 serves both, so they agree when the CLI sees the API's DOWNSTREAM_TARGETS), in the
-shape of the organization's pinned API version (what the API answers without a version header).`,
+shape of the organization's pinned API version (what the API answers without a version header;
+an organization pinned to 2026-02-13, a version without GET /users/{id}, gets the 2026-03-23 shape).`,
     options: { org: { type: 'string' }, 'external-provider-id': { type: 'string' } },
     parse: (input) => ({ orgId: required(input, 'org'), externalProviderId: required(input, 'external-provider-id') }),
     async run({ orgId, externalProviderId }, { models, config }) {
