@@ -84,6 +84,20 @@ describe('members that could reach a prototype, and bounds on path and query', (
     expect(p.errors).toEqual([{ path: 'external_provider_id', message: 'must not be empty' }]);
   });
 
+  it('a wrong type gets one message per field: [] as external_provider_id is "expected a string" only', async () => {
+    const p = await problemFor({ ...valid(), external_provider_id: [] });
+    expect(p.errors).toEqual([{ path: 'external_provider_id', message: 'expected a string' }]);
+  });
+
+  it('4,000 unknown members: each listed in errors once, the detail names the first 10 and counts the rest (the answer is not twice the list)', async () => {
+    const body: Record<string, unknown> = valid();
+    for (let i = 0; i < 4000; i++) body[`x${i}`] = 1;
+    const p = await problemFor(body);
+    expect(p.errors).toHaveLength(4000);
+    expect(p.errors[0]).toEqual({ path: 'x0', message: 'unknown member' });
+    expect(p.detail).toBe(`Invalid request: ${Array.from({ length: 10 }, (_, i) => `x${i}: unknown member`).join('; ')}; and 3990 more (see errors)`);
+  });
+
   it('a path id past 256 characters and an empty list cursor say so in the body\'s words, not the validator\'s', async () => {
     const long = await http(`${api.baseUrl}/users/${'a'.repeat(257)}`, { headers: { authorization: `Bearer ${token}`, 'x-nabla-api-version': '2026-03-23' } });
     expect(long.status).toBe(400);

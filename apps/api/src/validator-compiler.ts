@@ -49,15 +49,24 @@ function fieldErrorOf(issue: z.core.$ZodIssue, path: string, atRoot: boolean): F
   return { path, message: issue.message };
 }
 
-/** zod issues → the problem's `errors: [{path, message}]`, one per field, unknown members named. */
+/**
+ * zod issues → the problem's `errors: [{path, message}]`, one per field (the first: `[]` for a
+ * string is "expected a string", not that and "must not be empty"), unknown members named.
+ */
 export function fieldErrorsOf(issues: readonly z.core.$ZodIssue[], prefix: string[] = [], isBody = false): FieldError[] {
   const out: FieldError[] = [];
+  const seen = new Set<string>();
+  const add = (e: FieldError) => {
+    if (seen.has(e.path)) return;
+    seen.add(e.path);
+    out.push(e);
+  };
   for (const issue of issues) {
     const path = [...prefix, ...issue.path.map(String)];
     if (issue.code === 'unrecognized_keys') {
-      for (const key of issue.keys) out.push({ path: [...path, key].join('.'), message: 'unknown member' });
+      for (const key of issue.keys) add({ path: [...path, key].join('.'), message: 'unknown member' });
     } else {
-      out.push(fieldErrorOf(issue, path.join('.'), isBody && issue.path.length === 0));
+      add(fieldErrorOf(issue, path.join('.'), isBody && issue.path.length === 0));
     }
   }
   return out;

@@ -30,13 +30,26 @@ export class DomainError extends Error {
   }
 }
 
+/** How many field errors the `detail` sentence names; `errors` lists them all. */
+const DETAIL_ERRORS = 10;
+
+/**
+ * The `detail` of a validation problem: its first errors in one sentence. Not all of them: a
+ * body of thousands of unknown members would otherwise be answered with each named twice.
+ */
+function validationDetail(errors: FieldError[]): string {
+  const named = errors.slice(0, DETAIL_ERRORS).map((e) => (e.path ? `${e.path}: ${e.message}` : e.message));
+  const more = errors.length - named.length;
+  return `Invalid request: ${named.join('; ')}${more > 0 ? `; and ${more} more (see errors)` : ''}`;
+}
+
 export class ValidationError extends DomainError {
   constructor(errors: FieldError[], detail?: string) {
     super(
       'validation',
       'Invalid request',
       400,
-      detail ?? `Invalid request: ${errors.map((e) => (e.path ? `${e.path}: ${e.message}` : e.message)).join('; ')}`,
+      detail ?? validationDetail(errors),
       errors,
     );
   }
