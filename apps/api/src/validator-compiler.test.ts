@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { fieldErrorsOf } from './validator-compiler.ts';
+import { fieldErrorsOf } from '@connect/shared';
 import { prototypeMembersIn } from './json-body.ts';
 
 const errorsOf = (schema: z.ZodType, value: unknown) => {

@@ -65,3 +65,16 @@ describe('a UTF-8 byte order mark', () => {
     expect(rows.map((r) => r.ok)).toEqual([true]);
   });
 });
+
+describe('a row is refused in the API\'s words', () => {
+  it('an NDJSON line with a member the API does not know names it ("foo: unknown member"), as POST /users would', () => {
+    const row = validateRow(5, { provider_email: 'a@b.org', external_provider_id: 'x', settings: { speech_locale: 'ENGLISH_US' }, foo: 1 });
+    expect(row).toMatchObject({ line: 5, ok: false, error: { kind: 'validation', message: 'foo: unknown member' } });
+    expect(!row.ok && row.error.errors).toEqual([{ path: 'foo', message: 'unknown member' }]);
+  });
+
+  it('a missing member "is required", as the API says it', () => {
+    const row = validateRow(6, { external_provider_id: 'x', settings: { speech_locale: 'ENGLISH_US' } });
+    expect(!row.ok && row.error.errors).toEqual([{ path: 'provider_email', message: 'is required' }]);
+  });
+});

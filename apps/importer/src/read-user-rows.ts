@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { parse } from 'csv-parse';
-import { upsertProviderUserBodySchema, type UpsertProviderUserBody } from '@connect/shared/contract';
+import { fieldErrorsOf, upsertProviderUserBodySchema, type UpsertProviderUserBody } from '@connect/shared/contract';
 
 /** The CSV columns, in the order a template would list them. */
 export const CSV_COLUMNS = ['provider_email', 'external_provider_id', 'specialty', 'other_specialty_name', 'speech_locale', 'secondary_speech_locale'] as const;
@@ -54,9 +54,10 @@ export function bodyOfFlatRow(row: Record<string, unknown>): Record<string, unkn
 /** Validates with the server's own schema, so a row refused here would be refused by the API too. */
 export function validateRow(line: number, raw: unknown): UserRow {
   const candidate = raw && typeof raw === 'object' && !Array.isArray(raw) && !('settings' in raw) ? bodyOfFlatRow(raw as Record<string, unknown>) : raw;
-  const parsed = upsertProviderUserBodySchema.safeParse(candidate);
+  const parsed = upsertProviderUserBodySchema.safeParse(candidate, { reportInput: true });
   if (parsed.success) return { line, raw, ok: true, body: parsed.data };
-  const errors = parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
+  // The API's own words ("unknown member", "is required", ...), one error per field.
+  const errors = fieldErrorsOf(parsed.error.issues, [], true);
   return { line, raw, ok: false, error: { kind: 'validation', message: errors.map((e) => `${e.path || '(row)'}: ${e.message}`).join('; '), errors } };
 }
 

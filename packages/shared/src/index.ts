@@ -1,6 +1,7 @@
 export * from './api-versions.ts';
 export * from './config.ts';
 export * from './domain-errors.ts';
+export * from './field-errors.ts';
 export * from './enums.ts';
 export * from './events/outbox-relay.ts';
 export * from './events/queues.ts';
