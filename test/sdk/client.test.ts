@@ -294,7 +294,7 @@ describe('waits the caller controls', () => {
     const direct = { baseUrl: api.baseUrl, clientId: clinic.client._id, privateKey: clinic.privateKey };
     const refused = await new ConnectClient(direct).getUser('nobody').catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(AuthenticationError);
-    expect((refused as Error).message).toContain(`audience was ${api.baseUrl}/oauth/token`);
+    expect((refused as Error).message).toContain(`audience, which was ${api.baseUrl}/oauth/token`);
     const sdk = new ConnectClient({ ...direct, audience: `${proxy.origin}${BASE_PATH}/oauth/token` });
     expect(await sdk.getUser('nobody').catch((e: unknown) => e)).toBeInstanceOf(NotFoundError);
   });

@@ -255,8 +255,9 @@ export class ConnectClient {
       // Whatever the token endpoint refuses (400 invalid_request, 401 invalid_client) is a credentials problem.
       if (error.status < 400 || error.status >= 500 || error.status === 429) throw error;
       const refused = new AuthenticationError(error.status, error.problem);
-      // The commonest cause once the id and key are right: an audience the server does not know itself by.
-      if (error.status === 401) refused.message += ` (the assertion's audience was ${this.audience}: it must be the server's own PUBLIC_BASE_URL + base path + /oauth/token; set the audience option when baseUrl reaches the server by another name)`;
+      // The server does not say which check failed (on purpose): list what to check, the audience
+      // last and named, as it is the one the caller cannot see from its own settings.
+      if (error.status === 401) refused.message += ` (the server does not say which check failed: check the client id, that the private key is the one registered for it, and the assertion's audience, which was ${this.audience}: it must be the server's own PUBLIC_BASE_URL + base path + /oauth/token; set the audience option when baseUrl reaches the server by another name)`;
       throw refused;
     }
     const body = bodyOf<{ access_token?: unknown; expires_in?: unknown }>(answer);
