@@ -1,6 +1,10 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { createLogger, maskEmail, maskEmailsIn, warnAtMostEvery } from './logger.ts';
+import { createLogger, endLogs, maskEmail, maskEmailsIn, warnAtMostEvery } from './logger.ts';
 
 describe('email masking', () => {
   it('keeps only first letters and the top-level domain', () => {
@@ -31,3 +35,21 @@ describe('warnAtMostEvery', () => {
     expect(lines.at(-1)).toMatchObject({ connection: 'worker', repeated: 39, msg: 'redis connection error' });
   });
 });
+
+describe('endLogs', () => {
+  it('writes out every line given before it, and a line logged after it is dropped instead of throwing "SonicBoom destroyed"', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'end-logs-'));
+    const file = join(dir, 'out.log');
+    // What pino writes stdout with: sonic-boom, asynchronous.
+    const log = createLogger('info', 'end-logs', pino.destination({ dest: file, sync: false }));
+    for (let i = 0; i < 100; i++) log.info({ i }, 'before');
+    const ending = endLogs(log);
+    expect(() => log.warn('while ending')).not.toThrow();
+    await ending;
+    expect(() => log.warn('after')).not.toThrow();
+    const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { msg: string; i?: number });
+    expect(lines.map((l) => l.i)).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    rmSync(dir, { recursive: true, force: true });
+  });
+});
+

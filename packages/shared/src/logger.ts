@@ -107,7 +107,7 @@ export function createLogger(level: string, name: string, destination?: pino.Des
  */
 export async function endLogs(log: Logger, ms = 2000): Promise<void> {
   const stream = (log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as
-    | { end?: () => void; once?: (event: string, cb: () => void) => void; destroyed?: boolean }
+    | { end?: () => void; once?: (event: string, cb: () => void) => void; destroyed?: boolean; write?: (line: string) => boolean }
     | undefined;
   if (!stream || typeof stream.end !== 'function' || typeof stream.once !== 'function' || stream.destroyed) return;
   await new Promise<void>((resolve) => {
@@ -117,6 +117,10 @@ export async function endLogs(log: Logger, ms = 2000): Promise<void> {
       resolve();
     });
     stream.end!();
+    // A line logged from now on (a late signal, a connection's error while the process exits)
+    // cannot be written; sonic-boom would throw "SonicBoom destroyed", an uncaught exception
+    // with a stack trace instead of the exit under way. It is dropped.
+    stream.write = () => true;
   });
 }
 
