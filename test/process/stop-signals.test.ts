@@ -1,8 +1,10 @@
 import { spawn } from 'node:child_process';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, inject, it } from 'vitest';
 import { REPEATED_SIGNAL_MS } from '@connect/shared';
-import { waitFor } from '../support/child-process.ts';
+import { startEntryPoint, waitFor } from '../support/child-process.ts';
+import { uniquePrefix } from '../support/harness.ts';
 
 const FIXTURE = join(import.meta.dirname, 'fixtures', 'hung-shutdown.ts');
 const killed: (() => void)[] = [];
@@ -37,5 +39,36 @@ describe('Stop signals (docs/contract.md, Events; README, Shutdown)', () => {
     const messages = out.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { msg: string }).msg);
     expect(messages).toEqual(['shutting down', 'stop signal received again (a parent process forwarding it); still shutting down', 'second signal: exiting now']);
     expect(err).not.toMatch(/\n\s+at /);
+  });
+});
+
+/** A TCP server that accepts connections and never answers: a database start-up waits on. */
+async function silentServer(): Promise<{ port: number; close(): void }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((s) => {
+    sockets.add(s);
+    s.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+describe('A stop signal during start-up', () => {
+  it.each(['api', 'worker'] as const)('%s: SIGTERM while it waits on a database that does not answer exits 0 at once, with a line saying so, not killed by the signal', async (app) => {
+    const silent = await silentServer();
+    killed.push(() => silent.close());
+    const child = startEntryPoint(app, { MONGO_URL: `mongodb://127.0.0.1:${silent.port}/x`, REDIS_URL: inject('redisUrl'), QUEUE_PREFIX: uniquePrefix(`early_stop_${app}`), PORT: '0', LOG_LEVEL: 'info' });
+    killed.push(() => child.proc.kill('SIGKILL'));
+    await waitFor(() => child.stdout.some((l) => l.includes(`"${app} starting"`)), 60_000, `the ${app} to start`);
+    child.proc.kill('SIGTERM');
+    expect(await child.exited, child.stdout.join('\n')).toEqual({ code: 0, signal: null });
+    expect(child.stdout.some((l) => l.includes('stop signal during start-up: exiting before taking any work'))).toBe(true);
+    expect(child.stdout.some((l) => l.includes('ready'))).toBe(false);
   });
 });

@@ -14,6 +14,9 @@ const [config, options] = loadOrExit(
 );
 const { healthPort } = options;
 const log = createLogger(config.logLevel, 'worker');
+// From here on a stop signal is handled: during start-up it exits 0 before any job is taken.
+const signals = onTerminationSignals(log);
+log.info('worker starting');
 for (const name of REMOVED_WORKER_VARIABLES) {
   if (process.env[name]) log.warn({ variable: name }, `${name} is no longer read: WORKER_RETRY_SCHEDULE sets the retries (docs/delivery.md)`);
 }
@@ -28,12 +31,15 @@ if (healthPort) {
   await startupStep(log, `listening on port ${healthPort} for /healthz`, { port: 'WORKER_HEALTH_PORT' }, () => serveWorkerHealth({ mongo: deps.mongo, redis: deps.producerRedis }, healthPort));
   log.info({ port: healthPort }, 'worker health at GET /healthz');
 }
-const worker = startWorker(deps);
-onTerminationSignals(log, async () => {
-  const steps = workerShutdownSteps(worker, deps);
-  // Deliveries still running when the grace period ends are left to BullMQ, which gives them
-  // to another worker once their lock lapses: the bound the operator chose, not a failure.
-  const { failed } = await runShutdown(steps, log, options.shutdownGraceMs);
-  return failed.length === 0;
-});
-log.info('worker ready');
+// A signal during start-up is exiting already (onTerminationSignals): take no job.
+if (!signals.stopping) {
+  const worker = startWorker(deps);
+  signals.setShutdown(async () => {
+    const steps = workerShutdownSteps(worker, deps);
+    // Deliveries still running when the grace period ends are left to BullMQ, which gives them
+    // to another worker once their lock lapses: the bound the operator chose, not a failure.
+    const { failed } = await runShutdown(steps, log, options.shutdownGraceMs);
+    return failed.length === 0;
+  });
+  log.info('worker ready');
+}

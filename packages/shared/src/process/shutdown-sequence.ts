@@ -67,14 +67,30 @@ export async function runShutdownSequence(steps: ShutdownStep[], log: Logger, gr
  */
 export const REPEATED_SIGNAL_MS = 1000;
 
+/** What onTerminationSignals returns: the shutdown is given once start-up has built what it stops. */
+export interface TerminationSignals {
+  /** The shutdown sequence; a signal from now on runs it. */
+  setShutdown(shutdown: () => Promise<boolean>): void;
+  /** True once a stop signal arrived: start-up should take no work. */
+  readonly stopping: boolean;
+}
+
 /**
  * SIGTERM/SIGINT run the sequence once and exit 0 (1 when a step failed, not when
  * the grace period cut one short). Another signal within REPEATED_SIGNAL_MS is the
- * same request and changes nothing; one after that exits at once, with 1.
+ * same request and changes nothing; one after that exits at once, with 1. Registered
+ * as soon as the logger exists: a signal during start-up, before `setShutdown` (nothing
+ * taken yet, maybe a datastore still being waited for), writes out the log and exits 0.
  */
-export function onTerminationSignals(log: Logger, shutdown: () => Promise<boolean>, now: () => number = () => performance.now()): void {
+export function onTerminationSignals(log: Logger, shutdown?: () => Promise<boolean>, now: () => number = () => performance.now()): TerminationSignals {
+  let run = shutdown;
   let startedAt: number | undefined;
   let logsEnding = false;
+  // The log goes out whole and in order before the exit (endLogs says why it has to be waited for).
+  const exit = (code: number) => {
+    logsEnding = true;
+    void endLogs(log).then(() => process.exit(code));
+  };
   const handler = (signal: NodeJS.Signals) => {
     if (startedAt !== undefined) {
       if (now() - startedAt < REPEATED_SIGNAL_MS) {
@@ -86,17 +102,25 @@ export function onTerminationSignals(log: Logger, shutdown: () => Promise<boolea
       process.exit(1);
     }
     startedAt = now();
+    if (!run) {
+      log.info({ signal }, 'stop signal during start-up: exiting before taking any work');
+      exit(0);
+      return;
+    }
     log.info({ signal }, 'shutting down');
-    // The log goes out whole and in order before the exit (endLogs says why it has to be waited for).
-    const exit = (code: number) => {
-      logsEnding = true;
-      void endLogs(log).then(() => process.exit(code));
-    };
-    shutdown().then(
+    run().then(
       (clean) => exit(clean ? 0 : 1),
       () => exit(1),
     );
   };
   process.on('SIGTERM', handler);
   process.on('SIGINT', handler);
+  return {
+    setShutdown(shutdown) {
+      run = shutdown;
+    },
+    get stopping() {
+      return startedAt !== undefined;
+    },
+  };
 }
