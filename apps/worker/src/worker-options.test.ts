@@ -17,6 +17,11 @@ describe('workerOptionsFromEnv', () => {
     expect(policy.retryScheduleMs).toEqual([5_000, 60_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000]);
   });
 
+  it('the default shutdown grace, with up to 2 s of log after it, fits Kubernetes\' default 30 s before its SIGKILL', () => {
+    expect(DEFAULT_WORKER_OPTIONS.shutdownGraceMs).toBe(25_000);
+    expect(DEFAULT_WORKER_OPTIONS.shutdownGraceMs + 2_000).toBeLessThan(30_000);
+  });
+
   it('reads the WORKER_* and TARGET_* variables', () => {
     const o = workerOptionsFromEnv({ WORKER_CONCURRENCY: '4', WORKER_LOCK_DURATION_MS: '2000', WORKER_STALLED_INTERVAL_MS: '1000', WORKER_RETRY_SCHEDULE: '1s,2s', TARGET_FAILURE_THRESHOLD: '3' });
     expect(o).toMatchObject({ concurrency: 4, lockDurationMs: 2000, stalledIntervalMs: 1000 });
