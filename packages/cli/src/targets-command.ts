@@ -2,17 +2,17 @@ import type { DeliveryQueues, TargetHealth } from '@connect/shared';
 import { TARGET_NAME, TARGET_NAME_RULE } from '@connect/shared/input-rules';
 import { CliError, defineCommand, positional, type CliContext, type Command } from './command.ts';
 
+/** The domain code, loaded when a command runs (command.ts). */
+const shared = () => import('@connect/shared');
+
 /**
  * `targets list`, `targets pause NAME`, `targets resume NAME`: the health every
  * worker process shares, read and changed in Redis, the held states kept in
  * MongoDB too (docs/delivery.md). `list` prints `{"targets": [...]}`; pause and
  * resume print the target's row after the change.
  */
-/** The domain code, loaded when a command runs (command.ts). */
-const shared = () => import('@connect/shared');
-
 async function withTargets<T>(ctx: CliContext, run: (deps: { health: TargetHealth; queues: DeliveryQueues }) => Promise<T>): Promise<T> {
-  const { collectionsOf, DeliveryQueues, HeldStates, TargetHealth } = await import('@connect/shared');
+  const { collectionsOf, DeliveryQueues, HeldStates, TargetHealth } = await shared();
   const redis = await ctx.redis();
   const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
   try {

@@ -128,7 +128,6 @@ export function envEnum<const V extends readonly [string, ...string[]]>(values: 
 
 const WHSEC = /^whsec_[A-Za-z0-9+/]+={0,2}$/;
 
-
 export const downstreamTargetSchema = z
   .object({
     name: z.string().regex(TARGET_NAME, TARGET_NAME_RULE),

@@ -22,7 +22,6 @@ export function maskEmailsIn(text: string): string {
   return text.replace(EMAIL_IN_TEXT, (m) => maskEmail(m));
 }
 
-
 /**
  * A request URL as it may be logged: no query string (RFC 6750 allows an
  * `access_token` there) and emails in the path masked (an external id can be one).

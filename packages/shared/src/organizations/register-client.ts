@@ -12,7 +12,6 @@ export interface RegisterClientCommand {
   jwksUrl?: string;
 }
 
-
 /**
  * An OAuth client of an organization, authenticated by JWT assertions signed with
  * its private key: either a static public key (PEM) or a JWKS URL, which allows

@@ -6,8 +6,6 @@ import { organizationProblems, type RegisterOrganizationCommand } from '../input
 
 export { organizationProblems, type RegisterOrganizationCommand };
 
-
-
 /** An organization, pinned to an API version used when a request names none (docs/contract.md Versioning). */
 export async function registerOrganization(models: Models, cmd: RegisterOrganizationCommand): Promise<OrganizationDoc> {
   const problems = organizationProblems(cmd);
