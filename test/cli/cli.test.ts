@@ -1,7 +1,6 @@
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +10,7 @@ import { registerClient } from '@connect/shared';
 import { COMMANDS } from '@connect/cli/src/commands.ts';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+import { silentServer } from '../support/silent-server.ts';
 
 let api: TestApi;
 let worker: TestWorker;
@@ -59,23 +59,6 @@ async function timed(args: string[], env: Record<string, string | undefined> = {
   const start = performance.now();
   const run = await cli(args, { env });
   return { ...run, ms: performance.now() - start };
-}
-
-/** A TCP server that accepts connections and never says a word: a datastore host that does not answer. */
-async function silentServer(): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
 }
 
 function expectError(run: CliRun, kind: string, code: number, message?: RegExp): void {

@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { REPEATED_SIGNAL_MS } from '@connect/shared';
 import { startEntryPoint, waitFor } from '../support/child-process.ts';
 import { uniquePrefix } from '../support/harness.ts';
+import { silentServer } from '../support/silent-server.ts';
 
 const FIXTURE = join(import.meta.dirname, 'fixtures', 'hung-shutdown.ts');
 const killed: (() => void)[] = [];
@@ -42,27 +42,10 @@ describe('Stop signals (docs/contract.md, Events; README, Shutdown)', () => {
   });
 });
 
-/** A TCP server that accepts connections and never answers: a database start-up waits on. */
-async function silentServer(): Promise<{ port: number; close(): void }> {
-  const sockets = new Set<Socket>();
-  const server = createServer((s) => {
-    sockets.add(s);
-    s.on('error', () => undefined);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
-
 describe('A stop signal during start-up', () => {
   it.each(['api', 'worker'] as const)('%s: SIGTERM while it waits on a database that does not answer exits 0 at once, with a line saying so, not killed by the signal', async (app) => {
     const silent = await silentServer();
-    killed.push(() => silent.close());
+    killed.push(() => void silent.close());
     const child = startEntryPoint(app, { MONGO_URL: `mongodb://127.0.0.1:${silent.port}/x`, REDIS_URL: inject('redisUrl'), QUEUE_PREFIX: uniquePrefix(`early_stop_${app}`), PORT: '0', LOG_LEVEL: 'info' });
     killed.push(() => child.proc.kill('SIGKILL'));
     await waitFor(() => child.stdout.some((l) => l.includes(`"${app} starting"`)), 60_000, `the ${app} to start`);
