@@ -82,26 +82,22 @@ export interface TerminationSignals {
  * as soon as the logger exists: a signal during start-up, before `setShutdown` (nothing
  * taken yet, maybe a datastore still being waited for), writes out the log and exits 0.
  */
-export function onTerminationSignals(log: Logger, shutdown?: () => Promise<boolean>, now: () => number = () => performance.now()): TerminationSignals {
+export function onTerminationSignals(log: Logger, shutdown?: () => Promise<boolean>): TerminationSignals {
   let run = shutdown;
   let startedAt: number | undefined;
-  let logsEnding = false;
-  // The log goes out whole and in order before the exit (endLogs says why it has to be waited for).
-  const exit = (code: number) => {
-    logsEnding = true;
-    void endLogs(log).then(() => process.exit(code));
-  };
+  // The log goes out whole and in order before the exit (endLogs says why it has to be waited for;
+  // a line logged after it has begun is dropped, so a late signal's line is harmless).
+  const exit = (code: number) => void endLogs(log).then(() => process.exit(code));
   const handler = (signal: NodeJS.Signals) => {
     if (startedAt !== undefined) {
-      if (now() - startedAt < REPEATED_SIGNAL_MS) {
-        if (!logsEnding) log.info({ signal }, 'stop signal received again (a parent process forwarding it); still shutting down');
+      if (performance.now() - startedAt < REPEATED_SIGNAL_MS) {
+        log.info({ signal }, 'stop signal received again (a parent process forwarding it); still shutting down');
         return;
       }
-      // The log may already be closing for the exit: writing to it then would throw.
-      if (!logsEnding) log.warn({ signal }, 'second signal: exiting now');
+      log.warn({ signal }, 'second signal: exiting now');
       process.exit(1);
     }
-    startedAt = now();
+    startedAt = performance.now();
     if (!run) {
       log.info({ signal }, 'stop signal during start-up: exiting before taking any work');
       exit(0);
