@@ -2,8 +2,9 @@ import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { API_SHUTDOWN_STEPS, apiShutdownSteps } from '@connect/api';
-import { apiOrigin, startEntryPoint, type Child } from '../support/child-process.ts';
-import { databaseUrl, http, rawHttp, startTestApi, uniquePrefix } from '../support/harness.ts';
+import { apiOrigin, startEntryPoint, waitFor, type Child } from '../support/child-process.ts';
+import { request as httpRequest } from 'node:http';
+import { databaseUrl, getToken, http, postUser, rawHttp, registerTestClient, requestToken, signAssertion, startTestApi, uniquePrefix } from '../support/harness.ts';
 
 const children: Child[] = [];
 afterAll(() => {
@@ -96,6 +97,100 @@ describe('The API process: health, then SIGTERM exits 0', () => {
     // The log announces the list the code runs, then each step as it completes: both are the exported list.
     expect(lines.find((l) => l.msg === 'shutdown sequence')?.steps).toEqual([...API_SHUTDOWN_STEPS]);
     expect(lines.filter((l) => l.msg === 'shutdown step done').map((l) => l.step)).toEqual([...API_SHUTDOWN_STEPS]);
+  });
+});
+
+/** One request on a connection of its own (no pooling): what a load balancer opening a new connection sends. */
+function freshRequest(url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<{ status: number; connection: string | undefined; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: init.method ?? 'GET', headers: init.headers, agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, connection: res.headers.connection, body: text ? JSON.parse(text) : undefined }));
+    });
+    req.once('error', reject);
+    req.end(init.body);
+  });
+}
+
+describe('API_SHUTDOWN_DELAY_MS: serving on, not ready, before the listener closes', () => {
+  it('after SIGTERM /readyz answers 503 while new connections still get tokens and writes (each answer ends its connection), then the API stops and exits 0', async () => {
+    const mongoUrl = databaseUrl('apidelay');
+    // A client registered in the database the process will use (an in-process API only to reach its models).
+    const setup = await startTestApi({ mongoUrl });
+    const clinic = await registerTestClient(setup.models);
+    await setup.close();
+    const publicBaseUrl = 'https://connect.example.test';
+    const child = startEntryPoint('api', {
+      MONGO_URL: mongoUrl,
+      REDIS_URL: inject('redisUrl'),
+      PORT: '0',
+      HOST: '127.0.0.1',
+      PUBLIC_BASE_URL: publicBaseUrl,
+      QUEUE_PREFIX: uniquePrefix('apidelay'),
+      LOG_LEVEL: 'info',
+      API_SHUTDOWN_DELAY_MS: '4000',
+    });
+    children.push(child);
+    const origin = await apiOrigin(child);
+    const base = `${origin}/v1/connect/server`;
+    const assertion = await signAssertion(clinic.client._id, clinic.privateKey, `${publicBaseUrl}/v1/connect/server/oauth/token`);
+    child.proc.kill('SIGTERM');
+    // Not ready any more, but still listening: the load balancer can see it and stop routing here.
+    const ready = await waitFor(async () => {
+      const r = await freshRequest(`${origin}/readyz`);
+      return r.status === 503 && r;
+    }, 3000, '/readyz to fail');
+    expect(ready.body).toMatchObject({ detail: 'Shutting down.' });
+    const token = await freshRequest(`${base}/oauth/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion }),
+    });
+    expect(token.status).toBe(200);
+    const created = await freshRequest(`${base}/users`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token.body.access_token}`, 'content-type': 'application/json', 'x-nabla-api-version': '2026-03-23' },
+      body: JSON.stringify({ provider_email: 'late@clinic.example.org', external_provider_id: 'late-1' }),
+    });
+    expect(created.status).toBe(201);
+    // Every answer from SIGTERM on ends its keep-alive connection, so pooled connections move elsewhere.
+    expect([ready.connection, token.connection, created.connection]).toEqual(['close', 'close', 'close']);
+    const { code } = await child.exited;
+    expect(code).toBe(0);
+    const lines = child.stdout.map((l) => JSON.parse(l) as { msg: string; step?: string });
+    expect(lines.filter((l) => l.msg === 'shutdown step done').map((l) => l.step)).toEqual([...API_SHUTDOWN_STEPS]);
+    // And the write it accepted during the delay is stored.
+    const check = await startTestApi({ mongoUrl });
+    try {
+      expect(await check.models.ProviderUser.exists({ external_provider_id: 'late-1' })).toBeTruthy();
+    } finally {
+      await check.close();
+    }
+  });
+});
+
+describe('A request that reaches the API after its listener closed (a kept-alive connection)', () => {
+  it('is refused unapplied with a problem+json 503, Retry-After and Connection: close; the token endpoint answers in RFC 6749 form', async () => {
+    const api = await startTestApi({ label: 'closing_503' });
+    try {
+      const clinic = await registerTestClient(api.models);
+      const token = await getToken(api, clinic);
+      await api.app.close(); // what shutdown's stop-http runs; the test's own server still routes to it
+      const refused = await postUser(api, token, { provider_email: 'closing@clinic.example.org', external_provider_id: 'closing-1' });
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(refused.body).toMatchObject({ status: 503, type: expect.stringMatching(/\/service-unavailable$/), detail: expect.stringMatching(/shutting down/) });
+      expect(refused.headers.get('retry-after')).toBe('1');
+      expect(refused.headers.get('connection')).toBe('close');
+      const tokenRefused = await requestToken(api, clinic);
+      expect(tokenRefused.status).toBe(503);
+      expect(tokenRefused.body).toMatchObject({ error: 'temporarily_unavailable' });
+      expect(await api.models.ProviderUser.exists({ external_provider_id: 'closing-1' })).toBeNull();
+    } finally {
+      await api.close();
+    }
   });
 });
 

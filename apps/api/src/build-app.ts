@@ -8,7 +8,7 @@ import { decorateRequestLog, requestLogController } from './request-log.ts';
 import { UnsupportedMediaTypeError } from './http-errors.ts';
 import { registerJsonBodyParser } from './json-body.ts';
 import { RouteTable } from './route-table.ts';
-import { answerWithinDeadline } from './service-unavailable.ts';
+import { ServiceUnavailableError, answerWithinDeadline } from './service-unavailable.ts';
 import { adminQueuesRoutes } from './routes/admin-queues.ts';
 import { registerDocs } from './routes/docs.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -58,7 +58,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       });
     },
     clientErrorHandler,
-    return503OnClosing: true,
+    // Fastify's own 503 while closing is plain JSON; ours (below) is problem+json.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
   }) as unknown as FastifyInstance;
   decorateRequestLog(app);
@@ -68,6 +69,15 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   app.setErrorHandler(errorHandler);
   registerJsonBodyParser(app);
+  // From close() on (shutdown's stop-http), a request still arriving on a kept-alive connection is
+  // refused unapplied, with Connection: close (Fastify sets it), so the client retries elsewhere.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', (_request, _reply, done) => {
+    done(closing ? new ServiceUnavailableError('This instance is shutting down and did not apply the request; send it again.', 1) : undefined);
+  });
   // Bodies are read as sent: a compressed one would be parsed as text and called malformed.
   app.addHook('onRequest', (request, _reply, done) => {
     const encoding = request.headers['content-encoding']?.trim().toLowerCase();
@@ -82,10 +92,6 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   // No request waits on a datastore forever: past the deadline it is a 503 service-unavailable with Retry-After.
   answerWithinDeadline(app);
   observeRequestDurations(app, deps);
-  let closing = false;
-  app.addHook('preClose', async () => {
-    closing = true;
-  });
   const underBase = `${deps.config.basePath}/`;
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
@@ -95,8 +101,9 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       const asked = explicitApiVersion(request);
       if (asked) reply.header(API_VERSION_HEADER, asked);
     }
-    // While shutting down, end keep-alive connections after their answer so close() does not wait for the idle timeout.
-    if (closing) reply.header('connection', 'close');
+    // From SIGTERM on, end keep-alive connections after their answer: clients open new ones, which the
+    // load balancer sends elsewhere once /readyz fails, and close() does not wait for the idle timeout.
+    if (closing || deps.shuttingDown()) reply.header('connection', 'close');
   });
 
   await app.register(formbody, { bodyLimit: 16 * 1024 });

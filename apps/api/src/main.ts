@@ -22,7 +22,7 @@ const app = await buildApp(deps);
 if (!signals.stopping) {
   signals.setShutdown(async () => {
     const steps = apiShutdownSteps(app, deps);
-    const { failed } = await runShutdown(steps, log, 25_000);
+    const { failed } = await runShutdown(steps, log, config.shutdownGraceMs);
     return failed.length === 0;
   });
   // The bound address is logged so a supervisor (or a test) can start the API on PORT=0 and read the port it got.

@@ -32,6 +32,8 @@ describe('configuration from the environment (docs/operations.md)', () => {
       logLevel: 'info',
       downstreamTargets: [],
       emailUniqueness: 'index',
+      shutdownGraceMs: 25_000,
+      shutdownDelayMs: 0,
     });
     expect(Object.isFrozen(c)).toBe(true);
     expect(loadConfig({ ...base, EMAIL_UNIQUENESS: 'claims' }).emailUniqueness).toBe('claims');
@@ -116,6 +118,15 @@ describe('every problem at once (docs/operations.md)', () => {
     for (const line of lines) expect(line).toMatch(/^[A-Z_]+: \S/);
     expect(lines).toContain('REDIS_URL: is required');
     expect(lines).toContain('PORT: must be a whole number from 0 to 65535, got "eighty"');
+  });
+
+  it('API_SHUTDOWN_DELAY_MS is spent inside API_SHUTDOWN_GRACE_MS: a delay as long as the grace is refused, naming both', () => {
+    expect(loadConfig({ ...base, API_SHUTDOWN_GRACE_MS: '40000', API_SHUTDOWN_DELAY_MS: '10000' })).toMatchObject({ shutdownGraceMs: 40_000, shutdownDelayMs: 10_000 });
+    expect(errorOf({ ...base, API_SHUTDOWN_DELAY_MS: '25000' }).problems).toEqual([
+      { variable: 'API_SHUTDOWN_DELAY_MS', problem: expect.stringMatching(/^must be less than API_SHUTDOWN_GRACE_MS \(25000\)/) },
+    ]);
+    expect(errorOf({ ...base, API_SHUTDOWN_GRACE_MS: '5000', API_SHUTDOWN_DELAY_MS: '6000' }).problems.map((p) => p.variable)).toEqual(['API_SHUTDOWN_DELAY_MS']);
+    expect(errorOf({ ...base, API_SHUTDOWN_GRACE_MS: '10' }).problems.map((p) => p.variable)).toEqual(['API_SHUTDOWN_GRACE_MS']);
   });
 
   it('cross-variable checks are reported with the others', () => {

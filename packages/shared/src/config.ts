@@ -276,6 +276,12 @@ function trustProxySchema() {
   });
 }
 
+/**
+ * How long SIGTERM waits for the API's stop, from the signal: requests in flight, the relay's
+ * last publishes. With the log written out, the whole stop fits Kubernetes' default 30 s.
+ */
+export const DEFAULT_API_SHUTDOWN_GRACE_MS = 25_000;
+
 /** Variables of the API process. */
 export const apiEnvShape = {
   PORT: envInteger(0, 65535, 3000),
@@ -295,6 +301,8 @@ export const apiEnvShape = {
   RATE_LIMIT_PER_CLIENT_PER_MINUTE: envInteger(0, 10_000_000, 6000),
   RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE: envInteger(0, 10_000_000, 600),
   TRUST_PROXY: envOptional(trustProxySchema()).transform((v) => v ?? false),
+  API_SHUTDOWN_GRACE_MS: envInteger(1000, 600_000, DEFAULT_API_SHUTDOWN_GRACE_MS),
+  API_SHUTDOWN_DELAY_MS: envInteger(0, 300_000, 0),
 };
 
 type Problem = { variable: string; problem: string };
@@ -347,6 +355,15 @@ function crossChecks(env: Record<string, unknown>, ctx: z.RefinementCtx): void {
   }
   const targets = readTargets(env);
   if ('problem' in targets) ctx.addIssue({ code: 'custom', path: [targets.variable], message: targets.problem });
+  // The delay is spent inside the grace period: one as long as the grace would leave nothing to finish requests with.
+  const grace = typeof env.API_SHUTDOWN_GRACE_MS === 'number' ? env.API_SHUTDOWN_GRACE_MS : DEFAULT_API_SHUTDOWN_GRACE_MS;
+  if (typeof env.API_SHUTDOWN_DELAY_MS === 'number' && env.API_SHUTDOWN_DELAY_MS >= grace) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['API_SHUTDOWN_DELAY_MS'],
+      message: `must be less than API_SHUTDOWN_GRACE_MS (${grace}): the delay is part of the grace period, and requests still need time to finish after it`,
+    });
+  }
 }
 
 export interface Config {
@@ -374,6 +391,10 @@ export interface Config {
   trustProxy: boolean | number | string[];
   /** EMAIL_UNIQUENESS: a unique index, or email claims (for a cluster sharded on organization + external id). */
   emailUniqueness: EmailUniqueness;
+  /** API_SHUTDOWN_GRACE_MS: the bound on the whole stop after SIGTERM. */
+  shutdownGraceMs: number;
+  /** API_SHUTDOWN_DELAY_MS: how long the API keeps serving, not ready, before it closes its listener. */
+  shutdownDelayMs: number;
 }
 
 export interface LoadConfigOptions {
@@ -415,6 +436,8 @@ export function configSchema(options: LoadConfigOptions = {}) {
         rateLimitTokenPerIp: env.RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE,
         trustProxy: env.TRUST_PROXY,
         emailUniqueness: env.EMAIL_UNIQUENESS,
+        shutdownGraceMs: env.API_SHUTDOWN_GRACE_MS,
+        shutdownDelayMs: env.API_SHUTDOWN_DELAY_MS,
       };
     });
 }
