@@ -88,7 +88,8 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
     request.log.info({ code: error.code, err: maskEmailsIn(error.message) }, 'client error');
     return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'bad-request', title: 'Bad request', status, detail: 'The request could not be processed.', instance });
   }
-  request.log.error({ err: maskEmailsIn(error.message), code: error.code, stack: error.stack }, 'unhandled error');
+  // The logger's error serializer scrubs the message and the stack (which repeats the message).
+  request.log.error({ err: error }, 'unhandled error');
   return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'internal', title: 'Internal error', status: 500, detail: 'Something went wrong on our side; it has been logged.', instance });
 }
 

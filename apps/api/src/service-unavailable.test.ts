@@ -1,6 +1,8 @@
 import { connect } from 'node:net';
-import Fastify from 'fastify';
-import { describe, expect, it } from 'vitest';
+import { Writable } from 'node:stream';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { describe, expect, it, vi } from 'vitest';
+import { createLogger } from '@connect/shared';
 import { errorHandler } from './error-handler.ts';
 import { answerWithinDeadline, asServiceUnavailable, ServiceUnavailableError } from './service-unavailable.ts';
 
@@ -84,3 +86,35 @@ describe('answerWithinDeadline, a body shorter than its Content-Length', () => {
   });
 });
 
+
+describe('answerWithinDeadline, the handler finishing after its 503', () => {
+  it('what Fastify then logs (the late reply, the late error) carries no email, query token or credential from the URL or the error', async () => {
+    const lines: string[] = [];
+    const log = createLogger('debug', 'api', new Writable({ write: (chunk: Buffer, _enc, cb) => (lines.push(...chunk.toString().split('\n').filter(Boolean)), cb()) }));
+    const app = Fastify({ loggerInstance: log }) as unknown as FastifyInstance;
+    app.setErrorHandler(errorHandler);
+    answerWithinDeadline(app, 300);
+    let finished = 0;
+    const late = (what: 'reply' | 'throw') => async () => {
+      await new Promise((r) => setTimeout(r, 600));
+      finished++;
+      if (what === 'throw') throw Object.assign(new Error('E11000 duplicate key: { email_normalized: "jane.doe@example.com" } via mongodb://admin:HUNTER2@db'), { keyValue: { email_normalized: 'jane.doe@example.com' } });
+      return { ok: true };
+    };
+    app.get('/users/:id', late('reply'));
+    app.post('/users', late('throw'));
+    const origin = await app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const read = await fetch(`${origin}/users/jane.doe@example.com?access_token=QUERY-TOKEN-SECRET&x=1`);
+      const write = await fetch(`${origin}/users?access_token=QUERY-TOKEN-SECRET`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      expect([read.status, write.status]).toEqual([503, 503]);
+      // The late lines are what this is about: wait until both handlers ended and Fastify logged about each.
+      await vi.waitFor(() => expect(finished === 2 && lines.filter((l) => /already sent|reply\.sent/.test(l)).length).toBe(2), { timeout: 5000 });
+      const text = lines.join('\n');
+      expect(text).toContain('j***@e***.com');
+      for (const secret of ['jane.doe', 'QUERY-TOKEN-SECRET', 'HUNTER2', 'keyValue']) expect(text).not.toContain(secret);
+    } finally {
+      await app.close();
+    }
+  });
+});

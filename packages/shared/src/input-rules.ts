@@ -36,6 +36,27 @@ export function withoutCredentials(text: string): string {
   return text.replace(/\/\/[^@/\s]*@/g, '//***@');
 }
 
+/** `jane.doe@example.com` → `j***@e***.com`: enough to tell users apart in a log, not to read. */
+export function maskEmail(email: string): string {
+  const at = email.lastIndexOf('@');
+  if (at < 1) return '***';
+  const local = email.slice(0, at);
+  const domain = email.slice(at + 1);
+  const dot = domain.lastIndexOf('.');
+  const host = dot > 0 ? domain.slice(0, dot) : domain;
+  const tld = dot > 0 ? domain.slice(dot) : '';
+  return `${local[0]}***@${host[0] ?? ''}***${tld}`;
+}
+
+// The local part stops at "/", "?", "&" and "=": an address inside a URL path or query is masked
+// without swallowing the path before it.
+const EMAIL_IN_TEXT = /[^\s"'<>@,;:/?&=]+@[^\s"'<>@,;:/?&=]+\.[A-Za-z]{2,}/g;
+
+/** Masks every email address inside free text (error messages can quote input). */
+export function maskEmailsIn(text: string): string {
+  return text.replace(EMAIL_IN_TEXT, (m) => maskEmail(m));
+}
+
 /** What a target name may be (DOWNSTREAM_TARGETS, and the CLI's target arguments). */
 export const TARGET_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 export const TARGET_NAME_RULE = 'letters, digits, "_", "-" or ".", at most 64';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { createLogger, endLogs, maskEmail, maskEmailsIn, warnAtMostEvery } from './logger.ts';
+import { createLogger, endLogs, loggableUrl, maskEmail, maskEmailsIn, scrubText, serializeError, warnAtMostEvery } from './logger.ts';
 
 describe('email masking', () => {
   it('keeps only first letters and the top-level domain', () => {
@@ -14,6 +14,30 @@ describe('email masking', () => {
   });
   it('masks every address inside text', () => {
     expect(maskEmailsIn('user a.b@c.org clashes with D@E.io')).toBe('user a***@c***.org clashes with D***@E***.io');
+  });
+});
+
+describe('scrubbing text and errors for the log', () => {
+  it('takes credentials in URLs, query strings and emails out of free text', () => {
+    expect(scrubText('GET "/users/a.b@c.org?access_token=SECRET&x=1" via redis://:pw@h:6379/0 (what?)')).toBe('GET "/users/a***@c***.org?…" via redis://***@h:6379/0 (what?)');
+  });
+  it('an email in a URL path is masked without swallowing the path before it', () => {
+    expect(loggableUrl('/v1/connect/server/users/jane.doe@example.com?access_token=x')).toBe('/v1/connect/server/users/j***@e***.com');
+  });
+  it('an error keeps its type, code, and a scrubbed message and stack; no other property (a driver error quotes the duplicate key)', () => {
+    const err = Object.assign(new Error('dup jane.doe@example.com'), { code: 11000, keyValue: { email: 'jane.doe@example.com' } });
+    const out = serializeError(err) as Record<string, unknown>;
+    expect(Object.keys(out).sort()).toEqual(['code', 'message', 'stack', 'type']);
+    expect(out).toMatchObject({ type: 'Error', code: 11000, message: 'dup j***@e***.com' });
+    expect(JSON.stringify(out)).not.toContain('jane.doe');
+  });
+  it('the message of an error logged without one (alone or as { err }) is scrubbed too', () => {
+    const lines: string[] = [];
+    const log = createLogger('info', 't', new Writable({ write: (chunk: Buffer, _enc, cb) => (lines.push(chunk.toString()), cb()) }));
+    log.warn(new Error('alone jane.doe@example.com'));
+    log.warn({ err: new Error('wrapped jane.doe@example.com?token=abc') });
+    log.info('interpolated %s', 'jane.doe@example.com');
+    expect(lines.map((l) => (JSON.parse(l) as { msg: string }).msg)).toEqual(['alone j***@e***.com', 'wrapped j***@e***.com?…', 'interpolated j***@e***.com']);
   });
 });
 

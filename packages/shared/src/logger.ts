@@ -1,25 +1,33 @@
 import pino, { type Logger, type LoggerOptions } from 'pino';
-import { withoutCredentials } from './input-rules.ts';
+import { maskEmail, maskEmailsIn, withoutCredentials } from './input-rules.ts';
 
-export { withoutCredentials };
+export { maskEmail, maskEmailsIn, withoutCredentials };
 
-/** `jane.doe@example.com` → `j***@e***.com`: enough to tell users apart in a log, not to read. */
-export function maskEmail(email: string): string {
-  const at = email.lastIndexOf('@');
-  if (at < 1) return '***';
-  const local = email.slice(0, at);
-  const domain = email.slice(at + 1);
-  const dot = domain.lastIndexOf('.');
-  const host = dot > 0 ? domain.slice(0, dot) : domain;
-  const tld = dot > 0 ? domain.slice(dot) : '';
-  return `${local[0]}***@${host[0] ?? ''}***${tld}`;
+/** A query string (`?a=b&c=d`) inside text: RFC 6750 lets an `access_token` travel there. */
+const QUERY_IN_TEXT = /\?[^\s"'?]*=[^\s"']*/g;
+
+/**
+ * Free text (an error's message or stack, which can quote a URL or the input) as it may be
+ * logged: credentials in URLs, query strings and email addresses taken out.
+ */
+export function scrubText(text: string): string {
+  return maskEmailsIn(withoutCredentials(text).replace(QUERY_IN_TEXT, '?…'));
 }
 
-const EMAIL_IN_TEXT = /[^\s"'<>@,;:]+@[^\s"'<>@,;:]+\.[A-Za-z]{2,}/g;
-
-/** Masks every email address inside free text (error messages can quote input). */
-export function maskEmailsIn(text: string): string {
-  return text.replace(EMAIL_IN_TEXT, (m) => maskEmail(m));
+/**
+ * An error as it may be logged. pino's default would write every own property (a driver
+ * error's `keyValue` quotes the duplicate email, a topology dump, a Fastify message the raw
+ * URL); this keeps the type, the code and the message and stack, scrubbed.
+ */
+export function serializeError(err: unknown): unknown {
+  if (!(err instanceof Error)) return typeof err === 'string' ? scrubText(err) : err;
+  const code = (err as { code?: unknown }).code;
+  return {
+    type: err.constructor?.name ?? err.name,
+    message: scrubText(err.message),
+    ...(typeof code === 'string' || typeof code === 'number' ? { code } : {}),
+    ...(err.stack ? { stack: scrubText(err.stack) } : {}),
+  };
 }
 
 /**
@@ -69,12 +77,23 @@ export function loggerOptions(level: string, name: string): LoggerOptions {
     level,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     serializers: {
+      err: serializeError,
       // Method, path and who asked; never headers, query strings or bodies.
       req: (req: { method?: string; url?: string; ip?: string; socket?: { remoteAddress?: string } }) => ({
         method: req.method,
         url: loggableUrl(req.url),
         remoteAddress: req.ip ?? req.socket?.remoteAddress,
       }),
+    },
+    hooks: {
+      // The message itself: an error logged without one (alone, or as `{ err }`) lends it its
+      // unscrubbed message, and a message can quote input through interpolation.
+      logMethod(args, method) {
+        const first = args[0] as unknown;
+        const lent = args.length === 1 ? (first instanceof Error ? first : (first as { err?: unknown } | null)?.err) : undefined;
+        const scrubbed = (lent instanceof Error ? [first, lent.message] : args).map((a) => (typeof a === 'string' ? scrubText(a) : a));
+        return method.apply(this, scrubbed as Parameters<typeof method>);
+      },
     },
     formatters: {
       log(obj) {
@@ -84,7 +103,7 @@ export function loggerOptions(level: string, name: string): LoggerOptions {
         }
         for (const key of ['err', 'msg', 'error']) {
           const v = obj[key];
-          if (typeof v === 'string') obj[key] = maskEmailsIn(v);
+          if (typeof v === 'string') obj[key] = scrubText(v);
         }
         return obj;
       },
