@@ -129,6 +129,16 @@ describe('every problem at once (docs/operations.md)', () => {
     expect(errorOf({ ...base, API_SHUTDOWN_GRACE_MS: '10' }).problems.map((p) => p.variable)).toEqual(['API_SHUTDOWN_GRACE_MS']);
   });
 
+  it('a bad REDIS_URL or PUBLIC_BASE_URL is named without its password or query (the line goes to logs and terminals)', () => {
+    for (const REDIS_URL of ['redis+sentinel://:S3cretPW@h1:26379', 'redis://:S3cretPW@host:6379/x', 'redis://:S3cretPW@host:6379/m/x', 'rediss://user:S3cretPW@host:6379/0?password=S3cretPW&db=x', 'redis://:S3cretPW%zz@host']) {
+      const [problem] = errorOf({ ...base, REDIS_URL }).problems;
+      expect(problem!.variable, REDIS_URL).toBe('REDIS_URL');
+      expect(problem!.problem, REDIS_URL).not.toContain('S3cretPW');
+    }
+    const [publicUrl] = errorOf({ ...base, PUBLIC_BASE_URL: 'https://api.example.com/x?key=S3cretPW' }).problems;
+    expect(publicUrl!.problem).not.toContain('S3cretPW');
+  });
+
   it('cross-variable checks are reported with the others', () => {
     const err = errorOf({ ...base, REDIS_URL: 'redis+cluster://a:7000', PORT: 'x', DOWNSTREAM_TARGETS: '[]', DOWNSTREAM_TARGETS_FILE: '/x.json' });
     expect(err.problems.map((p) => p.variable).sort()).toEqual(['DOWNSTREAM_TARGETS_FILE', 'PORT', 'QUEUE_PREFIX']);

@@ -28,7 +28,11 @@ export function parseRedisUrl(raw: string): RedisTarget {
   const [, scheme, mode, auth, hosts, path] = m;
   const tls = scheme === 'rediss';
   const password = auth ? decodeURIComponent(auth.includes(':') ? auth.slice(auth.indexOf(':') + 1) : auth) || undefined : undefined;
-  if (!mode) return { kind: 'single', url: raw.trim() };
+  if (!mode) {
+    // ioredis would take "/x" as database "x" and fail its SELECT at every connection.
+    if (path && path !== '/' && !/^\/\d+$/.test(path)) throw new Error('bad database number (the path must be /0 to /N)');
+    return { kind: 'single', url: raw.trim() };
+  }
   if (mode === '+cluster') return { kind: 'cluster', nodes: hostsOf(hosts!, 6379), password, tls };
   const parts = (path ?? '').split('/').filter(Boolean);
   if (!parts[0]) throw new Error('redis+sentinel:// needs the master name as the path');
