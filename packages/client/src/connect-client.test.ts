@@ -28,6 +28,20 @@ describe('ConnectClient options: baseUrl', () => {
     },
   );
 
+  it.each(['https://user:S3cretPW@connect.example.org/v1/connect/server', 'https://connect.example.org/v1?api_key=S3cretPW', 'https://connect.example.org/v1#S3cretPW', 'htp://user:S3cretPW@x'])(
+    '%j is refused without quoting its password, query or fragment',
+    (baseUrl) => {
+      let message = '';
+      try {
+        new ConnectClient({ ...options, baseUrl });
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      expect(message).toMatch(/^baseUrl must/);
+      expect(message).not.toContain('S3cretPW');
+    },
+  );
+
   it('an absolute http(s) URL is taken, without its trailing slashes', () => {
     const client = new ConnectClient({ ...options, baseUrl: 'https://connect.example.org/v1/connect/server//' });
     expect(client.baseUrl).toBe('https://connect.example.org/v1/connect/server');

@@ -93,6 +93,11 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Pro
   });
 }
 
+/** A URL as an error message may quote it: no user name or password, no query or fragment (either may hold a secret). */
+function shownUrl(raw: string): string {
+  return JSON.stringify(raw.replace(/\/\/[^/?#\s]*@/, '//***@').replace(/[?#].*$/s, ''));
+}
+
 /** `baseUrl` without its trailing slashes; a TypeError naming the option unless it is an absolute http(s) URL. */
 export function checkBaseUrl(baseUrl: unknown): string {
   const example = 'e.g. https://connect.example.org/v1/connect/server';
@@ -101,10 +106,11 @@ export function checkBaseUrl(baseUrl: unknown): string {
   try {
     url = new URL(baseUrl);
   } catch {
-    throw new TypeError(`baseUrl must be an absolute http(s) URL, ${example}; got ${JSON.stringify(baseUrl)}`);
+    throw new TypeError(`baseUrl must be an absolute http(s) URL, ${example}; got ${shownUrl(baseUrl)}`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`baseUrl must be an absolute http(s) URL, ${example}; got ${JSON.stringify(baseUrl)} (scheme ${url.protocol})`);
-  if (url.search || url.hash || baseUrl.includes('?') || baseUrl.includes('#')) throw new TypeError(`baseUrl must not have a query or a fragment (the client appends paths to it); got ${JSON.stringify(baseUrl)}`);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`baseUrl must be an absolute http(s) URL, ${example}; got ${shownUrl(baseUrl)} (scheme ${url.protocol})`);
+  if (url.username || url.password) throw new TypeError(`baseUrl must not carry a user name or password (fetch refuses such URLs; the client authenticates with its key); got ${shownUrl(baseUrl)}`);
+  if (url.search || url.hash || baseUrl.includes('?') || baseUrl.includes('#')) throw new TypeError(`baseUrl must not have a query or a fragment (the client appends paths to it); got ${shownUrl(baseUrl)} without them`);
   return baseUrl.trim().replace(/\/+$/, '');
 }
 
