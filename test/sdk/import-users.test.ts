@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createPublicKey, randomUUID } from 'node:crypto';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -112,6 +112,8 @@ describe('import-users: a 10,000-row CSV with 20 bad rows', () => {
     const failed = readFileSync(report, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { line: number; error: { kind: string; message: string }; row: unknown });
     expect(failed.map((f) => f.line).sort((a, b) => a - b)).toEqual(Object.keys(BAD).map(Number));
     expect(failed.every((f) => f.error.kind === 'validation' && f.error.message.length > 0)).toBe(true);
+    // The report holds rows as read, emails included: only its owner may read it.
+    expect(statSync(report).mode & 0o777).toBe(0o600);
     // Nothing partial: exactly the good rows are stored, none of the bad ones.
     expect(await usersInOrg()).toBe(9_980);
     expect(await api.models.ProviderUser.countDocuments({ organization_id: clinic.organization._id, external_provider_id: /^bad-/ })).toBe(0);
@@ -219,6 +221,13 @@ describe('import-users: errors are one JSON document with a non-zero exit', () =
     const input = await importUsers(['--file', bad, '--dry-run']);
     expect(input.code).not.toBe(0);
     expect(input.json).toEqual({ error: { kind: 'input', message: expect.stringContaining('favourite_colour') } });
+    // A CSV the parser gives up on: its message quotes the value, masked when it is an email.
+    const quoted = join(dir, 'bad-quote.csv');
+    writeFileSync(quoted, 'provider_email,external_provider_id,specialty,other_specialty_name,speech_locale,secondary_speech_locale\njane.victim@example.com",r-2,,,ENGLISH_US,\n');
+    const parse = await importUsers(['--file', quoted, '--dry-run']);
+    expect(parse.code).not.toBe(0);
+    expect(parse.json).toEqual({ error: { kind: 'input', message: expect.stringContaining('j***@e***.com') } });
+    expect(parse.stdout + parse.stderr).not.toContain('jane.victim');
   });
 
   it('authentication: a key the client was not registered with stops the import instead of failing every row', async () => {

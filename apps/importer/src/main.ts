@@ -158,7 +158,8 @@ async function main(): Promise<void> {
       const reportFile = values.report;
       let fd: number;
       try {
-        fd = openSync(reportFile, 'w');
+        // Owner-only: the report holds the failed rows as read, emails included.
+        fd = openSync(reportFile, 'w', 0o600);
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
         throw new UsageError(`cannot write --report ${reportFile}: ${e.code === 'ENOENT' ? 'its directory does not exist' : e.message}`);

@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { parse } from 'csv-parse';
 import { fieldErrorsOf, upsertProviderUserBodySchema, type UpsertProviderUserBody } from '@connect/shared/contract';
+import { maskEmailsIn } from '@connect/shared/input-rules';
 
 /** The CSV columns, in the order a template would list them. */
 export const CSV_COLUMNS = ['provider_email', 'external_provider_id', 'specialty', 'other_specialty_name', 'speech_locale', 'secondary_speech_locale'] as const;
@@ -86,7 +87,8 @@ export async function* readCsvRows(path: string, progress: ReadProgress): AsyncG
   } catch (err) {
     if (err instanceof InputFileError) throw err;
     const e = err as Error & { lines?: number; code?: string };
-    throw new InputFileError(e.code === 'ENOENT' ? `no such file: ${path}` : `${e.message}${e.lines ? ` (line ${e.lines})` : ''}`);
+    // csv-parse quotes the offending value, which may be a person's email.
+    throw new InputFileError(e.code === 'ENOENT' ? `no such file: ${path}` : `${maskEmailsIn(e.message)}${e.lines ? ` (line ${e.lines})` : ''}`);
   }
 }
 
