@@ -145,7 +145,7 @@ describe('/livez and /readyz', () => {
   let own: TestApi;
   beforeAll(async () => {
     redis = await startPrivateRedis();
-    own = await startTestApi({ label: 'ops-ready', env: { REDIS_URL: redis.url } });
+    own = await startTestApi({ label: 'ops-ready', env: { REDIS_URL: redis.url, ADMIN_TOKEN } });
   });
   afterAll(async () => {
     await own?.close();
@@ -160,5 +160,12 @@ describe('/livez and /readyz', () => {
     expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     expect(res.body.checks).toEqual({ mongodb: 'ok', redis: 'down' });
     expect((await http(`${own.origin}/livez`)).status).toBe(200);
+    // The queue dashboard's own API: a problem+json 503, not the Redis client's words in a 500.
+    const board = await http(`${own.origin}/admin/queues/api/queues`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(board.status).toBe(503);
+    expect(board.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(board.headers.get('retry-after')).toMatch(/^[1-9]\d*$/);
+    expect(board.body).toMatchObject({ status: 503, type: expect.stringMatching(/\/service-unavailable$/) });
+    expect(board.text).not.toMatch(/Stream|enableOfflineQueue|Connection is closed|ERRORS\./);
   });
 });

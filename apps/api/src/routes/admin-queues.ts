@@ -5,7 +5,8 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
 import { PROBLEM_TYPE_BASE } from '@connect/shared';
 import type { ApiDeps } from '../api-deps.ts';
-import { sendProblem } from '../error-handler.ts';
+import { instanceOf, sendProblem } from '../error-handler.ts';
+import { asServiceUnavailable } from '../service-unavailable.ts';
 
 export const ADMIN_QUEUES_PATH = '/admin/queues';
 
@@ -85,6 +86,23 @@ export async function adminQueuesRoutes(app: FastifyInstance, deps: ApiDeps): Pr
           title: 'Unauthorized',
           status: 401,
           detail: 'The queue dashboard needs the ADMIN_TOKEN (Bearer, or Basic with it as the password).',
+        });
+      });
+      // bull-board answers its own failures (Redis down, a bug) with the error's text in a 500:
+      // the dashboard's answers are problem+json like every other, and say nothing internal.
+      admin.addHook('onSend', async (request, reply, payload) => {
+        if (reply.statusCode < 500 || reply.getHeader('content-type')?.toString().startsWith('application/problem+json')) return payload;
+        const text = typeof payload === 'string' ? payload : '';
+        const outage = asServiceUnavailable({ message: /"message":"((?:[^"\\]|\\.)*)"/.exec(text)?.[1] ?? '' });
+        request.log.warn({ err: text.slice(0, 300), status: reply.statusCode }, 'queue dashboard failed');
+        if (outage) reply.header('retry-after', String(outage.retryAfterSeconds));
+        reply.status(outage ? 503 : 500).type('application/problem+json');
+        return JSON.stringify({
+          type: PROBLEM_TYPE_BASE + (outage ? 'service-unavailable' : 'internal'),
+          title: outage ? outage.title : 'Internal error',
+          status: outage ? 503 : 500,
+          detail: outage ? outage.message : 'The queue dashboard failed; it has been logged.',
+          instance: instanceOf(request),
         });
       });
       await admin.register(serverAdapter.registerPlugin() as never);
