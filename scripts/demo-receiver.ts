@@ -13,6 +13,19 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createCallbackHandler, MemoryDedupeStore, type CallbackScheme } from '@connect/receiver';
 
+/**
+ * An external id that is an email address is logged masked, as the server's own logs mask
+ * emails (`jane.doe@example.com` → `j***@e***.com`, maskEmail in packages/shared; the demo
+ * receiver runs in the image without that package). test/sdk/demo-receiver.test.ts checks
+ * that both agree, which `pnpm stack callbacks --wait` relies on.
+ */
+function maskedId(id: string): string {
+  const m = /^([^@\s])[^@\s]*@([^@\s]*?)(\.[A-Za-z]{2,})?$/.exec(id);
+  if (!m) return id;
+  const [, first, host = '', tld = ''] = m;
+  return `${first}***@${host[0] ?? ''}***${tld}`;
+}
+
 const secrets = (process.env.DEMO_RECEIVER_SECRET ?? '')
   .split(',')
   .map((s) => s.trim())
@@ -40,7 +53,7 @@ const handleCallback = createCallbackHandler({
       type: event.type,
       request_uuid: event.request_uuid,
       organization_id: event.data.organization_id,
-      external_provider_id: event.data.user.external_provider_id,
+      external_provider_id: maskedId(event.data.user.external_provider_id),
       version: event.data.version,
       // Settings only: the provider's email stays out of the log.
       settings: event.data.user.settings,

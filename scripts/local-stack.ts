@@ -172,7 +172,7 @@ async function main(): Promise<void> {
   organization  ${state.organization_id}
   private key   ${keyFile}
   docs          ${baseUrl}/docs
-  dashboard     ${baseUrl}/admin/queues   (any user name; password: ${state.admin_token})
+  dashboard     ${baseUrl}/admin/queues   (any user name; the password is admin_token in ${relative(REPO_ROOT, statePath) || statePath})
   logs          ${dir}/{api,worker,receiver}.log
 
 Settings for \`pnpm cli\` in another terminal: ${envFile} (read when MONGO_URL is not set).

@@ -9,6 +9,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { maskEmail } from '@connect/shared/input-rules';
 
 interface LoggedCallback {
   msg: string;
@@ -57,7 +58,8 @@ export async function printCallbacks(argv: string[], dir: string): Promise<numbe
   const deadline = Date.now() + seconds * 1000;
   for (;;) {
     const all = thisRun(logFile);
-    const callbacks = values.wait ? all.filter((c) => c.external_provider_id === values.wait) : all;
+    // The demo receiver logs an email-like id masked.
+    const callbacks = values.wait ? all.filter((c) => c.external_provider_id === values.wait || c.external_provider_id === maskEmail(values.wait!)) : all;
     if (!values.wait || callbacks.length > 0) {
       process.stdout.write(`${JSON.stringify({ callbacks }, null, 2)}\n`);
       return 0;

@@ -10,6 +10,7 @@ import { ConnectClient } from '@connect/client';
 import { signNablaConnect } from '@connect/worker';
 import { waitFor } from '../support/child-process.ts';
 import { registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { maskEmail } from '@connect/shared';
 import { REPO_ROOT } from '@connect/local-services';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 
@@ -93,6 +94,14 @@ describe('the demo receiver verifies real callbacks from the worker', () => {
       // The provider's email never reaches the log.
       expect(JSON.stringify(r.lines())).not.toContain(`${id}@example.com`);
     }
+  });
+
+  it('an external id that is an email is logged masked, exactly as the server masks emails (what `pnpm stack callbacks --wait` matches)', async () => {
+    const id = `dr.${randomUUID().slice(0, 8)}@clinic.example.org`;
+    await sdk.upsertUser({ provider_email: `other-${randomUUID().slice(0, 8)}@example.com`, external_provider_id: id });
+    expect(maskEmail(id)).toBe(`d***@c***.org`);
+    await waitFor(() => verified(nc, maskEmail(id)).length === 1, 60_000, 'the callback logged under the masked id');
+    expect(JSON.stringify(nc.lines())).not.toContain(id);
   });
 
   it('a forged callback is answered 401 and logged as rejected; a replayed one 200 and dropped as a duplicate', async () => {
