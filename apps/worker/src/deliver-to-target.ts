@@ -29,7 +29,16 @@ export interface DeliverToTargetDeps {
   log: Logger;
   now?: () => Date;
   metrics?: DeliveryMetrics;
+  /** WORKER_LOCK_DURATION_MS: what the job's lock is renewed to before each send. */
+  lockDurationMs?: number;
 }
+
+/**
+ * The run lost its job's lock: a pause or a cut from Redis longer than the lock let the stalled
+ * check hand the job to another run, which may have sent newer versions since. Nothing more
+ * may be sent from this run's stale reading (docs/delivery.md, "One delivery at a time").
+ */
+export class LostJobLockError extends Error {}
 
 /** A failure already written to the Delivery and SyncState rows; rethrown for BullMQ to retry or not. */
 class RecordedFailure extends Error {}
@@ -89,7 +98,11 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
     throw Worker.RateLimitError();
   };
 
-  return async (job: Job<DeliveryJob>): Promise<{ sent: string[] }> => {
+  /** Renews the job's lock right before a send; false when another run holds the job now. */
+  const stillOwned = async (job: Job<DeliveryJob>, token: string | undefined): Promise<boolean> =>
+    token === undefined || (await job.extendLock(token, deps.lockDurationMs ?? 30_000)) === 1;
+
+  return async (job: Job<DeliveryJob>, token?: string): Promise<{ sent: string[] }> => {
     const data = parseDeliveryJob(job.data);
     const { user_id, target: targetName } = data;
     const attempt = job.attemptsMade + 1;
@@ -139,6 +152,10 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       const toSend = deliveredVersion === 0 && newest.version > 1 ? [created, newest] : [newest];
       for (const event of toSend) {
         const isNewest = event === newest;
+        if (!(await stillOwned(job, token))) {
+          log.warn({ event_id: event.id, target: targetName, version: event.version }, 'this run lost the job to another (its lock lapsed: a pause or a cut from Redis); sending nothing more');
+          throw new LostJobLockError(`lost the lock of job ${job.id}`);
+        }
         const startedAt = now();
         const outcome = await deliverCallback(target, event, { now });
         const attemptFields = { version: newest.version, attempts: attempt, last_attempt_at: startedAt };
@@ -250,7 +267,8 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       return { sent: toSend.map((e) => e.id) };
     } catch (err) {
       if (probeToken) await health.releaseProbe(targetName, probeToken).catch(() => undefined);
-      if (err instanceof UnrecoverableError || err instanceof RetryableDeliveryError || err instanceof RecordedFailure || err instanceof RateLimitError) throw err;
+      // A lost lock: the job is another run's now, nothing to record from this one.
+      if (err instanceof UnrecoverableError || err instanceof RetryableDeliveryError || err instanceof RecordedFailure || err instanceof RateLimitError || err instanceof LostJobLockError) throw err;
       // The database or something else of ours failed: BullMQ retries it like a delivery; on
       // the last attempt the row becomes a dead letter so it stays visible and replayable.
       const message = `internal error: ${maskEmailsIn((err as Error).message ?? String(err))}`;

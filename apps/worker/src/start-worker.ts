@@ -48,6 +48,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     targets: config.downstreamTargets,
     log,
     metrics: deps.metrics,
+    lockDurationMs: options.lockDurationMs,
   });
   for (const target of config.downstreamTargets) {
     const worker = new Worker<DeliveryJob>(deliveryQueueName(target.name), processor, {
