@@ -16,7 +16,9 @@ import { runCli } from '../support/cli-child.ts';
 
 const USERS = 150;
 const LIVE = 3;
+const UPDATED = 3;
 const CONCURRENCY = 2;
+const existing: string[] = [];
 
 let stack: DeliveryStack;
 let receiver: Receiver;
@@ -34,6 +36,7 @@ beforeAll(async () => {
   stack = await startDeliveryStack({ label: 'resync-prio', targets: [target('late', receiver.url)], workerEnv: { DOWNSTREAM_TARGETS: '[]' } });
   for (let i = 0; i < USERS; i++) {
     const id = `rp-${i}-${randomUUID().slice(0, 8)}`;
+    existing.push(id);
     expect((await postUser(stack.api, stack.token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
   }
   await eventsFannedOut(stack.worker, 60_000);
@@ -46,7 +49,7 @@ afterAll(async () => {
 });
 
 describe('targets resync: live events first', () => {
-  it(`live user.created events enqueued behind a backlog of ${USERS} resync jobs are delivered before it, once the paused target resumes`, async () => {
+  it(`live events enqueued behind a backlog of ${USERS} resync jobs are delivered before it, once the paused target resumes: new users, and updates of users whose resync job waits`, async () => {
     expect(await cli('targets', 'pause', 'late')).toMatchObject({ name: 'late', state: 'paused' });
     await stack.worker.close();
     worker = await startTestWorker(stack.api.env, { concurrency: CONCURRENCY });
@@ -58,12 +61,19 @@ describe('targets resync: live events first', () => {
       live.push(id);
       expect((await postUser(stack.api, stack.token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
     }
+    // Live updates of users the resync queued, from the end of its backlog: BullMQ folds each
+    // into that user's waiting resync job, which must then go at a live job's priority.
+    const updated = existing.slice(-UPDATED);
+    for (const id of updated) {
+      expect((await postUser(stack.api, stack.token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } })).status).toBe(200);
+    }
+    await eventsFannedOut(worker, 30_000);
     // Every job is in the target's queue (the live ones fanned out) before the resume.
     await eventually(async () => (await cli('targets', 'list')).targets.find((t: { name: string }) => t.name === 'late')?.backlog === USERS + LIVE, 30_000, 250);
     expect(receiver.accepted()).toHaveLength(0);
 
     expect(await cli('targets', 'resume', 'late')).toMatchObject({ name: 'late', state: 'healthy' });
-    await eventually(() => receiver.accepted().length === USERS + LIVE, 120_000, 200);
+    await eventually(() => receiver.accepted().length === USERS + LIVE + UPDATED, 120_000, 200);
 
     const order = receiver
       .accepted()
@@ -75,5 +85,9 @@ describe('targets resync: live events first', () => {
     console.log(`[resync priority] live events at positions ${livePositions.join(', ')} of ${order.length}`);
     for (const p of livePositions) expect(p).toBeGreaterThanOrEqual(0);
     for (const p of livePositions) expect(p).toBeLessThan(LIVE + 2 * CONCURRENCY);
+    // An updated user's job sends user.created then the update: both early too.
+    const updatedPositions = updated.map((id) => order.lastIndexOf(id));
+    console.log(`[resync priority] updated users' last callbacks at positions ${updatedPositions.join(', ')} of ${order.length}`);
+    for (const p of updatedPositions) expect(p).toBeLessThan(LIVE + 2 * UPDATED + 2 * CONCURRENCY);
   }, 240_000);
 });

@@ -1,4 +1,4 @@
-import { Queue, type JobsOptions } from 'bullmq';
+import { Queue, type Job, type JobsOptions } from 'bullmq';
 import { z } from 'zod';
 import { DELIVERIES_QUEUE } from '../events/queues.ts';
 import type { RedisClient } from '../events/redis-connection.ts';
@@ -94,7 +94,8 @@ export class DeliveryQueues {
    * right after it (docs/delivery.md, Retries).
    */
   async enqueue(job: DeliveryJob, jobId: string = deliveryIdOf(job.event.id, job.target)): Promise<void> {
-    await this.queueOf(job.target).add(job.event.type, job, dedupOptions(job, jobId));
+    const queue = this.queueOf(job.target);
+    await liftFoldedIntoResync(queue, [await queue.add(job.event.type, job, dedupOptions(job, jobId))]);
   }
 
   /** Several at once, one round trip per target; each job deduplicated as `enqueue` does. */
@@ -102,9 +103,10 @@ export class DeliveryQueues {
     const byTarget = new Map<string, DeliveryJob[]>();
     for (const j of jobs) byTarget.set(j.target, [...(byTarget.get(j.target) ?? []), j]);
     await Promise.all(
-      [...byTarget].map(([target, list]) =>
-        this.queueOf(target).addBulk(list.map((job) => ({ name: job.event.type, data: job, opts: dedupOptions(job, deliveryIdOf(job.event.id, job.target)) }))),
-      ),
+      [...byTarget].map(async ([target, list]) => {
+        const queue = this.queueOf(target);
+        await liftFoldedIntoResync(queue, await queue.addBulk(list.map((job) => ({ name: job.event.type, data: job, opts: dedupOptions(job, deliveryIdOf(job.event.id, job.target)) }))));
+      }),
     );
   }
 
@@ -135,6 +137,20 @@ export class DeliveryQueues {
     return q;
   }
 }
+
+/**
+ * A live delivery that BullMQ folded into a waiting resync job (the add returns that job's id)
+ * would wait at the resync's low priority, behind the whole resync backlog. Resync promises
+ * live events first, so the job it folded into is lifted to a live job's priority. A job that
+ * started meanwhile only gets the field set (BullMQ's changePriority moves only waiting jobs).
+ */
+async function liftFoldedIntoResync(queue: Queue<DeliveryJob>, added: readonly Job<DeliveryJob>[]): Promise<void> {
+  const folded = added.filter((j) => j.id?.startsWith(RESYNC_JOB_ID_PREFIX));
+  await Promise.all(folded.map((j) => queue.getJob(j.id!).then((job) => (job && job.opts.priority ? job.changePriority({ priority: 0 }) : undefined))));
+}
+
+/** What resync job ids start with (resync-target.ts). */
+export const RESYNC_JOB_ID_PREFIX = 'resync.';
 
 function dedupOptions(job: DeliveryJob, jobId: string): JobsOptions {
   return { jobId, deduplication: { id: `${job.user_id}:${job.target}`, keepLastIfActive: true } };

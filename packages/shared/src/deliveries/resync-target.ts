@@ -2,7 +2,7 @@ import type { Collection, Filter } from 'mongodb';
 import type { Types } from 'mongoose';
 import { NotFoundError } from '../domain-errors.ts';
 import { eventJobOf } from '../events/user-event.ts';
-import { deliveryIdOf, type DeliveryJob, type DeliveryQueues } from './delivery-queues.ts';
+import { deliveryIdOf, RESYNC_JOB_ID_PREFIX, type DeliveryJob, type DeliveryQueues } from './delivery-queues.ts';
 import type { DeliveryStore } from './delivery-store.ts';
 import type { ProviderUserDoc } from '../models/models.ts';
 
@@ -126,7 +126,7 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
       const { event, created } = eventJobOf(user);
       jobs.push({
         job: { user_id: user._id.toString(), target: options.target, event, created, ...(force ? { force: true } : {}) },
-        jobId: `resync.${deliveryIdOf(event.id, options.target)}${runTag}`,
+        jobId: `${RESYNC_JOB_ID_PREFIX}${deliveryIdOf(event.id, options.target)}${runTag}`,
       });
     }
     if (jobs.length > 0) await deps.queues.enqueueWith(options.target, jobs, { priority: RESYNC_PRIORITY });
