@@ -2,7 +2,9 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
 import { http, postUser, type TestApi, type TestClient } from '../support/harness.ts';
+import { pauseTarget, resumeTarget } from '@connect/shared';
 import { eventually, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';
+import { eventsFannedOut } from '../worker/worker-under-test.ts';
 
 // Real worker, FerretDB and Redis on a shared two-core machine: generous.
 vi.setConfig({ testTimeout: 90_000 });
@@ -104,5 +106,42 @@ describe('user.deactivated and user.reactivated are delivered like the other eve
     ]);
     // Every request_uuid once: nothing was sent twice for the second DELETE.
     expect(new Set(acceptedFor(id).map((c) => c.body.request_uuid)).size).toBe(acceptedFor(id).length);
+  });
+});
+
+describe('a change of status that newer events overtook while the target was held', () => {
+  it('still reaches the target before them: no user.updated to a receiver that last heard user.deactivated; plain updates still coalesce', async () => {
+    const admin = { health: stack.worker.deps.health, queues: stack.worker.deps.deliveries };
+    const id = `held-${randomBytes(6).toString('hex')}`;
+    const email = `${id}@example.com`;
+    expect((await postUser(api, token, { provider_email: email, external_provider_id: id }, NEXT)).status).toBe(201);
+    expect((await del(id)).status).toBe(200);
+    await eventually(() => expect(acceptedFor(id).map((c) => c.body.data.version)).toContain(2));
+
+    // Held: the reactivation (v3) and an update after it (v4) wait together.
+    await pauseTarget(admin, 'dictation');
+    const back = await postUser(api, token, { provider_email: email, external_provider_id: id }, NEXT);
+    expect(back.body.version).toBe(3);
+    expect((await postUser(api, token, { provider_email: email, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } }, NEXT)).body.version).toBe(4);
+    await eventsFannedOut(stack.worker, 30_000);
+    await resumeTarget(admin, 'dictation');
+    await eventually(() => expect(acceptedFor(id).map((c) => c.body.data.version)).toContain(4));
+    const reactivation = acceptedFor(id).find((c) => c.body.type === 'user.reactivated');
+    expect(reactivation?.body.data).toEqual({ organization_id: clinic.organization._id, version: 3, user: back.body });
+    expect(signatureVerifies(reactivation!)).toBe(true);
+
+    // Two plain updates held together: only the newest goes (no status change to add).
+    await pauseTarget(admin, 'dictation');
+    for (const locale of ['GERMAN_DE', 'SPANISH_ES']) await postUser(api, token, { provider_email: email, external_provider_id: id, settings: { speech_locale: locale } }, NEXT);
+    await eventsFannedOut(stack.worker, 30_000);
+    await resumeTarget(admin, 'dictation');
+    await eventually(() => expect(acceptedFor(id).map((c) => c.body.data.version)).toContain(6));
+    expect(acceptedFor(id).map((c) => [c.body.type, c.body.data.version])).toEqual([
+      ['user.created', 1],
+      ['user.deactivated', 2],
+      ['user.reactivated', 3],
+      ['user.updated', 4],
+      ['user.updated', 6],
+    ]);
   });
 });

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import {
   deliveryIdOf,
   eventJobOf,
+  statusChangeOf,
   maskEmailsIn,
   maxRetryAfterMs,
   parseDeliveryJob,
@@ -149,7 +150,14 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       }
 
       // user.created first: a target that never got the creation event gets it before any update.
-      const toSend = deliveredVersion === 0 && newest.version > 1 ? [created, newest] : [newest];
+      // Then the latest change of status, when newer events overtook it before this target got it:
+      // coalescing may drop updates, never leave a receiver believing the wrong status.
+      const statusChange = user ? statusChangeOf(user) : undefined;
+      const toSend = [
+        ...(deliveredVersion === 0 && newest.version > 1 ? [created] : []),
+        ...(statusChange && statusChange.version > Math.max(deliveredVersion, 1) && statusChange.version < newest.version ? [statusChange] : []),
+        newest,
+      ];
       for (const event of toSend) {
         const isNewest = event === newest;
         if (!(await stillOwned(job, token))) {

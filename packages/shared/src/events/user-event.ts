@@ -73,3 +73,14 @@ export function eventJobOf(doc: ProviderUserDoc): UserEventJob {
         };
   return { user_id: doc._id.toString(), event, created };
 }
+
+/**
+ * The user's latest change of status as an event (from `status_event`), or undefined when its
+ * status never changed. The delivery processor sends it before a newer event to a target that
+ * does not have it yet (docs/delivery.md, "Status changes").
+ */
+export function statusChangeOf(doc: ProviderUserDoc): UserEvent | undefined {
+  const e = doc.status_event;
+  if (!e) return undefined;
+  return { id: e.id, type: e.type, occurred_at: e.occurred_at.toISOString(), organization_id: doc.organization_id, version: e.version, data: { status: 'active', deactivated_at: null, ...e.data } };
+}

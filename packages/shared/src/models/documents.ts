@@ -65,6 +65,21 @@ export const createdEventDocSchema = z.object({
   data: providerUserSchema.extend({ status: userStatusSchema.optional(), deactivated_at: z.string().nullable().optional() }),
 });
 
+/**
+ * The user's latest status change (`user.deactivated` or `user.reactivated`), kept whole like
+ * the creation event, written in the same write as the change: a target that was behind when
+ * newer events overtook it still gets the latest change of status before them, so no receiver
+ * is left believing a reactivated user deactivated (docs/delivery.md, "Status changes").
+ * Absent until a user's status first changes.
+ */
+export const statusEventDocSchema = z.object({
+  id: z.string(),
+  type: z.enum(['user.deactivated', 'user.reactivated']),
+  occurred_at: z.date(),
+  version: z.number().int(),
+  data: createdEventDocSchema.shape.data,
+});
+
 export const providerUserDocSchema = z.object({
   _id: objectId,
   organization_id: z.string(),
@@ -82,6 +97,7 @@ export const providerUserDocSchema = z.object({
   deactivated_at: z.date().nullable().optional(),
   created_event: createdEventDocSchema,
   last_event: lastEventDocSchema,
+  status_event: statusEventDocSchema.optional(),
   /** `updated_at` in 10 s slots (outboxSlotOf): how the outbox sweep finds recent writes (docs/delivery.md). */
   outbox_slot: z.number().int(),
 });

@@ -5,6 +5,7 @@ import type { EmailUniqueness } from '../config.ts';
 import type { UserStatus } from '../provider-users/provider-user-schema.ts';
 import type {
   createdEventDocSchema,
+  statusEventDocSchema,
   deliveryAttemptDocSchema,
   deliveryDocSchema,
   DELIVERY_STATUSES,
@@ -35,6 +36,7 @@ export type OrganizationDoc = z.infer<typeof organizationDocSchema>;
 export type OAuthClientDoc = z.infer<typeof oauthClientDocSchema>;
 export type LastEvent = z.infer<typeof lastEventDocSchema>;
 export type CreatedEvent = z.infer<typeof createdEventDocSchema>;
+export type StatusEvent = z.infer<typeof statusEventDocSchema>;
 export type ProviderUserDoc = z.infer<typeof providerUserDocSchema>;
 export type SigningKeyDoc = z.infer<typeof signingKeyDocSchema>;
 export type UsedAssertionDoc = z.infer<typeof usedAssertionDocSchema>;
@@ -81,6 +83,7 @@ const providerUserSchema = new Schema<ProviderUserDoc>(
     deactivated_at: { type: Date, default: null },
     created_event: Schema.Types.Mixed,
     last_event: Schema.Types.Mixed,
+    status_event: Schema.Types.Mixed,
     outbox_slot: Number,
   },
   { ...base, collection: 'provider_users' },

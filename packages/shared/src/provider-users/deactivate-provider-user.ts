@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { ConcurrentUpdateError, NotFoundError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
 import { collectionsOf, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { statusEventOf } from './provider-user-view.ts';
 import { RecentUsers } from './recent-users.ts';
 import type { WritePorts } from './write-ports.ts';
 
@@ -62,7 +63,8 @@ async function decideAndWrite(deps: DeactivateDeps, cmd: DeactivateProviderUserC
       const version = existing.version + 1;
       const last_event: LastEvent = { id: randomUUID(), type: 'user.deactivated', occurred_at: now, version };
       // The outbox slot moves with updated_at: the outbox sweep finds unpublished events by it.
-      const change = { status: 'deactivated' as const, deactivated_at: now, updated_at: now, outbox_slot: outboxSlotOf(now), version, last_event };
+      const state = { status: 'deactivated' as const, deactivated_at: now, updated_at: now, outbox_slot: outboxSlotOf(now), version, last_event };
+      const change = { ...state, status_event: statusEventOf(last_event, { ...existing, ...state }) };
       const res = await users.updateOne({ _id: existing._id, version: existing.version }, { $set: change });
       if (res.matchedCount === 1) {
         const user = { ...existing, ...change };

@@ -1,4 +1,4 @@
-import { statusOf, type ProviderUserDoc } from '../models/models.ts';
+import { statusOf, type LastEvent, type ProviderUserDoc, type StatusEvent } from '../models/models.ts';
 import type { ProviderUserNextView, ProviderUserView } from './provider-user-schema.ts';
 
 type ViewFields = Pick<ProviderUserDoc, 'provider_email' | 'external_provider_id' | 'settings' | 'created_at' | 'updated_at' | 'version'>;
@@ -22,4 +22,13 @@ export function toProviderUserNextView(doc: ViewFields & Pick<ProviderUserDoc, '
     status: statusOf(doc),
     deactivated_at: doc.deactivated_at?.toISOString() ?? null,
   };
+}
+
+/**
+ * The document's `status_event` for a status change just made: the event whole, its data the user
+ * as the change leaves it (what the callback for it carries, as with the creation event).
+ */
+export function statusEventOf(event: LastEvent, after: ViewFields & Pick<ProviderUserDoc, 'status' | 'deactivated_at'>): StatusEvent {
+  if (event.type !== 'user.deactivated' && event.type !== 'user.reactivated') throw new Error(`${event.type} is not a change of status`);
+  return { id: event.id, type: event.type, occurred_at: event.occurred_at, version: event.version, data: toProviderUserNextView(after) };
 }

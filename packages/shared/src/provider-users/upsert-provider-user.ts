@@ -7,7 +7,7 @@ import { collectionsOf, isDuplicateKeyError, outboxSlotOf, statusOf, type LastEv
 import { mergeSettings, sameSettings } from './merge-settings.ts';
 import { RecentUsers } from './recent-users.ts';
 import type { UpsertProviderUserBody } from './provider-user-schema.ts';
-import { toProviderUserNextView } from './provider-user-view.ts';
+import { statusEventOf, toProviderUserNextView } from './provider-user-view.ts';
 import type { WritePorts } from './write-ports.ts';
 
 export interface UpsertProviderUserCommand {
@@ -153,7 +153,8 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
       const version = existing.version + 1;
       const type = reactivated ? 'user.reactivated' : 'user.updated';
       const last_event: LastEvent = { id: randomUUID(), type, occurred_at: now, version };
-      const change = { settings, updated_at: now, outbox_slot: outboxSlotOf(now), version, status: 'active' as const, deactivated_at: null, last_event };
+      const state = { settings, updated_at: now, outbox_slot: outboxSlotOf(now), version, status: 'active' as const, deactivated_at: null, last_event };
+      const change = reactivated ? { ...state, status_event: statusEventOf(last_event, { ...existing, ...state }) } : state;
       const res = await users.updateOne({ _id: existing._id, version: existing.version }, { $set: change });
       if (res.matchedCount === 1) {
         const user = { ...existing, ...change };
