@@ -143,10 +143,12 @@ export class DeliveryQueues {
  * would wait at the resync's low priority, behind the whole resync backlog. Resync promises
  * live events first, so the job it folded into is lifted to a live job's priority. A job that
  * started meanwhile only gets the field set (BullMQ's changePriority moves only waiting jobs).
+ * Costs a read only when an add folded into a resync job.
  */
 async function liftFoldedIntoResync(queue: Queue<DeliveryJob>, added: readonly Job<DeliveryJob>[]): Promise<void> {
   const folded = added.filter((j) => j.id?.startsWith(RESYNC_JOB_ID_PREFIX));
-  await Promise.all(folded.map((j) => queue.getJob(j.id!).then((job) => (job && job.opts.priority ? job.changePriority({ priority: 0 }) : undefined))));
+  // Best effort: a job that finished or went away meanwhile needs no lift, and the add itself succeeded.
+  await Promise.all(folded.map((j) => queue.getJob(j.id!).then((job) => (job && job.opts.priority ? job.changePriority({ priority: 0 }) : undefined)).catch(() => undefined)));
 }
 
 /** What resync job ids start with (resync-target.ts). */
