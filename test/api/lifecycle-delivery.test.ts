@@ -2,7 +2,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
 import { http, postUser, type TestApi, type TestClient } from '../support/harness.ts';
-import { pauseTarget, resumeTarget } from '@connect/shared';
+import { deliveryIdOf, pauseTarget, resumeTarget } from '@connect/shared';
 import { eventually, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';
 import { eventsFannedOut } from '../worker/worker-under-test.ts';
 
@@ -143,5 +143,59 @@ describe('a change of status that newer events overtook while the target was hel
       ['user.updated', 4],
       ['user.updated', 6],
     ]);
+  });
+});
+
+describe('status changes and targets that could not have heard a deactivation, or refuse the change', () => {
+  it('a target that got nothing yet gets user.created and the newest only; a reactivation the receiver refuses for good is a dead letter of its own, the newest still goes, and later events are not held behind it', async () => {
+    const admin = { health: stack.worker.deps.health, queues: stack.worker.deps.deliveries };
+    const email = (id: string) => `${id}@example.com`;
+
+    // Everything while held: the target never had the user, so no change of status to bring it.
+    const fresh = `fresh-${randomBytes(6).toString('hex')}`;
+    await pauseTarget(admin, 'dictation');
+    expect((await postUser(api, token, { provider_email: email(fresh), external_provider_id: fresh }, NEXT)).status).toBe(201);
+    expect((await del(fresh)).status).toBe(200);
+    expect((await postUser(api, token, { provider_email: email(fresh), external_provider_id: fresh }, NEXT)).body.version).toBe(3);
+    expect((await postUser(api, token, { provider_email: email(fresh), external_provider_id: fresh, settings: { speech_locale: 'FRENCH_FR' } }, NEXT)).body.version).toBe(4);
+    await eventsFannedOut(stack.worker, 30_000);
+    await resumeTarget(admin, 'dictation');
+    await eventually(() => expect(acceptedFor(fresh).map((c) => c.body.data.version)).toContain(4));
+    expect(acceptedFor(fresh).map((c) => [c.body.type, c.body.data.version])).toEqual([
+      ['user.created', 1],
+      ['user.updated', 4],
+    ]);
+
+    // A receiver that answers 422 to this user's reactivation.
+    const refused = `refused-${randomBytes(6).toString('hex')}`;
+    receiver.respond = (req) => ({ status: req.body?.type === 'user.reactivated' && req.body?.data?.user?.external_provider_id === refused ? 422 : 200 });
+    try {
+      expect((await postUser(api, token, { provider_email: email(refused), external_provider_id: refused }, NEXT)).status).toBe(201);
+      expect((await del(refused)).status).toBe(200);
+      await eventually(() => expect(acceptedFor(refused).map((c) => c.body.data.version)).toContain(2));
+      await pauseTarget(admin, 'dictation');
+      const back = await postUser(api, token, { provider_email: email(refused), external_provider_id: refused }, NEXT);
+      expect((await postUser(api, token, { provider_email: email(refused), external_provider_id: refused, settings: { speech_locale: 'FRENCH_FR' } }, NEXT)).body.version).toBe(4);
+      await eventsFannedOut(stack.worker, 30_000);
+      await resumeTarget(admin, 'dictation');
+      await eventually(() => expect(acceptedFor(refused).map((c) => c.body.data.version)).toContain(4));
+      expect(back.body.version).toBe(3);
+      // Its row: a dead letter, then superseded once the newer version was delivered (as any overtaken dead letter).
+      const statusEvent = (await api.models.ProviderUser.findOne({ external_provider_id: refused }).lean())!.status_event!;
+      expect((await stack.worker.deps.store.get(deliveryIdOf(statusEvent.id, 'dictation')))?.status).toMatch(/^(failed|superseded)$/);
+      // A later update goes out at once, without the refused reactivation in front of it again.
+      expect((await postUser(api, token, { provider_email: email(refused), external_provider_id: refused, settings: { speech_locale: 'GERMAN_DE' } }, NEXT)).body.version).toBe(5);
+      await eventually(() => expect(acceptedFor(refused).map((c) => c.body.data.version)).toContain(5));
+      const sent = receiver.received.filter((c) => c.body?.data?.user?.external_provider_id === refused).map((c) => [c.body.type, c.body.data.version, c.answered]);
+      expect(sent).toEqual([
+        ['user.created', 1, 200],
+        ['user.deactivated', 2, 200],
+        ['user.reactivated', 3, 422],
+        ['user.updated', 4, 200],
+        ['user.updated', 5, 200],
+      ]);
+    } finally {
+      receiver.respond = () => ({ status: 200 });
+    }
   });
 });

@@ -15,6 +15,7 @@ import {
   type DownstreamTarget,
   type TargetHealth,
   type Transition,
+  type ProviderUserDoc,
   type UserEvent,
 } from '@connect/shared';
 import { deliverCallback, type CallbackOutcome } from './deliver-callback.ts';
@@ -99,6 +100,21 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
     throw Worker.RateLimitError();
   };
 
+  /**
+   * The user's latest change of status, when it must go before `newest`: coalescing may drop
+   * updates, never leave a receiver believing the wrong status. Overtaken by a newer event, that
+   * change is a reactivation (a deactivated user changes only by coming back), and only a target
+   * at version 2 or more can have heard a deactivation: a new or wiped one gets user.created and
+   * the newest, as resync promises. A change the target refused for good (a dead letter) is not
+   * sent again in front of every later event: that would hold them all behind it.
+   */
+  const statusChangeToSend = async (user: ProviderUserDoc, newest: UserEvent, deliveredVersion: number, targetName: string): Promise<UserEvent | undefined> => {
+    const change = statusChangeOf(user);
+    if (!change || deliveredVersion < 2 || change.version <= deliveredVersion || change.version >= newest.version) return undefined;
+    const row = await store.get(deliveryIdOf(change.id, targetName));
+    return row?.status === 'failed' ? undefined : change;
+  };
+
   /** Renews the job's lock right before a send; false when another run holds the job now. */
   const stillOwned = async (job: Job<DeliveryJob>, token: string | undefined): Promise<boolean> =>
     token === undefined || (await job.extendLock(token, deps.lockDurationMs ?? 30_000)) === 1;
@@ -150,14 +166,10 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       }
 
       // user.created first: a target that never got the creation event gets it before any update.
-      // Then the latest change of status, when newer events overtook it before this target got it:
-      // coalescing may drop updates, never leave a receiver believing the wrong status.
-      const statusChange = user ? statusChangeOf(user) : undefined;
-      const toSend = [
-        ...(deliveredVersion === 0 && newest.version > 1 ? [created] : []),
-        ...(statusChange && statusChange.version > Math.max(deliveredVersion, 1) && statusChange.version < newest.version ? [statusChange] : []),
-        newest,
-      ];
+      // Then the latest change of status, when newer events overtook it before this target got it
+      // (docs/delivery.md, "Status changes").
+      const statusChange = user ? await statusChangeToSend(user, newest, deliveredVersion, targetName) : undefined;
+      const toSend = [...(deliveredVersion === 0 && newest.version > 1 ? [created] : []), ...(statusChange ? [statusChange] : []), newest];
       for (const event of toSend) {
         const isNewest = event === newest;
         if (!(await stillOwned(job, token))) {
@@ -253,6 +265,12 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           store.recordSync(syncRef, { status: dead ? 'failed' : 'pending', ...attemptFields, last_error: outcome.error }),
           store.recordAttempt({ ...history, outcome: dead ? 'failed' : 'retry' }),
         ]);
+        if (dead && event === statusChange) {
+          // The change of status failed for good: a dead letter of its own (visible, replayable),
+          // and the newest state still goes out; later runs do not send it again in front.
+          log.warn({ event_id: event.id, version: event.version, target: targetName, error: outcome.error }, 'change of status failed for good: dead-lettered; sending the newest state');
+          continue;
+        }
         if (dead) {
           // The `created` sent first failed for good: the update this job was for is stuck
           // behind it, so it is a dead letter too (visible, and replayed with it).
