@@ -148,7 +148,7 @@ export class DeliveryQueues {
 async function liftFoldedIntoResync(queue: Queue<DeliveryJob>, added: readonly Job<DeliveryJob>[]): Promise<void> {
   const folded = added.filter((j) => j.id?.startsWith(RESYNC_JOB_ID_PREFIX));
   // Best effort: a job that finished or went away meanwhile needs no lift, and the add itself succeeded.
-  await Promise.all(folded.map((j) => queue.getJob(j.id!).then((job) => (job && job.opts.priority ? job.changePriority({ priority: 0 }) : undefined)).catch(() => undefined)));
+  await Promise.all(folded.map((j) => queue.getJob(j.id!).then((job) => (job && job.priority > 0 ? job.changePriority({ priority: 0 }) : undefined)).catch(() => undefined)));
 }
 
 /** What resync job ids start with (resync-target.ts). */
