@@ -42,7 +42,8 @@ export function loggableUrl(url: string | undefined): string {
   } catch {
     /* keep it encoded */
   }
-  return maskEmailsIn(decoded).slice(0, 512);
+  // Cut first: what is masked is then never longer than what is logged.
+  return maskEmailsIn(decoded.slice(0, 512));
 }
 
 export const REDACT_PATHS = [
