@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { DomainError } from '@connect/shared';
+import { DomainError, REQUEST_DEADLINE_MS } from '@connect/shared';
 
 /**
  * How long a request may take, from routing to its answer, before the API gives
@@ -11,7 +11,7 @@ import { DomainError } from '@connect/shared';
  * when this fires goes on: a write may land after its 503, which a retry of the
  * same upsert settles (docs/faults.md).
  */
-export const REQUEST_DEADLINE_MS = 10_000;
+export { REQUEST_DEADLINE_MS };
 
 /**
  * The datastore (MongoDB or Redis) did not answer, or refused: a retryable

@@ -120,12 +120,15 @@ describe('every problem at once (docs/operations.md)', () => {
     expect(lines).toContain('PORT: must be a whole number from 0 to 65535, got "eighty"');
   });
 
-  it('API_SHUTDOWN_DELAY_MS is spent inside API_SHUTDOWN_GRACE_MS: a delay as long as the grace is refused, naming both', () => {
-    expect(loadConfig({ ...base, API_SHUTDOWN_GRACE_MS: '40000', API_SHUTDOWN_DELAY_MS: '10000' })).toMatchObject({ shutdownGraceMs: 40_000, shutdownDelayMs: 10_000 });
-    expect(errorOf({ ...base, API_SHUTDOWN_DELAY_MS: '25000' }).problems).toEqual([
-      { variable: 'API_SHUTDOWN_DELAY_MS', problem: expect.stringMatching(/^must be less than API_SHUTDOWN_GRACE_MS \(25000\)/) },
+  it('API_SHUTDOWN_DELAY_MS is spent inside API_SHUTDOWN_GRACE_MS and must leave it the request deadline (10 s): refused past that, naming the most it may be', () => {
+    expect(loadConfig({ ...base, API_SHUTDOWN_GRACE_MS: '40000', API_SHUTDOWN_DELAY_MS: '30000' })).toMatchObject({ shutdownGraceMs: 40_000, shutdownDelayMs: 30_000 });
+    expect(loadConfig({ ...base, API_SHUTDOWN_DELAY_MS: '15000' }).shutdownDelayMs).toBe(15_000);
+    expect(errorOf({ ...base, API_SHUTDOWN_DELAY_MS: '15001' }).problems).toEqual([
+      { variable: 'API_SHUTDOWN_DELAY_MS', problem: expect.stringMatching(/^must leave API_SHUTDOWN_GRACE_MS \(25000\) at least the 10000 ms a request may take: at most 15000/) },
     ]);
-    expect(errorOf({ ...base, API_SHUTDOWN_GRACE_MS: '5000', API_SHUTDOWN_DELAY_MS: '6000' }).problems.map((p) => p.variable)).toEqual(['API_SHUTDOWN_DELAY_MS']);
+    expect(errorOf({ ...base, API_SHUTDOWN_GRACE_MS: '5000', API_SHUTDOWN_DELAY_MS: '1000' }).problems.map((p) => p.variable)).toEqual(['API_SHUTDOWN_DELAY_MS']);
+    // No delay: a short grace alone is the operator's choice.
+    expect(loadConfig({ ...base, API_SHUTDOWN_GRACE_MS: '5000' }).shutdownGraceMs).toBe(5000);
     expect(errorOf({ ...base, API_SHUTDOWN_GRACE_MS: '10' }).problems.map((p) => p.variable)).toEqual(['API_SHUTDOWN_GRACE_MS']);
   });
 

@@ -279,6 +279,13 @@ function trustProxySchema() {
 }
 
 /**
+ * How long a request may take, from routing to its answer, before the API gives up on it with a
+ * 503 (apps/api/src/service-unavailable.ts says why). Here because the shutdown delay must leave
+ * the grace period at least this much.
+ */
+export const REQUEST_DEADLINE_MS = 10_000;
+
+/**
  * How long SIGTERM waits for the API's stop, from the signal: requests in flight, the relay's
  * last publishes. With the log written out, the whole stop fits Kubernetes' default 30 s.
  */
@@ -357,13 +364,15 @@ function crossChecks(env: Record<string, unknown>, ctx: z.RefinementCtx): void {
   }
   const targets = readTargets(env);
   if ('problem' in targets) ctx.addIssue({ code: 'custom', path: [targets.variable], message: targets.problem });
-  // The delay is spent inside the grace period: one as long as the grace would leave nothing to finish requests with.
+  // The delay is spent inside the grace period, which must still leave a request taken in its last
+  // moment the time it may take (the request deadline) to finish.
   const grace = typeof env.API_SHUTDOWN_GRACE_MS === 'number' ? env.API_SHUTDOWN_GRACE_MS : DEFAULT_API_SHUTDOWN_GRACE_MS;
-  if (typeof env.API_SHUTDOWN_DELAY_MS === 'number' && env.API_SHUTDOWN_DELAY_MS >= grace) {
+  const delay = typeof env.API_SHUTDOWN_DELAY_MS === 'number' ? env.API_SHUTDOWN_DELAY_MS : 0;
+  if (delay > 0 && delay > grace - REQUEST_DEADLINE_MS) {
     ctx.addIssue({
       code: 'custom',
       path: ['API_SHUTDOWN_DELAY_MS'],
-      message: `must be less than API_SHUTDOWN_GRACE_MS (${grace}): the delay is part of the grace period, and requests still need time to finish after it`,
+      message: `must leave API_SHUTDOWN_GRACE_MS (${grace}) at least the ${REQUEST_DEADLINE_MS} ms a request may take: at most ${Math.max(grace - REQUEST_DEADLINE_MS, 0)} here (or raise API_SHUTDOWN_GRACE_MS)`,
     });
   }
 }
