@@ -106,6 +106,7 @@ const usersInOrg = () => api.models.ProviderUser.countDocuments({ organization_i
 describe('import-users: a 10,000-row CSV with 20 bad rows', () => {
   it('creates 9,980 users, reports the 20 bad rows with their line numbers, sends none of them; a second run creates nothing', async () => {
     const report = join(dir, 'failed.ndjson');
+    writeFileSync(report, 'an earlier run\n', { mode: 0o644 }); // a report from before: overwritten and narrowed
     const first = await importUsers([...credentials(), '--file', csvFile(), '--concurrency', '8', '--report', report]);
     expect(first.code, first.stdout + first.stderr.slice(-2000)).toBe(0);
     expect(first.json).toEqual({ total: 10_000, created: 9_980, updated: 0, unchanged: 0, failed: 20, seconds: expect.any(Number) });

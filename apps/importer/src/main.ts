@@ -10,7 +10,7 @@
  * {"total","created","updated","unchanged","failed","seconds"}, or
  * {"error":{"kind","message"}} with a non-zero exit.
  */
-import { createWriteStream, openSync, readFileSync, statSync } from 'node:fs';
+import { createWriteStream, fchmodSync, openSync, readFileSync, statSync } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
@@ -158,8 +158,10 @@ async function main(): Promise<void> {
       const reportFile = values.report;
       let fd: number;
       try {
-        // Owner-only: the report holds the failed rows as read, emails included.
+        // Owner-only: the report holds the failed rows as read, emails included (the mode given to
+        // open applies to a new file only; an existing one is narrowed too).
         fd = openSync(reportFile, 'w', 0o600);
+        fchmodSync(fd, 0o600);
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
         throw new UsageError(`cannot write --report ${reportFile}: ${e.code === 'ENOENT' ? 'its directory does not exist' : e.message}`);

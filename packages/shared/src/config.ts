@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { parseDuration, parseDurationList } from './duration.ts';
 import { parseRedisUrl } from './events/redis-connection.ts';
 import { scrubText } from './logger.ts';
-import { ConfigError, MIN_RSA_BITS, TARGET_NAME, TARGET_NAME_RULE, type ConfigProblem } from './input-rules.ts';
+import { ConfigError, MIN_RSA_BITS, TARGET_NAME, TARGET_NAME_RULE, urlWithoutSecrets, type ConfigProblem } from './input-rules.ts';
 
 export { ConfigError, TARGET_NAME, TARGET_NAME_RULE, type ConfigProblem };
 
@@ -113,7 +113,7 @@ export function envUrl(protocols: string[]) {
     try {
       parsed = new URL(value);
     } catch {
-      ctx.addIssue({ code: 'custom', message: `must be a URL (${protocols.join(' or ')}), got "${scrubText(value)}"` });
+      ctx.addIssue({ code: 'custom', message: `must be a URL (${protocols.join(' or ')}), got "${urlWithoutSecrets(value)}"` });
       return;
     }
     if (!protocols.includes(parsed.protocol)) ctx.addIssue({ code: 'custom', message: `must use ${protocols.join(' or ')}, got "${parsed.protocol}"` });
@@ -215,7 +215,7 @@ function publicBaseUrlSchema() {
   return envUrl(['http:', 'https:']).superRefine((value, ctx) => {
     const url = URL.canParse(value) ? new URL(value) : undefined;
     if (url && (url.search || url.hash || value.includes('?') || value.includes('#'))) {
-      ctx.addIssue({ code: 'custom', message: `must not carry a query or fragment (the issuer is built on it), got "${scrubText(value)}"` });
+      ctx.addIssue({ code: 'custom', message: `must not carry a query or fragment (the issuer is built on it), got "${urlWithoutSecrets(value)}" with one` });
     }
     if (url && (url.username || url.password)) ctx.addIssue({ code: 'custom', message: 'must not carry credentials' });
   });
@@ -227,7 +227,7 @@ function redisUrlSchema() {
       parseRedisUrl(value);
     } catch (err) {
       // Never the password (in the userinfo or a `?password=` query): the line goes to logs and terminals.
-      ctx.addIssue({ code: 'custom', message: `${scrubText((err as Error).message)}, got "${scrubText(value)}"` });
+      ctx.addIssue({ code: 'custom', message: `${scrubText((err as Error).message)}, got "${urlWithoutSecrets(value)}"` });
     }
   });
 }

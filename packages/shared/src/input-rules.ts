@@ -36,6 +36,15 @@ export function withoutCredentials(text: string): string {
   return text.replace(/\/\/[^@/\s]*@/g, '//***@');
 }
 
+/**
+ * A value meant as one URL (a configuration variable), quoted in an error: everything between the
+ * scheme and the last "@" before the host goes, so a password holding an unescaped "/" goes too,
+ * and so does the query (a `?password=` form).
+ */
+export function urlWithoutSecrets(value: string): string {
+  return value.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^@\s]*@/, '$1***@').replace(/[?#].*$/s, '');
+}
+
 /** `jane.doe@example.com` → `j***@e***.com`: enough to tell users apart in a log, not to read. */
 export function maskEmail(email: string): string {
   const at = email.lastIndexOf('@');

@@ -10,9 +10,11 @@ export type RedisTarget =
 
 function hostsOf(list: string, defaultPort: number): { host: string; port: number }[] {
   return list.split(',').map((hp) => {
-    const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(hp.trim());
-    if (!m || !m[1]) throw new Error(`bad host "${hp}"`);
-    return { host: m[1], port: m[2] ? Number(m[2]) : defaultPort };
+    // A name or IPv4 address, or [IPv6], then an optional :port. Not echoed: a password with an
+    // unescaped "/" lands here (the "@" after it is read as part of the path).
+    const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+))(?::(\d{1,5}))?$/.exec(hp.trim());
+    if (!m) throw new Error('bad host: each must be a name or address, or [IPv6], with an optional :port (percent-encode a password\'s "/", "@" or ":")');
+    return { host: (m[1] ?? m[2])!, port: m[3] ? Number(m[3]) : defaultPort };
   });
 }
 
