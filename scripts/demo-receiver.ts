@@ -14,16 +14,20 @@ import type { AddressInfo } from 'node:net';
 import { createCallbackHandler, MemoryDedupeStore, type CallbackScheme } from '@connect/receiver';
 
 /**
- * An external id that is an email address is logged masked, as the server's own logs mask
- * emails (`jane.doe@example.com` → `j***@e***.com`, maskEmail in packages/shared; the demo
- * receiver runs in the image without that package). test/sdk/demo-receiver.test.ts checks
- * that both agree, which `pnpm stack callbacks --wait` relies on.
+ * An external id holding an "@" is logged masked, exactly as the server masks an email
+ * (`jane.doe@example.com` → `j***@e***.com`): a copy of maskEmail (packages/shared), which the
+ * demo receiver cannot import in the image. `pnpm stack callbacks --wait` masks the id it is given
+ * the same way; test/sdk/demo-receiver.test.ts checks both agree.
  */
 function maskedId(id: string): string {
-  const m = /^([^@\s])[^@\s]*@([^@\s]*?)(\.[A-Za-z]{2,})?$/.exec(id);
-  if (!m) return id;
-  const [, first, host = '', tld = ''] = m;
-  return `${first}***@${host[0] ?? ''}***${tld}`;
+  const at = id.lastIndexOf('@');
+  if (at < 0) return id;
+  if (at < 1) return '***';
+  const domain = id.slice(at + 1);
+  const dot = domain.lastIndexOf('.');
+  const host = dot > 0 ? domain.slice(0, dot) : domain;
+  const tld = dot > 0 ? domain.slice(dot) : '';
+  return `${id[0]}***@${host[0] ?? ''}***${tld}`;
 }
 
 const secrets = (process.env.DEMO_RECEIVER_SECRET ?? '')

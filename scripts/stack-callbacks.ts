@@ -59,7 +59,8 @@ export async function printCallbacks(argv: string[], dir: string): Promise<numbe
   for (;;) {
     const all = thisRun(logFile);
     // The demo receiver logs an email-like id masked.
-    const callbacks = values.wait ? all.filter((c) => c.external_provider_id === values.wait || c.external_provider_id === maskEmail(values.wait!)) : all;
+    const logged = values.wait?.includes('@') ? maskEmail(values.wait) : values.wait;
+    const callbacks = values.wait ? all.filter((c) => c.external_provider_id === logged) : all;
     if (!values.wait || callbacks.length > 0) {
       process.stdout.write(`${JSON.stringify({ callbacks }, null, 2)}\n`);
       return 0;

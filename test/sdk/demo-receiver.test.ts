@@ -96,12 +96,15 @@ describe('the demo receiver verifies real callbacks from the worker', () => {
     }
   });
 
-  it('an external id that is an email is logged masked, exactly as the server masks emails (what `pnpm stack callbacks --wait` matches)', async () => {
-    const id = `dr.${randomUUID().slice(0, 8)}@clinic.example.org`;
-    await sdk.upsertUser({ provider_email: `other-${randomUUID().slice(0, 8)}@example.com`, external_provider_id: id });
-    expect(maskEmail(id)).toBe(`d***@c***.org`);
-    await waitFor(() => verified(nc, maskEmail(id)).length === 1, 60_000, 'the callback logged under the masked id');
-    expect(JSON.stringify(nc.lines())).not.toContain(id);
+  it('an external id with an "@" is logged masked, exactly as the server masks emails (what `pnpm stack callbacks --wait` matches)', async () => {
+    const tag = randomUUID().slice(0, 8);
+    const ids = [`dr.${tag}@clinic.example.org`, `a@b@${tag}.com`, `first last ${tag}@x.org`, `${tag}@b.c0m`, `${tag}@localhost`];
+    for (const id of ids) await sdk.upsertUser({ provider_email: `other-${randomUUID().slice(0, 8)}@example.com`, external_provider_id: id });
+    expect(maskEmail(ids[0]!)).toBe('d***@c***.org');
+    for (const id of ids) {
+      await waitFor(() => verified(nc, maskEmail(id)).length === 1, 60_000, `the callback for ${id} logged under ${maskEmail(id)}`);
+      expect(JSON.stringify(nc.lines())).not.toContain(id);
+    }
   });
 
   it('a forged callback is answered 401 and logged as rejected; a replayed one 200 and dropped as a duplicate', async () => {
