@@ -37,7 +37,20 @@ describe('scrubbing text and errors for the log', () => {
     log.warn(new Error('alone jane.doe@example.com'));
     log.warn({ err: new Error('wrapped jane.doe@example.com?token=abc') });
     log.info('interpolated %s', 'jane.doe@example.com');
-    expect(lines.map((l) => (JSON.parse(l) as { msg: string }).msg)).toEqual(['alone j***@e***.com', 'wrapped j***@e***.com?…', 'interpolated j***@e***.com']);
+    log.info({ n: 1 }, 'sent to %s?token=%s as %j', 'https://h/x', 'T0KEN', { to: 'jane.doe@example.com' });
+    expect(lines.map((l) => (JSON.parse(l) as { msg: string }).msg)).toEqual([
+      'alone j***@e***.com',
+      'wrapped j***@e***.com?…',
+      'interpolated j***@e***.com',
+      'sent to https://h/x?… as {"to":"j***@e***.com"}',
+    ]);
+    expect(JSON.parse(lines[3]!)).toMatchObject({ n: 1 });
+  });
+  it('an error keeps its cause and an AggregateError its errors, scrubbed alike', () => {
+    const err = new Error('fetch failed', { cause: new AggregateError([new Error('connect ECONNREFUSED for jane.doe@example.com')], 'all refused') });
+    const out = serializeError(err) as { cause: { type: string; errors: { message: string }[] } };
+    expect(out.cause.type).toBe('AggregateError');
+    expect(out.cause.errors[0]!.message).toBe('connect ECONNREFUSED for j***@e***.com');
   });
 });
 

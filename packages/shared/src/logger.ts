@@ -1,3 +1,4 @@
+import { format } from 'node:util';
 import pino, { type Logger, type LoggerOptions } from 'pino';
 import { maskEmail, maskEmailsIn, withoutCredentials } from './input-rules.ts';
 
@@ -19,14 +20,19 @@ export function scrubText(text: string): string {
  * error's `keyValue` quotes the duplicate email, a topology dump, a Fastify message the raw
  * URL); this keeps the type, the code and the message and stack, scrubbed.
  */
-export function serializeError(err: unknown): unknown {
+export function serializeError(err: unknown, depth = 0): unknown {
   if (!(err instanceof Error)) return typeof err === 'string' ? scrubText(err) : err;
   const code = (err as { code?: unknown }).code;
+  // What explains the error often sits in its cause (fetch's "fetch failed") or, for an
+  // AggregateError (a refused connection to every address), in its errors: kept, scrubbed alike.
+  const inner = depth < 3 ? err : undefined;
   return {
     type: err.constructor?.name ?? err.name,
     message: scrubText(err.message),
     ...(typeof code === 'string' || typeof code === 'number' ? { code } : {}),
     ...(err.stack ? { stack: scrubText(err.stack) } : {}),
+    ...(inner?.cause !== undefined ? { cause: serializeError(inner.cause, depth + 1) } : {}),
+    ...(inner instanceof AggregateError ? { errors: inner.errors.slice(0, 5).map((e) => serializeError(e, depth + 1)) } : {}),
   };
 }
 
@@ -92,8 +98,13 @@ export function loggerOptions(level: string, name: string): LoggerOptions {
       logMethod(args, method) {
         const first = args[0] as unknown;
         const lent = args.length === 1 ? (first instanceof Error ? first : (first as { err?: unknown } | null)?.err) : undefined;
-        const scrubbed = (lent instanceof Error ? [first, lent.message] : args).map((a) => (typeof a === 'string' ? scrubText(a) : a));
-        return method.apply(this, scrubbed as Parameters<typeof method>);
+        if (lent instanceof Error) return method.apply(this, [first, scrubText(lent.message)] as Parameters<typeof method>);
+        // The message is scrubbed once interpolated: a placeholder's value can quote input, and
+        // scrubbing the format string first would eat the placeholders after a "?".
+        const at = typeof first === 'string' ? 0 : typeof args[1] === 'string' ? 1 : -1;
+        if (at < 0) return method.apply(this, args);
+        const message = scrubText(format(args[at] as string, ...args.slice(at + 1)));
+        return method.apply(this, [...args.slice(0, at), message] as unknown as Parameters<typeof method>);
       },
     },
     formatters: {
