@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { connectReceiver, createCallbackHandler, MemoryDedupeStore, RedisDedupeStore, type CallbackEvent, type FastifyReceiverOptions } from '@connect/receiver';
+import { connectReceiver, createCallbackHandler, MemoryDedupeStore, RedisDedupeStore, verifyCallback, type CallbackEvent, type FastifyReceiverOptions } from '@connect/receiver';
 import { signNablaConnect, signStandardWebhooks } from '@connect/worker';
 import { uniquePrefix } from '../support/harness.ts';
 import { waitFor } from '../support/child-process.ts';
@@ -179,6 +179,69 @@ describe('adapters keep the raw body and stay in their lane', () => {
     expect((await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()))).status).toBe(500);
     expect(await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()))).toEqual({ status: 200, body: { request_uuid: id } });
     expect(handled).toEqual([id]);
+  });
+});
+
+describe.each([
+  ['Fastify plugin', fastifyReceiver],
+  ['node:http handler', nodeReceiver],
+] as const)('%s: forward compatible, and its answers in the protocol shape', (_name, start) => {
+  it('settings and a status with values this SDK does not know yet are handed over (200), not refused as malformed', async () => {
+    const receiver = await start({ secrets: [newSecret] });
+    const user = { provider_email: 'a@example.com', external_provider_id: `ext-${randomUUID()}`, created_at: new Date().toISOString(), updated_at: new Date().toISOString(), version: 2, deactivated_at: null, status: 'suspended' };
+    const settings = { specialty: { kind: 'SPORTS_MEDICINE' }, speech_locale: 'DUTCH_NL', secondary_speech_locale: null };
+    const { id, raw } = eventBody({ type: 'user.updated', data: { organization_id: 'org-1', version: 2, user: { ...user, settings } } });
+    expect(await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()))).toEqual({ status: 200, body: { request_uuid: id } });
+    expect(receiver.events.at(-1)?.data.user).toMatchObject({ status: 'suspended', settings });
+  });
+
+  it('a hook for logging that throws leaves the answer as it was: 401 for a bad signature, 200 for a duplicate', async () => {
+    const receiver = await start({
+      secrets: [newSecret],
+      dedupe: new MemoryDedupeStore(),
+      onRejected: () => {
+        throw new Error('logger down');
+      },
+      onDuplicate: () => {
+        throw new Error('logger down');
+      },
+    });
+    const { id, raw } = eventBody();
+    expect((await post(receiver.url, raw, signNablaConnect(raw, ['not-the-secret'], new Date()))).status).toBe(401);
+    expect((await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()))).status).toBe(200);
+    expect(await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()))).toEqual({ status: 200, body: { request_uuid: id } });
+  });
+
+  it('another method is 405 with Allow: POST; a body over the limit 413; both {error, message}', async () => {
+    const receiver = await start({ secrets: [newSecret], bodyLimit: 1000 });
+    const get = await fetch(receiver.url);
+    expect(get.status).toBe(405);
+    expect(get.headers.get('allow')).toBe('POST');
+    expect(await get.json()).toEqual({ error: 'method_not_allowed', message: expect.any(String) });
+    const big = await fetch(receiver.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(5000) });
+    expect(big.status).toBe(413);
+    expect(await big.json()).toEqual({ error: 'body_too_large', message: expect.any(String) });
+  });
+
+  it('a dedupe store that fails answers 500 {error: "internal"} without its error text (the sender retries)', async () => {
+    const failing = { claim: () => Promise.reject(new Error("Stream isn't writeable and enableOfflineQueue options is false")), handled: async () => undefined, forget: async () => undefined };
+    const receiver = await start({ secrets: [newSecret], dedupe: failing as unknown as MemoryDedupeStore });
+    const { raw } = eventBody();
+    const res = await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()));
+    expect(res).toEqual({ status: 500, body: { error: 'internal', message: expect.not.stringMatching(/Stream|enableOfflineQueue/) } });
+  });
+});
+
+describe('toleranceSeconds that would switch the replay window off is a TypeError', () => {
+  it.each([NaN, -1, Infinity])('%s: refused by verifyCallback and by both adapters at creation', (toleranceSeconds) => {
+    const { raw } = eventBody();
+    expect(() => verifyCallback({ headers: signNablaConnect(raw, [newSecret], new Date(0)), rawBody: raw, secrets: newSecret, toleranceSeconds })).toThrow(TypeError);
+    expect(() => createCallbackHandler({ secrets: newSecret, toleranceSeconds, onEvent: () => undefined })).toThrow(TypeError);
+  });
+  it('and the Fastify plugin refuses it when registered', async () => {
+    const app = Fastify();
+    await expect(app.register(connectReceiver, { secrets: newSecret, toleranceSeconds: NaN, onEvent: () => undefined }).ready()).rejects.toThrow(TypeError);
+    await app.close();
   });
 });
 

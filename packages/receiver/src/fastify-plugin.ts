@@ -1,6 +1,6 @@
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyError, FastifyPluginAsync } from 'fastify';
 import { answerCallback, type CallbackReceiverOptions } from './reply-protocol.ts';
-import { usableSecrets } from './verify-callback.ts';
+import { usableSecrets, usableTolerance } from './verify-callback.ts';
 
 export interface FastifyReceiverOptions extends CallbackReceiverOptions {
   /** The route, `/callbacks` by default (within the prefix the plugin is registered under). */
@@ -16,11 +16,25 @@ export interface FastifyReceiverOptions extends CallbackReceiverOptions {
  */
 export const connectReceiver: FastifyPluginAsync<FastifyReceiverOptions> = async (app, options) => {
   usableSecrets(options.secrets, options.scheme ?? 'nabla-connect', 'connectReceiver');
+  usableTolerance(options.toleranceSeconds, 'connectReceiver');
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: options.bodyLimit ?? 1024 * 1024 }, (_request, body, done) => done(null, body));
-  app.post(options.path ?? '/callbacks', async (request, reply) => {
+  const limit = options.bodyLimit ?? 1024 * 1024;
+  // The same answers as the node:http handler, in the protocol's {error, message} shape: a body
+  // over the limit, another method, and a failure of ours (a dedupe store down) without its text.
+  app.setErrorHandler((error: FastifyError, _request, reply) => {
+    if (error.statusCode === 413) return reply.status(413).type('application/json').send({ error: 'body_too_large', message: `at most ${limit} bytes` });
+    return reply.status(500).type('application/json').send({ error: 'internal', message: 'the callback could not be handled' });
+  });
+  const path = options.path ?? '/callbacks';
+  app.post(path, async (request, reply) => {
     const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
     const answer = await answerCallback(options, { headers: request.headers, rawBody: raw });
     return reply.status(answer.status).type('application/json').send(answer.body);
+  });
+  app.route({
+    method: ['GET', 'PUT', 'PATCH', 'DELETE'],
+    url: path,
+    handler: async (_request, reply) => reply.status(405).header('allow', 'POST').type('application/json').send({ error: 'method_not_allowed', message: 'callbacks are POSTed' }),
   });
 };

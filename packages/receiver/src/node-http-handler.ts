@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { answerCallback, type CallbackReceiverOptions } from './reply-protocol.ts';
-import { usableSecrets } from './verify-callback.ts';
+import { usableSecrets, usableTolerance } from './verify-callback.ts';
 
 export interface NodeHandlerOptions extends CallbackReceiverOptions {
   /** Largest body accepted; 1 MiB by default (a callback is a few hundred bytes). */
@@ -8,7 +8,8 @@ export interface NodeHandlerOptions extends CallbackReceiverOptions {
 }
 
 function send(res: ServerResponse, status: number, body: Record<string, unknown>): void {
-  res.writeHead(status, { 'content-type': 'application/json' });
+  // A 405 says what is allowed (RFC 9110, 15.5.6).
+  res.writeHead(status, { 'content-type': 'application/json', ...(status === 405 ? { allow: 'POST' } : {}) });
   res.end(JSON.stringify(body));
 }
 
@@ -38,6 +39,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_la
  */
 export function createCallbackHandler(options: NodeHandlerOptions): (req: IncomingMessage, res: ServerResponse) => void {
   usableSecrets(options.secrets, options.scheme ?? 'nabla-connect', 'createCallbackHandler');
+  usableTolerance(options.toleranceSeconds, 'createCallbackHandler');
   const limit = options.bodyLimit ?? 1024 * 1024;
   return (req, res) => {
     void (async () => {

@@ -30,19 +30,28 @@ export interface CallbackReply {
  * handle it now" may be a 5xx; a copy is acknowledged only once the event really
  * was handled, so a first copy that fails or dies mid-way loses nothing.
  */
+/** onRejected and onDuplicate are for logging: one that throws must not turn a final answer into a 500 the sender retries. */
+function hook(call: () => void): void {
+  try {
+    call();
+  } catch {
+    /* the answer stands */
+  }
+}
+
 export async function answerCallback(options: CallbackReceiverOptions, request: { headers: IncomingHeaders; rawBody: Buffer | string }): Promise<CallbackReply> {
   let event: CallbackEvent;
   try {
     event = verifyCallback({ headers: request.headers, rawBody: request.rawBody, secrets: options.secrets, scheme: options.scheme, toleranceSeconds: options.toleranceSeconds });
   } catch (err) {
     if (!(err instanceof CallbackVerificationError)) throw err;
-    options.onRejected?.(err);
+    hook(() => options.onRejected?.(err));
     return { status: err.reason === 'malformed_body' ? 400 : 401, body: { error: err.reason, message: err.message } };
   }
   const id = event.request_uuid;
   const claim = options.dedupe ? await options.dedupe.claim(id) : 'claimed';
   if (claim === 'handled') {
-    options.onDuplicate?.(event);
+    hook(() => options.onDuplicate?.(event));
     return { status: 200, body: { request_uuid: id } };
   }
   if (claim === 'in_progress') return { status: 503, body: { error: 'in_progress', message: 'another copy of this event is being handled; retry later' } };

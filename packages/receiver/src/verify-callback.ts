@@ -56,7 +56,7 @@ export function verifyCallback(input: VerifyCallbackInput): CallbackEvent {
   const scheme = input.scheme ?? 'nabla-connect';
   const secrets = usableSecrets(input.secrets, scheme, 'verifyCallback');
   const raw = Buffer.isBuffer(input.rawBody) ? input.rawBody : Buffer.from(input.rawBody as string | Uint8Array);
-  const tolerance = input.toleranceSeconds ?? DEFAULT_TOLERANCE[scheme];
+  const tolerance = usableTolerance(input.toleranceSeconds, 'verifyCallback') ?? DEFAULT_TOLERANCE[scheme];
   const now = (input.now ?? Date.now)();
 
   if (scheme === 'nabla-connect') verifyNablaConnect(input.headers, raw, secrets, tolerance, now);
@@ -106,6 +106,16 @@ function verifyNablaConnect(headers: IncomingHeaders, raw: Buffer, secrets: read
     return given.some((g) => g.length === expected.length && timingSafeEqual(g, expected));
   });
   if (!ok) throw new CallbackVerificationError('bad_signature', 'no signature matches any secret');
+}
+
+/**
+ * `toleranceSeconds`, checked like the secrets: NaN (an unset variable through Number()) or a
+ * negative value would otherwise turn the replay window off, failing open.
+ */
+export function usableTolerance(given: number | undefined, who: string): number | undefined {
+  if (given === undefined) return undefined;
+  if (typeof given !== 'number' || !Number.isFinite(given) || given < 0) throw new TypeError(`${who}: toleranceSeconds must be a finite number of seconds, 0 or more, got ${String(given)}`);
+  return given;
 }
 
 /**

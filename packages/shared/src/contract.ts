@@ -6,7 +6,8 @@
  * nothing but zod belong here.
  */
 import { z } from 'zod';
-import { providerUserSchema, userStatusSchema } from './provider-users/provider-user-schema.ts';
+import { SPECIALTY_KINDS, SPEECH_LOCALES } from './enums.ts';
+import { providerUserSchema, USER_STATUSES } from './provider-users/provider-user-schema.ts';
 import { USER_EVENT_TYPES, type UserEventType } from './events/user-event-type.ts';
 
 export * from './enums.ts';
@@ -20,14 +21,34 @@ export const CALLBACK_EVENT_TYPES = USER_EVENT_TYPES;
 export type CallbackEventType = UserEventType;
 
 /**
+ * A value of one of our enums as a callback carries it: any string is taken, typed as the
+ * values known today. A server that adds a locale, a specialty or a status must not make
+ * receivers built before it refuse the callback (a 4xx dead-letters it, and the receiver is
+ * left holding stale settings); a receiver handles a value it does not know as it sees fit.
+ */
+function openEnum<const V extends readonly string[]>(values: V) {
+  return z.custom<V[number] | (string & {})>((v) => typeof v === 'string', { message: `must be a string (known values: ${values.join(', ')})` });
+}
+
+/** Settings as a callback carries them: the API's shape with open enums, unknown members kept. */
+export const callbackSettingsSchema = z
+  .object({
+    specialty: z.object({ kind: openEnum(SPECIALTY_KINDS), other_specialty_name: z.string().nullable().optional() }).loose().nullable(),
+    speech_locale: openEnum(SPEECH_LOCALES),
+    secondary_speech_locale: openEnum(SPEECH_LOCALES).nullable(),
+  })
+  .loose();
+
+/**
  * The user inside a callback: the API's user plus `status` / `deactivated_at` (optional
  * here so callbacks from servers without the lifecycle still verify). Unknown members
- * are kept, not refused: a receiver must not start rejecting callbacks when a later
- * version adds a field.
+ * are kept, not refused, and enum values are open (openEnum): a receiver must not start
+ * rejecting callbacks when a later version adds a field or a value.
  */
 export const callbackUserSchema = providerUserSchema
   .extend({
-    status: userStatusSchema.optional(),
+    settings: callbackSettingsSchema.nullable(),
+    status: openEnum(USER_STATUSES).optional(),
     deactivated_at: z.string().nullable().optional(),
   })
   .loose();
