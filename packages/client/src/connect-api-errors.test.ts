@@ -33,6 +33,10 @@ describe('retry policy', () => {
     expect(retryAfterMs(new Date(10_000).toUTCString(), 4_000)).toBe(6_000);
     expect(retryAfterMs(null)).toBeUndefined();
     expect(retryAfterMs('soon')).toBeUndefined();
+    // Not delay-seconds (whole numbers only) and not an HTTP date: unreadable, so the backoff applies
+    // (Date.parse would read "1.5" as a day in 2001: a wait of 0, an immediate retry).
+    expect(retryAfterMs('1.5')).toBeUndefined();
+    expect(retryAfterMs('-3')).toBeUndefined();
   });
 
   it('backoff grows exponentially with full jitter, capped at 30 s', () => {

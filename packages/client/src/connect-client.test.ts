@@ -42,6 +42,24 @@ describe('ConnectClient options: baseUrl', () => {
     },
   );
 
+  it.each([
+    ['maxRetries', NaN],
+    ['maxRetries', -1],
+    ['maxRetries', 1.5],
+    ['maxRetryWaitMs', NaN],
+    ['timeoutMs', 0],
+  ])('%s: %s is refused at construction with a TypeError naming it (NaN retried without end)', (name, value) => {
+    expect(() => new ConnectClient({ ...options, [name]: value })).toThrow(new RegExp(`^${name} must be a whole number`));
+  });
+
+  it('getUser and deactivateUser say plainly that "." and ".." cannot travel in a URL path', async () => {
+    const client = new ConnectClient(options);
+    for (const id of ['.', '..']) {
+      await expect(client.getUser(id)).rejects.toThrow(/cannot be sent in a URL path/);
+      await expect(client.deactivateUser(id)).rejects.toThrow(/cannot be sent in a URL path/);
+    }
+  });
+
   it('an absolute http(s) URL is taken, without its trailing slashes', () => {
     const client = new ConnectClient({ ...options, baseUrl: 'https://connect.example.org/v1/connect/server//' });
     expect(client.baseUrl).toBe('https://connect.example.org/v1/connect/server');

@@ -93,6 +93,25 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Pro
   });
 }
 
+/** A numeric option: absent → the default; otherwise a whole number from `min` up, or a TypeError naming it. */
+function wholeNumberOption(name: string, given: number | undefined, fallback: number, min = 0): number {
+  if (given === undefined) return fallback;
+  if (typeof given !== 'number' || !Number.isInteger(given) || given < min) throw new TypeError(`${name} must be a whole number, ${min} or more; got ${String(given)}`);
+  return given;
+}
+
+/**
+ * `/users/{id}`. An id of "." or ".." cannot travel in a URL path: URL parsing (fetch, undici)
+ * removes such dot segments, encoded or not, and the request would reach another route. Said
+ * plainly instead of a misleading 404 or 400.
+ */
+function userPath(externalProviderId: string, method: string): string {
+  if (externalProviderId === '.' || externalProviderId === '..') {
+    throw new TypeError(`${method}: an external_provider_id of "${externalProviderId}" cannot be sent in a URL path (URL parsing removes "." and ".." segments); use listUsers to read it`);
+  }
+  return `/users/${encodeURIComponent(externalProviderId)}`;
+}
+
 /** A URL as an error message may quote it: no user name or password, no query or fragment (either may hold a secret). */
 function shownUrl(raw: string): string {
   return JSON.stringify(raw.replace(/\/\/[^/?#\s]*@/, '//***@').replace(/[?#].*$/s, ''));
@@ -166,9 +185,10 @@ export class ConnectClient {
     this.key = toPrivateKey(options.privateKey);
     this.keyId = options.keyId;
     this.apiVersion = options.apiVersion;
-    this.maxRetries = options.maxRetries ?? 3;
-    this.maxRetryWaitMs = options.maxRetryWaitMs ?? 60_000;
-    const timeoutMs = options.timeoutMs ?? 30_000;
+    // NaN would retry without end (attempt >= NaN is never true); a negative number is a mistake too.
+    this.maxRetries = wholeNumberOption('maxRetries', options.maxRetries, 3);
+    this.maxRetryWaitMs = wholeNumberOption('maxRetryWaitMs', options.maxRetryWaitMs, 60_000);
+    const timeoutMs = wholeNumberOption('timeoutMs', options.timeoutMs, 30_000, 1);
     this.transport = options.fetch ? fetchTransport(options.fetch, timeoutMs) : undiciTransport(timeoutMs);
     this.tokens = new AccessTokenSource(() => this.requestToken());
   }
@@ -186,13 +206,13 @@ export class ConnectClient {
 
   /** GET /users/{id}: the user and where each downstream target stands. NotFoundError when the organization has none. */
   async getUser(externalProviderId: string, options: CallOptions = {}): Promise<ConnectUserWithSync> {
-    return bodyOf<ConnectUserWithSync>(await this.call('GET', `/users/${encodeURIComponent(externalProviderId)}`, { apiVersion: this.apiVersion, signal: options.signal }));
+    return bodyOf<ConnectUserWithSync>(await this.call('GET', userPath(externalProviderId, 'getUser'), { apiVersion: this.apiVersion, signal: options.signal }));
   }
 
   /** DELETE /users/{id} (preview): 200 with the deactivated user, again 200 and no event on a second call. */
   async deactivateUser(externalProviderId: string, options: CallOptions & { apiVersion?: string } = {}): Promise<ProviderUserNextView> {
     const apiVersion = options.apiVersion ?? this.apiVersion ?? PREVIEW_API_VERSION;
-    return bodyOf<ProviderUserNextView>(await this.call('DELETE', `/users/${encodeURIComponent(externalProviderId)}`, { apiVersion, signal: options.signal }));
+    return bodyOf<ProviderUserNextView>(await this.call('DELETE', userPath(externalProviderId, 'deactivateUser'), { apiVersion, signal: options.signal }));
   }
 
   /**

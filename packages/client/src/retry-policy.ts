@@ -17,6 +17,9 @@ export function retryAfterMs(header: string | null, now: number = Date.now()): n
   if (!header) return undefined;
   const value = header.trim();
   if (/^\d+$/.test(value)) return Number(value) * 1000;
+  // Only an HTTP date (RFC 9110: "Sun, 06 Nov 1994 08:49:37 GMT"): Date.parse reads "1.5" as a
+  // day in 2001, a wait of 0, which would retry at once instead of backing off.
+  if (!/GMT$/i.test(value)) return undefined;
   const at = Date.parse(value);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
