@@ -90,4 +90,34 @@ describe('targets resync: live events first', () => {
     console.log(`[resync priority] updated users' last callbacks at positions ${updatedPositions.join(', ')} of ${order.length}`);
     for (const p of updatedPositions) expect(p).toBeLessThan(LIVE + 2 * UPDATED + 2 * CONCURRENCY);
   }, 240_000);
+
+  it('a forced resync does not take the place of a live change waiting behind a running delivery: that change still goes out as a live job', async () => {
+    const id = `running-${randomUUID().slice(0, 8)}`;
+    const body = (locale: string) => ({ provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: locale } });
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    receiver.respond = async (req) => {
+      if (userOf(req) === id && req.body.data.version === 2) await gate;
+      return { status: 200 };
+    };
+    try {
+      expect((await postUser(stack.api, stack.token, body('ENGLISH_US'))).status).toBe(201);
+      await eventually(() => receiver.accepted().some((c) => userOf(c) === id && c.body.data.version === 1), 30_000);
+      expect((await postUser(stack.api, stack.token, body('FRENCH_FR'))).status).toBe(200);
+      await eventually(() => receiver.received.some((c) => userOf(c) === id && c.body.data.version === 2), 30_000); // v2's delivery is running, held
+      expect((await postUser(stack.api, stack.token, body('GERMAN_DE'))).status).toBe(200); // v3 waits behind it
+      await eventsFannedOut(worker!, 30_000);
+      expect(await cli('targets', 'resync', 'late', '--force')).toMatchObject({ target: 'late' });
+      release();
+      await eventually(() => receiver.accepted().some((c) => userOf(c) === id && c.body.data.version === 3), 120_000, 200);
+      const v3 = (await stack.api.models.ProviderUser.findOne({ external_provider_id: id }).lean())!.last_event.id;
+      const queue = worker!.deps.deliveries.get('late')!;
+      const sentIt = (await queue.getJobs(['completed'], 0, -1)).find((j) => (j.returnvalue as { sent?: string[] } | undefined)?.sent?.includes(v3));
+      expect(sentIt?.id, 'the job that sent v3').toBeDefined();
+      expect(sentIt!.id!.startsWith('resync.'), `v3 went out as ${sentIt!.id} (priority ${sentIt!.priority})`).toBe(false);
+    } finally {
+      release();
+      receiver.respond = () => ({ status: 200 });
+    }
+  }, 240_000);
 });

@@ -110,9 +110,18 @@ export class DeliveryQueues {
     );
   }
 
-  /** Jobs with their own ids and extra options (resync: a priority below live deliveries), deduplicated as `enqueue` does. */
+  /**
+   * Resync's jobs: their own ids and extra options (a priority below live deliveries). Deduplicated
+   * like the others, except that one never becomes the job kept for after a running delivery
+   * (`keepLastIfActive`): BullMQ keeps only the last such add, so it would replace a live change
+   * waiting there, which would then go out at the resync's priority, behind its whole backlog. A
+   * user whose delivery is running is left to it: that run sends the newest state it read, and a
+   * change after that is the live job waiting behind it.
+   */
   async enqueueWith(target: string, jobs: readonly { job: DeliveryJob; jobId: string }[], extra: JobsOptions): Promise<void> {
-    await this.queueOf(target).addBulk(jobs.map(({ job, jobId }) => ({ name: job.event.type, data: job, opts: { ...dedupOptions(job, jobId), ...extra } })));
+    await this.queueOf(target).addBulk(
+      jobs.map(({ job, jobId }) => ({ name: job.event.type, data: job, opts: { ...dedupOptions(job, jobId, { keepLastIfActive: false }), ...extra } })),
+    );
   }
 
   /** Prioritized jobs waiting for the target: only resync adds those. */
@@ -154,6 +163,6 @@ async function liftFoldedIntoResync(queue: Queue<DeliveryJob>, added: readonly J
 /** What resync job ids start with (resync-target.ts). */
 export const RESYNC_JOB_ID_PREFIX = 'resync.';
 
-function dedupOptions(job: DeliveryJob, jobId: string): JobsOptions {
-  return { jobId, deduplication: { id: `${job.user_id}:${job.target}`, keepLastIfActive: true } };
+function dedupOptions(job: DeliveryJob, jobId: string, o: { keepLastIfActive: boolean } = { keepLastIfActive: true }): JobsOptions {
+  return { jobId, deduplication: { id: `${job.user_id}:${job.target}`, keepLastIfActive: o.keepLastIfActive } };
 }
