@@ -199,3 +199,62 @@ describe('status changes and targets that could not have heard a deactivation, o
     }
   });
 });
+
+describe('status changes: targets that heard a deactivation without acknowledging it, and a refused update after a delivered change', () => {
+  it('a receiver that acted on user.deactivated but answered 500 gets user.reactivated before the update that followed; an update refused for good leaves the delivered change delivered', async () => {
+    const admin = { health: stack.worker.deps.health, queues: stack.worker.deps.deliveries };
+    const email = (id: string) => `${id}@example.com`;
+    const unacked = `unacked-${randomBytes(6).toString('hex')}`;
+    // The receiver acts on the deactivation, then fails to answer 2xx (as a timeout would); the
+    // target is paused at that moment so the retry waits for what comes next.
+    receiver.respond = async (req) => {
+      if (req.body?.data?.user?.external_provider_id === unacked && req.body.type === 'user.deactivated') {
+        await pauseTarget(admin, 'dictation');
+        return { status: 500 };
+      }
+      return { status: 200 };
+    };
+    try {
+      expect((await postUser(api, token, { provider_email: email(unacked), external_provider_id: unacked }, NEXT)).status).toBe(201);
+      await eventually(() => expect(acceptedFor(unacked).map((c) => c.body.data.version)).toContain(1));
+      expect((await del(unacked)).status).toBe(200);
+      await eventually(() => expect(receiver.received.some((c) => c.body?.data?.user?.external_provider_id === unacked && c.answered === 500)).toBe(true));
+      expect((await postUser(api, token, { provider_email: email(unacked), external_provider_id: unacked }, NEXT)).body.version).toBe(3);
+      expect((await postUser(api, token, { provider_email: email(unacked), external_provider_id: unacked, settings: { speech_locale: 'FRENCH_FR' } }, NEXT)).body.version).toBe(4);
+      await eventsFannedOut(stack.worker, 30_000);
+      receiver.respond = () => ({ status: 200 });
+      await resumeTarget(admin, 'dictation');
+      await eventually(() => expect(acceptedFor(unacked).map((c) => c.body.data.version)).toContain(4));
+      const sent = receiver.received.filter((c) => c.body?.data?.user?.external_provider_id === unacked).map((c) => [c.body.type, c.body.data.version, c.answered]);
+      expect(sent).toEqual([
+        ['user.created', 1, 200],
+        ['user.deactivated', 2, 500],
+        ['user.reactivated', 3, 200],
+        ['user.updated', 4, 200],
+      ]);
+
+      // Delivered v2, then held: the reactivation goes (200), the update after it is refused for good.
+      const refusedUpdate = `refupd-${randomBytes(6).toString('hex')}`;
+      receiver.respond = (req) => ({ status: req.body?.data?.user?.external_provider_id === refusedUpdate && req.body.type === 'user.updated' ? 400 : 200 });
+      expect((await postUser(api, token, { provider_email: email(refusedUpdate), external_provider_id: refusedUpdate }, NEXT)).status).toBe(201);
+      expect((await del(refusedUpdate)).status).toBe(200);
+      await eventually(() => expect(acceptedFor(refusedUpdate).map((c) => c.body.data.version)).toContain(2));
+      await pauseTarget(admin, 'dictation');
+      await postUser(api, token, { provider_email: email(refusedUpdate), external_provider_id: refusedUpdate }, NEXT);
+      await postUser(api, token, { provider_email: email(refusedUpdate), external_provider_id: refusedUpdate, settings: { speech_locale: 'FRENCH_FR' } }, NEXT);
+      await eventsFannedOut(stack.worker, 30_000);
+      await resumeTarget(admin, 'dictation');
+      const doc = (await api.models.ProviderUser.findOne({ external_provider_id: refusedUpdate }).lean())!;
+      const rowOf = (eventId: string) => stack.worker.deps.store.get(deliveryIdOf(eventId, 'dictation'));
+      await eventually(async () => expect((await rowOf(doc.last_event.id))?.status).toBe('failed'));
+      expect(acceptedFor(refusedUpdate).map((c) => [c.body.type, c.body.data.version])).toEqual([
+        ['user.created', 1],
+        ['user.deactivated', 2],
+        ['user.reactivated', 3],
+      ]);
+      expect((await rowOf(doc.status_event!.id))?.status).toBe('delivered');
+    } finally {
+      receiver.respond = () => ({ status: 200 });
+    }
+  });
+});

@@ -62,9 +62,16 @@ describe('a delivery run whose job lock lapsed', () => {
       () => stack.worker.logs.lines.some((l) => l.includes('lost the job to another')) || receiver.received.filter((c) => c.body.data.version === 2).length > 1,
       30_000,
     );
+    // Its failure handling (BullMQ finds the lock gone) is done once the job is settled again.
+    await eventually(async () => (await queue.getJobCounts('active')).active === 0, 30_000);
     const versions = receiver.received.filter((c) => userOf(c) === id).map((c) => c.body.data.version as number);
     const afterV3 = versions.slice(versions.indexOf(3) + 1);
     expect(afterV3.filter((v) => v < 3), `versions in arrival order: ${versions.join(', ')}`).toEqual([]);
     expect(versions.filter((v) => v === 2)).toHaveLength(1);
+    // Nor does it record the outcome of the callback it had in flight: the target's record stays
+    // where the run that owns the job left it (delivered, v3), not set back to its stale v2.
+    const user = (await stack.api.models.ProviderUser.findOne({ external_provider_id: id }).lean())!;
+    const sync = await stack.worker.deps.store.readSync(user._id.toString(), 't');
+    expect(sync).toMatchObject({ status: 'delivered', version: 3, delivered_version: 3 });
   });
 });

@@ -103,14 +103,15 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
   /**
    * The user's latest change of status, when it must go before `newest`: coalescing may drop
    * updates, never leave a receiver believing the wrong status. Overtaken by a newer event, that
-   * change is a reactivation (a deactivated user changes only by coming back), and only a target
-   * at version 2 or more can have heard a deactivation: a new or wiped one gets user.created and
-   * the newest, as resync promises. A change the target refused for good (a dead letter) is not
-   * sent again in front of every later event: that would hold them all behind it.
+   * change is a reactivation (a deactivated user changes only by coming back). A target that has
+   * the user (version 1 or more) may have heard the deactivation, even unacknowledged (it acted,
+   * then answered too late); one that never had it (new, wiped) gets user.created and the newest,
+   * as resync promises. A change the target refused for good (a dead letter) is not sent again in
+   * front of every later event: that would hold them all behind it.
    */
   const statusChangeToSend = async (user: ProviderUserDoc, newest: UserEvent, deliveredVersion: number, targetName: string): Promise<UserEvent | undefined> => {
     const change = statusChangeOf(user);
-    if (!change || deliveredVersion < 2 || change.version <= deliveredVersion || change.version >= newest.version) return undefined;
+    if (!change || deliveredVersion < 1 || change.version <= deliveredVersion || change.version >= newest.version) return undefined;
     const row = await store.get(deliveryIdOf(change.id, targetName));
     return row?.status === 'failed' ? undefined : change;
   };
@@ -170,6 +171,8 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       // (docs/delivery.md, "Status changes").
       const statusChange = user ? await statusChangeToSend(user, newest, deliveredVersion, targetName) : undefined;
       const toSend = [...(deliveredVersion === 0 && newest.version > 1 ? [created] : []), ...(statusChange ? [statusChange] : []), newest];
+      // Delivered by this run: never dead-lettered after, when a later event of the run fails.
+      const sentNow = new Set<string>();
       for (const event of toSend) {
         const isNewest = event === newest;
         if (!(await stillOwned(job, token))) {
@@ -178,6 +181,12 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         }
         const startedAt = now();
         const outcome = await deliverCallback(target, event, { now });
+        // The outcome is this run's to record only if the job is still its own: one paused through
+        // the send would otherwise set back rows and sync state its successor has moved on.
+        if (!(await stillOwned(job, token))) {
+          log.warn({ event_id: event.id, target: targetName, version: event.version }, 'this run lost the job to another during its callback; leaving the outcome to it');
+          throw new LostJobLockError(`lost the lock of job ${job.id}`);
+        }
         const attemptFields = { version: newest.version, attempts: attempt, last_attempt_at: startedAt };
         const history = {
           deliveryId: deliveryIdOf(event.id, targetName),
@@ -198,6 +207,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
             health.recordSuccess(targetName, probeToken),
           ]);
           probeToken = undefined;
+          sentNow.add(event.id);
           logTransition(targetName, transition, 'a delivery succeeded');
           if (transition.from === 'failing' && transition.to === 'healthy') {
             // The backlog may go now: lift the queue-wide hold for every process.
@@ -275,7 +285,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           // The `created` sent first failed for good: the update this job was for is stuck
           // behind it, so it is a dead letter too (visible, and replayed with it).
           for (const other of [data.event, newest]) {
-            if (other.id !== event.id) await store.deadLettered(refOf(other), null, `${outcome.error} (on ${event.type})`);
+            if (other.id !== event.id && !sentNow.has(other.id)) await store.deadLettered(refOf(other), null, `${outcome.error} (on ${event.type})`);
           }
           // Versions in between, whose jobs folded into this one, were overtaken by the newest.
           await store.supersedePendingBelow(user_id, targetName, newest.version);
