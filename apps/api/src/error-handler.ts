@@ -1,7 +1,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { DomainError, PROBLEM_TYPE_BASE, maskEmailsIn, type FieldError } from '@connect/shared';
+import { DomainError, PROBLEM_TYPE_BASE, type FieldError } from '@connect/shared';
 import { asServiceUnavailable } from './service-unavailable.ts';
 import { MethodNotAllowedError, RateLimitedError, UnauthorizedError } from './http-errors.ts';
 import type { RouteTable } from './route-table.ts';
@@ -46,7 +46,7 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
   // connections), or a request past its deadline, is a retryable outage, not a bug.
   const outage = asServiceUnavailable(error);
   if (outage) {
-    if (outage !== (error as unknown)) request.log.warn({ err: maskEmailsIn(error.message), name: error.name, code: error.code }, 'datastore unavailable');
+    if (outage !== (error as unknown)) request.log.warn({ err: error.message, name: error.name, code: error.code }, 'datastore unavailable');
     reply.header('retry-after', String(outage.retryAfterSeconds));
     return sendProblem(reply, { type: outage.type, title: outage.title, status: outage.status, detail: outage.message, instance });
   }
@@ -85,7 +85,7 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
   }
   const status = error.statusCode ?? 500;
   if (status >= 400 && status < 500) {
-    request.log.info({ code: error.code, err: maskEmailsIn(error.message) }, 'client error');
+    request.log.info({ code: error.code, err: error.message }, 'client error');
     return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'bad-request', title: 'Bad request', status, detail: 'The request could not be processed.', instance });
   }
   // The logger's error serializer scrubs the message and the stack (which repeats the message).

@@ -116,9 +116,12 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
     return row?.status === 'failed' ? undefined : change;
   };
 
-  /** Renews the job's lock right before a send; false when another run holds the job now. */
-  const stillOwned = async (job: Job<DeliveryJob>, token: string | undefined): Promise<boolean> =>
-    token === undefined || (await job.extendLock(token, deps.lockDurationMs ?? 30_000)) === 1;
+  /** Renews the job's lock; when another run holds the job now, says so and throws LostJobLockError. */
+  const mustOwn = async (job: Job<DeliveryJob>, token: string | undefined, event: UserEvent, why: string): Promise<void> => {
+    if (token === undefined || (await job.extendLock(token, deps.lockDurationMs ?? 30_000)) === 1) return;
+    log.warn({ event_id: event.id, target: job.data.target, version: event.version }, why);
+    throw new LostJobLockError(`lost the lock of job ${job.id}`);
+  };
 
   return async (job: Job<DeliveryJob>, token?: string): Promise<{ sent: string[] }> => {
     const data = parseDeliveryJob(job.data);
@@ -175,18 +178,12 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       const sentNow = new Set<string>();
       for (const event of toSend) {
         const isNewest = event === newest;
-        if (!(await stillOwned(job, token))) {
-          log.warn({ event_id: event.id, target: targetName, version: event.version }, 'this run lost the job to another (its lock lapsed: a pause or a cut from Redis); sending nothing more');
-          throw new LostJobLockError(`lost the lock of job ${job.id}`);
-        }
+        await mustOwn(job, token, event, 'this run lost the job to another (its lock lapsed: a pause or a cut from Redis); sending nothing more');
         const startedAt = now();
         const outcome = await deliverCallback(target, event, { now });
         // The outcome is this run's to record only if the job is still its own: one paused through
         // the send would otherwise set back rows and sync state its successor has moved on.
-        if (!(await stillOwned(job, token))) {
-          log.warn({ event_id: event.id, target: targetName, version: event.version }, 'this run lost the job to another during its callback; leaving the outcome to it');
-          throw new LostJobLockError(`lost the lock of job ${job.id}`);
-        }
+        await mustOwn(job, token, event, 'this run lost the job to another during its callback; leaving the outcome to it');
         const attemptFields = { version: newest.version, attempts: attempt, last_attempt_at: startedAt };
         const history = {
           deliveryId: deliveryIdOf(event.id, targetName),

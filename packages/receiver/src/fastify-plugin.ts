@@ -18,8 +18,8 @@ export const connectReceiver: FastifyPluginAsync<FastifyReceiverOptions> = async
   usableSecrets(options.secrets, options.scheme ?? 'nabla-connect', 'connectReceiver');
   usableTolerance(options.toleranceSeconds, 'connectReceiver');
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: options.bodyLimit ?? 1024 * 1024 }, (_request, body, done) => done(null, body));
   const limit = options.bodyLimit ?? 1024 * 1024;
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: limit }, (_request, body, done) => done(null, body));
   // The same answers as the node:http handler, in the protocol's {error, message} shape: a body
   // over the limit, another method, and a failure of ours (a dedupe store down) without its text.
   app.setErrorHandler((error: FastifyError, _request, reply) => {
