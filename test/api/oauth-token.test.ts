@@ -157,6 +157,19 @@ describe('POST /oauth/token: refusals', () => {
     expectInvalidClient(await tokenRequest(withAssertion(assertion)));
   });
 
+  it('an iss or jti no client id or assertion id can hold (NUL, lone surrogate) → 401, not a datastore error', async () => {
+    // Unsigned: iss is judged before any key is looked up. FerretDB cannot store or match a NUL,
+    // and answered 503 "a datastore did not answer" to this, without any authentication.
+    const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    for (const iss of ['a\u0000b', '\ud800']) {
+      expectInvalidClient(await tokenRequest(withAssertion(`${enc({ alg: 'RS256', typ: 'JWT' })}.${enc({ iss, sub: iss })}.AAAA`)));
+    }
+    // Signed by the client: the jti is refused before it is recorded as used.
+    for (const jti of ['a\u0000b', 'x\udc00']) expectInvalidClient(await requestToken(api, clinic, { jti }));
+    // The refusals were not an outage: the same client gets a token right after.
+    expect((await requestToken(api, clinic)).status).toBe(200);
+  });
+
   it('garbage assertion', async () => {
     expectInvalidClient(await tokenRequest(withAssertion('not.a.jwt')));
     expectInvalidClient(await tokenRequest(withAssertion('%%%')));

@@ -16,6 +16,11 @@ import type { z } from 'zod';
 const UNSTORABLE_TEXT = /\p{Cs}|\u0000/u;
 const MALFORMED_TEXT = 'must be valid Unicode text (no lone surrogates, no NUL)';
 
+/** Whether a string can be stored (and matched) as it was sent: the rule above, for input checked outside a route schema. */
+export function isStorableText(value: string): boolean {
+  return !UNSTORABLE_TEXT.test(value);
+}
+
 interface PathNode {
   key: string;
   parent: PathNode | undefined;

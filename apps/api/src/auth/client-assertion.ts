@@ -3,6 +3,7 @@ import type { KeyObject } from 'node:crypto';
 import { collectionsOf, isDuplicateKeyError, maskEmailsIn, withoutCredentials, type Models } from '@connect/shared';
 import type { ActiveClient, ClientDirectory } from './client-directory.ts';
 import type { ClientKeys } from './client-keys.ts';
+import { isStorableText } from '../validator-compiler.ts';
 
 /** RS256 must work (the real service requires it); the others may. `none` and HMAC never. */
 export const ASSERTION_ALGORITHMS = ['RS256', 'PS256', 'ES256', 'EdDSA'];
@@ -77,7 +78,9 @@ export async function verifyClientAssertion(
   } catch (err) {
     throw err instanceof AssertionRejected ? err : new AssertionRejected('not a JWT');
   }
-  if (typeof iss !== 'string' || iss.length === 0 || iss.length > 200) throw new AssertionRejected('missing or malformed', 'iss');
+  // Checked before the client is looked up: a claim no client id can hold (a NUL, a lone surrogate)
+  // is a bad assertion, not a question for the database (FerretDB fails on a NUL).
+  if (typeof iss !== 'string' || iss.length === 0 || iss.length > 200 || !isStorableText(iss)) throw new AssertionRejected('missing or malformed', 'iss');
   if (formClientId !== undefined && formClientId !== iss) throw new AssertionRejected('client_id differs from iss', 'iss');
 
   const active = await deps.clients.fresh(iss);
@@ -107,7 +110,7 @@ export async function verifyClientAssertion(
   }
   const now = Math.floor(Date.now() / 1000);
   const { exp, iat, jti } = payload as { exp: number; iat: number; jti: unknown };
-  if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256) throw new AssertionRejected('missing or malformed', 'jti');
+  if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256 || !isStorableText(jti)) throw new AssertionRejected('missing or malformed', 'jti');
   if (iat > now + SKEW_S) throw new AssertionRejected('in the future', 'iat');
   if (exp - iat > MAX_LIFETIME_S) throw new AssertionRejected('lifetime over 5 minutes', 'exp');
   // The skew allowance is for iat (a client clock a little ahead); exp must be in the future.
