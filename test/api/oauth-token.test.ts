@@ -205,6 +205,16 @@ describe('POST /oauth/token: refusals', () => {
     expect(res.body).toEqual({ error: 'invalid_request', error_description: 'grant_type is given more than once.' });
   });
 
+  it('a member given twice in a JSON body → 400 invalid_request naming it, like a repeated form parameter (JSON.parse kept the last: a token)', async () => {
+    const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
+    const body = `{"grant_type":"password","grant_type":"client_credentials","client_assertion_type":"${ASSERTION_TYPE}","client_assertion":"${assertion}"}`;
+    const res = await http(api.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual({ error: 'invalid_request', error_description: 'grant_type is given more than once.' });
+    // The assertion was not spent: it still gets a token.
+    expect((await tokenRequest(withAssertion(assertion))).status).toBe(200);
+  });
+
   it('every refusal reads the same to the caller, whatever the reason', async () => {
     const unknown = await tokenRequest(withAssertion(await signAssertion(randomUUID(), clinic.privateKey, api.tokenUrl)));
     const wrongKey = await tokenRequest(withAssertion(await signAssertion(clinic.client._id, rsaKeyPair().privateKey, api.tokenUrl)));

@@ -97,6 +97,14 @@ describe('POST /users: bodies that are not a JSON object', () => {
     expect(await api.models.ProviderUser.countDocuments({})).toBe(before);
   });
 
+  it('a member given twice (JSON.parse would keep the last: another user than a reader of the first sees) → 400 naming it, nothing stored', async () => {
+    const id = randomUUID();
+    const res = await expectRejected(`{"provider_email":"${id}@example.com","external_provider_id":"${id}-a","external_provider_id":"${id}-b"}`, 'external_provider_id');
+    expect(res.body.detail).toBe('external_provider_id is given more than once.');
+    // Inside settings too, however the second is spelled.
+    await expectRejected(`{"provider_email":"${id}@example.com","external_provider_id":"${id}","settings":{"speech_locale":"ENGLISH_US","speech_\\u006cocale":"FRENCH_FR"}}`, 'settings.speech_locale');
+  });
+
   it('prototype-poisoning keys are refused', async () => {
     const res = await postUser(api, token, `{"provider_email":"a@example.com","external_provider_id":"p","__proto__":{"admin":true}}`);
     expect(res.status).toBe(400);

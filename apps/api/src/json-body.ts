@@ -42,6 +42,64 @@ export function prototypeMembersIn(json: string, max = 10): FieldError[] {
   return out;
 }
 
+interface Frame {
+  /** The member names seen so far in an object; null in an array. */
+  names: Set<string> | null;
+  /** The current member's name (objects) or index (arrays), for the path of what is inside it. */
+  at: string;
+  index: number;
+  expectName: boolean;
+}
+
+/**
+ * Where a body gives one member twice in the same object (`{"id":"a","id":"b"}`): JSON.parse keeps
+ * the last silently, so the request acted on is not the one a proxy, a log or a reviewer reading
+ * the first would see. RFC 8259 §4 leaves such a body's meaning undefined; here it is refused,
+ * naming the member (the token endpoint already refused a form parameter given twice, RFC 6749 §3.2).
+ * `json` must be valid JSON (it is scanned only after JSON.parse took it): one linear pass over
+ * its text, names decoded only when they hold an escape (`"a"` and `"\u0061"` are one name).
+ */
+export function repeatedMembersIn(json: string, max = 10): FieldError[] {
+  const out: FieldError[] = [];
+  const reported = new Set<string>();
+  const frames: Frame[] = [];
+  const pathOf = (name: string) => [...frames.slice(0, -1).map((f) => (f.names ? f.at : String(f.index))), name].join('.');
+  for (let i = 0; i < json.length && out.length < max; i++) {
+    const c = json.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let end = i + 1;
+      let escaped = false;
+      for (let d = json.charCodeAt(end); d !== 0x22; d = json.charCodeAt(end)) {
+        if (d === 0x5c /* \ */) {
+          escaped = true;
+          end += 2;
+        } else end++;
+      }
+      const top = frames[frames.length - 1];
+      if (top?.names && top.expectName) {
+        const name = escaped ? (JSON.parse(json.slice(i, end + 1)) as string) : json.slice(i + 1, end);
+        if (!top.names.has(name)) top.names.add(name);
+        else {
+          const path = pathOf(name);
+          if (!reported.has(path)) out.push({ path, message: 'is given more than once' });
+          reported.add(path);
+        }
+        top.at = name;
+        top.expectName = false;
+      }
+      i = end;
+    } else if (c === 0x7b /* { */) frames.push({ names: new Set(), at: '', index: 0, expectName: true });
+    else if (c === 0x5b /* [ */) frames.push({ names: null, at: '', index: 0, expectName: false });
+    else if (c === 0x7d /* } */ || c === 0x5d /* ] */) frames.pop();
+    else if (c === 0x2c /* , */) {
+      const top = frames[frames.length - 1];
+      if (top?.names) top.expectName = true;
+      else if (top) top.index++;
+    }
+  }
+  return out;
+}
+
 /** The `charset` parameter of a Content-Type, lower-cased and unquoted; undefined when there is none. */
 export function charsetOf(contentType: string | undefined): string | undefined {
   for (const param of (contentType ?? '').split(';').slice(1)) {
@@ -55,12 +113,13 @@ export function charsetOf(contentType: string | undefined): string | undefined {
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
- * Fastify's JSON parser, with two changes:
+ * Fastify's JSON parser, with three changes:
  * - the body is decoded as strict UTF-8 (RFC 8259: JSON is UTF-8): bytes that are not UTF-8 are
  *   400 `malformed-body`, and a body declared in another charset is 415, where a lenient
  *   decode would have stored U+FFFD in their place and matched different ids as one;
  * - a body refused for a `__proto__` or `constructor.prototype` member is valid JSON with an
- *   unknown member, so it is answered like any unknown member (400 naming it), not "not valid JSON".
+ *   unknown member, so it is answered like any unknown member (400 naming it), not "not valid JSON";
+ * - a member given twice in one object is 400 naming it (repeatedMembersIn).
  */
 export function registerJsonBodyParser(app: FastifyInstance): void {
   const parse = app.getDefaultJsonParser('error', 'error');
@@ -76,7 +135,13 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
       return done(new DomainError('malformed-body', 'Malformed body', 400, 'The body is not valid UTF-8; JSON is sent as UTF-8.'), undefined);
     }
     void parse(request, body, (err, value) => {
-      if (!err || (err as { code?: string }).code !== 'FST_ERR_CTP_INVALID_JSON_BODY') return done(err, value);
+      if (!err) {
+        const repeated = repeatedMembersIn(body);
+        if (repeated.length === 0) return done(null, value);
+        const names = repeated.map((r) => r.path.slice(0, 60)).join(', ');
+        return done(new ValidationError(repeated, `${names} ${repeated.length > 1 ? 'are' : 'is'} given more than once.`), undefined);
+      }
+      if ((err as { code?: string }).code !== 'FST_ERR_CTP_INVALID_JSON_BODY') return done(err, value);
       // Fastify says "invalid JSON" for both; only valid JSON holding such members is re-read.
       const members = prototypeMembersIn(body);
       done(members.length > 0 ? new ValidationError(members) : err, undefined);
