@@ -210,4 +210,18 @@ describe('POST /users and GET /users/{id}: external_provider_id is matched exact
       expect(missing.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     }
   });
+
+  it('ids "." and ".." are created without a Location: as a URL path segment (even %2E) they resolve to another route', async () => {
+    // An organization of its own: these ids exist once per organization.
+    const own = await registerTestClient(api.models);
+    const ownToken = await getToken(api, own);
+    for (const id of ['.', '..']) {
+      const res = await postUser(api, ownToken, { provider_email: `dots-${seq++}-${own.organization._id}@example.com`, external_provider_id: id });
+      expect(res.status, JSON.stringify(res.body)).toBe(201);
+      expect(res.body.external_provider_id).toBe(id);
+      // Before, `{base}/users/..`: what a client resolves to `{base}/`.
+      expect(res.headers.get('location')).toBeNull();
+      expect(new URL(`${api.baseUrl}/users/${id.replaceAll('.', '%2E')}`).pathname).not.toMatch(/\/users\/%2E/);
+    }
+  });
 });
