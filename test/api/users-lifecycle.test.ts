@@ -259,7 +259,9 @@ describe('GET {base}/users under x-nabla-next: pages, order, status filter, tena
     const state = JSON.parse(Buffer.from(payload, 'base64url').toString());
     const forged = Buffer.from(JSON.stringify({ ...state, after: 'p-200' })).toString('base64url');
     const flipped = mac.slice(0, -2) + (mac.at(-2) === 'A' ? 'B' : 'A') + mac.at(-1);
-    for (const bad of [`${forged}.${mac}`, `${payload}.${flipped}`, `${payload}`, 'garbage', `${cursor}.x`]) {
+    // Base64url read leniently took these too: padding, "+/" for "-_", a stray character.
+    const respelled = [`${cursor}==`, `${payload}.${mac.replaceAll('-', '+').replaceAll('_', '/')}`, `${payload}.${mac}!`].filter((c) => c !== cursor);
+    for (const bad of [`${forged}.${mac}`, `${payload}.${flipped}`, `${payload}`, 'garbage', `${cursor}.x`, ...respelled]) {
       const res = await list({ limit: '5', cursor: bad }, orgToken);
       expect(res.status, bad).toBe(400);
       expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
@@ -271,12 +273,30 @@ describe('GET {base}/users under x-nabla-next: pages, order, status filter, tena
     expect((await list({ limit: '5', cursor }, orgToken)).status).toBe(200);
   });
 
-  it('limit outside 1..200 or a status outside the enum: 400 naming the parameter', async () => {
+  it('limit outside 1..200, not in digits or given twice, an unknown parameter, or a status outside the enum: 400 naming the parameter', async () => {
     for (const limit of ['0', '201', 'ten']) {
       const res = await list({ limit }, orgToken);
       expect(res.status, limit).toBe(400);
       expect(res.body.errors.map((e: { path: string }) => e.path)).toEqual(['querystring.limit']);
     }
+    // Numbers only in digits: JavaScript's Number() read these as 100, 16, 3, 5 and 2.
+    for (const limit of ['1e2', '0x10', '0b11', ' 5', '2.0', '+5', '']) {
+      const res = await list({ limit }, orgToken);
+      expect(res.status, limit).toBe(400);
+      expect(res.body.errors, limit).toEqual([{ path: 'querystring.limit', message: limit === '' ? 'must not be empty' : 'must be a whole number from 1 to 200, in digits' }]);
+    }
+    // Given twice, or a parameter the list does not know (it answered the unfiltered list): named.
+    const twice = await http(`${api.baseUrl}/users?limit=1&limit=2&cursor=a&cursor=b`, { headers: as(orgToken, NEXT) });
+    expect(twice.status).toBe(400);
+    expect(twice.body.errors).toEqual([
+      { path: 'querystring.limit', message: 'is given more than once' },
+      { path: 'querystring.cursor', message: 'is given more than once' },
+    ]);
+    const unknown = await http(`${api.baseUrl}/users?${encodeURIComponent('status[]')}=deactivated`, { headers: as(orgToken, NEXT) });
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.errors).toEqual([{ path: 'querystring.status[]', message: expect.stringMatching(/^unknown parameter; the list takes limit, cursor, status, nabla-api-version$/) }]);
+    // The API version may still ride in the query.
+    expect((await http(`${api.baseUrl}/users?limit=1&nabla-api-version=x-nabla-next`, { headers: as(orgToken, {}) })).status).toBe(200);
     const status = await list({ status: 'gone' }, orgToken);
     expect(status.status).toBe(400);
     expect(status.body.errors).toEqual([{ path: 'querystring.status', message: 'must be one of active, deactivated', allowed: ['active', 'deactivated'] }]);

@@ -15,7 +15,9 @@ import {
   toProviderUserView,
   upsertProviderUser,
   upsertProviderUserBodySchema,
+  ValidationError,
   type ApiVersion,
+  type FieldError,
   type ProviderUserDoc,
 } from '@connect/shared';
 import { z } from 'zod';
@@ -23,7 +25,7 @@ import type { ApiDeps } from '../api-deps.ts';
 import { UnsupportedMediaTypeError } from '../http-errors.ts';
 import { decodeCursor, encodeCursor } from '../list-cursor.ts';
 import { perClientLimit } from '../rate-limits.ts';
-import { authenticate } from './authenticate.ts';
+import { API_VERSION_QUERY, authenticate } from './authenticate.ts';
 
 /** POST /users exists from this version on (docs/contract.md, Versioning). */
 export const USERS_SINCE = '2026-03-23';
@@ -41,6 +43,25 @@ const userEitherVersion = z
 const userWithSyncEitherVersion = z
   .union([providerUserWithSyncSchema, providerUserWithSyncNextSchema])
   .meta({ description: 'Under x-nabla-next the user also carries `status` and `deactivated_at`.' });
+
+const LIST_PARAMETERS = new Set([...Object.keys(listUsersQuerySchema.shape), API_VERSION_QUERY]);
+
+/**
+ * What the list's query schema cannot see once the query is parsed: a parameter it does not
+ * know (`status[]=deactivated`, a typo: silently ignored, it answered the unfiltered list), one
+ * given twice (the schema saw an array: "expected a number"), and a limit written as anything but
+ * digits (`0x10`, `1e2` and ` 5` were read as numbers).
+ */
+function listQueryProblems(query: Record<string, unknown>): FieldError[] {
+  const problems: FieldError[] = [];
+  for (const [name, value] of Object.entries(query)) {
+    const path = `querystring.${name.slice(0, 64)}`;
+    if (!LIST_PARAMETERS.has(name)) problems.push({ path, message: `unknown parameter; the list takes ${[...LIST_PARAMETERS].join(', ')}` });
+    else if (Array.isArray(value)) problems.push({ path, message: 'is given more than once' });
+    else if (name === 'limit' && !/^[0-9]+$/.test(String(value))) problems.push({ path, message: value === '' ? 'must not be empty' : 'must be a whole number from 1 to 200, in digits' });
+  }
+  return problems;
+}
 
 /** Dated versions keep their shape: no lifecycle fields, whatever the user's status. */
 function viewFor(user: ProviderUserDoc, version: ApiVersion) {
@@ -95,6 +116,10 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
     {
       onRequest: onPreviewRequest,
       config: perClientLimit(deps),
+      preValidation: async (request: FastifyRequest) => {
+        const problems = listQueryProblems(request.query as Record<string, unknown>);
+        if (problems.length > 0) throw new ValidationError(problems);
+      },
       schema: {
         summary: "List the organization's provider users (preview: x-nabla-next only)",
         description: 'Ordered by external_provider_id. Pass `next_cursor` back as `cursor` for the next page; it is null on the last one.',
