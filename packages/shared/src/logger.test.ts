@@ -24,6 +24,18 @@ describe('scrubbing text and errors for the log', () => {
   it('an email in a URL path is masked without swallowing the path before it', () => {
     expect(loggableUrl('/v1/connect/server/users/jane.doe@example.com?access_token=x')).toBe('/v1/connect/server/users/j***@e***.com');
   });
+  it('a path is logged without a JWT in it, with an email encoded twice masked, and with an email across the 512-character cut masked whole', () => {
+    const jwt = 'eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl';
+    expect(loggableUrl(`/v1/connect/server/users/${jwt}`)).toBe('/v1/connect/server/users/[jwt]');
+    expect(scrubText(`bad token ${jwt} sent`)).toBe('bad token [jwt] sent');
+    expect(loggableUrl('/users/jane.doe%2540example.com')).toBe('/users/j***@e***.com');
+    expect(loggableUrl('/users/jane.doe%252540example.com')).toBe('/users/j***@e***.com');
+    // Before: the path was cut at 512 first, leaving "…jane.doe@example" unmasked.
+    const long = loggableUrl(`/users/${'c'.repeat(490)}jane.doe@example.com`);
+    expect(long.length).toBeLessThanOrEqual(512);
+    expect(long).not.toContain('jane.doe');
+    expect(long).not.toContain('@example');
+  });
   it('an error keeps its type, code, and a scrubbed message and stack; no other property (a driver error quotes the duplicate key)', () => {
     const err = Object.assign(new Error('dup jane.doe@example.com'), { code: 11000, keyValue: { email: 'jane.doe@example.com' } });
     const out = serializeError(err) as Record<string, unknown>;

@@ -8,11 +8,18 @@ export { maskEmail, maskEmailsIn, withoutCredentials };
 const QUERY_IN_TEXT = /\?[^\s"'?]*=[^\s"']*/g;
 
 /**
+ * A JWT (an access token, a client assertion) inside text: three base64url parts, the first a JSON
+ * object's ("eyJ"). Not preceded by a base64url character, so a long run of them is tried once,
+ * not from each of its positions (linear, whatever the text).
+ */
+const JWT_IN_TEXT = /(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{1,8192}\.[A-Za-z0-9_-]{1,65536}\.[A-Za-z0-9_-]{0,8192}/g;
+
+/**
  * Free text (an error's message or stack, which can quote a URL or the input) as it may be
- * logged: credentials in URLs, query strings and email addresses taken out.
+ * logged: credentials in URLs, query strings, JWTs and email addresses taken out.
  */
 export function scrubText(text: string): string {
-  return maskEmailsIn(withoutCredentials(text).replace(QUERY_IN_TEXT, '?…'));
+  return maskEmailsIn(withoutCredentials(text).replace(QUERY_IN_TEXT, '?…').replace(JWT_IN_TEXT, '[jwt]'));
 }
 
 /**
@@ -36,20 +43,28 @@ export function serializeError(err: unknown, depth = 0): unknown {
   };
 }
 
+/** How much of a request path a log line shows. */
+const LOGGED_PATH_CHARS = 512;
+
 /**
- * A request URL as it may be logged: no query string (RFC 6750 allows an
- * `access_token` there) and emails in the path masked (an external id can be one).
+ * A request URL as it may be logged: no query string (RFC 6750 allows an `access_token` there),
+ * emails in the path masked (an external id can be one) and a JWT in it (a token sent in the path
+ * by mistake) replaced. Decoded until stable, at most three times: `%2540` is an "@" encoded twice.
+ * Masked before it is cut, so an email across the cut is masked whole, never shown up to the cut;
+ * masking is linear, and the twice as long a prefix it reads holds any email that starts in what is shown.
  */
 export function loggableUrl(url: string | undefined): string {
-  const path = (url ?? '').split('?')[0]!;
-  let decoded = path;
-  try {
-    decoded = decodeURIComponent(path);
-  } catch {
-    /* keep it encoded */
+  let path = (url ?? '').split('?')[0]!.slice(0, 6 * LOGGED_PATH_CHARS);
+  for (let i = 0; i < 3 && path.includes('%'); i++) {
+    try {
+      const decoded = decodeURIComponent(path);
+      if (decoded === path) break;
+      path = decoded;
+    } catch {
+      break; // keep it as it is
+    }
   }
-  // Cut first: what is masked is then never longer than what is logged.
-  return maskEmailsIn(decoded.slice(0, 512));
+  return maskEmailsIn(path.slice(0, 2 * LOGGED_PATH_CHARS).replace(JWT_IN_TEXT, '[jwt]')).slice(0, LOGGED_PATH_CHARS);
 }
 
 export const REDACT_PATHS = [
