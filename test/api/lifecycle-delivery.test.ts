@@ -1,8 +1,8 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
 import { http, postUser, type TestApi, type TestClient } from '../support/harness.ts';
-import { deliveryIdOf, pauseTarget, resumeTarget } from '@connect/shared';
+import { deliveryIdOf, outboxSlotOf, pauseTarget, resumeTarget } from '@connect/shared';
 import { eventually, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';
 import { eventsFannedOut } from '../worker/worker-under-test.ts';
 
@@ -143,6 +143,43 @@ describe('a change of status that newer events overtook while the target was hel
       ['user.updated', 4],
       ['user.updated', 6],
     ]);
+  });
+});
+
+describe('a reactivation written by a release before status_event, then an update by this one', () => {
+  it('is kept as the status change by the update (it was the last event), so a held target still hears it before the update', async () => {
+    const admin = { health: stack.worker.deps.health, queues: stack.worker.deps.deliveries };
+    const id = `upgraded-${randomBytes(6).toString('hex')}`;
+    const email = `${id}@example.com`;
+    expect((await postUser(api, token, { provider_email: email, external_provider_id: id }, NEXT)).status).toBe(201);
+    expect((await del(id)).status).toBe(200);
+    await eventually(() => expect(acceptedFor(id).map((c) => c.body.data.version)).toContain(2));
+
+    // The target is held; the older release reactivates the user: its one write, without status_event.
+    await pauseTarget(admin, 'dictation');
+    const now = new Date();
+    const reactivationId = randomUUID();
+    const filter = { organization_id: clinic.organization._id, external_provider_id: id };
+    await api.models.ProviderUser.collection.updateOne(filter, {
+      $set: { status: 'active', deactivated_at: null, version: 3, updated_at: now, outbox_slot: outboxSlotOf(now), last_event: { id: reactivationId, type: 'user.reactivated', occurred_at: now, version: 3 } },
+      $unset: { status_event: '' },
+    });
+    // This release updates the user (a fresh read: its copy of version 2 is refused by the write's version check).
+    const updated = await postUser(api, token, { provider_email: email, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } }, NEXT);
+    expect(updated.body.version).toBe(4);
+    expect((await api.models.ProviderUser.findOne(filter).lean())!.status_event).toMatchObject({ id: reactivationId, type: 'user.reactivated', version: 3 });
+    await eventsFannedOut(stack.worker, 30_000);
+    await resumeTarget(admin, 'dictation');
+    await eventually(() => expect(acceptedFor(id).map((c) => c.body.data.version)).toContain(4));
+    // Before: created, deactivated, updated (the reactivation coalesced away).
+    expect(acceptedFor(id).map((c) => [c.body.type, c.body.data.version])).toEqual([
+      ['user.created', 1],
+      ['user.deactivated', 2],
+      ['user.reactivated', 3],
+      ['user.updated', 4],
+    ]);
+    const reactivation = acceptedFor(id).find((c) => c.body.type === 'user.reactivated')!;
+    expect(reactivation.body).toMatchObject({ request_uuid: reactivationId, data: { version: 3, user: { status: 'active', deactivated_at: null, settings: null } } });
   });
 });
 

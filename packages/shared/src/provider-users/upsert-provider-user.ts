@@ -3,7 +3,7 @@ import mongoose from 'mongoose';
 import { ConcurrentUpdateError, EmailConflictError, EmailMismatchError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
 import { CLAIM_STALE_MS, type ClaimsLog, type EmailClaims } from './email-claims.ts';
-import { collectionsOf, isDuplicateKeyError, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
+import { collectionsOf, isDuplicateKeyError, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc, type StatusEvent } from '../models/models.ts';
 import { mergeSettings, sameSettings } from './merge-settings.ts';
 import { RecentUsers } from './recent-users.ts';
 import type { UpsertProviderUserBody } from './provider-user-schema.ts';
@@ -154,7 +154,7 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
       const type = reactivated ? 'user.reactivated' : 'user.updated';
       const last_event: LastEvent = { id: randomUUID(), type, occurred_at: now, version };
       const state = { settings, updated_at: now, outbox_slot: outboxSlotOf(now), version, status: 'active' as const, deactivated_at: null, last_event };
-      const change = reactivated ? { ...state, status_event: statusEventOf(last_event, { ...existing, ...state }) } : state;
+      const change = reactivated ? { ...state, status_event: statusEventOf(last_event, { ...existing, ...state }) } : { ...state, ...statusEventLeftBehind(existing) };
       const res = await users.updateOne({ _id: existing._id, version: existing.version }, { $set: change });
       if (res.matchedCount === 1) {
         const user = { ...existing, ...change };
@@ -166,6 +166,19 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
     }
     throw new ConcurrentUpdateError();
   });
+}
+
+/**
+ * A release before `status_event` wrote a change of status as the last event only (docs/operations.md,
+ * Upgrading). While that change is still the user's last event it is the user's status event as well:
+ * kept as such by the update that replaces it, or it would be coalesced away behind the update for a
+ * target that has not heard it (docs/delivery.md, "Status changes"). The document is as the change left it.
+ */
+function statusEventLeftBehind(existing: ProviderUserDoc): { status_event?: StatusEvent } {
+  const e = existing.last_event;
+  if (existing.status_event || !e || e.version !== existing.version) return {};
+  if (e.type !== 'user.reactivated' && e.type !== 'user.deactivated') return {};
+  return { status_event: statusEventOf(e, existing) };
 }
 
 function newUser(organizationId: string, body: UpsertProviderUserBody, emailNormalized: string, now: Date): ProviderUserDoc {
