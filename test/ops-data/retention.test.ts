@@ -85,6 +85,29 @@ describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
     for (const d of [...oldPending, ...recent]) expect(history.has(d._id)).toBe(true);
   });
 
+  it('keeps the dead letter of a refused change of status while it is still the user\'s latest (it stops the change going out again), and purges it once the status changed again', async () => {
+    const Delivery = collectionOf(api.models.Delivery);
+    const Users = api.models.ProviderUser.collection;
+    const userId = new Types.ObjectId();
+    const refused = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.reactivated', version: 3 };
+    const plain = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.updated', version: 4 };
+    const otherUsers = { ...row('failed', 31 * DAY), event_type: 'user.deactivated' };
+    const statusEvent = { id: refused.event_id, type: 'user.reactivated', occurred_at: refused.created_at, version: 3, data: {} };
+    await Users.insertOne({ _id: userId, organization_id: 'org', external_provider_id: refused.external_provider_id, status_event: statusEvent });
+    await Delivery.insertMany([refused, plain, otherUsers]);
+
+    await worker.worker.purge.runOnce();
+    let left = new Set((await Delivery.find({ _id: { $in: [refused._id, plain._id, otherUsers._id] } }).toArray()).map((d) => d._id));
+    // Before: all three went, and the reactivation was sent (and refused) again in front of the next update.
+    expect([...left]).toEqual([refused._id]);
+
+    // The user's status changes again: that dead letter no longer guards anything.
+    await Users.updateOne({ _id: userId }, { $set: { status_event: { ...statusEvent, id: randomUUID(), type: 'user.deactivated', version: 5 } } });
+    await worker.worker.purge.runOnce();
+    left = new Set((await Delivery.find({ _id: refused._id }).toArray()).map((d) => d._id));
+    expect(left.size).toBe(0);
+  });
+
   it('runs one pass at a time across processes: while another holds the lock, this one deletes nothing', async () => {
     const Delivery = collectionOf(api.models.Delivery);
     const stale = row('delivered', 40 * DAY);

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { collectionsOf, deleteDeliveriesWithHistory, LuaScript, type Models, type RedisClient } from '@connect/shared';
+import { collectionsOf, deleteDeliveriesWithHistory, LuaScript, type DeliveryDoc, type Models, type ProviderUserDoc, type RedisClient } from '@connect/shared';
 import { startPeriodic } from './periodic.ts';
 
 /**
@@ -8,7 +8,8 @@ import { startPeriodic } from './periodic.ts';
  * with the days it runs.
  * - Finished Delivery rows (delivered, superseded, failed) whose last change is
  *   older than DELIVERY_RETENTION_DAYS are deleted, with their attempt history.
- *   Pending rows never are, however old: they are work still owed to a target.
+ *   Pending rows never are, however old: they are work still owed to a target;
+ *   nor is the dead letter of a refused change of status still current (below).
  * - Used assertion ids (the token endpoint's replay guard) are deleted once past
  *   their `exp` (+ skew): from then on the assertion itself is refused as
  *   expired, so the row guards nothing. On MongoDB the TTL index on
@@ -37,6 +38,35 @@ export interface PurgeResult {
 
 export const FINISHED_STATUSES = ['delivered', 'superseded', 'failed'] as const;
 
+const STATUS_CHANGE_TYPES = ['user.deactivated', 'user.reactivated'];
+
+/**
+ * Dead letters past the retention that must stay: a change of status refused for good that is still
+ * its user's status change. Its failed row is what tells the delivery processor not to send it again
+ * in front of each newer event (docs/delivery.md, Status changes); purged, the change went out again
+ * (and was refused again) as soon as the target was behind. They go once the user's status changes
+ * again. Few: only status changes, only refused ones, only the latest per user.
+ */
+async function refusedStatusChangesStillCurrent(models: Models, cutoff: Date): Promise<string[]> {
+  const { deliveries, providerUsers } = collectionsOf(models);
+  const rows = await deliveries
+    .find<Pick<DeliveryDoc, '_id' | 'user_id' | 'event_id'>>(
+      { status: 'failed', updated_at: { $lt: cutoff }, event_type: { $in: STATUS_CHANGE_TYPES } },
+      { projection: { _id: 1, user_id: 1, event_id: 1 } },
+    )
+    .toArray();
+  const kept: string[] = [];
+  for (let i = 0; i < rows.length; i += 1000) {
+    const batch = rows.slice(i, i + 1000);
+    const users = await providerUsers
+      .find<Pick<ProviderUserDoc, '_id' | 'status_event'>>({ _id: { $in: batch.map((r) => r.user_id) } }, { projection: { _id: 1, 'status_event.id': 1 } })
+      .toArray();
+    const current = new Set(users.map((u) => u.status_event?.id).filter((id) => id !== undefined));
+    for (const r of batch) if (current.has(r.event_id)) kept.push(r._id);
+  }
+  return kept;
+}
+
 /**
  * One purge pass (no lock): used assertion ids, then finished deliveries with their history, each
  * on its own so that one failing does not hold up the other (the first error is rethrown after both).
@@ -45,11 +75,13 @@ export async function purgeExpired(models: Models, options: RetentionOptions): P
   const now = options.now?.() ?? new Date();
   const cutoff = new Date(now.getTime() - options.retentionMs);
   const result: PurgeResult = { deliveries: 0, attempts: 0, assertions: 0 };
-  const [assertions, deliveries] = await Promise.allSettled([
-    collectionsOf(models).usedAssertions.deleteMany({ expires_at: { $lt: now } }),
+  const purgeDeliveries = async () => {
+    const kept = await refusedStatusChangesStillCurrent(models, cutoff);
     // By the {status, updated_at} index.
-    deleteDeliveriesWithHistory(models, { status: { $in: [...FINISHED_STATUSES] }, updated_at: { $lt: cutoff } }, options.batchSize),
-  ]);
+    const finished: Parameters<typeof deleteDeliveriesWithHistory>[1] = { status: { $in: [...FINISHED_STATUSES] }, updated_at: { $lt: cutoff }, ...(kept.length > 0 ? { _id: { $nin: kept } } : {}) };
+    return deleteDeliveriesWithHistory(models, finished, options.batchSize);
+  };
+  const [assertions, deliveries] = await Promise.allSettled([collectionsOf(models).usedAssertions.deleteMany({ expires_at: { $lt: now } }), purgeDeliveries()]);
   if (assertions.status === 'fulfilled') result.assertions = assertions.value.deletedCount;
   if (deliveries.status === 'fulfilled') Object.assign(result, deliveries.value);
   const failed = [assertions, deliveries].find((r) => r.status === 'rejected');

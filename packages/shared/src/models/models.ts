@@ -179,8 +179,8 @@ const deliveryAttemptSchema = new Schema<DeliveryAttemptDoc>(
   },
   { ...base, collection: 'delivery_attempts' },
 );
+// Attempts are read and deleted by their delivery only: no index on `at` alone (every attempt written kept one up for nothing).
 deliveryAttemptSchema.index({ delivery_id: 1, at: 1 });
-deliveryAttemptSchema.index({ at: 1 });
 // `deliveries list --target`.
 deliverySchema.index({ target: 1, status: 1, updated_at: 1 });
 
