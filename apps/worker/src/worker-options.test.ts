@@ -58,6 +58,16 @@ describe('workerOptionsFromEnv', () => {
     for (const bad of ['0', '-3', 'a week', '4000']) {
       expect(() => workerOptionsFromEnv({ DELIVERY_RETENTION_DAYS: bad })).toThrow(/^DELIVERY_RETENTION_DAYS: /);
     }
+    // "Above 0" once in ms too: these became 0 ms and 864 ms, a purge of rows as fast as they were written.
+    for (const tiny of ['0.000000001', '0.00001']) {
+      expect(() => workerOptionsFromEnv({ DELIVERY_RETENTION_DAYS: tiny })).toThrow(/^DELIVERY_RETENTION_DAYS: must be at least 0.0000116 days \(one second\)/);
+    }
+    expect(workerOptionsFromEnv({ DELIVERY_RETENTION_DAYS: '0.0000116' }).deliveryRetentionMs).toBe(1002);
+  });
+
+  it('WORKER_PURGE_INTERVAL_MS is at least a second (1 ms ran the purge back to back)', () => {
+    expect(() => workerOptionsFromEnv({ WORKER_PURGE_INTERVAL_MS: '1' })).toThrow(/^WORKER_PURGE_INTERVAL_MS: /);
+    expect(workerOptionsFromEnv({ WORKER_PURGE_INTERVAL_MS: '1000' }).purgeIntervalMs).toBe(1000);
   });
 
   it('lists every bad variable at once, one problem each, the cross check included', () => {

@@ -58,6 +58,8 @@ export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
 
 /** Limit of the WORKER_* millisecond and count variables. */
 const MAX = 86_400_000;
+/** One second, in days: the shortest DELIVERY_RETENTION_DAYS. */
+const MIN_RETENTION_DAYS = 0.0000116;
 
 /**
  * The worker's own variables, with the delivery ones (`deliveryPolicyEnvShape`),
@@ -72,9 +74,13 @@ export const workerEnvShape = {
   WORKER_STALLED_INTERVAL_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.stalledIntervalMs),
   WORKER_SHUTDOWN_GRACE_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.shutdownGraceMs),
   WORKER_METRICS_PORT: envInteger(1, 65535, DEFAULT_WORKER_OPTIONS.metricsPort),
-  WORKER_PURGE_INTERVAL_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.purgeIntervalMs),
-  // Days, decimals allowed (a soak or a test shortens it to minutes: 0.01 is about 14 min).
-  DELIVERY_RETENTION_DAYS: envDecimal(0, 3650, 'days', DEFAULT_WORKER_OPTIONS.deliveryRetentionMs / 86_400_000),
+  // At least a second: below, the purge ran back to back, a delete loop on the database.
+  WORKER_PURGE_INTERVAL_MS: envInteger(1000, MAX, DEFAULT_WORKER_OPTIONS.purgeIntervalMs),
+  // Days, decimals allowed (a soak or a test shortens it to minutes: 0.01 is about 14 min), and at
+  // least a second once in ms: 0.000000001 was taken as "above 0" and became 0 ms.
+  DELIVERY_RETENTION_DAYS: envDecimal(0, 3650, 'days', DEFAULT_WORKER_OPTIONS.deliveryRetentionMs / 86_400_000).refine((days) => Math.round(days * 86_400_000) >= 1000, {
+    error: (iss) => `must be at least ${MIN_RETENTION_DAYS} days (one second), got ${String(iss.input)}`,
+  }),
 };
 
 const workerOptionsSchema = z
