@@ -47,6 +47,12 @@ describe('POST /users validation: 400 problem naming the field, nothing stored',
     // Invisible all the same: zero-width spaces, a byte order mark, bidi controls.
     await expectRejected({ ...valid(), external_provider_id: '\u200B\u200B' }, 'external_provider_id');
     await expectRejected({ ...valid(), external_provider_id: ' \uFEFF\u202E\u2060 ' }, 'external_provider_id');
+    // And characters that show nothing either: controls, lone combining marks, fillers, the braille blank.
+    for (const id of ['\u0001\u0002', '\u0301\u0301', '\u3164', '\u2800', '\u115F\u1160\uFFA0']) {
+      await expectRejected({ ...valid(), external_provider_id: id }, 'external_provider_id');
+    }
+    // Letters carrying marks are not blank.
+    expect((await postUser(api, token, { ...valid(), external_provider_id: `e\u0301-${randomUUID()}` })).status).toBe(201);
     // 256 is allowed.
     const ok = await postUser(api, token, { ...valid(), external_provider_id: 'y'.repeat(256) });
     expect(ok.status).toBe(201);
@@ -65,6 +71,9 @@ describe('POST /users validation: 400 problem naming the field, nothing stored',
   it('OTHER without a name, and a name without OTHER', async () => {
     await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'OTHER' } } }, 'settings.specialty.other_specialty_name');
     await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'OTHER', other_specialty_name: ' ' } } }, 'settings.specialty.other_specialty_name');
+    // Blank as ids are: a zero-width space alone was taken while "   " was refused.
+    const blankName = await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'OTHER', other_specialty_name: '\u200b' } } }, 'settings.specialty.other_specialty_name');
+    expect(blankName.body.errors).toEqual([{ path: 'settings.specialty.other_specialty_name', message: 'must not be blank' }]);
     await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'OTHER', other_specialty_name: 'x'.repeat(257) } } }, 'settings.specialty.other_specialty_name');
     await expectRejected({ ...valid(), settings: { speech_locale: 'ENGLISH_US', specialty: { kind: 'CARDIOLOGY', other_specialty_name: 'Heart' } } }, 'settings.specialty.other_specialty_name');
   });

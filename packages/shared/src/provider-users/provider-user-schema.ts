@@ -6,6 +6,18 @@ import { SPECIALTY_KINDS, SPEECH_LOCALES } from '../enums.ts';
  * with docs/contract.md's decisions where it is silent). Types, validation and the OpenAPI document
  * all come from these schemas.
  */
+/**
+ * Characters that show nothing on their own: white space, format characters (zero-width space,
+ * bidi controls, BOM), control characters, combining marks with nothing to combine with, and the
+ * fillers and blanks that render empty (Hangul fillers, the braille blank).
+ */
+const INVISIBLE = /[\s\p{Cf}\p{Cc}\p{M}\u115F\u1160\u3164\uFFA0\u2800]/gu;
+
+/** A text made of invisible characters only (or of nothing) is blank: no person could read or type it back. */
+export function isBlank(text: string): boolean {
+  return text.replace(INVISIBLE, '').length === 0;
+}
+
 export const specialtyKindSchema = z.enum(SPECIALTY_KINDS).meta({ id: 'SpecialtyKind' });
 export const speechLocaleSchema = z.enum(SPEECH_LOCALES).meta({ id: 'SpeechLocale' });
 
@@ -15,8 +27,9 @@ export const specialtyInputSchema = z
     other_specialty_name: z
       .string()
       .trim()
-      .min(1, 'must not be blank')
+      .min(1, { message: 'must not be blank', abort: true })
       .max(256, 'at most 256 characters')
+      .refine((s) => !isBlank(s), 'must not be blank')
       .nullish(),
   })
   .superRefine((s, ctx) => {
@@ -54,8 +67,7 @@ export const upsertProviderUserBodySchema = z
       // An empty id is not also "blank": one message per field.
       .min(1, { message: 'must not be empty', abort: true })
       .max(256, 'at most 256 characters')
-      // Blank: nothing but spaces and invisible format characters (zero-width space, bidi controls, ...).
-      .refine((s) => s.replace(/[\s\p{Cf}]/gu, '').length > 0, 'must not be blank'),
+      .refine((s) => !isBlank(s), 'must not be blank'),
     settings: settingsInputSchema.optional(),
   })
   .meta({ id: 'UpsertProviderUserRequest' });
