@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SPECIALTY_KINDS, SPEECH_LOCALES } from '@connect/shared';
+import { REQUEST_DEADLINE_MS, SPECIALTY_KINDS, SPEECH_LOCALES } from '@connect/shared';
 import { getToken, http, postUser, rawHttp, registerTestClient, requestToken, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 
 /** Error messages a person can act on: each one, word for word. */
@@ -127,6 +128,33 @@ describe('HTTP-level refusals', () => {
     // The server goes on answering.
     expect((await http(`${api.origin}/livez`)).status).toBe(200);
   });
+
+  it('headers trickling in (a line a second, never ending) get 408 problem+json once the 10 s request deadline is past, not after the 60 s plus a 30 s check of Node defaults', async () => {
+    const port = Number(new URL(api.origin).port);
+    const started = Date.now();
+    const answer = await new Promise<string>((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      let got = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (chunk: string) => (got += chunk));
+      socket.on('error', () => undefined);
+      socket.write('GET /livez HTTP/1.1\r\nHost: a\r\n');
+      let n = 0;
+      const drip = setInterval(() => socket.write(`X-Drip-${n++}: 1\r\n`), 1000);
+      socket.on('close', () => {
+        clearInterval(drip);
+        resolve(got);
+      });
+    });
+    const [head = '', body = ''] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 408 /);
+    expect(head).toMatch(/\r\ncontent-type: application\/problem\+json\r\n/i);
+    expect(JSON.parse(body)).toMatchObject({ type: expect.stringMatching(/\/request-timeout$/), status: 408 });
+    // Closed by the headers timeout (10 s, checked each second), well before the 60 to 90 s of Node's defaults.
+    expect(Date.now() - started).toBeLessThan(30_000);
+    // The server the API process runs (Fastify's own) has the same limits as this test's.
+    expect(api.app.server.headersTimeout).toBe(REQUEST_DEADLINE_MS);
+  }, 45_000);
 
   it('a compressed body (Content-Encoding: gzip) is refused as 415 naming the encoding, not parsed as text', async () => {
     const res = await postUser(api, token, valid(), { 'content-encoding': 'gzip' });

@@ -5,7 +5,7 @@ import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { SignJWT } from 'jose';
 import { inject } from 'vitest';
-import { buildApp, clientErrorHandler, createApiDeps, type ApiDeps, type ApiDepsOptions } from '@connect/api';
+import { buildApp, clientErrorHandler, createApiDeps, HTTP_SERVER_OPTIONS, type ApiDeps, type ApiDepsOptions } from '@connect/api';
 import { createLogger, loadConfig, registerClient, registerOrganization, type Models, type OAuthClientDoc, type OrganizationDoc } from '@connect/shared';
 import { listenOnFreePort } from '@connect/local-services';
 
@@ -66,7 +66,8 @@ export interface StartApiOptions extends ApiDepsOptions {
  * hands its requests to Fastify's router (`app.routing`) once the app is ready.
  */
 export async function startTestApi(options: StartApiOptions = {}): Promise<TestApi> {
-  const server = createServer();
+  // With the limits Fastify's own server gets (build-app.ts).
+  const server = createServer(HTTP_SERVER_OPTIONS);
   const port = await listenOnFreePort(server);
   const env: Record<string, string> = {
     MONGO_URL: options.mongoUrl ?? databaseUrl(options.label ?? 'api'),

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import formbody from '@fastify/formbody';
 import type { ApiDeps } from './api-deps.ts';
-import { PROBLEM_TYPE_BASE } from '@connect/shared';
+import { PROBLEM_TYPE_BASE, REQUEST_DEADLINE_MS } from '@connect/shared';
 import { DEFAULT_BODY_LIMIT, clientErrorHandler, errorHandler, notFoundHandler, sendProblem } from './error-handler.ts';
 import { decorateRequestLog, requestLogController } from './request-log.ts';
 import { UnsupportedMediaTypeError } from './http-errors.ts';
@@ -25,6 +25,13 @@ const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 function trustHops(hops: number): (address: string, hop: number) => boolean {
   return (_address, hop) => hop < hops;
 }
+
+/**
+ * The HTTP server's own limits. Headers get the time a body gets (the request deadline), checked
+ * every second: Node's defaults (60 s, checked every 30 s) let a client sending a header line now
+ * and then hold a connection for about 80 s. The answer is 408 problem+json (clientErrorHandler).
+ */
+export const HTTP_SERVER_OPTIONS = { headersTimeout: REQUEST_DEADLINE_MS, connectionsCheckingInterval: 1000 } as const;
 
 /** The Fastify application over ready-made dependencies: routes, parsers, error mapping. */
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
@@ -58,6 +65,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       });
     },
     clientErrorHandler,
+    http: HTTP_SERVER_OPTIONS,
     // Fastify's own 503 while closing is plain JSON; ours (below) is problem+json.
     return503OnClosing: false,
     forceCloseConnections: 'idle',
