@@ -117,7 +117,7 @@ export function toCliError(err: unknown): CliError {
   }
   const e = err as { name?: string; code?: string; message?: string };
   if (typeof e?.code === 'string' && e.code.startsWith('ERR_PARSE_ARGS')) return new CliError('usage', e.message ?? 'bad arguments');
-  if ((e?.name && UNAVAILABLE_NAMES.has(e.name)) || e?.code === 'ECONNREFUSED' || /Connection is closed|ECONNREFUSED|ETIMEDOUT/.test(e?.message ?? '')) {
+  if ((e?.name && UNAVAILABLE_NAMES.has(e.name)) || e?.code === 'ECONNREFUSED' || /Connection is closed|ECONNREFUSED|ETIMEDOUT|^Command timed out/.test(e?.message ?? '')) {
     return new CliError('unavailable', e.message ?? 'a datastore did not answer');
   }
   return new CliError('internal', e?.message ?? String(err));

@@ -22,6 +22,14 @@ export const CONNECT_TIMEOUT_MS = 1_500;
  */
 export const DATASTORE_TIMEOUT_MS = 2_000;
 
+/**
+ * The most one operation may wait for an answer once connected: a datastore that accepted the
+ * connection and then went silent (FerretDB with its PostgreSQL stuck, Redis paused by a failover's
+ * CLIENT PAUSE) held the command for ever. MongoDB's socket timeout and ioredis' command timeout; the
+ * error is `unavailable`. Long enough for any one operation the CLI makes on a healthy database.
+ */
+export const OPERATION_TIMEOUT_MS = 10_000;
+
 const seconds = (ms: number) => `${ms / 1000} s`;
 
 /**
@@ -32,7 +40,7 @@ const seconds = (ms: number) => `${ms / 1000} s`;
  * refused at once.
  */
 export async function connectMongo(url: string, where = ''): Promise<Connection> {
-  const conn = mongoose.createConnection(url, { serverSelectionTimeoutMS: DATASTORE_TIMEOUT_MS, connectTimeoutMS: CONNECT_TIMEOUT_MS });
+  const conn = mongoose.createConnection(url, { serverSelectionTimeoutMS: DATASTORE_TIMEOUT_MS, connectTimeoutMS: CONNECT_TIMEOUT_MS, socketTimeoutMS: OPERATION_TIMEOUT_MS });
   const client = conn.getClient();
   let onChange: ((e: mongo.TopologyDescriptionChangedEvent) => void) | undefined;
   const allFailed = new Promise<never>((_, reject) => {
@@ -67,7 +75,7 @@ export async function connectRedis(config: Readonly<Config>): Promise<RedisClien
   const where = `Redis at ${redactUrl(config.redisUrl)}`;
   // Commands queue their first calls until the connection is up; the ping
   // below bounds that wait, so a down Redis is an answer, not a hang.
-  const redis = createRedis(config.redisUrl, 'producer', { enableOfflineQueue: true, connectTimeout: CONNECT_TIMEOUT_MS });
+  const redis = createRedis(config.redisUrl, 'producer', { enableOfflineQueue: true, connectTimeout: CONNECT_TIMEOUT_MS, commandTimeout: OPERATION_TIMEOUT_MS });
   // Errors after the connection are met by the call that runs into them; without a listener ioredis logs them to stderr.
   redis.on('error', () => undefined);
   let timer: NodeJS.Timeout | undefined;
