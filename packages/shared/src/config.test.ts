@@ -62,6 +62,17 @@ describe('configuration from the environment (docs/operations.md)', () => {
     [{ PUBLIC_BASE_URL: 'https://api.example.com/#f' }, 'PUBLIC_BASE_URL'],
     [{ PUBLIC_BASE_URL: 'https://user:pw@api.example.com' }, 'PUBLIC_BASE_URL'],
     [{ MONGO_URL: 'mongodb://' }, 'MONGO_URL'],
+    // Options the driver refuses only when it opens the connection (the CLI answered `internal`, with a stack).
+    [{ MONGO_URL: 'mongodb://127.0.0.1:1/x?foo=bar' }, 'MONGO_URL'],
+    [{ MONGO_URL: 'mongodb://127.0.0.1:1/x?tls=maybe' }, 'MONGO_URL'],
+    [{ MONGO_URL: 'mongodb://127.0.0.1:1/x?replicaSet=rs0&readPreference=bogus' }, 'MONGO_URL'],
+    [{ MONGO_URL: 'mongodb://127.0.0.1:99999/x' }, 'MONGO_URL'],
+    [{ MONGO_URL: 'mongodb://127.0.0.1:1/x?authSource=' }, 'MONGO_URL'],
+    // Taken, then refused by ioredis at connection time with "Invalid URL" (the CLI: `internal`, a stack trace).
+    [{ REDIS_URL: 'redis://:RedisPw@' }, 'REDIS_URL'],
+    [{ REDIS_URL: 'redis://x@127.0.0.1:99999' }, 'REDIS_URL'],
+    [{ REDIS_URL: 'redis://:p#w@127.0.0.1:6379' }, 'REDIS_URL'],
+    [{ REDIS_URL: 'redis://127.0.0.1:1/0?password=x' }, 'REDIS_URL'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [{ QUEUE_PREFIX: 'has space' }, 'QUEUE_PREFIX'],
     [{ DOWNSTREAM_TARGETS: '{not json' }, 'DOWNSTREAM_TARGETS'],

@@ -1,11 +1,12 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { MongoClient } from 'mongodb';
 import { ConnectionString } from 'mongodb-connection-string-url';
 import { z } from 'zod';
 import { parseDuration, parseDurationList } from './duration.ts';
 import { parseRedisUrl } from './events/redis-connection.ts';
 import { scrubText } from './logger.ts';
-import { ConfigError, MIN_RSA_BITS, TARGET_NAME, TARGET_NAME_RULE, urlWithoutSecrets, type ConfigProblem } from './input-rules.ts';
+import { ConfigError, MIN_RSA_BITS, TARGET_NAME, TARGET_NAME_RULE, urlWithoutSecrets, withoutCredentials, type ConfigProblem } from './input-rules.ts';
 
 export { ConfigError, TARGET_NAME, TARGET_NAME_RULE, type ConfigProblem };
 
@@ -172,6 +173,15 @@ function mongoUrlSchema() {
       url = new ConnectionString(value);
     } catch (err) {
       ctx.addIssue({ code: 'custom', message: `must be a mongodb:// or mongodb+srv:// connection string (${(err as Error).message})` });
+      return z.NEVER;
+    }
+    // The driver's own reading of the options (without connecting): an option it does not know or a
+    // bad value (`?tls=maybe`, `?readPreference=bogus`, port 99999) failed only when a process opened
+    // the connection, the CLI with a stack trace.
+    try {
+      new MongoClient(value);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `is not a connection string the MongoDB driver accepts: ${withoutCredentials((err as Error).message)}` });
       return z.NEVER;
     }
     if (url.pathname !== '' && url.pathname !== '/') return value; // as written: no re-encoding of what the operator typed

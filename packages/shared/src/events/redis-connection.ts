@@ -25,15 +25,22 @@ function hostsOf(list: string, defaultPort: number): { host: string; port: numbe
  * - `redis+cluster://[:password@]host1:6379,host2:6379` (`rediss+cluster`): a Redis Cluster (QUEUE_PREFIX then needs a hash tag).
  */
 export function parseRedisUrl(raw: string): RedisTarget {
-  const m = /^(rediss?)(\+sentinel|\+cluster)?:\/\/(?:([^@/]*)@)?([^/?#]+)(\/[^?#]*)?$/.exec(raw.trim());
-  if (!m) throw new Error('not a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL');
+  const trimmed = raw.trim();
+  // A query (`?password=`) is not read by every client we pass the URL to; a "?" or "#" in a password must be encoded.
+  if (/^rediss?(\+sentinel|\+cluster)?:\/\/[^?#]*[?#]/.test(trimmed)) {
+    throw new Error('takes no query or fragment: put the password before the host (":PASSWORD@"), with "?", "#", "/" and "@" in it percent-encoded as %3F, %23, %2F and %40');
+  }
+  const m = /^(rediss?)(\+sentinel|\+cluster)?:\/\/(?:([^@/]*)@)?([^/?#@]+)(\/[^?#]*)?$/.exec(trimmed);
+  if (!m) throw new Error('not a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL with a host');
   const [, scheme, mode, auth, hosts, path] = m;
   const tls = scheme === 'rediss';
   const password = auth ? decodeURIComponent(auth.includes(':') ? auth.slice(auth.indexOf(':') + 1) : auth) || undefined : undefined;
   if (!mode) {
     // ioredis would take "/x" as database "x" and fail its SELECT at every connection.
     if (path && path !== '/' && !/^\/\d+$/.test(path)) throw new Error('bad database number (the path must be /0 to /N)');
-    return { kind: 'single', url: raw.trim() };
+    // What ioredis will parse it with: a port past 65535 or an unencoded character failed there, at connection time.
+    if (!URL.canParse(trimmed)) throw new Error('is not a valid URL: the port must be 1 to 65535, and the password percent-encoded');
+    return { kind: 'single', url: trimmed };
   }
   if (mode === '+cluster') return { kind: 'cluster', nodes: hostsOf(hosts!, 6379), password, tls };
   const parts = (path ?? '').split('/').filter(Boolean);
