@@ -265,6 +265,17 @@ describe('import-users: bad arguments are refused before any row is sent', () =>
     expect(await storedOf(ids)).toBe(0);
   });
 
+  it('--report naming the --file itself (by another path too): a usage error, and the file is left as it was (it was emptied, and the run "succeeded" with 0 rows)', async () => {
+    const { file } = newUsersCsv('report-is-input', 9);
+    const before = readFileSync(file, 'utf8');
+    for (const report of [file, join(dir, '.', 'report-is-input.csv')]) {
+      const run = await importUsers(['--file', file, '--dry-run', '--report', report]);
+      expect(run.code).not.toBe(0);
+      expect(run.json).toEqual({ error: { kind: 'usage', message: expect.stringMatching(/--report .* is the --file being imported/) } });
+      expect(readFileSync(file, 'utf8')).toBe(before);
+    }
+  });
+
   it('--base-url that is not an absolute http(s) URL is a usage error, not a retried "Invalid URL" per row', async () => {
     const { file } = newUsersCsv('base-url', 2);
     for (const baseUrl of ['not a url', `127.0.0.1:${new URL(api.baseUrl).port}/v1/connect/server`]) {
@@ -290,6 +301,32 @@ describe('import-users: bad arguments are refused before any row is sent', () =>
       expect(run.json.error.message).toContain(`--private-key-file ${file} must be a PEM private key (PKCS#8 or PKCS#1); ${holds}`);
       expect(run.json.error.message).not.toMatch(/DECODER routines/);
     }
+  });
+});
+
+describe('import-users: a file that turns out unreadable part-way', () => {
+  it('a CSV quote never closed after 300 good rows: the rows already sent finish and are counted, and the error says how far it got and where the last good row ended', async () => {
+    const { file, ids } = newUsersCsv('quote-open', 300);
+    writeFileSync(file, `${readFileSync(file, 'utf8')}"unclosed@example.com,unclosed,ENGLISH_US\n${'x,y,ENGLISH_US\n'.repeat(50)}`);
+    const run = await importUsers([...credentials(), '--file', file, '--concurrency', '16']);
+    expect(run.code).not.toBe(0);
+    // Before: "Quote Not Closed ... (line 352)", no counts, and requests in flight dropped by the exit.
+    // The CSV parser reads ahead and drops what it held when it fails at the end of the file, so
+    // fewer than 300 rows may have been read; what the error says was read is what was imported.
+    expect(run.json).toEqual({ error: { kind: 'input', message: expect.stringMatching(/the last row read ends at line \d+\): the import stopped there.*rows read before it stopped: \d+, \d+ created/) } });
+    const [, lastLine, read, created] = /ends at line (\d+).*stopped: (\d+), (\d+) created/.exec(run.json.error.message)!.map(Number);
+    expect(read).toBeGreaterThan(0);
+    expect(created).toBe(read);
+    expect(lastLine).toBe(read! + 1);
+    expect(await storedOf(ids)).toBe(created);
+  });
+
+  it('an NDJSON file with a line over 1 MiB: an input error naming the line, not the heap running out', async () => {
+    const file = join(dir, 'one-long-line.ndjson');
+    writeFileSync(file, `{"provider_email":"a@example.com","external_provider_id":"a"}\n${'x'.repeat(3 << 20)}`);
+    const run = await importUsers(['--file', file, '--dry-run']);
+    expect(run.code).not.toBe(0);
+    expect(run.json).toEqual({ error: { kind: 'input', message: expect.stringMatching(/line 2 is longer than 1 MiB/) } });
   });
 });
 

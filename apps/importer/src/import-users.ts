@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { AuthenticationError, ConnectApiError, ConnectNetworkError, EmailConflictError, EmailMismatchError, NotFoundError, RateLimitedError, ValidationError, type ConnectClient } from '@connect/client';
-import { readUserRows, type RowError, type ReadProgress } from './read-user-rows.ts';
+import { InputFileError, readUserRows, type RowError, type ReadProgress } from './read-user-rows.ts';
 
 export interface ImportCounts {
   total: number;
@@ -127,6 +127,14 @@ export async function importUsers(options: ImportOptions): Promise<ImportCounts>
       inFlight.add(task);
     }
     await Promise.all(inFlight);
+  } catch (err) {
+    // The file turned out unreadable part-way (a quote never closed, a line too long): the rows
+    // already sent finish and are counted, and the stop says how far the import got.
+    await Promise.allSettled(inFlight);
+    if (!(err instanceof InputFileError) || counts.total === 0) throw err;
+    const stop = new ImportAbortedError('input', `${err.message}: the import stopped there. Fix the file and run it again; rows already imported come back as unchanged`);
+    stop.counts = { ...counts };
+    throw stop;
   } finally {
     clearInterval(tick);
   }

@@ -145,17 +145,22 @@ async function main(): Promise<void> {
         return fail('configuration', (err as Error).message);
       }
     }
-    let fileSize: number;
+    let input: ReturnType<typeof statSync>;
     try {
-      fileSize = statSync(values.file).size;
+      input = statSync(values.file);
     } catch {
       throw new UsageError(`no such file: ${values.file}`);
     }
+    if (!input.isFile()) throw new UsageError(`--file ${values.file} is not a file`);
+    const fileSize = input.size;
     // Opened here, synchronously: a report that cannot be written (no such directory, no
     // permission) is a usage error before any row is sent, not a stream error mid-run.
     let report: ReturnType<typeof createWriteStream> | undefined;
     if (values.report) {
       const reportFile = values.report;
+      // Opening the report empties it: were it the input (by any path), the rows would be gone before a single one was read.
+      const existing = statSync(reportFile, { throwIfNoEntry: false });
+      if (existing && existing.dev === input.dev && existing.ino === input.ino) throw new UsageError(`--report ${reportFile} is the --file being imported; give the report another path`);
       let fd: number;
       try {
         // Owner-only: the report holds the failed rows as read, emails included (the mode given to

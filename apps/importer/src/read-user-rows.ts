@@ -19,6 +19,9 @@ export type UserRow = { line: number; raw: unknown } & ({ ok: true; body: Upsert
 /** A problem with the file as a whole (unreadable, not CSV, unknown columns): the import stops. */
 export class InputFileError extends Error {}
 
+/** The longest line (NDJSON) or record (CSV) read: a user row is a few hundred bytes, the API takes 64 KiB. */
+export const MAX_LINE_CHARS = 1 << 20;
+
 export interface ReadProgress {
   /** Bytes of the file read so far: with the file's size, the progress bar's fraction and ETA. */
   bytesRead: number;
@@ -69,11 +72,13 @@ export async function* readCsvRows(path: string, progress: ReadProgress): AsyncG
   // Arrays, not `columns: true`: with named columns the parser silently drops a
   // row's extra cells, and a shifted row must be reported, not half-imported.
   // A row with too few or too many cells is that row's error, not the whole file's.
-  const parser = file.pipe(parse({ bom: true, relax_column_count: true, skip_empty_lines: true, info: true }));
+  const parser = file.pipe(parse({ bom: true, relax_column_count: true, skip_empty_lines: true, info: true, max_record_size: MAX_LINE_CHARS }));
   file.on('error', (err) => parser.destroy(err));
   let names: string[] | undefined;
+  let lastLine = 0;
   try {
     for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
+      lastLine = info.lines;
       if (!names) {
         names = headerOf(record);
         continue;
@@ -87,8 +92,11 @@ export async function* readCsvRows(path: string, progress: ReadProgress): AsyncG
   } catch (err) {
     if (err instanceof InputFileError) throw err;
     const e = err as Error & { lines?: number; code?: string };
-    // csv-parse quotes the offending value, which may be a person's email.
-    throw new InputFileError(e.code === 'ENOENT' ? `no such file: ${path}` : `${maskEmailsIn(e.message)}${e.lines ? ` (line ${e.lines})` : ''}`);
+    // csv-parse quotes the offending value, which may be a person's email. For a quote never
+    // closed it names the file's last line; where the last good row ended says where to look.
+    if (e.code === 'ENOENT') throw new InputFileError(`no such file: ${path}`);
+    const where = [e.lines ? `line ${e.lines}` : '', lastLine ? `the last row read ends at line ${lastLine}` : ''].filter(Boolean).join('; ');
+    throw new InputFileError(`${maskEmailsIn(e.message)}${where ? ` (${where})` : ''}`);
   }
 }
 
@@ -110,6 +118,7 @@ function headerOf(record: string[]): string[] {
 async function* linesOf(path: string, progress: ReadProgress): AsyncGenerator<string> {
   let rest = '';
   let first = true;
+  let lines = 0;
   for await (const chunk of createReadStream(path, { encoding: 'utf8', highWaterMark: 64 * 1024 })) {
     progress.bytesRead += Buffer.byteLength(chunk as string);
     // A UTF-8 byte order mark (what some Windows tools write first) is not part of the first line.
@@ -117,6 +126,9 @@ async function* linesOf(path: string, progress: ReadProgress): AsyncGenerator<st
     first = false;
     const parts = (rest + text).split('\n');
     rest = parts.pop()!;
+    lines += parts.length;
+    // A file without line breaks (not NDJSON, or one huge value) would grow this line until the heap ran out.
+    if (rest.length > MAX_LINE_CHARS) throw new InputFileError(`line ${lines + 1} is longer than ${MAX_LINE_CHARS / (1 << 20)} MiB; NDJSON is one JSON object per line`);
     yield* parts;
   }
   if (rest) yield rest;
