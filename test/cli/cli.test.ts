@@ -336,6 +336,12 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
     expect(listed.code).toBe(0);
     expect(listed.stdout).not.toContain('s3cr3t-pw');
     expect(listed.json.clients.map((c: { key: unknown }) => c.key)).toContainEqual({ jwks_url: 'https://***@legacy.example.com/jwks.json' });
+    // Nor with a token in its query (it was printed whole).
+    const withToken = await cli(['client', 'create', '--org', orgId, '--jwks-url', 'https://ehr.example.com/jwks?token=abc123secret']);
+    expect(withToken.code).toBe(0);
+    expect(withToken.stdout).not.toContain('abc123secret');
+    expect(withToken.json.key).toEqual({ jwks_url: 'https://ehr.example.com/jwks' });
+    expect((await cli(['client', 'list', '--org', orgId])).stdout).not.toContain('abc123secret');
   }, 120_000);
 
   it('arguments are checked before anything else: an empty value, an option given twice, a date that does not exist; a usage error comes before a missing configuration', async () => {

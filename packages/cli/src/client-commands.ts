@@ -1,14 +1,15 @@
 import { readFileSync } from 'node:fs';
 import type { OAuthClientDoc } from '@connect/shared';
-import { clientPublicKeyProblem, jwksUrlProblem } from '@connect/shared/input-rules';
-import { CliError, defineCommand, optional, positional, redactUrl, type Command } from './command.ts';
+import { clientPublicKeyProblem, jwksUrlProblem, urlWithoutSecrets } from '@connect/shared/input-rules';
+import { CliError, defineCommand, optional, positional, type Command } from './command.ts';
 
 function clientView(client: OAuthClientDoc) {
   return {
     client_id: client._id,
     organization_id: client.organization_id,
     // Registration refuses user:password@ in a JWKS URL; one stored before that is shown without it.
-    key: client.jwks_url ? { jwks_url: redactUrl(client.jwks_url) } : { public_key: 'pem' },
+    // Without credentials, query or fragment: a JWKS URL can carry a token there.
+    key: client.jwks_url ? { jwks_url: urlWithoutSecrets(client.jwks_url) } : { public_key: 'pem' },
     enabled: client.enabled,
     created_at: client.created_at.toISOString(),
     disabled_at: client.disabled_at?.toISOString() ?? null,

@@ -82,7 +82,8 @@ short message; never user data or response bodies). Prints the delivery.`,
     synopsis: 'ID | --all-failed',
     description: `Sends dead letters again (the user's newest state, same ordering rules): the delivery ID,
 or with --all-failed every dead letter (not both). Needs REDIS_URL.
-Prints {"replayed": [...]}.`,
+Prints {"replayed": [...]}; with --all-failed also "errors": [...], the dead letters that could not be
+replayed and why.`,
     options: { 'all-failed': { type: 'boolean' } },
     positionals: 1,
     parse(input) {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseInstant } from './recover-command.ts';
+import { parseInstant, recoverCommand } from './recover-command.ts';
+import { CliError } from './command.ts';
 
 describe('deliveries recover --since/--until', () => {
   it('reads ISO 8601 date-times with Z, an offset or no zone (UTC), with or without seconds and fractions', () => {
@@ -28,5 +29,14 @@ describe('deliveries recover --since/--until', () => {
     ] as const) {
       expect(() => parseInstant('since', value), value).toThrow(why);
     }
+  });
+
+  it('a --since in the future without --until is a usage error (the window ends now: it answered {"recovered": 0})', () => {
+    const parse = (values: Record<string, string>) => () => recoverCommand.parse({ values: { target: 't', ...values }, positionals: [] });
+    const later = new Date(Date.now() + 3_600_000).toISOString();
+    expect(parse({ since: later })).toThrow(CliError);
+    expect(parse({ since: later })).toThrow(/--since is in the future/);
+    expect(parse({ since: later, until: new Date(Date.now() + 7_200_000).toISOString() })).not.toThrow();
+    expect(parse({ since: new Date(Date.now() - 3_600_000).toISOString() })).not.toThrow();
   });
 });

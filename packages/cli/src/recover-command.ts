@@ -45,6 +45,8 @@ Prints {"recovered": N}, N being the dead letters put back.`,
     const rawUntil = optional(input, 'until');
     const until = rawUntil === undefined ? undefined : parseInstant('until', rawUntil);
     if (until && until <= since) throw new CliError('usage', '--until must be after --since');
+    // Without --until the window ends now: a --since in the future is an empty window, said plainly rather than {"recovered": 0}.
+    if (!until && since > new Date()) throw new CliError('usage', '--since is in the future; the window [since, until) ends now unless --until is given');
     return { target, since, until };
   },
   async run(window, ctx) {
