@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REQUEST_DEADLINE_MS, SPECIALTY_KINDS, SPEECH_LOCALES } from '@connect/shared';
+import { expectationFailedHandler } from '@connect/api';
 import { getToken, http, postUser, rawHttp, registerTestClient, requestToken, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 
 /** Error messages a person can act on: each one, word for word. */
@@ -155,6 +156,38 @@ describe('HTTP-level refusals', () => {
     // The server the API process runs (Fastify's own) has the same limits as this test's.
     expect(api.app.server.headersTimeout).toBe(REQUEST_DEADLINE_MS);
   }, 45_000);
+
+  it('an Expect other than 100-continue: 417 problem+json (Node answered it with an empty body), nothing stored', async () => {
+    const port = Number(new URL(api.origin).port);
+    const body = JSON.stringify(valid());
+    const res = await rawHttp(
+      port,
+      `POST /v1/connect/server/users HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nExpect: bogus\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    expect(res.status).toBe(417);
+    expect(res.headers).toMatch(/\r\ncontent-type: application\/problem\+json\r\n/i);
+    expect(JSON.parse(res.body)).toMatchObject({ type: expect.stringMatching(/\/expectation-failed$/), status: 417, detail: expect.stringContaining('100-continue') });
+    expect(await api.models.ProviderUser.countDocuments({ external_provider_id: JSON.parse(body).external_provider_id })).toBe(0);
+    // The server the API process runs (Fastify's own) answers it the same way as this test's.
+    expect(api.app.server.listeners('checkExpectation')).toContain(expectationFailedHandler);
+  });
+
+  it('a 4xx without a problem type of its own is named by its status (a 403 said "Bad request")', async () => {
+    // Raw: fetch would resolve the dot segments before sending. The docs' static files refuse the climb with 403.
+    const res = await rawHttp(Number(new URL(api.origin).port), 'GET /docs/static/../../package.json HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    expect(res.status).toBe(403);
+    expect(res.headers).toMatch(/\r\ncontent-type: application\/problem\+json/i);
+    expect(JSON.parse(res.body)).toMatchObject({ type: expect.stringMatching(/\/forbidden$/), title: 'Forbidden', status: 403 });
+  });
+
+  it('answers under {base} are never cached (Cache-Control: no-store): a user, a list, a refusal', async () => {
+    const created = await postUser(api, token, valid());
+    expect(created.headers.get('cache-control')).toBe('no-store');
+    const read = await http(`${api.baseUrl}/users/${encodeURIComponent(created.body.external_provider_id)}`, { headers: { authorization: `Bearer ${token}` } });
+    expect(read.status).toBe(200);
+    expect(read.headers.get('cache-control')).toBe('no-store');
+    expect((await http(`${api.baseUrl}/users/x`)).headers.get('cache-control')).toBe('no-store');
+  });
 
   it('a compressed body (Content-Encoding: gzip) is refused as 415 naming the encoding, not parsed as text', async () => {
     const res = await postUser(api, token, valid(), { 'content-encoding': 'gzip' });

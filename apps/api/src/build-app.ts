@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import formbody from '@fastify/formbody';
 import type { ApiDeps } from './api-deps.ts';
 import { PROBLEM_TYPE_BASE, REQUEST_DEADLINE_MS } from '@connect/shared';
-import { DEFAULT_BODY_LIMIT, clientErrorHandler, errorHandler, notFoundHandler, sendProblem } from './error-handler.ts';
+import { DEFAULT_BODY_LIMIT, FORM_BODY_LIMIT, clientErrorHandler, errorHandler, expectationFailedHandler, notFoundHandler, sendProblem } from './error-handler.ts';
 import { decorateRequestLog, requestLogController } from './request-log.ts';
 import { UnsupportedMediaTypeError } from './http-errors.ts';
 import { registerJsonBodyParser } from './json-body.ts';
@@ -70,6 +70,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     return503OnClosing: false,
     forceCloseConnections: 'idle',
   }) as unknown as FastifyInstance;
+  app.server.on('checkExpectation', expectationFailedHandler);
   decorateRequestLog(app);
   app.setValidatorCompiler(zodValidatorCompiler);
   // Responses are built from typed views; the zod response schemas document them
@@ -109,12 +110,14 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       const asked = explicitApiVersion(request);
       if (asked) reply.header(API_VERSION_HEADER, asked);
     }
+    // Under {base} every answer is about a client's users or tokens (emails among them): never cached.
+    if (request.url.startsWith(underBase) && !reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
     // From SIGTERM on, end keep-alive connections after their answer: clients open new ones, which the
     // load balancer sends elsewhere once /readyz fails, and close() does not wait for the idle timeout.
     if (closing || deps.shuttingDown()) reply.header('connection', 'close');
   });
 
-  await app.register(formbody, { bodyLimit: 16 * 1024 });
+  await app.register(formbody, { bodyLimit: FORM_BODY_LIMIT });
   await registerRateLimits(app, deps);
   // Docs first: @fastify/swagger collects the routes registered after it.
   await registerDocs(app, deps);

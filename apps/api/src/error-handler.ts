@@ -1,4 +1,4 @@
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, PROBLEM_TYPE_BASE, type FieldError } from '@connect/shared';
@@ -86,7 +86,10 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
   const status = error.statusCode ?? 500;
   if (status >= 400 && status < 500) {
     request.log.info({ code: error.code, err: error.message }, 'client error');
-    return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'bad-request', title: 'Bad request', status, detail: 'The request could not be processed.', instance });
+    // Named by its status (a 403 from the docs' static files said "Bad request").
+    const title = status === 400 ? 'Bad request' : (STATUS_CODES[status] ?? 'Client error');
+    const slug = status === 400 ? 'bad-request' : title.toLowerCase().replace(/[^a-z0-9]+/g, '-');
+    return sendProblem(reply, { type: PROBLEM_TYPE_BASE + slug, title, status, detail: 'The request could not be processed.', instance });
   }
   // The logger's error serializer scrubs the message and the stack (which repeats the message).
   request.log.error({ err: error }, 'unhandled error');
@@ -95,6 +98,8 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
 
 /** Fastify's bodyLimit for the app (build-app.ts); a route may set its own. */
 export const DEFAULT_BODY_LIMIT = 64 * 1024;
+/** The limit of a form body (the token endpoint's other shape; build-app.ts). */
+export const FORM_BODY_LIMIT = 16 * 1024;
 
 /** No route for this method and path: 405 with `Allow` when the path answers other methods, else 404. */
 export function notFoundHandler(routes: RouteTable) {
@@ -111,6 +116,22 @@ export function notFoundHandler(routes: RouteTable) {
  * long to arrive) get problem+json too, not Fastify's own JSON. Nothing of the
  * request is echoed, and the connection is closed: the parser cannot go on.
  */
+/**
+ * The server's `checkExpectation` listener: a request with an `Expect` other than `100-continue`.
+ * Node's own answer is a 417 with an empty body; this one is problem+json like every other refusal.
+ */
+export function expectationFailedHandler(request: IncomingMessage, response: ServerResponse): void {
+  const body = JSON.stringify({
+    type: PROBLEM_TYPE_BASE + 'expectation-failed',
+    title: STATUS_CODES[417],
+    status: 417,
+    detail: 'The only Expect this server meets is 100-continue; send the request without the header.',
+  });
+  response.writeHead(417, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body), connection: 'close' });
+  response.end(body);
+  request.resume();
+}
+
 export function clientErrorHandler(error: Error & { code?: string }, socket: Socket): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
   const [status, slug, detail] =
