@@ -267,6 +267,11 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
     const explicit = await cli(['org', 'list'], { env: { STACK_DIR: dir } });
     expect(explicit.code).toBe(0);
     expect(explicit.stderr).not.toContain('stack');
+    // A REDIS_URL from the environment beside the file's MONGO_URL: its error does not blame the stack's file.
+    const closed = await freePort();
+    const redisDown = await cli(['targets', 'list'], { env: { MONGO_URL: undefined, REDIS_URL: `redis://127.0.0.1:${closed}`, STACK_DIR: dir } });
+    expect(redisDown.json.error.kind).toBe('unavailable');
+    expect(redisDown.json.error.message).not.toContain('pnpm stack');
   }, 60_000);
 
   it('client create refuses a private key, anything but a PEM public key, a plain-http JWKS URL off loopback and one with credentials; nothing is stored', async () => {

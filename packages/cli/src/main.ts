@@ -93,9 +93,10 @@ async function runCommand(command: Command, args: unknown): Promise<unknown> {
     if (e.extra.variable === 'MONGO_URL' && !mongoUrlSet && !stackEnv) e.message += ' (or start `pnpm stack`, which writes .local/stack/env for the CLI)';
     throw e;
   }
-  const from = stackEnv ? ` (from ${stackEnv.file}: is \`pnpm stack\` running?)` : '';
+  // Where a datastore's URL came from, when it was the stack's file: a hint for its `unavailable` error.
+  const from = (variable: string) => (stackEnv?.used.includes(variable) ? ` (from ${stackEnv.file}: is \`pnpm stack\` running?)` : '');
   // Bounded waits: with the database down the CLI answers `unavailable` within 5 s, start-up included.
-  const conn = await connectMongo(config.mongoUrl, from);
+  const conn = await connectMongo(config.mongoUrl, from('MONGO_URL'));
   let redis: Promise<RedisClient> | undefined;
   try {
     // Indexes are the API's to create at start; the CLI only reads and writes documents.
@@ -103,7 +104,7 @@ async function runCommand(command: Command, args: unknown): Promise<unknown> {
       config,
       models: createModels(conn),
       redis: () => (redis ??= connectRedis(config).catch((err: CliError) => {
-        err.message += from;
+        err.message += from('REDIS_URL');
         throw err;
       })),
     };

@@ -2,8 +2,8 @@
  * `pnpm stack` writes the settings of the system it runs (MONGO_URL, REDIS_URL,
  * QUEUE_PREFIX, PUBLIC_BASE_URL, DOWNSTREAM_TARGETS) to `.local/stack/env`, so
  * the README's commands work in a second terminal with nothing to export. The
- * CLI reads that file only when MONGO_URL is not set: an explicit environment
- * always wins, and settings are never mixed from two systems.
+ * CLI reads that file only when MONGO_URL is not set, and a variable set in the
+ * environment wins over the file's (the CLI says on stderr which it took).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
