@@ -96,8 +96,9 @@ async function main(): Promise<void> {
   stops.unshift(ferret.stop);
   const mongoUrl = `${ferret.url}connect`;
 
-  let redisUrl = 'redis://127.0.0.1:6379';
-  if (!(await redisAnswers(6379))) {
+  // REDIS_URL chooses the Redis (a machine shared with others); else the local one, else one of its own.
+  let redisUrl = process.env.REDIS_URL?.trim() || 'redis://127.0.0.1:6379';
+  if (!process.env.REDIS_URL?.trim() && !(await redisAnswers(6379))) {
     const redis = await startPrivateRedis();
     stops.unshift(redis.stop);
     redisUrl = redis.url;
