@@ -81,6 +81,12 @@ describe('targets forget', () => {
     const pattern = await cli({}, 'targets', 'forget', '*');
     expect(pattern.code).toBe(2);
     expect(pattern.json.error).toMatchObject({ kind: 'usage', message: expect.stringContaining('is not a target name') });
+    // So for every targets command (pause, resume and resync answered such a name `not_found`).
+    for (const verb of ['pause', 'resume', 'resync']) {
+      const bad = await cli({}, 'targets', verb, 'bad name!');
+      expect(bad.code, verb).toBe(2);
+      expect(bad.json.error, verb).toMatchObject({ kind: 'usage', message: expect.stringContaining('is not a target name') });
+    }
     // Still in DOWNSTREAM_TARGETS.
     const configured = await cli({}, 'targets', 'forget', 'old');
     expect(configured.code).not.toBe(0);

@@ -6,7 +6,7 @@
  */
 // Only light imports here (and in every command's `parse`): main.ts loads the drivers
 // when a command runs, so `--help` and usage errors answer at once.
-import { ConfigError, DomainError, withoutCredentials } from '@connect/shared/input-rules';
+import { ConfigError, DomainError, TARGET_NAME, TARGET_NAME_RULE, withoutCredentials } from '@connect/shared/input-rules';
 import type { Config, Models, RedisClient } from '@connect/shared';
 
 /**
@@ -121,4 +121,11 @@ export function toCliError(err: unknown): CliError {
     return new CliError('unavailable', e.message ?? 'a datastore did not answer');
   }
   return new CliError('internal', e?.message ?? String(err));
+}
+
+/** A target name argument: one that could never name a target is a usage error (as for every targets command), not `not_found`. */
+export function targetNameOf(input: Parameters<typeof positional>[0]): string {
+  const name = positional(input, 'a target name');
+  if (!TARGET_NAME.test(name)) throw new CliError('usage', `${JSON.stringify(name.slice(0, 80))} is not a target name (${TARGET_NAME_RULE}).`);
+  return name;
 }

@@ -1,5 +1,5 @@
 import type { ResyncProgress } from '@connect/shared';
-import { CliError, defineCommand, optional, positional, type Command } from './command.ts';
+import { CliError, defineCommand, optional, targetNameOf, type Command } from './command.ts';
 
 /** Non-terminal stderr gets one JSON line at most this often. */
 const PROGRESS_EVERY_MS = 3000;
@@ -26,7 +26,7 @@ Progress on stderr. Prints {"target", "users_scanned", "enqueued", "skipped"}.`,
   positionals: 1,
   parse(input) {
     return {
-      target: positional(input, 'a target name'),
+      target: targetNameOf(input),
       organizationId: optional(input, 'org'),
       force: input.values.force === true,
       batchSize: count('batch-size', optional(input, 'batch-size'), 500),

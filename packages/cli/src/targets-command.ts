@@ -1,6 +1,5 @@
 import type { DeliveryQueues, TargetHealth } from '@connect/shared';
-import { TARGET_NAME, TARGET_NAME_RULE } from '@connect/shared/input-rules';
-import { CliError, defineCommand, positional, type CliContext, type Command } from './command.ts';
+import { defineCommand, targetNameOf, type CliContext, type Command } from './command.ts';
 
 /** The domain code, loaded when a command runs (command.ts). */
 const shared = () => import('@connect/shared');
@@ -37,7 +36,7 @@ Prints {"targets": [{"name", "state", "consecutive_failures", "failing_since", "
     description: `An operator's hold: the target's deliveries wait (nothing is dropped) until resume.
 Prints the target's row.`,
     positionals: 1,
-    parse: (input) => positional(input, 'a target name'),
+    parse: targetNameOf,
     run: (name, ctx) => withTargets(ctx, async (deps) => (await shared()).pauseTarget(deps, name)),
   }),
   defineCommand({
@@ -46,7 +45,7 @@ Prints the target's row.`,
     description: `Ends a pause, and also leaves failing or disabled: the held deliveries drain in order.
 Prints the target's row.`,
     positionals: 1,
-    parse: (input) => positional(input, 'a target name'),
+    parse: targetNameOf,
     run: (name, ctx) => withTargets(ctx, async (deps) => (await shared()).resumeTarget(deps, name)),
   }),
   defineCommand({
@@ -58,11 +57,7 @@ records, kept held state and resync cursors in MongoDB. Refused (conflict) while
 configured or a worker still serves it: remove it, restart the workers, then forget it.
 Prints {"target", "jobs", "deliveries", "attempts", "sync_states"}; a second run prints zeros.`,
     positionals: 1,
-    parse: (input) => {
-      const name = positional(input, 'a target name');
-      if (!TARGET_NAME.test(name)) throw new CliError('usage', `${JSON.stringify(name.slice(0, 80))} is not a target name (${TARGET_NAME_RULE}).`);
-      return name;
-    },
+    parse: targetNameOf,
     run: async (name, ctx) =>
       (await shared()).forgetTarget({ models: ctx.models, redis: await ctx.redis(), queuePrefix: ctx.config.queuePrefix, configured: ctx.config.downstreamTargets.map((t) => t.name) }, name),
   }),
