@@ -298,6 +298,12 @@ describe('waits the caller controls', () => {
     const sdk = new ConnectClient({ ...direct, audience: `${proxy.origin}${BASE_PATH}/oauth/token` });
     expect(await sdk.getUser('nobody').catch((e: unknown) => e)).toBeInstanceOf(NotFoundError);
   });
+
+  it('a baseUrl without the base path: the token request meets no route, and the error says what baseUrl must be (it read as refused credentials)', async () => {
+    const noPath = await new ConnectClient({ baseUrl: api.origin, clientId: clinic.client._id, privateKey: clinic.privateKey }).getUser('nobody').catch((e: unknown) => e);
+    expect(noPath).toBeInstanceOf(AuthenticationError);
+    expect((noPath as Error).message).toContain(`nothing answers at "${api.origin}/oauth/token": baseUrl must be the API's base URL, path included`);
+  });
 });
 
 describe('a 2xx whose body is not JSON (a proxy\'s page)', () => {

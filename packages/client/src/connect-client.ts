@@ -283,6 +283,8 @@ export class ConnectClient {
       const refused = new AuthenticationError(error.status, error.problem);
       // The server does not say which check failed (on purpose): list what to check, the audience
       // last and named, as it is the one the caller cannot see from its own settings.
+      // No token endpoint there at all: the base URL is not the API's (its path left out, most often).
+      if (error.status === 404 || error.status === 405) refused.message += ` (nothing answers at ${shownUrl(this.tokenUrl)}: baseUrl must be the API's base URL, path included, such as https://connect.example.com/v1/connect/server)`;
       if (error.status === 401) refused.message += ` (the server does not say which check failed: check the client id, that the private key is the one registered for it, and the assertion's audience, which was ${this.audience}: it must be the server's own PUBLIC_BASE_URL + base path + /oauth/token; set the audience option when baseUrl reaches the server by another name)`;
       throw refused;
     }
