@@ -215,13 +215,13 @@ describe('POST /oauth/token: refusals', () => {
     expect((await tokenRequest(withAssertion(assertion))).status).toBe(200);
   });
 
-  it('a body over the limit → 413 invalid_request naming the limit (JSON 64 KiB, form 16 KiB), not "could not be read"', async () => {
+  it('a body over the limit → 400 invalid_request naming the limit (JSON 64 KiB, form 16 KiB), not "could not be read"', async () => {
     const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
     const json = await tokenRequest(withAssertion(assertion, { scope: 'x'.repeat(70 * 1024) }));
-    expect(json.status).toBe(413);
+    expect(json.status).toBe(400);
     expect(json.body).toEqual({ error: 'invalid_request', error_description: 'The body is larger than 65536 bytes, the most this endpoint accepts.' });
     const form = await tokenRequest(withAssertion(assertion, { scope: 'x'.repeat(20 * 1024) }), true);
-    expect(form.status).toBe(413);
+    expect(form.status).toBe(400);
     expect(form.body.error_description).toBe('The body is larger than 16384 bytes, the most this endpoint accepts.');
   });
 

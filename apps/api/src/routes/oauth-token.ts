@@ -14,7 +14,7 @@ const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 type OAuthErrorCode = 'invalid_request' | 'invalid_client' | 'unsupported_grant_type';
 
 /** RFC 6749 §5.2 error body; the token endpoint does not speak problem+json (docs/contract.md). */
-function oauthError(reply: FastifyReply, status: 400 | 401 | 408 | 413, error: OAuthErrorCode, description: string): FastifyReply {
+function oauthError(reply: FastifyReply, status: 400 | 401 | 408, error: OAuthErrorCode, description: string): FastifyReply {
   reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
   if (status === 401) reply.header('www-authenticate', 'Bearer');
   return reply.status(status).type('application/json').send({ error, error_description: description });
@@ -49,7 +49,8 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
     if (error instanceof DomainError && error.status < 500) return oauthError(reply, 400, 'invalid_request', error.message);
     if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       const form = /^application\/x-www-form-urlencoded/i.test(request.headers['content-type'] ?? '');
-      return oauthError(reply, 413, 'invalid_request', `The body is larger than ${form ? FORM_BODY_LIMIT : (request.routeOptions.bodyLimit ?? DEFAULT_BODY_LIMIT)} bytes, the most this endpoint accepts.`);
+      // 400, as every malformed token request (the token endpoint answers 400 or 401 only), naming the limit.
+      return oauthError(reply, 400, 'invalid_request', `The body is larger than ${form ? FORM_BODY_LIMIT : (request.routeOptions.bodyLimit ?? DEFAULT_BODY_LIMIT)} bytes, the most this endpoint accepts.`);
     }
     if ((error.statusCode ?? 500) < 500) return oauthError(reply, 400, 'invalid_request', 'The request body could not be read; send form or JSON parameters.');
     // A datastore that does not answer, or the request deadline: retryable, in RFC 6749's
