@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Types } from 'mongoose';
-import { collectionOf, type DeliveryDoc, type DeliveryStatus } from '@connect/shared';
+import { collectionOf, ensureIndexes, type DeliveryDoc, type DeliveryStatus } from '@connect/shared';
 import { purgeLockKey, workerOptionsFromEnv } from '@connect/worker';
 import { registerTestClient, requestToken, signAssertion, startTestApi, http, type TestApi, type TestClient } from '../support/harness.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
@@ -85,19 +85,25 @@ describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
     for (const d of [...oldPending, ...recent]) expect(history.has(d._id)).toBe(true);
   });
 
-  it('keeps the dead letter of a refused change of status while it is still the user\'s latest (it stops the change going out again), and purges it once the status changed again', async () => {
+  it('keeps the dead letter of a refused reactivation while it is still the user\'s latest change of status (it stops it going out again), and purges it once the status changed again; a refused deactivation is purged', async () => {
     const Delivery = collectionOf(api.models.Delivery);
     const Users = api.models.ProviderUser.collection;
     const userId = new Types.ObjectId();
     const refused = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.reactivated', version: 3 };
     const plain = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.updated', version: 4 };
-    const otherUsers = { ...row('failed', 31 * DAY), event_type: 'user.deactivated' };
+    const otherUsers = { ...row('failed', 31 * DAY), event_type: 'user.reactivated' };
     const statusEvent = { id: refused.event_id, type: 'user.reactivated', occurred_at: refused.created_at, version: 3, data: {} };
-    await Users.insertOne({ _id: userId, organization_id: 'org', external_provider_id: refused.external_provider_id, status_event: statusEvent });
-    await Delivery.insertMany([refused, plain, otherUsers]);
+    // A refused deactivation still current guards nothing (only a reactivation can follow it, and replaces it): purged.
+    const deactivatedId = new Types.ObjectId();
+    const refusedDeactivation = { ...row('failed', 31 * DAY), user_id: deactivatedId, event_type: 'user.deactivated' };
+    await Users.insertMany([
+      { _id: userId, organization_id: 'org', external_provider_id: refused.external_provider_id, status_event: statusEvent },
+      { _id: deactivatedId, organization_id: 'org', external_provider_id: refusedDeactivation.external_provider_id, status_event: { ...statusEvent, id: refusedDeactivation.event_id, type: 'user.deactivated' } },
+    ]);
+    await Delivery.insertMany([refused, plain, otherUsers, refusedDeactivation]);
 
     await worker.worker.purge.runOnce();
-    let left = new Set((await Delivery.find({ _id: { $in: [refused._id, plain._id, otherUsers._id] } }).toArray()).map((d) => d._id));
+    let left = new Set((await Delivery.find({ _id: { $in: [refused._id, plain._id, otherUsers._id, refusedDeactivation._id] } }).toArray()).map((d) => d._id));
     // Before: all three went, and the reactivation was sent (and refused) again in front of the next update.
     expect([...left]).toEqual([refused._id]);
 
@@ -106,6 +112,15 @@ describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
     await worker.worker.purge.runOnce();
     left = new Set((await Delivery.find({ _id: refused._id }).toArray()).map((d) => d._id));
     expect(left.size).toBe(0);
+  });
+
+  it('the attempts index on `at` alone that earlier versions made (read by nothing) is dropped at start', async () => {
+    const attempts = api.models.DeliveryAttempt.collection;
+    await attempts.createIndex({ at: 1 }, { name: 'at_1' });
+    await ensureIndexes(api.models);
+    const names = (await attempts.indexes()).map((i) => i.name);
+    expect(names).not.toContain('at_1');
+    expect(names).toContain('delivery_id_1_at_1');
   });
 
   it('runs one pass at a time across processes: while another holds the lock, this one deletes nothing', async () => {

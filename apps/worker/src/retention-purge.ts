@@ -38,22 +38,25 @@ export interface PurgeResult {
 
 export const FINISHED_STATUSES = ['delivered', 'superseded', 'failed'] as const;
 
-const STATUS_CHANGE_TYPES = ['user.deactivated', 'user.reactivated'];
+/** At most this many such rows are kept (their ids ride in the purge's filter); past it, the rest go as any other. */
+const MAX_KEPT = 10_000;
 
 /**
- * Dead letters past the retention that must stay: a change of status refused for good that is still
- * its user's status change. Its failed row is what tells the delivery processor not to send it again
- * in front of each newer event (docs/delivery.md, Status changes); purged, the change went out again
- * (and was refused again) as soon as the target was behind. They go once the user's status changes
- * again. Few: only status changes, only refused ones, only the latest per user.
+ * Dead letters past the retention that must stay: a reactivation refused for good that is still its
+ * user's status change. Its failed row is what tells the delivery processor not to send it again in
+ * front of each newer event (docs/delivery.md, Status changes); purged, the reactivation went out
+ * again (and was refused again) as soon as the target was behind. They go once the user's status
+ * changes again. A refused deactivation is never kept: nothing can follow it but a reactivation,
+ * which replaces it, so its row guards nothing.
  */
 async function refusedStatusChangesStillCurrent(models: Models, cutoff: Date): Promise<string[]> {
   const { deliveries, providerUsers } = collectionsOf(models);
   const rows = await deliveries
     .find<Pick<DeliveryDoc, '_id' | 'user_id' | 'event_id'>>(
-      { status: 'failed', updated_at: { $lt: cutoff }, event_type: { $in: STATUS_CHANGE_TYPES } },
+      { status: 'failed', updated_at: { $lt: cutoff }, event_type: 'user.reactivated' },
       { projection: { _id: 1, user_id: 1, event_id: 1 } },
     )
+    .limit(MAX_KEPT)
     .toArray();
   const kept: string[] = [];
   for (let i = 0; i < rows.length; i += 1000) {

@@ -261,6 +261,8 @@ export async function ensureIndexes(
     await model.createIndexes();
   }
   await ensureEmailIndex(collectionOf(models.ProviderUser), emailUniqueness, log);
+  // Made by earlier versions and read by nothing: every attempt written kept it up for nothing.
+  await models.DeliveryAttempt.collection.dropIndex('at_1').catch(() => undefined);
   try {
     await models.UsedAssertion.collection.createIndex({ expires_at: 1 }, { name: 'expires_at_ttl', expireAfterSeconds: 0 });
   } catch (err) {
