@@ -71,8 +71,15 @@ export async function forgetTarget(deps: ForgetTargetDeps, name: string): Promis
 
   const { syncStates, targetStates, relayCursors } = collectionsOf(deps.models);
   const deleted = await deleteDeliveriesWithHistory(deps.models, { target: name });
-  const syncs = await syncStates.deleteMany({ target: name });
+  // In batches, as the rows above: one delete of every user's record for the target (no index on
+  // target) could outlast the CLI's per-operation timeout on a large deployment.
+  let syncs = 0;
+  for (;;) {
+    const ids = (await syncStates.find({ target: name }, { projection: { _id: 1 } }).limit(1000).toArray()).map((d) => d._id);
+    if (ids.length === 0) break;
+    syncs += (await syncStates.deleteMany({ _id: { $in: ids }, target: name })).deletedCount;
+  }
   await targetStates.deleteOne({ _id: name });
   await relayCursors.deleteMany({ _id: resyncCursorRange(name) });
-  return { target: name, jobs, deliveries: deleted.deliveries, attempts: deleted.attempts, sync_states: syncs.deletedCount };
+  return { target: name, jobs, deliveries: deleted.deliveries, attempts: deleted.attempts, sync_states: syncs };
 }
