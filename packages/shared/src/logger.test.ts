@@ -30,6 +30,10 @@ describe('scrubbing text and errors for the log', () => {
     expect(scrubText(`bad token ${jwt} sent`)).toBe('bad token [jwt] sent');
     expect(loggableUrl('/users/jane.doe%2540example.com')).toBe('/users/j***@e***.com');
     expect(loggableUrl('/users/jane.doe%252540example.com')).toBe('/users/j***@e***.com');
+    // A path that does not decode as a whole (an escape cut by the length cap, bytes that are not UTF-8): the rest still decodes.
+    expect(loggableUrl(`/v1/connect/server/users/jane.doe%40example.com/${'a'.repeat(3023)}%20bbbb`)).toMatch(/^\/v1\/connect\/server\/users\/j\*\*\*@e\*\*\*\.com\/a+$/);
+    expect(loggableUrl('/users/%ff/jane.doe%40example.com')).toBe('/users/%ff/j***@e***.com');
+    expect(loggableUrl('/users/%ffjane.doe%40example.com')).not.toContain('jane.doe');
     // Before: the path was cut at 512 first, leaving "…jane.doe@example" unmasked.
     const long = loggableUrl(`/users/${'c'.repeat(490)}jane.doe@example.com`);
     expect(long.length).toBeLessThanOrEqual(512);

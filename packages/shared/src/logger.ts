@@ -43,6 +43,21 @@ export function serializeError(err: unknown, depth = 0): unknown {
   };
 }
 
+const ESCAPES = /(?:%[0-9A-Fa-f]{2})+/g;
+
+/**
+ * A run of percent-escapes decoded; one that is not UTF-8 (bytes cut off by the length cap, or
+ * sent so) keeps its other escapes but has its ASCII ones decoded, so an encoded "@" never hides
+ * an email from the mask (a path that failed to decode as a whole was logged as sent).
+ */
+function decodeTolerantly(run: string): string {
+  try {
+    return decodeURIComponent(run);
+  } catch {
+    return run.replace(/%[0-7][0-9A-Fa-f]/g, (e) => String.fromCharCode(parseInt(e.slice(1), 16)));
+  }
+}
+
 /** How much of a request path a log line shows. */
 const LOGGED_PATH_CHARS = 512;
 
@@ -56,13 +71,9 @@ const LOGGED_PATH_CHARS = 512;
 export function loggableUrl(url: string | undefined): string {
   let path = (url ?? '').split('?')[0]!.slice(0, 6 * LOGGED_PATH_CHARS);
   for (let i = 0; i < 3 && path.includes('%'); i++) {
-    try {
-      const decoded = decodeURIComponent(path);
-      if (decoded === path) break;
-      path = decoded;
-    } catch {
-      break; // keep it as it is
-    }
+    const decoded = path.replace(ESCAPES, decodeTolerantly);
+    if (decoded === path) break;
+    path = decoded;
   }
   return maskEmailsIn(path.slice(0, 2 * LOGGED_PATH_CHARS).replace(JWT_IN_TEXT, '[jwt]')).slice(0, LOGGED_PATH_CHARS);
 }
