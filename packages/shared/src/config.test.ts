@@ -91,6 +91,14 @@ describe('configuration from the environment (docs/operations.md)', () => {
   });
 });
 
+describe('REDIS_URL as operators write them', () => {
+  it('a password with an unencoded "@" (URL parsing takes the last one), IPv6 hosts, sentinel and cluster URLs are taken', () => {
+    for (const REDIS_URL of ['redis://:p@ss@127.0.0.1:6379', 'redis://user:p@ss@host:6379/2', 'redis://[::1]:6379', 'redis://:p%23ss@[::1]:6379/2', 'redis+sentinel://:pw@h1:26379,h2:26379/mymaster/1', 'redis+cluster://:pw@n1:7000,n2:7001']) {
+      expect(loadConfig({ ...base, REDIS_URL, QUEUE_PREFIX: '{connect}' }).redisUrl, REDIS_URL).toBe(REDIS_URL);
+    }
+  });
+});
+
 describe('MONGO_URL and TOKEN_SIGNING_KEY as operators write them', () => {
   it('takes a replica set seed list and mongodb+srv, and names the database "connect" when the URL names none', () => {
     expect(loadConfig({ ...base, MONGO_URL: 'mongodb://m1:27017,m2:27017,m3:27017/prod?replicaSet=rs0' }).mongoUrl).toBe('mongodb://m1:27017,m2:27017,m3:27017/prod?replicaSet=rs0');
@@ -144,7 +152,7 @@ describe('every problem at once (docs/operations.md)', () => {
   });
 
   it('a bad REDIS_URL or PUBLIC_BASE_URL is named without its password or query (the line goes to logs and terminals)', () => {
-    for (const REDIS_URL of ['redis+sentinel://:S3cretPW@h1:26379', 'redis://:S3cretPW@host:6379/x', 'redis://:S3cretPW@host:6379/m/x', 'redis://:S3cr/etPW@host:6379/x', 'redis+sentinel://:S3cretPW/x@h:26379', 'rediss://user:S3cretPW@host:6379/0?password=S3cretPW&db=x', 'redis://:S3cretPW%zz@host']) {
+    for (const REDIS_URL of ['redis+sentinel://:S3cretPW@h1:26379', 'redis://:S3cretPW@host:6379/x', 'redis://:S3cretPW@host:6379/m/x', 'redis://:S3cr/etPW@host:6379/x', 'redis+sentinel://:S3cretPW/x@h:26379', 'rediss://user:S3cretPW@host:6379/0?password=S3cretPW&db=x', 'redis://:S3cretPW%zz@host', 'redis://:S3c@retPW@host:6379/x', 'redis://:S3c@retPW@host:99999']) {
       const [problem] = errorOf({ ...base, REDIS_URL }).problems;
       expect(problem!.variable, REDIS_URL).toBe('REDIS_URL');
       expect(problem!.problem, REDIS_URL).not.toMatch(/S3cr|etPW/);

@@ -33,16 +33,17 @@ export class ConfigError extends Error {
 
 /** `user:password@` out of every URL in a text (a connection string, an error naming one). */
 export function withoutCredentials(text: string): string {
-  return text.replace(/\/\/[^@/\s]*@/g, '//***@');
+  // To the last "@" before the host: a password may hold an unencoded "@".
+  return text.replace(/\/\/[^/\s]*@/g, '//***@');
 }
 
 /**
  * A value meant as one URL (a configuration variable), quoted in an error: everything between the
- * scheme and the last "@" before the host goes, so a password holding an unescaped "/" goes too,
- * and so does the query (a `?password=` form).
+ * scheme and the last "@" before the host goes, so a password holding an unescaped "/" or "@" goes
+ * too, and so does the query (a `?password=` form).
  */
 export function urlWithoutSecrets(value: string): string {
-  return value.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^@\s]*@/, '$1***@').replace(/[?#].*$/s, '');
+  return value.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^\s?#]*@/, '$1***@').replace(/[?#].*$/s, '');
 }
 
 /** `jane.doe@example.com` → `j***@e***.com`: enough to tell users apart in a log, not to read. */

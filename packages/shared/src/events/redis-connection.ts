@@ -30,7 +30,8 @@ export function parseRedisUrl(raw: string): RedisTarget {
   if (/^rediss?(\+sentinel|\+cluster)?:\/\/[^?#]*[?#]/.test(trimmed)) {
     throw new Error('takes no query or fragment: put the password before the host (":PASSWORD@"), with "?", "#", "/" and "@" in it percent-encoded as %3F, %23, %2F and %40');
   }
-  const m = /^(rediss?)(\+sentinel|\+cluster)?:\/\/(?:([^@/]*)@)?([^/?#@]+)(\/[^?#]*)?$/.exec(trimmed);
+  // The credentials run to the last "@" before the host (as URL parsing reads them): a password with an unencoded "@" works.
+  const m = /^(rediss?)(\+sentinel|\+cluster)?:\/\/(?:([^/]*)@)?([^/?#@]+)(\/[^?#]*)?$/.exec(trimmed);
   if (!m) throw new Error('not a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL with a host');
   const [, scheme, mode, auth, hosts, path] = m;
   const tls = scheme === 'rediss';
