@@ -47,6 +47,13 @@ describe('repeatedMembersIn', () => {
     );
   });
 
+  it('a path as a reply may quote it: at most 200 characters, a lone surrogate shown as U+FFFD (a long name repeated made a 60 KB body answer 600 KB)', () => {
+    const long = 'k'.repeat(5000);
+    const [found] = repeatedMembersIn(`{"${long}":{"a":1,"a":2}}`);
+    expect(found!.path).toHaveLength(200);
+    expect(repeatedMembersIn('{"\\ud800":1,"\\ud800":2}')).toEqual([{ path: '\uFFFD', message: 'is given more than once' }]);
+  });
+
   it('names each repeated member once, in objects side by side', () => {
     expect(repeatedMembersIn('{"a":{"x":1,"x":2,"x":3},"b":[{"y":1},{"y":2,"y":3}],"a":0}')).toEqual([
       { path: 'a.x', message: 'is given more than once' },

@@ -111,12 +111,6 @@ export function notFoundHandler(routes: RouteTable) {
 }
 
 /**
- * Requests Node's HTTP parser refuses before Fastify sees them (headers past the
- * size limit, an unknown method, a broken request line, a request that took too
- * long to arrive) get problem+json too, not Fastify's own JSON. Nothing of the
- * request is echoed, and the connection is closed: the parser cannot go on.
- */
-/**
  * The server's `checkExpectation` listener: a request with an `Expect` other than `100-continue`.
  * Node's own answer is a 417 with an empty body; this one is problem+json like every other refusal.
  */
@@ -132,6 +126,12 @@ export function expectationFailedHandler(request: IncomingMessage, response: Ser
   request.resume();
 }
 
+/**
+ * Requests Node's HTTP parser refuses before Fastify sees them (headers past the
+ * size limit, an unknown method, a broken request line, a request that took too
+ * long to arrive) get problem+json too, not Fastify's own JSON. Nothing of the
+ * request is echoed, and the connection is closed: the parser cannot go on.
+ */
 export function clientErrorHandler(error: Error & { code?: string }, socket: Socket): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
   const [status, slug, detail] =

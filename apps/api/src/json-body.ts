@@ -63,7 +63,9 @@ export function repeatedMembersIn(json: string, max = 10): FieldError[] {
   const out: FieldError[] = [];
   const reported = new Set<string>();
   const frames: Frame[] = [];
-  const pathOf = (name: string) => [...frames.slice(0, -1).map((f) => (f.names ? f.at : String(f.index))), name].join('.');
+  // As a reply may quote it: at most 200 characters, lone surrogates shown as U+FFFD (as malformedStringsIn does).
+  const pathOf = (name: string) =>
+    [...frames.slice(0, -1).map((f) => (f.names ? f.at : String(f.index))), name].join('.').slice(0, 200).replace(/\p{Cs}/gu, '\uFFFD');
   for (let i = 0; i < json.length && out.length < max; i++) {
     const c = json.charCodeAt(i);
     if (c === 0x22 /* " */) {

@@ -151,7 +151,8 @@ async function main(): Promise<void> {
     } catch {
       throw new UsageError(`no such file: ${values.file}`);
     }
-    if (!input.isFile()) throw new UsageError(`--file ${values.file} is not a file`);
+    // A pipe or a device (`--file /dev/stdin`, `<(zcat users.csv.gz)`) is read like a file; a directory is not.
+    if (input.isDirectory()) throw new UsageError(`--file ${values.file} is a directory`);
     const fileSize = input.size;
     // Opened here, synchronously: a report that cannot be written (no such directory, no
     // permission) is a usage error before any row is sent, not a stream error mid-run.

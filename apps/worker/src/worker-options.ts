@@ -78,7 +78,7 @@ export const workerEnvShape = {
   WORKER_PURGE_INTERVAL_MS: envInteger(1000, MAX, DEFAULT_WORKER_OPTIONS.purgeIntervalMs),
   // Days, decimals allowed (a soak or a test shortens it to minutes: 0.01 is about 14 min), and at
   // least a second once in ms: 0.000000001 was taken as "above 0" and became 0 ms.
-  DELIVERY_RETENTION_DAYS: envDecimal(0, 3650, 'days', DEFAULT_WORKER_OPTIONS.deliveryRetentionMs / 86_400_000).refine((days) => Math.round(days * 86_400_000) >= 1000, {
+  DELIVERY_RETENTION_DAYS: envDecimal(0, 3650, 'days', DEFAULT_WORKER_OPTIONS.deliveryRetentionMs / 86_400_000).refine((days) => days >= MIN_RETENTION_DAYS, {
     error: (iss) => `must be at least ${MIN_RETENTION_DAYS} days (one second), got ${String(iss.input)}`,
   }),
 };

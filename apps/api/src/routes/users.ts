@@ -101,10 +101,7 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
       reply.header(OUTCOME_HEADER, result.outcome);
       const view = viewFor(result.user, apiVersion);
       if (result.outcome === 'created') {
-        // No URL path carries the ids "." and "..": URL parsers drop such segments, encoded as %2E or
-        // not, so a Location for them would name {base} or the list. Those users are read through the list.
-        const id = view.external_provider_id;
-        if (id !== '.' && id !== '..') reply.header('location', `${deps.config.issuer}/users/${encodeURIComponent(id)}`);
+        reply.header('location', `${deps.config.issuer}/users/${encodeURIComponent(view.external_provider_id)}`);
         return reply.status(201).send(view);
       }
       return reply.status(200).send(view);

@@ -67,7 +67,9 @@ export const upsertProviderUserBodySchema = z
       // An empty id is not also "blank": one message per field.
       .min(1, { message: 'must not be empty', abort: true })
       .max(256, 'at most 256 characters')
-      .refine((s) => !isBlank(s), 'must not be blank'),
+      .refine((s) => !isBlank(s), 'must not be blank')
+      // URL parsers drop the path segments "." and "..", encoded as %2E or not: no Location or GET could reach such a user.
+      .refine((s) => s !== '.' && s !== '..', 'must not be "." or "..": no URL path can carry it'),
     settings: settingsInputSchema.optional(),
   })
   .meta({ id: 'UpsertProviderUserRequest' });
