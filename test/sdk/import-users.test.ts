@@ -276,6 +276,22 @@ describe('import-users: bad arguments are refused before any row is sent', () =>
     }
   });
 
+  it('--file naming a directory is a usage error (it was an input error quoting EISDIR); a pipe is read like a file', async () => {
+    const run = await importUsers(['--file', dir, '--dry-run']);
+    expect(run.code).not.toBe(0);
+    expect(run.json).toEqual({ error: { kind: 'usage', message: `--file ${dir} is a directory` } });
+    const { file } = newUsersCsv('through-a-pipe', 5);
+    const piped = await new Promise<Run>((resolve, reject) => {
+      const child = spawn('sh', ['-c', `pnpm -s import-users --dry-run --file /dev/stdin < "${file}"`], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stdout, stderr: '', json: JSON.parse(stdout || '{}') as Record<string, any>, stderrLines: [] }));
+    });
+    expect(piped.code).toBe(0);
+    expect(piped.json).toMatchObject({ total: 5, failed: 0 });
+  });
+
   it('--base-url that is not an absolute http(s) URL is a usage error, not a retried "Invalid URL" per row', async () => {
     const { file } = newUsersCsv('base-url', 2);
     for (const baseUrl of ['not a url', `127.0.0.1:${new URL(api.baseUrl).port}/v1/connect/server`]) {
