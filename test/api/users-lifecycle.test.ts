@@ -295,6 +295,10 @@ describe('GET {base}/users under x-nabla-next: pages, order, status filter, tena
     const unknown = await http(`${api.baseUrl}/users?${encodeURIComponent('status[]')}=deactivated`, { headers: as(orgToken, NEXT) });
     expect(unknown.status).toBe(400);
     expect(unknown.body.errors).toEqual([{ path: 'querystring.status[]', message: expect.stringMatching(/^unknown parameter; the list takes limit, cursor, status, nabla-api-version$/) }]);
+    // At most 10 named, however many the URL holds.
+    const many = await http(`${api.baseUrl}/users?${Array.from({ length: 500 }, (_, i) => `p${i}=1`).join('&')}`, { headers: as(orgToken, NEXT) });
+    expect(many.status).toBe(400);
+    expect(many.body.errors).toHaveLength(10);
     // The API version may still ride in the query.
     expect((await http(`${api.baseUrl}/users?limit=1&nabla-api-version=x-nabla-next`, { headers: as(orgToken, {}) })).status).toBe(200);
     const status = await list({ status: 'gone' }, orgToken);

@@ -9,7 +9,7 @@ import { startPeriodic } from './periodic.ts';
  * - Finished Delivery rows (delivered, superseded, failed) whose last change is
  *   older than DELIVERY_RETENTION_DAYS are deleted, with their attempt history.
  *   Pending rows never are, however old: they are work still owed to a target;
- *   nor is the dead letter of a refused change of status still current (below).
+ *   nor is the dead letter of a refused reactivation still current (below).
  * - Used assertion ids (the token endpoint's replay guard) are deleted once past
  *   their `exp` (+ skew): from then on the assertion itself is refused as
  *   expired, so the row guards nothing. On MongoDB the TTL index on

@@ -55,6 +55,8 @@ const LIST_PARAMETERS = new Set([...Object.keys(listUsersQuerySchema.shape), API
 function listQueryProblems(query: Record<string, unknown>): FieldError[] {
   const problems: FieldError[] = [];
   for (const [name, value] of Object.entries(query)) {
+    // As many as a body's errors (a URL of thousands of unknown parameters does not make a reply of thousands).
+    if (problems.length === 10) break;
     const path = `querystring.${name.slice(0, 64)}`;
     if (!LIST_PARAMETERS.has(name)) problems.push({ path, message: `unknown parameter; the list takes ${[...LIST_PARAMETERS].join(', ')}` });
     else if (Array.isArray(value)) problems.push({ path, message: 'is given more than once' });
