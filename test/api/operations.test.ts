@@ -47,16 +47,26 @@ describe('GET /openapi.json: OpenAPI 3.1 generated from the zod schemas', () => 
       expect(post.responses[status].content['application/problem+json'].schema).toEqual({ $ref: '#/components/schemas/Problem' });
     }
     expect(doc.components.schemas.Problem.required).toEqual(['type', 'title', 'status', 'detail']);
-    expect(Object.keys(post.responses['201'].headers).sort()).toEqual(['Location', 'X-Connect-Outcome', 'X-Nabla-Api-Version']);
+    expect(Object.keys(post.responses['201'].headers).sort()).toEqual(['Cache-Control', 'Location', 'X-Connect-Outcome', 'X-Nabla-Api-Version', 'X-Request-Id']);
     expect(post.responses['201'].headers['X-Connect-Outcome'].schema.enum).toEqual(['created', 'updated', 'unchanged']);
     expect(post.responses['429'].headers['Retry-After']).toBeDefined();
     expect(post.parameters.filter((p: { in: string }) => p.in === 'query').map((p: { name: string }) => p.name)).toEqual(['nabla-api-version']);
     expect(doc.paths[`${base}/users/{external_provider_id}`].get.responses['404'].content['application/problem+json']).toBeDefined();
+    // What any route can answer besides its own (an unknown version, a datastore down, a method it does not take) is listed.
+    for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, { responses: Record<string, { content?: Record<string, unknown>; headers?: Record<string, unknown> }> }>>)) {
+      if (!path.startsWith(base) || path.endsWith('/oauth/token')) continue;
+      for (const [method, op] of Object.entries(ops)) {
+        for (const status of ['400', '405', '429', '503']) expect(op.responses[status]?.content?.['application/problem+json'], `${method} ${path} ${status}`).toBeDefined();
+        expect(op.responses['503']!.headers!['Retry-After'], `${method} ${path}`).toBeDefined();
+      }
+    }
 
     const token = doc.paths[`${base}/oauth/token`].post;
     expect(Object.keys(token.requestBody.content).sort()).toEqual(['application/json', 'application/x-www-form-urlencoded']);
     expect(Object.keys(token.responses['401'].content)).toEqual(['application/json']);
     expect(token.responses['429']).toBeDefined();
+    expect(Object.keys(token.responses['503'].content)).toEqual(['application/json']);
+    expect(token.responses['200'].headers['Cache-Control']).toBeDefined();
     // No response is left with Fastify's placeholder description.
     expect(JSON.stringify(doc)).not.toContain('Default Response');
   });

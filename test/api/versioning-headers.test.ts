@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getToken, http, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { getToken, http, postUser, registerTestClient, requestToken, startTestApi, type TestApi } from '../support/harness.ts';
 
 let api: TestApi;
 let token: string;
@@ -21,6 +21,14 @@ const get = (bearer: string, headers: Record<string, string> = {}, query = '') =
   http(`${api.baseUrl}/users/${encodeURIComponent(id)}${query}`, { headers: { authorization: `Bearer ${bearer}`, ...headers } });
 
 describe('docs/contract.md versioning: responses carry the version they were served under', () => {
+  it('a token answer carries the pinned version of the organization when none is asked (it said the default, 2026-03-23, to an organization pinned to 2026-02-13)', async () => {
+    const pinnedClient = await registerTestClient(api.models, { apiVersion: '2026-02-13' });
+    const answer = await requestToken(api, pinnedClient);
+    expect(answer.status).toBe(200);
+    expect(answer.headers.get('x-nabla-api-version')).toBe('2026-02-13');
+    expect((await requestToken(api, pinnedClient, {}, { 'x-nabla-api-version': 'x-nabla-next' })).headers.get('x-nabla-api-version')).toBe('x-nabla-next');
+  });
+
   it('GET /users/{id} echoes X-Nabla-Api-Version: the one asked by header, by query, or else the pinned one', async () => {
     expect((await get(token, { 'x-nabla-api-version': 'x-nabla-next' })).headers.get('x-nabla-api-version')).toBe('x-nabla-next');
     expect((await get(token, {}, '?nabla-api-version=2026-02-13')).headers.get('x-nabla-api-version')).toBe('2026-02-13');

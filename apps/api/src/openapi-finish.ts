@@ -10,6 +10,8 @@ const VERSION_HEADER = {
 };
 const RETRY_AFTER = { description: 'Seconds to wait before trying again.', schema: { type: 'integer', minimum: 0 } };
 const PROBLEM = { $ref: '#/components/schemas/Problem' };
+const NO_STORE = { description: 'Always `no-store`: answers hold users and tokens.', schema: { type: 'string', enum: ['no-store'] } };
+const REQUEST_ID_HEADER = { description: "The request's id, as in the server's log line (the caller's `X-Request-Id` when it sent a well-formed one).", schema: { type: 'string' } };
 
 /** What the routes' zod schemas cannot say: RFC 9457 problems, shared with every route under the base path. */
 const PROBLEM_SCHEMA = {
@@ -66,7 +68,11 @@ export function finishOpenApi(doc: Json, basePath: string): Json {
       if (path === tokenPath) {
         const json = op.requestBody?.content?.['application/json'];
         if (json) op.requestBody.content['application/x-www-form-urlencoded'] = json;
-        responses['429'] ??= { description: 'Too many token requests from this address (RFC 6749 error body).', headers: { 'Retry-After': RETRY_AFTER }, content: responses['400']?.content };
+        const oauthBody = responses['400']?.content;
+        responses['408'] ??= { description: 'The body did not arrive in full within 10 s (RFC 6749 error body, `invalid_request`).', content: oauthBody };
+        responses['429'] ??= { description: 'Too many token requests from this address (RFC 6749 error body).', headers: { 'Retry-After': RETRY_AFTER }, content: oauthBody };
+        responses['503'] ??= { description: 'A datastore did not answer (RFC 6749 error body, `temporarily_unavailable`); retry after Retry-After.', headers: { 'Retry-After': RETRY_AFTER }, content: oauthBody };
+        for (const response of Object.values(responses) as Json[]) response.headers = { 'X-Nabla-Api-Version': VERSION_HEADER, 'Cache-Control': NO_STORE, ...response.headers };
         continue;
       }
       for (const [status, response] of Object.entries(responses) as [string, Json][]) {
@@ -76,7 +82,14 @@ export function finishOpenApi(doc: Json, basePath: string): Json {
           response.content = { 'application/problem+json': { schema: PROBLEM } };
         }
       }
+      // What any route under the base path can answer besides its own: a version asked that does not exist,
+      // a method the path does not take, a datastore that does not answer, a body that never arrives.
+      responses['400'] ??= problemResponse('Bad request: an API version that does not exist (`…/unsupported-api-version`), or a parameter that is not valid (`…/validation`).');
+      responses['405'] ??= problemResponse('The path does not take this method (`…/method-not-allowed`); `Allow` lists those it takes.', { Allow: { description: 'The methods the path takes.', schema: { type: 'string' } } });
       responses['429'] ??= problemResponse('Too many requests from this client.', { 'Retry-After': RETRY_AFTER });
+      responses['503'] ??= problemResponse('A datastore did not answer within 10 s (`…/service-unavailable`); nothing may be assumed applied: send it again after Retry-After.', { 'Retry-After': RETRY_AFTER });
+      if (method === 'post' || method === 'delete') responses['408'] ??= problemResponse('The body did not arrive in full within 10 s (`…/request-timeout`).');
+      for (const response of Object.values(responses) as Json[]) response.headers = { 'Cache-Control': NO_STORE, 'X-Request-Id': REQUEST_ID_HEADER, ...response.headers };
       if (method === 'post' && path === `${basePath}/users`) {
         responses['413'] ??= problemResponse('The body is larger than 64 KiB.');
         responses['415'] ??= problemResponse('The body is not JSON.');

@@ -112,6 +112,8 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
         return oauthError(reply, 401, 'invalid_client', 'Client authentication failed.');
       }
       const { client, organization } = verified;
+      // Authenticated now: without a version asked, the answer is under the organization's pinned one, as every later call.
+      if (requestedApiVersion(request) === undefined) reply.header(API_VERSION_HEADER, organization.api_version);
       const accessToken = await deps.tokens.issue({ clientId: client._id, organizationId: organization._id });
       request.logFields = { client_id: client._id };
       reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
