@@ -81,6 +81,10 @@ describe('GET /openapi.json: OpenAPI 3.1 generated from the zod schemas', () => 
 describe('GET /metrics: Prometheus text', () => {
   it('has request latency by route and status, upsert outcomes and queue depths', async () => {
     const clinic = await registerTestClient(api.models);
+    // Every outcome is there from the start at 0 (a series born at 1 shows no increase to an alert).
+    const fresh = (await http(`${api.origin}/metrics`)).text as string;
+    expect(fresh).toMatch(/connect_provider_user_upserts_total\{outcome="reactivated"\} \d+/);
+    expect(fresh).toMatch(/connect_provider_user_deactivations_total\{outcome="not_found"\} \d+/);
     const token = await getToken(api, clinic);
     const id = randomUUID();
     await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id });

@@ -101,6 +101,9 @@ export function createApiMetrics(deps: ApiMetricsDeps): ApiMetrics {
     labelNames: ['outcome'] as const,
     registers: [registry],
   });
+  // Every outcome exists from the start at 0, so increase() over an alert window sees the first one after a start.
+  for (const outcome of ['created', 'updated', 'reactivated', 'unchanged', 'conflict']) upserts.inc({ outcome }, 0);
+  for (const outcome of ['deactivated', 'unchanged', 'not_found']) deactivations.inc({ outcome }, 0);
   const publishFailures = new Counter({
     name: 'connect_outbox_publish_failures_total',
     help: 'Events the API could not hand to Redis right after the write (the sweep publishes them later)',

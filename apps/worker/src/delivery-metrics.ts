@@ -10,6 +10,9 @@ export interface DeliveryMetrics {
   latency: Histogram<'target' | 'type'>;
 }
 
+/** The outcomes `connect_deliveries_total` counts. */
+export const DELIVERY_OUTCOMES = ['delivered', 'retry', 'held', 'failed', 'superseded'] as const;
+
 export function createDeliveryMetrics(): DeliveryMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'connect_worker_' });
@@ -41,6 +44,9 @@ export function createDeliveryMetrics(): DeliveryMetrics {
 export function watchTargets(metrics: DeliveryMetrics, source: { health: TargetHealth; queues: DeliveryQueues }, waitMs = SCRAPE_WAIT_MS): void {
   const names = [...source.queues.byTarget.keys()];
   if (metrics.registry.getSingleMetric('connect_target_state')) return;
+  // Every target's outcomes exist from the start at 0: an alert on increase(...{outcome="failed"}) sees
+  // the first dead letter after a start, which a series born at 1 would not show as an increase.
+  for (const target of names) for (const outcome of DELIVERY_OUTCOMES) metrics.deliveries.inc({ target, outcome }, 0);
   const readStates = boundedRead(() => Promise.all(names.map((n) => source.health.get(n))), waitMs);
   const readBacklogs = boundedRead(() => Promise.all(names.map((n) => source.queues.backlog(n))), waitMs);
   new Gauge({
