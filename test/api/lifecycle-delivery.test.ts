@@ -46,6 +46,16 @@ afterAll(async () => {
   await receiver?.close();
 });
 
+const targetAdmin = () => ({ health: stack.worker.deps.health, queues: stack.worker.deps.deliveries });
+
+/** The target hears `id` created and deactivated (versions 1 and 2), then is paused: what comes next is held. */
+async function deactivatedThenHeld(id: string): Promise<void> {
+  expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id }, NEXT)).status).toBe(201);
+  expect((await del(id)).status).toBe(200);
+  await eventually(() => expect(acceptedFor(id).map((c) => c.body.data.version)).toContain(2));
+  await pauseTarget(targetAdmin(), 'dictation');
+}
+
 const del = (id: string) => http(`${api.baseUrl}/users/${encodeURIComponent(id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${token}`, ...NEXT } });
 
 describe('user.deactivated and user.reactivated are delivered like the other events', () => {
@@ -111,15 +121,11 @@ describe('user.deactivated and user.reactivated are delivered like the other eve
 
 describe('a change of status that newer events overtook while the target was held', () => {
   it('still reaches the target before them: no user.updated to a receiver that last heard user.deactivated; plain updates still coalesce', async () => {
-    const admin = { health: stack.worker.deps.health, queues: stack.worker.deps.deliveries };
+    const admin = targetAdmin();
     const id = `held-${randomBytes(6).toString('hex')}`;
     const email = `${id}@example.com`;
-    expect((await postUser(api, token, { provider_email: email, external_provider_id: id }, NEXT)).status).toBe(201);
-    expect((await del(id)).status).toBe(200);
-    await eventually(() => expect(acceptedFor(id).map((c) => c.body.data.version)).toContain(2));
-
     // Held: the reactivation (v3) and an update after it (v4) wait together.
-    await pauseTarget(admin, 'dictation');
+    await deactivatedThenHeld(id);
     const back = await postUser(api, token, { provider_email: email, external_provider_id: id }, NEXT);
     expect(back.body.version).toBe(3);
     expect((await postUser(api, token, { provider_email: email, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } }, NEXT)).body.version).toBe(4);
@@ -148,15 +154,11 @@ describe('a change of status that newer events overtook while the target was hel
 
 describe('a reactivation written by a release before status_event, then an update by this one', () => {
   it('is kept as the status change by the update (it was the last event), so a held target still hears it before the update', async () => {
-    const admin = { health: stack.worker.deps.health, queues: stack.worker.deps.deliveries };
+    const admin = targetAdmin();
     const id = `upgraded-${randomBytes(6).toString('hex')}`;
     const email = `${id}@example.com`;
-    expect((await postUser(api, token, { provider_email: email, external_provider_id: id }, NEXT)).status).toBe(201);
-    expect((await del(id)).status).toBe(200);
-    await eventually(() => expect(acceptedFor(id).map((c) => c.body.data.version)).toContain(2));
-
     // The target is held; the older release reactivates the user: its one write, without status_event.
-    await pauseTarget(admin, 'dictation');
+    await deactivatedThenHeld(id);
     const now = new Date();
     const reactivationId = randomUUID();
     const filter = { organization_id: clinic.organization._id, external_provider_id: id };
@@ -185,7 +187,7 @@ describe('a reactivation written by a release before status_event, then an updat
 
 describe('status changes and targets that could not have heard a deactivation, or refuse the change', () => {
   it('a target that got nothing yet gets user.created and the newest only; a reactivation the receiver refuses for good is a dead letter of its own, the newest still goes, and later events are not held behind it', async () => {
-    const admin = { health: stack.worker.deps.health, queues: stack.worker.deps.deliveries };
+    const admin = targetAdmin();
     const email = (id: string) => `${id}@example.com`;
 
     // Everything while held: the target never had the user, so no change of status to bring it.
@@ -207,10 +209,7 @@ describe('status changes and targets that could not have heard a deactivation, o
     const refused = `refused-${randomBytes(6).toString('hex')}`;
     receiver.respond = (req) => ({ status: req.body?.type === 'user.reactivated' && req.body?.data?.user?.external_provider_id === refused ? 422 : 200 });
     try {
-      expect((await postUser(api, token, { provider_email: email(refused), external_provider_id: refused }, NEXT)).status).toBe(201);
-      expect((await del(refused)).status).toBe(200);
-      await eventually(() => expect(acceptedFor(refused).map((c) => c.body.data.version)).toContain(2));
-      await pauseTarget(admin, 'dictation');
+      await deactivatedThenHeld(refused);
       const back = await postUser(api, token, { provider_email: email(refused), external_provider_id: refused }, NEXT);
       expect((await postUser(api, token, { provider_email: email(refused), external_provider_id: refused, settings: { speech_locale: 'FRENCH_FR' } }, NEXT)).body.version).toBe(4);
       await eventsFannedOut(stack.worker, 30_000);
@@ -239,7 +238,7 @@ describe('status changes and targets that could not have heard a deactivation, o
 
 describe('status changes: targets that heard a deactivation without acknowledging it, and a refused update after a delivered change', () => {
   it('a receiver that acted on user.deactivated but answered 500 gets user.reactivated before the update that followed; an update refused for good leaves the delivered change delivered', async () => {
-    const admin = { health: stack.worker.deps.health, queues: stack.worker.deps.deliveries };
+    const admin = targetAdmin();
     const email = (id: string) => `${id}@example.com`;
     const unacked = `unacked-${randomBytes(6).toString('hex')}`;
     // The receiver acts on the deactivation, then fails to answer 2xx (as a timeout would); the
@@ -273,10 +272,7 @@ describe('status changes: targets that heard a deactivation without acknowledgin
       // Delivered v2, then held: the reactivation goes (200), the update after it is refused for good.
       const refusedUpdate = `refupd-${randomBytes(6).toString('hex')}`;
       receiver.respond = (req) => ({ status: req.body?.data?.user?.external_provider_id === refusedUpdate && req.body.type === 'user.updated' ? 400 : 200 });
-      expect((await postUser(api, token, { provider_email: email(refusedUpdate), external_provider_id: refusedUpdate }, NEXT)).status).toBe(201);
-      expect((await del(refusedUpdate)).status).toBe(200);
-      await eventually(() => expect(acceptedFor(refusedUpdate).map((c) => c.body.data.version)).toContain(2));
-      await pauseTarget(admin, 'dictation');
+      await deactivatedThenHeld(refusedUpdate);
       await postUser(api, token, { provider_email: email(refusedUpdate), external_provider_id: refusedUpdate }, NEXT);
       await postUser(api, token, { provider_email: email(refusedUpdate), external_provider_id: refusedUpdate, settings: { speech_locale: 'FRENCH_FR' } }, NEXT);
       await eventsFannedOut(stack.worker, 30_000);
