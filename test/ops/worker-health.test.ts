@@ -1,10 +1,11 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
+import { Queue, Worker } from 'bullmq';
 import mongoose from 'mongoose';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRedis, type RedisClient } from '@connect/shared';
 import { serveWorkerHealth, workerHealthPort } from '@connect/worker';
-import { startFerretDb, startPrivateRedis, type RunningService } from '@connect/local-services';
+import { startFerretDb, startPrivateRedis, startTcpProxy, type RunningService } from '@connect/local-services';
 import { eventually } from '../worker/callback-receiver.ts';
 
 // Datastores of this test's own, so it can stop them without touching anyone else's.
@@ -51,6 +52,65 @@ describe('worker GET /healthz (the compose health check of the worker)', () => {
       body: { status: 'unhealthy', checks: { mongodb: 'down', redis: 'ok' } },
     });
     expect((await fetch(url.replace('/healthz', '/other'))).status).toBe(404);
+  }, 120_000);
+
+  it('is 503 naming Redis when a queue worker cannot wait for jobs, though Redis answers its pings (a connection accepted and never answered)', async () => {
+    const ferret: RunningService = await startFerretDb({ database: `worker_health_deaf_${Date.now().toString(36)}` });
+    cleanups.push(ferret.stop);
+    const redisServer = await startPrivateRedis();
+    cleanups.push(() => redisServer.stop());
+    const mongo = await mongoose.createConnection(`${ferret.url}health`).asPromise();
+    cleanups.push(() => mongo.close());
+    // Everything the worker says to Redis goes through a proxy that can, from a moment on,
+    // accept new connections and never answer them; connections made before keep working.
+    const proxy = await startTcpProxy(redisServer.port);
+    cleanups.push(() => proxy.close());
+    const viaProxy = `redis://127.0.0.1:${proxy.port}`;
+    const producer: RedisClient = createRedis(viaProxy, 'producer');
+    const shared: RedisClient = createRedis(viaProxy, 'worker');
+    for (const r of [producer, shared]) r.on('error', () => undefined);
+    cleanups.push(async () => (producer.disconnect(), shared.disconnect()));
+    const processed: string[] = [];
+    const queueName = `deaf_${Date.now().toString(36)}`;
+    // drainDelay 1: an idle worker's blocking command returns each second, the way BullMQ's own watchdog expects.
+    const worker = new Worker(queueName, async (job) => void processed.push(job.name), { connection: shared, drainDelay: 1 });
+    worker.on('error', () => undefined);
+    cleanups.push(() => worker.close(true));
+    await worker.waitUntilReady();
+    const queue = new Queue(queueName, { connection: { host: '127.0.0.1', port: redisServer.port } });
+    cleanups.push(() => queue.close());
+
+    const server: Server = await serveWorkerHealth({ mongo, redis: producer, queueWorkers: () => [worker] }, 0, '127.0.0.1');
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/healthz`;
+    const health = async () => {
+      const res = await fetch(url);
+      return { status: res.status, body: await res.json() };
+    };
+    await queue.add('before', {});
+    await eventually(async () => processed.includes('before'), 10_000);
+    expect(await health()).toEqual({ status: 200, body: { status: 'ok', checks: { mongodb: 'ok', redis: 'ok' } } });
+
+    // The path turns half-dead, and the worker's blocking connection is dropped (killed by id,
+    // straight at Redis): ioredis reconnects through the proxy, the connect succeeds, nothing answers.
+    proxy.holdNew();
+    const admin = createRedis(redisServer.url, 'producer');
+    cleanups.push(async () => admin.disconnect());
+    if (admin.status !== 'ready') await new Promise((r) => admin.once('ready', r));
+    const clients = String(await admin.call('CLIENT', 'LIST')).split('\n');
+    const blocking = clients.filter((line) => / cmd=bzpopmin/.test(line)).map((line) => /^id=(\d+)/.exec(line)![1]!);
+    expect(blocking.length).toBe(1);
+    await admin.call('CLIENT', 'KILL', 'ID', blocking[0]!);
+
+    // The producer connection still answers, so a ping alone said healthy; the job added now is never taken.
+    expect(await producer.ping()).toBe('PONG');
+    await queue.add('after', {});
+    expect(await eventually(async () => ((await health()).status === 503 ? health() : false), 15_000)).toEqual({
+      status: 503,
+      body: { status: 'unhealthy', checks: { mongodb: 'ok', redis: 'down' } },
+    });
+    expect(await queue.getJobCounts('waiting', 'completed')).toMatchObject({ waiting: 1, completed: 1 });
+    expect(processed).toEqual(['before']);
   }, 120_000);
 
   it('WORKER_HEALTH_PORT: unset is off, a port number is on, anything else is a configuration error naming it', () => {

@@ -1,15 +1,24 @@
 /**
  * The worker's health endpoint, for container health checks and orchestrators:
  * `GET /healthz` answers 200 `{"status": "ok", "checks": {"mongodb", "redis"}}`
- * when both datastores answer a ping within a second, and 503 naming the one that
- * did not otherwise. A worker that cannot reach Redis takes no jobs and one that
+ * when both datastores answer a ping within a second and every queue worker's
+ * blocking connection (the one BullMQ waits for jobs on) is ready, and 503 naming
+ * the one that did not otherwise. A worker that cannot reach Redis takes no jobs and one that
  * cannot reach MongoDB cannot record deliveries: either way it is not healthy,
  * even though its process is alive. Off unless WORKER_HEALTH_PORT is set.
+ *
+ * The blocking connections are checked on their own because they can die alone: one
+ * made while Redis (or the path to it) accepted connections without answering stays
+ * "connecting" for good (ioredis has no timeout once the TCP connect succeeded), and
+ * its worker takes no job, while the producer connection, made before, answers pings.
+ * A restart is the cure, and 503 is what makes an orchestrator do it (docs/operations.md).
  */
 import { createServer, type Server } from 'node:http';
+import type { Worker } from 'bullmq';
 import type { Connection } from 'mongoose';
 import { z } from 'zod';
-import { envOptional, listenOn, parseEnv, type RedisClient } from '@connect/shared';
+import type { Logger } from 'pino';
+import { envOptional, listenOn, parseEnv, warnAtMostEvery, type RedisClient } from '@connect/shared';
 
 const PORT_RULE = 'must be a port number from 1 to 65535';
 
@@ -44,18 +53,61 @@ export interface HealthTargets {
   mongo: Connection;
   /** A connection that fails fast while Redis is away (the worker's producer connection), not a blocking one. */
   redis: RedisClient;
+  /** The running queue workers (none before they start); each one's blocking connection must be ready. */
+  queueWorkers?: () => Iterable<Worker>;
+  /** Where to say which queue's blocking connection is not ready. */
+  log?: Logger;
 }
 
-export async function checkWorkerHealth(t: HealthTargets): Promise<{ healthy: boolean; checks: { mongodb: 'ok' | 'down'; redis: 'ok' | 'down' } }> {
-  const [mongo, redis] = await Promise.allSettled([within(1000, t.mongo.db!.admin().ping()), within(1000, t.redis.ping())]);
-  const checks = { mongodb: mongo.status === 'fulfilled' ? 'ok' : 'down', redis: redis.status === 'fulfilled' ? 'ok' : 'down' } as const;
+/** Resolves once `client` is ready (at once if it is); rejects after `ms`. */
+function readyWithin(client: RedisClient, ms: number): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  return within(
+    ms,
+    new Promise<void>((resolve) => {
+      const poll = setInterval(() => {
+        if (client.status !== 'ready') return;
+        clearInterval(poll);
+        resolve();
+      }, 50);
+      setTimeout(() => clearInterval(poll), ms + 100);
+    }),
+  );
+}
+
+/** The queues (of those still running) whose blocking connection did not become ready within `ms`. */
+async function queuesNotTakingJobs(workers: Iterable<Worker>, ms: number): Promise<string[]> {
+  const running = [...workers].filter((w) => !w.closing);
+  const results = await Promise.allSettled(
+    running.map(async (w) => {
+      const started = Date.now();
+      // A worker's waitUntilReady resolves to its blocking client once that connection was first ready.
+      const blocking = (await within(ms, w.waitUntilReady())) as unknown as RedisClient;
+      await readyWithin(blocking, Math.max(0, ms - (Date.now() - started)));
+    }),
+  );
+  return running.filter((_, i) => results[i]!.status === 'rejected').map((w) => w.name);
+}
+
+export async function checkWorkerHealth(t: HealthTargets, warn = t.log && warnAtMostEvery(t.log)): Promise<{ healthy: boolean; checks: { mongodb: 'ok' | 'down'; redis: 'ok' | 'down' } }> {
+  const [mongo, redis, idle] = await Promise.allSettled([
+    within(1000, t.mongo.db!.admin().ping()),
+    within(1000, t.redis.ping()),
+    queuesNotTakingJobs(t.queueWorkers?.() ?? [], 1000),
+  ]);
+  const deaf = idle.status === 'fulfilled' ? idle.value : [];
+  if (redis.status === 'fulfilled' && deaf.length > 0) {
+    warn?.(`deaf ${deaf.join(',')}`, { queues: deaf }, 'Redis answers, but the connections these queues wait for jobs on are not ready: they take no job (restart the worker if it lasts)');
+  }
+  const checks = { mongodb: mongo.status === 'fulfilled' ? 'ok' : 'down', redis: redis.status === 'fulfilled' && deaf.length === 0 ? 'ok' : 'down' } as const;
   return { healthy: checks.mongodb === 'ok' && checks.redis === 'ok', checks };
 }
 
 export async function serveWorkerHealth(t: HealthTargets, port: number, host = '0.0.0.0'): Promise<Server> {
+  const warn = t.log && warnAtMostEvery(t.log);
   const server = createServer((req, res) => {
     if (req.method !== 'GET' || req.url?.split('?')[0] !== '/healthz') return void res.writeHead(404).end();
-    void checkWorkerHealth(t).then(({ healthy, checks }) => {
+    void checkWorkerHealth(t, warn).then(({ healthy, checks }) => {
       res.writeHead(healthy ? 200 : 503, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ status: healthy ? 'ok' : 'unhealthy', checks }));
     });

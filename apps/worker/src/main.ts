@@ -2,7 +2,7 @@ import { createLogger, loadConfig, loadOrExit, onTerminationSignals, runShutdown
 import { workerShutdownSteps } from './shutdown.ts';
 import { serveDeliveryMetrics } from './delivery-metrics.ts';
 import { serveWorkerHealth } from './health-server.ts';
-import { startWorker } from './start-worker.ts';
+import { startWorker, type RunningWorker } from './start-worker.ts';
 import { createWorkerDeps } from './worker-deps.ts';
 import { REMOVED_WORKER_VARIABLES, workerOptionsFromEnv } from './worker-options.ts';
 
@@ -27,13 +27,18 @@ if (options.metricsPort) {
   await startupStep(log, `listening on port ${port} for /metrics`, { port: 'WORKER_METRICS_PORT' }, () => serveDeliveryMetrics(deps.metrics, port));
   log.info({ port }, 'worker metrics at GET /metrics');
 }
+let running: RunningWorker | undefined;
 if (healthPort) {
-  await startupStep(log, `listening on port ${healthPort} for /healthz`, { port: 'WORKER_HEALTH_PORT' }, () => serveWorkerHealth({ mongo: deps.mongo, redis: deps.producerRedis }, healthPort));
+  const queueWorkers = () => (running ? [running.fanOut, ...running.deliveries.values()] : []);
+  await startupStep(log, `listening on port ${healthPort} for /healthz`, { port: 'WORKER_HEALTH_PORT' }, () =>
+    serveWorkerHealth({ mongo: deps.mongo, redis: deps.producerRedis, queueWorkers, log }, healthPort),
+  );
   log.info({ port: healthPort }, 'worker health at GET /healthz');
 }
 // A signal during start-up is exiting already (onTerminationSignals): take no job.
 if (!signals.stopping) {
   const worker = startWorker(deps);
+  running = worker;
   signals.setShutdown(async () => {
     const steps = workerShutdownSteps(worker, deps);
     // Deliveries still running when the grace period ends are left to BullMQ, which gives them

@@ -210,6 +210,12 @@ export interface TcpProxy {
   cut: () => void;
   /** Holds every answer from the target this long before passing it on (0: none), to make requests slow. */
   setDelay: (ms: number) => void;
+  /**
+   * Accepts new connections and never forwards a byte of them, for good (a half-dead
+   * network path: the connect succeeds, nothing answers), while connections already
+   * made keep passing. `restore` ends it for connections made after.
+   */
+  holdNew: () => void;
   restore: () => void;
   close: () => Promise<void>;
 }
@@ -221,11 +227,18 @@ export interface TcpProxy {
  */
 export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<TcpProxy> {
   let down = false;
+  let holding = false;
   let delayMs = 0;
   const open = new Set<Socket>();
   const server = createServer((client) => {
     if (down) {
       client.destroy();
+      return;
+    }
+    if (holding) {
+      open.add(client);
+      client.on('error', () => undefined).on('close', () => open.delete(client));
+      client.resume();
       return;
     }
     const upstream = new Socket();
@@ -259,6 +272,10 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
     },
     restore: () => {
       down = false;
+      holding = false;
+    },
+    holdNew: () => {
+      holding = true;
     },
     setDelay: (ms) => {
       delayMs = ms;
