@@ -36,10 +36,10 @@ function eventBody(overrides: Record<string, unknown> = {}): { id: string; raw: 
 
 const closers: (() => Promise<unknown>)[] = [];
 
-async function fastifyReceiver(options: Omit<FastifyReceiverOptions, 'onEvent'>): Promise<{ url: string; events: CallbackEvent[]; app: FastifyInstance }> {
+async function fastifyReceiver(options: Omit<FastifyReceiverOptions, 'onEvent'> & { onEvent?: (e: CallbackEvent) => void | Promise<void> }): Promise<{ url: string; events: CallbackEvent[]; app: FastifyInstance }> {
   const events: CallbackEvent[] = [];
   const app = Fastify();
-  await app.register(connectReceiver, { ...options, onEvent: (e) => void events.push(e) });
+  await app.register(connectReceiver, { ...options, onEvent: options.onEvent ?? ((e) => void events.push(e)) });
   // The application's own JSON routes keep their parser: the plugin's raw-body parser stays inside it.
   app.post('/echo', async (request) => ({ parsed: request.body }));
   await app.listen({ port: 0, host: '127.0.0.1' });
@@ -212,8 +212,63 @@ describe.each([
     expect(await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()))).toEqual({ status: 200, body: { request_uuid: id } });
   });
 
+  it('a logging hook that returns a rejected promise neither changes the answer nor goes unhandled (it would end the process)', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const receiver = await start({
+        secrets: [newSecret],
+        dedupe: new MemoryDedupeStore(),
+        onRejected: async () => {
+          throw new Error('log sink down');
+        },
+        onDuplicate: async () => {
+          throw new Error('log sink down');
+        },
+      });
+      const { id, raw } = eventBody();
+      expect((await post(receiver.url, raw, {})).status).toBe(401);
+      expect((await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()))).status).toBe(200);
+      expect(await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()))).toEqual({ status: 200, body: { request_uuid: id } });
+      // A rejection nobody handles is reported after the microtask queue drains: a later macrotask sees it.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  it('onError hears what the answer does not show: a failing onEvent (500) and a failed "handled" mark (200)', async () => {
+    const heard: [string, string][] = [];
+    let calls = 0;
+    const marking = new MemoryDedupeStore();
+    const receiver = await start({
+      secrets: [newSecret],
+      dedupe: { claim: (id) => marking.claim(id), forget: (id) => marking.forget(id), handled: () => Promise.reject(new Error('store down')) },
+      onEvent: () => {
+        if (++calls === 1) throw new Error('database down');
+      },
+      onError: (err, during) => void heard.push([during, (err as Error).message]),
+    });
+    const { id, raw } = eventBody();
+    expect((await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()))).status).toBe(500);
+    expect(heard).toEqual([['onEvent', 'database down']]);
+    expect(await post(receiver.url, raw, signNablaConnect(raw, [newSecret], new Date()))).toEqual({ status: 200, body: { request_uuid: id } });
+    expect(heard).toEqual([
+      ['onEvent', 'database down'],
+      ['dedupe', 'store down'],
+    ]);
+  });
+
   it('another method is 405 with Allow: POST; a body over the limit 413; both {error, message}', async () => {
     const receiver = await start({ secrets: [newSecret], bodyLimit: 1000 });
+    for (const method of ['GET', 'OPTIONS', 'DELETE']) {
+      const res = await fetch(receiver.url, { method });
+      expect(res.status, method).toBe(405);
+      expect(res.headers.get('allow'), method).toBe('POST');
+    }
     const get = await fetch(receiver.url);
     expect(get.status).toBe(405);
     expect(get.headers.get('allow')).toBe('POST');
@@ -242,6 +297,42 @@ describe('toleranceSeconds that would switch the replay window off is a TypeErro
     const app = Fastify();
     await expect(app.register(connectReceiver, { secrets: newSecret, toleranceSeconds: NaN, onEvent: () => undefined }).ready()).rejects.toThrow(TypeError);
     await app.close();
+  });
+});
+
+describe('options that would silently stop deduping, limiting or verifying are a TypeError when made', () => {
+  it.each([NaN, 0, -1, 1500.5, Infinity])('ttlMs, leaseMs or max %s: refused by the stores', (bad) => {
+    expect(() => new RedisDedupeStore(redis, { prefix: 'p:', ttlMs: bad })).toThrow(/ttlMs must be a whole number above 0/);
+    expect(() => new RedisDedupeStore(redis, { prefix: 'p:', leaseMs: bad })).toThrow(/leaseMs must be a whole number above 0/);
+    expect(() => new MemoryDedupeStore({ ttlMs: bad })).toThrow(TypeError);
+    expect(() => new MemoryDedupeStore({ leaseMs: bad })).toThrow(TypeError);
+    expect(() => new MemoryDedupeStore({ max: bad })).toThrow(/max must be a whole number above 0/);
+  });
+
+  it.each([NaN, 0, -1, 1.5])('bodyLimit %s: refused by the node:http handler and the Fastify plugin', async (bodyLimit) => {
+    expect(() => createCallbackHandler({ secrets: newSecret, bodyLimit, onEvent: () => undefined })).toThrow(/bodyLimit must be a whole number above 0/);
+    const app = Fastify();
+    await expect(app.register(connectReceiver, { secrets: newSecret, bodyLimit, onEvent: () => undefined }).ready()).rejects.toThrow(/bodyLimit/);
+    await app.close();
+  });
+
+  it('a Redis store without its own prefix is refused: every target gets an event under the same request_uuid', () => {
+    expect(() => new RedisDedupeStore(redis, {} as { prefix: string })).toThrow(/prefix is required/);
+    expect(() => new RedisDedupeStore(redis, { prefix: '  ' })).toThrow(/prefix is required/);
+    expect(() => new RedisDedupeStore(redis, undefined as unknown as { prefix: string })).toThrow(/prefix is required/);
+  });
+
+  it('two receiving services on one Redis, each with its own prefix, both handle the same event (the sender sends it to each)', async () => {
+    const dictation = await nodeReceiver({ secrets: [newSecret], dedupe: new RedisDedupeStore(redis, { prefix: `${uniquePrefix('dictation')}:seen:` }) });
+    const billing = await fastifyReceiver({ secrets: [oldSecret], dedupe: new RedisDedupeStore(redis, { prefix: `${uniquePrefix('billing')}:seen:` }) });
+    const { id, raw } = eventBody();
+    expect(await post(dictation.url, raw, signNablaConnect(raw, [newSecret], new Date()))).toEqual({ status: 200, body: { request_uuid: id } });
+    expect(await post(billing.url, raw, signNablaConnect(raw, [oldSecret], new Date()))).toEqual({ status: 200, body: { request_uuid: id } });
+    expect([dictation.events.map((e) => e.request_uuid), billing.events.map((e) => e.request_uuid)]).toEqual([[id], [id]]);
+  });
+
+  it('a standard-webhooks secret without its whsec_ prefix is refused, though the library would take it as base64', () => {
+    expect(() => createCallbackHandler({ secrets: randomBytes(16).toString('hex'), scheme: 'standard-webhooks', onEvent: () => undefined })).toThrow(/not a standard-webhooks secret/);
   });
 });
 

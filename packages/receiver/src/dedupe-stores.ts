@@ -30,6 +30,17 @@ export const DEFAULT_LEASE_MS = 60_000;
 /** How long a handled id is remembered: longer than the sender's whole retry schedule (about 28 h). */
 export const DEFAULT_DEDUPE_TTL_MS = 48 * 3600_000;
 
+/**
+ * A count or duration option, checked when the store is made: NaN (an unset variable
+ * through `Number()`), 0, a negative or a fractional value would make Redis refuse
+ * every mark, or lru-cache keep nothing, and the store would silently stop deduping.
+ */
+export function wholePositive(given: number | undefined, fallback: number, name: string, who: string): number {
+  if (given === undefined) return fallback;
+  if (typeof given !== 'number' || !Number.isSafeInteger(given) || given <= 0) throw new TypeError(`${who}: ${name} must be a whole number above 0, got ${String(given)}`);
+  return given;
+}
+
 export interface MemoryDedupeOptions {
   /** How many ids to remember; the oldest are dropped first. 100,000 by default (a few MB). */
   max?: number;
@@ -45,9 +56,9 @@ export class MemoryDedupeStore implements DedupeStore {
   private readonly ttlMs: number;
   private readonly leaseMs: number;
   constructor(options: MemoryDedupeOptions = {}) {
-    this.ttlMs = options.ttlMs ?? DEFAULT_DEDUPE_TTL_MS;
-    this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
-    this.cache = new LRUCache({ max: options.max ?? 100_000, ttl: this.ttlMs });
+    this.ttlMs = wholePositive(options.ttlMs, DEFAULT_DEDUPE_TTL_MS, 'ttlMs', 'MemoryDedupeStore');
+    this.leaseMs = wholePositive(options.leaseMs, DEFAULT_LEASE_MS, 'leaseMs', 'MemoryDedupeStore');
+    this.cache = new LRUCache({ max: wholePositive(options.max, 100_000, 'max', 'MemoryDedupeStore'), ttl: this.ttlMs });
   }
   async claim(requestUuid: string): Promise<DedupeClaim> {
     const mark = this.cache.get(requestUuid);
@@ -72,8 +83,12 @@ export interface RedisLike {
 }
 
 export interface RedisDedupeOptions {
-  /** Key prefix; give each receiver its own. `connect-receiver:seen:` by default. */
-  prefix?: string;
+  /**
+   * Key prefix, required: each receiving service its own. The sender gives an event the
+   * same `request_uuid` at every target, so two services sharing a prefix on one Redis
+   * would each take the other's events as handled, and answer them 200 unhandled.
+   */
+  prefix: string;
   /** How long a handled id is remembered; 48 h by default. */
   ttlMs?: number;
   /** How long a claim lasts without `handled` or `forget`; 60 s by default. */
@@ -92,11 +107,15 @@ export class RedisDedupeStore implements DedupeStore {
   readonly leaseMs: number;
   constructor(
     private readonly redis: RedisLike,
-    options: RedisDedupeOptions = {},
+    options: RedisDedupeOptions,
   ) {
-    this.prefix = options.prefix ?? 'connect-receiver:seen:';
-    this.ttlMs = options.ttlMs ?? DEFAULT_DEDUPE_TTL_MS;
-    this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    const prefix: unknown = options?.prefix;
+    if (typeof prefix !== 'string' || prefix.trim() === '') {
+      throw new TypeError('RedisDedupeStore: prefix is required, one per receiving service (e.g. "dictation:seen:"): every target gets an event under the same request_uuid');
+    }
+    this.prefix = prefix;
+    this.ttlMs = wholePositive(options.ttlMs, DEFAULT_DEDUPE_TTL_MS, 'ttlMs', 'RedisDedupeStore');
+    this.leaseMs = wholePositive(options.leaseMs, DEFAULT_LEASE_MS, 'leaseMs', 'RedisDedupeStore');
   }
   async claim(requestUuid: string): Promise<DedupeClaim> {
     const key = this.prefix + requestUuid;

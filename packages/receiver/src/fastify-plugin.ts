@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyPluginAsync } from 'fastify';
 import { answerCallback, type CallbackReceiverOptions } from './reply-protocol.ts';
+import { wholePositive } from './dedupe-stores.ts';
 import { usableSecrets, usableTolerance } from './verify-callback.ts';
 
 export interface FastifyReceiverOptions extends CallbackReceiverOptions {
@@ -18,7 +19,7 @@ export const connectReceiver: FastifyPluginAsync<FastifyReceiverOptions> = async
   usableSecrets(options.secrets, options.scheme ?? 'nabla-connect', 'connectReceiver');
   usableTolerance(options.toleranceSeconds, 'connectReceiver');
   app.removeAllContentTypeParsers();
-  const limit = options.bodyLimit ?? 1024 * 1024;
+  const limit = wholePositive(options.bodyLimit, 1024 * 1024, 'bodyLimit', 'connectReceiver');
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: limit }, (_request, body, done) => done(null, body));
   // The same answers as the node:http handler, in the protocol's {error, message} shape: a body
   // over the limit, another method, and a failure of ours (a dedupe store down) without its text.
@@ -33,7 +34,7 @@ export const connectReceiver: FastifyPluginAsync<FastifyReceiverOptions> = async
     return reply.status(answer.status).type('application/json').send(answer.body);
   });
   app.route({
-    method: ['GET', 'PUT', 'PATCH', 'DELETE'],
+    method: ['GET', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
     url: path,
     handler: async (_request, reply) => reply.status(405).header('allow', 'POST').type('application/json').send({ error: 'method_not_allowed', message: 'callbacks are POSTed' }),
   });

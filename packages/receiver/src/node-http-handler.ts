@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { answerCallback, type CallbackReceiverOptions } from './reply-protocol.ts';
+import { wholePositive } from './dedupe-stores.ts';
 import { usableSecrets, usableTolerance } from './verify-callback.ts';
 
 export interface NodeHandlerOptions extends CallbackReceiverOptions {
@@ -40,7 +41,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_la
 export function createCallbackHandler(options: NodeHandlerOptions): (req: IncomingMessage, res: ServerResponse) => void {
   usableSecrets(options.secrets, options.scheme ?? 'nabla-connect', 'createCallbackHandler');
   usableTolerance(options.toleranceSeconds, 'createCallbackHandler');
-  const limit = options.bodyLimit ?? 1024 * 1024;
+  const limit = wholePositive(options.bodyLimit, 1024 * 1024, 'bodyLimit', 'createCallbackHandler');
   return (req, res) => {
     void (async () => {
       if (req.method !== 'POST') return send(res, 405, { error: 'method_not_allowed', message: 'callbacks are POSTed' });

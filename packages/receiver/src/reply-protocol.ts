@@ -11,9 +11,15 @@ export interface CallbackReceiverOptions {
   /** Handles one verified event, once per request_uuid when `dedupe` is set. Throwing answers 500: the sender retries. */
   onEvent: (event: CallbackEvent) => void | Promise<void>;
   /** A request refused (401/400), for logging. Never given the body of an unverified request. */
-  onRejected?: (error: CallbackVerificationError) => void;
+  onRejected?: (error: CallbackVerificationError) => void | Promise<void>;
   /** A copy of an event already handled, answered 200 without calling onEvent. */
-  onDuplicate?: (event: CallbackEvent) => void;
+  onDuplicate?: (event: CallbackEvent) => void | Promise<void>;
+  /**
+   * A failure the answer does not show, for logging: `onEvent` threw (answered 500, the
+   * sender retries), or the dedupe store failed to mark an event handled (answered 200;
+   * a later copy will be handled again).
+   */
+  onError?: (error: unknown, during: 'onEvent' | 'dedupe') => void | Promise<void>;
 }
 
 export interface CallbackReply {
@@ -30,10 +36,14 @@ export interface CallbackReply {
  * handle it now" may be a 5xx; a copy is acknowledged only once the event really
  * was handled, so a first copy that fails or dies mid-way loses nothing.
  */
-/** onRejected and onDuplicate are for logging: one that throws must not turn a final answer into a 500 the sender retries. */
-function hook(call: () => void): void {
+/**
+ * The logging hooks: one that throws, or returns a promise that rejects, must neither turn a
+ * final answer into a 500 the sender retries nor, unhandled, end the process.
+ */
+function hook(call: () => void | Promise<void> | undefined): void {
   try {
-    call();
+    const result = call();
+    if (result && typeof result.then === 'function') result.then(undefined, () => undefined);
   } catch {
     /* the answer stands */
   }
@@ -57,12 +67,13 @@ export async function answerCallback(options: CallbackReceiverOptions, request: 
   if (claim === 'in_progress') return { status: 503, body: { error: 'in_progress', message: 'another copy of this event is being handled; retry later' } };
   try {
     await options.onEvent(event);
-  } catch {
+  } catch (err) {
+    hook(() => options.onError?.(err, 'onEvent'));
     // Unmark it, so the sender's retry is handled rather than dropped as a duplicate.
     await options.dedupe?.forget(id);
     return { status: 500, body: { error: 'handler_failed', message: 'the event could not be handled; retry later' } };
   }
   // Handled: answer 200 even if the mark cannot be written (the claim then lapses, and a later copy is handled again).
-  await options.dedupe?.handled(id).catch(() => undefined);
+  await options.dedupe?.handled(id).catch((err: unknown) => hook(() => options.onError?.(err, 'dedupe')));
   return { status: 200, body: { request_uuid: id } };
 }

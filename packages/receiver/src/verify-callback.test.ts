@@ -35,6 +35,23 @@ describe('verifyCallback, nabla-connect', () => {
     expect((event.data.user as Record<string, unknown>).future_field).toBe(1);
   });
 
+  it('reads headers through any object with get(name): a Headers class other than the global one (undici, node-fetch, another realm), a Map', () => {
+    class OtherHeaders {
+      private readonly map = new Map<string, string>();
+      constructor(init: Record<string, string>) {
+        for (const [k, v] of Object.entries(init)) this.map.set(k.toLowerCase(), v);
+      }
+      get(name: string): string | null {
+        return this.map.get(name.toLowerCase()) ?? null;
+      }
+    }
+    const init = headers(sign('s', ts));
+    expect(verifyCallback({ headers: new OtherHeaders(init), rawBody: raw, secrets: 's', now: () => at }).type).toBe('user.updated');
+    const map = new Map(Object.entries(init).map(([k, v]) => [k.toLowerCase(), v]));
+    expect(verifyCallback({ headers: map, rawBody: raw, secrets: 's', now: () => at }).type).toBe('user.updated');
+    expect(reason(() => verifyCallback({ headers: new OtherHeaders({}), rawBody: raw, secrets: 's', now: () => at }))).toBe('missing_header');
+  });
+
   it('names each failure', () => {
     expect(reason(() => verifyCallback({ headers: {}, rawBody: raw, secrets: 's', now: () => at }))).toBe('missing_header');
     expect(reason(() => verifyCallback({ headers: headers(sign('s', ts)), rawBody: raw, secrets: 's', now: () => at + 61_000 }))).toBe('timestamp_out_of_window');

@@ -15,8 +15,8 @@ export class CallbackVerificationError extends Error {
   }
 }
 
-/** Headers as node:http, Fastify, Express or the fetch API hand them over. */
-export type IncomingHeaders = Headers | Record<string, string | string[] | undefined>;
+/** Headers as node:http, Fastify, Express or the fetch API hand them over (any object with `get(name)` is read through it). */
+export type IncomingHeaders = Headers | { get(name: string): string | null | undefined } | Record<string, string | string[] | undefined>;
 
 export interface VerifyCallbackInput {
   headers: IncomingHeaders;
@@ -36,8 +36,13 @@ export const NABLA_SIGNATURE_HEADER = 'x-nabla-connect-signature';
 const DEFAULT_TOLERANCE: Record<CallbackScheme, number> = { 'nabla-connect': 60, 'standard-webhooks': 300 };
 
 function header(headers: IncomingHeaders, name: string): string | undefined {
-  if (headers instanceof Headers) return headers.get(name)?.trim() || undefined;
-  const record = headers;
+  // Not `instanceof Headers`: undici's or node-fetch's Headers, or one from another realm, are not this one.
+  const get = (headers as { get?: unknown }).get;
+  if (typeof get === 'function') {
+    const value: unknown = get.call(headers, name);
+    return typeof value === 'string' ? value.trim() || undefined : undefined;
+  }
+  const record = headers as Record<string, string | string[] | undefined>;
   let value = record[name];
   if (value === undefined) {
     const key = Object.keys(record).find((k) => k.toLowerCase() === name);
@@ -133,6 +138,8 @@ export function usableSecrets(given: string | readonly string[], scheme: Callbac
   if (scheme === 'standard-webhooks') {
     secrets.forEach((secret, i) => {
       try {
+        // The library takes a bare base64 key too (a hex secret decodes as base64): the sender's are always whsec_.
+        if (!secret.startsWith('whsec_')) throw new Error('no whsec_ prefix');
         new Webhook(secret);
       } catch {
         throw new TypeError(`${who}: secret ${i + 1} is not a standard-webhooks secret: they are "whsec_" followed by base64, as the sender's target configuration has them`);
