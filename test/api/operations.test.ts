@@ -71,6 +71,21 @@ describe('GET /openapi.json: OpenAPI 3.1 generated from the zod schemas', () => 
     expect(JSON.stringify(doc)).not.toContain('Default Response');
   });
 
+  it('has one component schema per type: no input copy beside its output, every reference resolves, the request body is the accepting schema', async () => {
+    const doc = (await http(`${api.origin}/openapi.json`)).body;
+    const schemas = doc.components.schemas as Record<string, Record<string, any>>;
+    expect(Object.keys(schemas).filter((name) => name.endsWith('Input'))).toEqual([]);
+    expect(Object.keys(schemas)).toEqual(expect.arrayContaining(['SpecialtyKind', 'SpeechLocale', 'UserStatus', 'UpsertProviderUserRequest', 'ProviderUser', 'TokenRequest', 'TokenResponse', 'CallbackBody']));
+    const refs = [...JSON.stringify(doc).matchAll(/"\$ref":"#\/components\/schemas\/([^"]+)"/g)].map((m) => m[1]!);
+    for (const name of refs) expect(schemas, name).toHaveProperty(name);
+    // An enum is written once, under its name.
+    expect(JSON.stringify(doc).split('PHYSICAL_MEDICINE_AND_REHABILITATION').length - 1).toBe(1);
+    const post = doc.paths[`${api.deps.config.basePath}/users`].post;
+    expect(post.requestBody.content['application/json'].schema).toEqual({ $ref: '#/components/schemas/UpsertProviderUserRequest' });
+    expect(schemas.UpsertProviderUserRequest!.properties.provider_email).toMatchObject({ type: 'string', maxLength: 320, format: 'email' });
+    expect(doc.servers[0].description).toMatch(/paths carry the base path/);
+  });
+
   it('/docs serves the documentation page', async () => {
     const res = await fetch(`${api.origin}/docs`, { redirect: 'follow' });
     expect(res.status).toBe(200);

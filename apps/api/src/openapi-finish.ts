@@ -42,6 +42,87 @@ const problemResponse = (description: string, headers: Json = {}): Json => ({
   content: { 'application/problem+json': { schema: PROBLEM } },
 });
 
+const SCHEMA_REF = '#/components/schemas/';
+const INPUT = 'Input';
+
+/** Replaces every `$ref` in `node` that `renamed` maps, in place. */
+function renameRefs(node: unknown, renamed: Map<string, string>): void {
+  if (Array.isArray(node)) return node.forEach((n) => renameRefs(n, renamed));
+  if (node === null || typeof node !== 'object') return;
+  const obj = node as Json;
+  if (typeof obj.$ref === 'string' && obj.$ref.startsWith(SCHEMA_REF)) {
+    const to = renamed.get(obj.$ref.slice(SCHEMA_REF.length));
+    if (to) obj.$ref = SCHEMA_REF + to;
+  }
+  for (const value of Object.values(obj)) renameRefs(value, renamed);
+}
+
+/** The component schemas `root` refers to, directly or through other component schemas. */
+function referencedSchemas(root: unknown, schemas: Json): Set<string> {
+  const seen = new Set<string>();
+  const visit = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(visit);
+    if (node === null || typeof node !== 'object') return;
+    const ref = (node as Json).$ref;
+    if (typeof ref === 'string' && ref.startsWith(SCHEMA_REF)) {
+      const name = ref.slice(SCHEMA_REF.length);
+      if (!seen.has(name)) {
+        seen.add(name);
+        visit(schemas[name]);
+      }
+    }
+    for (const value of Object.values(node as Json)) visit(value);
+  };
+  visit(root);
+  return seen;
+}
+
+/**
+ * zod writes every named schema twice, `X` as answered and `XInput` as accepted, even
+ * where the two are the same: code generators then make two types of one thing
+ * (`SpecialtyKind` and `SpecialtyKindInput`). One name per type: an `XInput` equal to
+ * `X` (once its own references are merged the same way) becomes `X`; one that differs
+ * and is the only one the paths use (a request body) takes the name `X`; an `XInput`
+ * nothing uses goes. Schemas only receivers see (the callback body) stay.
+ */
+function oneSchemaPerType(doc: Json): void {
+  const schemas: Json = doc.components.schemas;
+  const renamed = new Map<string, string>();
+  for (let merged = true; merged; ) {
+    merged = false;
+    for (const name of Object.keys(schemas)) {
+      if (!name.endsWith(INPUT)) continue;
+      const plain = name.slice(0, -INPUT.length);
+      if (!(plain in schemas)) continue;
+      const input = structuredClone(schemas[name]);
+      renameRefs(input, renamed);
+      if (JSON.stringify(input) !== JSON.stringify(schemas[plain])) continue;
+      renamed.set(name, plain);
+      delete schemas[name];
+      merged = true;
+    }
+    renameRefs(schemas, renamed);
+  }
+  renameRefs(doc.paths, renamed);
+  const used = referencedSchemas(doc.paths, schemas);
+  for (const name of Object.keys(schemas)) {
+    if (!name.endsWith(INPUT) || used.has(name)) continue;
+    delete schemas[name];
+  }
+  const usedByOtherSchemas = referencedSchemas(schemas, schemas);
+  const takeName = new Map<string, string>();
+  for (const name of used) {
+    const plain = name.slice(0, -INPUT.length);
+    if (name.endsWith(INPUT) && !used.has(plain) && !usedByOtherSchemas.has(plain)) takeName.set(name, plain);
+  }
+  for (const [from, to] of takeName) {
+    schemas[to] = schemas[from];
+    delete schemas[from];
+  }
+  renameRefs(doc.paths, takeName);
+  renameRefs(schemas, takeName);
+}
+
 /**
  * The generated document, finished with what the wire really carries
  * (docs/contract.md): errors under the base path are `application/problem+json`
@@ -53,6 +134,8 @@ const problemResponse = (description: string, headers: Json = {}): Json => ({
 export function finishOpenApi(doc: Json, basePath: string): Json {
   doc.components ??= {};
   doc.components.schemas = { ...doc.components.schemas, Problem: PROBLEM_SCHEMA };
+  oneSchemaPerType(doc);
+  for (const server of doc.servers ?? []) server.description ??= 'The origin; paths carry the base path (a client SDK takes origin + base path as its base URL).';
   const tokenPath = `${basePath}/oauth/token`;
   for (const [path, ops] of Object.entries(doc.paths ?? {}) as [string, Json][]) {
     if (!path.startsWith(basePath)) continue;

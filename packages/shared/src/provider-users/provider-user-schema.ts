@@ -61,6 +61,8 @@ export const upsertProviderUserBodySchema = z
       .string()
       .trim()
       .max(320, 'at most 320 characters')
+      // What documentation generated from the accepting side says (zod would show the string before the email check).
+      .meta({ format: 'email', description: 'An email address (spaces around it are trimmed).' })
       .pipe(z.email({ message: 'must be a valid email address' })),
     external_provider_id: z
       .string()
