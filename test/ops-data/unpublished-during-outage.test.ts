@@ -16,7 +16,10 @@ beforeAll(async () => {
   const redis = new URL(inject('redisUrl'));
   proxy = await startTcpProxy(Number(redis.port));
   redis.port = String(proxy.port);
-  api = await startTestApi({ label: 'unpublished-outage', env: { REDIS_URL: redis.toString() } });
+  api = await startTestApi({
+    label: 'unpublished-outage',
+    env: { REDIS_URL: redis.toString(), DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'dictation', url: 'http://127.0.0.1:9/callbacks', secrets: ['outage-secret'] }]) },
+  });
 });
 afterAll(async () => {
   proxy?.restore();
@@ -24,8 +27,23 @@ afterAll(async () => {
   await proxy?.close();
 });
 
+const series = (text: string, name: string) => text.split('\n').filter((line) => line.startsWith(`${name}{`));
+
 describe('the count of unpublished changes with Redis away', () => {
+  it('the API /metrics keeps the queue and backlog series, at their last values, while Redis is away (they vanished)', async () => {
+    proxy.restore();
+    const scrape = async () => (await fetch(`${api.origin}/metrics`)).text();
+    const before = await scrape();
+    expect(series(before, 'connect_target_backlog')).toEqual(['connect_target_backlog{target="dictation"} 0']);
+    expect(series(before, 'connect_queue_jobs').length).toBeGreaterThanOrEqual(14);
+    proxy.cut();
+    const during = await scrape();
+    expect(series(during, 'connect_target_backlog')).toEqual(series(before, 'connect_target_backlog'));
+    expect(series(during, 'connect_queue_jobs')).toEqual(series(before, 'connect_queue_jobs'));
+  });
+
   it('counts every change the sweep has not passed, growing with the changes made during the outage', async () => {
+    proxy.restore();
     const token = await getToken(api, await registerTestClient(api.models));
     const create = async () => {
       const id = randomUUID();

@@ -114,8 +114,9 @@ export function createApiMetrics(deps: ApiMetricsDeps): ApiMetrics {
     help: 'Jobs per queue and state',
     labelNames: ['queue', 'state'] as const,
     registers: [registry],
+    // No reset: a count Redis cannot give now keeps its last value (as the worker's do), rather
+    // than the series vanishing for the outage and an alert on it going quiet.
     async collect() {
-      this.reset();
       for (const queue of deps.queues) {
         const counts = await queue.getJobCounts('waiting', 'paused', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children').catch(() => ({}));
         for (const [state, n] of Object.entries(counts)) this.set({ queue: queue.name, state }, n as number);
@@ -128,7 +129,6 @@ export function createApiMetrics(deps: ApiMetricsDeps): ApiMetrics {
     labelNames: ['target'] as const,
     registers: [registry],
     async collect() {
-      this.reset();
       await Promise.all(
         deps.targetQueues.map(async ({ target, queue }) => {
           const counts = await queue.getJobCounts('wait', 'paused', 'delayed', 'prioritized', 'active', 'waiting-children').catch(() => undefined);
