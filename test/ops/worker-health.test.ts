@@ -4,7 +4,8 @@ import { Queue, Worker } from 'bullmq';
 import mongoose from 'mongoose';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRedis, type RedisClient } from '@connect/shared';
-import { serveWorkerHealth, workerHealthPort } from '@connect/worker';
+import { serveWorkerHealth, watchBlockingConnections, workerHealthPort } from '@connect/worker';
+import { createLogger } from '@connect/shared';
 import { startFerretDb, startPrivateRedis, startTcpProxy, type RunningService } from '@connect/local-services';
 import { eventually } from '../worker/callback-receiver.ts';
 
@@ -54,8 +55,12 @@ describe('worker GET /healthz (the compose health check of the worker)', () => {
     expect((await fetch(url.replace('/healthz', '/other'))).status).toBe(404);
   }, 120_000);
 
-  it('is 503 naming Redis when a queue worker cannot wait for jobs, though Redis answers its pings (a connection accepted and never answered)', async () => {
-    const ferret: RunningService = await startFerretDb({ database: `worker_health_deaf_${Date.now().toString(36)}` });
+  /**
+   * A queue worker whose blocking connection is dropped while the path to Redis accepts new
+   * connections and never answers them: ioredis reconnects, the connect succeeds, nothing answers.
+   */
+  async function deafWorker(label: string, watch?: { stuckMs: number }) {
+    const ferret: RunningService = await startFerretDb({ database: `worker_health_${label}_${Date.now().toString(36)}` });
     cleanups.push(ferret.stop);
     const redisServer = await startPrivateRedis();
     cleanups.push(() => redisServer.stop());
@@ -70,8 +75,12 @@ describe('worker GET /healthz (the compose health check of the worker)', () => {
     const shared: RedisClient = createRedis(viaProxy, 'worker');
     for (const r of [producer, shared]) r.on('error', () => undefined);
     cleanups.push(async () => (producer.disconnect(), shared.disconnect()));
+    if (watch) {
+      const watching = watchBlockingConnections(shared, { stuckMs: watch.stuckMs, everyMs: 100, log: createLogger('silent', 'test') });
+      cleanups.push(async () => watching.stop());
+    }
     const processed: string[] = [];
-    const queueName = `deaf_${Date.now().toString(36)}`;
+    const queueName = `deaf_${label}_${Date.now().toString(36)}`;
     // drainDelay 1: an idle worker's blocking command returns each second, the way BullMQ's own watchdog expects.
     const worker = new Worker(queueName, async (job) => void processed.push(job.name), { connection: shared, drainDelay: 1 });
     worker.on('error', () => undefined);
@@ -91,8 +100,6 @@ describe('worker GET /healthz (the compose health check of the worker)', () => {
     await eventually(async () => processed.includes('before'), 10_000);
     expect(await health()).toEqual({ status: 200, body: { status: 'ok', checks: { mongodb: 'ok', redis: 'ok' } } });
 
-    // The path turns half-dead, and the worker's blocking connection is dropped (killed by id,
-    // straight at Redis): ioredis reconnects through the proxy, the connect succeeds, nothing answers.
     proxy.holdNew();
     const admin = createRedis(redisServer.url, 'producer');
     cleanups.push(async () => admin.disconnect());
@@ -101,16 +108,31 @@ describe('worker GET /healthz (the compose health check of the worker)', () => {
     const blocking = clients.filter((line) => / cmd=bzpopmin/.test(line)).map((line) => /^id=(\d+)/.exec(line)![1]!);
     expect(blocking.length).toBe(1);
     await admin.call('CLIENT', 'KILL', 'ID', blocking[0]!);
-
-    // The producer connection still answers, so a ping alone said healthy; the job added now is never taken.
+    // The producer connection still answers, so a ping alone said healthy.
     expect(await producer.ping()).toBe('PONG');
     await queue.add('after', {});
+    return { proxy, queue, processed, health };
+  }
+
+  it('is 503 naming Redis when a queue worker cannot wait for jobs, though Redis answers its pings (a connection accepted and never answered)', async () => {
+    const { queue, processed, health } = await deafWorker('deaf');
     expect(await eventually(async () => ((await health()).status === 503 ? health() : false), 15_000)).toEqual({
       status: 503,
       body: { status: 'unhealthy', checks: { mongodb: 'ok', redis: 'down' } },
     });
     expect(await queue.getJobCounts('waiting', 'completed')).toMatchObject({ waiting: 1, completed: 1 });
     expect(processed).toEqual(['before']);
+  }, 120_000);
+
+  it('the worker drops a blocking connection stuck unanswered and connects again: once the path to Redis is whole, the queue takes its job and /healthz is 200', async () => {
+    const { proxy, processed, health } = await deafWorker('mend', { stuckMs: 1500 });
+    // Stuck: 503 while the proxy swallows every new connection (the watch's new attempts included).
+    expect((await eventually(async () => ((await health()).status === 503 ? health() : false), 15_000)).status).toBe(503);
+    proxy.restore();
+    // Without the watch the stuck connection waits for ever (the test above); with it, the next attempt gets through.
+    await eventually(async () => processed.includes('after'), 20_000);
+    expect(processed).toEqual(['before', 'after']);
+    expect(await health()).toEqual({ status: 200, body: { status: 'ok', checks: { mongodb: 'ok', redis: 'ok' } } });
   }, 120_000);
 
   it('WORKER_HEALTH_PORT: unset is off, a port number is on, anything else is a configuration error naming it', () => {

@@ -59,14 +59,17 @@ export interface HealthTargets {
   log?: Logger;
 }
 
+/** ioredis's Cluster may report `connect` as its connected state, where a single server says `ready` (as BullMQ reads it). */
+const isLive = (client: RedisClient) => client.status === 'ready' || (client.status === 'connect' && client.isCluster);
+
 /** Resolves once `client` is ready (at once if it is); rejects after `ms`. */
 function readyWithin(client: RedisClient, ms: number): Promise<void> {
-  if (client.status === 'ready') return Promise.resolve();
+  if (isLive(client)) return Promise.resolve();
   return within(
     ms,
     new Promise<void>((resolve) => {
       const poll = setInterval(() => {
-        if (client.status !== 'ready') return;
+        if (!isLive(client)) return;
         clearInterval(poll);
         resolve();
       }, 50);

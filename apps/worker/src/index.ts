@@ -1,3 +1,4 @@
+export * from './blocking-connections.ts';
 export * from './deliver-callback.ts';
 export * from './deliver-to-target.ts';
 export * from './delivery-backoff.ts';

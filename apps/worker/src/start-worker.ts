@@ -2,6 +2,7 @@ import { Worker } from 'bullmq';
 import { deliveryIdOf, deliveryJobSchema, deliveryQueueName, EVENTS_QUEUE, warnAtMostEvery, type DeliveryJob, type UserEventJob } from '@connect/shared';
 import { deliveryBackoff } from './delivery-backoff.ts';
 import { createDeliverToTarget } from './deliver-to-target.ts';
+import { watchBlockingConnections, type BlockingConnectionWatch } from './blocking-connections.ts';
 import { watchTargets } from './delivery-metrics.ts';
 import { createFanOut } from './fan-out.ts';
 import { startOutboxSweep, type OutboxSweep } from './outbox-sweep.ts';
@@ -17,6 +18,8 @@ export interface RunningWorker {
   /** Recovers what only Redis held, should Redis lose its data (redis-loss-recovery.ts). */
   redisLoss: RedisLossWatch;
   purge: RetentionPurge;
+  /** Mends a blocking connection accepted by Redis and never answered (blocking-connections.ts). */
+  blockingConnections: BlockingConnectionWatch;
   /** Stops the delivery workers (waits for the jobs in flight). */
   closeDeliveries(): Promise<void>;
 }
@@ -24,6 +27,8 @@ export interface RunningWorker {
 /** Starts the fan-out, one delivery worker per target, the health watch and the outbox sweep. */
 export function startWorker(deps: WorkerDeps): RunningWorker {
   const { config, log, options } = deps;
+  // Before any BullMQ worker exists: each makes its blocking connection from this one.
+  const blockingConnections = watchBlockingConnections(deps.workerRedis, { stuckMs: options.blockingStuckMs, log });
   const common = {
     connection: deps.workerRedis,
     prefix: config.queuePrefix,
@@ -108,6 +113,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
   log.info({ targets: config.downstreamTargets.map((t) => t.name), concurrency_per_target: options.concurrency, retry_schedule_ms: options.policy.retryScheduleMs }, 'worker started');
 
   const closeDeliveries = async () => {
+    blockingConnections.stop();
     await Promise.all([...deliveries.values()].map((w) => w.close()));
   };
   return {
@@ -117,5 +123,6 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     redisLoss,
     closeDeliveries,
     purge,
+    blockingConnections,
   };
 }

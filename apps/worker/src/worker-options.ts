@@ -35,6 +35,8 @@ export interface WorkerOptions {
   purgeIntervalMs: number;
   /** WORKER_HEALTH_PORT: port of GET /healthz; undefined: none. */
   healthPort?: number | undefined;
+  /** How long a BullMQ blocking connection may sit accepted but unanswered before it is dropped and made again (blocking-connections.ts). */
+  blockingStuckMs: number;
 }
 
 export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
@@ -54,6 +56,7 @@ export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
   metricsPort: 0,
   deliveryRetentionMs: 30 * 86_400_000,
   purgeIntervalMs: 10 * 60_000,
+  blockingStuckMs: 30_000,
 });
 
 /** Limit of the WORKER_* millisecond and count variables. */
