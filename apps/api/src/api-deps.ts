@@ -121,6 +121,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
       faults.afterWrite?.();
       relay.publishSoon(user);
     },
+    recheckLater: (key) => relay.recheckLater(key),
   };
   const key = await loadServiceSigningKey(models, config.tokenSigningKey);
   let stopping = false;

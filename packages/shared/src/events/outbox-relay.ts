@@ -62,6 +62,7 @@ import type { Logger } from 'pino';
 import { GroupCommit } from '../group-commit.ts';
 import { collectionsOf, outboxSlotOf, type DeliveryDoc, type Models, type ProviderUserDoc, type RelayCursorDoc } from '../models/models.ts';
 import { findByIds } from '../models/find-by-ids.ts';
+import type { UserKey } from '../provider-users/write-ports.ts';
 import { eventJobOf, type UserEventJob } from './user-event.ts';
 
 export const SWEEP_CURSOR_ID = 'outbox-sweep';
@@ -87,12 +88,23 @@ export interface OutboxRelayDeps {
   now?: () => Date;
   /** Called when a publish right after a write fails (a metric). */
   onPublishFailure?: () => void;
+  /** When a write of unknown outcome is looked at again (RECHECK_DELAYS_MS; tests shorten them). */
+  recheckDelaysMs?: readonly number[];
   /**
    * The configured target names: a fan-out writes one Delivery row per target,
    * id `<event id>.<target>`, which is the second "published" marker (see above).
    */
   targetNames?: readonly string[];
 }
+
+/**
+ * When a write whose outcome is unknown is looked at again (recheckLater): after the API's
+ * MongoDB socket timeout (30 s) has let go of it, and twice more for a write held up longer
+ * server-side (a lock wait).
+ */
+export const RECHECK_DELAYS_MS: readonly number[] = [60_000, 5 * 60_000, 15 * 60_000];
+/** Writes looked at again at once, at most, per process: past it a new one is not (an outage makes every write one). */
+const MAX_RECHECKS = 10_000;
 
 export interface SweepResult {
   scanned: number;
@@ -221,6 +233,39 @@ export class OutboxRelay {
       slots.push({ slot, users });
     }
     return { slots, lastSlot: slot - 1 };
+  }
+
+  private readonly rechecks = new Map<string, NodeJS.Timeout>();
+
+  /**
+   * A write the database did not answer in time may land later than the sweep allows for
+   * (a lock wait, a slow server: its slot was taken before it was sent, and the cursor passes a
+   * slot SAFETY_LAG_MS after it ends), and an integrator's retry then finds it `unchanged`: its
+   * event would be published by nobody. So the user is read again after each of RECHECK_DELAYS_MS
+   * and its newest event published if neither a job nor the fan-out's rows show it was. In this
+   * process's memory only: a process that stops meanwhile takes its rechecks with it.
+   */
+  recheckLater(key: UserKey): void {
+    const id = `${key.organizationId}\u0000${key.externalProviderId}`;
+    if (this.rechecks.has(id) || this.rechecks.size >= MAX_RECHECKS) return;
+    const delays = this.deps.recheckDelaysMs ?? RECHECK_DELAYS_MS;
+    const step = (i: number) => {
+      const timer = setTimeout(() => {
+        void this.recheck(key)
+          .catch((err: Error) => this.deps.log.warn({ err: err.message }, 'could not look again at a write whose answer was lost; the next look, or the next write of the user, publishes it'))
+          .finally(() => (i + 1 < delays.length ? step(i + 1) : this.rechecks.delete(id)));
+      }, delays[i]);
+      timer.unref();
+      this.rechecks.set(id, timer);
+    };
+    step(0);
+  }
+
+  private async recheck(key: UserKey): Promise<void> {
+    const user = await collectionsOf(this.deps.models).providerUsers.findOne({ organization_id: key.organizationId, external_provider_id: key.externalProviderId });
+    if (!user || (await this.publishedAmong([user.last_event.id])).has(user.last_event.id)) return;
+    await this.publish(user);
+    this.deps.log.warn({ event_id: user.last_event.id, version: user.version }, 'a write whose answer was lost landed after all; its event is published now');
   }
 
   /**

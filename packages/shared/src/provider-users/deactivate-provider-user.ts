@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { ConcurrentUpdateError, NotFoundError } from '../domain-errors.ts';
+import { ConcurrentUpdateError, DomainError, NotFoundError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
 import { collectionsOf, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { statusEventOf } from './provider-user-view.ts';
@@ -41,6 +41,8 @@ export async function deactivateProviderUser(deps: DeactivateDeps, cmd: Deactiva
     result = await decideAndWrite(deps, cmd);
   } catch (err) {
     if (err instanceof NotFoundError) deps.metrics?.deactivate('not_found');
+    // The database failed or did not answer: a write sent may yet land (upsert-provider-user.ts).
+    if (!(err instanceof DomainError)) deps.publisher.recheckLater?.({ organizationId: cmd.organizationId, externalProviderId: cmd.externalProviderId });
     throw err;
   }
   deps.metrics?.deactivate(result.outcome);

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
-import { ConcurrentUpdateError, EmailConflictError, EmailMismatchError } from '../domain-errors.ts';
+import { ConcurrentUpdateError, DomainError, EmailConflictError, EmailMismatchError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
 import { CLAIM_STALE_MS, type ClaimsLog, type EmailClaims } from './email-claims.ts';
 import { collectionsOf, isDuplicateKeyError, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc, type StatusEvent } from '../models/models.ts';
@@ -66,6 +66,8 @@ export async function upsertProviderUser(deps: UpsertDeps, cmd: UpsertProviderUs
     result = await decideAndWrite(deps, cmd);
   } catch (err) {
     if (err instanceof EmailMismatchError || err instanceof EmailConflictError) deps.metrics?.upsert('conflict');
+    // Not a decision of ours: the database failed or did not answer, and a write sent may yet land.
+    if (!(err instanceof DomainError)) deps.publisher.recheckLater?.({ organizationId: cmd.organizationId, externalProviderId: cmd.body.external_provider_id });
     throw err;
   }
   deps.metrics?.upsert(result.reactivated ? 'reactivated' : result.outcome);

@@ -9,6 +9,18 @@ import type { ProviderUserDoc } from '../models/models.ts';
 /** Hands a written user's newest event towards the queue. Must not throw: the outbox sweep catches up on failures. */
 export interface UserEventPublisher {
   publishSoon(user: ProviderUserDoc): void;
+  /**
+   * A write whose outcome is unknown (the database did not answer it in time): it may still
+   * land, later than the outbox sweep allows for, its slot already passed. Look at the user
+   * again later and publish its newest event if nobody did. Must not throw.
+   */
+  recheckLater?(key: UserKey): void;
+}
+
+/** A user as an integrator names it. */
+export interface UserKey {
+  organizationId: string;
+  externalProviderId: string;
 }
 
 export type UpsertMetricOutcome = 'created' | 'updated' | 'reactivated' | 'unchanged' | 'conflict';
