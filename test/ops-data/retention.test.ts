@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Types } from 'mongoose';
-import { collectionOf, ensureIndexes, type DeliveryDoc, type DeliveryStatus } from '@connect/shared';
+import { collectionOf, ensureIndexes, syncStateIdOf, type DeliveryDoc, type DeliveryStatus } from '@connect/shared';
 import { purgeLockKey, workerOptionsFromEnv } from '@connect/worker';
 import { registerTestClient, requestToken, signAssertion, startTestApi, http, type TestApi, type TestClient } from '../support/harness.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
@@ -112,6 +112,26 @@ describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
     await worker.worker.purge.runOnce();
     left = new Set((await Delivery.find({ _id: refused._id }).toArray()).map((d) => d._id));
     expect(left.size).toBe(0);
+  });
+
+  it('marks superseded a pending row left below the version its target already has (nothing will send it), and leaves held and recent ones pending', async () => {
+    const Delivery = collectionOf(api.models.Delivery);
+    const Syncs = api.models.SyncState.collection;
+    const userId = new Types.ObjectId();
+    const at = (version: number, ageMs: number) => ({ ...row('pending', ageMs), user_id: userId, version });
+    // The target has version 5 of this user.
+    await Syncs.insertOne({ _id: syncStateIdOf(userId.toHexString(), 'dictation'), organization_id: 'org', user_id: userId, target: 'dictation', delivered_version: 5, status: 'delivered', attempts: 1, last_attempt_at: new Date(), last_error: null, updated_at: new Date() } as never);
+    const leftBehind = at(3, 3_600_000);
+    const heldBack = at(6, 3_600_000);
+    const recent = at(4, 60_000);
+    const noSyncState = { ...row('pending', 3_600_000), version: 1 };
+    await Delivery.insertMany([leftBehind, heldBack, recent, noSyncState]);
+
+    const result = await worker.worker.purge.runOnce();
+    expect(result?.superseded).toBeGreaterThanOrEqual(1);
+    const status = async (id: string) => (await Delivery.findOne({ _id: id }))?.status;
+    expect(await status(leftBehind._id)).toBe('superseded');
+    expect([await status(heldBack._id), await status(recent._id), await status(noSyncState._id)]).toEqual(['pending', 'pending', 'pending']);
   });
 
   it('the attempts index on `at` alone that earlier versions made (read by nothing) is dropped at start', async () => {

@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { deliveryIdOf, eventJobOf } from '@connect/shared';
 import { Webhook } from 'standardwebhooks';
 import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
 import { postUser, type TestApi } from '../support/harness.ts';
@@ -56,6 +58,32 @@ describe('docs/delivery.md: updates overtaken while waiting are recorded superse
     expect(sent).toEqual([['user.created', 1], ['user.updated', 4]]);
     // The last one sent carries the newest state.
     expect(nc.received.at(-1)!.body.data.user.settings.specialty.other_specialty_name).toBe('v4');
+  });
+});
+
+describe('a delivery job for an event a newer version overtook before its fan-out ran (a late fan-out)', () => {
+  it('sends the newest version and leaves no row of the older event pending (it stayed pending for good, never purged)', async () => {
+    const id = `late-fanout-${Date.now()}`;
+    expect((await postUser(api, token, body(id, 1))).status).toBe(201);
+    expect((await postUser(api, token, body(id, 2))).status).toBe(200);
+    await eventually(() => expect(nc.accepted().filter((c) => c.body.data.user.external_provider_id === id).map((c) => c.body.data.version)).toEqual([1, 2]));
+    // Version 3 is stored and its event not fanned out yet; the target has version 2.
+    const user = (await api.models.ProviderUser.findOne({ external_provider_id: id }).lean())!;
+    const v3 = { id: randomUUID(), type: 'user.updated' as const, occurred_at: new Date(), version: 3 };
+    await api.models.ProviderUser.updateOne({ _id: user._id }, { $set: { version: 3, last_event: v3, updated_at: new Date() } });
+    // The late fan-out of an older event of this user: its pending row, then its job.
+    const { store, deliveries } = stack.worker.deps;
+    const created = eventJobOf(user).created;
+    const late = { ...eventJobOf(user).event, id: randomUUID(), version: 1, type: 'user.updated' as const };
+    await store.insertPending([store.pendingRow({ userId: user._id.toString(), target: 'held', event: late })]);
+    await deliveries.enqueue({ user_id: user._id.toString(), target: 'held', event: late, created });
+
+    await eventually(() => expect(nc.accepted().filter((c) => c.body.data.user.external_provider_id === id).map((c) => c.body.data.version)).toEqual([1, 2, 3]));
+    // Right when its job is done: before the sweep publishes version 3 (5 s after its write), whose
+    // own delivery would find the target current and sweep the older rows up.
+    const job = (await deliveries.get('held')!.getJob(deliveryIdOf(late.id, 'held')))!;
+    await eventually(async () => expect(await job.getState()).toBe('completed'));
+    expect((await api.models.Delivery.findById(deliveryIdOf(late.id, 'held')).lean())?.status).toBe('superseded');
   });
 });
 

@@ -165,6 +165,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         deps.metrics?.deliveries.inc({ target: targetName, outcome: 'superseded' });
         await store.supersedeOlder(user_id, targetName, deliveredVersion);
         if (data.event.version === deliveredVersion) await store.alreadyDelivered(refOf(data.event));
+        else if (data.event.version < deliveredVersion) await store.overtaken(refOf(data.event));
         log.debug({ event_id: data.event.id, target: targetName, delivered_version: deliveredVersion }, 'target already has this version');
         return { sent: [] };
       }
@@ -295,8 +296,12 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         throw new RetryableDeliveryError(outcome.error, outcome.retryAfterMs);
       }
       // Versions between the one the target had and the one it now has were overtaken. None when
-      // the target was exactly one behind (the usual case): skip the write then.
-      if (newest.version > deliveredVersion + 1) await store.supersedeOlder(user_id, targetName, newest.version);
+      // the target was exactly one behind and this job was for the newest (the usual case): skip
+      // the write then. A job for an older event (its fan-out ran late, after a newer version
+      // was delivered) left its own row behind otherwise: pending for good, never purged. Rows
+      // that land after this look are marked by the retention pass (retention-purge.ts).
+      if (newest.version > deliveredVersion + 1 || data.event.version < newest.version) await store.supersedeOlder(user_id, targetName, newest.version);
+      if (!sentNow.has(data.event.id) && data.event.version < newest.version) await store.overtaken(refOf(data.event));
       return { sent: toSend.map((e) => e.id) };
     } catch (err) {
       if (probeToken) await health.releaseProbe(targetName, probeToken).catch(() => undefined);

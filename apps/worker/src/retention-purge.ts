@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { collectionsOf, deleteDeliveriesWithHistory, LuaScript, type DeliveryDoc, type Models, type ProviderUserDoc, type RedisClient } from '@connect/shared';
+import { collectionsOf, deleteDeliveriesWithHistory, LuaScript, syncStateIdOf, type DeliveryDoc, type Models, type ProviderUserDoc, type RedisClient } from '@connect/shared';
 import { startPeriodic } from './periodic.ts';
 
 /**
@@ -10,6 +10,11 @@ import { startPeriodic } from './periodic.ts';
  *   older than DELIVERY_RETENTION_DAYS are deleted, with their attempt history.
  *   Pending rows never are, however old: they are work still owed to a target;
  *   nor is the dead letter of a refused reactivation still current (below).
+ * - A pending row below the version its target already has is not owed: a newer
+ *   version overtook it. The delivery processor marks such rows superseded as it
+ *   goes, but a row can land after it looked (a fan-out that ran late, its job
+ *   folded into one already waiting): each pass marks the ones left over, so
+ *   they are purged in turn instead of staying pending for good.
  * - Used assertion ids (the token endpoint's replay guard) are deleted once past
  *   their `exp` (+ skew): from then on the assertion itself is refused as
  *   expired, so the row guards nothing. On MongoDB the TTL index on
@@ -34,6 +39,59 @@ export interface PurgeResult {
   deliveries: number;
   attempts: number;
   assertions: number;
+  /** Pending rows found overtaken (below their target's delivered version) and marked superseded. */
+  superseded: number;
+}
+
+/** Where the next pass's look at pending rows goes on from (rows legitimately held can be many). */
+export interface PendingScanPosition {
+  updated_at: Date;
+  _id: string;
+}
+
+/** A pending row younger than this is left to the delivery processor, which may be at it now. */
+export const OVERTAKEN_AFTER_MS = 15 * 60_000;
+/** Pending rows looked at per pass, at most, so a long outage's held backlog costs a bounded pass. */
+const PENDING_SCANNED_PER_PASS = 5000;
+const PENDING_BATCH = 1000;
+
+/**
+ * Marks superseded the pending rows (last written before `staleBefore`) whose version is below
+ * what their target has (`delivered_version` of the user's sync state): nothing will send them.
+ * Scans at most PENDING_SCANNED_PER_PASS rows, from `from` on, in (updated_at, _id) order, and
+ * answers where the next pass goes on (undefined: from the start again).
+ */
+export async function supersedeOvertakenPending(models: Models, staleBefore: Date, from?: PendingScanPosition): Promise<{ superseded: number; next?: PendingScanPosition }> {
+  const { deliveries, syncStates } = collectionsOf(models);
+  let position = from;
+  let superseded = 0;
+  for (let scanned = 0; scanned < PENDING_SCANNED_PER_PASS; ) {
+    const after = position ? { $or: [{ updated_at: { $gt: position.updated_at } }, { updated_at: position.updated_at, _id: { $gt: position._id } }] } : {};
+    // By the {status, updated_at} index.
+    const rows = await deliveries
+      .find<Pick<DeliveryDoc, '_id' | 'user_id' | 'target' | 'version' | 'updated_at'>>(
+        { status: 'pending', updated_at: { $lt: staleBefore }, ...after },
+        { projection: { _id: 1, user_id: 1, target: 1, version: 1, updated_at: 1 } },
+      )
+      .sort({ updated_at: 1, _id: 1 })
+      .limit(PENDING_BATCH)
+      .toArray();
+    scanned += rows.length;
+    if (rows.length === 0) return { superseded };
+    const syncIds = [...new Set(rows.map((r) => syncStateIdOf(r.user_id.toHexString(), r.target)))];
+    const syncs = await syncStates.find({ _id: { $in: syncIds } }, { projection: { _id: 1, delivered_version: 1 } }).toArray();
+    const delivered = new Map(syncs.map((s) => [s._id, s.delivered_version]));
+    const overtaken = rows.filter((r) => r.version < (delivered.get(syncStateIdOf(r.user_id.toHexString(), r.target)) ?? 0)).map((r) => r._id);
+    if (overtaken.length > 0) {
+      // Still pending when written (the processor may have finished one meanwhile); a delivered version only grows.
+      const r = await deliveries.updateMany({ _id: { $in: overtaken }, status: 'pending' }, { $set: { status: 'superseded', updated_at: new Date() } });
+      superseded += r.modifiedCount;
+    }
+    const last = rows.at(-1)!;
+    position = { updated_at: last.updated_at, _id: last._id };
+    if (rows.length < PENDING_BATCH) return { superseded };
+  }
+  return { superseded, next: position };
 }
 
 export const FINISHED_STATUSES = ['delivered', 'superseded', 'failed'] as const;
@@ -74,10 +132,16 @@ async function refusedStatusChangesStillCurrent(models: Models, cutoff: Date): P
  * One purge pass (no lock): used assertion ids, then finished deliveries with their history, each
  * on its own so that one failing does not hold up the other (the first error is rethrown after both).
  */
-export async function purgeExpired(models: Models, options: RetentionOptions): Promise<PurgeResult> {
+export async function purgeExpired(models: Models, options: RetentionOptions & { pendingFrom?: PendingScanPosition }): Promise<PurgeResult & { pendingNext?: PendingScanPosition }> {
   const now = options.now?.() ?? new Date();
   const cutoff = new Date(now.getTime() - options.retentionMs);
-  const result: PurgeResult = { deliveries: 0, attempts: 0, assertions: 0 };
+  const result: PurgeResult & { pendingNext?: PendingScanPosition } = { deliveries: 0, attempts: 0, assertions: 0, superseded: 0 };
+  // First: what it marks superseded is purged in a later pass, once past the retention.
+  const overtaken = await supersedeOvertakenPending(models, new Date(now.getTime() - OVERTAKEN_AFTER_MS), options.pendingFrom).catch((err: unknown) => err as Error);
+  if (!(overtaken instanceof Error)) {
+    result.superseded = overtaken.superseded;
+    result.pendingNext = overtaken.next;
+  }
   const purgeDeliveries = async () => {
     const kept = await refusedStatusChangesStillCurrent(models, cutoff);
     // By the {status, updated_at} index.
@@ -89,6 +153,7 @@ export async function purgeExpired(models: Models, options: RetentionOptions): P
   if (deliveries.status === 'fulfilled') Object.assign(result, deliveries.value);
   const failed = [assertions, deliveries].find((r) => r.status === 'rejected');
   if (failed) throw (failed as PromiseRejectedResult).reason;
+  if (overtaken instanceof Error) throw overtaken;
   return result;
 }
 
@@ -129,11 +194,17 @@ export function startRetentionPurge(deps: RetentionPurgeDeps, options: Retention
   // Longer than any sane pass; if a pass outlives it, a second process may start one: harmless.
   const lockTtlMs = Math.max(60_000, options.intervalMs);
 
+  // This process's place in the pending rows; another process holding the lock next keeps its own.
+  let pendingFrom: PendingScanPosition | undefined;
   const pass = async (): Promise<PurgeResult | undefined> => {
     try {
-      const r = await withRedisLock(deps.redis, purgeLockKey(deps.queuePrefix), lockTtlMs, () => purgeExpired(deps.models, options));
-      if (r && (r.deliveries > 0 || r.assertions > 0 || r.attempts > 0)) deps.log.info(r, 'retention purge deleted expired rows');
-      return r;
+      const r = await withRedisLock(deps.redis, purgeLockKey(deps.queuePrefix), lockTtlMs, () => purgeExpired(deps.models, { ...options, pendingFrom }));
+      if (!r) return undefined;
+      const { pendingNext, ...counts } = r;
+      pendingFrom = pendingNext;
+      if (counts.deliveries > 0 || counts.assertions > 0 || counts.attempts > 0) deps.log.info(counts, 'retention purge deleted expired rows');
+      if (counts.superseded > 0) deps.log.info({ superseded: counts.superseded }, 'pending deliveries overtaken by a newer version marked superseded');
+      return counts;
     } catch (err) {
       deps.log.warn({ err: (err as Error).message }, 'retention purge failed; next pass retries');
       return undefined;

@@ -181,6 +181,27 @@ export class DeliveryStore {
     await this.touch(ref, { status: 'delivered' });
   }
 
+  /**
+   * The job's own event, overtaken by a newer version sent instead (or had already): superseded,
+   * and written even when the fan-out's pending row has not landed yet (its insert is then a
+   * no-op), which an updateMany of the rows there would miss, leaving a row pending for good.
+   * A delivered row stays as it is.
+   */
+  async overtaken(ref: DeliveryRef): Promise<void> {
+    const now = this.now();
+    const set = { status: 'superseded' as const, updated_at: now };
+    try {
+      await this.rows.updateOne(
+        { _id: deliveryIdOf(ref.event.id, ref.target), status: { $ne: 'delivered' } },
+        { $set: set, $setOnInsert: onInsertOnly(newRowFields(ref, now), set) },
+        { upsert: true },
+      );
+    } catch (err) {
+      // The row is there and delivered: the filter did not match it, and the insert collided.
+      if (!isDuplicateKeyError(err)) throw err;
+    }
+  }
+
   /** Rows of events this target will never be sent, because a newer version reached it. */
   async supersedeOlder(userId: string, target: string, deliveredVersion: number): Promise<void> {
     await this.rows.updateMany(
