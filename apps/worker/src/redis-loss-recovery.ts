@@ -79,8 +79,33 @@ export interface RedisLossRecovery {
 const BATCH = 500;
 
 /** Step 2: a job for every (user, target) with pending rows and none in its queue. */
+/**
+ * Of these (user, target) pairs, those with no job in their target's queue (BullMQ's
+ * deduplication key per user and target names none) get a delivery job for the user's newest
+ * event, as resync makes them. Answers how many were given one.
+ */
+export async function requeueOrphanPairs(deps: Pick<RedisLossDeps, 'deliveries' | 'models'>, pairs: readonly { userId: string; target: string }[]): Promise<number> {
+  const orphans: { userId: string; target: string }[] = [];
+  for (const pair of pairs) {
+    const queue = deps.deliveries.get(pair.target);
+    if (queue && !(await queue.getDeduplicationJobId(`${pair.userId}:${pair.target}`))) orphans.push(pair);
+  }
+  if (orphans.length === 0) return 0;
+  const users = await findByIds<ProviderUserDoc>(collectionsOf(deps.models).providerUsers, [...new Set(orphans.map((o) => o.userId))].map((id) => new Types.ObjectId(id)));
+  const byId = new Map(users.map((u) => [u._id.toString(), u]));
+  const jobs: DeliveryJob[] = [];
+  for (const { userId, target } of orphans) {
+    const user = byId.get(userId);
+    if (!user) continue;
+    const { event, created } = eventJobOf(user);
+    jobs.push({ user_id: userId, target, event, created });
+  }
+  await deps.deliveries.enqueueMany(jobs);
+  return jobs.length;
+}
+
 async function requeuePending(deps: RedisLossDeps): Promise<{ pendingPairs: number; requeued: number }> {
-  const { deliveries: rows, providerUsers } = collectionsOf(deps.models);
+  const { deliveries: rows } = collectionsOf(deps.models);
   const configured = new Set(deps.targets.map((t) => t.name));
   let checked = 0;
   let requeued = 0;
@@ -89,25 +114,10 @@ async function requeuePending(deps: RedisLossDeps): Promise<{ pendingPairs: numb
   // requeued, its deduplication key names a job, so a later batch finds it there.
   let batch = new Map<string, { userId: string; target: string }>();
   const flush = async () => {
-    const orphans: { userId: string; target: string }[] = [];
     checked += batch.size;
-    for (const pair of batch.values()) {
-      const queue = deps.deliveries.get(pair.target);
-      if (queue && !(await queue.getDeduplicationJobId(`${pair.userId}:${pair.target}`))) orphans.push(pair);
-    }
+    const pairs = [...batch.values()];
     batch = new Map();
-    if (orphans.length === 0) return;
-    const users = await findByIds<ProviderUserDoc>(providerUsers, [...new Set(orphans.map((o) => o.userId))].map((id) => new Types.ObjectId(id)));
-    const byId = new Map(users.map((u) => [u._id.toString(), u]));
-    const jobs: DeliveryJob[] = [];
-    for (const { userId, target } of orphans) {
-      const user = byId.get(userId);
-      if (!user) continue;
-      const { event, created } = eventJobOf(user);
-      jobs.push({ user_id: userId, target, event, created });
-    }
-    await deps.deliveries.enqueueMany(jobs);
-    requeued += jobs.length;
+    requeued += await requeueOrphanPairs(deps, pairs);
   };
   try {
     for await (const row of cursor) {

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { collectionsOf, deleteDeliveriesWithHistory, LuaScript, syncStateIdOf, type DeliveryDoc, type Models, type ProviderUserDoc, type RedisClient } from '@connect/shared';
+import { collectionsOf, deleteDeliveriesWithHistory, LuaScript, syncStateIdOf, type DeliveryDoc, type DeliveryQueues, type Models, type ProviderUserDoc, type RedisClient } from '@connect/shared';
 import { startPeriodic } from './periodic.ts';
+import { requeueOrphanPairs } from './redis-loss-recovery.ts';
 
 /**
  * Retention (docs/operations.md): what the service stores must stop growing
@@ -15,6 +16,10 @@ import { startPeriodic } from './periodic.ts';
  *   goes, but a row can land after it looked (a fan-out that ran late, its job
  *   folded into one already waiting): each pass marks the ones left over, so
  *   they are purged in turn instead of staying pending for good.
+ * - A pending row still owed whose (user, target) has no job in Redis is owed
+ *   by nobody: a Redis that went back in time (a snapshot restored, a failover
+ *   to a replica that lagged) lost its job but kept the marker that tells a data
+ *   loss (redis-loss-recovery.ts). Each pass gives such a pair its job back.
  * - Used assertion ids (the token endpoint's replay guard) are deleted once past
  *   their `exp` (+ skew): from then on the assertion itself is refused as
  *   expired, so the row guards nothing. On MongoDB the TTL index on
@@ -41,6 +46,8 @@ export interface PurgeResult {
   assertions: number;
   /** Pending rows found overtaken (below their target's delivered version) and marked superseded. */
   superseded: number;
+  /** (user, target) pairs with a pending row still owed and no job in Redis, given one. */
+  requeued: number;
 }
 
 /** Where the next pass's look at pending rows goes on from (rows legitimately held can be many). */
@@ -56,15 +63,22 @@ const PENDING_SCANNED_PER_PASS = 5000;
 const PENDING_BATCH = 1000;
 
 /**
- * Marks superseded the pending rows (last written before `staleBefore`) whose version is below
- * what their target has (`delivered_version` of the user's sync state): nothing will send them.
- * Scans at most PENDING_SCANNED_PER_PASS rows, from `from` on, in (updated_at, _id) order, and
- * answers where the next pass goes on (undefined: from the start again).
+ * Pending rows last written before `staleBefore`: those whose version is below what their target
+ * has (`delivered_version` of the user's sync state) are marked superseded (nothing will send
+ * them); with `queues`, the (user, target) pairs of the others that have no job in Redis get one
+ * (requeueOrphanPairs). Scans at most PENDING_SCANNED_PER_PASS rows, from `from` on, in
+ * (updated_at, _id) order, and answers where the next pass goes on (undefined: from the start again).
  */
-export async function supersedeOvertakenPending(models: Models, staleBefore: Date, from?: PendingScanPosition): Promise<{ superseded: number; next?: PendingScanPosition }> {
+export async function mendPendingLeftBehind(
+  models: Models,
+  queues: DeliveryQueues | undefined,
+  staleBefore: Date,
+  from?: PendingScanPosition,
+): Promise<{ superseded: number; requeued: number; next?: PendingScanPosition }> {
   const { deliveries, syncStates } = collectionsOf(models);
   let position = from;
   let superseded = 0;
+  let requeued = 0;
   for (let scanned = 0; scanned < PENDING_SCANNED_PER_PASS; ) {
     const after = position ? { $or: [{ updated_at: { $gt: position.updated_at } }, { updated_at: position.updated_at, _id: { $gt: position._id } }] } : {};
     // By the {status, updated_at} index.
@@ -77,7 +91,7 @@ export async function supersedeOvertakenPending(models: Models, staleBefore: Dat
       .limit(PENDING_BATCH)
       .toArray();
     scanned += rows.length;
-    if (rows.length === 0) return { superseded };
+    if (rows.length === 0) return { superseded, requeued };
     const syncIds = [...new Set(rows.map((r) => syncStateIdOf(r.user_id.toHexString(), r.target)))];
     const syncs = await syncStates.find({ _id: { $in: syncIds } }, { projection: { _id: 1, delivered_version: 1 } }).toArray();
     const delivered = new Map(syncs.map((s) => [s._id, s.delivered_version]));
@@ -87,11 +101,20 @@ export async function supersedeOvertakenPending(models: Models, staleBefore: Dat
       const r = await deliveries.updateMany({ _id: { $in: overtaken }, status: 'pending' }, { $set: { status: 'superseded', updated_at: new Date() } });
       superseded += r.modifiedCount;
     }
+    if (queues) {
+      const owed = new Map<string, { userId: string; target: string }>();
+      for (const r of rows) {
+        if (overtaken.includes(r._id) || !queues.get(r.target)) continue;
+        const userId = r.user_id.toHexString();
+        owed.set(`${userId}:${r.target}`, { userId, target: r.target });
+      }
+      requeued += await requeueOrphanPairs({ deliveries: queues, models }, [...owed.values()]);
+    }
     const last = rows.at(-1)!;
     position = { updated_at: last.updated_at, _id: last._id };
-    if (rows.length < PENDING_BATCH) return { superseded };
+    if (rows.length < PENDING_BATCH) return { superseded, requeued };
   }
-  return { superseded, next: position };
+  return { superseded, requeued, next: position };
 }
 
 export const FINISHED_STATUSES = ['delivered', 'superseded', 'failed'] as const;
@@ -132,14 +155,15 @@ async function refusedStatusChangesStillCurrent(models: Models, cutoff: Date): P
  * One purge pass (no lock): used assertion ids, then finished deliveries with their history, each
  * on its own so that one failing does not hold up the other (the first error is rethrown after both).
  */
-export async function purgeExpired(models: Models, options: RetentionOptions & { pendingFrom?: PendingScanPosition }): Promise<PurgeResult & { pendingNext?: PendingScanPosition }> {
+export async function purgeExpired(models: Models, options: RetentionOptions & { pendingFrom?: PendingScanPosition; queues?: DeliveryQueues }): Promise<PurgeResult & { pendingNext?: PendingScanPosition }> {
   const now = options.now?.() ?? new Date();
   const cutoff = new Date(now.getTime() - options.retentionMs);
-  const result: PurgeResult & { pendingNext?: PendingScanPosition } = { deliveries: 0, attempts: 0, assertions: 0, superseded: 0 };
+  const result: PurgeResult & { pendingNext?: PendingScanPosition } = { deliveries: 0, attempts: 0, assertions: 0, superseded: 0, requeued: 0 };
   // First: what it marks superseded is purged in a later pass, once past the retention.
-  const overtaken = await supersedeOvertakenPending(models, new Date(now.getTime() - OVERTAKEN_AFTER_MS), options.pendingFrom).catch((err: unknown) => err as Error);
+  const overtaken = await mendPendingLeftBehind(models, options.queues, new Date(now.getTime() - OVERTAKEN_AFTER_MS), options.pendingFrom).catch((err: unknown) => err as Error);
   if (!(overtaken instanceof Error)) {
     result.superseded = overtaken.superseded;
+    result.requeued = overtaken.requeued;
     result.pendingNext = overtaken.next;
   }
   const purgeDeliveries = async () => {
@@ -180,6 +204,8 @@ export interface RetentionPurge {
 export interface RetentionPurgeDeps {
   models: Models;
   redis: RedisClient;
+  /** The targets' queues, to give back the job of a pending row Redis no longer holds one for. */
+  queues?: DeliveryQueues;
   queuePrefix: string;
   log: Logger;
 }
@@ -198,12 +224,13 @@ export function startRetentionPurge(deps: RetentionPurgeDeps, options: Retention
   let pendingFrom: PendingScanPosition | undefined;
   const pass = async (): Promise<PurgeResult | undefined> => {
     try {
-      const r = await withRedisLock(deps.redis, purgeLockKey(deps.queuePrefix), lockTtlMs, () => purgeExpired(deps.models, { ...options, pendingFrom }));
+      const r = await withRedisLock(deps.redis, purgeLockKey(deps.queuePrefix), lockTtlMs, () => purgeExpired(deps.models, { ...options, pendingFrom, queues: deps.queues }));
       if (!r) return undefined;
       const { pendingNext, ...counts } = r;
       pendingFrom = pendingNext;
       if (counts.deliveries > 0 || counts.assertions > 0 || counts.attempts > 0) deps.log.info(counts, 'retention purge deleted expired rows');
       if (counts.superseded > 0) deps.log.info({ superseded: counts.superseded }, 'pending deliveries overtaken by a newer version marked superseded');
+      if (counts.requeued > 0) deps.log.warn({ requeued: counts.requeued }, 'pending deliveries had no job in Redis (a Redis gone back in time?): requeued');
       return counts;
     } catch (err) {
       deps.log.warn({ err: (err as Error).message }, 'retention purge failed; next pass retries');

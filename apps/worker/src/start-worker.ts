@@ -107,7 +107,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     options.sweepIntervalMs,
   );
   const purge = startRetentionPurge(
-    { models: deps.models, redis: deps.queueRedis, queuePrefix: config.queuePrefix, log },
+    { models: deps.models, redis: deps.queueRedis, queuePrefix: config.queuePrefix, log, queues: deps.deliveries },
     { retentionMs: options.deliveryRetentionMs, intervalMs: options.purgeIntervalMs },
   );
   log.info({ targets: config.downstreamTargets.map((t) => t.name), concurrency_per_target: options.concurrency, retry_schedule_ms: options.policy.retryScheduleMs }, 'worker started');
