@@ -37,9 +37,15 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     maxStalledCount: options.maxStalledCount,
   };
 
+  // A worker with no target would fan every event out to nobody and complete its job, which marks
+  // the event published: started without its DOWNSTREAM_TARGETS (a missing env file in a rolling
+  // restart), it would drop every callback. It takes no event instead; they wait for a worker that has targets.
+  const fansOut = config.downstreamTargets.length > 0;
+  if (!fansOut) log.warn('no DOWNSTREAM_TARGETS: this worker takes no event (they wait in the queue for a worker with targets); set DOWNSTREAM_TARGETS or DOWNSTREAM_TARGETS_FILE');
   const fanOut = new Worker<UserEventJob>(EVENTS_QUEUE, createFanOut({ store: deps.store, deliveries: deps.deliveries, targets: config.downstreamTargets, log, giveUpNeverDelayMs: options.fanOutParkMs }), {
     ...common,
     concurrency: options.fanOutConcurrency,
+    autorun: fansOut,
   });
 
   const deliveries = new Map<string, Worker<DeliveryJob>>();
