@@ -58,9 +58,13 @@ export interface PendingScanPosition {
 
 /** A pending row younger than this is left to the delivery processor, which may be at it now. */
 export const OVERTAKEN_AFTER_MS = 15 * 60_000;
-/** Pending rows looked at per pass, at most, so a long outage's held backlog costs a bounded pass. */
+/**
+ * Pending rows looked at per pass, at most, so a long outage's held backlog costs a bounded pass.
+ * One read: FerretDB pushes the status down to PostgreSQL but not the time range or the order, so
+ * each read of a batch loads every pending row into FerretDB; one read per pass, not several.
+ */
 const PENDING_SCANNED_PER_PASS = 5000;
-const PENDING_BATCH = 1000;
+const PENDING_BATCH = PENDING_SCANNED_PER_PASS;
 
 /**
  * Pending rows last written before `staleBefore`: those whose version is below what their target
@@ -95,16 +99,16 @@ export async function mendPendingLeftBehind(
     const syncIds = [...new Set(rows.map((r) => syncStateIdOf(r.user_id.toHexString(), r.target)))];
     const syncs = await syncStates.find({ _id: { $in: syncIds } }, { projection: { _id: 1, delivered_version: 1 } }).toArray();
     const delivered = new Map(syncs.map((s) => [s._id, s.delivered_version]));
-    const overtaken = rows.filter((r) => r.version < (delivered.get(syncStateIdOf(r.user_id.toHexString(), r.target)) ?? 0)).map((r) => r._id);
-    if (overtaken.length > 0) {
+    const overtaken = new Set(rows.filter((r) => r.version < (delivered.get(syncStateIdOf(r.user_id.toHexString(), r.target)) ?? 0)).map((r) => r._id));
+    if (overtaken.size > 0) {
       // Still pending when written (the processor may have finished one meanwhile); a delivered version only grows.
-      const r = await deliveries.updateMany({ _id: { $in: overtaken }, status: 'pending' }, { $set: { status: 'superseded', updated_at: new Date() } });
+      const r = await deliveries.updateMany({ _id: { $in: [...overtaken] }, status: 'pending' }, { $set: { status: 'superseded', updated_at: new Date() } });
       superseded += r.modifiedCount;
     }
     if (queues) {
       const owed = new Map<string, { userId: string; target: string }>();
       for (const r of rows) {
-        if (overtaken.includes(r._id) || !queues.get(r.target)) continue;
+        if (overtaken.has(r._id) || !queues.get(r.target)) continue;
         const userId = r.user_id.toHexString();
         owed.set(`${userId}:${r.target}`, { userId, target: r.target });
       }
