@@ -97,3 +97,27 @@ describe('pnpm cli deliveries: dead letters are visible and replayable', () => {
     expect(badStatus.json.error.kind).toBe('usage');
   }, 120_000);
 });
+
+describe('a target taken out of DOWNSTREAM_TARGETS, not yet forgotten', () => {
+  /** The CLI as an operator runs it once the target is removed from its configuration. */
+  const withoutTarget = (...args: string[]) => runCli({ ...api.env, DOWNSTREAM_TARGETS: '[]' }, args);
+
+  it('replay --all-failed that cannot replay a dead letter exits 1 with the same document, each error with its kind; the row stays failed', async () => {
+    broken = true;
+    const clinic = await registerTestClient(api.models);
+    const token = await getToken(api, clinic);
+    const id = randomUUID();
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    const dead = (await eventually(async () => {
+      const list = await cli('deliveries', 'list', '--status', 'failed');
+      return list.json.deliveries?.find((d: { external_provider_id: string }) => d.external_provider_id === id) ?? false;
+    }, 30_000))!;
+    broken = false;
+
+    const all = await withoutTarget('deliveries', 'replay', '--all-failed');
+    expect(all.code, JSON.stringify(all.json)).toBe(1);
+    expect(all.json).toEqual({ replayed: [], errors: expect.arrayContaining([{ id: dead.id, kind: 'conflict', error: 'Target dictation is no longer configured.' }]) });
+    expect(all.json.errors.every((e: { kind: string }) => e.kind === 'conflict')).toBe(true);
+    expect((await cli('deliveries', 'show', dead.id)).json).toMatchObject({ id: dead.id, status: 'failed' });
+  }, 120_000);
+});

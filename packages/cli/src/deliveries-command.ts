@@ -1,5 +1,5 @@
 import type { DeliveryStatus } from '@connect/shared';
-import { CliError, defineCommand, optional, positional, type CliContext, type Command } from './command.ts';
+import { CliError, defineCommand, optional, positional, toCliError, type CliContext, type Command } from './command.ts';
 
 const STATUSES: DeliveryStatus[] = ['pending', 'delivered', 'failed', 'superseded'];
 
@@ -26,19 +26,31 @@ function targetOf(ctx: CliContext, name: string | undefined): string | undefined
   return name;
 }
 
-/** Puts dead letters back on their target's queue (needs Redis; `unavailable` within a few seconds when it is down). */
+/**
+ * Puts dead letters back on their target's queue (needs Redis; `unavailable` within a few seconds when it is down).
+ * With --all-failed, a dead letter that could not be replayed is an item of `errors` with its kind, and the
+ * exit is 1: the document still lists what did replay, which an `{"error"}` document would hide.
+ */
 async function replay(ctx: CliContext, args: { allFailed: boolean; id?: string }): Promise<unknown> {
   const { DeliveryQueues, DeliveryStore, replayAllFailed, replayDelivery, ReplayError } = await import('@connect/shared');
+  // The delivery is not in a state that can be replayed (delivered, pending, being replayed, its target no longer configured): a conflict, not bad usage.
+  const errorOf = (err: unknown) => (err instanceof ReplayError ? new CliError('conflict', err.message) : toCliError(err));
   const redis = await ctx.redis();
   const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
   try {
     const deps = { store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets };
-    if (args.allFailed) return await replayAllFailed(deps);
+    if (args.allFailed) {
+      const result = await replayAllFailed(deps, (err) => {
+        const e = errorOf(err);
+        return { kind: e.kind, error: e.message };
+      });
+      if (result.errors.length > 0) process.exitCode = 1;
+      return result;
+    }
     try {
       return { replayed: [await replayDelivery(deps, args.id!)] };
     } catch (err) {
-      // The delivery is not in a state that can be replayed (delivered, pending, being replayed): a conflict, not bad usage.
-      if (err instanceof ReplayError) throw new CliError('conflict', err.message);
+      if (err instanceof ReplayError) throw errorOf(err);
       throw err;
     }
   } finally {
@@ -82,8 +94,9 @@ short message; never user data or response bodies). Prints the delivery.`,
     synopsis: 'ID | --all-failed',
     description: `Sends dead letters again (the user's newest state, same ordering rules): the delivery ID,
 or with --all-failed every dead letter (not both). Needs REDIS_URL.
-Prints {"replayed": [...]}; with --all-failed also "errors": [...], the dead letters that could not be
-replayed and why.`,
+Prints {"replayed": [...]}; with --all-failed also "errors": [{"id", "kind", "error"}], the dead
+letters that could not be replayed and why (kind not_found, conflict, unavailable or internal, as
+for a single ID), and then the exit code is 1: the document still lists what was replayed.`,
     options: { 'all-failed': { type: 'boolean' } },
     positionals: 1,
     parse(input) {
