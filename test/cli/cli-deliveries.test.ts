@@ -98,6 +98,23 @@ describe('pnpm cli deliveries: dead letters are visible and replayable', () => {
   }, 120_000);
 });
 
+describe('a target name that is not configured', () => {
+  it('is the same not_found error, in the same words, from every command that names a target', async () => {
+    const commands = [
+      ['targets', 'pause', 'nope'],
+      ['targets', 'resume', 'nope'],
+      ['targets', 'resync', 'nope'],
+      ['deliveries', 'list', '--target', 'nope'],
+      ['deliveries', 'recover', '--target', 'nope', '--since', '2026-01-01T00:00:00Z'],
+    ];
+    for (const args of commands) {
+      const res = await cli(...args);
+      expect(res.code, args.join(' ')).toBe(1);
+      expect(res.json, args.join(' ')).toEqual({ error: { kind: 'not_found', message: 'No target named nope is configured (DOWNSTREAM_TARGETS).' } });
+    }
+  }, 120_000);
+});
+
 describe('a target taken out of DOWNSTREAM_TARGETS, not yet forgotten', () => {
   /** The CLI as an operator runs it once the target is removed from its configuration. */
   const withoutTarget = (...args: string[]) => runCli({ ...api.env, DOWNSTREAM_TARGETS: '[]' }, args);

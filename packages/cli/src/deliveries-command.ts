@@ -19,10 +19,8 @@ function limitOf(raw: string | undefined): number {
   return n;
 }
 
-function targetOf(ctx: CliContext, name: string | undefined): string | undefined {
-  if (name !== undefined && !ctx.config.downstreamTargets.some((t) => t.name === name)) {
-    throw new CliError('not_found', `no target named "${name}" is configured (DOWNSTREAM_TARGETS)`);
-  }
+async function targetOf(ctx: CliContext, name: string | undefined): Promise<string | undefined> {
+  if (name !== undefined && !ctx.config.downstreamTargets.some((t) => t.name === name)) throw new (await import('@connect/shared')).UnknownTargetError(name);
   return name;
 }
 
@@ -69,7 +67,7 @@ how many are listed, truncated is true when more matched than the limit.`,
     options: { status: { type: 'string' }, target: { type: 'string' }, limit: { type: 'string' } },
     parse: (input) => ({ status: statusOf(optional(input, 'status')), target: optional(input, 'target'), limit: limitOf(optional(input, 'limit')) }),
     run: async (args, ctx) => {
-      const target = targetOf(ctx, args.target);
+      const target = await targetOf(ctx, args.target);
       const { DeliveryStore, listDeliveries } = await import('@connect/shared');
       // One more than asked: whether more matched, without counting a collection that may be large.
       const found = await listDeliveries(new DeliveryStore(ctx.models), { status: args.status, target, limit: args.limit + 1 });
