@@ -137,4 +137,24 @@ describe('a target taken out of DOWNSTREAM_TARGETS, not yet forgotten', () => {
     expect(all.json.errors.every((e: { kind: string }) => e.kind === 'conflict')).toBe(true);
     expect((await cli('deliveries', 'show', dead.id)).json).toMatchObject({ id: dead.id, status: 'failed' });
   }, 120_000);
+
+  it('deliveries list --target lists what it left behind; a name neither configured nor in any delivery is not_found', async () => {
+    broken = false;
+    const clinic = await registerTestClient(api.models);
+    const token = await getToken(api, clinic);
+    const id = randomUUID();
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    await eventually(async () => (await getUser(api, token, id)).body.sync[0]?.status === 'delivered', 30_000);
+
+    const left = await withoutTarget('deliveries', 'list', '--target', 'dictation', '--status', 'delivered');
+    expect(left.code, JSON.stringify(left.json)).toBe(0);
+    expect(left.json).toMatchObject({ status: 'delivered', target: 'dictation', truncated: false });
+    expect(left.json.deliveries.some((d: { external_provider_id: string }) => d.external_provider_id === id)).toBe(true);
+    expect(left.json.deliveries.every((d: { target: string }) => d.target === 'dictation')).toBe(true);
+    expect(left.stderr).toContain('target dictation is not in DOWNSTREAM_TARGETS');
+
+    const unknown = await withoutTarget('deliveries', 'list', '--target', 'gamma');
+    expect(unknown.code).toBe(1);
+    expect(unknown.json).toEqual({ error: { kind: 'not_found', message: 'No target named gamma is configured (DOWNSTREAM_TARGETS).' } });
+  }, 120_000);
 });

@@ -1,4 +1,4 @@
-import type { DeliveryStatus } from '@connect/shared';
+import type { DeliveryStatus, DeliveryStore } from '@connect/shared';
 import { CliError, defineCommand, optional, positional, toCliError, type CliContext, type Command } from './command.ts';
 
 const STATUSES: DeliveryStatus[] = ['pending', 'delivered', 'failed', 'superseded'];
@@ -19,8 +19,15 @@ function limitOf(raw: string | undefined): number {
   return n;
 }
 
-async function targetOf(ctx: CliContext, name: string | undefined): Promise<string | undefined> {
-  if (name !== undefined && !ctx.config.downstreamTargets.some((t) => t.name === name)) throw new (await import('@connect/shared')).UnknownTargetError(name);
+/**
+ * `--target NAME`: a configured target, or one taken out of DOWNSTREAM_TARGETS whose delivery
+ * rows are still there (not yet `targets forget`), so an operator can see what it left behind.
+ * A name that is neither is not_found.
+ */
+async function targetOf(ctx: CliContext, store: DeliveryStore, name: string | undefined): Promise<string | undefined> {
+  if (name === undefined || ctx.config.downstreamTargets.some((t) => t.name === name)) return name;
+  if (!(await store.hasRowsFor(name))) throw new (await import('@connect/shared')).UnknownTargetError(name);
+  process.stderr.write(`cli: target ${name} is not in DOWNSTREAM_TARGETS; listing the deliveries it left (\`pnpm cli targets forget ${name}\` deletes them)\n`);
   return name;
 }
 
@@ -62,15 +69,17 @@ export const deliveriesCommands: Command[] = [
     synopsis: `[--target NAME] [--status pending|delivered|failed|superseded] [--limit N]`,
     description: `Lists deliveries with a status (default failed: the dead letters), of one target or all,
 oldest change first, without user data; at most --limit of them (default ${LIST_LIMIT.default}, at most
-${LIST_LIMIT.max}). Prints {"status", "target"?, "count", "truncated", "deliveries": [...]}: count is
+${LIST_LIMIT.max}). --target also takes a target taken out of DOWNSTREAM_TARGETS whose deliveries
+are still stored (until \`targets forget\`). Prints {"status", "target"?, "count", "truncated", "deliveries": [...]}: count is
 how many are listed, truncated is true when more matched than the limit.`,
     options: { status: { type: 'string' }, target: { type: 'string' }, limit: { type: 'string' } },
     parse: (input) => ({ status: statusOf(optional(input, 'status')), target: optional(input, 'target'), limit: limitOf(optional(input, 'limit')) }),
     run: async (args, ctx) => {
-      const target = await targetOf(ctx, args.target);
       const { DeliveryStore, listDeliveries } = await import('@connect/shared');
+      const store = new DeliveryStore(ctx.models);
+      const target = await targetOf(ctx, store, args.target);
       // One more than asked: whether more matched, without counting a collection that may be large.
-      const found = await listDeliveries(new DeliveryStore(ctx.models), { status: args.status, target, limit: args.limit + 1 });
+      const found = await listDeliveries(store, { status: args.status, target, limit: args.limit + 1 });
       const deliveries = found.slice(0, args.limit);
       return { status: args.status, ...(target ? { target } : {}), count: deliveries.length, truncated: found.length > args.limit, deliveries };
     },
