@@ -101,9 +101,9 @@ short message; never user data or response bodies). Prints the delivery.`,
     synopsis: 'ID | --all-failed',
     description: `Sends dead letters again (the user's newest state, same ordering rules): the delivery ID,
 or with --all-failed every dead letter (not both). Needs REDIS_URL.
-Prints {"replayed": [...]}; with --all-failed also "errors": [{"id", "kind", "error"}], the dead
-letters that could not be replayed and why (kind not_found, conflict, unavailable or internal, as
-for a single ID), and then the exit code is 1: the document still lists what was replayed.`,
+Prints {"replayed": [...]}; with --all-failed also "errors": [...], the dead letters that could not
+be replayed, each with its id, its kind (not_found, conflict, unavailable or internal, as for one ID)
+and why; then the exit code is 1, and the document still lists what was replayed.`,
     options: { 'all-failed': { type: 'boolean' } },
     positionals: 1,
     parse(input) {
