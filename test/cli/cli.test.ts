@@ -197,6 +197,9 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
   it('each error is {"error": {"kind", "message"}} on stdout with its exit code: usage, configuration, unavailable, not_found, conflict', async () => {
     // usage (exit 2): unknown command, missing option, unknown option, bad value, stray argument
     expectError(await cli(['frobnicate'], { via: 'pnpm' }), 'usage', 2, /unknown command "frobnicate"/);
+    // A flag is not part of the command's name.
+    expectError(await cli(['bogus', '--help']), 'usage', 2, /^unknown command "bogus"; /);
+    expectError(await cli(['bogus', '--status', 'failed']), 'usage', 2, /^unknown command "bogus"; /);
     expectError(await cli([]), 'usage', 2, /no command/);
     expectError(await cli(['org', 'create']), 'usage', 2, /--name is required/);
     expectError(await cli(['org', 'list', '--bogus']), 'usage', 2, /--bogus/);

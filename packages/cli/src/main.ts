@@ -150,7 +150,10 @@ async function main(argv: string[]): Promise<void> {
   }
   if (!command) {
     const known = prefix.length ? `; ${argv[0]} commands: ${prefix.map((c) => c.name).join(', ')}` : '; `pnpm cli --help` lists them';
-    throw new CliError('usage', `unknown command "${argv.slice(0, 2).join(' ')}"${known}`);
+    // The words before the first option: a flag (`bogus --help`) is not part of the command's name.
+    const firstOption = argv.findIndex((a) => a.startsWith('-'));
+    const words = firstOption > 0 ? argv.slice(0, Math.min(firstOption, 2)) : argv.slice(0, firstOption === 0 ? 1 : 2);
+    throw new CliError('usage', `unknown command "${words.join(' ')}"${known}`);
   }
   const stop = command.stopNotice ? stopOnSignals(command.stopNotice) : new AbortController().signal;
   // Arguments first: a usage error needs no settings and no database.
