@@ -97,3 +97,64 @@ describe('pnpm cli deliveries: dead letters are visible and replayable', () => {
     expect(badStatus.json.error.kind).toBe('usage');
   }, 120_000);
 });
+
+describe('a target name that is not configured', () => {
+  it('is the same not_found error, in the same words, from every command that names a target', async () => {
+    const commands = [
+      ['targets', 'pause', 'nope'],
+      ['targets', 'resume', 'nope'],
+      ['targets', 'resync', 'nope'],
+      ['deliveries', 'list', '--target', 'nope'],
+      ['deliveries', 'recover', '--target', 'nope', '--since', '2026-01-01T00:00:00Z'],
+    ];
+    for (const args of commands) {
+      const res = await cli(...args);
+      expect(res.code, args.join(' ')).toBe(1);
+      expect(res.json, args.join(' ')).toEqual({ error: { kind: 'not_found', message: 'No target named nope is configured (DOWNSTREAM_TARGETS).' } });
+    }
+  }, 120_000);
+});
+
+describe('a target taken out of DOWNSTREAM_TARGETS, not yet forgotten', () => {
+  /** The CLI as an operator runs it once the target is removed from its configuration. */
+  const withoutTarget = (...args: string[]) => runCli({ ...api.env, DOWNSTREAM_TARGETS: '[]' }, args);
+
+  it('replay --all-failed that cannot replay a dead letter exits 1 with the same document, each error with its kind; the row stays failed', async () => {
+    broken = true;
+    const clinic = await registerTestClient(api.models);
+    const token = await getToken(api, clinic);
+    const id = randomUUID();
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    const dead = (await eventually(async () => {
+      const list = await cli('deliveries', 'list', '--status', 'failed');
+      return list.json.deliveries?.find((d: { external_provider_id: string }) => d.external_provider_id === id) ?? false;
+    }, 30_000))!;
+    broken = false;
+
+    const all = await withoutTarget('deliveries', 'replay', '--all-failed');
+    expect(all.code, JSON.stringify(all.json)).toBe(1);
+    expect(all.json).toEqual({ replayed: [], errors: expect.arrayContaining([{ id: dead.id, kind: 'conflict', error: 'Target dictation is no longer configured.' }]) });
+    expect(all.json.errors.every((e: { kind: string }) => e.kind === 'conflict')).toBe(true);
+    expect((await cli('deliveries', 'show', dead.id)).json).toMatchObject({ id: dead.id, status: 'failed' });
+  }, 120_000);
+
+  it('deliveries list --target lists what it left behind; a name neither configured nor in any delivery is not_found', async () => {
+    broken = false;
+    const clinic = await registerTestClient(api.models);
+    const token = await getToken(api, clinic);
+    const id = randomUUID();
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    await eventually(async () => (await getUser(api, token, id)).body.sync[0]?.status === 'delivered', 30_000);
+
+    const left = await withoutTarget('deliveries', 'list', '--target', 'dictation', '--status', 'delivered');
+    expect(left.code, JSON.stringify(left.json)).toBe(0);
+    expect(left.json).toMatchObject({ status: 'delivered', target: 'dictation', truncated: false });
+    expect(left.json.deliveries.some((d: { external_provider_id: string }) => d.external_provider_id === id)).toBe(true);
+    expect(left.json.deliveries.every((d: { target: string }) => d.target === 'dictation')).toBe(true);
+    expect(left.stderr).toContain('target dictation is not in DOWNSTREAM_TARGETS');
+
+    const unknown = await withoutTarget('deliveries', 'list', '--target', 'gamma');
+    expect(unknown.code).toBe(1);
+    expect(unknown.json).toEqual({ error: { kind: 'not_found', message: 'No target named gamma is configured (DOWNSTREAM_TARGETS).' } });
+  }, 120_000);
+});

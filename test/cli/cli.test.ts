@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, REPO_ROOT } from '@connect/local-services';
-import { getUser, http, postUser, rsaKeyPair, signAssertion, startTestApi, type TestApi } from '../support/harness.ts';
+import { getUser, http, postUser, registerTestClient, rsaKeyPair, signAssertion, startTestApi, type TestApi } from '../support/harness.ts';
 import { registerClient } from '@connect/shared';
 import { COMMANDS } from '@connect/cli/src/commands.ts';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
@@ -169,12 +169,37 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
 
     const fromCli = await cli(['user', 'get', '--org', org.json.id, '--external-provider-id', id]);
     expect(fromCli.code).toBe(0);
-    expect(fromCli.json).toEqual(fromApi);
+    // The organization is pinned to a dated version: the API's document, plus status and deactivated_at.
+    expect(fromCli.json).toEqual({ ...fromApi, status: 'active', deactivated_at: null });
+  }, 120_000);
+
+  it('user get shows status and deactivated_at of a deactivated user, though the organization is pinned to a dated version that leaves them out', async () => {
+    const clinic = await registerTestClient(api.models, { apiVersion: '2026-03-23' });
+    const token = await tokenFor(clinic.client._id, clinic.privateKey);
+    const id = randomUUID();
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    const deactivated = await http(`${api.baseUrl}/users/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${token}`, 'x-nabla-api-version': 'x-nabla-next' } });
+    expect(deactivated.status, deactivated.text).toBe(200);
+    const fromApi = await http(`${api.baseUrl}/users/${id}`, { headers: { authorization: `Bearer ${token}` } });
+    expect(fromApi.body).not.toHaveProperty('status');
+
+    const fromCli = await cli(['user', 'get', '--org', clinic.organization._id, '--external-provider-id', id]);
+    expect(fromCli.code).toBe(0);
+    expect(fromCli.json).toMatchObject({ external_provider_id: id, status: 'deactivated', deactivated_at: expect.any(String) });
+    expect(Date.parse(fromCli.json.deactivated_at)).toBeGreaterThan(0);
+    const { status: _status, deactivated_at: _at, sync: _cliSync, ...rest } = fromCli.json;
+    const { sync: _apiSync, ...apiRest } = fromApi.body;
+    expect(rest).toEqual(apiRest);
+    const help = await cli(['user', 'get', '--help'], { parse: false });
+    expect(help.stdout).toMatch(/status and deactivated_at/);
   }, 120_000);
 
   it('each error is {"error": {"kind", "message"}} on stdout with its exit code: usage, configuration, unavailable, not_found, conflict', async () => {
     // usage (exit 2): unknown command, missing option, unknown option, bad value, stray argument
     expectError(await cli(['frobnicate'], { via: 'pnpm' }), 'usage', 2, /unknown command "frobnicate"/);
+    // A flag is not part of the command's name.
+    expectError(await cli(['bogus', '--help']), 'usage', 2, /^unknown command "bogus"; /);
+    expectError(await cli(['bogus', '--status', 'failed']), 'usage', 2, /^unknown command "bogus"; /);
     expectError(await cli([]), 'usage', 2, /no command/);
     expectError(await cli(['org', 'create']), 'usage', 2, /--name is required/);
     expectError(await cli(['org', 'list', '--bogus']), 'usage', 2, /--bogus/);

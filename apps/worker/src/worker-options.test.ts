@@ -35,6 +35,11 @@ describe('workerOptionsFromEnv', () => {
     expect(() => workerOptionsFromEnv({ WORKER_CONCURRENCY: v })).toThrow(/^WORKER_CONCURRENCY: /);
   });
 
+  it('WORKER_CONCURRENCY is from 1 to 1000 (it took the millisecond bound, 86400000), and the error says so', () => {
+    expect(workerOptionsFromEnv({ WORKER_CONCURRENCY: '1000' }).concurrency).toBe(1000);
+    for (const bad of ['1001', '86400000']) expect(() => workerOptionsFromEnv({ WORKER_CONCURRENCY: bad })).toThrow(`WORKER_CONCURRENCY: must be a whole number from 1 to 1000, got ${bad}`);
+  });
+
   it('WORKER_METRICS_PORT is a port (1 to 65535), refused before anything starts', () => {
     expect(workerOptionsFromEnv({ WORKER_METRICS_PORT: '9465' }).metricsPort).toBe(9465);
     for (const bad of ['0', '70000', 'nine']) expect(() => workerOptionsFromEnv({ WORKER_METRICS_PORT: bad })).toThrow(/^WORKER_METRICS_PORT: must be a whole number from 1 to 65535/);

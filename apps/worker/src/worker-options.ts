@@ -59,8 +59,10 @@ export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
   blockingStuckMs: 30_000,
 });
 
-/** Limit of the WORKER_* millisecond and count variables. */
+/** Limit of the WORKER_* millisecond variables (a day). */
 const MAX = 86_400_000;
+/** Deliveries in flight per target per process: each holds a socket and a database write or two. */
+const MAX_CONCURRENCY = 1000;
 /** One second, in days: the shortest DELIVERY_RETENTION_DAYS. */
 const MIN_RETENTION_DAYS = 0.0000116;
 
@@ -71,7 +73,7 @@ const MIN_RETENTION_DAYS = 0.0000116;
 export const workerEnvShape = {
   ...deliveryPolicyEnvShape,
   ...workerHealthEnvShape,
-  WORKER_CONCURRENCY: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.concurrency),
+  WORKER_CONCURRENCY: envInteger(1, MAX_CONCURRENCY, DEFAULT_WORKER_OPTIONS.concurrency),
   WORKER_SWEEP_INTERVAL_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.sweepIntervalMs),
   WORKER_LOCK_DURATION_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.lockDurationMs),
   WORKER_STALLED_INTERVAL_MS: envInteger(1, MAX, DEFAULT_WORKER_OPTIONS.stalledIntervalMs),

@@ -35,6 +35,11 @@ export interface CliContext {
    * does not answer, and with `configuration` without REDIS_URL.
    */
   redis(): Promise<RedisClient>;
+  /**
+   * Aborted by SIGINT or SIGTERM for a command with `stopNotice` (main.ts); never
+   * aborted for the others, which those signals end as before.
+   */
+  stop: AbortSignal;
 }
 
 export type OptionSpec = { type: 'string' | 'boolean'; multiple?: boolean };
@@ -58,6 +63,13 @@ export interface Command<A = unknown> {
   /** Plain text for `pnpm cli NAME --help`: what it does and what it prints. */
   description: string;
   options?: Record<string, OptionSpec>;
+  /**
+   * Set for a command that stops cleanly when asked to (targets resync): from the
+   * moment it is chosen, SIGINT and SIGTERM, any number of them, abort `ctx.stop`
+   * instead of ending the process, and this goes to stderr at the first. `run` then
+   * returns what it did (and sets exit 130), so stdout still gets one document.
+   */
+  stopNotice?: string;
   /** How many positional arguments it takes at most (default 0). */
   positionals?: number;
   /** Checks the arguments: throws a `usage` CliError, or returns `run`'s first argument. */

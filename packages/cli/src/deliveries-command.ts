@@ -1,5 +1,5 @@
-import type { DeliveryStatus } from '@connect/shared';
-import { CliError, defineCommand, optional, positional, type CliContext, type Command } from './command.ts';
+import type { DeliveryStatus, DeliveryStore } from '@connect/shared';
+import { CliError, defineCommand, optional, positional, toCliError, type CliContext, type Command } from './command.ts';
 
 const STATUSES: DeliveryStatus[] = ['pending', 'delivered', 'failed', 'superseded'];
 
@@ -19,26 +19,43 @@ function limitOf(raw: string | undefined): number {
   return n;
 }
 
-function targetOf(ctx: CliContext, name: string | undefined): string | undefined {
-  if (name !== undefined && !ctx.config.downstreamTargets.some((t) => t.name === name)) {
-    throw new CliError('not_found', `no target named "${name}" is configured (DOWNSTREAM_TARGETS)`);
-  }
+/**
+ * `--target NAME`: a configured target, or one taken out of DOWNSTREAM_TARGETS whose delivery
+ * rows are still there (not yet `targets forget`), so an operator can see what it left behind.
+ * A name that is neither is not_found.
+ */
+async function targetOf(ctx: CliContext, store: DeliveryStore, name: string | undefined): Promise<string | undefined> {
+  if (name === undefined || ctx.config.downstreamTargets.some((t) => t.name === name)) return name;
+  if (!(await store.hasRowsFor(name))) throw new (await import('@connect/shared')).UnknownTargetError(name);
+  process.stderr.write(`cli: target ${name} is not in DOWNSTREAM_TARGETS; listing the deliveries it left (\`pnpm cli targets forget ${name}\` deletes them)\n`);
   return name;
 }
 
-/** Puts dead letters back on their target's queue (needs Redis; `unavailable` within a few seconds when it is down). */
+/**
+ * Puts dead letters back on their target's queue (needs Redis; `unavailable` within a few seconds when it is down).
+ * With --all-failed, a dead letter that could not be replayed is an item of `errors` with its kind, and the
+ * exit is 1: the document still lists what did replay, which an `{"error"}` document would hide.
+ */
 async function replay(ctx: CliContext, args: { allFailed: boolean; id?: string }): Promise<unknown> {
   const { DeliveryQueues, DeliveryStore, replayAllFailed, replayDelivery, ReplayError } = await import('@connect/shared');
+  // The delivery is not in a state that can be replayed (delivered, pending, being replayed, its target no longer configured): a conflict, not bad usage.
+  const errorOf = (err: unknown) => (err instanceof ReplayError ? new CliError('conflict', err.message) : toCliError(err));
   const redis = await ctx.redis();
   const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
   try {
     const deps = { store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets };
-    if (args.allFailed) return await replayAllFailed(deps);
+    if (args.allFailed) {
+      const result = await replayAllFailed(deps, (err) => {
+        const e = errorOf(err);
+        return { kind: e.kind, error: e.message };
+      });
+      if (result.errors.length > 0) process.exitCode = 1;
+      return result;
+    }
     try {
       return { replayed: [await replayDelivery(deps, args.id!)] };
     } catch (err) {
-      // The delivery is not in a state that can be replayed (delivered, pending, being replayed): a conflict, not bad usage.
-      if (err instanceof ReplayError) throw new CliError('conflict', err.message);
+      if (err instanceof ReplayError) throw errorOf(err);
       throw err;
     }
   } finally {
@@ -52,15 +69,17 @@ export const deliveriesCommands: Command[] = [
     synopsis: `[--target NAME] [--status pending|delivered|failed|superseded] [--limit N]`,
     description: `Lists deliveries with a status (default failed: the dead letters), of one target or all,
 oldest change first, without user data; at most --limit of them (default ${LIST_LIMIT.default}, at most
-${LIST_LIMIT.max}). Prints {"status", "target"?, "count", "truncated", "deliveries": [...]}: count is
+${LIST_LIMIT.max}). --target also takes a target taken out of DOWNSTREAM_TARGETS whose deliveries
+are still stored (until \`targets forget\`). Prints {"status", "target"?, "count", "truncated", "deliveries": [...]}: count is
 how many are listed, truncated is true when more matched than the limit.`,
     options: { status: { type: 'string' }, target: { type: 'string' }, limit: { type: 'string' } },
     parse: (input) => ({ status: statusOf(optional(input, 'status')), target: optional(input, 'target'), limit: limitOf(optional(input, 'limit')) }),
     run: async (args, ctx) => {
-      const target = targetOf(ctx, args.target);
       const { DeliveryStore, listDeliveries } = await import('@connect/shared');
+      const store = new DeliveryStore(ctx.models);
+      const target = await targetOf(ctx, store, args.target);
       // One more than asked: whether more matched, without counting a collection that may be large.
-      const found = await listDeliveries(new DeliveryStore(ctx.models), { status: args.status, target, limit: args.limit + 1 });
+      const found = await listDeliveries(store, { status: args.status, target, limit: args.limit + 1 });
       const deliveries = found.slice(0, args.limit);
       return { status: args.status, ...(target ? { target } : {}), count: deliveries.length, truncated: found.length > args.limit, deliveries };
     },
@@ -82,8 +101,9 @@ short message; never user data or response bodies). Prints the delivery.`,
     synopsis: 'ID | --all-failed',
     description: `Sends dead letters again (the user's newest state, same ordering rules): the delivery ID,
 or with --all-failed every dead letter (not both). Needs REDIS_URL.
-Prints {"replayed": [...]}; with --all-failed also "errors": [...], the dead letters that could not be
-replayed and why.`,
+Prints {"replayed": [...]}; with --all-failed also "errors": [...], the dead letters that could not
+be replayed, each with its id, its kind (not_found, conflict, unavailable or internal, as for one ID)
+and why; then the exit code is 1, and the document still lists what was replayed.`,
     options: { 'all-failed': { type: 'boolean' } },
     positionals: 1,
     parse(input) {

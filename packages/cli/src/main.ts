@@ -78,7 +78,27 @@ function parseInput(command: Command, rest: string[]): unknown {
   return command.parse({ values, positionals });
 }
 
-async function runCommand(command: Command, args: unknown): Promise<unknown> {
+/**
+ * SIGINT and SIGTERM for a command that stops cleanly (`stopNotice`), taken over as
+ * soon as the command is known, before its settings, drivers and datastores load
+ * (seconds): a signal then aborts the returned signal instead of ending the process
+ * with nothing on stdout. Both, and any repeat, are one request: pnpm forwards a
+ * Ctrl-C to the CLI as SIGINT and then SIGTERM, and a terminal's Ctrl-C reaches the
+ * process group too. A signal before main.ts runs (node and tsx starting, well under a
+ * second) still ends the process the default way; SIGKILL remains for "stop now".
+ */
+function stopOnSignals(notice: string): AbortSignal {
+  const stop = new AbortController();
+  const onSignal = () => {
+    if (!stop.signal.aborted) process.stderr.write(`\n${notice}\n`);
+    stop.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return stop.signal;
+}
+
+async function runCommand(command: Command, args: unknown, stop: AbortSignal): Promise<unknown> {
   // The drivers load only now: help and usage errors never wait for them (command.ts).
   const [{ createModels, loadConfig }, { connectMongo, connectRedis }] = await Promise.all([import('@connect/shared'), import('./datastores.ts')]);
   const mongoUrlSet = Boolean(process.env.MONGO_URL?.trim());
@@ -102,6 +122,7 @@ async function runCommand(command: Command, args: unknown): Promise<unknown> {
     // Indexes are the API's to create at start; the CLI only reads and writes documents.
     const ctx: CliContext = {
       config,
+      stop,
       models: createModels(conn),
       redis: () => (redis ??= connectRedis(config).catch((err: CliError) => {
         err.message += from('REDIS_URL');
@@ -129,11 +150,15 @@ async function main(argv: string[]): Promise<void> {
   }
   if (!command) {
     const known = prefix.length ? `; ${argv[0]} commands: ${prefix.map((c) => c.name).join(', ')}` : '; `pnpm cli --help` lists them';
-    throw new CliError('usage', `unknown command "${argv.slice(0, 2).join(' ')}"${known}`);
+    // The words before the first option: a flag (`bogus --help`) is not part of the command's name.
+    const firstOption = argv.findIndex((a) => a.startsWith('-'));
+    const words = firstOption > 0 ? argv.slice(0, Math.min(firstOption, 2)) : argv.slice(0, firstOption === 0 ? 1 : 2);
+    throw new CliError('usage', `unknown command "${words.join(' ')}"${known}`);
   }
+  const stop = command.stopNotice ? stopOnSignals(command.stopNotice) : new AbortController().signal;
   // Arguments first: a usage error needs no settings and no database.
   const args = parseInput(command, rest);
-  print(await runCommand(command, args));
+  print(await runCommand(command, args, stop));
 }
 
 // pnpm passes a literal `--` through when called as `pnpm cli -- ...`.

@@ -9,9 +9,15 @@ const PROGRESS_EVERY_MS = 3000;
  * missing (see packages/shared/src/deliveries/resync-target.ts and
  * docs/operations.md); the worker delivers it. Progress goes to stderr, a bar
  * on a terminal and a JSON line every few seconds otherwise; stdout gets the
- * one final document. SIGINT stops after the batch in progress: the cursor is
- * saved, the same command continues, and this run's counts are printed with
- * `"interrupted": true` (exit 130).
+ * one final document. SIGINT or SIGTERM (ctx.stop, main.ts) stops after the batch
+ * in progress: the cursor is saved, the same command continues, and this run's
+ * counts are printed with `"interrupted": true` (exit 130).
+ *
+ * A signal during start-up (settings, drivers, datastores still loading) gives the
+ * same document with zero counts: the walk sees the stop before its first batch,
+ * nothing is enqueued and no position stored. Chosen over an `{"error"}` document:
+ * a script already handles exit 130 with the counts ("interrupted, run it again"),
+ * and that is exactly what happened; an error kind would say something failed.
  */
 export const resyncCommand: Command = defineCommand({
   name: 'targets resync',
@@ -20,10 +26,12 @@ export const resyncCommand: Command = defineCommand({
 (the original event) for users it never received, then the newest event; users it has at an
 older version get the newest; users it has at the current version are skipped unless --force.
 Live deliveries go first; at most --max-waiting (2000) resync jobs wait at once. Ctrl-C stops after
-the batch in progress; the same command continues. Needs REDIS_URL; the worker delivers.
+the batch in progress (so does SIGTERM); the same command continues, and this run's counts are
+printed with "interrupted": true (exit 130). Needs REDIS_URL; the worker delivers.
 Progress on stderr. Prints {"target", "users_scanned", "enqueued", "skipped"}.`,
   options: { org: { type: 'string' }, force: { type: 'boolean' }, 'batch-size': { type: 'string' }, 'max-waiting': { type: 'string' } },
   positionals: 1,
+  stopNotice: 'interrupted: stopping after the batch in progress (run the same command again to continue)',
   parse(input) {
     return {
       target: targetNameOf(input),
@@ -39,23 +47,16 @@ Progress on stderr. Prints {"target", "users_scanned", "enqueued", "skipped"}.`,
     if (args.organizationId) await requireOrganization(ctx.models, args.organizationId);
     const redis = await ctx.redis();
     const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets, jobPolicy());
-    const abort = new AbortController();
-    const onSigint = () => {
-      process.stderr.write('\ninterrupted: stopping after the batch in progress (run the same command again to continue)\n');
-      abort.abort();
-    };
-    process.on('SIGINT', onSigint);
     try {
       const result = await resyncTarget(
         { store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets },
-        { ...args, signal: abort.signal, onProgress: progressWriter() },
+        { ...args, signal: ctx.stop, onProgress: progressWriter() },
       );
       const { interrupted, ...counts } = result;
       if (!interrupted) return counts;
       process.exitCode = 130;
       return { ...counts, interrupted: true };
     } finally {
-      process.off('SIGINT', onSigint);
       await queues.close();
     }
   },

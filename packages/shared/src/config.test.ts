@@ -182,6 +182,18 @@ describe('every problem at once (docs/operations.md)', () => {
   });
 });
 
+describe('DOWNSTREAM_TARGETS: a target url', () => {
+  it('that is not an http or https URL says so (zod said only "Invalid URL"), without echoing the value', () => {
+    for (const url of ['ftp://files.example.com/cb', 'not a url', 'https//missing-colon.example.com']) {
+      const err = errorOf({ ...base, DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'a', url, secrets: ['s1'] }]) });
+      expect(err.message, url).toBe('DOWNSTREAM_TARGETS: [0.url] must be an http or https URL');
+    }
+    for (const url of ['http://127.0.0.1:9/cb', 'https://d.example.com/cb']) {
+      expect(loadConfig({ ...base, DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'a', url, secrets: ['s1'] }]) }).downstreamTargets[0]!.url).toBe(url);
+    }
+  });
+});
+
 describe('DOWNSTREAM_TARGETS_FILE (docs/operations.md: targets from a file, e.g. a mounted secret)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'targets-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -133,7 +133,8 @@ const WHSEC = /^whsec_[A-Za-z0-9+/]+={0,2}$/;
 export const downstreamTargetSchema = z
   .object({
     name: z.string().regex(TARGET_NAME, TARGET_NAME_RULE),
-    url: z.url({ protocol: /^https?$/ }),
+    // zod's own message is "Invalid URL" for ftp:// as for garbage; the value is not echoed (it may carry a token).
+    url: z.url({ protocol: /^https?$/, error: 'must be an http or https URL' }),
     secrets: z.array(z.string().min(1)).min(1, 'at least one secret'),
     scheme: z.enum(['nabla-connect', 'standard-webhooks']).default('nabla-connect'),
     timeout_ms: z.number().int().min(100).max(120_000).default(10_000),

@@ -83,6 +83,16 @@ export class NotFoundError extends DomainError {
   }
 }
 
+/**
+ * A target name that is not in DOWNSTREAM_TARGETS, in the same words from every command
+ * that names one (targets pause, resume and resync; deliveries list and recover).
+ */
+export class UnknownTargetError extends NotFoundError {
+  constructor(name: string) {
+    super(`No target named ${name} is configured (DOWNSTREAM_TARGETS).`);
+  }
+}
+
 export class ConcurrentUpdateError extends DomainError {
   constructor() {
     super('concurrent-update', 'Concurrent update', 409, 'The user kept changing while this request was applied; retry it.');

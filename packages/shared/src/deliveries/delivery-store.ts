@@ -335,6 +335,11 @@ export class DeliveryStore {
     return this.rows.findOne({ _id: deliveryId });
   }
 
+  /** Whether any delivery row names this target (a target removed from DOWNSTREAM_TARGETS leaves them until `targets forget`). */
+  async hasRowsFor(target: string): Promise<boolean> {
+    return (await this.rows.findOne({ target }, { projection: { _id: 1 } })) !== null;
+  }
+
   /** Oldest change first. */
   async list(filter: DeliveryFilter = {}): Promise<DeliveryDoc[]> {
     const q: Record<string, unknown> = {};

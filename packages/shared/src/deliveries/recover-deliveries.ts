@@ -1,4 +1,4 @@
-import { NotFoundError } from '../domain-errors.ts';
+import { UnknownTargetError } from '../domain-errors.ts';
 import { eventJobOf } from '../events/user-event.ts';
 import type { ProviderUserDoc } from '../models/models.ts';
 import { deliveryIdOf } from './delivery-queues.ts';
@@ -28,7 +28,7 @@ export interface RecoverWindow {
  * back.
  */
 export async function recoverDeliveries(deps: ReplayDeps, window: RecoverWindow): Promise<{ recovered: number }> {
-  if (!deps.targets.some((t) => t.name === window.target)) throw new NotFoundError(`No configured target named ${window.target}.`);
+  if (!deps.targets.some((t) => t.name === window.target)) throw new UnknownTargetError(window.target);
   const span = { target: window.target, since: window.since, until: window.until ?? new Date() };
   const batchSize = window.batchSize ?? 500;
   let recovered = 0;

@@ -109,16 +109,23 @@ export async function replayDelivery(deps: ReplayDeps, id: string): Promise<Deli
   return deliveryViewOf({ ...row, status: 'pending', updated_at: claimedAt });
 }
 
-/** `deliveries replay --all-failed`. */
-export async function replayAllFailed(deps: ReplayDeps): Promise<{ replayed: DeliveryView[]; errors: { id: string; error: string }[] }> {
+/**
+ * `deliveries replay --all-failed`: every dead letter it could replay, and one item per dead
+ * letter it could not, built by `describe` from the error (its message by default; the CLI
+ * adds the error's kind).
+ */
+export async function replayAllFailed<E extends object = { error: string }>(
+  deps: ReplayDeps,
+  describe: (err: unknown) => E = (err) => ({ error: (err as Error).message }) as E,
+): Promise<{ replayed: DeliveryView[]; errors: ({ id: string } & E)[] }> {
   const failed = await listDeliveries(deps.store, { status: 'failed', limit: 100_000 });
   const replayed: DeliveryView[] = [];
-  const errors: { id: string; error: string }[] = [];
+  const errors: ({ id: string } & E)[] = [];
   for (const d of failed) {
     try {
       replayed.push(await replayDelivery(deps, d.id));
     } catch (err) {
-      errors.push({ id: d.id, error: (err as Error).message });
+      errors.push({ id: d.id, ...describe(err) });
     }
   }
   return { replayed, errors };

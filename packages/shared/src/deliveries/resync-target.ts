@@ -1,6 +1,6 @@
 import type { Collection, Filter } from 'mongodb';
 import type { Types } from 'mongoose';
-import { NotFoundError } from '../domain-errors.ts';
+import { UnknownTargetError } from '../domain-errors.ts';
 import { eventJobOf } from '../events/user-event.ts';
 import { deliveryIdOf, RESYNC_JOB_ID_PREFIX, type DeliveryJob, type DeliveryQueues } from './delivery-queues.ts';
 import type { DeliveryStore } from './delivery-store.ts';
@@ -88,7 +88,7 @@ export function resyncCursorRange(target: string): { $gte: string; $lt: string }
 
 export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Promise<ResyncResult & { interrupted: boolean }> {
   const { providerUsers, relayCursors: cursors } = deps.store.collections;
-  if (!deps.targets.some((t) => t.name === options.target)) throw new NotFoundError(`No configured target named ${options.target}.`);
+  if (!deps.targets.some((t) => t.name === options.target)) throw new UnknownTargetError(options.target);
   const force = options.force === true;
   const batchSize = options.batchSize ?? 500;
   const maxOutstanding = options.maxOutstanding ?? 2000;

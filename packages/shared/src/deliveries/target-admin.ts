@@ -1,4 +1,4 @@
-import { NotFoundError } from '../domain-errors.ts';
+import { UnknownTargetError } from '../domain-errors.ts';
 import type { DeliveryQueues } from './delivery-queues.ts';
 import type { TargetHealth, TargetState } from './target-health.ts';
 
@@ -18,7 +18,7 @@ export interface TargetRow {
 }
 
 export async function describeTarget(deps: TargetAdminDeps, name: string): Promise<TargetRow> {
-  if (!deps.queues.get(name)) throw new NotFoundError(`No target named ${name} is configured.`);
+  if (!deps.queues.get(name)) throw new UnknownTargetError(name);
   const [h, backlog] = await Promise.all([deps.health.get(name), deps.queues.backlog(name)]);
   return { name, state: h.state, consecutive_failures: h.consecutive_failures, failing_since: h.failing_since, last_success_at: h.last_success_at, backlog };
 }
