@@ -37,15 +37,16 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     maxStalledCount: options.maxStalledCount,
   };
 
-  // A worker with no target would fan every event out to nobody and complete its job, which marks
-  // the event published: started without its DOWNSTREAM_TARGETS (a missing env file in a rolling
-  // restart), it would drop every callback. It takes no event instead; they wait for a worker that has targets.
-  const fansOut = config.downstreamTargets.length > 0;
-  if (!fansOut) log.warn('no DOWNSTREAM_TARGETS: this worker takes no event (they wait in the queue for a worker with targets); set DOWNSTREAM_TARGETS or DOWNSTREAM_TARGETS_FILE');
+  // With no target every event is fanned out to nobody and its job completes, which marks it
+  // published: a target configured later gets those users only through `targets resync`. Meant for
+  // a deployment whose targets come later; by mistake (an env file missing in a rolling restart) it
+  // drops callbacks, so it is said loudly at every start.
+  if (config.downstreamTargets.length === 0) {
+    log.warn('no DOWNSTREAM_TARGETS: events are fanned out to no target and count as published; a target added later gets them only through `pnpm cli targets resync NAME`');
+  }
   const fanOut = new Worker<UserEventJob>(EVENTS_QUEUE, createFanOut({ store: deps.store, deliveries: deps.deliveries, targets: config.downstreamTargets, log, giveUpNeverDelayMs: options.fanOutParkMs }), {
     ...common,
     concurrency: options.fanOutConcurrency,
-    autorun: fansOut,
   });
 
   const deliveries = new Map<string, Worker<DeliveryJob>>();
