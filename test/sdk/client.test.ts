@@ -307,14 +307,15 @@ describe('waits the caller controls', () => {
 });
 
 describe('a 2xx whose body is not JSON (a proxy\'s page)', () => {
-  it('is a ConnectApiError naming what came back, on the token request and on a call, never a SyntaxError', async () => {
+  it('is a ConnectApiError, on the token request (its body not quoted) and on a call, never a SyntaxError', async () => {
     const id = newId();
     const page = '<html><body>Welcome to the hotel network</body></html>';
     proxy.inject({ match: (m, p) => m === 'POST' && p.endsWith('/oauth/token'), status: 200, body: page });
     const onToken = await client().getUser(id).catch((e: unknown) => e);
     expect(onToken).toBeInstanceOf(ConnectApiError);
     expect((onToken as ConnectApiError).problem).toMatchObject({ title: 'Answer is not JSON', status: 200 });
-    expect((onToken as ConnectApiError).message).toContain('Welcome to the hotel');
+    // Not quoted: a token endpoint answer may hold the token (a form-encoded one, JSON cut short).
+    expect((onToken as ConnectApiError).message).toBe(`HTTP 200 with a body that is not JSON (${page.length} characters, not quoted: a token endpoint answer may hold credentials)`);
 
     const sdk = client();
     await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
@@ -337,6 +338,46 @@ describe('upsertUser outcome (X-Connect-Outcome)', () => {
     expect(unchanged.outcome).toBe('unchanged');
     expect(unchanged.user.version).toBe(updated.user.version);
     expect(unchanged.user.updated_at).toBe(updated.user.updated_at);
+  });
+});
+
+describe('upsertUser outcome when an attempt of the call may have reached the server (its answer lost, then retried)', () => {
+  /** A fetch through which the first POST /users reaches the API but its answer is lost (a TypeError after it was served), or, `beforeSending`, never goes out. */
+  const losingFirstAnswer = (beforeSending = false): typeof fetch => {
+    let lost = false;
+    return async (input, init) => {
+      const url = input instanceof Request ? input.url : input.toString();
+      if (!lost && url.endsWith('/users') && init?.method === 'POST') {
+        lost = true;
+        if (!beforeSending) await (await fetch(input, init)).text();
+        throw new TypeError('fetch failed', { cause: new Error('read ECONNRESET') });
+      }
+      return fetch(input, init);
+    };
+  };
+
+  it('the lost attempt created the user: created, not the retry answer unchanged', async () => {
+    const id = newId();
+    const result = await client({ fetch: losingFirstAnswer(), maxRetries: 1 }).upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    expect(result).toMatchObject({ outcome: 'created', retried: true, user: { version: 1 } });
+  });
+
+  it('the lost attempt updated the user: updated, not unchanged', async () => {
+    const id = newId();
+    const body = { provider_email: `${id}@example.com`, external_provider_id: id };
+    await client().upsertUser(body);
+    const result = await client({ fetch: losingFirstAnswer(), maxRetries: 1 }).upsertUser({ ...body, settings });
+    expect(result).toMatchObject({ outcome: 'updated', retried: true, user: { version: 2 } });
+  });
+
+  it('the failed attempt never went out and nothing changed: unchanged (the user was written before the call), retried true', async () => {
+    const id = newId();
+    const body = { provider_email: `${id}@example.com`, external_provider_id: id };
+    await client().upsertUser(body);
+    await new Promise((r) => setTimeout(r, 20));
+    const result = await client({ fetch: losingFirstAnswer(true), maxRetries: 1 }).upsertUser(body);
+    expect(result).toMatchObject({ outcome: 'unchanged', retried: true, user: { version: 1 } });
+    expect((await client().upsertUser(body)).retried).toBe(false);
   });
 });
 

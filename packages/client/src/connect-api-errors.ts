@@ -65,8 +65,9 @@ export class ConnectNetworkError extends Error {
   }
 }
 
-function slugOf(type: string): string {
-  return type.replace(/\/+$/, '').split('/').pop() ?? '';
+/** The last path segment of a problem type; '' for anything that is not a string. */
+function slugOf(type: unknown): string {
+  return typeof type === 'string' ? (type.replace(/\/+$/, '').split('/').pop() ?? '') : '';
 }
 
 export function errorFromProblem(status: number, problem: Problem, retryAfterSeconds?: number): ConnectApiError {
@@ -80,23 +81,85 @@ export function errorFromProblem(status: number, problem: Problem, retryAfterSec
   return new ConnectApiError(status, problem);
 }
 
+const REDACTED = '[redacted]';
+
+/**
+ * `text` with what looks like a credential masked, for any text an error quotes from an answer
+ * (a proxy may echo the token request's form, a server its token): JWT-shaped strings (`eyJ`
+ * then base64url, with one or two more dot-separated parts, whole or cut short), the values of
+ * `access_token`, `refresh_token`, `id_token` and `client_assertion` (form `name=value` or JSON
+ * `"name": "value"`), and what follows `Bearer `.
+ */
+export function redactSecrets(text: string): string {
+  return text
+    .replace(/\b(access_token|refresh_token|id_token|client_assertion)(["']?\s*[=:]\s*["']?)[^&\s"'<>,;(){}[\]]+/gi, `$1$2${REDACTED}`)
+    .replace(/\beyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,2}/g, REDACTED)
+    .replace(/\b(Bearer\s+)[A-Za-z0-9._~+/=-]+/gi, `$1${REDACTED}`);
+}
+
+/** A JSON value with every string in it redacted (a problem's extension members are logged with it). */
+function redactDeep(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return redactSecrets(value);
+  if (depth > 8 || value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map((v) => redactDeep(v, depth + 1));
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactDeep(v, depth + 1)]));
+}
+
+const STANDARD_MEMBERS = new Set(['type', 'title', 'status', 'detail', 'instance', 'errors']);
+
+/** A string member as a problem may carry it, redacted; undefined when it is not a string. */
+const textOf = (value: unknown): string | undefined => (typeof value === 'string' ? redactSecrets(value) : undefined);
+
+/**
+ * A problem from a JSON object body, taking only well-typed members: `type`, `title`, `detail`
+ * and `instance` when they are strings, `errors` entries that have a string `path` and
+ * `message`, and `status` always from HTTP (a body cannot make a 500 read as something else).
+ * Other members (extensions) are kept, their strings redacted.
+ */
+function problemOfBody(status: number, b: Record<string, unknown>): Problem {
+  const problem: Problem = { type: textOf(b.type) ?? 'about:blank', status };
+  for (const [k, v] of Object.entries(b)) if (!STANDARD_MEMBERS.has(k)) problem[k] = redactDeep(v);
+  const title = textOf(b.title);
+  if (title !== undefined) problem.title = title;
+  const detail = textOf(b.detail);
+  if (detail !== undefined) problem.detail = detail;
+  const instance = textOf(b.instance);
+  if (instance !== undefined) problem.instance = instance;
+  if (Array.isArray(b.errors)) {
+    problem.errors = b.errors
+      .filter((e): e is { path: string; message: string } => !!e && typeof e === 'object' && typeof (e as FieldError).path === 'string' && typeof (e as FieldError).message === 'string')
+      .map((e) => ({ path: redactSecrets(e.path), message: redactSecrets(e.message) }));
+  }
+  return problem;
+}
+
+export interface ProblemFromOptions {
+  /**
+   * Whether the message may quote a body that is not a problem (a proxy's page): false for the
+   * token endpoint, whose answers and echoed requests carry tokens and assertions.
+   */
+  quoteBody?: boolean;
+}
+
 /** A problem document from any answer: the body when it is one, else one built from the status. */
-export function problemFrom(status: number, statusText: string, text: string): Problem {
+export function problemFrom(status: number, statusText: string, text: string, { quoteBody = true }: ProblemFromOptions = {}): Problem {
   try {
     const body: unknown = JSON.parse(text);
     if (body && typeof body === 'object' && !Array.isArray(body)) {
       const b = body as Record<string, unknown>;
       // The token endpoint speaks RFC 6749 ({error, error_description}), not RFC 9457.
       if (typeof b.error === 'string' && b.type === undefined) {
-        return { type: `urn:ietf:params:oauth:error:${b.error}`, title: b.error, status, detail: typeof b.error_description === 'string' ? b.error_description : b.error };
+        const error = redactSecrets(b.error);
+        return { type: `urn:ietf:params:oauth:error:${error}`, title: error, status, detail: textOf(b.error_description) ?? error };
       }
-      return { type: 'about:blank', status, ...b } as Problem;
+      return problemOfBody(status, b);
     }
   } catch {
     /* not JSON: described below */
   }
-  // A proxy's HTML page: its words, not its markup, and the status as the message.
-  const words = text.replace(/<(script|style)[^>]*>[\s\S]*?<\/\1>/gi, ' ').replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim();
   const title = `HTTP ${status}${statusText ? ` ${statusText}` : ''}`;
+  if (!quoteBody) return { type: 'about:blank', title, status, detail: text ? `${title} (the body, ${text.length} characters that are not a problem document, is not quoted: it may hold credentials)` : undefined };
+  // A proxy's HTML page: its words, not its markup, and the status as the message.
+  const words = redactSecrets(text.replace(/<(script|style)[^>]*>[\s\S]*?<\/\1>/gi, ' ').replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim());
   return { type: 'about:blank', title, status, detail: words ? `${title}: ${words.slice(0, 200)}` : undefined };
 }

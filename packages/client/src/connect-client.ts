@@ -2,9 +2,9 @@ import type { KeyObject } from 'node:crypto';
 import type { z } from 'zod';
 import type { ListUsersResponse, ProviderUserNextView, UserStatus, providerUserSchema, providerUserWithSyncSchema, upsertProviderUserBodySchema } from './contract.ts';
 import { AccessTokenSource, signClientAssertion, toPrivateKey } from './access-token-source.ts';
-import { AuthenticationError, ConnectApiError, ConnectNetworkError, errorFromProblem, problemFrom } from './connect-api-errors.ts';
+import { AuthenticationError, ConnectApiError, ConnectNetworkError, errorFromProblem, problemFrom, redactSecrets } from './connect-api-errors.ts';
 import { fetchTransport, undiciTransport, type HttpAnswer, type HttpRequest, type HttpTransport } from './http-transport.ts';
-import { RETRYABLE_STATUSES, backoffMs, retryAfterMs, sleep } from './retry-policy.ts';
+import { RETRYABLE_STATUSES, backoffMs, httpDateMs, retryAfterMs, sleep } from './retry-policy.ts';
 
 /** What POST /users takes (before the server trims and checks it): the server's own schema. */
 export type UpsertUserInput = z.input<typeof upsertProviderUserBodySchema>;
@@ -13,8 +13,20 @@ export type ConnectUser = z.infer<typeof providerUserSchema> & Partial<Pick<Prov
 export type ConnectUserWithSync = z.infer<typeof providerUserWithSyncSchema> & Partial<Pick<ProviderUserNextView, 'status' | 'deactivated_at'>>;
 export type UpsertOutcome = 'created' | 'updated' | 'unchanged';
 export interface UpsertResult {
+  /**
+   * What this call did. The server's `X-Connect-Outcome` describes the attempt it answered; when
+   * `retried` is true and that attempt found nothing to change (`unchanged`) although the user was
+   * written after the call began (its `updated_at`, on the server's clock), the write was an earlier
+   * attempt's of this call, and the outcome says so: `created` (version 1) or `updated`.
+   */
   outcome: UpsertOutcome;
   user: ConnectUser;
+  /**
+   * True when the answer is a retry's after an attempt whose result is unknown (the connection
+   * failed or timed out after the request went out, or a gateway answered 502/504): that attempt may
+   * have reached the server, and `outcome` then accounts for it as above.
+   */
+  retried: boolean;
 }
 /** One page of GET /users (preview): users with their `status`, and the cursor of the next page. */
 export type UsersPage = ListUsersResponse;
@@ -151,15 +163,99 @@ function pathOf(url: string): string {
 
 /**
  * A successful answer's JSON body. A 2xx that is not JSON (a proxy's page, a truncated
- * body) is a ConnectApiError naming what came back, so a call throws nothing else.
+ * body) is a ConnectApiError naming what came back, so a call throws nothing else. The start
+ * of the body is quoted, credentials masked, unless `quote` is false (the token endpoint:
+ * its body, JSON or not, holds the access token).
  */
-function bodyOf<T>(answer: Pick<HttpAnswer, 'status' | 'text'>): T {
+function bodyOf(answer: Pick<HttpAnswer, 'status' | 'text'>, quote = true): unknown {
   try {
-    return JSON.parse(answer.text) as T;
+    return JSON.parse(answer.text) as unknown;
   } catch {
     const start = answer.text.slice(0, 80);
-    throw new ConnectApiError(answer.status, { type: 'about:blank', status: answer.status, title: 'Answer is not JSON', detail: `HTTP ${answer.status} with a body that is not JSON${start ? `: ${JSON.stringify(start)}` : ' (empty)'}` });
+    const shown = !start ? ' (empty)' : quote ? `: ${JSON.stringify(redactSecrets(start))}` : ` (${answer.text.length} characters, not quoted: a token endpoint answer may hold credentials)`;
+    throw new ConnectApiError(answer.status, { type: 'about:blank', status: answer.status, title: 'Answer is not JSON', detail: `HTTP ${answer.status} with a body that is not JSON${shown}` });
   }
+}
+
+/** What a JSON value is, in words, without quoting it (it may hold a secret). */
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') return 'an object';
+  return typeof value === 'undefined' ? 'nothing' : `a ${typeof value}`;
+}
+
+/** A 2xx whose JSON is not what the route answers: a ConnectApiError saying what was expected and what came instead. */
+function unexpectedAnswer(answer: Pick<HttpAnswer, 'status'>, what: string, expected: string, got: string): ConnectApiError {
+  return new ConnectApiError(answer.status, { type: 'about:blank', status: answer.status, title: 'Unexpected answer', detail: `${what}: unexpected answer, HTTP ${answer.status} with ${got} where ${expected} was expected` });
+}
+
+const USER_EXPECTED = 'a user (an object with a string external_provider_id and a whole number version)';
+
+/** Why `value` is not a user as the API answers one, or undefined when it is. */
+function notAUser(value: unknown): string | undefined {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) return kindOf(value);
+  const u = value as Record<string, unknown>;
+  if (typeof u.external_provider_id !== 'string') return `an object whose external_provider_id is ${kindOf(u.external_provider_id)}`;
+  if (typeof u.version !== 'number' || !Number.isInteger(u.version)) return `an object whose version is ${kindOf(u.version)}`;
+  return undefined;
+}
+
+function userOf<T>(answer: HttpAnswer, what: string): T {
+  const body = bodyOf(answer);
+  const wrong = notAUser(body);
+  if (wrong) throw unexpectedAnswer(answer, what, USER_EXPECTED, wrong);
+  return body as T;
+}
+
+/** What the attempts of one call left unknown. */
+interface AttemptTrace {
+  /** An attempt was retried without knowing whether the server had acted on it. */
+  unknownResult: boolean;
+}
+
+/**
+ * Whether `user` was written (its `updated_at`) after the call began at `startedAt` (local clock),
+ * read on the server's clock: the local one, unless the answer's Date header is over 2 s from it.
+ */
+function writtenSince(user: ConnectUser, answer: HttpAnswer, startedAt: number, now = Date.now()): boolean {
+  const updatedAt = typeof user.updated_at === 'string' ? Date.parse(user.updated_at) : NaN;
+  if (Number.isNaN(updatedAt)) return false;
+  const date = answer.header('date');
+  const serverNow = date ? httpDateMs(date.trim()) : undefined;
+  const offset = serverNow !== undefined && Math.abs(serverNow + 500 - now) > 2000 ? serverNow + 500 - now : 0;
+  return updatedAt >= startedAt + offset;
+}
+
+/** A clock difference worth naming: the Date header counts whole seconds, and a few seconds are within any server's tolerance. */
+const CLOCK_SKEW_NOTICE_SECONDS = 10;
+
+/** "this machine's clock is N s ahead of the server's ..." when the answer's Date header is over 10 s from the local clock; else undefined. */
+function clockSkewNotice(answer: HttpAnswer, now = Date.now()): string | undefined {
+  const date = answer.header('date');
+  const serverNow = date ? httpDateMs(date.trim()) : undefined;
+  if (serverNow === undefined) return undefined;
+  // The header is truncated to the second: the server's time was in [serverNow, serverNow + 1 s).
+  const skew = Math.round((now - (serverNow + 500)) / 1000);
+  if (Math.abs(skew) <= CLOCK_SKEW_NOTICE_SECONDS) return undefined;
+  return `this machine's clock is ${Math.abs(skew)} s ${skew > 0 ? 'ahead of' : 'behind'} the server's (by its Date header), and the server reads the assertion's iat and exp by its own clock: set this clock right (NTP) first`;
+}
+
+const PAGE_EXPECTED = 'a page of users (an object with a data array of users and a next_cursor string or null)';
+
+function pageOf(answer: HttpAnswer): UsersPage {
+  const body = bodyOf(answer);
+  const what = 'listUsers';
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw unexpectedAnswer(answer, what, PAGE_EXPECTED, kindOf(body));
+  const page = body as Record<string, unknown>;
+  if (!Array.isArray(page.data)) throw unexpectedAnswer(answer, what, PAGE_EXPECTED, `an object whose data is ${kindOf(page.data)}`);
+  const next = page.next_cursor;
+  if (next !== undefined && next !== null && typeof next !== 'string') throw unexpectedAnswer(answer, what, PAGE_EXPECTED, `an object whose next_cursor is ${kindOf(next)}`);
+  for (const [i, user] of page.data.entries()) {
+    const wrong = notAUser(user);
+    if (wrong) throw unexpectedAnswer(answer, what, PAGE_EXPECTED, `data[${i}] being ${wrong}`);
+  }
+  return body as UsersPage;
 }
 
 export class ConnectClient {
@@ -198,21 +294,26 @@ export class ConnectClient {
    * header; a server that does not send it is read as 201 = created, 200 = updated.
    */
   async upsertUser(body: UpsertUserInput, options: CallOptions = {}): Promise<UpsertResult> {
-    const answer = await this.call('POST', '/users', { body, apiVersion: this.apiVersion, signal: options.signal });
+    const startedAt = Date.now();
+    const trace: AttemptTrace = { unknownResult: false };
+    const answer = await this.call('POST', '/users', { body, apiVersion: this.apiVersion, signal: options.signal, trace });
     const header = answer.header('x-connect-outcome')?.trim().toLowerCase();
-    const outcome = (header && OUTCOMES.includes(header) ? header : answer.status === 201 ? 'created' : 'updated') as UpsertOutcome;
-    return { outcome, user: bodyOf<ConnectUser>(answer) };
+    let outcome = (header && OUTCOMES.includes(header) ? header : answer.status === 201 ? 'created' : 'updated') as UpsertOutcome;
+    const user = userOf<ConnectUser>(answer, 'upsertUser');
+    // The answering attempt found the user as an earlier attempt of this same call had left it.
+    if (trace.unknownResult && outcome === 'unchanged' && writtenSince(user, answer, startedAt)) outcome = user.version === 1 ? 'created' : 'updated';
+    return { outcome, user, retried: trace.unknownResult };
   }
 
   /** GET /users/{id}: the user and where each downstream target stands. NotFoundError when the organization has none. */
   async getUser(externalProviderId: string, options: CallOptions = {}): Promise<ConnectUserWithSync> {
-    return bodyOf<ConnectUserWithSync>(await this.call('GET', userPath(externalProviderId, 'getUser'), { apiVersion: this.apiVersion, signal: options.signal }));
+    return userOf<ConnectUserWithSync>(await this.call('GET', userPath(externalProviderId, 'getUser'), { apiVersion: this.apiVersion, signal: options.signal }), 'getUser');
   }
 
   /** DELETE /users/{id} (preview): 200 with the deactivated user, again 200 and no event on a second call. */
   async deactivateUser(externalProviderId: string, options: CallOptions & { apiVersion?: string } = {}): Promise<ProviderUserNextView> {
     const apiVersion = options.apiVersion ?? this.apiVersion ?? PREVIEW_API_VERSION;
-    return bodyOf<ProviderUserNextView>(await this.call('DELETE', userPath(externalProviderId, 'deactivateUser'), { apiVersion, signal: options.signal }));
+    return userOf<ProviderUserNextView>(await this.call('DELETE', userPath(externalProviderId, 'deactivateUser'), { apiVersion, signal: options.signal }), 'deactivateUser');
   }
 
   /**
@@ -222,15 +323,22 @@ export class ConnectClient {
   async *listUsers(options: ListUsersOptions = {}): AsyncGenerator<UsersPage, void, undefined> {
     const apiVersion = options.apiVersion ?? this.apiVersion ?? PREVIEW_API_VERSION;
     let cursor = options.cursor;
+    // Every cursor this listing has followed: a server giving one again would be paged forever.
+    const followed = new Set<string>(cursor ? [cursor] : []);
     do {
       const query = new URLSearchParams();
       if (options.limit !== undefined) query.set('limit', String(options.limit));
       if (cursor) query.set('cursor', cursor);
       if (options.status) query.set('status', options.status);
       const qs = query.toString();
-      const page = bodyOf<UsersPage>(await this.call('GET', `/users${qs ? `?${qs}` : ''}`, { apiVersion, signal: options.signal }));
+      const answer = await this.call('GET', `/users${qs ? `?${qs}` : ''}`, { apiVersion, signal: options.signal });
+      const page = pageOf(answer);
       yield page;
       cursor = page.next_cursor ?? undefined;
+      if (cursor && followed.has(cursor)) {
+        throw unexpectedAnswer(answer, 'listUsers', 'a next_cursor not given before (or null on the last page)', `a next_cursor this listing had already followed, after ${followed.size} page(s): stopped rather than page forever`);
+      }
+      if (cursor) followed.add(cursor);
     } while (cursor);
   }
 
@@ -240,7 +348,7 @@ export class ConnectClient {
   }
 
   /** A {base} call with the bearer token: one refresh and retry on 401, retries on 429/5xx/network. */
-  private async call(method: string, path: string, options: { body?: unknown; apiVersion?: string; signal?: AbortSignal | undefined }): Promise<HttpAnswer> {
+  private async call(method: string, path: string, options: { body?: unknown; apiVersion?: string; signal?: AbortSignal | undefined; trace?: AttemptTrace }): Promise<HttpAnswer> {
     let refreshed = false;
     const { signal } = options;
     for (;;) {
@@ -249,7 +357,7 @@ export class ConnectClient {
       const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: 'application/json' };
       if (options.body !== undefined) headers['content-type'] = 'application/json';
       if (options.apiVersion) headers['x-nabla-api-version'] = options.apiVersion;
-      const answer = await this.send(`${this.baseUrl}${path}`, { method, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body), signal });
+      const answer = await this.send(`${this.baseUrl}${path}`, { method, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body), signal }, undefined, options.trace);
       if (isOk(answer)) return answer;
       // Only once: a second 401 with a brand-new token is the server's final word.
       if (answer.status === 401 && !refreshed) {
@@ -277,7 +385,7 @@ export class ConnectClient {
       return form.toString();
     });
     if (!isOk(answer)) {
-      const error = this.errorOf(answer);
+      const error = this.errorOf(answer, false);
       // Whatever the token endpoint refuses (400 invalid_request, 401 invalid_client) is a credentials problem.
       if (error.status < 400 || error.status >= 500 || error.status === 429) throw error;
       const refused = new AuthenticationError(error.status, error.problem);
@@ -285,12 +393,21 @@ export class ConnectClient {
       // last and named, as it is the one the caller cannot see from its own settings.
       // No token endpoint there at all: the base URL is not the API's (its path left out, most often).
       if (error.status === 404 || error.status === 405) refused.message += ` (nothing answers at ${shownUrl(this.tokenUrl)}: baseUrl must be the API's base URL, path included, such as https://connect.example.com/v1/connect/server)`;
-      if (error.status === 401) refused.message += ` (the server does not say which check failed: check the client id, that the private key is the one registered for it, and the assertion's audience, which was ${this.audience}: it must be the server's own PUBLIC_BASE_URL + base path + /oauth/token; set the audience option when baseUrl reaches the server by another name)`;
+      // An assertion dated by a clock far from the server's is refused too (iat in the future, exp
+      // past): the server's Date header says so when nothing else does.
+      const clock = clockSkewNotice(answer);
+      if (clock && error.status !== 401) refused.message += ` (${clock})`;
+      if (error.status === 401) refused.message += ` (${clock ? `${clock}; otherwise ` : ''}the server does not say which check failed: check the client id, that the private key is the one registered for it, and the assertion's audience, which was ${this.audience}: it must be the server's own PUBLIC_BASE_URL + base path + /oauth/token; set the audience option when baseUrl reaches the server by another name)`;
       throw refused;
     }
-    const body = bodyOf<{ access_token?: unknown; expires_in?: unknown }>(answer);
-    if (typeof body.access_token !== 'string') throw new ConnectApiError(answer.status, { type: 'about:blank', status: answer.status, title: 'Token answer without access_token' });
-    return { accessToken: body.access_token, expiresInSeconds: typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 300 };
+    // Never quoted: whatever the token endpoint answers may hold the token.
+    const body = bodyOf(answer, false);
+    const token = body && typeof body === 'object' && !Array.isArray(body) ? (body as { access_token?: unknown; expires_in?: unknown }) : undefined;
+    if (typeof token?.access_token !== 'string' || token.access_token === '') {
+      const got = token ? `an object whose access_token is ${token.access_token === '' ? 'empty' : kindOf(token.access_token)}` : kindOf(body);
+      throw new ConnectApiError(answer.status, { type: 'about:blank', status: answer.status, title: 'Token answer without access_token', detail: `POST ${pathOf(this.tokenUrl)}: unexpected answer, HTTP ${answer.status} with ${got} where a token (an object with a string access_token) was expected` });
+    }
+    return { accessToken: token.access_token, expiresInSeconds: typeof token.expires_in === 'number' && token.expires_in > 0 ? token.expires_in : 300 };
   }
 
   /**
@@ -300,7 +417,7 @@ export class ConnectClient {
    * transport threw (a TypeError from a caller's fetch included), so a transport failure
    * never escapes unclassified.
    */
-  private async send(url: string, init: HttpRequest, rebuild?: () => Promise<string>): Promise<HttpAnswer> {
+  private async send(url: string, init: HttpRequest, rebuild?: () => Promise<string>, trace?: AttemptTrace): Promise<HttpAnswer> {
     for (let attempt = 0; ; attempt++) {
       init.signal?.throwIfAborted();
       let answer: HttpAnswer;
@@ -309,11 +426,15 @@ export class ConnectClient {
       } catch (err) {
         init.signal?.throwIfAborted();
         if (attempt >= this.maxRetries) throw new ConnectNetworkError(`${init.method} ${pathOf(url)}: ${messageOf(err)}`, { cause: err });
+        // Sent or not, nobody can tell: the server may have acted on it.
+        if (trace) trace.unknownResult = true;
         await sleep(backoffMs(attempt), init.signal);
         if (rebuild) init = { ...init, body: await rebuild() };
         continue;
       }
       if (!RETRYABLE_STATUSES.has(answer.status) || attempt >= this.maxRetries) return answer;
+      // A gateway that gave up waiting (502, 504) may have passed the request on: the API may have acted on it.
+      if (trace && (answer.status === 502 || answer.status === 504)) trace.unknownResult = true;
       const asked = retryAfterMs(answer.header('retry-after') ?? null);
       // Longer than the caller agreed to wait: the answer is final, its error says how long the server asked.
       if (asked !== undefined && asked > this.maxRetryWaitMs) return answer;
@@ -322,8 +443,9 @@ export class ConnectClient {
     }
   }
 
-  private errorOf(answer: HttpAnswer): ConnectApiError {
-    const problem = problemFrom(answer.status, answer.statusText, answer.text);
+  /** The typed error for a refused answer; `quoteBody` false for the token endpoint (a body that is not a problem is not quoted). */
+  private errorOf(answer: HttpAnswer, quoteBody = true): ConnectApiError {
+    const problem = problemFrom(answer.status, answer.statusText, answer.text, { quoteBody });
     const retryAfter = retryAfterMs(answer.header('retry-after') ?? null);
     return errorFromProblem(answer.status, problem, retryAfter === undefined ? undefined : Math.ceil(retryAfter / 1000));
   }
