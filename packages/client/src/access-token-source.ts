@@ -83,21 +83,9 @@ export interface AssertionInput {
   keyId?: string;
 }
 
-/**
- * How far back the assertion's `iat` is dated: the 30 s of skew the server allows for an `iat` in
- * the future (docs/contract.md, POST {base}/oauth/token) is then spent only when this machine's
- * clock is more than 30 s ahead, so a clock up to a minute ahead still gets a token. The server
- * sets no limit on an old `iat`, only on `exp - iat` (5 minutes): 90 s here.
- */
-export const ASSERTION_BACKDATE_SECONDS = 30;
-
-/**
- * The client assertion the token endpoint wants: iss = sub = client id, aud = token URL, a fresh
- * jti, valid until 60 s from now (`iat` dated 30 s back, for a clock a little ahead of the server's).
- */
+/** The client assertion the token endpoint wants: iss = sub = client id, aud = token URL, a fresh jti, 60 s. */
 export function signClientAssertion({ clientId, tokenUrl, key, keyId }: AssertionInput, now = Date.now()): Promise<string> {
-  const issuedAt = Math.floor(now / 1000);
-  const iat = issuedAt - ASSERTION_BACKDATE_SECONDS;
+  const iat = Math.floor(now / 1000);
   return new SignJWT({})
     .setProtectedHeader({ alg: algorithmFor(key), typ: 'JWT', ...(keyId ? { kid: keyId } : {}) })
     .setIssuer(clientId)
@@ -105,7 +93,7 @@ export function signClientAssertion({ clientId, tokenUrl, key, keyId }: Assertio
     .setAudience(tokenUrl)
     .setJti(randomUUID())
     .setIssuedAt(iat)
-    .setExpirationTime(issuedAt + 60)
+    .setExpirationTime(iat + 60)
     .sign(key);
 }
 
