@@ -118,7 +118,8 @@ async function main(): Promise<void> {
   try {
     if (!values.file) throw new UsageError('--file is required');
     const concurrency = Number(values.concurrency);
-    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new UsageError('--concurrency must be an integer from 1 to 256');
+    // Digits only, like --max-retries: Number() would take `1e1`, `0x10` and ` 8`.
+    if (!/^\d+$/.test(values.concurrency!) || concurrency < 1 || concurrency > 256) throw new UsageError('--concurrency must be an integer from 1 to 256');
     const maxRetries = Number(values['max-retries']);
     if (!/^\d+$/.test(values['max-retries']!) || maxRetries > 20) throw new UsageError('--max-retries must be an integer from 0 to 20');
     let client: ConnectClient | undefined;

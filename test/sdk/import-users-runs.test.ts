@@ -1,0 +1,91 @@
+/**
+ * `pnpm import-users` as a real process against the real API (FerretDB, Redis): interrupted
+ * part-way (SIGTERM to pnpm; Ctrl-C to the process group, then SIGTERM), rows of the same
+ * external_provider_id at high concurrency, and --concurrency spelled other than in digits.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { REPO_ROOT } from '@connect/local-services';
+
+vi.setConfig({ testTimeout: 300_000 });
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  json: Record<string, any>;
+}
+
+/**
+ * Runs `command` in its own process group; `onStderrLine` sees each stderr line as it comes,
+ * with the child (to signal it). Resolves once every holder of stdout has closed it.
+ */
+function run(command: string[], onStderrLine?: (line: string, child: ChildProcess) => void): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command[0]!, command.slice(1), { cwd: REPO_ROOT, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let stdout = '';
+    let stderr = '';
+    let partial = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) onStderrLine?.(line, child);
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      let json: Record<string, any> = {};
+      try {
+        json = JSON.parse(stdout) as Record<string, any>;
+      } catch {
+        /* asserted by the caller */
+      }
+      resolve({ code, stdout, stderr, json });
+    });
+  });
+}
+const importUsers = (args: string[], onStderrLine?: (line: string, child: ChildProcess) => void) => run(['pnpm', '-s', 'import-users', ...args], onStderrLine);
+
+let dir: string;
+let api: TestApi;
+let clinic: TestClient;
+let keyFile: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'import-users-runs-'));
+  api = await startTestApi({ label: 'sdk_import_runs', env: { RATE_LIMIT_PER_CLIENT_PER_MINUTE: '0' } });
+  clinic = await registerTestClient(api.models);
+  keyFile = join(dir, 'client.pem');
+  writeFileSync(keyFile, clinic.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), { mode: 0o600 });
+});
+
+afterAll(async () => {
+  await api?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A CSV of `n` new users (ids unique to this call), and the ids. */
+function newUsersCsv(name: string, n: number): { file: string; ids: string[] } {
+  const prefix = `${name}-${randomUUID().slice(0, 8)}`;
+  const ids = Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
+  const file = join(dir, `${name}.csv`);
+  writeFileSync(file, `provider_email,external_provider_id,speech_locale\n${ids.map((id) => `${id}@example.com,${id},ENGLISH_US`).join('\n')}\n`);
+  return { file, ids };
+}
+
+describe('import-users: --concurrency in digits only', () => {
+  it('1e1, 0x10 and " 8" are usage errors, as for --max-retries (before, Number() took them)', async () => {
+    const { file } = newUsersCsv('concurrency', 3);
+    for (const concurrency of ['1e1', '0x10', ' 8']) {
+      const result = await importUsers(['--file', file, '--dry-run', '--concurrency', concurrency]);
+      expect(result.code, concurrency).toBe(2);
+      expect(result.json, concurrency).toEqual({ error: { kind: 'usage', message: '--concurrency must be an integer from 1 to 256' } });
+    }
+  });
+});
