@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -56,6 +56,7 @@ let dir: string;
 let api: TestApi;
 let clinic: TestClient;
 let keyFile: string;
+const credentials = () => ['--base-url', api.baseUrl, '--client-id', clinic.client._id, '--private-key-file', keyFile];
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'import-users-runs-'));
@@ -78,6 +79,64 @@ function newUsersCsv(name: string, n: number): { file: string; ids: string[] } {
   writeFileSync(file, `provider_email,external_provider_id,speech_locale\n${ids.map((id) => `${id}@example.com,${id},ENGLISH_US`).join('\n')}\n`);
   return { file, ids };
 }
+const storedOf = (ids: string[]) => api.models.ProviderUser.countDocuments({ organization_id: clinic.organization._id, external_provider_id: { $in: ids } });
+
+/** Once a progress line shows `rows` rows done, `signal` is called once. */
+const afterRowsDone = (rows: number, signal: (child: ChildProcess) => void) => {
+  let sent = false;
+  return (line: string, child: ChildProcess) => {
+    if (sent || !line.startsWith('{')) return;
+    const event = JSON.parse(line) as { event?: string; done?: number };
+    if (event.event === 'progress' && (event.done ?? 0) >= rows) {
+      sent = true;
+      signal(child);
+    }
+  };
+};
+
+describe('import-users: interrupted part-way', () => {
+  /** What an interrupted run must leave: the usual document plus "interrupted", counts that add up, a complete report. */
+  async function expectInterrupted(result: Run, ids: string[], report: string) {
+    expect(result.json, result.stdout + result.stderr.slice(-2000)).toEqual({ total: expect.any(Number), created: expect.any(Number), updated: 0, unchanged: 0, failed: expect.any(Number), seconds: expect.any(Number), interrupted: true });
+    const { total, created, failed } = result.json as { total: number; created: number; failed: number };
+    expect(created).toBeGreaterThanOrEqual(20);
+    // It stopped reading: not every row of the file was taken.
+    expect(total).toBeLessThan(ids.length);
+    // Every row taken was finished: answered (created), or failed and in the report.
+    expect(created + failed).toBe(total);
+    expect(await storedOf(ids)).toBe(created);
+    const reported = readFileSync(report, 'utf8').split('\n').filter(Boolean);
+    expect(reported).toHaveLength(failed);
+    expect(result.stderr).toContain('"event":"interrupted"');
+  }
+
+  it('SIGTERM to pnpm: prints the counts so far with "interrupted": true (before, stdout was empty)', async () => {
+    const { file, ids } = newUsersCsv('sigterm', 3000);
+    const report = join(dir, 'sigterm.ndjson');
+    const result = await importUsers(
+      [...credentials(), '--file', file, '--concurrency', '4', '--report', report],
+      afterRowsDone(20, (child) => child.kill('SIGTERM')),
+    );
+    await expectInterrupted(result, ids, report);
+    // pnpm itself exits 128 + 15 at once, without waiting for its child; the importer prints
+    // its document after that, on the stdout it inherited (read here up to its close).
+    expect(result.code).not.toBe(0);
+  });
+
+  it('Ctrl-C (SIGINT to the process group), then SIGTERM as pnpm sends it: one stop, the document, exit 130 (before: empty stdout, exit 130 from the signal)', async () => {
+    const { file, ids } = newUsersCsv('sigint', 3000);
+    const report = join(dir, 'sigint.ndjson');
+    // The importer's own binary, as pnpm runs it, so its exit code is seen (pnpm exits at once with its own).
+    const result = await run(['node', 'apps/importer/bin/import-users.js', ...credentials(), '--file', file, '--concurrency', '4', '--report', report], afterRowsDone(20, (child) => {
+      process.kill(-child.pid!, 'SIGINT');
+      child.kill('SIGINT');
+      child.kill('SIGTERM');
+    }));
+    await expectInterrupted(result, ids, report);
+    expect(result.code).toBe(130);
+    expect(result.stderr.match(/"event":"interrupted"/g)).toHaveLength(1);
+  });
+});
 
 describe('import-users: --concurrency in digits only', () => {
   it('1e1, 0x10 and " 8" are usage errors, as for --max-retries (before, Number() took them)', async () => {
