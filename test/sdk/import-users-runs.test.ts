@@ -6,11 +6,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
-import { REPO_ROOT } from '@connect/local-services';
+import { listenOnFreePort, REPO_ROOT } from '@connect/local-services';
 
 vi.setConfig({ testTimeout: 300_000 });
 
@@ -135,6 +136,69 @@ describe('import-users: interrupted part-way', () => {
     await expectInterrupted(result, ids, report);
     expect(result.code).toBe(130);
     expect(result.stderr.match(/"event":"interrupted"/g)).toHaveLength(1);
+  });
+});
+
+describe('import-users: rows with the same external_provider_id', () => {
+  /**
+   * A real HTTP proxy in front of a second API (same database) that holds each ENGLISH_US row until
+   * the FRENCH_FR row of the same id has been answered, or 300 ms: the network reordering two
+   * requests in flight together, made certain. Sent one after the other, the first is released by the timer.
+   */
+  let proxied: TestApi;
+  let proxy: { origin: string; upstream: string; close: () => Promise<void> };
+  const answered = new Map<string, () => void>();
+  beforeAll(async () => {
+    const server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        const forward = () => {
+          const out = httpRequest(`${proxy.upstream}${req.url}`, { method: req.method, headers: req.headers }, (answer) => {
+            res.writeHead(answer.statusCode!, answer.headers);
+            answer.pipe(res);
+            answer.on('end', () => {
+              const french = /"external_provider_id":"([^"]+)".*"FRENCH_FR"/.exec(body.toString());
+              if (french) answered.get(french[1]!)?.();
+            });
+          });
+          out.on('error', () => res.destroy());
+          out.end(body);
+        };
+        const english = /"external_provider_id":"([^"]+)".*"ENGLISH_US"/.exec(body.toString());
+        if (!english) return forward();
+        const timer = setTimeout(release, 300);
+        function release() {
+          clearTimeout(timer);
+          answered.delete(english![1]!);
+          forward();
+        }
+        answered.set(english[1]!, release);
+      });
+    });
+    const port = await listenOnFreePort(server);
+    proxy = { origin: `http://127.0.0.1:${port}`, upstream: '', close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+    // Known by the proxy's address: the token audience.
+    proxied = await startTestApi({ label: 'sdk_import_runs_proxied', mongoUrl: api.env.MONGO_URL, env: { PUBLIC_BASE_URL: proxy.origin, RATE_LIMIT_PER_CLIENT_PER_MINUTE: '0' } });
+    proxy.upstream = proxied.origin;
+  });
+  afterAll(async () => {
+    await proxied?.close();
+    await proxy?.close();
+  });
+
+  it('100 ids each on two rows (ENGLISH_US, then FRENCH_FR) at --concurrency 16: every user ends on the later row (before, the earlier row won when its answer came last)', async () => {
+    const prefix = `pair-${randomUUID().slice(0, 8)}`;
+    const ids = Array.from({ length: 100 }, (_, i) => `${prefix}-${i}`);
+    const file = join(dir, 'pairs.csv');
+    writeFileSync(file, `provider_email,external_provider_id,speech_locale\n${ids.map((id) => `${id}@example.com,${id},ENGLISH_US\n${id}@example.com,${id},FRENCH_FR`).join('\n')}\n`);
+    const result = await importUsers(['--base-url', `${proxy.origin}/v1/connect/server`, '--client-id', clinic.client._id, '--private-key-file', keyFile, '--file', file, '--concurrency', '16']);
+    expect(result.code, result.stdout + result.stderr.slice(-2000)).toBe(0);
+    const stored = await api.models.ProviderUser.find({ organization_id: clinic.organization._id, external_provider_id: { $in: ids } }).lean();
+    expect(stored).toHaveLength(100);
+    expect(stored.filter((u) => u.settings?.speech_locale !== 'FRENCH_FR').map((u) => u.external_provider_id)).toEqual([]);
+    expect(result.json).toEqual({ total: 200, created: 100, updated: 100, unchanged: 0, failed: 0, seconds: expect.any(Number) });
   });
 });
 

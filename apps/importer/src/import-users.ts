@@ -78,6 +78,9 @@ function rowErrorOf(err: unknown): RowError {
  * valid ones through the client SDK with at most `concurrency` requests in flight.
  * The reader is not asked for the next row while every slot is busy, so memory
  * stays flat however long the file is. Safe to run again: every call is an upsert.
+ * Rows with the same external_provider_id are sent one after the other, in file order
+ * (a row waits for the one before it with that id): the last row of the file wins, as it
+ * would have at concurrency 1. Other rows are not held up.
  */
 export async function importUsers(options: ImportOptions): Promise<ImportCounts> {
   const counts: ImportCounts = { total: 0, created: 0, updated: 0, unchanged: 0, failed: 0 };
@@ -127,6 +130,8 @@ export async function importUsers(options: ImportOptions): Promise<ImportCounts>
     });
   }
   const stopping = () => aborted !== undefined || interrupt?.aborted === true;
+  // The last row sent (or waiting) for each external_provider_id still in flight.
+  const lastOfId = new Map<string, Promise<void>>();
   const tick = setInterval(() => options.onProgress?.(counts, read), 1000);
   try {
     for await (const row of readUserRows(options.file, read)) {
@@ -143,9 +148,9 @@ export async function importUsers(options: ImportOptions): Promise<ImportCounts>
         continue;
       }
       if (!client) continue;
-      const task: Promise<void> = client
-        .upsertUser(row.body, { signal: requests.signal })
-        .then(
+      const id = row.body.external_provider_id;
+      const send = () =>
+        client.upsertUser(row.body, { signal: requests.signal }).then(
           ({ outcome }) => {
             answered = true;
             unreachableInARow = 0;
@@ -155,8 +160,14 @@ export async function importUsers(options: ImportOptions): Promise<ImportCounts>
             onFailure(err);
             return fail(row.line, rowErrorOf(err), row.raw);
           },
-        )
-        .finally(() => inFlight.delete(task));
+        );
+      // Same id as a row still in flight: sent once that one has its answer, so file order wins.
+      const previous = lastOfId.get(id);
+      const task: Promise<void> = (previous ? previous.then(send, send) : send()).finally(() => {
+        inFlight.delete(task);
+        if (lastOfId.get(id) === task) lastOfId.delete(id);
+      });
+      lastOfId.set(id, task);
       inFlight.add(task);
     }
     await Promise.all(inFlight);
