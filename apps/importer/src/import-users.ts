@@ -25,7 +25,20 @@ export interface ImportOptions {
    * Before the API has answered anything, the first such row stops it.
    */
   unreachableAfter?: number;
+  /**
+   * Stops the import (SIGINT/SIGTERM): no row is read once it aborts; the requests in flight
+   * get `interruptGraceMs` to finish, then are abandoned and their rows fail (kind `interrupted`).
+   */
+  interrupt?: AbortSignal;
+  /** 10 s by default. */
+  interruptGraceMs?: number;
 }
+
+/** How long the requests in flight get to finish once the import is interrupted. */
+export const INTERRUPT_GRACE_MS = 10_000;
+
+/** The reason a request still in flight when the grace after an interrupt ran out was abandoned. */
+export class InterruptedError extends Error {}
 
 /**
  * Rows that may fail in a row, the API unreachable each time, before the import stops:
@@ -49,6 +62,7 @@ export class ImportAbortedError extends Error {
 }
 
 function rowErrorOf(err: unknown): RowError {
+  if (err instanceof InterruptedError) return { kind: 'interrupted', message: err.message };
   if (err instanceof ValidationError) return { kind: 'validation', message: err.message, errors: err.errors };
   if (err instanceof EmailMismatchError) return { kind: 'email_mismatch', message: err.message };
   if (err instanceof EmailConflictError) return { kind: 'email_conflict', message: err.message };
@@ -64,6 +78,9 @@ function rowErrorOf(err: unknown): RowError {
  * valid ones through the client SDK with at most `concurrency` requests in flight.
  * The reader is not asked for the next row while every slot is busy, so memory
  * stays flat however long the file is. Safe to run again: every call is an upsert.
+ * Rows with the same external_provider_id are sent one after the other, in file order
+ * (a row waits for the one before it with that id): the last row of the file wins, as it
+ * would have at concurrency 1. Other rows are not held up.
  */
 export async function importUsers(options: ImportOptions): Promise<ImportCounts> {
   const counts: ImportCounts = { total: 0, created: 0, updated: 0, unchanged: 0, failed: 0 };
@@ -94,15 +111,36 @@ export async function importUsers(options: ImportOptions): Promise<ImportCounts>
     counts.failed++;
     if (options.report && !options.report.write(`${JSON.stringify({ line, error, row })}\n`)) await once(options.report, 'drain');
   };
+  // Interrupted: no more rows are read at once; the requests in flight are abandoned after the grace.
+  const { interrupt } = options;
+  const requests = new AbortController();
+  let grace: NodeJS.Timeout | undefined;
+  let interrupted: Promise<void> | undefined;
+  if (interrupt) {
+    interrupted = new Promise<void>((resolve) => {
+      const onInterrupt = () => {
+        grace = setTimeout(
+          () => requests.abort(new InterruptedError(`the import was interrupted and the API had not answered within ${Math.round((options.interruptGraceMs ?? INTERRUPT_GRACE_MS) / 1000)} s: the request was abandoned; run the file again (rows already imported come back as unchanged)`)),
+          options.interruptGraceMs ?? INTERRUPT_GRACE_MS,
+        );
+        resolve();
+      };
+      if (interrupt.aborted) onInterrupt();
+      else interrupt.addEventListener('abort', onInterrupt, { once: true });
+    });
+  }
+  const stopping = () => aborted !== undefined || interrupt?.aborted === true;
+  // The last row sent (or waiting) for each external_provider_id still in flight.
+  const lastOfId = new Map<string, Promise<void>>();
   const tick = setInterval(() => options.onProgress?.(counts, read), 1000);
   try {
     for await (const row of readUserRows(options.file, read)) {
-      if (aborted) break;
+      if (stopping()) break;
       const client = row.ok ? options.client : undefined;
       if (client) {
         // A slot first: a row read while the import stops is neither counted nor sent.
-        while (inFlight.size >= options.concurrency) await Promise.race(inFlight);
-        if (aborted) break;
+        while (inFlight.size >= options.concurrency && !stopping()) await Promise.race(interrupted ? [...inFlight, interrupted] : inFlight);
+        if (stopping()) break;
       }
       counts.total++;
       if (!row.ok) {
@@ -110,9 +148,9 @@ export async function importUsers(options: ImportOptions): Promise<ImportCounts>
         continue;
       }
       if (!client) continue;
-      const task: Promise<void> = client
-        .upsertUser(row.body)
-        .then(
+      const id = row.body.external_provider_id;
+      const send = () =>
+        client.upsertUser(row.body, { signal: requests.signal }).then(
           ({ outcome }) => {
             answered = true;
             unreachableInARow = 0;
@@ -122,8 +160,14 @@ export async function importUsers(options: ImportOptions): Promise<ImportCounts>
             onFailure(err);
             return fail(row.line, rowErrorOf(err), row.raw);
           },
-        )
-        .finally(() => inFlight.delete(task));
+        );
+      // Same id as a row still in flight: sent once that one has its answer, so file order wins.
+      const previous = lastOfId.get(id);
+      const task: Promise<void> = (previous ? previous.then(send, send) : send()).finally(() => {
+        inFlight.delete(task);
+        if (lastOfId.get(id) === task) lastOfId.delete(id);
+      });
+      lastOfId.set(id, task);
       inFlight.add(task);
     }
     await Promise.all(inFlight);
@@ -137,6 +181,7 @@ export async function importUsers(options: ImportOptions): Promise<ImportCounts>
     throw stop;
   } finally {
     clearInterval(tick);
+    clearTimeout(grace);
   }
   options.onProgress?.(counts, read);
   if (aborted) {

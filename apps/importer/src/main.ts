@@ -8,14 +8,16 @@
  * collects (measured over 1,000,000 rows: 170 MB without, under 100 MB with). Progress on stderr (a
  * bar on a terminal, JSON lines otherwise); one JSON document on stdout:
  * {"total","created","updated","unchanged","failed","seconds"}, or
- * {"error":{"kind","message"}} with a non-zero exit.
+ * {"error":{"kind","message"}} with a non-zero exit. Interrupted (SIGINT, SIGTERM: Ctrl-C,
+ * or pnpm forwarding them), it reads no more rows, gives the requests in flight 10 s to
+ * finish, and prints the same document with "interrupted": true, exit 130.
  */
 import { createWriteStream, fchmodSync, openSync, readFileSync, statSync } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { checkBaseUrl, ConnectClient, InvalidPrivateKeyError } from '@connect/client';
-import { ImportAbortedError, importUsers, type ImportCounts } from './import-users.ts';
+import { ImportAbortedError, importUsers, INTERRUPT_GRACE_MS, type ImportCounts } from './import-users.ts';
 import { InputFileError, type ReadProgress } from './read-user-rows.ts';
 
 const USAGE = `Usage: pnpm import-users --base-url URL --client-id ID --private-key-file F --file users.csv|users.ndjson
@@ -33,6 +35,9 @@ cell keeps the current value). NDJSON lines: a POST /users body or the same flat
                    0 to 20 (default 8)
 
 Prints {"total","created","updated","unchanged","failed","seconds"} on stdout.
+Interrupted (Ctrl-C, SIGTERM), it reads no more rows, lets the requests in flight
+finish (at most 10 s, then they fail as "interrupted"), completes --report, and
+prints the same document with "interrupted": true, exit 130.
 Stops with {"error":{"kind":"unavailable",...}} when the API cannot be reached: at
 the first row that fails so before the API has answered once, else after twice
 --concurrency rows (at least 8) fail so in a row.
@@ -89,6 +94,17 @@ function progressReporter(fileSize: number, started: number, dryRun: boolean): {
 }
 
 async function main(): Promise<void> {
+  // Any number of SIGINT/SIGTERM is one request to stop: Ctrl-C reaches the whole process group,
+  // and pnpm forwards SIGINT, then SIGTERM, through bin/import-users.js. Without a handler the
+  // process died with nothing on stdout and requests in flight lost.
+  const interrupt = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupt.signal.aborted) return;
+    process.stderr.write(`${JSON.stringify({ event: 'interrupted', signal, message: `no more rows are read; the requests in flight get ${INTERRUPT_GRACE_MS / 1000} s to finish` })}\n`);
+    interrupt.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   let values;
   try {
     ({ values } = parseArgs({
@@ -118,7 +134,8 @@ async function main(): Promise<void> {
   try {
     if (!values.file) throw new UsageError('--file is required');
     const concurrency = Number(values.concurrency);
-    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new UsageError('--concurrency must be an integer from 1 to 256');
+    // Digits only, like --max-retries: Number() would take `1e1`, `0x10` and ` 8`.
+    if (!/^\d+$/.test(values.concurrency!) || concurrency < 1 || concurrency > 256) throw new UsageError('--concurrency must be an integer from 1 to 256');
     const maxRetries = Number(values['max-retries']);
     if (!/^\d+$/.test(values['max-retries']!) || maxRetries > 20) throw new UsageError('--max-retries must be an integer from 0 to 20');
     let client: ConnectClient | undefined;
@@ -180,7 +197,7 @@ async function main(): Promise<void> {
     const progress = progressReporter(fileSize, started, values['dry-run']!);
     let counts: ImportCounts;
     try {
-      counts = await importUsers({ file: values.file, client, concurrency, report, onProgress: progress.update });
+      counts = await importUsers({ file: values.file, client, concurrency, report, onProgress: progress.update, interrupt: interrupt.signal });
     } finally {
       progress.stop();
       if (report) {
@@ -191,7 +208,11 @@ async function main(): Promise<void> {
     const seconds = Math.round((Date.now() - started) / 100) / 10;
     // Last stderr line: the peak memory, so a run can be checked for staying flat.
     process.stderr.write(`${JSON.stringify({ event: 'done', max_rss_mb: maxRssMb(), rows_per_second: Math.round(counts.total / Math.max(0.1, seconds)) })}\n`);
-    process.stdout.write(`${JSON.stringify({ total: counts.total, created: counts.created, updated: counts.updated, unchanged: counts.unchanged, failed: counts.failed, seconds })}\n`);
+    const interrupted = interrupt.signal.aborted;
+    process.stdout.write(`${JSON.stringify({ total: counts.total, created: counts.created, updated: counts.updated, unchanged: counts.unchanged, failed: counts.failed, seconds, ...(interrupted ? { interrupted } : {}) })}\n`);
+    // 128 + SIGINT, whichever signal it was: the shell's convention for "stopped by the user". Exits
+    // at once: a token request abandoned by the rows that waited on it would hold the process open.
+    if (interrupted) process.exit(130);
   } catch (err) {
     if (err instanceof UsageError) return fail('usage', err.message);
     if (err instanceof InputFileError) return fail('input', err.message);

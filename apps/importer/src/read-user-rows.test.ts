@@ -78,3 +78,59 @@ describe('a row is refused in the API\'s words', () => {
     expect(!row.ok && row.error.errors).toEqual([{ path: 'provider_email', message: 'is required' }]);
   });
 });
+
+describe('bytes that are not UTF-8 (a Latin-1 export, a cut file)', () => {
+  // \xff\xfe is never UTF-8; \xc3\x28 is a lead byte followed by "(", not a continuation.
+  const bad = [Buffer.from([0xff, 0xfe]), Buffer.from([0xc3, 0x28])];
+  const message = (line: number) => expect.stringContaining(`not valid UTF-8 (line ${line})`);
+
+  it('refuse that CSV row naming its line, and only it: before, the row was imported with U+FFFD in its id', async () => {
+    const file = Buffer.concat([
+      Buffer.from('provider_email,external_provider_id,speech_locale\na@b.org,ok-1,ENGLISH_US\nb@b.org,bad-'),
+      bad[0]!,
+      Buffer.from(',ENGLISH_US\nc@b.org,ok-2,ENGLISH_US\nd@b.org,"bad-'),
+      bad[1]!,
+      Buffer.from('\nstill the same cell",ENGLISH_US\ne@b.org,Jos\u00e9,ENGLISH_US\n'),
+    ]);
+    const rows = await rowsOf('latin1.csv', file);
+    expect(rows.map((r) => [r.line, r.ok])).toEqual([
+      [2, true],
+      [3, false],
+      [4, true],
+      [6, false],
+      [7, true],
+    ]);
+    expect(rows[1]).toMatchObject({ ok: false, error: { kind: 'validation', message: message(3) } });
+    // A quoted cell over two lines: the record ends at line 6, the bad bytes are on line 5.
+    expect(rows[3]).toMatchObject({ ok: false, error: { kind: 'validation', message: message(5) } });
+    expect(rows[4]).toMatchObject({ ok: true, body: { external_provider_id: 'Jos\u00e9' } });
+  });
+
+  it('refuse that NDJSON line naming it, and only it', async () => {
+    const line = (id: string | Buffer) => Buffer.concat([Buffer.from('{"provider_email":"a@b.org","external_provider_id":"'), Buffer.from(id), Buffer.from('"}\n')]);
+    const rows = await rowsOf('latin1.ndjson', Buffer.concat([line('ok-1'), line(Buffer.concat([Buffer.from('x'), bad[0]!])), line(Buffer.concat([Buffer.from('y'), bad[1]!])), line('Jos\u00e9')]));
+    expect(rows.map((r) => [r.line, r.ok])).toEqual([
+      [1, true],
+      [2, false],
+      [3, false],
+      [4, true],
+    ]);
+    expect(rows[1]).toMatchObject({ error: { kind: 'validation', message: message(2) } });
+    expect(rows[2]).toMatchObject({ error: { kind: 'validation', message: message(3) } });
+  });
+
+  it('a CSV header that is not UTF-8 stops the import (input error) naming line 1', async () => {
+    await expect(rowsOf('latin1-header.csv', Buffer.concat([Buffer.from('provider_email,external_provider_id'), bad[0]!, Buffer.from('\na@b.org,x\n')]))).rejects.toThrow(/header \(line 1\) is not valid UTF-8/);
+  });
+
+  it('a valid character cut by the 64 KiB read boundary is not taken for a bad byte (CSV and NDJSON)', async () => {
+    // Rows of 3-byte characters, long enough to cross several chunk boundaries at every offset.
+    const ids = Array.from({ length: 20_000 }, (_, i) => `\u20ac${i}\u20ac${'\u00e9'.repeat(i % 7)}`);
+    const csv = await rowsOf('euro.csv', `provider_email,external_provider_id\n${ids.map((id) => `a@b.org,${id}`).join('\n')}\n`);
+    expect(csv.filter((r) => !r.ok)).toEqual([]);
+    expect(csv).toHaveLength(20_000);
+    const ndjson = await rowsOf('euro.ndjson', ids.map((id) => JSON.stringify({ provider_email: 'a@b.org', external_provider_id: id })).join('\n'));
+    expect(ndjson.filter((r) => !r.ok)).toEqual([]);
+    expect(ndjson.map((r) => r.ok && r.body.external_provider_id)).toEqual(ids);
+  });
+});

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { createReadStream } from 'node:fs';
 import { parse } from 'csv-parse';
 import { fieldErrorsOf, upsertProviderUserBodySchema, type UpsertProviderUserBody } from '@connect/shared/contract';
@@ -65,10 +66,74 @@ export function validateRow(line: number, raw: unknown): UserRow {
   return { line, raw, ok: false, error: { kind: 'validation', message: errors.map((e) => `${e.path || '(row)'}: ${e.message}`).join('; '), errors } };
 }
 
+const notUtf8 = (line: number): RowError => ({ kind: 'validation', message: `the row is not valid UTF-8 (line ${line}); save the file as UTF-8 (a Latin-1 or Windows-1252 export is not)` });
+
+/** How many bytes at the end of `buf` begin a multi-byte UTF-8 sequence that the next chunk completes. */
+function incompleteTail(buf: Buffer): number {
+  for (let i = 1; i <= Math.min(3, buf.length); i++) {
+    const b = buf[buf.length - i]!;
+    if ((b & 0xc0) === 0x80) continue; // a continuation byte: look further back for the lead byte
+    const length = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+    return length > i ? i : 0;
+  }
+  return 0;
+}
+
+/**
+ * The lines (1-based, counted by \n, as the CSV parser counts them) holding bytes that are not
+ * UTF-8, found as the bytes stream past: the parser would decode them as U+FFFD without a word.
+ * It sees each chunk before the parser does, so a record the parser yields has been checked.
+ */
+class Utf8LineCheck {
+  /** Bad lines not yet claimed by a record, in order: a few at most, the parser reads little ahead. */
+  readonly bad: number[] = [];
+  private line = 1;
+  private lineBad = false;
+  private carry: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): void {
+    const buf = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
+    const keep = incompleteTail(buf);
+    this.carry = Buffer.from(buf.subarray(buf.length - keep));
+    const end = buf.length - keep;
+    // \n never occurs inside a multi-byte sequence: each piece between two of them is checked alone.
+    for (let start = 0; ; ) {
+      const nl = buf.indexOf(10, start);
+      const stop = nl === -1 || nl > end ? end : nl;
+      if (!this.lineBad && stop > start && !isUtf8(buf.subarray(start, stop))) this.lineBad = true;
+      if (nl === -1 || nl > end) break;
+      if (this.lineBad) this.bad.push(this.line);
+      this.line++;
+      this.lineBad = false;
+      start = nl + 1;
+    }
+  }
+
+  end(): void {
+    if (this.carry.length > 0 || this.lineBad) this.bad.push(this.line);
+  }
+
+  /** The first bad line from `from` to `to`, forgetting those up to `to`. */
+  claim(from: number, to: number): number | undefined {
+    let found: number | undefined;
+    while (this.bad.length > 0 && this.bad[0]! <= to) {
+      const line = this.bad.shift()!;
+      if (line >= from && found === undefined) found = line;
+    }
+    return found;
+  }
+}
+
 /** Rows of a CSV file with a header line, streamed: memory does not grow with the file. */
 export async function* readCsvRows(path: string, progress: ReadProgress): AsyncGenerator<UserRow> {
   const file = createReadStream(path);
-  file.on('data', (chunk) => (progress.bytesRead += chunk.length));
+  const utf8 = new Utf8LineCheck();
+  // Registered before the parser's own listeners (pipe): each chunk is checked before it is parsed.
+  file.on('data', (chunk) => {
+    progress.bytesRead += chunk.length;
+    utf8.push(chunk as Buffer);
+  });
+  file.on('end', () => utf8.end());
   // Arrays, not `columns: true`: with named columns the parser silently drops a
   // row's extra cells, and a shifted row must be reported, not half-imported.
   // A row with too few or too many cells is that row's error, not the whole file's.
@@ -78,9 +143,17 @@ export async function* readCsvRows(path: string, progress: ReadProgress): AsyncG
   let lastLine = 0;
   try {
     for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
+      const firstLine = lastLine + 1;
       lastLine = info.lines;
+      const badLine = utf8.claim(firstLine, info.lines);
       if (!names) {
+        if (badLine !== undefined) throw new InputFileError(`the header (line ${badLine}) is not valid UTF-8; save the file as UTF-8 (a Latin-1 or Windows-1252 export is not)`);
         names = headerOf(record);
+        continue;
+      }
+      // Refused, not imported with U+FFFD in place of the bytes: an id the EHR will never send.
+      if (badLine !== undefined) {
+        yield { line: info.lines, raw: record, ok: false, error: notUtf8(badLine) };
         continue;
       }
       if (record.length !== names.length) {
@@ -110,37 +183,51 @@ function headerOf(record: string[]): string[] {
   return names;
 }
 
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
 /**
  * Lines of a file, pulled chunk by chunk. Not node:readline: its async iterator
  * queues every line of a chunk it has already read, and under a fast reader
  * the queue (and the RSS) grows; pulling chunks keeps at most one in memory.
+ * Split as bytes and decoded line by line: `utf8` is false for a line that is not
+ * valid UTF-8 (its `text` then has U+FFFD in place of the bad bytes).
  */
-async function* linesOf(path: string, progress: ReadProgress): AsyncGenerator<string> {
-  let rest = '';
-  let first = true;
+async function* linesOf(path: string, progress: ReadProgress): AsyncGenerator<{ text: string; utf8: boolean }> {
+  let rest: Buffer = Buffer.alloc(0);
   let lines = 0;
-  for await (const chunk of createReadStream(path, { encoding: 'utf8', highWaterMark: 64 * 1024 })) {
-    progress.bytesRead += Buffer.byteLength(chunk as string);
+  const decode = (bytes: Buffer) => {
+    lines++;
     // A UTF-8 byte order mark (what some Windows tools write first) is not part of the first line.
-    const text = first && (chunk as string).startsWith('\uFEFF') ? (chunk as string).slice(1) : (chunk as string);
-    first = false;
-    const parts = (rest + text).split('\n');
-    rest = parts.pop()!;
-    lines += parts.length;
+    const line = lines === 1 && bytes.subarray(0, 3).equals(BOM) ? bytes.subarray(3) : bytes;
+    return { text: line.toString('utf8'), utf8: isUtf8(line) };
+  };
+  for await (const chunk of createReadStream(path, { highWaterMark: 64 * 1024 }) as AsyncIterable<Buffer>) {
+    progress.bytesRead += chunk.length;
+    const buf = rest.length > 0 ? Buffer.concat([rest, chunk]) : chunk;
+    let start = 0;
+    for (let nl = buf.indexOf(10); nl !== -1; nl = buf.indexOf(10, start)) {
+      yield decode(buf.subarray(start, nl));
+      start = nl + 1;
+    }
+    rest = buf.subarray(start);
     // A file without line breaks (not NDJSON, or one huge value) would grow this line until the heap ran out.
     if (rest.length > MAX_LINE_CHARS) throw new InputFileError(`line ${lines + 1} is longer than ${MAX_LINE_CHARS / (1 << 20)} MiB; NDJSON is one JSON object per line`);
-    yield* parts;
   }
-  if (rest) yield rest;
+  if (rest.length > 0) yield decode(rest);
 }
 
 /** Rows of an NDJSON file: one JSON object per line, either a POST /users body or the CSV's flat keys. */
 export async function* readNdjsonRows(path: string, progress: ReadProgress): AsyncGenerator<UserRow> {
   let line = 0;
   try {
-    for await (const text of linesOf(path, progress)) {
+    for await (const { text, utf8 } of linesOf(path, progress)) {
       line++;
       if (text.trim() === '') continue;
+      // Refused, not imported with U+FFFD in place of the bytes: an id the EHR will never send.
+      if (!utf8) {
+        yield { line, raw: text.slice(0, 200), ok: false, error: notUtf8(line) };
+        continue;
+      }
       let raw: unknown;
       try {
         raw = JSON.parse(text);
