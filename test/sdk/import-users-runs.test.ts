@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { storedUsers, writeNewUsersCsv } from '../support/import-files.ts';
 import { listenOnFreePort, REPO_ROOT } from '@connect/local-services';
 
 vi.setConfig({ testTimeout: 300_000 });
@@ -72,15 +73,8 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** A CSV of `n` new users (ids unique to this call), and the ids. */
-function newUsersCsv(name: string, n: number): { file: string; ids: string[] } {
-  const prefix = `${name}-${randomUUID().slice(0, 8)}`;
-  const ids = Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
-  const file = join(dir, `${name}.csv`);
-  writeFileSync(file, `provider_email,external_provider_id,speech_locale\n${ids.map((id) => `${id}@example.com,${id},ENGLISH_US`).join('\n')}\n`);
-  return { file, ids };
-}
-const storedOf = (ids: string[]) => api.models.ProviderUser.countDocuments({ organization_id: clinic.organization._id, external_provider_id: { $in: ids } });
+const newUsersCsv = (name: string, n: number) => writeNewUsersCsv(dir, name, n);
+const storedOf = (ids: string[]) => storedUsers(api.models, clinic.organization._id, ids);
 
 /** Once a progress line shows `rows` rows done, `signal` is called once. */
 const afterRowsDone = (rows: number, signal: (child: ChildProcess) => void) => {

@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ConnectClient } from '@connect/client';
 import { ImportAbortedError, importUsers as importInProcess, unreachableLimit } from '@connect/importer';
 import { registerTestClient, rsaKeyPair, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { storedUsers, writeNewUsersCsv } from '../support/import-files.ts';
 import { freePort, listenOnFreePort, REPO_ROOT } from '@connect/local-services';
 
 vi.setConfig({ testTimeout: 600_000 });
@@ -240,15 +241,8 @@ describe('import-users: errors are one JSON document with a non-zero exit', () =
   });
 });
 
-/** A CSV of `n` new users (ids unique to this call), and the ids. */
-function newUsersCsv(name: string, n: number): { file: string; ids: string[] } {
-  const prefix = `${name}-${randomUUID().slice(0, 8)}`;
-  const ids = Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
-  const file = join(dir, `${name}.csv`);
-  writeFileSync(file, `provider_email,external_provider_id,speech_locale\n${ids.map((id) => `${id}@example.com,${id},ENGLISH_US`).join('\n')}\n`);
-  return { file, ids };
-}
-const storedOf = (ids: string[]) => api.models.ProviderUser.countDocuments({ organization_id: clinic.organization._id, external_provider_id: { $in: ids } });
+const newUsersCsv = (name: string, n: number) => writeNewUsersCsv(dir, name, n);
+const storedOf = (ids: string[]) => storedUsers(api.models, clinic.organization._id, ids);
 
 describe('import-users: bad arguments are refused before any row is sent', () => {
   it('--report in a directory that does not exist: one usage error on stdout, no stack trace, no row sent (dry run or not)', async () => {
