@@ -64,13 +64,12 @@ export const OVERTAKEN_AFTER_MS = 15 * 60_000;
  * each read of a batch loads every pending row into FerretDB; one read per pass, not several.
  */
 const PENDING_SCANNED_PER_PASS = 5000;
-const PENDING_BATCH = PENDING_SCANNED_PER_PASS;
 
 /**
  * Pending rows last written before `staleBefore`: those whose version is below what their target
  * has (`delivered_version` of the user's sync state) are marked superseded (nothing will send
  * them); with `queues`, the (user, target) pairs of the others that have no job in Redis get one
- * (requeueOrphanPairs). Scans at most PENDING_SCANNED_PER_PASS rows, from `from` on, in
+ * (requeueOrphanPairs). Reads at most PENDING_SCANNED_PER_PASS rows, after `from`, in
  * (updated_at, _id) order, and answers where the next pass goes on (undefined: from the start again).
  */
 export async function mendPendingLeftBehind(
@@ -80,45 +79,40 @@ export async function mendPendingLeftBehind(
   from?: PendingScanPosition,
 ): Promise<{ superseded: number; requeued: number; next?: PendingScanPosition }> {
   const { deliveries, syncStates } = collectionsOf(models);
-  let position = from;
+  const after = from ? { $or: [{ updated_at: { $gt: from.updated_at } }, { updated_at: from.updated_at, _id: { $gt: from._id } }] } : {};
+  // By the {status, updated_at} index.
+  const rows = await deliveries
+    .find<Pick<DeliveryDoc, '_id' | 'user_id' | 'target' | 'version' | 'updated_at'>>(
+      { status: 'pending', updated_at: { $lt: staleBefore }, ...after },
+      { projection: { _id: 1, user_id: 1, target: 1, version: 1, updated_at: 1 } },
+    )
+    .sort({ updated_at: 1, _id: 1 })
+    .limit(PENDING_SCANNED_PER_PASS)
+    .toArray();
+  if (rows.length === 0) return { superseded: 0, requeued: 0 };
+  const syncIds = [...new Set(rows.map((r) => syncStateIdOf(r.user_id.toHexString(), r.target)))];
+  const syncs = await syncStates.find({ _id: { $in: syncIds } }, { projection: { _id: 1, delivered_version: 1 } }).toArray();
+  const delivered = new Map(syncs.map((s) => [s._id, s.delivered_version]));
+  const overtaken = new Set(rows.filter((r) => r.version < (delivered.get(syncStateIdOf(r.user_id.toHexString(), r.target)) ?? 0)).map((r) => r._id));
   let superseded = 0;
-  let requeued = 0;
-  for (let scanned = 0; scanned < PENDING_SCANNED_PER_PASS; ) {
-    const after = position ? { $or: [{ updated_at: { $gt: position.updated_at } }, { updated_at: position.updated_at, _id: { $gt: position._id } }] } : {};
-    // By the {status, updated_at} index.
-    const rows = await deliveries
-      .find<Pick<DeliveryDoc, '_id' | 'user_id' | 'target' | 'version' | 'updated_at'>>(
-        { status: 'pending', updated_at: { $lt: staleBefore }, ...after },
-        { projection: { _id: 1, user_id: 1, target: 1, version: 1, updated_at: 1 } },
-      )
-      .sort({ updated_at: 1, _id: 1 })
-      .limit(PENDING_BATCH)
-      .toArray();
-    scanned += rows.length;
-    if (rows.length === 0) return { superseded, requeued };
-    const syncIds = [...new Set(rows.map((r) => syncStateIdOf(r.user_id.toHexString(), r.target)))];
-    const syncs = await syncStates.find({ _id: { $in: syncIds } }, { projection: { _id: 1, delivered_version: 1 } }).toArray();
-    const delivered = new Map(syncs.map((s) => [s._id, s.delivered_version]));
-    const overtaken = new Set(rows.filter((r) => r.version < (delivered.get(syncStateIdOf(r.user_id.toHexString(), r.target)) ?? 0)).map((r) => r._id));
-    if (overtaken.size > 0) {
-      // Still pending when written (the processor may have finished one meanwhile); a delivered version only grows.
-      const r = await deliveries.updateMany({ _id: { $in: [...overtaken] }, status: 'pending' }, { $set: { status: 'superseded', updated_at: new Date() } });
-      superseded += r.modifiedCount;
-    }
-    if (queues) {
-      const owed = new Map<string, { userId: string; target: string }>();
-      for (const r of rows) {
-        if (overtaken.has(r._id) || !queues.get(r.target)) continue;
-        const userId = r.user_id.toHexString();
-        owed.set(`${userId}:${r.target}`, { userId, target: r.target });
-      }
-      requeued += await requeueOrphanPairs({ deliveries: queues, models }, [...owed.values()]);
-    }
-    const last = rows.at(-1)!;
-    position = { updated_at: last.updated_at, _id: last._id };
-    if (rows.length < PENDING_BATCH) return { superseded, requeued };
+  if (overtaken.size > 0) {
+    // Still pending when written (the processor may have finished one meanwhile); a delivered version only grows.
+    const r = await deliveries.updateMany({ _id: { $in: [...overtaken] }, status: 'pending' }, { $set: { status: 'superseded', updated_at: new Date() } });
+    superseded = r.modifiedCount;
   }
-  return { superseded, requeued, next: position };
+  let requeued = 0;
+  if (queues) {
+    const owed = new Map<string, { userId: string; target: string }>();
+    for (const r of rows) {
+      if (overtaken.has(r._id) || !queues.get(r.target)) continue;
+      const userId = r.user_id.toHexString();
+      owed.set(`${userId}:${r.target}`, { userId, target: r.target });
+    }
+    requeued = await requeueOrphanPairs({ deliveries: queues, models }, [...owed.values()]);
+  }
+  if (rows.length < PENDING_SCANNED_PER_PASS) return { superseded, requeued };
+  const last = rows.at(-1)!;
+  return { superseded, requeued, next: { updated_at: last.updated_at, _id: last._id } };
 }
 
 export const FINISHED_STATUSES = ['delivered', 'superseded', 'failed'] as const;
