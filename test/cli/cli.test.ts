@@ -67,6 +67,46 @@ function expectError(run: CliRun, kind: string, code: number, message?: RegExp):
   expect(run.code).toBe(code);
 }
 
+type CliArgs = Parameters<typeof cli>;
+
+/**
+ * Runs independent CLI invocations a few at a time (each is a process start, most of a
+ * check's time) and answers in the order given.
+ */
+async function cliAll(runs: CliArgs[], inFlight = 4): Promise<CliRun[]> {
+  const out: CliRun[] = new Array(runs.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < runs.length) {
+      const i = next++;
+      out[i] = await cli(...runs[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(inFlight, runs.length) }, lane));
+  return out;
+}
+
+interface ErrorCase {
+  args: string[];
+  opts?: CliArgs[1];
+  kind: string;
+  code: number;
+  message?: RegExp;
+}
+
+/** `expectError` for each case, the commands run side by side (they share no state). */
+async function expectErrors(cases: ErrorCase[]): Promise<CliRun[]> {
+  const runs = await cliAll(cases.map((c) => [c.args, c.opts ?? {}]));
+  cases.forEach((c, i) => {
+    const run = runs[i]!;
+    const label = `pnpm cli ${c.args.join(' ')} printed ${run.stdout.trim()} (exit ${run.code})`;
+    expect(run.json, label).toEqual({ error: expect.objectContaining({ kind: c.kind, message: expect.any(String) }) });
+    if (c.message) expect(run.json.error.message, label).toMatch(c.message);
+    expect(run.code, label).toBe(c.code);
+  });
+  return runs;
+}
+
 async function tokenFor(clientId: string, privateKey: Parameters<typeof signAssertion>[1]): Promise<string> {
   const res = await http(api.tokenUrl, {
     method: 'POST',
@@ -197,40 +237,44 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
   it('each error is {"error": {"kind", "message"}} on stdout with its exit code: usage, configuration, unavailable, not_found, conflict', async () => {
     // usage (exit 2): unknown command, missing option, unknown option, bad value, stray argument
     expectError(await cli(['frobnicate'], { via: 'pnpm' }), 'usage', 2, /unknown command "frobnicate"/);
-    // A flag is not part of the command's name.
-    expectError(await cli(['bogus', '--help']), 'usage', 2, /^unknown command "bogus"; /);
-    expectError(await cli(['bogus', '--status', 'failed']), 'usage', 2, /^unknown command "bogus"; /);
-    expectError(await cli([]), 'usage', 2, /no command/);
-    expectError(await cli(['org', 'create']), 'usage', 2, /--name is required/);
-    expectError(await cli(['org', 'list', '--bogus']), 'usage', 2, /--bogus/);
-    expectError(await cli(['org', 'create', '--name', 'x', '--api-version', '1999-01-01']), 'usage', 2, /--api-version must be one of 2026-02-13, 2026-03-23, x-nabla-next, got "1999-01-01"/);
-    expectError(await cli(['client', 'disable']), 'usage', 2, /client id is required/);
-    expectError(await cli(['client', 'disable', 'a', 'b']), 'usage', 2, /unexpected argument "b"/);
-    expectError(await cli(['client', 'create', '--org', 'x', '--public-key-file', '/no/such/file.pem']), 'usage', 2, /cannot read --public-key-file/);
-
-    // configuration (exit 2): no MONGO_URL and no stack file; a malformed value
-    const noUrl = await cli(['org', 'list'], { env: { MONGO_URL: undefined } });
-    expectError(noUrl, 'configuration', 2, /^MONGO_URL: is required/);
-    expect(noUrl.json.error.variable).toBe('MONGO_URL');
-    expect(noUrl.json.error.message).toContain('(or start `pnpm stack`');
-    // An explicit MONGO_URL that is wrong: the hint about `pnpm stack` would be beside the point.
-    const badUrl = await cli(['org', 'list'], { env: { MONGO_URL: 'http://nope' } });
-    expectError(badUrl, 'configuration', 2, /MONGO_URL/);
-    expect(badUrl.json.error.message).not.toContain('pnpm stack');
-
-    // unavailable (exit 1): nothing listens where MONGO_URL / REDIS_URL point; bounded by the CLI's own timeout
     const closed = await freePort();
-    const mongoDown = await cli(['org', 'list'], { env: { MONGO_URL: `mongodb://127.0.0.1:${closed}/connect` } });
-    expectError(mongoDown, 'unavailable', 1, new RegExp(`MongoDB at mongodb://127.0.0.1:${closed}/connect is unavailable: connect ECONNREFUSED`));
-    expect(mongoDown.stderr).not.toMatch(/MongooseServerSelectionError|\n\s+at /);
-    expectError(await cli(['deliveries', 'replay', '--all-failed'], { env: { REDIS_URL: `redis://127.0.0.1:${closed}` } }), 'unavailable', 1, /Redis at redis:\/\/127.0.0.1:\d+ did not answer|Redis at/);
-
-    // not_found (exit 1)
-    expectError(await cli(['client', 'create', '--org', 'nope', '--jwks-url', 'https://ehr.example.com/jwks']), 'not_found', 1, /No organization nope/);
-    expectError(await cli(['client', 'list', '--org', 'nope']), 'not_found', 1, /No organization nope/);
-    expectError(await cli(['client', 'enable', 'nope']), 'not_found', 1, /No OAuth client nope/);
-    expectError(await cli(['user', 'get', '--org', 'nope', '--external-provider-id', 'x']), 'not_found', 1);
-    expectError(await cli(['targets', 'resync', 'dictation', '--org', 'nope']), 'not_found', 1, /No organization nope/);
+    const [noUrl, badUrl, mongoDown] = (
+      await expectErrors([
+        // configuration (exit 2): no MONGO_URL and no stack file; a malformed value
+        { args: ['org', 'list'], opts: { env: { MONGO_URL: undefined } }, kind: 'configuration', code: 2, message: /^MONGO_URL: is required/ },
+        // An explicit MONGO_URL that is wrong: the hint about `pnpm stack` would be beside the point.
+        { args: ['org', 'list'], opts: { env: { MONGO_URL: 'http://nope' } }, kind: 'configuration', code: 2, message: /MONGO_URL/ },
+        // unavailable (exit 1): nothing listens where MONGO_URL / REDIS_URL point; bounded by the CLI's own timeout
+        {
+          args: ['org', 'list'],
+          opts: { env: { MONGO_URL: `mongodb://127.0.0.1:${closed}/connect` } },
+          kind: 'unavailable',
+          code: 1,
+          message: new RegExp(`MongoDB at mongodb://127.0.0.1:${closed}/connect is unavailable: connect ECONNREFUSED`),
+        },
+        { args: ['deliveries', 'replay', '--all-failed'], opts: { env: { REDIS_URL: `redis://127.0.0.1:${closed}` } }, kind: 'unavailable', code: 1, message: /Redis at redis:\/\/127.0.0.1:\d+ did not answer|Redis at/ },
+        // A flag is not part of the command's name.
+        { args: ['bogus', '--help'], kind: 'usage', code: 2, message: /^unknown command "bogus"; / },
+        { args: ['bogus', '--status', 'failed'], kind: 'usage', code: 2, message: /^unknown command "bogus"; / },
+        { args: [], kind: 'usage', code: 2, message: /no command/ },
+        { args: ['org', 'create'], kind: 'usage', code: 2, message: /--name is required/ },
+        { args: ['org', 'list', '--bogus'], kind: 'usage', code: 2, message: /--bogus/ },
+        { args: ['org', 'create', '--name', 'x', '--api-version', '1999-01-01'], kind: 'usage', code: 2, message: /--api-version must be one of 2026-02-13, 2026-03-23, x-nabla-next, got "1999-01-01"/ },
+        { args: ['client', 'disable'], kind: 'usage', code: 2, message: /client id is required/ },
+        { args: ['client', 'disable', 'a', 'b'], kind: 'usage', code: 2, message: /unexpected argument "b"/ },
+        { args: ['client', 'create', '--org', 'x', '--public-key-file', '/no/such/file.pem'], kind: 'usage', code: 2, message: /cannot read --public-key-file/ },
+        // not_found (exit 1)
+        { args: ['client', 'create', '--org', 'nope', '--jwks-url', 'https://ehr.example.com/jwks'], kind: 'not_found', code: 1, message: /No organization nope/ },
+        { args: ['client', 'list', '--org', 'nope'], kind: 'not_found', code: 1, message: /No organization nope/ },
+        { args: ['client', 'enable', 'nope'], kind: 'not_found', code: 1, message: /No OAuth client nope/ },
+        { args: ['user', 'get', '--org', 'nope', '--external-provider-id', 'x'], kind: 'not_found', code: 1 },
+        { args: ['targets', 'resync', 'dictation', '--org', 'nope'], kind: 'not_found', code: 1, message: /No organization nope/ },
+      ])
+    ).slice(0, 3);
+    expect(noUrl!.json.error.variable).toBe('MONGO_URL');
+    expect(noUrl!.json.error.message).toContain('(or start `pnpm stack`');
+    expect(badUrl!.json.error.message).not.toContain('pnpm stack');
+    expect(mongoDown!.stderr).not.toMatch(/MongooseServerSelectionError|\n\s+at /);
 
     // conflict (exit 1): a delivered delivery cannot be replayed
     const delivered = await api.models.Delivery.findOne({ status: 'delivered' }).lean();
@@ -269,8 +313,9 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
 
     // Help needs no settings: no MONGO_URL, no REDIS_URL.
     const none = { MONGO_URL: undefined, REDIS_URL: undefined };
-    for (const c of COMMANDS) {
-      const help = await cli([...c.name.split(' '), '--help'], { parse: false, env: none });
+    const helps = await cliAll(COMMANDS.map((c) => [[...c.name.split(' '), '--help'], { parse: false, env: none }]));
+    for (const [i, c] of COMMANDS.entries()) {
+      const help = helps[i]!;
       expect(help.code, `${c.name} --help: ${help.stdout}`).toBe(0);
       expect(help.stdout.startsWith(`usage: ${usage(c)}\n\n`), `${c.name} --help printed: ${help.stdout}`).toBe(true);
       expect(help.stdout.trim().length).toBeGreaterThan(`usage: ${usage(c)}`.length);
@@ -312,44 +357,42 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
       // A file with both halves: the private one would be stored with the public one.
       'both.pem': `${rsa.publicKey.export({ type: 'spki', format: 'pem' }).toString()}${rsa.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()}`,
     };
-    for (const [name, pem] of Object.entries(privateKeys)) {
-      writeFileSync(join(dir, name), pem);
-      const refused = await cli(['client', 'create', '--org', orgId, '--public-key-file', join(dir, name)]);
-      expectError(refused, 'usage', 2, /is a private key; give the public key instead \(the EHR keeps its private key to itself\)/);
-      expect(refused.stdout).not.toContain(pem.split('\n')[1]!);
-    }
-    // The same from stdin, and with no configuration at all: the file is an argument, checked first.
-    expectError(await cli(['client', 'create', '--org', orgId, '--public-key-file', '-'], { stdin: privateKeys['pkcs8.pem'] }), 'usage', 2, /--public-key-file - is a private key/);
-    expectError(await cli(['client', 'create', '--org', orgId, '--public-key-file', join(dir, 'pkcs8.pem')], { env: { MONGO_URL: undefined } }), 'usage', 2, /is a private key/);
-
+    for (const [name, pem] of Object.entries(privateKeys)) writeFileSync(join(dir, name), pem);
     // Not a public key PEM: said in words, not OpenSSL's decoder error.
     writeFileSync(join(dir, 'notes.txt'), 'hello, this is not a key\n');
     writeFileSync(join(dir, 'mangled.pem'), '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n');
-    const notPem = await cli(['client', 'create', '--org', orgId, '--public-key-file', join(dir, 'notes.txt')]);
-    expectError(notPem, 'usage', 2, /is not a PEM public key; expected text starting with -----BEGIN PUBLIC KEY-----/);
-    expect(notPem.json.error.message).not.toMatch(/DECODER|error:/);
-    expectError(await cli(['client', 'create', '--org', orgId, '--public-key-file', join(dir, 'mangled.pem')]), 'usage', 2, /is not a valid PEM public key/);
     // Public keys no assertion could ever be verified with (RS256 needs 2048 bits, ES256 P-256).
     const weak = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
-    expectError(await cli(['client', 'create', '--org', orgId, '--public-key-file', '-'], { stdin: weak }), 'usage', 2, /--public-key-file - is an RSA key of 1024 bits; assertions need one of at least 2048 bits/);
     const p384 = generateKeyPairSync('ec', { namedCurve: 'secp384r1' }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
-    expectError(await cli(['client', 'create', '--org', orgId, '--public-key-file', '-'], { stdin: p384 }), 'usage', 2, /is an EC key on secp384r1; assertions are verified with ES256/);
-
-    // JWKS URLs: https, or plain http on loopback only; never user:password@ (and the credential is not echoed).
-    expectError(await cli(['client', 'create', '--org', orgId, '--jwks-url', 'http://ehr.example.com/jwks.json']), 'usage', 2, /--jwks-url must be an https URL \(plain http only for localhost, 127\.0\.0\.1 or \[::1\]\)/);
-    const withCredentials = await cli(['client', 'create', '--org', orgId, '--jwks-url', 'https://ehr:s3cr3t-pw@ehr.example.com/jwks.json']);
-    expectError(withCredentials, 'usage', 2, /--jwks-url must not carry credentials/);
+    const create = ['client', 'create', '--org', orgId];
+    const refusals = await expectErrors([
+      ...Object.keys(privateKeys).map((name) => ({ args: [...create, '--public-key-file', join(dir, name)], kind: 'usage', code: 2, message: /is a private key; give the public key instead \(the EHR keeps its private key to itself\)/ })),
+      // The same from stdin, and with no configuration at all: the file is an argument, checked first.
+      { args: [...create, '--public-key-file', '-'], opts: { stdin: privateKeys['pkcs8.pem'] }, kind: 'usage', code: 2, message: /--public-key-file - is a private key/ },
+      { args: [...create, '--public-key-file', join(dir, 'pkcs8.pem')], opts: { env: { MONGO_URL: undefined } }, kind: 'usage', code: 2, message: /is a private key/ },
+      { args: [...create, '--public-key-file', join(dir, 'notes.txt')], kind: 'usage', code: 2, message: /is not a PEM public key; expected text starting with -----BEGIN PUBLIC KEY-----/ },
+      { args: [...create, '--public-key-file', join(dir, 'mangled.pem')], kind: 'usage', code: 2, message: /is not a valid PEM public key/ },
+      { args: [...create, '--public-key-file', '-'], opts: { stdin: weak }, kind: 'usage', code: 2, message: /--public-key-file - is an RSA key of 1024 bits; assertions need one of at least 2048 bits/ },
+      { args: [...create, '--public-key-file', '-'], opts: { stdin: p384 }, kind: 'usage', code: 2, message: /is an EC key on secp384r1; assertions are verified with ES256/ },
+      // JWKS URLs: https, or plain http on loopback only; never user:password@ (and the credential is not echoed).
+      { args: [...create, '--jwks-url', 'http://ehr.example.com/jwks.json'], kind: 'usage', code: 2, message: /--jwks-url must be an https URL \(plain http only for localhost, 127\.0\.0\.1 or \[::1\]\)/ },
+      { args: [...create, '--jwks-url', 'https://ehr:s3cr3t-pw@ehr.example.com/jwks.json'], kind: 'usage', code: 2, message: /--jwks-url must not carry credentials/ },
+    ]);
+    Object.values(privateKeys).forEach((pem, i) => expect(refusals[i]!.stdout).not.toContain(pem.split('\n')[1]!));
+    const [notPem, withCredentials] = [refusals.at(-6)!, refusals.at(-1)!];
+    expect(notPem.json.error.message).not.toMatch(/DECODER|error:/);
     expect(withCredentials.stdout + withCredentials.stderr).not.toContain('s3cr3t-pw');
     expect(await api.models.OAuthClient.countDocuments({ organization_id: orgId })).toBe(0);
 
-    for (const url of ['http://127.0.0.1:9/jwks.json', 'http://localhost:9/jwks.json', 'http://[::1]:9/jwks.json', 'https://ehr.example.com/jwks.json']) {
-      const ok = await cli(['client', 'create', '--org', orgId, '--jwks-url', url]);
-      expect(ok.code, ok.stdout).toBe(0);
-      expect(ok.json.key).toEqual({ jwks_url: url });
-    }
+    const jwksUrls = ['http://127.0.0.1:9/jwks.json', 'http://localhost:9/jwks.json', 'http://[::1]:9/jwks.json', 'https://ehr.example.com/jwks.json'];
     const publicPem = rsa.publicKey.export({ type: 'spki', format: 'pem' }).toString();
     const pkcs1Public = rsa.publicKey.export({ type: 'pkcs1', format: 'pem' }).toString();
-    for (const pem of [publicPem, pkcs1Public]) expect((await cli(['client', 'create', '--org', orgId, '--public-key-file', '-'], { stdin: pem })).code).toBe(0);
+    const accepted = await cliAll([
+      ...jwksUrls.map((url): CliArgs => [[...create, '--jwks-url', url]]),
+      ...[publicPem, pkcs1Public].map((pem): CliArgs => [[...create, '--public-key-file', '-'], { stdin: pem }]),
+    ]);
+    for (const ok of accepted) expect(ok.code, ok.stdout).toBe(0);
+    jwksUrls.forEach((url, i) => expect(accepted[i]!.json.key).toEqual({ jwks_url: url }));
     const stored = await api.models.OAuthClient.find({ organization_id: orgId }).lean();
     expect(stored).toHaveLength(6);
     expect(stored.map((c) => c.public_key_pem ?? '').join('')).not.toContain('PRIVATE KEY');
@@ -375,23 +418,24 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
   }, 120_000);
 
   it('arguments are checked before anything else: an empty value, an option given twice, a date that does not exist; a usage error comes before a missing configuration', async () => {
-    expectError(await cli(['org', 'create', '--name', 'x', '--api-version', '']), 'usage', 2, /--api-version must be one of 2026-02-13, 2026-03-23, x-nabla-next, got ""/);
-    expectError(await cli(['client', 'list', '--org', '']), 'usage', 2, /--org needs a value/);
-    expectError(await cli(['deliveries', 'list', '--status', 'failed', '--status', 'pending']), 'usage', 2, /--status is given twice/);
-    expectError(await cli(['deliveries', 'list', '--status=failed', '--status', 'failed']), 'usage', 2, /--status is given twice/);
-    expectError(await cli(['targets', 'resync', 'dictation', '--force', '--force']), 'usage', 2, /--force is given twice/);
-    expectError(await cli(['deliveries', 'recover', '--target', 'dictation', '--since', '2026-02-30T00:00:00Z']), 'usage', 2, /--since: there is no such date \(2026-02 has 28 days\)/);
-    expectError(await cli(['deliveries', 'recover', '--target', 'dictation', '--since', '2026-13-01T00:00:00Z']), 'usage', 2, /--since: there is no month 13/);
-    expectError(await cli(['deliveries', 'recover', '--target', 'dictation', '--since', '2026-03-01T00:00:00Z', '--until', '2026-03-01T24:00:00Z']), 'usage', 2, /--until: there is no such time of day/);
+    const none = { MONGO_URL: undefined, REDIS_URL: undefined };
+    await expectErrors([
+      { args: ['org', 'create', '--name', 'x', '--api-version', ''], kind: 'usage', code: 2, message: /--api-version must be one of 2026-02-13, 2026-03-23, x-nabla-next, got ""/ },
+      { args: ['client', 'list', '--org', ''], kind: 'usage', code: 2, message: /--org needs a value/ },
+      { args: ['deliveries', 'list', '--status', 'failed', '--status', 'pending'], kind: 'usage', code: 2, message: /--status is given twice/ },
+      { args: ['deliveries', 'list', '--status=failed', '--status', 'failed'], kind: 'usage', code: 2, message: /--status is given twice/ },
+      { args: ['targets', 'resync', 'dictation', '--force', '--force'], kind: 'usage', code: 2, message: /--force is given twice/ },
+      { args: ['deliveries', 'recover', '--target', 'dictation', '--since', '2026-02-30T00:00:00Z'], kind: 'usage', code: 2, message: /--since: there is no such date \(2026-02 has 28 days\)/ },
+      { args: ['deliveries', 'recover', '--target', 'dictation', '--since', '2026-13-01T00:00:00Z'], kind: 'usage', code: 2, message: /--since: there is no month 13/ },
+      { args: ['deliveries', 'recover', '--target', 'dictation', '--since', '2026-03-01T00:00:00Z', '--until', '2026-03-01T24:00:00Z'], kind: 'usage', code: 2, message: /--until: there is no such time of day/ },
+      // No MONGO_URL and no stack file: still the usage error, not `configuration`.
+      { args: ['org', 'create'], opts: { env: none }, kind: 'usage', code: 2, message: /--name is required/ },
+      { args: ['deliveries', 'list', '--status', 'exploded'], opts: { env: none }, kind: 'usage', code: 2, message: /--status must be one of/ },
+      { args: ['deliveries', 'replay'], opts: { env: none }, kind: 'usage', code: 2, message: /give a delivery id or --all-failed/ },
+      { args: ['org', 'create', '--name', 'x'], opts: { env: none }, kind: 'configuration', code: 2, message: /^MONGO_URL: is required/ },
+    ]);
     // A leap day exists; the window is one day (an offset is applied), and holds no dead letter.
     expect((await cli(['deliveries', 'recover', '--target', 'dictation', '--since', '2024-02-29T00:00:00+01:00', '--until', '2024-02-29T23:00:00Z'])).json).toEqual({ recovered: 0 });
-
-    // No MONGO_URL and no stack file: still the usage error, not `configuration`.
-    const none = { MONGO_URL: undefined, REDIS_URL: undefined };
-    expectError(await cli(['org', 'create'], { env: none }), 'usage', 2, /--name is required/);
-    expectError(await cli(['deliveries', 'list', '--status', 'exploded'], { env: none }), 'usage', 2, /--status must be one of/);
-    expectError(await cli(['deliveries', 'replay'], { env: none }), 'usage', 2, /give a delivery id or --all-failed/);
-    expectError(await cli(['org', 'create', '--name', 'x'], { env: none }), 'configuration', 2, /^MONGO_URL: is required/);
   }, 120_000);
 
   it('unavailable without waiting out a fixed timeout: a refused connection is the answer at once, a silent host gets the connect timeout (the times are printed, not asserted)', async () => {
