@@ -189,6 +189,18 @@ describe('HTTP-level refusals', () => {
     expect((await http(`${api.baseUrl}/users/x`)).headers.get('cache-control')).toBe('no-store');
   });
 
+  it('a URL Fastify refuses before routing, under {base} (414 for a segment over the limit, 400 for bad percent-encoding), is never cached either, and carries the request id and the version asked', async () => {
+    for (const [path, status] of [[`/users/${'a'.repeat(1100)}`, 414], ['/users/%FF', 400]] as const) {
+      const res = await http(`${api.baseUrl}${path}`, { headers: { authorization: `Bearer ${token}`, 'x-nabla-api-version': '2026-03-23', 'x-request-id': 'bad-url-1' } });
+      expect(res.status).toBe(status);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      // 414 is cacheable by default (RFC 9111 §4.2.2): without no-store a shared cache may keep it.
+      expect(res.headers.get('cache-control')).toBe('no-store');
+      expect(res.headers.get('x-request-id')).toBe('bad-url-1');
+      expect(res.headers.get('x-nabla-api-version')).toBe('2026-03-23');
+    }
+  });
+
   it('a compressed body (Content-Encoding: gzip) is refused as 415 naming the encoding, not parsed as text', async () => {
     const res = await postUser(api, token, valid(), { 'content-encoding': 'gzip' });
     expect(res.status).toBe(415);

@@ -283,4 +283,26 @@ describe('POST /oauth/token: a JWKS-URL client', () => {
     const stranger = rsaKeyPair();
     expectInvalidClient(await tokenRequest(withAssertion(await signAssertion(client._id, stranger.privateKey, api.tokenUrl))));
   });
+
+  it('an assertion without kid signed by a key published after the set was cached is accepted: the set is fetched again, as for an unknown kid', async () => {
+    const { port } = jwksServer.address() as { port: number };
+    const client = await registerClient(api.models, { organizationId: clinic.organization._id, jwksUrl: `http://127.0.0.1:${port}/published-later.json` });
+    const previous = rsaKeyPair();
+    const current = rsaKeyPair();
+    const jwkOf = async (k: KeyObject) => ({ ...(await exportJWK(createPublicKey(k))), alg: 'RS256', use: 'sig' });
+    // The public sample client signs without kid; the server caches the set holding its one key.
+    jwks = { keys: [await jwkOf(previous.privateKey)] };
+    expect((await tokenRequest(withAssertion(await signAssertion(client._id, previous.privateKey, api.tokenUrl)))).status).toBe(200);
+
+    // The rotation the README describes: the new key beside the old, then the EHR signs with the new one at once.
+    jwks = { keys: [await jwkOf(previous.privateKey), await jwkOf(current.privateKey)] };
+    const before = fetches;
+    expect((await tokenRequest(withAssertion(await signAssertion(client._id, current.privateKey, api.tokenUrl)))).status).toBe(200);
+    expect(fetches).toBe(before + 1);
+    expect((await tokenRequest(withAssertion(await signAssertion(client._id, previous.privateKey, api.tokenUrl)))).status).toBe(200);
+
+    // A key the set does not hold is still refused after the refetch.
+    const stranger = rsaKeyPair();
+    expectInvalidClient(await tokenRequest(withAssertion(await signAssertion(client._id, stranger.privateKey, api.tokenUrl))));
+  });
 });

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import formbody from '@fastify/formbody';
 import type { ApiDeps } from './api-deps.ts';
 import { PROBLEM_TYPE_BASE, REQUEST_DEADLINE_MS } from '@connect/shared';
@@ -35,6 +35,20 @@ export const HTTP_SERVER_OPTIONS = { headersTimeout: REQUEST_DEADLINE_MS, connec
 
 /** The Fastify application over ready-made dependencies: routes, parsers, error mapping. */
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
+  const underBase = `${deps.config.basePath}/`;
+  /** Headers every answer gets: from the onSend hook, and from frameworkErrors, which answers before any hook. */
+  const commonHeaders = (request: FastifyRequest, reply: FastifyReply): void => {
+    reply.header('x-request-id', request.id);
+    // Answers given before the version was settled (401, 405, an unknown route under the base
+    // path, a rate limit, a URL refused before routing) still carry the version the client asked
+    // for, when it asked a known one.
+    if (!reply.hasHeader(API_VERSION_HEADER) && request.url.startsWith(underBase)) {
+      const asked = explicitApiVersion(request);
+      if (asked) reply.header(API_VERSION_HEADER, asked);
+    }
+    // Under {base} every answer is about a client's users or tokens (emails among them): never cached.
+    if (request.url.startsWith(underBase) && !reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+  };
   const app = Fastify({
     loggerInstance: deps.log,
     logController: requestLogController(),
@@ -57,6 +71,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     // Fastify answers malformed or over-long URLs itself: make those problem+json too, without echoing the URL.
     frameworkErrors: (error, request, reply) => {
       const status = error.statusCode ?? 400;
+      // Answered before routing: the onSend hook below does not run for it, so its headers are set here.
+      commonHeaders(request, reply);
       void sendProblem(reply, {
         type: PROBLEM_TYPE_BASE + (status === 414 ? 'uri-too-long' : 'bad-url'),
         title: status === 414 ? 'URI too long' : 'Bad URL',
@@ -101,17 +117,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   // No request waits on a datastore forever: past the deadline it is a 503 service-unavailable with Retry-After.
   answerWithinDeadline(app);
   observeRequestDurations(app, deps);
-  const underBase = `${deps.config.basePath}/`;
   app.addHook('onSend', async (request, reply) => {
-    reply.header('x-request-id', request.id);
-    // Answers given before the version was settled (401, 405, an unknown route under the base
-    // path, a rate limit) still carry the version the client asked for, when it asked a known one.
-    if (!reply.hasHeader(API_VERSION_HEADER) && request.url.startsWith(underBase)) {
-      const asked = explicitApiVersion(request);
-      if (asked) reply.header(API_VERSION_HEADER, asked);
-    }
-    // Under {base} every answer is about a client's users or tokens (emails among them): never cached.
-    if (request.url.startsWith(underBase) && !reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+    commonHeaders(request, reply);
     // From SIGTERM on, end keep-alive connections after their answer: clients open new ones, which the
     // load balancer sends elsewhere once /readyz fails, and close() does not wait for the idle timeout.
     if (closing || deps.shuttingDown()) reply.header('connection', 'close');

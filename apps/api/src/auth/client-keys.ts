@@ -1,5 +1,5 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { createRemoteJWKSet, customFetch, type JWTVerifyGetKey } from 'jose';
+import { createRemoteJWKSet, customFetch, type RemoteJWKSet } from 'jose';
 import { LRUCache } from 'lru-cache';
 import type { OAuthClientDoc } from '@connect/shared';
 
@@ -29,11 +29,11 @@ export const DEFAULT_CLIENT_KEY_OPTIONS: ClientKeyOptions = {
  */
 export class ClientKeys {
   private readonly pemKeys = new LRUCache<string, KeyObject>({ max: 10_000 });
-  private readonly jwksSets = new LRUCache<string, JWTVerifyGetKey>({ max: 10_000 });
+  private readonly jwksSets = new LRUCache<string, RemoteJWKSet>({ max: 10_000 });
 
   constructor(private readonly options: ClientKeyOptions = DEFAULT_CLIENT_KEY_OPTIONS) {}
 
-  keyFor(client: OAuthClientDoc): KeyObject | JWTVerifyGetKey {
+  keyFor(client: OAuthClientDoc): KeyObject | RemoteJWKSet {
     if (client.public_key_pem) {
       let key = this.pemKeys.get(client.public_key_pem);
       if (!key) {
