@@ -122,6 +122,7 @@ describe('HTTP-level refusals', () => {
       const res = await rawHttp(port, c.bytes);
       expect(res.status, c.bytes.slice(0, 40)).toBe(c.status);
       expect(res.headers).toMatch(/\r\ncontent-type: application\/problem\+json\r\n/i);
+      expect(res.headers, 'never cached').toMatch(/\r\ncache-control: no-store\r\n/i);
       const problem = JSON.parse(res.body);
       expect(problem).toEqual({ type: expect.stringMatching(c.type), title: expect.any(String), status: c.status, detail: expect.any(String) });
       expect(res.body).not.toContain('qqq');
@@ -166,6 +167,7 @@ describe('HTTP-level refusals', () => {
     );
     expect(res.status).toBe(417);
     expect(res.headers).toMatch(/\r\ncontent-type: application\/problem\+json\r\n/i);
+    expect(res.headers, 'never cached').toMatch(/\r\ncache-control: no-store\r\n/i);
     expect(JSON.parse(res.body)).toMatchObject({ type: expect.stringMatching(/\/expectation-failed$/), status: 417, detail: expect.stringContaining('100-continue') });
     expect(await api.models.ProviderUser.countDocuments({ external_provider_id: JSON.parse(body).external_provider_id })).toBe(0);
     // The server the API process runs (Fastify's own) answers it the same way as this test's.

@@ -121,7 +121,8 @@ export function expectationFailedHandler(request: IncomingMessage, response: Ser
     status: 417,
     detail: 'The only Expect this server meets is 100-continue; send the request without the header.',
   });
-  response.writeHead(417, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body), connection: 'close' });
+  // Never cached, as every answer under the base path (this one comes before any route or hook).
+  response.writeHead(417, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', connection: 'close' });
   response.end(body);
   request.resume();
 }
@@ -143,7 +144,8 @@ export function clientErrorHandler(error: Error & { code?: string }, socket: Soc
   const title = STATUS_CODES[status]!;
   const body = JSON.stringify({ type: PROBLEM_TYPE_BASE + slug, title, status, detail });
   if (socket.writable) {
-    socket.write(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    // No-store as every other refusal: a 431 is cacheable by default (RFC 9111 4.2.2) were a cache in between to keep it.
+    socket.write(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`);
   }
   socket.destroy();
 }
