@@ -205,6 +205,14 @@ describe('POST /oauth/token: refusals', () => {
     expect(res.body).toEqual({ error: 'invalid_request', error_description: 'grant_type is given more than once.' });
   });
 
+  it('an array as a member of a JSON body → 400 invalid_request saying it must be a string (it said the member was given more than once)', async () => {
+    const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
+    const body = JSON.stringify({ ...withAssertion(assertion), grant_type: ['client_credentials'] });
+    const res = await http(api.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual({ error: 'invalid_request', error_description: 'grant_type must be a string, not an array.' });
+  });
+
   it('a member given twice in a JSON body → 400 invalid_request naming it, like a repeated form parameter (JSON.parse kept the last: a token)', async () => {
     const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
     const body = `{"grant_type":"password","grant_type":"client_credentials","client_assertion_type":"${ASSERTION_TYPE}","client_assertion":"${assertion}"}`;

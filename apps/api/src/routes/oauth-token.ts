@@ -85,9 +85,13 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
         return oauthError(reply, 400, 'invalid_request', 'Send grant_type, client_assertion_type and client_assertion.');
       }
       const params = body as Record<string, unknown>;
-      // RFC 6749 §3.2: parameters must not be included more than once (a form body gives an array).
+      // RFC 6749 §3.2: parameters must not be included more than once (a form body gives an array;
+      // in a JSON body an array is only a value of the wrong type, a repeated member is refused by the parser).
       const repeated = Object.keys(params).find((name) => Array.isArray(params[name]));
-      if (repeated !== undefined) return oauthError(reply, 400, 'invalid_request', `${repeated.slice(0, 40)} is given more than once.`);
+      if (repeated !== undefined) {
+        const fromForm = /^\s*application\/x-www-form-urlencoded\b/i.test(request.headers['content-type'] ?? '');
+        return oauthError(reply, 400, 'invalid_request', `${repeated.slice(0, 40)} ${fromForm ? 'is given more than once' : 'must be a string, not an array'}.`);
+      }
       if (params.grant_type === undefined) return oauthError(reply, 400, 'invalid_request', 'grant_type is required.');
       if (params.grant_type !== 'client_credentials') return oauthError(reply, 400, 'unsupported_grant_type', 'Only client_credentials is supported.');
       const parsed = tokenRequestSchema.safeParse(body);
