@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getToken, http, postUser, registerTestClient, requestToken, startTestApi, uniquePrefix, type TestApi } from '../support/harness.ts';
+import { getToken, getUser, http, postUser, registerTestClient, requestToken, startTestApi, uniquePrefix, type TestApi } from '../support/harness.ts';
 import { startPrivateRedis, type RunningService } from '@connect/local-services';
 
 const body = () => ({ provider_email: `${randomUUID()}@example.com`, external_provider_id: randomUUID() });
@@ -37,6 +37,20 @@ describe('Rate limits, shared across instances through Redis', () => {
     expect(limited.headers.get('ratelimit-remaining')).toBe('0');
     // Another client has its own bucket.
     expect((await postUser(b, otherToken, body())).status).toBe(201);
+  });
+
+  it('one budget per client across the /users routes: reads spend what writes left, on either instance (each route had a budget of its own)', async () => {
+    const clinic = await registerTestClient(a.models);
+    const token = await getToken(a, clinic);
+    const created = body();
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) statuses.push((await postUser(i % 2 ? a : b, token, i === 0 ? created : body())).status);
+    for (let i = 0; i < 2; i++) statuses.push((await getUser(i % 2 ? a : b, token, created.external_provider_id)).status);
+    expect(statuses).toEqual([201, 201, 201, 200, 200]);
+    const read = await getUser(a, token, created.external_provider_id);
+    expect(read.status).toBe(429);
+    expect(read.headers.get('ratelimit-remaining')).toBe('0');
+    expect((await postUser(b, token, body())).status).toBe(429);
   });
 
   it('requests refused as malformed or invalid (400) spend the client\'s budget too: counted before the body is read', async () => {
@@ -138,7 +152,7 @@ describe('Rate limits of 100 or more are leased from Redis in 1 % slices', () =>
     expect(granted).toBeLessThanOrEqual(300);
     expect(granted).toBeGreaterThanOrEqual(300 - 2 * 3); // each instance may strand one slice of 3
     // The shared counter moved in slices: one Redis call per 3 requests, not per request.
-    const key = `${a.env.QUEUE_PREFIX}:rate-limit:GET/v1/connect/server/users/:external_provider_id-client:${clinic.client._id}`;
+    const key = `${a.env.QUEUE_PREFIX}:rate-limit:group:client:${clinic.client._id}/users`;
     const counted = Number(await a.deps.redis.get(key));
     expect(counted).toBeGreaterThanOrEqual(300);
     expect(counted % 3).toBe(0);

@@ -19,6 +19,7 @@ import type { RedisClient } from '@connect/shared';
 export class LeasedRedisStore {
   private readonly leases = new Map<string, Lease>();
   private readonly pending = new Map<string, Promise<void>>();
+  private readonly groups = new Map<string, LeasedRedisStore>();
 
   constructor(
     private readonly redis: RedisClient,
@@ -97,8 +98,17 @@ export class LeasedRedisStore {
     if (this.leases.size > 10_000) this.leases.clear();
   }
 
-  child(routeOptions: { routeInfo: { method: string; url: string } }): LeasedRedisStore {
-    return new LeasedRedisStore(this.redis, `${this.prefix}${routeOptions.routeInfo.method}${routeOptions.routeInfo.url}-`);
+  /**
+   * The store of one route's limit: its own buckets, or, for routes whose limit names a `groupId`,
+   * the buckets of the group, shared by every route in it (one instance, so one set of leases).
+   */
+  child(routeOptions: { routeInfo: { method: string; url: string }; groupId?: string }): LeasedRedisStore {
+    if (routeOptions.groupId === undefined) return new LeasedRedisStore(this.redis, `${this.prefix}${routeOptions.routeInfo.method}${routeOptions.routeInfo.url}-`);
+    // The plugin appends the group's id to each key itself.
+    const prefix = `${this.prefix}group:`;
+    let group = this.groups.get(prefix);
+    if (!group) this.groups.set(prefix, (group = new LeasedRedisStore(this.redis, prefix)));
+    return group;
   }
 }
 

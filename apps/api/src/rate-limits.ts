@@ -34,7 +34,7 @@ export async function registerRateLimits(app: FastifyInstance, deps: ApiDeps): P
   });
 }
 
-/** Route config for {base} routes behind bearer auth: one bucket per OAuth client. */
+/** Route config for {base} routes behind bearer auth: one bucket per OAuth client, shared by those routes. */
 export function perClientLimit(deps: ApiDeps) {
   if (deps.config.rateLimitPerClient === 0) return {};
   return {
@@ -43,7 +43,11 @@ export function perClientLimit(deps: ApiDeps) {
       // After authentication (onRequest, which names the client), before the body is read
       // and validated: a malformed or invalid request spends the client's budget too.
       hook: 'preParsing' as const,
-      keyGenerator: (request: FastifyRequest) => `client:${request.auth?.clientId ?? request.ip}`,
+      // One budget per client across every route under /users (create, read, list, deactivate),
+      // not one per route: the limit is the client's, as the README states it.
+      // Keys read `{QUEUE_PREFIX}:rate-limit:group:client:{id}/users` (the plugin appends the group).
+      groupId: 'users',
+      keyGenerator: (request: FastifyRequest) => `client:${request.auth?.clientId ?? request.ip}/`,
     },
   };
 }
