@@ -1,8 +1,9 @@
-import { createLogger, loadConfig, loadOrExit, onTerminationSignals, runShutdown, startupStep } from '@connect/shared';
+import { createLogger, endLogs, loadConfig, loadOrExit, onTerminationSignals, runShutdown, startupStep } from '@connect/shared';
 import { workerShutdownSteps } from './shutdown.ts';
 import { serveDeliveryMetrics } from './delivery-metrics.ts';
 import { serveWorkerHealth } from './health-server.ts';
 import { startWorker, type RunningWorker } from './start-worker.ts';
+import { targetsLeftOut } from './targets-left-out.ts';
 import { createWorkerDeps } from './worker-deps.ts';
 import { REMOVED_WORKER_VARIABLES, workerOptionsFromEnv } from './worker-options.ts';
 
@@ -21,6 +22,16 @@ for (const name of REMOVED_WORKER_VARIABLES) {
   if (process.env[name]) log.warn({ variable: name }, `${name} is no longer read: WORKER_RETRY_SCHEDULE sets the retries (docs/delivery.md)`);
 }
 const deps = await startupStep(log, 'connecting to the datastores', { mongo: 'MONGO_URL' }, () => createWorkerDeps(config, log, options));
+// No target set while MongoDB shows this deployment delivers to some: refuse, as for a bad variable.
+const leftOut = await startupStep(log, 'reading which targets this deployment delivers to', { mongo: 'MONGO_URL' }, () =>
+  targetsLeftOut(deps.models, process.env, config.downstreamTargets.length),
+);
+if (leftOut) {
+  log.error({ variable: 'DOWNSTREAM_TARGETS' }, 'DOWNSTREAM_TARGETS is not set, but targets were delivered to: not starting');
+  await endLogs(log);
+  process.stderr.write(`configuration error: DOWNSTREAM_TARGETS: ${leftOut}\n`);
+  process.exit(1);
+}
 // Ports first: a port that cannot be bound stops the worker before it takes any job.
 if (options.metricsPort) {
   const port = options.metricsPort;
