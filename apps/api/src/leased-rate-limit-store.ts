@@ -19,7 +19,8 @@ import type { RedisClient } from '@connect/shared';
 export class LeasedRedisStore {
   private readonly leases = new Map<string, Lease>();
   private readonly pending = new Map<string, Promise<void>>();
-  private readonly groups = new Map<string, LeasedRedisStore>();
+  /** The store every grouped route shares (the plugin appends the group's id to each key). */
+  private group?: LeasedRedisStore;
 
   constructor(
     private readonly redis: RedisClient,
@@ -104,11 +105,7 @@ export class LeasedRedisStore {
    */
   child(routeOptions: { routeInfo: { method: string; url: string }; groupId?: string }): LeasedRedisStore {
     if (routeOptions.groupId === undefined) return new LeasedRedisStore(this.redis, `${this.prefix}${routeOptions.routeInfo.method}${routeOptions.routeInfo.url}-`);
-    // The plugin appends the group's id to each key itself.
-    const prefix = `${this.prefix}group:`;
-    let group = this.groups.get(prefix);
-    if (!group) this.groups.set(prefix, (group = new LeasedRedisStore(this.redis, prefix)));
-    return group;
+    return (this.group ??= new LeasedRedisStore(this.redis, `${this.prefix}group:`));
   }
 }
 
