@@ -4,9 +4,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { Types } from 'mongoose';
-import { collectionOf, ensureIndexes, syncStateIdOf, type DeliveryDoc, type DeliveryStatus } from '@connect/shared';
-import { purgeLockKey, workerOptionsFromEnv } from '@connect/worker';
+import mongoose, { Types } from 'mongoose';
+import type { CommandStartedEvent } from 'mongodb';
+import { collectionOf, createModels, ensureIndexes, syncStateIdOf, type DeliveryDoc, type DeliveryStatus } from '@connect/shared';
+import { purgeExpired, purgeLockKey, workerOptionsFromEnv } from '@connect/worker';
 import { registerTestClient, requestToken, signAssertion, startTestApi, http, type TestApi, type TestClient } from '../support/harness.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 
@@ -132,6 +133,40 @@ describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
     const status = async (id: string) => (await Delivery.findOne({ _id: id }))?.status;
     expect(await status(leftBehind._id)).toBe('superseded');
     expect([await status(heldBack._id), await status(recent._id), await status(noSyncState._id)]).toEqual(['pending', 'pending', 'pending']);
+  });
+
+  it('reads sync states and users by _id one at a time, never with $in (on FerretDB a $in reads the whole collection, which grows with users, on every pass)', async () => {
+    // A pass that has both kinds of work: a pending row left behind (its sync state is read) and a
+    // refused reactivation past the retention that is still its user's status change (its user is read).
+    const Delivery = collectionOf(api.models.Delivery);
+    const userId = new Types.ObjectId();
+    await api.models.SyncState.collection.insertOne({ _id: syncStateIdOf(userId.toHexString(), 'dictation'), organization_id: 'org', user_id: userId, target: 'dictation', delivered_version: 5, status: 'delivered', attempts: 1, last_attempt_at: new Date(), last_error: null, updated_at: new Date() } as never);
+    const leftBehind = { ...row('pending', 3_600_000), user_id: userId, version: 2 };
+    const refused = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.reactivated', version: 3 };
+    await api.models.ProviderUser.collection.insertOne({ _id: userId, organization_id: 'org', external_provider_id: refused.external_provider_id, status_event: { id: refused.event_id, type: 'user.reactivated', version: 3, data: {} } } as never);
+    await Delivery.insertMany([leftBehind, refused]);
+
+    // The pass on a connection of its own whose commands are watched.
+    const url = new URL(api.env.MONGO_URL!);
+    url.searchParams.set('monitorCommands', 'true');
+    const conn = await mongoose.createConnection(url.toString()).asPromise();
+    const seen: CommandStartedEvent[] = [];
+    conn.getClient().on('commandStarted', (e) => seen.push(e));
+    try {
+      await purgeExpired(createModels(conn), { retentionMs: workerOptionsFromEnv({}).deliveryRetentionMs });
+    } finally {
+      await conn.close();
+    }
+    expect((await Delivery.findOne({ _id: leftBehind._id }))?.status).toBe('superseded');
+    expect(await Delivery.countDocuments({ _id: refused._id })).toBe(1);
+
+    const reads = seen.filter((e) => e.commandName === 'find' && ['sync_states', 'provider_users'].includes(e.command.find as string));
+    expect(new Set(reads.map((e) => e.command.find))).toEqual(new Set(['sync_states', 'provider_users']));
+    for (const e of reads) {
+      const id = (e.command.filter as { _id?: unknown })._id;
+      // An _id equality (a string or an ObjectId), which FerretDB answers from its primary key.
+      expect(typeof id === 'string' || id instanceof Types.ObjectId || (id as { _bsontype?: string })?._bsontype === 'ObjectId', `${String(e.command.find)} ${JSON.stringify(e.command.filter)}`).toBe(true);
+    }
   });
 
   it('the attempts index on `at` alone that earlier versions made (read by nothing) is dropped at start', async () => {
