@@ -169,6 +169,28 @@ describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
     }
   });
 
+  it('while it keeps a refused reactivation, deletes the other old rows batch by batch with their history: no attempt is left without its row', async () => {
+    const Delivery = collectionOf(api.models.Delivery);
+    const Attempts = collectionOf(api.models.DeliveryAttempt);
+    const userId = new Types.ObjectId();
+    const refused = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.reactivated', version: 3 };
+    await api.models.ProviderUser.collection.insertOne({ _id: userId, organization_id: 'org', external_provider_id: refused.external_provider_id, status_event: { id: refused.event_id, type: 'user.reactivated', version: 3, data: {} } } as never);
+    const old = Array.from({ length: 5 }, () => row('delivered', 31 * DAY));
+    await Delivery.insertMany([refused, ...old]);
+    await Attempts.insertMany(
+      [refused, ...old].map((d) => ({ _id: new Types.ObjectId(), delivery_id: d._id, target: d.target, at: d.updated_at, duration_ms: 5, status_code: 200, error_class: null, message: null, outcome: 'delivered' as const, probe: false })),
+    );
+
+    // Batches of 2: the rows take three of them.
+    await purgeExpired(api.models, { retentionMs: workerOptionsFromEnv({}).deliveryRetentionMs, batchSize: 2 });
+    const ids = old.map((d) => d._id);
+    expect(await Delivery.countDocuments({ _id: { $in: ids } })).toBe(0);
+    // Before: the first batch deleted every old row but only its own two rows' attempts; the other three stayed for good.
+    expect(await Attempts.countDocuments({ delivery_id: { $in: ids } })).toBe(0);
+    expect(await Delivery.countDocuments({ _id: refused._id })).toBe(1);
+    expect(await Attempts.countDocuments({ delivery_id: refused._id })).toBe(1);
+  });
+
   it('the attempts index on `at` alone that earlier versions made (read by nothing) is dropped at start', async () => {
     const attempts = api.models.DeliveryAttempt.collection;
     await attempts.createIndex({ at: 1 }, { name: 'at_1' });

@@ -16,7 +16,10 @@ export async function deleteDeliveriesWithHistory(models: Models, filter: Filter
     if (ids.length === 0) return deleted;
     // By the {delivery_id, at} index.
     deleted.attempts += (await deliveryAttempts.deleteMany({ delivery_id: { $in: ids } })).deletedCount;
-    const { deletedCount } = await deliveries.deleteMany({ _id: { $in: ids }, ...filter } as Filter<DeliveryDoc>);
+    // The batch's ids last: a filter with a condition of its own on `_id` (the purge's `$nin` of the
+    // dead letters it keeps) must not replace them, or this deleted every matching row while only
+    // the batch's history went, leaving the attempts of all the others behind for good.
+    const { deletedCount } = await deliveries.deleteMany({ ...filter, _id: { $in: ids } } as Filter<DeliveryDoc>);
     deleted.deliveries += deletedCount;
     // A batch can lose every row between find and delete (dead letters replayed meanwhile: they no
     // longer match, and the next find skips them). Two such batches in a row mean rows found again
