@@ -191,6 +191,40 @@ describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
     expect(await Attempts.countDocuments({ delivery_id: refused._id })).toBe(1);
   });
 
+  it('finds and deletes finished rows and their attempts by equalities, never with $in (on FerretDB each $in read every row and attempt stored, twice per batch)', async () => {
+    const Delivery = collectionOf(api.models.Delivery);
+    const Attempts = collectionOf(api.models.DeliveryAttempt);
+    const userId = new Types.ObjectId();
+    // A kept refused reactivation too, so the filter carries its exclusion.
+    const refused = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.reactivated', version: 3 };
+    await api.models.ProviderUser.collection.insertOne({ _id: userId, organization_id: 'org', external_provider_id: refused.external_provider_id, status_event: { id: refused.event_id, type: 'user.reactivated', version: 3, data: {} } } as never);
+    const old = (['delivered', 'superseded', 'failed'] as const).map((s) => row(s, 31 * DAY));
+    await Delivery.insertMany([refused, ...old]);
+    await Attempts.insertMany(old.map((d) => ({ _id: new Types.ObjectId(), delivery_id: d._id, target: d.target, at: d.updated_at, duration_ms: 5, status_code: 200, error_class: null, message: null, outcome: 'delivered' as const, probe: false })));
+
+    const url = new URL(api.env.MONGO_URL!);
+    url.searchParams.set('monitorCommands', 'true');
+    const conn = await mongoose.createConnection(url.toString()).asPromise();
+    const seen: CommandStartedEvent[] = [];
+    conn.getClient().on('commandStarted', (e) => seen.push(e));
+    try {
+      await purgeExpired(createModels(conn), { retentionMs: workerOptionsFromEnv({}).deliveryRetentionMs });
+    } finally {
+      await conn.close();
+    }
+    const ids = old.map((d) => d._id);
+    expect(await Delivery.countDocuments({ _id: { $in: ids } })).toBe(0);
+    expect(await Attempts.countDocuments({ delivery_id: { $in: ids } })).toBe(0);
+    expect(await Delivery.countDocuments({ _id: refused._id })).toBe(1);
+
+    const onRows = seen.filter((e) => ['find', 'delete'].includes(e.commandName) && ['deliveries', 'delivery_attempts'].includes((e.command.find ?? e.command.delete) as string));
+    expect(onRows.some((e) => e.commandName === 'delete')).toBe(true);
+    for (const e of onRows) {
+      const filters = e.commandName === 'find' ? [e.command.filter] : (e.command.deletes as { q: unknown }[]).map((d) => d.q);
+      for (const f of filters) expect(JSON.stringify(f), `${e.commandName} ${String(e.command.find ?? e.command.delete)}`).not.toContain('"$in"');
+    }
+  });
+
   it('the attempts index on `at` alone that earlier versions made (read by nothing) is dropped at start', async () => {
     const attempts = api.models.DeliveryAttempt.collection;
     await attempts.createIndex({ at: 1 }, { name: 'at_1' });
