@@ -4,9 +4,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { Types } from 'mongoose';
-import { collectionOf, ensureIndexes, syncStateIdOf, type DeliveryDoc, type DeliveryStatus } from '@connect/shared';
-import { purgeLockKey, workerOptionsFromEnv } from '@connect/worker';
+import mongoose, { Types } from 'mongoose';
+import type { CommandStartedEvent } from 'mongodb';
+import { collectionOf, createModels, ensureIndexes, syncStateIdOf, type DeliveryDoc, type DeliveryStatus } from '@connect/shared';
+import { purgeExpired, purgeLockKey, workerOptionsFromEnv } from '@connect/worker';
 import { registerTestClient, requestToken, signAssertion, startTestApi, http, type TestApi, type TestClient } from '../support/harness.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 
@@ -132,6 +133,96 @@ describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
     const status = async (id: string) => (await Delivery.findOne({ _id: id }))?.status;
     expect(await status(leftBehind._id)).toBe('superseded');
     expect([await status(heldBack._id), await status(recent._id), await status(noSyncState._id)]).toEqual(['pending', 'pending', 'pending']);
+  });
+
+  it('reads sync states and users by _id one at a time, never with $in (on FerretDB a $in reads the whole collection, which grows with users, on every pass)', async () => {
+    // A pass that has both kinds of work: a pending row left behind (its sync state is read) and a
+    // refused reactivation past the retention that is still its user's status change (its user is read).
+    const Delivery = collectionOf(api.models.Delivery);
+    const userId = new Types.ObjectId();
+    await api.models.SyncState.collection.insertOne({ _id: syncStateIdOf(userId.toHexString(), 'dictation'), organization_id: 'org', user_id: userId, target: 'dictation', delivered_version: 5, status: 'delivered', attempts: 1, last_attempt_at: new Date(), last_error: null, updated_at: new Date() } as never);
+    const leftBehind = { ...row('pending', 3_600_000), user_id: userId, version: 2 };
+    const refused = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.reactivated', version: 3 };
+    await api.models.ProviderUser.collection.insertOne({ _id: userId, organization_id: 'org', external_provider_id: refused.external_provider_id, status_event: { id: refused.event_id, type: 'user.reactivated', version: 3, data: {} } } as never);
+    await Delivery.insertMany([leftBehind, refused]);
+
+    // The pass on a connection of its own whose commands are watched.
+    const url = new URL(api.env.MONGO_URL!);
+    url.searchParams.set('monitorCommands', 'true');
+    const conn = await mongoose.createConnection(url.toString()).asPromise();
+    const seen: CommandStartedEvent[] = [];
+    conn.getClient().on('commandStarted', (e) => seen.push(e));
+    try {
+      await purgeExpired(createModels(conn), { retentionMs: workerOptionsFromEnv({}).deliveryRetentionMs });
+    } finally {
+      await conn.close();
+    }
+    expect((await Delivery.findOne({ _id: leftBehind._id }))?.status).toBe('superseded');
+    expect(await Delivery.countDocuments({ _id: refused._id })).toBe(1);
+
+    const reads = seen.filter((e) => e.commandName === 'find' && ['sync_states', 'provider_users'].includes(e.command.find as string));
+    expect(new Set(reads.map((e) => e.command.find))).toEqual(new Set(['sync_states', 'provider_users']));
+    for (const e of reads) {
+      const id = (e.command.filter as { _id?: unknown })._id;
+      // An _id equality (a string or an ObjectId), which FerretDB answers from its primary key.
+      expect(typeof id === 'string' || id instanceof Types.ObjectId || (id as { _bsontype?: string })?._bsontype === 'ObjectId', `${String(e.command.find)} ${JSON.stringify(e.command.filter)}`).toBe(true);
+    }
+  });
+
+  it('while it keeps a refused reactivation, deletes the other old rows batch by batch with their history: no attempt is left without its row', async () => {
+    const Delivery = collectionOf(api.models.Delivery);
+    const Attempts = collectionOf(api.models.DeliveryAttempt);
+    const userId = new Types.ObjectId();
+    const refused = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.reactivated', version: 3 };
+    await api.models.ProviderUser.collection.insertOne({ _id: userId, organization_id: 'org', external_provider_id: refused.external_provider_id, status_event: { id: refused.event_id, type: 'user.reactivated', version: 3, data: {} } } as never);
+    const old = Array.from({ length: 5 }, () => row('delivered', 31 * DAY));
+    await Delivery.insertMany([refused, ...old]);
+    await Attempts.insertMany(
+      [refused, ...old].map((d) => ({ _id: new Types.ObjectId(), delivery_id: d._id, target: d.target, at: d.updated_at, duration_ms: 5, status_code: 200, error_class: null, message: null, outcome: 'delivered' as const, probe: false })),
+    );
+
+    // Batches of 2: the rows take three of them.
+    await purgeExpired(api.models, { retentionMs: workerOptionsFromEnv({}).deliveryRetentionMs, batchSize: 2 });
+    const ids = old.map((d) => d._id);
+    expect(await Delivery.countDocuments({ _id: { $in: ids } })).toBe(0);
+    // Before: the first batch deleted every old row but only its own two rows' attempts; the other three stayed for good.
+    expect(await Attempts.countDocuments({ delivery_id: { $in: ids } })).toBe(0);
+    expect(await Delivery.countDocuments({ _id: refused._id })).toBe(1);
+    expect(await Attempts.countDocuments({ delivery_id: refused._id })).toBe(1);
+  });
+
+  it('finds and deletes finished rows and their attempts by equalities, never with $in (on FerretDB each $in read every row and attempt stored, twice per batch)', async () => {
+    const Delivery = collectionOf(api.models.Delivery);
+    const Attempts = collectionOf(api.models.DeliveryAttempt);
+    const userId = new Types.ObjectId();
+    // A kept refused reactivation too, so the filter carries its exclusion.
+    const refused = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.reactivated', version: 3 };
+    await api.models.ProviderUser.collection.insertOne({ _id: userId, organization_id: 'org', external_provider_id: refused.external_provider_id, status_event: { id: refused.event_id, type: 'user.reactivated', version: 3, data: {} } } as never);
+    const old = (['delivered', 'superseded', 'failed'] as const).map((s) => row(s, 31 * DAY));
+    await Delivery.insertMany([refused, ...old]);
+    await Attempts.insertMany(old.map((d) => ({ _id: new Types.ObjectId(), delivery_id: d._id, target: d.target, at: d.updated_at, duration_ms: 5, status_code: 200, error_class: null, message: null, outcome: 'delivered' as const, probe: false })));
+
+    const url = new URL(api.env.MONGO_URL!);
+    url.searchParams.set('monitorCommands', 'true');
+    const conn = await mongoose.createConnection(url.toString()).asPromise();
+    const seen: CommandStartedEvent[] = [];
+    conn.getClient().on('commandStarted', (e) => seen.push(e));
+    try {
+      await purgeExpired(createModels(conn), { retentionMs: workerOptionsFromEnv({}).deliveryRetentionMs });
+    } finally {
+      await conn.close();
+    }
+    const ids = old.map((d) => d._id);
+    expect(await Delivery.countDocuments({ _id: { $in: ids } })).toBe(0);
+    expect(await Attempts.countDocuments({ delivery_id: { $in: ids } })).toBe(0);
+    expect(await Delivery.countDocuments({ _id: refused._id })).toBe(1);
+
+    const onRows = seen.filter((e) => ['find', 'delete'].includes(e.commandName) && ['deliveries', 'delivery_attempts'].includes((e.command.find ?? e.command.delete) as string));
+    expect(onRows.some((e) => e.commandName === 'delete')).toBe(true);
+    for (const e of onRows) {
+      const filters = e.commandName === 'find' ? [e.command.filter] : (e.command.deletes as { q: unknown }[]).map((d) => d.q);
+      for (const f of filters) expect(JSON.stringify(f), `${e.commandName} ${String(e.command.find ?? e.command.delete)}`).not.toContain('"$in"');
+    }
   });
 
   it('the attempts index on `at` alone that earlier versions made (read by nothing) is dropped at start', async () => {

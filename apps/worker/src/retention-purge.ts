@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { collectionsOf, deleteDeliveriesWithHistory, LuaScript, syncStateIdOf, type DeliveryDoc, type DeliveryQueues, type Models, type ProviderUserDoc, type RedisClient } from '@connect/shared';
+import { collectionsOf, deleteDeliveriesWithHistory, findByIds, LuaScript, syncStateIdOf, type DeliveryDoc, type DeliveryQueues, type Models, type ProviderUserDoc, type RedisClient, type SyncStateDoc } from '@connect/shared';
 import { startPeriodic } from './periodic.ts';
 import { requeueOrphanPairs } from './redis-loss-recovery.ts';
 
@@ -91,7 +91,9 @@ export async function mendPendingLeftBehind(
     .toArray();
   if (rows.length === 0) return { superseded: 0, requeued: 0 };
   const syncIds = [...new Set(rows.map((r) => syncStateIdOf(r.user_id.toHexString(), r.target)))];
-  const syncs = await syncStates.find({ _id: { $in: syncIds } }, { projection: { _id: 1, delivered_version: 1 } }).toArray();
+  // By _id one at a time (findByIds): FerretDB runs `$in` as a scan of the whole collection, and
+  // sync states grow with users x targets, so every pass would read all of them.
+  const syncs = await findByIds<SyncStateDoc, Pick<SyncStateDoc, '_id' | 'delivered_version'>>(syncStates, syncIds, { projection: { _id: 1, delivered_version: 1 } });
   const delivered = new Map(syncs.map((s) => [s._id, s.delivered_version]));
   const overtaken = new Set(rows.filter((r) => r.version < (delivered.get(syncStateIdOf(r.user_id.toHexString(), r.target)) ?? 0)).map((r) => r._id));
   let superseded = 0;
@@ -140,9 +142,9 @@ async function refusedStatusChangesStillCurrent(models: Models, cutoff: Date): P
   const kept: string[] = [];
   for (let i = 0; i < rows.length; i += 1000) {
     const batch = rows.slice(i, i + 1000);
-    const users = await providerUsers
-      .find<Pick<ProviderUserDoc, '_id' | 'status_event'>>({ _id: { $in: batch.map((r) => r.user_id) } }, { projection: { _id: 1, 'status_event.id': 1 } })
-      .toArray();
+    // By _id one at a time, not `$in`: on FerretDB that reads every user, on each pass while such rows are kept.
+    const ids = [...new Map(batch.map((r) => [r.user_id.toHexString(), r.user_id])).values()];
+    const users = await findByIds<ProviderUserDoc, Pick<ProviderUserDoc, '_id' | 'status_event'>>(providerUsers, ids, { projection: { _id: 1, 'status_event.id': 1 } });
     const current = new Set(users.map((u) => u.status_event?.id).filter((id) => id !== undefined));
     for (const r of batch) if (current.has(r.event_id)) kept.push(r._id);
   }
@@ -166,9 +168,15 @@ export async function purgeExpired(models: Models, options: RetentionOptions & {
   }
   const purgeDeliveries = async () => {
     const kept = await refusedStatusChangesStillCurrent(models, cutoff);
-    // By the {status, updated_at} index.
-    const finished: Parameters<typeof deleteDeliveriesWithHistory>[1] = { status: { $in: [...FINISHED_STATUSES] }, updated_at: { $lt: cutoff }, ...(kept.length > 0 ? { _id: { $nin: kept } } : {}) };
-    return deleteDeliveriesWithHistory(models, finished, options.batchSize);
+    // By the {status, updated_at} index, one status at a time: FerretDB pushes an equality down but
+    // runs a `$in` of the three as a scan of every row, pending ones (a held target's backlog) included.
+    const total = { deliveries: 0, attempts: 0 };
+    for (const status of FINISHED_STATUSES) {
+      const r = await deleteDeliveriesWithHistory(models, { status, updated_at: { $lt: cutoff }, ...(kept.length > 0 ? { _id: { $nin: kept } } : {}) }, options.batchSize);
+      total.deliveries += r.deliveries;
+      total.attempts += r.attempts;
+    }
+    return total;
   };
   const [assertions, deliveries] = await Promise.allSettled([collectionsOf(models).usedAssertions.deleteMany({ expires_at: { $lt: now } }), purgeDeliveries()]);
   if (assertions.status === 'fulfilled') result.assertions = assertions.value.deletedCount;

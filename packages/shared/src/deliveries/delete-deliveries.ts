@@ -14,9 +14,15 @@ export async function deleteDeliveriesWithHistory(models: Models, filter: Filter
   for (;;) {
     const ids = (await deliveries.find<Pick<DeliveryDoc, '_id'>>(filter, { projection: { _id: 1 } }).limit(batchSize).toArray()).map((d) => d._id);
     if (ids.length === 0) return deleted;
-    // By the {delivery_id, at} index.
-    deleted.attempts += (await deliveryAttempts.deleteMany({ delivery_id: { $in: ids } })).deletedCount;
-    const { deletedCount } = await deliveries.deleteMany({ _id: { $in: ids }, ...filter } as Filter<DeliveryDoc>);
+    // One statement per row, in one command each: FerretDB runs a `$in` as a scan of the whole
+    // collection (the purge's pass then read every row and attempt stored, twice per batch), while
+    // an equality on `delivery_id` (its index) or `_id` is a lookup. On MongoDB the same indexes.
+    deleted.attempts += (await deliveryAttempts.bulkWrite(ids.map((id) => ({ deleteMany: { filter: { delivery_id: id } } })), { ordered: false })).deletedCount;
+    // The row's own id last: a filter with a condition of its own on `_id` (the purge's `$nin` of the
+    // dead letters it keeps) must not replace it, or this deleted every matching row while only
+    // the batch's history went, leaving the attempts of all the others behind for good. The row was
+    // found by that whole filter, so its own id is all the `_id` condition the delete needs.
+    const { deletedCount } = await deliveries.bulkWrite(ids.map((id) => ({ deleteOne: { filter: { ...filter, _id: id } as Filter<DeliveryDoc> } })), { ordered: false });
     deleted.deliveries += deletedCount;
     // A batch can lose every row between find and delete (dead letters replayed meanwhile: they no
     // longer match, and the next find skips them). Two such batches in a row mean rows found again
