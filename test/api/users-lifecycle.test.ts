@@ -307,6 +307,28 @@ describe('GET {base}/users under x-nabla-next: pages, order, status filter, tena
   });
 });
 
+describe('GET {base}/users: the query of a page has a time limit in the database', () => {
+  it('a page whose query outlasts its limit is stopped by the database and answered 503 with Retry-After; the same page answers 200 without it', async () => {
+    // On FerretDB a page reads and sorts the whole organization, and a query left running past the
+    // request's 503 holds a connection for nothing. A limit of 1 ms: no query of FerretDB's ends in
+    // that (on MongoDB a page this small could, as it checks the limit only now and then).
+    for (let i = 0; i < 30; i++) await createUser('time-limit');
+    api.deps.faults.listMaxTimeMs = 1;
+    try {
+      const stopped = await list({ limit: '200' });
+      expect(stopped.status, stopped.text.slice(0, 300)).toBe(503);
+      expect(stopped.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(stopped.body).toMatchObject({ type: expect.stringMatching(/\/service-unavailable$/), status: 503, detail: expect.stringMatching(/did not complete in time/) });
+      expect(stopped.headers.get('retry-after')).toBe('5');
+    } finally {
+      delete api.deps.faults.listMaxTimeMs;
+    }
+    const page = await list({ limit: '200' });
+    expect(page.status, page.text).toBe(200);
+    expect(page.body.data.length).toBeGreaterThanOrEqual(30);
+  });
+});
+
 describe('users stored before the lifecycle existed (no status member) read as active', () => {
   it('GET shows status active, the active filter lists them, DELETE deactivates them, and their event carries status', async () => {
     const { id } = await createUser('legacy');

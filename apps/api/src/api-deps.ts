@@ -64,6 +64,8 @@ export interface ApiDeps {
 export interface ApiFaults {
   /** Runs after a change is written and before its event is handed to Redis. */
   afterWrite?: () => void;
+  /** The server-side time limit of a GET /users page's query, in place of what the request deadline leaves. */
+  listMaxTimeMs?: number;
 }
 
 /**

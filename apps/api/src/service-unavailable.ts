@@ -42,6 +42,10 @@ export function asServiceUnavailable(error: { name?: string; code?: string; mess
   if (error.code === 'CONNECT_REQUEST_DEADLINE') {
     return new ServiceUnavailableError('The request did not complete in time; a datastore is slow or unreachable. Retry shortly.', 5);
   }
+  // The database stopped a query at its time limit (maxTimeMS: the GET /users list on FerretDB).
+  if ((error as { codeName?: string }).codeName === 'MaxTimeMSExpired') {
+    return new ServiceUnavailableError('The request did not complete in time; the database is slow. Retry shortly.', 5);
+  }
   if (/^Mongo/.test(error.name ?? '') || /^Mongoose/.test(error.name ?? '')) {
     return new ServiceUnavailableError('A datastore did not answer; retry shortly.', 1);
   }

@@ -11,6 +11,7 @@ import {
   providerUserSchema,
   providerUserWithSyncNextSchema,
   providerUserWithSyncSchema,
+  REQUEST_DEADLINE_MS,
   toProviderUserNextView,
   toProviderUserView,
   upsertProviderUser,
@@ -128,12 +129,15 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
         response: { 200: listUsersResponseSchema, 400: problemRef, 401: problemRef, 404: problemRef },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const { organizationId } = request.auth!;
       const { limit, cursor, status } = request.query;
       const bound = { org: organizationId, status: status ?? null };
       const after = cursor === undefined ? undefined : decodeCursor(deps.cursorKey, cursor, bound);
-      const page = await listProviderUsers(deps.models, { organizationId, limit, status, after });
+      // The query may take what the request deadline leaves, less a second to answer: past that its
+      // result could not be sent (the request got its 503), and FerretDB would go on reading.
+      const maxTimeMS = deps.faults.listMaxTimeMs ?? Math.max(100, REQUEST_DEADLINE_MS - Math.ceil(reply.elapsedTime) - 1000);
+      const page = await listProviderUsers(deps.models, { organizationId, limit, status, after, maxTimeMS });
       return {
         data: page.users.map(toProviderUserNextView),
         next_cursor: page.nextAfter === null ? null : encodeCursor(deps.cursorKey, { ...bound, after: page.nextAfter }),
