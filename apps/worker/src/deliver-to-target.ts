@@ -206,6 +206,9 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           ]);
           probeToken = undefined;
           sentNow.add(event.id);
+          // The versions a change of status overtook are settled now, not only after the newest:
+          // should the newest fail, its retry starts one below it and finds nothing in between to settle.
+          if (event === statusChange && event.version > deliveredVersion + 1) await store.supersedeOlder(user_id, targetName, event.version);
           logTransition(targetName, transition, 'a delivery succeeded');
           if (transition.from === 'failing' && transition.to === 'healthy') {
             // The backlog may go now: lift the queue-wide hold for every process.
