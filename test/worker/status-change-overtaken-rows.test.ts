@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
 import { http, postUser } from '../support/harness.ts';
-import { eventually, sleep, startReceiver, userOf, type Receiver } from './callback-receiver.ts';
+import { eventually, startReceiver, userOf, type Receiver } from './callback-receiver.ts';
 import { eventsFannedOut } from './worker-under-test.ts';
 
 // Real worker, FerretDB and Redis on a shared two-core machine: generous.
@@ -80,7 +80,6 @@ describe('a change of status sent in front of the newest event, which then fails
       ]);
       const rows = () => api.models.Delivery.find({ external_provider_id: id, target: 'dictation' }).lean();
       // Every row settled: the sent ones delivered, the overtaken ones superseded, none pending.
-      await sleep(1000);
       await eventually(async () => {
         const byVersion = Object.fromEntries((await rows()).map((r) => [r.version, r.status]));
         expect(byVersion).toEqual({ 1: 'delivered', 2: 'superseded', 3: 'superseded', 4: 'delivered', 5: 'delivered' });
