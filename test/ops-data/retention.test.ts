@@ -49,6 +49,28 @@ function row(status: DeliveryStatus, ageMs: number): DeliveryDoc {
   };
 }
 
+/** A refused reactivation past the retention that is still its user's status change (so the pass keeps it), its user stored. */
+async function keptRefusedReactivation(userId = new Types.ObjectId()): Promise<DeliveryDoc> {
+  const refused = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.reactivated', version: 3 };
+  await api.models.ProviderUser.collection.insertOne({ _id: userId, organization_id: 'org', external_provider_id: refused.external_provider_id, status_event: { id: refused.event_id, type: 'user.reactivated', version: 3, data: {} } } as never);
+  return refused;
+}
+
+/** One purge pass (default retention) on a connection of its own whose commands are watched: the commands it sent. */
+async function commandsOfOnePass(): Promise<CommandStartedEvent[]> {
+  const url = new URL(api.env.MONGO_URL!);
+  url.searchParams.set('monitorCommands', 'true');
+  const conn = await mongoose.createConnection(url.toString()).asPromise();
+  const seen: CommandStartedEvent[] = [];
+  conn.getClient().on('commandStarted', (e) => seen.push(e));
+  try {
+    await purgeExpired(createModels(conn), { retentionMs: workerOptionsFromEnv({}).deliveryRetentionMs });
+  } finally {
+    await conn.close();
+  }
+  return seen;
+}
+
 describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
   it('purges finished deliveries older than the retention with their attempt history, keeps pending ones however old and recent ones', async () => {
     const old = (['delivered', 'superseded', 'failed'] as const).flatMap((s) => [row(s, 31 * DAY), row(s, 400 * DAY)]);
@@ -142,21 +164,10 @@ describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
     const userId = new Types.ObjectId();
     await api.models.SyncState.collection.insertOne({ _id: syncStateIdOf(userId.toHexString(), 'dictation'), organization_id: 'org', user_id: userId, target: 'dictation', delivered_version: 5, status: 'delivered', attempts: 1, last_attempt_at: new Date(), last_error: null, updated_at: new Date() } as never);
     const leftBehind = { ...row('pending', 3_600_000), user_id: userId, version: 2 };
-    const refused = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.reactivated', version: 3 };
-    await api.models.ProviderUser.collection.insertOne({ _id: userId, organization_id: 'org', external_provider_id: refused.external_provider_id, status_event: { id: refused.event_id, type: 'user.reactivated', version: 3, data: {} } } as never);
+    const refused = await keptRefusedReactivation(userId);
     await Delivery.insertMany([leftBehind, refused]);
 
-    // The pass on a connection of its own whose commands are watched.
-    const url = new URL(api.env.MONGO_URL!);
-    url.searchParams.set('monitorCommands', 'true');
-    const conn = await mongoose.createConnection(url.toString()).asPromise();
-    const seen: CommandStartedEvent[] = [];
-    conn.getClient().on('commandStarted', (e) => seen.push(e));
-    try {
-      await purgeExpired(createModels(conn), { retentionMs: workerOptionsFromEnv({}).deliveryRetentionMs });
-    } finally {
-      await conn.close();
-    }
+    const seen = await commandsOfOnePass();
     expect((await Delivery.findOne({ _id: leftBehind._id }))?.status).toBe('superseded');
     expect(await Delivery.countDocuments({ _id: refused._id })).toBe(1);
 
@@ -172,9 +183,7 @@ describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
   it('while it keeps a refused reactivation, deletes the other old rows batch by batch with their history: no attempt is left without its row', async () => {
     const Delivery = collectionOf(api.models.Delivery);
     const Attempts = collectionOf(api.models.DeliveryAttempt);
-    const userId = new Types.ObjectId();
-    const refused = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.reactivated', version: 3 };
-    await api.models.ProviderUser.collection.insertOne({ _id: userId, organization_id: 'org', external_provider_id: refused.external_provider_id, status_event: { id: refused.event_id, type: 'user.reactivated', version: 3, data: {} } } as never);
+    const refused = await keptRefusedReactivation();
     const old = Array.from({ length: 5 }, () => row('delivered', 31 * DAY));
     await Delivery.insertMany([refused, ...old]);
     await Attempts.insertMany(
@@ -194,24 +203,13 @@ describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
   it('finds and deletes finished rows and their attempts by equalities, never with $in (on FerretDB each $in read every row and attempt stored, twice per batch)', async () => {
     const Delivery = collectionOf(api.models.Delivery);
     const Attempts = collectionOf(api.models.DeliveryAttempt);
-    const userId = new Types.ObjectId();
     // A kept refused reactivation too, so the filter carries its exclusion.
-    const refused = { ...row('failed', 31 * DAY), user_id: userId, event_type: 'user.reactivated', version: 3 };
-    await api.models.ProviderUser.collection.insertOne({ _id: userId, organization_id: 'org', external_provider_id: refused.external_provider_id, status_event: { id: refused.event_id, type: 'user.reactivated', version: 3, data: {} } } as never);
+    const refused = await keptRefusedReactivation();
     const old = (['delivered', 'superseded', 'failed'] as const).map((s) => row(s, 31 * DAY));
     await Delivery.insertMany([refused, ...old]);
     await Attempts.insertMany(old.map((d) => ({ _id: new Types.ObjectId(), delivery_id: d._id, target: d.target, at: d.updated_at, duration_ms: 5, status_code: 200, error_class: null, message: null, outcome: 'delivered' as const, probe: false })));
 
-    const url = new URL(api.env.MONGO_URL!);
-    url.searchParams.set('monitorCommands', 'true');
-    const conn = await mongoose.createConnection(url.toString()).asPromise();
-    const seen: CommandStartedEvent[] = [];
-    conn.getClient().on('commandStarted', (e) => seen.push(e));
-    try {
-      await purgeExpired(createModels(conn), { retentionMs: workerOptionsFromEnv({}).deliveryRetentionMs });
-    } finally {
-      await conn.close();
-    }
+    const seen = await commandsOfOnePass();
     const ids = old.map((d) => d._id);
     expect(await Delivery.countDocuments({ _id: { $in: ids } })).toBe(0);
     expect(await Attempts.countDocuments({ delivery_id: { $in: ids } })).toBe(0);
