@@ -67,7 +67,11 @@ describe('a delivery job for an event a newer version overtook before its fan-ou
     expect((await postUser(api, token, body(id, 1))).status).toBe(201);
     expect((await postUser(api, token, body(id, 2))).status).toBe(200);
     await eventually(() => expect(nc.accepted().filter((c) => c.body.data.user.external_provider_id === id).map((c) => c.body.data.version)).toEqual([1, 2]));
-    // Version 3 is stored and its event not fanned out yet; the target has version 2.
+    // Version 3 is stored and its event not fanned out yet; the target has version 2. The sweep is
+    // stopped first (nothing later in this file needs it): it would publish version 3 five seconds
+    // after its write, and on a slow machine its job came before the late one, which was then folded
+    // into it (no job of its own) and its row settled by version 3's delivery instead.
+    await stack.worker.worker.sweep.stop();
     const user = (await api.models.ProviderUser.findOne({ external_provider_id: id }).lean())!;
     const v3 = { id: randomUUID(), type: 'user.updated' as const, occurred_at: new Date(), version: 3 };
     await api.models.ProviderUser.updateOne({ _id: user._id }, { $set: { version: 3, last_event: v3, updated_at: new Date() } });
@@ -79,10 +83,10 @@ describe('a delivery job for an event a newer version overtook before its fan-ou
     await deliveries.enqueue({ user_id: user._id.toString(), target: 'held', event: late, created });
 
     await eventually(() => expect(nc.accepted().filter((c) => c.body.data.user.external_provider_id === id).map((c) => c.body.data.version)).toEqual([1, 2, 3]));
-    // Right when its job is done: before the sweep publishes version 3 (5 s after its write), whose
-    // own delivery would find the target current and sweep the older rows up.
-    const job = (await deliveries.get('held')!.getJob(deliveryIdOf(late.id, 'held')))!;
-    await eventually(async () => expect(await job.getState()).toBe('completed'));
+    // Right when its job is done: its own processing settled its row, nothing else could.
+    const job = await deliveries.get('held')!.getJob(deliveryIdOf(late.id, 'held'));
+    expect(job, 'the late event has a job of its own').toBeDefined();
+    await eventually(async () => expect(await job!.getState()).toBe('completed'));
     expect((await api.models.Delivery.findById(deliveryIdOf(late.id, 'held')).lean())?.status).toBe('superseded');
   });
 });
