@@ -39,8 +39,9 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
 
   // With no target every event is fanned out to nobody and its job completes, which marks it
   // published: a target configured later gets those users only through `targets resync`. Meant for
-  // a deployment whose targets come later; by mistake (an env file missing in a rolling restart) it
-  // drops callbacks, so it is said loudly at every start.
+  // a deployment whose targets come later, or set on purpose (`DOWNSTREAM_TARGETS='[]'`); a worker
+  // process left without the variable while targets were delivered to does not get here
+  // (targets-left-out.ts). Said loudly at every start all the same.
   if (config.downstreamTargets.length === 0) {
     log.warn('no DOWNSTREAM_TARGETS: events are fanned out to no target and count as published; a target added later gets them only through `pnpm cli targets resync NAME`');
   }
