@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startTcpProxy, type TcpProxy } from '@connect/local-services';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { eventually } from '../worker/callback-receiver.ts';
 
 let proxy: TcpProxy;
 let api: TestApi;
@@ -44,6 +45,9 @@ describe('the count of unpublished changes with Redis away', () => {
 
   it('counts every change the sweep has not passed, growing with the changes made during the outage', async () => {
     proxy.restore();
+    // The API's connection back first (the previous test cut it): a publish made while it still
+    // reconnects fails, and that change would rightly count as unpublished.
+    await eventually(async () => expect(await api.deps.redis.ping()).toBe('PONG'));
     const token = await getToken(api, await registerTestClient(api.models));
     const create = async () => {
       const id = randomUUID();
