@@ -5,11 +5,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collectionOf, type DeliveryDoc } from '@connect/shared';
+import { collectionOf, DeliveryStore, recoverDeliveries, type DeliveryDoc } from '@connect/shared';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, sleep, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 import { runCli } from '../support/cli-child.ts';
+import { filtersOn, isIdEquality, watchCommands } from '../support/watched-commands.ts';
 
 let api: TestApi;
 let worker: TestWorker;
@@ -106,6 +107,27 @@ describe('deliveries recover: dead letters by the time they were dead-lettered',
     await eventually(() => ids.slice(0, 2).every((id) => acceptedFor(id).length === 1), 30_000);
     expect(acceptedFor(ids[2]!)).toHaveLength(0);
     expect((await rowsOf([ids[2]!]))[0]!.status).toBe('failed');
+  }, 120_000);
+
+  it('walks the dead letters in one read, and finds users and claims rows by _id one at a time, never with $in (on FerretDB a $in scans the whole collection, once per user)', async () => {
+    const since = new Date();
+    const ids = await deadLetters('watched', 3);
+    for (const id of ids) refused.delete(id);
+    // Batches of 2 over three dead letters: the walk goes on past its first batch.
+    const { result, seen } = await watchCommands(api.env.MONGO_URL!, (models) =>
+      recoverDeliveries({ store: new DeliveryStore(models), queues: worker.deps.deliveries, targets: worker.deps.config.downstreamTargets }, { target: 'dictation', since, batchSize: 2 }),
+    );
+    expect(result).toEqual({ recovered: 3 });
+    await eventually(() => ids.every((id) => acceptedFor(id).length > 0), 30_000);
+
+    // One query for the whole walk, its later batches read with getMore (before: a sorted query per batch).
+    expect(filtersOn(seen, 'deliveries', 'find')).toHaveLength(1);
+    expect(seen.some((e) => e.commandName === 'getMore' && e.command.collection === 'deliveries')).toBe(true);
+    const users = filtersOn(seen, 'provider_users', 'find');
+    const claims = filtersOn(seen, 'deliveries', 'update');
+    expect(users).toHaveLength(3);
+    expect(claims).toHaveLength(3);
+    for (const f of [...users, ...claims]) expect(isIdEquality(f), JSON.stringify(f)).toBe(true);
   }, 120_000);
 
   it('refuses a bad window or an unknown target in JSON', async () => {

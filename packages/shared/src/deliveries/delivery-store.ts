@@ -3,6 +3,7 @@ import type { AnyBulkWriteOperation, Collection, Filter } from 'mongodb';
 import { GroupCommit } from '../group-commit.ts';
 import { bulkWriteEach } from '../models/bulk-write-each.ts';
 import { findByIds } from '../models/find-by-ids.ts';
+import { updateEachById } from '../models/each-by-id.ts';
 import type { UserEvent } from '../events/user-event.ts';
 import { collectionsOf, isDuplicateKeyError, isOnlyDuplicateKeyError, type Collections, type DeliveryAttemptDoc, type DeliveryDoc, type DeliveryStatus, type Models, type SyncStateDoc } from '../models/models.ts';
 import { deliveryIdOf } from './delivery-queues.ts';
@@ -287,40 +288,45 @@ export class DeliveryStore {
 
   /** Recover: these rows, if still dead letters of the window, → `pending`; how many were claimed. */
   async claimForRecover(deliveryIds: string[], window: { target: string; since: Date; until: Date }, at: Date): Promise<number> {
-    const res = await this.rows.updateMany(
-      { _id: { $in: deliveryIds }, target: window.target, status: 'failed', ...deadLetteredWithin(window) },
-      { $set: { status: 'pending', updated_at: at } },
-    );
-    return res.modifiedCount;
+    // Each row by its own id (updateEachById): a `$in` scans the whole collection on FerretDB, once per user recovered.
+    return updateEachById(this.rows, deliveryIds, { target: window.target, status: 'failed', ...deadLetteredWithin(window) }, { $set: { status: 'pending', updated_at: at } });
   }
 
   /** The enqueue after a recover claim failed: the rows it claimed are dead letters again (their time kept). */
   async releaseRecoverClaim(deliveryIds: string[], at: Date): Promise<void> {
-    await this.rows.updateMany({ _id: { $in: deliveryIds }, status: 'pending', updated_at: at }, { $set: { status: 'failed', updated_at: this.now() } });
+    await updateEachById(this.rows, deliveryIds, { status: 'pending', updated_at: at }, { $set: { status: 'failed', updated_at: this.now() } });
   }
 
   /**
-   * A target's dead letters of a window, by id from `after`: what recover walks.
+   * A target's dead letters of a window, `batchSize` at a time: what recover walks, in one
+   * query read once (a cursor), not a query per batch: FerretDB pushes down the target and the
+   * status but neither a range nor a sort, so each batch of a walk by `_id` loaded and sorted
+   * every dead letter of the target again. Rows claimed while the walk goes on are read as they
+   * stand (the claim is conditional, so a row seen twice is claimed once).
    * A row's `updated_at` is never before its `failed_at`, so the
    * `updated_at >= since` bound is implied and lets the {target, status,
    * updated_at} index narrow the read without an index of its own (one less
    * index for every delivery write to maintain).
    */
-  async deadLettersOf(window: { target: string; since: Date; until: Date }, after: string | undefined, limit: number): Promise<Pick<DeliveryDoc, '_id' | 'user_id'>[]> {
-    return this.rows
-      .find(
-        {
-          target: window.target,
-          status: 'failed',
-          updated_at: { $gte: window.since },
-          ...deadLetteredWithin(window),
-          ...(after ? { _id: { $gt: after } } : {}),
-        },
+  async *deadLettersOf(window: { target: string; since: Date; until: Date }, batchSize: number): AsyncGenerator<Pick<DeliveryDoc, '_id' | 'user_id'>[]> {
+    const cursor = this.rows
+      .find<Pick<DeliveryDoc, '_id' | 'user_id'>>(
+        { target: window.target, status: 'failed', updated_at: { $gte: window.since }, ...deadLetteredWithin(window) },
         { projection: { _id: 1, user_id: 1 } },
       )
-      .sort({ _id: 1 })
-      .limit(limit)
-      .toArray();
+      .batchSize(batchSize);
+    try {
+      let batch: Pick<DeliveryDoc, '_id' | 'user_id'>[] = [];
+      for await (const row of cursor) {
+        batch.push(row);
+        if (batch.length < batchSize) continue;
+        yield batch;
+        batch = [];
+      }
+      if (batch.length > 0) yield batch;
+    } finally {
+      await cursor.close();
+    }
   }
 
   /** Resync: the SyncState rows of these users for one target (read only). */

@@ -1,5 +1,6 @@
 import { UnknownTargetError } from '../domain-errors.ts';
 import { eventJobOf } from '../events/user-event.ts';
+import { findByIds } from '../models/find-by-ids.ts';
 import type { ProviderUserDoc } from '../models/models.ts';
 import { deliveryIdOf } from './delivery-queues.ts';
 import type { ReplayDeps } from './replay-deliveries.ts';
@@ -7,7 +8,7 @@ import type { ReplayDeps } from './replay-deliveries.ts';
 export interface RecoverWindow {
   target: string;
   since: Date;
-  /** Exclusive; default: now. */
+  /** Exclusive; default and latest: the time the run starts. */
   until?: Date;
   batchSize?: number;
 }
@@ -18,7 +19,7 @@ export interface RecoverWindow {
  *
  * Selects the target's dead letters by the time they were dead-lettered
  * (`failed_at`, written when a row turns `failed`), in
- * `[since, until)`, walking them by `_id` in batches. For each user among them,
+ * `[since, until)`, in batches of one read. For each user among them,
  * its rows are claimed (failed → pending, conditional on still being failed in
  * the window, so a recover run twice, or racing a replay, sends once) and ONE
  * delivery job is enqueued, built from the user's current document: the target
@@ -29,23 +30,21 @@ export interface RecoverWindow {
  */
 export async function recoverDeliveries(deps: ReplayDeps, window: RecoverWindow): Promise<{ recovered: number }> {
   if (!deps.targets.some((t) => t.name === window.target)) throw new UnknownTargetError(window.target);
-  const span = { target: window.target, since: window.since, until: window.until ?? new Date() };
+  // Ends now at the latest: a row dead-lettered again while this runs (its receiver still refuses) is
+  // a new dead letter, not one this run walks into a second time.
+  const now = new Date();
+  const span = { target: window.target, since: window.since, until: window.until && window.until < now ? window.until : now };
   const batchSize = window.batchSize ?? 500;
   let recovered = 0;
-  let after: string | undefined;
-  for (;;) {
-    const rows = await deps.store.deadLettersOf(span, after, batchSize);
-    if (rows.length === 0) break;
-    after = rows.at(-1)!._id;
+  for await (const rows of deps.store.deadLettersOf(span, batchSize)) {
     const byUser = new Map<string, string[]>();
     const userIds = new Map<string, ProviderUserDoc['_id']>();
     for (const row of rows) {
       byUser.set(row.user_id.toString(), [...(byUser.get(row.user_id.toString()) ?? []), row._id]);
       userIds.set(row.user_id.toString(), row.user_id);
     }
-    const users = new Map(
-      (await deps.store.collections.providerUsers.find({ _id: { $in: [...userIds.values()] } }).toArray()).map((u) => [u._id.toString(), u]),
-    );
+    // By _id one at a time: FerretDB runs a `$in` as a scan of every user stored, once per batch.
+    const users = new Map((await findByIds(deps.store.collections.providerUsers, [...userIds.values()])).map((u) => [u._id.toString(), u]));
     for (const [userId, ids] of byUser) {
       const user = users.get(userId);
       if (!user) continue;
@@ -62,7 +61,6 @@ export async function recoverDeliveries(deps: ReplayDeps, window: RecoverWindow)
       }
       recovered += claimed;
     }
-    if (rows.length < batchSize) break;
   }
   return { recovered };
 }
