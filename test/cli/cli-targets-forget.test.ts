@@ -9,11 +9,13 @@
 import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { collectionOf, type DeliveryDoc } from '@connect/shared';
+import { Types } from 'mongoose';
+import { collectionOf, forgetTarget, syncStateIdOf, type DeliveryDoc } from '@connect/shared';
 import { postUser } from '../support/harness.ts';
 import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
 import { eventually, startReceiver, userOf, type Receiver } from '../worker/callback-receiver.ts';
 import { runCli } from '../support/cli-child.ts';
+import { filtersOn, isIdEquality, watchCommands } from '../support/watched-commands.ts';
 
 vi.setConfig({ testTimeout: 240_000 });
 
@@ -126,5 +128,27 @@ describe('targets forget', () => {
     await keepQueue.close();
 
     expect((await cli(onlyKeep, 'targets', 'forget', 'old')).json).toEqual({ target: 'old', jobs: 0, deliveries: 0, attempts: 0, sync_states: 0 });
+  });
+  it('reads the sync records of the target once and deletes them by _id in batches, never with $in (on FerretDB a $in scans the records of every user and target, per batch)', async () => {
+    const syncStates = collectionOf(stack.api.models.SyncState);
+    const record = (target: string) => {
+      const userId = new Types.ObjectId();
+      return { _id: syncStateIdOf(userId.toHexString(), target), organization_id: 'org', user_id: userId, target, delivered_version: 1, status: 'delivered', attempts: 1, last_attempt_at: new Date(), last_error: null, updated_at: new Date() };
+    };
+    // More than one batch of 1,000, and another target's records beside them.
+    await syncStates.insertMany([...Array.from({ length: 2_300 }, () => record('gone')), ...Array.from({ length: 5 }, () => record('stays'))] as never);
+    const stays = await syncStates.countDocuments({ target: 'stays' });
+
+    const { result, seen } = await watchCommands(stack.api.env.MONGO_URL!, (models) =>
+      forgetTarget({ models, redis: stack.api.deps.redis, queuePrefix: stack.api.env.QUEUE_PREFIX!, configured: ['keep', 'stays'] }, 'gone'),
+    );
+    expect(result.sync_states).toBe(2_300);
+    expect(await syncStates.countDocuments({ target: 'gone' })).toBe(0);
+    expect(await syncStates.countDocuments({ target: 'stays' })).toBe(stays);
+
+    expect(filtersOn(seen, 'sync_states', 'find')).toEqual([{ target: 'gone' }]);
+    const deletes = filtersOn(seen, 'sync_states', 'delete');
+    expect(deletes).toHaveLength(2_300);
+    for (const f of deletes) expect(isIdEquality(f), JSON.stringify(f)).toBe(true);
   });
 });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { collectionsOf, deleteDeliveriesWithHistory, findByIds, LuaScript, syncStateIdOf, type DeliveryDoc, type DeliveryQueues, type Models, type ProviderUserDoc, type RedisClient, type SyncStateDoc } from '@connect/shared';
+import { collectionsOf, deleteDeliveriesWithHistory, findByIds, LuaScript, updateEachById, syncStateIdOf, type DeliveryDoc, type DeliveryQueues, type Models, type ProviderUserDoc, type RedisClient, type SyncStateDoc } from '@connect/shared';
 import { startPeriodic } from './periodic.ts';
 import { requeueOrphanPairs } from './redis-loss-recovery.ts';
 
@@ -99,8 +99,8 @@ export async function mendPendingLeftBehind(
   let superseded = 0;
   if (overtaken.size > 0) {
     // Still pending when written (the processor may have finished one meanwhile); a delivered version only grows.
-    const r = await deliveries.updateMany({ _id: { $in: [...overtaken] }, status: 'pending' }, { $set: { status: 'superseded', updated_at: new Date() } });
-    superseded = r.modifiedCount;
+    // Each by its own id: a `$in` is a scan of every delivery row stored on FerretDB.
+    superseded = await updateEachById(deliveries, [...overtaken], { status: 'pending' }, { $set: { status: 'superseded', updated_at: new Date() } });
   }
   let requeued = 0;
   if (queues) {

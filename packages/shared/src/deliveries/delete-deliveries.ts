@@ -1,4 +1,5 @@
 import type { Filter } from 'mongodb';
+import { deleteEachById } from '../models/each-by-id.ts';
 import { collectionsOf, type DeliveryDoc, type Models } from '../models/models.ts';
 
 /**
@@ -22,7 +23,7 @@ export async function deleteDeliveriesWithHistory(models: Models, filter: Filter
     // dead letters it keeps) must not replace it, or this deleted every matching row while only
     // the batch's history went, leaving the attempts of all the others behind for good. The row was
     // found by that whole filter, so its own id is all the `_id` condition the delete needs.
-    const { deletedCount } = await deliveries.bulkWrite(ids.map((id) => ({ deleteOne: { filter: { ...filter, _id: id } as Filter<DeliveryDoc> } })), { ordered: false });
+    const deletedCount = await deleteEachById(deliveries, ids, filter);
     deleted.deliveries += deletedCount;
     // A batch can lose every row between find and delete (dead letters replayed meanwhile: they no
     // longer match, and the next find skips them). Two such batches in a row mean rows found again

@@ -2,6 +2,7 @@ import { Queue } from 'bullmq';
 import { TARGET_NAME, TARGET_NAME_RULE } from '../config.ts';
 import { DomainError, ValidationError } from '../domain-errors.ts';
 import type { RedisClient } from '../events/redis-connection.ts';
+import { deleteEachById } from '../models/each-by-id.ts';
 import { collectionsOf, type Models } from '../models/models.ts';
 import { deleteDeliveriesWithHistory } from './delete-deliveries.ts';
 import { deliveryQueueName } from './delivery-queues.ts';
@@ -71,13 +72,22 @@ export async function forgetTarget(deps: ForgetTargetDeps, name: string): Promis
 
   const { syncStates, targetStates, relayCursors } = collectionsOf(deps.models);
   const deleted = await deleteDeliveriesWithHistory(deps.models, { target: name });
-  // In batches, as the rows above: one delete of every user's record for the target (no index on
-  // target) could outlast the CLI's per-operation timeout on a large deployment.
+  // One read of the target's records (there is no index on target: a scan, once), deleted by `_id`
+  // in batches as they come: one delete of them all could outlast the CLI's per-operation timeout
+  // on a large deployment, and a delete by `$in` scans the whole collection on FerretDB, per batch.
   let syncs = 0;
-  for (;;) {
-    const ids = (await syncStates.find({ target: name }, { projection: { _id: 1 } }).limit(1000).toArray()).map((d) => d._id);
-    if (ids.length === 0) break;
-    syncs += (await syncStates.deleteMany({ _id: { $in: ids }, target: name })).deletedCount;
+  const cursor = syncStates.find({ target: name }, { projection: { _id: 1 } }).batchSize(1000);
+  try {
+    let ids: string[] = [];
+    for await (const { _id } of cursor) {
+      ids.push(_id);
+      if (ids.length < 1000) continue;
+      syncs += await deleteEachById(syncStates, ids, { target: name });
+      ids = [];
+    }
+    syncs += await deleteEachById(syncStates, ids, { target: name });
+  } finally {
+    await cursor.close();
   }
   await targetStates.deleteOne({ _id: name });
   await relayCursors.deleteMany({ _id: resyncCursorRange(name) });
