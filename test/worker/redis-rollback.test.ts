@@ -1,19 +1,25 @@
 /**
  * A Redis that went back in time (an RDB snapshot restored, a failover to a replica that lagged,
- * the tail of an AOF lost) keeps the marker that tells a data loss, so the recovery of
- * redis-loss-recovery.ts does not run, yet jobs written after the snapshot are gone: their
- * pending Delivery rows were owed by nobody, for good, while every gauge said the backlog was 0.
- * The retention pass gives a pending row still owed, with no job for its (user, target), its job.
- * Real FerretDB, Redis and HTTP receiver; the lost job is removed from Redis by hand.
+ * the tail of an AOF lost) keeps a marker, so it does not look like a data loss, yet what was
+ * written after the snapshot is gone.
+ * - Delivery jobs: their pending Delivery rows were owed by nobody, for good, while every gauge
+ *   said the backlog was 0. The retention pass gives a pending row still owed, with no job for its
+ *   (user, target), its job.
+ * - Events jobs not yet fanned out, in slots the sweep had passed: never published again. The
+ *   marker names the last slot the sweep passed, written before the cursor moves; one naming an
+ *   earlier slot than the cursor tells the worker Redis went back (redis-loss-recovery.ts).
+ * Real FerretDB, Redis and HTTP receiver; what Redis lost is removed from it by hand.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deliveryIdOf, pauseTarget, resumeTarget } from '@connect/shared';
+import { collectionsOf, deliveryIdOf, outboxSlotOf, pauseTarget, resumeTarget, SWEEP_CURSOR_ID } from '@connect/shared';
+import { markSwept, redisMarkerKey } from '@connect/worker';
 import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
 import { postUser } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
 
 let stack: DeliveryStack;
 let receiver: Receiver;
+const warnings = () => stack.worker.logs.lines;
 
 beforeAll(async () => {
   receiver = await startReceiver();
@@ -53,3 +59,45 @@ describe('a pending delivery whose job Redis lost without losing its marker', ()
     await eventually(async () => expect((await stack.api.models.Delivery.findById(deliveryIdOf(eventId, 't')).lean())?.status).toBe('delivered'));
   }, 60_000);
 });
+
+describe('events queued after the snapshot, in slots the sweep had passed', () => {
+  it('are published again: the marker names an earlier slot than the sweep cursor, so the worker sees Redis went back and rewinds the sweep', async () => {
+    const { api, worker, token } = stack;
+    const redis = worker.deps.queueRedis;
+    const markerKey = redisMarkerKey(api.env.QUEUE_PREFIX!);
+    // The sweep has passed a slot before these users were written (Redis told first, then the cursor).
+    // The slot before this one: not settled for another 30 s, so the sweep itself passes nothing meanwhile.
+    const before = outboxSlotOf(Date.now()) - 1;
+    await markSwept(redis, api.env.QUEUE_PREFIX!, before);
+    await collectionsOf(api.models).relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: before } }, { upsert: true });
+    // The snapshot: the marker as Redis held it then.
+    const snapshot = (await redis.get(markerKey))!;
+    expect(JSON.parse(snapshot)).toEqual({ swept: before });
+    const wentBackBefore = warnings().length;
+
+    // Events queued but not fanned out yet.
+    await worker.worker.fanOut.pause();
+    const ids = Array.from({ length: 3 }, (_, i) => `went-back-${i}-${Date.now()}`);
+    for (const id of ids) expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    const users = await collectionsOf(api.models).providerUsers.find({ external_provider_id: { $in: ids } }).toArray();
+    const eventIds = users.map((u) => u.last_event.id);
+    await eventually(async () => (await Promise.all(eventIds.map((e) => worker.deps.eventsQueue.getJob(e)))).every(Boolean));
+    // The sweep passes their slots, as it does once their jobs exist: Redis is told first, then the cursor moves.
+    const passed = outboxSlotOf(Date.now()) + 100;
+    await markSwept(redis, api.env.QUEUE_PREFIX!, passed);
+    await collectionsOf(api.models).relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: passed } }, { upsert: true });
+
+    // Redis goes back to the snapshot: the jobs are gone, the marker is the old one.
+    for (const e of eventIds) await worker.deps.eventsQueue.remove(e);
+    await redis.set(markerKey, snapshot);
+    worker.worker.fanOut.resume();
+
+    // Before: the marker was there, so nothing ran, and the sweep never looked at these slots again.
+    await eventually(() => ids.every((id) => receiver.accepted().some((c) => c.body.data.user.external_provider_id === id && c.body.type === 'user.created')), 30_000);
+    const noticed = warnings().slice(wentBackBefore).find((line) => line.includes('Redis went back in time'));
+    expect(JSON.parse(noticed!)).toMatchObject({ marker_swept_slot: before, sweep_from_slot: before + 1 });
+    // The marker names the cursor again: the next check finds nothing to do.
+    expect(await worker.worker.redisLoss.checkNow()).toBeUndefined();
+  }, 60_000);
+});
+

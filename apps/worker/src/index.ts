@@ -5,6 +5,7 @@ export * from './delivery-backoff.ts';
 export * from './delivery-metrics.ts';
 export * from './fan-out.ts';
 export * from './outbox-sweep.ts';
+export * from './redis-loss-recovery.ts';
 export * from './retention-purge.ts';
 export * from './shutdown.ts';
 export * from './sign-nabla-connect.ts';

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { Types } from 'mongoose';
-import { collectionsOf, eventJobOf, findByIds, type DeliveryJob, type DeliveryQueues, type Models, type OutboxRelay, type ProviderUserDoc, type RedisClient, type TargetHealth, type UserEventJob } from '@connect/shared';
+import { collectionsOf, eventJobOf, findByIds, LuaScript, type DeliveryJob, type DeliveryQueues, type Models, type OutboxRelay, type ProviderUserDoc, type RedisClient, type TargetHealth, type UserEventJob } from '@connect/shared';
 import type { Queue } from 'bullmq';
 import { startPeriodic } from './periodic.ts';
 import { withRedisLock } from './retention-purge.ts';
@@ -33,7 +33,17 @@ import { withRedisLock } from './retention-purge.ts';
  *
  * Before both, each target's held state (`paused`, `disabled`) comes back from
  * MongoDB (TargetHealth.restore) and its queue is paused again, so no job given
- * back goes to a target that was stopped. Then the marker is set again. On the
+ * back goes to a target that was stopped. Then the marker is set again.
+ *
+ * A Redis that went back in time (an RDB snapshot restored, a lagging replica
+ * promoted, the tail of an AOF lost) keeps a marker, but an old one. The marker
+ * holds the last slot the sweep passed (`swept`), written to Redis before the
+ * sweep's cursor moves in MongoDB (markSwept): every event up to that slot had
+ * its job in this Redis, or its Delivery rows. So Redis names a slot at least as
+ * late as the cursor, unless it lost writes it had acknowledged; a marker
+ * naming an earlier slot than the cursor means just that, and the same recovery
+ * runs, the sweep going back to the marker's slot, since events queued after it
+ * may be gone with the rest. On the
  * first start of a deployment (no marker, nothing in MongoDB) the restore and
  * step 2 run too; they find everything in place and change nothing. Work that
  * was only in Redis and is not recovered: the rest of target health (a failing
@@ -45,6 +55,57 @@ export const REDIS_EPOCH_ID = 'redis-epoch';
 
 export function redisMarkerKey(queuePrefix: string): string {
   return `${queuePrefix}:redis-epoch`;
+}
+
+/** The marker's value: the last slot the sweep had passed when it was written (null: none yet). */
+interface Marker {
+  swept: number | null;
+}
+
+/** The marker's value; undefined for an earlier release's (a time in ISO 8601), which tells a loss by its absence but no slot. */
+function parseMarker(raw: string): Marker | undefined {
+  try {
+    const m = JSON.parse(raw) as Partial<Marker> | null;
+    if (m?.swept === null || Number.isInteger(m?.swept)) return { swept: m!.swept! };
+  } catch {
+    // not ours: below
+  }
+  return undefined;
+}
+
+/**
+ * KEYS[1] the marker; ARGV[1] a slot the sweep passed. The marker names it, unless it names a
+ * later one already (two workers' sweeps): Redis never says less than it was told.
+ */
+const MARK_SWEPT = new LuaScript(`
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local ok, m = pcall(cjson.decode, raw)
+  local swept = ok and type(m) == 'table' and tonumber(m.swept) or nil
+  if swept and swept >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], cjson.encode({ swept = tonumber(ARGV[1]) }))
+return 1
+`);
+
+/**
+ * Before the sweep's cursor moves past `slot` (OutboxRelayDeps.beforeCursorMoves): Redis is told
+ * first, so a Redis that later names an earlier slot than the cursor has lost this write.
+ */
+export async function markSwept(redis: RedisClient, queuePrefix: string, slot: number): Promise<void> {
+  await MARK_SWEPT.run(redis, [redisMarkerKey(queuePrefix)], [slot]);
+}
+
+/** What a check finds: no marker (Redis lost its data), one naming a slot before the cursor (Redis went back in time), or neither. */
+async function markerState(deps: RedisLossDeps): Promise<{ lost: boolean; back: Marker | undefined }> {
+  // The cursor first: Redis names a slot at least as late as the cursor read before it, unless it lost writes.
+  const cursor = await deps.relay.sweptThrough();
+  const raw = await deps.redis.get(redisMarkerKey(deps.queuePrefix));
+  if (raw === null) return { lost: true, back: undefined };
+  const marker = parseMarker(raw);
+  // A marker written before the sweep passed any slot (null) is behind any cursor.
+  const back = marker !== undefined && cursor !== undefined && (marker.swept ?? -1) < cursor;
+  return { lost: false, back: back ? marker : undefined };
 }
 
 export interface RedisLossDeps {
@@ -62,6 +123,8 @@ export interface RedisLossDeps {
 export interface RedisLossRecovery {
   /** Redis had lost its data (false on the first start of a deployment). */
   lostData: boolean;
+  /** Redis had gone back in time: its marker named an earlier slot than the sweep had passed. */
+  wentBack: boolean;
   /** Targets whose held state (`paused`, `disabled`) was put back from MongoDB. */
   restoredHolds: string[];
   /** The slot the sweep starts from again, when it was moved back. */
@@ -137,19 +200,27 @@ async function requeuePending(deps: RedisLossDeps): Promise<{ pendingPairs: numb
 export async function recoverFromRedisLoss(deps: RedisLossDeps, now: Date = new Date()): Promise<RedisLossRecovery> {
   const { relayCursors } = collectionsOf(deps.models);
   const known = await relayCursors.findOne({ _id: REDIS_EPOCH_ID });
-  const lostData = known !== null;
+  const state = await markerState(deps);
+  const lostData = state.lost && known !== null;
   // Held states first, before any job is given back: a paused or disabled target stays so.
   const restoredHolds = await restoreHeldStates(deps);
   let sweepFromSlot: number | undefined;
   if (lostData) {
     sweepFromSlot = await deps.relay.rewindSweep((known.updated_at ?? now).getTime());
     deps.log.warn({ drained_at: known.updated_at?.toISOString() ?? null, sweep_from_slot: sweepFromSlot }, 'Redis lost its data (or QUEUE_PREFIX changed, which looks the same): the outbox sweep goes back over what was written since the events queue was last seen drained, and pending deliveries get their jobs back');
+  } else if (state.back) {
+    sweepFromSlot = await deps.relay.rewindSweepTo(state.back.swept ?? -1);
+    deps.log.warn(
+      { marker_swept_slot: state.back.swept, sweep_from_slot: sweepFromSlot },
+      'Redis went back in time (a snapshot restored, a lagging replica promoted): its marker names an earlier slot than the outbox sweep passed; the sweep goes back over what was queued since, and pending deliveries get their jobs back',
+    );
   }
   const requeue = await requeuePending(deps);
   if (requeue.requeued > 0) deps.log.warn(requeue, 'pending deliveries had no job in Redis: requeued');
-  await deps.redis.set(redisMarkerKey(deps.queuePrefix), now.toISOString());
+  // A plain SET: after a rewind the marker names the cursor where it is now, lower than before.
+  await deps.redis.set(redisMarkerKey(deps.queuePrefix), JSON.stringify({ swept: (await deps.relay.sweptThrough()) ?? null } satisfies Marker));
   await relayCursors.updateOne({ _id: REDIS_EPOCH_ID }, { $set: { updated_at: known?.updated_at ?? now } }, { upsert: true });
-  return { lostData, sweepFromSlot, restoredHolds, ...requeue };
+  return { lostData, wentBack: state.back !== undefined, sweepFromSlot, restoredHolds, ...requeue };
 }
 
 /** Step 0: every configured target's held state (`paused`, `disabled`) back from MongoDB, its queue paused again. */
@@ -172,8 +243,9 @@ export interface RedisLossWatch {
 }
 
 /**
- * Every `intervalMs`: the marker there → note, at most once a minute, when the
- * events queue is drained; the marker gone → recover, in one process at a time.
+ * Every `intervalMs`: the marker there and not behind the sweep's cursor → note, at
+ * most once a minute, when the events queue is drained; the marker gone, or behind
+ * the cursor (Redis went back in time) → recover, in one process at a time.
  */
 export function watchForRedisLoss(deps: RedisLossDeps, intervalMs: number): RedisLossWatch {
   let drainedNotedAt = 0;
@@ -181,7 +253,8 @@ export function watchForRedisLoss(deps: RedisLossDeps, intervalMs: number): Redi
 
   const check = async (): Promise<RedisLossRecovery | undefined> => {
     try {
-      if ((await deps.redis.exists(redisMarkerKey(deps.queuePrefix))) === 1) {
+      const state = await markerState(deps);
+      if (!state.lost && !state.back) {
         if (Date.now() - drainedNotedAt >= 60_000) {
           const counts = await deps.eventsQueue.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'waiting-children');
           if (Object.values(counts).every((n) => n === 0)) {

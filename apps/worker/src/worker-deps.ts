@@ -21,6 +21,7 @@ import {
 } from '@connect/shared';
 import { createDeliveryMetrics, type DeliveryMetrics } from './delivery-metrics.ts';
 import { DEFAULT_WORKER_OPTIONS, type WorkerOptions } from './worker-options.ts';
+import { markSwept } from './redis-loss-recovery.ts';
 
 /** Everything the worker's processors use, passed in so tests build the real thing with their own connections. */
 export interface WorkerDeps {
@@ -66,7 +67,13 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
   const eventsQueue = createEventsQueue(producerRedis, config.queuePrefix);
   const deliveries = new DeliveryQueues(queueRedis, config.queuePrefix, config.downstreamTargets, opts.policy);
   for (const q of [eventsQueue, ...deliveries.all()] as Queue[]) q.on('error', (err) => warnRepeated(`queue ${q.name} ${err.message}`, { queue: q.name, err: err.message }, 'queue error'));
-  const relay = new OutboxRelay({ models, queue: eventsQueue, log, targetNames: config.downstreamTargets.map((t) => t.name) });
+  const relay = new OutboxRelay({
+    models,
+    queue: eventsQueue,
+    log,
+    targetNames: config.downstreamTargets.map((t) => t.name),
+    beforeCursorMoves: (slot) => markSwept(queueRedis, config.queuePrefix, slot),
+  });
 
   return {
     config,

@@ -95,6 +95,11 @@ export interface OutboxRelayDeps {
    * id `<event id>.<target>`, which is the second "published" marker (see above).
    */
   targetNames?: readonly string[];
+  /**
+   * Called before the sweep's cursor moves past `slotDone`, and the cursor stays if it fails: the
+   * worker tells Redis first, so it can tell a Redis that went back in time (apps/worker/src/redis-loss-recovery.ts).
+   */
+  beforeCursorMoves?: (slotDone: number) => Promise<void>;
 }
 
 /**
@@ -184,6 +189,12 @@ export class OutboxRelay {
 
   private nowMs(): number {
     return (this.deps.now?.() ?? new Date()).getTime();
+  }
+
+  /** The last slot the sweep has passed (every event in it and before had its job or its rows), if it has passed any. */
+  async sweptThrough(): Promise<number | undefined> {
+    const cursor = await collectionsOf(this.deps.models).relayCursors.findOne({ _id: SWEEP_CURSOR_ID }, { projection: { slot_done: 1 } });
+    return typeof cursor?.slot_done === 'number' ? cursor.slot_done : undefined;
   }
 
   /**
@@ -349,8 +360,12 @@ export class OutboxRelay {
    * cursor forward. Answers the first slot the next pass reads.
    */
   async rewindSweep(sinceMs: number): Promise<number> {
+    return this.rewindSweepTo(outboxSlotOf(sinceMs - SAFETY_LAG_MS) - 1);
+  }
+
+  /** As rewindSweep, to a slot: the sweep reads every slot after `back` again. */
+  async rewindSweepTo(back: number): Promise<number> {
     const { relayCursors } = collectionsOf(this.deps.models);
-    const back = outboxSlotOf(sinceMs - SAFETY_LAG_MS) - 1;
     const cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
     if (typeof cursor?.slot_done === 'number' && cursor.slot_done > back) {
       await relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: back } });
@@ -396,7 +411,10 @@ export class OutboxRelay {
       if ((bySlot.get(slot) ?? []).some((u) => notPublished.has(u.last_event.id))) break;
       done = slot;
     }
-    if (done >= from) await relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: done } }, { upsert: true });
+    if (done >= from) {
+      await this.deps.beforeCursorMoves?.(done);
+      await relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: done } }, { upsert: true });
+    }
     const passedAll = done === lastSlot && lastSlot >= from;
     return {
       scanned: read.length,
