@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { Types } from 'mongoose';
-import { collectionsOf, eventJobOf, findByIds, LuaScript, type DeliveryJob, type DeliveryQueues, type Models, type OutboxRelay, type ProviderUserDoc, type RedisClient, type TargetHealth, type UserEventJob } from '@connect/shared';
+import { collectionsOf, eventJobOf, findByIds, LuaScript, warnAtMostEvery, type DeliveryJob, type DeliveryQueues, type Models, type OutboxRelay, type ProviderUserDoc, type RedisClient, type TargetHealth, type UserEventJob } from '@connect/shared';
 import type { Queue } from 'bullmq';
 import { startPeriodic } from './periodic.ts';
 import { withRedisLock } from './retention-purge.ts';
@@ -250,6 +250,7 @@ export interface RedisLossWatch {
 export function watchForRedisLoss(deps: RedisLossDeps, intervalMs: number): RedisLossWatch {
   let drainedNotedAt = 0;
   const { relayCursors } = collectionsOf(deps.models);
+  const warn = warnAtMostEvery(deps.log);
 
   const check = async (): Promise<RedisLossRecovery | undefined> => {
     try {
@@ -266,7 +267,8 @@ export function watchForRedisLoss(deps: RedisLossDeps, intervalMs: number): Redi
       }
       return await withRedisLock(deps.redis, `${deps.queuePrefix}:redis-loss-recovery:lock`, 10 * 60_000, () => recoverFromRedisLoss(deps));
     } catch (err) {
-      deps.log.warn({ err: (err as Error).message }, 'Redis loss check failed; the next one retries');
+      // Each interval while Redis or MongoDB is away: one line per 10 s per message, with how many were left out.
+      warn(`check ${(err as Error).message}`, { err: (err as Error).message }, 'Redis loss check failed; the next one retries');
       return undefined;
     }
   };
