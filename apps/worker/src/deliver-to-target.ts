@@ -301,8 +301,8 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       // Versions between the one the target had and the one it now has were overtaken. None when
       // the target was exactly one behind and this job was for the newest (the usual case): skip
       // the write then. A job for an older event (its fan-out ran late, after a newer version
-      // was delivered) left its own row behind otherwise: pending for good, never purged. Rows
-      // that land after this look are marked by the retention pass (retention-purge.ts).
+      // was delivered) left its own row behind otherwise: pending for good, never purged. A row
+      // that lands after this look is marked by its own fan-out (fan-out.ts), else by the retention pass.
       if (newest.version > deliveredVersion + 1 || data.event.version < newest.version) await store.supersedeOlder(user_id, targetName, newest.version);
       if (!sentNow.has(data.event.id) && data.event.version < newest.version) await store.overtaken(refOf(data.event));
       return { sent: toSend.map((e) => e.id) };

@@ -17,22 +17,36 @@ export interface FanOutDeps {
  * writes `delivered` first only makes the pending insert a no-op (duplicate
  * key), and the row insert is not on the way from the write to the callback.
  * A re-published event (same id) adds nothing new: the row exists, and the job
- * id or the per-target version check drops the duplicate.
+ * id or the per-target version check drops the duplicate. A job that goes into
+ * one already there for its (user, target) is the one case where the row can
+ * land after the job that settles it ran: that row is checked once written.
+ * Rows that are sequential instead (row, then job) would close it too, at the
+ * cost of a database round trip on every event's way to its callback.
  */
 export function createFanOut(deps: FanOutDeps & { giveUpNeverDelayMs?: number }) {
   const parkMs = deps.giveUpNeverDelayMs ?? 60_000;
   // Fan-outs running at once share their writes: rows in one insertMany (a row that exists
   // already is fine: inserted once), jobs in one addBulk (each with its own deduplication).
   const rows = new GroupCommit<DeliveryDoc>((docs) => deps.store.insertPending(docs));
-  const jobs = new GroupCommit<DeliveryJob>((batch) => deps.deliveries.enqueueMany(batch));
+  const jobs = new GroupCommit<{ job: DeliveryJob; folded?: boolean }>(async (batch) => {
+    const folded = await deps.deliveries.enqueueMany(batch.map((b) => b.job));
+    batch.forEach((b, i) => (b.folded = folded[i]));
+  });
   return async (job: Job<UserEventJob>, token?: string): Promise<{ targets: number }> => {
     try {
       // Inside the try: a payload that never parses is parked like any other failure, never dropped.
       const { user_id, event, created } = parseUserEventJob(job.data);
-      await Promise.all([
-        ...deps.targets.map((target) => rows.push(deps.store.pendingRow({ userId: user_id, target: target.name, event }))),
-        ...deps.targets.map((target) => jobs.push({ user_id, target: target.name, event, created })),
-      ]);
+      const adds = deps.targets.map((target): { job: DeliveryJob; folded?: boolean } => ({ job: { user_id, target: target.name, event, created } }));
+      await Promise.all([...deps.targets.map((target) => rows.push(deps.store.pendingRow({ userId: user_id, target: target.name, event }))), ...adds.map((a) => jobs.push(a))]);
+      // A job that went into one already there: that one may have settled the rows below the version
+      // it sent before this event's row landed. Best effort: the retention pass settles what this misses.
+      await Promise.all(
+        adds
+          .filter((a) => a.folded)
+          .map((a) =>
+            deps.store.settleIfOvertaken({ userId: user_id, target: a.job.target, event }).catch((err: Error) => deps.log.warn({ event_id: event.id, target: a.job.target, err: err.message }, 'could not check whether this row was overtaken; the retention pass will')),
+          ),
+      );
     } catch (err) {
       // This job is what marks the event published (a failed job is kept a week), so the sweep
       // would not publish the event again: a fan-out that ran out of attempts (MongoDB down for longer than the

@@ -13,9 +13,9 @@ import { requeueOrphanPairs } from './redis-loss-recovery.ts';
  *   nor is the dead letter of a refused reactivation still current (below).
  * - A pending row below the version its target already has is not owed: a newer
  *   version overtook it. The delivery processor marks such rows superseded as it
- *   goes, but a row can land after it looked (a fan-out that ran late, its job
- *   folded into one already waiting): each pass marks the ones left over, so
- *   they are purged in turn instead of staying pending for good.
+ *   goes, and so does a fan-out whose row landed after that (its job folded into
+ *   one already waiting: fan-out.ts); each pass marks the ones both missed (that
+ *   check failed), so they are purged in turn instead of staying pending for good.
  * - A pending row still owed whose (user, target) has no job in Redis is owed
  *   by nobody: a Redis that went back in time (a snapshot restored, a failover
  *   to a replica that lagged) lost its job but kept the marker that tells a data

@@ -98,16 +98,25 @@ export class DeliveryQueues {
     await liftFoldedIntoResync(queue, [await queue.add(job.event.type, job, dedupOptions(job, jobId))]);
   }
 
-  /** Several at once, one round trip per target; each job deduplicated as `enqueue` does. */
-  async enqueueMany(jobs: readonly DeliveryJob[]): Promise<void> {
-    const byTarget = new Map<string, DeliveryJob[]>();
-    for (const j of jobs) byTarget.set(j.target, [...(byTarget.get(j.target) ?? []), j]);
+  /**
+   * Several at once, one round trip per target; each job deduplicated as `enqueue` does. Answers,
+   * in the jobs' order, whether each went into a job already there for its (user, target): BullMQ
+   * then answers that job's id (one waiting took it in, or it is kept for after one running).
+   */
+  async enqueueMany(jobs: readonly DeliveryJob[]): Promise<boolean[]> {
+    const folded = jobs.map(() => false);
+    const byTarget = new Map<string, number[]>();
+    jobs.forEach((j, i) => byTarget.set(j.target, [...(byTarget.get(j.target) ?? []), i]));
     await Promise.all(
-      [...byTarget].map(async ([target, list]) => {
+      [...byTarget].map(async ([target, indexes]) => {
         const queue = this.queueOf(target);
-        await liftFoldedIntoResync(queue, await queue.addBulk(list.map((job) => ({ name: job.event.type, data: job, opts: dedupOptions(job, deliveryIdOf(job.event.id, job.target)) }))));
+        const list = indexes.map((i) => ({ job: jobs[i]!, jobId: deliveryIdOf(jobs[i]!.event.id, target) }));
+        const added = await queue.addBulk(list.map(({ job, jobId }) => ({ name: job.event.type, data: job, opts: dedupOptions(job, jobId) })));
+        added.forEach((a, k) => (folded[indexes[k]!] = a.id !== list[k]!.jobId));
+        await liftFoldedIntoResync(queue, added);
       }),
     );
+    return folded;
   }
 
   /**

@@ -203,6 +203,20 @@ export class DeliveryStore {
     }
   }
 
+  /**
+   * A fan-out's row whose job went into one already there: that job may have delivered a newer
+   * version and settled the rows below it before this row landed (the row and the job are written
+   * at the same time), which would leave it pending until the retention pass. Superseded when the
+   * target already has a newer version; otherwise that job has not recorded its delivery yet, and
+   * settles this row itself when it does. One read, only for such rows.
+   */
+  async settleIfOvertaken(ref: DeliveryRef): Promise<boolean> {
+    const sync = await this.readSync(ref.userId, ref.target);
+    if (!sync || sync.delivered_version <= ref.event.version) return false;
+    await this.overtaken(ref);
+    return true;
+  }
+
   /** Rows of events this target will never be sent, because a newer version reached it. */
   async supersedeOlder(userId: string, target: string, deliveredVersion: number): Promise<void> {
     await this.rows.updateMany(
