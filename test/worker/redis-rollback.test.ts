@@ -43,9 +43,9 @@ describe('a pending delivery whose job Redis lost without losing its marker', ()
     expect(created.status).toBe(201);
     const eventId = (await stack.api.models.ProviderUser.findOne({ external_provider_id: id }).lean())!.last_event.id;
     const queue = stack.worker.deps.deliveries.get('t')!;
-    // Held behind the pause: a pending row and its waiting job.
+    // Held behind the pause: a pending row and its waiting job (the fan-out writes both at once: either may come first).
     const job = await eventually(async () => (await queue.getJob(deliveryIdOf(eventId, 't'))) ?? false);
-    expect((await stack.api.models.Delivery.findById(deliveryIdOf(eventId, 't')).lean())?.status).toBe('pending');
+    await eventually(async () => expect((await stack.api.models.Delivery.findById(deliveryIdOf(eventId, 't')).lean())?.status).toBe('pending'));
 
     // Redis goes back to before the job: it is gone, the marker stays. The row was written an hour ago.
     await job.remove();
