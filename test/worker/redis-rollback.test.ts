@@ -68,7 +68,7 @@ describe('events queued after the snapshot, in slots the sweep had passed', () =
     // The sweep has passed a slot before these users were written (Redis told first, then the cursor).
     // The slot before this one: not settled for another 30 s, so the sweep itself passes nothing meanwhile.
     const before = outboxSlotOf(Date.now()) - 1;
-    await markSwept(redis, api.env.QUEUE_PREFIX!, before);
+    expect(await markSwept(redis, api.env.QUEUE_PREFIX!, before, undefined)).toBe(true);
     await collectionsOf(api.models).relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: before } }, { upsert: true });
     // The snapshot: the marker as Redis held it then.
     const snapshot = (await redis.get(markerKey))!;
@@ -84,7 +84,7 @@ describe('events queued after the snapshot, in slots the sweep had passed', () =
     await eventually(async () => (await Promise.all(eventIds.map((e) => worker.deps.eventsQueue.getJob(e)))).every(Boolean));
     // The sweep passes their slots, as it does once their jobs exist: Redis is told first, then the cursor moves.
     const passed = outboxSlotOf(Date.now()) + 100;
-    await markSwept(redis, api.env.QUEUE_PREFIX!, passed);
+    expect(await markSwept(redis, api.env.QUEUE_PREFIX!, passed, before)).toBe(true);
     await collectionsOf(api.models).relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: passed } }, { upsert: true });
 
     // Redis goes back to the snapshot: the jobs are gone, the marker is the old one.
@@ -101,3 +101,46 @@ describe('events queued after the snapshot, in slots the sweep had passed', () =
   }, 60_000);
 });
 
+describe('a sweep pass never covers what the loss check has to see', () => {
+  it('with the marker gone, or naming an earlier slot than the cursor, a pass neither writes the marker nor moves the cursor, and the check recovers', async () => {
+    const { api, worker } = stack;
+    // This test drives both by hand (it is the last in the file).
+    await Promise.all([worker.worker.sweep.stop(), worker.worker.redisLoss.stop()]);
+    const redis = worker.deps.queueRedis;
+    const markerKey = redisMarkerKey(api.env.QUEUE_PREFIX!);
+    const cursors = collectionsOf(api.models).relayCursors;
+    const cursorAt = async () => (await cursors.findOne({ _id: SWEEP_CURSOR_ID }))?.slot_done;
+    const marker = async () => JSON.parse((await redis.get(markerKey)) ?? 'null') as { swept: number } | null;
+    // Settled slots ahead of the cursor, for a pass to move over.
+    const back = outboxSlotOf(Date.now()) - 20;
+    const place = async (swept: number, cursor: number) => {
+      await redis.set(markerKey, JSON.stringify({ swept }));
+      await cursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: cursor } }, { upsert: true });
+    };
+    await place(back, back);
+    await worker.deps.relay.sweep();
+    const moved = (await cursorAt())!;
+    expect(moved).toBeGreaterThan(back);
+    expect(await marker()).toEqual({ swept: moved });
+
+    // Redis lost its data: the pass does not write a marker again (it did, 0.8 s after a FLUSHALL, before the check looked).
+    await place(back, back);
+    await redis.del(markerKey);
+    await worker.deps.relay.sweep();
+    expect(await redis.get(markerKey)).toBeNull();
+    expect(await cursorAt()).toBe(back);
+    expect(await worker.worker.redisLoss.checkNow()).toMatchObject({ lostData: true });
+
+    // Redis went back in time: the pass does not raise the old marker past the cursor.
+    await place(back, back + 5);
+    await worker.deps.relay.sweep();
+    expect(await marker()).toEqual({ swept: back });
+    expect(await cursorAt()).toBe(back + 5);
+    expect(await worker.worker.redisLoss.checkNow()).toMatchObject({ lostData: false, wentBack: true, sweepFromSlot: back + 1 });
+
+    // Recovered: the next pass moves both again.
+    await worker.deps.relay.sweep();
+    expect(await cursorAt()).toBeGreaterThan(back);
+    expect((await marker())?.swept).toBe(await cursorAt());
+  });
+});

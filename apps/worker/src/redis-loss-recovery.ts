@@ -74,26 +74,32 @@ function parseMarker(raw: string): Marker | undefined {
 }
 
 /**
- * KEYS[1] the marker; ARGV[1] a slot the sweep passed. The marker names it, unless it names a
- * later one already (two workers' sweeps): Redis never says less than it was told.
+ * KEYS[1] the marker; ARGV[1] a slot the sweep passed; ARGV[2] the cursor the sweep's pass read
+ * ('' for none). Refuses, writing nothing, when the marker is gone (`lost`) or names an earlier
+ * slot than that cursor (`back`): the sweep must not cover what the loss check has to see. Else
+ * the marker names the slot, unless it names a later one already (two workers' sweeps): Redis
+ * never says less than it was told. Only the recovery creates or lowers the marker.
  */
 const MARK_SWEPT = new LuaScript(`
 local raw = redis.call('GET', KEYS[1])
-if raw then
-  local ok, m = pcall(cjson.decode, raw)
-  local swept = ok and type(m) == 'table' and tonumber(m.swept) or nil
-  if swept and swept >= tonumber(ARGV[1]) then return 0 end
+if not raw then return 'lost' end
+local ok, m = pcall(cjson.decode, raw)
+if ok and type(m) == 'table' then
+  local swept = tonumber(m.swept) or -1
+  if ARGV[2] ~= '' and swept < tonumber(ARGV[2]) then return 'back' end
+  if swept >= tonumber(ARGV[1]) then return 'ok' end
 end
 redis.call('SET', KEYS[1], cjson.encode({ swept = tonumber(ARGV[1]) }))
-return 1
+return 'ok'
 `);
 
 /**
- * Before the sweep's cursor moves past `slot` (OutboxRelayDeps.beforeCursorMoves): Redis is told
- * first, so a Redis that later names an earlier slot than the cursor has lost this write.
+ * Before the sweep's cursor moves from `stored` past `slot` (OutboxRelayDeps.beforeCursorMoves):
+ * Redis is told first, so a Redis that later names an earlier slot than the cursor has lost this
+ * write. False (the cursor stays) while the marker is gone or behind the cursor: the loss check's to recover.
  */
-export async function markSwept(redis: RedisClient, queuePrefix: string, slot: number): Promise<void> {
-  await MARK_SWEPT.run(redis, [redisMarkerKey(queuePrefix)], [slot]);
+export async function markSwept(redis: RedisClient, queuePrefix: string, slot: number, stored: number | undefined): Promise<boolean> {
+  return (await MARK_SWEPT.run(redis, [redisMarkerKey(queuePrefix)], [slot, stored ?? ''])) === 'ok';
 }
 
 /** What a check finds: no marker (Redis lost its data), one naming a slot before the cursor (Redis went back in time), or neither. */

@@ -72,7 +72,7 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
     queue: eventsQueue,
     log,
     targetNames: config.downstreamTargets.map((t) => t.name),
-    beforeCursorMoves: (slot) => markSwept(queueRedis, config.queuePrefix, slot),
+    beforeCursorMoves: (slot, stored) => markSwept(queueRedis, config.queuePrefix, slot, stored),
   });
 
   return {

@@ -96,10 +96,12 @@ export interface OutboxRelayDeps {
    */
   targetNames?: readonly string[];
   /**
-   * Called before the sweep's cursor moves past `slotDone`, and the cursor stays if it fails: the
-   * worker tells Redis first, so it can tell a Redis that went back in time (apps/worker/src/redis-loss-recovery.ts).
+   * Called before the sweep's cursor moves from `stored` (the cursor this pass read; undefined:
+   * none yet) past `slotDone`; the cursor stays where it is when it answers false or fails. The
+   * worker tells Redis first, and refuses while Redis has lost data or gone back in time, which its
+   * own check then sees and recovers from (apps/worker/src/redis-loss-recovery.ts).
    */
-  beforeCursorMoves?: (slotDone: number) => Promise<void>;
+  beforeCursorMoves?: (slotDone: number, stored: number | undefined) => Promise<boolean>;
 }
 
 /**
@@ -385,7 +387,9 @@ export class OutboxRelay {
     const now = this.nowMs();
     // The last slot that ended before the safety lag: only those can be passed for good.
     const settled = outboxSlotOf(now - SAFETY_LAG_MS) - 1;
-    const from = await this.firstUnsweptSlot(await relayCursors.findOne({ _id: SWEEP_CURSOR_ID }), now);
+    const cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
+    const stored = typeof cursor?.slot_done === 'number' ? cursor.slot_done : undefined;
+    const from = await this.firstUnsweptSlot(cursor, now);
     const { slots, lastSlot } = await this.readSlots(from, outboxSlotOf(now), batchSize);
     // Events still young enough for the API's own publish are looked at by a later pass.
     const read = slots.flatMap((s) => s.users);
@@ -411,9 +415,9 @@ export class OutboxRelay {
       if ((bySlot.get(slot) ?? []).some((u) => notPublished.has(u.last_event.id))) break;
       done = slot;
     }
-    if (done >= from) {
-      await this.deps.beforeCursorMoves?.(done);
-      await relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: done } }, { upsert: true });
+    if (done >= from && (await this.deps.beforeCursorMoves?.(done, stored)) !== false) {
+      // From where this pass found it only: a rewind since (a recovery) or another worker's move stays.
+      await relayCursors.updateOne(stored === undefined ? { _id: SWEEP_CURSOR_ID } : { _id: SWEEP_CURSOR_ID, slot_done: stored }, { $set: { slot_done: done } }, { upsert: stored === undefined });
     }
     const passedAll = done === lastSlot && lastSlot >= from;
     return {
