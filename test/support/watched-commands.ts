@@ -36,3 +36,10 @@ export function isIdEquality(filter: Record<string, unknown>): boolean {
   const id = filter._id;
   return typeof id === 'string' || id instanceof Types.ObjectId || (id as { _bsontype?: string } | undefined)?._bsontype === 'ObjectId';
 }
+
+/** No `$in` of more than one value anywhere in `filter` (a one-value `$in` is how an equality is kept from FerretDB's pushdown: onlyIdPushedDown). */
+export function hasNoBatchIn(filter: unknown): boolean {
+  if (Array.isArray(filter)) return filter.every(hasNoBatchIn);
+  if (filter === null || typeof filter !== 'object' || filter instanceof Date || filter instanceof Types.ObjectId) return true;
+  return Object.entries(filter).every(([key, value]) => (key === '$in' ? Array.isArray(value) && value.length <= 1 : hasNoBatchIn(value)));
+}

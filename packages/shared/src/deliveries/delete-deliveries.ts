@@ -7,14 +7,14 @@ import { collectionsOf, type DeliveryDoc, type Models } from '../models/models.t
  * trip (the retention purge, `targets forget`). History first: a run cut short leaves rows without
  * history (deleted by the next run), never history without a row. The filter is repeated on the
  * delete, so a row that stopped matching since it was read (a dead letter replayed) stays.
+ * The rows are read once, by one cursor, and deleted batch by batch as they come: FerretDB pushes
+ * no limit down with a filter, so a query per batch read every matching row again for each batch.
  */
 export async function deleteDeliveriesWithHistory(models: Models, filter: Filter<DeliveryDoc>, batchSize = 1000): Promise<{ deliveries: number; attempts: number }> {
   const { deliveries, deliveryAttempts } = collectionsOf(models);
   const deleted = { deliveries: 0, attempts: 0 };
-  let emptyBatches = 0;
-  for (;;) {
-    const ids = (await deliveries.find<Pick<DeliveryDoc, '_id'>>(filter, { projection: { _id: 1 } }).limit(batchSize).toArray()).map((d) => d._id);
-    if (ids.length === 0) return deleted;
+  const deleteBatch = async (ids: string[]) => {
+    if (ids.length === 0) return;
     // One statement per row, in one command each: FerretDB runs a `$in` as a scan of the whole
     // collection (the purge's pass then read every row and attempt stored, twice per batch), while
     // an equality on `delivery_id` (its index) or `_id` is a lookup. On MongoDB the same indexes.
@@ -23,13 +23,20 @@ export async function deleteDeliveriesWithHistory(models: Models, filter: Filter
     // dead letters it keeps) must not replace it, or this deleted every matching row while only
     // the batch's history went, leaving the attempts of all the others behind for good. The row was
     // found by that whole filter, so its own id is all the `_id` condition the delete needs.
-    const deletedCount = await deleteEachById(deliveries, ids, filter);
-    deleted.deliveries += deletedCount;
-    // A batch can lose every row between find and delete (dead letters replayed meanwhile: they no
-    // longer match, and the next find skips them). Two such batches in a row mean rows found again
-    // that never delete: stop rather than spin.
-    emptyBatches = deletedCount === 0 ? emptyBatches + 1 : 0;
-    if (emptyBatches === 2) throw new Error(`${ids.length} delivery rows were found but none could be deleted, twice; is something still writing them?`);
-    if (ids.length < batchSize) return deleted;
+    deleted.deliveries += await deleteEachById(deliveries, ids, filter);
+  };
+  const cursor = deliveries.find<Pick<DeliveryDoc, '_id'>>(filter, { projection: { _id: 1 } }).batchSize(batchSize);
+  try {
+    let ids: string[] = [];
+    for await (const { _id } of cursor) {
+      ids.push(_id);
+      if (ids.length < batchSize) continue;
+      await deleteBatch(ids);
+      ids = [];
+    }
+    await deleteBatch(ids);
+  } finally {
+    await cursor.close();
   }
+  return deleted;
 }

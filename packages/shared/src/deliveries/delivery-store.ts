@@ -3,7 +3,7 @@ import type { AnyBulkWriteOperation, Collection, Filter } from 'mongodb';
 import { GroupCommit } from '../group-commit.ts';
 import { bulkWriteEach } from '../models/bulk-write-each.ts';
 import { findByIds } from '../models/find-by-ids.ts';
-import { updateEachById } from '../models/each-by-id.ts';
+import { onlyIdPushedDown, updateEachById } from '../models/each-by-id.ts';
 import type { UserEvent } from '../events/user-event.ts';
 import { collectionsOf, isDuplicateKeyError, isOnlyDuplicateKeyError, type Collections, type DeliveryAttemptDoc, type DeliveryDoc, type DeliveryStatus, type Models, type SyncStateDoc } from '../models/models.ts';
 import { deliveryIdOf } from './delivery-queues.ts';
@@ -284,20 +284,20 @@ export class DeliveryStore {
 
   async stalledDeadLetter(deliveryId: string): Promise<void> {
     const at = this.now();
-    await this.rows.updateOne({ _id: deliveryId, status: 'pending' }, { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: at, failed_at: at } });
+    await this.rows.updateOne(onlyIdPushedDown({ _id: deliveryId, status: 'pending' }), { $set: { status: 'failed', last_error: 'worker stalled too many times', updated_at: at, failed_at: at } });
   }
 
   // --- Rule 4: replay ------------------------------------------------------------------
 
   /** `failed` → `pending`; false when someone else changed it first. */
   async claimForReplay(deliveryId: string, at: Date): Promise<boolean> {
-    const res = await this.rows.updateOne({ _id: deliveryId, status: 'failed' }, { $set: { status: 'pending', updated_at: at } });
+    const res = await this.rows.updateOne(onlyIdPushedDown({ _id: deliveryId, status: 'failed' }), { $set: { status: 'pending', updated_at: at } });
     return res.modifiedCount > 0;
   }
 
   async releaseReplayClaim(deliveryId: string): Promise<void> {
     // failed_at is left as it was: the row is the same dead letter, not a new one.
-    await this.rows.updateOne({ _id: deliveryId, status: 'pending' }, { $set: { status: 'failed', updated_at: this.now() } });
+    await this.rows.updateOne(onlyIdPushedDown({ _id: deliveryId, status: 'pending' }), { $set: { status: 'failed', updated_at: this.now() } });
   }
 
   /** Recover: these rows, if still dead letters of the window, → `pending`; how many were claimed. */
