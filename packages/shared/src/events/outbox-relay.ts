@@ -415,11 +415,13 @@ export class OutboxRelay {
       if ((bySlot.get(slot) ?? []).some((u) => notPublished.has(u.last_event.id))) break;
       done = slot;
     }
-    if (done >= from && (await this.deps.beforeCursorMoves?.(done, stored)) !== false) {
+    // Refused (Redis lost data or went back in time): the cursor stays, and no pass follows at once.
+    const moves = done >= from && (await this.deps.beforeCursorMoves?.(done, stored)) !== false;
+    if (moves) {
       // From where this pass found it only: a rewind since (a recovery) or another worker's move stays.
       await relayCursors.updateOne(stored === undefined ? { _id: SWEEP_CURSOR_ID } : { _id: SWEEP_CURSOR_ID, slot_done: stored }, { $set: { slot_done: done } }, { upsert: stored === undefined });
     }
-    const passedAll = done === lastSlot && lastSlot >= from;
+    const passedAll = moves && done === lastSlot;
     return {
       scanned: read.length,
       published: unpublished.length - notPublished.size,
