@@ -149,6 +149,8 @@ describe('targets forget', () => {
     expect(filtersOn(seen, 'sync_states', 'find')).toEqual([{ target: 'gone' }]);
     const deletes = filtersOn(seen, 'sync_states', 'delete');
     expect(deletes).toHaveLength(2_300);
+    // In batches of 1,000: three commands.
+    expect(seen.filter((e) => e.commandName === 'delete' && e.command.delete === 'sync_states')).toHaveLength(3);
     for (const f of deletes) expect(isIdEquality(f), JSON.stringify(f)).toBe(true);
   });
 });

@@ -13,7 +13,7 @@ import { collectionsOf, type Models } from '@connect/shared';
  */
 export async function targetsLeftOut(models: Models, env: NodeJS.ProcessEnv, configured: number): Promise<string | undefined> {
   if (configured > 0 || env.DOWNSTREAM_TARGETS?.trim() || env.DOWNSTREAM_TARGETS_FILE?.trim()) return undefined;
-  // One document, by its `_id` order: cheap on MongoDB and FerretDB alike.
+  // Any one document (no filter, so the limit of one is pushed down): cheap on MongoDB and FerretDB alike.
   const known = await collectionsOf(models).syncStates.findOne({}, { projection: { target: 1 } });
   if (!known) return undefined;
   return (

@@ -16,6 +16,7 @@ export * from './models/models.ts';
 export * from './models/bulk-write-each.ts';
 export * from './models/find-by-ids.ts';
 export * from './models/each-by-id.ts';
+export * from './models/in-batches.ts';
 export * from './organizations/register-client.ts';
 export * from './organizations/register-organization.ts';
 export * from './provider-users/merge-settings.ts';

@@ -1,5 +1,6 @@
 import type { Filter } from 'mongodb';
 import { deleteEachById } from '../models/each-by-id.ts';
+import { inBatches } from '../models/in-batches.ts';
 import { collectionsOf, type DeliveryDoc, type Models } from '../models/models.ts';
 
 /**
@@ -13,8 +14,8 @@ import { collectionsOf, type DeliveryDoc, type Models } from '../models/models.t
 export async function deleteDeliveriesWithHistory(models: Models, filter: Filter<DeliveryDoc>, batchSize = 1000): Promise<{ deliveries: number; attempts: number }> {
   const { deliveries, deliveryAttempts } = collectionsOf(models);
   const deleted = { deliveries: 0, attempts: 0 };
-  const deleteBatch = async (ids: string[]) => {
-    if (ids.length === 0) return;
+  for await (const rows of inBatches(deliveries.find<Pick<DeliveryDoc, '_id'>>(filter, { projection: { _id: 1 } }), batchSize)) {
+    const ids = rows.map((r) => r._id);
     // One statement per row, in one command each: FerretDB runs a `$in` as a scan of the whole
     // collection (the purge's pass then read every row and attempt stored, twice per batch), while
     // an equality on `delivery_id` (its index) or `_id` is a lookup. On MongoDB the same indexes.
@@ -24,19 +25,6 @@ export async function deleteDeliveriesWithHistory(models: Models, filter: Filter
     // the batch's history went, leaving the attempts of all the others behind for good. The row was
     // found by that whole filter, so its own id is all the `_id` condition the delete needs.
     deleted.deliveries += await deleteEachById(deliveries, ids, filter);
-  };
-  const cursor = deliveries.find<Pick<DeliveryDoc, '_id'>>(filter, { projection: { _id: 1 } }).batchSize(batchSize);
-  try {
-    let ids: string[] = [];
-    for await (const { _id } of cursor) {
-      ids.push(_id);
-      if (ids.length < batchSize) continue;
-      await deleteBatch(ids);
-      ids = [];
-    }
-    await deleteBatch(ids);
-  } finally {
-    await cursor.close();
   }
   return deleted;
 }

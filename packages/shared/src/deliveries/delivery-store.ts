@@ -4,6 +4,7 @@ import { GroupCommit } from '../group-commit.ts';
 import { bulkWriteEach } from '../models/bulk-write-each.ts';
 import { findByIds } from '../models/find-by-ids.ts';
 import { onlyIdPushedDown, updateEachById } from '../models/each-by-id.ts';
+import { inBatches } from '../models/in-batches.ts';
 import type { UserEvent } from '../events/user-event.ts';
 import { collectionsOf, isDuplicateKeyError, isOnlyDuplicateKeyError, type Collections, type DeliveryAttemptDoc, type DeliveryDoc, type DeliveryStatus, type Models, type SyncStateDoc } from '../models/models.ts';
 import { deliveryIdOf } from './delivery-queues.ts';
@@ -322,25 +323,12 @@ export class DeliveryStore {
    * updated_at} index narrow the read without an index of its own (one less
    * index for every delivery write to maintain).
    */
-  async *deadLettersOf(window: { target: string; since: Date; until: Date }, batchSize: number): AsyncGenerator<Pick<DeliveryDoc, '_id' | 'user_id'>[]> {
-    const cursor = this.rows
-      .find<Pick<DeliveryDoc, '_id' | 'user_id'>>(
-        { target: window.target, status: 'failed', updated_at: { $gte: window.since }, ...deadLetteredWithin(window) },
-        { projection: { _id: 1, user_id: 1 } },
-      )
-      .batchSize(batchSize);
-    try {
-      let batch: Pick<DeliveryDoc, '_id' | 'user_id'>[] = [];
-      for await (const row of cursor) {
-        batch.push(row);
-        if (batch.length < batchSize) continue;
-        yield batch;
-        batch = [];
-      }
-      if (batch.length > 0) yield batch;
-    } finally {
-      await cursor.close();
-    }
+  deadLettersOf(window: { target: string; since: Date; until: Date }, batchSize: number): AsyncGenerator<Pick<DeliveryDoc, '_id' | 'user_id'>[]> {
+    const cursor = this.rows.find<Pick<DeliveryDoc, '_id' | 'user_id'>>(
+      { target: window.target, status: 'failed', updated_at: { $gte: window.since }, ...deadLetteredWithin(window) },
+      { projection: { _id: 1, user_id: 1 } },
+    );
+    return inBatches(cursor, batchSize);
   }
 
   /** Resync: the SyncState rows of these users for one target (read only). */

@@ -3,6 +3,7 @@ import { TARGET_NAME, TARGET_NAME_RULE } from '../config.ts';
 import { DomainError, ValidationError } from '../domain-errors.ts';
 import type { RedisClient } from '../events/redis-connection.ts';
 import { deleteEachById } from '../models/each-by-id.ts';
+import { inBatches } from '../models/in-batches.ts';
 import { collectionsOf, type Models } from '../models/models.ts';
 import { deleteDeliveriesWithHistory } from './delete-deliveries.ts';
 import { deliveryQueueName } from './delivery-queues.ts';
@@ -76,18 +77,8 @@ export async function forgetTarget(deps: ForgetTargetDeps, name: string): Promis
   // in batches as they come: one delete of them all could outlast the CLI's per-operation timeout
   // on a large deployment, and a delete by `$in` scans the whole collection on FerretDB, per batch.
   let syncs = 0;
-  const cursor = syncStates.find({ target: name }, { projection: { _id: 1 } }).batchSize(1000);
-  try {
-    let ids: string[] = [];
-    for await (const { _id } of cursor) {
-      ids.push(_id);
-      if (ids.length < 1000) continue;
-      syncs += await deleteEachById(syncStates, ids, { target: name });
-      ids = [];
-    }
-    syncs += await deleteEachById(syncStates, ids, { target: name });
-  } finally {
-    await cursor.close();
+  for await (const records of inBatches(syncStates.find({ target: name }, { projection: { _id: 1 } }), 1000)) {
+    syncs += await deleteEachById(syncStates, records.map((r) => r._id), { target: name });
   }
   await targetStates.deleteOne({ _id: name });
   await relayCursors.deleteMany({ _id: resyncCursorRange(name) });
