@@ -108,11 +108,15 @@ describe('outbox sweep', () => {
     for (const user of [old, recent]) await (await api.deps.queue.getJob(user.last_event.id))!.remove();
 
     let passes = 0;
-    const later = relayAt(60_000);
+    // A clock stopped a minute ahead, as in the test above: with a running clock the last pass's
+    // end could fall after a 10 s slot boundary, leaving the cursor one slot short of an expectation
+    // read later, with the next pass a 60 s interval away (fresh-clone CI failed so, by two slots).
+    const at = now + 60_000;
+    const later = new OutboxRelay({ models: api.models, queue: api.deps.queue, log: silent, now: () => new Date(at) });
     const counting = { sweep: (n: number) => (passes++, later.sweep(n)), backfillSlots: (n: number) => later.backfillSlots(n) } as unknown as OutboxRelay;
     // Batches of one user and a 60 s interval: only passes that run back to back reach the end within the test.
     const sweep = startOutboxSweep(counting, silent, 60_000, 1);
-    await eventually(async () => expect((await cursor())?.slot_done).toBe(outboxSlotOf(Date.now() + 60_000 - 30_000) - 1), 20_000);
+    await eventually(async () => expect((await cursor())?.slot_done).toBe(outboxSlotOf(at - 30_000) - 1), 20_000);
     await sweep.stop();
     console.log(`[outbox sweep] 3 days of slots covered in ${passes} passes`);
     // At least: up to the two-hour-old user, then on to the recent ones. Not one pass per hour of slots (72).
