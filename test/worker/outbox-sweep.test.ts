@@ -2,6 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, OutboxRelay, outboxSlotOf, SWEEP_CURSOR_ID, SWEEP_GRACE_MS, type ProviderUserDoc } from '@connect/shared';
 import { startOutboxSweep } from '@connect/worker';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import type { CommandStartedEvent } from 'mongodb';
+import { filtersOn, watchCommands } from '../support/watched-commands.ts';
 import { eventually, sleep } from './callback-receiver.ts';
 
 /**
@@ -182,5 +184,39 @@ describe('outbox sweep', () => {
     expect(await api.models.ProviderUser.countDocuments({ outbox_slot: null })).toBe(0);
     // Nothing else changed in any of them.
     for (const [before, after] of [[lostUser, lostAfter], [safeUser, safeAfter], [oldUser, oldAfter]] as const) expect({ ...after, outbox_slot: undefined }).toEqual({ ...before, outbox_slot: undefined });
+  });
+
+  it('the unpublished count with the cursor a day behind (workers stopped): its seeks over empty stretches are made once and reused by the counts that follow, which still see a later write', async () => {
+    const now = Date.now();
+    await api.models.RelayCursor.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: outboxSlotOf(now - 24 * 3600_000) } }, { upsert: true });
+    const seeksIn = (seen: CommandStartedEvent[]) =>
+      filtersOn(seen, api.models.ProviderUser.collection.collectionName, 'find').filter((f) => typeof f.outbox_slot === 'object' && f.outbox_slot !== null && '$gte' in f.outbox_slot);
+    const fresh = () => new OutboxRelay({ models: api.models, queue: api.deps.queue, log: silent }).unpublishedCount();
+
+    const { result, seen } = await watchCommands(api.env.MONGO_URL!, async (models) => {
+      const relay = new OutboxRelay({ models, queue: api.deps.queue, log: silent });
+      const counts = [await relay.unpublishedCount()];
+      // A command that marks where the first count's commands end.
+      await models.RelayCursor.collection.findOne({ _id: 'first-count-done' as never });
+      counts.push(await relay.unpublishedCount());
+      // A write after the seeks, its job gone: in a slot no kept seek covers (not settled then).
+      const token = await getToken(api, await registerTestClient(api.models));
+      const id = `sweep-count-${Date.now()}`;
+      expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+      await api.deps.relay.drain();
+      const written = (await api.models.ProviderUser.findOne({ external_provider_id: id }).lean<ProviderUserDoc>())!;
+      await (await api.deps.queue.getJob(written.last_event.id))!.remove();
+      counts.push(await relay.unpublishedCount());
+      return counts;
+    });
+    const firstDone = seen.findIndex((e) => e.commandName === 'find' && (e.command.filter as { _id?: unknown })?._id === 'first-count-done');
+    expect(firstDone).toBeGreaterThan(0);
+    // The first count sought at least once (a day of slots, nearly all empty); the later ones never.
+    expect(seeksIn(seen.slice(0, firstDone)).length).toBeGreaterThanOrEqual(1);
+    expect(seeksIn(seen.slice(firstDone))).toEqual([]);
+    // And their answers are those of a count that kept nothing: the same before the write, one more after.
+    expect(result[1]).toEqual(result[0]);
+    expect(result[2]).toEqual({ count: result[0]!.count + 1, capped: false });
+    expect(result[2]).toEqual(await fresh());
   });
 });

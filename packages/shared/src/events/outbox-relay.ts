@@ -58,6 +58,7 @@
 import type { Queue } from 'bullmq';
 import type { Filter } from 'mongodb';
 import type { ChainableCommander } from 'ioredis';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { GroupCommit } from '../group-commit.ts';
 import { collectionsOf, outboxSlotOf, type DeliveryDoc, type Models, type ProviderUserDoc, type RelayCursorDoc } from '../models/models.ts';
@@ -80,6 +81,13 @@ export const SWEEP_GRACE_MS = 5_000;
 const MAX_SLOTS_PER_PASS = 360;
 /** Ten minutes of empty slots in a row: look up the next slot with a user instead of walking on. */
 const EMPTY_SLOTS_BEFORE_SEEK = 60;
+/**
+ * How long the metric's count trusts a seek it made (unpublishedCount): a settled slot gets no new
+ * user but from a write that landed more than SAFETY_LAG_MS late, which the API looks at again
+ * itself (recheckLater). A seek is a read of every user on FerretDB, so an API whose workers are
+ * stopped pays one per stretch per hour, not one per scrape.
+ */
+const COUNT_SEEK_TTL_MS = 3600_000;
 
 export interface OutboxRelayDeps {
   models: Models;
@@ -127,6 +135,8 @@ export class OutboxRelay {
   private readonly inFlight = new Set<Promise<unknown>>();
   /** Jobs go to BullMQ in batches of whatever arrived while the last batch was in flight. */
   private readonly jobs: GroupCommit<UserEventJob>;
+  /** The count's seeks (readSlots): from a slot, the next one that held a user, all between settled and empty. */
+  private readonly countSeeks = new LRUCache<number, number>({ max: 1000, ttl: COUNT_SEEK_TTL_MS });
 
   constructor(private readonly deps: OutboxRelayDeps) {
     this.jobs = new GroupCommit(async (jobs) => {
@@ -165,9 +175,12 @@ export class OutboxRelay {
    * sweep has not passed (everything before them is published, by
    * construction; every user while no sweep has stored a cursor), at most
    * `limit` of them. The cost follows the outbox's
-   * backlog (about SAFETY_LAG_MS of writes, more during an outage), never the
-   * number of users stored; `capped` says the backlog was larger than `limit`,
-   * and the count is then over some `limit` of them (a lower bound).
+   * backlog (about SAFETY_LAG_MS of writes, more during an outage), except that
+   * a long empty stretch after the cursor (every worker stopped) takes a seek,
+   * on FerretDB a read of every user: its answer is kept (COUNT_SEEK_TTL_MS), so
+   * the scrapes that follow do not pay it again. `capped` says the backlog was
+   * larger than `limit`, and the count is then over some `limit` of them (a
+   * lower bound).
    */
   async unpublishedCount(limit = 10_000): Promise<{ count: number; capped: boolean }> {
     const { providerUsers, relayCursors } = collectionsOf(this.deps.models);
@@ -175,7 +188,7 @@ export class OutboxRelay {
     const cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
     let ids: string[];
     if (cursor) {
-      const { slots } = await this.readSlots(await this.firstUnsweptSlot(cursor, now), outboxSlotOf(now), limit);
+      const { slots } = await this.readSlots(await this.firstUnsweptSlot(cursor, now), outboxSlotOf(now), limit, { now, seeks: this.countSeeks });
       ids = slots.flatMap((s) => s.users.map((u) => u.last_event.id)).slice(0, limit);
     } else {
       // No sweep has passed anything yet (no worker so far): every user is after the cursor.
@@ -222,18 +235,35 @@ export class OutboxRelay {
    * empty slots in a row) it asks for the next slot that holds a user (one
    * range query) and jumps there, so a worker that was down for a week does not
    * walk 60,000 empty slots one by one. `lastSlot`: the last slot covered (read or
-   * known empty), `from - 1` if none.
+   * known empty), `from - 1` if none. With `memo.seeks`, a seek's answer is kept
+   * for the stretch that was settled at `memo.now`, and used again instead of a query.
    */
-  private async readSlots(from: number, to: number, limit: number): Promise<{ slots: { slot: number; users: ProviderUserDoc[] }[]; lastSlot: number }> {
+  private async readSlots(
+    from: number,
+    to: number,
+    limit: number,
+    memo?: { now: number; seeks: LRUCache<number, number> },
+  ): Promise<{ slots: { slot: number; users: ProviderUserDoc[] }[]; lastSlot: number }> {
     const { providerUsers } = collectionsOf(this.deps.models);
+    const seek = async (slot: number): Promise<number | undefined> => {
+      const known = memo?.seeks.get(slot);
+      if (known !== undefined) return known;
+      const [next] = await providerUsers.find({ outbox_slot: { $gte: slot } }, { projection: { outbox_slot: 1 } }).sort({ outbox_slot: 1 }).limit(1).toArray();
+      if (memo) {
+        // Kept only as far as the slots were settled: a later slot may still get users.
+        const settledEnd = outboxSlotOf(memo.now - SAFETY_LAG_MS);
+        const emptyUpTo = Math.min(next ? next.outbox_slot : settledEnd, settledEnd);
+        if (emptyUpTo > slot) memo.seeks.set(slot, emptyUpTo);
+      }
+      return next?.outbox_slot;
+    };
     const slots: { slot: number; users: ProviderUserDoc[] }[] = [];
     let read = 0;
     let empty = 0;
     let slot = from;
     for (let n = 0; slot <= to && read < limit && n < MAX_SLOTS_PER_PASS; n++, slot++) {
       if (empty >= EMPTY_SLOTS_BEFORE_SEEK) {
-        const [next] = await providerUsers.find({ outbox_slot: { $gte: slot } }, { projection: { outbox_slot: 1 } }).sort({ outbox_slot: 1 }).limit(1).toArray();
-        const nextSlot = Math.min(next ? next.outbox_slot : to + 1, to + 1);
+        const nextSlot = Math.min((await seek(slot)) ?? to + 1, to + 1);
         empty = 0;
         if (nextSlot > slot) {
           slot = nextSlot - 1; // the loop's slot++ lands on it; the slots between are empty
