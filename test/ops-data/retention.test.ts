@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Types } from 'mongoose';
 import type { CommandStartedEvent } from 'mongodb';
 import { collectionOf, ensureIndexes, syncStateIdOf, type DeliveryDoc, type DeliveryStatus } from '@connect/shared';
-import { purgeExpired, purgeLockKey, workerOptionsFromEnv } from '@connect/worker';
+import { ORPHANED_HISTORY_WALKED, purgeExpired, purgeLockKey, workerOptionsFromEnv } from '@connect/worker';
 import { registerTestClient, requestToken, signAssertion, startTestApi, http, type TestApi, type TestClient } from '../support/harness.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 import { filtersOn, hasNoBatchIn, isIdEquality, watchCommands } from '../support/watched-commands.ts';
@@ -223,6 +223,37 @@ describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
     }
     // One read of the old rows per status (a cursor; their filter carries the kept row's exclusion), not a query per batch.
     expect(filtersOn(seen, 'deliveries', 'find').filter((f) => JSON.stringify(f).includes('$nin'))).toHaveLength(3);
+  });
+
+  it('deletes, once per database, the old attempt history an earlier release left without its row, keeps the history of rows still there and young history, and does not walk the attempts again', async () => {
+    const Attempts = collectionOf(api.models.DeliveryAttempt);
+    const Delivery = collectionOf(api.models.Delivery);
+    const attempt = (deliveryId: string, ageMs: number) => ({ _id: new Types.ObjectId(), delivery_id: deliveryId, target: 'dictation', at: new Date(Date.now() - ageMs), duration_ms: 5, status_code: 200, error_class: null, message: null, outcome: 'delivered' as const, probe: false });
+    // As an earlier release left it: the walk not yet made on this database.
+    await api.models.RelayCursor.collection.deleteOne({ _id: ORPHANED_HISTORY_WALKED as never });
+    const pendingRow = row('pending', 40 * DAY);
+    await Delivery.insertOne(pendingRow);
+    const orphan = `${randomUUID()}.dictation`;
+    const young = `${randomUUID()}.dictation`;
+    await Attempts.insertMany([attempt(orphan, 40 * DAY), attempt(orphan, 35 * DAY), attempt(pendingRow._id, 40 * DAY), attempt(young, 60_000)]);
+
+    const first = await watchCommands(api.env.MONGO_URL!, (models) => purgeExpired(models, { retentionMs: workerOptionsFromEnv({}).deliveryRetentionMs }));
+    expect(first.result.orphanedAttempts).toBeGreaterThanOrEqual(2);
+    expect(await Attempts.countDocuments({ delivery_id: orphan })).toBe(0);
+    expect(await Attempts.countDocuments({ delivery_id: pendingRow._id })).toBe(1);
+    expect(await Attempts.countDocuments({ delivery_id: young })).toBe(1);
+    // Each gone row's history deleted by its delivery_id, never a $in.
+    for (const q of filtersOn(first.seen, 'delivery_attempts', 'delete')) expect(typeof q.delivery_id, JSON.stringify(q)).toBe('string');
+
+    // Made to its end: the next pass reads no attempt but by its row (an orphan made now stays).
+    const later = `${randomUUID()}.dictation`;
+    await Attempts.insertOne(attempt(later, 40 * DAY));
+    const second = await watchCommands(api.env.MONGO_URL!, (models) => purgeExpired(models, { retentionMs: workerOptionsFromEnv({}).deliveryRetentionMs }));
+    expect(second.result.orphanedAttempts).toBe(0);
+    expect(filtersOn(second.seen, 'delivery_attempts', 'find')).toEqual([]);
+    expect(await Attempts.countDocuments({ delivery_id: later })).toBe(1);
+    await Attempts.deleteMany({ delivery_id: { $in: [later, young, pendingRow._id] } });
+    await Delivery.deleteOne({ _id: pendingRow._id });
   });
 
   it('the attempts index on `at` alone that earlier versions made (read by nothing) is dropped at start', async () => {

@@ -7,6 +7,7 @@ export * from './fan-out.ts';
 export * from './outbox-sweep.ts';
 export * from './redis-loss-recovery.ts';
 export * from './retention-purge.ts';
+export * from './orphaned-history.ts';
 export * from './shutdown.ts';
 export * from './sign-nabla-connect.ts';
 export * from './sign-standard-webhooks.ts';

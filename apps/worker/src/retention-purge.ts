@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { collectionsOf, deleteDeliveriesWithHistory, findByIds, LuaScript, updateEachById, syncStateIdOf, type DeliveryDoc, type DeliveryQueues, type Models, type ProviderUserDoc, type RedisClient, type SyncStateDoc } from '@connect/shared';
+import { purgeOrphanedHistory } from './orphaned-history.ts';
 import { startPeriodic } from './periodic.ts';
 import { requeueOrphanPairs } from './redis-loss-recovery.ts';
 
@@ -26,6 +27,8 @@ import { requeueOrphanPairs } from './redis-loss-recovery.ts';
  *   `expires_at` does this too; FerretDB refuses TTL indexes (code 238), so
  *   this pass is what keeps the collection bounded there. Running it on MongoDB
  *   as well costs one indexed delete and keeps both worlds on one code path.
+ * - Attempt history an earlier release left without its row is deleted, by one
+ *   walk per database (orphaned-history.ts).
  *
  * One pass at a time across every worker process: a Redis lock (SET NX PX with
  * a random token, released only by its holder). Two passes at once would not
@@ -48,6 +51,8 @@ export interface PurgeResult {
   superseded: number;
   /** (user, target) pairs with a pending row still owed and no job in Redis, given one. */
   requeued: number;
+  /** Attempts found without their delivery row, left by an earlier release (orphaned-history.ts): once per database. */
+  orphanedAttempts: number;
 }
 
 /** Where the next pass's look at pending rows goes on from (rows legitimately held can be many). */
@@ -158,7 +163,7 @@ async function refusedStatusChangesStillCurrent(models: Models, cutoff: Date): P
 export async function purgeExpired(models: Models, options: RetentionOptions & { pendingFrom?: PendingScanPosition; queues?: DeliveryQueues }): Promise<PurgeResult & { pendingNext?: PendingScanPosition }> {
   const now = options.now?.() ?? new Date();
   const cutoff = new Date(now.getTime() - options.retentionMs);
-  const result: PurgeResult & { pendingNext?: PendingScanPosition } = { deliveries: 0, attempts: 0, assertions: 0, superseded: 0, requeued: 0 };
+  const result: PurgeResult & { pendingNext?: PendingScanPosition } = { deliveries: 0, attempts: 0, assertions: 0, superseded: 0, requeued: 0, orphanedAttempts: 0 };
   // First: what it marks superseded is purged in a later pass, once past the retention.
   const overtaken = await mendPendingLeftBehind(models, options.queues, new Date(now.getTime() - OVERTAKEN_AFTER_MS), options.pendingFrom).catch((err: unknown) => err as Error);
   if (!(overtaken instanceof Error)) {
@@ -176,6 +181,8 @@ export async function purgeExpired(models: Models, options: RetentionOptions & {
       total.deliveries += r.deliveries;
       total.attempts += r.attempts;
     }
+    // After this release's own deletes, so the walk looks only at what an earlier one left.
+    result.orphanedAttempts = (await purgeOrphanedHistory(models, cutoff, options.batchSize)) ?? 0;
     return total;
   };
   const [assertions, deliveries] = await Promise.allSettled([collectionsOf(models).usedAssertions.deleteMany({ expires_at: { $lt: now } }), purgeDeliveries()]);
@@ -236,6 +243,7 @@ export function startRetentionPurge(deps: RetentionPurgeDeps, options: Retention
       pendingFrom = pendingNext;
       if (counts.deliveries > 0 || counts.assertions > 0 || counts.attempts > 0) deps.log.info(counts, 'retention purge deleted expired rows');
       if (counts.superseded > 0) deps.log.info({ superseded: counts.superseded }, 'pending deliveries overtaken by a newer version marked superseded');
+      if (counts.orphanedAttempts > 0) deps.log.info({ attempts: counts.orphanedAttempts }, 'attempt history an earlier release left without its delivery row deleted (once per database)');
       if (counts.requeued > 0) deps.log.warn({ requeued: counts.requeued }, 'pending deliveries had no job in Redis (a Redis gone back in time?): requeued');
       return counts;
     } catch (err) {
