@@ -237,7 +237,8 @@ describe('Retention (DELIVERY_RETENTION_DAYS, default 30)', () => {
     const young = `${randomUUID()}.dictation`;
     await Attempts.insertMany([attempt(orphan, 40 * DAY), attempt(orphan, 35 * DAY), attempt(pendingRow._id, 40 * DAY), attempt(young, 60_000)]);
 
-    const first = await watchCommands(api.env.MONGO_URL!, (models) => purgeExpired(models, { retentionMs: workerOptionsFromEnv({}).deliveryRetentionMs }));
+    // Batches of one: the walk deletes while its cursor over the attempts is still open.
+    const first = await watchCommands(api.env.MONGO_URL!, (models) => purgeExpired(models, { retentionMs: workerOptionsFromEnv({}).deliveryRetentionMs, batchSize: 1 }));
     expect(first.result.orphanedAttempts).toBeGreaterThanOrEqual(2);
     expect(await Attempts.countDocuments({ delivery_id: orphan })).toBe(0);
     expect(await Attempts.countDocuments({ delivery_id: pendingRow._id })).toBe(1);
