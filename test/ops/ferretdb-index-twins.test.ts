@@ -23,7 +23,9 @@ let mongo: MongoClient;
 
 beforeAll(async () => {
   if (!onFerretDb) return;
-  ferret = await startFerretDb({ database });
+  // With a pool setting on the URL, as an operator may give: the twin installer's own connection
+  // once sent it to PostgreSQL, which refused it, and FerretDB ran with no twin at all.
+  ferret = await startFerretDb({ database, pgParams: { pool_max_conns: '8' } });
   mongo = await new MongoClient(`${ferret.url}twins`).connect();
   const users = mongo.db().collection('users');
   await users.createIndex({ org: 1, ext: 1 }, { unique: true });

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -81,7 +82,7 @@ $do$;
 // installIndexMirror runs mirrorSQL once; FerretDB then keeps creating
 // indexes as before and the trigger follows.
 func installIndexMirror(ctx context.Context, pgURL string) error {
-	conn, err := pgx.Connect(ctx, pgURL)
+	conn, err := pgx.Connect(ctx, withoutPoolSettings(pgURL))
 	if err != nil {
 		return err
 	}
@@ -113,4 +114,24 @@ func customPlans(pgURL string) (string, error) {
 	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
+}
+
+// withoutPoolSettings drops the `pool_*` parameters FerretDB's connection pool
+// reads (pool_max_conns, ...) from the URL: a single pgx connection sends every
+// parameter it does not know to PostgreSQL as a setting, which refuses them
+// (`unrecognized configuration parameter "pool_max_conns"`), and the mirror
+// was then not installed, leaving every lookup a scan of its whole table.
+func withoutPoolSettings(pgURL string) string {
+	u, err := url.Parse(pgURL)
+	if err != nil {
+		return pgURL
+	}
+	q := u.Query()
+	for name := range q {
+		if strings.HasPrefix(name, "pool_") {
+			q.Del(name)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
 }

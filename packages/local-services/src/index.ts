@@ -148,9 +148,10 @@ export function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs = 
  * FerretDB over a PostgreSQL database of its own (UTF8, locale C, as FerretDB
  * needs). `keepDatabase` keeps it across runs (the local run command); tests get a
  * fresh one and drop it when they stop. Without `port` it binds port 0 and the
- * port is read from its "Listening on TCP host:port" log line.
+ * port is read from its "Listening on TCP host:port" log line. `pgParams` go on
+ * the PostgreSQL URL (FerretDB's pool settings, e.g. `pool_max_conns`).
  */
-export async function startFerretDb(options: { database: string; port?: number; keepDatabase?: boolean; pg?: PostgresTarget }): Promise<RunningService> {
+export async function startFerretDb(options: { database: string; port?: number; keepDatabase?: boolean; pg?: PostgresTarget; pgParams?: Record<string, string> }): Promise<RunningService> {
   const pg = options.pg ?? LOCAL_POSTGRES;
   const bin = await ensureFerretDbBinary();
   if (!/^[a-z0-9_]{1,60}$/.test(options.database)) throw new Error(`bad database name ${options.database}`);
@@ -161,7 +162,7 @@ export async function startFerretDb(options: { database: string; port?: number; 
   }
   const child = spawn(
     bin,
-    [`--postgresql-url=postgres://${pg.user}@${pg.host}:${pg.port}/${options.database}`, `--listen-addr=127.0.0.1:${options.port ?? 0}`, '--log-level=info'],
+    [`--postgresql-url=postgres://${pg.user}@${pg.host}:${pg.port}/${options.database}${options.pgParams ? `?${new URLSearchParams(options.pgParams)}` : ''}`, `--listen-addr=127.0.0.1:${options.port ?? 0}`, '--log-level=info'],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const listening = waitForOutput(child, /Listening on TCP 127\.0\.0\.1:(\d+)/, 30_000, 'FerretDB listening');
