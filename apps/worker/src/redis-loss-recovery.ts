@@ -142,6 +142,8 @@ export interface RedisLossRecovery {
    */
   pendingPairs: number;
   requeued: number;
+  /** Jobs found active with no lock (a snapshot's, whose worker is gone), put back to waiting. */
+  freedActive: number;
 }
 
 /** Pending Delivery rows read per round trip. */
@@ -221,12 +223,39 @@ export async function recoverFromRedisLoss(deps: RedisLossDeps, now: Date = new 
       'Redis went back in time (a snapshot restored, a lagging replica promoted): its marker names an earlier slot than the outbox sweep passed; the sweep goes back over what was queued since, and pending deliveries get their jobs back',
     );
   }
+  const freedActive = await freeAbandonedActiveJobs(deps);
+  if (freedActive > 0) deps.log.warn({ jobs: freedActive }, 'jobs active in Redis with no worker holding them (a snapshot restored mid-job) put back to waiting');
   const requeue = await requeuePending(deps);
   if (requeue.requeued > 0) deps.log.warn(requeue, 'pending deliveries had no job in Redis: requeued');
   // A plain SET: after a rewind the marker names the cursor where it is now, lower than before.
   await deps.redis.set(redisMarkerKey(deps.queuePrefix), JSON.stringify({ swept: (await deps.relay.sweptThrough()) ?? null } satisfies Marker));
   await relayCursors.updateOne({ _id: REDIS_EPOCH_ID }, { $set: { updated_at: known?.updated_at ?? now } }, { upsert: true });
-  return { lostData, wentBack: state.back !== undefined, sweepFromSlot, restoredHolds, ...requeue };
+  return { lostData, wentBack: state.back !== undefined, sweepFromSlot, restoredHolds, freedActive, ...requeue };
+}
+
+/**
+ * Jobs a restored snapshot brings back as active, their worker long gone and their lock expired:
+ * back to waiting (or paused, for a held target's queue), as BullMQ's stalled check would do one
+ * or two `WORKER_STALLED_INTERVAL_MS` later. Until then such a delivery job holds its (user,
+ * target)'s deduplication key, so each newer version folds into it and waits too, and the step
+ * below skips the pair (it has a job). A job whose lock is there belongs to a running worker and
+ * stays; a lockless active job gets no lock again (a worker takes jobs from waiting only), so
+ * the check then the move cannot take one from a worker that holds it.
+ */
+async function freeAbandonedActiveJobs(deps: RedisLossDeps): Promise<number> {
+  const queues: Queue[] = [deps.eventsQueue, ...deps.targets.flatMap(({ name }) => deps.deliveries.get(name) ?? [])];
+  let freed = 0;
+  for (const queue of queues) {
+    for (const job of await queue.getActive()) {
+      if (!job.id || (await deps.redis.exists(`${queue.toKey(job.id)}:lock`)) === 1) continue;
+      // Token "0": no lock to check (there is none). A job that finished meanwhile is not active: nothing moves.
+      await job.moveToWait('0').then(
+        () => freed++,
+        (err: Error) => deps.log.warn({ queue: queue.name, job_id: job.id, err: err.message }, 'could not put an abandoned active job back to waiting; the stalled check will'),
+      );
+    }
+  }
+  return freed;
 }
 
 /** Step 0: every configured target's held state (`paused`, `disabled`) back from MongoDB, its queue paused again. */
