@@ -116,6 +116,11 @@ const UNAVAILABLE_NAMES = new Set([
   'MaxRetriesPerRequestError',
 ]);
 
+/** The database stopped a query at its maxTimeMS (MongoDB and FerretDB alike). */
+export function isMaxTimeExpired(err: unknown): boolean {
+  return (err as { codeName?: string } | null)?.codeName === 'MaxTimeMSExpired';
+}
+
 /** Any error a command can end with, as the kind and message the CLI prints. */
 export function toCliError(err: unknown): CliError {
   if (err instanceof CliError) return err;
@@ -129,6 +134,8 @@ export function toCliError(err: unknown): CliError {
   }
   const e = err as { name?: string; code?: string; message?: string };
   if (typeof e?.code === 'string' && e.code.startsWith('ERR_PARSE_ARGS')) return new CliError('usage', e.message ?? 'bad arguments');
+  // The database stopped a query at its time limit (maxTimeMS): it is there, but too slow for this command now.
+  if (isMaxTimeExpired(err)) return new CliError('unavailable', `The database stopped the query at its time limit: ${e.message ?? 'MaxTimeMSExpired'}`);
   if ((e?.name && UNAVAILABLE_NAMES.has(e.name)) || e?.code === 'ECONNREFUSED' || /Connection is closed|ECONNREFUSED|ETIMEDOUT|^Command timed out/.test(e?.message ?? '')) {
     return new CliError('unavailable', e.message ?? 'a datastore did not answer');
   }

@@ -1,5 +1,5 @@
 import type { DeliveryStatus, DeliveryStore } from '@connect/shared';
-import { CliError, defineCommand, optional, positional, toCliError, type CliContext, type Command } from './command.ts';
+import { CliError, defineCommand, isMaxTimeExpired, optional, positional, toCliError, type CliContext, type Command } from './command.ts';
 
 const STATUSES: DeliveryStatus[] = ['pending', 'delivered', 'failed', 'superseded'];
 
@@ -11,6 +11,16 @@ function statusOf(raw: string | undefined): DeliveryStatus {
 
 /** How many rows `deliveries list` prints at most (`--limit`); `truncated` says when more matched. */
 const LIST_LIMIT = { default: 1000, max: 10_000 };
+
+/**
+ * The database's time limit on the list's query (maxTimeMS), under the CLI's 10 s per-operation
+ * limit (datastores.ts OPERATION_TIMEOUT_MS, not imported: it would load mongoose for `--help`).
+ * On FerretDB the list reads and sorts every row of the status asked; at about 100,000 of them
+ * that outlasted the socket timeout, the driver retried, and after 25 s the CLI said the
+ * database was unavailable while the query ran on. Stopped in the database, it ends at once
+ * with an answer that says what happened (docs/operations.md, The CLI).
+ */
+export const LIST_MAX_TIME_MS = 8_000;
 
 function limitOf(raw: string | undefined): number {
   if (raw === undefined) return LIST_LIMIT.default;
@@ -73,13 +83,20 @@ ${LIST_LIMIT.max}). --target also takes a target taken out of DOWNSTREAM_TARGETS
 are still stored (until \`targets forget\`). Prints {"status", "target"?, "count", "truncated", "deliveries": [...]}: count is
 how many are listed, truncated is true when more matched than the limit.`,
     options: { status: { type: 'string' }, target: { type: 'string' }, limit: { type: 'string' } },
-    parse: (input) => ({ status: statusOf(optional(input, 'status')), target: optional(input, 'target'), limit: limitOf(optional(input, 'limit')) }),
+    parse: (input) => ({ status: statusOf(optional(input, 'status')), target: optional(input, 'target'), limit: limitOf(optional(input, 'limit')), maxTimeMS: LIST_MAX_TIME_MS }),
     run: async (args, ctx) => {
       const { DeliveryStore, listDeliveries } = await import('@connect/shared');
       const store = new DeliveryStore(ctx.models);
       const target = await targetOf(ctx, store, args.target);
       // One more than asked: whether more matched, without counting a collection that may be large.
-      const found = await listDeliveries(store, { status: args.status, target, limit: args.limit + 1 });
+      const found = await listDeliveries(store, { status: args.status, target, limit: args.limit + 1, maxTimeMS: args.maxTimeMS }).catch((err: unknown) => {
+        if (!isMaxTimeExpired(err)) throw err;
+        const which = `${args.status} deliveries${target ? ` of ${target}` : ''}`;
+        throw new CliError(
+          'unavailable',
+          `Listing the ${which} took over ${args.maxTimeMS / 1000} s and the database stopped it. On FerretDB the list reads and sorts every ${args.status} row; narrow it with --target${target ? ' to another target' : ''}, or read one delivery with \`deliveries show ID\`. On MongoDB an index answers it.`,
+        );
+      });
       const deliveries = found.slice(0, args.limit);
       return { status: args.status, ...(target ? { target } : {}), count: deliveries.length, truncated: found.length > args.limit, deliveries };
     },

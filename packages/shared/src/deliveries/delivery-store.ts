@@ -66,6 +66,8 @@ export interface DeliveryFilter {
   status?: DeliveryStatus;
   target?: string;
   limit?: number;
+  /** Server-side time limit of the query (maxTimeMS; 0 or absent: none): past it the database stops it and the read fails with `MaxTimeMSExpired`. */
+  maxTimeMS?: number;
 }
 
 export function syncStateIdOf(userId: string, target: string): string {
@@ -357,6 +359,7 @@ export class DeliveryStore {
       .find(q)
       .sort({ updated_at: 1, _id: 1 })
       .limit(filter.limit ?? 1000)
+      .maxTimeMS(filter.maxTimeMS ?? 0)
       .toArray();
   }
 
