@@ -108,6 +108,45 @@ describe('verifyCallback, standard-webhooks', () => {
     expect(reason(() => verifyCallback({ headers: h(good.replace('v1,', 'v2,')), rawBody: raw, secrets: secret, scheme: 'standard-webhooks', now }))).toBe('bad_signature');
     expect(reason(() => verifyCallback({ headers: h(good), rawBody: raw, secrets: other, scheme: 'standard-webhooks', now }))).toBe('bad_signature');
   });
+
+  // By hand, as the specification defines it: HMAC-SHA256 keyed by the decoded secret, over the id, the timestamp and the body's bytes.
+  const signBytes = (body: Buffer) =>
+    `v1,${createHmac('sha256', Buffer.from(secret.slice('whsec_'.length), 'base64')).update(Buffer.concat([Buffer.from(`msg_1.${signedAt.getTime() / 1000}.`), body])).digest('base64')}`;
+
+  it('the signature is checked over the body\'s bytes as received, not over text decoded from them', () => {
+    // A valid event with one byte that is not UTF-8 (0xFF) in a member's value: decoding it to text
+    // (U+FFFD) made a signature over the decoded text verify, and verify another byte (0xFE) as well.
+    const [head, tail] = raw.split('"future_field":1');
+    const withByte = (b: number) => Buffer.concat([Buffer.from(`${head}"future_field":"`), Buffer.from([b]), Buffer.from(`"${tail}`)]);
+    const now = () => signedAt.getTime();
+    const verify = (body: Buffer, signature: string) => reason(() => verifyCallback({ headers: h(signature), rawBody: body, secrets: secret, scheme: 'standard-webhooks', now }));
+    expect(verify(withByte(0xff), signBytes(withByte(0xff)))).toBe('accepted');
+    expect(verify(withByte(0xff), signBytes(Buffer.from(withByte(0xff).toString('utf8'))))).toBe('bad_signature');
+    expect(verify(withByte(0xfe), signBytes(withByte(0xff)))).toBe('bad_signature');
+  });
+
+  it('a signature header given as several values (an array, or two header lines node:http joined with ", ") is one list', () => {
+    const now = () => signedAt.getTime();
+    const other = signBytes(Buffer.from('something else'));
+    const verify = (signature: string | string[]) => reason(() => verifyCallback({ headers: { ...h(''), 'webhook-signature': signature }, rawBody: raw, secrets: secret, scheme: 'standard-webhooks', now }));
+    expect(verify([good, other])).toBe('accepted');
+    expect(verify([other, good])).toBe('accepted');
+    expect(verify(`${good}, ${other}`)).toBe('accepted');
+    expect(verify(`${other}, ${good}`)).toBe('accepted');
+    expect(verify([other, other])).toBe('bad_signature');
+  });
+
+  it('a Map keyed with the names as a sender writes them (Webhook-Id) is read case-insensitively, as a plain object is', () => {
+    const now = () => signedAt.getTime();
+    const map = new Map([
+      ['Webhook-Id', 'msg_1'],
+      ['Webhook-Timestamp', String(signedAt.getTime() / 1000)],
+      ['Webhook-Signature', good],
+    ]);
+    expect(reason(() => verifyCallback({ headers: map, rawBody: raw, secrets: secret, scheme: 'standard-webhooks', now }))).toBe('accepted');
+    map.delete('Webhook-Signature');
+    expect(reason(() => verifyCallback({ headers: map, rawBody: raw, secrets: secret, scheme: 'standard-webhooks', now }))).toBe('missing_header');
+  });
 });
 
 describe('MemoryDedupeStore', () => {

@@ -35,12 +35,27 @@ export const NABLA_TIMESTAMP_HEADER = 'x-nabla-connect-timestamp';
 export const NABLA_SIGNATURE_HEADER = 'x-nabla-connect-signature';
 const DEFAULT_TOLERANCE: Record<CallbackScheme, number> = { 'nabla-connect': 60, 'standard-webhooks': 300 };
 
-function header(headers: IncomingHeaders, name: string): string | undefined {
+/**
+ * One header's value, trimmed; undefined when absent or blank. A header given as several values
+ * (node:http's `headersDistinct`, a Map of arrays) is joined with `separator`, the one its own
+ * list syntax uses. Names are matched case-insensitively: through `get` (a `Headers` does so
+ * itself; a Map's keys are then searched), or among a plain object's keys.
+ */
+function header(headers: IncomingHeaders, name: string, separator = ','): string | undefined {
+  const text = (value: unknown): string | undefined => {
+    const joined = Array.isArray(value) ? value.filter((v) => typeof v === 'string').join(separator) : value;
+    return typeof joined === 'string' && joined.trim() ? joined.trim() : undefined;
+  };
   // Not `instanceof Headers`: undici's or node-fetch's Headers, or one from another realm, are not this one.
   const get = (headers as { get?: unknown }).get;
   if (typeof get === 'function') {
     const value: unknown = get.call(headers, name);
-    return typeof value === 'string' ? value.trim() || undefined : undefined;
+    if (value !== undefined && value !== null) return text(value);
+    // A Map keyed as the sender wrote the names (`Webhook-Id`): its get is case-sensitive.
+    if (headers instanceof Map) {
+      for (const [key, v] of headers as Map<unknown, unknown>) if (typeof key === 'string' && key.toLowerCase() === name) return text(v);
+    }
+    return undefined;
   }
   const record = headers as Record<string, string | string[] | undefined>;
   let value = record[name];
@@ -48,8 +63,7 @@ function header(headers: IncomingHeaders, name: string): string | undefined {
     const key = Object.keys(record).find((k) => k.toLowerCase() === name);
     value = key === undefined ? undefined : record[key];
   }
-  const text = Array.isArray(value) ? value.join(',') : value;
-  return text?.trim() ? text.trim() : undefined;
+  return text(value);
 }
 
 /**
@@ -159,12 +173,14 @@ export function usableSecrets(given: string | readonly string[], scheme: Callbac
 function verifyStandardWebhooks(headers: IncomingHeaders, raw: Buffer, secrets: readonly string[], tolerance: number, now: number): void {
   const id = header(headers, 'webhook-id');
   const timestamp = header(headers, 'webhook-timestamp');
-  const signature = header(headers, 'webhook-signature');
+  // Space-delimited; several values (an array, or two header lines node:http joined with ", ") are one list.
+  const signature = header(headers, 'webhook-signature', ' ');
   if (!id || !timestamp || !signature) throw new CallbackVerificationError('missing_header', 'webhook-id, webhook-timestamp and webhook-signature are required');
   const signedAtMs = /^\d+$/.test(timestamp) ? Number(timestamp) * 1000 : Number.NaN;
   checkWindow(signedAtMs, tolerance, now);
   const given = signature
-    .split(' ')
+    .split(/\s+/)
+    .map((s) => s.replace(/,$/, ''))
     .filter((s) => s.startsWith('v1,'))
     .map((s) => Buffer.from(s.slice(3), 'utf8'));
   const ok = secrets.some((secret) => {
