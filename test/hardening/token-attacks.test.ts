@@ -28,6 +28,8 @@ let jwksOrigin: string;
 const jwksHits: string[] = [];
 let jwksKey: KeyObject;
 let goodJwks: { keys: object[] };
+/** What /rotating.json serves now: a client's keys, changed by the rotation test. */
+let rotatingJwks: { keys: object[] } = { keys: [] };
 const pendingSlow = new Set<ServerResponse>();
 
 function jwksHandler(req: IncomingMessage, res: ServerResponse): void {
@@ -37,7 +39,10 @@ function jwksHandler(req: IncomingMessage, res: ServerResponse): void {
     res.writeHead(200, { 'content-type': 'application/json', ...headers });
     res.end(JSON.stringify(body));
   };
-  switch (path) {
+  // A query string makes another URL (a key set cached apart) with the same content.
+  switch (path.split('?')[0]) {
+    case '/rotating.json':
+      return json(rotatingJwks);
     case '/good.json':
     case '/redirect-target.json':
     case '/attacker.json':
@@ -235,15 +240,43 @@ describe('`kid` tricks against a JWKS client: no path from the kid, no fetch sto
     }
   });
 
-  it('a burst of 30 unknown kids causes at most one refetch (the cooldown), and the good kid still works', async () => {
-    const before = jwksHits.length;
-    const answers = await Promise.all(
-      Array.from({ length: 30 }, (_, i) => postAssertion(rawJwt({ alg: 'RS256', kid: `unknown-${i}` }, claims(client._id), rs256(jwksKey)))),
-    );
-    for (const res of answers) expectRefused(res, 'unknown kid burst');
-    expect(jwksHits.length - before).toBeLessThanOrEqual(1);
-    const res = await postAssertion(rawJwt({ alg: 'RS256', kid: 'k1' }, claims(client._id), rs256(jwksKey)));
+  it('a burst of 30 unknown kids causes at most 3 refetches (the budget\'s burst), a second burst right after at most one more, and the good kid still works', async () => {
+    const url = `/good.json?burst-${randomUUID()}`;
+    const burstClient = await jwksClient(url);
+    const fetches = () => jwksHits.filter((p) => p === url).length;
+    const good = await postAssertion(rawJwt({ alg: 'RS256', kid: 'k1' }, claims(burstClient._id), rs256(jwksKey)));
+    expect(good.status, good.text).toBe(200);
+    expect(fetches()).toBe(1);
+    const burst = async () => {
+      const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => postAssertion(rawJwt({ alg: 'RS256', kid: `unknown-${i}` }, claims(burstClient._id), rs256(jwksKey)))));
+      for (const res of answers) expectRefused(res, 'unknown kid burst');
+    };
+    await burst();
+    const afterFirst = fetches();
+    expect(afterFirst - 1).toBeGreaterThanOrEqual(1);
+    expect(afterFirst - 1).toBeLessThanOrEqual(3);
+    await burst();
+    // One refetch per 5 s after the burst: the second burst comes well within 10 s of the first.
+    expect(fetches() - afterFirst).toBeLessThanOrEqual(1);
+    const res = await postAssertion(rawJwt({ alg: 'RS256', kid: 'k1' }, claims(burstClient._id), rs256(jwksKey)));
     expect(res.status, res.text).toBe(200);
+  });
+
+  it('a client rotating its key: the new kid, used right after the set was fetched, is accepted at once (a fixed 5 s cooldown refused it)', async () => {
+    const url = `/rotating.json?${randomUUID()}`;
+    const rotating = await jwksClient(url);
+    const oldKey = rsaKeyPair().privateKey;
+    const newKey = rsaKeyPair().privateKey;
+    const jwkOf = async (key: KeyObject, kid: string) => ({ ...(await exportJWK(createPublicKey(key))), kid, alg: 'RS256', use: 'sig' });
+    rotatingJwks = { keys: [await jwkOf(oldKey, 'old')] };
+    const first = await postAssertion(rawJwt({ alg: 'RS256', kid: 'old' }, claims(rotating._id), rs256(oldKey)));
+    expect(first.status, first.text).toBe(200);
+    rotatingJwks = { keys: [await jwkOf(oldKey, 'old'), await jwkOf(newKey, 'new')] };
+    const started = Date.now();
+    const rotated = await postAssertion(rawJwt({ alg: 'RS256', kid: 'new' }, claims(rotating._id), rs256(newKey)));
+    expect(rotated.status, rotated.text).toBe(200);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(jwksHits.filter((p) => p === url)).toHaveLength(2);
   });
 });
 

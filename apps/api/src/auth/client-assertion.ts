@@ -1,8 +1,8 @@
-import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTVerifyOptions, type JWTVerifyResult, type RemoteJWKSet } from 'jose';
+import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTVerifyOptions, type JWTVerifyResult } from 'jose';
 import type { KeyObject } from 'node:crypto';
 import { collectionsOf, isDuplicateKeyError, maskEmailsIn, withoutCredentials, type Models } from '@connect/shared';
 import type { ActiveClient, ClientDirectory } from './client-directory.ts';
-import type { ClientKeys } from './client-keys.ts';
+import type { ClientKeys, RemoteKeySet } from './client-keys.ts';
 import { isStorableText } from '../validator-compiler.ts';
 
 /** RS256 must work (the real service requires it); the others may. `none` and HMAC never. */
@@ -132,19 +132,18 @@ export async function verifyClientAssertion(
 /**
  * jwtVerify with a client's key or its JWKS (see verifyWithCachedKeys); when the
  * signature does not verify with the cached set, the set is fetched again once
- * (not within the cooldown) and the assertion tried against what it holds now.
+ * (within the refetch budget, client-keys.ts) and the assertion tried against what it holds now.
  */
-async function verifyWithAnyKey(assertion: string, key: KeyObject | RemoteJWKSet, options: JWTVerifyOptions): Promise<JWTVerifyResult> {
+async function verifyWithAnyKey(assertion: string, key: KeyObject | RemoteKeySet, options: JWTVerifyOptions): Promise<JWTVerifyResult> {
   try {
     return await verifyWithCachedKeys(assertion, key, options);
   } catch (err) {
-    // jose fetches the set again only when no cached key matches the header (an unknown kid).
+    // The set is fetched again by itself only when no cached key matches the header (an unknown kid).
     // An assertion without kid (the public sample client's) matches the cached keys of its type,
     // so one signed by a key the client published since (beside the old one, as the README says)
-    // failed as a bad signature until the cache aged out (10 min). Fetch the set again, at most
-    // once per cooldown like an unknown kid, and try once more.
-    if (typeof key !== 'function' || (err as { code?: string }).code !== 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' || key.coolingDown) throw err;
-    await key.reload();
+    // failed as a bad signature until the cache aged out (10 min). Fetch the set again, within
+    // the same budget as for an unknown kid, and try once more.
+    if (typeof key !== 'function' || (err as { code?: string }).code !== 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' || !(await key.refetch())) throw err;
     return verifyWithCachedKeys(assertion, key, options);
   }
 }
@@ -156,7 +155,7 @@ async function verifyWithAnyKey(assertion: string, key: KeyObject | RemoteJWKSet
  * a rotation. jose then raises ERR_JWKS_MULTIPLE_MATCHING_KEYS, which yields
  * the candidates; the assertion is accepted when one of them verifies it.
  */
-async function verifyWithCachedKeys(assertion: string, key: KeyObject | RemoteJWKSet, options: JWTVerifyOptions): Promise<JWTVerifyResult> {
+async function verifyWithCachedKeys(assertion: string, key: KeyObject | RemoteKeySet, options: JWTVerifyOptions): Promise<JWTVerifyResult> {
   try {
     // Two calls only for the compiler: jwtVerify's overloads take a key or a key-set function, not their union.
     return await (typeof key === 'function' ? jwtVerify(assertion, key, options) : jwtVerify(assertion, key, options));

@@ -1,13 +1,18 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { createRemoteJWKSet, customFetch, type RemoteJWKSet } from 'jose';
+import { createLocalJWKSet, errors, type FlattenedJWSInput, type JSONWebKeySet, type JWSHeaderParameters } from 'jose';
 import { LRUCache } from 'lru-cache';
 import type { OAuthClientDoc } from '@connect/shared';
 
 export interface ClientKeyOptions {
   /** How long a JWKS fetch may take. */
   jwksTimeoutMs: number;
-  /** Minimum time between two fetches of one JWKS URL (an unknown kid triggers one). */
+  /**
+   * Fetches of one JWKS URL made because an assertion names a key the cached set does not hold
+   * (an unknown kid, or a signature no cached key verifies): a burst of `jwksRefetchBurst` at once,
+   * then one per `jwksCooldownMs` on average.
+   */
   jwksCooldownMs: number;
+  jwksRefetchBurst: number;
   /** How long fetched keys are trusted before a refetch. */
   jwksMaxAgeMs: number;
   /** Largest JWKS document accepted. */
@@ -17,23 +22,93 @@ export interface ClientKeyOptions {
 export const DEFAULT_CLIENT_KEY_OPTIONS: ClientKeyOptions = {
   jwksTimeoutMs: 3000,
   jwksCooldownMs: 5000,
+  jwksRefetchBurst: 3,
   jwksMaxAgeMs: 10 * 60_000,
   jwksMaxBytes: 64 * 1024,
 };
 
 /**
+ * A client's JWKS: jose's key selection over the set last fetched from the URL. Fetched when
+ * first needed and again once older than `jwksMaxAgeMs`; fetched again at once when an
+ * assertion names a key the set does not hold, within a budget per URL (ClientKeyOptions), so
+ * that a client rotating its key is not refused for the seconds after a fetch (a fixed 5 s
+ * cooldown refused a new kid used right after the old one), while assertions naming random kids
+ * cannot make the API fetch the URL more than a few times at once and one per 5 s after.
+ * Concurrent fetches of one URL are one fetch. No redirects, bounded in time and size.
+ */
+export interface RemoteKeySet {
+  (header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<KeyObject | CryptoKey | Uint8Array>;
+  /**
+   * Fetches the set again, for a key it may have gained since (a signature no cached key
+   * verifies): true once fetched, false when the budget says not now. A fetch under way is awaited
+   * instead, free.
+   */
+  refetch(): Promise<boolean>;
+}
+
+export function remoteKeySet(url: string, options: ClientKeyOptions, now: () => number = Date.now): RemoteKeySet {
+  let local: ReturnType<typeof createLocalJWKSet> | undefined;
+  let fetchedAt = 0;
+  let pending: Promise<void> | undefined;
+  // The budget of refetches: a token bucket, full at first.
+  let tokens = options.jwksRefetchBurst;
+  let filledAt = now();
+  const load = (): Promise<void> =>
+    (pending ??= fetchKeySet(url, options)
+      .then((set) => {
+        local = createLocalJWKSet(set);
+        fetchedAt = now();
+      })
+      .finally(() => {
+        pending = undefined;
+      }));
+  const refetch = async (): Promise<boolean> => {
+    if (pending) {
+      await pending;
+      return true;
+    }
+    const t = now();
+    tokens = Math.min(options.jwksRefetchBurst, tokens + (options.jwksCooldownMs > 0 ? (t - filledAt) / options.jwksCooldownMs : Infinity));
+    filledAt = t;
+    if (tokens < 1) return false;
+    tokens -= 1;
+    await load();
+    return true;
+  };
+  const getKey = async (header: JWSHeaderParameters, token: FlattenedJWSInput) => {
+    if (!local || now() - fetchedAt > options.jwksMaxAgeMs) await load();
+    try {
+      return await local!(header, token);
+    } catch (err) {
+      if (!(err instanceof errors.JWKSNoMatchingKey) || !(await refetch())) throw err;
+      return local!(header, token);
+    }
+  };
+  return Object.assign(getKey, { refetch });
+}
+
+async function fetchKeySet(url: string, options: ClientKeyOptions): Promise<JSONWebKeySet> {
+  const res = await fetchLimited(url, { headers: { accept: 'application/json, application/jwk-set+json' }, redirect: 'manual', signal: AbortSignal.timeout(options.jwksTimeoutMs) }, options.jwksMaxBytes);
+  if (res.status !== 200) throw new errors.JOSEError(`the JWKS URL answered ${res.status}, not 200`);
+  try {
+    return (await res.json()) as JSONWebKeySet;
+  } catch {
+    throw new errors.JWKSInvalid('the JWKS document is not JSON');
+  }
+}
+
+/**
  * The key that checks a client's assertions: its static public key (parsed once)
- * or its JWKS URL through jose's remote key set (cached, refetched on an unknown
- * kid, no redirects), with a fetch that enforces a size limit. Both are kept
- * per key or URL, bounded like the API's other caches.
+ * or its JWKS URL's key set (remoteKeySet). Both are kept per key or URL, bounded
+ * like the API's other caches.
  */
 export class ClientKeys {
   private readonly pemKeys = new LRUCache<string, KeyObject>({ max: 10_000 });
-  private readonly jwksSets = new LRUCache<string, RemoteJWKSet>({ max: 10_000 });
+  private readonly jwksSets = new LRUCache<string, RemoteKeySet>({ max: 10_000 });
 
   constructor(private readonly options: ClientKeyOptions = DEFAULT_CLIENT_KEY_OPTIONS) {}
 
-  keyFor(client: OAuthClientDoc): KeyObject | RemoteJWKSet {
+  keyFor(client: OAuthClientDoc): KeyObject | RemoteKeySet {
     if (client.public_key_pem) {
       let key = this.pemKeys.get(client.public_key_pem);
       if (!key) {
@@ -45,12 +120,7 @@ export class ClientKeys {
     const url = client.jwks_url!;
     let set = this.jwksSets.get(url);
     if (!set) {
-      set = createRemoteJWKSet(new URL(url), {
-        timeoutDuration: this.options.jwksTimeoutMs,
-        cooldownDuration: this.options.jwksCooldownMs,
-        cacheMaxAge: this.options.jwksMaxAgeMs,
-        [customFetch]: (input, init) => fetchLimited(input, init, this.options.jwksMaxBytes),
-      });
+      set = remoteKeySet(url, this.options);
       this.jwksSets.set(url, set);
     }
     return set;
