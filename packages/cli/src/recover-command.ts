@@ -1,16 +1,21 @@
 import { CliError, defineCommand, optional, required, type Command } from './command.ts';
 
-const ISO_INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|([+-])(\d{2}):?(\d{2}))?$/;
+/**
+ * ISO 8601 / RFC 3339: a date, extended (2026-03-01) or basic (20260301), then optionally a time
+ * after `T`, `t` or a space (RFC 3339 allows the last two), with or without seconds and fractions,
+ * and a zone (`Z`, `z`, or an offset of hours and optional minutes).
+ */
+const ISO_INSTANT = /^(\d{4})-?(\d{2})-?(\d{2})(?:[Tt ](\d{2}):?(\d{2})(?::?(\d{2})(?:[.,](\d{1,9}))?)?([Zz]|([+-])(\d{2})(?::?(\d{2}))?)?)?$/;
 
 /**
- * An ISO 8601 instant with a date and a time, and a zone (`Z` or an offset; UTC
- * when none is given). A date or time that does not exist (30 February, 24:00,
- * minute 60) is refused, not rolled over into the next month or day.
+ * An ISO 8601 instant: a date and a time, and a zone (`Z` or an offset; UTC when none is given),
+ * or a date alone, meaning its midnight UTC. A date or time that does not exist (30 February,
+ * 24:00, minute 60) is refused, not rolled over into the next month or day.
  */
 export function parseInstant(name: string, value: string): Date {
-  const bad = (why: string) => new CliError('usage', `--${name}: ${why}, e.g. 2026-03-01T09:00:00Z, got "${value}"`);
+  const bad = (why: string) => new CliError('usage', `--${name}: ${why}, e.g. 2026-03-01T09:00:00Z or 2026-03-01, got "${value}"`);
   const m = ISO_INSTANT.exec(value);
-  if (!m) throw bad('an ISO 8601 date and time');
+  if (!m) throw bad('an ISO 8601 date, or date and time');
   const [year, month, day, hour, minute, second] = m.slice(1, 7).map((v) => Number(v ?? 0)) as [number, number, number, number, number, number];
   if (month < 1 || month > 12) throw bad(`there is no month ${m[2]}`);
   const date = new Date(0);
@@ -35,7 +40,8 @@ export const recoverCommand: Command = defineCommand({
   synopsis: '--target NAME --since ISO [--until ISO]',
   description: `Re-sends every delivery of the target that was dead-lettered in [since, until) (until: now),
 as the newest state of each user, with the usual ordering rules. Times are ISO 8601, e.g.
-2026-03-01T09:00:00Z; Z or an offset (+01:00) names the zone, and a time without one is UTC.
+2026-03-01T09:00:00Z; Z or an offset (+01:00) names the zone, and a time without one is UTC;
+a date alone (2026-03-01) is its midnight UTC.
 Needs REDIS_URL.
 Prints {"recovered": N}, N being the dead letters put back.`,
   options: { target: { type: 'string' }, since: { type: 'string' }, until: { type: 'string' } },
