@@ -149,6 +149,28 @@ describe('X-Connect-Outcome on every POST /users answer, every version', () => {
       expect(unchanged.body).not.toHaveProperty('outcome');
     });
   }
+
+  it('a refused POST /users (400, 401, 404 in a version without it, 409 either kind, 413, 415) says `unchanged`, and changed nothing', async () => {
+    const id = `refused-${randomUUID()}`;
+    const email = `${id}@example.com`;
+    expect((await postUser(api, token, { provider_email: email, external_provider_id: id }, DATED)).status).toBe(201);
+    const other = `refused-other-${randomUUID()}`;
+    const raw = (body: string, headers: Record<string, string>) => http(`${api.baseUrl}/users`, { method: 'POST', headers: { authorization: `Bearer ${token}`, ...DATED, ...headers }, body });
+    const answers = {
+      400: await postUser(api, token, { provider_email: 'not an email', external_provider_id: id }, DATED),
+      401: await postUser(api, 'not-a-token', { provider_email: email, external_provider_id: id }, DATED),
+      404: await postUser(api, token, { provider_email: email, external_provider_id: id }, { 'x-nabla-api-version': '2026-02-13' }),
+      '409 mismatch': await postUser(api, token, { provider_email: `x${email}`, external_provider_id: id }, DATED),
+      '409 conflict': await postUser(api, token, { provider_email: email, external_provider_id: other }, DATED),
+      413: await raw(JSON.stringify({ provider_email: email, external_provider_id: id, pad: 'x'.repeat(70 * 1024) }), { 'content-type': 'application/json' }),
+      415: await raw('provider_email=x', { 'content-type': 'text/plain' }),
+    };
+    for (const [what, res] of Object.entries(answers)) {
+      expect([res.status, res.headers.get('x-connect-outcome')], what).toEqual([Number(what.slice(0, 3)), 'unchanged']);
+    }
+    const stored = await api.models.ProviderUser.find({ external_provider_id: { $in: [id, other] } }).lean();
+    expect(stored.map((u) => [u.external_provider_id, u.version])).toEqual([[id, 1]]);
+  });
 });
 
 describe('under 2026-03-23 the preview routes do not exist and users carry no status', () => {

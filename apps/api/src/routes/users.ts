@@ -82,6 +82,13 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
     '/users',
     {
       onRequest,
+      // Every answer says what the request did (docs/api-lifecycle.md): a refusal (4xx: bad input,
+      // a conflict, no valid token, a version without the route, over the limit) changed nothing.
+      // A 5xx says nothing: a write sent before the database stopped answering may yet land.
+      onSend: async (_request, reply, payload) => {
+        if (reply.statusCode >= 400 && reply.statusCode < 500 && !reply.hasHeader(OUTCOME_HEADER)) reply.header(OUTCOME_HEADER, 'unchanged');
+        return payload;
+      },
       config: perClientLimit(deps),
       // The token endpoint takes form bodies too, so the form parser is registered; /users takes JSON only.
       preValidation: async (request: FastifyRequest) => {
