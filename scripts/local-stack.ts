@@ -182,7 +182,7 @@ Get a token, create a user, and see this run's verified callback for it:
 
   TOKEN=$(pnpm -s exec tsx scripts/request-token.ts --client-id ${state.client_id} --private-key-file ${keyFile} --token-url ${base}/oauth/token | node -pe 'JSON.parse(require("fs").readFileSync(0)).access_token')
   EHR_ID=ehr-$(date +%s)
-  curl -s ${base}/users -H "Authorization: Bearer $TOKEN" -H "X-Nabla-Api-Version: 2026-03-23" -H "Content-Type: application/json" \\
+  curl -s -w '\\n' ${base}/users -H "Authorization: Bearer $TOKEN" -H "X-Nabla-Api-Version: 2026-03-23" -H "Content-Type: application/json" \\
     -d '{"provider_email":"'$EHR_ID'@example.com","external_provider_id":"'$EHR_ID'","settings":{"speech_locale":"ENGLISH_US"}}'
   pnpm -s stack callbacks --wait $EHR_ID
 

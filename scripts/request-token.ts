@@ -13,19 +13,42 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { SignJWT } from 'jose';
 
-const { values } = parseArgs({
-  options: {
-    'client-id': { type: 'string' },
-    'private-key-file': { type: 'string' },
-    'token-url': { type: 'string', default: 'http://localhost:3000/v1/connect/server/oauth/token' },
-  },
-});
+const USAGE = 'usage: tsx scripts/request-token.ts --client-id ID --private-key-file FILE [--token-url URL]';
+let values;
+try {
+  ({ values } = parseArgs({
+    options: {
+      'client-id': { type: 'string' },
+      'private-key-file': { type: 'string' },
+      'token-url': { type: 'string', default: 'http://localhost:3000/v1/connect/server/oauth/token' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  }));
+} catch (err) {
+  console.error(`request-token: ${(err as Error).message}\n${USAGE}`);
+  process.exit(2);
+}
+if (values.help) {
+  console.log(`${USAGE}\nSigns a client assertion with the private key and prints the token endpoint's JSON answer.`);
+  process.exit(0);
+}
 const clientId = values['client-id'];
 const keyFile = values['private-key-file'];
 const tokenUrl = values['token-url']!;
 if (!clientId || !keyFile) {
-  console.error('usage: tsx scripts/request-token.ts --client-id ID --private-key-file FILE [--token-url URL]');
+  console.error(USAGE);
   process.exit(2);
+}
+/** One line on stderr, which the terminal shows even when stdout goes into $(...), then exit. */
+function fail(message: string, code = 1): never {
+  console.error(`request-token: ${message}`);
+  process.exit(code);
+}
+let key;
+try {
+  key = createPrivateKey(readFileSync(keyFile, 'utf8'));
+} catch (err) {
+  fail(`cannot use --private-key-file ${keyFile}: ${(err as Error).message}`, 2);
 }
 const now = Math.floor(Date.now() / 1000);
 const assertion = await new SignJWT({ jti: randomUUID() })
@@ -35,7 +58,7 @@ const assertion = await new SignJWT({ jti: randomUUID() })
   .setAudience(tokenUrl)
   .setIssuedAt(now)
   .setExpirationTime(now + 60)
-  .sign(createPrivateKey(readFileSync(keyFile, 'utf8')));
+  .sign(key);
 const res = await fetch(tokenUrl, {
   method: 'POST',
   headers: { 'content-type': 'application/json' },
@@ -44,6 +67,7 @@ const res = await fetch(tokenUrl, {
     client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
     client_assertion: assertion,
   }),
-});
-console.log(JSON.stringify(await res.json(), null, 2));
-process.exit(res.ok ? 0 : 1);
+}).catch((err: Error) => fail(`cannot reach ${tokenUrl}: ${(err.cause as Error | undefined)?.message ?? err.message} (is the API running?)`));
+const answer = (await res.json().catch(() => null)) as { error?: string; error_description?: string } | null;
+console.log(JSON.stringify(answer, null, 2));
+if (!res.ok) fail(`the token endpoint answered ${res.status}${answer?.error ? ` ${answer.error}: ${answer.error_description ?? ''}` : ''}`);

@@ -53,7 +53,7 @@ describe("README.md: the 'Try it' blocks run as printed against a running `pnpm 
   it('token, create, read back (API and CLI agree), and a verified callback from this run', async () => {
     const began = Date.now();
     const blocks = readmeBlocks();
-    expect(blocks.length).toBeGreaterThanOrEqual(6);
+    expect(blocks.length).toBeGreaterThanOrEqual(7);
 
     const dir = mkdtempSync(join(tmpdir(), 'readme-stack-'));
     const port = await freePort();
@@ -103,6 +103,9 @@ describe("README.md: the 'Try it' blocks run as printed against a running `pnpm 
     // 6: this run's callback: this user, this organization, signature verified by the receiver.
     const { callbacks } = jsonDocuments(out[6]!)[0];
     expect(callbacks).toEqual([expect.objectContaining({ msg: 'verified callback', type: 'user.created', external_provider_id: ehrId, organization_id: org.id, version: 1 })]);
+
+    // 7 (the bulk import section): one user, created through the client SDK.
+    expect(jsonDocuments(out[7]!)[0]).toMatchObject({ total: 1, created: 1, updated: 0, unchanged: 0, failed: 0, seconds: expect.any(Number) });
 
     const seconds = (ms: number) => (ms / 1000).toFixed(1);
     console.log(`[readme test] stack ready in ${seconds(ready - began)} s; README blocks ran in ${seconds(Date.now() - ready)} s; total ${seconds(Date.now() - began)} s`);
