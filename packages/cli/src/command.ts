@@ -70,6 +70,8 @@ export interface Command<A = unknown> {
    * returns what it did (and sets exit 130), so stdout still gets one document.
    */
   stopNotice?: string;
+  /** Set for a command that needs Redis: a Redis that refuses connections is told before the drivers load (main.ts). */
+  needsRedis?: boolean;
   /** How many positional arguments it takes at most (default 0). */
   positionals?: number;
   /** Checks the arguments: throws a `usage` CliError, or returns `run`'s first argument. */

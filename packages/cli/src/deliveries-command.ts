@@ -115,6 +115,7 @@ short message; never user data or response bodies). Prints the delivery.`,
   }),
   defineCommand({
     name: 'deliveries replay',
+    needsRedis: true,
     synopsis: 'ID | --all-failed',
     description: `Sends dead letters again (the user's newest state, same ordering rules): the delivery ID,
 or with --all-failed every dead letter (not both). Needs REDIS_URL.

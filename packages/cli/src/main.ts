@@ -9,8 +9,9 @@
  */
 import { parseArgs } from 'node:util';
 import type { Config, RedisClient } from '@connect/shared';
-import { CliError, toCliError, type CliContext, type Command } from './command.ts';
+import { CliError, redactUrl, toCliError, type CliContext, type Command } from './command.ts';
 import { COMMANDS } from './commands.ts';
+import { refusalAt, singleHostOf } from './refused-probe.ts';
 import { applyStackEnv } from './stack-env.ts';
 
 const HELP_FLAGS = new Set(['--help', '-h']);
@@ -98,12 +99,39 @@ function stopOnSignals(notice: string): AbortSignal {
   return stop.signal;
 }
 
+/**
+ * Rejects with `unavailable` as soon as MongoDB, or Redis for a command that needs it, refuses
+ * a plain connection (refused-probe.ts); never settles otherwise.
+ */
+function refusedEarly(needsRedis: boolean, from: (variable: string) => string): Promise<never> {
+  const probes = [
+    { variable: 'MONGO_URL', name: 'MongoDB', url: process.env.MONGO_URL, target: singleHostOf(process.env.MONGO_URL, 'mongodb') },
+    ...(needsRedis ? [{ variable: 'REDIS_URL', name: 'Redis', url: process.env.REDIS_URL, target: singleHostOf(process.env.REDIS_URL, 'redis') }] : []),
+  ];
+  return new Promise<never>((_, reject) => {
+    for (const p of probes) {
+      if (!p.target) continue;
+      void refusalAt(p.target, CONNECT_PROBE_MS).then((err) => {
+        if (err) reject(new CliError('unavailable', `${p.name} at ${redactUrl(p.url!)} is unavailable${from(p.variable)}: ${err.message}`));
+      });
+    }
+  });
+}
+
+/** How long the early probe waits for a connection before leaving the verdict to the drivers. */
+const CONNECT_PROBE_MS = 1_500;
+
 async function runCommand(command: Command, args: unknown, stop: AbortSignal): Promise<unknown> {
-  // The drivers load only now: help and usage errors never wait for them (command.ts).
-  const [{ createModels, loadConfig }, { connectMongo, connectRedis }] = await Promise.all([import('@connect/shared'), import('./datastores.ts')]);
   const mongoUrlSet = Boolean(process.env.MONGO_URL?.trim());
   const stackEnv = applyStackEnv(process.env);
   if (stackEnv) process.stderr.write(`cli: MONGO_URL is not set; using ${stackEnv.used.join(', ')} from ${stackEnv.file} (written by pnpm stack)\n`);
+  // Where a datastore's URL came from, when it was the stack's file: a hint for its `unavailable` error.
+  const from = (variable: string) => (stackEnv?.used.includes(variable) ? ` (from ${stackEnv.file}: is \`pnpm stack\` running?)` : '');
+  // The drivers load only now: help and usage errors never wait for them (command.ts). A datastore
+  // that refuses connections is told while they load, not seconds after (refused-probe.ts).
+  const refused = refusedEarly(command.needsRedis === true, from);
+  refused.catch(() => undefined); // told by the race below, or found again by the drivers
+  const [{ createModels, loadConfig }, { connectMongo, connectRedis }] = await Promise.race([Promise.all([import('@connect/shared'), import('./datastores.ts')]), refused]);
   let config: Readonly<Config>;
   try {
     config = loadConfig(process.env, { require: { redis: false } });
@@ -113,8 +141,6 @@ async function runCommand(command: Command, args: unknown, stop: AbortSignal): P
     if (e.extra.variable === 'MONGO_URL' && !mongoUrlSet && !stackEnv) e.message += ' (or start `pnpm stack`, which writes .local/stack/env for the CLI)';
     throw e;
   }
-  // Where a datastore's URL came from, when it was the stack's file: a hint for its `unavailable` error.
-  const from = (variable: string) => (stackEnv?.used.includes(variable) ? ` (from ${stackEnv.file}: is \`pnpm stack\` running?)` : '');
   // Bounded waits: with the database down the CLI answers `unavailable` within 5 s, start-up included.
   const conn = await connectMongo(config.mongoUrl, from('MONGO_URL'));
   let redis: Promise<RedisClient> | undefined;

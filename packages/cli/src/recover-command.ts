@@ -37,6 +37,7 @@ export function parseInstant(name: string, value: string): Date {
  */
 export const recoverCommand: Command = defineCommand({
   name: 'deliveries recover',
+  needsRedis: true,
   synopsis: '--target NAME --since ISO [--until ISO]',
   description: `Re-sends every delivery of the target that was dead-lettered in [since, until) (until: now),
 as the newest state of each user, with the usual ordering rules. Times are ISO 8601, e.g.

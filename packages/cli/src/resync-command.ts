@@ -21,6 +21,7 @@ const PROGRESS_EVERY_MS = 3000;
  */
 export const resyncCommand: Command = defineCommand({
   name: 'targets resync',
+  needsRedis: true,
   synopsis: 'NAME [--org ID] [--force] [--batch-size N] [--max-waiting N]',
   description: `Brings one target up to date with every user (of one organization with --org): user.created
 (the original event) for users it never received, then the newest event; users it has at an

@@ -24,6 +24,7 @@ async function withTargets<T>(ctx: CliContext, run: (deps: { health: TargetHealt
 export const targetsCommands: Command[] = [
   defineCommand({
     name: 'targets list',
+    needsRedis: true,
     synopsis: '',
     description: `Every configured downstream target with its shared health. Needs REDIS_URL.
 Prints {"targets": [{"name", "state", "consecutive_failures", "failing_since", "last_success_at", "backlog"}]}.`,
@@ -32,6 +33,7 @@ Prints {"targets": [{"name", "state", "consecutive_failures", "failing_since", "
   }),
   defineCommand({
     name: 'targets pause',
+    needsRedis: true,
     synopsis: 'NAME',
     description: `An operator's hold: the target's deliveries wait (nothing is dropped) until resume.
 Prints the target's row.`,
@@ -41,6 +43,7 @@ Prints the target's row.`,
   }),
   defineCommand({
     name: 'targets resume',
+    needsRedis: true,
     synopsis: 'NAME',
     description: `Ends a pause, and also leaves failing or disabled: the held deliveries drain in order.
 Prints the target's row.`,
@@ -50,6 +53,7 @@ Prints the target's row.`,
   }),
   defineCommand({
     name: 'targets forget',
+    needsRedis: true,
     synopsis: 'NAME',
     description: `Deletes everything stored for a target taken out of DOWNSTREAM_TARGETS: its queue and
 health in Redis, its delivery rows (pending ones too) with their attempts, its per-user sync
