@@ -77,7 +77,7 @@ describe('deliveries list: the database stops a list that runs too long', () => 
     expect((err as CliError).message).toMatch(new RegExp(`^Listing the delivered deliveries of ${target} took over 0.001 s and the database stopped it\\..*narrow it with --target`));
   });
 
-  it('any other command whose query the database stops at its limit is `unavailable` too, not `internal`', async () => {
+  it('a real query the database stopped at its limit maps to `unavailable`, not `internal`, in the error mapping every command ends in (toCliError)', async () => {
     const err = await api.models.Delivery.collection
       .find({ status: 'delivered', target })
       .sort({ updated_at: 1 })
