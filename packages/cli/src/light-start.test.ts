@@ -10,7 +10,7 @@ describe('pnpm cli starts light', () => {
     const { files, packages } = importGraph(join(here, 'main.ts'));
     // The command modules are in the graph (their help text and parse run before anything opens).
     expect([...files].map((f) => f.slice(here.length + 1)).sort()).toEqual(
-      ['client-commands.ts', 'command.ts', 'commands.ts', 'deliveries-command.ts', 'main.ts', 'org-commands.ts', 'recover-command.ts', 'refused-probe.ts', 'resync-command.ts', 'stack-env.ts', 'targets-command.ts', 'user-commands.ts'],
+      ['client-commands.ts', 'command.ts', 'commands.ts', 'datastore-probe.ts', 'deliveries-command.ts', 'main.ts', 'org-commands.ts', 'recover-command.ts', 'resync-command.ts', 'stack-env.ts', 'targets-command.ts', 'user-commands.ts'],
     );
     expect([...packages].filter((p) => !p.startsWith('node:')).sort()).toEqual(['@connect/shared/input-rules']);
   });

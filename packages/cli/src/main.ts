@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import type { Config, RedisClient } from '@connect/shared';
 import { CliError, redactUrl, toCliError, type CliContext, type Command } from './command.ts';
 import { COMMANDS } from './commands.ts';
-import { refusalAt, singleHostOf } from './refused-probe.ts';
+import { probeDatastore, singleHostOf } from './datastore-probe.ts';
 import { applyStackEnv } from './stack-env.ts';
 
 const HELP_FLAGS = new Set(['--help', '-h']);
@@ -100,26 +100,35 @@ function stopOnSignals(notice: string): AbortSignal {
 }
 
 /**
- * Rejects with `unavailable` as soon as MongoDB, or Redis for a command that needs it, refuses
- * a plain connection (refused-probe.ts); never settles otherwise.
+ * How long the early probe gives a datastore to accept a connection and answer its question:
+ * with the CLI's own start (0.5 s idle, 1.5 s on a busy machine) within the contract's 5 s, and
+ * longer than the drivers' own bound (datastores.ts, 2 s), so no datastore they accept is refused.
  */
-function refusedEarly(needsRedis: boolean, from: (variable: string) => string): Promise<never> {
-  const probes = [
-    { variable: 'MONGO_URL', name: 'MongoDB', url: process.env.MONGO_URL, target: singleHostOf(process.env.MONGO_URL, 'mongodb') },
-    ...(needsRedis ? [{ variable: 'REDIS_URL', name: 'Redis', url: process.env.REDIS_URL, target: singleHostOf(process.env.REDIS_URL, 'redis') }] : []),
-  ];
-  return new Promise<never>((_, reject) => {
-    for (const p of probes) {
-      if (!p.target) continue;
-      void refusalAt(p.target, CONNECT_PROBE_MS).then((err) => {
-        if (err) reject(new CliError('unavailable', `${p.name} at ${redactUrl(p.url!)} is unavailable${from(p.variable)}: ${err.message}`));
-      });
-    }
-  });
-}
+const PROBE_BUDGET_MS = 2_500;
 
-/** How long the early probe waits for a connection before leaving the verdict to the drivers. */
-const CONNECT_PROBE_MS = 1_500;
+/**
+ * Rejects with `unavailable` as soon as the datastore's early probe finds it refusing or silent
+ * (datastore-probe.ts); never settles otherwise. The budget runs from the command's start, beside
+ * the drivers' load, so a silent host is told within the contract's 5 s however long that takes.
+ */
+function downEarly(name: 'MongoDB' | 'Redis', variable: 'MONGO_URL' | 'REDIS_URL', from: (variable: string) => string): Promise<never> {
+  const url = process.env[variable];
+  const target = singleHostOf(url, name === 'MongoDB' ? 'mongodb' : 'redis');
+  const down = new Promise<never>((_, reject) => {
+    if (!target) return;
+    void probeDatastore(target, name === 'MongoDB' ? 'mongodb' : 'redis', PROBE_BUDGET_MS).then((verdict) => {
+      const where = `${name} at ${redactUrl(url!)}`;
+      const budget = `${PROBE_BUDGET_MS / 1000} s`;
+      if (verdict.kind === 'refused') reject(new CliError('unavailable', `${where} is unavailable${from(variable)}: ${verdict.error.message}`));
+      else if (verdict.kind === 'silent') {
+        const what = verdict.connected ? `it accepted a connection but did not answer ${name === 'MongoDB' ? 'a hello' : 'a PING'} within ${budget}` : `no connection within ${budget}`;
+        reject(new CliError('unavailable', `${where} is unavailable${from(variable)}: ${what} (timed out)`));
+      }
+    });
+  });
+  down.catch(() => undefined); // told by a race below, or found again by the drivers
+  return down;
+}
 
 async function runCommand(command: Command, args: unknown, stop: AbortSignal): Promise<unknown> {
   const mongoUrlSet = Boolean(process.env.MONGO_URL?.trim());
@@ -128,10 +137,13 @@ async function runCommand(command: Command, args: unknown, stop: AbortSignal): P
   // Where a datastore's URL came from, when it was the stack's file: a hint for its `unavailable` error.
   const from = (variable: string) => (stackEnv?.used.includes(variable) ? ` (from ${stackEnv.file}: is \`pnpm stack\` running?)` : '');
   // The drivers load only now: help and usage errors never wait for them (command.ts). A datastore
-  // that refuses connections is told while they load, not seconds after (refused-probe.ts).
-  const refused = refusedEarly(command.needsRedis === true, from);
-  refused.catch(() => undefined); // told by the race below, or found again by the drivers
-  const [{ createModels, loadConfig }, { connectMongo, connectRedis }] = await Promise.race([Promise.all([import('@connect/shared'), import('./datastores.ts')]), refused]);
+  // that refuses connections, or never answers, is told while they load and connect, not seconds
+  // after (datastore-probe.ts). Each probe's verdict counts until its driver has connected.
+  const mongoDown = downEarly('MongoDB', 'MONGO_URL', from);
+  const redisDown = command.needsRedis ? downEarly('Redis', 'REDIS_URL', from) : new Promise<never>(() => undefined);
+  const eitherDown = Promise.race([mongoDown, redisDown]);
+  eitherDown.catch(() => undefined);
+  const [{ createModels, loadConfig }, { connectMongo, connectRedis }] = await Promise.race([Promise.all([import('@connect/shared'), import('./datastores.ts')]), eitherDown]);
   let config: Readonly<Config>;
   try {
     config = loadConfig(process.env, { require: { redis: false } });
@@ -142,7 +154,7 @@ async function runCommand(command: Command, args: unknown, stop: AbortSignal): P
     throw e;
   }
   // Bounded waits: with the database down the CLI answers `unavailable` within 5 s, start-up included.
-  const conn = await connectMongo(config.mongoUrl, from('MONGO_URL'));
+  const conn = await Promise.race([connectMongo(config.mongoUrl, from('MONGO_URL')), eitherDown]);
   let redis: Promise<RedisClient> | undefined;
   try {
     // Indexes are the API's to create at start; the CLI only reads and writes documents.
@@ -150,10 +162,14 @@ async function runCommand(command: Command, args: unknown, stop: AbortSignal): P
       config,
       stop,
       models: createModels(conn),
-      redis: () => (redis ??= connectRedis(config).catch((err: CliError) => {
-        err.message += from('REDIS_URL');
-        throw err;
-      })),
+      redis: () =>
+        (redis ??= Promise.race([
+          connectRedis(config).catch((err: CliError) => {
+            err.message += from('REDIS_URL');
+            throw err;
+          }),
+          redisDown,
+        ])),
     };
     return await command.run(args, ctx);
   } finally {
