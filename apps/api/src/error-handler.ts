@@ -122,19 +122,53 @@ export function expectationFailedHandler(request: IncomingMessage, response: Ser
     detail: 'The only Expect this server meets is 100-continue; send the request without the header.',
   });
   // Never cached, as every answer under the base path (this one comes before any route or hook).
-  response.writeHead(417, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', connection: 'close' });
+  // A refused POST /users says it changed nothing, as every other refusal of it does (docs/api-lifecycle.md).
+  const upsert = request.method === 'POST' && /\/users\/?(\?|$)/.test(request.url ?? '');
+  response.writeHead(417, {
+    'content-type': 'application/problem+json',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    connection: 'close',
+    ...(upsert ? { 'x-connect-outcome': 'unchanged' } : {}),
+  });
   response.end(body);
   request.resume();
 }
+
+/**
+ * The server's `connect` listener: a CONNECT request (this API is no proxy). Without a listener Node
+ * closed the connection without a word; the answer is 400 problem+json (a client's request, never a
+ * 5xx), and the connection closed.
+ */
+export function connectMethodHandler(_request: IncomingMessage, socket: Socket): void {
+  const body = JSON.stringify({ type: PROBLEM_TYPE_BASE + 'unsupported-method', title: 'Unsupported method', status: 400, detail: 'CONNECT is not supported: this server is not a proxy.' });
+  socket.on('error', () => undefined);
+  socket.end(`HTTP/1.1 400 ${STATUS_CODES[400]}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`);
+}
+
+/** Connections whose refusal waits for the answer in flight on them (clientErrorHandler). */
+const refusalsWaiting = new WeakSet<Socket>();
 
 /**
  * Requests Node's HTTP parser refuses before Fastify sees them (headers past the
  * size limit, an unknown method, a broken request line, a request that took too
  * long to arrive) get problem+json too, not Fastify's own JSON. Nothing of the
  * request is echoed, and the connection is closed: the parser cannot go on.
+ *
+ * When an earlier request on the same connection is still being answered (pipelined, or stray
+ * bytes sent after a complete request), its answer goes out first and the refusal after it:
+ * written at once, the refusal was the only answer the client read, to a write that had been
+ * applied (a 201 lost behind a 400 that says nothing changed).
  */
-export function clientErrorHandler(error: Error & { code?: string }, socket: Socket): void {
+export function clientErrorHandler(this: { log?: { info: (obj: object, msg: string) => void } } | undefined, error: Error & { code?: string }, socket: Socket): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (inFlight && !inFlight.writableFinished) {
+    if (refusalsWaiting.has(socket)) return;
+    refusalsWaiting.add(socket);
+    inFlight.once('close', () => clientErrorHandler.call(this, error, socket));
+    return;
+  }
   const [status, slug, detail] =
     error.code === 'HPE_HEADER_OVERFLOW'
       ? [431, 'headers-too-large', 'The request headers are larger than this server accepts (16 KiB in all); send fewer or shorter headers.']
@@ -143,6 +177,8 @@ export function clientErrorHandler(error: Error & { code?: string }, socket: Soc
         : [400, 'malformed-request', 'The request is not valid HTTP/1.1 (its method, request line or headers could not be read).'];
   const title = STATUS_CODES[status]!;
   const body = JSON.stringify({ type: PROBLEM_TYPE_BASE + slug, title, status, detail });
+  // No request reaches Fastify, so no "request completed" line: this one says it was refused (the parser's code, nothing of the request).
+  this?.log?.info({ res: { statusCode: status }, code: error.code }, 'request refused by the HTTP parser');
   if (socket.writable) {
     // No-store as every other refusal: a 431 is cacheable by default (RFC 9111 4.2.2) were a cache in between to keep it.
     socket.write(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`);

@@ -87,6 +87,55 @@ describe('answerWithinDeadline, a body shorter than its Content-Length', () => {
 });
 
 
+describe('answerWithinDeadline, a body sent slowly', () => {
+  it('a body that finishes just before the deadline, its handler taking 100 ms past it: the handler\'s answer, not a 503 (the answer\'s deadline runs from the body\'s end)', async () => {
+    const app = Fastify();
+    app.setErrorHandler(errorHandler);
+    answerWithinDeadline(app, 600);
+    let handled = 0;
+    // A datastore answering in 100 ms, as a loaded one may: the handler finishes after the body's deadline.
+    app.post('/users', async () => {
+      await new Promise((r) => setTimeout(r, 100));
+      return { handled: ++handled };
+    });
+    const port = Number(new URL(await app.listen({ port: 0, host: '127.0.0.1' })).port);
+    try {
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(port, '127.0.0.1', () => {
+          socket.write('POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\nConnection: close\r\n\r\n{"a":1');
+          // The last byte 50 ms before the body's deadline.
+          setTimeout(() => socket.write('}'), 550);
+        });
+        let received = '';
+        socket.setEncoding('utf8');
+        socket.on('data', (d: string) => (received += d));
+        socket.on('error', reject);
+        socket.on('close', () => resolve(received));
+      });
+      expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+      expect(handled).toBe(1);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('a request held by a hook before its body is read (a rate limit waiting on Redis): 503 when the first deadline passes', async () => {
+    const app = Fastify();
+    app.setErrorHandler(errorHandler);
+    answerWithinDeadline(app, 300);
+    app.addHook('onRequest', (_request, _reply, done) => void setTimeout(done, 60_000).unref());
+    app.get('/held', async () => ({ ok: true }));
+    const origin = await app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const res = await fetch(`${origin}/held`);
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ type: expect.stringMatching(/\/service-unavailable$/), status: 503 });
+    } finally {
+      await app.close();
+    }
+  });
+});
+
 describe('answerWithinDeadline, the handler finishing after its 503', () => {
   it('what Fastify then logs (the late reply, the late error) carries no email, query token or credential from the URL or the error', async () => {
     const lines: string[] = [];

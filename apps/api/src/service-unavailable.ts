@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, REQUEST_DEADLINE_MS } from '@connect/shared';
 
 /**
@@ -64,20 +64,38 @@ export class RequestTimeoutError extends DomainError {
 }
 
 /**
- * Answers every request within REQUEST_DEADLINE_MS: a request still unanswered
- * then (waiting on a database or Redis that does not answer) gets a 503
- * service-unavailable with Retry-After, through the error handler; one whose
- * body has not all arrived (a client sending less than its Content-Length) a 408. Whatever the
- * request was doing carries on and its late answer is dropped by Fastify.
+ * Answers every request in bounded time. Two deadlines of REQUEST_DEADLINE_MS each:
+ *
+ * - the body's, from the request's arrival: a body not all arrived by then (a client sending
+ *   less than its Content-Length) is a 408, the connection closed;
+ * - the answer's, from the moment the body is in (Fastify's preValidation): a request still
+ *   unanswered then (waiting on a database or Redis that does not answer) is a 503
+ *   service-unavailable with Retry-After, through the error handler. A request held before its
+ *   body was read (a hook waiting on Redis) gets it when the first deadline passes.
+ *
+ * The 503 counts only the server's own time: counted from arrival, a body sent slowly that
+ * finished just before 10 s got a 503 blaming a datastore that took 15 ms, and its write landed.
+ * Whatever the request was doing carries on and its late answer is dropped by Fastify.
  *
  * Not Fastify's own `handlerTimeout` (5.12): it clears its timer on the
  * request's `close` event, which Node 20 emits as soon as a request body has
  * been read, so it never fires for a POST (a body-less GET works).
  */
 export function answerWithinDeadline(app: FastifyInstance, deadlineMs = REQUEST_DEADLINE_MS): void {
-  app.addHook('onRequest', (request, reply, done) => {
+  const answerDeadlines = new WeakMap<object, NodeJS.Timeout>();
+  const unanswered = (reply: FastifyReply) => !reply.sent && !reply.raw.headersSent;
+  const startAnswerDeadline = (request: FastifyRequest, reply: FastifyReply) => {
+    if (answerDeadlines.has(request)) return;
     const timer = setTimeout(() => {
-      if (reply.sent || reply.raw.headersSent) return;
+      if (unanswered(reply)) void reply.send(new RequestDeadlineError(deadlineMs));
+    }, deadlineMs);
+    answerDeadlines.set(request, timer);
+    // The response's `close` comes once it is written, or when the client went away.
+    reply.raw.once('close', () => clearTimeout(timer));
+  };
+  app.addHook('onRequest', (request, reply, done) => {
+    const bodyDeadline = setTimeout(() => {
+      if (!unanswered(reply) || answerDeadlines.has(request)) return;
       // Still waiting for the body the client announced: the client's delay, not ours. A 408,
       // and the connection closed (what is left of the body would be read as the next request).
       if (!request.raw.complete) {
@@ -85,10 +103,15 @@ export function answerWithinDeadline(app: FastifyInstance, deadlineMs = REQUEST_
         void reply.send(new RequestTimeoutError(deadlineMs, request.headers['content-length']));
         return;
       }
+      // The body is in but the request never reached preValidation: held by a hook (the rate
+      // limit's Redis, say) for the whole deadline.
       void reply.send(new RequestDeadlineError(deadlineMs));
     }, deadlineMs);
-    // The response's `close` comes once it is written, or when the client went away.
-    reply.raw.once('close', () => clearTimeout(timer));
+    reply.raw.once('close', () => clearTimeout(bodyDeadline));
+    done();
+  });
+  app.addHook('preValidation', (request, reply, done) => {
+    startAnswerDeadline(request, reply);
     done();
   });
 }
