@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REQUEST_DEADLINE_MS, SPECIALTY_KINDS, SPEECH_LOCALES } from '@connect/shared';
-import { expectationFailedHandler } from '@connect/api';
+import { connectMethodHandler, expectationFailedHandler } from '@connect/api';
 import { getToken, http, postUser, rawHttp, registerTestClient, requestToken, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 
 /** Error messages a person can act on: each one, word for word. */
@@ -131,6 +131,57 @@ describe('HTTP-level refusals', () => {
     expect((await http(`${api.origin}/livez`)).status).toBe(200);
   });
 
+  it('what Node lets through but the API must not guess at: no Host in HTTP/1.1 (400), a transfer coding other than chunked, Content-Type or Authorization given twice, CONNECT: each 400 problem+json (bad input is never a 5xx), nothing stored', async () => {
+    const port = Number(new URL(api.origin).port);
+    const body = () => JSON.stringify(valid());
+    const post = (headers: string, payload: string) => `POST /v1/connect/server/users HTTP/1.1\r\nHost: a\r\n${headers}Content-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`;
+    const chunked = (coding: string, payload: string) =>
+      `POST /v1/connect/server/users HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nTransfer-Encoding: ${coding}\r\n\r\n${Buffer.byteLength(payload).toString(16)}\r\n${payload}\r\n0\r\n\r\n`;
+    const sent: string[] = [];
+    const cases = [
+      { bytes: 'GET /livez HTTP/1.1\r\nConnection: close\r\n\r\n', status: 400, type: /\/missing-host$/, detail: 'An HTTP/1.1 request must carry a Host header; send one.' },
+      { bytes: ((b) => (sent.push(b), chunked('x-unknown, chunked', b)))(body()), status: 400, type: /\/unsupported-transfer-coding$/, detail: /^Transfer-Encoding x-unknown, chunked is not supported/ },
+      { bytes: ((b) => (sent.push(b), chunked('gzip, chunked', b)))(body()), status: 400, type: /\/unsupported-transfer-coding$/, detail: /^Transfer-Encoding gzip, chunked is not supported/ },
+      {
+        bytes: ((b) => (sent.push(b), post(`Authorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\n`, b)))(body()),
+        status: 400,
+        type: /\/repeated-header$/,
+        detail: 'The Content-Type header is given more than once; send it once.',
+      },
+      {
+        bytes: ((b) => (sent.push(b), post(`Authorization: Bearer ${token}\r\nAuthorization: Bearer other\r\nContent-Type: application/json\r\n`, b)))(body()),
+        status: 400,
+        type: /\/repeated-header$/,
+        detail: 'The Authorization header is given more than once; send it once.',
+      },
+      { bytes: 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', status: 400, type: /\/unsupported-method$/, detail: /^CONNECT is not supported/ },
+    ];
+    for (const c of cases) {
+      const res = await rawHttp(port, c.bytes);
+      expect(res.status, c.bytes.slice(0, 60)).toBe(c.status);
+      expect(res.headers).toMatch(/\r\ncontent-type: application\/problem\+json/i);
+      expect(JSON.parse(res.body)).toMatchObject({ type: expect.stringMatching(c.type), status: c.status, detail: typeof c.detail === 'string' ? c.detail : expect.stringMatching(c.detail) });
+    }
+    for (const b of sent) expect(await api.models.ProviderUser.countDocuments({ external_provider_id: JSON.parse(b).external_provider_id }), b).toBe(0);
+    // HTTP/1.0 needs no Host; chunked alone is read as before.
+    expect((await rawHttp(port, 'GET /livez HTTP/1.0\r\n\r\n')).headers).toMatch(/^HTTP\/1\.1 200 /);
+    const plain = body();
+    // Written without closing our side: a half-closed connection ends a request still being handled.
+    const plainAnswer = await new Promise<string>((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => socket.write(chunked('chunked', plain).replace('\r\nContent-Type', '\r\nConnection: close\r\nContent-Type')));
+      let got = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (d: string) => (got += d));
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve(got));
+    });
+    expect(plainAnswer).toMatch(/^HTTP\/1\.1 201 /);
+    // The token endpoint answers in RFC 6749 form, as for every request it cannot read.
+    const tokenCoding = await rawHttp(port, `POST /v1/connect/server/oauth/token HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nTransfer-Encoding: br, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n`);
+    expect(tokenCoding.status).toBe(400);
+    expect(JSON.parse(tokenCoding.body)).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/^Transfer-Encoding br, chunked is not supported/) });
+  });
+
   it('headers trickling in (a line a second, never ending) get 408 problem+json once the 10 s request deadline is past, not after the 60 s plus a 30 s check of Node defaults', async () => {
     const port = Number(new URL(api.origin).port);
     const started = Date.now();
@@ -169,9 +220,12 @@ describe('HTTP-level refusals', () => {
     expect(res.headers).toMatch(/\r\ncontent-type: application\/problem\+json\r\n/i);
     expect(res.headers, 'never cached').toMatch(/\r\ncache-control: no-store\r\n/i);
     expect(JSON.parse(res.body)).toMatchObject({ type: expect.stringMatching(/\/expectation-failed$/), status: 417, detail: expect.stringContaining('100-continue') });
+    // Refused, so unchanged: as every other refusal of POST /users says.
+    expect(res.headers).toMatch(/\r\nx-connect-outcome: unchanged\r\n/i);
     expect(await api.models.ProviderUser.countDocuments({ external_provider_id: JSON.parse(body).external_provider_id })).toBe(0);
     // The server the API process runs (Fastify's own) answers it the same way as this test's.
     expect(api.app.server.listeners('checkExpectation')).toContain(expectationFailedHandler);
+    expect(api.app.server.listeners('connect')).toContain(connectMethodHandler);
   });
 
   it('a 4xx without a problem type of its own is named by its status (a 403 said "Bad request")', async () => {
@@ -201,6 +255,9 @@ describe('HTTP-level refusals', () => {
       expect(res.headers.get('x-request-id')).toBe('bad-url-1');
       expect(res.headers.get('x-nabla-api-version')).toBe('2026-03-23');
     }
+    // No "request completed" line comes for them: each gets a line of its own, with its status and request id.
+    const refused = api.logs.lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request refused before routing' && l.reqId === 'bad-url-1');
+    expect(refused.map((l) => l.res.statusCode).sort()).toEqual([400, 414]);
   });
 
   it('a compressed body (Content-Encoding: gzip) is refused as 415 naming the encoding, not parsed as text', async () => {

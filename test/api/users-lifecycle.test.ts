@@ -76,6 +76,16 @@ describe('DELETE {base}/users/{id} under x-nabla-next: deactivate', () => {
     expect(doc.last_event).toEqual(eventAfterFirst);
   });
 
+  it('a DELETE sent with Content-Type: application/json and no body (as clients that set it on every request do) deactivates; one with a body is not refused for it either', async () => {
+    const { id } = await createUser('typed');
+    const bare = await del(id, { ...NEXT, 'content-type': 'application/json' });
+    expect(bare.status, bare.text).toBe(200);
+    expect(bare.body).toMatchObject({ status: 'deactivated' });
+    const { id: other } = await createUser('typed-body');
+    const withBody = await http(`${api.baseUrl}/users/${encodeURIComponent(other)}`, { method: 'DELETE', headers: as(token, { ...NEXT, 'content-type': 'application/json' }), body: '{}' });
+    expect(withBody.status, withBody.text).toBe(200);
+  });
+
   it('20 simultaneous DELETEs: all 200, one deactivation (version 2, one event), every answer the same user', async () => {
     const { id } = await createUser('stampede');
     const answers = await Promise.all(Array.from({ length: 20 }, () => del(id)));

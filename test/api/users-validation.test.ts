@@ -144,6 +144,9 @@ describe('POST /users: bodies that are not a JSON object', () => {
     const declared = await send('application/json; charset=iso-8859-1', latin1(0xe9, `${tag}-declared`));
     expect(declared.status).toBe(415);
     expect(declared.body.detail).toBe('The body is declared as iso-8859-1; send JSON as UTF-8 (charset=utf-8 or none).');
+    const emptyCharset = await send('application/json; charset=', latin1(0xe9, `${tag}-empty-charset`));
+    expect(emptyCharset.status).toBe(415);
+    expect(emptyCharset.body.detail).toBe('The Content-Type has an empty charset; send JSON as UTF-8 (charset=utf-8 or none).');
     expect(await api.models.ProviderUser.countDocuments({ provider_email: { $regex: tag } })).toBe(0);
 
     const ok = valid();

@@ -5,7 +5,7 @@ import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { SignJWT } from 'jose';
 import { inject } from 'vitest';
-import { buildApp, clientErrorHandler, createApiDeps, expectationFailedHandler, HTTP_SERVER_OPTIONS, type ApiDeps, type ApiDepsOptions } from '@connect/api';
+import { buildApp, clientErrorHandler, connectMethodHandler, createApiDeps, expectationFailedHandler, HTTP_SERVER_OPTIONS, type ApiDeps, type ApiDepsOptions } from '@connect/api';
 import { createLogger, loadConfig, registerClient, registerOrganization, type Models, type OAuthClientDoc, type OrganizationDoc } from '@connect/shared';
 import { listenOnFreePort } from '@connect/local-services';
 
@@ -97,6 +97,7 @@ export async function startTestApi(options: StartApiOptions = {}): Promise<TestA
   // What Fastify's own server does with its clientErrorHandler option (build-app.ts).
   server.on('clientError', clientErrorHandler);
   server.on('checkExpectation', expectationFailedHandler);
+  server.on('connect', connectMethodHandler);
   return {
     origin: `http://127.0.0.1:${port}`,
     baseUrl: `http://127.0.0.1:${port}${config.basePath}`,

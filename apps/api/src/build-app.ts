@@ -3,9 +3,9 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import formbody from '@fastify/formbody';
 import type { ApiDeps } from './api-deps.ts';
 import { PROBLEM_TYPE_BASE, REQUEST_DEADLINE_MS } from '@connect/shared';
-import { DEFAULT_BODY_LIMIT, FORM_BODY_LIMIT, clientErrorHandler, errorHandler, expectationFailedHandler, notFoundHandler, sendProblem } from './error-handler.ts';
+import { DEFAULT_BODY_LIMIT, FORM_BODY_LIMIT, clientErrorHandler, connectMethodHandler, errorHandler, expectationFailedHandler, notFoundHandler, sendProblem } from './error-handler.ts';
 import { decorateRequestLog, requestLogController } from './request-log.ts';
-import { UnsupportedMediaTypeError } from './http-errors.ts';
+import { MissingHostError, RepeatedHeaderError, UnsupportedTransferCodingError, UnsupportedMediaTypeError } from './http-errors.ts';
 import { registerJsonBodyParser } from './json-body.ts';
 import { RouteTable } from './route-table.ts';
 import { ServiceUnavailableError, answerWithinDeadline } from './service-unavailable.ts';
@@ -31,7 +31,27 @@ function trustHops(hops: number): (address: string, hop: number) => boolean {
  * every second: Node's defaults (60 s, checked every 30 s) let a client sending a header line now
  * and then hold a connection for about 80 s. The answer is 408 problem+json (clientErrorHandler).
  */
-export const HTTP_SERVER_OPTIONS = { headersTimeout: REQUEST_DEADLINE_MS, connectionsCheckingInterval: 1000 } as const;
+export const HTTP_SERVER_OPTIONS = { headersTimeout: REQUEST_DEADLINE_MS, connectionsCheckingInterval: 1000, requireHostHeader: false } as const;
+
+/**
+ * Headers Node keeps the first of when given twice, where a proxy or the client's own stack may
+ * act on the last: the body's type and the credentials. Refused rather than guessed (as two
+ * X-Nabla-Api-Version headers or a JSON member given twice are). `requireHostHeader: false` above
+ * lets a request without Host reach the API, which refuses it in problem+json (Node's own 400 had no body).
+ */
+const SINGLE_HEADERS = new Set(['content-type', 'authorization']);
+
+/** The first of SINGLE_HEADERS given more than once in `rawHeaders` (names and values alternating), lower-cased. */
+export function repeatedHeaderIn(rawHeaders: readonly string[]): string | undefined {
+  const seen = new Set<string>();
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!.toLowerCase();
+    if (!SINGLE_HEADERS.has(name)) continue;
+    if (seen.has(name)) return name === 'content-type' ? 'Content-Type' : 'Authorization';
+    seen.add(name);
+  }
+  return undefined;
+}
 
 /** The Fastify application over ready-made dependencies: routes, parsers, error mapping. */
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
@@ -71,8 +91,10 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     // Fastify answers malformed or over-long URLs itself: make those problem+json too, without echoing the URL.
     frameworkErrors: (error, request, reply) => {
       const status = error.statusCode ?? 400;
-      // Answered before routing: the onSend hook below does not run for it, so its headers are set here.
+      // Answered before routing: the onSend hook below does not run for it, so its headers are set here,
+      // and no "request completed" line is written, so it gets this one (the URL masked as in every line).
       commonHeaders(request, reply);
+      request.log.info({ req: request, res: { statusCode: status } }, 'request refused before routing');
       void sendProblem(reply, {
         type: PROBLEM_TYPE_BASE + (status === 414 ? 'uri-too-long' : 'bad-url'),
         title: status === 414 ? 'URI too long' : 'Bad URL',
@@ -87,6 +109,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     forceCloseConnections: 'idle',
   }) as unknown as FastifyInstance;
   app.server.on('checkExpectation', expectationFailedHandler);
+  app.server.on('connect', connectMethodHandler);
   decorateRequestLog(app);
   app.setValidatorCompiler(zodValidatorCompiler);
   // Responses are built from typed views; the zod response schemas document them
@@ -110,6 +133,18 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       return done(new UnsupportedMediaTypeError(`Content-Encoding ${encoding.slice(0, 40)} is not accepted; send the body uncompressed.`));
     }
     done();
+  });
+  // What Node's parser lets through but this API must not guess at (RFC 9112; docs/contract.md, HTTP).
+  app.addHook('onRequest', (request, reply, done) => {
+    if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) return done(new MissingHostError());
+    const codings = request.headers['transfer-encoding'];
+    if (codings !== undefined && codings.split(',').some((c) => c.trim().toLowerCase() !== 'chunked')) {
+      // The body's framing is not one this server reads: what is left of it would be read as the next request.
+      reply.header('connection', 'close');
+      return done(new UnsupportedTransferCodingError(codings));
+    }
+    const repeated = repeatedHeaderIn(request.raw.rawHeaders);
+    done(repeated ? new RepeatedHeaderError(repeated) : undefined);
   });
   const routes = new RouteTable();
   app.addHook('onRoute', (route) => routes.add(route.method, route.url));

@@ -66,3 +66,27 @@ export class InvalidCursorError extends DomainError {
     super('invalid-cursor', 'Invalid cursor', 400, 'The cursor was altered, or belongs to another list.', errors);
   }
 }
+
+/**
+ * A transfer coding other than chunked: the body would be read as if uncoded. RFC 9112 §6.1
+ * suggests 501; bad input is never a 5xx here (docs/contract.md), so it is 400.
+ */
+export class UnsupportedTransferCodingError extends DomainError {
+  constructor(codings: string) {
+    super('unsupported-transfer-coding', 'Unsupported transfer coding', 400, `Transfer-Encoding ${codings.slice(0, 60)} is not supported; send the body with Content-Length, or with Transfer-Encoding: chunked alone.`);
+  }
+}
+
+/** A header that must come once, given more than once: Node keeps the first, a proxy may act on the last. */
+export class RepeatedHeaderError extends DomainError {
+  constructor(name: string) {
+    super('repeated-header', 'Repeated header', 400, `The ${name} header is given more than once; send it once.`);
+  }
+}
+
+/** An HTTP/1.1 request without Host (RFC 9112 §3.2: 400). */
+export class MissingHostError extends DomainError {
+  constructor() {
+    super('missing-host', 'Missing Host header', 400, 'An HTTP/1.1 request must carry a Host header; send one.');
+  }
+}

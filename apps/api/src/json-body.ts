@@ -128,8 +128,11 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, raw, done) => {
     const charset = charsetOf(request.headers['content-type']);
     if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
-      return done(new UnsupportedMediaTypeError(`The body is declared as ${charset.slice(0, 40)}; send JSON as UTF-8 (charset=utf-8 or none).`), undefined);
+      const declared = charset === '' ? 'The Content-Type has an empty charset' : `The body is declared as ${charset.slice(0, 40)}`;
+      return done(new UnsupportedMediaTypeError(`${declared}; send JSON as UTF-8 (charset=utf-8 or none).`), undefined);
     }
+    // A DELETE takes no body; a client that sets Content-Type on every request sends an empty one.
+    if ((raw as Buffer).length === 0 && request.method === 'DELETE') return done(null, undefined);
     let body: string;
     try {
       body = utf8.decode(raw as Buffer);
