@@ -1,5 +1,8 @@
+import { createServer, type AddressInfo } from 'node:net';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { BackgroundValue } from './metrics.ts';
+import { BackgroundValue, createApiMetrics } from './metrics.ts';
 
 describe('BackgroundValue: a gauge refreshed in the background, at most once per interval', () => {
   it('the first read waits for a value; reads within the interval reuse it and never run the query again', async () => {
@@ -47,5 +50,29 @@ describe('BackgroundValue: a gauge refreshed in the background, at most once per
     release(7);
     await new Promise((r) => setTimeout(r, 10));
     expect(await v.get()).toBe(7);
+  });
+});
+
+describe('createApiMetrics with Redis down since the start', () => {
+  it('a scrape answers after the Redis wait (2 s) with the process and write figures, though the queue counts never come', async () => {
+    // A port nothing listens on: ioredis queues the commands while it retries, so getJobCounts never settles.
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const connection = new Redis(port, '127.0.0.1', { maxRetriesPerRequest: null, lazyConnect: false });
+    connection.on('error', () => undefined);
+    const queue = new Queue('user-events', { connection });
+    queue.on('error', () => undefined);
+    try {
+      const { registry } = createApiMetrics({ queues: [queue], targetQueues: [{ target: 't', queue }], unpublished: async () => ({ count: 0, capped: false }) });
+      // Before, the scrape waited on the counts for ever (the API's request deadline made it a 503).
+      const text = await registry.metrics();
+      expect(text).toMatch(/^connect_api_process_cpu_seconds_total /m);
+      expect(text).toMatch(/^connect_provider_user_upserts_total\{outcome="created"\} 0$/m);
+      expect(text).not.toMatch(/^connect_queue_jobs\{/m);
+    } finally {
+      connection.disconnect();
+    }
   });
 });

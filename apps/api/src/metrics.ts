@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Queue } from 'bullmq';
-import type { ProviderUserMetrics } from '@connect/shared';
+import { boundedRead, SCRAPE_WAIT_MS, type ProviderUserMetrics } from '@connect/shared';
 
 export interface ApiMetrics {
   registry: Registry;
@@ -109,6 +109,16 @@ export function createApiMetrics(deps: ApiMetricsDeps): ApiMetrics {
     help: 'Events the API could not hand to Redis right after the write (the sweep publishes them later)',
     registers: [registry],
   });
+  // Read within SCRAPE_WAIT_MS: a Redis down since the API started queues the commands until it
+  // connects, and an unbounded wait turned the whole scrape into a 503 at the request deadline.
+  const readQueueCounts = boundedRead(
+    () => Promise.all(deps.queues.map((queue) => queue.getJobCounts('waiting', 'paused', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children'))),
+    SCRAPE_WAIT_MS,
+  );
+  const readBacklogs = boundedRead(
+    () => Promise.all(deps.targetQueues.map(({ queue }) => queue.getJobCounts('wait', 'paused', 'delayed', 'prioritized', 'active', 'waiting-children'))),
+    SCRAPE_WAIT_MS,
+  );
   new Gauge({
     name: 'connect_queue_jobs',
     help: 'Jobs per queue and state',
@@ -117,10 +127,10 @@ export function createApiMetrics(deps: ApiMetricsDeps): ApiMetrics {
     // No reset: a count Redis cannot give now keeps its last value (as the worker's do), rather
     // than the series vanishing for the outage and an alert on it going quiet.
     async collect() {
-      for (const queue of deps.queues) {
-        const counts = await queue.getJobCounts('waiting', 'paused', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children').catch(() => ({}));
-        for (const [state, n] of Object.entries(counts)) this.set({ queue: queue.name, state }, n as number);
-      }
+      const all = await readQueueCounts();
+      deps.queues.forEach((queue, i) => {
+        for (const [state, n] of Object.entries(all?.[i] ?? {})) this.set({ queue: queue.name, state }, n);
+      });
     },
   });
   new Gauge({
@@ -129,12 +139,11 @@ export function createApiMetrics(deps: ApiMetricsDeps): ApiMetrics {
     labelNames: ['target'] as const,
     registers: [registry],
     async collect() {
-      await Promise.all(
-        deps.targetQueues.map(async ({ target, queue }) => {
-          const counts = await queue.getJobCounts('wait', 'paused', 'delayed', 'prioritized', 'active', 'waiting-children').catch(() => undefined);
-          if (counts) this.set({ target }, Object.values(counts).reduce((a, b) => a + b, 0));
-        }),
-      );
+      const all = await readBacklogs();
+      deps.targetQueues.forEach(({ target }, i) => {
+        const counts = all?.[i];
+        if (counts) this.set({ target }, Object.values(counts).reduce((a, b) => a + b, 0));
+      });
     },
   });
   const unpublished = new BackgroundValue(deps.unpublished, deps.refreshMs ?? 15_000);

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { listenOn, TARGET_STATES, type DeliveryQueues, type TargetHealth } from '@connect/shared';
+import { boundedRead, listenOn, SCRAPE_WAIT_MS, TARGET_STATES, type DeliveryQueues, type TargetHealth } from '@connect/shared';
 
 export interface DeliveryMetrics {
   registry: Registry;
@@ -68,30 +68,6 @@ export function watchTargets(metrics: DeliveryMetrics, source: { health: TargetH
       if (counts) names.forEach((n, i) => this.set({ target: n }, counts[i]!));
     },
   });
-}
-
-/** How long a scrape waits for Redis before it answers with the values last read. */
-const SCRAPE_WAIT_MS = 2000;
-
-/**
- * `read` for a scrape, waiting at most `waitMs`; after that the newest value any read brought
- * (one that finished after its own scrape gave up included), or undefined before the first. So a
- * Redis outage or a slow Redis never leaves a scrape, and the process figures in it, without an
- * answer. The worker's Redis client queues commands while it reconnects, so a read still in
- * flight is shared by the scrapes that follow instead of queueing one more per scrape.
- */
-function boundedRead<T>(read: () => Promise<T>, waitMs: number): () => Promise<T | undefined> {
-  let inFlight: Promise<T | undefined> | undefined;
-  let latest: T | undefined;
-  return () => {
-    inFlight ??= read()
-      .then((value) => (latest = value))
-      .catch(() => latest)
-      .finally(() => (inFlight = undefined));
-    let timer: NodeJS.Timeout | undefined;
-    const gaveUp = new Promise<T | undefined>((resolve) => (timer = setTimeout(() => resolve(latest), waitMs)));
-    return Promise.race([inFlight, gaveUp]).finally(() => clearTimeout(timer));
-  };
 }
 
 /**

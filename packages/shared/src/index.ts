@@ -8,6 +8,7 @@ export * from './events/queues.ts';
 export * from './events/redis-connection.ts';
 export * from './events/lua-script.ts';
 export * from './events/user-event.ts';
+export * from './bounded-read.ts';
 export * from './group-commit.ts';
 export * from './keyed-lock.ts';
 export * from './logger.ts';
