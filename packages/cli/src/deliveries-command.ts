@@ -47,19 +47,25 @@ async function targetOf(ctx: CliContext, store: DeliveryStore, name: string | un
  * exit is 1: the document still lists what did replay, which an `{"error"}` document would hide.
  */
 async function replay(ctx: CliContext, args: { allFailed: boolean; id?: string }): Promise<unknown> {
-  const { DeliveryQueues, DeliveryStore, replayAllFailed, replayDelivery, ReplayError } = await import('@connect/shared');
+  const [{ DeliveryQueues, DeliveryStore, replayAllFailed, replayDelivery, ReplayError }, { jobPolicy }] = await Promise.all([import('@connect/shared'), import('./delivery-job-policy.ts')]);
   // The delivery is not in a state that can be replayed (delivered, pending, being replayed, its target no longer configured): a conflict, not bad usage.
   const errorOf = (err: unknown) => (err instanceof ReplayError ? new CliError('conflict', err.message) : toCliError(err));
   const redis = await ctx.redis();
-  const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets);
+  // The worker's attempts and retention (WORKER_RETRY_SCHEDULE, TARGET_*), as resync and recover use.
+  const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets, jobPolicy());
   try {
     const deps = { store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets };
     if (args.allFailed) {
-      const result = await replayAllFailed(deps, (err) => {
-        const e = errorOf(err);
-        return { kind: e.kind, error: e.message };
-      });
-      if (result.errors.length > 0) process.exitCode = 1;
+      const result = await replayAllFailed(
+        deps,
+        (err) => {
+          const e = errorOf(err);
+          return { kind: e.kind, error: e.message };
+        },
+        ctx.stop,
+      );
+      if (result.interrupted) process.exitCode = 130;
+      else if (result.errors.length > 0) process.exitCode = 1;
       return result;
     }
     try {
@@ -121,8 +127,11 @@ short message; never user data or response bodies). Prints the delivery.`,
 or with --all-failed every dead letter (not both). Needs REDIS_URL.
 Prints {"replayed": [...]}; with --all-failed also "errors": [...], the dead letters that could not
 be replayed, each with its id, its kind (not_found, conflict, unavailable or internal, as for one ID)
-and why; then the exit code is 1, and the document still lists what was replayed.`,
+and why; then the exit code is 1, and the document still lists what was replayed. Ctrl-C (or
+SIGTERM) stops after the dead letter in progress: what was replayed is printed with
+"interrupted": true (exit 130), and the same command replays the rest.`,
     options: { 'all-failed': { type: 'boolean' } },
+    stopNotice: 'interrupted: stopping after the dead letter in progress (run the same command again to replay the rest)',
     positionals: 1,
     parse(input) {
       const allFailed = input.values['all-failed'] === true;

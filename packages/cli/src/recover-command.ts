@@ -43,8 +43,10 @@ export const recoverCommand: Command = defineCommand({
 as the newest state of each user, with the usual ordering rules. Times are ISO 8601, e.g.
 2026-03-01T09:00:00Z; Z or an offset (+01:00) names the zone, and a time without one is UTC;
 a date alone (2026-03-01) is its midnight UTC.
-Needs REDIS_URL.
+Needs REDIS_URL. Ctrl-C (or SIGTERM) stops after the user in progress: this run's count is printed
+with "interrupted": true (exit 130), and the same command recovers the rest.
 Prints {"recovered": N}, N being the dead letters put back.`,
+  stopNotice: 'interrupted: stopping after the user in progress (run the same command again to recover the rest)',
   options: { target: { type: 'string' }, since: { type: 'string' }, until: { type: 'string' } },
   parse(input) {
     const target = required(input, 'target');
@@ -61,7 +63,9 @@ Prints {"recovered": N}, N being the dead letters put back.`,
     const redis = await ctx.redis();
     const queues = new DeliveryQueues(redis, ctx.config.queuePrefix, ctx.config.downstreamTargets, jobPolicy());
     try {
-      return await recoverDeliveries({ store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets }, window);
+      const result = await recoverDeliveries({ store: new DeliveryStore(ctx.models), queues, targets: ctx.config.downstreamTargets }, { ...window, signal: ctx.stop });
+      if (result.interrupted) process.exitCode = 130;
+      return result;
     } finally {
       await queues.close();
     }

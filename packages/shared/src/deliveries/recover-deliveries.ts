@@ -11,6 +11,8 @@ export interface RecoverWindow {
   /** Exclusive; default and latest: the time the run starts. */
   until?: Date;
   batchSize?: number;
+  /** Aborted: stop before the next user (never between a user's claim and its job), `interrupted`. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -26,9 +28,9 @@ export interface RecoverWindow {
  * gets the newest state, with `user.created` first if it never had it; the
  * delivery processor never sends a version older than one the target has, and
  * records the older rows `superseded`. Returns the number of dead letters put
- * back.
+ * back, and `interrupted` when `signal` stopped it (running it again recovers the rest).
  */
-export async function recoverDeliveries(deps: ReplayDeps, window: RecoverWindow): Promise<{ recovered: number }> {
+export async function recoverDeliveries(deps: ReplayDeps, window: RecoverWindow): Promise<{ recovered: number; interrupted?: true }> {
   if (!deps.targets.some((t) => t.name === window.target)) throw new UnknownTargetError(window.target);
   // Ends now at the latest: a row dead-lettered again while this runs (its receiver still refuses) is
   // a new dead letter, not one this run walks into a second time.
@@ -46,6 +48,7 @@ export async function recoverDeliveries(deps: ReplayDeps, window: RecoverWindow)
     // By _id one at a time: FerretDB runs a `$in` as a scan of every user stored, once per batch.
     const users = new Map((await findByIds(deps.store.collections.providerUsers, [...userIds.values()])).map((u) => [u._id.toString(), u]));
     for (const [userId, ids] of byUser) {
+      if (window.signal?.aborted) return { recovered, interrupted: true };
       const user = users.get(userId);
       if (!user) continue;
       const claimedAt = new Date();

@@ -112,16 +112,19 @@ export async function replayDelivery(deps: ReplayDeps, id: string): Promise<Deli
 /**
  * `deliveries replay --all-failed`: every dead letter it could replay, and one item per dead
  * letter it could not, built by `describe` from the error (its message by default; the CLI
- * adds the error's kind).
+ * adds the error's kind). With `signal` aborted it stops between two dead letters (never between
+ * a row's claim and its job) and says `interrupted`; running it again replays the rest.
  */
 export async function replayAllFailed<E extends object = { error: string }>(
   deps: ReplayDeps,
   describe: (err: unknown) => E = (err) => ({ error: (err as Error).message }) as E,
-): Promise<{ replayed: DeliveryView[]; errors: ({ id: string } & E)[] }> {
+  signal?: AbortSignal,
+): Promise<{ replayed: DeliveryView[]; errors: ({ id: string } & E)[]; interrupted?: true }> {
   const failed = await listDeliveries(deps.store, { status: 'failed', limit: 100_000 });
   const replayed: DeliveryView[] = [];
   const errors: ({ id: string } & E)[] = [];
   for (const d of failed) {
+    if (signal?.aborted) return { replayed, errors, interrupted: true };
     try {
       replayed.push(await replayDelivery(deps, d.id));
     } catch (err) {
