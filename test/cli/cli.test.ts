@@ -189,6 +189,8 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
     const enabled = await cli(['client', 'enable', clientId]);
     expect(enabled.code).toBe(0);
     expect(enabled.json).toEqual({ client_id: clientId, enabled: true, disabled_at: null });
+    // As disable: a second enable changes nothing and says so.
+    expect((await cli(['client', 'enable', clientId])).json).toEqual({ client_id: clientId, enabled: true, disabled_at: null, already_enabled: true });
     await eventually(async () => (await getUser(api, token, id)).status === 200, 10_000);
   }, 120_000);
 
@@ -417,7 +419,7 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
     expect((await cli(['client', 'list', '--org', orgId])).stdout).not.toContain('abc123secret');
   }, 120_000);
 
-  it('arguments are checked before anything else: an empty value, an option given twice, a date that does not exist; a usage error comes before a missing configuration', async () => {
+  it('arguments are checked before anything else: an empty value, an option given twice, a date that does not exist, a value past 4096 characters, a name with a control character; a usage error comes before a missing configuration', async () => {
     const none = { MONGO_URL: undefined, REDIS_URL: undefined };
     await expectErrors([
       { args: ['org', 'create', '--name', 'x', '--api-version', ''], kind: 'usage', code: 2, message: /--api-version must be one of 2026-02-13, 2026-03-23, x-nabla-next, got ""/ },
@@ -425,6 +427,9 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
       { args: ['deliveries', 'list', '--status', 'failed', '--status', 'pending'], kind: 'usage', code: 2, message: /--status is given twice/ },
       { args: ['deliveries', 'list', '--status=failed', '--status', 'failed'], kind: 'usage', code: 2, message: /--status is given twice/ },
       { args: ['targets', 'resync', 'dictation', '--force', '--force'], kind: 'usage', code: 2, message: /--force is given twice/ },
+      // Neither stored nor echoed whole in a not_found message.
+      { args: ['client', 'list', '--org', 'o'.repeat(120_000)], kind: 'usage', code: 2, message: /^--org is 120000 characters long; at most 4096 are accepted$/ },
+      { args: ['org', 'create', '--name', 'a\tb\u0001c'], kind: 'usage', code: 2, message: /^--name must not contain control characters/ },
       { args: ['deliveries', 'recover', '--target', 'dictation', '--since', '2026-02-30T00:00:00Z'], kind: 'usage', code: 2, message: /--since: there is no such date \(2026-02 has 28 days\)/ },
       { args: ['deliveries', 'recover', '--target', 'dictation', '--since', '2026-13-01T00:00:00Z'], kind: 'usage', code: 2, message: /--since: there is no month 13/ },
       { args: ['deliveries', 'recover', '--target', 'dictation', '--since', '2026-03-01T00:00:00Z', '--until', '2026-03-01T24:00:00Z'], kind: 'usage', code: 2, message: /--until: there is no such time of day/ },

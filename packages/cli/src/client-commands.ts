@@ -96,13 +96,14 @@ Prints {"client_id", "enabled": false, "disabled_at"}, plus "already_disabled": 
     name: 'client enable',
     synopsis: 'ID',
     description: `Enables a disabled OAuth client again (within 30 s on every API process).
-Prints {"client_id", "enabled": true, "disabled_at": null}.`,
+Prints {"client_id", "enabled": true, "disabled_at": null}, plus "already_enabled": true when it already was.`,
     positionals: 1,
     parse: clientIdArgument,
     async run(clientId, { models }) {
       const { enableClient } = await import('@connect/shared');
       const client = await enableClient(models, clientId);
-      return { client_id: client._id, enabled: client.enabled, disabled_at: null };
+      const view = { client_id: client._id, enabled: client.enabled, disabled_at: null };
+      return client.already_enabled ? { ...view, already_enabled: true } : view;
     },
   }),
 ];

@@ -88,6 +88,17 @@ export function defineCommand<A>(command: Command<A>): Command {
 export function required(input: CommandInput, name: string): string {
   const v = input.values[name];
   if (typeof v !== 'string' || v.trim() === '') throw new CliError('usage', `--${name} is required`);
+  return withinLength(`--${name}`, v);
+}
+
+/**
+ * The longest value an option or argument takes (a URL, a name, an id are far shorter): a longer
+ * one is a usage error, so it is neither stored nor echoed whole in a not_found message.
+ */
+export const MAX_ARGUMENT_LENGTH = 4096;
+
+function withinLength(label: string, v: string): string {
+  if (v.length > MAX_ARGUMENT_LENGTH) throw new CliError('usage', `${label} is ${v.length} characters long; at most ${MAX_ARGUMENT_LENGTH} are accepted`);
   return v;
 }
 
@@ -96,14 +107,14 @@ export function optional(input: CommandInput, name: string): string | undefined 
   const v = input.values[name];
   if (v === undefined) return undefined;
   if (typeof v !== 'string' || v.trim() === '') throw new CliError('usage', `--${name} needs a value (leave the option out for the default)`);
-  return v;
+  return withinLength(`--${name}`, v);
 }
 
 /** The first positional argument, named in the usage error when missing. */
 export function positional(input: CommandInput, label: string): string {
   const v = input.positionals[0];
   if (!v?.trim()) throw new CliError('usage', `${label} is required`);
-  return v;
+  return withinLength(label, v);
 }
 
 /** `user:password@` out of a connection string, so an error message can show where it tried. */

@@ -82,6 +82,8 @@ export function organizationProblems(cmd: RegisterOrganizationCommand): FieldErr
   const problems: FieldError[] = [];
   const name = cmd.name.trim();
   if (!name || name.length > 200) problems.push({ path: 'name', message: 'must be 1 to 200 characters' });
+  // A name is shown in lists and logs: a tab, a newline or an escape in it would garble them.
+  else if (/\p{Cc}/u.test(name)) problems.push({ path: 'name', message: 'must not contain control characters (tabs, newlines, escapes)' });
   if (cmd.apiVersion !== undefined && !isApiVersion(cmd.apiVersion)) {
     problems.push({ path: 'api_version', message: `must be one of ${API_VERSIONS.join(', ')}, got "${cmd.apiVersion}"` });
   }

@@ -51,13 +51,15 @@ export async function disableClient(models: Models, clientId: string): Promise<O
   return { ...client, already_disabled: true };
 }
 
-/** Undoes `disableClient`: its assertions get tokens again, and its unexpired tokens work again (the API checks the client on every request, cached ≤ 30 s). */
-export async function enableClient(models: Models, clientId: string): Promise<OAuthClientDoc> {
-  const client = await collectionsOf(models).oauthClients.findOneAndUpdate(
-    { _id: clientId },
-    { $set: { enabled: true, disabled_at: null } },
-    { returnDocument: 'after' },
-  );
+/**
+ * Undoes `disableClient`: its assertions get tokens again, and its unexpired tokens work again (the API
+ * checks the client on every request, cached ≤ 30 s). Enabling an enabled client changes nothing (`already_enabled`).
+ */
+export async function enableClient(models: Models, clientId: string): Promise<OAuthClientDoc & { already_enabled?: true }> {
+  const { oauthClients } = collectionsOf(models);
+  const enabled = await oauthClients.findOneAndUpdate({ _id: clientId, enabled: false }, { $set: { enabled: true, disabled_at: null } }, { returnDocument: 'after' });
+  if (enabled) return enabled;
+  const client = await oauthClients.findOne({ _id: clientId });
   if (!client) throw new NotFoundError(`No OAuth client ${clientId}.`);
-  return client;
+  return { ...client, already_enabled: true };
 }
