@@ -216,8 +216,12 @@ describe('import-users: progress on a terminal', () => {
 describe('import-users: errors are one JSON document with a non-zero exit', () => {
   it('usage: no --file; input: an unknown CSV column', async () => {
     const usage = await importUsers(['--dry-run']);
-    expect(usage.code).not.toBe(0);
+    expect(usage.code).toBe(2);
     expect(usage.json).toEqual({ error: { kind: 'usage', message: expect.stringContaining('--file') } });
+    // An option given twice, in either form, as the CLI refuses it (parseArgs kept the last).
+    const twice = await importUsers(['--dry-run', '--file', 'x.csv', '--concurrency=2', '--concurrency', '3']);
+    expect(twice.code).toBe(2);
+    expect(twice.json).toEqual({ error: { kind: 'usage', message: '--concurrency is given twice' } });
     const bad = join(dir, 'bad-header.csv');
     writeFileSync(bad, 'provider_email,external_provider_id,favourite_colour\na@example.com,1,blue\n');
     const input = await importUsers(['--file', bad, '--dry-run']);
@@ -306,7 +310,7 @@ describe('import-users: bad arguments are refused before any row is sent', () =>
       [notPem, 'this file is not PEM'],
     ] as const) {
       const run = await importUsers(['--base-url', api.baseUrl, '--client-id', clinic.client._id, '--private-key-file', file, '--file', csvFile()]);
-      expect(run.code).not.toBe(0);
+      expect(run.code, 'exit 2, as the CLI\'s configuration errors').toBe(2);
       expect(run.json.error.kind).toBe('configuration');
       expect(run.json.error.message).toContain(`--private-key-file ${file} must be a PEM private key (PKCS#8 or PKCS#1); ${holds}`);
       expect(run.json.error.message).not.toMatch(/DECODER routines/);

@@ -47,7 +47,8 @@ class UsageError extends Error {}
 
 function fail(kind: string, message: string): never {
   process.stdout.write(`${JSON.stringify({ error: { kind, message } })}\n`);
-  process.exit(kind === 'usage' ? 2 : 1);
+  // As the CLI's: 2 for what the operator typed or configured, 1 for everything else.
+  process.exit(kind === 'usage' || kind === 'configuration' ? 2 : 1);
 }
 
 function describe(c: ImportCounts): string {
@@ -106,8 +107,9 @@ async function main(): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   let values;
+  let tokens;
   try {
-    ({ values } = parseArgs({
+    ({ values, tokens } = parseArgs({
       options: {
         'base-url': { type: 'string' },
         'client-id': { type: 'string' },
@@ -123,9 +125,17 @@ async function main(): Promise<void> {
       },
       strict: true,
       allowPositionals: false,
+      tokens: true,
     }));
   } catch (err) {
     return fail('usage', (err as Error).message);
+  }
+  // An option given twice is refused, as the CLI does: parseArgs keeps the last silently.
+  const seen = new Set<string>();
+  for (const token of tokens ?? []) {
+    if (token.kind !== 'option') continue;
+    if (seen.has(token.name)) return fail('usage', `--${token.name} is given twice`);
+    seen.add(token.name);
   }
   if (values.help) {
     process.stdout.write(USAGE);
