@@ -61,7 +61,10 @@ function listQueryProblems(query: Record<string, unknown>): FieldError[] {
     const path = `querystring.${name.slice(0, 64)}`;
     if (!LIST_PARAMETERS.has(name)) problems.push({ path, message: `unknown parameter; the list takes ${[...LIST_PARAMETERS].join(', ')}` });
     else if (Array.isArray(value)) problems.push({ path, message: 'is given more than once' });
-    else if (name === 'limit' && !/^[0-9]+$/.test(String(value))) problems.push({ path, message: value === '' ? 'must not be empty' : 'must be a whole number from 1 to 200, in digits' });
+    // Digits past a safe integer (`999999999999999999999`) are a whole number too: the schema said "must be an integer".
+    else if (name === 'limit' && (!/^[0-9]+$/.test(String(value)) || !Number.isSafeInteger(Number(value)))) {
+      problems.push({ path, message: value === '' ? 'must not be empty' : 'must be a whole number from 1 to 200, in digits' });
+    }
   }
   return problems;
 }
