@@ -17,13 +17,20 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import mongoose from 'mongoose';
 import { createModels, emailUniquenessFrom, ensureIndexes, registerClient, registerOrganization } from '@connect/shared';
 import { freePort, REPO_ROOT, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
 
 const started = Date.now();
 const dir = process.env.STACK_DIR ?? join(REPO_ROOT, '.local', 'stack');
+/** A path as printed: relative to the repository when inside it, else absolute (a STACK_DIR elsewhere read `../../tmp/...`). */
+const shown = (path: string) => {
+  const rel = relative(REPO_ROOT, resolve(path));
+  return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : resolve(path);
+};
+/** `pnpm -s stack callbacks` reads $STACK_DIR too: printed with it when it is not the default. */
+const callbacksCommand = process.env.STACK_DIR ? `STACK_DIR=${resolve(process.env.STACK_DIR)} pnpm -s stack callbacks` : 'pnpm -s stack callbacks';
 const apiPort = Number(process.env.PORT ?? 3000);
 const say = (msg: string) => process.stdout.write(`[stack] ${msg}\n`);
 // Whoever read our output may be gone (a closed terminal, a killed parent): stopping must still
@@ -125,7 +132,7 @@ async function main(): Promise<void> {
       admin_token: randomBytes(24).toString('hex'),
     };
     writeFileSync(statePath, JSON.stringify(state, null, 2), { mode: 0o600 });
-    say(`registered a demo organization and OAuth client (kept in ${relative(REPO_ROOT, dir) || dir} for the next run)`);
+    say(`registered a demo organization and OAuth client (kept in ${shown(dir)} for the next run)`);
   } else {
     say('reusing the demo organization and OAuth client from the last run');
   }
@@ -173,7 +180,7 @@ async function main(): Promise<void> {
   organization  ${state.organization_id}
   private key   ${keyFile}
   docs          ${baseUrl}/docs
-  dashboard     ${baseUrl}/admin/queues   (any user name; the password is admin_token in ${relative(REPO_ROOT, statePath) || statePath})
+  dashboard     ${baseUrl}/admin/queues   (any user name; the password is admin_token in ${shown(statePath)})
   logs          ${dir}/{api,worker,receiver}.log
 
 Settings for \`pnpm cli\` in another terminal: ${envFile} (read when MONGO_URL is not set).
@@ -184,7 +191,7 @@ Get a token, create a user, and see this run's verified callback for it:
   EHR_ID=ehr-$(date +%s)
   curl -s -w '\\n' ${base}/users -H "Authorization: Bearer $TOKEN" -H "X-Nabla-Api-Version: 2026-03-23" -H "Content-Type: application/json" \\
     -d '{"provider_email":"'$EHR_ID'@example.com","external_provider_id":"'$EHR_ID'","settings":{"speech_locale":"ENGLISH_US"}}'
-  pnpm -s stack callbacks --wait $EHR_ID
+  ${callbacksCommand} --wait $EHR_ID
 
 Ctrl-C stops everything.
 `);

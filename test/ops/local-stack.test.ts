@@ -70,8 +70,9 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     // The copy-paste block, run as printed: token, create, and this run's verified callback.
     const runBlock = async (printed: string) => {
       const block = printed.slice(printed.indexOf('  TOKEN=$('), printed.indexOf('Ctrl-C stops everything.'));
-      const env: Record<string, string | undefined> = { ...process.env, STACK_DIR: dir };
-      for (const name of ['MONGO_URL', 'REDIS_URL', 'QUEUE_PREFIX', 'PUBLIC_BASE_URL', 'PORT']) delete env[name];
+      // From another terminal: none of the stack's settings there, not even STACK_DIR, which the block carries itself.
+      const env: Record<string, string | undefined> = { ...process.env };
+      for (const name of ['MONGO_URL', 'REDIS_URL', 'QUEUE_PREFIX', 'PUBLIC_BASE_URL', 'PORT', 'STACK_DIR']) delete env[name];
       const { stdout } = await run('bash', ['-c', `set -euo pipefail\n${block}`], { cwd: REPO_ROOT, env });
       const ehrId = /"external_provider_id":"(ehr-\d+)"/.exec(stdout)?.[1];
       expect(ehrId, stdout).toBeDefined();

@@ -12,7 +12,7 @@ import type { Config, RedisClient } from '@connect/shared';
 import { CliError, redactUrl, toCliError, type CliContext, type Command } from './command.ts';
 import { COMMANDS } from './commands.ts';
 import { probeDatastore, singleHostOf } from './datastore-probe.ts';
-import { applyStackEnv } from './stack-env.ts';
+import { applyStackEnv, stackEnvPath } from './stack-env.ts';
 
 const HELP_FLAGS = new Set(['--help', '-h']);
 
@@ -150,7 +150,10 @@ async function runCommand(command: Command, args: unknown, stop: AbortSignal): P
   } catch (err) {
     const e = toCliError(err);
     // Only when the settings came from nowhere: no MONGO_URL and no stack file.
-    if (e.extra.variable === 'MONGO_URL' && !mongoUrlSet && !stackEnv) e.message += ' (or start `pnpm stack`, which writes .local/stack/env for the CLI)';
+    if (e.extra.variable === 'MONGO_URL' && !mongoUrlSet && !stackEnv) {
+      const file = process.env.STACK_DIR ? stackEnvPath(process.env) : '.local/stack/env';
+      e.message += ` (or start \`pnpm stack\`, which writes ${file} for the CLI)`;
+    }
     throw e;
   }
   // Bounded waits: with the database down the CLI answers `unavailable` within 5 s, start-up included.
