@@ -3,6 +3,7 @@ import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REQUEST_DEADLINE_MS, SPECIALTY_KINDS, SPEECH_LOCALES } from '@connect/shared';
 import { connectMethodHandler, expectationFailedHandler } from '@connect/api';
+import { rawExchange } from '../support/raw-exchange.ts';
 import { getToken, http, postUser, rawHttp, registerTestClient, requestToken, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 
 /** Error messages a person can act on: each one, word for word. */
@@ -167,14 +168,7 @@ describe('HTTP-level refusals', () => {
     expect((await rawHttp(port, 'GET /livez HTTP/1.0\r\n\r\n')).headers).toMatch(/^HTTP\/1\.1 200 /);
     const plain = body();
     // Written without closing our side: a half-closed connection ends a request still being handled.
-    const plainAnswer = await new Promise<string>((resolve) => {
-      const socket = connect(port, '127.0.0.1', () => socket.write(chunked('chunked', plain).replace('\r\nContent-Type', '\r\nConnection: close\r\nContent-Type')));
-      let got = '';
-      socket.setEncoding('utf8');
-      socket.on('data', (d: string) => (got += d));
-      socket.on('error', () => undefined);
-      socket.on('close', () => resolve(got));
-    });
+    const plainAnswer = await rawExchange(port, chunked('chunked', plain).replace('\r\nContent-Type', '\r\nConnection: close\r\nContent-Type'));
     expect(plainAnswer).toMatch(/^HTTP\/1\.1 201 /);
     // The token endpoint answers in RFC 6749 form, as for every request it cannot read.
     const tokenCoding = await rawHttp(port, `POST /v1/connect/server/oauth/token HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nTransfer-Encoding: br, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n`);

@@ -42,7 +42,7 @@ export const HTTP_SERVER_OPTIONS = { headersTimeout: REQUEST_DEADLINE_MS, connec
 const SINGLE_HEADERS = new Set(['content-type', 'authorization']);
 
 /** The first of SINGLE_HEADERS given more than once in `rawHeaders` (names and values alternating), lower-cased. */
-export function repeatedHeaderIn(rawHeaders: readonly string[]): string | undefined {
+function repeatedHeaderIn(rawHeaders: readonly string[]): string | undefined {
   const seen = new Set<string>();
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!.toLowerCase();

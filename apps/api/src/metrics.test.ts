@@ -54,7 +54,7 @@ describe('BackgroundValue: a gauge refreshed in the background, at most once per
 });
 
 describe('createApiMetrics with Redis down since the start', () => {
-  it('a scrape answers after the Redis wait (2 s) with the process and write figures, though the queue counts never come', async () => {
+  it('a scrape still answers, with the process and write figures, though the queue counts never come', async () => {
     // A port nothing listens on: ioredis queues the commands while it retries, so getJobCounts never settles.
     const closed = createServer();
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));

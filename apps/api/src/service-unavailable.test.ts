@@ -1,9 +1,9 @@
-import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { describe, expect, it, vi } from 'vitest';
 import { createLogger } from '@connect/shared';
 import { errorHandler } from './error-handler.ts';
+import { rawExchange } from '../../../test/support/raw-exchange.ts';
 import { answerWithinDeadline, asServiceUnavailable, ServiceUnavailableError } from './service-unavailable.ts';
 
 describe('asServiceUnavailable', () => {
@@ -54,18 +54,6 @@ describe('answerWithinDeadline', () => {
   });
 });
 
-/** Sends `head` and `body` on a raw socket and resolves with everything the server wrote until it closed. */
-function rawExchange(port: number, head: string, body: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1', () => socket.write(head + body));
-    let received = '';
-    socket.setEncoding('utf8');
-    socket.on('data', (d: string) => (received += d));
-    socket.on('error', reject);
-    socket.on('close', () => resolve(received));
-  });
-}
-
 describe('answerWithinDeadline, a body shorter than its Content-Length', () => {
   it('408 request-timeout problem+json naming the announced length, and the connection closed; not a 503 blaming a datastore', async () => {
     const app = Fastify();
@@ -74,7 +62,7 @@ describe('answerWithinDeadline, a body shorter than its Content-Length', () => {
     app.post('/users', async () => ({ ok: true }));
     const port = Number(new URL(await app.listen({ port: 0, host: '127.0.0.1' })).port);
     try {
-      const answer = await rawExchange(port, 'POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n', '{"a":1}');
+      const answer = await rawExchange(port, 'POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":1}');
       const [head, body] = answer.split('\r\n\r\n');
       expect(head).toMatch(/^HTTP\/1\.1 408 /);
       expect(head).toMatch(/\r\ncontent-type: application\/problem\+json/i);
@@ -100,18 +88,8 @@ describe('answerWithinDeadline, a body sent slowly', () => {
     });
     const port = Number(new URL(await app.listen({ port: 0, host: '127.0.0.1' })).port);
     try {
-      const answer = await new Promise<string>((resolve, reject) => {
-        const socket = connect(port, '127.0.0.1', () => {
-          socket.write('POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\nConnection: close\r\n\r\n{"a":1');
-          // The last byte 50 ms before the body's deadline.
-          setTimeout(() => socket.write('}'), 550);
-        });
-        let received = '';
-        socket.setEncoding('utf8');
-        socket.on('data', (d: string) => (received += d));
-        socket.on('error', reject);
-        socket.on('close', () => resolve(received));
-      });
+      // The last byte 50 ms before the body's deadline.
+      const answer = await rawExchange(port, 'POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\nConnection: close\r\n\r\n{"a":1', { bytes: '}', afterMs: 550 });
       expect(answer).toMatch(/^HTTP\/1\.1 200 /);
       expect(handled).toBe(1);
     } finally {

@@ -82,14 +82,15 @@ export class RequestTimeoutError extends DomainError {
  * been read, so it never fires for a POST (a body-less GET works).
  */
 export function answerWithinDeadline(app: FastifyInstance, deadlineMs = REQUEST_DEADLINE_MS): void {
-  const answerDeadlines = new WeakMap<object, NodeJS.Timeout>();
+  /** Requests whose answer's deadline runs (they reached preValidation). */
+  const answerDeadlines = new WeakSet<object>();
   const unanswered = (reply: FastifyReply) => !reply.sent && !reply.raw.headersSent;
   const startAnswerDeadline = (request: FastifyRequest, reply: FastifyReply) => {
     if (answerDeadlines.has(request)) return;
     const timer = setTimeout(() => {
       if (unanswered(reply)) void reply.send(new RequestDeadlineError(deadlineMs));
     }, deadlineMs);
-    answerDeadlines.set(request, timer);
+    answerDeadlines.add(request);
     // The response's `close` comes once it is written, or when the client went away.
     reply.raw.once('close', () => clearTimeout(timer));
   };

@@ -113,10 +113,11 @@ const PROBE_BUDGET_MS = 2_500;
  */
 function downEarly(name: 'MongoDB' | 'Redis', variable: 'MONGO_URL' | 'REDIS_URL', from: (variable: string) => string): Promise<never> {
   const url = process.env[variable];
-  const target = singleHostOf(url, name === 'MongoDB' ? 'mongodb' : 'redis');
+  const kind = name === 'MongoDB' ? 'mongodb' : 'redis';
+  const target = singleHostOf(url, kind);
   const down = new Promise<never>((_, reject) => {
     if (!target) return;
-    void probeDatastore(target, name === 'MongoDB' ? 'mongodb' : 'redis', PROBE_BUDGET_MS).then((verdict) => {
+    void probeDatastore(target, kind, PROBE_BUDGET_MS).then((verdict) => {
       const where = `${name} at ${redactUrl(url!)}`;
       const budget = `${PROBE_BUDGET_MS / 1000} s`;
       if (verdict.kind === 'refused') reject(new CliError('unavailable', `${where} is unavailable${from(variable)}: ${verdict.error.message}`));
