@@ -96,6 +96,8 @@ export interface ApiDepsOptions {
   /** How long a client's enabled state is cached on the bearer path (≤ 60 s by docs/contract.md). */
   clientCacheTtlMs?: number;
   clientKeys?: Partial<ClientKeyOptions>;
+  /** The users this process remembers, and how it picks an update's first step (recent-users.ts); 2,000, learning, by default. */
+  recentUsers?: RecentUsers;
 }
 
 export async function createApiDeps(config: Readonly<Config>, log: Logger, options: ApiDepsOptions = {}): Promise<ApiDeps> {
@@ -139,7 +141,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     relay,
     publisher,
     lock: new KeyedLock(),
-    recent: new RecentUsers(2_000),
+    recent: options.recentUsers ?? new RecentUsers(2_000),
     emailClaims: config.emailUniqueness === 'claims' ? new EmailClaims(collectionsOf(models).emailClaims, collectionsOf(models).providerUsers, log) : undefined,
     tokens: new AccessTokens(key, config.issuer, config.accessTokenTtlSeconds),
     clients: new ClientDirectory(models, options.clientCacheTtlMs ?? 30_000),

@@ -79,95 +79,193 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
   const { organizationId, body } = cmd;
   const key = RecentUsers.keyOf(organizationId, body.external_provider_id);
   return deps.lock.run(key, async () => {
-    const users = collectionsOf(deps.models).providerUsers;
-    const emailNormalized = body.provider_email.toLowerCase();
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const now = deps.now?.() ?? new Date();
-      // First attempt: what this process last knew of the user, if anything; any doubt reads again.
-      const cached = attempt === 0 ? deps.recent?.get(key) : undefined;
-      const existing =
-        cached ??
-        (await users.findOne({ organization_id: organizationId, external_provider_id: body.external_provider_id }));
-
-      if (!existing) {
-        const user = newUser(organizationId, body, emailNormalized, now);
-        const claims = deps.emailClaims;
-        const scope = { organizationId, emailNormalized, externalProviderId: body.external_provider_id };
-        if (claims) {
-          const claimedAt = claims.clock();
-          const claim = await claims.claim(scope, new Date());
-          if (claim === 'taken') throw new EmailConflictError();
-          if (claim === 'retry') continue;
-          // This process was held up so long that the claim may count as a dead create's: decide
-          // again (a create of this id by another process may have gone on meanwhile); claiming
-          // again dates the claim anew. Not released: that other create's user may hold it now.
-          if (claims.clock() - claimedAt > CLAIM_STALE_MS / 2) continue;
-        }
-        try {
-          await users.insertOne(user);
-        } catch (err) {
-          if (!isDuplicateKeyError(err)) throw err;
-          // FerretDB's duplicate-key error names neither index nor key: re-read to learn which clashed.
-          const byEmail = await users.findOne<Pick<ProviderUserDoc, 'external_provider_id'>>(
-            { organization_id: organizationId, email_normalized: emailNormalized },
-            { projection: { external_provider_id: 1 } },
-          );
-          const emailHeldElsewhere = byEmail !== null && byEmail.external_provider_id !== body.external_provider_id;
-          const sameId =
-            emailHeldElsewhere || claims
-              ? await users.findOne<Pick<ProviderUserDoc, 'email_normalized'>>(
-                  { organization_id: organizationId, external_provider_id: body.external_provider_id },
-                  { projection: { email_normalized: 1 } },
-                )
-              : null;
-          if (emailHeldElsewhere && !sameId) {
-            await claims?.handTo(scope, byEmail!.external_provider_id, now);
-            throw new EmailConflictError();
-          }
-          // Someone created this external_provider_id first: decide again as an update. With
-          // another email than ours, it will never hold the email this create claimed.
-          if (claims && sameId && sameId.email_normalized !== emailNormalized) await claims.release(scope);
-          continue;
-        }
-        // The insert reached the database after the claim's age and another create took the email: undo.
-        if (claims && !(await claims.stillHeld(scope)) && (await claims.undoInsert(user, cmd.log))) throw new EmailConflictError();
-        deps.recent?.set(key, user);
-        return { outcome: 'created', reactivated: false, user };
+    const recent = deps.recent;
+    const held = recent?.get(key);
+    if (!recent || held) return readAndDecide(deps, cmd, key, held);
+    // A user this process does not hold: the first step is chosen by what such requests have been lately.
+    if (recent.writeFirst) {
+      const user = await updateInOneStep(deps, cmd);
+      recent.noteUncached(user !== null);
+      if (user) {
+        recent.set(key, user);
+        return { outcome: 'updated', reactivated: false, user };
       }
-
-      // A user's email never changes once stored, so a cached copy decides this as well as a read.
-      if (existing.email_normalized !== emailNormalized) throw new EmailMismatchError();
-      if (!cached) deps.recent?.set(key, existing);
-
-      let settings;
-      try {
-        settings = mergeSettings(existing.settings, body.settings);
-      } catch (err) {
-        if (cached) continue; // judged against a possibly stale copy: decide again on a fresh read
-        throw err;
-      }
-      const reactivated = statusOf(existing) === 'deactivated';
-      if (!reactivated && sameSettings(settings, existing.settings)) {
-        if (cached) continue; // "nothing changed" is only ever answered from a fresh read
-        return { outcome: 'unchanged', reactivated: false, user: existing };
-      }
-
-      const version = existing.version + 1;
-      const type = reactivated ? 'user.reactivated' : 'user.updated';
-      const last_event: LastEvent = { id: randomUUID(), type, occurred_at: now, version };
-      const state = { settings, updated_at: now, outbox_slot: outboxSlotOf(now), version, status: 'active' as const, deactivated_at: null, last_event };
-      const change = reactivated ? { ...state, status_event: statusEventOf(last_event, { ...existing, ...state }) } : { ...state, ...statusEventLeftBehind(existing) };
-      const res = await users.updateOne({ _id: existing._id, version: existing.version }, { $set: change });
-      if (res.matchedCount === 1) {
-        const user = { ...existing, ...change };
-        deps.recent?.set(key, user);
-        return { outcome: 'updated', reactivated, user };
-      }
-      // Another process changed the user since we read it (or since the cached copy): read again.
-      deps.recent?.delete(key);
+      return readAndDecide(deps, cmd, key, undefined);
     }
-    throw new ConcurrentUpdateError();
+    let plainUpdate = false;
+    try {
+      const result = await readAndDecide(deps, cmd, key, undefined);
+      plainUpdate = result.outcome === 'updated' && !result.reactivated;
+      return result;
+    } finally {
+      recent.noteUncached(plainUpdate);
+    }
   });
+}
+
+/** Reads the user (unless `held`, this process's copy, is trusted for a first try), decides and writes. */
+async function readAndDecide(deps: UpsertDeps, cmd: UpsertProviderUserCommand, key: string, held: ProviderUserDoc | undefined): Promise<UpsertResult> {
+  const { organizationId, body } = cmd;
+  const users = collectionsOf(deps.models).providerUsers;
+  const emailNormalized = body.provider_email.toLowerCase();
+  for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+    const now = deps.now?.() ?? new Date();
+    // First attempt: what this process last knew of the user, if anything; any doubt reads again.
+    const cached = attempt === 0 ? held : undefined;
+    const existing =
+      cached ??
+      (await users.findOne({ organization_id: organizationId, external_provider_id: body.external_provider_id }));
+
+    if (!existing) {
+      const user = newUser(organizationId, body, emailNormalized, now);
+      const claims = deps.emailClaims;
+      const scope = { organizationId, emailNormalized, externalProviderId: body.external_provider_id };
+      if (claims) {
+        const claimedAt = claims.clock();
+        const claim = await claims.claim(scope, new Date());
+        if (claim === 'taken') throw new EmailConflictError();
+        if (claim === 'retry') continue;
+        // This process was held up so long that the claim may count as a dead create's: decide
+        // again (a create of this id by another process may have gone on meanwhile); claiming
+        // again dates the claim anew. Not released: that other create's user may hold it now.
+        if (claims.clock() - claimedAt > CLAIM_STALE_MS / 2) continue;
+      }
+      try {
+        await users.insertOne(user);
+      } catch (err) {
+        if (!isDuplicateKeyError(err)) throw err;
+        // FerretDB's duplicate-key error names neither index nor key: re-read to learn which clashed.
+        const byEmail = await users.findOne<Pick<ProviderUserDoc, 'external_provider_id'>>(
+          { organization_id: organizationId, email_normalized: emailNormalized },
+          { projection: { external_provider_id: 1 } },
+        );
+        const emailHeldElsewhere = byEmail !== null && byEmail.external_provider_id !== body.external_provider_id;
+        const sameId =
+          emailHeldElsewhere || claims
+            ? await users.findOne<Pick<ProviderUserDoc, 'email_normalized'>>(
+                { organization_id: organizationId, external_provider_id: body.external_provider_id },
+                { projection: { email_normalized: 1 } },
+              )
+            : null;
+        if (emailHeldElsewhere && !sameId) {
+          await claims?.handTo(scope, byEmail!.external_provider_id, now);
+          throw new EmailConflictError();
+        }
+        // Someone created this external_provider_id first: decide again as an update. With
+        // another email than ours, it will never hold the email this create claimed.
+        if (claims && sameId && sameId.email_normalized !== emailNormalized) await claims.release(scope);
+        continue;
+      }
+      // The insert reached the database after the claim's age and another create took the email: undo.
+      if (claims && !(await claims.stillHeld(scope)) && (await claims.undoInsert(user, cmd.log))) throw new EmailConflictError();
+      deps.recent?.set(key, user);
+      return { outcome: 'created', reactivated: false, user };
+    }
+
+    // A user's email never changes once stored, so a cached copy decides this as well as a read.
+    if (existing.email_normalized !== emailNormalized) throw new EmailMismatchError();
+    if (!cached) deps.recent?.set(key, existing);
+
+    let settings;
+    try {
+      settings = mergeSettings(existing.settings, body.settings);
+    } catch (err) {
+      if (cached) continue; // judged against a possibly stale copy: decide again on a fresh read
+      throw err;
+    }
+    const reactivated = statusOf(existing) === 'deactivated';
+    if (!reactivated && sameSettings(settings, existing.settings)) {
+      if (cached) continue; // "nothing changed" is only ever answered from a fresh read
+      return { outcome: 'unchanged', reactivated: false, user: existing };
+    }
+
+    const version = existing.version + 1;
+    const type = reactivated ? 'user.reactivated' : 'user.updated';
+    const last_event: LastEvent = { id: randomUUID(), type, occurred_at: now, version };
+    const state = { settings, updated_at: now, outbox_slot: outboxSlotOf(now), version, status: 'active' as const, deactivated_at: null, last_event };
+    const change = reactivated ? { ...state, status_event: statusEventOf(last_event, { ...existing, ...state }) } : { ...state, ...statusEventLeftBehind(existing) };
+    const res = await users.updateOne({ _id: existing._id, version: existing.version }, { $set: change });
+    if (res.matchedCount === 1) {
+      const user = { ...existing, ...change };
+      deps.recent?.set(key, user);
+      return { outcome: 'updated', reactivated, user };
+    }
+    // Another process changed the user since we read it (or since the cached copy): read again.
+    deps.recent?.delete(key);
+  }
+  throw new ConcurrentUpdateError();
+}
+
+const PLAIN_LAST_EVENTS = ['user.created', 'user.updated'];
+
+/**
+ * A plain update in one round trip, without reading first (docs/guarantees.md, "One-step
+ * updates"): one findOneAndUpdate whose filter holds every condition under which the read
+ * path would decide "update" as this one does, and whose change is the merge written as
+ * field updates (mergeSettings' rules: `speech_locale` replaced, `specialty` and
+ * `secondary_speech_locale` replaced when sent). The version goes up by one, and with it
+ * the last event's, which every writer keeps equal to it. Returns the user as written, or
+ * null when the filter matched nothing: no such user, another email, deactivated, no
+ * settings yet, nothing would change, the kept secondary locale would equal the new
+ * primary, or a status event of an older release to carry over (statusEventLeftBehind).
+ * The read path then decides as ever. On MongoDB the filter and the change are one atomic
+ * step, as the read path's version-conditional write is.
+ */
+async function updateInOneStep(deps: UpsertDeps, cmd: UpsertProviderUserCommand): Promise<ProviderUserDoc | null> {
+  const { organizationId, body } = cmd;
+  const input = body.settings;
+  if (!input) return null; // without settings only a reactivation changes anything
+  const changed: Record<string, unknown>[] = [{ 'settings.speech_locale': { $ne: input.speech_locale } }];
+  const set: Record<string, unknown> = { 'settings.speech_locale': input.speech_locale };
+  if (input.specialty === null) {
+    changed.push({ 'settings.specialty': { $ne: null } });
+    set['settings.specialty'] = null;
+  } else if (input.specialty !== undefined) {
+    const specialty = { kind: input.specialty.kind, other_specialty_name: input.specialty.other_specialty_name ?? null };
+    changed.push({ 'settings.specialty.kind': { $ne: specialty.kind } }, { 'settings.specialty.other_specialty_name': { $ne: specialty.other_specialty_name } });
+    set['settings.specialty'] = specialty;
+  }
+  const secondary: Record<string, unknown> = {};
+  if (input.secondary_speech_locale === undefined) {
+    secondary['settings.secondary_speech_locale'] = { $ne: input.speech_locale };
+  } else {
+    changed.push({ 'settings.secondary_speech_locale': { $ne: input.secondary_speech_locale } });
+    set['settings.secondary_speech_locale'] = input.secondary_speech_locale;
+  }
+  const now = deps.now?.() ?? new Date();
+  const users = collectionsOf(deps.models).providerUsers;
+  const user = await users.findOneAndUpdate(
+    {
+      organization_id: organizationId,
+      external_provider_id: body.external_provider_id,
+      // A one-value $in: FerretDB would push a second equality down and combine two indexes (docs/guarantees.md).
+      email_normalized: { $in: [body.provider_email.toLowerCase()] },
+      status: { $ne: 'deactivated' },
+      'settings.speech_locale': { $exists: true },
+      ...secondary,
+      $and: [{ $or: changed }, { $or: [{ status_event: { $exists: true } }, { 'last_event.type': { $in: PLAIN_LAST_EVENTS } }] }],
+    },
+    {
+      $set: {
+        ...set,
+        updated_at: now,
+        outbox_slot: outboxSlotOf(now),
+        status: 'active',
+        deactivated_at: null,
+        'last_event.id': randomUUID(),
+        'last_event.type': 'user.updated',
+        'last_event.occurred_at': now,
+      },
+      $inc: { version: 1, 'last_event.version': 1 },
+    },
+    { returnDocument: 'after' },
+  );
+  if (user && user.last_event.version !== user.version) {
+    // A document no writer of this release left (each keeps the two equal): set it right before the event goes out.
+    await users.updateOne({ _id: user._id, version: user.version }, { $set: { 'last_event.version': user.version } });
+    user.last_event.version = user.version;
+  }
+  return user;
 }
 
 /**
