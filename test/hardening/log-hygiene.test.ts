@@ -157,6 +157,10 @@ describe('Logs after a busy sequence: JSON, a request id on every request line, 
     // Reads.
     expect((await getUser(api, ta, id1)).status).toBe(200);
     expect((await getUser(api, tb, id2)).status).toBe(404);
+    // An external id that is an address typed with a full-width at sign, in the path of a read.
+    const wide = email('wide.at.sign').replace('@', '\uFF20');
+    emails.push(wide);
+    expect((await getUser(api, ta, wide)).status).toBe(404);
 
     // ------------------------------------------------------------ the log
     const lines = api.logs.lines;

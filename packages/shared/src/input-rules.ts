@@ -46,9 +46,12 @@ export function urlWithoutSecrets(value: string): string {
   return value.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^\s?#]*@/, '$1***@').replace(/[?#].*$/s, '');
 }
 
+// The full-width "＠" and the small "﹫" count as "@": an address typed with them reads as one.
+const AT_SIGNS = ['@', '\uFF20', '\uFE6B'];
+
 /** `jane.doe@example.com` → `j***@e***.com`: enough to tell users apart in a log, not to read. */
 export function maskEmail(email: string): string {
-  const at = email.lastIndexOf('@');
+  const at = Math.max(...AT_SIGNS.map((sign) => email.lastIndexOf(sign)));
   if (at < 1) return '***';
   const local = email.slice(0, at);
   const domain = email.slice(at + 1);
@@ -61,7 +64,7 @@ export function maskEmail(email: string): string {
 // The local part stops at "/", "?", "&" and "=": an address inside a URL path or query is masked
 // without swallowing the path before it. Both parts are bounded (RFC 5321: 64 and 255), which keeps
 // the scan linear: unbounded, a long run without "@" (a 15,000-character URL) cost quadratic time.
-const EMAIL_IN_TEXT = /[^\s"'<>@,;:/?&=]{1,64}@[^\s"'<>@,;:/?&=]{1,255}\.[A-Za-z]{2,}/g;
+const EMAIL_IN_TEXT = /[^\s"'<>@\uFF20\uFE6B,;:/?&=]{1,64}[@\uFF20\uFE6B][^\s"'<>@\uFF20\uFE6B,;:/?&=]{1,255}\.[A-Za-z]{2,}/g;
 
 /** Masks every email address inside free text (error messages can quote input). */
 export function maskEmailsIn(text: string): string {

@@ -14,6 +14,9 @@ describe('email masking', () => {
   });
   it('masks every address inside text', () => {
     expect(maskEmailsIn('user a.b@c.org clashes with D@E.io')).toBe('user a***@c***.org clashes with D***@E***.io');
+    // Typed with a full-width or a small at sign, an address is still one.
+    expect(maskEmailsIn('id jane.doe\uFF20example.com and x\uFE6By.org')).toBe('id j***@e***.com and x***@y***.org');
+    expect(maskEmail('jane\uFF20example.com')).toBe('j***@e***.com');
   });
 });
 
