@@ -73,6 +73,11 @@ type CliArgs = Parameters<typeof cli>;
  * Runs independent CLI invocations a few at a time (each is a process start, most of a
  * check's time) and answers in the order given.
  */
+/** The run's Redis URL with some parts changed. */
+function redisUrlWith(parts: Partial<Pick<URL, 'pathname' | 'username' | 'password'>>): string {
+  return Object.assign(new URL(api.env.REDIS_URL!), parts).toString();
+}
+
 async function cliAll(runs: CliArgs[], inFlight = 4): Promise<CliRun[]> {
   const out: CliRun[] = new Array(runs.length);
   let next = 0;
@@ -271,6 +276,9 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
         { args: ['client', 'enable', 'nope'], kind: 'not_found', code: 1, message: /No OAuth client nope/ },
         { args: ['user', 'get', '--org', 'nope', '--external-provider-id', 'x'], kind: 'not_found', code: 1 },
         { args: ['targets', 'resync', 'dictation', '--org', 'nope'], kind: 'not_found', code: 1, message: /No organization nope/ },
+        // configuration (exit 2): Redis answers, but refuses what REDIS_URL asks: a database it lacks, a user it does not know.
+        { args: ['targets', 'list'], opts: { env: { REDIS_URL: redisUrlWith({ pathname: '/99' }) } }, kind: 'configuration', code: 2, message: /^REDIS_URL: Redis at .* has no database of that number/ },
+        { args: ['targets', 'list'], opts: { env: { REDIS_URL: redisUrlWith({ username: 'nobody', password: 'wrong' }) } }, kind: 'configuration', code: 2, message: /^REDIS_URL: Redis at .* refused the credentials: WRONGPASS/ },
       ])
     ).slice(0, 3);
     expect(noUrl!.json.error.variable).toBe('MONGO_URL');

@@ -84,17 +84,32 @@ export async function connectRedis(config: Readonly<Config>): Promise<RedisClien
     await Promise.race([
       redis.ping(),
       new Promise((_, reject) => {
-        onError = (err) => reject(new CliError('unavailable', `${where} is unavailable: ${err.message}`));
+        onError = (err) => reject(redisFailure(err, where));
         redis.on('error', onError);
         timer = setTimeout(() => reject(new CliError('unavailable', `${where} did not answer within ${seconds(DATASTORE_TIMEOUT_MS)}`)), DATASTORE_TIMEOUT_MS);
       }),
     ]);
   } catch (err) {
     redis.disconnect();
-    throw err instanceof CliError ? err : new CliError('unavailable', `${where}: ${(err as Error).message}`);
+    throw err instanceof CliError ? err : redisFailure(err as Error, where);
   } finally {
     clearTimeout(timer);
     redis.off('error', onError!);
   }
   return redis;
+}
+
+/**
+ * Redis answering, but refusing what REDIS_URL asks (its credentials, its database number), is the
+ * URL's to fix, not an outage: `configuration`. (A database number the server lacks would otherwise
+ * leave the connection on database 0.) Anything else is `unavailable`.
+ */
+function redisFailure(err: Error, where: string): CliError {
+  if (/^(WRONGPASS|NOAUTH)\b/.test(err.message)) {
+    return new CliError('configuration', `REDIS_URL: ${where} refused the credentials: ${err.message}`, { variable: 'REDIS_URL' });
+  }
+  if (/DB index is out of range|invalid DB index/i.test(err.message)) {
+    return new CliError('configuration', `REDIS_URL: ${where} has no database of that number (${err.message}); a server has databases 0 to 15 unless its "databases" setting says otherwise`, { variable: 'REDIS_URL' });
+  }
+  return new CliError('unavailable', `${where} is unavailable: ${err.message}`);
 }
