@@ -53,6 +53,11 @@ describe('Start-up failures are one line naming the variable too, not a stack tr
     await failsNaming(startEntryPoint('api', { ...realStores('startup_mongo'), MONGO_URL: 'mongodb://127.0.0.1:1/x' }), 'MONGO_URL', /connecting to the datastores failed: .*ECONNREFUSED/);
   });
 
+  it('a REDIS_URL naming a database the server does not have: REDIS_URL (ioredis would have gone on with database 0)', async () => {
+    const url = Object.assign(new URL(inject('redisUrl')), { pathname: '/99' }).toString();
+    await failsNaming(startEntryPoint('api', { ...realStores('startup_redis_db'), REDIS_URL: url }), 'REDIS_URL', /checking the Redis database failed: the server has no database of the number REDIS_URL names \(ERR DB index is out of range\)/);
+  });
+
   it('a HOST that does not resolve: HOST', async () => {
     await failsNaming(startEntryPoint('api', { ...realStores('startup_host'), HOST: 'no-such-host.invalid' }), 'HOST', /listening on no-such-host\.invalid:0 failed: .*(ENOTFOUND|EAI_AGAIN)/);
   });

@@ -38,6 +38,18 @@ describe('The worker validates its configuration before it starts (docs/operatio
   });
 });
 
+describe('The worker stops on a REDIS_URL naming a database the server does not have, before it takes any job', () => {
+  it('one line naming REDIS_URL, exit 1, never "worker ready" (ioredis would have run every queue on database 0)', async () => {
+    const url = Object.assign(new URL(inject('redisUrl')), { pathname: '/99' }).toString();
+    const child = startEntryPoint('worker', { MONGO_URL: databaseUrl('worker_redis_db'), REDIS_URL: url, QUEUE_PREFIX: uniquePrefix('worker_redis_db') });
+    children.push(child);
+    expect((await child.exited).code).toBe(1);
+    expect(child.stderr, child.stderr.join('\n')).toHaveLength(1);
+    expect(child.stderr[0]).toMatch(/^startup error: REDIS_URL: checking the Redis database failed: the server has no database of the number REDIS_URL names/);
+    expect(child.stdout.some((l) => l.includes('"worker ready"') || l.includes('worker started'))).toBe(false);
+  });
+});
+
 describe('The worker stops on a port it cannot bind before it takes any job', () => {
   it('WORKER_METRICS_PORT held by another process: one line naming it, exit 1, never "worker ready"', async () => {
     const holder = createServer();

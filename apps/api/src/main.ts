@@ -1,4 +1,4 @@
-import { createLogger, loadConfigOrExit, onTerminationSignals, runShutdown, startupStep } from '@connect/shared';
+import { checkRedisDatabase, createLogger, loadConfigOrExit, onTerminationSignals, runShutdown, startupStep } from '@connect/shared';
 import { createApiDeps } from './api-deps.ts';
 import { buildApp } from './build-app.ts';
 import { apiShutdownSteps } from './shutdown.ts';
@@ -12,6 +12,7 @@ log.info('api starting');
 // the test that shows the sweep still delivers the event. Off by default.
 const crashAfterWrite = process.env.CONNECT_TEST_FAULT === 'crash-after-write';
 if (crashAfterWrite) log.warn('test fault injection on: the process kills itself after its first write');
+await startupStep(log, 'checking the Redis database', { redis: 'REDIS_URL' }, () => checkRedisDatabase(config.redisUrl));
 const deps = await startupStep(log, 'connecting to the datastores', { mongo: 'MONGO_URL' }, () =>
   createApiDeps(config, log, {
     faults: crashAfterWrite ? { afterWrite: () => process.kill(process.pid, 'SIGKILL') } : {},

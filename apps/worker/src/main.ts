@@ -1,4 +1,4 @@
-import { createLogger, endLogs, loadConfig, loadOrExit, onTerminationSignals, runShutdown, startupStep } from '@connect/shared';
+import { checkRedisDatabase, createLogger, endLogs, loadConfig, loadOrExit, onTerminationSignals, runShutdown, startupStep } from '@connect/shared';
 import { workerShutdownSteps } from './shutdown.ts';
 import { serveDeliveryMetrics } from './delivery-metrics.ts';
 import { serveWorkerHealth } from './health-server.ts';
@@ -21,6 +21,7 @@ log.info('worker starting');
 for (const name of REMOVED_WORKER_VARIABLES) {
   if (process.env[name]) log.warn({ variable: name }, `${name} is no longer read: WORKER_RETRY_SCHEDULE sets the retries (docs/delivery.md)`);
 }
+await startupStep(log, 'checking the Redis database', { redis: 'REDIS_URL' }, () => checkRedisDatabase(config.redisUrl));
 const deps = await startupStep(log, 'connecting to the datastores', { mongo: 'MONGO_URL' }, () => createWorkerDeps(config, log, options));
 // No target set while MongoDB shows this deployment delivers to some: refuse, as for a bad variable.
 const leftOut = await startupStep(log, 'reading which targets this deployment delivers to', { mongo: 'MONGO_URL' }, () =>

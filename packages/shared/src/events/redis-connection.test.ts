@@ -1,6 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { describe, expect, inject, it } from 'vitest';
 import { ConfigError, loadConfig } from '../config.ts';
-import { parseRedisUrl } from './redis-connection.ts';
+import { checkRedisDatabase, parseRedisUrl, RedisDatabaseMissingError } from './redis-connection.ts';
 
 describe('REDIS_URL forms', () => {
   it('one server, with or without TLS', () => {
@@ -38,5 +39,32 @@ describe('REDIS_URL forms', () => {
     expect(() => loadConfig({ ...base, REDIS_URL: 'http://x' })).toThrow(ConfigError);
     expect(() => loadConfig({ ...base, REDIS_URL: 'redis+cluster://a:7000' })).toThrow(/QUEUE_PREFIX: must contain a hash tag/);
     expect(loadConfig({ ...base, REDIS_URL: 'redis+cluster://a:7000', QUEUE_PREFIX: '{connect}' }).queuePrefix).toBe('{connect}');
+  });
+});
+
+describe('checkRedisDatabase: a database number the server lacks is told; a Redis that is away is left to the services', () => {
+  const withDb = (db: string) => Object.assign(new URL(inject('redisUrl')), { pathname: `/${db}` }).toString();
+
+  it('database 99 of a server with 16: refused, naming REDIS_URL; databases 0 and 15: fine', async () => {
+    await expect(checkRedisDatabase(withDb('99'))).rejects.toThrow(RedisDatabaseMissingError);
+    await expect(checkRedisDatabase(withDb('99'))).rejects.toThrow(/no database of the number REDIS_URL names \(ERR DB index is out of range\)/);
+    await expect(checkRedisDatabase(withDb('0'))).resolves.toBeUndefined();
+    await expect(checkRedisDatabase(withDb('15'))).resolves.toBeUndefined();
+  });
+
+  it('nothing listening, or a host that never answers: no verdict, within about twice its timeout', async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((s) => (sockets.add(s), s.on('error', () => undefined)));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as AddressInfo).port;
+    try {
+      const started = performance.now();
+      await expect(checkRedisDatabase(`redis://127.0.0.1:${port}/3`, 200)).resolves.toBeUndefined();
+      expect(performance.now() - started).toBeLessThan(5_000);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => silent.close(r));
+    }
+    await expect(checkRedisDatabase(`redis://127.0.0.1:${port}/3`, 200)).resolves.toBeUndefined();
   });
 });

@@ -93,3 +93,43 @@ export function createRedis(url: string, role: 'producer' | 'worker', extra: Red
     }
   }
 }
+
+/** Redis refusing the database number of REDIS_URL (`SELECT`): ioredis reports it and goes on with database 0. */
+export function isMissingDatabaseError(err: Error): boolean {
+  return /DB index is out of range|invalid DB index/i.test(err.message);
+}
+
+/** REDIS_URL names a database the server does not have. */
+export class RedisDatabaseMissingError extends Error {
+  override readonly name = 'RedisDatabaseMissingError';
+}
+
+/**
+ * At start, on a connection of its own: whether the server has the database REDIS_URL names (a
+ * server has 0 to 15 unless its `databases` setting says otherwise). Without this, ioredis would
+ * run every queue on database 0 after a refused SELECT. A Redis that cannot be reached within
+ * `timeoutMs` is not this check's business: the services start without Redis and wait for it.
+ */
+export async function checkRedisDatabase(url: string, timeoutMs = 1000): Promise<void> {
+  if (parseRedisUrl(url).kind === 'cluster') return; // a cluster has database 0 only, and no SELECT
+  const options = { lazyConnect: true, enableReadyCheck: false, enableOfflineQueue: true, retryStrategy: () => null, connectTimeout: timeoutMs, commandTimeout: timeoutMs, maxRetriesPerRequest: 0 };
+  const client = createRedis(url, 'producer', options) as Redis;
+  let refused: Error | undefined;
+  client.on('error', (err: Error) => {
+    if (isMissingDatabaseError(err)) refused = err;
+  });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      // The PING is answered after the SELECT, which goes first on the connection: its refusal has been seen by then.
+      client.connect().then(() => client.ping()),
+      new Promise((resolve) => (timer = setTimeout(resolve, 2 * timeoutMs))),
+    ]);
+  } catch {
+    // Unreachable, silent, or refusing for another reason: the connections that follow will say so.
+  } finally {
+    clearTimeout(timer);
+    client.disconnect();
+  }
+  if (refused) throw new RedisDatabaseMissingError(`the server has no database of the number REDIS_URL names (${refused.message}); it has 0 to 15 unless its "databases" setting says otherwise`);
+}

@@ -42,6 +42,8 @@ export interface StartupVariables {
   host?: string;
   /** Named when the port is taken or not allowed. */
   port?: string;
+  /** Named when Redis refuses what its URL asks (checkRedisDatabase). */
+  redis?: string;
 }
 
 const HOST_ERRORS = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EADDRNOTAVAIL']);
@@ -53,6 +55,7 @@ export function startupVariableOf(err: unknown, names: StartupVariables): string
   if (names.mongo && /^Mongo/.test(name)) return names.mongo;
   if (names.host && HOST_ERRORS.has(code)) return names.host;
   if (names.port && PORT_ERRORS.has(code)) return names.port;
+  if (names.redis && name === 'RedisDatabaseMissingError') return names.redis;
   return undefined;
 }
 
