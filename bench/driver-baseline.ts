@@ -9,9 +9,11 @@
  * - no-op: one findOne by (organization, external_provider_id), the API's read that
  *   answers "nothing changed";
  * - read-update (information, no target): the findOne, then the conditional updateOne
- *   with the version it read: what the API must do for a user it does not have in its
- *   cache of recent users (every user of the cold set). On FerretDB each is a round trip
- *   of its own, so this is the database's limit for the API's update.
+ *   with the version it read: what the API does for a user it does not have in its cache
+ *   of recent users (every user of the cold set) while it reads first. After a run of such
+ *   updates it writes first instead, one findOneAndUpdate (docs/guarantees.md, "One-step
+ *   updates"), which the cold-set update rows then measure. On FerretDB each is a round
+ *   trip of its own.
  * Same indexes as the API: unique (organization_id, external_provider_id) and
  * (organization_id, email_normalized).
  */

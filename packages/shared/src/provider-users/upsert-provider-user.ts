@@ -29,7 +29,7 @@ export interface UpsertResult {
 export interface UpsertDeps extends WritePorts {
   models: Models;
   lock: KeyedLock;
-  /** Optional: lets an update skip its read when this process knows the user (see recent-users.ts). */
+  /** Optional: lets an update skip its read when this process knows the user, and picks the first step when it does not (recent-users.ts). */
   recent?: RecentUsers;
   /** Set under EMAIL_UNIQUENESS=claims: creates claim their email first (email-claims.ts). */
   emailClaims?: EmailClaims;
@@ -53,7 +53,8 @@ const MAX_ATTEMPTS = 8;
  * external_provider_id) and (organization, email) let exactly one insert win (under
  * EMAIL_UNIQUENESS=claims the email's claim stands in for the second; email-claims.ts), and
  * updates are conditional on the version read, so a lost race re-reads and
- * re-decides. FerretDB enforces the unique indexes too but does not apply
+ * re-decides (or, writing first, one findOneAndUpdate whose filter holds the whole decision:
+ * updateInOneStep). FerretDB enforces the unique indexes too but does not apply
  * updates atomically; the per-process keyed lock keeps one process's writes to a
  * user in order, which is all it can guarantee there.
  *
