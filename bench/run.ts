@@ -404,7 +404,7 @@ try {
   log(`started; seeded ${2 * plan.coldSet + CACHED_SET} users in update sets, ${plan.resync.users} for the resync and ${firstGrowthStored} growth users, warmed the APIs, in ${((performance.now() - seedStarted) / 1000).toFixed(1)} s`);
   // The first figures come after the seeding's checkpoint and autovacuum, as each growth size's do: in
   // both full runs before this, the headline update rounds ran with about 0.7 of a CPU busy in
-  // processes no sample caught (short-lived PostgreSQL workers), at half the rate of the same rounds later.
+  // processes no sample caught (most likely autovacuum workers), at half the rate of the same rounds later.
   const settleStarted = performance.now();
   await stores.settle();
   log(`database settled after the seeding in ${((performance.now() - settleStarted) / 1000).toFixed(1)} s`);
