@@ -3,7 +3,7 @@
  * when a command runs (it pulls in mongoose and ioredis).
  */
 import mongoose, { type Connection, type mongo } from 'mongoose';
-import { createRedis, type Config, type RedisClient } from '@connect/shared';
+import { createRedis, isMissingDatabaseError, type Config, type RedisClient } from '@connect/shared';
 import { CliError, redactUrl } from './command.ts';
 
 /**
@@ -108,7 +108,7 @@ function redisFailure(err: Error, where: string): CliError {
   if (/^(WRONGPASS|NOAUTH)\b/.test(err.message)) {
     return new CliError('configuration', `REDIS_URL: ${where} refused the credentials: ${err.message}`, { variable: 'REDIS_URL' });
   }
-  if (/DB index is out of range|invalid DB index/i.test(err.message)) {
+  if (isMissingDatabaseError(err)) {
     return new CliError('configuration', `REDIS_URL: ${where} has no database of that number (${err.message}); a server has databases 0 to 15 unless its "databases" setting says otherwise`, { variable: 'REDIS_URL' });
   }
   return new CliError('unavailable', `${where} is unavailable: ${err.message}`);

@@ -11,7 +11,7 @@ import type { ProviderUserDoc } from '../models/models.ts';
  *
  * It also learns what requests for users it does not hold turn out to be, to pick
  * their first step (docs/guarantees.md, "One-step updates"): read first (a no-op
- * or a create then takes one round trip, an update two), or write first (an update
+ * then takes one round trip, an update or a create two), or write first (an update
  * takes one, a no-op two, a create three). Writing first pays when more than half
  * of those requests are plain updates; a moving average over about the last 32 of
  * them decides, with a margin either side of one half so that it does not flap.
