@@ -2,11 +2,13 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { REPEATED_SIGNAL_MS } from '@connect/shared';
+import { LOADING_MESSAGE, LOADING_STOP_MESSAGE } from '@connect/shared/loading-signals';
 import { startEntryPoint, waitFor } from '../support/child-process.ts';
 import { uniquePrefix } from '../support/harness.ts';
 import { silentServer } from '../support/silent-server.ts';
 
 const FIXTURE = join(import.meta.dirname, 'fixtures', 'hung-shutdown.ts');
+const HANDOVER_FIXTURE = join(import.meta.dirname, 'fixtures', 'signal-during-handover.ts');
 const killed: (() => void)[] = [];
 afterAll(() => killed.forEach((k) => k()));
 
@@ -53,5 +55,42 @@ describe('A stop signal during start-up', () => {
     expect(await child.exited, child.stdout.join('\n')).toEqual({ code: 0, signal: null });
     expect(child.stdout.some((l) => l.includes('stop signal during start-up: exiting before taking any work'))).toBe(true);
     expect(child.stdout.some((l) => l.includes('ready'))).toBe(false);
+  });
+});
+
+describe('A stop signal while node loads the code (loading-signals.ts)', () => {
+  it.each(['api', 'worker'] as const)('%s: SIGTERM before the code has loaded exits 0 with a line saying so (node\'s default ended it by the signal, 143)', async (app) => {
+    const silent = await silentServer();
+    killed.push(() => void silent.close());
+    // LOG_LEVEL=debug: the entry point says from when it holds signals, the one moment the test can aim at.
+    const child = startEntryPoint(app, { MONGO_URL: `mongodb://127.0.0.1:${silent.port}/x`, REDIS_URL: inject('redisUrl'), QUEUE_PREFIX: uniquePrefix(`loading_stop_${app}`), PORT: '0', LOG_LEVEL: 'debug' });
+    killed.push(() => child.proc.kill('SIGKILL'));
+    await waitFor(() => child.stdout.some((l) => l.includes(LOADING_MESSAGE)), 60_000, `the ${app} to begin loading`);
+    child.proc.kill('SIGTERM');
+    expect(await child.exited, [...child.stdout, ...child.stderr].join('\n')).toEqual({ code: 0, signal: null });
+    const lines = child.stdout.map((l) => JSON.parse(l) as { name: string; msg: string; signal?: string; level: number });
+    expect(lines.find((l) => l.msg === LOADING_STOP_MESSAGE)).toMatchObject({ name: app, signal: 'SIGTERM', level: 30 });
+    // It stopped while loading: the code that logs "starting" never ran.
+    expect(lines.some((l) => l.msg === `${app} starting`)).toBe(false);
+    expect(child.stderr.join('\n')).not.toMatch(/\n\s+at /);
+  });
+
+  it('a signal caught while loading kept the process busy, and dispatched only once start-up has taken over, is not lost: start-up handles it (exit 0)', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', HANDOVER_FIXTURE], {
+      cwd: import.meta.dirname,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    killed.push(() => child.kill('SIGKILL'));
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    await waitFor(() => err.includes('holding'), 60_000, 'the fixture to hold signals');
+    child.kill('SIGTERM');
+    expect(await closed, `${out}\n${err}`).toBe(0);
+    expect(out).toContain('stop signal during start-up: exiting before taking any work');
+    expect(out).not.toContain(LOADING_STOP_MESSAGE);
   });
 });

@@ -59,7 +59,7 @@ export interface ApiDeps {
 
 /**
  * Test-only fault injection, off unless the process is started with it (see
- * main.ts); no request can turn it on.
+ * run-api.ts); no request can turn it on.
  */
 export interface ApiFaults {
   /** Runs after a change is written and before its event is handed to Redis. */

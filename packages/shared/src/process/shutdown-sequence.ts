@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { endLogs } from '../logger.ts';
+import { releaseLoadingSignals } from './loading-signals.ts';
 
 export interface ShutdownStep {
   name: string;
@@ -111,6 +112,10 @@ export function onTerminationSignals(log: Logger, shutdown?: () => Promise<boole
   };
   process.on('SIGTERM', handler);
   process.on('SIGINT', handler);
+  // The entry point's loading-time handler (loading-signals.ts) hands over, after these are in place: a
+  // signal node has caught but not yet dispatched (the loading kept the event loop busy) is lost when
+  // a signal's last listener goes, even for a moment.
+  releaseLoadingSignals();
   return {
     setShutdown(shutdown) {
       run = shutdown;
