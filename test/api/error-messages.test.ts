@@ -295,6 +295,23 @@ describe('HTTP-level refusals', () => {
     expect(unknown.headers.get('allow')).toBeNull();
   });
 
+  it('a path that is a route but for a doubled or trailing "/" (a base URL ending in "/"): 404 naming the route it missed; nothing is stored', async () => {
+    const email = `${randomUUID()}@example.com`;
+    const body = JSON.stringify({ provider_email: email, external_provider_id: email, settings: { speech_locale: 'ENGLISH_US' } });
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    const base = new URL(api.baseUrl).pathname;
+    const doubled = await http(`${api.baseUrl}//users`, { method: 'POST', headers, body });
+    expect(doubled.status).toBe(404);
+    expect(doubled.body).toMatchObject({ type: expect.stringMatching(/\/not-found$/), detail: `No such route. Did you mean ${base}/users? This path has a doubled or trailing "/" (a base URL that ends in "/" gives one).` });
+    const trailing = await http(`${api.baseUrl}/oauth/token/`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=client_credentials' });
+    expect(trailing.status).toBe(404);
+    expect(trailing.body.detail).toBe(`No such route. Did you mean ${base}/oauth/token? This path has a doubled or trailing "/" (a base URL that ends in "/" gives one).`);
+    expect((await http(`${api.baseUrl}/users/${encodeURIComponent(email)}`, { headers })).status).toBe(404);
+    // No hint where none would help: an unknown route, and a tidy path that answers other methods only.
+    expect((await http(`${api.baseUrl}//encounters`)).body.detail).toBe('No such route.');
+    expect((await http(`${api.baseUrl}//oauth/token`)).body.detail).toBe('No such route.');
+  });
+
   it('WWW-Authenticate: Bearer error="invalid_token" when a token was sent and refused; plain Bearer when none was', async () => {
     const none = await http(`${api.baseUrl}/users/x`);
     expect(none.status).toBe(401);

@@ -106,8 +106,21 @@ export function notFoundHandler(routes: RouteTable) {
   return (request: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const allowed = routes.allowedFor(request.url.split('?')[0]!);
     if (allowed.length > 0 && !allowed.includes(request.method)) return errorHandler(new MethodNotAllowedError(allowed) as unknown as FastifyError, request, reply);
-    return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'not-found', title: 'Not found', status: 404, detail: 'No such route.', instance: instanceOf(request) });
+    return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'not-found', title: 'Not found', status: 404, detail: `No such route.${slashHint(routes, request)}`, instance: instanceOf(request) });
   };
+}
+
+/**
+ * For a path that would be a route without its doubled or trailing slash, the route it
+ * missed: the commonest cause is a base URL configured with a trailing "/", to which the
+ * client appends "/users". The path stays refused (a client that signed such a token URL as
+ * its assertion's `aud` would be refused next anyway); the answer says what to change.
+ */
+function slashHint(routes: RouteTable, request: FastifyRequest): string {
+  const path = request.url.split('?')[0]!;
+  const tidy = path.replace(/\/{2,}/g, '/').replace(/(.)\/$/, '$1');
+  if (tidy === path || tidy.length > 200 || !routes.allowedFor(tidy).includes(request.method)) return '';
+  return ` Did you mean ${tidy}? This path has a doubled or trailing "/" (a base URL that ends in "/" gives one).`;
 }
 
 /**
