@@ -12,35 +12,42 @@ const HANDOVER_FIXTURE = join(import.meta.dirname, 'fixtures', 'signal-during-ha
 const killed: (() => void)[] = [];
 afterAll(() => killed.forEach((k) => k()));
 
+/** A fixture under tsx, once it has written `readyWord` on stderr; its output read as it comes. */
+async function startFixture(fixture: string, readyWord: string) {
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture], {
+    cwd: import.meta.dirname,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  killed.push(() => child.kill('SIGKILL'));
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  await waitFor(() => err.includes(readyWord), 60_000, `the fixture to write "${readyWord}"`);
+  return { child, out: () => out, err: () => err, closed };
+}
+
 describe('Stop signals (docs/contract.md, Events; README, Shutdown)', () => {
   it(`a repeat within ${REPEATED_SIGNAL_MS} ms is the same request and changes nothing; a signal after that exits at once with 1`, async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE], {
-      cwd: import.meta.dirname,
-      env: { PATH: process.env.PATH, HOME: process.env.HOME },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    killed.push(() => child.kill('SIGKILL'));
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
-    await waitFor(() => err.includes('ready'), 60_000, 'the fixture to start');
+    const { child, out: output, err: errors, closed } = await startFixture(FIXTURE, 'ready');
 
     child.kill('SIGTERM');
     child.kill('SIGINT');
-    await waitFor(() => out.includes('stop signal received again'), 10_000, 'the repeat to be logged');
+    await waitFor(() => output().includes('stop signal received again'), 10_000, 'the repeat to be logged');
     // Seen here after the process took the first signal: its own clock has run at least this long since.
     const firstSeen = performance.now();
-    expect(out).toContain('"shutting down"');
+    expect(output()).toContain('"shutting down"');
     expect(child.exitCode).toBeNull();
 
     await new Promise((resolve) => setTimeout(resolve, REPEATED_SIGNAL_MS + 100 - (performance.now() - firstSeen)));
     child.kill('SIGTERM');
     expect(await closed).toBe(1);
+    const out = output();
     const messages = out.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { msg: string }).msg);
     expect(messages).toEqual(['shutting down', 'stop signal received again (a parent process forwarding it); still shutting down', 'second signal: exiting now']);
-    expect(err).not.toMatch(/\n\s+at /);
+    expect(errors()).not.toMatch(/\n\s+at /);
   });
 });
 
@@ -76,21 +83,10 @@ describe('A stop signal while node loads the code (loading-signals.ts)', () => {
   });
 
   it('a signal caught while loading kept the process busy, and dispatched only once start-up has taken over, is not lost: start-up handles it (exit 0)', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', HANDOVER_FIXTURE], {
-      cwd: import.meta.dirname,
-      env: { PATH: process.env.PATH, HOME: process.env.HOME },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    killed.push(() => child.kill('SIGKILL'));
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
-    await waitFor(() => err.includes('holding'), 60_000, 'the fixture to hold signals');
+    const { child, out, err, closed } = await startFixture(HANDOVER_FIXTURE, 'holding');
     child.kill('SIGTERM');
-    expect(await closed, `${out}\n${err}`).toBe(0);
-    expect(out).toContain('stop signal during start-up: exiting before taking any work');
-    expect(out).not.toContain(LOADING_STOP_MESSAGE);
+    expect(await closed, `${out()}\n${err()}`).toBe(0);
+    expect(out()).toContain('stop signal during start-up: exiting before taking any work');
+    expect(out()).not.toContain(LOADING_STOP_MESSAGE);
   });
 });
