@@ -1,4 +1,4 @@
-import { checkRedisDatabase, createLogger, loadConfigOrExit, onTerminationSignals, runShutdown, startupStep } from '@connect/shared';
+import { checkRedisDatabase, createLogger, loadConfigOrExit, onTerminationSignals, runShutdown, startupStep, stopOnLostRedisDatabase } from '@connect/shared';
 import { createApiDeps } from './api-deps.ts';
 import { buildApp } from './build-app.ts';
 import { apiShutdownSteps } from './shutdown.ts';
@@ -18,6 +18,7 @@ const deps = await startupStep(log, 'connecting to the datastores', { mongo: 'MO
     faults: crashAfterWrite ? { afterWrite: () => process.kill(process.pid, 'SIGKILL') } : {},
   }),
 );
+stopOnLostRedisDatabase(log, deps.redis, config.redisUrl);
 const app = await buildApp(deps);
 // A signal during start-up is exiting already (onTerminationSignals): do not start listening.
 if (!signals.stopping) {

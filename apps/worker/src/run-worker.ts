@@ -1,4 +1,4 @@
-import { checkRedisDatabase, createLogger, endLogs, loadConfig, loadOrExit, onTerminationSignals, runShutdown, startupStep } from '@connect/shared';
+import { checkRedisDatabase, createLogger, endLogs, loadConfig, loadOrExit, onTerminationSignals, runShutdown, startupStep, stopOnLostRedisDatabase } from '@connect/shared';
 import { workerShutdownSteps } from './shutdown.ts';
 import { serveDeliveryMetrics } from './delivery-metrics.ts';
 import { serveWorkerHealth } from './health-server.ts';
@@ -23,6 +23,8 @@ for (const name of REMOVED_WORKER_VARIABLES) {
 }
 await startupStep(log, 'checking the Redis database', { redis: 'REDIS_URL' }, () => checkRedisDatabase(config.redisUrl));
 const deps = await startupStep(log, 'connecting to the datastores', { mongo: 'MONGO_URL' }, () => createWorkerDeps(config, log, options));
+// Every connection reconnects to the same server after it restarts: watching one of them is enough.
+stopOnLostRedisDatabase(log, deps.producerRedis, config.redisUrl);
 // No target set while MongoDB shows this deployment delivers to some: refuse, as for a bad variable.
 const leftOut = await startupStep(log, 'reading which targets this deployment delivers to', { mongo: 'MONGO_URL' }, () =>
   targetsLeftOut(deps.models, process.env, config.downstreamTargets.length),

@@ -185,12 +185,13 @@ export async function startFerretDb(options: { database: string; port?: number; 
  * A redis-server of the caller's own (nothing on disk), for tests that stop Redis.
  * redis-server cannot bind port 0 (`--port 0` means "no TCP"), so a free port is
  * picked; if another process took it meanwhile, redis-server exits and a new
- * port is tried, so the race costs a retry, not a flaky test.
+ * port is tried, so the race costs a retry, not a flaky test. `extraArgs` go to
+ * redis-server after ours (`--databases 4`, say).
  */
-export async function startPrivateRedis(port?: number): Promise<RunningService> {
+export async function startPrivateRedis(port?: number, extraArgs: readonly string[] = []): Promise<RunningService> {
   for (let attempt = 1; ; attempt++) {
     const p = port ?? (await freePort());
-    const child = spawn('redis-server', ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction'], {
+    const child = spawn('redis-server', ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction', ...extraArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     try {

@@ -2,6 +2,7 @@ import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { ConfigError, loadConfig, type Config, type ConfigProblem, type LoadConfigOptions } from '../config.ts';
 import { endLogs, withoutCredentials } from '../logger.ts';
+import { isMissingDatabaseError, parseRedisUrl, type RedisClient } from '../events/redis-connection.ts';
 
 /**
  * Runs each configuration loader and returns their results, or prints every
@@ -76,6 +77,31 @@ export async function startupStep<T>(log: Logger, what: string, names: StartupVa
     process.stderr.write(`startup error: ${variable ? `${variable}: ` : ''}${what} failed: ${why}\n`);
     process.exit(1);
   }
+}
+
+/**
+ * Stops the process (exit 1, one line naming REDIS_URL) when Redis refuses, on a
+ * reconnection, the database REDIS_URL names: a server restarted with a smaller `databases`
+ * setting. ioredis would go on with database 0, running the queues where another deployment's
+ * may be. At once, without the shutdown sequence, which would hand its events to that database:
+ * what is in flight is in MongoDB already (the outbox; the sweep publishes it), and a delivery
+ * under way is made again by the next worker once its lock lapses. Restarted, the process
+ * refuses to start with the same line (checkRedisDatabase) until REDIS_URL or the server is set right.
+ */
+export function stopOnLostRedisDatabase(log: Logger, client: RedisClient, redisUrl: string): void {
+  const target = parseRedisUrl(redisUrl);
+  if (target.kind === 'cluster') return; // a cluster has database 0 only, and no SELECT
+  let stopping = false;
+  client.on('error', (err: Error) => {
+    if (stopping || !isMissingDatabaseError(err)) return;
+    stopping = true;
+    const why = `the Redis server no longer has the database REDIS_URL names (${err.message}; restarted with a smaller "databases" setting?): stopping rather than running the queues on database 0`;
+    log.fatal({ variable: 'REDIS_URL', err: err.message }, why);
+    void endLogs(log).then(() => {
+      process.stderr.write(`error: REDIS_URL: ${why}\n`);
+      process.exit(1);
+    });
+  });
 }
 
 /** `server.listen` as a promise that rejects when the port cannot be bound (taken, not allowed), instead of an uncaught 'error' event. */
