@@ -17,6 +17,7 @@
  * driver and each baseline are one long-lived process each, given one scenario after
  * another, so no scenario pays a process start.
  */
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,7 +27,7 @@ import { Queue } from 'bullmq';
 import { deliveryQueueName, EVENTS_QUEUE } from '@connect/shared';
 import { DEFAULT_WORKER_OPTIONS, workerOptionsFromEnv } from '@connect/worker';
 import { fetchAccessToken, registerBenchClient, signAssertion } from './bench-auth.ts';
-import { startBenchChild, spawnTs, BENCH_DIR } from './bench-child.ts';
+import { startBenchChild, spawnTs, BENCH_DIR, REPO_ROOT } from './bench-child.ts';
 import { seedUsers } from './bench-users.ts';
 import type { BullmqBaselineRound, BullmqBaselineSpec } from './bullmq-baseline.ts';
 import { driverPrefix, type DriverSpec } from './driver-baseline.ts';
@@ -219,6 +220,16 @@ const add = (group: string, scenario: string, concurrency: number | string, roun
   return summary;
 };
 
+/**
+ * Our build (tools/ferretdb, its own main module) reports its version as "unknown": FerretDB
+ * reads it only when built as its own main module. Then the version tools/ferretdb/go.mod requires.
+ */
+function ferretDbVersion(reported: string): string {
+  if (reported !== 'unknown') return reported;
+  const required = /github\.com\/FerretDB\/FerretDB (v[0-9.]+)/.exec(readFileSync(join(REPO_ROOT, 'tools', 'ferretdb', 'go.mod'), 'utf8'))?.[1];
+  return required ? `${required} (our build, tools/ferretdb)` : 'of unknown version';
+}
+
 const stores = await startDatastores(runId);
 const dbName = (part: string) => (stores.kind === 'mongo-url' ? `bench_${part}_${runId.replace(/-/g, '_')}` : `bench_${part}`);
 const apiDb = databaseUrl(stores.mongoServerUrl, dbName('api'));
@@ -229,7 +240,7 @@ const resyncDb = databaseUrl(stores.mongoServerUrl, dbName('resync'));
 const bareDb = databaseUrl(stores.mongoServerUrl, dbName('baredb'));
 const mongo = await new MongoClient(apiDb).connect();
 const buildInfo = await mongo.db().admin().command({ buildInfo: 1 });
-const database = buildInfo.ferretdbVersion ? `FerretDB ${buildInfo.ferretdbVersion} (MongoDB ${buildInfo.version} wire), PostgreSQL backend` : `MongoDB ${buildInfo.version}`;
+const database = buildInfo.ferretdbVersion ? `FerretDB ${ferretDbVersion(String(buildInfo.ferretdbVersion))} (MongoDB ${buildInfo.version} wire), PostgreSQL backend` : `MongoDB ${buildInfo.version}`;
 log(`database: ${database}; redis: ${stores.redisUrl}`);
 
 const prefixes = { load: `bench-${runId}-load`, e2e: `bench-${runId}-e2e`, growth: `bench-${runId}-growth`, bare: `bench-${runId}-bare`, bareDb: `bench-${runId}-baredb`, resync: `bench-${runId}-resync` };
