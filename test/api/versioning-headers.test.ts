@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getToken, http, postUser, registerTestClient, requestToken, startTestApi, type TestApi } from '../support/harness.ts';
+import { getToken, http, postUser, rawHttp, registerTestClient, requestToken, startTestApi, type TestApi } from '../support/harness.ts';
 
 let api: TestApi;
 let token: string;
@@ -58,6 +58,23 @@ describe('docs/contract.md versioning: responses carry the version they were ser
     expect((await get(token, { 'x-nabla-api-version': '2026-03-23', 'x-extra': '1' }, '?nabla-api-version=2026-03-23&nabla-api-version=x')).status).toBe(200);
     // A malformed header is not rescued by a good query.
     expect((await get(token, { 'x-nabla-api-version': 'yesterday' }, '?nabla-api-version=2026-03-23')).status).toBe(400);
+  });
+
+  it('the header sent twice: 400 saying it holds two values (not "malformed"), whether the versions agree or not, and even beside a good query', async () => {
+    const known = /Known: 2026-02-13, 2026-03-23, x-nabla-next\.$/;
+    for (const [first, second] of [['2026-03-23', '2026-02-13'], ['2026-03-23', '2026-03-23']]) {
+      const lines = `GET ${new URL(api.baseUrl).pathname}/users/${encodeURIComponent(id)}?nabla-api-version=2026-03-23 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${token}\r\nX-Nabla-Api-Version: ${first}\r\nX-Nabla-Api-Version: ${second}\r\nConnection: close\r\n\r\n`;
+      const twice = await rawHttp(Number(new URL(api.baseUrl).port), lines);
+      expect(twice.status, twice.body).toBe(400);
+      const problem = JSON.parse(twice.body) as { type: string; detail: string };
+      expect(problem.type).toMatch(/\/unsupported-api-version$/);
+      expect(problem.detail).toMatch(/^The x-nabla-api-version header holds 2 values \(a header sent more than once arrives joined by commas\); send it once, as YYYY-MM-DD\. /);
+      expect(problem.detail).toMatch(known);
+    }
+    // One header with a list in it is refused the same way (three values).
+    const list = await get(token, { 'x-nabla-api-version': '2026-03-23,2026-02-13,x-nabla-next' });
+    expect(list.status).toBe(400);
+    expect(list.body.detail).toMatch(/^The x-nabla-api-version header holds 3 values /);
   });
 
   it('answers given before the version is settled (401, 405, unknown route) echo a known version the client asked for, and only that', async () => {

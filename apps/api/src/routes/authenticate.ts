@@ -37,6 +37,10 @@ export function requestedApiVersion(request: FastifyRequest): ApiVersion | undef
   // Asked twice in the query is as ambiguous as two headers (which arrive joined by a comma, malformed).
   if (Array.isArray(raw) && raw.length > 1) throw new UnsupportedApiVersionError(`The API version is asked ${raw.length} times in the query; send ${API_VERSION_QUERY} once (or the ${API_VERSION_HEADER} header).`);
   const value = Array.isArray(raw) ? raw[0] : raw;
+  // Node joins a header sent twice with ", ": say so, rather than "malformed" of two good versions.
+  if (value === header && typeof value === 'string' && value.includes(',')) {
+    throw new UnsupportedApiVersionError(`The ${API_VERSION_HEADER} header holds ${value.split(',').length} values (a header sent more than once arrives joined by commas); send it once, as YYYY-MM-DD. Known: ${API_VERSIONS.join(', ')}.`);
+  }
   if (typeof value !== 'string' || !isWellFormedApiVersion(value.trim())) {
     throw new UnsupportedApiVersionError(`Malformed API version; send ${API_VERSION_HEADER}: YYYY-MM-DD. Known: ${API_VERSIONS.join(', ')}.`);
   }
