@@ -104,9 +104,10 @@ export const FORM_BODY_LIMIT = 16 * 1024;
 /** No route for this method and path: 405 with `Allow` when the path answers other methods, else 404. */
 export function notFoundHandler(routes: RouteTable) {
   return (request: FastifyRequest, reply: FastifyReply): FastifyReply => {
-    const allowed = routes.allowedFor(request.url.split('?')[0]!);
+    const path = request.url.split('?')[0]!;
+    const allowed = routes.allowedFor(path);
     if (allowed.length > 0 && !allowed.includes(request.method)) return errorHandler(new MethodNotAllowedError(allowed) as unknown as FastifyError, request, reply);
-    return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'not-found', title: 'Not found', status: 404, detail: `No such route.${slashHint(routes, request)}`, instance: instanceOf(request) });
+    return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'not-found', title: 'Not found', status: 404, detail: `No such route.${slashHint(routes, path, request.method)}`, instance: instanceOf(request) });
   };
 }
 
@@ -116,10 +117,9 @@ export function notFoundHandler(routes: RouteTable) {
  * client appends "/users". The path stays refused (a client that signed such a token URL as
  * its assertion's `aud` would be refused next anyway); the answer says what to change.
  */
-function slashHint(routes: RouteTable, request: FastifyRequest): string {
-  const path = request.url.split('?')[0]!;
+function slashHint(routes: RouteTable, path: string, method: string): string {
   const tidy = path.replace(/\/{2,}/g, '/').replace(/(.)\/$/, '$1');
-  if (tidy === path || tidy.length > 200 || !routes.allowedFor(tidy).includes(request.method)) return '';
+  if (tidy === path || tidy.length > 200 || !routes.allowedFor(tidy).includes(method)) return '';
   return ` Did you mean ${tidy}? This path has a doubled or trailing "/" (a base URL that ends in "/" gives one).`;
 }
 

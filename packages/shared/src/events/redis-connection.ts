@@ -94,6 +94,11 @@ export function createRedis(url: string, role: 'producer' | 'worker', extra: Red
   }
 }
 
+/** Whether connections to `url` select a database: a cluster has database 0 only, and no SELECT. */
+export function selectsDatabase(url: string): boolean {
+  return parseRedisUrl(url).kind !== 'cluster';
+}
+
 /** Redis refusing the database number of REDIS_URL (`SELECT`): ioredis reports it and goes on with database 0. */
 export function isMissingDatabaseError(err: Error): boolean {
   return /DB index is out of range|invalid DB index/i.test(err.message);
@@ -111,7 +116,7 @@ export class RedisDatabaseMissingError extends Error {
  * `timeoutMs` is not this check's business: the services start without Redis and wait for it.
  */
 export async function checkRedisDatabase(url: string, timeoutMs = 1000): Promise<void> {
-  if (parseRedisUrl(url).kind === 'cluster') return; // a cluster has database 0 only, and no SELECT
+  if (!selectsDatabase(url)) return;
   const options = { lazyConnect: true, enableReadyCheck: false, enableOfflineQueue: true, retryStrategy: () => null, connectTimeout: timeoutMs, commandTimeout: timeoutMs, maxRetriesPerRequest: 0 };
   const client = createRedis(url, 'producer', options) as Redis;
   let refused: Error | undefined;

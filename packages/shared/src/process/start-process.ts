@@ -2,7 +2,7 @@ import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { ConfigError, loadConfig, type Config, type ConfigProblem, type LoadConfigOptions } from '../config.ts';
 import { endLogs, withoutCredentials } from '../logger.ts';
-import { isMissingDatabaseError, parseRedisUrl, type RedisClient } from '../events/redis-connection.ts';
+import { isMissingDatabaseError, selectsDatabase, type RedisClient } from '../events/redis-connection.ts';
 
 /**
  * Runs each configuration loader and returns their results, or prints every
@@ -89,8 +89,7 @@ export async function startupStep<T>(log: Logger, what: string, names: StartupVa
  * refuses to start with the same line (checkRedisDatabase) until REDIS_URL or the server is set right.
  */
 export function stopOnLostRedisDatabase(log: Logger, client: RedisClient, redisUrl: string): void {
-  const target = parseRedisUrl(redisUrl);
-  if (target.kind === 'cluster') return; // a cluster has database 0 only, and no SELECT
+  if (!selectsDatabase(redisUrl)) return;
   let stopping = false;
   client.on('error', (err: Error) => {
     if (stopping || !isMissingDatabaseError(err)) return;
