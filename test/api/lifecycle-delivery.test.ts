@@ -1,9 +1,9 @@
-import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
 import { http, postUser, type TestApi, type TestClient } from '../support/harness.ts';
 import { deliveryIdOf, outboxSlotOf, pauseTarget, resumeTarget } from '@connect/shared';
-import { eventually, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';
+import { eventually, nablaSignatureVerifies, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';
 import { eventsFannedOut } from '../worker/worker-under-test.ts';
 
 // Real worker, FerretDB and Redis on a shared two-core machine: generous.
@@ -26,14 +26,7 @@ let receiver: Receiver;
 
 const acceptedFor = (externalId: string) => receiver.accepted().filter((c) => c.body?.data?.user?.external_provider_id === externalId);
 
-function signatureVerifies(c: ReceivedCallback): boolean {
-  const timestamp = String(c.headers['x-nabla-connect-timestamp']);
-  const expected = createHmac('sha256', secret).update(timestamp + c.raw).digest();
-  return String(c.headers['x-nabla-connect-signature'])
-    .split(',')
-    .map((s) => Buffer.from(s.replace(/^sha256=/, ''), 'hex'))
-    .some((sig) => sig.length === expected.length && timingSafeEqual(sig, expected));
-}
+const signatureVerifies = (c: ReceivedCallback): boolean => nablaSignatureVerifies(c, secret);
 
 beforeAll(async () => {
   receiver = await startReceiver();

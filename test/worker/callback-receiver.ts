@@ -3,6 +3,7 @@
  * records every callback (raw body bytes, headers, arrival time, what it answered)
  * and answers whatever the test's responder says.
  */
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -19,6 +20,19 @@ export interface ReceivedCallback {
 
 /** The external_provider_id of the user a callback is about. */
 export const userOf = (c: ReceivedCallback): string => c.body?.data?.user?.external_provider_id;
+
+/**
+ * The receiver's side of docs/contract.md (Events), written apart from the worker's signer and from
+ * @connect/receiver: hex HMAC-SHA256 over timestamp + raw body; any listed signature, `sha256=` or not.
+ */
+export function nablaSignatureVerifies(c: ReceivedCallback, secret: string): boolean {
+  const timestamp = String(c.headers['x-nabla-connect-timestamp']);
+  const expected = createHmac('sha256', secret).update(timestamp + c.raw).digest();
+  return String(c.headers['x-nabla-connect-signature'])
+    .split(',')
+    .map((s) => Buffer.from(s.replace(/^sha256=/, ''), 'hex'))
+    .some((sig) => sig.length === expected.length && timingSafeEqual(sig, expected));
+}
 
 export interface Answer {
   status: number;

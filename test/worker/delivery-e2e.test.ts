@@ -1,11 +1,11 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startDeliveryStack, type DeliveryStack } from '../support/delivery-stack.ts';
 import { collectionsOf, eventJobOf, type UserEvent } from '@connect/shared';
 import { getUser, postUser, type TestApi, type TestClient } from '../support/harness.ts';
 import { startDeadEndpoint } from '@connect/local-services';
-import { eventually, startReceiver, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
+import { eventually, nablaSignatureVerifies, startReceiver, type Receiver } from './callback-receiver.ts';
 import type { TestWorker } from './worker-under-test.ts';
 
 // Real processes, FerretDB and retries: generous on a loaded two-core CI machine.
@@ -33,16 +33,6 @@ const forUser = (r: Receiver, externalId: string) => r.received.filter((c) => c.
 const acceptedFor = (r: Receiver, externalId: string) => r.accepted().filter((c) => c.body?.data?.user?.external_provider_id === externalId);
 let seq = 0;
 const nextId = (label: string) => `${label}-${++seq}-${Date.now()}`;
-
-/** The receiver's side of docs/contract.md (Events): hex HMAC-SHA256 over timestamp + raw body, any listed signature. */
-function nablaSignatureVerifies(c: ReceivedCallback, secret: string): boolean {
-  const timestamp = String(c.headers['x-nabla-connect-timestamp']);
-  const expected = createHmac('sha256', secret).update(timestamp + c.raw).digest();
-  return String(c.headers['x-nabla-connect-signature'])
-    .split(',')
-    .map((s) => Buffer.from(s.replace(/^sha256=/, ''), 'hex'))
-    .some((sig) => sig.length === expected.length && timingSafeEqual(sig, expected));
-}
 
 beforeAll(async () => {
   [nc, sw] = await Promise.all([startReceiver(), startReceiver()]);
