@@ -63,7 +63,7 @@ const HEADLINE = 32;
  * times as large, cycled in order, so they never find their user there, as an update
  * from an EHR with many users would not; a small set that fits is measured apart, labelled.
  * From the 29th update of such users in a row the API writes first (one findOneAndUpdate,
- * docs/guarantees.md "One-step updates"), so the cold-set update rows measure that path.
+ * docs/guarantees.md "One-step writes"), so the cold-set update rows measure that path.
  */
 const API_RECENT_USERS = 2_000;
 const quick = process.argv.includes('--quick');

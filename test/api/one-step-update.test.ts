@@ -5,11 +5,12 @@ import { outboxSlotOf, RecentUsers } from '@connect/shared';
 import { databaseUrl, getToken, http, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 
 /**
- * docs/guarantees.md, "One-step updates": for a user it does not hold, the API picks its
+ * docs/guarantees.md, "One-step writes": for a user it does not hold, the API picks its
  * first step by what such requests have been lately. Writing first, a plain update is one
  * findAndModify; whatever that filter leaves (a no-op, a create, a deactivated user, another
  * email, a locale clash, a document of an older release) falls back to the read and is decided
- * as ever. Each API here holds one user at most, so nearly every request is for a user it does
+ * as ever. Inserting first, a create is one insert; what the unique indexes refuse (an update, a
+ * no-op, a deactivated user, an email held by another user) falls back to the read likewise. Each API here holds one user at most, so nearly every request is for a user it does
  * not hold; its commands are watched on its own connection (command monitoring in its URL).
  */
 
@@ -75,7 +76,7 @@ describe('an API that learns its first step (the default)', () => {
   });
   afterAll(async () => w?.api.close());
 
-  it('reads first at the start; after about 30 plain updates of users it does not hold, each is one findAndModify, with the version and its event one higher and what was not sent kept', async () => {
+  it('after a run of creates it inserts first; after about 30 plain updates of users it does not hold, each is one findAndModify, with the version and its event one higher and what was not sent kept', async () => {
     const users = await createUsers(w, 'learn', 45);
     const runs: { steps: string[]; status: number }[] = [];
     for (const u of users) {
@@ -87,8 +88,14 @@ describe('an API that learns its first step (the default)', () => {
       expect(after).toMatchObject({ version: 2, last_event: { type: 'user.updated', version: 2 }, status: 'active' });
       expect(after!.last_event.id).not.toBe(after!.created_event.id);
     }
-    expect(runs[0]!.steps).toEqual(['find', 'update']);
-    // The switch comes after 29 in a row (a moving average over about 32 passing 0.6).
+    // The 45 creates before them taught it to insert first: the first updates are a refused insert, the
+    // read and the write, until creates fall under about 40 %; then it reads first.
+    expect(runs[0]!.steps).toEqual(['insert', 'find', 'update']);
+    const readFirst = runs.findIndex((r) => r.steps[0] === 'find');
+    expect(readFirst).toBeGreaterThan(0);
+    for (const r of runs.slice(0, readFirst)) expect(r.steps).toEqual(['insert', 'find', 'update']);
+    for (const r of runs.slice(readFirst, 29)) expect(r.steps).toEqual(['find', 'update']);
+    // The switch to writing first comes after 29 in a row (a moving average over about 32 passing 0.6).
     expect(runs.findIndex((r) => r.steps[0] === 'findAndModify')).toBe(29);
     for (const r of runs.slice(29)) expect(r.steps).toEqual(['findAndModify']);
   });
@@ -196,5 +203,99 @@ describe('an API that always writes first: what the one step leaves is decided b
     expect(res.body.version).toBe(6);
     expect(steps).toEqual(['findAndModify', 'update']);
     expect(after).toMatchObject({ version: 6, last_event: { type: 'user.updated', version: 6 } });
+  });
+});
+
+describe('an API that learns its first step: a run of creates', () => {
+  let w: Watched;
+  beforeAll(async () => {
+    w = await startWatched('one_step_learn_creates', new RecentUsers(1));
+  });
+  afterAll(async () => w?.api.close());
+
+  it('reads first at the start; after about 30 creates of users it does not hold, each is one insert: 201, Location, version 1 and its user.created', async () => {
+    const runs: string[][] = [];
+    for (let i = 0; i < 40; i++) {
+      const id = `create-${randomUUID()}`;
+      const { res, steps, after } = await post(w, { provider_email: `${id}@Example.com`, external_provider_id: id, settings });
+      expect(res.status, res.text).toBe(201);
+      expect(res.headers.get('x-connect-outcome')).toBe('created');
+      expect(res.headers.get('location')).toBe(`${w.api.baseUrl}/users/${id}`);
+      expect(res.body).toMatchObject({ provider_email: `${id}@Example.com`, external_provider_id: id, version: 1, status: 'active', settings });
+      expect(after).toMatchObject({ version: 1, email_normalized: `${id}@example.com`, last_event: { type: 'user.created', version: 1 } });
+      expect(after!.last_event.id).toBe(after!.created_event.id);
+      runs.push(steps);
+    }
+    expect(runs[0]).toEqual(['find', 'insert']);
+    expect(runs.findIndex((s) => s[0] === 'insert')).toBe(29);
+    for (const s of runs.slice(29)) expect(s).toEqual(['insert']);
+  });
+});
+
+describe('an API that always inserts first: what the unique indexes refuse is decided by the read, as ever', () => {
+  let w: Watched;
+  beforeAll(async () => {
+    w = await startWatched('one_step_insert', new RecentUsers(1, 'insert'));
+  });
+  afterAll(async () => w?.api.close());
+
+  /** A user created through the API, then another, so that this API (holding one user) does not hold the first. */
+  const existing = async () => {
+    const [u] = await createUsers(w, 'i', 2);
+    return u!;
+  };
+
+  it('an update is the refused insert, the read and the version-conditional write: 200 updated, version 2, nothing else stored', async () => {
+    const u = await existing();
+    const { res, steps, before, after } = await post(w, { provider_email: u.email, external_provider_id: u.id, settings: { speech_locale: 'GERMAN_DE' } });
+    expect(res.status, res.text).toBe(200);
+    expect(res.headers.get('x-connect-outcome')).toBe('updated');
+    expect(steps).toEqual(['insert', 'find', 'update']);
+    expect(after).toMatchObject({ _id: before!._id, version: 2, created_at: before!.created_at, last_event: { type: 'user.updated', version: 2 } });
+    expect(await w.api.models.ProviderUser.countDocuments({ organization_id: w.clinic.organization._id, external_provider_id: u.id })).toBe(1);
+  });
+
+  it('a no-op is the refused insert and the read: 200 unchanged, nothing written', async () => {
+    const u = await existing();
+    const { res, steps, before, after } = await post(w, { provider_email: u.email, external_provider_id: u.id, settings });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-connect-outcome')).toBe('unchanged');
+    expect(steps).toEqual(['insert', 'find']);
+    expect(after).toEqual(before);
+  });
+
+  it('a deactivated user is reactivated (user.reactivated), after the refused insert', async () => {
+    const u = await existing();
+    const del = await http(`${w.api.baseUrl}/users/${encodeURIComponent(u.id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${w.token}`, ...NEXT } });
+    expect(del.status).toBe(200);
+    await createUsers(w, 'evict', 1);
+    const { res, steps, after } = await post(w, { provider_email: u.email, external_provider_id: u.id, settings: { speech_locale: 'GERMAN_DE' } });
+    expect(res.status, res.text).toBe(200);
+    expect(steps).toEqual(['insert', 'find', 'update']);
+    expect(after).toMatchObject({ status: 'active', version: 3, last_event: { type: 'user.reactivated', version: 3 } });
+  });
+
+  it('another user holding the email is 409 email-conflict, this id with another email 409 email-mismatch: nothing stored or changed', async () => {
+    const u = await existing();
+    const id = `conflict-${randomUUID()}`;
+    const conflict = await post(w, { provider_email: u.email.toUpperCase(), external_provider_id: id, settings });
+    expect(conflict.res.status).toBe(409);
+    expect(conflict.res.body.type).toMatch(/\/email-conflict$/);
+    expect(conflict.steps[0]).toBe('insert');
+    expect(conflict.after).toBeNull();
+    const mismatch = await post(w, { provider_email: `other-${u.email}`, external_provider_id: u.id, settings: { speech_locale: 'GERMAN_DE' } });
+    expect(mismatch.res.status).toBe(409);
+    expect(mismatch.res.body.type).toMatch(/\/email-mismatch$/);
+    expect(mismatch.steps).toEqual(['insert', 'find']);
+    expect(mismatch.after).toEqual(mismatch.before);
+  });
+
+  it('simultaneous creates of one id give one user, one 201 and the rest 200 or unchanged', async () => {
+    const id = `race-${randomUUID()}`;
+    const answers = await Promise.all(Array.from({ length: 8 }, () => postUser(w.api, w.token, { provider_email: `${id}@example.com`, external_provider_id: id, settings }, NEXT)));
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 200, 200, 200, 200, 200, 200, 201]);
+    expect(new Set(answers.filter((a) => a.status === 200).map((a) => a.headers.get('x-connect-outcome')))).toEqual(new Set(['unchanged']));
+    const users = await w.api.models.ProviderUser.find({ organization_id: w.clinic.organization._id, external_provider_id: id }).lean();
+    expect(users.map((u) => u.version)).toEqual([1]);
   });
 });

@@ -434,12 +434,14 @@ const TIME_BUDGET_MS = Number(process.env.FC_TIME_BUDGET_MS ?? 45_000);
 
 // Both ways of keeping emails unique (docs/guarantees.md, "Email claims"): the claims run starts on a
 // new database, whose email index is then plain, so only the claims keep emails unique there.
-// The third run writes first for every user it does not hold, and holds one user at most, so nearly every
-// request takes the one-step update (docs/guarantees.md, "One-step updates") or its fallback to the read.
+// The third run writes first for every user it does not hold, the fourth inserts first, and each holds one
+// user at most, so nearly every request takes the one-step update or create (docs/guarantees.md,
+// "One-step writes") or its fallback to the read.
 describe.each([
   { emailUniqueness: 'index', firstStep: 'learn', budgetMs: TIME_BUDGET_MS },
   { emailUniqueness: 'claims', firstStep: 'learn', budgetMs: Math.round(TIME_BUDGET_MS / 2) },
   { emailUniqueness: 'index', firstStep: 'write', budgetMs: Math.round(TIME_BUDGET_MS / 2) },
+  { emailUniqueness: 'index', firstStep: 'insert', budgetMs: Math.round(TIME_BUDGET_MS / 2) },
 ] as const)('POST /users behaves as docs/contract.md\'s model over random command sequences (create, merge, no-op, 409s, isolation, 401, 400), EMAIL_UNIQUENESS=$emailUniqueness, first step $firstStep', ({ emailUniqueness, firstStep, budgetMs }) => {
   const timings: Record<string, number> = {};
   beforeAll(async () => {
@@ -448,7 +450,7 @@ describe.each([
     api = await startTestApi({
       label: `model_${emailUniqueness}_${firstStep}`,
       env: { RATE_LIMIT_PER_CLIENT_PER_MINUTE: '0', RATE_LIMIT_TOKEN_PER_IP_PER_MINUTE: '0', EMAIL_UNIQUENESS: emailUniqueness },
-      ...(firstStep === 'write' ? { recentUsers: new RecentUsers(1, 'write') } : {}),
+      ...(firstStep === 'learn' ? {} : { recentUsers: new RecentUsers(1, firstStep) }),
     });
     for (const org of ORGS) {
       clinics[org] = await registerTestClient(api.models, { name: `Model clinic ${org}` });

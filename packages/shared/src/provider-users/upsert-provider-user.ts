@@ -5,7 +5,7 @@ import type { KeyedLock } from '../keyed-lock.ts';
 import { CLAIM_STALE_MS, type ClaimsLog, type EmailClaims } from './email-claims.ts';
 import { collectionsOf, isDuplicateKeyError, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc, type StatusEvent } from '../models/models.ts';
 import { mergeSettings, sameSettings } from './merge-settings.ts';
-import { RecentUsers } from './recent-users.ts';
+import { RecentUsers, type UncachedRequest } from './recent-users.ts';
 import type { UpsertProviderUserBody } from './provider-user-schema.ts';
 import { statusEventOf, toProviderUserNextView } from './provider-user-view.ts';
 import type { WritePorts } from './write-ports.ts';
@@ -84,24 +84,41 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
     const held = recent?.get(key);
     if (!recent || held) return readAndDecide(deps, cmd, key, held);
     // A user this process does not hold: the first step is chosen by what such requests have been lately.
-    if (recent.writeFirst) {
-      const user = await updateInOneStep(deps, cmd);
-      recent.noteUncached(user !== null);
-      if (user) {
-        recent.set(key, user);
-        return { outcome: 'updated', reactivated: false, user };
-      }
-      return readAndDecide(deps, cmd, key, undefined);
-    }
-    let plainUpdate = false;
+    let was: UncachedRequest = 'other';
     try {
+      const step = recent.next;
+      // Under EMAIL_UNIQUENESS=claims a create claims its email before its insert: it reads first.
+      const user = step === 'write' ? await updateInOneStep(deps, cmd) : step === 'insert' && !deps.emailClaims ? await createInOneStep(deps, cmd) : null;
+      if (user) {
+        was = step === 'write' ? 'plain-update' : 'create';
+        recent.set(key, user);
+        return { outcome: step === 'write' ? 'updated' : 'created', reactivated: false, user };
+      }
       const result = await readAndDecide(deps, cmd, key, undefined);
-      plainUpdate = result.outcome === 'updated' && !result.reactivated;
+      was = result.outcome === 'created' ? 'create' : result.outcome === 'updated' && !result.reactivated ? 'plain-update' : 'other';
       return result;
     } finally {
-      recent.noteUncached(plainUpdate);
+      recent.noteUncached(was);
     }
   });
+}
+
+/**
+ * A create in one round trip, without reading first (docs/guarantees.md, "One-step writes"):
+ * the insert itself. The unique indexes on (organization, external_provider_id) and
+ * (organization, email) let it land only where the read would have decided "create" (no user
+ * with this id, none with this email, deactivated ones included). Returns the user as
+ * written, or null when either index refused it: the read path then decides as ever.
+ */
+async function createInOneStep(deps: UpsertDeps, cmd: UpsertProviderUserCommand): Promise<ProviderUserDoc | null> {
+  const user = newUser(cmd.organizationId, cmd.body, cmd.body.provider_email.toLowerCase(), deps.now?.() ?? new Date());
+  try {
+    await collectionsOf(deps.models).providerUsers.insertOne(user);
+    return user;
+  } catch (err) {
+    if (isDuplicateKeyError(err)) return null;
+    throw err;
+  }
 }
 
 /** Reads the user (unless `held`, this process's copy, is trusted for a first try), decides and writes. */
