@@ -10,8 +10,9 @@ import { databaseUrl, getToken, http, postUser, registerTestClient, startTestApi
  * findAndModify; whatever that filter leaves (a no-op, a create, a deactivated user, another
  * email, a locale clash, a document of an older release) falls back to the read and is decided
  * as ever. Inserting first, a create is one insert; what the unique indexes refuse (an update, a
- * no-op, a deactivated user, an email held by another user) falls back to the read likewise. Each API here holds one user at most, so nearly every request is for a user it does
- * not hold; its commands are watched on its own connection (command monitoring in its URL).
+ * no-op, a deactivated user, an email held by another user) falls back to the read likewise.
+ * Each API here holds one user at most, so nearly every request is for a user it does not hold;
+ * its commands are watched on its own connection (command monitoring in its URL).
  */
 
 const NEXT = { 'x-nabla-api-version': 'x-nabla-next' };
@@ -290,7 +291,7 @@ describe('an API that always inserts first: what the unique indexes refuse is de
     expect(mismatch.after).toEqual(mismatch.before);
   });
 
-  it('simultaneous creates of one id give one user, one 201 and the rest 200 or unchanged', async () => {
+  it('simultaneous creates of one id give one user at version 1: one 201, the rest 200 unchanged', async () => {
     const id = `race-${randomUUID()}`;
     const answers = await Promise.all(Array.from({ length: 8 }, () => postUser(w.api, w.token, { provider_email: `${id}@example.com`, external_provider_id: id, settings }, NEXT)));
     expect(answers.map((a) => a.status).sort()).toEqual([200, 200, 200, 200, 200, 200, 200, 201]);
