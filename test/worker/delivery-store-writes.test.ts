@@ -56,7 +56,7 @@ describe('DeliveryStore: outcome writes of deliveries finishing together', () =>
       refs.map(async (ref, i) => {
         await Promise.all([
           store.delivered(ref, 200, 1),
-          store.recordSync({ userId: ref.userId, target: ref.target, organizationId: ref.event.organization_id }, { status: 'delivered', version: 1, attempts: 1, last_attempt_at: new Date(), last_error: null }, 1),
+          store.recordSync({ userId: ref.userId, target: ref.target, organizationId: ref.event.organization_id }, { status: 'delivered', version: 1, attempts: 1, last_attempt_at: new Date(), last_error: null }, { sent: 1, delivered: 1 }),
           store.recordAttempt({ deliveryId: `${ref.event.id}.dictation`, target: 'dictation', at: new Date(), durationMs: i, statusCode: 200, errorClass: null, message: null, outcome: 'delivered', probe: false }),
         ]);
       }),

@@ -106,12 +106,15 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
    * change is a reactivation (a deactivated user changes only by coming back). A target that has
    * the user (version 1 or more) may have heard the deactivation, even unacknowledged (it acted,
    * then answered too late); one that never had it (new, wiped) gets user.created and the newest,
-   * as resync promises. A change the target refused for good (a dead letter) is not sent again in
-   * front of every later event: that would hold them all behind it.
+   * as resync promises. Not when a newer version than the change already went out to the target
+   * (`sent_version`, answered or not): it came after user.created in the run that found the target
+   * without the user, so the target heard no deactivation, and the change would now be an older
+   * version after a newer one. A change the target refused for good (a dead letter) is not sent
+   * again in front of every later event: that would hold them all behind it.
    */
-  const statusChangeToSend = async (user: ProviderUserDoc, newest: UserEvent, deliveredVersion: number, targetName: string): Promise<UserEvent | undefined> => {
+  const statusChangeToSend = async (user: ProviderUserDoc, newest: UserEvent, sync: { delivered: number; sent: number }, targetName: string): Promise<UserEvent | undefined> => {
     const change = statusChangeOf(user);
-    if (!change || deliveredVersion < 1 || change.version <= deliveredVersion || change.version >= newest.version) return undefined;
+    if (!change || sync.delivered < 1 || change.version <= sync.delivered || change.version < sync.sent || change.version >= newest.version) return undefined;
     const row = await store.get(deliveryIdOf(change.id, targetName));
     return row?.status === 'failed' ? undefined : change;
   };
@@ -173,7 +176,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       // user.created first: a target that never got the creation event gets it before any update.
       // Then the latest change of status, when newer events overtook it before this target got it
       // (docs/delivery.md, "Status changes").
-      const statusChange = user ? await statusChangeToSend(user, newest, deliveredVersion, targetName) : undefined;
+      const statusChange = user ? await statusChangeToSend(user, newest, { delivered: deliveredVersion, sent: sync?.sent_version ?? 0 }, targetName) : undefined;
       const toSend = [...(deliveredVersion === 0 && newest.version > 1 ? [created] : []), ...(statusChange ? [statusChange] : []), newest];
       // Delivered by this run: never dead-lettered after, when a later event of the run fails.
       const sentNow = new Set<string>();
@@ -200,7 +203,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         if (outcome.kind === 'success') {
           const [, , , transition] = await Promise.all([
             store.delivered(refOf(event), outcome.status, attemptsToRecord),
-            store.recordSync({ userId: user_id, target: targetName, organizationId: event.organization_id }, { status: isNewest ? 'delivered' : 'pending', ...attemptFields, last_error: null }, event.version),
+            store.recordSync({ userId: user_id, target: targetName, organizationId: event.organization_id }, { status: isNewest ? 'delivered' : 'pending', ...attemptFields, last_error: null }, { sent: event.version, delivered: event.version }),
             store.recordAttempt({ ...history, outcome: 'delivered' }),
             health.recordSuccess(targetName, probeToken),
           ]);
@@ -233,7 +236,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           logTransition(targetName, transition, 'the receiver answered 410 Gone');
           await Promise.all([
             store.held(refOf(event), outcome.status, outcome.error, attemptsToRecord),
-            store.recordSync(syncRef, { status: 'pending', ...attemptFields, last_error: outcome.error }),
+            store.recordSync(syncRef, { status: 'pending', ...attemptFields, last_error: outcome.error }, { sent: event.version }),
             store.recordAttempt({ ...history, outcome: 'held' }),
           ]);
           deps.metrics?.deliveries.inc({ target: targetName, outcome: 'held' });
@@ -259,7 +262,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           if (wasProbe || (lastAttempt && transition.to !== 'healthy')) {
             await Promise.all([
               store.held(refOf(event), outcome.status, outcome.error, attemptsToRecord),
-              store.recordSync(syncRef, { status: 'pending', ...attemptFields, last_error: outcome.error }),
+              store.recordSync(syncRef, { status: 'pending', ...attemptFields, last_error: outcome.error }, { sent: event.version }),
               store.recordAttempt({ ...history, outcome: 'held' }),
             ]);
             deps.metrics?.deliveries.inc({ target: targetName, outcome: 'held' });
@@ -273,7 +276,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         deps.metrics?.deliveries.inc({ target: targetName, outcome: dead ? 'failed' : 'retry' });
         await Promise.all([
           dead ? store.deadLettered(refOf(event), outcome.status, outcome.error, attemptsToRecord) : store.retrying(refOf(event), outcome.status, outcome.error, attemptsToRecord),
-          store.recordSync(syncRef, { status: dead ? 'failed' : 'pending', ...attemptFields, last_error: outcome.error }),
+          store.recordSync(syncRef, { status: dead ? 'failed' : 'pending', ...attemptFields, last_error: outcome.error }, { sent: event.version }),
           store.recordAttempt({ ...history, outcome: dead ? 'failed' : 'retry' }),
         ]);
         if (dead && event === statusChange) {

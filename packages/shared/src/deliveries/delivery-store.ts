@@ -244,9 +244,14 @@ export class DeliveryStore {
     return this.syncs.findOne({ _id: syncStateIdOf(userId, target) });
   }
 
-  /** SyncState: only the processor, only while it holds the (user, target) slot. */
-  async recordSync(ref: Omit<DeliveryRef, 'event'> & { organizationId: string }, set: Partial<SyncStateDoc>, deliveredVersion?: number): Promise<void> {
+  /**
+   * SyncState: only the processor, only while it holds the (user, target) slot. `versions.sent`:
+   * the version of the event this outcome is about (it went out, answered or not);
+   * `versions.delivered`: that version again when the target answered 2xx. Both only ever grow.
+   */
+  async recordSync(ref: Omit<DeliveryRef, 'event'> & { organizationId: string }, set: Partial<SyncStateDoc>, versions: { sent: number; delivered?: number }): Promise<void> {
     const userId = new Types.ObjectId(ref.userId);
+    const delivered = versions.delivered === undefined ? {} : { delivered_version: versions.delivered };
     await this.syncWrites.push({
       updateOne: {
         filter: { _id: syncStateIdOf(ref.userId, ref.target) },
@@ -254,9 +259,9 @@ export class DeliveryStore {
           $set: { updated_at: this.now(), ...set },
           $setOnInsert: onInsertOnly(
             { organization_id: ref.organizationId, user_id: userId, target: ref.target, delivered_version: 0, attempts: 0, last_attempt_at: null, last_error: null },
-            { ...set, ...(deliveredVersion === undefined ? {} : { delivered_version: deliveredVersion }) },
+            { ...set, ...delivered },
           ),
-          ...(deliveredVersion === undefined ? {} : { $max: { delivered_version: deliveredVersion } }),
+          $max: { sent_version: versions.sent, ...delivered },
         },
         upsert: true,
       },

@@ -155,6 +155,11 @@ export const syncStateDocSchema = z.object({
   version: z.number().int(),
   /** Newest version this target answered 2xx to: never sent anything older afterwards. */
   delivered_version: z.number().int(),
+  /**
+   * Newest version sent to this target, answered or not (it may have acted on it): nothing older
+   * goes after it (docs/delivery.md, "Status changes"). Absent on rows written before it existed.
+   */
+  sent_version: z.number().int().optional(),
   attempts: z.number().int(),
   last_attempt_at: z.date().nullable(),
   last_error: z.string().nullable(),

@@ -131,6 +131,7 @@ const syncStateSchema = new Schema<SyncStateDoc>(
     status: String,
     version: Number,
     delivered_version: Number,
+    sent_version: Number,
     attempts: Number,
     last_attempt_at: Date,
     last_error: String,
