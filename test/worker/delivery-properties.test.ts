@@ -4,7 +4,8 @@
  * generates, per run, a few users' random lifecycles (changes of settings, no-ops, deactivations,
  * reactivations, at random short intervals, the users at once) and how a sick target answers its
  * callbacks (an outage of consecutive 500s that makes it `failing`, then 200s mixed with 500, 503,
- * 429 with `Retry-After` and answers later than its timeout), and whether a worker restarts and
+ * 429 with `Retry-After`, answers later than its timeout, a 410 Gone that disables it until an
+ * operator resumes it), and whether a worker restarts and
  * `targets resync` (plain or `--force`) runs meanwhile. A second target always answers 200.
  * Once the API has answered every request, and both targets have accepted each user's newest
  * version, it checks what each target received, in arrival order, against the API's own answers:
@@ -23,15 +24,15 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { resyncTarget } from '@connect/shared';
+import { resumeTarget, resyncTarget } from '@connect/shared';
 import { getToken, http, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, nablaSignatureVerifies, startReceiver, userOf, type Answer, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 
-vi.setConfig({ testTimeout: 300_000 });
-
 /** Each run takes 2 to 3 s here; FC_RUNS=60 hunts longer. */
 const NUM_RUNS = Number(process.env.FC_RUNS ?? 8);
+// A run that fails waits up to 3 minutes for its deliveries first; fast-check stops at the first failure.
+vi.setConfig({ testTimeout: 200_000 + NUM_RUNS * 15_000 });
 const SICK = 'sick';
 const STEADY = 'steady';
 const SECRETS = { [SICK]: 'sick-secret', [STEADY]: 'steady-secret' } as const;
@@ -57,6 +58,8 @@ interface Plan {
   outage: { from: number; length: number };
   /** Answers after the outage, cycled; the even places are 200, so no more than one failure in a row comes from here. */
   cycle: (Failure | 'ok')[];
+  /** The sick target's callback (by arrival) answered 410 Gone, if any: the target is disabled, then an operator resumes it. */
+  gone: number | undefined;
 }
 
 const pauseArb = fc.integer({ min: 0, max: 80 });
@@ -76,9 +79,14 @@ const planArb: fc.Arbitrary<Plan> = fc.record({
   cycle: fc
     .array(fc.constantFrom<Failure | 'ok'>('ok', 'ok', 'error500', 'unavailable503', 'retryAfter429', 'late'), { minLength: 6, maxLength: 12 })
     .map((c) => c.map((a, i) => (i % 2 === 0 ? 'ok' : a))),
+  gone: fc.option(fc.integer({ min: 0, max: 20 }), { nil: undefined }),
 });
 
 function answerOf(plan: Plan, n: number): Answer {
+  if (n === plan.gone) {
+    void resumeOnceDisabled();
+    return { status: 410 };
+  }
   if (n >= plan.outage.from && n < plan.outage.from + plan.outage.length) return { status: 500 };
   const a = plan.cycle[n % plan.cycle.length]!;
   switch (a) {
@@ -96,6 +104,13 @@ function answerOf(plan: Plan, n: number): Answer {
 }
 
 // ---------------------------------------------------------------- the stack
+
+/** `targets resume sick`, as an operator would once the receiver is back: after the worker has disabled the target and paused its queue. */
+async function resumeOnceDisabled(): Promise<void> {
+  const admin = { health: workers[0]!.deps.health, queues: workers[0]!.deps.deliveries };
+  await eventually(async () => (await admin.health.get(SICK)).state === 'disabled' && (await admin.queues.get(SICK)!.isPaused()), 30_000, 50);
+  await resumeTarget(admin, SICK);
+}
 
 /**
  * Two workers on the same queues, as two processes would be. Retries come quickly and are many
@@ -214,7 +229,7 @@ function checkTarget(target: keyof typeof SECRETS, id: string, calls: ReceivedCa
 
 describe('random lifecycles, a sick target and a steady one, two workers', () => {
   it('each target gets user.created first and once, never an older version after a newer, the right status, and ends at the newest version', async () => {
-    const stats = { runs: 0, users: 0, requests: 0, restarts: 0, resyncs: 0, sickCallbacks: 0, sickFailed: 0 };
+    const stats = { runs: 0, users: 0, requests: 0, restarts: 0, resyncs: 0, sickCallbacks: 0, sickFailed: 0, sickGone: 0 };
     await fc.assert(
       fc.asyncProperty(planArb, async (plan) => {
         const runId = `dp${stats.runs++}-${Date.now().toString(36)}`;
@@ -271,6 +286,7 @@ describe('random lifecycles, a sick target and a steady one, two workers', () =>
         const sickCalls = sick.received.filter((c) => userOf(c)?.startsWith(runId));
         stats.sickCallbacks += sickCalls.length;
         stats.sickFailed += sickCalls.filter((c) => c.answered === null || c.answered >= 300).length;
+        stats.sickGone += sickCalls.filter((c) => c.answered === 410).length;
       }),
       {
         numRuns: NUM_RUNS,
