@@ -1,7 +1,8 @@
 /**
  * Model-based test of docs/contract.md POST /users: fast-check generates random command
  * sequences (creates, partial updates, no-ops, conflicting emails, another
- * organization, bad tokens, malformed bodies), runs each against the real API and
+ * organization, bad tokens, malformed bodies, and docs/api-lifecycle.md's deactivations and
+ * reactivations, under the preview version or a dated one), runs each against the real API and
  * against an in-memory model of the spec's rules, and after every step compares
  * status, body and what GET /users/{id} reads back with what the model predicts.
  *
@@ -13,7 +14,7 @@ import fc from 'fast-check';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROBLEM_TYPE_BASE, RecentUsers } from '@connect/shared';
-import { getToken, getUser, http, postUser, registerTestClient, startTestApi, type HttpAnswer, type TestApi, type TestClient } from '../support/harness.ts';
+import { getToken, http, postUser, registerTestClient, startTestApi, type HttpAnswer, type TestApi, type TestClient } from '../support/harness.ts';
 
 // ---------------------------------------------------------------- the model
 
@@ -32,6 +33,9 @@ interface ModelUser {
   email: string; // as first stored (trimmed)
   settings: Settings | null;
   version: number;
+  /** docs/api-lifecycle.md: DELETE deactivates (preview version), any POST reactivates. */
+  status: 'active' | 'deactivated';
+  deactivatedAt: string | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -63,7 +67,10 @@ function decide(model: Model, org: Org, id: string, sentEmail: string, input: Se
   const existing = users.get(id);
   if (existing) {
     if (existing.email.toLowerCase() !== email.toLowerCase()) return { status: 409, problem: 'email-mismatch' };
-    if (input === undefined) return { status: 200, user: existing, changed: false };
+    // A POST on a deactivated user reactivates it: a change even when the settings stay the same.
+    const reactivated = existing.status === 'deactivated';
+    const next = (settings: Settings | null) => ({ ...existing, settings, version: existing.version + 1, status: 'active' as const, deactivatedAt: null });
+    if (input === undefined) return reactivated ? { status: 200, user: next(existing.settings), changed: true } : { status: 200, user: existing, changed: false };
     const specialty =
       input.specialty === undefined
         ? (existing.settings?.specialty ?? null)
@@ -75,10 +82,10 @@ function decide(model: Model, org: Org, id: string, sentEmail: string, input: Se
       return { status: 400, problem: 'validation', errorPath: 'settings.secondary_speech_locale' };
     }
     const settings: Settings = { specialty, speech_locale: input.speech_locale, secondary_speech_locale: secondary };
-    if (existing.settings !== null && JSON.stringify(settings) === JSON.stringify(existing.settings)) {
+    if (!reactivated && existing.settings !== null && JSON.stringify(settings) === JSON.stringify(existing.settings)) {
       return { status: 200, user: existing, changed: false };
     }
-    return { status: 200, user: { ...existing, settings, version: existing.version + 1 }, changed: true };
+    return { status: 200, user: next(settings), changed: true };
   }
   for (const u of users.values()) if (u.email.toLowerCase() === email.toLowerCase()) return { status: 409, problem: 'email-conflict' };
   const settings: Settings | null =
@@ -89,7 +96,7 @@ function decide(model: Model, org: Org, id: string, sentEmail: string, input: Se
           speech_locale: input.speech_locale,
           secondary_speech_locale: input.secondary_speech_locale ?? null,
         };
-  return { status: 201, user: { email, settings, version: 1, createdAt: '', updatedAt: '' }, changed: true };
+  return { status: 201, user: { email, settings, version: 1, status: 'active', deactivatedAt: null, createdAt: '', updatedAt: '' }, changed: true };
 }
 
 // ---------------------------------------------------------------- the system under test
@@ -117,21 +124,31 @@ function expectProblem(res: HttpAnswer, status: number, slug?: string): void {
   if (slug) expect(res.body.type).toBe(problemType(slug));
 }
 
-function expectView(body: any, id: string, u: ModelUser): void {
+/** A user as answered: under the preview version with `status` and `deactivated_at`, under a dated one without (docs/api-lifecycle.md). */
+function expectView(body: any, id: string, u: ModelUser, next: boolean): void {
   expect(body).toMatchObject({ provider_email: u.email, external_provider_id: id, settings: u.settings, version: u.version });
-  expect(Object.keys(body).filter((k) => k !== 'sync').sort()).toEqual(['created_at', 'external_provider_id', 'provider_email', 'settings', 'updated_at', 'version']);
+  const dated = ['created_at', 'external_provider_id', 'provider_email', 'settings', 'updated_at', 'version'];
+  expect(Object.keys(body).filter((k) => k !== 'sync').sort()).toEqual(next ? [...dated, 'deactivated_at', 'status'].sort() : dated);
+  if (!next) return;
+  expect(body.status).toBe(u.status);
+  if (u.status === 'active') expect(body.deactivated_at).toBeNull();
+  else if (u.deactivatedAt) expect(body.deactivated_at).toBe(u.deactivatedAt);
+  else expect(Date.parse(body.deactivated_at)).not.toBeNaN();
 }
 
+/** The request headers of one API version: the preview's, or none (the organization's pinned dated version). */
+const versionHeaders = (next: boolean): Record<string, string> => (next ? { 'x-nabla-api-version': 'x-nabla-next' } : {});
+
 /** The stored state of one id in one organization, read back through the API, equals the model's. */
-async function expectStored(m: Model, org: Org, id: string): Promise<void> {
-  const res = await getUser(api, tokens[org], id);
+async function expectStored(m: Model, org: Org, id: string, next = false): Promise<void> {
+  const res = await http(`${api.baseUrl}/users/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${tokens[org]}`, ...versionHeaders(next) } });
   const u = m.users[org].get(id);
   if (!u) {
     expectProblem(res, 404, 'not-found');
     return;
   }
   expect(res.status, res.text).toBe(200);
-  expectView(res.body, id, u);
+  expectView(res.body, id, u, next);
   expect(res.body.created_at).toBe(u.createdAt);
   expect(res.body.updated_at).toBe(u.updatedAt);
 }
@@ -175,10 +192,11 @@ class UpsertCommand implements fc.AsyncCommand<Model, Real> {
     readonly emailIndex: number,
     readonly form: EmailForm,
     readonly settings: SettingsInput | undefined,
+    readonly next: boolean,
   ) {}
   check = () => true;
   async run(m: Model, r: Real): Promise<void> {
-    count('upsert');
+    count(m.users[this.org].get(idOf(r, this.idIndex))?.status === 'deactivated' ? 'upsert-deactivated' : 'upsert');
     const id = idOf(r, this.idIndex);
     const sent = writeEmail(emailOf(r, this.emailIndex), this.form);
     await this.apply(m, r, id, sent, this.settings);
@@ -186,13 +204,15 @@ class UpsertCommand implements fc.AsyncCommand<Model, Real> {
   async apply(m: Model, _r: Real, id: string, sentEmail: string, settings: SettingsInput | undefined): Promise<void> {
     const expected = decide(m, this.org, id, sentEmail, settings);
     const body = withoutUndefined({ provider_email: sentEmail, external_provider_id: id, ...(settings === undefined ? {} : { settings }) });
-    const res = await postUser(api, tokens[this.org], body);
+    const res = await postUser(api, tokens[this.org], body, versionHeaders(this.next));
+    // docs/api-lifecycle.md: every answer says what it did; a reactivation is an update, a refusal changed nothing.
+    expect(res.headers.get('x-connect-outcome')).toBe(expected.status === 201 ? 'created' : expected.status === 200 && expected.changed ? 'updated' : 'unchanged');
     if (expected.status === 400 || expected.status === 409) {
       expectProblem(res, expected.status, expected.problem);
       if (expected.errorPath) expect(res.body.errors.map((e: { path: string }) => e.path)).toContain(expected.errorPath);
     } else if (expected.status === 200 || expected.status === 201) {
       expect(res.status, res.text).toBe(expected.status);
-      expectView(res.body, id, expected.user);
+      expectView(res.body, id, expected.user, this.next);
       const before = m.users[this.org].get(id);
       if (expected.status === 201) {
         expect(res.headers.get('location')).toBe(`${api.deps.config.issuer}/users/${id}`);
@@ -206,10 +226,10 @@ class UpsertCommand implements fc.AsyncCommand<Model, Real> {
       if (before) expect(res.body.created_at).toBe(before.createdAt);
       m.users[this.org].set(id, { ...expected.user, createdAt: res.body.created_at, updatedAt: res.body.updated_at });
     }
-    await expectStored(m, this.org, id);
+    await expectStored(m, this.org, id, this.next);
   }
   toString(): string {
-    return `Upsert(${this.org}, id${this.idIndex}, email${this.emailIndex}/${this.form.upper}${this.form.pad ? '+pad' : ''}, ${JSON.stringify(this.settings)})`;
+    return `Upsert(${this.org}, id${this.idIndex}, email${this.emailIndex}/${this.form.upper}${this.form.pad ? '+pad' : ''}, ${JSON.stringify(this.settings)}${this.next ? ', next' : ''})`;
   }
 }
 
@@ -225,13 +245,16 @@ class NoOpCommand implements fc.AsyncCommand<Model, Real> {
   async run(m: Model, r: Real): Promise<void> {
     const id = idOf(r, this.idIndex);
     const u = m.users[this.org].get(id);
-    if (!u) return; // the generated index missed; the check above only says the organization has someone
+    // The generated index missed (the check above only says the organization has someone), or the
+    // user is deactivated, where sending it back reactivates it (UpsertCommand's case).
+    if (!u || u.status === 'deactivated') return;
     count('no-op');
     const body: Record<string, unknown> = { provider_email: writeEmail(u.email, this.form), external_provider_id: id };
     if (this.resendSettings && u.settings) body.settings = u.settings;
     const res = await postUser(api, tokens[this.org], body);
     expect(res.status, res.text).toBe(200);
-    expectView(res.body, id, u);
+    expect(res.headers.get('x-connect-outcome')).toBe('unchanged');
+    expectView(res.body, id, u, false);
     expect(res.body.updated_at).toBe(u.updatedAt);
     await expectStored(m, this.org, id);
   }
@@ -403,28 +426,72 @@ class GetCommand implements fc.AsyncCommand<Model, Real> {
   constructor(
     readonly org: Org,
     readonly idIndex: number,
+    readonly next: boolean,
   ) {}
   check = () => true;
   async run(m: Model, r: Real): Promise<void> {
     count('get');
-    await expectStored(m, this.org, idOf(r, this.idIndex));
+    await expectStored(m, this.org, idOf(r, this.idIndex), this.next);
   }
   toString(): string {
-    return `Get(${this.org}, id${this.idIndex})`;
+    return `Get(${this.org}, id${this.idIndex}${this.next ? ', next' : ''})`;
+  }
+}
+
+/**
+ * DELETE /users/{id} (docs/api-lifecycle.md): under the preview version it deactivates (version + 1),
+ * again it answers the same user unchanged, an unknown id (or the other organization's) is 404; under a
+ * dated version the route does not exist (404 endpoint-not-in-version) and nothing changes.
+ */
+class DeactivateCommand implements fc.AsyncCommand<Model, Real> {
+  constructor(
+    readonly org: Org,
+    readonly idIndex: number,
+    readonly next: boolean,
+  ) {}
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    const id = idOf(r, this.idIndex);
+    const before = m.users[this.org].get(id);
+    count(!this.next ? 'deactivate-dated' : !before ? 'deactivate-unknown' : before.status === 'active' ? 'deactivate' : 'deactivate-again');
+    const res = await http(`${api.baseUrl}/users/${encodeURIComponent(id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${tokens[this.org]}`, ...versionHeaders(this.next) } });
+    if (!this.next) expectProblem(res, 404, 'endpoint-not-in-version');
+    else if (!before) expectProblem(res, 404, 'not-found');
+    else {
+      expect(res.status, res.text).toBe(200);
+      if (before.status === 'deactivated') {
+        expectView(res.body, id, before, true);
+        expect(res.body.updated_at).toBe(before.updatedAt);
+      } else {
+        const after: ModelUser = { ...before, status: 'deactivated', deactivatedAt: null, version: before.version + 1 };
+        expectView(res.body, id, after, true);
+        expect(Date.parse(res.body.updated_at)).toBeGreaterThanOrEqual(Date.parse(before.updatedAt));
+        expect(res.body.created_at).toBe(before.createdAt);
+        m.users[this.org].set(id, { ...after, deactivatedAt: res.body.deactivated_at, updatedAt: res.body.updated_at });
+      }
+    }
+    await expectStored(m, this.org, id, this.next);
+  }
+  toString(): string {
+    return `Deactivate(${this.org}, id${this.idIndex}${this.next ? ', next' : ', dated'})`;
   }
 }
 
 const orgArb = fc.constantFrom<Org>(...ORGS);
 const idIndexArb = fc.nat({ max: ID_POOL - 1 });
 const emailIndexArb = fc.nat({ max: EMAIL_POOL - 1 });
+/** Under the preview version `x-nabla-next` (true) or the organization's dated one. */
+const nextArb = fc.boolean();
 const commandArbs = [
   // Upserts dominate, mostly in organization A so sequences build up state; B exercises isolation.
-  fc.tuple(fc.constantFrom<Org>('A', 'A', 'A', 'B'), idIndexArb, emailIndexArb, emailFormArb, settingsArb).map(([o, i, e, f, s]) => new UpsertCommand(o, i, e, f, s)),
-  fc.tuple(fc.constantFrom<Org>('A', 'A', 'A', 'B'), idIndexArb, emailIndexArb, emailFormArb, settingsArb).map(([o, i, e, f, s]) => new UpsertCommand(o, i, e, f, s)),
+  fc.tuple(fc.constantFrom<Org>('A', 'A', 'A', 'B'), idIndexArb, emailIndexArb, emailFormArb, settingsArb, nextArb).map(([o, i, e, f, s, n]) => new UpsertCommand(o, i, e, f, s, n)),
+  fc.tuple(fc.constantFrom<Org>('A', 'A', 'A', 'B'), idIndexArb, emailIndexArb, emailFormArb, settingsArb, nextArb).map(([o, i, e, f, s, n]) => new UpsertCommand(o, i, e, f, s, n)),
   fc.tuple(orgArb, idIndexArb, emailFormArb, fc.boolean()).map(([o, i, f, s]) => new NoOpCommand(o, i, f, s)),
   fc.tuple(orgArb, fc.constantFrom(...BAD_TOKENS), idIndexArb, emailIndexArb).map(([o, k, i, e]) => new BadTokenCommand(o, k, i, e)),
   fc.tuple(orgArb, fc.constantFrom(...MALFORMED), idIndexArb, emailIndexArb).map(([o, k, i, e]) => new MalformedCommand(o, k, i, e)),
-  fc.tuple(orgArb, idIndexArb).map(([o, i]) => new GetCommand(o, i)),
+  fc.tuple(orgArb, idIndexArb, nextArb).map(([o, i, n]) => new GetCommand(o, i, n)),
+  // Mostly under the preview version, where the route exists.
+  fc.tuple(fc.constantFrom<Org>('A', 'A', 'A', 'B'), idIndexArb, fc.constantFrom(true, true, true, false)).map(([o, i, n]) => new DeactivateCommand(o, i, n)),
 ];
 
 // ---------------------------------------------------------------- the property
@@ -442,7 +509,7 @@ describe.each([
   { emailUniqueness: 'claims', firstStep: 'learn', budgetMs: Math.round(TIME_BUDGET_MS / 2) },
   { emailUniqueness: 'index', firstStep: 'write', budgetMs: Math.round(TIME_BUDGET_MS / 2) },
   { emailUniqueness: 'index', firstStep: 'insert', budgetMs: Math.round(TIME_BUDGET_MS / 2) },
-] as const)('POST /users behaves as docs/contract.md\'s model over random command sequences (create, merge, no-op, 409s, isolation, 401, 400), EMAIL_UNIQUENESS=$emailUniqueness, first step $firstStep', ({ emailUniqueness, firstStep, budgetMs }) => {
+] as const)('POST /users behaves as docs/contract.md\'s model over random command sequences (create, merge, no-op, 409s, isolation, 401, 400, deactivate, reactivate), EMAIL_UNIQUENESS=$emailUniqueness, first step $firstStep', ({ emailUniqueness, firstStep, budgetMs }) => {
   const timings: Record<string, number> = {};
   beforeAll(async () => {
     const t0 = Date.now();
@@ -488,7 +555,7 @@ describe.each([
           expect(docs.map((d) => d.external_provider_id).sort()).toEqual([...model.users[org].keys()].sort());
           for (const d of docs) {
             const u = model.users[org].get(d.external_provider_id)!;
-            expect({ email: d.email_normalized, version: d.version, eventVersion: d.last_event.version }).toEqual({ email: u.email.toLowerCase(), version: u.version, eventVersion: u.version });
+            expect({ email: d.email_normalized, version: d.version, eventVersion: d.last_event.version, status: d.status ?? 'active' }).toEqual({ email: u.email.toLowerCase(), version: u.version, eventVersion: u.version, status: u.status });
           }
         }
       }),
