@@ -39,10 +39,15 @@ const cursor = () => api.models.RelayCursor.findById(SWEEP_CURSOR_ID).lean();
 describe('outbox sweep', () => {
   it('with every user inside the safety lag: reads their slots, publishes nothing twice, leaves the cursor, and does not spin', async () => {
     await api.models.RelayCursor.deleteMany({});
-    const first = await relayAt(0).sweep(2);
-    // Slots are read whole: all six users were written within a few seconds, in one or two slots.
+    const first = await relayAt(0).sweep(ids.length);
     expect(first).toMatchObject({ published: 0, failed: false, passedAll: false, more: false });
     expect(first.scanned).toBeGreaterThanOrEqual(ids.length);
+    expect(await cursor()).toBeNull();
+    // Slots are read whole: asked for one user, a pass reads every user of the oldest slot. (The six
+    // were written within a second or two, in one slot or across a 10 s boundary into two.)
+    const users = await api.models.ProviderUser.find({ external_provider_id: { $in: ids } }).lean<ProviderUserDoc[]>();
+    const oldestSlot = Math.min(...users.map((u) => u.outbox_slot));
+    expect((await relayAt(0).sweep(1)).scanned).toBe(users.filter((u) => u.outbox_slot === oldestSlot).length);
     expect(await cursor()).toBeNull();
 
     // A pass it cannot carry to the end must wait for the interval, not run again at once.
