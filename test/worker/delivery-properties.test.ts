@@ -5,8 +5,8 @@
  * reactivations, at random short intervals, the users at once) and how a sick target answers its
  * callbacks (an outage of consecutive 500s that makes it `failing`, then 200s mixed with 500, 503,
  * 429 with `Retry-After`, answers later than its timeout, a 410 Gone that disables it until an
- * operator resumes it), and whether a worker restarts and
- * `targets resync` (plain or `--force`) runs meanwhile. A second target always answers 200.
+ * operator resumes it), and whether a worker restarts and `targets resync` (plain or `--force`)
+ * runs meanwhile. A second target always answers 200.
  * Once the API has answered every request, and both targets have accepted each user's newest
  * version, it checks what each target received, in arrival order, against the API's own answers:
  *
@@ -54,7 +54,7 @@ interface Plan {
   /** `targets resync sick [--force]` of the run's organization, while its users change, after `resyncAfterMs`. */
   resync: 'none' | 'plain' | 'force';
   resyncAfterMs: number;
-  /** The sick target's answers, by the order its callbacks arrive in this run. */
+  /** Consecutive 500s from the sick target, counted by the order its callbacks arrive in this run. */
   outage: { from: number; length: number };
   /** Answers after the outage, cycled; the even places are 200, so no more than one failure in a row comes from here. */
   cycle: (Failure | 'ok')[];
@@ -154,7 +154,6 @@ afterAll(async () => {
 // ---------------------------------------------------------------- one run
 
 interface Version {
-  version: number;
   status: 'active' | 'deactivated';
   user: Record<string, unknown>;
 }
@@ -165,7 +164,7 @@ async function live(id: string, ops: Op[]): Promise<Map<number, Version>> {
   const versions = new Map<number, Version>();
   const note = (status: number, body: Record<string, unknown>) => {
     expect([200, 201], JSON.stringify(body)).toContain(status);
-    versions.set(body.version as number, { version: body.version as number, status: body.status as Version['status'], user: body });
+    versions.set(body.version as number, { status: body.status as Version['status'], user: body });
   };
   let settings: Record<string, unknown> = { speech_locale: 'ENGLISH_US', specialty: null };
   const created = await postUser(api, token, { provider_email: email, external_provider_id: id, settings }, NEXT);
