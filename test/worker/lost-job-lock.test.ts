@@ -8,8 +8,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pauseTarget, resumeTarget } from '@connect/shared';
 import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
-import { postUser } from '../support/harness.ts';
+import { http, postUser } from '../support/harness.ts';
 import { eventually, startReceiver, userOf, type Receiver } from './callback-receiver.ts';
+import { eventsFannedOut } from './worker-under-test.ts';
 
 let stack: DeliveryStack;
 let receiver: Receiver;
@@ -73,5 +74,62 @@ describe('a delivery run whose job lock lapsed', () => {
     const user = (await stack.api.models.ProviderUser.findOne({ external_provider_id: id }).lean())!;
     const sync = await stack.worker.deps.store.readSync(user._id.toString(), 't');
     expect(sync).toMatchObject({ status: 'delivered', version: 3, delivered_version: 3 });
+  });
+});
+
+describe('a run that found the target without the user, whose lock lapses while its newest event is out', () => {
+  it('has recorded that newest as sent: the next run never sends the change of status it skipped after it', async () => {
+    // docs/delivery.md, "Status changes": the run sends user.created and the newest version, not
+    // the user's reactivation in between. Losing the job during the newest's callback, it records
+    // no outcome; the run that takes the job over finds the target at version 1 and must still
+    // know the newer version went out, or it sends the reactivation (v3) after v4.
+    const admin = { health: stack.worker.deps.health, queues: stack.worker.deps.deliveries };
+    const queue = stack.worker.deps.deliveries.get('t')!;
+    const next = { 'x-nabla-api-version': 'x-nabla-next' };
+    const id = `lock-status-${Date.now().toString(36)}`;
+    const body = (locale: string) => ({ provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: locale } });
+    let releaseNewest!: () => void;
+    const newestHeld = new Promise<void>((resolve) => (releaseNewest = resolve));
+    let held = false;
+    receiver.respond = async (req) => {
+      if (userOf(req) === id && req.body.data.version === 4 && !held) {
+        held = true;
+        await newestHeld;
+      }
+      return { status: 200 };
+    };
+    const lostBefore = stack.worker.logs.lines.filter((l) => l.includes('lost the job to another')).length;
+    await pauseTarget(admin, 't');
+    try {
+      expect((await postUser(stack.api, stack.token, body('ENGLISH_US'), next)).status).toBe(201);
+      const del = await http(`${stack.api.baseUrl}/users/${encodeURIComponent(id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${stack.token}`, ...next } });
+      expect(del.body.version).toBe(2);
+      expect((await postUser(stack.api, stack.token, body('ENGLISH_US'), next)).body).toMatchObject({ version: 3, status: 'active' });
+      expect((await postUser(stack.api, stack.token, body('GERMAN_DE'), next)).body.version).toBe(4);
+      await eventsFannedOut(stack.worker, 30_000);
+      await resumeTarget(admin, 't');
+      await eventually(() => held, 30_000);
+      // The run waits on the newest's callback; its lock goes, as an expiry (or a killed worker) would take it.
+      const [active] = await queue.getActive();
+      expect(active).toBeDefined();
+      await (await queue.client).del(`${queue.toKey(active!.id!)}:lock`);
+      // The run that takes the job over sends v4 again (the first one was never answered).
+      await eventually(() => receiver.accepted().some((c) => userOf(c) === id && c.body.data.version === 4), 30_000);
+      releaseNewest();
+      // The first run stops once its callback is answered: it no longer owns the job.
+      await eventually(() => stack.worker.logs.lines.filter((l) => l.includes('lost the job to another')).length > lostBefore, 30_000);
+      await eventually(async () => (await queue.getJobCounts('active')).active === 0, 30_000);
+      expect(receiver.received.filter((c) => userOf(c) === id).map((c) => [c.body.type, c.body.data.version, c.answered])).toEqual([
+        ['user.created', 1, 200],
+        ['user.updated', 4, 200],
+        ['user.updated', 4, 200],
+      ]);
+      const user = (await stack.api.models.ProviderUser.findOne({ external_provider_id: id }).lean())!;
+      expect(await stack.worker.deps.store.readSync(user._id.toString(), 't')).toMatchObject({ status: 'delivered', version: 4, delivered_version: 4, sent_version: 4 });
+    } finally {
+      releaseNewest();
+      await resumeTarget(admin, 't');
+      receiver.respond = () => ({ status: 200 });
+    }
   });
 });

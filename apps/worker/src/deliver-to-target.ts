@@ -178,11 +178,19 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       // (docs/delivery.md, "Status changes").
       const statusChange = user ? await statusChangeToSend(user, newest, { delivered: deliveredVersion, sent: sync?.sent_version ?? 0 }, targetName) : undefined;
       const toSend = [...(deliveredVersion === 0 && newest.version > 1 ? [created] : []), ...(statusChange ? [statusChange] : []), newest];
+      // A run that found the target without the user skips the user's latest change of status
+      // (user.created, then the newest). The newest's version is recorded as sent before it goes
+      // out, not only with its outcome: a run that dies or loses its job between the send and
+      // the record would leave the next run to send that older change after the newer version
+      // the target may have received (docs/delivery.md, "Status changes").
+      const skippedChange = user && deliveredVersion === 0 ? statusChangeOf(user) : undefined;
+      const sentBeforeNewest = skippedChange !== undefined && skippedChange.version < newest.version && toSend.length > 1;
       // Delivered by this run: never dead-lettered after, when a later event of the run fails.
       const sentNow = new Set<string>();
       for (const event of toSend) {
         const isNewest = event === newest;
         await mustOwn(job, token, event, 'this run lost the job to another (its lock lapsed: a pause or a cut from Redis); sending nothing more');
+        if (isNewest && sentBeforeNewest) await store.recordSync({ userId: user_id, target: targetName, organizationId: event.organization_id }, {}, { sent: event.version });
         const startedAt = now();
         const outcome = await deliverCallback(target, event, { now });
         // The outcome is this run's to record only if the job is still its own: one paused through
