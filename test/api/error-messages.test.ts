@@ -112,16 +112,21 @@ describe('members that could reach a prototype, and bounds on path and query', (
 });
 
 describe('HTTP-level refusals', () => {
-  it('requests the HTTP parser refuses (headers over 16 KiB, an unknown method, a broken request line) answer problem+json, echoing nothing', async () => {
+  it('requests the HTTP parser refuses (headers over 16 KiB, an unknown method, a broken request line) answer problem+json, echoing nothing; a POST /users among them with X-Connect-Outcome: unchanged', async () => {
     const port = Number(new URL(api.origin).port);
     const cases = [
       { bytes: `GET /v1/connect/server/users/x HTTP/1.1\r\nHost: a\r\nX-Big: ${'q'.repeat(20_000)}\r\n\r\n`, status: 431, type: /\/headers-too-large$/ },
       { bytes: 'FOO /v1/connect/server/users HTTP/1.1\r\nHost: a\r\n\r\n', status: 400, type: /\/malformed-request$/ },
       { bytes: 'GET /v1 qq HTTP/9\r\n\r\n', status: 400, type: /\/malformed-request$/ },
+      // A POST /users refused by the parser says it changed nothing, as every POST /users answer says what it did.
+      { bytes: `POST /v1/connect/server/users HTTP/1.1\r\nHost: a\r\nX-Big: ${'q'.repeat(20_000)}\r\n\r\n`, status: 431, type: /\/headers-too-large$/, outcome: 'unchanged' },
+      { bytes: 'POST /v1/connect/server/users?x=1 HTTP/1.1\r\nHost: a\r\nBroken header line\r\n\r\n', status: 400, type: /\/malformed-request$/, outcome: 'unchanged' },
     ];
     for (const c of cases) {
       const res = await rawHttp(port, c.bytes);
       expect(res.status, c.bytes.slice(0, 40)).toBe(c.status);
+      const outcome = /\r\nx-connect-outcome: ([^\r]*)\r\n/i.exec(res.headers)?.[1];
+      expect(outcome, c.bytes.slice(0, 40)).toBe(c.outcome);
       expect(res.headers).toMatch(/\r\ncontent-type: application\/problem\+json\r\n/i);
       expect(res.headers, 'never cached').toMatch(/\r\ncache-control: no-store\r\n/i);
       const problem = JSON.parse(res.body);

@@ -136,7 +136,7 @@ export function expectationFailedHandler(request: IncomingMessage, response: Ser
   });
   // Never cached, as every answer under the base path (this one comes before any route or hook).
   // A refused POST /users says it changed nothing, as every other refusal of it does (docs/api-lifecycle.md).
-  const upsert = request.method === 'POST' && /\/users\/?(\?|$)/.test(request.url ?? '');
+  const upsert = isUpsert(request.method, request.url);
   response.writeHead(417, {
     'content-type': 'application/problem+json',
     'content-length': Buffer.byteLength(body),
@@ -146,6 +146,23 @@ export function expectationFailedHandler(request: IncomingMessage, response: Ser
   });
   response.end(body);
   request.resume();
+}
+
+/** A POST /users, whose every answer says what it did (`X-Connect-Outcome`), refusals included. */
+function isUpsert(method: string | undefined, url: string | undefined): boolean {
+  return method === 'POST' && /\/users\/?(\?|$)/.test(url ?? '');
+}
+
+/**
+ * The method and target of the request line the parser was reading, when the bytes it refused
+ * begin with one (they do when the request came in one piece; not when its headers came in
+ * several writes and a later one went past the limit).
+ */
+function requestLineOf(error: Error): { method: string; url: string } | undefined {
+  const raw = (error as Error & { rawPacket?: unknown }).rawPacket;
+  if (!Buffer.isBuffer(raw)) return undefined;
+  const line = /^([A-Z]{1,16}) (\S{1,2048}) HTTP\/1\.[01]\r?\n/.exec(raw.subarray(0, 2100).toString('latin1'));
+  return line ? { method: line[1]!, url: line[2]! } : undefined;
 }
 
 /**
@@ -194,7 +211,10 @@ export function clientErrorHandler(this: { log?: { info: (obj: object, msg: stri
   this?.log?.info({ res: { statusCode: status }, code: error.code }, 'request refused by the HTTP parser');
   if (socket.writable) {
     // No-store as every other refusal: a 431 is cacheable by default (RFC 9111 4.2.2) were a cache in between to keep it.
-    socket.write(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`);
+    // A refused POST /users says it changed nothing, as every other refusal of it does.
+    const line = requestLineOf(error);
+    const outcome = line && isUpsert(line.method, line.url) ? 'X-Connect-Outcome: unchanged\r\n' : '';
+    socket.write(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\n${outcome}Connection: close\r\n\r\n${body}`);
   }
   socket.destroy();
 }
