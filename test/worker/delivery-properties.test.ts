@@ -5,15 +5,18 @@
  * reactivations, at random short intervals, the users at once) and how a sick target answers its
  * callbacks (an outage of consecutive 500s that makes it `failing`, then 200s mixed with 500, 503,
  * 429 with `Retry-After`, answers later than its timeout, a 410 Gone that disables it until an
- * operator resumes it), and whether a worker restarts and `targets resync` (plain or `--force`)
- * runs meanwhile. A second target always answers 200.
+ * operator resumes it), and whether a worker restarts, `targets resync` (plain or `--force`)
+ * runs, and the API's link to Redis fails (connections reset, or a black hole, through Toxiproxy)
+ * meanwhile: then events the API could not publish reach the targets through the worker's outbox
+ * sweep, behind newer ones the API did publish. A second target always answers 200.
  * Once the API has answered every request, and both targets have accepted each user's newest
  * version, it checks what each target received, in arrival order, against the API's own answers:
  *
  * - the first callback about a user is its `user.created`, version 1, and no other `user.created`
  *   (by `request_uuid`) ever comes;
  * - never an older version after a newer one; one version is always one event (one `request_uuid`)
- *   and its body is the user as the API answered at that version;
+ *   and its body is the user as the API answered at that version (Redis failing never costs a
+ *   request its answer: the API accepts every change without it);
  * - the last callback accepted is the user's newest version (nothing lost), and the receiver never
  *   goes from a deactivation it accepted to an active user without the `user.reactivated` in
  *   between (coalescing drops updates, never a change of status);
@@ -23,11 +26,12 @@
  * FC_SEED=<seed> FC_PATH=<path> pnpm exec vitest run test/worker/delivery-properties.test.ts
  */
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { resumeTarget, resyncTarget } from '@connect/shared';
 import { getToken, http, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, nablaSignatureVerifies, startReceiver, userOf, type Answer, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
+import { startToxiproxy, type FaultName, type Proxy, type Toxiproxy } from '../faults/toxiproxy.ts';
 
 /** Each run takes 2 to 3 s here; FC_RUNS=60 hunts longer. */
 const NUM_RUNS = Number(process.env.FC_RUNS ?? 8);
@@ -60,6 +64,8 @@ interface Plan {
   cycle: (Failure | 'ok')[];
   /** The sick target's callback (by arrival) answered 410 Gone, if any: the target is disabled, then an operator resumes it. */
   gone: number | undefined;
+  /** The API's link to Redis fails `afterMs` into the run, for `forMs` (its rate limiter and its publish after each write). */
+  redisFault: { kind: Extract<FaultName, 'resetPeer' | 'blackHole'>; afterMs: number; forMs: number } | undefined;
 }
 
 const pauseArb = fc.integer({ min: 0, max: 80 });
@@ -80,6 +86,15 @@ const planArb: fc.Arbitrary<Plan> = fc.record({
     .array(fc.constantFrom<Failure | 'ok'>('ok', 'ok', 'error500', 'unavailable503', 'retryAfter429', 'late'), { minLength: 6, maxLength: 12 })
     .map((c) => c.map((a, i) => (i % 2 === 0 ? 'ok' : a))),
   gone: fc.option(fc.integer({ min: 0, max: 20 }), { nil: undefined }),
+  // A black hole holds the API's commands until it is lifted; one longer than the API's Redis command
+  // timeout (3 s) makes its publishes fail, so those events reach the targets through the sweep.
+  redisFault: fc.option(
+    fc.oneof(
+      fc.record({ kind: fc.constant('resetPeer' as const), afterMs: fc.integer({ min: 0, max: 300 }), forMs: fc.integer({ min: 200, max: 1500 }) }),
+      fc.record({ kind: fc.constant('blackHole' as const), afterMs: fc.integer({ min: 0, max: 300 }), forMs: fc.integer({ min: 500, max: 5000 }) }),
+    ),
+    { nil: undefined, freq: 2 },
+  ),
 });
 
 function answerOf(plan: Plan, n: number): Answer {
@@ -121,6 +136,10 @@ const WORKER_OPTIONS = { concurrency: 4, policy: { retryScheduleMs: Array.from({
 
 let api: TestApi;
 let workers: TestWorker[] = [];
+/** The workers' environment: the API's, with Redis reached directly (only the API's link goes through the proxy). */
+let workerEnv: Record<string, string>;
+let toxiproxy: Toxiproxy;
+let apiRedis: Proxy;
 /** The run's organization's token: each run has an organization of its own, which its resync walks. */
 let token: string;
 let targets: { name: string; url: string; secrets: string[]; timeout_ms: number }[];
@@ -140,8 +159,13 @@ beforeAll(async () => {
     { name: SICK, url: sick.url, secrets: [SECRETS[SICK]], timeout_ms: SICK_TIMEOUT_MS },
     { name: STEADY, url: steady.url, secrets: [SECRETS[STEADY]], timeout_ms: 5000 },
   ];
-  api = await startTestApi({ label: 'delivery_props', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets) } });
-  workers = await Promise.all([startTestWorker(api.env, WORKER_OPTIONS), startTestWorker(api.env, WORKER_OPTIONS)]);
+  toxiproxy = await startToxiproxy();
+  const direct = inject('redisUrl');
+  const link = await toxiproxy.link('props-api-redis', direct);
+  apiRedis = link.proxy;
+  api = await startTestApi({ label: 'delivery_props', env: { DOWNSTREAM_TARGETS: JSON.stringify(targets), REDIS_URL: link.url } });
+  workerEnv = { ...api.env, REDIS_URL: direct };
+  workers = await Promise.all([startTestWorker(workerEnv, WORKER_OPTIONS), startTestWorker(workerEnv, WORKER_OPTIONS)]);
 });
 
 afterAll(async () => {
@@ -149,6 +173,7 @@ afterAll(async () => {
   await api?.close();
   await sick?.close();
   await steady?.close();
+  await toxiproxy?.stop();
 });
 
 // ---------------------------------------------------------------- one run
@@ -228,7 +253,7 @@ function checkTarget(target: keyof typeof SECRETS, id: string, calls: ReceivedCa
 
 describe('random lifecycles, a sick target and a steady one, two workers', () => {
   it('each target gets user.created first and once, never an older version after a newer, the right status, and ends at the newest version', async () => {
-    const stats = { runs: 0, users: 0, requests: 0, restarts: 0, resyncs: 0, sickCallbacks: 0, sickFailed: 0, sickGone: 0 };
+    const stats = { runs: 0, users: 0, requests: 0, restarts: 0, resyncs: 0, sickCallbacks: 0, sickFailed: 0, sickGone: 0, redisFaults: 0, unpublished: 0, sweptPasses: 0 };
     await fc.assert(
       fc.asyncProperty(planArb, async (plan) => {
         const runId = `dp${stats.runs++}-${Date.now().toString(36)}`;
@@ -247,10 +272,21 @@ describe('random lifecycles, a sick target and a steady one, two workers', () =>
           if (!plan.restartWorker) return;
           await new Promise((r) => setTimeout(r, 100));
           await workers[1]!.close();
-          workers[1] = await startTestWorker(api.env, WORKER_OPTIONS);
+          workers[1] = await startTestWorker(workerEnv, WORKER_OPTIONS);
           stats.restarts++;
         };
-        const [lives] = await Promise.all([Promise.all(plan.users.map((ops, i) => live(ids[i]!, ops))), restart(), resync()]);
+        const redisFault = async () => {
+          if (!plan.redisFault) return;
+          await new Promise((r) => setTimeout(r, plan.redisFault!.afterMs));
+          await apiRedis.inject(plan.redisFault.kind);
+          try {
+            await new Promise((r) => setTimeout(r, plan.redisFault!.forMs));
+          } finally {
+            await apiRedis.heal();
+          }
+          stats.redisFaults++;
+        };
+        const [lives] = await Promise.all([Promise.all(plan.users.map((ops, i) => live(ids[i]!, ops))), restart(), resync(), redisFault()]);
         stats.users += ids.length;
         stats.requests += plan.users.reduce((a, ops) => a + ops.length + 1, 0);
         // Settled: every target accepted every user's newest version, and the queues hold nothing more.
@@ -296,6 +332,8 @@ describe('random lifecycles, a sick target and a steady one, two workers', () =>
       },
     );
     // What the runs covered, so a run that exercised little shows it.
+    stats.unpublished = api.logs.lines.filter((l) => l.includes('event not published yet')).length;
+    stats.sweptPasses = workers.flatMap((w) => w.logs.lines).filter((l) => l.includes('outbox sweep published events')).length;
     const failing = workers.some((w) => w.logs.lines.some((l) => l.includes(`target ${SICK} is now failing`)));
     console.log(`[delivery-properties] ${JSON.stringify(stats)}; the sick target went failing in some run: ${failing}`);
     expect(stats.sickFailed).toBeGreaterThan(0);
