@@ -5,7 +5,8 @@
  * reactivations, at random short intervals, the users at once) and how a sick target answers its
  * callbacks (an outage of consecutive 500s that makes it `failing`, then 200s mixed with 500, 503,
  * 429 with `Retry-After`, answers later than its timeout, a 410 Gone that disables it until an
- * operator resumes it), and whether a worker restarts, `targets resync` (plain or `--force`)
+ * operator resumes it, a 400 that refuses a callback for good: a dead letter, which an operator
+ * replays once the queues are idle, as often as it takes), and whether a worker restarts, `targets resync` (plain or `--force`)
  * runs, and the API's link to Redis fails (connections reset, or a black hole, through Toxiproxy)
  * meanwhile: then events the API could not publish reach the targets through the worker's outbox
  * sweep, behind newer ones the API did publish. A second target always answers 200.
@@ -17,17 +18,19 @@
  * - never an older version after a newer one; one version is always one event (one `request_uuid`)
  *   and its body is the user as the API answered at that version (Redis failing never costs a
  *   request its answer: the API accepts every change without it);
- * - the last callback accepted is the user's newest version (nothing lost), and the receiver never
- *   goes from a deactivation it accepted to an active user without the `user.reactivated` in
- *   between (coalescing drops updates, never a change of status);
- * - every callback is signed with the target's secret; the queues end empty, no dead letter.
+ * - the last callback accepted is the user's newest version (nothing lost, dead letters replayed), and
+ *   the receiver never goes from a deactivation it accepted to an active user without the
+ *   `user.reactivated` in between (coalescing drops updates, never a change of status; only a
+ *   change of status the receiver itself refused is not sent again, and the next callback's
+ *   `status` is then what it goes by);
+ * - every callback is signed with the target's secret; the queues end empty, no dead letter left.
  *
  * A failure prints fast-check's `seed` and `path`; rerun exactly that case with
  * FC_SEED=<seed> FC_PATH=<path> pnpm exec vitest run test/worker/delivery-properties.test.ts
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
-import { resumeTarget, resyncTarget } from '@connect/shared';
+import { ReplayError, replayDelivery, resumeTarget, resyncTarget } from '@connect/shared';
 import { getToken, http, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, nablaSignatureVerifies, startReceiver, userOf, type Answer, type ReceivedCallback, type Receiver } from './callback-receiver.ts';
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
@@ -64,6 +67,8 @@ interface Plan {
   cycle: (Failure | 'ok')[];
   /** The sick target's callback (by arrival) answered 410 Gone, if any: the target is disabled, then an operator resumes it. */
   gone: number | undefined;
+  /** The sick target's callbacks (by arrival) answered 400: refused for good, each a dead letter until replayed. */
+  refused: number[];
   /** The API's link to Redis fails `afterMs` into the run, for `forMs` (its rate limiter and its publish after each write). */
   redisFault: { kind: Extract<FaultName, 'resetPeer' | 'blackHole'>; afterMs: number; forMs: number } | undefined;
 }
@@ -86,6 +91,7 @@ const planArb: fc.Arbitrary<Plan> = fc.record({
     .array(fc.constantFrom<Failure | 'ok'>('ok', 'ok', 'error500', 'unavailable503', 'retryAfter429', 'late'), { minLength: 6, maxLength: 12 })
     .map((c) => c.map((a, i) => (i % 2 === 0 ? 'ok' : a))),
   gone: fc.option(fc.integer({ min: 0, max: 20 }), { nil: undefined }),
+  refused: fc.oneof({ weight: 2, arbitrary: fc.constant<number[]>([]) }, { weight: 1, arbitrary: fc.uniqueArray(fc.integer({ min: 0, max: 15 }), { minLength: 1, maxLength: 2 }) }),
   // A black hole holds the API's commands until it is lifted; one longer than the API's Redis command
   // timeout (3 s) makes its publishes fail, so those events reach the targets through the sweep.
   redisFault: fc.option(
@@ -102,6 +108,7 @@ function answerOf(plan: Plan, n: number): Answer {
     void resumeOnceDisabled();
     return { status: 410 };
   }
+  if (plan.refused.includes(n)) return { status: 400 };
   if (n >= plan.outage.from && n < plan.outage.from + plan.outage.length) return { status: 500 };
   const a = plan.cycle[n % plan.cycle.length]!;
   switch (a) {
@@ -240,10 +247,20 @@ function checkTarget(target: keyof typeof SECRETS, id: string, calls: ReceivedCa
   const last = accepted.at(-1)!;
   expect(last.body.data.version, `the newest version is the last accepted: ${where}`).toBe(newest);
   // What the receiver believes, callback after callback: never active again after a deactivation
-  // it accepted unless a reactivation came in between.
+  // it accepted unless a reactivation came in between. A change of status it refused (400) is not
+  // sent again in front of newer events; the next callback it accepts says the status itself.
   let believesDeactivated = false;
-  for (const c of accepted) {
-    if (c.body.type === 'user.deactivated') believesDeactivated = true;
+  let refusedChange = false;
+  for (const c of calls) {
+    const isChange = c.body.type === 'user.deactivated' || c.body.type === 'user.reactivated';
+    if (!accepted.includes(c)) {
+      if (isChange && c.answered === 400) refusedChange = true;
+      continue;
+    }
+    if (refusedChange) {
+      believesDeactivated = c.body.data.user.status === 'deactivated';
+      refusedChange = false;
+    } else if (c.body.type === 'user.deactivated') believesDeactivated = true;
     else if (c.body.type === 'user.reactivated' || c.body.type === 'user.created') believesDeactivated = false;
     else expect(believesDeactivated, `an update of an active user after a deactivation, no reactivation between: ${where}`).toBe(false);
     expect(c.body.data.user.status, where).toBe(believesDeactivated ? 'deactivated' : 'active');
@@ -253,7 +270,7 @@ function checkTarget(target: keyof typeof SECRETS, id: string, calls: ReceivedCa
 
 describe('random lifecycles, a sick target and a steady one, two workers', () => {
   it('each target gets user.created first and once, never an older version after a newer, the right status, and ends at the newest version', async () => {
-    const stats = { runs: 0, users: 0, requests: 0, restarts: 0, resyncs: 0, sickCallbacks: 0, sickFailed: 0, sickGone: 0, redisFaults: 0, unpublished: 0, sweptPasses: 0 };
+    const stats = { runs: 0, users: 0, requests: 0, restarts: 0, resyncs: 0, sickCallbacks: 0, sickFailed: 0, sickGone: 0, redisFaults: 0, unpublished: 0, sweptPasses: 0, sickRefused: 0, replayed: 0 };
     await fc.assert(
       fc.asyncProperty(planArb, async (plan) => {
         const runId = `dp${stats.runs++}-${Date.now().toString(36)}`;
@@ -289,6 +306,41 @@ describe('random lifecycles, a sick target and a steady one, two workers', () =>
         const [lives] = await Promise.all([Promise.all(plan.users.map((ops, i) => live(ids[i]!, ops))), restart(), resync(), redisFault()]);
         stats.users += ids.length;
         stats.requests += plan.users.reduce((a, ops) => a + ops.length + 1, 0);
+        // Dead letters (callbacks the sick target refused for good) are replayed, as an operator would,
+        // once nothing else moves: every user's newest version accepted, or a dead letter of the user.
+        const queuesIdle = async () => {
+          for (const name of [SICK, STEADY]) {
+            const counts = await workers[0]!.deps.deliveries.get(name)!.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+            expect(counts, name).toMatchObject({ waiting: 0, active: 0, delayed: 0, prioritized: 0 });
+          }
+        };
+        const deadLetters = () => api.models.Delivery.find({ external_provider_id: { $in: ids }, status: 'failed' }).lean();
+        for (let replays = 0; plan.refused.length > 0; replays++) {
+          await eventually(
+            async () => {
+              await queuesIdle();
+              const failedUsers = new Set((await deadLetters()).map((d) => d.external_provider_id));
+              for (const [i, id] of ids.entries()) {
+                const newest = Math.max(...lives[i]!.keys());
+                const done = (r: Receiver) => r.accepted().some((c) => userOf(c) === id && c.body.data.version === newest);
+                expect(done(steady) && (done(sick) || failedUsers.has(id)), `${id}: ${trail(sick.received.filter((c) => userOf(c) === id))}`).toBe(true);
+              }
+            },
+            120_000,
+            200,
+          );
+          const failed = await deadLetters();
+          if (failed.length === 0) break;
+          expect(replays, 'dead letters replayed again and again').toBeLessThan(10);
+          const w = workers[0]!.deps;
+          for (const d of failed) {
+            // A row the processor marked superseded meanwhile (a newer version went out) is not replayed: fine.
+            await replayDelivery({ store: w.store, queues: w.deliveries, targets }, d._id).catch((err: unknown) => {
+              if (!(err instanceof ReplayError)) throw err;
+            });
+            stats.replayed++;
+          }
+        }
         // Settled: every target accepted every user's newest version, and the queues hold nothing more.
         await eventually(
           () => {
@@ -303,12 +355,8 @@ describe('random lifecycles, a sick target and a steady one, two workers', () =>
           120_000,
           200,
         );
-        await eventually(async () => {
-          for (const name of [SICK, STEADY]) {
-            const counts = await workers[0]!.deps.deliveries.get(name)!.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'failed');
-            expect(counts, name).toMatchObject({ waiting: 0, active: 0, delayed: 0, prioritized: 0, failed: 0 });
-          }
-        }, 60_000);
+        await eventually(queuesIdle, 60_000);
+        expect(await deadLetters(), 'no dead letter left').toEqual([]);
         for (const [name, r] of [
           [SICK, sick],
           [STEADY, steady],
@@ -322,6 +370,7 @@ describe('random lifecycles, a sick target and a steady one, two workers', () =>
         stats.sickCallbacks += sickCalls.length;
         stats.sickFailed += sickCalls.filter((c) => c.answered === null || c.answered >= 300).length;
         stats.sickGone += sickCalls.filter((c) => c.answered === 410).length;
+        stats.sickRefused += sickCalls.filter((c) => c.answered === 400).length;
       }),
       {
         numRuns: NUM_RUNS,
