@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startTcpProxy, type TcpProxy } from '@connect/local-services';
-import { disableClient } from '@connect/shared';
+import { disableClient, enableClient } from '@connect/shared';
 import { databaseUrl, getToken, getUser, http, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 
 const cleanup: (() => Promise<unknown>)[] = [];
@@ -58,4 +58,32 @@ describe('A disabled client with the default client cache (docs/contract.md: its
     expect(res.headers.get('www-authenticate')).toMatch(/^Bearer/);
     expect(tookMs).toBeLessThanOrEqual(60_000);
   }, 90_000);
+});
+
+describe('A client enabled again', () => {
+  it('its new tokens work at once, on the API that issued them and on another that had read it disabled', async () => {
+    // Two API processes of one deployment (one database, one PUBLIC_BASE_URL); the second's client
+    // cache keeps a reading for 10 minutes, so only a rule, not an expiry, can make it read again.
+    const issuer = await startTestApi({ label: 'reenable' });
+    cleanup.push(() => issuer.close());
+    const other = await startTestApi({ label: 'reenable', mongoUrl: issuer.env.MONGO_URL, env: { PUBLIC_BASE_URL: issuer.env.PUBLIC_BASE_URL! }, clientCacheTtlMs: 600_000 });
+    cleanup.push(() => other.close());
+    const clinic = await registerTestClient(issuer.models);
+    const before = await getToken(issuer, clinic);
+    const id = randomUUID();
+    expect((await postUser(issuer, before, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+
+    await disableClient(issuer.models, clinic.client._id);
+    // Both APIs now hold "disabled" in their caches.
+    expect((await getUser(other, before, id)).status).toBe(401);
+    expect((await getToken(issuer, clinic).then(() => 'issued', (err: Error) => err.message))).not.toBe('issued');
+    const readDisabledAt = Date.now();
+
+    // A token issued a second or more after those readings, as a client that learns of the re-enable would ask for.
+    await enableClient(issuer.models, clinic.client._id);
+    while (Date.now() - readDisabledAt < 1100) await new Promise((r) => setTimeout(r, 100));
+    const after = await getToken(issuer, clinic);
+    expect((await getUser(issuer, after, id)).status).toBe(200);
+    expect((await getUser(other, after, id)).status).toBe(200);
+  }, 60_000);
 });

@@ -6,6 +6,8 @@ import type { ServiceSigningKey } from './service-signing-key.ts';
 export interface AccessTokenClaims {
   clientId: string;
   organizationId: string;
+  /** When the token was issued (`iat`, seconds). */
+  issuedAt: number;
 }
 
 /**
@@ -19,7 +21,7 @@ export class AccessTokens {
     readonly ttlSeconds: number,
   ) {}
 
-  async issue(claims: AccessTokenClaims): Promise<string> {
+  async issue(claims: Omit<AccessTokenClaims, 'issuedAt'>): Promise<string> {
     const now = Math.floor(Date.now() / 1000);
     return new SignJWT({ org_id: claims.organizationId, client_id: claims.clientId })
       .setProtectedHeader({ alg: this.key.alg, kid: this.key.kid, typ: 'at+jwt' })
@@ -52,12 +54,12 @@ export class AccessTokens {
       issuer: this.issuer,
       audience: this.issuer,
       typ: 'at+jwt',
-      requiredClaims: ['exp', 'sub'],
+      requiredClaims: ['exp', 'iat', 'sub'],
     });
     if (typeof payload.org_id !== 'string' || typeof payload.client_id !== 'string' || payload.client_id !== payload.sub) {
       throw new Error('access token lacks its claims');
     }
-    const claims = { clientId: payload.client_id, organizationId: payload.org_id };
+    const claims = { clientId: payload.client_id, organizationId: payload.org_id, issuedAt: payload.iat ?? 0 };
     const ttl = payload.exp! * 1000 - Date.now();
     if (ttl > 0) this.verified.set(token, claims, { ttl });
     return claims;

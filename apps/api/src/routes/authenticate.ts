@@ -83,7 +83,7 @@ export function authenticate(deps: AuthenticateDeps, minimumVersion: ApiVersion)
     } catch {
       throw new UnauthorizedError(true, 'The access token is invalid or expired.');
     }
-    const active = await deps.clients.cached(claims.clientId);
+    const active = await deps.clients.cached(claims.clientId, claims.issuedAt);
     if (!active || active.organization._id !== claims.organizationId) {
       throw new UnauthorizedError(true, 'The access token is invalid or expired.');
     }
