@@ -36,7 +36,7 @@ import { eventually, nablaSignatureVerifies, startReceiver, userOf, type Answer,
 import { startTestWorker, type TestWorker } from './worker-under-test.ts';
 import { startToxiproxy, type FaultName, type Proxy, type Toxiproxy } from '../faults/toxiproxy.ts';
 
-/** Each run takes 2 to 3 s here; FC_RUNS=60 hunts longer. */
+/** Each run takes 2 to 8 s here (longest with a black hole, whose events wait for the sweep); FC_RUNS=60 hunts longer. */
 const NUM_RUNS = Number(process.env.FC_RUNS ?? 8);
 // A run that fails waits up to 3 minutes for its deliveries first; fast-check stops at the first failure.
 vi.setConfig({ testTimeout: 200_000 + NUM_RUNS * 15_000 });
