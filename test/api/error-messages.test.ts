@@ -43,8 +43,11 @@ describe('validation messages', () => {
     expect(specialty.errors).toEqual([{ path: 'settings.specialty', message: 'expected an object' }]);
     const email = await problemFor({ ...valid(), provider_email: 42 });
     expect(email.errors).toEqual([{ path: 'provider_email', message: 'expected a string' }]);
+    // null, as answers show settings until they are first sent: refused (the request's settings are an object or absent), saying what to do.
     const settings = await problemFor({ ...valid(), settings: null });
-    expect(settings.errors).toEqual([{ path: 'settings', message: 'expected an object' }]);
+    expect(settings.errors).toEqual([{ path: 'settings', message: 'expected an object, not null: leave settings out to keep the current ones' }]);
+    const nullEmail = await problemFor({ ...valid(), provider_email: null });
+    expect(nullEmail.errors).toEqual([{ path: 'provider_email', message: 'expected a string, not null' }]);
   });
 
   it('an unknown locale: "must be one of the supported locales", the list once, in errors[] only', async () => {

@@ -29,7 +29,10 @@ function fieldErrorOf(issue: z.core.$ZodIssue, path: string, atRoot: boolean): F
   if (issue.code === 'invalid_type') {
     if (atRoot) return { path, message: 'the body must be a JSON object' };
     if (missing) return { path, message: 'is required' };
-    return { path, message: `expected ${ARTICLE[issue.expected] ?? `a ${issue.expected}`}` };
+    const expected = `expected ${ARTICLE[issue.expected] ?? `a ${issue.expected}`}`;
+    // Answers show `settings: null` until settings are first sent; a client that sends the user back as it got it is told what to do.
+    if (issue.input === null) return { path, message: path === 'settings' ? `${expected}, not null: leave settings out to keep the current ones` : `${expected}, not null` };
+    return { path, message: expected };
   }
   if (issue.code === 'invalid_value') {
     if (missing) return { path, message: 'is required' };
