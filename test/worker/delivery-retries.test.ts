@@ -101,6 +101,25 @@ describe('retryable answers are retried with backoff', () => {
       expect((await getUser(api, token, id)).body.sync[0]).toMatchObject({ status: 'failed', version: 1, attempts: 4, last_error: 'HTTP 502' }),
     );
   });
+
+  it("replayed, the dead letter's attempts go on counting: the user's sync says 4, as `deliveries show` does, not the replay job's 1", async () => {
+    // A success first: the test before left the target 4 failures in a row, one short of failing (held, not dead-lettered).
+    const ok = nextId('healthy-again');
+    await createUser(ok);
+    await eventually(async () => expect((await rowOf(ok))?.status).toBe('delivered'), 10_000);
+    const id = nextId('replay-counted');
+    script.set(id, [{ status: 502 }, { status: 502 }, { status: 400 }]);
+    await createUser(id);
+    await eventually(async () => expect((await rowOf(id))?.status).toBe('failed'), 10_000);
+    expect(await rowOf(id)).toMatchObject({ attempts: 3 });
+    await replayDelivery(replayDeps(), (await rowOf(id))!._id);
+    await eventually(async () => expect((await rowOf(id))?.status).toBe('delivered'), 10_000);
+    expect(await rowOf(id)).toMatchObject({ attempts: 4 });
+    await eventually(async () => expect((await getUser(api, token, id)).body.sync[0]).toMatchObject({ status: 'delivered', version: 1, attempts: 4, last_error: null }));
+    // A new version starts its own count.
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'GERMAN_DE' } })).body.version).toBe(2);
+    await eventually(async () => expect((await getUser(api, token, id)).body.sync[0]).toMatchObject({ status: 'delivered', version: 2, attempts: 1 }));
+  });
 });
 
 describe('other 4xx fail at once and are dead-lettered, then replayable', () => {

@@ -185,6 +185,9 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       // the target may have received (docs/delivery.md, "Status changes").
       const skippedChange = user && deliveredVersion === 0 ? statusChangeOf(user) : undefined;
       const sentBeforeNewest = skippedChange !== undefined && skippedChange.version < newest.version && toSend.length > 1;
+      // The sync state's `attempts` count the attempts at its version, as the version's Delivery row
+      // does: a replayed or recovered delivery (a new job, starting at attempt 1) goes on counting.
+      const versionAttempts = (sync?.version === newest.version ? (sync.attempts ?? 0) : 0) + attemptsToRecord;
       // Delivered by this run: never dead-lettered after, when a later event of the run fails.
       const sentNow = new Set<string>();
       for (const event of toSend) {
@@ -196,7 +199,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         // The outcome is this run's to record only if the job is still its own: one paused through
         // the send would otherwise set back rows and sync state its successor has moved on.
         await mustOwn(job, token, event, 'this run lost the job to another during its callback; leaving the outcome to it');
-        const attemptFields = { version: newest.version, attempts: attempt, last_attempt_at: startedAt };
+        const attemptFields = { version: newest.version, attempts: versionAttempts, last_attempt_at: startedAt };
         const history = {
           deliveryId: deliveryIdOf(event.id, targetName),
           target: targetName,
