@@ -12,7 +12,9 @@
  * receiver verified (scripts/stack-callbacks.ts).
  *
  * Environment: PORT (API, default 3000), STACK_DIR (default .local/stack),
- * STACK_DATABASE (PostgreSQL database for FerretDB, default connect_local).
+ * STACK_DATABASE (PostgreSQL database for FerretDB, default connect_local),
+ * DOWNSTREAM_TARGETS or DOWNSTREAM_TARGETS_FILE (targets of one's own, delivered to
+ * beside the demo receiver).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -45,14 +47,36 @@ interface State {
   admin_token: string;
 }
 
+/**
+ * The operator's own targets, given as to the API and worker (DOWNSTREAM_TARGETS, or
+ * DOWNSTREAM_TARGETS_FILE), delivered to beside the demo receiver. Their fields are checked
+ * by the API and worker at start, as always; here only that they are a JSON array.
+ */
+function ownTargets(): { name?: unknown }[] {
+  const file = process.env.DOWNSTREAM_TARGETS_FILE;
+  const raw = file ? readFileSync(file, 'utf8') : process.env.DOWNSTREAM_TARGETS;
+  if (raw === undefined || raw.trim() === '') return [];
+  const from = file ? `DOWNSTREAM_TARGETS_FILE (${file})` : 'DOWNSTREAM_TARGETS';
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new Error(`${from} is not JSON: give a JSON array of targets ({"name", "url", "secrets"}), delivered to beside the demo receiver`);
+  }
+  if (!Array.isArray(parsed)) throw new Error(`${from} must be a JSON array of targets ({"name", "url", "secrets"})`);
+  return parsed as { name?: unknown }[];
+}
+
 const stops: (() => Promise<void>)[] = [];
 const children: ChildProcess[] = [];
 
 function launch(name: string, script: string, env: Record<string, string>): ChildProcess {
   const log = createWriteStream(join(dir, `${name}.log`), { flags: 'a' });
+  // The targets are in DOWNSTREAM_TARGETS, the demo receiver's with the operator's own (ownTargets).
+  const { DOWNSTREAM_TARGETS_FILE: _file, ...inherited } = process.env;
   const child = spawn(process.execPath, ['--import', 'tsx', script], {
     cwd: REPO_ROOT,
-    env: { ...process.env, ...env },
+    env: { ...inherited, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group: Ctrl-C reaches only this script, which then stops
     // the API before the worker and the datastores, in that order.
@@ -96,6 +120,8 @@ async function stopAll(code: number): Promise<void> {
   process.exit(code);
 }
 async function main(): Promise<void> {
+  // Before anything starts: a malformed value stops the stack at once, naming the variable.
+  const own = ownTargets();
   mkdirSync(dir, { recursive: true });
   const database = process.env.STACK_DATABASE ?? 'connect_local';
   say(`building/starting FerretDB on the local PostgreSQL (database ${database})…`);
@@ -153,7 +179,7 @@ async function main(): Promise<void> {
     QUEUE_PREFIX: `connect-${database}`,
     LOG_LEVEL: 'info',
     ADMIN_TOKEN: state.admin_token,
-    DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'demo-receiver', url: `http://127.0.0.1:${receiverPort}/callbacks`, secrets: [state.callback_secret] }]),
+    DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'demo-receiver', url: `http://127.0.0.1:${receiverPort}/callbacks`, secrets: [state.callback_secret] }, ...own]),
   };
   writeEnvFile({
     MONGO_URL: env.MONGO_URL,
@@ -181,6 +207,7 @@ async function main(): Promise<void> {
   private key   ${keyFile}
   docs          ${baseUrl}/docs
   dashboard     ${baseUrl}/admin/queues   (any user name; the password is admin_token in ${shown(statePath)})
+  targets       demo-receiver${own.map((t) => `, ${String(t.name)}`).join('')}
   logs          ${dir}/{api,worker,receiver}.log
 
 Settings for \`pnpm cli\` in another terminal: ${envFile} (read when MONGO_URL is not set).

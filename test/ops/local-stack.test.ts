@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../support/child-process.ts';
 import { freePort, REPO_ROOT } from '@connect/local-services';
+import { eventually, nablaSignatureVerifies, startReceiver, userOf } from '../worker/callback-receiver.ts';
 
 const run = promisify(execFile);
 const database = `stack_test_${Date.now().toString(36)}`;
@@ -38,13 +39,13 @@ afterAll(async () => {
 });
 
 describe('pnpm stack: the whole system in one command on a machine without Docker', () => {
-  it('comes up, writes its settings for the CLI, prints a copy-paste block that runs as printed and shows the verified callback of this run, reuses its demo data, and stops on Ctrl-C and on SIGTERM to pnpm', async () => {
+  it('comes up, writes its settings for the CLI, prints a copy-paste block that runs as printed and shows the verified callback of this run, reuses its demo data, delivers to a target of one\'s own given in DOWNSTREAM_TARGETS too, and stops on Ctrl-C and on SIGTERM to pnpm', async () => {
     const dir = stackDir();
     const port = await freePort();
-    const start = () => {
+    const start = (env: Record<string, string> = {}) => {
       const child = spawn('pnpm', ['-s', 'stack'], {
         cwd: REPO_ROOT,
-        env: { ...process.env, PORT: String(port), STACK_DIR: dir, STACK_DATABASE: database },
+        env: { ...process.env, PORT: String(port), STACK_DIR: dir, STACK_DATABASE: database, ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true, // its own process group, so the test can send Ctrl-C's SIGINT to the group as a terminal does
       });
@@ -88,14 +89,20 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     await waitFor(async () => fetch(`http://127.0.0.1:${port}/livez`).then(() => false, () => true), 10_000, 'the API to be gone');
     expect(existsSync(join(dir, 'env')), 'the env file of a stopped stack is removed').toBe(false);
 
-    const second = start();
+    // The second run also delivers to a receiver of the operator's own.
+    const mine = await startReceiver();
+    const second = start({ DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'mine', url: mine.url, secrets: ['mine-secret'] }]) });
     await waitFor(() => second.output().includes('ready in'), 120_000, 'the stack to be ready again');
+    expect(second.output()).toMatch(/targets\s+demo-receiver, mine\n/);
     expect(second.output()).toContain('reusing the demo organization');
     expect(second.output()).toContain(clientId);
     // Same database, same receiver.log (appended): the block shows this run's callback only.
     const secondRun = await runBlock(second.output());
     expect(secondRun.ehrId).not.toBe(firstRun.ehrId);
     expect(secondRun.callbacks).toEqual([expect.objectContaining({ external_provider_id: secondRun.ehrId })]);
+    await eventually(() => mine.accepted().some((c) => userOf(c) === secondRun.ehrId && c.body.type === 'user.created'), 30_000);
+    expect(nablaSignatureVerifies(mine.accepted().find((c) => userOf(c) === secondRun.ehrId)!, 'mine-secret')).toBe(true);
+    await mine.close();
     const { stdout: all } = await run('pnpm', ['-s', 'stack', 'callbacks'], { cwd: REPO_ROOT, env: { ...process.env, STACK_DIR: dir } });
     expect(JSON.parse(all).callbacks.map((c: { external_provider_id: string }) => c.external_provider_id)).toEqual([secondRun.ehrId]);
     // SIGTERM to pnpm alone, as a supervisor or a script that started it sends it: it reaches the
