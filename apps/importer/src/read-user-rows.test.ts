@@ -106,6 +106,23 @@ describe('bytes that are not UTF-8 (a Latin-1 export, a cut file)', () => {
     expect(rows[4]).toMatchObject({ ok: true, body: { external_provider_id: 'Jos\u00e9' } });
   });
 
+  it('after a quoted cell holding a CR LF or a lone CR (which the CSV parser counts as line breaks of their own), the bad row is still the one refused, with the lines an editor shows', async () => {
+    const file = Buffer.concat([
+      Buffer.from('provider_email,external_provider_id\na@b.org,"two\r\nlines"\nb@b.org,"cr\ronly"\nc@b.org,bad-'),
+      bad[0]!,
+      Buffer.from('\nd@b.org,ok\n'),
+    ]);
+    const rows = await rowsOf('crlf-in-cell.csv', file);
+    expect(rows.map((r) => [r.line, r.ok])).toEqual([
+      [3, true],
+      [4, true],
+      [5, false],
+      [6, true],
+    ]);
+    expect(rows[2]).toMatchObject({ ok: false, error: { kind: 'validation', message: message(5) } });
+    expect(rows[0]).toMatchObject({ ok: true, body: { external_provider_id: 'two\r\nlines' } });
+  });
+
   it('refuse that NDJSON line naming it, and only it', async () => {
     const line = (id: string | Buffer) => Buffer.concat([Buffer.from('{"provider_email":"a@b.org","external_provider_id":"'), Buffer.from(id), Buffer.from('"}\n')]);
     const rows = await rowsOf('latin1.ndjson', Buffer.concat([line('ok-1'), line(Buffer.concat([Buffer.from('x'), bad[0]!])), line(Buffer.concat([Buffer.from('y'), bad[1]!])), line('Jos\u00e9')]));

@@ -80,21 +80,32 @@ function incompleteTail(buf: Buffer): number {
 }
 
 /**
- * The lines (1-based, counted by \n, as the CSV parser counts them) holding bytes that are not
- * UTF-8, found as the bytes stream past: the parser would decode them as U+FFFD without a word.
- * It sees each chunk before the parser does, so a record the parser yields has been checked.
+ * Line numbers and bytes that are not UTF-8, by position in the file, found as the bytes
+ * stream past: the parser would decode such bytes as U+FFFD without a word. It sees each
+ * chunk before the parser does, so a record the parser yields has been checked. Records are
+ * matched to lines by their byte range (the parser's `info.bytes`), not by the parser's own
+ * line count: that one counts a CR LF inside a quoted cell, or a lone CR, as line breaks of
+ * their own, and a row after such a cell was then matched with its neighbour's bad bytes (the
+ * bad row imported with U+FFFD, a good one refused). Lines are counted by LF, as editors and
+ * `wc -l` count them.
  */
 class Utf8LineCheck {
-  /** Bad lines not yet claimed by a record, in order: a few at most, the parser reads little ahead. */
-  readonly bad: number[] = [];
+  /** Lines holding bad bytes not yet claimed by a record, in order: a few at most, the parser reads little ahead. */
+  private readonly bad: { line: number; start: number }[] = [];
+  /** Offsets of the LFs pushed but not yet passed by lineAt (the parser reads little ahead), and how many were passed. */
+  private newlines: number[] = [];
+  private passed = 0;
+  private passedLines = 0;
+  /** Bytes pushed before the carried tail; the line being read, where it starts, and whether it is bad so far. */
+  private offset = 0;
   private line = 1;
+  private lineStart = 0;
   private lineBad = false;
   private carry: Buffer = Buffer.alloc(0);
 
   push(chunk: Buffer): void {
     const buf = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
     const keep = incompleteTail(buf);
-    this.carry = Buffer.from(buf.subarray(buf.length - keep));
     const end = buf.length - keep;
     // \n never occurs inside a multi-byte sequence: each piece between two of them is checked alone.
     for (let start = 0; ; ) {
@@ -102,25 +113,47 @@ class Utf8LineCheck {
       const stop = nl === -1 || nl > end ? end : nl;
       if (!this.lineBad && stop > start && !isUtf8(buf.subarray(start, stop))) this.lineBad = true;
       if (nl === -1 || nl > end) break;
-      if (this.lineBad) this.bad.push(this.line);
-      this.line++;
-      this.lineBad = false;
+      this.newlineAt(this.offset + nl);
       start = nl + 1;
     }
+    this.offset += end;
+    this.carry = Buffer.from(buf.subarray(end));
   }
 
   end(): void {
-    if (this.carry.length > 0 || this.lineBad) this.bad.push(this.line);
+    if (this.carry.length > 0) this.lineBad = true;
+    if (this.lineBad) this.bad.push({ line: this.line, start: this.lineStart });
   }
 
-  /** The first bad line from `from` to `to`, forgetting those up to `to`. */
+  /** The line (1-based) of the byte at `offset`; offsets asked only ever grow. */
+  lineAt(offset: number): number {
+    let i = this.passed;
+    while (i < this.newlines.length && this.newlines[i]! < offset) i++;
+    this.passedLines += i - this.passed;
+    this.passed = i;
+    if (this.passed > 4096) {
+      this.newlines = this.newlines.slice(this.passed);
+      this.passed = 0;
+    }
+    return this.passedLines + 1;
+  }
+
+  /** The first bad line of the bytes from `from` (inclusive) to `to` (exclusive), forgetting those before `to`. */
   claim(from: number, to: number): number | undefined {
     let found: number | undefined;
-    while (this.bad.length > 0 && this.bad[0]! <= to) {
-      const line = this.bad.shift()!;
-      if (line >= from && found === undefined) found = line;
+    while (this.bad.length > 0 && this.bad[0]!.start < to) {
+      const bad = this.bad.shift()!;
+      if (found === undefined) found = bad.line;
     }
     return found;
+  }
+
+  private newlineAt(offset: number): void {
+    if (this.lineBad) this.bad.push({ line: this.line, start: this.lineStart });
+    this.newlines.push(offset);
+    this.line++;
+    this.lineStart = offset + 1;
+    this.lineBad = false;
   }
 }
 
@@ -141,11 +174,14 @@ export async function* readCsvRows(path: string, progress: ReadProgress): AsyncG
   file.on('error', (err) => parser.destroy(err));
   let names: string[] | undefined;
   let lastLine = 0;
+  let lastByte = 0;
   try {
-    for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
-      const firstLine = lastLine + 1;
-      lastLine = info.lines;
-      const badLine = utf8.claim(firstLine, info.lines);
+    for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: { bytes: number } }>) {
+      // The record's bytes, its delimiter included; its line is the one it ends on (the delimiter's).
+      const badLine = utf8.claim(lastByte, info.bytes);
+      const line = utf8.lineAt(info.bytes - 1);
+      lastByte = info.bytes;
+      lastLine = line;
       if (!names) {
         if (badLine !== undefined) throw new InputFileError(`the header (line ${badLine}) is not valid UTF-8; save the file as UTF-8 (a Latin-1 or Windows-1252 export is not)`);
         names = headerOf(record);
@@ -153,14 +189,14 @@ export async function* readCsvRows(path: string, progress: ReadProgress): AsyncG
       }
       // Refused, not imported with U+FFFD in place of the bytes: an id the EHR will never send.
       if (badLine !== undefined) {
-        yield { line: info.lines, raw: record, ok: false, error: notUtf8(badLine) };
+        yield { line, raw: record, ok: false, error: notUtf8(badLine) };
         continue;
       }
       if (record.length !== names.length) {
-        yield { line: info.lines, raw: record, ok: false, error: { kind: 'validation', message: `the row has ${record.length} cells, the header ${names.length}` } };
+        yield { line, raw: record, ok: false, error: { kind: 'validation', message: `the row has ${record.length} cells, the header ${names.length}` } };
         continue;
       }
-      yield validateRow(info.lines, Object.fromEntries(names.map((n, i) => [n, record[i]])));
+      yield validateRow(line, Object.fromEntries(names.map((n, i) => [n, record[i]])));
     }
   } catch (err) {
     if (err instanceof InputFileError) throw err;
