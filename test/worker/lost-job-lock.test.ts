@@ -125,7 +125,7 @@ describe('a run that found the target without the user, whose lock lapses while 
         ['user.updated', 4, 200],
       ]);
       const user = (await stack.api.models.ProviderUser.findOne({ external_provider_id: id }).lean())!;
-      expect(await stack.worker.deps.store.readSync(user._id.toString(), 't')).toMatchObject({ status: 'delivered', version: 4, delivered_version: 4, sent_version: 4 });
+      await eventually(async () => expect(await stack.worker.deps.store.readSync(user._id.toString(), 't')).toMatchObject({ status: 'delivered', version: 4, delivered_version: 4, sent_version: 4 }), 10_000);
     } finally {
       releaseNewest();
       await resumeTarget(admin, 't');

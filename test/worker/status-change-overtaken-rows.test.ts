@@ -129,7 +129,8 @@ describe('a target that never had the user, behind a change of status, whose new
         ['user.updated', 4, 200],
       ]);
       const user = (await api.models.ProviderUser.findOne({ external_provider_id: id }).lean())!;
-      expect(await stack.worker.deps.store.readSync(user._id.toString(), 'dictation')).toMatchObject({ status: 'delivered', version: 4, delivered_version: 4, sent_version: 4 });
+      // The worker records the outcome after the receiver has answered: waited for, not assumed.
+      await eventually(async () => expect(await stack.worker.deps.store.readSync(user._id.toString(), 'dictation')).toMatchObject({ status: 'delivered', version: 4, delivered_version: 4, sent_version: 4 }), 10_000);
       await eventually(async () => {
         const rows = await api.models.Delivery.find({ external_provider_id: id, target: 'dictation' }).lean();
         expect(Object.fromEntries(rows.map((r) => [r.version, r.status]))).toEqual({ 1: 'delivered', 2: 'superseded', 3: 'superseded', 4: 'delivered' });
