@@ -138,8 +138,11 @@ class Utf8LineCheck {
     return this.passedLines + 1;
   }
 
-  /** The first bad line of the bytes from `from` (inclusive) to `to` (exclusive), forgetting those before `to`. */
-  claim(from: number, to: number): number | undefined {
+  /**
+   * The first bad line among the bytes before `to` not claimed yet (the next record's: records
+   * are claimed in order, and a line starts inside the record it belongs to), forgetting them.
+   */
+  claim(to: number): number | undefined {
     let found: number | undefined;
     while (this.bad.length > 0 && this.bad[0]!.start < to) {
       const bad = this.bad.shift()!;
@@ -174,13 +177,11 @@ export async function* readCsvRows(path: string, progress: ReadProgress): AsyncG
   file.on('error', (err) => parser.destroy(err));
   let names: string[] | undefined;
   let lastLine = 0;
-  let lastByte = 0;
   try {
     for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: { bytes: number } }>) {
       // The record's bytes, its delimiter included; its line is the one it ends on (the delimiter's).
-      const badLine = utf8.claim(lastByte, info.bytes);
+      const badLine = utf8.claim(info.bytes);
       const line = utf8.lineAt(info.bytes - 1);
-      lastByte = info.bytes;
       lastLine = line;
       if (!names) {
         if (badLine !== undefined) throw new InputFileError(`the header (line ${badLine}) is not valid UTF-8; save the file as UTF-8 (a Latin-1 or Windows-1252 export is not)`);
