@@ -54,7 +54,14 @@ interface State {
  */
 function ownTargets(): { name?: unknown }[] {
   const file = process.env.DOWNSTREAM_TARGETS_FILE;
-  const raw = file ? readFileSync(file, 'utf8') : process.env.DOWNSTREAM_TARGETS;
+  let raw = process.env.DOWNSTREAM_TARGETS;
+  if (file) {
+    try {
+      raw = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new Error(`DOWNSTREAM_TARGETS_FILE (${file}) cannot be read: ${(err as Error).message}`);
+    }
+  }
   if (raw === undefined || raw.trim() === '') return [];
   const from = file ? `DOWNSTREAM_TARGETS_FILE (${file})` : 'DOWNSTREAM_TARGETS';
   let parsed: unknown;
