@@ -1,7 +1,8 @@
 /**
  * Property-based test of the importer's CSV reading (`pnpm import-users --file users.csv`): for
  * random files, every data row comes back once, in order, with the line number an operator
- * would look at (where the row ends; a quoted cell may span lines), its cells exactly as
+ * would look at (where the row ends; a quoted cell may span lines; LF, CR LF and CR alone each end
+ * a line, as in an editor), its cells exactly as
  * written (commas, quotes, line breaks and any Unicode inside quoted cells), and a row holding
  * bytes that are not UTF-8 refused naming the line they are on, without touching its
  * neighbours. Files are large enough to cross the reader's 64 KiB chunks, where the UTF-8
@@ -31,7 +32,7 @@ interface Row {
 /** Text a cell may hold: mostly plain, sometimes what CSV must quote, sometimes anything. */
 const cellText = fc.oneof(
   { weight: 4, arbitrary: fc.stringMatching(/^[a-z0-9._-]{1,24}$/) },
-  { weight: 2, arbitrary: fc.string({ unit: fc.constantFrom('a', 'b', ',', '"', '\n', '\r\n', ' ', ';', 'é', '😀', '\t'), minLength: 1, maxLength: 12 }) },
+  { weight: 2, arbitrary: fc.string({ unit: fc.constantFrom('a', 'b', ',', '"', '\n', '\r\n', '\r', ' ', ';', 'é', '😀', '\t'), minLength: 1, maxLength: 12 }) },
   { weight: 1, arbitrary: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 16 }) },
   { weight: 1, arbitrary: fc.string({ unit: fc.constantFrom('x', 'y', ' '), minLength: 200, maxLength: 900 }) },
 );
@@ -47,10 +48,14 @@ const rowArb: fc.Arbitrary<Row> = fc.record({
 const fileArb = fc.record({
   // Large sizes too: a few hundred rows, some of 1 KB, cross the reader's 64 KiB chunks.
   rows: fc.array(rowArb, { minLength: 1, maxLength: 400, size: 'large' }),
-  eol: fc.constantFrom('\n', '\r\n'),
+  // LF, CR LF, and a classic Mac file's CR alone.
+  eol: fc.constantFrom('\n', '\r\n', '\r'),
   bom: fc.boolean(),
   finalEol: fc.boolean(),
 });
+
+/** Line breaks as an editor counts them: LF, CR LF, or a CR alone. */
+const breaksIn = (text: string) => (text.match(/\r\n|\r|\n/g) ?? []).length;
 
 /** RFC 4180: a cell with a comma, quote or line break (or a space at either end) is quoted, its quotes doubled. */
 const quoted = (cell: string) => (/[",\r\n]|^\s|\s$/.test(cell) ? `"${cell.replaceAll('"', '""')}"` : cell);
@@ -64,7 +69,7 @@ function fileOf(f: { rows: Row[]; eol: string; bom: boolean; finalEol: boolean }
   const lines: { start: number; end: number }[] = [];
   f.rows.forEach((row, i) => {
     const text = row.cells.map(quoted).join(',');
-    const breaks = (text.match(/\n/g) ?? []).length;
+    const breaks = breaksIn(text);
     lines.push({ start: line, end: line + breaks });
     line += breaks + 1;
     const [email, ...rest] = row.cells;

@@ -106,21 +106,32 @@ describe('bytes that are not UTF-8 (a Latin-1 export, a cut file)', () => {
     expect(rows[4]).toMatchObject({ ok: true, body: { external_provider_id: 'Jos\u00e9' } });
   });
 
-  it('after a quoted cell holding a CR LF or a lone CR (which the CSV parser counts as line breaks of their own), the bad row is still the one refused, with the lines an editor shows', async () => {
+  it('after a quoted cell holding a CR LF (which the CSV parser counts as two line breaks), the bad row is still the one refused, with the lines an editor shows', async () => {
     const file = Buffer.concat([
-      Buffer.from('provider_email,external_provider_id\na@b.org,"two\r\nlines"\nb@b.org,"cr\ronly"\nc@b.org,bad-'),
+      Buffer.from('provider_email,external_provider_id\na@b.org,"two\r\nlines"\nb@b.org,"cr\ralone"\nc@b.org,bad-'),
       bad[0]!,
       Buffer.from('\nd@b.org,ok\n'),
     ]);
     const rows = await rowsOf('crlf-in-cell.csv', file);
     expect(rows.map((r) => [r.line, r.ok])).toEqual([
       [3, true],
-      [4, true],
-      [5, false],
-      [6, true],
+      [5, true],
+      [6, false],
+      [7, true],
     ]);
-    expect(rows[2]).toMatchObject({ ok: false, error: { kind: 'validation', message: message(5) } });
+    expect(rows[2]).toMatchObject({ ok: false, error: { kind: 'validation', message: message(6) } });
     expect(rows[0]).toMatchObject({ ok: true, body: { external_provider_id: 'two\r\nlines' } });
+  });
+
+  it('a classic Mac file (lines ended by CR alone): each row at its own line, the bad one refused naming it', async () => {
+    const file = Buffer.concat([Buffer.from('provider_email,external_provider_id\ra@b.org,ok-1\rb@b.org,bad-'), bad[1]!, Buffer.from('\rc@b.org,ok-2\r')]);
+    const rows = await rowsOf('mac.csv', file);
+    expect(rows.map((r) => [r.line, r.ok])).toEqual([
+      [2, true],
+      [3, false],
+      [4, true],
+    ]);
+    expect(rows[1]).toMatchObject({ ok: false, error: { kind: 'validation', message: message(3) } });
   });
 
   it('refuse that NDJSON line naming it, and only it', async () => {

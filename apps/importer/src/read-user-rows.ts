@@ -86,13 +86,13 @@ function incompleteTail(buf: Buffer): number {
  * matched to lines by their byte range (the parser's `info.bytes`), not by the parser's own
  * line count: that one counts a CR LF inside a quoted cell, or a lone CR, as line breaks of
  * their own, and a row after such a cell was then matched with its neighbour's bad bytes (the
- * bad row imported with U+FFFD, a good one refused). Lines are counted by LF, as editors and
- * `wc -l` count them.
+ * bad row imported with U+FFFD, a good one refused). Lines are counted as editors count them: a
+ * line ends at LF, CR LF, or a CR alone (a classic Mac file).
  */
 class Utf8LineCheck {
   /** Lines holding bad bytes not yet claimed by a record, in order: a few at most, the parser reads little ahead. */
   private readonly bad: { line: number; start: number }[] = [];
-  /** Offsets of the LFs pushed but not yet passed by lineAt (the parser reads little ahead), and how many were passed. */
+  /** Offsets of the line breaks (their last byte) pushed but not yet passed by lineAt (the parser reads little ahead), and how many were passed. */
   private newlines: number[] = [];
   private passed = 0;
   private passedLines = 0;
@@ -105,23 +105,31 @@ class Utf8LineCheck {
 
   push(chunk: Buffer): void {
     const buf = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
-    const keep = incompleteTail(buf);
+    // Kept for the next chunk: a character cut by the chunk's end, or a CR whose LF may come next.
+    const keep = incompleteTail(buf) || (buf[buf.length - 1] === CR ? 1 : 0);
     const end = buf.length - keep;
-    // \n never occurs inside a multi-byte sequence: each piece between two of them is checked alone.
+    // CR and LF never occur inside a multi-byte sequence: each piece between two breaks is checked alone.
+    let lf = buf.indexOf(LF);
+    let cr = buf.indexOf(CR);
     for (let start = 0; ; ) {
-      const nl = buf.indexOf(10, start);
-      const stop = nl === -1 || nl > end ? end : nl;
+      if (lf !== -1 && lf < start) lf = buf.indexOf(LF, start);
+      if (cr !== -1 && cr < start) cr = buf.indexOf(CR, start);
+      const brk = lf === -1 ? cr : cr === -1 ? lf : Math.min(lf, cr);
+      const stop = brk === -1 || brk >= end ? end : brk;
       if (!this.lineBad && stop > start && !isUtf8(buf.subarray(start, stop))) this.lineBad = true;
-      if (nl === -1 || nl > end) break;
-      this.newlineAt(this.offset + nl);
-      start = nl + 1;
+      if (brk === -1 || brk >= end) break;
+      const last = buf[brk] === CR && buf[brk + 1] === LF ? brk + 1 : brk;
+      this.newlineAt(this.offset + last);
+      start = last + 1;
     }
     this.offset += end;
     this.carry = Buffer.from(buf.subarray(end));
   }
 
   end(): void {
-    if (this.carry.length > 0) this.lineBad = true;
+    // A CR last in the file ends its line; anything else carried is a character cut short.
+    if (this.carry.length === 1 && this.carry[0] === CR) this.newlineAt(this.offset);
+    else if (this.carry.length > 0) this.lineBad = true;
     if (this.lineBad) this.bad.push({ line: this.line, start: this.lineStart });
   }
 
@@ -159,6 +167,9 @@ class Utf8LineCheck {
     this.lineBad = false;
   }
 }
+
+const CR = 13;
+const LF = 10;
 
 /** Rows of a CSV file with a header line, streamed: memory does not grow with the file. */
 export async function* readCsvRows(path: string, progress: ReadProgress): AsyncGenerator<UserRow> {
