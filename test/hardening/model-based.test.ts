@@ -15,88 +15,10 @@ import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROBLEM_TYPE_BASE, RecentUsers } from '@connect/shared';
 import { getToken, http, postUser, registerTestClient, startTestApi, type HttpAnswer, type TestApi, type TestClient } from '../support/harness.ts';
+import { decide, decideDeactivate, emailFormArb, expectView, ORGS, settingsArb, versionHeaders, writeEmail, type EmailForm, type Model, type Org, type SettingsInput } from './contract-model.ts';
 
-// ---------------------------------------------------------------- the model
-
-type Org = 'A' | 'B';
-const ORGS: Org[] = ['A', 'B'];
-interface Specialty {
-  kind: string;
-  other_specialty_name: string | null;
-}
-interface Settings {
-  specialty: Specialty | null;
-  speech_locale: string;
-  secondary_speech_locale: string | null;
-}
-interface ModelUser {
-  email: string; // as first stored (trimmed)
-  settings: Settings | null;
-  version: number;
-  /** docs/api-lifecycle.md: DELETE deactivates (preview version), any POST reactivates. */
-  status: 'active' | 'deactivated';
-  deactivatedAt: string | null;
-  createdAt: string;
-  updatedAt: string;
-}
-interface Model {
-  users: Record<Org, Map<string, ModelUser>>;
-}
 interface Real {
   tag: string; // this sequence's prefix for ids and emails, so every sequence starts from an empty state
-}
-
-/** Settings as sent: undefined members are left out of the JSON (absent keeps). */
-interface SettingsInput {
-  specialty?: { kind: string; other_specialty_name?: string | null } | null;
-  speech_locale: string;
-  secondary_speech_locale?: string | null;
-}
-
-type Expected =
-  | { status: 201 | 200; user: ModelUser; changed: boolean }
-  | { status: 400 | 409; problem: string; errorPath?: string };
-
-/** docs/contract.md's decision table and merge rules, written independently of the implementation. */
-function decide(model: Model, org: Org, id: string, sentEmail: string, input: SettingsInput | undefined): Expected {
-  if (input?.secondary_speech_locale != null && input.secondary_speech_locale === input.speech_locale) {
-    return { status: 400, problem: 'validation', errorPath: 'settings.secondary_speech_locale' };
-  }
-  const email = sentEmail.trim();
-  const users = model.users[org];
-  const existing = users.get(id);
-  if (existing) {
-    if (existing.email.toLowerCase() !== email.toLowerCase()) return { status: 409, problem: 'email-mismatch' };
-    // A POST on a deactivated user reactivates it: a change even when the settings stay the same.
-    const reactivated = existing.status === 'deactivated';
-    const next = (settings: Settings | null) => ({ ...existing, settings, version: existing.version + 1, status: 'active' as const, deactivatedAt: null });
-    if (input === undefined) return reactivated ? { status: 200, user: next(existing.settings), changed: true } : { status: 200, user: existing, changed: false };
-    const specialty =
-      input.specialty === undefined
-        ? (existing.settings?.specialty ?? null)
-        : input.specialty === null
-          ? null
-          : { kind: input.specialty.kind, other_specialty_name: input.specialty.other_specialty_name?.trim() ?? null };
-    const secondary = input.secondary_speech_locale === undefined ? (existing.settings?.secondary_speech_locale ?? null) : input.secondary_speech_locale;
-    if (secondary !== null && secondary === input.speech_locale) {
-      return { status: 400, problem: 'validation', errorPath: 'settings.secondary_speech_locale' };
-    }
-    const settings: Settings = { specialty, speech_locale: input.speech_locale, secondary_speech_locale: secondary };
-    if (!reactivated && existing.settings !== null && JSON.stringify(settings) === JSON.stringify(existing.settings)) {
-      return { status: 200, user: existing, changed: false };
-    }
-    return { status: 200, user: next(settings), changed: true };
-  }
-  for (const u of users.values()) if (u.email.toLowerCase() === email.toLowerCase()) return { status: 409, problem: 'email-conflict' };
-  const settings: Settings | null =
-    input === undefined
-      ? null
-      : {
-          specialty: input.specialty ? { kind: input.specialty.kind, other_specialty_name: input.specialty.other_specialty_name?.trim() ?? null } : null,
-          speech_locale: input.speech_locale,
-          secondary_speech_locale: input.secondary_speech_locale ?? null,
-        };
-  return { status: 201, user: { email, settings, version: 1, status: 'active', deactivatedAt: null, createdAt: '', updatedAt: '' }, changed: true };
 }
 
 // ---------------------------------------------------------------- the system under test
@@ -124,21 +46,6 @@ function expectProblem(res: HttpAnswer, status: number, slug?: string): void {
   if (slug) expect(res.body.type).toBe(problemType(slug));
 }
 
-/** A user as answered: under the preview version with `status` and `deactivated_at`, under a dated one without (docs/api-lifecycle.md). */
-function expectView(body: any, id: string, u: ModelUser, next: boolean): void {
-  expect(body).toMatchObject({ provider_email: u.email, external_provider_id: id, settings: u.settings, version: u.version });
-  const dated = ['created_at', 'external_provider_id', 'provider_email', 'settings', 'updated_at', 'version'];
-  expect(Object.keys(body).filter((k) => k !== 'sync').sort()).toEqual(next ? [...dated, 'deactivated_at', 'status'].sort() : dated);
-  if (!next) return;
-  expect(body.status).toBe(u.status);
-  if (u.status === 'active') expect(body.deactivated_at).toBeNull();
-  else if (u.deactivatedAt) expect(body.deactivated_at).toBe(u.deactivatedAt);
-  else expect(Date.parse(body.deactivated_at)).not.toBeNaN();
-}
-
-/** The request headers of one API version: the preview's, or none (the organization's pinned dated version). */
-const versionHeaders = (next: boolean): Record<string, string> => (next ? { 'x-nabla-api-version': 'x-nabla-next' } : {});
-
 /** The stored state of one id in one organization, read back through the API, equals the model's. */
 async function expectStored(m: Model, org: Org, id: string, next = false): Promise<void> {
   const res = await http(`${api.baseUrl}/users/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${tokens[org]}`, ...versionHeaders(next) } });
@@ -156,32 +63,6 @@ async function expectStored(m: Model, org: Org, id: string, next = false): Promi
 
 // ---------------------------------------------------------------- commands
 
-const LOCALES = ['ENGLISH_US', 'FRENCH_FR', 'SPANISH_ES', 'GERMAN_DE'];
-const localeArb = fc.constantFrom(...LOCALES);
-const specialtyArb = fc.oneof(
-  fc.constant(undefined),
-  fc.constant(null),
-  fc.constantFrom('CARDIOLOGY', 'UROLOGY').map((kind) => ({ kind })),
-  fc.constant({ kind: 'PEDIATRICS', other_specialty_name: null }),
-  fc.constantFrom('Sleep', '  Sleep ', 'Pain').map((name) => ({ kind: 'OTHER', other_specialty_name: name })),
-);
-const settingsArb: fc.Arbitrary<SettingsInput | undefined> = fc.oneof(
-  { weight: 1, arbitrary: fc.constant(undefined) },
-  {
-    weight: 4,
-    arbitrary: fc.record(
-      { specialty: specialtyArb, speech_locale: localeArb, secondary_speech_locale: fc.oneof(fc.constant(undefined), fc.constant(null), localeArb) },
-      { requiredKeys: ['speech_locale'] },
-    ) as fc.Arbitrary<SettingsInput>,
-  },
-);
-/** How the email is written this time: case and surrounding spaces vary, the address does not. */
-const emailFormArb = fc.record({ upper: fc.constantFrom('none', 'all', 'first'), pad: fc.boolean() });
-type EmailForm = { upper: string; pad: boolean };
-function writeEmail(email: string, form: EmailForm): string {
-  const cased = form.upper === 'all' ? email.toUpperCase() : form.upper === 'first' ? email[0]!.toUpperCase() + email.slice(1) : email;
-  return form.pad ? `  ${cased} ` : cased;
-}
 const withoutUndefined = (v: unknown) => JSON.parse(JSON.stringify(v));
 
 /** POST /users with an id and an email from small pools, so mismatches and conflicts happen often. */
@@ -456,18 +337,18 @@ class DeactivateCommand implements fc.AsyncCommand<Model, Real> {
     count(!this.next ? 'deactivate-dated' : !before ? 'deactivate-unknown' : before.status === 'active' ? 'deactivate' : 'deactivate-again');
     const res = await http(`${api.baseUrl}/users/${encodeURIComponent(id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${tokens[this.org]}`, ...versionHeaders(this.next) } });
     if (!this.next) expectProblem(res, 404, 'endpoint-not-in-version');
-    else if (!before) expectProblem(res, 404, 'not-found');
     else {
-      expect(res.status, res.text).toBe(200);
-      if (before.status === 'deactivated') {
-        expectView(res.body, id, before, true);
-        expect(res.body.updated_at).toBe(before.updatedAt);
-      } else {
-        const after: ModelUser = { ...before, status: 'deactivated', deactivatedAt: null, version: before.version + 1 };
-        expectView(res.body, id, after, true);
-        expect(Date.parse(res.body.updated_at)).toBeGreaterThanOrEqual(Date.parse(before.updatedAt));
-        expect(res.body.created_at).toBe(before.createdAt);
-        m.users[this.org].set(id, { ...after, deactivatedAt: res.body.deactivated_at, updatedAt: res.body.updated_at });
+      const expected = decideDeactivate(m, this.org, id);
+      if (expected.status === 404) expectProblem(res, 404, 'not-found');
+      else {
+        expect(res.status, res.text).toBe(200);
+        expectView(res.body, id, expected.user, true);
+        if (!expected.changed) expect(res.body.updated_at).toBe(before!.updatedAt);
+        else {
+          expect(Date.parse(res.body.updated_at)).toBeGreaterThanOrEqual(Date.parse(before!.updatedAt));
+          expect(res.body.created_at).toBe(before!.createdAt);
+          m.users[this.org].set(id, { ...expected.user, deactivatedAt: res.body.deactivated_at, updatedAt: res.body.updated_at });
+        }
       }
     }
     await expectStored(m, this.org, id, this.next);
