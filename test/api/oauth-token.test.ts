@@ -137,6 +137,24 @@ describe('POST /oauth/token: refusals', () => {
     expectInvalidClient(await tokenRequest(withAssertion(assertion)));
   });
 
+  it('the same assertion sent 20 times at once, to two API processes of one deployment: one token, 19 × invalid_client', async () => {
+    const second = await startTestApi({ env: { PUBLIC_BASE_URL: api.env.PUBLIC_BASE_URL!, QUEUE_PREFIX: api.env.QUEUE_PREFIX! }, mongoUrl: api.env.MONGO_URL });
+    try {
+      const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          http(i % 2 ? second.tokenUrl : api.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(withAssertion(assertion)) }),
+        ),
+      );
+      const tokens = answers.filter((a) => a.status === 200);
+      expect(tokens).toHaveLength(1);
+      for (const refused of answers.filter((a) => a.status !== 200)) expectInvalidClient(refused);
+      expect(await tokenWorks(tokens[0]!.body.access_token)).toBe(true);
+    } finally {
+      await second.close();
+    }
+  });
+
   it('alg none', async () => {
     const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
     const t = now();
