@@ -1,6 +1,6 @@
 /**
  * Linearizability of POST /users and DELETE /users/{id} (docs/guarantees.md, "No lost update"):
- * fast-check generates rounds of 2 to 4 requests on two ids and two emails of one organization
+ * fast-check generates rounds of 2 to 4 requests on two ids and two emails, in two organizations
  * (creates, merges, no-ops, reactivations, deactivations, conflicting emails, a kept secondary locale
  * that clashes, reads), and sends each round's requests at once, each to one of two API processes of one
  * deployment, each with its own cache of recent users (one learns its first step, the other always
@@ -11,8 +11,8 @@
  * status). Rounds run one after another, so each starts from the state the last one left.
  *
  * On FerretDB, which applies a conditional update without compare-and-set (docs/guarantees.md), two
- * processes writing one user at once can lose an update, so there the requests of a round that name
- * one id all go to the process its first request names (the per-process lock serialises them); rounds
+ * processes writing one user at once can lose an update, so there a round's requests on one user
+ * all go to the process its first request names (the per-process lock serialises them); rounds
  * still alternate processes, so each process's cached copy is often stale. On MongoDB every request
  * goes where it was generated to.
  *
@@ -22,27 +22,32 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { PROBLEM_TYPE_BASE, RecentUsers } from '@connect/shared';
 import { getToken, http, postUser, registerTestClient, startTestApi, type HttpAnswer, type TestApi, type TestClient } from '../support/harness.ts';
-import { decide, decideDeactivate, emailFormArb, settingsArb, versionHeaders, writeEmail, type EmailForm, type Model, type ModelUser, type SettingsInput } from './contract-model.ts';
+import { decide, decideDeactivate, emailFormArb, ORGS, settingsArb, versionHeaders, writeEmail, type EmailForm, type Model, type ModelUser, type Org, type SettingsInput } from './contract-model.ts';
 
 const ID_POOL = 2;
-const EMAIL_POOL = 2;
+const EMAIL_POOL = ID_POOL;
 const idOf = (tag: string, i: number) => `${tag}-ehr-${i}`;
 const emailOf = (tag: string, i: number) => `${tag}.doc${i}@clinic.example.com`;
 
 type Request =
-  | { kind: 'upsert'; via: 0 | 1; idIndex: number; emailIndex: number; form: EmailForm; settings: SettingsInput | undefined; next: boolean }
-  | { kind: 'deactivate'; via: 0 | 1; idIndex: number }
-  | { kind: 'get'; via: 0 | 1; idIndex: number; next: boolean };
+  | { kind: 'upsert'; org: Org; via: 0 | 1; idIndex: number; emailIndex: number; form: EmailForm; settings: SettingsInput | undefined; next: boolean }
+  | { kind: 'deactivate'; org: Org; via: 0 | 1; idIndex: number }
+  | { kind: 'get'; org: Org; via: 0 | 1; idIndex: number; next: boolean };
 
 const viaArb = fc.constantFrom<0 | 1>(0, 1);
 const idIndexArb = fc.nat({ max: ID_POOL - 1 });
+// Mostly organization A, so sequences build up state; B, with the same ids and emails, checks isolation.
+const orgArb = fc.constantFrom<Org>('A', 'A', 'A', 'B');
 const requestArb: fc.Arbitrary<Request> = fc.oneof(
   {
     weight: 4,
-    arbitrary: fc.record({ kind: fc.constant('upsert' as const), via: viaArb, idIndex: idIndexArb, emailIndex: fc.nat({ max: EMAIL_POOL - 1 }), form: emailFormArb, settings: settingsArb, next: fc.boolean() }),
+    // Mostly a user's own email (id i, email i), so updates race each other; sometimes the other one, a conflict.
+    arbitrary: fc
+      .record({ kind: fc.constant('upsert' as const), org: orgArb, via: viaArb, idIndex: idIndexArb, otherEmail: fc.constantFrom(false, false, true), form: emailFormArb, settings: settingsArb, next: fc.boolean() })
+      .map(({ otherEmail, ...r }) => ({ ...r, emailIndex: otherEmail ? (r.idIndex + 1) % EMAIL_POOL : r.idIndex })),
   },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('deactivate' as const), via: viaArb, idIndex: idIndexArb }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('get' as const), via: viaArb, idIndex: idIndexArb, next: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('deactivate' as const), org: orgArb, via: viaArb, idIndex: idIndexArb }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('get' as const), org: orgArb, via: viaArb, idIndex: idIndexArb, next: fc.boolean() }) },
 );
 const roundsArb = fc.array(fc.array(requestArb, { minLength: 2, maxLength: 4 }), { minLength: 1, maxLength: 8 });
 
@@ -51,13 +56,13 @@ interface Events {
   last: { type: string; version: number };
   status: { type: string; version: number } | null;
 }
-/** The model's state of one sequence: organization A's users, and their events. */
+/** The model's state of one sequence: each organization's users, and their events (by organization and id). */
 interface State {
   model: Model;
   events: Map<string, Events>;
 }
 
-const clone = (s: State): State => ({ model: { users: { A: new Map(s.model.users.A), B: new Map() } }, events: new Map(s.events) });
+const clone = (s: State): State => ({ model: { users: { A: new Map(s.model.users.A), B: new Map(s.model.users.B) } }, events: new Map(s.events) });
 
 interface Answer {
   status: number;
@@ -85,23 +90,24 @@ function sameUser(answer: Answer, id: string, user: ModelUser, next: boolean): b
  */
 function apply(state: State, tag: string, r: Request, answer: Answer): boolean {
   const id = idOf(tag, r.idIndex);
-  const users = state.model.users.A;
+  const users = state.model.users[r.org];
+  const key = `${r.org}/${id}`;
   if (r.kind === 'get') {
     const user = users.get(id);
     return user ? answer.status === 200 && sameUser(answer, id, user, r.next) : answer.status === 404 && answer.body?.type === `${PROBLEM_TYPE_BASE}not-found`;
   }
   if (r.kind === 'deactivate') {
-    const expected = decideDeactivate(state.model, 'A', id);
+    const expected = decideDeactivate(state.model, r.org, id);
     if (expected.status === 404) return answer.status === 404 && answer.body?.type === `${PROBLEM_TYPE_BASE}not-found`;
     if (answer.status !== 200 || !sameUser(answer, id, expected.user, true)) return false;
     if (expected.changed) {
       users.set(id, expected.user);
-      state.events.set(id, { last: { type: 'user.deactivated', version: expected.user.version }, status: { type: 'user.deactivated', version: expected.user.version } });
+      state.events.set(key, { last: { type: 'user.deactivated', version: expected.user.version }, status: { type: 'user.deactivated', version: expected.user.version } });
     }
     return true;
   }
   const before = users.get(id);
-  const expected = decide(state.model, 'A', id, writeEmail(emailOf(tag, r.emailIndex), r.form), r.settings);
+  const expected = decide(state.model, r.org, id, writeEmail(emailOf(tag, r.emailIndex), r.form), r.settings);
   if ('problem' in expected) {
     return answer.status === expected.status && answer.outcome === 'unchanged' && answer.body?.type === `${PROBLEM_TYPE_BASE}${expected.problem}`;
   }
@@ -110,8 +116,8 @@ function apply(state: State, tag: string, r: Request, answer: Answer): boolean {
     users.set(id, expected.user);
     const version = expected.user.version;
     const type = !before ? 'user.created' : before.status === 'deactivated' ? 'user.reactivated' : 'user.updated';
-    const status = type === 'user.reactivated' ? { type, version } : (state.events.get(id)?.status ?? null);
-    state.events.set(id, { last: { type, version }, status });
+    const status = type === 'user.reactivated' ? { type, version } : (state.events.get(key)?.status ?? null);
+    state.events.set(key, { last: { type, version }, status });
   }
   return true;
 }
@@ -127,55 +133,48 @@ function* permutations<T>(items: T[]): Generator<T[]> {
   }
 }
 
-/** The stored users of one sequence, as comparable to a State. */
-async function storedState(api: TestApi, organizationId: string, tag: string): Promise<unknown> {
+/** The stored users of one sequence, as comparable to a State: by organization, then id. */
+async function storedState(api: TestApi, organizationIds: Record<Org, string>, tag: string): Promise<unknown> {
   const ids = Array.from({ length: ID_POOL }, (_, i) => idOf(tag, i));
-  const docs = await api.models.ProviderUser.find({ organization_id: organizationId, external_provider_id: { $in: ids } }).lean();
-  return Object.fromEntries(
-    docs
-      .sort((a, b) => a.external_provider_id.localeCompare(b.external_provider_id))
-      .map((d) => [
-        d.external_provider_id,
-        {
-          email: d.email_normalized,
-          version: d.version,
-          settings: d.settings ? { specialty: d.settings.specialty ?? null, speech_locale: d.settings.speech_locale, secondary_speech_locale: d.settings.secondary_speech_locale ?? null } : null,
-          status: d.status ?? 'active',
-          last: { type: d.last_event?.type, version: d.last_event?.version },
-          statusEvent: d.status_event ? { type: d.status_event.type, version: d.status_event.version } : null,
-        },
-      ]),
-  );
+  const state: Record<string, unknown> = {};
+  for (const org of ORGS) {
+    const docs = await api.models.ProviderUser.find({ organization_id: organizationIds[org], external_provider_id: { $in: ids } }).lean();
+    for (const d of docs.sort((a, b) => a.external_provider_id.localeCompare(b.external_provider_id))) {
+      state[`${org}/${d.external_provider_id}`] = {
+        email: d.email_normalized,
+        version: d.version,
+        settings: d.settings ? { specialty: d.settings.specialty ?? null, speech_locale: d.settings.speech_locale, secondary_speech_locale: d.settings.secondary_speech_locale ?? null } : null,
+        status: d.status ?? 'active',
+        last: { type: d.last_event?.type, version: d.last_event?.version },
+        statusEvent: d.status_event ? { type: d.status_event.type, version: d.status_event.version } : null,
+      };
+    }
+  }
+  return state;
 }
 
 function modelState(s: State): unknown {
-  return Object.fromEntries(
-    [...s.model.users.A.entries()]
-      .sort(([a], [b]) => a.localeCompare(b))
-      .map(([id, u]) => [
-        id,
-        {
-          email: u.email.toLowerCase(),
-          version: u.version,
-          settings: u.settings,
-          status: u.status,
-          last: s.events.get(id)!.last,
-          statusEvent: s.events.get(id)!.status,
-        },
-      ]),
-  );
+  const state: Record<string, unknown> = {};
+  for (const org of ORGS) {
+    for (const [id, u] of [...s.model.users[org].entries()].sort(([a], [b]) => a.localeCompare(b))) {
+      const events = s.events.get(`${org}/${id}`)!;
+      state[`${org}/${id}`] = { email: u.email.toLowerCase(), version: u.version, settings: u.settings, status: u.status, last: events.last, statusEvent: events.status };
+    }
+  }
+  return state;
 }
 
 const describeRequest = (tag: string, r: Request, a: Answer) =>
-  `${r.kind === 'upsert' ? `POST id${r.idIndex} email${r.emailIndex} ${JSON.stringify(r.settings)}${r.next ? ' next' : ''}` : `${r.kind === 'get' ? 'GET' : 'DELETE'} id${r.idIndex}`} via API ${r.via} → ${a.status} ${a.outcome ?? ''} ${a.status < 300 ? `v${a.body.version} ${a.body.status ?? ''} ${JSON.stringify(a.body.settings)}` : a.body?.type?.replace(PROBLEM_TYPE_BASE, '')}`.replace(tag, '');
+  `${r.org}: ${r.kind === 'upsert' ? `POST id${r.idIndex} email${r.emailIndex} ${JSON.stringify(r.settings)}${r.next ? ' next' : ''}` : `${r.kind === 'get' ? 'GET' : 'DELETE'} id${r.idIndex}`} via API ${r.via} → ${a.status} ${a.outcome ?? ''} ${a.status < 300 ? `v${a.body.version} ${a.body.status ?? ''} ${JSON.stringify(a.body.settings)}` : a.body?.type?.replace(PROBLEM_TYPE_BASE, '')}`.replace(tag, '');
 
 /** On FerretDB, a round's requests on one id go to one process (above). */
 function routed(round: Request[]): Request[] {
   if (inject('mongoKind') === 'mongodb') return round;
-  const via = new Map<number, 0 | 1>();
+  const via = new Map<string, 0 | 1>();
   return round.map((r) => {
-    if (!via.has(r.idIndex)) via.set(r.idIndex, r.via);
-    return { ...r, via: via.get(r.idIndex)! };
+    const user = `${r.org}/${r.idIndex}`;
+    if (!via.has(user)) via.set(user, r.via);
+    return { ...r, via: via.get(user)! };
   });
 }
 
@@ -187,16 +186,19 @@ describe.each([
   { emailUniqueness: 'claims', secondFirstStep: 'insert' },
 ] as const)('Concurrent POST and DELETE /users on two API processes are linearizable: EMAIL_UNIQUENESS=$emailUniqueness, the second process\'s first step $secondFirstStep', ({ emailUniqueness, secondFirstStep }) => {
   const apis: TestApi[] = [];
-  let clinic: TestClient;
-  let token: string;
+  const organizationIds = {} as Record<Org, string>;
+  const tokens = {} as Record<Org, string>;
   const stats = { sequences: 0, rounds: 0, requests: 0, reordered: 0, conflicts: 0 };
 
   beforeAll(async () => {
     const env = { RATE_LIMIT_PER_CLIENT_PER_MINUTE: '0', EMAIL_UNIQUENESS: emailUniqueness, PUBLIC_BASE_URL: 'https://connect.example.com' };
     apis.push(await startTestApi({ label: `linearizable_${emailUniqueness}`, env }));
     apis.push(await startTestApi({ env: { ...env, QUEUE_PREFIX: apis[0]!.env.QUEUE_PREFIX! }, mongoUrl: apis[0]!.env.MONGO_URL, recentUsers: new RecentUsers(1, secondFirstStep) }));
-    clinic = await registerTestClient(apis[0]!.models, { name: 'Linearizable clinic' });
-    token = await getToken(apis[0]!, clinic);
+    for (const org of ORGS) {
+      const clinic: TestClient = await registerTestClient(apis[0]!.models, { name: `Linearizable clinic ${org}` });
+      organizationIds[org] = clinic.organization._id;
+      tokens[org] = await getToken(apis[0]!, clinic);
+    }
   });
   afterAll(async () => {
     for (const api of apis) {
@@ -209,6 +211,7 @@ describe.each([
   async function send(tag: string, r: Request): Promise<Answer> {
     const api = apis[r.via]!;
     const id = idOf(tag, r.idIndex);
+    const token = tokens[r.org];
     let res: HttpAnswer;
     if (r.kind === 'get') {
       res = await http(`${api.baseUrl}/users/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${token}`, ...versionHeaders(r.next) } });
@@ -234,7 +237,7 @@ describe.each([
           stats.requests += round.length;
           const answers = await Promise.all(round.map((r) => send(tag, r)));
           stats.conflicts += answers.filter((a) => a.status === 409).length;
-          const stored = await storedState(apis[0]!, clinic.organization._id, tag);
+          const stored = await storedState(apis[0]!, organizationIds, tag);
           const indexes = round.map((_, i) => i);
           let found: State | undefined;
           let sentOrderFits = false;
