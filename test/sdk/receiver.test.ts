@@ -164,6 +164,32 @@ describe('adapters keep the raw body and stay in their lane', () => {
     expect(await res.json()).toEqual({ parsed: { a: 1 } });
   });
 
+  it('the node:http handler behind code that already read the body answers 500 raw_body_unavailable (it waited for an end that had come)', async () => {
+    const handler = createCallbackHandler({ secrets: [newSecret], onEvent: () => undefined });
+    const server = createServer((req, res) => {
+      req.resume(); // read to the end and dropped, as a body-logging middleware might
+      req.on('end', () => handler(req, res));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise((resolve) => server.close(resolve)));
+    const { raw } = eventBody();
+    const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/callbacks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...signNablaConnect(raw, [newSecret], new Date()) },
+      body: raw,
+      signal: AbortSignal.timeout(10_000),
+    });
+    expect(res.status).toBe(500);
+    expect(await res.json()).toEqual({ error: 'raw_body_unavailable', message: expect.stringMatching(/read before the callback handler/) });
+  });
+
+  it('verifyCallback given a parsed body instead of its bytes says so (a TypeError naming rawBody), not a Buffer error', () => {
+    const { raw } = eventBody();
+    const headers = signNablaConnect(raw, [newSecret], new Date());
+    expect(() => verifyCallback({ headers, rawBody: JSON.parse(raw), secrets: [newSecret] })).toThrow(/rawBody must be the request body exactly as received .* not an object \(a parsed body\?\)/);
+    expect(verifyCallback({ headers, rawBody: new TextEncoder().encode(raw), secrets: [newSecret] }).type).toBe('user.created');
+  });
+
   it('a failing onEvent answers 500 and the sender\'s retry is handled (not dropped as a duplicate)', async () => {
     let calls = 0;
     const handled: string[] = [];
@@ -338,6 +364,26 @@ describe('options that would silently stop deduping, limiting or verifying are a
 
 describe('Redis dedupe store (a claim with a lease, then "handled")', () => {
   const sign = (raw: string) => signNablaConnect(raw, [newSecret], new Date());
+
+  it('clear() forgets every id of its own prefix only, glob characters in the prefix matched literally; the memory store\'s too', async () => {
+    const base = uniquePrefix('clear');
+    const mine = new RedisDedupeStore(redis, { prefix: `${base}*:` });
+    const other = new RedisDedupeStore(redis, { prefix: `${base}-other:` }); // "base*:*" unescaped would match its keys
+    const ids = Array.from({ length: 1500 }, () => randomUUID()); // past one SCAN batch
+    await Promise.all(ids.map((id) => mine.handled(id)));
+    await other.handled(ids[0]!);
+    expect(await mine.claim(ids[1]!)).toBe('handled');
+    expect(await mine.clear()).toBe(1500);
+    expect(await mine.claim(ids[1]!)).toBe('claimed');
+    expect(await other.claim(ids[0]!)).toBe('handled');
+    expect(await other.clear()).toBe(1);
+
+    const memory = new MemoryDedupeStore();
+    await memory.handled(ids[0]!);
+    expect(await memory.claim(ids[1]!)).toBe('claimed');
+    expect(await memory.clear()).toBe(2);
+    expect(await memory.claim(ids[0]!)).toBe('claimed');
+  });
 
   it('two receiver instances sharing it hand one event to onEvent once between them; the id is then remembered for the TTL', async () => {
     const shared = new RedisDedupeStore(redis, { prefix: `${uniquePrefix('receiver')}:seen:`, ttlMs: 60_000 });

@@ -51,6 +51,9 @@ export function createCallbackHandler(options: NodeHandlerOptions): (req: Incomi
       else if (preRead !== undefined && preRead !== null && typeof preRead === 'object' && Object.keys(preRead).length > 0) {
         // A JSON parser ran first: the exact bytes are gone and no signature can be checked.
         return send(res, 500, { error: 'raw_body_unavailable', message: 'mount the callback handler before any JSON body parser' });
+      } else if (req.readableEnded) {
+        // Something read the stream first and kept nothing here: waiting for its end would wait forever.
+        return send(res, 500, { error: 'raw_body_unavailable', message: 'the request body was read before the callback handler; give it the request unread, or its bytes as a Buffer in req.body' });
       } else raw = await readBody(req, limit);
       if (raw === 'too_large') return send(res, 413, { error: 'body_too_large', message: `at most ${limit} bytes` });
       const reply = await answerCallback(options, { headers: req.headers, rawBody: raw });

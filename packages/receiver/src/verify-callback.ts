@@ -66,6 +66,14 @@ function header(headers: IncomingHeaders, name: string, separator = ','): string
   return text(value);
 }
 
+/** The body's bytes; anything but bytes or text is a mistake of the caller's (a parsed body), said as such. */
+function rawBytes(rawBody: unknown): Buffer {
+  if (Buffer.isBuffer(rawBody)) return rawBody;
+  if (typeof rawBody === 'string' || rawBody instanceof Uint8Array) return Buffer.from(rawBody);
+  const what = rawBody === null ? 'null' : Array.isArray(rawBody) ? 'an array' : typeof rawBody === 'object' ? 'an object (a parsed body?)' : typeof rawBody;
+  throw new TypeError(`verifyCallback: rawBody must be the request body exactly as received (a Buffer, Uint8Array or string), not ${what}: the signature covers the bytes, which parsing loses`);
+}
+
 /**
  * Checks a callback's signature and shape and answers the typed event, or throws
  * CallbackVerificationError. The signature is checked before the body is even
@@ -74,7 +82,7 @@ function header(headers: IncomingHeaders, name: string, separator = ','): string
 export function verifyCallback(input: VerifyCallbackInput): CallbackEvent {
   const scheme = input.scheme ?? 'nabla-connect';
   const secrets = usableSecrets(input.secrets, scheme, 'verifyCallback');
-  const raw = Buffer.isBuffer(input.rawBody) ? input.rawBody : Buffer.from(input.rawBody as string | Uint8Array);
+  const raw = rawBytes(input.rawBody);
   const tolerance = usableTolerance(input.toleranceSeconds, 'verifyCallback') ?? DEFAULT_TOLERANCE[scheme];
   const now = (input.now ?? Date.now)();
 
