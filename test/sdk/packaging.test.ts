@@ -43,9 +43,9 @@ async function buildAndPack(sdk: Sdk): Promise<string> {
 }
 
 /** node_modules/NAME in the consumer → the package this repository installed for `from`. */
-function linkDependency(name: string, from: string): void {
+function linkDependency(name: string, from: string, into = consumer): void {
   const target = realpathSync(join(from, 'node_modules', name));
-  const link = join(consumer, 'node_modules', name);
+  const link = join(into, 'node_modules', name);
   if (existsSync(link)) return; // both SDKs depend on it
   mkdirSync(dirname(link), { recursive: true });
   symlinkSync(target, link, 'dir');
@@ -114,6 +114,34 @@ console.log(JSON.stringify({ missing, tokenUrl: sdk.tokenUrl, event: event.type,
     writeFileSync(join(consumer, 'cjs.cjs'), `const { ConnectClient } = require('@connect/client'); const { verifyCallback } = require('@connect/receiver'); console.log(typeof ConnectClient, typeof verifyCallback);`);
     const { stdout } = await run(process.execPath, ['cjs.cjs'], { cwd: consumer, env: plainEnv });
     expect(stdout.trim()).toBe('function function');
+  });
+
+  it('strict TypeScript checks a receiver that uses only the node:http handler, with fastify (an optional peer) not installed', async () => {
+    const bare = join(work, 'consumer-without-fastify');
+    const dir = join(bare, 'node_modules', '@connect', 'receiver');
+    mkdirSync(dirname(dir), { recursive: true });
+    // A copy, not a link: a linked package would resolve its imports from the first consumer, which has fastify.
+    cpSync(join(consumer, 'node_modules', '@connect', 'receiver'), dir, { recursive: true });
+    for (const dep of Object.keys(packed.receiver.manifest.dependencies ?? {})) linkDependency(dep, join(REPO_ROOT, 'packages', 'receiver'), bare);
+    linkDependency('@types/node', REPO_ROOT, bare);
+    writeFileSync(join(bare, 'package.json'), JSON.stringify({ name: 'receiving-service', private: true, type: 'module' }));
+    writeFileSync(
+      join(bare, 'use.ts'),
+      `
+import { createServer } from 'node:http';
+import { createCallbackHandler, verifyCallback, type CallbackEvent } from '@connect/receiver';
+createServer(createCallbackHandler({ secrets: ['s3cret'], onEvent: (event: CallbackEvent) => console.log(event.type) })).listen(4000);
+export const check = (rawBody: Buffer, headers: Record<string, string>) => verifyCallback({ headers, rawBody, secrets: ['s3cret'] }).data.version;
+`,
+    );
+    writeFileSync(join(bare, 'tsconfig.json'), JSON.stringify({ compilerOptions: { module: 'node16', moduleResolution: 'node16', target: 'es2022', strict: true, noEmit: true, skipLibCheck: false, types: ['node'] }, files: ['use.ts'] }));
+    expect(existsSync(join(bare, 'node_modules', 'fastify'))).toBe(false);
+    const tsc = join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+    const result = await run(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: bare, env: plainEnv }).then(
+      () => '',
+      (err: Error & { stdout?: string }) => err.stdout ?? err.message,
+    );
+    expect(result).toBe('');
   });
 
   it.each(['node16', 'bundler'] as const)('strict TypeScript (moduleResolution %s) checks a consumer against the shipped declarations', async (resolution) => {

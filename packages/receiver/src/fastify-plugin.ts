@@ -9,13 +9,7 @@ export interface FastifyReceiverOptions extends CallbackReceiverOptions {
   bodyLimit?: number;
 }
 
-/**
- * `app.register(connectReceiver, { secrets, onEvent, dedupe })`: a POST route that
- * verifies and answers callbacks. It is deliberately not wrapped in fastify-plugin:
- * its content-type parsers (every body kept as the raw Buffer the signature covers)
- * stay inside this plugin and leave the application's JSON parsing alone.
- */
-export const connectReceiver: FastifyPluginAsync<FastifyReceiverOptions> = async (app, options) => {
+const plugin: FastifyPluginAsync<FastifyReceiverOptions> = async (app, options) => {
   usableSecrets(options.secrets, options.scheme ?? 'nabla-connect', 'connectReceiver');
   usableTolerance(options.toleranceSeconds, 'connectReceiver');
   app.removeAllContentTypeParsers();
@@ -39,3 +33,17 @@ export const connectReceiver: FastifyPluginAsync<FastifyReceiverOptions> = async
     handler: async (_request, reply) => reply.status(405).header('allow', 'POST').type('application/json').send({ error: 'method_not_allowed', message: 'callbacks are POSTed' }),
   });
 };
+
+/**
+ * `app.register(connectReceiver, { secrets, onEvent, dedupe })`: a POST route that
+ * verifies and answers callbacks. It is deliberately not wrapped in fastify-plugin:
+ * its content-type parsers (every body kept as the raw Buffer the signature covers)
+ * stay inside this plugin and leave the application's JSON parsing alone.
+ *
+ * Typed without naming Fastify's types: `fastify` is an optional peer, and a declaration
+ * that imports it would fail a strict TypeScript build of a service that uses only the
+ * node:http handler. `app.register` still checks the options against FastifyReceiverOptions
+ * (a Fastify instance is assignable to `unknown`).
+ */
+export const connectReceiver = plugin as ConnectReceiverPlugin;
+type ConnectReceiverPlugin = (instance: unknown, options: FastifyReceiverOptions) => Promise<void>;
