@@ -23,6 +23,12 @@ export interface DedupeStore {
   handled(requestUuid: string): Promise<void>;
   /** Unmarks it: the handler failed, and the sender's retry must be handled. */
   forget(requestUuid: string): Promise<void>;
+  /**
+   * Forgets every id: for a receiver that lost its data, so that a forced resync's events (sent
+   * again under their original ids) are handled, not answered as duplicates. Answers how many
+   * marks went. Optional: a store of one's own need not have it.
+   */
+  clear?(): Promise<number>;
 }
 
 /** How long a claim holds before a copy may be handled again: longer than a handler should ever run. */
@@ -72,6 +78,11 @@ export class MemoryDedupeStore implements DedupeStore {
   async forget(requestUuid: string): Promise<void> {
     this.cache.delete(requestUuid);
   }
+  async clear(): Promise<number> {
+    const marks = this.cache.size;
+    this.cache.clear();
+    return marks;
+  }
 }
 
 /** The commands the Redis store needs, with ioredis's argument order (an ioredis client fits as is). */
@@ -80,6 +91,8 @@ export interface RedisLike {
   set(key: string, value: string, px: 'PX', milliseconds: number): Promise<string | null>;
   get(key: string): Promise<string | null>;
   del(key: string): Promise<number>;
+  /** Only for `clear()`. */
+  scan?(cursor: string, match: 'MATCH', pattern: string, count: 'COUNT', howMany: number): Promise<[cursor: string, keys: string[]]>;
 }
 
 export interface RedisDedupeOptions {
@@ -128,5 +141,20 @@ export class RedisDedupeStore implements DedupeStore {
   }
   async forget(requestUuid: string): Promise<void> {
     await this.redis.del(this.prefix + requestUuid);
+  }
+  /** Deletes this store's keys (its prefix's only), a batch at a time (SCAN, never KEYS, which blocks Redis). */
+  async clear(): Promise<number> {
+    if (!this.redis.scan) throw new TypeError('RedisDedupeStore: clear() needs a client with scan() (an ioredis client has it)');
+    // The prefix is matched literally: its glob characters are escaped.
+    const pattern = `${this.prefix.replace(/[*?[\]\\]/g, '\\$&')}*`;
+    let cursor = '0';
+    let deleted = 0;
+    do {
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      // Sent together: one connection carries them back to back, not a round trip each.
+      for (const n of await Promise.all(keys.map((key) => this.redis.del(key)))) deleted += n;
+      cursor = next;
+    } while (cursor !== '0');
+    return deleted;
   }
 }
