@@ -432,6 +432,58 @@ describe('External ids over 100 characters on GET /users/{id}', () => {
 
 // ---------------------------------------------------------------- POST /oauth/token
 
+describe('GET /users (the list) and DELETE /users/{id} under fuzzed input: 200, 4xx problem+json naming a parameter, never a 5xx, nothing deactivated', () => {
+  const PREVIEW = { 'x-nabla-api-version': 'x-nabla-next' };
+  const valueArb = fc.oneof(
+    fc.constantFrom('', '0', '1', '200', '201', '-1', '1e2', '0x10', ' 5', '5 ', '2.0', '999999999999999999999', 'active', 'deactivated', 'ACTIVE', 'x-nabla-next', '2026-03-23', '[]', '{"$ne":null}', '%00', '%zz', '..'),
+    fc.string({ maxLength: 40 }),
+    fc.string({ unit: 'binary', maxLength: 40 }),
+    // Something like a cursor: base64url of random JSON.
+    fc.jsonValue({ maxDepth: 2 }).map((v) => Buffer.from(JSON.stringify(v)).toString('base64url')),
+  );
+  const keyArb = fc.oneof({ weight: 4, arbitrary: fc.constantFrom('limit', 'cursor', 'status', 'nabla-api-version') }, { weight: 1, arbitrary: fc.string({ maxLength: 12 }) }, { weight: 1, arbitrary: fc.constantFrom('limit[]', 'status[$ne]', '__proto__', 'constructor') });
+  // Pairs encoded as a client would, or glued raw (stray "%", "&&", "=" and "+" left as typed).
+  const queryArb = fc.oneof(
+    fc.array(fc.tuple(keyArb, valueArb), { maxLength: 5 }).map((pairs) => pairs.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&')),
+    fc.array(fc.tuple(keyArb, valueArb), { maxLength: 4 }).map((pairs) => pairs.map(([k, v]) => `${k}=${v}`).join('&').replace(/[#\s]/g, '')),
+  );
+  let deactivatedBefore = 0;
+  beforeAll(async () => {
+    deactivatedBefore = await api.models.ProviderUser.countDocuments({ status: 'deactivated' });
+  });
+  afterAll(async () => {
+    expect(await api.models.ProviderUser.countDocuments({ status: 'deactivated' })).toBe(deactivatedBefore);
+  });
+
+  it('random query strings on the list', async () => {
+    await fc.assert(
+      fc.asyncProperty(queryArb, fc.boolean(), async (query, preview) => {
+        const res = await http(`${api.baseUrl}/users?${query}`, { headers: { authorization: `Bearer ${token}`, ...(preview ? PREVIEW : {}) } });
+        tally('users: list queries', res);
+        expectUsersAnswer(res, query);
+        if (res.status === 200) expect(res.body, query).toEqual({ data: expect.any(Array), next_cursor: expect.toSatisfy((c) => c === null || typeof c === 'string') });
+        // A refusal of a parameter names it (or the API version, given in the query or not).
+        else if (res.status === 400 && Array.isArray(res.body.errors)) {
+          for (const e of res.body.errors) expect(e.path, query).toMatch(/^(querystring\.|header\.|x-nabla-api-version|nabla-api-version)/);
+        }
+      }),
+      { numRuns: 120 },
+    );
+  });
+
+  it('random external ids on DELETE /users/{id} under the preview version: 404 or 400, 414 past the router limit', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.oneof(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 60 }), fc.constantFrom('{"$ne":null}', '[$ne]=1', '../users', '%00', '__proto__', 'a'.repeat(300))), async (id) => {
+        const res = await http(`${api.baseUrl}/users/${encodeURIComponent(id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${token}`, ...PREVIEW } });
+        tally('users: DELETE ids', res);
+        expectUsersAnswer(res, id);
+        expect([400, 404, 414], id).toContain(res.status);
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
+
 describe('POST /oauth/token under fuzzed JSON and form input: always RFC 6749, never a 5xx, nothing stored on refusal', () => {
   let before: Counts;
   let issued = 0;
