@@ -269,6 +269,43 @@ describe('waits the caller controls', () => {
     expect((await client({ maxRetryWaitMs: 1000 }).getUser(id)).external_provider_id).toBe(id);
   });
 
+  // The API answers 503 + Retry-After while it shuts down or a datastore is down; a gateway may answer 502/504 with one.
+  it('a 503 or 502 whose Retry-After (seconds or an HTTP date) is longer than maxRetryWaitMs ends the call at once, and its ConnectApiError carries retryAfterSeconds', async () => {
+    const sdk = client();
+    const id = newId();
+    await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    const before = proxy.seen.length;
+    proxy.inject({ match: (m, p) => m === 'GET' && p.includes(id), status: 503, headers: { 'retry-after': '120' } });
+    const seconds = await sdk.getUser(id).catch((e: unknown) => e);
+    expect(seconds).toBeInstanceOf(ConnectApiError);
+    expect(seconds).not.toBeInstanceOf(RateLimitedError);
+    expect((seconds as ConnectApiError).status).toBe(503);
+    expect((seconds as ConnectApiError).retryAfterSeconds).toBe(120);
+    // Two hours from now as an IMF-fixdate; whole seconds on the wire, so a second either way.
+    proxy.inject({ match: (m, p) => m === 'GET' && p.includes(id), status: 502, headers: { 'retry-after': new Date(Date.now() + 7_200_000).toUTCString() } });
+    const date = await sdk.getUser(id).catch((e: unknown) => e);
+    expect((date as ConnectApiError).status).toBe(502);
+    expect((date as ConnectApiError).retryAfterSeconds).toBeGreaterThanOrEqual(7_198);
+    expect((date as ConnectApiError).retryAfterSeconds).toBeLessThanOrEqual(7_200);
+    expect(proxy.seen.slice(before).filter((s) => s.path.includes(id))).toHaveLength(2);
+  });
+
+  it('retries spent: the error carries the last answer\'s Retry-After (and none when that answer had none)', async () => {
+    const sdk = client({ maxRetries: 1 });
+    const id = newId();
+    await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id });
+    proxy.inject({ match: (m, p) => m === 'GET' && p.includes(id), status: 503, headers: { 'retry-after': '0' } });
+    proxy.inject({ match: (m, p) => m === 'GET' && p.includes(id), status: 503, headers: { 'retry-after': '1' } });
+    const spent = await sdk.getUser(id).catch((e: unknown) => e);
+    expect((spent as ConnectApiError).status).toBe(503);
+    expect((spent as ConnectApiError).retryAfterSeconds).toBe(1);
+    proxy.inject({ match: (m, p) => m === 'GET' && p.includes(id), status: 503, headers: { 'retry-after': '0' } });
+    proxy.inject({ match: (m, p) => m === 'GET' && p.includes(id), status: 504 });
+    const without = await sdk.getUser(id).catch((e: unknown) => e);
+    expect((without as ConnectApiError).status).toBe(504);
+    expect((without as ConnectApiError).retryAfterSeconds).toBeUndefined();
+  });
+
   it('an AbortSignal abandons a call waiting out a Retry-After: it rejects with the signal\'s reason, and sends nothing more', async () => {
     const sdk = client();
     const id = newId();

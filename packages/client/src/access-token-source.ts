@@ -1,24 +1,59 @@
 import { createPrivateKey, randomUUID, type KeyObject } from 'node:crypto';
 import { SignJWT } from 'jose';
 
-/** The JWS algorithm a private key signs with: RS256 for RSA (what every server accepts), else from the key type. */
+/** RSA below 2048 bits: jose refuses to sign with it (and to verify), so the server would never accept it. */
+const MIN_RSA_BITS = 2048;
+
+/**
+ * What the server verifies (apps/api/src/auth/client-assertion.ts: RS256, PS256, ES256, EdDSA), in
+ * the words of a key error: the keys that sign those, and what to do with any other.
+ */
+const ACCEPTED_KEYS = `use an RSA key of ${MIN_RSA_BITS} bits or more, a P-256 EC key or an Ed25519 key instead (openssl genpkey -algorithm ed25519 -out client.key makes one), and register its public key for the client`;
+const ACCEPTED_ALGORITHMS = 'the server verifies RS256, PS256, ES256 and EdDSA only';
+
+/**
+ * A key no client assertion the server accepts can be signed with. `key` describes it as an
+ * object of "holds" ("a P-384 EC key, which signs ES384, ..."), so the constructor's error can
+ * say what the value given holds.
+ */
+export class UnsupportedKeyError extends Error {
+  constructor(readonly key: string) {
+    super(`no client assertion the server accepts can be signed with ${key}`);
+    this.name = 'UnsupportedKeyError';
+  }
+}
+
+/**
+ * The JWS algorithm a private key signs with: RS256 for RSA (what every server accepts), PS256 for
+ * RSA-PSS, ES256 for P-256, EdDSA for Ed25519. Any other key throws UnsupportedKeyError, naming
+ * the keys that work: a P-384 key would sign ES384, which the server refuses, and every call would
+ * fail later as "Client authentication failed".
+ */
 export function algorithmFor(key: KeyObject): string {
-  switch (key.asymmetricKeyType) {
+  const type = key.asymmetricKeyType;
+  switch (type) {
     case 'rsa':
-      return 'RS256';
-    case 'rsa-pss':
-      return 'PS256';
+    case 'rsa-pss': {
+      const bits = key.asymmetricKeyDetails?.modulusLength;
+      const name = type === 'rsa' ? 'an RSA' : 'an RSA-PSS';
+      if (bits !== undefined && bits < MIN_RSA_BITS) throw new UnsupportedKeyError(`${name} key of ${bits} bits, which is too short (${MIN_RSA_BITS} bits at least): ${ACCEPTED_KEYS}`);
+      return type === 'rsa' ? 'RS256' : 'PS256';
+    }
     case 'ec': {
       const curve = key.asymmetricKeyDetails?.namedCurve;
       if (curve === 'prime256v1') return 'ES256';
-      if (curve === 'secp384r1') return 'ES384';
-      if (curve === 'secp521r1') return 'ES512';
-      throw new Error(`unsupported EC curve ${curve}: use P-256, P-384 or P-521`);
+      const signs = curve === 'secp384r1' ? 'a P-384 EC key, which signs ES384' : curve === 'secp521r1' ? 'a P-521 EC key, which signs ES512' : `an EC key on curve ${curve}, which no JWS algorithm the server takes uses`;
+      throw new UnsupportedKeyError(`${signs} (${ACCEPTED_ALGORITHMS}): ${ACCEPTED_KEYS}`);
     }
     case 'ed25519':
       return 'EdDSA';
+    case 'ed448':
+      throw new UnsupportedKeyError(`an Ed448 key (the server takes EdDSA with Ed25519 keys only): ${ACCEPTED_KEYS}`);
+    case 'x25519':
+    case 'x448':
+      throw new UnsupportedKeyError(`an ${type === 'x25519' ? 'X25519' : 'X448'} key, which cannot sign (it is for key agreement): ${ACCEPTED_KEYS}`);
     default:
-      throw new Error(`unsupported key type ${key.asymmetricKeyType}: use an RSA, EC or Ed25519 private key`);
+      throw new UnsupportedKeyError(`a key of type ${type} (${ACCEPTED_ALGORITHMS}): ${ACCEPTED_KEYS}`);
   }
 }
 
@@ -68,10 +103,12 @@ export function toPrivateKey(key: string | KeyObject): KeyObject {
   }
   if (keyObject.type === 'public') throw new InvalidPrivateKeyError('is a public KeyObject (the half registered with the server), not the private key');
   if (keyObject.type !== 'private') throw new InvalidPrivateKeyError(`is a ${keyObject.type} KeyObject, not an asymmetric private key`);
+  // Refused now rather than at the first token request, where the server's "Client authentication
+  // failed" would not say why.
   try {
     algorithmFor(keyObject);
   } catch (err) {
-    throw new InvalidPrivateKeyError(`holds a key no client assertion can be signed with (${(err as Error).message})`);
+    throw new InvalidPrivateKeyError(err instanceof UnsupportedKeyError ? `holds ${err.key}` : `holds a key no client assertion can be signed with (${(err as Error).message})`);
   }
   return keyObject;
 }

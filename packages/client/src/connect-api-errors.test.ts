@@ -21,6 +21,12 @@ describe('errorFromProblem', () => {
     expect(error.message).toBe('d');
   });
 
+  // A 503 (shutting down, a datastore down) asks for a wait as a 429 does: the caller needs it on the error.
+  it.each([429, 503, 502, 504, 500, 401, 400])('%i with a Retry-After: the error carries retryAfterSeconds, whatever its class', (status) => {
+    expect(errorFromProblem(status, { type: base + 'x', status, errors: [] }, 120).retryAfterSeconds).toBe(120);
+    expect(errorFromProblem(status, { type: base + 'x', status, errors: [] }).retryAfterSeconds).toBeUndefined();
+  });
+
   it('reads an RFC 6749 token error and a non-JSON body as problems', () => {
     expect(problemFrom(401, 'Unauthorized', '{"error":"invalid_client","error_description":"no"}')).toMatchObject({ title: 'invalid_client', detail: 'no', status: 401 });
     expect(problemFrom(502, 'Bad Gateway', '<html>')).toMatchObject({ type: 'about:blank', title: 'HTTP 502 Bad Gateway', status: 502, detail: undefined });

@@ -24,6 +24,12 @@ export class ConnectApiError extends Error {
   constructor(
     readonly status: number,
     readonly problem: Problem,
+    /**
+     * The wait the answer's `Retry-After` asked for (whole seconds, or an HTTP date counted from
+     * now), when it had a usable one: a 503 while the server shuts down or a datastore is down, a
+     * 429, a gateway's 502/504. Undefined otherwise.
+     */
+    readonly retryAfterSeconds?: number,
   ) {
     super(problem.detail ?? problem.title ?? `HTTP ${status}`);
     this.name = new.target.name;
@@ -37,8 +43,8 @@ export class EmailConflictError extends ConnectApiError {}
 /** 400: the body broke a rule; `errors` names each field. */
 export class ValidationError extends ConnectApiError {
   readonly errors: FieldError[];
-  constructor(status: number, problem: Problem) {
-    super(status, problem);
+  constructor(status: number, problem: Problem, retryAfterSeconds?: number) {
+    super(status, problem, retryAfterSeconds);
     this.errors = Array.isArray(problem.errors) ? problem.errors : [];
   }
 }
@@ -46,12 +52,8 @@ export class ValidationError extends ConnectApiError {
 export class AuthenticationError extends ConnectApiError {}
 /** 429 once the retries are spent; `retryAfterSeconds` is what the server asked for last. */
 export class RateLimitedError extends ConnectApiError {
-  constructor(
-    status: number,
-    problem: Problem,
-    readonly retryAfterSeconds: number | undefined,
-  ) {
-    super(status, problem);
+  constructor(status: number, problem: Problem, retryAfterSeconds: number | undefined) {
+    super(status, problem, retryAfterSeconds);
   }
 }
 /** 404: no such user in the token's organization, or a route the requested API version does not have. */
@@ -70,15 +72,16 @@ function slugOf(type: unknown): string {
   return typeof type === 'string' ? (type.replace(/\/+$/, '').split('/').pop() ?? '') : '';
 }
 
+/** The typed error for a problem; `retryAfterSeconds` (the answer's Retry-After) goes on whichever class it is. */
 export function errorFromProblem(status: number, problem: Problem, retryAfterSeconds?: number): ConnectApiError {
   const slug = slugOf(problem.type);
-  if (slug === 'email-mismatch') return new EmailMismatchError(status, problem);
-  if (slug === 'email-conflict') return new EmailConflictError(status, problem);
-  if (status === 400 && (slug === 'validation' || Array.isArray(problem.errors))) return new ValidationError(status, problem);
-  if (status === 401) return new AuthenticationError(status, problem);
-  if (status === 404) return new NotFoundError(status, problem);
+  if (slug === 'email-mismatch') return new EmailMismatchError(status, problem, retryAfterSeconds);
+  if (slug === 'email-conflict') return new EmailConflictError(status, problem, retryAfterSeconds);
+  if (status === 400 && (slug === 'validation' || Array.isArray(problem.errors))) return new ValidationError(status, problem, retryAfterSeconds);
+  if (status === 401) return new AuthenticationError(status, problem, retryAfterSeconds);
+  if (status === 404) return new NotFoundError(status, problem, retryAfterSeconds);
   if (status === 429) return new RateLimitedError(status, problem, retryAfterSeconds);
-  return new ConnectApiError(status, problem);
+  return new ConnectApiError(status, problem, retryAfterSeconds);
 }
 
 const REDACTED = '[redacted]';

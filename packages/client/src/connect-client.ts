@@ -47,15 +47,20 @@ export interface ListUsersOptions extends CallOptions {
 
 /**
  * The constructor checks its options and throws a TypeError, a programming error rather
- * than a ConnectApiError, when `baseUrl` is not an absolute http(s) URL, `clientId` is
- * empty, or `privateKey` is not a private key it can sign with (`InvalidPrivateKeyError`,
- * a TypeError whose message says what was given instead: a public key, a certificate, ...).
+ * than a ConnectApiError, when `baseUrl` (or `audience`, when given) is not an absolute http(s)
+ * URL, `clientId` is empty, or `privateKey` is not a private key it can sign with, or one the
+ * server would refuse (`InvalidPrivateKeyError`, a TypeError whose message says what was given
+ * instead: a public key, a certificate, a P-384 key, ...).
  */
 export interface ConnectClientOptions {
   /** The API's base URL, an absolute http(s) URL without query or fragment, e.g. `https://connect.example.org/v1/connect/server`. */
   baseUrl: string;
   clientId: string;
-  /** PEM (PKCS#8 or PKCS#1) or a private KeyObject; RS256 for RSA keys, ES256/EdDSA for P-256/Ed25519 keys. */
+  /**
+   * PEM (PKCS#8 or PKCS#1) or a private KeyObject: RSA of 2048 bits or more (RS256; PS256 for an
+   * RSA-PSS key), P-256 (ES256) or Ed25519 (EdDSA), what the server verifies. Any other key
+   * (P-384, P-521, RSA under 2048 bits, ...) is refused with an `InvalidPrivateKeyError`.
+   */
   privateKey: string | KeyObject;
   /** Sent as the assertion's `kid`, for clients registered with a JWKS URL. */
   keyId?: string;
@@ -63,6 +68,7 @@ export interface ConnectClientOptions {
    * The client assertion's `aud`: the token endpoint's URL as the server knows itself
    * (its PUBLIC_BASE_URL + base path + `/oauth/token`). By default `baseUrl + '/oauth/token'`;
    * set it when `baseUrl` reaches the server by another name (an internal host, a proxy).
+   * An absolute http(s) URL without credentials, query or fragment (a TypeError otherwise).
    */
   audience?: string;
   /**
@@ -82,9 +88,9 @@ export interface ConnectClientOptions {
    */
   maxRetryWaitMs?: number;
   /**
-   * Per-attempt timeout, 30 s by default: for each phase of the exchange (connect, headers, body)
-   * on the default transport, for the whole exchange with a caller's `fetch`. A timeout is retried
-   * like a network error.
+   * Per-attempt timeout, 30 s by default: the whole exchange (connecting, waiting for the answer,
+   * reading its body), on the default transport and with a caller's `fetch` alike. A timeout is
+   * retried like a network error.
    */
   timeoutMs?: number;
 }
@@ -143,6 +149,25 @@ export function checkBaseUrl(baseUrl: unknown): string {
   if (url.username || url.password) throw new TypeError(`baseUrl must not carry a user name or password (fetch refuses such URLs; the client authenticates with its key); got ${shownUrl(baseUrl)}`);
   if (url.search || url.hash || baseUrl.includes('?') || baseUrl.includes('#')) throw new TypeError(`baseUrl must not have a query or a fragment (the client appends paths to it); got ${shownUrl(baseUrl)} without them`);
   return baseUrl.trim().replace(/\/+$/, '');
+}
+
+/**
+ * `audience` as given (the server compares it exactly); a TypeError naming the option unless it is
+ * an absolute http(s) URL without credentials, query or fragment, as the server's own token URL is.
+ */
+export function checkAudience(audience: unknown): string {
+  const what = "the token endpoint's URL as the server knows itself (its PUBLIC_BASE_URL + base path + /oauth/token), e.g. https://connect.example.org/v1/connect/server/oauth/token";
+  const shown = typeof audience === 'string' ? shownUrl(audience) : String(audience);
+  let url: URL | undefined;
+  try {
+    url = typeof audience === 'string' ? new URL(audience) : undefined;
+  } catch {
+    /* said below */
+  }
+  if (typeof audience !== 'string' || !url || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw new TypeError(`audience must be an absolute http(s) URL, ${what}; got ${shown}`);
+  if (url.username || url.password) throw new TypeError(`audience must not carry a user name or password (the server's URL for itself has none, and the assertion would carry them); got ${shown}`);
+  if (url.search || url.hash || audience.includes('?') || audience.includes('#')) throw new TypeError(`audience must not have a query or a fragment, ${what}; got ${shown} without them`);
+  return audience;
 }
 
 /** What a transport failure says, with the cause's code when the message alone is vague ("fetch failed"). */
@@ -276,7 +301,7 @@ export class ConnectClient {
     this.baseUrl = checkBaseUrl(options.baseUrl);
     if (!options.clientId) throw new TypeError('clientId is required');
     this.tokenUrl = `${this.baseUrl}/oauth/token`;
-    this.audience = options.audience ?? this.tokenUrl;
+    this.audience = options.audience === undefined ? this.tokenUrl : checkAudience(options.audience);
     this.clientId = options.clientId;
     this.key = toPrivateKey(options.privateKey);
     this.keyId = options.keyId;
@@ -388,7 +413,7 @@ export class ConnectClient {
       const error = this.errorOf(answer, false);
       // Whatever the token endpoint refuses (400 invalid_request, 401 invalid_client) is a credentials problem.
       if (error.status < 400 || error.status >= 500 || error.status === 429) throw error;
-      const refused = new AuthenticationError(error.status, error.problem);
+      const refused = new AuthenticationError(error.status, error.problem, error.retryAfterSeconds);
       // The server does not say which check failed (on purpose): list what to check, the audience
       // last and named, as it is the one the caller cannot see from its own settings.
       // No token endpoint there at all: the base URL is not the API's (its path left out, most often).

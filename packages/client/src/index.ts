@@ -1,4 +1,4 @@
-export { checkBaseUrl, ConnectClient, PREVIEW_API_VERSION } from './connect-client.ts';
+export { checkAudience, checkBaseUrl, ConnectClient, PREVIEW_API_VERSION } from './connect-client.ts';
 export type { CallOptions, ConnectClientOptions, ConnectUser, ConnectUserWithSync, ListUsersOptions, UpsertOutcome, UpsertResult, UpsertUserInput, UsersPage } from './connect-client.ts';
 export {
   AuthenticationError,
