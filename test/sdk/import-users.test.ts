@@ -318,6 +318,41 @@ describe('import-users: bad arguments are refused before any row is sent', () =>
   });
 });
 
+describe('import-users: --audience, for an API reached by another name than its PUBLIC_BASE_URL', () => {
+  it('through localhost to an API that knows itself as 127.0.0.1: refused, the error naming --audience (it named an option the importer did not have); with --audience the rows are imported', async () => {
+    const { file, ids } = newUsersCsv('audience', 3);
+    const byAnotherName = api.baseUrl.replace('//127.0.0.1:', '//localhost:');
+    const args = ['--base-url', byAnotherName, '--client-id', clinic.client._id, '--private-key-file', keyFile, '--file', file];
+    const refused = await importUsers(args);
+    expect(refused.code).toBe(1);
+    expect(refused.json.error.kind).toBe('authentication');
+    expect(refused.json.error.message).toContain(`audience, which was ${byAnotherName}/oauth/token`);
+    expect(refused.json.error.message).toContain('set --audience when --base-url reaches the server by another name');
+    expect(refused.json.error.message).not.toMatch(/audience option|baseUrl/);
+    expect(await storedOf(ids)).toBe(0);
+
+    const imported = await importUsers([...args, '--audience', api.audience]);
+    expect(imported.code).toBe(0);
+    expect(imported.json).toMatchObject({ total: 3, created: 3, failed: 0 });
+    expect(await storedOf(ids)).toBe(3);
+  });
+
+  it('--audience is checked as --base-url is (a usage error before any row is sent), and --help names it', async () => {
+    const { file, ids } = newUsersCsv('audience-checked', 2);
+    for (const audience of ['not a url', '/v1/connect/server/oauth/token', 'ftp://connect.example.org/oauth/token', 'https://user:S3cretPW@connect.example.org/oauth/token', 'https://connect.example.org/oauth/token?k=S3cretPW', '']) {
+      const run = await importUsers([...credentials(), '--file', file, '--audience', audience]);
+      expect(run.code, audience).toBe(2);
+      expect(run.json.error.kind, audience).toBe('usage');
+      expect(run.json.error.message, audience).toMatch(/^--audience (must|is required)/);
+      expect(run.json.error.message).not.toContain('S3cretPW');
+    }
+    expect(await storedOf(ids)).toBe(0);
+    const help = await importUsers(['--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/^ {2}--audience URL /m);
+  });
+});
+
 describe('import-users: a file that turns out unreadable part-way', () => {
   it('a CSV quote never closed after 300 good rows: the rows already sent finish and are counted, and the error says how far it got and where the last good row ended', async () => {
     const { file, ids } = newUsersCsv('quote-open', 300);

@@ -1,6 +1,6 @@
 /**
  * pnpm import-users --base-url URL --client-id ID --private-key-file F --file users.csv|users.ndjson
- *                   [--concurrency 8] [--max-retries 8] [--report failed.ndjson] [--dry-run]
+ *                   [--audience URL] [--concurrency 8] [--max-retries 8] [--report failed.ndjson] [--dry-run]
  *
  * Bulk upsert through the public API with @connect/client. The root script runs it
  * with a small young generation and a 96 MB old-space cap: the live heap is ~10 MB,
@@ -16,12 +16,12 @@ import { createWriteStream, fchmodSync, openSync, readFileSync, statSync } from 
 import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { checkBaseUrl, ConnectClient, InvalidPrivateKeyError } from '@connect/client';
+import { checkAudience, checkBaseUrl, ConnectClient, InvalidPrivateKeyError } from '@connect/client';
 import { ImportAbortedError, importUsers, INTERRUPT_GRACE_MS, type ImportCounts } from './import-users.ts';
 import { InputFileError, type ReadProgress } from './read-user-rows.ts';
 
 const USAGE = `Usage: pnpm import-users --base-url URL --client-id ID --private-key-file F --file users.csv|users.ndjson
-                         [--concurrency 8] [--max-retries 8] [--report failed.ndjson] [--dry-run]
+                         [--audience URL] [--concurrency 8] [--max-retries 8] [--report failed.ndjson] [--dry-run]
 
 Upserts every row of the file through the API (POST /users), validating each row
 with the API's schema first. CSV columns: provider_email, external_provider_id,
@@ -29,6 +29,9 @@ specialty, other_specialty_name, speech_locale, secondary_speech_locale (an empt
 cell keeps the current value). NDJSON lines: a POST /users body or the same flat keys.
 
   --dry-run        validate only; nothing is sent (no credentials needed)
+  --audience URL   the token endpoint's URL as the API knows itself (its PUBLIC_BASE_URL
+                   + base path + /oauth/token), when --base-url reaches it by another
+                   name (an internal host, a proxy); --base-url + /oauth/token by default
   --report F       write each failed row as a JSON line {line, error, row}
   --concurrency N  requests in flight, 1 to 256 (default 8)
   --max-retries N  retries of a request after a 429/502/503/504 or a network error,
@@ -49,6 +52,14 @@ function fail(kind: string, message: string): never {
   process.stdout.write(`${JSON.stringify({ error: { kind, message } })}\n`);
   // As the CLI's: 2 for what the operator typed or configured, 1 for everything else.
   process.exit(kind === 'usage' || kind === 'configuration' ? 2 : 1);
+}
+
+/**
+ * A client message in the importer's words: the client names its own options (`baseUrl`,
+ * "the audience option"), which the importer takes as --base-url and --audience.
+ */
+function inOptionNames(message: string): string {
+  return message.replaceAll('the audience option', '--audience').replace(/\bbaseUrl\b/g, '--base-url');
 }
 
 function describe(c: ImportCounts): string {
@@ -114,6 +125,7 @@ async function main(): Promise<void> {
         'base-url': { type: 'string' },
         'client-id': { type: 'string' },
         'private-key-file': { type: 'string' },
+        audience: { type: 'string' },
         file: { type: 'string' },
         concurrency: { type: 'string', default: '8' },
         // More retries than the client's default: a long import outlives a rate-limit window
@@ -158,6 +170,14 @@ async function main(): Promise<void> {
       } catch (err) {
         throw new UsageError(`--base-url ${(err as Error).message.replace(/^baseUrl /, '')}`);
       }
+      const audience = values.audience;
+      if (audience !== undefined) {
+        try {
+          checkAudience(audience);
+        } catch (err) {
+          throw new UsageError(`--audience ${(err as Error).message.replace(/^audience /, '')}`);
+        }
+      }
       const keyFile = values['private-key-file']!;
       let pem: string;
       try {
@@ -166,7 +186,7 @@ async function main(): Promise<void> {
         throw new UsageError(`cannot read --private-key-file ${keyFile}`);
       }
       try {
-        client = new ConnectClient({ baseUrl, clientId: values['client-id']!, privateKey: pem, maxRetries });
+        client = new ConnectClient({ baseUrl, clientId: values['client-id']!, privateKey: pem, maxRetries, ...(audience !== undefined ? { audience } : {}) });
       } catch (err) {
         if (err instanceof InvalidPrivateKeyError) return fail('configuration', `--private-key-file ${keyFile} must be a PEM private key (PKCS#8 or PKCS#1); this file ${err.reason}`);
         return fail('configuration', (err as Error).message);
@@ -226,7 +246,7 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof UsageError) return fail('usage', err.message);
     if (err instanceof InputFileError) return fail('input', err.message);
-    if (err instanceof ImportAbortedError) return fail(err.kind, `${err.message}${err.counts ? ` (${describe(err.counts)})` : ''}`);
+    if (err instanceof ImportAbortedError) return fail(err.kind, `${err.kind === 'authentication' ? inOptionNames(err.message) : err.message}${err.counts ? ` (${describe(err.counts)})` : ''}`);
     return fail('internal', (err as Error).message);
   }
 }
