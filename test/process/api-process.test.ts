@@ -189,6 +189,8 @@ describe('A request that reaches the API after its listener closed (a kept-alive
       expect(refused.body).toMatchObject({ status: 503, type: expect.stringMatching(/\/service-unavailable$/), detail: expect.stringMatching(/shutting down/) });
       expect(refused.headers.get('retry-after')).toBe('1');
       expect(refused.headers.get('connection')).toBe('close');
+      // Known to have changed nothing, unlike a 503 from a datastore that stopped answering.
+      expect(refused.headers.get('x-connect-outcome')).toBe('unchanged');
       const tokenRefused = await requestToken(api, clinic);
       expect(tokenRefused.status).toBe(503);
       expect(tokenRefused.body).toMatchObject({ error: 'temporarily_unavailable' });

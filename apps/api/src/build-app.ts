@@ -8,7 +8,7 @@ import { decorateRequestLog, requestLogController } from './request-log.ts';
 import { MissingHostError, RepeatedHeaderError, UnsupportedTransferCodingError, UnsupportedMediaTypeError } from './http-errors.ts';
 import { registerJsonBodyParser } from './json-body.ts';
 import { RouteTable } from './route-table.ts';
-import { ServiceUnavailableError, answerWithinDeadline } from './service-unavailable.ts';
+import { ServiceUnavailableError, answerWithinDeadline, refusedUnapplied } from './service-unavailable.ts';
 import { adminQueuesRoutes } from './routes/admin-queues.ts';
 import { registerDocs } from './routes/docs.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -123,8 +123,10 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   app.addHook('preClose', async () => {
     closing = true;
   });
-  app.addHook('onRequest', (_request, _reply, done) => {
-    done(closing ? new ServiceUnavailableError('This instance is shutting down and did not apply the request; send it again.', 1) : undefined);
+  app.addHook('onRequest', (request, _reply, done) => {
+    if (!closing) return done();
+    refusedUnapplied.add(request);
+    done(new ServiceUnavailableError('This instance is shutting down and did not apply the request; send it again.', 1));
   });
   // Bodies are read as sent: a compressed one would be parsed as text and called malformed.
   app.addHook('onRequest', (request, _reply, done) => {

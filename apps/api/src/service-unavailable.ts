@@ -28,6 +28,13 @@ export class ServiceUnavailableError extends DomainError {
   }
 }
 
+/**
+ * Requests refused with a 503 before anything of them was applied (an instance shutting down):
+ * unlike a 503 from a datastore that stopped answering, whose write may yet land, these are known
+ * to have changed nothing, and POST /users says so (docs/api-lifecycle.md, X-Connect-Outcome).
+ */
+export const refusedUnapplied = new WeakSet<FastifyRequest>();
+
 /** ioredis's own words for a connection that is gone or does not answer (its errors have no codes). */
 const REDIS_UNAVAILABLE = /^(Command timed out|Connection is closed|Stream isn't writeable|Socket timeout|Reached the max retries per request)/;
 

@@ -26,6 +26,7 @@ import type { ApiDeps } from '../api-deps.ts';
 import { UnsupportedMediaTypeError } from '../http-errors.ts';
 import { decodeCursor, encodeCursor } from '../list-cursor.ts';
 import { perClientLimit } from '../rate-limits.ts';
+import { refusedUnapplied } from '../service-unavailable.ts';
 import { API_VERSION_QUERY, authenticate } from './authenticate.ts';
 
 /** POST /users exists from this version on (docs/contract.md, Versioning). */
@@ -86,10 +87,12 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
     {
       onRequest,
       // Every answer says what the request did (docs/api-lifecycle.md): a refusal (4xx: bad input,
-      // a conflict, no valid token, a version without the route, over the limit) changed nothing.
-      // A 5xx says nothing: a write sent before the database stopped answering may yet land.
-      onSend: async (_request, reply, payload) => {
-        if (reply.statusCode >= 400 && reply.statusCode < 500 && !reply.hasHeader(OUTCOME_HEADER)) reply.header(OUTCOME_HEADER, 'unchanged');
+      // a conflict, no valid token, a version without the route, over the limit; a 503 from an
+      // instance shutting down, before it read the request) changed nothing. Another 5xx says
+      // nothing: a write sent before the database stopped answering may yet land.
+      onSend: async (request, reply, payload) => {
+        if (reply.hasHeader(OUTCOME_HEADER)) return payload;
+        if ((reply.statusCode >= 400 && reply.statusCode < 500) || refusedUnapplied.has(request)) reply.header(OUTCOME_HEADER, 'unchanged');
         return payload;
       },
       config: perClientLimit(deps),
