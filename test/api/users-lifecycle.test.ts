@@ -261,6 +261,43 @@ describe('GET {base}/users under x-nabla-next: pages, order, status filter, tena
     expect(pages[0]!.data[0]).toMatchObject({ provider_email: expect.stringMatching(/@big\.example\.com$/), status: 'active', deactivated_at: null, version: 1 });
   });
 
+  it('paging while, beside each page\'s query, users are created before and after the cursor and others updated and deactivated: each user there throughout is listed once, none twice, in order', async () => {
+    // An organization of its own, so the other tests' counts stay exact.
+    const busy = await registerTestClient(api.models, { name: 'Busy hospital' });
+    const busyToken = await getToken(api, busy);
+    const key = (i: number) => `q-${String(i).padStart(3, '0')}`;
+    const before = Array.from({ length: 60 }, (_, i) => key(2 * i)); // even numbers; the odd ones arrive during the walk
+    for (const id of before) expect((await postUser(api, busyToken, { provider_email: `${id}@busy.example.com`, external_provider_id: id }, NEXT)).status).toBe(201);
+    const seen: string[] = [];
+    const added: string[] = [];
+    let cursor: string | null = null;
+    let page = 0;
+    do {
+      // The page is read while three users are created (one before the cursor, one after, one anywhere), one
+      // is updated and one deactivated: a page's query runs beside writes, not between them.
+      const writes = [key(2 * page + 1), key(119 - 2 * page), key(1 + 2 * ((page * 7) % 60))].map(async (id) => {
+        const res = await postUser(api, busyToken, { provider_email: `${id}@busy.example.com`, external_provider_id: id }, NEXT);
+        if (res.status === 201) added.push(id);
+      });
+      const target = before[(page * 11) % before.length]!;
+      writes.push(postUser(api, busyToken, { provider_email: `${target}@busy.example.com`, external_provider_id: target, settings: { speech_locale: page % 2 ? 'FRENCH_FR' : 'GERMAN_DE' } }, NEXT).then(() => undefined));
+      writes.push(del(before[(page * 13 + 5) % before.length]!, NEXT, busyToken).then(() => undefined));
+      const listing = list({ limit: '7', ...(cursor ? { cursor } : {}) }, busyToken);
+      await Promise.all([listing, ...writes]);
+      const res: HttpAnswer = await listing;
+      expect(res.status, res.text).toBe(200);
+      seen.push(...res.body.data.map((u: { external_provider_id: string }) => u.external_provider_id));
+      cursor = res.body.next_cursor;
+      page++;
+    } while (cursor !== null && page < 40);
+    expect(cursor).toBeNull();
+    expect(new Set(seen).size).toBe(seen.length); // none twice
+    expect(seen).toEqual([...seen].sort()); // in order
+    expect(seen.filter((id) => before.includes(id))).toEqual(before); // every user there throughout, once
+    expect(seen.filter((id) => !before.includes(id)).every((id) => added.includes(id))).toBe(true);
+    expect(added.length).toBeGreaterThan(10);
+  });
+
   it('nothing leaks across organizations: the neighbour sees its 20 users only', async () => {
     const pages = await walk({ limit: '200' }, neighbourToken);
     const seen = pages.flatMap((p) => p.data.map((u) => u.external_provider_id));
