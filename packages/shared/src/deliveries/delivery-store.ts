@@ -364,6 +364,9 @@ export class DeliveryStore {
       .find(q)
       .sort({ updated_at: 1, _id: 1 })
       .limit(filter.limit ?? 1000)
+      // All in the first batch (list-provider-users.ts says why): a getMore after FerretDB stopped the
+      // query at its time limit failed with "cursor not found", which the CLI took for an internal error.
+      .batchSize(filter.limit ?? 1000)
       .maxTimeMS(filter.maxTimeMS ?? 0)
       .toArray();
   }

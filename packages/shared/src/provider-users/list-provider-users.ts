@@ -41,6 +41,9 @@ export async function listProviderUsers(models: Models, q: ListProviderUsersQuer
     .providerUsers.find(filter)
     .sort({ external_provider_id: 1 })
     .limit(q.limit + 1)
+    // The whole page in the first batch: no getMore, whose cursor FerretDB may have killed at the
+    // time limit (an error that says "cursor not found", not the time limit), and one round trip.
+    .batchSize(q.limit + 1)
     .maxTimeMS(q.maxTimeMS ?? 0)
     .toArray();
   const more = users.length > q.limit;
