@@ -473,11 +473,12 @@ describe('GET /users (the list) and DELETE /users/{id} under fuzzed input: 200, 
 
   it('random external ids on DELETE /users/{id} under the preview version: 404 or 400, 414 past the router limit', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.oneof(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 60 }), fc.constantFrom('{"$ne":null}', '[$ne]=1', '../users', '%00', '__proto__', 'a'.repeat(300))), async (id) => {
+      fc.asyncProperty(fc.oneof(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 60 }), fc.constantFrom('{"$ne":null}', '[$ne]=1', '../users', '%00', '__proto__', 'a'.repeat(300), 'a'.repeat(1100))), async (id) => {
         const res = await http(`${api.baseUrl}/users/${encodeURIComponent(id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${token}`, ...PREVIEW } });
         tally('users: DELETE ids', res);
         expectUsersAnswer(res, id);
-        expect([400, 404, 414], id).toContain(res.status);
+        // As GET's: 414 past the router's 1024-character path segment, 404 (no such user) or 400 below it.
+        expect(encodeURIComponent(id).length > 1024 ? [414] : [400, 404], id).toContain(res.status);
       }),
       { numRuns: 60 },
     );
