@@ -14,10 +14,10 @@ beforeAll(async () => {
 });
 afterAll(async () => api?.close());
 
-// These run through one API process, which is what FerretDB can make safe. The
-// unique indexes decide create races on MongoDB and FerretDB alike; several
-// processes racing on one existing document need MongoDB's atomic conditional
-// update (see upsert-provider-user.ts).
+// These run through one API process. The unique indexes decide create races on
+// MongoDB and FerretDB alike; several processes racing on one existing document
+// need the database's atomic conditional update (MongoDB, our FerretDB build:
+// test/hardening/linearizability.test.ts, test/resilience/many-instances.test.ts).
 describe('Concurrency of POST /users', () => {
   it('50 simultaneous identical creates give one user: 201 once, 200 for the rest, one user.created', async () => {
     const id = randomUUID();

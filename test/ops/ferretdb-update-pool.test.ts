@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startFerretDb, type RunningService } from '@connect/local-services';
 
 /**
- * Our FerretDB build patches one upstream bug (tools/ferretdb/patches/msg_update.go):
+ * Our FerretDB build patches an upstream bug (tools/ferretdb/patches/connect-provisioning.patch):
  * an `update` command kept one pool connection per statement until the whole
  * command returned, and each statement needs one more, so one bulkWrite of more
  * statements than the pool has connections (50), or a few concurrent ones (the

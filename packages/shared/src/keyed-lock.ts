@@ -1,9 +1,9 @@
 /**
  * Serialises async work per key inside one process. Writes to one user go
  * through it so the read-merge-write of an upsert never interleaves with another
- * in the same process: on FerretDB (no compare-and-set) that is what keeps two
- * requests from erasing each other's change; on MongoDB it saves the
- * conditional update's retries.
+ * in the same process: it saves the conditional update's retries (MongoDB, and our
+ * FerretDB build, apply it atomically); on upstream FerretDB (no compare-and-set) it is
+ * what keeps two requests of one process from erasing each other's change.
  */
 export class KeyedLock {
   private readonly tails = new Map<string, Promise<unknown>>();

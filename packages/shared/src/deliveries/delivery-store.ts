@@ -23,8 +23,8 @@ import { deliveryIdOf } from './delivery-queues.ts';
  *    `retrying`, `held`, `deadLettered`, `superseded`) and the ONLY writer of
  *    SyncState. It runs one job per (user, target) at a time (BullMQ's
  *    deduplication slot in Redis), so its read-then-write of SyncState cannot
- *    race another writer, which matters on FerretDB where an update is a whole
- *    document read, changed and written back without compare-and-set. Its row
+ *    race another writer, which matters on upstream FerretDB where an update is a
+ *    whole document read, changed and written back without compare-and-set. Its row
  *    writes are upserts by id, so they do not depend on the fan-out's insert
  *    having landed.
  * 3. The stalled handler writes one thing: a `pending` row becomes `failed`
@@ -38,8 +38,8 @@ import { deliveryIdOf } from './delivery-queues.ts';
  *    reads SyncState.
  * 5. Attempts are insert-only.
  *
- * Where this holds: on MongoDB the conditional writes (3, 4) are atomic; on
- * FerretDB they are a read and a write, so a replay racing the processor can
+ * Where this holds: on MongoDB and our FerretDB build the conditional writes (3, 4)
+ * are atomic; on upstream FerretDB they are a read and a write, so a replay racing the processor can
  * leave a row's status stale until the next attempt writes it again, but never
  * a callback unsent: what is sent is decided by the queue and SyncState, not by
  * a row's status.

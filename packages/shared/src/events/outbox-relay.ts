@@ -6,7 +6,7 @@
  *   document's own write, so it exists exactly when the change does. Publishing
  *   never edits the user document: it is `queue.add(job, { jobId: event.id })`
  *   and nothing else. So the relay cannot race an API write, which matters on
- *   FerretDB where updates rewrite whole documents without compare-and-set.
+ *   upstream FerretDB, where updates rewrite whole documents without compare-and-set.
  * - "Published" means BullMQ holds a job with the event's id (waiting, active,
  *   delayed, or finished and not yet removed), or the fan-out has run for it:
  *   its Delivery row exists for every configured target (a row for one target

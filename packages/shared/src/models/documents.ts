@@ -188,7 +188,7 @@ export const deliveryDocSchema = z.object({
 });
 
 /**
- * One attempt of a delivery (insert-only: FerretDB has no compare-and-set, and
+ * One attempt of a delivery (insert-only: upstream FerretDB has no compare-and-set, and
  * rows that are never updated cannot lose a concurrent write; retention deletes
  * them with their delivery row, never on their own: a row still pending keeps its history). Never the user's data nor the receiver's body: a status, an
  * error class and a short message we wrote ourselves.

@@ -90,7 +90,7 @@ export class EmailClaims {
    * email (that create lost on its id and is releasing this claim), or it has no user and is
    * older than CLAIM_STALE_MS (its create died): deleted, by its `_id` as read, and `retry`, so
    * the unique index picks one of several creates claiming anew at once (a conditional update
-   * would not: FerretDB does not apply updates atomically). No user yet and younger: its create
+   * would not on upstream FerretDB, which does not apply updates atomically). No user yet and younger: its create
    * is in progress, so wait up to CLAIM_SETTLE_MS for it to insert its user or give the claim up;
    * a claim still there with no user after that is `taken`.
    */

@@ -54,9 +54,9 @@ const MAX_ATTEMPTS = 8;
  * EMAIL_UNIQUENESS=claims the email's claim stands in for the second; email-claims.ts), and
  * updates are conditional on the version read, so a lost race re-reads and
  * re-decides (or, writing first, one findOneAndUpdate whose filter holds the whole decision:
- * updateInOneStep). FerretDB enforces the unique indexes too but does not apply
- * updates atomically; the per-process keyed lock keeps one process's writes to a
- * user in order, which is all it can guarantee there.
+ * updateInOneStep), which the database applies atomically, filter included (MongoDB, and our
+ * FerretDB build: docs/guarantees.md). The per-process keyed lock keeps one process's writes
+ * to a user in order, which saves those retries (and is all upstream FerretDB can guarantee).
  *
  * A written change's event is handed to the publisher here, and every outcome is
  * counted here, so no caller can forget either.
