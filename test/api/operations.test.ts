@@ -82,7 +82,7 @@ describe('GET /openapi.json: OpenAPI 3.1 generated from the zod schemas', () => 
     expect(JSON.stringify(doc).split('PHYSICAL_MEDICINE_AND_REHABILITATION').length - 1).toBe(1);
     const post = doc.paths[`${api.deps.config.basePath}/users`].post;
     expect(post.requestBody.content['application/json'].schema).toEqual({ $ref: '#/components/schemas/UpsertProviderUserRequest' });
-    expect(schemas.UpsertProviderUserRequest!.properties.provider_email).toMatchObject({ type: 'string', maxLength: 320, format: 'email' });
+    expect(schemas.UpsertProviderUserRequest!.properties.provider_email).toMatchObject({ type: 'string', maxLength: 320, format: 'idn-email' });
     expect(doc.servers[0].description).toMatch(/paths carry the base path/);
   });
 

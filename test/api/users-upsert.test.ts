@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 
@@ -52,6 +53,22 @@ describe('POST /users: no user has this external_provider_id nor this email → 
     expect(res.status).toBe(201);
     expect(res.body.settings).toBeNull();
     expect((await stored(id))?.settings).toBeNull();
+  });
+});
+
+describe('POST /users: every address a mail server takes', () => {
+  it('a local part with any of RFC 5322\'s specials (!#$%&\'*+/=?^_`{|}~-), a non-ASCII local part and an internationalized domain are created, and matched case-insensitively after', async () => {
+    const tag = randomUUID().slice(0, 8);
+    for (const [i, email] of [`a&b!#$%*/=?^\`{|}~-${tag}@Example.com`, `O'Brien+${tag}@example.com`, `Ünï.${tag}@bücher.example`, `${tag}@пример.рф`, `${tag}@xn--bcher-kva.example`].entries()) {
+      const id = `${tag}-intl-${i}`;
+      const created = await postUser(api, token, { provider_email: email, external_provider_id: id });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      expect(created.body.provider_email).toBe(email);
+      const again = await postUser(api, token, { provider_email: email.toUpperCase(), external_provider_id: id });
+      expect(again.status).toBe(200);
+      expect(again.headers.get('x-connect-outcome')).toBe('unchanged');
+      expect(again.body.provider_email).toBe(email);
+    }
   });
 });
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { SPECIALTY_KINDS, SPEECH_LOCALES } from '../enums.ts';
+import { emailAddressProblem } from '../input-rules.ts';
 
 /**
  * The request and response shapes of POST /users (the public Nabla Connect API's,
@@ -60,10 +61,13 @@ export const upsertProviderUserBodySchema = z
     provider_email: z
       .string()
       .trim()
-      .max(320, 'at most 320 characters')
-      // What documentation generated from the accepting side says (zod would show the string before the email check).
-      .meta({ format: 'email', description: 'An email address (spaces around it are trimmed).' })
-      .pipe(z.email({ message: 'must be a valid email address' })),
+      .max(320, { message: 'at most 320 characters', abort: true })
+      // Every address a mail server takes, internationalized ones included (docs/contract.md, "Email addresses").
+      .superRefine((address, ctx) => {
+        const problem = emailAddressProblem(address);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      })
+      .meta({ format: 'idn-email', description: 'An email address, internationalized or not (spaces around it are trimmed).' }),
     external_provider_id: z
       .string()
       // An empty id is not also "blank": one message per field.
