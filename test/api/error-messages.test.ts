@@ -140,7 +140,7 @@ describe('HTTP-level refusals', () => {
     expect((await http(`${api.origin}/livez`)).status).toBe(200);
   });
 
-  it('what Node lets through but the API must not guess at: no Host in HTTP/1.1 (400), a transfer coding other than chunked, Content-Type or Authorization given twice, CONNECT: each 400 problem+json (bad input is never a 5xx), nothing stored', async () => {
+  it('what Node lets through but the API must not guess at: no Host in HTTP/1.1 (400), a transfer coding other than chunked, Content-Type, Authorization or Host given twice, CONNECT: each 400 problem+json (bad input is never a 5xx), nothing stored', async () => {
     const port = Number(new URL(api.origin).port);
     const body = () => JSON.stringify(valid());
     const post = (headers: string, payload: string) => `POST /v1/connect/server/users HTTP/1.1\r\nHost: a\r\n${headers}Content-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`;
@@ -164,6 +164,12 @@ describe('HTTP-level refusals', () => {
         detail: 'The Authorization header is given more than once; send it once.',
       },
       { bytes: 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', status: 400, type: /\/unsupported-method$/, detail: /^CONNECT is not supported/ },
+      {
+        bytes: `GET /v1/connect/server/users/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nAuthorization: Bearer ${token}\r\n\r\n`,
+        status: 400,
+        type: /\/repeated-header$/,
+        detail: 'The Host header is given more than once; send it once.',
+      },
     ];
     for (const c of cases) {
       const res = await rawHttp(port, c.bytes);
@@ -286,7 +292,7 @@ describe('HTTP-level refusals', () => {
     expect(res.body.limit_bytes).toBe(65536);
   });
 
-  it('a wrong method on a known path: 405 with Allow (GET /oauth/token, PUT /users/{id})', async () => {
+  it('a wrong method on a known path: 405 with Allow (GET /oauth/token, PUT /users/{id}, OPTIONS with a JSON Content-Type and no body)', async () => {
     const token405 = await http(api.tokenUrl);
     expect(token405.status).toBe(405);
     expect(token405.headers.get('allow')).toBe('POST');
@@ -296,6 +302,13 @@ describe('HTTP-level refusals', () => {
     const put = await http(`${api.baseUrl}/users/someone`, { method: 'PUT', headers: { authorization: `Bearer ${token}` } });
     expect(put.status).toBe(405);
     expect(put.headers.get('allow')).toBe('DELETE, GET, HEAD');
+
+    // A client that sets Content-Type: application/json on every request, with no body or a broken one: still 405.
+    for (const [path, body] of [['/users', undefined], ['/users/someone', undefined], ['/oauth/token', undefined], ['/users', '{"broken']] as const) {
+      const res = await http(`${api.baseUrl}${path}`, { method: 'OPTIONS', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body });
+      expect(res.status, `OPTIONS ${path} ${body ?? ''}`).toBe(405);
+      expect(res.headers.get('allow')).toBeTruthy();
+    }
 
     // An unknown path stays 404.
     const unknown = await http(`${api.baseUrl}/encounters`);

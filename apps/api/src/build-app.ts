@@ -35,11 +35,16 @@ export const HTTP_SERVER_OPTIONS = { headersTimeout: REQUEST_DEADLINE_MS, connec
 
 /**
  * Headers Node keeps the first of when given twice, where a proxy or the client's own stack may
- * act on the last: the body's type and the credentials. Refused rather than guessed (as two
- * X-Nabla-Api-Version headers or a JSON member given twice are). `requireHostHeader: false` above
- * lets a request without Host reach the API, which refuses it in problem+json (Node's own 400 had no body).
+ * act on the last: the body's type, the credentials, and Host (RFC 9112 §3.2 asks a 400 for two).
+ * Refused rather than guessed (as two X-Nabla-Api-Version headers or a JSON member given twice
+ * are). `requireHostHeader: false` above lets a request without Host reach the API, which refuses
+ * it in problem+json (Node's own 400 had no body).
  */
-const SINGLE_HEADERS = new Set(['content-type', 'authorization']);
+const SINGLE_HEADERS = new Map([
+  ['content-type', 'Content-Type'],
+  ['authorization', 'Authorization'],
+  ['host', 'Host'],
+]);
 
 /** The first of SINGLE_HEADERS given more than once in `rawHeaders` (names and values alternating), lower-cased. */
 function repeatedHeaderIn(rawHeaders: readonly string[]): string | undefined {
@@ -47,7 +52,7 @@ function repeatedHeaderIn(rawHeaders: readonly string[]): string | undefined {
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!.toLowerCase();
     if (!SINGLE_HEADERS.has(name)) continue;
-    if (seen.has(name)) return name === 'content-type' ? 'Content-Type' : 'Authorization';
+    if (seen.has(name)) return SINGLE_HEADERS.get(name);
     seen.add(name);
   }
   return undefined;

@@ -133,6 +133,9 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
     }
     // A DELETE takes no body; a client that sets Content-Type on every request sends an empty one.
     if ((raw as Buffer).length === 0 && request.method === 'DELETE') return done(null, undefined);
+    // No route takes it (an OPTIONS, a PUT): the answer is the 404 or 405 of the method and path,
+    // whatever the body holds.
+    if (request.is404) return done(null, undefined);
     let body: string;
     try {
       body = utf8.decode(raw as Buffer);
