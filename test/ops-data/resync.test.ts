@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collectionOf, resyncCursorId, syncStateIdOf, type ProviderUserDoc } from '@connect/shared';
+import { collectionOf, eventJobOf, resyncCursorId, syncStateIdOf, type ProviderUserDoc } from '@connect/shared';
 import { getToken, postUser as postOnce, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { REPO_ROOT } from '@connect/local-services';
 import { eventually, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';
@@ -231,17 +231,27 @@ describe('targets resync: interrupted half-way, then run again', () => {
     expect(third.code, third.stderr).toBe(0);
     expect(third.json).toEqual({ target: 'wiped', users_scanned: USERS, enqueued: 0, skipped: USERS });
 
-    // --force re-sends each user's newest event (same id), and never anything older.
+    // The receiver loses its data. --force sends every user again as to a new target: its
+    // user.created (original id and body), then its newest event (same id) if past version 1.
     const acceptedBefore = wiped.accepted().length;
     const forced = await cli(['targets', 'resync', 'wiped', '--force', '--org', users.values().next().value!.organization_id], env);
     expect(forced.code, forced.stderr).toBe(0);
     expect(forced.json).toMatchObject({ target: 'wiped', users_scanned: USERS, enqueued: USERS, skipped: 0 });
-    await eventually(() => wiped.accepted().length >= acceptedBefore + USERS, 240_000, 500);
-    const resent = wiped.accepted().sort((a, b) => a.n - b.n).slice(acceptedBefore);
-    for (const c of resent) {
-      const user = users.get(c.body.data.user.external_provider_id)!;
-      expect(c.body.data.version).toBe(user.version);
-      expect(c.body.request_uuid).toBe(user.last_event.id);
+    const expected = [...users.values()].reduce((n, u) => n + (u.version > 1 ? 2 : 1), 0);
+    expect(expected, 'some users are past version 1').toBeGreaterThan(USERS);
+    await eventually(() => wiped.accepted().length >= acceptedBefore + expected, 240_000, 500);
+    const resent = new Map<string, ReceivedCallback[]>();
+    for (const c of wiped.accepted().sort((a, b) => a.n - b.n).slice(acceptedBefore)) {
+      const id = c.body.data.user.external_provider_id as string;
+      resent.set(id, [...(resent.get(id) ?? []), c]);
+    }
+    expect(resent.size).toBe(USERS);
+    for (const [id, list] of resent) {
+      const user = users.get(id)!;
+      const { event, created } = eventJobOf(user);
+      expect(list.map((c) => c.body.request_uuid), id).toEqual(user.version > 1 ? [created.id, event.id] : [event.id]);
+      expect(list[0]!.body).toMatchObject({ type: 'user.created', data: { version: 1 } });
+      expect(list.at(-1)!.body.data.version).toBe(user.version);
     }
   }, 600_000);
 

@@ -161,9 +161,12 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       const created = fresh?.created ?? data.created;
       const deliveredVersion = sync?.delivered_version ?? 0;
 
-      // `targets resync --force`: the newest version once more (same event id), never an older one.
-      const forced = data.force === true && deliveredVersion > 0 && newest.version === deliveredVersion;
-      if (newest.version <= deliveredVersion && !forced) {
+      // `targets resync --force` is for a target that lost its data: it gets what a target that never
+      // had the user gets, user.created (its original id and body) and the newest, whatever it
+      // answered 2xx to before (docs/operations.md, Resync).
+      const wiped = data.force === true && newest.version >= deliveredVersion;
+      const knownVersion = wiped ? 0 : deliveredVersion;
+      if (newest.version <= deliveredVersion && !wiped) {
         if (probeToken) await health.releaseProbe(targetName, probeToken);
         deps.metrics?.deliveries.inc({ target: targetName, outcome: 'superseded' });
         await store.supersedeOlder(user_id, targetName, deliveredVersion);
@@ -176,14 +179,14 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       // user.created first: a target that never got the creation event gets it before any update.
       // Then the latest change of status, when newer events overtook it before this target got it
       // (docs/delivery.md, "Status changes").
-      const statusChange = user ? await statusChangeToSend(user, newest, { delivered: deliveredVersion, sent: sync?.sent_version ?? 0 }, targetName) : undefined;
-      const toSend = [...(deliveredVersion === 0 && newest.version > 1 ? [created] : []), ...(statusChange ? [statusChange] : []), newest];
+      const statusChange = user && !wiped ? await statusChangeToSend(user, newest, { delivered: deliveredVersion, sent: sync?.sent_version ?? 0 }, targetName) : undefined;
+      const toSend = [...(knownVersion === 0 && newest.version > 1 ? [created] : []), ...(statusChange ? [statusChange] : []), newest];
       // A run that found the target without the user skips the user's latest change of status
       // (user.created, then the newest). The newest's version is recorded as sent before it goes
       // out, not only with its outcome: a run that dies or loses its job between the send and
       // the record would leave the next run to send that older change after the newer version
       // the target may have received (docs/delivery.md, "Status changes").
-      const skippedChange = user && deliveredVersion === 0 ? statusChangeOf(user) : undefined;
+      const skippedChange = user && knownVersion === 0 ? statusChangeOf(user) : undefined;
       const sentBeforeNewest = skippedChange !== undefined && skippedChange.version < newest.version && toSend.length > 1;
       // The sync state's `attempts` count the attempts at its version, as the version's Delivery row
       // does: a replayed or recovered delivery (a new job, starting at attempt 1) goes on counting.

@@ -20,10 +20,12 @@ import { deliveryIdOf } from './delivery-queues.ts';
  *    exists already is left alone (duplicate key): the processor may have got
  *    there first, and its outcome must not be overwritten by `pending`.
  * 2. The delivery processor is the only writer of a row's outcome (`delivered`,
- *    `retrying`, `held`, `deadLettered`, `superseded`) and the ONLY writer of
- *    SyncState. It runs one job per (user, target) at a time (BullMQ's
+ *    `retrying`, `held`, `deadLettered`, `superseded`) and the only writer of
+ *    SyncState but for `targets resync --force`, which sets the versions sent back
+ *    to 0 (forgetWhatWasSent: the target lost its data); the processor raises them
+ *    with $max. It runs one job per (user, target) at a time (BullMQ's
  *    deduplication slot in Redis), so its read-then-write of SyncState cannot
- *    race another writer, which matters on upstream FerretDB where an update is a
+ *    race another processor, which matters on upstream FerretDB where an update is a
  *    whole document read, changed and written back without compare-and-set. Its row
  *    writes are upserts by id, so they do not depend on the fan-out's insert
  *    having landed.
@@ -339,6 +341,15 @@ export class DeliveryStore {
   }
 
   /** Resync: the SyncState rows of these users for one target (read only). */
+  /**
+   * `targets resync --force`: the target lost its data, so what it was sent and answered 2xx to no
+   * longer holds. A live delivery that runs before the resync's job (or in its place: BullMQ keeps
+   * one waiting job per user and target) then sends user.created first, as to a new target.
+   */
+  async forgetWhatWasSent(userIds: string[], target: string): Promise<void> {
+    await updateEachById(this.syncs, userIds.map((u) => syncStateIdOf(u, target)), {}, { $set: { delivered_version: 0, sent_version: 0, updated_at: this.now() } });
+  }
+
   async readSyncs(userIds: string[], target: string): Promise<Map<string, SyncStateDoc>> {
     const rows = await findByIds(this.syncs, userIds.map((u) => syncStateIdOf(u, target)));
     return new Map(rows.map((r) => [r.user_id.toString(), r]));

@@ -21,9 +21,9 @@ import type { ProviderUserDoc } from '../models/models.ts';
  *   the number of users there. A database cursor that expires while the walk
  *   waits for room is opened again after the last user enqueued.
  * - What a user needs is read from its SyncState row for the target (written by
- *   the delivery processor only; resync never writes it): no row or nothing
- *   delivered → a delivery job; delivered at an older version → a delivery job;
- *   delivered at the current version → skipped (re-sent with --force).
+ *   the delivery processor; resync writes it only with --force, below): no row or
+ *   nothing delivered → a delivery job; delivered at an older version → a delivery
+ *   job; delivered at the current version → skipped (re-sent with --force).
  * - A resync job is an ordinary delivery job, so the delivery processor's rules
  *   hold for it unchanged: one job per (user, target) at a time (the
  *   deduplication key), `user.created` first from the user document (the
@@ -36,10 +36,14 @@ import type { ProviderUserDoc } from '../models/models.ts';
  *   out jobs without one before any prioritized job. The pace is bounded: no
  *   more than `maxOutstanding` resync jobs wait at once; the walk pauses until
  *   the worker has taken them.
- * - --force re-sends the newest event (same id) to a target that has it
- *   already. It never sends an older version than the target has, so a target
- *   that lost its data gets each user's current state, as a `user.updated` for
- *   users past version 1.
+ * - --force is for a target that lost its data: every user gets what a new
+ *   target gets, `user.created` (the original id and body) then the newest
+ *   event, whatever the target answered 2xx to before (the jobs carry `force`).
+ *   Before a batch is enqueued its users' SyncState rows for the target forget
+ *   what was sent, so a live delivery that runs before the resync job, or in
+ *   its place (one waiting job per user and target), sends `user.created` first
+ *   too. Ids are the original ones: a receiver that kept its store of seen ids
+ *   drops them as repeats.
  */
 export interface ResyncOptions {
   target: string;
@@ -132,6 +136,7 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
         jobId: `${RESYNC_JOB_ID_PREFIX}${deliveryIdOf(event.id, options.target)}${runTag}`,
       });
     }
+    if (force) await deps.store.forgetWhatWasSent(jobs.map((j) => j.job.user_id), options.target);
     if (jobs.length > 0) await deps.queues.enqueueWith(options.target, jobs, { priority: RESYNC_PRIORITY });
     result.users_scanned += users.length;
     result.enqueued += jobs.length;
