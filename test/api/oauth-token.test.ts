@@ -198,6 +198,37 @@ describe('POST /oauth/token: refusals', () => {
     expectInvalidClient(await tokenRequest(withAssertion(assertion, { client_id: randomUUID() }), true));
   });
 
+  it('HTTP Basic credentials beside the assertion (as Go\'s x/oauth2 sends them): naming its client → 200; naming another, alone or beside a form client_id that names its own → 401; unreadable → 400; a Bearer header is ignored', async () => {
+    const basic = (id: string, secret = '') => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${secret}`).toString('base64')}`;
+    const send = async (authorization: string, extra: Record<string, string> = {}) => {
+      const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
+      return http(api.tokenUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization },
+        body: new URLSearchParams(withAssertion(assertion, extra)).toString(),
+      });
+    };
+    const own = await send(basic(clinic.client._id));
+    expect(own.status, own.text).toBe(200);
+    expect(await tokenWorks(own.body.access_token)).toBe(true);
+    expect((await send(basic(clinic.client._id, 'ignored-secret'), { client_id: clinic.client._id })).status).toBe(200);
+    const other = await registerTestClient(api.models);
+    expectInvalidClient(await send(basic(other.client._id)));
+    expectInvalidClient(await send(basic(other.client._id), { client_id: clinic.client._id }));
+    for (const unreadable of ['Basic', 'Basic %%%', `Basic ${Buffer.from('no-colon').toString('base64')}`]) {
+      const res = await send(unreadable);
+      expect(res.status, unreadable).toBe(400);
+      expect(res.body).toEqual({ error: 'invalid_request', error_description: expect.stringMatching(/Authorization header is not valid Basic credentials/) });
+    }
+    expect((await send('Bearer some-old-token')).status).toBe(200);
+  });
+
+  it('an assertion longer than the 16,384 characters accepted → 400 invalid_request saying so, not "missing or malformed"', async () => {
+    const res = await tokenRequest(withAssertion('e'.repeat(16_385)));
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual({ error: 'invalid_request', error_description: 'client_assertion is longer than 16384 characters.' });
+  });
+
   it('wrong grant_type → 400 unsupported_grant_type; missing parameters → 400 invalid_request', async () => {
     const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
     const wrongGrant = await tokenRequest({ ...withAssertion(assertion), grant_type: 'password' });

@@ -114,7 +114,7 @@ describe('Rate limit per IP on the token endpoint, shared across instances', () 
     for (let i = 0; i < 5; i++) answers.push(await requestToken(i % 2 ? a : b, clinic));
     expect(answers.map((r) => r.status)).toEqual([200, 200, 200, 200, 429]);
     const limited = answers[4]!;
-    expect(limited.body).toEqual({ error: 'invalid_request', error_description: expect.stringMatching(/retry after/) });
+    expect(limited.body).toEqual({ error: 'temporarily_unavailable', error_description: expect.stringMatching(/retry after/) });
     expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
     // Another client from the same IP shares the IP's bucket: still refused.
     expect((await requestToken(a, await registerTestClient(a.models))).status).toBe(429);

@@ -36,12 +36,30 @@ export const tokenResponseSchema = z
 
 const oauthErrorSchema = z.object({ error: z.string(), error_description: z.string() }).meta({ id: 'OAuthError' });
 
+/**
+ * The client id of `Authorization: Basic` credentials (percent-decoded, RFC 6749 §2.3.1): undefined
+ * without a Basic header, null when the credentials cannot be read.
+ */
+export function basicClientId(authorization: string | undefined): string | undefined | null {
+  const match = /^Basic +([A-Za-z0-9+/]+={0,2}) *$/i.exec(authorization ?? '');
+  if (!match) return authorization !== undefined && /^Basic\b/i.test(authorization) ? null : undefined;
+  const credentials = Buffer.from(match[1]!, 'base64').toString('utf8');
+  const colon = credentials.indexOf(':');
+  if (colon < 1) return null;
+  try {
+    return decodeURIComponent(credentials.slice(0, colon).replace(/\+/g, ' '));
+  } catch {
+    return null;
+  }
+}
+
 export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Promise<void> {
   // Every failure of this route, parse errors included, answers in RFC 6749 form.
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error instanceof RateLimitedError) {
-      reply.header('cache-control', 'no-store').header('retry-after', String(error.retryAfterSeconds));
-      return reply.status(429).type('application/json').send({ error: 'invalid_request', error_description: error.message });
+      // Not invalid_request: an OAuth library takes that for a request to fix, not one to send again.
+      reply.header('cache-control', 'no-store').header('pragma', 'no-cache').header('retry-after', String(error.retryAfterSeconds));
+      return reply.status(429).type('application/json').send({ error: 'temporarily_unavailable', error_description: error.message });
     }
     // A body that never arrived in full: the caller's delay, in RFC 6749's words, as a 408.
     if (error instanceof RequestTimeoutError) return oauthError(reply, 408, 'invalid_request', error.message);
@@ -96,18 +114,29 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
       if (params.grant_type !== 'client_credentials') return oauthError(reply, 400, 'unsupported_grant_type', 'Only client_credentials is supported.');
       const parsed = tokenRequestSchema.safeParse(body);
       if (!parsed.success) {
-        const field = parsed.error.issues[0]?.path.join('.') ?? 'body';
-        return oauthError(reply, 400, 'invalid_request', `${field} is missing or malformed.`);
+        const issue = parsed.error.issues[0];
+        const field = issue?.path.join('.') || 'body';
+        const tooLong = issue?.code === 'too_big' && typeof issue.maximum === 'number' ? ` is longer than ${issue.maximum} characters` : undefined;
+        return oauthError(reply, 400, 'invalid_request', `${field}${tooLong ?? ' is missing or malformed'}.`);
       }
       if (parsed.data.client_assertion_type !== JWT_BEARER) {
         return oauthError(reply, 400, 'invalid_request', `client_assertion_type must be ${JWT_BEARER}.`);
+      }
+      // An OAuth library may also send the client id as HTTP Basic credentials (RFC 6749 §2.3.1;
+      // Go's x/oauth2 does by default). It names the client as a form's client_id does, so it must
+      // name the assertion's client too; a Bearer header (a client's default headers) is ignored.
+      const basic = basicClientId(request.headers.authorization);
+      if (basic === null) return oauthError(reply, 400, 'invalid_request', 'The Authorization header is not valid Basic credentials; send the client id alone in the assertion.');
+      if (basic !== undefined && parsed.data.client_id !== undefined && basic !== parsed.data.client_id) {
+        request.log.info({ check: 'client_id' }, 'client assertion refused: the Basic credentials and client_id name two clients');
+        return oauthError(reply, 401, 'invalid_client', 'Client authentication failed.');
       }
       let verified;
       try {
         verified = await verifyClientAssertion(
           { models: deps.models, clients: deps.clients, keys: deps.clientKeys, audiences: [deps.config.tokenEndpointUrl, deps.config.issuer] },
           parsed.data.client_assertion,
-          parsed.data.client_id,
+          parsed.data.client_id ?? basic,
         );
       } catch (err) {
         if (!(err instanceof AssertionRejected)) throw err;
