@@ -48,7 +48,14 @@ describe('GET /openapi.json: OpenAPI 3.1 generated from the zod schemas', () => 
     }
     expect(doc.components.schemas.Problem.required).toEqual(['type', 'title', 'status', 'detail']);
     expect(Object.keys(post.responses['201'].headers).sort()).toEqual(['Cache-Control', 'Location', 'X-Connect-Outcome', 'X-Nabla-Api-Version', 'X-Request-Id']);
-    expect(post.responses['201'].headers['X-Connect-Outcome'].schema.enum).toEqual(['created', 'updated', 'unchanged']);
+    expect(post.responses['201'].headers['X-Connect-Outcome'].schema.enum).toEqual(['created']);
+    expect(post.responses['200'].headers['X-Connect-Outcome'].schema.enum).toEqual(['updated', 'unchanged']);
+    // Refusals carry it too (a generated client exposes it on errors): they change nothing.
+    for (const status of ['400', '401', '404', '405', '408', '409', '413', '415', '429']) {
+      expect(post.responses[status].headers['X-Connect-Outcome'], status).toMatchObject({ required: true, schema: { enum: ['unchanged'] } });
+    }
+    expect(post.responses['503'].headers['X-Connect-Outcome'].required).toBeUndefined();
+    expect(doc.components.schemas.ProviderUserWithSync.properties.sync.items.properties.last_attempt_at.anyOf).toContainEqual({ type: 'string', format: 'date-time' });
     expect(post.responses['429'].headers['Retry-After']).toBeDefined();
     expect(post.parameters.filter((p: { in: string }) => p.in === 'query').map((p: { name: string }) => p.name)).toEqual(['nabla-api-version']);
     expect(doc.paths[`${base}/users/{external_provider_id}`].get.responses['404'].content['application/problem+json']).toBeDefined();

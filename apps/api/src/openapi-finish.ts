@@ -176,9 +176,22 @@ export function finishOpenApi(doc: Json, basePath: string): Json {
       if (method === 'post' && path === `${basePath}/users`) {
         responses['413'] ??= problemResponse('The body is larger than 64 KiB.');
         responses['415'] ??= problemResponse('The body is not JSON.');
-        const outcome = { description: 'What the request came to.', schema: { type: 'string', enum: ['created', 'updated', 'unchanged'] } };
-        if (responses['201']) responses['201'].headers = { ...responses['201'].headers, Location: { description: "The user's URL.", schema: { type: 'string', format: 'uri' } }, 'X-Connect-Outcome': outcome };
-        if (responses['200']) responses['200'].headers = { ...responses['200'].headers, 'X-Connect-Outcome': outcome };
+        // Every answer says what the request came to; a refusal changed nothing. A 5xx carries it only
+        // when nothing was applied for sure (an instance shutting down): otherwise a write may yet land.
+        const outcome = (values: string[], description: string) => ({ description, required: true, schema: { type: 'string', enum: values } });
+        for (const [status, response] of Object.entries(responses) as [string, Json][]) {
+          const code = Number(status);
+          const header =
+            code === 201
+              ? outcome(['created'], 'The user was created.')
+              : code === 200
+                ? outcome(['updated', 'unchanged'], 'Whether the request changed the user (a reactivation is `updated`).')
+                : code < 500
+                  ? outcome(['unchanged'], 'A refusal changes nothing.')
+                  : { description: '`unchanged` when the instance refused the request unapplied (shutting down); absent otherwise: a write may yet land.', schema: { type: 'string', enum: ['unchanged'] } };
+          response.headers = { ...response.headers, 'X-Connect-Outcome': header };
+        }
+        if (responses['201']) responses['201'].headers = { ...responses['201'].headers, Location: { description: "The user's URL.", schema: { type: 'string', format: 'uri' } } };
       }
     }
   }

@@ -129,7 +129,7 @@ export const syncStateSchema = z.object({
   status: z.enum(['pending', 'delivered', 'failed']),
   version: z.number().int().nullable(),
   attempts: z.number().int(),
-  last_attempt_at: z.string().nullable(),
+  last_attempt_at: z.string().meta({ format: 'date-time' }).nullable(),
   last_error: z.string().nullable(),
 });
 export const providerUserWithSyncSchema = providerUserSchema
