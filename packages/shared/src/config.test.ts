@@ -182,6 +182,21 @@ describe('every problem at once (docs/operations.md)', () => {
   });
 });
 
+describe('DOWNSTREAM_TARGETS: a standard-webhooks secret', () => {
+  const load = (secret: string) => loadConfig({ ...base, DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'a', url: 'https://x.example.com', secrets: [secret], scheme: 'standard-webhooks' }]) });
+  it('is "whsec_" + padded, canonical base64, as the official libraries load it (Go\'s refuses the rest): "whsec_abc", an unpadded secret, stray bits, base64url and no prefix are refused, naming the secret\'s place and not its value', () => {
+    const good = `whsec_${Buffer.alloc(24, 7).toString('base64')}`;
+    expect(load(good).downstreamTargets[0]!.secrets).toEqual([good]);
+    expect(load('whsec_c2VjcmV0').downstreamTargets[0]!.secrets).toEqual(['whsec_c2VjcmV0']);
+    const unpadded = `whsec_${Buffer.alloc(26, 9).toString('base64').replace(/=+$/, '')}`;
+    for (const bad of ['whsec_abc', unpadded, 'whsec_c2VjcmV0YR==', 'whsec_c2Vj-mV0', Buffer.alloc(24, 7).toString('base64'), 'whsec_']) {
+      const err = errorOf({ ...base, DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'a', url: 'https://x.example.com', secrets: [bad], scheme: 'standard-webhooks' }]) });
+      expect(err.message, bad).toMatch(/^DOWNSTREAM_TARGETS: \[0\.secrets\.0\] standard-webhooks secrets are "whsec_" \+ padded standard base64/);
+      if (bad.length > 8) expect(err.message).not.toContain(bad);
+    }
+  });
+});
+
 describe('DOWNSTREAM_TARGETS: a target url', () => {
   it('that is not an http or https URL says so (zod said only "Invalid URL"), without echoing the value', () => {
     for (const url of ['ftp://files.example.com/cb', 'not a url', 'https//missing-colon.example.com']) {

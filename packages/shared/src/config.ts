@@ -128,7 +128,15 @@ export function envEnum<const V extends readonly [string, ...string[]]>(values: 
   );
 }
 
-const WHSEC = /^whsec_[A-Za-z0-9+/]+={0,2}$/;
+/**
+ * `whsec_` + standard base64 as the Standard Webhooks libraries load it: padded, canonical (what
+ * decodes encodes back to the same text). Node's decoder takes `whsec_abc` or an unpadded secret,
+ * which the official Go library refuses, so a receiver given the same string could verify nothing.
+ */
+function isWhsecSecret(secret: string): boolean {
+  const encoded = /^whsec_([A-Za-z0-9+/]+={0,2})$/.exec(secret)?.[1];
+  return encoded !== undefined && encoded.length % 4 === 0 && Buffer.from(encoded, 'base64').toString('base64') === encoded;
+}
 
 export const downstreamTargetSchema = z
   .object({
@@ -143,7 +151,7 @@ export const downstreamTargetSchema = z
   .superRefine((t, ctx) => {
     if (t.scheme === 'standard-webhooks') {
       t.secrets.forEach((s, i) => {
-        if (!WHSEC.test(s)) ctx.addIssue({ code: 'custom', path: ['secrets', i], message: 'standard-webhooks secrets are "whsec_" + base64' });
+        if (!isWhsecSecret(s)) ctx.addIssue({ code: 'custom', path: ['secrets', i], message: 'standard-webhooks secrets are "whsec_" + padded standard base64 (e.g. "whsec_" + 24 random bytes in base64)' });
       });
     }
   });
