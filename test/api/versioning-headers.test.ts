@@ -29,6 +29,20 @@ describe('docs/contract.md versioning: responses carry the version they were ser
     expect((await requestToken(api, pinnedClient, {}, { 'x-nabla-api-version': 'x-nabla-next' })).headers.get('x-nabla-api-version')).toBe('x-nabla-next');
   });
 
+  it('a token refusal of a body it could not read (broken JSON, over the limit) carries the version asked, else 2026-03-23, as its other refusals do; a malformed version none', async () => {
+    const send = (body: string, headers: Record<string, string> = {}) => http(api.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+    for (const body of ['{"grant_type":', JSON.stringify({ client_assertion: 'x'.repeat(70_000) })]) {
+      const refused = await send(body);
+      expect(refused.status).toBe(400);
+      expect(refused.body.error).toBe('invalid_request');
+      expect(refused.headers.get('x-nabla-api-version')).toBe('2026-03-23');
+      expect((await send(body, { 'x-nabla-api-version': 'x-nabla-next' })).headers.get('x-nabla-api-version')).toBe('x-nabla-next');
+      expect((await send(body, { 'x-nabla-api-version': 'yesterday' })).headers.get('x-nabla-api-version')).toBeNull();
+    }
+    // Refused in the handler, as before.
+    expect((await send('{}')).headers.get('x-nabla-api-version')).toBe('2026-03-23');
+  });
+
   it('GET /users/{id} echoes X-Nabla-Api-Version: the one asked by header, by query, or else the pinned one', async () => {
     expect((await get(token, { 'x-nabla-api-version': 'x-nabla-next' })).headers.get('x-nabla-api-version')).toBe('x-nabla-next');
     expect((await get(token, {}, '?nabla-api-version=2026-02-13')).headers.get('x-nabla-api-version')).toBe('2026-02-13');

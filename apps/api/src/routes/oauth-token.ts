@@ -56,6 +56,15 @@ export function basicClientId(authorization: string | undefined): string | undef
 export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Promise<void> {
   // Every failure of this route, parse errors included, answers in RFC 6749 form.
   app.setErrorHandler((error: FastifyError, request, reply) => {
+    // A refusal before the handler ran (a body it could not read) is under the version asked, else
+    // the default, as the handler's own refusals are; a malformed version asked gets none.
+    if (!reply.hasHeader(API_VERSION_HEADER)) {
+      try {
+        reply.header(API_VERSION_HEADER, requestedApiVersion(request) ?? DEFAULT_PINNED_API_VERSION);
+      } catch {
+        // The version asked is not one: nothing to echo.
+      }
+    }
     if (error instanceof RateLimitedError) {
       // Not invalid_request: an OAuth library takes that for a request to fix, not one to send again.
       reply.header('cache-control', 'no-store').header('pragma', 'no-cache').header('retry-after', String(error.retryAfterSeconds));
