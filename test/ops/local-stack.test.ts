@@ -43,9 +43,11 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     const dir = stackDir();
     const port = await freePort();
     const start = (env: Record<string, string> = {}) => {
+      const childEnv: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), STACK_DIR: dir, STACK_DATABASE: database, ...env };
+      if (env.QUEUE_PREFIX === undefined) delete childEnv.QUEUE_PREFIX;
       const child = spawn('pnpm', ['-s', 'stack'], {
         cwd: REPO_ROOT,
-        env: { ...process.env, PORT: String(port), STACK_DIR: dir, STACK_DATABASE: database, ...env },
+        env: childEnv,
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true, // its own process group, so the test can send Ctrl-C's SIGINT to the group as a terminal does
       });
@@ -67,6 +69,7 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     const envFile = readFileSync(join(dir, 'env'), 'utf8');
     expect(envFile).toContain(`PUBLIC_BASE_URL='http://localhost:${port}'`);
     for (const name of ['MONGO_URL', 'REDIS_URL', 'QUEUE_PREFIX', 'DOWNSTREAM_TARGETS']) expect(envFile).toMatch(new RegExp(`^${name}='`, 'm'));
+    expect(envFile).toContain(`QUEUE_PREFIX='connect-${database}'`);
 
     // The copy-paste block, run as printed: token, create, and this run's verified callback.
     const runBlock = async (printed: string) => {
@@ -89,10 +92,12 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     await waitFor(async () => fetch(`http://127.0.0.1:${port}/livez`).then(() => false, () => true), 10_000, 'the API to be gone');
     expect(existsSync(join(dir, 'env')), 'the env file of a stopped stack is removed').toBe(false);
 
-    // The second run also delivers to a receiver of the operator's own.
+    // The second run also delivers to a receiver of the operator's own, on a queue prefix of the operator's choosing.
     const mine = await startReceiver();
-    const second = start({ DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'mine', url: mine.url, secrets: ['mine-secret'] }]) });
+    const prefix = `own-${database}`;
+    const second = start({ DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'mine', url: mine.url, secrets: ['mine-secret'] }]), QUEUE_PREFIX: prefix });
     await waitFor(() => second.output().includes('ready in'), 120_000, 'the stack to be ready again');
+    expect(readFileSync(join(dir, 'env'), 'utf8')).toContain(`QUEUE_PREFIX='${prefix}'`);
     expect(second.output()).toMatch(/targets\s+demo-receiver, mine\n/);
     expect(second.output()).toContain('reusing the demo organization');
     expect(second.output()).toContain(clientId);
