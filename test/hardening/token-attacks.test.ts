@@ -124,6 +124,7 @@ function rawJwt(header: Record<string, unknown>, payload: Record<string, unknown
   return `${input}.${typeof sig === 'string' ? sig : sig.toString('base64url')}`;
 }
 const rs256 = (key: KeyObject) => (input: string) => sign('sha256', Buffer.from(input), key);
+const rs384 = (key: KeyObject) => (input: string) => sign('sha384', Buffer.from(input), key);
 const hmac = (alg: string, secret: string | Buffer) => (input: string) => createHmac(alg, secret).update(input).digest();
 
 function postAssertion(assertion: string, form = false): Promise<HttpAnswer> {
@@ -168,6 +169,8 @@ describe('Algorithm confusion: `none` and HMAC are always refused, and only the 
     ['alg as an object', () => rawJwt({ alg: { $ne: null } }, claims(clinic.client._id), rs256(clinic.privateKey))],
     ['ES256 header over an RS256 signature', () => rawJwt({ alg: 'ES256' }, claims(clinic.client._id), rs256(clinic.privateKey))],
     ['PS256 header over an RS256 (PKCS#1 v1.5) signature', () => rawJwt({ alg: 'PS256' }, claims(clinic.client._id), rs256(clinic.privateKey))],
+    ['RS384 signed by the client’s own key (an algorithm the endpoint does not take)', () => rawJwt({ alg: 'RS384' }, claims(clinic.client._id), rs384(clinic.privateKey))],
+    ['no iat, otherwise honest (the 5-minute rule needs it)', () => rawJwt({ alg: 'RS256', typ: 'JWT' }, claims(clinic.client._id, { iat: undefined }), rs256(clinic.privateKey))],
     ['the attacker’s key embedded as `jwk`', () => rawJwt({ alg: 'RS256', jwk: attackerJwk }, claims(clinic.client._id), rs256(attackerKey))],
     ['`jku` pointing at the attacker’s JWKS', () => rawJwt({ alg: 'RS256', kid: 'k1', jku: `${jwksOrigin}/attacker.json` }, claims(clinic.client._id), rs256(attackerKey))],
     ['`x5u` pointing at the attacker’s JWKS', () => rawJwt({ alg: 'RS256', x5u: `${jwksOrigin}/attacker.json` }, claims(clinic.client._id), rs256(attackerKey))],
