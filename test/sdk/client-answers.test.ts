@@ -111,17 +111,21 @@ describe('malformed answers are ConnectApiErrors, never a TypeError or a loop', 
     expect(gone.message).toMatch(/^deactivateUser: unexpected answer, HTTP 200 with an array where a user/);
   });
 
-  it('listAllUsers and listUsers on a 200 {} are an unexpected answer (it was a TypeError about Symbol.asyncIterator)', async () => {
+  it('listUsers, listAllUsers and listUserPages on a 200 {} are an unexpected answer (it was a TypeError about Symbol.asyncIterator)', async () => {
     on('GET', /\/users$/, json(200, {}));
     const all = async () => {
       for await (const u of client().listAllUsers()) void u;
     };
+    const users = async () => {
+      for await (const u of client().listUsers()) void u;
+    };
+    expect(((await failure(users())) as Error).message).toMatch(/^listUsers: unexpected answer, HTTP 200 with an object whose data is nothing/);
     const error = (await failure(all())) as ConnectApiError;
     expect(error).toBeInstanceOf(ConnectApiError);
     expect(error.message).toBe('listUsers: unexpected answer, HTTP 200 with an object whose data is nothing where a page of users (an object with a data array of users and a next_cursor string or null) was expected');
     on('GET', /\/users$/, json(200, { data: [user('u-1'), { external_provider_id: 'u-2', version: '1' }], next_cursor: null }));
     const pages = async () => {
-      for await (const page of client().listUsers()) void page;
+      for await (const page of client().listUserPages()) void page;
     };
     expect(((await failure(pages())) as Error).message).toMatch(/with data\[1\] being an object whose version is a string where/);
   });
@@ -132,7 +136,7 @@ describe('malformed answers are ConnectApiErrors, never a TypeError or a loop', 
     on('GET', /\/users$/, () => json(200, { data: [user(`u-${served}`)], next_cursor: ++served < 10 ? 'c1' : null }));
     const seen: string[] = [];
     const listing = async () => {
-      for await (const page of client().listUsers()) seen.push(...page.data.map((u) => u.external_provider_id));
+      for await (const user of client().listUsers()) seen.push(user.external_provider_id);
     };
     const error = (await failure(listing())) as ConnectApiError;
     expect(error).toBeInstanceOf(ConnectApiError);

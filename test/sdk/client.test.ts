@@ -476,7 +476,7 @@ describe('typed errors from real server answers', () => {
 });
 
 describe('preview lifecycle: listUsers and deactivateUser (x-nabla-next unless apiVersion says otherwise)', () => {
-  it('listUsers pages lazily through 250 users with limit 100, and only the token organization\'s', async () => {
+  it('listUsers gives every user (of the token\'s organization only), fetching pages of limit 100 lazily; listUserPages gives the pages', async () => {
     const other = await registerTestClient(api.models, { name: 'Listing clinic' });
     const sdk = new ConnectClient({ baseUrl: `${proxy.origin}${BASE_PATH}`, clientId: other.client._id, privateKey: other.privateKey });
     const ids: string[] = [];
@@ -485,17 +485,24 @@ describe('preview lifecycle: listUsers and deactivateUser (x-nabla-next unless a
       ids.push(...batch);
       await Promise.all(batch.map((id) => sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id })));
     }
-    const before = proxy.seen.length;
-    const pages: number[] = [];
+    const gets = () => proxy.seen.filter((s) => s.method === 'GET' && /\/users(\?|$)/.test(s.path)).length;
+    const before = gets();
     const listed: string[] = [];
-    for await (const page of sdk.listUsers({ limit: 100 })) {
-      pages.push(page.data.length);
-      listed.push(...page.data.map((u) => u.external_provider_id));
-      expect(page.data.every((u) => u.status === 'active')).toBe(true);
+    for await (const user of sdk.listUsers({ limit: 100 })) {
+      expect(user.status).toBe('active');
+      listed.push(user.external_provider_id);
+      // Lazily: the second page is asked for only once the loop reaches its first user.
+      if (listed.length === 100) expect(gets() - before).toBe(1);
     }
-    expect(pages).toEqual([100, 100, 50]);
     expect(listed.sort()).toEqual([...ids].sort());
-    expect(proxy.seen.slice(before).filter((s) => s.method === 'GET' && s.path.endsWith('/users')).length).toBe(3);
+    expect(gets() - before).toBe(3);
+    const pages: number[] = [];
+    for await (const page of sdk.listUserPages({ limit: 100 })) pages.push(page.data.length);
+    expect(pages).toEqual([100, 100, 50]);
+    // Stopping the loop stops fetching.
+    const beforeBreak = gets();
+    for await (const user of sdk.listUsers({ limit: 100 })) if (user) break;
+    expect(gets() - beforeBreak).toBe(1);
   });
 
   it('deactivateUser answers the user deactivated; a second call answers 200 again; listUsers({status}) sees it', async () => {

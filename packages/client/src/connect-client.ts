@@ -342,10 +342,16 @@ export class ConnectClient {
   }
 
   /**
-   * GET /users (preview), page by page: `for await (const page of client.listUsers({ limit: 100 }))`.
-   * Pages are fetched lazily, one per iteration; stopping the loop stops fetching.
+   * GET /users (preview), every user of the organization one at a time, across the pages:
+   * `for await (const user of client.listUsers({ status: 'active' }))`. Pages (of `limit` users)
+   * are fetched lazily, when the loop reaches them; stopping the loop stops fetching.
    */
-  async *listUsers(options: ListUsersOptions = {}): AsyncGenerator<UsersPage, void, undefined> {
+  async *listUsers(options: ListUsersOptions = {}): AsyncGenerator<ProviderUserNextView, void, undefined> {
+    for await (const page of this.listUserPages(options)) yield* page.data;
+  }
+
+  /** The same listing page by page (`{ data, next_cursor }`): `for await (const page of client.listUserPages({ limit: 100 }))`. */
+  async *listUserPages(options: ListUsersOptions = {}): AsyncGenerator<UsersPage, void, undefined> {
     const apiVersion = options.apiVersion ?? this.apiVersion ?? PREVIEW_API_VERSION;
     let cursor = options.cursor;
     // Every cursor this listing has followed: a server giving one again would be paged forever.
@@ -367,9 +373,9 @@ export class ConnectClient {
     } while (cursor);
   }
 
-  /** Every user across the pages, one at a time. */
-  async *listAllUsers(options: ListUsersOptions = {}): AsyncGenerator<ProviderUserNextView, void, undefined> {
-    for await (const page of this.listUsers(options)) yield* page.data;
+  /** The same as listUsers (its name in earlier releases, when listUsers gave pages). */
+  listAllUsers(options: ListUsersOptions = {}): AsyncGenerator<ProviderUserNextView, void, undefined> {
+    return this.listUsers(options);
   }
 
   /** A {base} call with the bearer token: one refresh and retry on 401, retries on 429/5xx/network. */
