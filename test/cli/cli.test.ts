@@ -199,6 +199,34 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
     await eventually(async () => (await getUser(api, token, id)).status === 200, 10_000);
   }, 120_000);
 
+  it('org create --api-version pins the organization (its POST /users then answers as that version: 404 under 2026-02-13), without it the latest dated version; client list without --org lists every organization\'s clients; client create wants exactly one key option', async () => {
+    const pinned = await cli(['org', 'create', '--name', 'Pinned clinic', '--api-version', '2026-02-13']);
+    expect(pinned.json).toMatchObject({ name: 'Pinned clinic', api_version: '2026-02-13' });
+    const plain = await cli(['org', 'create', '--name', 'Plain clinic']);
+    expect(plain.json).toMatchObject({ name: 'Plain clinic', api_version: '2026-03-23' });
+    const clientIds: string[] = [];
+    for (const org of [pinned.json, plain.json]) {
+      const { privateKey, publicKeyPem } = rsaKeyPair();
+      const client = await cli(['client', 'create', '--org', org.id, '--public-key-file', '-'], { stdin: publicKeyPem });
+      clientIds.push(client.json.client_id);
+      const token = await tokenFor(client.json.client_id, privateKey);
+      const id = randomUUID();
+      // No version asked: the organization's pinned one applies.
+      const res = await http(`${api.baseUrl}/users`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ provider_email: `${id}@example.com`, external_provider_id: id }) });
+      expect(res.status, org.name).toBe(org.api_version === '2026-02-13' ? 404 : 201);
+      expect(res.headers.get('x-nabla-api-version')).toBe(org.api_version);
+    }
+    const all = await cli(['client', 'list']);
+    expect(all.code).toBe(0);
+    expect(all.json.clients.map((c: { client_id: string }) => c.client_id)).toEqual(expect.arrayContaining(clientIds));
+    expect(all.json.clients.filter((c: { client_id: string }) => clientIds.includes(c.client_id)).map((c: { organization_id: string }) => c.organization_id).sort()).toEqual([pinned.json.id, plain.json.id].sort());
+    for (const args of [['--org', plain.json.id], ['--org', plain.json.id, '--public-key-file', '-', '--jwks-url', 'https://keys.example.com/jwks.json']]) {
+      const refused = await cli(['client', 'create', ...args], { stdin: rsaKeyPair().publicKeyPem });
+      expect(refused.code, args.join(' ')).toBe(2);
+      expect(refused.json.error.kind).toBe('usage');
+    }
+  }, 120_000);
+
   it('user get and GET /users/{id} answer the same document, sync included, once the callback was delivered', async () => {
     const org = await cli(['org', 'create', '--name', 'Sync clinic']);
     const { privateKey, publicKeyPem } = rsaKeyPair();

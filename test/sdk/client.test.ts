@@ -4,6 +4,9 @@
  * answered in front of the API.
  */
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { decodeProtectedHeader, exportJWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   AuthenticationError,
@@ -152,6 +155,34 @@ describe('keys: RS256 by default, ES256 and EdDSA from the key type', () => {
     const sdk = new ConnectClient({ baseUrl: `${proxy.origin}${BASE_PATH}`, clientId: registered._id, privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() });
     const id = newId();
     expect((await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id })).outcome).toBe('created');
+  });
+
+  it('keyId: the client assertion names its key (kid), and the server verifies with that key of a JWKS client\'s set; a kid naming another key of the set is refused', async () => {
+    const ours = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const theirs = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const jwks = { keys: [{ ...(await exportJWK(theirs.publicKey)), kid: 'k-old', alg: 'RS256' }, { ...(await exportJWK(ours.publicKey)), kid: 'k-new', alg: 'RS256' }] };
+    const server = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(jwks)));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const organization = await registerOrganization(api.models, { name: 'Key id clinic' });
+      const registered = await registerClient(api.models, { organizationId: organization._id, jwksUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json` });
+      const kids: (string | undefined)[] = [];
+      const watch: typeof fetch = async (input, init) => {
+        const url = input instanceof Request ? input.url : input.toString();
+        if (url.endsWith('/oauth/token')) kids.push(decodeProtectedHeader(new URLSearchParams(init?.body as string).get('client_assertion')!).kid);
+        return fetch(input, init);
+      };
+      const privateKey = ours.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+      const sdk = new ConnectClient({ baseUrl: `${proxy.origin}${BASE_PATH}`, clientId: registered._id, privateKey, keyId: 'k-new', fetch: watch });
+      const id = newId();
+      expect((await sdk.upsertUser({ provider_email: `${id}@example.com`, external_provider_id: id })).outcome).toBe('created');
+      expect(kids).toEqual(['k-new']);
+      const wrongKid = new ConnectClient({ baseUrl: `${proxy.origin}${BASE_PATH}`, clientId: registered._id, privateKey, keyId: 'k-old', fetch: watch, maxRetries: 0 });
+      await expect(wrongKid.getUser(id)).rejects.toBeInstanceOf(AuthenticationError);
+      expect(kids.at(-1)).toBe('k-old');
+    } finally {
+      server.close();
+    }
   });
 });
 
