@@ -244,6 +244,7 @@ describe('GET {base}/users under x-nabla-next: pages, order, status filter, tena
     do {
       const res: HttpAnswer = await list({ ...query, ...(cursor ? { cursor } : {}) }, bearer);
       expect(res.status, res.text).toBe(200);
+      expect(Object.keys(res.body)).toEqual(['data', 'next_cursor']);
       pages.push(res.body);
       cursor = res.body.next_cursor;
     } while (cursor !== null && pages.length < 10);

@@ -27,6 +27,7 @@ const cli = (...args: string[]) => runCli(api.env, args);
 const row = async (name: string) => {
   const list = await cli('targets', 'list');
   expect(list.code, JSON.stringify(list.json)).toBe(0);
+  expect(Object.keys(list.json)).toEqual(['targets']);
   return list.json.targets.find((t: { name: string }) => t.name === name);
 };
 const got = (r: Receiver, ids: string[]) => ids.every((id) => r.accepted().some((c) => userOf(c) === id));

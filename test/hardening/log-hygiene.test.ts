@@ -66,8 +66,11 @@ function tokenRequest(assertion: string, form = false, extra: Record<string, str
   });
 }
 
+const ADMIN_TOKEN = `admin-${randomUUID()}-${randomUUID()}`;
+
 beforeAll(async () => {
-  api = await startTestApi({ label: 'loghygiene' });
+  api = await startTestApi({ label: 'loghygiene', env: { ADMIN_TOKEN } });
+  secret('ADMIN_TOKEN', ADMIN_TOKEN);
   clinics = [await registerTestClient(api.models, { name: 'Log clinic A' }), await registerTestClient(api.models, { name: 'Log clinic B' })];
   for (const c of clinics) {
     pemSecret('client private key', c.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
@@ -189,6 +192,23 @@ describe('Logs after a busy sequence: JSON, a request id on every request line, 
  * email address, would reach the log as sent; the `req` serializer drops the
  * query string and masks emails in the path.
  */
+describe('The queue dashboard\'s ADMIN_TOKEN never reaches the log', () => {
+  it('sent right (Bearer, Basic), wrong, in the query string, or as a Basic user name', async () => {
+    const from = api.logs.lines.length;
+    const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+    secret('ADMIN_TOKEN in Basic credentials', Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64'));
+    secret('ADMIN_TOKEN as a Basic user name', Buffer.from(`${ADMIN_TOKEN}:x`).toString('base64'));
+    const wrong = secret('a wrong admin token', `wrong-${randomUUID()}`);
+    expect((await http(`${api.origin}/admin/queues`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status).toBe(200);
+    expect((await http(`${api.origin}/admin/queues`, { headers: { authorization: basic('admin', ADMIN_TOKEN) } })).status).toBe(200);
+    expect((await http(`${api.origin}/admin/queues`, { headers: { authorization: `Bearer ${wrong}` } })).status).toBe(401);
+    expect((await http(`${api.origin}/admin/queues`, { headers: { authorization: basic(ADMIN_TOKEN, 'x') } })).status).toBe(401);
+    await http(`${api.origin}/admin/queues?token=${ADMIN_TOKEN}`);
+    expect(api.logs.lines.length).toBeGreaterThan(from);
+    expectNoLeak(api.logs.lines.slice(from));
+  });
+});
+
 describe('The request URL in the log: no token from the query string, no email in the path', () => {
   it('an access token sent as ?access_token= does not reach the log', async () => {
     const [a] = clinics as [TestClient];

@@ -90,6 +90,12 @@ describe('deliveries recover: dead letters by the time they were dead-lettered',
 
     // Run again: nothing in the window is dead any more.
     expect((await cli('deliveries', 'recover', '--target', 'dictation', '--since', since.toISOString(), '--until', until.toISOString())).json).toEqual({ recovered: 0 });
+    // Without --until: everything dead-lettered since, up to now (the three after the window).
+    const open = await cli('deliveries', 'recover', '--target', 'dictation', '--since', until.toISOString());
+    expect(open.code, JSON.stringify(open.json)).toBe(0);
+    expect(open.json).toEqual({ recovered: 3 });
+    await eventually(async () => (await rowsOf(after)).every((r) => r.status === 'delivered'), 30_000);
+    expect((await rowsOf(before)).every((r) => r.status === 'failed')).toBe(true);
   }, 180_000);
 
   it('a dead letter written by a version without failed_at is selected by its last write (updated_at), the time it was dead-lettered', async () => {

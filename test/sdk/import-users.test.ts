@@ -29,9 +29,10 @@ interface Run {
   stderrLines: Record<string, any>[];
 }
 
-function importUsers(args: string[]): Promise<Run> {
+/** `pnpm -s import-users …`; `{ silent: false }`: `pnpm import-users …`, as SPEC writes it. */
+function importUsers(args: string[], { silent = true } = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn('pnpm', ['-s', 'import-users', ...args], { cwd: REPO_ROOT, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('pnpm', [...(silent ? ['-s'] : []), 'import-users', ...args], { cwd: REPO_ROOT, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -214,6 +215,18 @@ describe('import-users: progress on a terminal', () => {
 });
 
 describe('import-users: errors are one JSON document with a non-zero exit', () => {
+  it('pnpm import-users without -s prints one JSON document on stdout too: a dry run\'s counts, a usage error', async () => {
+    const file = join(dir, 'two-rows.csv');
+    writeFileSync(file, 'provider_email,external_provider_id\na@example.com,plain-1\nb@example.com,plain-2\n');
+    const run = await importUsers([...credentials(), '--file', file, '--dry-run'], { silent: false });
+    expect(run.code, run.stderr).toBe(0);
+    expect(Object.keys(JSON.parse(run.stdout)).sort()).toEqual(['created', 'failed', 'seconds', 'total', 'unchanged', 'updated']);
+    expect(run.json).toMatchObject({ total: 2, failed: 0 });
+    const usage = await importUsers(['--dry-run'], { silent: false });
+    expect(usage.code).toBe(2);
+    expect(JSON.parse(usage.stdout)).toEqual({ error: { kind: 'usage', message: expect.stringContaining('--file') } });
+  });
+
   it('usage: no --file; input: an unknown CSV column', async () => {
     const usage = await importUsers(['--dry-run']);
     expect(usage.code).toBe(2);
