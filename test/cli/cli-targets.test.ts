@@ -155,8 +155,9 @@ describe('deliveries list --target --status, deliveries show', () => {
     const shown = await cli('deliveries', 'show', retried.id);
     expect(shown.code).toBe(0);
     expect(shown.json).toMatchObject({ id: retried.id, target: 'dictation', status: 'delivered' });
-    expect(shown.json.attempt_history.length).toBeGreaterThanOrEqual(1);
-    expect(shown.json.attempt_history.at(-1)).toMatchObject({ status_code: 200, error_class: null, outcome: 'delivered', duration_ms: expect.any(Number), at: expect.any(String) });
+    expect(shown.json.attempts.length).toBeGreaterThanOrEqual(1);
+    expect(shown.json.attempt_count).toBe(retried.attempts);
+    expect(shown.json.attempts.at(-1)).toMatchObject({ status_code: 200, error_class: null, outcome: 'delivered', duration_ms: expect.any(Number), at: expect.any(String) });
     expect(JSON.stringify(shown.json)).not.toContain('@example.com');
 
     const missing = await cli('deliveries', 'show', 'no-such-delivery');

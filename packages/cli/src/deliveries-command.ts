@@ -110,8 +110,9 @@ how many are listed, truncated is true when more matched than the limit.`,
   defineCommand({
     name: 'deliveries show',
     synopsis: 'ID',
-    description: `One delivery with its attempt history (time, duration, HTTP status or error class,
-short message; never user data or response bodies). Prints the delivery.`,
+    description: `One delivery with its attempts (time, duration, HTTP status or error class,
+short message; never user data or response bodies). Prints the delivery, its attempts as a list
+(attempts) and their number (attempt_count).`,
     positionals: 1,
     parse: (input) => positional(input, 'a delivery id'),
     async run(id, ctx) {

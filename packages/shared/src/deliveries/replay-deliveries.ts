@@ -71,11 +71,16 @@ export async function listDeliveries(store: DeliveryStore, filter: DeliveryFilte
   return (await store.list(filter)).map(deliveryViewOf);
 }
 
-/** `deliveries show ID`: the row and every attempt, oldest first. */
-export async function showDelivery(store: DeliveryStore, id: string): Promise<DeliveryView & { attempt_history: AttemptView[] }> {
+/**
+ * `deliveries show ID` ("with attempts"): the row with `attempts`, every attempt oldest first, in
+ * place of the count a listed row has; the count is `attempt_count` (it also counts an attempt a
+ * worker died in, which left no record).
+ */
+export async function showDelivery(store: DeliveryStore, id: string): Promise<Omit<DeliveryView, 'attempts'> & { attempts: AttemptView[]; attempt_count: number }> {
   const row = await store.get(id);
   if (!row) throw new NotFoundError(`No delivery ${id}.`);
-  return { ...deliveryViewOf(row), attempt_history: (await store.attemptsOf(id)).map(attemptViewOf) };
+  const { attempts: attemptCount, ...view } = deliveryViewOf(row);
+  return { ...view, attempt_count: attemptCount, attempts: (await store.attemptsOf(id)).map(attemptViewOf) };
 }
 
 /**
