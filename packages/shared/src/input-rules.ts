@@ -6,7 +6,6 @@
  * The CLI). The rest of the package re-exports these under their usual names.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { domainToASCII } from 'node:url';
 import { API_VERSIONS, isApiVersion } from './api-versions.ts';
 import type { FieldError } from './domain-errors.ts';
 
@@ -73,49 +72,6 @@ export function maskEmailsIn(text: string): string {
   return text.replace(EMAIL_IN_TEXT, (m) => maskEmail(m));
 }
 
-// RFC 5322's atext: what a dot-atom local part may hold, besides the dots between its atoms.
-const ATEXT = "\\-A-Za-z0-9!#$%&'*+/=?^_`{|}~";
-// An internationalized address (RFC 6531) may hold any non-ASCII character in its local part.
-const LOCAL_PART = new RegExp(`^[${ATEXT}\\u0080-\\u{10FFFF}]+(?:\\.[${ATEXT}\\u0080-\\u{10FFFF}]+)*$`, 'u');
-// Spaces, controls, format characters (zero-width ones), surrogates and unassigned code points.
-const INVISIBLE = /[\s\p{C}]/u;
-// A domain label as DNS has it, once in ASCII (an internationalized one as its `xn--` form).
-const LDH_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
-const ALL_DIGITS = /^[0-9]+$/;
-
-/**
- * Why a trimmed string is not an email address a mail server would take, in words for the
- * sender (after "provider_email "), or undefined when it is one (docs/contract.md, "Email
- * addresses"): `local@domain`, the local part a dot-atom of RFC 5322 (letters, digits and
- * `!#$%&'*+/=?^_\`{|}~-`, dots between them) or holding non-ASCII characters (RFC 6531), at most
- * 64 bytes; the domain a host name of two labels or more, internationalized or not, each label at
- * most 63 characters in its ASCII form, letters, digits and inner hyphens, at most 253 in all, its
- * last label not all digits. Refused although RFC 5322 has them: quoted local parts and IP literals.
- */
-export function emailAddressProblem(address: string): string | undefined {
-  const at = address.lastIndexOf('@');
-  if (at < 0) return 'must be a valid email address: it has no "@"';
-  const local = address.slice(0, at);
-  const domain = address.slice(at + 1);
-  if (local === '') return 'must be a valid email address: nothing comes before the "@"';
-  if (INVISIBLE.test(address)) return 'must be a valid email address: it holds a space, a control or an invisible character';
-  if (local.includes('@')) return 'must be a valid email address: it has more than one "@"';
-  if (!LOCAL_PART.test(local)) {
-    if (local.startsWith('.') || local.endsWith('.') || local.includes('..')) return 'must be a valid email address: the part before the "@" may not start or end with a dot, or hold two dots in a row';
-    return 'must be a valid email address: the part before the "@" holds a character addresses may not ("(),:;<>[]\\" and quotes)';
-  }
-  if (Buffer.byteLength(local) > 64) return 'must be a valid email address: the part before the "@" is longer than 64 bytes';
-  if (domain === '') return 'must be a valid email address: nothing comes after the "@"';
-  const ascii = domainToASCII(domain);
-  const labels = ascii.split('.');
-  if (ascii === '' || !labels.every((label) => LDH_LABEL.test(label))) {
-    return 'must be a valid email address: the domain must be a host name, labels of letters and digits (hyphens inside), joined by dots, each at most 63 characters';
-  }
-  if (labels.length < 2) return 'must be a valid email address: the domain needs a dot (example.com, not example)';
-  if (ALL_DIGITS.test(labels.at(-1)!)) return 'must be a valid email address: the domain must be a host name, not an IP address';
-  if (ascii.length > 253) return 'must be a valid email address: the domain is longer than 253 characters';
-  return undefined;
-}
 
 /** What a target name may be (DOWNSTREAM_TARGETS, and the CLI's target arguments). */
 export const TARGET_NAME = /^[A-Za-z0-9_.-]{1,64}$/;

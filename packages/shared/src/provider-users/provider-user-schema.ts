@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { SPECIALTY_KINDS, SPEECH_LOCALES } from '../enums.ts';
-import { emailAddressProblem } from '../input-rules.ts';
+import { emailAddressProblem } from '../email-address.ts';
 
 /**
  * The request and response shapes of POST /users (the public Nabla Connect API's,
