@@ -40,7 +40,7 @@ const oauthErrorSchema = z.object({ error: z.string(), error_description: z.stri
  * The client id of `Authorization: Basic` credentials (percent-decoded, RFC 6749 §2.3.1): undefined
  * without a Basic header, null when the credentials cannot be read.
  */
-export function basicClientId(authorization: string | undefined): string | undefined | null {
+function basicClientId(authorization: string | undefined): string | undefined | null {
   const match = /^Basic +([A-Za-z0-9+/]+={0,2}) *$/i.exec(authorization ?? '');
   if (!match) return authorization !== undefined && /^Basic\b/i.test(authorization) ? null : undefined;
   const credentials = Buffer.from(match[1]!, 'base64').toString('utf8');
