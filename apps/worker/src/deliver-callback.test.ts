@@ -71,8 +71,12 @@ describe('deliverCallback classifies the answer', () => {
   it('never follows a redirect', async () => {
     hits.length = 0;
     const out = await deliverCallback(target('/redirect'), event);
-    expect(out).toMatchObject({ kind: 'permanent', status: 307 });
+    expect(out).toMatchObject({ kind: 'permanent', status: 307, error: 'HTTP 307 (redirects are not followed)' });
     expect(hits).toEqual(['/redirect']);
+  });
+
+  it('a 3xx that is not a redirect (304) fails for good, said to be no 2xx rather than a redirect', async () => {
+    expect(await deliverCallback(target('/status/304'), event)).toMatchObject({ kind: 'permanent', status: 304, error: 'HTTP 304 (not a 2xx: only a 2xx answer delivers)' });
   });
 
   it('a timeout is retryable and names the limit', async () => {

@@ -108,5 +108,14 @@ export async function deliverCallback(target: DownstreamTarget, event: UserEvent
   if (status >= 500 || RETRYABLE_STATUSES.has(status)) {
     return { kind: 'retryable', status, error: `HTTP ${status}`, retryAfterMs: parseRetryAfter(retryAfter, now()), durationMs };
   }
-  return { kind: 'permanent', status, error: status >= 300 && status < 400 ? `HTTP ${status} (redirects are not followed)` : `HTTP ${status}`, durationMs };
+  return { kind: 'permanent', status, error: `HTTP ${status}${permanentNote(status)}`, durationMs };
+}
+
+/** Answers that point elsewhere: a signed body is never carried to a host nobody configured (above). */
+const REDIRECT_STATUSES = new Set([300, 301, 302, 303, 307, 308]);
+
+/** Why a 3xx fails: a redirect is not followed; any other (304 Not Modified, say) is simply not a 2xx. */
+function permanentNote(status: number): string {
+  if (REDIRECT_STATUSES.has(status)) return ' (redirects are not followed)';
+  return status >= 300 && status < 400 ? ' (not a 2xx: only a 2xx answer delivers)' : '';
 }
