@@ -94,6 +94,30 @@ describe('DeliveryStore: outcome writes of deliveries finishing together', () =>
       .filter((w) => w.code === 11000).length;
     console.log(`delivery-store-writes: ${lost} of 200 outcome upserts lost the race to the pending insert and were applied again (${inject('mongoKind')})`);
   });
+
+  it('a row marked superseded while the fan-out inserts it pending ends superseded (it stayed pending for good when the insert landed between the upsert\'s read and its insert)', async () => {
+    const store = new DeliveryStore(models);
+    const refs = Array.from({ length: 300 }, (_, i) => refOf(2000 + i));
+    const from = succeeded.length;
+    await Promise.all(refs.map((ref) => Promise.all([store.insertPending([store.pendingRow(ref)]), store.overtaken(ref)])));
+    const rows = await collectionsOf(models)
+      .deliveries.find({ _id: { $in: refs.map((r) => `${r.event.id}.dictation`) } })
+      .toArray();
+    expect(rows).toHaveLength(300);
+    expect(rows.filter((r) => r.status !== 'superseded').map((r) => `${r._id}: ${r.status}`)).toEqual([]);
+    const lost = succeeded
+      .slice(from)
+      .filter((e) => e.commandName === 'update')
+      .flatMap((e) => (e.reply as { writeErrors?: { code: number }[] }).writeErrors ?? [])
+      .filter((w) => w.code === 11000).length;
+    console.log(`delivery-store-writes: ${lost} of 300 superseded upserts lost the race to the pending insert (${inject('mongoKind')})`);
+
+    // A delivered row stays delivered: the refused insert is not taken for a row to settle.
+    const done = refOf(3000);
+    await store.delivered(done, 200, 1);
+    await store.overtaken(done);
+    expect(await collectionsOf(models).deliveries.findOne({ _id: `${done.event.id}.dictation` })).toMatchObject({ status: 'delivered' });
+  });
 });
 
 describe('bulkWriteEach', () => {

@@ -196,15 +196,15 @@ export class DeliveryStore {
   async overtaken(ref: DeliveryRef): Promise<void> {
     const now = this.now();
     const set = { status: 'superseded' as const, updated_at: now };
+    const notDelivered = { _id: deliveryIdOf(ref.event.id, ref.target), status: { $ne: 'delivered' as const } };
     try {
-      await this.rows.updateOne(
-        { _id: deliveryIdOf(ref.event.id, ref.target), status: { $ne: 'delivered' } },
-        { $set: set, $setOnInsert: onInsertOnly(newRowFields(ref, now), set) },
-        { upsert: true },
-      );
+      await this.rows.updateOne(notDelivered, { $set: set, $setOnInsert: onInsertOnly(newRowFields(ref, now), set) }, { upsert: true });
     } catch (err) {
-      // The row is there and delivered: the filter did not match it, and the insert collided.
       if (!isDuplicateKeyError(err)) throw err;
+      // The row is there now: delivered (the filter did not match it), or the fan-out's pending
+      // insert landed between the upsert's search and its insert (on FerretDB, at any time;
+      // on MongoDB, in some cases). The update alone settles the second and leaves the first.
+      await this.rows.updateOne(notDelivered, { $set: set });
     }
   }
 
