@@ -70,6 +70,27 @@ describe('retryable answers are retried with backoff', () => {
     );
   });
 
+  it("a user.created that keeps failing while the user moves to version 2: the user's sync is about version 2 and says the failures were on user.created, sent first", async () => {
+    const id = nextId('created-failing');
+    script.set(id, [{ status: 500 }, { status: 500 }, { status: 500 }]);
+    await createUser(id);
+    await eventually(async () => expect(callsFor(id).length).toBeGreaterThanOrEqual(1));
+    const update = await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } });
+    expect(update.status).toBe(200);
+    // Between the third failure and the fourth attempt (2.5 s): the runs now aim at version 2.
+    await eventually(async () =>
+      expect((await getUser(api, token, id)).body.sync[0]).toMatchObject({ status: 'pending', version: 2, last_error: 'HTTP 500 (on user.created, sent first)' }),
+    );
+    await eventually(async () => expect((await getUser(api, token, id)).body.sync[0]).toMatchObject({ status: 'delivered', version: 2, last_error: null }), 15_000);
+    expect(callsFor(id).map((c) => [c.body.type, c.answered])).toEqual([
+      ['user.created', 500],
+      ['user.created', 500],
+      ['user.created', 500],
+      ['user.created', 200],
+      ['user.updated', 200],
+    ]);
+  });
+
   it('a timeout is retried like a 5xx', async () => {
     const id = nextId('slow');
     script.set(id, [{ status: 200, delayMs: 1500 }]);

@@ -188,8 +188,11 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       // the target may have received (docs/delivery.md, "Status changes").
       const skippedChange = user && knownVersion === 0 ? statusChangeOf(user) : undefined;
       const sentBeforeNewest = skippedChange !== undefined && skippedChange.version < newest.version && toSend.length > 1;
-      // The sync state's `attempts` count the attempts at its version, as the version's Delivery row
-      // does: a replayed or recovered delivery (a new job, starting at attempt 1) goes on counting.
+      // The sync state's `attempts` count the attempts at bringing the target to its version (the
+      // newest): a user.created or a change of status sent first counts too, since the target is no
+      // nearer the newest until it goes through. For the usual run (the newest alone) that is the
+      // version's Delivery row count; a replayed or recovered delivery (a new job, starting at
+      // attempt 1) goes on counting. Per event: `deliveries show` (docs/contract.md, GET /users).
       const versionAttempts = (sync?.version === newest.version ? (sync.attempts ?? 0) : 0) + attemptsToRecord;
       // Delivered by this run: never dead-lettered after, when a later event of the run fails.
       const sentNow = new Set<string>();
@@ -241,6 +244,9 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         }
 
         const syncRef = { userId: user_id, target: targetName, organizationId: event.organization_id };
+        // The user's sync entry is about the version the target is being brought to (`newest`):
+        // a failure of an event sent before it (user.created, a change of status) says so.
+        const syncError = event === newest ? outcome.error : `${outcome.error} (on ${event.type}, sent first)`;
 
         // 410 Gone: the receiver asks to be disabled. This delivery is held with the
         // others (not dead-lettered) and goes out after `targets resume`.
@@ -250,7 +256,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           logTransition(targetName, transition, 'the receiver answered 410 Gone');
           await Promise.all([
             store.held(refOf(event), outcome.status, outcome.error, attemptsToRecord),
-            store.recordSync(syncRef, { status: 'pending', ...attemptFields, last_error: outcome.error }, { sent: event.version }),
+            store.recordSync(syncRef, { status: 'pending', ...attemptFields, last_error: syncError }, { sent: event.version }),
             store.recordAttempt({ ...history, outcome: 'held' }),
           ]);
           deps.metrics?.deliveries.inc({ target: targetName, outcome: 'held' });
@@ -276,7 +282,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           if (wasProbe || (lastAttempt && transition.to !== 'healthy')) {
             await Promise.all([
               store.held(refOf(event), outcome.status, outcome.error, attemptsToRecord),
-              store.recordSync(syncRef, { status: 'pending', ...attemptFields, last_error: outcome.error }, { sent: event.version }),
+              store.recordSync(syncRef, { status: 'pending', ...attemptFields, last_error: syncError }, { sent: event.version }),
               store.recordAttempt({ ...history, outcome: 'held' }),
             ]);
             deps.metrics?.deliveries.inc({ target: targetName, outcome: 'held' });
@@ -290,7 +296,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         deps.metrics?.deliveries.inc({ target: targetName, outcome: dead ? 'failed' : 'retry' });
         await Promise.all([
           dead ? store.deadLettered(refOf(event), outcome.status, outcome.error, attemptsToRecord) : store.retrying(refOf(event), outcome.status, outcome.error, attemptsToRecord),
-          store.recordSync(syncRef, { status: dead ? 'failed' : 'pending', ...attemptFields, last_error: outcome.error }, { sent: event.version }),
+          store.recordSync(syncRef, { status: dead ? 'failed' : 'pending', ...attemptFields, last_error: syncError }, { sent: event.version }),
           store.recordAttempt({ ...history, outcome: dead ? 'failed' : 'retry' }),
         ]);
         if (dead && event === statusChange) {
