@@ -346,7 +346,7 @@ describe('HTTP-level refusals', () => {
   });
 });
 
-describe('POST /oauth/token: every refusal is invalid_client to the caller; the log names the claim', () => {
+describe('POST /oauth/token: every refusal is invalid_client; the log names the claim, and the caller hears it once the signature verified', () => {
   const refusalsLogged = () => api.logs.lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'client assertion refused');
 
   it('a wrong aud: logged with the claim, the expected and the received values; no assertion in the log', async () => {
@@ -354,26 +354,26 @@ describe('POST /oauth/token: every refusal is invalid_client to the caller; the 
     const before = refusalsLogged().length;
     const res = await requestToken(api, clinic, { aud: wrongAud });
     expect(res.status).toBe(401);
-    expect(res.body).toEqual({ error: 'invalid_client', error_description: 'Client authentication failed.' });
+    expect(res.body).toEqual({ error: 'invalid_client', error_description: `The assertion's aud must be ${api.audience} or ${api.deps.config.issuer}: the URL this server knows itself by, whatever name reached it.` });
     const logged = refusalsLogged().slice(before);
     expect(logged).toHaveLength(1);
     expect(logged[0]).toMatchObject({ claim: 'aud', expected: [api.audience, api.deps.config.issuer], received: wrongAud });
     expect(api.logs.text).not.toMatch(/eyJ[A-Za-z0-9_-]+\.eyJ/); // no JWT of any kind
   });
 
-  it('other claims are named too, and the caller hears the same thing each time', async () => {
+  it('other claims are named too: to the caller when the client\'s key signed the assertion, and an unknown client hears only "Client authentication failed."', async () => {
     const now = Math.floor(Date.now() / 1000);
     const cases = [
-      { o: { jti: null }, claim: 'jti' },
-      { o: { iat: now - 600, exp: now - 300 }, claim: 'exp' },
-      { o: { sub: 'someone-else' }, claim: 'sub' },
-      { o: { iss: randomUUID() }, claim: 'iss' },
+      { o: { jti: null }, claim: 'jti', told: 'The assertion must carry jti.' },
+      { o: { iat: now - 600, exp: now - 300 }, claim: 'exp', told: "The assertion has expired (its exp is past by this server's clock): sign a new one for each token request." },
+      { o: { sub: 'someone-else' }, claim: 'sub', told: "The assertion's sub must equal its iss, the client id." },
+      { o: { iss: randomUUID() }, claim: 'iss', told: 'Client authentication failed.' },
     ] as const;
-    for (const { o, claim } of cases) {
+    for (const { o, claim, told } of cases) {
       const before = refusalsLogged().length;
       const res = await requestToken(api, clinic, o);
       expect(res.status, claim).toBe(401);
-      expect(res.body, claim).toEqual({ error: 'invalid_client', error_description: 'Client authentication failed.' });
+      expect(res.body, claim).toEqual({ error: 'invalid_client', error_description: told });
       expect(refusalsLogged().slice(before), claim).toEqual([expect.objectContaining({ claim })]);
     }
   });

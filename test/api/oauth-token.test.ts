@@ -42,11 +42,22 @@ async function tokenWorks(accessToken: string): Promise<boolean> {
   return res.status === 201;
 }
 
-function expectInvalidClient(res: { status: number; body: any; headers: Headers }) {
+/**
+ * 401 invalid_client. An unknown or disabled client and a key that does not verify read the same,
+ * `Client authentication failed.`; the other refusals (a check that depends on no client, or one made
+ * once the signature verified) say what to fix: `says`, a part of that description.
+ */
+function expectInvalidClient(res: { status: number; body: any; headers: Headers }, says?: string) {
   expect(res.status).toBe(401);
-  expect(res.body).toEqual({ error: 'invalid_client', error_description: 'Client authentication failed.' });
+  if (says === undefined) expect(res.body).toEqual({ error: 'invalid_client', error_description: UNSAID });
+  else {
+    expect(Object.keys(res.body).sort()).toEqual(['error', 'error_description']);
+    expect(res.body.error).toBe('invalid_client');
+    expect(res.body.error_description).toContain(says);
+  }
   expect(res.headers.get('cache-control')).toBe('no-store');
 }
+const UNSAID = 'Client authentication failed.';
 
 describe('POST /oauth/token: a valid RS256 assertion gets a working token', () => {
   it('as a JSON body, like the public sample client', async () => {
@@ -104,39 +115,39 @@ describe('POST /oauth/token: refusals', () => {
   });
 
   it('expired', async () => {
-    expectInvalidClient(await requestToken(api, clinic, { iat: now() - 300, exp: now() - 120 }));
+    expectInvalidClient(await requestToken(api, clinic, { iat: now() - 300, exp: now() - 120 }), 'The assertion has expired');
   });
 
   it('expired a few seconds ago: the 30 s of skew is for iat, exp must be in the future', async () => {
-    expectInvalidClient(await requestToken(api, clinic, { iat: now() - 60, exp: now() - 5 }));
+    expectInvalidClient(await requestToken(api, clinic, { iat: now() - 60, exp: now() - 5 }), 'The assertion has expired');
   });
 
   it('exp more than 5 minutes after iat; exactly 5 minutes after is accepted', async () => {
     const iat = now();
-    expectInvalidClient(await requestToken(api, clinic, { iat, exp: iat + 301 }));
+    expectInvalidClient(await requestToken(api, clinic, { iat, exp: iat + 301 }), "The assertion's exp must be at most 5 minutes after its iat.");
     expect((await requestToken(api, clinic, { iat, exp: iat + 300 })).status).toBe(200);
   });
 
   it('iat in the future beyond the 30 s skew', async () => {
-    expectInvalidClient(await requestToken(api, clinic, { iat: now() + 120, exp: now() + 180 }));
+    expectInvalidClient(await requestToken(api, clinic, { iat: now() + 120, exp: now() + 180 }), "The assertion's iat is in the future");
   });
 
   it('wrong audience', async () => {
-    expectInvalidClient(await requestToken(api, clinic, { aud: 'https://elsewhere.example.com/oauth/token' }));
+    expectInvalidClient(await requestToken(api, clinic, { aud: 'https://elsewhere.example.com/oauth/token' }), `The assertion's aud must be ${api.tokenUrl} or `);
   });
 
   it('iss differs from sub', async () => {
-    expectInvalidClient(await requestToken(api, clinic, { sub: randomUUID() }));
+    expectInvalidClient(await requestToken(api, clinic, { sub: randomUUID() }), "The assertion's sub must equal its iss");
   });
 
   it('missing jti', async () => {
-    expectInvalidClient(await requestToken(api, clinic, { jti: null }));
+    expectInvalidClient(await requestToken(api, clinic, { jti: null }), 'The assertion must carry jti.');
   });
 
   it('replayed jti: the same assertion works once', async () => {
     const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
     expect((await tokenRequest(withAssertion(assertion))).status).toBe(200);
-    expectInvalidClient(await tokenRequest(withAssertion(assertion)));
+    expectInvalidClient(await tokenRequest(withAssertion(assertion)), 'This assertion was used already (its jti)');
   });
 
   it('the same assertion sent 20 times at once, to two API processes of one deployment: one token, 19 × invalid_client', async () => {
@@ -150,7 +161,7 @@ describe('POST /oauth/token: refusals', () => {
       );
       const tokens = answers.filter((a) => a.status === 200);
       expect(tokens).toHaveLength(1);
-      for (const refused of answers.filter((a) => a.status !== 200)) expectInvalidClient(refused);
+      for (const refused of answers.filter((a) => a.status !== 200)) expectInvalidClient(refused, 'This assertion was used already');
       expect(await tokenWorks(tokens[0]!.body.access_token)).toBe(true);
     } finally {
       await second.close();
@@ -161,7 +172,7 @@ describe('POST /oauth/token: refusals', () => {
     const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
     const t = now();
     const unsigned = `${enc({ alg: 'none', typ: 'JWT' })}.${enc({ iss: clinic.client._id, sub: clinic.client._id, aud: api.tokenUrl, iat: t, exp: t + 60, jti: randomUUID() })}.`;
-    expectInvalidClient(await tokenRequest(withAssertion(unsigned)));
+    expectInvalidClient(await tokenRequest(withAssertion(unsigned)), "The assertion's alg must be one of RS256, PS256, ES256, EdDSA.");
   });
 
   it('HS256 signed with the public key as the secret (algorithm confusion)', async () => {
@@ -174,7 +185,7 @@ describe('POST /oauth/token: refusals', () => {
       .setIssuedAt(t)
       .setExpirationTime(t + 60)
       .sign(new TextEncoder().encode(clinic.client.public_key_pem!));
-    expectInvalidClient(await tokenRequest(withAssertion(assertion)));
+    expectInvalidClient(await tokenRequest(withAssertion(assertion)), "The assertion's alg must be one of");
   });
 
   it('an iss or jti no client id or assertion id can hold (NUL, lone surrogate) → 401, not a datastore error', async () => {
@@ -182,22 +193,22 @@ describe('POST /oauth/token: refusals', () => {
     // and answered 503 "a datastore did not answer" to this, without any authentication.
     const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
     for (const iss of ['a\u0000b', '\ud800']) {
-      expectInvalidClient(await tokenRequest(withAssertion(`${enc({ alg: 'RS256', typ: 'JWT' })}.${enc({ iss, sub: iss })}.AAAA`)));
+      expectInvalidClient(await tokenRequest(withAssertion(`${enc({ alg: 'RS256', typ: 'JWT' })}.${enc({ iss, sub: iss })}.AAAA`)), "The assertion's iss, the client id, is missing or malformed.");
     }
     // Signed by the client: the jti is refused before it is recorded as used.
-    for (const jti of ['a\u0000b', 'x\udc00']) expectInvalidClient(await requestToken(api, clinic, { jti }));
+    for (const jti of ['a\u0000b', 'x\udc00']) expectInvalidClient(await requestToken(api, clinic, { jti }), "The assertion's jti must be a string");
     // The refusals were not an outage: the same client gets a token right after.
     expect((await requestToken(api, clinic)).status).toBe(200);
   });
 
   it('garbage assertion', async () => {
-    expectInvalidClient(await tokenRequest(withAssertion('not.a.jwt')));
-    expectInvalidClient(await tokenRequest(withAssertion('%%%')));
+    expectInvalidClient(await tokenRequest(withAssertion('not.a.jwt')), 'client_assertion is not a signed JWT');
+    expectInvalidClient(await tokenRequest(withAssertion('%%%')), 'client_assertion is not a signed JWT');
   });
 
   it('form client_id that differs from iss', async () => {
     const assertion = await signAssertion(clinic.client._id, clinic.privateKey, api.tokenUrl);
-    expectInvalidClient(await tokenRequest(withAssertion(assertion, { client_id: randomUUID() }), true));
+    expectInvalidClient(await tokenRequest(withAssertion(assertion, { client_id: randomUUID() }), true), "The client id sent beside the assertion (client_id, or Basic credentials) must equal its iss.");
   });
 
   it('HTTP Basic credentials beside the assertion (as Go\'s x/oauth2 sends them): naming its client → 200; naming another, alone or beside a form client_id that names its own → 401; unreadable → 400; a Bearer header is ignored', async () => {
@@ -215,8 +226,8 @@ describe('POST /oauth/token: refusals', () => {
     expect(await tokenWorks(own.body.access_token)).toBe(true);
     expect((await send(basic(clinic.client._id, 'ignored-secret'), { client_id: clinic.client._id })).status).toBe(200);
     const other = await registerTestClient(api.models);
-    expectInvalidClient(await send(basic(other.client._id)));
-    expectInvalidClient(await send(basic(other.client._id), { client_id: clinic.client._id }));
+    expectInvalidClient(await send(basic(other.client._id)), "The client id sent beside the assertion (client_id, or Basic credentials) must equal its iss.");
+    expectInvalidClient(await send(basic(other.client._id), { client_id: clinic.client._id }), 'The Basic credentials and client_id name two different clients.');
     for (const unreadable of ['Basic', 'Basic %%%', `Basic ${Buffer.from('no-colon').toString('base64')}`]) {
       const res = await send(unreadable);
       expect(res.status, unreadable).toBe(400);

@@ -420,8 +420,18 @@ describe('Organizations apart: one organization’s token never reads or changes
   });
 });
 
-describe('Every refusal of a client reads the same', () => {
-  it('one invalid_client description for all of the above', () => {
-    expect([...refusals]).toEqual(['Client authentication failed.']);
+describe('No refusal tells an attacker about a client or its key', () => {
+  it('every invalid_client description above is "Client authentication failed." or one of the refusals that depend on no client and no key (the algorithm, the JWT\'s shape) or on an assertion the client\'s key signed (a replay, no iat)', () => {
+    const unsaid = 'Client authentication failed.';
+    const allowed = [
+      unsaid,
+      "The assertion's alg must be one of RS256, PS256, ES256, EdDSA.",
+      'client_assertion is not a signed JWT (three base64url parts: header, claims, signature).',
+      'This assertion was used already (its jti): sign a new one, with a new jti, for each token request.',
+      'The assertion must carry iat.',
+    ];
+    expect([...refusals].filter((r) => !allowed.includes(r))).toEqual([]);
+    // The unknown kids, wrong keys, tampered signatures, disabled and unknown clients above all read the same.
+    expect(refusals).toContain(unsaid);
   });
 });

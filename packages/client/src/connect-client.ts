@@ -420,15 +420,25 @@ export class ConnectClient {
       // Whatever the token endpoint refuses (400 invalid_request, 401 invalid_client) is a credentials problem.
       if (error.status < 400 || error.status >= 500 || error.status === 429) throw error;
       const refused = new AuthenticationError(error.status, error.problem, error.retryAfterSeconds);
-      // The server does not say which check failed (on purpose): list what to check, the audience
-      // last and named, as it is the one the caller cannot see from its own settings.
+      // This server says what to fix where that cannot help an attacker (an audience, a clock, a
+      // replayed jti), and only "Client authentication failed." otherwise, as other servers may
+      // always: then list what to check, the audience last and named, as it is the one the caller
+      // cannot see from its own settings.
       // No token endpoint there at all: the base URL is not the API's (its path left out, most often).
       if (error.status === 404 || error.status === 405) refused.message += ` (nothing answers at ${shownUrl(this.tokenUrl)}: baseUrl must be the API's base URL, path included, such as https://connect.example.com/v1/connect/server)`;
       // An assertion dated by a clock far from the server's is refused too (iat in the future, exp
       // past): the server's Date header says so when nothing else does.
       const clock = clockSkewNotice(answer);
       if (clock && error.status !== 401) refused.message += ` (${clock})`;
-      if (error.status === 401) refused.message += ` (${clock ? `${clock}; otherwise ` : ''}the server does not say which check failed: check the client id, that the private key is the one registered for it, and the assertion's audience, which was ${this.audience}: it must be the server's own PUBLIC_BASE_URL + base path + /oauth/token; set the audience option when baseUrl reaches the server by another name)`;
+      const audienceHint = `the assertion's audience, which was ${this.audience}: it must be the server's own PUBLIC_BASE_URL + base path + /oauth/token; set the audience option when baseUrl reaches the server by another name`;
+      const said = error.problem.detail;
+      if (error.status === 401 && (said === undefined || /^client authentication failed\.?$/i.test(said.trim()) || said === error.problem.title)) {
+        refused.message += ` (${clock ? `${clock}; otherwise ` : ''}the server does not say which check failed: check the client id, that the private key is the one registered for it, and ${audienceHint})`;
+      } else if (error.status === 401 && /\baud\b/.test(said ?? '')) {
+        refused.message += ` (${audienceHint})`;
+      } else if (error.status === 401 && clock) {
+        refused.message += ` (${clock})`;
+      }
       throw refused;
     }
     // Never quoted: whatever the token endpoint answers may hold the token.

@@ -9,10 +9,18 @@ import { isStorableText } from '../validator-compiler.ts';
 export const ASSERTION_ALGORITHMS = ['RS256', 'PS256', 'ES256', 'EdDSA'];
 const MAX_LIFETIME_S = 300;
 const SKEW_S = 30;
+const EXPIRED = "The assertion has expired (its exp is past by this server's clock): sign a new one for each token request.";
+
+/** What the caller hears when the refusal must not say why: unknown client, disabled, wrong key. */
+export const UNSAID_REFUSAL = 'Client authentication failed.';
 
 /**
- * Why an assertion was refused, for the logs only: the client is told nothing
- * more than `invalid_client` (docs/contract.md: the description never helps an attacker).
+ * Why an assertion was refused. The log always says which check failed. The caller hears it too
+ * (`told`) only where that cannot help an attacker (docs/contract.md, token endpoint): a check that
+ * does not depend on any client (the algorithm, the JWT's shape, iss's form), or one made after the
+ * signature verified with the client's key, so only the key's holder can reach it (a claim, the
+ * lifetime, a replayed jti). An unknown or disabled client and a key that does not verify read the
+ * same: `UNSAID_REFUSAL`.
  */
 export class AssertionRejected extends Error {
   constructor(
@@ -21,6 +29,8 @@ export class AssertionRejected extends Error {
     readonly claim?: string,
     readonly expected?: unknown,
     readonly received?: unknown,
+    /** The error_description the caller gets; UNSAID_REFUSAL when absent. */
+    readonly told: string = UNSAID_REFUSAL,
   ) {
     super(reason);
   }
@@ -71,17 +81,19 @@ export async function verifyClientAssertion(
   try {
     const header = decodeProtectedHeader(assertion);
     if (typeof header.alg !== 'string' || !ASSERTION_ALGORITHMS.includes(header.alg)) {
-      throw new AssertionRejected('algorithm not accepted', 'alg', ASSERTION_ALGORITHMS, shown(header.alg));
+      throw new AssertionRejected('algorithm not accepted', 'alg', ASSERTION_ALGORITHMS, shown(header.alg), `The assertion's alg must be one of ${ASSERTION_ALGORITHMS.join(', ')}.`);
     }
     unverified = decodeJwt(assertion);
     iss = unverified.iss;
   } catch (err) {
-    throw err instanceof AssertionRejected ? err : new AssertionRejected('not a JWT');
+    throw err instanceof AssertionRejected ? err : new AssertionRejected('not a JWT', undefined, undefined, undefined, 'client_assertion is not a signed JWT (three base64url parts: header, claims, signature).');
   }
   // Checked before the client is looked up: a claim no client id can hold (a NUL, a lone surrogate)
   // is a bad assertion, not a question for the database (FerretDB fails on a NUL).
-  if (typeof iss !== 'string' || iss.length === 0 || iss.length > 200 || !isStorableText(iss)) throw new AssertionRejected('missing or malformed', 'iss');
-  if (formClientId !== undefined && formClientId !== iss) throw new AssertionRejected('client_id differs from iss', 'iss');
+  if (typeof iss !== 'string' || iss.length === 0 || iss.length > 200 || !isStorableText(iss)) {
+    throw new AssertionRejected('missing or malformed', 'iss', undefined, undefined, "The assertion's iss, the client id, is missing or malformed.");
+  }
+  if (formClientId !== undefined && formClientId !== iss) throw new AssertionRejected('client_id differs from iss', 'iss', undefined, undefined, "The client id sent beside the assertion (client_id, or Basic credentials) must equal its iss.");
 
   const active = await deps.clients.fresh(iss);
   if (!active) throw new AssertionRejected('unknown or disabled client', 'iss', undefined, shown(iss));
@@ -99,22 +111,31 @@ export async function verifyClientAssertion(
     }));
   } catch (err) {
     const { code, claim } = err as { code?: string; claim?: string };
-    if (code === 'ERR_JWT_EXPIRED') throw new AssertionRejected('expired', 'exp');
+    // jose checks the claims only once the signature verified: what follows is said to the caller.
+    if (code === 'ERR_JWT_EXPIRED') throw new AssertionRejected('expired', 'exp', undefined, undefined, EXPIRED);
     if (code === 'ERR_JWT_CLAIM_VALIDATION_FAILED' && claim) {
       // The commonest mistake: an audience of 127.0.0.1 where the server is known as localhost.
-      if (claim === 'aud') throw new AssertionRejected('audience not accepted', 'aud', deps.audiences, shown(unverified.aud));
-      throw new AssertionRejected((err as Error).message, claim, undefined, claim === 'sub' ? shown(unverified.sub) : undefined);
+      if (claim === 'aud') {
+        const told = `The assertion's aud must be ${deps.audiences.join(' or ')}: the URL this server knows itself by, whatever name reached it.`;
+        throw new AssertionRejected('audience not accepted', 'aud', deps.audiences, shown(unverified.aud), told);
+      }
+      const message = (err as Error).message;
+      const told = /^missing required/.test(message) ? `The assertion must carry ${claim}.` : claim === 'sub' ? "The assertion's sub must equal its iss, the client id." : `The assertion's ${claim} was refused: ${message}.`;
+      throw new AssertionRejected(message, claim, undefined, claim === 'sub' ? shown(unverified.sub) : undefined, told);
     }
     if (code === 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED') throw new AssertionRejected('signature does not verify with the client key');
     throw new AssertionRejected(`verification: ${code ?? (err as Error).message}`);
   }
   const now = Math.floor(Date.now() / 1000);
   const { exp, iat, jti } = payload as { exp: number; iat: number; jti: unknown };
-  if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256 || !isStorableText(jti)) throw new AssertionRejected('missing or malformed', 'jti');
-  if (iat > now + SKEW_S) throw new AssertionRejected('in the future', 'iat');
-  if (exp - iat > MAX_LIFETIME_S) throw new AssertionRejected('lifetime over 5 minutes', 'exp');
+  // Verified with the client's key: what fails from here on is said to the caller.
+  if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256 || !isStorableText(jti)) {
+    throw new AssertionRejected('missing or malformed', 'jti', undefined, undefined, "The assertion's jti must be a string of 1 to 256 characters, new for each assertion.");
+  }
+  if (iat > now + SKEW_S) throw new AssertionRejected('in the future', 'iat', undefined, undefined, "The assertion's iat is in the future by this server's clock (the Date header): set the signing machine's clock right.");
+  if (exp - iat > MAX_LIFETIME_S) throw new AssertionRejected('lifetime over 5 minutes', 'exp', undefined, undefined, "The assertion's exp must be at most 5 minutes after its iat.");
   // The skew allowance is for iat (a client clock a little ahead); exp must be in the future.
-  if (exp <= now) throw new AssertionRejected('expired', 'exp');
+  if (exp <= now) throw new AssertionRejected('expired', 'exp', undefined, undefined, EXPIRED);
 
   // Single use: the first insert of (client, jti) wins, on every instance.
   try {
@@ -123,7 +144,7 @@ export async function verifyClientAssertion(
       expires_at: new Date((exp + SKEW_S) * 1000),
     });
   } catch (err) {
-    if (isDuplicateKeyError(err)) throw new AssertionRejected('replayed jti', 'jti');
+    if (isDuplicateKeyError(err)) throw new AssertionRejected('replayed jti', 'jti', undefined, undefined, 'This assertion was used already (its jti): sign a new one, with a new jti, for each token request.');
     throw err;
   }
   return active;

@@ -138,7 +138,7 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
       if (basic === null) return oauthError(reply, 400, 'invalid_request', 'The Authorization header is not valid Basic credentials; send the client id alone in the assertion.');
       if (basic !== undefined && parsed.data.client_id !== undefined && basic !== parsed.data.client_id) {
         request.log.info({ check: 'client_id' }, 'client assertion refused: the Basic credentials and client_id name two clients');
-        return oauthError(reply, 401, 'invalid_client', 'Client authentication failed.');
+        return oauthError(reply, 401, 'invalid_client', 'The Basic credentials and client_id name two different clients.');
       }
       let verified;
       try {
@@ -149,9 +149,10 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
         );
       } catch (err) {
         if (!(err instanceof AssertionRejected)) throw err;
-        // The client hears only invalid_client; the operator's log says which claim failed (and for aud, both values).
+        // The operator's log says which check failed (and for aud, both values); the caller hears
+        // it only where that cannot help an attacker (AssertionRejected.told).
         request.log.info(err.logFields, 'client assertion refused');
-        return oauthError(reply, 401, 'invalid_client', 'Client authentication failed.');
+        return oauthError(reply, 401, 'invalid_client', err.told);
       }
       const { client, organization } = verified;
       // Authenticated now: without a version asked, the answer is under the organization's pinned one, as every later call.
