@@ -22,7 +22,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import mongoose from 'mongoose';
-import { createModels, emailUniquenessFrom, ensureIndexes, registerClient, registerOrganization } from '@connect/shared';
+import { createModels, deliveryPolicyEnvShape, emailUniquenessFrom, ensureIndexes, registerClient, registerOrganization } from '@connect/shared';
 import { freePort, REPO_ROOT, redisAnswers, startFerretDb, startPrivateRedis, stopChild, waitForPort, type RunningService } from '@connect/local-services';
 
 const started = Date.now();
@@ -72,9 +72,13 @@ function ownTargets(): { name?: unknown }[] {
     throw new Error(`${from} is not JSON: give a JSON array of targets ({"name", "url", "secrets"}), delivered to beside the demo receiver`);
   }
   if (!Array.isArray(parsed)) throw new Error(`${from} must be a JSON array of targets ({"name", "url", "secrets"})`);
+  // The worker would refuse the two names and blame the combined list's index, which the operator never wrote.
+  const taken = (parsed as { name?: unknown }[]).findIndex((t) => t !== null && typeof t === 'object' && t.name === DEMO_TARGET);
+  if (taken >= 0) throw new Error(`${from}: [${taken}].name: "${DEMO_TARGET}" is the stack's own demo target; give yours another name`);
   return parsed as { name?: unknown }[];
 }
 
+const DEMO_TARGET = 'demo-receiver';
 const stops: (() => Promise<void>)[] = [];
 const children: ChildProcess[] = [];
 
@@ -187,7 +191,7 @@ async function main(): Promise<void> {
     QUEUE_PREFIX: process.env.QUEUE_PREFIX ?? `connect-${database}`,
     LOG_LEVEL: 'info',
     ADMIN_TOKEN: state.admin_token,
-    DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'demo-receiver', url: `http://127.0.0.1:${receiverPort}/callbacks`, secrets: [state.callback_secret] }, ...own]),
+    DOWNSTREAM_TARGETS: JSON.stringify([{ name: DEMO_TARGET, url: `http://127.0.0.1:${receiverPort}/callbacks`, secrets: [state.callback_secret] }, ...own]),
   };
   writeEnvFile({
     MONGO_URL: env.MONGO_URL,
@@ -196,6 +200,9 @@ async function main(): Promise<void> {
     PUBLIC_BASE_URL: env.PUBLIC_BASE_URL,
     // So `pnpm cli user get` shows the same per-target sync as GET /users/{id}.
     DOWNSTREAM_TARGETS: env.DOWNSTREAM_TARGETS,
+    // The worker's delivery settings given to this stack, so jobs the CLI adds (replay, recover,
+    // resync) get the attempts and schedule the worker's own have.
+    ...Object.fromEntries(Object.keys(deliveryPolicyEnvShape).flatMap((k) => (process.env[k]?.trim() ? [[k, process.env[k]!]] : []))),
   });
   launch('worker', 'apps/worker/src/main.ts', env);
   launch('api', 'apps/api/src/main.ts', env);
@@ -218,7 +225,7 @@ async function main(): Promise<void> {
   targets       demo-receiver${own.map((t) => `, ${String(t.name)}`).join('')}
   logs          ${dir}/{api,worker,receiver}.log
 
-Settings for \`pnpm cli\` in another terminal: ${envFile} (read when MONGO_URL is not set).
+Settings for \`pnpm cli\` in another terminal: ${envFile} (read when MONGO_URL is not set${process.env.STACK_DIR ? `; there, run \`STACK_DIR=${resolve(process.env.STACK_DIR)} pnpm cli …\`` : ''}).
 
 Get a token, create a user, and see this run's verified callback for it:
 

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
@@ -95,10 +95,24 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     // The second run also delivers to a receiver of the operator's own, on a queue prefix of the operator's choosing.
     const mine = await startReceiver();
     const prefix = `own-${database}`;
-    const second = start({ DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'mine', url: mine.url, secrets: ['mine-secret'] }]), QUEUE_PREFIX: prefix });
+    const ownTargets = JSON.stringify([{ name: 'mine', url: mine.url, secrets: ['mine-secret'] }]);
+    const second = start({ DOWNSTREAM_TARGETS: ownTargets, QUEUE_PREFIX: prefix, WORKER_RETRY_SCHEDULE: '1s,2s' });
     await waitFor(() => second.output().includes('ready in'), 120_000, 'the stack to be ready again');
     expect(readFileSync(join(dir, 'env'), 'utf8')).toContain(`QUEUE_PREFIX='${prefix}'`);
+    // The worker's delivery settings too, so jobs the CLI adds retry as the worker's own do.
+    expect(readFileSync(join(dir, 'env'), 'utf8')).toContain(`WORKER_RETRY_SCHEDULE='1s,2s'`);
     expect(second.output()).toMatch(/targets\s+demo-receiver, mine\n/);
+    // The hint for another terminal names the STACK_DIR this stack runs on.
+    expect(second.output()).toContain(`; there, run \`STACK_DIR=${dir} pnpm cli …\``);
+    // In the shell that started the stack, its DOWNSTREAM_TARGETS still exported: the CLI sees the
+    // running worker's whole list, not that part of it (nor, with DOWNSTREAM_TARGETS_FILE, two lists).
+    for (const exported of [{ DOWNSTREAM_TARGETS: ownTargets }, { DOWNSTREAM_TARGETS_FILE: join(dir, 'no-such-targets.json') }]) {
+      const env: Record<string, string | undefined> = { ...process.env, STACK_DIR: dir, ...exported };
+      for (const name of ['MONGO_URL', 'REDIS_URL', 'QUEUE_PREFIX']) delete env[name];
+      const { stdout, stderr } = await run(process.execPath, ['packages/cli/bin/cli.js', 'targets', 'list'], { cwd: REPO_ROOT, env });
+      expect(JSON.parse(stdout).targets.map((t: { name: string }) => t.name), stderr).toEqual(['demo-receiver', 'mine']);
+      expect(stderr).toContain(`its targets (those the running worker delivers to) instead of ${Object.keys(exported)[0]} from the environment`);
+    }
     expect(second.output()).toContain('reusing the demo organization');
     expect(second.output()).toContain(clientId);
     // Same database, same receiver.log (appended): the block shows this run's callback only.
@@ -118,6 +132,24 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     const { stdout: processes } = await run('ps', ['-eo', 'args']);
     expect(processes.split('\n').filter((p) => p.includes(database))).toEqual([]);
   }, 300_000);
+});
+
+describe('pnpm stack: a target of one\'s own named as the demo one', () => {
+  it('stops before starting anything, naming where the name was given (the worker named an index of a list the operator never wrote)', async () => {
+    const dir = stackDir();
+    const file = join(dir, 'targets.json');
+    writeFileSync(file, JSON.stringify([{ name: 'demo-receiver', url: 'http://127.0.0.1:9/', secrets: ['x'] }]));
+    const failed = await run(process.execPath, ['--import', 'tsx', 'scripts/local-stack.ts'], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, PORT: String(await freePort()), STACK_DIR: dir, STACK_DATABASE: database, DOWNSTREAM_TARGETS_FILE: file },
+    }).then(
+      () => ({ code: 0, stdout: '' }),
+      (err: { code: number; stdout: string }) => err,
+    );
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toContain(`[stack] failed: DOWNSTREAM_TARGETS_FILE (${file}): [0].name: "demo-receiver" is the stack's own demo target; give yours another name`);
+    expect(failed.stdout).not.toContain('building/starting FerretDB');
+  }, 60_000);
 });
 
 describe('pnpm stack: stopping when whoever read its output is gone', () => {

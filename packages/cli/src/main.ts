@@ -134,7 +134,10 @@ function downEarly(name: 'MongoDB' | 'Redis', variable: 'MONGO_URL' | 'REDIS_URL
 async function runCommand(command: Command, args: unknown, stop: AbortSignal): Promise<unknown> {
   const mongoUrlSet = Boolean(process.env.MONGO_URL?.trim());
   const stackEnv = applyStackEnv(process.env);
-  if (stackEnv) process.stderr.write(`cli: MONGO_URL is not set; using ${stackEnv.used.join(', ')} from ${stackEnv.file} (written by pnpm stack)\n`);
+  if (stackEnv) {
+    const instead = stackEnv.replaced.length > 0 ? `; its targets (those the running worker delivers to) instead of ${stackEnv.replaced.join(' and ')} from the environment` : '';
+    process.stderr.write(`cli: MONGO_URL is not set; using ${stackEnv.used.join(', ')} from ${stackEnv.file} (written by pnpm stack)${instead}\n`);
+  }
   // Where a datastore's URL came from, when it was the stack's file: a hint for its `unavailable` error.
   const from = (variable: string) => (stackEnv?.used.includes(variable) ? ` (from ${stackEnv.file}: is \`pnpm stack\` running?)` : '');
   // The drivers load only now: help and usage errors never wait for them (command.ts). A datastore

@@ -53,8 +53,26 @@ describe('the local stack settings file', () => {
     const dir = stackDirWith('MONGO_URL=mongodb://127.0.0.1:27018/stack\nREDIS_URL=redis://127.0.0.1:6380/0\nQUEUE_PREFIX=connect-stack\n');
     const env: Record<string, string | undefined> = { STACK_DIR: dir, REDIS_URL: 'redis://127.0.0.1:6379/3', QUEUE_PREFIX: '  ' };
     const taken = applyStackEnv(env);
-    expect(taken).toEqual({ file: join(dir, 'env'), used: ['MONGO_URL', 'QUEUE_PREFIX'] });
+    expect(taken).toEqual({ file: join(dir, 'env'), used: ['MONGO_URL', 'QUEUE_PREFIX'], replaced: [] });
     expect(env).toMatchObject({ MONGO_URL: 'mongodb://127.0.0.1:27018/stack', REDIS_URL: 'redis://127.0.0.1:6379/3', QUEUE_PREFIX: 'connect-stack' });
+  });
+
+  it("gives the running stack's targets, whatever DOWNSTREAM_TARGETS or DOWNSTREAM_TARGETS_FILE the shell still exports for the stack (they were a part of that list: two lists were a configuration error, one a partial list)", () => {
+    const stackTargets = JSON.stringify([
+      { name: 'demo-receiver', url: 'http://127.0.0.1:40001/callbacks', secrets: ['s1'] },
+      { name: 'mine', url: 'http://127.0.0.1:40002/', secrets: ['s2'] },
+    ]);
+    const dir = stackDirWith(`MONGO_URL=mongodb://127.0.0.1:27018/stack\nDOWNSTREAM_TARGETS='${stackTargets}'\nWORKER_RETRY_SCHEDULE=1s,2s\n`);
+    const fromFile: Record<string, string | undefined> = { STACK_DIR: dir, DOWNSTREAM_TARGETS_FILE: '/tmp/mine.json' };
+    const taken = applyStackEnv(fromFile);
+    expect(taken?.replaced).toEqual(['DOWNSTREAM_TARGETS_FILE']);
+    expect([...(taken?.used ?? [])].sort()).toEqual(['DOWNSTREAM_TARGETS', 'MONGO_URL', 'WORKER_RETRY_SCHEDULE']);
+    expect(fromFile.DOWNSTREAM_TARGETS_FILE).toBeUndefined();
+    expect(JSON.parse(fromFile.DOWNSTREAM_TARGETS!)).toHaveLength(2);
+
+    const inline: Record<string, string | undefined> = { STACK_DIR: dir, DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'mine', url: 'http://127.0.0.1:40002/', secrets: ['s2'] }]) };
+    expect(applyStackEnv(inline)?.replaced).toEqual(['DOWNSTREAM_TARGETS']);
+    expect(inline.DOWNSTREAM_TARGETS).toBe(stackTargets);
   });
 
   it('is not read at all when MONGO_URL is set, nor when the stack never wrote it', () => {
