@@ -1,3 +1,5 @@
+import { createServer, connect, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
@@ -156,5 +158,39 @@ describe('SIGTERM with a delivery that outlasts WORKER_SHUTDOWN_GRACE_MS', () =>
     expect(forUser(id)[1]!.body.request_uuid).toBe(forUser(id)[0]!.body.request_uuid);
     next.child.kill('SIGTERM');
     expect((await next.exited).code).toBe(0);
+  });
+});
+
+describe('SIGTERM while Redis does not answer', () => {
+  it('exits 0 without waiting out the grace period (BullMQ\'s close, the sweep and QUIT waited on the Redis that was gone: the whole grace, 25 s by default, every time)', async () => {
+    // Redis through a proxy of the test's own, which it then takes away: connections cut, new ones refused.
+    const redisUrl = new URL(api.env.REDIS_URL!);
+    const sockets = new Set<Socket>();
+    const proxy = createServer((client) => {
+      const upstream = connect(Number(redisUrl.port || 6379), redisUrl.hostname);
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on('error', () => undefined);
+        s.on('close', () => sockets.delete(s));
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const proxied = new URL(redisUrl);
+    proxied.host = `127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    const w = spawn({ REDIS_URL: proxied.toString(), WORKER_SHUTDOWN_GRACE_MS: '60000' });
+    await eventually(() => expect(w.output()).toContain('"worker started"'), 30_000);
+
+    await new Promise<void>((r) => {
+      proxy.close(() => r());
+      for (const s of sockets) s.destroy();
+    });
+    await eventually(() => expect(w.output()).toContain('redis connection error'), 30_000);
+    w.child.kill('SIGTERM');
+    expect(await w.exited).toEqual({ code: 0, signal: null });
+    const lines = w.output().split('\n');
+    expect(lines.filter((l) => l.includes('"shutdown step cut short by the grace period"'))).toEqual([]);
+    expect(lines.some((l) => l.includes('not waiting for the pass in progress'))).toBe(true);
+    expect(lines.some((l) => l.includes('the workers close without waiting for their jobs in flight'))).toBe(true);
   });
 });

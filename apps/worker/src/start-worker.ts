@@ -21,7 +21,8 @@ export interface RunningWorker {
   /** Mends a blocking connection accepted by Redis and never answered (blocking-connections.ts). */
   blockingConnections: BlockingConnectionWatch;
   /** Stops the delivery workers (waits for the jobs in flight). */
-  closeDeliveries(): Promise<void>;
+  /** `force`: without waiting for the jobs in flight (Redis is not answering: see shutdown.ts). */
+  closeDeliveries(force?: boolean): Promise<void>;
 }
 
 /** Starts the fan-out, one delivery worker per target, the health watch and the outbox sweep. */
@@ -120,9 +121,9 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
   );
   log.info({ targets: config.downstreamTargets.map((t) => t.name), concurrency_per_target: options.concurrency, retry_schedule_ms: options.policy.retryScheduleMs }, 'worker started');
 
-  const closeDeliveries = async () => {
+  const closeDeliveries = async (force = false) => {
     blockingConnections.stop();
-    await Promise.all([...deliveries.values()].map((w) => w.close()));
+    await Promise.all([...deliveries.values()].map((w) => w.close(force)));
   };
   return {
     fanOut,

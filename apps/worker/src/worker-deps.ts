@@ -94,7 +94,9 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
       await Promise.allSettled([eventsQueue.close(), deliveries.close()]);
     },
     closeRedis: async () => {
-      await Promise.allSettled([workerRedis, queueRedis, producerRedis].map((r) => r.quit().catch(() => r.disconnect())));
+      // QUIT waits for Redis's answer: to a connection that is not up it would wait for ever (its
+      // commands queued until a reconnection), holding the stop to the end of the grace period.
+      await Promise.allSettled([workerRedis, queueRedis, producerRedis].map(async (r) => (r.status === 'ready' ? r.quit().catch(() => r.disconnect()) : r.disconnect())));
     },
     closeMongo: () => mongo.close(),
   };
