@@ -20,8 +20,7 @@ export interface RunningWorker {
   purge: RetentionPurge;
   /** Mends a blocking connection accepted by Redis and never answered (blocking-connections.ts). */
   blockingConnections: BlockingConnectionWatch;
-  /** Stops the delivery workers (waits for the jobs in flight). */
-  /** `force`: without waiting for the jobs in flight (Redis is not answering: see shutdown.ts). */
+  /** Stops the delivery workers: waits for the jobs in flight, unless `force` (Redis is not answering: see shutdown.ts). */
   closeDeliveries(force?: boolean): Promise<void>;
 }
 

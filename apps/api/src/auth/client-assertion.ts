@@ -12,7 +12,7 @@ const SKEW_S = 30;
 const EXPIRED = "The assertion has expired (its exp is past by this server's clock): sign a new one for each token request.";
 
 /** What the caller hears when the refusal must not say why: unknown client, disabled, wrong key. */
-export const UNSAID_REFUSAL = 'Client authentication failed.';
+const UNSAID_REFUSAL = 'Client authentication failed.';
 
 /**
  * Why an assertion was refused. The log always says which check failed. The caller hears it too
