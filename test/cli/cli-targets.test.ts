@@ -78,6 +78,10 @@ describe('targets list | pause | resume, with two worker processes', () => {
     const paused = await cli('targets', 'pause', 'dictation');
     expect(paused.code).toBe(0);
     expect(paused.json).toMatchObject({ name: 'dictation', state: 'paused' });
+    expect(paused.json).not.toHaveProperty('already_paused');
+    // Paused again: the same row, and it says nothing changed (as client disable says already_disabled).
+    const again = await cli('targets', 'pause', 'dictation');
+    expect(again.json).toMatchObject({ name: 'dictation', state: 'paused', already_paused: true });
     const before = dictation.received.length;
     const held = await createUsers('held', 4);
     await eventually(() => got(other, held), 30_000);

@@ -293,6 +293,8 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
         { args: ['bogus', '--status', 'failed'], kind: 'usage', code: 2, message: /^unknown command "bogus"; / },
         { args: [], kind: 'usage', code: 2, message: /no command/ },
         { args: ['org', 'create'], kind: 'usage', code: 2, message: /--name is required/ },
+        { args: ['org', 'create', '--name='], kind: 'usage', code: 2, message: /^--name is empty: give it a value$/ },
+        { args: ['org', 'create', '--name', '  '], kind: 'usage', code: 2, message: /^--name is empty: give it a value$/ },
         { args: ['org', 'list', '--bogus'], kind: 'usage', code: 2, message: /--bogus/ },
         { args: ['org', 'create', '--name', 'x', '--api-version', '1999-01-01'], kind: 'usage', code: 2, message: /--api-version must be one of 2026-02-13, 2026-03-23, x-nabla-next, got "1999-01-01"/ },
         { args: ['client', 'disable'], kind: 'usage', code: 2, message: /client id is required/ },

@@ -87,7 +87,8 @@ export function defineCommand<A>(command: Command<A>): Command {
 /** A string option that must be given (a usage error otherwise). */
 export function required(input: CommandInput, name: string): string {
   const v = input.values[name];
-  if (typeof v !== 'string' || v.trim() === '') throw new CliError('usage', `--${name} is required`);
+  if (v === undefined) throw new CliError('usage', `--${name} is required`);
+  if (typeof v !== 'string' || v.trim() === '') throw new CliError('usage', `--${name} is empty: give it a value`);
   return withinLength(`--${name}`, v);
 }
 

@@ -36,7 +36,7 @@ Prints {"targets": [{"name", "state", "consecutive_failures", "failing_since", "
     needsRedis: true,
     synopsis: 'NAME',
     description: `An operator's hold: the target's deliveries wait (nothing is dropped) until resume.
-Prints the target's row.`,
+Prints the target's row, plus "already_paused": true when it already was.`,
     positionals: 1,
     parse: targetNameOf,
     run: (name, ctx) => withTargets(ctx, async (deps) => (await shared()).pauseTarget(deps, name)),

@@ -33,11 +33,13 @@ export async function listTargets(deps: TargetAdminDeps): Promise<TargetRow[]> {
  * flight finish). A worker that fetched a job between the two sees the state
  * and puts the job back.
  */
-export async function pauseTarget(deps: TargetAdminDeps, name: string): Promise<TargetRow> {
-  await describeTarget(deps, name);
+export async function pauseTarget(deps: TargetAdminDeps, name: string): Promise<TargetRow & { already_paused?: true }> {
+  const before = await describeTarget(deps, name);
   await deps.health.setState(name, 'paused', 'paused by an operator');
   await deps.queues.get(name)!.pause();
-  return describeTarget(deps, name);
+  const after = await describeTarget(deps, name);
+  // Said as `client disable` says already_disabled: a second pause changes nothing.
+  return before.state === 'paused' ? { ...after, already_paused: true } : after;
 }
 
 /**
