@@ -84,6 +84,15 @@ describe('pnpm build: the production build runs with plain node, from the folder
 
     // The CLI's binary finds no tsx in the staged folder and runs its build.
     const org = await cli(stage, ['org', 'create', '--name', 'Built clinic'], env);
+    // Without MONGO_URL it says so, and does not point at `pnpm stack`, which the image does not have.
+    const { MONGO_URL: _unset, ...withoutMongo } = env;
+    const unconfigured = await cli(stage, ['org', 'list'], withoutMongo).then(
+      () => undefined,
+      (err: Error) => err.message,
+    );
+    expect(unconfigured).toContain('"kind": "configuration"');
+    expect(unconfigured).toContain('MONGO_URL: is required');
+    expect(unconfigured).not.toContain('pnpm stack');
     const { privateKey, publicKeyPem } = rsaKeyPair();
     const client = await cli(stage, ['client', 'create', '--org', org.id, '--public-key-file', '-'], env, publicKeyPem);
     expect(client.token_url).toBe(`http://127.0.0.1:${apiPort}/v1/connect/server/oauth/token`);

@@ -12,7 +12,7 @@ import type { Config, RedisClient } from '@connect/shared';
 import { CliError, redactUrl, toCliError, type CliContext, type Command } from './command.ts';
 import { COMMANDS } from './commands.ts';
 import { probeDatastore, singleHostOf } from './datastore-probe.ts';
-import { applyStackEnv, stackEnvPath } from './stack-env.ts';
+import { applyStackEnv, hasLocalStack, stackEnvPath } from './stack-env.ts';
 
 const HELP_FLAGS = new Set(['--help', '-h']);
 
@@ -153,8 +153,9 @@ async function runCommand(command: Command, args: unknown, stop: AbortSignal): P
     config = loadConfig(process.env, { require: { redis: false } });
   } catch (err) {
     const e = toCliError(err);
-    // Only when the settings came from nowhere: no MONGO_URL and no stack file.
-    if (e.extra.variable === 'MONGO_URL' && !mongoUrlSet && !stackEnv) {
+    // Only when the settings came from nowhere (no MONGO_URL and no stack file), and only in a
+    // checkout, where `pnpm stack` exists: the production image has no such command.
+    if (e.extra.variable === 'MONGO_URL' && !mongoUrlSet && !stackEnv && hasLocalStack()) {
       const file = process.env.STACK_DIR ? stackEnvPath(process.env) : '.local/stack/env';
       e.message += ` (or start \`pnpm stack\`, which writes ${file} for the CLI)`;
     }

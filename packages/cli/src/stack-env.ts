@@ -17,6 +17,11 @@ import { parseEnv } from 'node:util';
 /** The repository root, from packages/cli/src or packages/cli/dist alike. */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
+/** A checkout with `pnpm stack` (scripts/local-stack.ts), not the production image built without it. */
+export function hasLocalStack(): boolean {
+  return existsSync(join(REPO_ROOT, 'scripts', 'local-stack.ts'));
+}
+
 /** Where the stack writes its settings: $STACK_DIR/env, by default .local/stack/env. */
 export function stackEnvPath(env: Record<string, string | undefined>): string {
   return join(env.STACK_DIR ?? join(REPO_ROOT, '.local', 'stack'), 'env');
