@@ -75,8 +75,11 @@ describe('a delivery job for an event a newer version overtook before its fan-ou
     const user = (await api.models.ProviderUser.findOne({ external_provider_id: id }).lean())!;
     const v3 = { id: randomUUID(), type: 'user.updated' as const, occurred_at: new Date(), version: 3 };
     await api.models.ProviderUser.updateOne({ _id: user._id }, { $set: { version: 3, last_event: v3, updated_at: new Date() } });
-    // The late fan-out of an older event of this user: its pending row, then its job.
+    // The late fan-out of an older event of this user: its pending row, then its job. Only once
+    // version 2's job has ended: the receiver's answer comes before that job records it, and a job
+    // added while it still held the user's slot on the target was folded into it (no job of its own).
     const { store, deliveries } = stack.worker.deps;
+    await eventually(async () => expect(await deliveries.get('held')!.getDeduplicationJobId(`${user._id.toString()}:held`)).toBeNull());
     const created = eventJobOf(user).created;
     const late = { ...eventJobOf(user).event, id: randomUUID(), version: 1, type: 'user.updated' as const };
     await store.insertPending([store.pendingRow({ userId: user._id.toString(), target: 'held', event: late })]);
