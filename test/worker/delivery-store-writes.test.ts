@@ -44,6 +44,14 @@ function refOf(n: number): DeliveryRef {
   return { event, target: 'dictation', userId };
 }
 
+/** Update replies since `from` (an index into `succeeded`) that carried a duplicate-key write error: upserts that lost a race to an insert. */
+const duplicateKeyErrorsSince = (from: number) =>
+  succeeded
+    .slice(from)
+    .filter((e) => e.commandName === 'update')
+    .flatMap((e) => (e.reply as { writeErrors?: { code: number }[] }).writeErrors ?? [])
+    .filter((w) => w.code === 11000).length;
+
 /** The commands of one kind ("update", "insert") sent to one collection since `from`. */
 const commandsOn = (name: string, collection: string, from = 0) => started.slice(from).filter((e) => e.commandName === name && e.command[name] === collection);
 
@@ -87,15 +95,11 @@ describe('DeliveryStore: outcome writes of deliveries finishing together', () =>
     // A stall fails this test at its timeout. How often the upsert lost the race to the insert and was
     // applied again (DeliveryStore's retry on a duplicate key): the duplicate-key errors in the replies
     // to the row updates. Printed, not asserted: it depends on timing.
-    const lost = succeeded
-      .slice(from)
-      .filter((e) => e.commandName === 'update')
-      .flatMap((e) => (e.reply as { writeErrors?: { code: number }[] }).writeErrors ?? [])
-      .filter((w) => w.code === 11000).length;
+    const lost = duplicateKeyErrorsSince(from);
     console.log(`delivery-store-writes: ${lost} of 200 outcome upserts lost the race to the pending insert and were applied again (${inject('mongoKind')})`);
   });
 
-  it('a row marked superseded while the fan-out inserts it pending ends superseded (it stayed pending for good when the insert landed between the upsert\'s read and its insert)', async () => {
+  it('a row marked superseded while the fan-out inserts it pending ends superseded (it stayed pending, until the retention pass mended it, when the insert landed between the upsert\'s read and its insert)', async () => {
     const store = new DeliveryStore(models);
     const refs = Array.from({ length: 300 }, (_, i) => refOf(2000 + i));
     const from = succeeded.length;
@@ -105,11 +109,7 @@ describe('DeliveryStore: outcome writes of deliveries finishing together', () =>
       .toArray();
     expect(rows).toHaveLength(300);
     expect(rows.filter((r) => r.status !== 'superseded').map((r) => `${r._id}: ${r.status}`)).toEqual([]);
-    const lost = succeeded
-      .slice(from)
-      .filter((e) => e.commandName === 'update')
-      .flatMap((e) => (e.reply as { writeErrors?: { code: number }[] }).writeErrors ?? [])
-      .filter((w) => w.code === 11000).length;
+    const lost = duplicateKeyErrorsSince(from);
     console.log(`delivery-store-writes: ${lost} of 300 superseded upserts lost the race to the pending insert (${inject('mongoKind')})`);
 
     // A delivered row stays delivered: the refused insert is not taken for a row to settle.
