@@ -69,15 +69,15 @@ function expectError(run: CliRun, kind: string, code: number, message?: RegExp):
 
 type CliArgs = Parameters<typeof cli>;
 
-/**
- * Runs independent CLI invocations a few at a time (each is a process start, most of a
- * check's time) and answers in the order given.
- */
 /** The run's Redis URL with some parts changed. */
 function redisUrlWith(parts: Partial<Pick<URL, 'pathname' | 'username' | 'password'>>): string {
   return Object.assign(new URL(api.env.REDIS_URL!), parts).toString();
 }
 
+/**
+ * Runs independent CLI invocations a few at a time (each is a process start, most of a
+ * check's time) and answers in the order given.
+ */
 async function cliAll(runs: CliArgs[], inFlight = 4): Promise<CliRun[]> {
   const out: CliRun[] = new Array(runs.length);
   let next = 0;

@@ -28,15 +28,6 @@ export interface CallbackReply {
 }
 
 /**
- * The reply protocol, the same for every adapter: 200 `{"request_uuid"}` once the
- * event is handled (or was already), 401 when the signature or its time is wrong,
- * 400 for a body that is not a callback (unknown type, bad JSON), 500 when onEvent
- * fails, and 503 (no Retry-After) while another copy of the same event is still
- * being handled. The sender retries 5xx and gives up on 4xx, so only "we could not
- * handle it now" may be a 5xx; a copy is acknowledged only once the event really
- * was handled, so a first copy that fails or dies mid-way loses nothing.
- */
-/**
  * The logging hooks: one that throws, or returns a promise that rejects, must neither turn a
  * final answer into a 500 the sender retries nor, unhandled, end the process.
  */
@@ -49,6 +40,15 @@ function hook(call: () => void | Promise<void> | undefined): void {
   }
 }
 
+/**
+ * The reply protocol, the same for every adapter: 200 `{"request_uuid"}` once the
+ * event is handled (or was already), 401 when the signature or its time is wrong,
+ * 400 for a body that is not a callback (unknown type, bad JSON), 500 when onEvent
+ * fails, and 503 (no Retry-After) while another copy of the same event is still
+ * being handled. The sender retries 5xx and gives up on 4xx, so only "we could not
+ * handle it now" may be a 5xx; a copy is acknowledged only once the event really
+ * was handled, so a first copy that fails or dies mid-way loses nothing.
+ */
 export async function answerCallback(options: CallbackReceiverOptions, request: { headers: IncomingHeaders; rawBody: Buffer | string }): Promise<CallbackReply> {
   let event: CallbackEvent;
   try {

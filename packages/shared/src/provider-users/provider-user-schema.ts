@@ -7,6 +7,7 @@ import { emailAddressProblem } from '../email-address.ts';
  * with docs/contract.md's decisions where it is silent). Types, validation and the OpenAPI document
  * all come from these schemas.
  */
+
 /**
  * Characters that show nothing on their own: white space, format characters (zero-width space,
  * bidi controls, BOM), control characters, combining marks with nothing to combine with, and the
