@@ -59,10 +59,16 @@ Prints the target's row.`,
 health in Redis, its delivery rows (pending ones too) with their attempts, its per-user sync
 records, kept held state and resync cursors in MongoDB. Refused (conflict) while NAME is still
 configured or a worker still serves it: remove it, restart the workers, then forget it.
-Prints {"target", "jobs", "deliveries", "attempts", "sync_states"}; a second run prints zeros.`,
+Prints {"target", "jobs", "deliveries", "attempts", "sync_states"}; a second run prints zeros
+(and says on stderr that nothing was stored under that name, as for a misspelt one).`,
     positionals: 1,
     parse: targetNameOf,
-    run: async (name, ctx) =>
-      (await shared()).forgetTarget({ models: ctx.models, redis: await ctx.redis(), queuePrefix: ctx.config.queuePrefix, configured: ctx.config.downstreamTargets.map((t) => t.name) }, name),
+    run: async (name, ctx) => {
+      const forgot = await (await shared()).forgetTarget({ models: ctx.models, redis: await ctx.redis(), queuePrefix: ctx.config.queuePrefix, configured: ctx.config.downstreamTargets.map((t) => t.name) }, name);
+      if (forgot.jobs + forgot.deliveries + forgot.attempts + forgot.sync_states === 0) {
+        process.stderr.write(`cli: no jobs, deliveries or sync records were stored for target ${name}: forgotten before, or never delivered to under this name (check the spelling)\n`);
+      }
+      return forgot;
+    },
   }),
 ];
