@@ -8,6 +8,7 @@ import {
   maskEmailsIn,
   maxRetryAfterMs,
   parseDeliveryJob,
+  type DeliveryAttemptDoc,
   type DeliveryJob,
   type DeliveryPolicy,
   type DeliveryQueues,
@@ -48,7 +49,7 @@ class RecordedFailure extends Error {}
 /** `Retry-After` on these statuses holds the whole target (docs/delivery.md). */
 const TARGET_WIDE_RETRY_AFTER = new Set([429, 503]);
 
-function errorClassOf(outcome: CallbackOutcome): 'http' | 'timeout' | 'network' | null {
+function errorClassOf(outcome: CallbackOutcome): DeliveryAttemptDoc['error_class'] {
   if (outcome.kind === 'success') return null;
   if (outcome.status !== null) return 'http';
   return outcome.error.startsWith('timeout') ? 'timeout' : 'network';

@@ -200,8 +200,8 @@ export const deliveryAttemptDocSchema = z.object({
   at: z.date(),
   duration_ms: z.number(),
   status_code: z.number().int().nullable(),
-  /** `http` (an answer), `timeout`, `network`, `internal` (ours), or null on success. */
-  error_class: z.enum(['http', 'timeout', 'network', 'internal']).nullable(),
+  /** `http` (an answer that is not a 2xx), `timeout`, `network`, or null on success. */
+  error_class: z.enum(['http', 'timeout', 'network']).nullable(),
   message: z.string().nullable(),
   /** What the attempt led to: delivered, retry, failed (dead letter), held (target failing/disabled). */
   outcome: z.enum(['delivered', 'retry', 'failed', 'held']),
