@@ -6,6 +6,7 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import { exportJWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rawExchange } from '../support/raw-exchange.ts';
 import { getUser, http, postUser, registerTestClient, signAssertion, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -227,6 +228,35 @@ describe('The request URL in the log: no token from the query string, no email i
     const from = api.logs.lines.length;
     expect((await postUser(api, token, { provider_email: emailAsId, external_provider_id: emailAsId })).status).toBe(201);
     expect((await getUser(api, token, emailAsId)).status).toBe(200);
+    expectNoLeak(api.logs.lines.slice(from));
+  });
+
+  it('so is every address the API takes, also in the path as sent (unencoded): a quote or "=" in the local part, a top-level domain with a digit or a combining mark (a security audit saw each logged whole)', async () => {
+    const [a] = clinics as [TestClient];
+    const res = await tokenRequest(await signAssertion(a.client._id, a.privateKey, api.audience));
+    const token = jwtSecret('access token', res.body.access_token);
+    const tag = randomUUID().slice(0, 6);
+    const odd = [`dan.o'connor.${tag}@example.com`, `eve.${tag}=x@example.com`, `frank.${tag}@example.a1`, `gita.${tag}@example.भारत`];
+    emails.push(...odd);
+    const from = api.logs.lines.length;
+    for (const id of odd) {
+      expect((await postUser(api, token, { provider_email: id, external_provider_id: id })).status).toBe(201);
+      // As a client that does not percent-encode sends it (Go's url.PathEscape leaves "'", "=" and "@").
+      const raw = await rawExchange(Number(new URL(api.origin).port), `GET ${new URL(api.baseUrl).pathname}/users/${encodeURI(id)} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nX-Nabla-Api-Version: 2026-03-23\r\nConnection: close\r\n\r\n`);
+      expect(raw).toMatch(/^HTTP\/1\.1 200 /);
+    }
+    expect(api.logs.lines.length).toBeGreaterThan(from);
+    expectNoLeak(api.logs.lines.slice(from));
+  });
+
+  it('a request line in absolute form (http://user:password@host/path) leaves its credentials out of the log and of the answer\'s instance', async () => {
+    const password = secret('a password in an absolute-form request line', `abs-${randomUUID()}`);
+    const from = api.logs.lines.length;
+    const raw = await rawExchange(Number(new URL(api.origin).port), `GET http://admin:${password}@10.0.0.1${new URL(api.baseUrl).pathname}/users/ehr-alice HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    expect(raw).toMatch(/^HTTP\/1\.1 40[14] /);
+    expect(raw).not.toContain(password);
+    expect(JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)).instance).toBe(`${new URL(api.baseUrl).pathname}/users/ehr-alice`);
+    expect(api.logs.lines.length).toBeGreaterThan(from);
     expectNoLeak(api.logs.lines.slice(from));
   });
 });

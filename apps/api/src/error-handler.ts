@@ -1,7 +1,7 @@
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { DomainError, PROBLEM_TYPE_BASE, type FieldError } from '@connect/shared';
+import { DomainError, PROBLEM_TYPE_BASE, requestPath, type FieldError } from '@connect/shared';
 import { asServiceUnavailable } from './service-unavailable.ts';
 import { MethodNotAllowedError, RateLimitedError, UnauthorizedError } from './http-errors.ts';
 import type { RouteTable } from './route-table.ts';
@@ -16,9 +16,9 @@ export interface Problem {
   [extension: string]: unknown;
 }
 
-/** The problem's `instance`: the request path, without the query, and only when short (never reflect a huge URL). */
+/** The problem's `instance`: the request path (no query, no scheme and authority), and only when short (never reflect a huge URL). */
 export function instanceOf(request: FastifyRequest): string | undefined {
-  const path = request.url.split('?')[0]!;
+  const path = requestPath(request.url);
   return path.length <= 200 ? path : undefined;
 }
 
@@ -104,7 +104,7 @@ export const FORM_BODY_LIMIT = 16 * 1024;
 /** No route for this method and path: 405 with `Allow` when the path answers other methods, else 404. */
 export function notFoundHandler(routes: RouteTable) {
   return (request: FastifyRequest, reply: FastifyReply): FastifyReply => {
-    const path = request.url.split('?')[0]!;
+    const path = requestPath(request.url);
     const allowed = routes.allowedFor(path);
     if (allowed.length > 0 && !allowed.includes(request.method)) return errorHandler(new MethodNotAllowedError(allowed) as unknown as FastifyError, request, reply);
     return sendProblem(reply, { type: PROBLEM_TYPE_BASE + 'not-found', title: 'Not found', status: 404, detail: `No such route.${slashHint(routes, path, request.method)}`, instance: instanceOf(request) });

@@ -27,4 +27,18 @@ describe('maskEmailsIn', () => {
   it('an address with a non-ASCII top-level domain is masked in free text too', () => {
     expect(maskEmailsIn('sent to user@пример.рф today')).toBe('sent to u***@п***.рф today');
   });
+  it('every address the API takes is masked whole: a quote, "=", "&" or "/" in the local part, a digit or a combining mark in the top-level domain, a one-letter one, a local part over 64 characters (a security audit found each shown, in whole or in part)', () => {
+    expect(maskEmailsIn("/v1/connect/server/users/recv.apos'@example.com")).toBe('/v1/connect/server/users/r***@e***.com');
+    expect(maskEmailsIn('"received":"iss.apos\'@example.com"')).toBe('"received":"i***@e***.com"');
+    expect(maskEmailsIn('/nope/jane.doe=m@example.com and /nope/jane&j@example.com')).toBe('/nope/j***@e***.com and /nope/j***@e***.com');
+    expect(maskEmailsIn('users quinn/x=y@example.a1, gita.devi@example.भारत, jane.doe@hospital.x.')).toBe('users quinn/x***@e***.a1, g***@e***.भारत, j***@h***.x.');
+    expect(maskEmailsIn(`id ${'k'.repeat(300)}@example.com!`)).toBe('id k***@e***.com!');
+  });
+  it('leaves alone what is not an address: a mask already made, a scoped package, a lone at sign', () => {
+    for (const text of ['redis://***@h:6379/0', 'j***@e***.com', '@connect/shared', 'x @ y', 'trailing@']) expect(maskEmailsIn(text)).toBe(text);
+  });
+  it('reads each character at most twice: a long run before many at signs ends (a quadratic scan would not, within the timeout)', () => {
+    const run = 'a'.repeat(200_000) + '@'.repeat(100_000);
+    expect(maskEmailsIn(run + 'a@'.repeat(100_000))).toBe(run + 'a***@a***@'.repeat(50_000));
+  });
 });

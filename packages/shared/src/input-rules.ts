@@ -58,20 +58,43 @@ export function maskEmail(email: string): string {
   const dot = domain.lastIndexOf('.');
   const host = dot > 0 ? domain.slice(0, dot) : domain;
   const tld = dot > 0 ? domain.slice(dot) : '';
-  return `${local[0]}***@${host[0] ?? ''}***${tld}`;
+  // First characters, not UTF-16 units: half of an emoji's surrogate pair would print as garbage.
+  const first = (part: string) => (part ? String.fromCodePoint(part.codePointAt(0)!) : '');
+  return `${first(local)}***@${first(host)}***${tld}`;
 }
 
-// The local part stops at "/", "?", "&" and "=": an address inside a URL path or query is masked
-// without swallowing the path before it. Both parts are bounded (RFC 5321: 64 and 255), which keeps
-// the scan linear: unbounded, a long run without "@" (a 15,000-character URL) cost quadratic time.
-// The top-level domain may be in any script (an internationalized domain: `.рф`).
-const EMAIL_IN_TEXT = /[^\s"'<>@\uFF20\uFE6B,;:/?&=]{1,64}[@\uFF20\uFE6B][^\s"'<>@\uFF20\uFE6B,;:/?&=]{1,255}\.\p{L}{2,}/gu;
+// An address is found from each at sign: its local part is the run before it up to white space, a
+// quote, a bracket, ",", ";", ":", "/", "\\" or another at sign (so an address in a URL path is masked
+// without the path before it, and a local part holding "'", "=", "&" or "?" is masked whole), its
+// domain the run of letters, marks, digits, ".", "-" and "_" after it. No length bound and no
+// top-level-domain rule: a 300-character local part, `x@example.a1` and `x@example.भारत` are all
+// addresses the API takes. Each character is read at most twice (a local part stops at an at sign),
+// so the scan is linear whatever the text. A local part of stars after at most one character is a
+// mask already (`***@host`, `j***@e***.com`): masking again leaves it as it is.
+const LOCAL_STOP = /[\s"<>()[\]{},;:/\\@\uFF20\uFE6B]/u;
+const DOMAIN_CHAR = /[\p{L}\p{M}\p{N}._-]/u;
+const AT_SIGN_RUN = /[@\uFF20\uFE6B]/gu;
 
 /** Masks every email address inside free text (error messages can quote input). */
 export function maskEmailsIn(text: string): string {
-  return text.replace(EMAIL_IN_TEXT, (m) => maskEmail(m));
+  let out = '';
+  let copied = 0;
+  for (const match of text.matchAll(AT_SIGN_RUN)) {
+    const at = match.index;
+    if (at < copied) continue;
+    let start = at;
+    while (start > copied && !LOCAL_STOP.test(text[start - 1]!)) start--;
+    let end = at + 1;
+    while (end < text.length && DOMAIN_CHAR.test(text[end]!)) end++;
+    // A sentence's full stop or a dash after the address is not part of its domain.
+    while (end > at + 1 && /[.-]/.test(text[end - 1]!)) end--;
+    const local = text.slice(start, at);
+    if (local === '' || end === at + 1 || /^[^*]?\*{3,}$/u.test(local)) continue;
+    out += text.slice(copied, start) + maskEmail(text.slice(start, end));
+    copied = end;
+  }
+  return copied === 0 ? text : out + text.slice(copied);
 }
-
 
 /** What a target name may be (DOWNSTREAM_TARGETS, and the CLI's target arguments). */
 export const TARGET_NAME = /^[A-Za-z0-9_.-]{1,64}$/;

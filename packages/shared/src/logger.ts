@@ -58,6 +58,15 @@ function decodeTolerantly(run: string): string {
   }
 }
 
+/**
+ * A request target's path: without the query, and without the scheme and authority of the
+ * absolute form (`GET http://user:password@host/path HTTP/1.1`, which Node passes on as the URL),
+ * whose credentials are the sender's secret and its host nothing of ours.
+ */
+export function requestPath(url: string): string {
+  return url.replace(/^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/, '').split(/[?#]/, 1)[0]!;
+}
+
 /** How much of a request path a log line shows. */
 const LOGGED_PATH_CHARS = 512;
 
@@ -69,7 +78,7 @@ const LOGGED_PATH_CHARS = 512;
  * masking is linear, and the twice as long a prefix it reads holds any email that starts in what is shown.
  */
 export function loggableUrl(url: string | undefined): string {
-  let path = (url ?? '').split('?')[0]!.slice(0, 6 * LOGGED_PATH_CHARS);
+  let path = requestPath(url ?? '').slice(0, 6 * LOGGED_PATH_CHARS);
   for (let i = 0; i < 3 && path.includes('%'); i++) {
     const decoded = path.replace(ESCAPES, decodeTolerantly);
     if (decoded === path) break;
