@@ -288,6 +288,14 @@ describe('pnpm cli: one JSON document on stdout per command', () => {
           message: new RegExp(`MongoDB at mongodb://127.0.0.1:${closed}/connect is unavailable: connect ECONNREFUSED`),
         },
         { args: ['deliveries', 'replay', '--all-failed'], opts: { env: { REDIS_URL: `redis://127.0.0.1:${closed}` } }, kind: 'unavailable', code: 1, message: /Redis at redis:\/\/127.0.0.1:\d+ did not answer|Redis at/ },
+        // A secret in the connection string's query is not quoted (a security audit read a TLS key's password there).
+        {
+          args: ['org', 'list'],
+          opts: { env: { MONGO_URL: `mongodb://127.0.0.1:${closed}/connect?tls=true&tlsCertificateKeyFilePassword=KEYPW421` } },
+          kind: 'unavailable',
+          code: 1,
+          message: new RegExp(`^MongoDB at mongodb://127\\.0\\.0\\.1:${closed}/connect is unavailable: (?!.*KEYPW)`),
+        },
         // A flag is not part of the command's name.
         { args: ['bogus', '--help'], kind: 'usage', code: 2, message: /^unknown command "bogus"; / },
         { args: ['bogus', '--status', 'failed'], kind: 'usage', code: 2, message: /^unknown command "bogus"; / },

@@ -6,7 +6,7 @@
  */
 // Only light imports here (and in every command's `parse`): main.ts loads the drivers
 // when a command runs, so `--help` and usage errors answer at once.
-import { ConfigError, DomainError, TARGET_NAME, TARGET_NAME_RULE, withoutCredentials } from '@connect/shared/input-rules';
+import { ConfigError, DomainError, TARGET_NAME, TARGET_NAME_RULE, urlWithoutSecrets } from '@connect/shared/input-rules';
 import type { Config, Models, RedisClient } from '@connect/shared';
 
 /**
@@ -118,8 +118,11 @@ export function positional(input: CommandInput, label: string): string {
   return withinLength(label, v);
 }
 
-/** `user:password@` out of a connection string, so an error message can show where it tried. */
-export const redactUrl = withoutCredentials;
+/**
+ * A connection string without its credentials, query and fragment (where drivers take passwords and
+ * tokens too), so an error message can show where it tried.
+ */
+export const redactUrl = urlWithoutSecrets;
 
 const UNAVAILABLE_NAMES = new Set([
   'MongooseServerSelectionError',

@@ -97,6 +97,20 @@ describe('REDIS_URL as operators write them', () => {
       expect(loadConfig({ ...base, REDIS_URL, QUEUE_PREFIX: '{connect}' }).redisUrl, REDIS_URL).toBe(REDIS_URL);
     }
   });
+
+  it('a refused URL is quoted without any part of its password or query, whatever a "#" or "?" in the password does to the parse (a security audit read "redis://:PWC" out of redis://:PWC#410@host)', () => {
+    for (const [url, shown] of [
+      ['redis://:PWC#410@127.0.0.1:6379/12', 'redis://***@127.0.0.1:6379/12'],
+      ['redis://:PWC?410@127.0.0.1:6379/12', 'redis://***@127.0.0.1:6379/12'],
+      ['redis+sentinel://:PWC#410@h1:26379,h2:26379/m', 'redis+sentinel://***@h1:26379,h2:26379/m'],
+      ['redis://:PWC#410', 'redis://***'],
+      ['redis://127.0.0.1:1/12?password=PWF3', 'redis://127.0.0.1:1/12'],
+    ]) {
+      const message = errorOf({ ...base, REDIS_URL: url! }).message;
+      expect(message, url).toContain(`got "${shown}"`);
+      expect(message, url).not.toMatch(/PWC|PWF3|410/);
+    }
+  });
 });
 
 describe('MONGO_URL and TOKEN_SIGNING_KEY as operators write them', () => {

@@ -1,7 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { signingKeyProblem } from './config.ts';
-import { clientPublicKeyProblem, MIN_RSA_BITS, maskEmailsIn } from './input-rules.ts';
+import { clientPublicKeyProblem, MIN_RSA_BITS, maskEmailsIn, urlWithoutSecrets } from './input-rules.ts';
 
 const publicPem = (k: { publicKey: { export(o: { type: 'spki'; format: 'pem' }): string | Buffer } }) => k.publicKey.export({ type: 'spki', format: 'pem' }).toString();
 const privatePem = (k: { privateKey: { export(o: { type: 'pkcs8'; format: 'pem' }): string | Buffer } }) => k.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
@@ -40,5 +40,17 @@ describe('maskEmailsIn', () => {
   it('reads each character at most twice: a long run before many at signs ends (a quadratic scan would not, within the timeout)', () => {
     const run = 'a'.repeat(200_000) + '@'.repeat(100_000);
     expect(maskEmailsIn(run + 'a@'.repeat(100_000))).toBe(run + 'a***@a***@'.repeat(50_000));
+  });
+});
+
+describe('urlWithoutSecrets: a connection string as an error may quote it', () => {
+  it('drops the credentials to the last at sign, an authority that is no host list, and the query (where drivers take passwords and tokens too)', () => {
+    expect(urlWithoutSecrets('redis://:p?w#d@127.0.0.1:6379/12')).toBe('redis://***@127.0.0.1:6379/12');
+    expect(urlWithoutSecrets('redis://:secret#rest')).toBe('redis://***');
+    expect(urlWithoutSecrets('mongodb://127.0.0.1:1/connect?tls=true&tlsCertificateKeyFilePassword=KEYPW')).toBe('mongodb://127.0.0.1:1/connect');
+    expect(urlWithoutSecrets('mongodb://u:p@m1:27017,m2:27017/db?authMechanismProperties=AWS_SESSION_TOKEN:SESS')).toBe('mongodb://***@m1:27017,m2:27017/db');
+  });
+  it('keeps what locates the server: hosts, ports, IPv6, a host list, the path', () => {
+    for (const url of ['redis://[::1]:6379/0', 'redis+sentinel://h1:26379,h2:26379/mymaster', 'mongodb://127.0.0.1:27017/connect', 'https://h.example/x']) expect(urlWithoutSecrets(url)).toBe(url);
   });
 });

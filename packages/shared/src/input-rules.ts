@@ -38,12 +38,26 @@ export function withoutCredentials(text: string): string {
 }
 
 /**
- * A value meant as one URL (a configuration variable), quoted in an error: everything between the
- * scheme and the last "@" before the host goes, so a password holding an unescaped "/" or "@" goes
- * too, and so does the query (a `?password=` form).
+ * A value meant as one URL (a configuration variable, a connection string), quoted in an error:
+ * - everything between the scheme and the last "@" goes, so a password holding an unescaped "/",
+ *   "@", "?" or "#" goes too (`redis://:pa#ss@host` quoted `redis://:pa` before: the part of the
+ *   password up to the "#");
+ * - with no "@", an authority that is not `host[:port][,host[:port]…]` (a password cut off by an
+ *   unescaped "#") goes;
+ * - the query and fragment go: connection strings carry secrets there
+ *   (`?password=`, `tlsCertificateKeyFilePassword=`, `authMechanismProperties=AWS_SESSION_TOKEN:`).
  */
 export function urlWithoutSecrets(value: string): string {
-  return value.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^\s?#]*@/, '$1***@').replace(/[?#].*$/s, '');
+  const m = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)(.*)$/s.exec(value);
+  const cut = (rest: string) => rest.replace(/[?#].*$/s, '');
+  if (!m) return cut(value);
+  const [, scheme, afterScheme] = m as unknown as [string, string, string];
+  const at = afterScheme.lastIndexOf('@');
+  if (at >= 0) return `${scheme}***@${cut(afterScheme.slice(at + 1))}`;
+  const rest = cut(afterScheme);
+  const authority = rest.split('/', 1)[0]!;
+  const hostsAndPorts = authority.split(',').every((h) => /^(?:\[[^\]]*\]|[^:[\]]*)(?::\d*)?$/.test(h));
+  return hostsAndPorts ? `${scheme}${rest}` : `${scheme}***${rest.slice(authority.length)}`;
 }
 
 // The full-width "＠" and the small "﹫" count as "@": an address typed with them reads as one.
