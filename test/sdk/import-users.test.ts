@@ -246,6 +246,13 @@ describe('import-users: errors are one JSON document with a non-zero exit', () =
     const input = await importUsers(['--file', bad, '--dry-run']);
     expect(input.code).not.toBe(0);
     expect(input.json).toEqual({ error: { kind: 'input', message: expect.stringContaining('favourite_colour') } });
+    // A file without its header line: the first row is read as one, and its email is not quoted (a security audit saw it).
+    const headless = join(dir, 'no-header.csv');
+    writeFileSync(headless, 'hdr.person@example.com,imp-h\n');
+    const noHeader = await importUsers(['--file', headless, '--dry-run']);
+    expect(noHeader.code).not.toBe(0);
+    expect(noHeader.json).toEqual({ error: { kind: 'input', message: expect.stringMatching(/^unknown CSV column\(s\) h\*\*\*@e\*\*\*\.com, imp-h; .*the first line must be the header/) } });
+    expect(noHeader.stdout + noHeader.stderr).not.toContain('hdr.person');
     // A CSV the parser gives up on: its message quotes the value, masked when it is an email.
     const quoted = join(dir, 'bad-quote.csv');
     writeFileSync(quoted, 'provider_email,external_provider_id,specialty,other_specialty_name,speech_locale,secondary_speech_locale\njane.victim@example.com",r-2,,,ENGLISH_US,\n');

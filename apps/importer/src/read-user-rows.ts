@@ -224,7 +224,12 @@ export async function* readCsvRows(path: string, progress: ReadProgress): AsyncG
 function headerOf(record: string[]): string[] {
   const names = record.map((h) => h.trim());
   const unknown = names.filter((n) => !(CSV_COLUMNS as readonly string[]).includes(n));
-  if (unknown.length > 0) throw new InputFileError(`unknown CSV column(s) ${unknown.join(', ')}; the columns are ${CSV_COLUMNS.join(', ')}`);
+  if (unknown.length > 0) {
+    // A file without a header line has a row there: its values (an email) are masked, and said to be one.
+    const noHeader = !names.some((n) => (CSV_COLUMNS as readonly string[]).includes(n));
+    const hint = noHeader ? '; the first line must be the header naming the columns' : '';
+    throw new InputFileError(`unknown CSV column(s) ${maskEmailsIn(unknown.join(', '))}; the columns are ${CSV_COLUMNS.join(', ')}${hint}`);
+  }
   for (const required of ['provider_email', 'external_provider_id']) {
     if (!names.includes(required)) throw new InputFileError(`the CSV header has no ${required} column`);
   }
