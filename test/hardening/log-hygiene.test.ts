@@ -122,6 +122,11 @@ describe('Logs after a busy sequence: JSON, a request id on every request line, 
     const querySecret = secret('query in a wrong aud', `q${randomUUID().replaceAll('-', '')}`);
     expect((await tokenRequest(await signAssertion(a.client._id, a.privateKey, `https://aud.example.com/x?token=${querySecret}`))).status).toBe(401);
     expect((await tokenRequest(await signAssertion(a.client._id, a.privateKey, api.audience, { sub: `someone ${email('sub.as.email')}` }))).status).toBe(401);
+    // A JWT as a claim's value (an assertion pasted as the audience): the quoted claim is cut at 200
+    // characters, so its start is what could show (a security audit saw its header and claims).
+    const pasted = jwtSecret('an assertion as a claim', await signAssertion(a.client._id, a.privateKey, api.audience));
+    secret('the start of an assertion given as a claim', pasted.split('.')[1]!.slice(0, 40));
+    expect((await tokenRequest(await signAssertion(a.client._id, a.privateKey, pasted))).status).toBe(401);
     // An assertion where a parameter should be, and a token request that is not JSON at all.
     const misplaced = jwtSecret('misplaced assertion', await signAssertion(a.client._id, a.privateKey, api.audience));
     expect((await tokenRequest('x', false, { client_id: misplaced })).status).toBeGreaterThanOrEqual(400);

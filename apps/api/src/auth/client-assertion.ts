@@ -1,6 +1,6 @@
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTVerifyOptions, type JWTVerifyResult } from 'jose';
 import type { KeyObject } from 'node:crypto';
-import { collectionsOf, isDuplicateKeyError, maskEmailsIn, withoutCredentials, type Models } from '@connect/shared';
+import { collectionsOf, isDuplicateKeyError, scrubText, type Models } from '@connect/shared';
 import type { ActiveClient, ClientDirectory } from './client-directory.ts';
 import type { ClientKeys, RemoteKeySet } from './client-keys.ts';
 import { isStorableText } from '../validator-compiler.ts';
@@ -48,11 +48,11 @@ export class AssertionRejected extends Error {
 
 /**
  * A claim value as the log may show it: short, only strings or arrays of them,
- * and, being text the caller chose, with emails masked, URL credentials removed
- * and nothing after a `?` or `#` (a query can carry a secret).
+ * and, being text the caller chose, with emails masked, URL credentials and JWTs (an
+ * assertion pasted as a claim) removed, and nothing after a `?` or `#` (a query can carry a secret).
  */
 function shown(value: unknown): unknown {
-  const clip = (v: unknown) => (typeof v === 'string' ? maskEmailsIn(withoutCredentials(v.split(/[?#]/, 1)[0]!)).slice(0, 200) : typeof v);
+  const clip = (v: unknown) => (typeof v === 'string' ? scrubText(v.split(/[?#]/, 1)[0]!).slice(0, 200) : typeof v);
   return Array.isArray(value) ? value.slice(0, 5).map(clip) : clip(value);
 }
 
