@@ -13,7 +13,7 @@
  *
  * Environment: PORT (API, default 3000), STACK_DIR (default .local/stack),
  * STACK_DATABASE (PostgreSQL database for FerretDB, default connect_local),
- * QUEUE_PREFIX (default connect-<STACK_DATABASE>), REDIS_URL,
+ * QUEUE_PREFIX (default connect-<STACK_DATABASE>), REDIS_URL, LOG_LEVEL (API and worker, default info),
  * DOWNSTREAM_TARGETS or DOWNSTREAM_TARGETS_FILE (targets of one's own, delivered to
  * beside the demo receiver).
  */
@@ -189,7 +189,7 @@ async function main(): Promise<void> {
     PUBLIC_BASE_URL: baseUrl,
     // One prefix per database unless one is given: two stacks on one Redis must not take each other's jobs.
     QUEUE_PREFIX: process.env.QUEUE_PREFIX ?? `connect-${database}`,
-    LOG_LEVEL: 'info',
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
     ADMIN_TOKEN: state.admin_token,
     DOWNSTREAM_TARGETS: JSON.stringify([{ name: DEMO_TARGET, url: `http://127.0.0.1:${receiverPort}/callbacks`, secrets: [state.callback_secret] }, ...own]),
   };

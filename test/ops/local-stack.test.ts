@@ -153,12 +153,12 @@ describe('pnpm stack: a target of one\'s own named as the demo one', () => {
 });
 
 describe('pnpm stack: stopping when whoever read its output is gone', () => {
-  it('a closed terminal (its stdout and stderr gone, then SIGHUP) still stops every process it started, and it exits 0', async () => {
+  it('a closed terminal (its stdout and stderr gone, then SIGHUP) still stops every process it started, and it exits 0; its LOG_LEVEL is passed on (a debug line in the API log)', async () => {
     const dir = stackDir();
     const port = await freePort();
     const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/local-stack.ts'], {
       cwd: REPO_ROOT,
-      env: { ...process.env, PORT: String(port), STACK_DIR: dir, STACK_DATABASE: database },
+      env: { ...process.env, PORT: String(port), STACK_DIR: dir, STACK_DATABASE: database, LOG_LEVEL: 'debug' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     stacks.push(child);
@@ -166,6 +166,9 @@ describe('pnpm stack: stopping when whoever read its output is gone', () => {
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     await waitFor(() => out.includes('ready in'), 120_000, 'the stack to be ready');
+    // The stack set info over it before: a debug line (a request's "incoming request") shows it is taken.
+    expect((await fetch(`http://127.0.0.1:${port}/livez`)).status).toBe(200);
+    await waitFor(() => readFileSync(join(dir, 'api.log'), 'utf8').includes('"level":20'), 10_000, 'a debug line in api.log');
     // Our ends of its stdout and stderr closed: its next writes ("stopping…") fail with EPIPE.
     child.stdout!.destroy();
     child.stderr!.destroy();
