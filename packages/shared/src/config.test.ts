@@ -78,6 +78,8 @@ describe('configuration from the environment (docs/operations.md)', () => {
     [{ DOWNSTREAM_TARGETS: '{not json' }, 'DOWNSTREAM_TARGETS'],
     [{ DOWNSTREAM_TARGETS: '[{"name":"a","url":"ftp://x","secrets":["s"]}]' }, 'DOWNSTREAM_TARGETS'],
     [{ DOWNSTREAM_TARGETS: '[{"name":"a","url":"https://x","secrets":[]}]' }, 'DOWNSTREAM_TARGETS'],
+    // Credentials in a target's URL would not be sent (fetch drops them): refused, not quoted.
+    [{ DOWNSTREAM_TARGETS: '[{"name":"a","url":"https://user:TargetPw1@x/cb","secrets":["s"]}]' }, 'DOWNSTREAM_TARGETS'],
     [{ DOWNSTREAM_TARGETS: '[{"name":"a","url":"https://x","secrets":["plain"],"scheme":"standard-webhooks"}]' }, 'DOWNSTREAM_TARGETS'],
     [{ DOWNSTREAM_TARGETS: '[{"name":"a","url":"https://x","secrets":["s"]},{"name":"a","url":"https://y","secrets":["s"]}]' }, 'DOWNSTREAM_TARGETS'],
     [{ DOWNSTREAM_TARGETS_FILE: '/nonexistent/targets.json' }, 'DOWNSTREAM_TARGETS_FILE'],
@@ -88,6 +90,7 @@ describe('configuration from the environment (docs/operations.md)', () => {
     expect(err.variable).toBe(variable);
     expect(err.message.startsWith(`${variable}: `)).toBe(true);
     expect(err.message).not.toContain('\n');
+    expect(err.message).not.toMatch(/RedisPw|TargetPw1/);
   });
 });
 

@@ -149,6 +149,11 @@ export const downstreamTargetSchema = z
   })
   .strict()
   .superRefine((t, ctx) => {
+    // fetch would take them off without a word: the receiver would see no Authorization header.
+    const url = URL.parse(t.url);
+    if (url && (url.username || url.password)) {
+      ctx.addIssue({ code: 'custom', path: ['url'], message: 'must not carry credentials ("user:password@"): they would not be sent; a receiver authenticates callbacks by their signature' });
+    }
     if (t.scheme === 'standard-webhooks') {
       t.secrets.forEach((s, i) => {
         if (!isWhsecSecret(s)) ctx.addIssue({ code: 'custom', path: ['secrets', i], message: 'standard-webhooks secrets are "whsec_" + padded standard base64 (e.g. "whsec_" + 24 random bytes in base64)' });
