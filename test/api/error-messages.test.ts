@@ -292,7 +292,7 @@ describe('HTTP-level refusals', () => {
     expect(res.body.limit_bytes).toBe(65536);
   });
 
-  it('a wrong method on a known path: 405 with Allow (GET /oauth/token, PUT /users/{id}, OPTIONS with a JSON Content-Type and no body)', async () => {
+  it('a wrong method on a known path: 405 with Allow (GET /oauth/token, PUT /users/{id}, OPTIONS with a JSON Content-Type and no body, QUERY without one, a body nobody reads)', async () => {
     const token405 = await http(api.tokenUrl);
     expect(token405.status).toBe(405);
     expect(token405.headers.get('allow')).toBe('POST');
@@ -314,6 +314,16 @@ describe('HTTP-level refusals', () => {
     const unknown = await http(`${api.baseUrl}/encounters`);
     expect(unknown.status).toBe(404);
     expect(unknown.headers.get('allow')).toBeNull();
+
+    // Fastify reads a body before it finds no route: QUERY (a method with a body) without Content-Type, and
+    // bodies it cannot parse, to a method or path nobody serves, were 400 "could not be processed" or 415.
+    const query = await http(`${api.baseUrl}/users`, { method: 'QUERY', headers: { authorization: `Bearer ${token}` } });
+    expect(query.status).toBe(405);
+    expect(query.headers.get('allow')).toBe('GET, HEAD, POST');
+    for (const [path, contentType, body] of [['/encounters', 'application/json', '{"broken'], ['/encounters', 'text/plain', 'x'], ['/users/someone', 'application/json', '{"broken']] as const) {
+      const res = await http(`${api.baseUrl}${path}`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': contentType }, body });
+      expect(res.status, `PUT ${path} ${contentType}`).toBe(path === '/encounters' ? 404 : 405);
+    }
   });
 
   it('a path that is a route but for a doubled or trailing "/" (a base URL ending in "/"): 404 naming the route it missed; nothing is stored', async () => {

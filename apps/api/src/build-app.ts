@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import formbody from '@fastify/formbody';
 import type { ApiDeps } from './api-deps.ts';
 import { PROBLEM_TYPE_BASE, REQUEST_DEADLINE_MS } from '@connect/shared';
@@ -120,7 +120,6 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   // Responses are built from typed views; the zod response schemas document them
   // (OpenAPI) without being re-validated on every answer.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
-  app.setErrorHandler(errorHandler);
   registerJsonBodyParser(app);
   // From close() on (shutdown's stop-http), a request still arriving on a kept-alive connection is
   // refused unapplied, with Connection: close (Fastify sets it), so the client retries elsewhere.
@@ -155,7 +154,13 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   });
   const routes = new RouteTable();
   app.addHook('onRoute', (route) => routes.add(route.method, route.url));
-  app.setNotFoundHandler(notFoundHandler(routes));
+  const notFound = notFoundHandler(routes);
+  app.setNotFoundHandler(notFound);
+  // Fastify reads the body of a request no route takes before its 404 handler runs: a QUERY without
+  // Content-Type, or a POST with a bad body, to a path or method nobody serves is a 404 or 405, not a 400.
+  app.setErrorHandler((error: FastifyError, request, reply) =>
+    request.is404 && typeof error.code === 'string' && (error.code.startsWith('FST_ERR_CTP_') || error.code === 'FST_ERR_ROUTE_MISSING_CONTENT_TYPE') ? notFound(request, reply) : errorHandler(error, request, reply),
+  );
   // No request waits on a datastore forever: past the deadline it is a 503 service-unavailable with Retry-After.
   answerWithinDeadline(app);
   observeRequestDurations(app, deps);
