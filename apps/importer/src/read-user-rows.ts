@@ -225,7 +225,8 @@ function headerOf(record: string[]): string[] {
   const names = record.map((h) => h.trim());
   const unknown = names.filter((n) => !(CSV_COLUMNS as readonly string[]).includes(n));
   if (unknown.length > 0) {
-    // A file without a header line has a row there: its values (an email) are masked, and said to be one.
+    // A file without its header line has a row there: its values (an email among them) are masked,
+    // and the message says what is missing.
     const noHeader = !names.some((n) => (CSV_COLUMNS as readonly string[]).includes(n));
     const hint = noHeader ? '; the first line must be the header naming the columns' : '';
     throw new InputFileError(`unknown CSV column(s) ${maskEmailsIn(unknown.join(', '))}; the columns are ${CSV_COLUMNS.join(', ')}${hint}`);
