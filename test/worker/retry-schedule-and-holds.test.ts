@@ -17,7 +17,7 @@ let stack: DeliveryStack;
 let api: TestApi;
 let worker: TestWorker;
 let token: string;
-const receivers: Record<'flaky' | 'patient' | 'doomed' | 'throttled' | 'steady' | 'gone', Receiver> = {} as never;
+const receivers: Record<'flaky' | 'patient' | 'doomed' | 'split' | 'throttled' | 'steady' | 'gone', Receiver> = {} as never;
 /** Per external_provider_id: the answers to give, in order; once used up, 200. */
 const script = new Map<string, Answer[]>();
 let seq = 0;
@@ -29,6 +29,7 @@ beforeAll(async () => {
   // Its own target: the failures of the test that uses it would add to flaky's streak (threshold 5).
   receivers.patient = await startReceiver((c) => script.get(`patient:${userOf(c)}`)?.shift() ?? { status: 200 });
   receivers.doomed = await startReceiver((c) => script.get(`doomed:${userOf(c)}`)?.shift() ?? { status: 200 });
+  receivers.split = await startReceiver((c) => script.get(`split:${userOf(c)}`)?.shift() ?? { status: 200 });
   receivers.throttled = await startReceiver((c) => script.get(`throttled:${userOf(c)}`)?.shift() ?? { status: 200 });
   receivers.steady = await startReceiver(() => ({ status: 200 }));
   receivers.gone = await startReceiver(() => goneAnswers.shift() ?? { status: 200 });
@@ -138,6 +139,34 @@ describe('a dead letter that had absorbed newer versions', () => {
       [3, 'failed'],
     ]), 30_000);
     expect(callsTo(receivers.doomed, id).map((c) => c.answered)).toEqual([500, 500, 500, 500]);
+  });
+});
+
+describe('a dead letter after an earlier attempt delivered user.created', () => {
+  it('user.created goes through on its second attempt and the update sent after it fails to the last attempt: the update alone is a dead letter, user.created stays delivered', async () => {
+    const id = nextId('split');
+    script.set(`split:${id}`, [{ status: 500 }, { status: 200 }, { status: 503 }, { status: 503 }, { status: 503 }]);
+    await createUser(id);
+    const created = (await worker.deps.models.ProviderUser.findOne({ external_provider_id: id }).lean())!.created_event.id;
+    const job = () => worker.deps.deliveries.get('split')!.getJob(deliveryIdOf(created, 'split'));
+    // The update while user.created waits out its first retry: its job folds into that one.
+    await eventually(async () => (await job())?.getState().then((state) => state === 'delayed') ?? false, 15_000, 20);
+    expect(await createUser(id, { speech_locale: 'FRENCH_FR' })).toBe(2);
+    // The job fails once every row of its last attempt is written.
+    await eventually(async () => (await job())?.getState().then((state) => state === 'failed') ?? false, 30_000, 50);
+    expect(callsTo(receivers.split, id).map((c) => [c.body.type, c.answered])).toEqual([
+      ['user.created', 500],
+      ['user.created', 200],
+      ['user.updated', 503],
+      ['user.updated', 503],
+      ['user.updated', 503],
+    ]);
+    // Before, the job's own event (user.created, delivered two attempts earlier) was dead-lettered with the update.
+    const rows = (await worker.deps.models.Delivery.find({ external_provider_id: id, target: 'split' }).lean()).map((r) => [r.version, r.status]).sort();
+    expect(rows).toEqual([
+      [1, 'delivered'],
+      [2, 'failed'],
+    ]);
   });
 });
 

@@ -308,9 +308,12 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         }
         if (dead) {
           // The `created` sent first failed for good: the update this job was for is stuck
-          // behind it, so it is a dead letter too (visible, and replayed with it).
+          // behind it, so it is a dead letter too (visible, and replayed with it). Not an event
+          // the target has: one this run delivered, or one an earlier attempt did (the job's own
+          // user.created, delivered before the update sent after it failed to the last attempt).
           for (const other of [data.event, newest]) {
-            if (other.id !== event.id && !sentNow.has(other.id)) await store.deadLettered(refOf(other), null, `${outcome.error} (on ${event.type})`);
+            const targetHasIt = sentNow.has(other.id) || (!wiped && other.version <= deliveredVersion);
+            if (other.id !== event.id && !targetHasIt) await store.deadLettered(refOf(other), null, `${outcome.error} (on ${event.type})`);
           }
           // Versions in between, whose jobs folded into this one, were overtaken by the newest.
           await store.supersedePendingBelow(user_id, targetName, newest.version);
