@@ -9,6 +9,8 @@ import type { AddressInfo } from 'node:net';
 
 export interface ReceivedCallback {
   n: number;
+  /** The request's path (targets on one receiver told apart). */
+  path: string;
   at: number;
   headers: IncomingHttpHeaders;
   raw: string;
@@ -82,7 +84,7 @@ export async function startReceiver(respond: Responder = () => ({ status: 200 })
       } catch {
         body = undefined;
       }
-      const rec: ReceivedCallback = { n: received.length + 1, at: Date.now(), headers: req.headers, raw, body, answered: null, answeredAt: null };
+      const rec: ReceivedCallback = { n: received.length + 1, path: req.url ?? '', at: Date.now(), headers: req.headers, raw, body, answered: null, answeredAt: null };
       received.push(rec);
       const answer = await receiver.respond(rec);
       if (answer.hold) {

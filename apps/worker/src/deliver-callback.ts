@@ -56,13 +56,26 @@ function networkError(err: unknown, timeoutMs: number): string {
 }
 
 /**
- * One connection pool per process for all targets: keep-alive, redirects never
- * followed (undici's request does not follow them unless told to). undici's
- * `request` rather than `fetch`: the same client underneath without the WHATWG
- * streams and Response objects, which were a tenth of the worker's CPU per
- * delivery.
+ * One connection pool per target: keep-alive, redirects never followed (undici's
+ * request does not follow them unless told to), no cap of its own (a target has at
+ * most its WORKER_CONCURRENCY requests in flight per process). Per target, not per
+ * process: undici pools by host and port, and targets behind one gateway shared one
+ * pool of 128 connections, so two unanswering targets of 64 slots each took them all
+ * and a healthy target there waited, its timeout running (docs/delivery.md, "One
+ * target never delays another"). undici's `request` rather than `fetch`: the same
+ * client underneath without the WHATWG streams and Response objects, which were a
+ * tenth of the worker's CPU per delivery.
  */
-const dispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 128 });
+const dispatchers = new Map<string, Agent>();
+
+function dispatcherOf(target: DownstreamTarget): Agent {
+  let dispatcher = dispatchers.get(target.name);
+  if (!dispatcher) {
+    dispatcher = new Agent({ keepAliveTimeout: 30_000 });
+    dispatchers.set(target.name, dispatcher);
+  }
+  return dispatcher;
+}
 
 /** How much of a receiver's answer is read (and thrown away) so the connection can be reused. */
 const MAX_DRAINED_BODY = 64 * 1024;
@@ -86,7 +99,7 @@ export async function deliverCallback(target: DownstreamTarget, event: UserEvent
   try {
     const res = await request(target.url, {
       method: 'POST',
-      dispatcher,
+      dispatcher: dispatcherOf(target),
       signal: AbortSignal.timeout(target.timeout_ms),
       headers: {
         'content-type': 'application/json',
