@@ -56,11 +56,11 @@ describe('deliverCallback classifies the answer', () => {
     expect(await deliverCallback(target(`/status/${s}`), event)).toMatchObject({ kind: 'success', status: s });
   });
 
-  it.each([408, 425, 429, 500, 502, 503])('%i is retryable', async (s) => {
+  it.each([408, 425, 429, 500, 502, 503, 599])('%i is retryable', async (s) => {
     expect(await deliverCallback(target(`/status/${s}`), event)).toMatchObject({ kind: 'retryable', status: s, error: `HTTP ${s}`, retryAfterMs: null });
   });
 
-  it.each([400, 401, 404, 410, 422])('%i is permanent', async (s) => {
+  it.each([400, 401, 404, 410, 422, 600, 999])('%i is permanent (a status past 599 is no 5xx)', async (s) => {
     expect(await deliverCallback(target(`/status/${s}`), event)).toMatchObject({ kind: 'permanent', status: s, error: `HTTP ${s}` });
   });
 

@@ -32,13 +32,25 @@ export type CallbackOutcome =
 /** docs/contract.md, Events: these statuses are worth another try; every other non-2xx is the receiver saying no. */
 const RETRYABLE_STATUSES = new Set([408, 425, 429]);
 
-/** `Retry-After` is either delta-seconds or an HTTP date (RFC 9110 §10.2.3); anything else is ignored. */
+const DAY = '(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)';
+const MONTH = '(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)';
+const TIME = '\\d{2}:\\d{2}:\\d{2}';
+/** RFC 9110 §5.6.7's three forms: IMF-fixdate, and the obsolete RFC 850 and asctime ones (asctime's is GMT too). */
+const IMF_FIXDATE = new RegExp(`^${DAY}, \\d{2} ${MONTH} \\d{4} ${TIME} GMT$`);
+const RFC_850_DATE = new RegExp(`^(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), \\d{2}-${MONTH}-\\d{2} ${TIME} GMT$`);
+const ASCTIME_DATE = new RegExp(`^${DAY} ${MONTH} [ \\d]\\d ${TIME} \\d{4}$`);
+
+/**
+ * `Retry-After` is either delta-seconds or an HTTP date (RFC 9110 §10.2.3); anything else is
+ * ignored. Dates are matched to the RFC's forms first: V8's Date.parse takes almost anything
+ * (`wait 3000` read as the year 3000 held a target for the 10-hour cap).
+ */
 export function parseRetryAfter(value: string | null, now: Date): number | null {
   if (value === null) return null;
   const v = value.trim();
   if (/^\d+$/.test(v)) return Number(v) * 1000;
-  const at = Date.parse(v);
-  if (Number.isNaN(at) || !/[A-Za-z]/.test(v)) return null;
+  const at = IMF_FIXDATE.test(v) || RFC_850_DATE.test(v) ? Date.parse(v) : ASCTIME_DATE.test(v) ? Date.parse(`${v} GMT`) : NaN;
+  if (Number.isNaN(at)) return null;
   return Math.max(at - now.getTime(), 0);
 }
 
@@ -118,7 +130,7 @@ export async function deliverCallback(target: DownstreamTarget, event: UserEvent
   }
   const durationMs = Date.now() - started;
   if (status >= 200 && status < 300) return { kind: 'success', status, durationMs };
-  if (status >= 500 || RETRYABLE_STATUSES.has(status)) {
+  if ((status >= 500 && status < 600) || RETRYABLE_STATUSES.has(status)) {
     return { kind: 'retryable', status, error: `HTTP ${status}`, retryAfterMs: parseRetryAfter(retryAfter, now()), durationMs };
   }
   return { kind: 'permanent', status, error: `HTTP ${status}${permanentNote(status)}`, durationMs };

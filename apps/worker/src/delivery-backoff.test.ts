@@ -29,11 +29,17 @@ describe('parseRetryAfter', () => {
     expect(parseRetryAfter(' 120 ', now)).toBe(120_000);
     expect(parseRetryAfter('Sun, 01 Mar 2026 10:00:30 GMT', now)).toBe(30_000);
     expect(parseRetryAfter('Sun, 01 Mar 2026 09:00:00 GMT', now)).toBe(0);
+    // The obsolete forms a recipient must still read (RFC 9110 §5.6.7).
+    expect(parseRetryAfter('Sunday, 01-Mar-26 10:00:30 GMT', now)).toBe(30_000);
+    expect(parseRetryAfter('Sun Mar  1 10:00:30 2026', now)).toBe(30_000);
   });
   it('ignores absent or malformed values', () => {
     expect(parseRetryAfter(null, now)).toBeNull();
     expect(parseRetryAfter('-5', now)).toBeNull();
     expect(parseRetryAfter('soon', now)).toBeNull();
     expect(parseRetryAfter('1.5', now)).toBeNull();
+  });
+  it('ignores what Date.parse would take but is no HTTP date (a sick-target audit saw "wait 3000" hold a target for 10 hours)', () => {
+    for (const v of ['wait 3000', 'garbage 3000', '2026-03-01T10:00:30Z', 'May 5', 'x 1', 'Sun, 01 Mar 2026 10:00:30 +0100']) expect(parseRetryAfter(v, now), v).toBeNull();
   });
 });
