@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DownstreamTarget, UserEvent } from '@connect/shared';
 import { callbackBodyOf, deliverCallback } from './deliver-callback.ts';
@@ -66,6 +66,20 @@ describe('deliverCallback classifies the answer', () => {
 
   it('reads Retry-After on a retryable answer', async () => {
     expect(await deliverCallback(target('/status/503/retry'), event)).toMatchObject({ kind: 'retryable', retryAfterMs: 7000 });
+  });
+
+  it('an answer that is not HTTP is a retryable network error that says so, without its bytes (it read "network error" alone)', async () => {
+    const notHttp = createNetServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.once('data', () => socket.write('garbage bytes, user jane@example.com\r\n\r\n'));
+    });
+    await new Promise<void>((r) => notHttp.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(notHttp.address() as AddressInfo).port}/`;
+      expect(await deliverCallback({ ...target('/'), url }, event)).toMatchObject({ kind: 'retryable', status: null, error: 'network error: the answer is not HTTP/1.1 (HTTPParserError)' });
+    } finally {
+      await new Promise((r) => notHttp.close(r));
+    }
   });
 
   it('never follows a redirect', async () => {

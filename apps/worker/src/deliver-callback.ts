@@ -64,7 +64,10 @@ function networkError(err: unknown, timeoutMs: number): string {
   if (e?.name === 'TimeoutError' || e?.cause?.name === 'TimeoutError') return `timeout after ${timeoutMs} ms`;
   if (e?.name === 'AbortError') return 'aborted';
   const code = e?.cause?.code ?? e?.code;
-  return code ? `network error: ${code}` : 'network error';
+  if (code) return `network error: ${code}`;
+  // undici's parser error has no code: an answer that is not HTTP at all (its bytes are not quoted).
+  if (e?.name === 'HTTPParserError') return 'network error: the answer is not HTTP/1.1 (HTTPParserError)';
+  return 'network error';
 }
 
 /**
