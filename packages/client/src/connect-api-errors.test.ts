@@ -31,6 +31,11 @@ describe('errorFromProblem', () => {
     expect(problemFrom(401, 'Unauthorized', '{"error":"invalid_client","error_description":"no"}')).toMatchObject({ title: 'invalid_client', detail: 'no', status: 401 });
     expect(problemFrom(502, 'Bad Gateway', '<html>')).toMatchObject({ type: 'about:blank', title: 'HTTP 502 Bad Gateway', status: 502, detail: undefined });
   });
+
+  it('a body that is no problem document is quoted without the addresses in it (a proxy echoing the request put the email in the message)', () => {
+    const echoed = 'echo body={"provider_email":"sdk.person\'x@example.co.uk","external_provider_id":"x"} to jane@hospital.a1.';
+    expect(problemFrom(500, 'Internal Server Error', echoed).detail).toBe('HTTP 500 Internal Server Error: echo body={"provider_email":"[email]","external_provider_id":"x"} to [email].');
+  });
 });
 
 describe('retry policy', () => {
