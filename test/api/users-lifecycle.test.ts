@@ -306,6 +306,16 @@ describe('GET {base}/users under x-nabla-next: pages, order, status filter, tena
     expect(seen.every((id) => id.startsWith('n-'))).toBe(true);
   });
 
+  it('a page that ends on the longest id the API takes (256 four-byte characters) gives a cursor the list takes back (it was over the 1,024 characters the cursor parameter allowed: 400, and paging stopped)', async () => {
+    const longest = await registerTestClient(api.models, { name: 'Long ids' });
+    const bearer = await getToken(api, longest);
+    const wide = ['\u{1F601}'.repeat(256), '\u{1F602}'];
+    for (const [i, id] of wide.entries()) expect((await postUser(api, bearer, { provider_email: `wide-${i}@example.com`, external_provider_id: id }, NEXT)).status).toBe(201);
+    const pages = await walk({ limit: '1' }, bearer);
+    expect(pages[0]!.next_cursor!.length).toBeGreaterThan(1024);
+    expect(pages.flatMap((p) => p.data.map((u) => u.external_provider_id))).toEqual(wide);
+  });
+
   it('a cursor issued to one organization is refused (400) with another organization\'s token', async () => {
     const first = await list({ limit: '10' }, orgToken);
     const res = await list({ limit: '10', cursor: first.body.next_cursor }, neighbourToken);

@@ -141,10 +141,17 @@ export const providerUserWithSyncNextSchema = providerUserNextSchema
   .extend({ sync: z.array(syncStateSchema) })
   .meta({ id: 'ProviderUserWithSyncNext' });
 
+/**
+ * The longest cursor the list issues, with room to spare: base64url of its JSON state, whose `after`
+ * is an external_provider_id of up to 256 characters of up to 4 bytes each (about 1,500 characters
+ * in all); 1,024 was less, and a page ending on such an id gave a cursor the list refused.
+ */
+export const MAX_CURSOR_LENGTH = 2048;
+
 /** GET {base}/users (preview): one page of the organization's users. */
 export const listUsersQuerySchema = z.object({
   limit: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(200, 'must be at most 200').default(50),
-  cursor: z.string().min(1, 'must not be empty').max(1024, 'at most 1024 characters').optional(),
+  cursor: z.string().min(1, 'must not be empty').max(MAX_CURSOR_LENGTH, `at most ${MAX_CURSOR_LENGTH} characters`).optional(),
   status: userStatusSchema.optional(),
 });
 export type ListUsersQuery = z.infer<typeof listUsersQuerySchema>;
@@ -153,7 +160,7 @@ export const listUsersResponseSchema = z
   .object({
     data: z.array(providerUserNextSchema),
     /** Opaque: pass it back as `cursor` for the next page; null on the last page. */
-    next_cursor: z.string().nullable(),
+    next_cursor: z.string().min(1).max(MAX_CURSOR_LENGTH).nullable(),
   })
   .meta({ id: 'ProviderUserList' });
 export type ListUsersResponse = z.infer<typeof listUsersResponseSchema>;
