@@ -244,13 +244,22 @@ describe('HTTP-level refusals', () => {
     expect(JSON.parse(res.body)).toMatchObject({ type: expect.stringMatching(/\/forbidden$/), title: 'Forbidden', status: 403 });
   });
 
-  it('answers under {base} are never cached (Cache-Control: no-store): a user, a list, a refusal', async () => {
+  it('answers under {base} are never cached (Cache-Control: no-store): a user, a list, a refusal, a request line in absolute form', async () => {
     const created = await postUser(api, token, valid());
     expect(created.headers.get('cache-control')).toBe('no-store');
     const read = await http(`${api.baseUrl}/users/${encodeURIComponent(created.body.external_provider_id)}`, { headers: { authorization: `Bearer ${token}` } });
     expect(read.status).toBe(200);
     expect(read.headers.get('cache-control')).toBe('no-store');
     expect((await http(`${api.baseUrl}/users/x`)).headers.get('cache-control')).toBe('no-store');
+    // A request line in absolute form (`GET http://host/path`, as a client talking to a proxy writes it)
+    // is under {base} too: its user came back without no-store, and without the version asked.
+    const absolute = await rawExchange(
+      Number(new URL(api.baseUrl).port),
+      `GET ${api.baseUrl}/users/${encodeURIComponent(created.body.external_provider_id)} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nX-Nabla-Api-Version: 2026-03-23\r\nConnection: close\r\n\r\n`,
+    );
+    expect(absolute).toMatch(/^HTTP\/1\.1 200 /);
+    expect(absolute).toMatch(/\r\ncache-control: no-store\r\n/i);
+    expect(absolute).toMatch(/\r\nx-nabla-api-version: 2026-03-23\r\n/i);
   });
 
   it('a URL Fastify refuses before routing, under {base} (414 for a segment over the limit, 400 for bad percent-encoding), is never cached either, and carries the request id and the version asked', async () => {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import formbody from '@fastify/formbody';
 import type { ApiDeps } from './api-deps.ts';
-import { PROBLEM_TYPE_BASE, REQUEST_DEADLINE_MS } from '@connect/shared';
+import { PROBLEM_TYPE_BASE, REQUEST_DEADLINE_MS, requestPath } from '@connect/shared';
 import { DEFAULT_BODY_LIMIT, FORM_BODY_LIMIT, clientErrorHandler, connectMethodHandler, errorHandler, expectationFailedHandler, notFoundHandler, sendProblem } from './error-handler.ts';
 import { decorateRequestLog, requestLogController } from './request-log.ts';
 import { MissingHostError, RepeatedHeaderError, UnsupportedTransferCodingError, UnsupportedMediaTypeError } from './http-errors.ts';
@@ -64,15 +64,17 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   /** Headers every answer gets: from the onSend hook, and from frameworkErrors, which answers before any hook. */
   const commonHeaders = (request: FastifyRequest, reply: FastifyReply): void => {
     reply.header('x-request-id', request.id);
+    // The path also of a request line in absolute form (`GET http://host/v1/...`), which Node passes on whole.
+    const underBasePath = requestPath(request.url).startsWith(underBase);
     // Answers given before the version was settled (401, 405, an unknown route under the base
     // path, a rate limit, a URL refused before routing) still carry the version the client asked
     // for, when it asked a known one.
-    if (!reply.hasHeader(API_VERSION_HEADER) && request.url.startsWith(underBase)) {
+    if (!reply.hasHeader(API_VERSION_HEADER) && underBasePath) {
       const asked = explicitApiVersion(request);
       if (asked) reply.header(API_VERSION_HEADER, asked);
     }
     // Under {base} every answer is about a client's users or tokens (emails among them): never cached.
-    if (request.url.startsWith(underBase) && !reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+    if (underBasePath && !reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
   };
   const app = Fastify({
     loggerInstance: deps.log,

@@ -150,7 +150,7 @@ export function expectationFailedHandler(request: IncomingMessage, response: Ser
 
 /** A POST /users, whose every answer says what it did (`X-Connect-Outcome`), refusals included. */
 function isUpsert(method: string | undefined, url: string | undefined): boolean {
-  return method === 'POST' && /\/users\/?(\?|$)/.test(url ?? '');
+  return method === 'POST' && /\/users\/?$/.test(requestPath(url ?? ''));
 }
 
 /**
