@@ -78,6 +78,37 @@ describe('GET /openapi.json: OpenAPI 3.1 generated from the zod schemas', () => 
     expect(JSON.stringify(doc)).not.toContain('Default Response');
   });
 
+  it('is one a generated client can trust: stable operationIds, each operation\'s own API versions (a preview one requires x-nabla-next), the HTTP layer\'s refusals, security, formats (an OpenAPI audit found each missing or wrong)', async () => {
+    const doc = (await http(`${api.origin}/openapi.json`)).body;
+    const base = api.deps.config.basePath;
+    const ops = [
+      ['post', `${base}/oauth/token`, 'requestToken', ['2026-02-13', '2026-03-23', 'x-nabla-next']],
+      ['post', `${base}/users`, 'upsertUser', ['2026-03-23', 'x-nabla-next']],
+      ['get', `${base}/users/{external_provider_id}`, 'getUser', ['2026-03-23', 'x-nabla-next']],
+      ['get', `${base}/users`, 'listUsers', ['x-nabla-next']],
+      ['delete', `${base}/users/{external_provider_id}`, 'deactivateUser', ['x-nabla-next']],
+    ] as const;
+    for (const [method, path, operationId, versions] of ops) {
+      const op = doc.paths[path][method];
+      expect(op.operationId, `${method} ${path}`).toBe(operationId);
+      const header = op.parameters.find((p: { in: string; name: string }) => p.in === 'header' && p.name === 'x-nabla-api-version');
+      const query = op.parameters.find((p: { in: string; name: string }) => p.in === 'query' && p.name === 'nabla-api-version');
+      expect(header.schema.enum, operationId).toEqual(versions);
+      expect(query.schema.enum, operationId).toEqual(versions);
+      expect(header.required === true, operationId).toBe(versions.length === 1);
+      // A request line and headers over 16 KiB are refused on every path; a body route refuses a bad Expect.
+      expect(op.responses['431']?.content?.['application/problem+json'], operationId).toBeDefined();
+      expect(op.responses['417'] !== undefined, operationId).toBe(method === 'post');
+      expect(op.responses['414'] !== undefined, operationId).toBe(path.includes('{'));
+    }
+    expect(doc.security).toEqual([{ bearer: [] }]);
+    expect(doc.paths[`${base}/oauth/token`].post.security).toEqual([]);
+    expect(doc.paths[`${base}/oauth/token`].post.responses['405'].content['application/problem+json']).toBeDefined();
+    expect(doc.paths[`${base}/users`].post.responses['401'].headers['WWW-Authenticate']).toBeDefined();
+    expect(doc.components.schemas.CallbackBody.properties.occurred_at).toEqual({ type: 'string', format: 'date-time' });
+    expect(doc.components.schemas.TokenResponse.properties.expires_in.minimum).toBe(1);
+  });
+
   it('has one component schema per type: no input copy beside its output, every reference resolves, the request body is the accepting schema', async () => {
     const doc = (await http(`${api.origin}/openapi.json`)).body;
     const schemas = doc.components.schemas as Record<string, Record<string, any>>;

@@ -42,6 +42,23 @@ const problemResponse = (description: string, headers: Json = {}): Json => ({
   content: { 'application/problem+json': { schema: PROBLEM } },
 });
 
+const ALLOW_HEADER = { description: 'The methods the path takes.', schema: { type: 'string' } };
+const WWW_AUTHENTICATE = { description: 'The challenge (RFC 6750): `Bearer`, with `error="invalid_token"` when a token was sent and refused.', schema: { type: 'string' } };
+
+/**
+ * What the HTTP layer refuses before any route reads the request: a request line and headers too
+ * large (every path), a path parameter longer than the router reads (paths with one), and an
+ * `Expect` other than `100-continue` (routes that take a body). The ones the operation does not list already.
+ */
+function httpLayerRefusals(path: string, takesBody: boolean, responses: Json): Json {
+  const refusals: Json = {
+    '431': problemResponse('The request line and headers are larger than 16 KiB (`…/headers-too-large`).'),
+    ...(path.includes('{') ? { '414': problemResponse('A path parameter is longer than the server reads (`…/uri-too-long`).') } : {}),
+    ...(takesBody ? { '417': problemResponse('An `Expect` header other than `100-continue` (`…/expectation-failed`).') } : {}),
+  };
+  return Object.fromEntries(Object.entries(refusals).filter(([status]) => !(status in responses)));
+}
+
 const SCHEMA_REF = '#/components/schemas/';
 const INPUT = 'Input';
 
@@ -142,7 +159,10 @@ export function finishOpenApi(doc: Json, basePath: string): Json {
     for (const [method, op] of Object.entries(ops) as [string, Json][]) {
       op.parameters ??= [];
       if (!op.parameters.some((p: Json) => p.in === 'query' && p.name === 'nabla-api-version')) {
-        op.parameters.push({ name: 'nabla-api-version', in: 'query', required: false, description: 'The API version, when the X-Nabla-Api-Version header is not sent.', schema: { type: 'string', enum: [...API_VERSIONS] } });
+        // The versions the operation answers in, as its header says (docs.ts).
+        const header = op.parameters.find((p: Json) => p.in === 'header' && p.name === 'x-nabla-api-version');
+        const enumOf = header?.schema?.enum ?? [...API_VERSIONS];
+        op.parameters.push({ name: 'nabla-api-version', in: 'query', required: false, description: 'The API version, when the X-Nabla-Api-Version header is not sent.', schema: { type: 'string', enum: enumOf } });
       }
       const responses: Json = (op.responses ??= {});
       for (const [status, response] of Object.entries(responses) as [string, Json][]) {
@@ -155,6 +175,10 @@ export function finishOpenApi(doc: Json, basePath: string): Json {
         responses['408'] ??= { description: 'The body did not arrive in full within 10 s (RFC 6749 error body, `invalid_request`).', content: oauthBody };
         responses['429'] ??= { description: 'Too many token requests from this address (RFC 6749 error body).', headers: { 'Retry-After': RETRY_AFTER }, content: oauthBody };
         responses['503'] ??= { description: 'A datastore did not answer (RFC 6749 error body, `temporarily_unavailable`); retry after Retry-After.', headers: { 'Retry-After': RETRY_AFTER }, content: oauthBody };
+        // Refused by HTTP itself, before any token request is read: problem documents, as on every other path.
+        responses['405'] ??= problemResponse('Only POST is taken here (`…/method-not-allowed`); this is no token request, so the answer is a problem document, not an RFC 6749 error.', { Allow: ALLOW_HEADER });
+        Object.assign(responses, httpLayerRefusals(path, true, responses));
+        responses['401'].headers = { 'WWW-Authenticate': WWW_AUTHENTICATE, ...responses['401'].headers };
         for (const response of Object.values(responses) as Json[]) response.headers = { 'X-Nabla-Api-Version': VERSION_HEADER, 'Cache-Control': NO_STORE, ...response.headers };
         continue;
       }
@@ -168,7 +192,9 @@ export function finishOpenApi(doc: Json, basePath: string): Json {
       // What any route under the base path can answer besides its own: a version asked that does not exist,
       // a method the path does not take, a datastore that does not answer, a body that never arrives.
       responses['400'] ??= problemResponse('Bad request: an API version that does not exist (`…/unsupported-api-version`), or a parameter that is not valid (`…/validation`).');
-      responses['405'] ??= problemResponse('The path does not take this method (`…/method-not-allowed`); `Allow` lists those it takes.', { Allow: { description: 'The methods the path takes.', schema: { type: 'string' } } });
+      responses['405'] ??= problemResponse('The path does not take this method (`…/method-not-allowed`); `Allow` lists those it takes.', { Allow: ALLOW_HEADER });
+      Object.assign(responses, httpLayerRefusals(path, method === 'post', responses));
+      if (responses['401']) responses['401'].headers = { 'WWW-Authenticate': WWW_AUTHENTICATE, ...responses['401'].headers };
       responses['429'] ??= problemResponse('Too many requests from this client.', { 'Retry-After': RETRY_AFTER });
       responses['503'] ??= problemResponse('A datastore did not answer within 10 s (`…/service-unavailable`); nothing may be assumed applied: send it again after Retry-After.', { 'Retry-After': RETRY_AFTER });
       if (method === 'post' || method === 'delete') responses['408'] ??= problemResponse('The body did not arrive in full within 10 s (`…/request-timeout`).');

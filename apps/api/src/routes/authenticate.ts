@@ -58,6 +58,13 @@ export function explicitApiVersion(request: FastifyRequest): ApiVersion | undefi
   }
 }
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The first API version a route exists in (its `authenticate` minimum), for the OpenAPI document. */
+    apiVersionSince?: ApiVersion;
+  }
+}
+
 export interface AuthenticateDeps {
   tokens: AccessTokens;
   clients: ClientDirectory;

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
-import { API_VERSIONS, DEFAULT_PINNED_API_VERSION } from '@connect/shared';
+import { API_VERSIONS, DEFAULT_PINNED_API_VERSION, apiVersionAtLeast } from '@connect/shared';
 import type { ApiDeps } from '../api-deps.ts';
 import { finishOpenApi } from '../openapi-finish.ts';
 
@@ -40,6 +40,8 @@ export async function registerDocs(app: FastifyInstance, deps: ApiDeps): Promise
         ].join('\n'),
       },
       servers: [{ url: deps.config.publicBaseUrl }],
+      // Every operation but the token endpoint's (which says `security: []`) takes a bearer access token.
+      security: [{ bearer: [] }],
       components: {
         securitySchemes: {
           bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'Access token from POST {base}/oauth/token' },
@@ -62,10 +64,24 @@ export async function registerDocs(app: FastifyInstance, deps: ApiDeps): Promise
     transform: (input) => {
       const out = jsonSchemaTransform(input);
       if (input.url.startsWith(deps.config.basePath)) {
+        // The versions the route answers in: a generated client offers no other, and a preview
+        // route (x-nabla-next only) asks for it, which an organization's pinned version rarely is.
+        const since = input.route.config?.apiVersionSince;
+        const versions = API_VERSIONS.filter((v) => since === undefined || apiVersionAtLeast(v, since));
+        const preview = since === 'x-nabla-next';
         const schema = out.schema as Record<string, unknown>;
         schema.headers = {
           type: 'object',
-          properties: { 'x-nabla-api-version': { type: 'string', enum: [...API_VERSIONS], description: 'API version (or query nabla-api-version)' } },
+          properties: {
+            'x-nabla-api-version': {
+              type: 'string',
+              enum: versions,
+              description: preview
+                ? 'x-nabla-next: this operation is a preview, in no dated version (or query nabla-api-version)'
+                : "API version (or query nabla-api-version); the organization's pinned one when absent",
+            },
+          },
+          ...(preview ? { required: ['x-nabla-api-version'] } : {}),
         };
       }
       return out;

@@ -31,7 +31,7 @@ export const tokenRequestSchema = z
   .meta({ id: 'TokenRequest' });
 
 export const tokenResponseSchema = z
-  .object({ access_token: z.string(), token_type: z.literal('Bearer'), expires_in: z.number().int() })
+  .object({ access_token: z.string(), token_type: z.literal('Bearer'), expires_in: z.number().int().min(1) })
   .meta({ id: 'TokenResponse' });
 
 const oauthErrorSchema = z.object({ error: z.string(), error_description: z.string() }).meta({ id: 'OAuthError' });
@@ -97,8 +97,11 @@ export async function oauthTokenRoute(app: FastifyInstance, deps: ApiDeps): Prom
     {
       config: perIpTokenLimit(deps),
       schema: {
+        operationId: 'requestToken',
         summary: 'Get a server access token (OAuth 2.0 client credentials with a JWT client assertion, RFC 7523)',
         tags: ['oauth'],
+        // The one operation without a bearer token: the client assertion in the body authenticates.
+        security: [],
         body: tokenRequestSchema,
         response: { 200: tokenResponseSchema, 400: oauthErrorSchema, 401: oauthErrorSchema },
       },

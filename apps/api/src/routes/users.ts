@@ -95,13 +95,14 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
         if ((reply.statusCode >= 400 && reply.statusCode < 500) || refusedUnapplied.has(request)) reply.header(OUTCOME_HEADER, 'unchanged');
         return payload;
       },
-      config: perClientLimit(deps),
+      config: { ...perClientLimit(deps), apiVersionSince: USERS_SINCE },
       // The token endpoint takes form bodies too, so the form parser is registered; /users takes JSON only.
       preValidation: async (request: FastifyRequest) => {
         const type = request.headers['content-type'] ?? '';
         if (!/^application\/([a-z0-9.+-]*\+)?json\s*(;|$)/i.test(type)) throw new UnsupportedMediaTypeError();
       },
       schema: {
+        operationId: 'upsertUser',
         summary: 'Create or update a provider user (reactivates a deactivated one)',
         description: 'The answer carries `X-Connect-Outcome: created | updated | unchanged`.',
         tags: ['users'],
@@ -128,12 +129,13 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
     '/users',
     {
       onRequest: onPreviewRequest,
-      config: perClientLimit(deps),
+      config: { ...perClientLimit(deps), apiVersionSince: LIFECYCLE_SINCE },
       preValidation: async (request: FastifyRequest) => {
         const problems = listQueryProblems(request.query as Record<string, unknown>);
         if (problems.length > 0) throw new ValidationError(problems);
       },
       schema: {
+        operationId: 'listUsers',
         summary: "List the organization's provider users (preview: x-nabla-next only)",
         description: 'Ordered by external_provider_id. Pass `next_cursor` back as `cursor` for the next page; it is null on the last one.',
         tags: ['users'],
@@ -162,8 +164,9 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
     '/users/:external_provider_id',
     {
       onRequest,
-      config: perClientLimit(deps),
+      config: { ...perClientLimit(deps), apiVersionSince: USERS_SINCE },
       schema: {
+        operationId: 'getUser',
         summary: 'A provider user and where each downstream target stands',
         tags: ['users'],
         security: [{ bearer: [] }],
@@ -181,8 +184,9 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
     '/users/:external_provider_id',
     {
       onRequest: onPreviewRequest,
-      config: perClientLimit(deps),
+      config: { ...perClientLimit(deps), apiVersionSince: LIFECYCLE_SINCE },
       schema: {
+        operationId: 'deactivateUser',
         summary: 'Deactivate a provider user (preview: x-nabla-next only)',
         description: 'Emits `user.deactivated`. Deactivating a deactivated user answers 200 and emits nothing. POST /users reactivates.',
         tags: ['users'],

@@ -17,7 +17,7 @@ export const userEventSchema = z
   .object({
     id: z.string(),
     type: userEventTypeSchema,
-    occurred_at: z.string(),
+    occurred_at: z.string().meta({ format: 'date-time' }),
     organization_id: z.string(),
     version: z.number().int().min(1),
     data: providerUserNextSchema,
@@ -30,7 +30,7 @@ export const callbackBodySchema = z
   .object({
     request_uuid: z.string(),
     type: userEventTypeSchema,
-    occurred_at: z.string(),
+    occurred_at: z.string().meta({ format: 'date-time' }),
     data: z.object({ organization_id: z.string(), version: z.number().int().min(1), user: providerUserNextSchema }),
   })
   .meta({ id: 'CallbackBody' });

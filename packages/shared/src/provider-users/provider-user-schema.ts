@@ -128,8 +128,8 @@ export type ProviderUserNextView = z.infer<typeof providerUserNextSchema>;
 export const syncStateSchema = z.object({
   target: z.string(),
   status: z.enum(['pending', 'delivered', 'failed']),
-  version: z.number().int().nullable().meta({ description: 'The version the target is being brought to (the user\'s newest when the last attempt ran); once delivered, the version it has.' }),
-  attempts: z.number().int().meta({ description: 'Attempts at bringing the target to `version`, a `user.created` sent first included.' }),
+  version: z.number().int().min(1).nullable().meta({ description: 'The version the target is being brought to (the user\'s newest when the last attempt ran); once delivered, the version it has.' }),
+  attempts: z.number().int().min(0).meta({ description: 'Attempts at bringing the target to `version`, a `user.created` sent first included.' }),
   last_attempt_at: z.string().meta({ format: 'date-time' }).nullable(),
   last_error: z.string().nullable().meta({ description: 'The last attempt\'s error; when it was on an event sent before the newest, it says so: `HTTP 500 (on user.created, sent first)`.' }),
 });
