@@ -53,6 +53,14 @@ describe('held states kept in MongoDB (TargetHealth on the real Redis and databa
     await conn?.close();
   });
 
+  it('two writes of a target\'s held state at once both succeed (the second upsert\'s duplicate key failed its delivery as an internal error, after a 410 beside a resume)', async () => {
+    const held = new HeldStates(collectionsOf(models).targetStates);
+    const names = Array.from({ length: 40 }, (_, i) => `race-${i}-${Date.now()}`);
+    const results = await Promise.allSettled(names.flatMap((name) => [held.set(name, 'disabled', 'the receiver answered 410 Gone'), held.set(name, 'disabled', 'the receiver answered 410 Gone'), held.setIfAbsent(name, 'paused', 'copied')]));
+    expect(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason).slice(0, 120))).toEqual([]);
+    for (const name of names) expect((await held.get(name))?.state).toBe('disabled');
+  });
+
   it('a pause is kept before it takes effect and forgotten by a resume; a Redis without it gets it back at the first admit, once', async () => {
     const [one, two] = [healthOf(), healthOf()];
     const rows = collectionsOf(models).targetStates;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Collection } from 'mongodb';
-import type { TargetStateDoc } from '../models/models.ts';
+import { isDuplicateKeyError, type TargetStateDoc } from '../models/models.ts';
 import type { RedisClient } from '../events/redis-connection.ts';
 import { formatDuration } from '../duration.ts';
 import { LuaScript } from '../events/lua-script.ts';
@@ -66,13 +66,27 @@ export class HeldStates {
     return row ? { state: row.state, reason: row.reason } : null;
   }
 
+  /**
+   * Two upserts of one target's row at once (two deliveries answered 410 together, a resume beside
+   * them) can both insert: the loser gets a duplicate key, once the row is there. It is then an
+   * update, which the same write, again, makes (it failed its job as an internal error before).
+   */
   async set(target: string, state: HeldState, reason: string): Promise<void> {
-    await this.rows.replaceOne({ _id: target }, { state, reason, changed_at: new Date(this.now()) }, { upsert: true });
+    const write = () => this.rows.replaceOne({ _id: target }, { state, reason, changed_at: new Date(this.now()) }, { upsert: true });
+    try {
+      await write();
+    } catch (err) {
+      if (!isDuplicateKeyError(err)) throw err;
+      await write();
+    }
   }
 
   /** Only where no row is (a deployment from before this mirror: its Redis state is copied once). */
   async setIfAbsent(target: string, state: HeldState, reason: string): Promise<void> {
-    await this.rows.updateOne({ _id: target }, { $setOnInsert: { state, reason, changed_at: new Date(this.now()) } }, { upsert: true });
+    await this.rows.updateOne({ _id: target }, { $setOnInsert: { state, reason, changed_at: new Date(this.now()) } }, { upsert: true }).catch((err: unknown) => {
+      // Another process inserted it first: there is a row, which is all this asks.
+      if (!isDuplicateKeyError(err)) throw err;
+    });
   }
 
   async clear(target: string): Promise<void> {
