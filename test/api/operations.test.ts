@@ -147,6 +147,8 @@ describe('GET /metrics: Prometheus text', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/text\/plain/);
     expect(res.text).toMatch(/connect_http_request_duration_seconds_count\{method="POST",route="\/v1\/connect\/server\/users",status_code="201"\} 1/);
+    // Buckets past the 10 s request deadline: a datastore outage's answers are not all "over 2.5 s".
+    expect(res.text).toMatch(/connect_http_request_duration_seconds_bucket\{le="10",method="POST",route="\/v1\/connect\/server\/users",status_code="201"\} 1/);
     expect(res.text).toMatch(/connect_provider_user_upserts_total\{outcome="created"\} 1/);
     expect(res.text).toMatch(/connect_provider_user_upserts_total\{outcome="unchanged"\} 1/);
     expect(res.text).toMatch(/connect_provider_user_upserts_total\{outcome="conflict"\} 1/);
