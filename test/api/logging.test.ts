@@ -82,6 +82,20 @@ describe('Logs: pino JSON with a request id; no credentials, emails masked', () 
     expect(info('req-one-line-2')).toEqual([expect.objectContaining({ msg: 'request completed', res: { statusCode: 200 }, outcome: 'updated', version: 2 })]);
     // Arrival is still logged, one level down: the line a request that never completes leaves.
     expect(linesOf('req-one-line').filter((l) => l.level === 20).map((l) => l.msg)).toContain('incoming request');
+
+    // A refusal's line says why, by the problem's slug (the token endpoint: its RFC 6749 error); an
+    // observability audit found only the status there for a bad token, bad input or a conflict.
+    await postUser(api, token, { provider_email: 'not an email', external_provider_id: id }, { 'x-request-id': 'req-refused-1' });
+    await postUser(api, token, { provider_email: `other.${id.slice(0, 8)}@example.com`, external_provider_id: id }, { 'x-request-id': 'req-refused-2' });
+    await postUser(api, 'not-a-token', { provider_email: `x.${id.slice(0, 8)}@example.com`, external_provider_id: id }, { 'x-request-id': 'req-refused-3' });
+    await postUser(api, token, '{"provider_email":', { 'x-request-id': 'req-refused-4' });
+    await http(api.tokenUrl, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': 'req-refused-5' }, body: '{"grant_type":"client_credentials"}' });
+    const completed = (reqId: string) => info(reqId).find((l) => l.msg === 'request completed');
+    expect(completed('req-refused-1')).toMatchObject({ res: { statusCode: 400 }, problem: 'validation' });
+    expect(completed('req-refused-2')).toMatchObject({ res: { statusCode: 409 }, problem: 'email-mismatch' });
+    expect(completed('req-refused-3')).toMatchObject({ res: { statusCode: 401 }, problem: 'unauthorized' });
+    expect(completed('req-refused-4')).toMatchObject({ res: { statusCode: 400 }, problem: 'malformed-body' });
+    expect(completed('req-refused-5')).toMatchObject({ res: { statusCode: 400 }, oauth_error: 'invalid_request' });
   });
 });
 

@@ -24,6 +24,10 @@ export function instanceOf(request: FastifyRequest): string | undefined {
 
 export function sendProblem(reply: FastifyReply, problem: Problem): FastifyReply {
   if (problem.status === 401 && !reply.hasHeader('www-authenticate')) reply.header('www-authenticate', 'Bearer');
+  // The refusal's reason on the request's one log line (docs/operations.md, Logs): the problem's
+  // slug, never its detail or field paths (a JSON member's name can be an email).
+  const request = reply.request as FastifyRequest | undefined;
+  if (request && problem.type.startsWith(PROBLEM_TYPE_BASE)) request.logFields = { ...request.logFields, problem: problem.type.slice(PROBLEM_TYPE_BASE.length) };
   return reply.status(problem.status).type('application/problem+json').send(problem);
 }
 

@@ -17,6 +17,8 @@ type OAuthErrorCode = 'invalid_request' | 'invalid_client' | 'unsupported_grant_
 function oauthError(reply: FastifyReply, status: 400 | 401 | 408, error: OAuthErrorCode, description: string): FastifyReply {
   reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
   if (status === 401) reply.header('www-authenticate', 'Bearer');
+  // The reason on the request's one log line, as a problem's slug is elsewhere (error-handler.ts).
+  reply.request.logFields = { ...reply.request.logFields, oauth_error: error };
   return reply.status(status).type('application/json').send({ error, error_description: description });
 }
 
