@@ -62,7 +62,11 @@ describe('Redis down while users are created', () => {
     expect(scrape).toContain('connect_worker_process_cpu_seconds_total');
     expect(scrape).toMatch(/^connect_target_state\{target="target-a",state="healthy"\} 1$/m);
 
+    // The outage is in the worker's log, and so is its end (an audit found a worker silent through one).
+    await eventually(() => expect(worker.logs.text).toContain('"msg":"Redis does not answer: '), 15_000, 200);
+    expect(worker.logs.text).not.toContain('Redis answers again');
     redisLink.restore();
+    await eventually(() => expect(worker.logs.text).toMatch(/"msg":"Redis answers again, after \d+ s"/), 15_000, 200);
     const back = Date.now();
     await eventually(() => {
       for (const r of [a, b]) expect(r.accepted().length).toBe(21);

@@ -15,6 +15,7 @@ export const FAST_WORKER_OPTIONS: Partial<WorkerOptions> = {
   // 8 attempts, as quick as the old 200 ms doubling backoff; a failing target is probed every 0.5 to 2 s.
   policy: { ...DEFAULT_DELIVERY_POLICY, retryScheduleMs: [200, 400, 800, 1600, 2000, 2000, 2000], probeIntervalMs: 500, probeMaxIntervalMs: 2000 },
   healthPollMs: 200,
+  datastoreWatchMs: 1000,
   sweepIntervalMs: 300,
   // Long enough that a loaded CI machine does not mistake a slow job for a dead worker
   // (that would be a legitimate at-least-once duplicate, but noise for the tests);

@@ -13,7 +13,7 @@ import type { WorkerDeps } from './worker-deps.ts';
  *    the stop, they do not wait: a job in flight cannot record its end there
  *    (nor renew its lock), and BullMQ's own close would wait for ever on its
  *    connections; the jobs run again once their locks lapse.
- * 2. stop-sweep: after the processors, and before the queues close, so a pass in
+ * 2. stop-sweep (and the datastore watch's log lines): after the processors, and before the queues close, so a pass in
  *    progress finishes its publish instead of failing half-way
  *    (which would only mean a re-publish later, but costs a warning per user).
  *    Waited for only while Redis answers: a pass waiting on a Redis that is gone
@@ -34,7 +34,10 @@ export function workerShutdownSteps(worker: RunningWorker, deps: WorkerDeps): Sh
     'stop-fan-out': () => worker.fanOut.close(redisAway(deps.workerRedis, deps.log)),
     'stop-deliveries': () => worker.closeDeliveries(redisAway(deps.workerRedis, deps.log)),
     // The Redis loss watch republishes and requeues like the sweep: stopped with it.
-    'stop-sweep': () => whileRedisAnswers(Promise.all([worker.sweep.stop(), worker.redisLoss.stop()]), deps.queueRedis, deps.log),
+    'stop-sweep': () => {
+      worker.datastores.stop();
+      return whileRedisAnswers(Promise.all([worker.sweep.stop(), worker.redisLoss.stop()]), deps.queueRedis, deps.log);
+    },
     'stop-purge': () => whileRedisAnswers(worker.purge.stop(), deps.queueRedis, deps.log),
     'close-queues': () => deps.closeQueues(),
     'close-redis': () => deps.closeRedis(),

@@ -1,5 +1,5 @@
 import { Worker } from 'bullmq';
-import { deliveryIdOf, deliveryJobSchema, deliveryQueueName, EVENTS_QUEUE, warnAtMostEvery, type DeliveryJob, type UserEventJob } from '@connect/shared';
+import { deliveryIdOf, deliveryJobSchema, deliveryQueueName, EVENTS_QUEUE, warnAtMostEvery, watchDatastores, type DatastoreWatch, type DeliveryJob, type UserEventJob } from '@connect/shared';
 import { deliveryBackoff } from './delivery-backoff.ts';
 import { createDeliverToTarget } from './deliver-to-target.ts';
 import { watchBlockingConnections, type BlockingConnectionWatch } from './blocking-connections.ts';
@@ -20,6 +20,8 @@ export interface RunningWorker {
   purge: RetentionPurge;
   /** Mends a blocking connection accepted by Redis and never answered (blocking-connections.ts). */
   blockingConnections: BlockingConnectionWatch;
+  /** Logs when MongoDB or Redis stops answering and when it answers again. */
+  datastores: DatastoreWatch;
   /** Stops the delivery workers: waits for the jobs in flight, unless `force` (Redis is not answering: see shutdown.ts). */
   closeDeliveries(force?: boolean): Promise<void>;
 }
@@ -118,6 +120,15 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     { models: deps.models, redis: deps.queueRedis, queuePrefix: config.queuePrefix, log, queues: deps.deliveries },
     { retentionMs: options.deliveryRetentionMs, intervalMs: options.purgeIntervalMs },
   );
+  const datastores = watchDatastores(
+    [
+      { name: 'MongoDB', ping: () => deps.mongo.db!.admin().ping() },
+      // The producer connection fails at once while Redis is away, and waits while a black hole holds it.
+      { name: 'Redis', ping: () => deps.producerRedis.ping() },
+    ],
+    log,
+    { intervalMs: options.datastoreWatchMs, silentAfterMs: options.datastoreWatchMs },
+  );
   log.info({ targets: config.downstreamTargets.map((t) => t.name), concurrency_per_target: options.concurrency, retry_schedule_ms: options.policy.retryScheduleMs }, 'worker started');
 
   const closeDeliveries = async (force = false) => {
@@ -132,5 +143,6 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     closeDeliveries,
     purge,
     blockingConnections,
+    datastores,
   };
 }

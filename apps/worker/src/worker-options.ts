@@ -27,6 +27,8 @@ export interface WorkerOptions {
   fanOutParkMs: number;
   /** The longest a held target's workers sleep before they ask Redis whether the hold was lifted (BullMQ's maximumRateLimitDelay). */
   healthPollMs: number;
+  /** How often MongoDB and Redis are asked whether they answer, for the log (datastore-watch.ts); as long an ask waits. */
+  datastoreWatchMs: number;
   /** Port of the worker's GET /metrics listener; 0: none. */
   metricsPort: number;
   /** DELIVERY_RETENTION_DAYS (default 30), in ms: finished deliveries older than this are purged. */
@@ -53,6 +55,7 @@ export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
   shutdownGraceMs: 25_000,
   fanOutParkMs: 60_000,
   healthPollMs: 1000,
+  datastoreWatchMs: 5000,
   metricsPort: 0,
   deliveryRetentionMs: 30 * 86_400_000,
   purgeIntervalMs: 10 * 60_000,

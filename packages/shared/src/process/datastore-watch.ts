@@ -1,0 +1,83 @@
+import type { Logger } from 'pino';
+
+export interface WatchedDatastore {
+  name: 'MongoDB' | 'Redis';
+  /** Resolves when the datastore answers; rejects when it refuses. */
+  ping: () => Promise<unknown>;
+}
+
+export interface DatastoreWatchOptions {
+  /** How often each datastore is asked (one ask at a time: an ask still waiting is not repeated). */
+  intervalMs?: number;
+  /** How long an ask may wait before the datastore counts as not answering. */
+  silentAfterMs?: number;
+  /** How often a reminder is written while it lasts. */
+  remindEveryMs?: number;
+  now?: () => number;
+}
+
+export interface DatastoreWatch {
+  stop(): void;
+}
+
+const seconds = (ms: number) => Math.round(ms / 1000);
+
+/**
+ * The log lines an alert on a datastore outage needs (docs/operations.md, Logs): one warn when a
+ * datastore stops answering (a refusal, or no answer within `silentAfterMs`), a reminder every
+ * `remindEveryMs` while it lasts, and one info line with its length when it answers again. A
+ * black-holed connection raises no error (the TCP connection stays up, commands wait), so without
+ * this a worker idle through a Redis black hole wrote nothing at all, and neither process ever
+ * said an outage had ended.
+ */
+export function watchDatastores(stores: WatchedDatastore[], log: Logger, o: DatastoreWatchOptions = {}): DatastoreWatch {
+  const intervalMs = o.intervalMs ?? 5000;
+  const silentAfterMs = o.silentAfterMs ?? 5000;
+  const remindEveryMs = o.remindEveryMs ?? 60_000;
+  const now = o.now ?? Date.now;
+  const timers = stores.map((store) => {
+    let downSince: number | null = null;
+    let remindedAt = 0;
+    let asking: number | null = null;
+    const down = (since: number, why: string) => {
+      const t = now();
+      if (downSince === null) {
+        downSince = since;
+        remindedAt = t;
+        log.warn({ datastore: store.name, err: why }, `${store.name} does not answer: ${why}`);
+      } else if (t - remindedAt >= remindEveryMs) {
+        remindedAt = t;
+        log.warn({ datastore: store.name, err: why, down_for_s: seconds(t - downSince) }, `${store.name} still does not answer, for ${seconds(t - downSince)} s: ${why}`);
+      }
+    };
+    const tick = () => {
+      if (asking !== null) {
+        if (now() - asking >= silentAfterMs) down(asking, `no answer for ${seconds(now() - asking)} s`);
+        return;
+      }
+      const since = now();
+      asking = since;
+      store.ping().then(
+        () => {
+          asking = null;
+          if (downSince === null) return;
+          log.info({ datastore: store.name, down_for_s: seconds(now() - downSince) }, `${store.name} answers again, after ${seconds(now() - downSince)} s`);
+          downSince = null;
+        },
+        (err: unknown) => {
+          asking = null;
+          down(since, (err as Error)?.message ?? String(err));
+        },
+      );
+    };
+    tick();
+    const timer = setInterval(tick, intervalMs);
+    timer.unref();
+    return timer;
+  });
+  return {
+    stop: () => {
+      for (const t of timers) clearInterval(t);
+    },
+  };
+}
