@@ -21,19 +21,55 @@ describe('/readyz with the database down (docs/contract.md Outside {base})', () 
     expect((await http(`${api.origin}/readyz`)).status).toBe(200);
 
     link.cut();
-    const down = await http(`${api.origin}/readyz`);
+    // Down once a ping is refused, or the background watch's own has waited 5 s (a cut connection's ping waits on the driver).
+    const cutAt = Date.now();
+    let down = await http(`${api.origin}/readyz`);
+    while (down.status !== 503 && Date.now() - cutAt < 20_000) down = await http(`${api.origin}/readyz`);
     expect(down.status).toBe(503);
     expect(down.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     expect(down.body).toMatchObject({ status: 503, detail: 'A datastore does not answer.', checks: { mongodb: 'down', redis: 'ok' } });
     expect((await http(`${api.origin}/livez`)).status).toBe(200);
+
+    // The outage is in the log (one line, traffic or not), and below, its end.
+    await waitForLine(api, /"msg":"MongoDB does not answer: /);
 
     link.restore();
     const deadline = Date.now() + 30_000;
     let ready = await http(`${api.origin}/readyz`);
     while (ready.status !== 200 && Date.now() < deadline) ready = await http(`${api.origin}/readyz`);
     expect(ready.body).toEqual({ status: 'ok', checks: { mongodb: 'ok', redis: 'ok' } });
+    await waitForLine(api, /"msg":"MongoDB answers again, after \d+ s"/);
+  }, 60_000);
+
+  it('a database that answers slowly (1.5 s a round trip) is not "down": /readyz stays 200 while writes go through (it took every API out of rotation)', async () => {
+    const url = new URL(databaseUrl('readyz_slow'));
+    const link: TcpProxy = await startTcpProxy(Number(url.port), url.hostname);
+    cleanup.push(() => link.close());
+    url.port = String(link.port);
+    const api: TestApi = await startTestApi({ label: 'readyz_slow', mongoUrl: url.toString() });
+    cleanup.push(() => api.close());
+    const token = await getToken(api, await registerTestClient(api.models));
+    link.setDelay(1500);
+    const slowFrom = Date.now();
+    // Past the watch's 5 s: each of its asks was answered, late.
+    while (Date.now() - slowFrom < 7000) {
+      const id = randomUUID();
+      const started = Date.now();
+      expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1500); // the database is slow indeed
+      const ready = await http(`${api.origin}/readyz`);
+      expect(ready.body, JSON.stringify(ready.body)).toEqual({ status: 'ok', checks: { mongodb: 'ok', redis: 'ok' } });
+    }
+    expect(api.logs.text).not.toContain('MongoDB does not answer');
+    link.setDelay(0);
   }, 60_000);
 });
+
+async function waitForLine(api: TestApi, line: RegExp): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (!line.test(api.logs.text) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  expect(api.logs.text).toMatch(line);
+}
 
 describe('A disabled client with the default client cache (docs/contract.md: its tokens stop working within 60 s)', () => {
   it('its token is refused within 60 s of the disable (polled, not waited out)', async () => {

@@ -15,7 +15,7 @@ afterAll(async () => {
   for (const c of cleanups.reverse()) await c().catch(() => undefined);
 });
 
-describe('worker GET /healthz (the compose health check of the worker)', () => {
+describe('worker GET /healthz (the compose health check of the worker) and GET /livez', () => {
   it('is 200 while MongoDB and Redis answer, 503 naming Redis when Redis stops, 200 again when it is back, 503 naming MongoDB when MongoDB stops', async () => {
     const ferret: RunningService = await startFerretDb({ database: `worker_health_${Date.now().toString(36)}` });
     cleanups.push(ferret.stop);
@@ -53,6 +53,9 @@ describe('worker GET /healthz (the compose health check of the worker)', () => {
       body: { status: 'unhealthy', checks: { mongodb: 'down', redis: 'ok' } },
     });
     expect((await fetch(url.replace('/healthz', '/other'))).status).toBe(404);
+    // Liveness is the process alone: 200 with MongoDB down (a restart could not start the worker then).
+    const live = await fetch(url.replace('/healthz', '/livez'));
+    expect({ status: live.status, body: await live.json() }).toEqual({ status: 200, body: { status: 'ok' } });
   }, 120_000);
 
   /**

@@ -14,11 +14,13 @@ import {
   OutboxRelay,
   RecentUsers,
   type Config,
+  type DatastoreWatch,
   type Models,
   type RedisClient,
   type UserEventJob,
   type UserEventPublisher,
   warnAtMostEvery,
+  watchDatastores,
 } from '@connect/shared';
 import { AccessTokens } from './auth/access-tokens.ts';
 import { ClientDirectory } from './auth/client-directory.ts';
@@ -55,6 +57,8 @@ export interface ApiDeps {
   markShuttingDown: () => void;
   faults: ApiFaults;
   close: () => Promise<void>;
+  /** Whether MongoDB and Redis answer, watched in the background (datastore-watch.ts). */
+  datastores: DatastoreWatch;
 }
 
 /**
@@ -129,6 +133,15 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
   };
   const key = await loadServiceSigningKey(models, config.tokenSigningKey);
   let stopping = false;
+  // A line when a datastore stops answering and one when it is back, traffic or not
+  // (docs/operations.md, Logs); /readyz asks it about a ping still waiting.
+  const datastores = watchDatastores(
+    [
+      { name: 'MongoDB', ping: () => mongo.db!.admin().ping() },
+      { name: 'Redis', ping: () => redis.ping() },
+    ],
+    log,
+  );
   return {
     config,
     log,
@@ -149,11 +162,14 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     cursorKey: deriveCursorKey(key.privateKey),
     shuttingDown: () => stopping,
     faults,
+    datastores,
     markShuttingDown: () => {
       stopping = true;
     },
     close: async () => {
       stopping = true;
+      // Before the connections close, which it would report as an outage.
+      datastores.stop();
       await relay.drain();
       await queue.close().catch(() => undefined);
       await Promise.all(deliveryQueues.map((q) => q.close().catch(() => undefined)));

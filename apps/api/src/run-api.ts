@@ -1,4 +1,4 @@
-import { checkRedisDatabase, createLogger, loadConfigOrExit, onTerminationSignals, runShutdown, startupStep, stopOnLostRedisDatabase, watchDatastores } from '@connect/shared';
+import { checkRedisDatabase, createLogger, loadConfigOrExit, onTerminationSignals, runShutdown, startupStep, stopOnLostRedisDatabase } from '@connect/shared';
 import { createApiDeps } from './api-deps.ts';
 import { buildApp } from './build-app.ts';
 import { apiShutdownSteps } from './shutdown.ts';
@@ -19,20 +19,10 @@ const deps = await startupStep(log, 'connecting to the datastores', { mongo: 'MO
   }),
 );
 stopOnLostRedisDatabase(log, deps.redis, config.redisUrl);
-// A line when a datastore stops answering and one when it is back, traffic or not (docs/operations.md, Logs).
-const datastores = watchDatastores(
-  [
-    { name: 'MongoDB', ping: () => deps.mongo.db!.admin().ping() },
-    { name: 'Redis', ping: () => deps.redis.ping() },
-  ],
-  log,
-);
 const app = await buildApp(deps);
 // A signal during start-up is exiting already (onTerminationSignals): do not start listening.
 if (!signals.stopping) {
   signals.setShutdown(async () => {
-    // Before the connections close, which it would report as an outage.
-    datastores.stop();
     const steps = apiShutdownSteps(app, deps);
     const { failed } = await runShutdown(steps, log, config.shutdownGraceMs);
     return failed.length === 0;

@@ -1,9 +1,11 @@
 /**
- * The worker's health endpoint, for container health checks and orchestrators:
+ * The worker's health endpoints, for container health checks and orchestrators:
+ * `GET /livez` answers 200 while the process runs (for a liveness probe), and
  * `GET /healthz` answers 200 `{"status": "ok", "checks": {"mongodb", "redis"}}`
- * when both datastores answer a ping within a second and every queue worker's
+ * when both datastores answer (a refusal is "down" at once, a slow answer only once
+ * the datastore watch has waited 5 s for one: answersNow) and every queue worker's
  * blocking connection (the one BullMQ waits for jobs on) is ready, and 503 naming
- * the one that did not otherwise. A worker that cannot reach Redis takes no jobs and one that
+ * the one that did not otherwise (for readiness and alerts). A worker that cannot reach Redis takes no jobs and one that
  * cannot reach MongoDB cannot record deliveries: either way it is not healthy,
  * even though its process is alive. Off unless WORKER_HEALTH_PORT is set.
  *
@@ -11,14 +13,14 @@
  * made while Redis (or the path to it) accepted connections without answering stays
  * "connecting" for good (ioredis has no timeout once the TCP connect succeeded), and
  * its worker takes no job, while the producer connection, made before, answers pings.
- * A restart is the cure, and 503 is what makes an orchestrator do it (docs/operations.md).
+ * The worker mends it itself after 30 s (blocking-connections.ts); /healthz says 503 meanwhile.
  */
 import { createServer, type Server } from 'node:http';
 import type { Worker } from 'bullmq';
 import type { Connection } from 'mongoose';
 import { z } from 'zod';
 import type { Logger } from 'pino';
-import { envOptional, listenOn, parseEnv, warnAtMostEvery, type RedisClient } from '@connect/shared';
+import { answersNow, envOptional, listenOn, parseEnv, warnAtMostEvery, type DatastoreWatch, type RedisClient } from '@connect/shared';
 
 const PORT_RULE = 'must be a port number from 1 to 65535';
 
@@ -57,6 +59,8 @@ export interface HealthTargets {
   queueWorkers?: () => Iterable<Worker>;
   /** Where to say which queue's blocking connection is not ready. */
   log?: Logger;
+  /** The running worker's datastore watch (none before it starts): a ping still waiting is judged by it (answersNow). */
+  watch?: () => DatastoreWatch | undefined;
 }
 
 /** ioredis's Cluster may report `connect` as its connected state, where a single server says `ready` (as BullMQ reads it). */
@@ -93,23 +97,29 @@ async function queuesNotTakingJobs(workers: Iterable<Worker>, ms: number): Promi
 }
 
 export async function checkWorkerHealth(t: HealthTargets, warn = t.log && warnAtMostEvery(t.log)): Promise<{ healthy: boolean; checks: { mongodb: 'ok' | 'down'; redis: 'ok' | 'down' } }> {
-  const [mongo, redis, idle] = await Promise.allSettled([
-    within(1000, t.mongo.db!.admin().ping()),
-    within(1000, t.redis.ping()),
-    queuesNotTakingJobs(t.queueWorkers?.() ?? [], 1000),
+  const watch = t.watch?.();
+  // A refusal is "down" at once; a slow answer is not, until the watch has waited 5 s for one.
+  const [mongo, redis, idle] = await Promise.all([
+    answersNow('MongoDB', () => t.mongo.db!.admin().ping(), watch),
+    answersNow('Redis', () => t.redis.ping(), watch),
+    queuesNotTakingJobs(t.queueWorkers?.() ?? [], 1000).catch(() => [] as string[]),
   ]);
-  const deaf = idle.status === 'fulfilled' ? idle.value : [];
-  if (redis.status === 'fulfilled' && deaf.length > 0) {
+  const deaf = idle;
+  if (redis && deaf.length > 0) {
     warn?.(`deaf ${deaf.join(',')}`, { queues: deaf }, 'Redis answers, but the connections these queues wait for jobs on are not ready: they take no job (restart the worker if it lasts)');
   }
-  const checks = { mongodb: mongo.status === 'fulfilled' ? 'ok' : 'down', redis: redis.status === 'fulfilled' && deaf.length === 0 ? 'ok' : 'down' } as const;
+  const checks = { mongodb: mongo ? 'ok' : 'down', redis: redis && deaf.length === 0 ? 'ok' : 'down' } as const;
   return { healthy: checks.mongodb === 'ok' && checks.redis === 'ok', checks };
 }
 
 export async function serveWorkerHealth(t: HealthTargets, port: number, host = '0.0.0.0'): Promise<Server> {
   const warn = t.log && warnAtMostEvery(t.log);
   const server = createServer((req, res) => {
-    if (req.method !== 'GET' || req.url?.split('?')[0] !== '/healthz') return void res.writeHead(404).end();
+    const path = req.url?.split('?')[0];
+    if (req.method !== 'GET' || (path !== '/healthz' && path !== '/livez')) return void res.writeHead(404).end();
+    // Liveness: the process answers. A datastore outage is no reason to restart a worker: one started
+    // while MongoDB is down exits at once, and restarts would go on until it is back (docs/operations.md).
+    if (path === '/livez') return void res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
     void checkWorkerHealth(t, warn).then(({ healthy, checks }) => {
       res.writeHead(healthy ? 200 : 503, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ status: healthy ? 'ok' : 'unhealthy', checks }));

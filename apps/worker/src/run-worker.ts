@@ -45,7 +45,7 @@ let running: RunningWorker | undefined;
 if (healthPort) {
   const queueWorkers = () => (running ? [running.fanOut, ...running.deliveries.values()] : []);
   await startupStep(log, `listening on port ${healthPort} for /healthz`, { port: 'WORKER_HEALTH_PORT' }, () =>
-    serveWorkerHealth({ mongo: deps.mongo, redis: deps.producerRedis, queueWorkers, log }, healthPort),
+    serveWorkerHealth({ mongo: deps.mongo, redis: deps.producerRedis, queueWorkers, log, watch: () => running?.datastores }, healthPort),
   );
   log.info({ port: healthPort }, 'worker health at GET /healthz');
 }

@@ -1,21 +1,18 @@
 import type { FastifyInstance } from 'fastify';
-import { PROBLEM_TYPE_BASE } from '@connect/shared';
+import { answersNow, PROBLEM_TYPE_BASE } from '@connect/shared';
 import type { ApiDeps } from '../api-deps.ts';
 import { sendProblem } from '../error-handler.ts';
-
-function within<T>(ms: number, p: Promise<T>): Promise<T> {
-  return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error('timeout')), ms).unref())]);
-}
 
 /** Liveness: the process answers. Readiness: MongoDB and Redis answer too (docs/contract.md, Outside {base}). */
 export async function healthRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
   app.get('/livez', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
-    const [mongo, redis] = await Promise.allSettled([
-      within(1000, deps.mongo.db!.admin().ping()),
-      within(1000, deps.redis.ping()),
+    // A refusal is "down" at once; a slow answer is not, until the watch has waited 5 s for one (answersNow).
+    const [mongo, redis] = await Promise.all([
+      answersNow('MongoDB', () => deps.mongo.db!.admin().ping(), deps.datastores),
+      answersNow('Redis', () => deps.redis.ping(), deps.datastores),
     ]);
-    const checks = { mongodb: mongo.status === 'fulfilled' ? 'ok' : 'down', redis: redis.status === 'fulfilled' ? 'ok' : 'down' };
+    const checks = { mongodb: mongo ? 'ok' : 'down', redis: redis ? 'ok' : 'down' };
     if (deps.shuttingDown() || checks.mongodb !== 'ok' || checks.redis !== 'ok') {
       return sendProblem(reply, {
         type: PROBLEM_TYPE_BASE + 'not-ready',

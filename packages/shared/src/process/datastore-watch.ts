@@ -18,6 +18,8 @@ export interface DatastoreWatchOptions {
 
 export interface DatastoreWatch {
   stop(): void;
+  /** False while the datastore counts as not answering: it refused the last ask, or one has waited `silentAfterMs`. */
+  answering(name: WatchedDatastore['name']): boolean;
 }
 
 const seconds = (ms: number) => Math.round(ms / 1000);
@@ -35,8 +37,10 @@ export function watchDatastores(stores: WatchedDatastore[], log: Logger, o: Data
   const silentAfterMs = o.silentAfterMs ?? 5000;
   const remindEveryMs = o.remindEveryMs ?? 60_000;
   const now = o.now ?? Date.now;
+  const isDown = new Map<string, () => boolean>();
   const timers = stores.map((store) => {
     let downSince: number | null = null;
+    isDown.set(store.name, () => downSince !== null);
     let remindedAt = 0;
     let asking: number | null = null;
     const down = (since: number, why: string) => {
@@ -79,5 +83,29 @@ export function watchDatastores(stores: WatchedDatastore[], log: Logger, o: Data
     stop: () => {
       for (const t of timers) clearInterval(t);
     },
+    answering: (name) => !(isDown.get(name)?.() ?? false),
   };
+}
+
+/**
+ * Whether a datastore answers, for a health endpoint (`/readyz`, the worker's `/healthz`): a ping
+ * of its own, given `waitMs`. A refusal is "no" at once. A ping still waiting then (a slow
+ * datastore, or one that just went silent) is judged by the watch, which says "no" once an ask of
+ * its own has waited its `silentAfterMs` (5 s): a datastore answering in 1.5 s still serves
+ * requests (their deadline is 10 s), and readiness that said "down" for it took every API out of
+ * rotation. Without a watch, a ping still waiting is "no".
+ */
+export async function answersNow(name: WatchedDatastore['name'], ping: () => Promise<unknown>, watch: DatastoreWatch | undefined, waitMs = 500): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const verdict = await Promise.race([
+    ping().then(
+      () => 'yes' as const,
+      () => 'no' as const,
+    ),
+    new Promise<'waiting'>((resolve) => {
+      timer = setTimeout(() => resolve('waiting'), watch ? waitMs : 1000);
+    }),
+  ]);
+  clearTimeout(timer);
+  return verdict === 'yes' || (verdict === 'waiting' && watch !== undefined && watch.answering(name));
 }
