@@ -30,7 +30,7 @@ describe('Worker metrics (GET /metrics on WORKER_METRICS_PORT)', () => {
     try {
       // Before any delivery, every outcome of the target is there at 0 (a series born at 1 shows no increase to an alert).
       const before = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-      for (const outcome of ['delivered', 'retry', 'held', 'failed', 'superseded']) expect(before).toContain(`connect_deliveries_total{target="dictation",outcome="${outcome}"} 0`);
+      for (const outcome of ['delivered', 'retry', 'held', 'failed', 'superseded', 'internal']) expect(before).toContain(`connect_deliveries_total{target="dictation",outcome="${outcome}"} 0`);
       const clinic = await registerTestClient(api.models);
       const token = await getToken(api, clinic);
       const id = randomUUID();

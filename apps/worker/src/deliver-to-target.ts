@@ -1,4 +1,4 @@
-import { RateLimitError, UnrecoverableError, Worker, type Job, type Queue } from 'bullmq';
+import { DelayedError, RateLimitError, UnrecoverableError, Worker, type Job, type Queue } from 'bullmq';
 import { Types } from 'mongoose';
 import type { Logger } from 'pino';
 import {
@@ -7,6 +7,7 @@ import {
   statusChangeOf,
   maskEmailsIn,
   maxRetryAfterMs,
+  warnAtMostEvery,
   parseDeliveryJob,
   type DeliveryAttemptDoc,
   type DeliveryJob,
@@ -34,6 +35,8 @@ export interface DeliverToTargetDeps {
   metrics?: DeliveryMetrics;
   /** WORKER_LOCK_DURATION_MS: what the job's lock is renewed to before each send. */
   lockDurationMs?: number;
+  /** How long a job whose last attempt failed on our side waits before it runs again (60 s). */
+  parkMs?: number;
 }
 
 /**
@@ -84,6 +87,8 @@ function errorClassOf(outcome: CallbackOutcome): DeliveryAttemptDoc['error_class
  */
 export function createDeliverToTarget(deps: DeliverToTargetDeps) {
   const targets = new Map(deps.targets.map((t) => [t.name, t]));
+  const parkMs = deps.parkMs ?? 60_000;
+  const internalError = warnAtMostEvery(deps.log);
   const now = deps.now ?? (() => new Date());
   const { store, health, policy, log } = deps;
   const retryAfterCap = maxRetryAfterMs(policy);
@@ -337,11 +342,20 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       if (probeToken) await health.releaseProbe(targetName, probeToken).catch(() => undefined);
       // A lost lock: the job is another run's now, nothing to record from this one.
       if (err instanceof UnrecoverableError || err instanceof RetryableDeliveryError || err instanceof RecordedFailure || err instanceof RateLimitError || err instanceof LostJobLockError) throw err;
-      // The database or something else of ours failed: BullMQ retries it like a delivery; on
-      // the last attempt the row becomes a dead letter so it stays visible and replayable.
+      // The database or something else of ours failed (MongoDB down, most often): BullMQ retries it
+      // like a delivery, but it spends none of the delivery's last attempt. That one is parked and
+      // run again later, for as long as it takes, as a fan-out is: made a dead letter, the row's
+      // write failed with the database down, the job failed, and the delivery was owed with nothing
+      // queued and every gauge at 0 (an observability audit saw it). The row stays `pending`, the
+      // job `delayed`: the target's backlog counts it.
       const message = `internal error: ${maskEmailsIn((err as Error).message ?? String(err))}`;
-      if (lastAttempt) await store.deadLettered(refOf(data.event), null, message).catch(() => undefined);
-      log.error({ event_id: data.event.id, target: targetName, err: message, attempt }, 'delivery could not run');
+      deps.metrics?.deliveries.inc({ target: targetName, outcome: 'internal' });
+      // One line per target and error every 10 s, not one per job: an outage with a backlog wrote thousands.
+      internalError(`${targetName} ${message}`, { event_id: data.event.id, target: targetName, err: message, attempt, parked: lastAttempt && token !== undefined }, 'delivery could not run (our own failure, not the target\'s)');
+      if (lastAttempt && token !== undefined) {
+        await job.moveToDelayed(Date.now() + parkMs, token);
+        throw new DelayedError();
+      }
       throw new RecordedFailure(message);
     }
   };

@@ -4,14 +4,14 @@ import { boundedRead, listenOn, SCRAPE_WAIT_MS, TARGET_STATES, type DeliveryQueu
 
 export interface DeliveryMetrics {
   registry: Registry;
-  /** Attempts by target and outcome: delivered, retry, held, failed (dead letter), superseded. */
+  /** Attempts by target and outcome: delivered, retry, held, failed (dead letter), superseded, internal (our own failure). */
   deliveries: Counter<'target' | 'outcome'>;
   /** From the event's occurred_at to the target's 2xx, by target and event type. */
   latency: Histogram<'target' | 'type'>;
 }
 
 /** The outcomes `connect_deliveries_total` counts. */
-export const DELIVERY_OUTCOMES = ['delivered', 'retry', 'held', 'failed', 'superseded'] as const;
+export const DELIVERY_OUTCOMES = ['delivered', 'retry', 'held', 'failed', 'superseded', 'internal'] as const;
 
 export function createDeliveryMetrics(): DeliveryMetrics {
   const registry = new Registry();
@@ -20,7 +20,7 @@ export function createDeliveryMetrics(): DeliveryMetrics {
     registry,
     deliveries: new Counter({
       name: 'connect_deliveries_total',
-      help: 'Delivery attempts by target and outcome (delivered, retry, held, failed = dead letter, superseded)',
+      help: 'Delivery attempts by target and outcome (delivered, retry, held, failed = dead letter, superseded, internal = our own failure, such as MongoDB down: retried, never a dead letter)',
       labelNames: ['target', 'outcome'] as const,
       registers: [registry],
     }),

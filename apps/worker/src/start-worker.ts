@@ -64,6 +64,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     log,
     metrics: deps.metrics,
     lockDurationMs: options.lockDurationMs,
+    parkMs: options.fanOutParkMs,
   });
   for (const target of config.downstreamTargets) {
     const worker = new Worker<DeliveryJob>(deliveryQueueName(target.name), processor, {

@@ -23,7 +23,7 @@ export interface WorkerOptions {
   stalledIntervalMs: number;
   maxStalledCount: number;
   shutdownGraceMs: number;
-  /** How long a fan-out that used up its attempts waits before it tries again (it never gives up). */
+  /** How long a fan-out that used up its attempts, or a delivery whose last attempt failed on our side, waits before it tries again (neither gives up). */
   fanOutParkMs: number;
   /** The longest a held target's workers sleep before they ask Redis whether the hold was lifted (BullMQ's maximumRateLimitDelay). */
   healthPollMs: number;
