@@ -111,11 +111,11 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
   const redis = createRedis(config.redisUrl, 'producer', API_REDIS_BOUNDS);
   // While Redis is down these repeat at every reconnection attempt: a line per 10 s per source and message.
   const warnRepeated = warnAtMostEvery(log);
-  redis.on('error', (err) => warnRepeated(`redis ${err.message}`, { err: err.message }, 'redis connection error'));
+  redis.on('error', (err) => warnRepeated('redis', { err: err.message }, 'redis connection error'));
   const queue = createEventsQueue(redis, config.queuePrefix);
-  queue.on('error', (err) => warnRepeated(`events ${err.message}`, { err: err.message }, 'events queue error'));
+  queue.on('error', (err) => warnRepeated('events queue', { err: err.message }, 'events queue error'));
   const deliveryQueues = config.downstreamTargets.map((t) => new Queue(deliveryQueueName(t.name), { connection: redis, prefix: config.queuePrefix }));
-  for (const q of deliveryQueues) q.on('error', (err) => warnRepeated(`${q.name} ${err.message}`, { queue: q.name, err: err.message }, 'deliveries queue error'));
+  for (const q of deliveryQueues) q.on('error', (err) => warnRepeated('deliveries queue', { queue: q.name, err: err.message }, 'deliveries queue error'));
   // The relay reports its failures to a metric; the unpublished gauge asks the relay only when scraped, after both exist.
   const metrics: ApiMetrics = createApiMetrics({
     queues: [queue, ...deliveryQueues],

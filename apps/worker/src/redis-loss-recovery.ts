@@ -303,7 +303,7 @@ export function watchForRedisLoss(deps: RedisLossDeps, intervalMs: number): Redi
       return await withRedisLock(deps.redis, `${deps.queuePrefix}:redis-loss-recovery:lock`, 10 * 60_000, () => recoverFromRedisLoss(deps));
     } catch (err) {
       // Each interval while Redis or MongoDB is away: one line per 10 s per message, with how many were left out.
-      warn(`check ${(err as Error).message}`, { err: (err as Error).message }, 'Redis loss check failed; the next one retries');
+      warn(`check ${(err as Error).message}`, { err: (err as Error).message }, 'Redis loss check could not run (MongoDB or Redis failed it); the next one retries');
       return undefined;
     }
   };

@@ -80,7 +80,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
       maximumRateLimitDelay: options.healthPollMs,
       settings: { backoffStrategy: deliveryBackoff(options.policy) },
     });
-    worker.on('error', (err) => warnRepeated(`${worker.name} ${err.message}`, { queue: worker.name, err: err.message }, 'worker error'));
+    worker.on('error', (err) => warnRepeated('worker', { queue: worker.name, err: err.message }, 'worker error'));
     // A job that stalled more than `maxStalledCount` times fails without its processor
     // running, so nothing marked its row: make it a visible, replayable dead letter.
     worker.on('failed', (job, err) => {
@@ -96,7 +96,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     });
     deliveries.set(target.name, worker);
   }
-  fanOut.on('error', (err) => warnRepeated(`${fanOut.name} ${err.message}`, { queue: fanOut.name, err: err.message }, 'worker error'));
+  fanOut.on('error', (err) => warnRepeated('worker', { queue: fanOut.name, err: err.message }, 'worker error'));
   fanOut.on('failed', (job, err) => {
     log.warn({ event_id: job?.id, err: err.message, attempts: job?.attemptsMade }, 'fan-out failed');
     // The events job is the "published" marker: one failed without its processor (stalled too

@@ -62,11 +62,11 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
   // While Redis is down these repeat at every reconnection attempt: a line per 10 s per source and message.
   const warnRepeated = warnAtMostEvery(log);
   for (const [name, r] of [['worker', workerRedis], ['queue', queueRedis], ['producer', producerRedis]] as const) {
-    r.on('error', (err) => warnRepeated(`redis ${name} ${err.message}`, { connection: name, err: err.message }, 'redis connection error'));
+    r.on('error', (err) => warnRepeated(`redis ${name}`, { connection: name, err: err.message }, 'redis connection error'));
   }
   const eventsQueue = createEventsQueue(producerRedis, config.queuePrefix);
   const deliveries = new DeliveryQueues(queueRedis, config.queuePrefix, config.downstreamTargets, opts.policy);
-  for (const q of [eventsQueue, ...deliveries.all()] as Queue[]) q.on('error', (err) => warnRepeated(`queue ${q.name} ${err.message}`, { queue: q.name, err: err.message }, 'queue error'));
+  for (const q of [eventsQueue, ...deliveries.all()] as Queue[]) q.on('error', (err) => warnRepeated('queue', { queue: q.name, err: err.message }, 'queue error'));
   const relay = new OutboxRelay({
     models,
     queue: eventsQueue,
