@@ -9,15 +9,21 @@ afterAll(async () => {
   for (const c of cleanup.reverse()) await c().catch(() => undefined);
 });
 
+/** An API whose database is reached through a proxy of the test's own (its cut or delay is the fault). */
+async function apiBehindProxy(label: string): Promise<{ api: TestApi; link: TcpProxy }> {
+  const url = new URL(databaseUrl(label));
+  const link = await startTcpProxy(Number(url.port), url.hostname);
+  cleanup.push(() => link.close());
+  url.port = String(link.port);
+  const api = await startTestApi({ label, mongoUrl: url.toString() });
+  cleanup.push(() => api.close());
+  return { api, link };
+}
+
 describe('/readyz with the database down (docs/contract.md Outside {base})', () => {
   it('503 problem+json with checks.mongodb "down" (Redis "ok"), then 200 again once the database is back', async () => {
     // The API reaches the database through a proxy of ours: cutting it is the outage.
-    const url = new URL(databaseUrl('readyz_db'));
-    const link: TcpProxy = await startTcpProxy(Number(url.port), url.hostname);
-    cleanup.push(() => link.close());
-    url.port = String(link.port);
-    const api: TestApi = await startTestApi({ label: 'readyz_db', mongoUrl: url.toString() });
-    cleanup.push(() => api.close());
+    const { api, link } = await apiBehindProxy('readyz_db');
     expect((await http(`${api.origin}/readyz`)).status).toBe(200);
 
     link.cut();
@@ -42,12 +48,7 @@ describe('/readyz with the database down (docs/contract.md Outside {base})', () 
   }, 60_000);
 
   it('a database that answers slowly (1.5 s a round trip) is not "down": /readyz stays 200 while writes go through (it took every API out of rotation)', async () => {
-    const url = new URL(databaseUrl('readyz_slow'));
-    const link: TcpProxy = await startTcpProxy(Number(url.port), url.hostname);
-    cleanup.push(() => link.close());
-    url.port = String(link.port);
-    const api: TestApi = await startTestApi({ label: 'readyz_slow', mongoUrl: url.toString() });
-    cleanup.push(() => api.close());
+    const { api, link } = await apiBehindProxy('readyz_slow');
     const token = await getToken(api, await registerTestClient(api.models));
     link.setDelay(1500);
     const slowFrom = Date.now();
