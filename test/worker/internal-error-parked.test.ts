@@ -4,7 +4,7 @@ import { startDeliveryStack, target, type DeliveryStack } from '../support/deliv
 import { databaseUrl, postUser } from '../support/harness.ts';
 import { eventually, startReceiver, userOf, type Receiver } from './callback-receiver.ts';
 
-vi.setConfig({ testTimeout: 120_000 });
+vi.setConfig({ testTimeout: 240_000 });
 
 /**
  * "Impossible to make lose an event": a delivery whose attempts run out on our side (the worker's
@@ -37,7 +37,8 @@ beforeAll(async () => {
     label: 'worker_internal',
     api: { mongoUrl: url.toString() },
     workerEnv: { MONGO_URL: proxied.toString() },
-    targets: [target('dictation', receiver.url, { timeout_ms: 2000 })],
+    // A long timeout: on a loaded machine a callback cut short by it on the parked (last) attempt would be a dead letter.
+    targets: [target('dictation', receiver.url, { timeout_ms: 20_000 })],
     // Two attempts, and a short park, so the test takes seconds.
     worker: { policy: { retryScheduleMs: [200] }, fanOutParkMs: 500 },
   });
@@ -61,7 +62,13 @@ describe('a delivery whose attempts run out on our side (the worker\'s MongoDB g
     expect(await queue.getFailedCount()).toBe(0);
 
     link.restore();
-    await eventually(() => expect(receiver.accepted().filter((c) => userOf(c) === id)).toHaveLength(1), 60_000, 200);
+    try {
+      await eventually(() => expect(receiver.accepted().filter((c) => userOf(c) === id)).toHaveLength(1), 120_000, 200);
+    } catch (err) {
+      // What the worker said, for whoever reads a failure (its warnings and what it delivered).
+      console.error(stack.worker.logs.lines.filter((l) => /"level":[4-6]0|callback delivered|answers again/.test(l)).join('\n'));
+      throw err;
+    }
     await eventually(async () => expect((await stack.api.models.Delivery.findOne({ external_provider_id: id }).lean())?.status).toBe('delivered'), 30_000);
     expect(await queue.getFailedCount()).toBe(0);
     expect(receiver.received.filter((c) => userOf(c) === id).map((c) => c.answered)).toEqual([500, 200]);

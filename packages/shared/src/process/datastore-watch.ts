@@ -74,7 +74,8 @@ export function watchDatastores(stores: WatchedDatastore[], log: Logger, o: Data
         },
       );
     };
-    tick();
+    // The first ask one interval after the start: connections made a moment ago are not up yet
+    // (every worker's start read "Redis does not answer", then "answers again").
     const timer = setInterval(tick, intervalMs);
     timer.unref();
     return timer;
