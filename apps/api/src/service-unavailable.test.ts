@@ -115,7 +115,7 @@ describe('answerWithinDeadline, a body sent slowly', () => {
 });
 
 describe('answerWithinDeadline, the handler finishing after its 503', () => {
-  it('what Fastify then logs (the late reply, the late error) carries no email, query token or credential from the URL or the error', async () => {
+  it('the late reply and the late error are one warn line each, with how the handler ended, and no email, query token or credential from the URL or the error', async () => {
     const lines: string[] = [];
     const log = createLogger('debug', 'api', new Writable({ write: (chunk: Buffer, _enc, cb) => (lines.push(...chunk.toString().split('\n').filter(Boolean)), cb()) }));
     const app = Fastify({ loggerInstance: log }) as unknown as FastifyInstance;
@@ -135,8 +135,17 @@ describe('answerWithinDeadline, the handler finishing after its 503', () => {
       const read = await fetch(`${origin}/users/jane.doe@example.com?access_token=QUERY-TOKEN-SECRET&x=1`);
       const write = await fetch(`${origin}/users?access_token=QUERY-TOKEN-SECRET`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
       expect([read.status, write.status]).toEqual([503, 503]);
-      // The late lines are what this is about: wait until both handlers ended and Fastify logged about each.
-      await vi.waitFor(() => expect(finished === 2 && lines.filter((l) => /already sent|reply\.sent/.test(l)).length).toBe(2), { timeout: 5000 });
+      // The late lines are what this is about: wait until both handlers ended and each was logged.
+      await vi.waitFor(() => expect(finished === 2 && lines.filter((l) => /handler (finished|failed) later/.test(l)).length).toBe(2), { timeout: 5000 });
+      const late = lines.filter((l) => /late_outcome/.test(l)).map((l) => JSON.parse(l) as { level: number; late_outcome: string; late_ms: number; err?: { message: string } });
+      expect(late.map((l) => [l.level, l.late_outcome]).sort()).toEqual([
+        [40, 'answered'],
+        [40, 'failed'],
+      ]);
+      for (const l of late) expect(l.late_ms).toBeGreaterThanOrEqual(200);
+      expect(late.find((l) => l.late_outcome === 'failed')!.err!.message).toContain('E11000');
+      // In their place, not beside them: Fastify's own lines (error level, a stack trace) are gone.
+      expect(lines.filter((l) => /already sent|reply\.sent/.test(l))).toEqual([]);
       const text = lines.join('\n');
       expect(text).toContain('j***@e***.com');
       for (const secret of ['jane.doe', 'QUERY-TOKEN-SECRET', 'HUNTER2', 'keyValue']) expect(text).not.toContain(secret);

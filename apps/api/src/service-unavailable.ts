@@ -82,7 +82,10 @@ export class RequestTimeoutError extends DomainError {
  *
  * The 503 counts only the server's own time: counted from arrival, a body sent slowly that
  * finished just before 10 s got a 503 blaming a datastore that took 15 ms, and its write landed.
- * Whatever the request was doing carries on and its late answer is dropped by Fastify.
+ * Whatever the request was doing carries on. When its handler ends, its late answer is dropped
+ * with one warn line saying how it ended (`late_outcome`: `answered` — a write may have landed
+ * after its 503 — or `failed`, with the error), in place of Fastify's own "Reply was already
+ * sent" or "Promise errored, but reply.sent = true was set" at error level with a stack trace.
  *
  * Not Fastify's own `handlerTimeout` (5.12): it clears its timer on the
  * request's `close` event, which Node 20 emits as soon as a request body has
@@ -91,11 +94,17 @@ export class RequestTimeoutError extends DomainError {
 export function answerWithinDeadline(app: FastifyInstance, deadlineMs = REQUEST_DEADLINE_MS): void {
   /** Requests whose answer's deadline runs (they reached preValidation). */
   const answerDeadlines = new WeakSet<object>();
+  /** When each request answered by a deadline got its 503 (or 408). */
+  const answeredByDeadline = new WeakMap<object, number>();
   const unanswered = (reply: FastifyReply) => !reply.sent && !reply.raw.headersSent;
+  const answerAtDeadline = (request: FastifyRequest, reply: FastifyReply, error: Error) => {
+    answeredByDeadline.set(request, performance.now());
+    void reply.send(error);
+  };
   const startAnswerDeadline = (request: FastifyRequest, reply: FastifyReply) => {
     if (answerDeadlines.has(request)) return;
     const timer = setTimeout(() => {
-      if (unanswered(reply)) void reply.send(new RequestDeadlineError(deadlineMs));
+      if (unanswered(reply)) answerAtDeadline(request, reply, new RequestDeadlineError(deadlineMs));
     }, deadlineMs);
     answerDeadlines.add(request);
     // The response's `close` comes once it is written, or when the client went away.
@@ -108,12 +117,12 @@ export function answerWithinDeadline(app: FastifyInstance, deadlineMs = REQUEST_
       // and the connection closed (what is left of the body would be read as the next request).
       if (!request.raw.complete) {
         reply.header('connection', 'close');
-        void reply.send(new RequestTimeoutError(deadlineMs, request.headers['content-length']));
+        answerAtDeadline(request, reply, new RequestTimeoutError(deadlineMs, request.headers['content-length']));
         return;
       }
       // The body is in but the request never reached preValidation: held by a hook (the rate
       // limit's Redis, say) for the whole deadline.
-      void reply.send(new RequestDeadlineError(deadlineMs));
+      answerAtDeadline(request, reply, new RequestDeadlineError(deadlineMs));
     }, deadlineMs);
     reply.raw.once('close', () => clearTimeout(bodyDeadline));
     done();
@@ -122,6 +131,38 @@ export function answerWithinDeadline(app: FastifyInstance, deadlineMs = REQUEST_
     startAnswerDeadline(request, reply);
     done();
   });
+  // A handler that ends after its request was answered by a deadline: its answer (or error) goes
+  // nowhere; say so once, at warn. Only promises are wrapped: a handler that answers through
+  // reply.send from a callback returns undefined, and Fastify must go on treating it as such.
+  app.addHook('onRoute', (route) => {
+    const handler = route.handler;
+    route.handler = function (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
+      const result: unknown = handler.call(this, request, reply);
+      if (!isPromiseLike(result)) return result;
+      const late = (outcome: 'answered' | 'failed', err?: unknown) => {
+        const answeredAt = answeredByDeadline.get(request);
+        if (answeredAt === undefined) return false;
+        request.log.warn(
+          { late_outcome: outcome, late_ms: Math.round(performance.now() - answeredAt), ...(err === undefined ? {} : { err }) },
+          outcome === 'answered'
+            ? 'the request was answered at its deadline; its handler finished later and what it did stands (a retry of the same request settles it)'
+            : 'the request was answered at its deadline; its handler failed later',
+        );
+        return true;
+      };
+      return Promise.resolve(result).then(
+        (payload) => (late('answered') ? undefined : payload),
+        (err: unknown) => {
+          if (late('failed', err)) return undefined;
+          throw err;
+        },
+      );
+    };
+  });
+}
+
+function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null)?.then === 'function';
 }
 
 class RequestDeadlineError extends Error {
