@@ -194,7 +194,7 @@ describe('EMAIL_UNIQUENESS=claims', () => {
     // The process's logger (given to EmailClaims) and the request's (given with the command): the request's wins.
     const processErrors: string[] = [];
     const processLog = { error: (_obj: object, msg: string) => void processErrors.push(msg) };
-    const requestLog = { error: (_obj: object, msg: string) => void errors.push(msg) };
+    const requestLog = { error: (_obj: object, msg: string) => void errors.push(msg), warn: () => undefined };
     const deps = { models: api.models, lock: new KeyedLock(), emailClaims: new HeldUpClaims(claims, users, processLog), publisher: { publishSoon: (u: ProviderUserDoc) => published.push(u) } };
     const command = { organizationId: org(), body: { provider_email: email, external_provider_id: 'held-up', settings: { speech_locale: 'ENGLISH_US' as const } }, log: requestLog };
     const outcome = await upsertProviderUser(deps, command).then(

@@ -76,6 +76,11 @@ describe('Toxiproxy between the API and Redis', () => {
     if (fault === 'blackHole') {
       // Nothing the API sent reached Redis: its publishes failed, and the events arrived through the worker's sweep.
       expect(worker.logs.lines.filter((l) => l.includes('outbox sweep published events')).length).toBeGreaterThan(sweptBefore);
+      // Each failed publish's line carries the request id of the write it follows.
+      const lines = api.logs.lines.map((l) => JSON.parse(l) as { reqId?: string; msg: string; req?: { method?: string } });
+      const warned = lines.filter((l) => l.msg === NOT_PUBLISHED).slice(warnedBefore);
+      expect(warned.length).toBeGreaterThan(0);
+      for (const w of warned) expect(lines.some((l) => l.reqId !== undefined && l.reqId === w.reqId && l.msg === 'request completed'), JSON.stringify(w)).toBe(true);
     }
   });
 });

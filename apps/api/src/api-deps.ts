@@ -125,11 +125,11 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
   const relay = new OutboxRelay({ models, queue, log, onPublishFailure: () => metrics.publishFailures.inc(), targetNames: config.downstreamTargets.map((t) => t.name) });
   const faults = options.faults ?? {};
   const publisher: UserEventPublisher = {
-    publishSoon: (user) => {
+    publishSoon: (user, log) => {
       faults.afterWrite?.();
-      relay.publishSoon(user);
+      relay.publishSoon(user, log);
     },
-    recheckLater: (key) => relay.recheckLater(key),
+    recheckLater: (key, log) => relay.recheckLater(key, log),
   };
   const key = await loadServiceSigningKey(models, config.tokenSigningKey);
   let stopping = false;

@@ -199,6 +199,7 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
       const result = await deactivateProviderUser(writeDeps, {
         organizationId: request.auth!.organizationId,
         externalProviderId: request.params.external_provider_id,
+        log: request.log,
       });
       request.logFields = { outcome: result.outcome, version: result.user.version };
       return toProviderUserNextView(result.user);

@@ -63,7 +63,7 @@ import type { Logger } from 'pino';
 import { GroupCommit } from '../group-commit.ts';
 import { collectionsOf, outboxSlotOf, type DeliveryDoc, type Models, type ProviderUserDoc, type RelayCursorDoc } from '../models/models.ts';
 import { findByIds } from '../models/find-by-ids.ts';
-import type { UserKey } from '../provider-users/write-ports.ts';
+import type { UserKey, WriteLog } from '../provider-users/write-ports.ts';
 import { eventJobOf, type UserEventJob } from './user-event.ts';
 
 export const SWEEP_CURSOR_ID = 'outbox-sweep';
@@ -288,14 +288,14 @@ export class OutboxRelay {
    * and its newest event published if neither a job nor the fan-out's rows show it was. In this
    * process's memory only: a process that stops meanwhile takes its rechecks with it.
    */
-  recheckLater(key: UserKey): void {
+  recheckLater(key: UserKey, log: WriteLog = this.deps.log): void {
     const id = `${key.organizationId}\u0000${key.externalProviderId}`;
     if (this.rechecks.has(id) || this.rechecks.size >= MAX_RECHECKS) return;
     const delays = this.deps.recheckDelaysMs ?? RECHECK_DELAYS_MS;
     const step = (i: number) => {
       const timer = setTimeout(() => {
-        void this.recheck(key)
-          .catch((err: Error) => this.deps.log.warn({ err: err.message }, 'could not look again at a write whose answer was lost; the next look, or the next write of the user, publishes it'))
+        void this.recheck(key, log)
+          .catch((err: Error) => log.warn({ err: err.message }, 'could not look again at a write whose answer was lost; the next look, or the next write of the user, publishes it'))
           .finally(() => (i + 1 < delays.length ? step(i + 1) : this.rechecks.delete(id)));
       }, delays[i]);
       timer.unref();
@@ -304,22 +304,22 @@ export class OutboxRelay {
     step(0);
   }
 
-  private async recheck(key: UserKey): Promise<void> {
+  private async recheck(key: UserKey, log: WriteLog): Promise<void> {
     const user = await collectionsOf(this.deps.models).providerUsers.findOne({ organization_id: key.organizationId, external_provider_id: key.externalProviderId });
     if (!user || (await this.publishedAmong([user.last_event.id])).has(user.last_event.id)) return;
     await this.publish(user);
-    this.deps.log.warn({ event_id: user.last_event.id, version: user.version }, 'a write whose answer was lost landed after all; its event is published now');
+    log.warn({ event_id: user.last_event.id, version: user.version }, 'a write whose answer was lost landed after all; its event is published now');
   }
 
   /**
    * Right after the write, without holding up the answer. A failure is logged and
    * left to the sweep. `drain()` waits for these on shutdown.
    */
-  publishSoon(user: ProviderUserDoc): void {
+  publishSoon(user: ProviderUserDoc, log: WriteLog = this.deps.log): void {
     const p = this.publish(user)
       .catch((err: Error) => {
         this.deps.onPublishFailure?.();
-        this.deps.log.warn({ err: err.message, event_id: user.last_event.id }, 'event not published yet; the sweep will retry');
+        log.warn({ err: err.message, event_id: user.last_event.id }, 'event not published yet; the sweep will retry');
       })
       .finally(() => this.inFlight.delete(p));
     this.inFlight.add(p);

@@ -4,11 +4,13 @@ import type { KeyedLock } from '../keyed-lock.ts';
 import { collectionsOf, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { statusEventOf } from './provider-user-view.ts';
 import { RecentUsers } from './recent-users.ts';
-import type { WritePorts } from './write-ports.ts';
+import type { WriteLog, WritePorts } from './write-ports.ts';
 
 export interface DeactivateProviderUserCommand {
   organizationId: string;
   externalProviderId: string;
+  /** The request's logger: lines about this write then carry its request id. */
+  log?: WriteLog;
 }
 
 export interface DeactivateResult {
@@ -42,11 +44,11 @@ export async function deactivateProviderUser(deps: DeactivateDeps, cmd: Deactiva
   } catch (err) {
     if (err instanceof NotFoundError) deps.metrics?.deactivate('not_found');
     // The database failed or did not answer: a write sent may yet land (upsert-provider-user.ts).
-    if (!(err instanceof DomainError)) deps.publisher.recheckLater?.({ organizationId: cmd.organizationId, externalProviderId: cmd.externalProviderId });
+    if (!(err instanceof DomainError)) deps.publisher.recheckLater?.({ organizationId: cmd.organizationId, externalProviderId: cmd.externalProviderId }, cmd.log);
     throw err;
   }
   deps.metrics?.deactivate(result.outcome);
-  if (result.outcome === 'deactivated') deps.publisher.publishSoon(result.user);
+  if (result.outcome === 'deactivated') deps.publisher.publishSoon(result.user, cmd.log);
   return result;
 }
 

@@ -2,10 +2,11 @@ import { randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
 import { ConcurrentUpdateError, DomainError, EmailConflictError, EmailMismatchError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
-import { CLAIM_STALE_MS, type ClaimsLog, type EmailClaims } from './email-claims.ts';
+import { CLAIM_STALE_MS, type EmailClaims } from './email-claims.ts';
 import { collectionsOf, isDuplicateKeyError, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc, type StatusEvent } from '../models/models.ts';
 import { mergeSettings, sameSettings } from './merge-settings.ts';
 import { RecentUsers, type UncachedRequest } from './recent-users.ts';
+import type { WriteLog } from './write-ports.ts';
 import type { UpsertProviderUserBody } from './provider-user-schema.ts';
 import { statusEventOf, toProviderUserNextView } from './provider-user-view.ts';
 import type { WritePorts } from './write-ports.ts';
@@ -14,7 +15,7 @@ export interface UpsertProviderUserCommand {
   organizationId: string;
   body: UpsertProviderUserBody;
   /** The request's logger, for what only an operator can settle (its lines then carry the request id). */
-  log?: ClaimsLog;
+  log?: WriteLog;
 }
 
 export type UpsertOutcome = 'created' | 'updated' | 'unchanged';
@@ -68,11 +69,11 @@ export async function upsertProviderUser(deps: UpsertDeps, cmd: UpsertProviderUs
   } catch (err) {
     if (err instanceof EmailMismatchError || err instanceof EmailConflictError) deps.metrics?.upsert('conflict');
     // Not a decision of ours: the database failed or did not answer, and a write sent may yet land.
-    if (!(err instanceof DomainError)) deps.publisher.recheckLater?.({ organizationId: cmd.organizationId, externalProviderId: cmd.body.external_provider_id });
+    if (!(err instanceof DomainError)) deps.publisher.recheckLater?.({ organizationId: cmd.organizationId, externalProviderId: cmd.body.external_provider_id }, cmd.log);
     throw err;
   }
   deps.metrics?.upsert(result.reactivated ? 'reactivated' : result.outcome);
-  if (result.outcome !== 'unchanged') deps.publisher.publishSoon(result.user);
+  if (result.outcome !== 'unchanged') deps.publisher.publishSoon(result.user, cmd.log);
   return result;
 }
 

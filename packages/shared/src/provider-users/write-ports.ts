@@ -8,13 +8,20 @@ import type { ProviderUserDoc } from '../models/models.ts';
 
 /** Hands a written user's newest event towards the queue. Must not throw: the outbox sweep catches up on failures. */
 export interface UserEventPublisher {
-  publishSoon(user: ProviderUserDoc): void;
+  /** `log`: the request's, so a failure's line carries its request id. */
+  publishSoon(user: ProviderUserDoc, log?: WriteLog): void;
   /**
    * A write whose outcome is unknown (the database did not answer it in time): it may still
    * land, later than the outbox sweep allows for, its slot already passed. Look at the user
    * again later and publish its newest event if nobody did. Must not throw.
    */
-  recheckLater?(key: UserKey): void;
+  recheckLater?(key: UserKey, log?: WriteLog): void;
+}
+
+/** A request's logger (pino's fits): what a write's side effects say about it carries its request id. */
+export interface WriteLog {
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
 }
 
 /** A user as an integrator names it. */
