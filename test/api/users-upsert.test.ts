@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KeyedLock, upsertProviderUser, type ProviderUserDoc } from '@connect/shared';
 import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 
 let api: TestApi;
@@ -69,6 +70,42 @@ describe('POST /users: every address a mail server takes', () => {
       expect(again.headers.get('x-connect-outcome')).toBe('unchanged');
       expect(again.body.provider_email).toBe(email);
     }
+  });
+});
+
+describe('POST /users: one address in two Unicode spellings is one address (docs/contract.md, "Email addresses")', () => {
+  it('"é" as one character (NFC) or as "e" and an accent (NFD), in the local part or the domain: one user, returned as first stored; another id with the other spelling is an email-conflict', async () => {
+    const tag = randomUUID().slice(0, 8);
+    const nfd = `jose\u0301.${tag}@bu\u0308cher.example`;
+    const nfc = nfd.normalize('NFC');
+    expect(nfc).not.toBe(nfd);
+    const created = await postUser(api, token, { provider_email: nfd, external_provider_id: `${tag}-a` });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    expect(created.body.provider_email).toBe(nfd);
+    const again = await postUser(api, token, { provider_email: nfc.toUpperCase(), external_provider_id: `${tag}-a`, settings: { speech_locale: 'ENGLISH_US' } });
+    expect(again.status, JSON.stringify(again.body)).toBe(200);
+    expect(again.body.provider_email).toBe(nfd);
+    expect(again.body.version).toBe(2);
+    const other = await postUser(api, token, { provider_email: nfc, external_provider_id: `${tag}-b` });
+    expect(other.status).toBe(409);
+    expect(other.body.type).toMatch(/\/email-conflict$/);
+    expect(await stored(`${tag}-b`)).toBeNull();
+  });
+
+  it('a user stored before keys were composed (its key in NFD) still matches its own spelling: 200, not email-mismatch', async () => {
+    const tag = randomUUID().slice(0, 8);
+    const nfd = `rene\u0301e.${tag}@example.com`;
+    const created = await postUser(api, token, { provider_email: `plain.${tag}@example.com`, external_provider_id: `${tag}-old` });
+    expect(created.status).toBe(201);
+    // As an earlier version wrote it: the address as sent, lower-cased only.
+    await api.models.ProviderUser.updateOne({ organization_id: clinic.organization._id, external_provider_id: `${tag}-old` }, { $set: { provider_email: nfd, email_normalized: nfd.toLowerCase() } });
+    // The write path itself, on a fresh read: the API's cache of recent users still holds the address as created.
+    const published: ProviderUserDoc[] = [];
+    const deps = { models: api.models, lock: new KeyedLock(), publisher: { publishSoon: (u: ProviderUserDoc) => void published.push(u) } };
+    const res = await upsertProviderUser(deps, { organizationId: clinic.organization._id, body: { provider_email: nfd, external_provider_id: `${tag}-old`, settings: { speech_locale: 'FRENCH_FR' } } });
+    expect(res.outcome).toBe('updated');
+    expect(res.user.provider_email).toBe(nfd);
+    expect(published.map((u) => u.version)).toEqual([2]);
   });
 });
 

@@ -8,8 +8,16 @@
 const ATEXT = "\\-A-Za-z0-9!#$%&'*+/=?^_`{|}~";
 // An internationalized address (RFC 6531) may hold any non-ASCII character in its local part.
 const LOCAL_PART = new RegExp(`^[${ATEXT}\\u0080-\\u{10FFFF}]+(?:\\.[${ATEXT}\\u0080-\\u{10FFFF}]+)*$`, 'u');
-// Spaces, controls, format characters (zero-width ones), surrogates and unassigned code points.
-const INVISIBLE = /[\s\p{C}]/u;
+// Spaces, controls, format characters (zero-width ones), surrogates and unassigned code points;
+// what Unicode says to show as nothing (variation selectors, the combining grapheme joiner, Hangul
+// fillers) and the braille blank: look-alikes of an address that holds none of them.
+const INVISIBLE = /[\s\p{C}\p{Default_Ignorable_Code_Point}\u2800]/u;
+// A combining mark with nothing of its own part to combine with: first in the local part or in a label.
+const LEADING_MARK = /(?:^|[.@])\p{M}/u;
+// Characters a host name's mapping (UTS 46, the URL parser's) turns into others: full-width and
+// styled letters and digits (what NFKC changes), and the ideographic full stops taken as dots. The
+// address would be stored as written but reach another domain: `a@ｅxample.com` is `a@example.com`.
+const IDEOGRAPHIC_DOTS = /[\u3002\uFF0E\uFF61]/u;
 // What a URL's host would take apart or decode (a port, a path, userinfo, percent-escapes, an IPv6 literal).
 const NOT_IN_A_HOST_NAME = /[/?#@:[\]\\%]/;
 // A domain label as DNS has it once in ASCII (an internationalized one as its `xn--` form): letters,
@@ -28,6 +36,15 @@ function asciiHostName(domain: string): string | undefined {
 }
 
 /**
+ * The form two spellings of one address share, which matching compares (docs/contract.md, "Email
+ * addresses"): Unicode's canonical composition (NFC: `é` as one character or as `e` and an accent,
+ * as macOS and some keyboards send it, are one address, as RFC 6532 recommends) and lower case.
+ */
+export function emailMatchKey(address: string): string {
+  return address.normalize('NFC').toLowerCase().normalize('NFC');
+}
+
+/**
  * Why a trimmed string is not an email address a mail server would take, in words for the
  * sender (after "provider_email "), or undefined when it is one: `local@domain`, the local part a
  * dot-atom of RFC 5322 (letters, digits and `!#$%&'*+/=?^_\`{|}~-`, dots between them) or holding
@@ -43,12 +60,16 @@ export function emailAddressProblem(address: string): string | undefined {
   const domain = address.slice(at + 1);
   if (local === '') return 'must be a valid email address: nothing comes before the "@"';
   if (INVISIBLE.test(address)) return 'must be a valid email address: it holds a space, a control or an invisible character';
+  if (LEADING_MARK.test(address)) return 'must be a valid email address: a combining mark (an accent alone) begins its part of the address';
   if (local.includes('@')) return 'must be a valid email address: it has more than one "@"';
   if (!LOCAL_PART.test(local)) {
     if (local.startsWith('.') || local.endsWith('.') || local.includes('..')) return 'must be a valid email address: the part before the "@" may not start or end with a dot, or hold two dots in a row';
     return 'must be a valid email address: the part before the "@" holds a character addresses may not ("(),:;<>[]\\" and quotes)';
   }
   if (domain === '') return 'must be a valid email address: nothing comes after the "@"';
+  if (IDEOGRAPHIC_DOTS.test(domain) || domain.normalize('NFKC') !== domain.normalize('NFC')) {
+    return 'must be a valid email address: the domain holds a character that stands for another (a full-width or styled letter or digit, an ideographic full stop); write it with the plain one';
+  }
   const ascii = asciiHostName(domain);
   const labels = ascii?.split('.') ?? [];
   if (ascii === undefined || !labels.every((label) => LDH_LABEL.test(label))) {

@@ -3,6 +3,7 @@ import mongoose from 'mongoose';
 import { ConcurrentUpdateError, DomainError, EmailConflictError, EmailMismatchError } from '../domain-errors.ts';
 import type { KeyedLock } from '../keyed-lock.ts';
 import { CLAIM_STALE_MS, type EmailClaims } from './email-claims.ts';
+import { emailMatchKey } from '../email-address.ts';
 import { collectionsOf, isDuplicateKeyError, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc, type StatusEvent } from '../models/models.ts';
 import { mergeSettings, sameSettings } from './merge-settings.ts';
 import { RecentUsers, type UncachedRequest } from './recent-users.ts';
@@ -112,7 +113,7 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
  * written, or null when either index refused it: the read path then decides as ever.
  */
 async function createInOneStep(deps: UpsertDeps, cmd: UpsertProviderUserCommand): Promise<ProviderUserDoc | null> {
-  const user = newUser(cmd.organizationId, cmd.body, cmd.body.provider_email.toLowerCase(), deps.now?.() ?? new Date());
+  const user = newUser(cmd.organizationId, cmd.body, emailMatchKey(cmd.body.provider_email), deps.now?.() ?? new Date());
   try {
     await collectionsOf(deps.models).providerUsers.insertOne(user);
     return user;
@@ -126,7 +127,7 @@ async function createInOneStep(deps: UpsertDeps, cmd: UpsertProviderUserCommand)
 async function readAndDecide(deps: UpsertDeps, cmd: UpsertProviderUserCommand, key: string, held: ProviderUserDoc | undefined): Promise<UpsertResult> {
   const { organizationId, body } = cmd;
   const users = collectionsOf(deps.models).providerUsers;
-  const emailNormalized = body.provider_email.toLowerCase();
+  const emailNormalized = emailMatchKey(body.provider_email);
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const now = deps.now?.() ?? new Date();
     // First attempt: what this process last knew of the user, if anything; any doubt reads again.
@@ -182,7 +183,8 @@ async function readAndDecide(deps: UpsertDeps, cmd: UpsertProviderUserCommand, k
     }
 
     // A user's email never changes once stored, so a cached copy decides this as well as a read.
-    if (existing.email_normalized !== emailNormalized) throw new EmailMismatchError();
+    // Keys stored before they were composed (NFC) are composed to compare: the same spelling still matches.
+    if (existing.email_normalized !== emailNormalized && emailMatchKey(existing.email_normalized) !== emailNormalized) throw new EmailMismatchError();
     if (!cached) deps.recent?.set(key, existing);
 
     let settings;
@@ -258,7 +260,7 @@ async function updateInOneStep(deps: UpsertDeps, cmd: UpsertProviderUserCommand)
       organization_id: organizationId,
       external_provider_id: body.external_provider_id,
       // A one-value $in: FerretDB would push a second equality down and combine two indexes (docs/guarantees.md).
-      email_normalized: { $in: [body.provider_email.toLowerCase()] },
+      email_normalized: { $in: [emailMatchKey(body.provider_email)] },
       status: { $ne: 'deactivated' },
       'settings.speech_locale': { $exists: true },
       ...secondary,
