@@ -42,7 +42,19 @@ export function prototypeMembersIn(json: string, max = 10): FieldError[] {
   return out;
 }
 
+/** How much of a path a reply quotes; longer paths are cut there. */
+const PATH_CHARS = 200;
+
+/** `prefix.segment`, cut at PATH_CHARS: a deep body's paths cost their cut length, not their depth. */
+function joinPath(prefix: string, segment: string): string {
+  if (prefix.length >= PATH_CHARS) return prefix;
+  const path = prefix === '' ? segment : `${prefix}.${segment}`;
+  return path.length > PATH_CHARS ? path.slice(0, PATH_CHARS) : path;
+}
+
 interface Frame {
+  /** The path of this object or array (cut at PATH_CHARS), made when it opens. */
+  prefix: string;
   /** The member names seen so far in an object; null in an array. */
   names: Set<string> | null;
   /** The current member's name (objects) or index (arrays), for the path of what is inside it. */
@@ -63,9 +75,15 @@ export function repeatedMembersIn(json: string, max = 10): FieldError[] {
   const out: FieldError[] = [];
   const reported = new Set<string>();
   const frames: Frame[] = [];
-  // As a reply may quote it: at most 200 characters, lone surrogates shown as U+FFFD (as malformedStringsIn does).
-  const pathOf = (name: string) =>
-    [...frames.slice(0, -1).map((f) => (f.names ? f.at : String(f.index))), name].join('.').slice(0, 200).replace(/\p{Cs}/gu, '\uFFFD');
+  // As a reply may quote it: at most PATH_CHARS characters, lone surrogates shown as U+FFFD (as
+  // malformedStringsIn does). Each frame carries its own path, made once when it opens: building it
+  // from every open frame at each repeated name cost the depth times the repeats (a 60 KB body of
+  // 16,000 brackets and 5,000 repeats held the event loop for 18 s).
+  const open = (names: Set<string> | null) => {
+    const top = frames[frames.length - 1];
+    const prefix = top ? joinPath(top.prefix, top.names ? top.at : String(top.index)) : '';
+    frames.push({ prefix, names, at: '', index: 0, expectName: names !== null });
+  };
   for (let i = 0; i < json.length && out.length < max; i++) {
     const c = json.charCodeAt(i);
     if (c === 0x22 /* " */) {
@@ -82,7 +100,7 @@ export function repeatedMembersIn(json: string, max = 10): FieldError[] {
         const name = escaped ? (JSON.parse(json.slice(i, end + 1)) as string) : json.slice(i + 1, end);
         if (!top.names.has(name)) top.names.add(name);
         else {
-          const path = pathOf(name);
+          const path = joinPath(top.prefix, name).replace(/\p{Cs}/gu, '\uFFFD');
           if (!reported.has(path)) out.push({ path, message: 'is given more than once' });
           reported.add(path);
         }
@@ -90,8 +108,8 @@ export function repeatedMembersIn(json: string, max = 10): FieldError[] {
         top.expectName = false;
       }
       i = end;
-    } else if (c === 0x7b /* { */) frames.push({ names: new Set(), at: '', index: 0, expectName: true });
-    else if (c === 0x5b /* [ */) frames.push({ names: null, at: '', index: 0, expectName: false });
+    } else if (c === 0x7b /* { */) open(new Set());
+    else if (c === 0x5b /* [ */) open(null);
     else if (c === 0x7d /* } */ || c === 0x5d /* ] */) frames.pop();
     else if (c === 0x2c /* , */) {
       const top = frames[frames.length - 1];

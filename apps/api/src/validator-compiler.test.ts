@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { fieldErrorsOf } from '@connect/shared';
 import { prototypeMembersIn } from './json-body.ts';
+import { malformedStringsIn } from './validator-compiler.ts';
 
 const errorsOf = (schema: z.ZodType, value: unknown) => {
   const result = schema.safeParse(value, { reportInput: true });
@@ -39,5 +40,18 @@ describe('prototypeMembersIn', () => {
   it('finds nothing in ordinary JSON, a plain "constructor" member, or text that is not JSON', () => {
     expect(prototypeMembersIn('{"constructor":"x","a":{"prototype":1}}')).toEqual([]);
     expect(prototypeMembersIn('{"__proto__":')).toEqual([]);
+  });
+});
+
+describe('malformedStringsIn', () => {
+  it('names a lone surrogate or NUL by its path; ten strings 16,000 levels deep get ten paths of at most 200 characters (they were 32,000 each)', () => {
+    expect(malformedStringsIn({ a: [{ b: 'x\ud800' }], c: 'ok', 'k\u0000': 1 }).map((e) => e.path).sort()).toEqual(['a.0.b', 'k\u0000']);
+    const deep = JSON.parse('['.repeat(16_000) + Array.from({ length: 10 }, () => '"\\ud800"').join(',') + ']'.repeat(16_000)) as unknown;
+    const found = malformedStringsIn(deep, ['body']);
+    expect(found).toHaveLength(10);
+    for (const e of found) {
+      expect(e.path).toHaveLength(200);
+      expect(e.path.startsWith('body.0.0.0.')).toBe(true);
+    }
   });
 });
