@@ -14,8 +14,9 @@ let jwks: { keys: object[] } = { keys: [] };
 beforeAll(async () => {
   const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   jwks = { keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' }] };
-  server = createServer((_req, res) => {
+  server = createServer((req, res) => {
     fetches++;
+    if (req.url === '/failing') return void res.writeHead(500).end('down');
     void (gate ?? Promise.resolve()).then(() => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(jwks)));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -85,5 +86,47 @@ describe('remoteKeySet: refetches of a JWKS on a key it does not hold, within a 
     expect(await Promise.all(all)).toEqual(Array(10).fill(true));
     expect(fetches - base).toBe(1);
     expect([await set.refetch(), await set.refetch(), await set.refetch()]).toEqual([true, true, false]);
+  });
+});
+
+describe('remoteKeySet: a JWKS URL that fails', () => {
+  it('is tried again within the same budget, not at every assertion: 30 assertions make 4 fetches, then one per 5 s, and a fetch that succeeds ends it', async () => {
+    const c = clock();
+    const failingUrl = url.replace('/jwks.json', '/failing');
+    const set = remoteKeySet(failingUrl, DEFAULT_CLIENT_KEY_OPTIONS, c.now);
+    const base = fetches;
+    const errors: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      errors.push(await set({ alg: 'ES256', kid: 'k1' }, { payload: '', signature: '' }).then(() => 'ok', (err: Error) => err.message));
+    }
+    // The first fetch, then the burst of 3; the rest are refused with the last failure, unfetched.
+    expect(fetches - base).toBe(4);
+    expect(errors.slice(0, 4)).toEqual(Array(4).fill('the JWKS URL answered 500, not 200'));
+    expect(errors[29]).toMatch(/^the JWKS URL failed 0 s ago \(the JWKS URL answered 500, not 200\); not fetched again yet \(one try per 5 s\)$/);
+    c.advance(5_000);
+    await expect(set({ alg: 'ES256', kid: 'k1' }, { payload: '', signature: '' })).rejects.toThrow('answered 500');
+    await expect(set({ alg: 'ES256', kid: 'k1' }, { payload: '', signature: '' })).rejects.toThrow(/failed 0 s ago/);
+    expect(fetches - base).toBe(5);
+  });
+
+  it('a URL that recovers: the next try within the budget loads the set, and its keys then serve without fetching', async () => {
+    const c = clock();
+    let failing = true;
+    const flaky = createServer((_req, res) => {
+      if (failing) return void res.writeHead(503).end();
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(jwks));
+    });
+    await new Promise<void>((r) => flaky.listen(0, '127.0.0.1', r));
+    try {
+      const set = remoteKeySet(`http://127.0.0.1:${(flaky.address() as { port: number }).port}/jwks.json`, DEFAULT_CLIENT_KEY_OPTIONS, c.now);
+      for (let i = 0; i < 5; i++) await expect(set({ alg: 'ES256', kid: 'k1' }, { payload: '', signature: '' })).rejects.toThrow();
+      failing = false;
+      c.advance(5_000);
+      await expect(set({ alg: 'ES256', kid: 'k1' }, { payload: '', signature: '' })).resolves.toBeDefined();
+      failing = true;
+      await expect(set({ alg: 'ES256', kid: 'k1' }, { payload: '', signature: '' })).resolves.toBeDefined();
+    } finally {
+      await new Promise<void>((r) => flaky.close(() => r()));
+    }
   });
 });

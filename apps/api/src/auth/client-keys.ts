@@ -33,7 +33,8 @@ export const DEFAULT_CLIENT_KEY_OPTIONS: ClientKeyOptions = {
  * assertion names a key the set does not hold, within a budget per URL (ClientKeyOptions), so
  * that a client rotating its key is not refused for the seconds after a fetch (a fixed 5 s
  * cooldown refused a new kid used right after the old one), while assertions naming random kids
- * cannot make the API fetch the URL more than a few times at once and one per 5 s after.
+ * cannot make the API fetch the URL more than a few times at once and one per 5 s after. The
+ * same budget holds for a URL whose fetch failed: tried again within it, not at every assertion.
  * Concurrent fetches of one URL are one fetch. No redirects, bounded in time and size.
  */
 export interface RemoteKeySet {
@@ -50,33 +51,60 @@ export function remoteKeySet(url: string, options: ClientKeyOptions, now: () => 
   let local: ReturnType<typeof createLocalJWKSet> | undefined;
   let fetchedAt = 0;
   let pending: Promise<void> | undefined;
+  /** Why the last fetch failed, and when; undefined once one succeeds. */
+  let failure: { error: Error; at: number } | undefined;
   // The budget of refetches: a token bucket, full at first.
   let tokens = options.jwksRefetchBurst;
   let filledAt = now();
   const load = (): Promise<void> =>
     (pending ??= fetchKeySet(url, options)
-      .then((set) => {
-        local = createLocalJWKSet(set);
-        fetchedAt = now();
-      })
+      .then(
+        (set) => {
+          local = createLocalJWKSet(set);
+          fetchedAt = now();
+          failure = undefined;
+        },
+        (error: Error) => {
+          failure = { error, at: now() };
+          throw error;
+        },
+      )
       .finally(() => {
         pending = undefined;
       }));
-  const refetch = async (): Promise<boolean> => {
-    if (pending) {
-      await pending;
-      return true;
-    }
+  const spend = (): boolean => {
     const t = now();
     tokens = Math.min(options.jwksRefetchBurst, tokens + (options.jwksCooldownMs > 0 ? (t - filledAt) / options.jwksCooldownMs : Infinity));
     filledAt = t;
     if (tokens < 1) return false;
     tokens -= 1;
+    return true;
+  };
+  const refetch = async (): Promise<boolean> => {
+    if (pending) {
+      await pending;
+      return true;
+    }
+    if (!spend()) return false;
     await load();
     return true;
   };
+  /**
+   * The set's first fetch, and its renewal once older than jwksMaxAgeMs. After a failed fetch,
+   * each try spends the refetch budget, and without budget the request is refused with the last
+   * failure, unfetched: a URL that fails (or that answers no key set: an API's own /metrics)
+   * was fetched again for every assertion naming the client, 30 fetches in 1.6 s.
+   */
+  const ensureLoaded = async (): Promise<void> => {
+    if (pending) return pending;
+    if (failure && !spend()) {
+      const ago = Math.round((now() - failure.at) / 1000);
+      throw new errors.JOSEError(`the JWKS URL failed ${ago} s ago (${failure.error.message}); not fetched again yet (one try per ${options.jwksCooldownMs / 1000} s)`);
+    }
+    return load();
+  };
   const getKey = async (header: JWSHeaderParameters, token: FlattenedJWSInput) => {
-    if (!local || now() - fetchedAt > options.jwksMaxAgeMs) await load();
+    if (!local || now() - fetchedAt > options.jwksMaxAgeMs) await ensureLoaded();
     try {
       return await local!(header, token);
     } catch (err) {
