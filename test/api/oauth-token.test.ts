@@ -132,6 +132,11 @@ describe('POST /oauth/token: refusals', () => {
     expectInvalidClient(await requestToken(api, clinic, { iat: now() + 120, exp: now() + 180 }), "The assertion's iat is in the future");
   });
 
+  it('nbf more than 30 s in the future is refused in words that say what to fix; within 30 s it is accepted', async () => {
+    expectInvalidClient(await requestToken(api, clinic, { nbf: now() + 120 }), "The assertion's nbf is more than 30 s in the future by this server's clock");
+    expect((await requestToken(api, clinic, { nbf: now() + 20 })).status).toBe(200);
+  });
+
   it('wrong audience', async () => {
     expectInvalidClient(await requestToken(api, clinic, { aud: 'https://elsewhere.example.com/oauth/token' }), `The assertion's aud must be ${api.tokenUrl} or `);
   });

@@ -144,6 +144,7 @@ export interface AssertionOptions {
   sub?: string;
   iat?: number;
   exp?: number;
+  nbf?: number;
   jti?: string | null;
   alg?: string;
   kid?: string;
@@ -161,6 +162,7 @@ export async function signAssertion(clientId: string, key: KeyObject, aud: strin
     .setAudience(o.aud ?? aud)
     .setIssuedAt(o.iat ?? now)
     .setExpirationTime(o.exp ?? (o.iat ?? now) + 60);
+  if (o.nbf !== undefined) jwt.setNotBefore(o.nbf);
   return jwt.sign(key);
 }
 

@@ -120,11 +120,18 @@ export async function verifyClientAssertion(
         throw new AssertionRejected('audience not accepted', 'aud', deps.audiences, shown(unverified.aud), told);
       }
       const message = (err as Error).message;
-      const told = /^missing required/.test(message) ? `The assertion must carry ${claim}.` : claim === 'sub' ? "The assertion's sub must equal its iss, the client id." : `The assertion's ${claim} was refused: ${message}.`;
+      const told = /^missing required/.test(message)
+        ? `The assertion must carry ${claim}.`
+        : claim === 'sub'
+          ? "The assertion's sub must equal its iss, the client id."
+          : claim === 'nbf' && /timestamp check failed/.test(message)
+            ? "The assertion's nbf is more than 30 s in the future by this server's clock (the Date header): set the signing machine's clock right, or leave nbf out."
+            : `The assertion's ${claim} was refused: ${message}.`;
       throw new AssertionRejected(message, claim, undefined, claim === 'sub' ? shown(unverified.sub) : undefined, told);
     }
     if (code === 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED') throw new AssertionRejected('signature does not verify with the client key');
-    throw new AssertionRejected(`verification: ${code ?? (err as Error).message}`);
+    // A JWKS that could not be read is jose's generic error: its message says why (answered 500, too large, timed out).
+    throw new AssertionRejected(`verification: ${code === undefined || code === 'ERR_JOSE_GENERIC' ? (err as Error).message : code}`);
   }
   const now = Math.floor(Date.now() / 1000);
   const { exp, iat, jti } = payload as { exp: number; iat: number; jti: unknown };
