@@ -146,7 +146,7 @@ describe('POST /users: bodies that are not a JSON object', () => {
     expect(await api.models.ProviderUser.countDocuments({ external_provider_id: 'form' })).toBe(0);
   });
 
-  it('bytes that are not UTF-8 → 400, nothing stored (two such ids were one user); another charset → 415; UTF-8 with charset=utf-8 or a BOM is read', async () => {
+  it('bytes that are not UTF-8 → 400, nothing stored (two such ids were one user); another charset → 415; UTF-8 with charset=utf-8 or a BOM is read, two BOMs are not JSON', async () => {
     const send = (type: string, body: Buffer) => http(`${api.baseUrl}/users`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': type }, body: new Uint8Array(body) });
     const latin1 = (byte: number, tag: string) =>
       Buffer.concat([Buffer.from(`{"provider_email":"${tag}@example.com","external_provider_id":"jos`), Buffer.from([byte]), Buffer.from(`-${tag}"}`)]);
@@ -169,6 +169,12 @@ describe('POST /users: bodies that are not a JSON object', () => {
     expect((await send('application/json; charset="UTF-8"', utf8)).status).toBe(201);
     const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify(valid()))]);
     expect((await send('application/json', bom)).status).toBe(201);
+    // One BOM is a marker; a second is a character before the JSON, which JSON does not allow.
+    const twoBoms = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf, 0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify({ ...valid(), external_provider_id: `two-boms-${tag}` }))]);
+    const refused = await send('application/json', twoBoms);
+    expect(refused.status).toBe(400);
+    expect(refused.body).toMatchObject({ type: expect.stringMatching(/\/malformed-body$/), detail: 'The body is not valid JSON.' });
+    expect(await api.models.ProviderUser.countDocuments({ external_provider_id: `two-boms-${tag}` })).toBe(0);
     expect((await api.models.ProviderUser.findOne({ external_provider_id: `josé-${tag}` }).lean())?.provider_email).toBe(ok.provider_email);
   });
 

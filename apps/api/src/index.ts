@@ -1,6 +1,6 @@
 export * from './api-deps.ts';
 export * from './build-app.ts';
 export { clientErrorHandler, connectMethodHandler, expectationFailedHandler } from './error-handler.ts';
-export { repeatedMembersIn } from './json-body.ts';
+export { repeatedMembersIn } from '@connect/shared';
 export * from './shutdown.ts';
 export * from './auth/access-tokens.ts';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { fieldErrorsOf } from '@connect/shared';
-import { prototypeMembersIn } from './json-body.ts';
+import { prototypeMembersIn } from '@connect/shared';
 import { malformedStringsIn } from './validator-compiler.ts';
 
 const errorsOf = (schema: z.ZodType, value: unknown) => {

@@ -2,6 +2,7 @@ export * from './api-versions.ts';
 export * from './config.ts';
 export * from './domain-errors.ts';
 export * from './field-errors.ts';
+export * from './json-members.ts';
 export * from './enums.ts';
 export * from './events/outbox-relay.ts';
 export * from './events/queues.ts';
