@@ -73,6 +73,24 @@ describe('a row is refused in the API\'s words', () => {
     expect(!row.ok && row.error.errors).toEqual([{ path: 'foo', message: 'unknown member' }]);
   });
 
+  it('an NDJSON line giving a member twice, or holding __proto__, is refused naming it, as POST /users refuses it (JSON.parse kept the last value and imported it)', async () => {
+    const rows = await rowsOf(
+      'repeated.ndjson',
+      [
+        '{"provider_email":"nd1@example.com","external_provider_id":"a","external_provider_id":"b"}',
+        '{"provider_email":"nd5@example.com","external_provider_id":"nd5","settings":{"speech_locale":"ENGLISH_US","speech_locale":"FRENCH_FR"}}',
+        '{"provider_email":"nd6@example.com","external_provider_id":"nd6","__proto__":{"a":1}}',
+        '{"provider_email":"nd7@example.com","external_provider_id":"nd7"}',
+      ].join('\n'),
+    );
+    expect(rows.map((r) => (r.ok ? 'ok' : r.error.message))).toEqual([
+      'external_provider_id: is given more than once',
+      'settings.speech_locale: is given more than once',
+      '__proto__: unknown member',
+      'ok',
+    ]);
+  });
+
   it('a missing member "is required", as the API says it', () => {
     const row = validateRow(6, { external_provider_id: 'x', settings: { speech_locale: 'ENGLISH_US' } });
     expect(!row.ok && row.error.errors).toEqual([{ path: 'provider_email', message: 'is required' }]);

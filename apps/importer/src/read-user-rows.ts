@@ -1,7 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { createReadStream } from 'node:fs';
 import { parse } from 'csv-parse';
-import { fieldErrorsOf, upsertProviderUserBodySchema, type UpsertProviderUserBody } from '@connect/shared/contract';
+import { fieldErrorsOf, prototypeMembersIn, repeatedMembersIn, upsertProviderUserBodySchema, type UpsertProviderUserBody } from '@connect/shared/contract';
 import { maskEmailsIn } from '@connect/shared/input-rules';
 
 /** The CSV columns, in the order a template would list them. */
@@ -287,6 +287,14 @@ export async function* readNdjsonRows(path: string, progress: ReadProgress): Asy
         raw = JSON.parse(text);
       } catch {
         yield { line, raw: text.slice(0, 200), ok: false, error: { kind: 'validation', message: 'the line is not JSON' } };
+        continue;
+      }
+      // What the API refuses in a body, refused here in its words: JSON.parse keeps the last of a
+      // member given twice, and keeps `__proto__` as a member zod would name by what it holds.
+      const refused = [...repeatedMembersIn(text), ...prototypeMembersIn(text)];
+      if (refused.length > 0) {
+        const message = refused.map((e) => `${e.path}: ${e.message}`).join('; ');
+        yield { line, raw: text.slice(0, 200), ok: false, error: { kind: 'validation', message, errors: refused } };
         continue;
       }
       yield validateRow(line, raw);

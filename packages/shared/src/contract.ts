@@ -15,6 +15,7 @@ export * from './api-versions.ts';
 export * from './provider-users/provider-user-schema.ts';
 export * from './events/user-event-type.ts';
 export * from './field-errors.ts';
+export * from './json-members.ts';
 
 /** Every event type a callback can carry. */
 export const CALLBACK_EVENT_TYPES = USER_EVENT_TYPES;
