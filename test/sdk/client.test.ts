@@ -394,6 +394,19 @@ describe('a 2xx whose body is not JSON (a proxy\'s page)', () => {
   });
 });
 
+describe('an external_provider_id holding a lone surrogate', () => {
+  it('getUser and deactivateUser fail as a ConnectApiError 400 from the server, as upsertUser does, not with a URIError', async () => {
+    const sdk = client();
+    for (const id of ['\ud800', `x\udc00y-${randomUUID()}`, `😀\ud83d`]) {
+      for (const call of [() => sdk.getUser(id), () => sdk.deactivateUser(id), () => sdk.upsertUser({ provider_email: 'lone@example.com', external_provider_id: id })]) {
+        const error = await call().then(() => undefined, (err: unknown) => err);
+        expect(error, id).toBeInstanceOf(ConnectApiError);
+        expect((error as ConnectApiError).status).toBe(400);
+      }
+    }
+  });
+});
+
 describe('upsertUser outcome (X-Connect-Outcome)', () => {
   it('created, then updated, then unchanged for a request that changes nothing', async () => {
     const sdk = client();

@@ -127,7 +127,20 @@ function userPath(externalProviderId: string, method: string): string {
   if (externalProviderId === '.' || externalProviderId === '..') {
     throw new TypeError(`${method}: an external_provider_id of "${externalProviderId}" cannot be sent in a URL path (URL parsing removes "." and ".." segments); use listUsers to read it`);
   }
-  return `/users/${encodeURIComponent(externalProviderId)}`;
+  return `/users/${encodePathSegment(externalProviderId)}`;
+}
+
+/**
+ * encodeURIComponent, except that a lone surrogate (which it throws URIError on) is sent as its
+ * three bytes (WTF-8), which the server answers with a 400: a call fails as a ConnectApiError,
+ * as the same id in upsertUser's body does, not with a URIError.
+ */
+function encodePathSegment(text: string): string {
+  return text.replace(/\p{Cs}|[^\p{Cs}]+/gu, (part) => {
+    if (!/^\p{Cs}$/u.test(part)) return encodeURIComponent(part);
+    const code = part.charCodeAt(0);
+    return [0xe0 | (code >> 12), 0x80 | ((code >> 6) & 0x3f), 0x80 | (code & 0x3f)].map((b) => `%${b.toString(16).toUpperCase()}`).join('');
+  });
 }
 
 /** A URL as an error message may quote it: no user name or password, no query or fragment (either may hold a secret). */
