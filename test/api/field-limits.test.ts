@@ -59,4 +59,14 @@ describe('docs/contract.md field limits, at the limit and one past it', () => {
     expect(over.status).toBe(400);
     expect(over.body.errors.map((e: { path: string }) => e.path)).toContain('settings.specialty.other_specialty_name');
   });
+
+  it('other_specialty_name is trimmed of what shows nothing at its ends (white space, zero-width spaces, BOM), as stored and as read back; inside, it is kept', async () => {
+    const id = randomUUID();
+    const settings = { speech_locale: 'ENGLISH_US', specialty: { kind: 'OTHER', other_specialty_name: '\u3000\u00a0\u200bSports\u00a0medicine\ufeff\u200b ' } };
+    const created = await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings });
+    expect(created.status, created.text).toBe(201);
+    expect(created.body.settings.specialty.other_specialty_name).toBe('Sports\u00a0medicine');
+    expect((await getUser(api, token, id)).body.settings.specialty.other_specialty_name).toBe('Sports\u00a0medicine');
+  });
 });
+

@@ -15,6 +15,14 @@ import { emailAddressProblem } from '../email-address.ts';
  */
 const INVISIBLE = /[\s\p{Cf}\p{Cc}\p{M}\u115F\u1160\u3164\uFFA0\u2800]/gu;
 
+/** Invisible characters at either end of a text: white space, and what Unicode says to show as nothing (zero-width spaces, BOM, bidi controls, variation selectors). */
+const INVISIBLE_EDGES = /^[\s\p{Default_Ignorable_Code_Point}]+|[\s\p{Default_Ignorable_Code_Point}]+$/gu;
+
+/** A name as shown to people, trimmed of what shows nothing at its ends (String.trim stops at a zero-width space, leaving a BOM after it). */
+export function trimInvisible(text: string): string {
+  return text.replace(INVISIBLE_EDGES, '');
+}
+
 /** A text made of invisible characters only (or of nothing) is blank: no person could read or type it back. */
 export function isBlank(text: string): boolean {
   return text.replace(INVISIBLE, '').length === 0;
@@ -28,7 +36,7 @@ export const specialtyInputSchema = z
     kind: specialtyKindSchema,
     other_specialty_name: z
       .string()
-      .trim()
+      .overwrite(trimInvisible)
       .min(1, { message: 'must not be blank', abort: true })
       .max(256, 'at most 256 characters')
       .refine((s) => !isBlank(s), 'must not be blank')
