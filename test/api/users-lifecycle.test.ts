@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { eventJobOf, type ProviderUserDoc } from '@connect/shared';
 import { getToken, http, postUser, registerTestClient, startTestApi, type HttpAnswer, type TestApi, type TestClient } from '../support/harness.ts';
+import { LIST_PAGES_AT_ONCE } from '@connect/api';
 
 /**
  * The preview lifecycle (docs/api-lifecycle.md): deactivate, reactivate, list,
@@ -416,6 +417,38 @@ describe('GET {base}/users: the query of a page has a time limit in the database
     const page = await list({ limit: '200' }, bigToken);
     expect(page.status, page.text).toBe(200);
     expect(page.body.data.length).toBe(200);
+  });
+});
+
+describe('GET {base}/users: pages in flight per organization are bounded', () => {
+  it(`a third page while ${LIST_PAGES_AT_ONCE} of the organization's are in flight is 429 with Retry-After: 1, at once; another organization's page goes through; once one is answered, pages go through again`, async () => {
+    const other = await registerTestClient(api.models, { name: 'Other list hospital' });
+    const otherToken = await getToken(api, other);
+    let arrived = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    api.deps.faults.beforeListQuery = async () => {
+      arrived++;
+      await gate;
+    };
+    try {
+      const held = Array.from({ length: LIST_PAGES_AT_ONCE }, () => list({ limit: '1' }));
+      await vi.waitFor(() => expect(arrived).toBe(LIST_PAGES_AT_ONCE));
+      const third = await list({ limit: '1' });
+      expect(third.status, third.text).toBe(429);
+      expect(third.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(third.headers.get('retry-after')).toBe('1');
+      expect(third.body).toMatchObject({ type: expect.stringMatching(/\/rate-limited$/), detail: expect.stringMatching(/^At most \d list pages at once per organization/) });
+      // Another tenant is not held back by this one's pages.
+      const elsewhere = list({ limit: '1' }, otherToken);
+      await vi.waitFor(() => expect(arrived).toBe(LIST_PAGES_AT_ONCE + 1));
+      release();
+      expect((await Promise.all([...held, elsewhere])).map((r) => r.status)).toEqual(Array(LIST_PAGES_AT_ONCE + 1).fill(200));
+    } finally {
+      release();
+      delete api.deps.faults.beforeListQuery;
+    }
+    expect((await list({ limit: '1' })).status).toBe(200);
   });
 });
 

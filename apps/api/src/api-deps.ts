@@ -70,6 +70,8 @@ export interface ApiFaults {
   afterWrite?: () => void;
   /** The server-side time limit of a GET /users page's query, in place of what the request deadline leaves. */
   listMaxTimeMs?: number;
+  /** Awaited by a GET /users page before its query, once counted among the organization's pages in flight. */
+  beforeListQuery?: () => Promise<void>;
 }
 
 /**

@@ -24,8 +24,11 @@ export class UnauthorizedError extends DomainError {
 }
 
 export class RateLimitedError extends DomainError {
-  constructor(readonly retryAfterSeconds: number) {
-    super('rate-limited', 'Too many requests', 429, `Rate limit reached; retry after ${retryAfterSeconds} s.`);
+  constructor(
+    readonly retryAfterSeconds: number,
+    detail = `Rate limit reached; retry after ${retryAfterSeconds} s.`,
+  ) {
+    super('rate-limited', 'Too many requests', 429, detail);
   }
 }
 

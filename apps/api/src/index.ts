@@ -2,5 +2,6 @@ export * from './api-deps.ts';
 export * from './build-app.ts';
 export { clientErrorHandler, connectMethodHandler, expectationFailedHandler } from './error-handler.ts';
 export { repeatedMembersIn } from '@connect/shared';
+export { LIST_PAGES_AT_ONCE } from './routes/users.ts';
 export * from './shutdown.ts';
 export * from './auth/access-tokens.ts';

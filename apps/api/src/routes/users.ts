@@ -23,7 +23,7 @@ import {
 } from '@connect/shared';
 import { z } from 'zod';
 import type { ApiDeps } from '../api-deps.ts';
-import { UnsupportedMediaTypeError } from '../http-errors.ts';
+import { RateLimitedError, UnsupportedMediaTypeError } from '../http-errors.ts';
 import { decodeCursor, encodeCursor } from '../list-cursor.ts';
 import { perClientLimit } from '../rate-limits.ts';
 import { refusedUnapplied } from '../service-unavailable.ts';
@@ -45,6 +45,14 @@ const userEitherVersion = z
 const userWithSyncEitherVersion = z
   .union([providerUserWithSyncSchema, providerUserWithSyncNextSchema])
   .meta({ description: 'Under x-nabla-next the user also carries `status` and `deactivated_at`.' });
+
+/**
+ * GET {base}/users pages one organization may have in flight on one API instance. On FerretDB a
+ * page reads and sorts the whole organization (seconds at a few thousand users, up to its time
+ * limit): with no bound of its own, one tenant looping over pages inside its request budget kept
+ * the shared database busy for everyone. Past it: 429 with Retry-After: 1.
+ */
+export const LIST_PAGES_AT_ONCE = 2;
 
 const LIST_PARAMETERS = new Set([...Object.keys(listUsersQuerySchema.shape), API_VERSION_QUERY]);
 
@@ -77,6 +85,8 @@ function viewFor(user: ProviderUserDoc, version: ApiVersion) {
 
 /** Routes translate HTTP to a use case's command and its result back; the use cases do the rest (events, metrics). */
 export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Promise<void> {
+  /** GET {base}/users pages in flight per organization (LIST_PAGES_AT_ONCE). */
+  const listsInFlight = new Map<string, number>();
   const app = instance.withTypeProvider<ZodTypeProvider>();
   const onRequest = authenticate(deps, USERS_SINCE);
   const onPreviewRequest = authenticate(deps, LIFECYCLE_SINCE);
@@ -149,10 +159,24 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
       const { limit, cursor, status } = request.query;
       const bound = { org: organizationId, status: status ?? null };
       const after = cursor === undefined ? undefined : decodeCursor(deps.cursorKey, cursor, bound);
-      // The query may take what the request deadline leaves, less a second to answer: past that its
-      // result could not be sent (the request got its 503), and FerretDB would go on reading.
-      const maxTimeMS = deps.faults.listMaxTimeMs ?? Math.max(100, REQUEST_DEADLINE_MS - Math.ceil(reply.elapsedTime) - 1000);
-      const page = await listProviderUsers(deps.models, { organizationId, limit, status, after, maxTimeMS });
+      const running = listsInFlight.get(organizationId) ?? 0;
+      if (running >= LIST_PAGES_AT_ONCE) {
+        throw new RateLimitedError(1, `At most ${LIST_PAGES_AT_ONCE} list pages at once per organization; retry after 1 s, once a page in flight has been answered.`);
+      }
+      listsInFlight.set(organizationId, running + 1);
+      let page;
+      try {
+        await deps.faults.beforeListQuery?.();
+        // The query may take what the request deadline leaves, less a second to answer: past that its
+        // result could not be sent (the request got its 503), and FerretDB would go on reading.
+        const maxTimeMS = deps.faults.listMaxTimeMs ?? Math.max(100, REQUEST_DEADLINE_MS - Math.ceil(reply.elapsedTime) - 1000);
+        page = await listProviderUsers(deps.models, { organizationId, limit, status, after, maxTimeMS });
+      } finally {
+        // Counted until the database is done with the page, past a 503 at the request's deadline.
+        const left = listsInFlight.get(organizationId)! - 1;
+        if (left === 0) listsInFlight.delete(organizationId);
+        else listsInFlight.set(organizationId, left);
+      }
       return {
         data: page.users.map(toProviderUserNextView),
         next_cursor: page.nextAfter === null ? null : encodeCursor(deps.cursorKey, { ...bound, after: page.nextAfter }),
