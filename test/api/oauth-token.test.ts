@@ -3,6 +3,7 @@ import { createPublicKey, generateKeyPairSync, randomUUID, type KeyObject } from
 import { exportJWK, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { disableClient, registerClient } from '@connect/shared';
+import { MAX_KEYS_TRIED } from '@connect/api';
 import {
   http,
   postUser,
@@ -357,6 +358,18 @@ describe('POST /oauth/token: a JWKS-URL client', () => {
 
     const stranger = rsaKeyPair();
     expectInvalidClient(await tokenRequest(withAssertion(await signAssertion(client._id, stranger.privateKey, api.tokenUrl))));
+  });
+
+  it(`an assertion without kid is tried against the first ${MAX_KEYS_TRIED} keys of its algorithm only (each try costs a key import and a signature check); past them, its kid picks the key`, async () => {
+    const { port } = jwksServer.address() as { port: number };
+    const client = await registerClient(api.models, { organizationId: clinic.organization._id, jwksUrl: `http://127.0.0.1:${port}/many.json` });
+    const pairs = Array.from({ length: MAX_KEYS_TRIED + 2 }, () => rsaKeyPair());
+    jwks = { keys: await Promise.all(pairs.map(async (p, i) => ({ ...(await exportJWK(createPublicKey(p.privateKey))), kid: `k${i}`, alg: 'RS256', use: 'sig' }))) };
+    const last = pairs[MAX_KEYS_TRIED + 1]!.privateKey;
+    expect((await tokenRequest(withAssertion(await signAssertion(client._id, pairs[0]!.privateKey, api.tokenUrl)))).status).toBe(200);
+    expect((await tokenRequest(withAssertion(await signAssertion(client._id, pairs[MAX_KEYS_TRIED - 1]!.privateKey, api.tokenUrl)))).status).toBe(200);
+    expectInvalidClient(await tokenRequest(withAssertion(await signAssertion(client._id, last, api.tokenUrl))));
+    expect((await tokenRequest(withAssertion(await signAssertion(client._id, last, api.tokenUrl, { kid: `k${MAX_KEYS_TRIED + 1}` })))).status).toBe(200);
   });
 
   it('an assertion without kid signed by a key published after the set was cached is accepted: the set is fetched again, as for an unknown kid', async () => {

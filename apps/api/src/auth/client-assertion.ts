@@ -176,6 +176,9 @@ async function verifyWithAnyKey(assertion: string, key: KeyObject | RemoteKeySet
   }
 }
 
+/** Keys of a JWKS an assertion without `kid` is tried against (docs/contract.md). */
+export const MAX_KEYS_TRIED = 10;
+
 /**
  * jwtVerify with a client's key, or with its JWKS when several of its keys
  * match the assertion's header: an assertion without `kid` (the public sample
@@ -189,7 +192,11 @@ async function verifyWithCachedKeys(assertion: string, key: KeyObject | RemoteKe
     return await (typeof key === 'function' ? jwtVerify(assertion, key, options) : jwtVerify(assertion, key, options));
   } catch (err) {
     if ((err as { code?: string }).code !== 'ERR_JWKS_MULTIPLE_MATCHING_KEYS') throw err;
+    let tried = 0;
     for await (const candidate of err as errors.JWKSMultipleMatchingKeys) {
+      // Each try is a key import and a signature check: a set of 141 keys made an unsigned
+      // assertion cost ~90 ms of CPU. A rotation needs two or three; past the bound, send a kid.
+      if (++tried > MAX_KEYS_TRIED) break;
       try {
         return await jwtVerify(assertion, candidate, options);
       } catch (inner) {
