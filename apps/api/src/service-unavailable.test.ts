@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { describe, expect, it, vi } from 'vitest';
-import { createLogger } from '@connect/shared';
+import { createLogger, WriteAbandonedError } from '@connect/shared';
 import { errorHandler } from './error-handler.ts';
 import { rawExchange } from '../../../test/support/raw-exchange.ts';
 import { answerWithinDeadline, asServiceUnavailable, ServiceUnavailableError } from './service-unavailable.ts';
@@ -115,33 +115,40 @@ describe('answerWithinDeadline, a body sent slowly', () => {
 });
 
 describe('answerWithinDeadline, the handler finishing after its 503', () => {
-  it('the late reply and the late error are one warn line each, with how the handler ended, and no email, query token or credential from the URL or the error', async () => {
+  it('the late reply, the late error and the write given up are one warn line each, with how the handler ended, and no email, query token or credential from the URL or the error', async () => {
     const lines: string[] = [];
     const log = createLogger('debug', 'api', new Writable({ write: (chunk: Buffer, _enc, cb) => (lines.push(...chunk.toString().split('\n').filter(Boolean)), cb()) }));
     const app = Fastify({ loggerInstance: log }) as unknown as FastifyInstance;
     app.setErrorHandler(errorHandler);
     answerWithinDeadline(app, 300);
     let finished = 0;
-    const late = (what: 'reply' | 'throw') => async () => {
+    const late = (what: 'reply' | 'throw' | 'abandon') => async (request: FastifyRequest) => {
       await new Promise((r) => setTimeout(r, 600));
       finished++;
+      if (what === 'abandon') throw new WriteAbandonedError();
+      request.logFields = { outcome: 'updated', version: 7 };
       if (what === 'throw') throw Object.assign(new Error('E11000 duplicate key: { email_normalized: "jane.doe@example.com" } via mongodb://admin:HUNTER2@db'), { keyValue: { email_normalized: 'jane.doe@example.com' } });
       return { ok: true };
     };
     app.get('/users/:id', late('reply'));
     app.post('/users', late('throw'));
+    app.delete('/users/:id', late('abandon'));
     const origin = await app.listen({ port: 0, host: '127.0.0.1' });
     try {
       const read = await fetch(`${origin}/users/jane.doe@example.com?access_token=QUERY-TOKEN-SECRET&x=1`);
       const write = await fetch(`${origin}/users?access_token=QUERY-TOKEN-SECRET`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
-      expect([read.status, write.status]).toEqual([503, 503]);
-      // The late lines are what this is about: wait until both handlers ended and each was logged.
-      await vi.waitFor(() => expect(finished === 2 && lines.filter((l) => /handler (finished|failed) later/.test(l)).length).toBe(2), { timeout: 5000 });
-      const late = lines.filter((l) => /late_outcome/.test(l)).map((l) => JSON.parse(l) as { level: number; late_outcome: string; late_ms: number; err?: { message: string } });
+      const gone = await fetch(`${origin}/users/x`, { method: 'DELETE' });
+      expect([read.status, write.status, gone.status]).toEqual([503, 503, 503]);
+      // The late lines are what this is about: wait until the handlers ended and each was logged.
+      await vi.waitFor(() => expect(finished === 3 && lines.filter((l) => /handler (finished|failed) later|stopped there/.test(l)).length).toBe(3), { timeout: 5000 });
+      const late = lines.filter((l) => /late_outcome/.test(l)).map((l) => JSON.parse(l) as { level: number; late_outcome: string; late_ms: number; late?: object; err?: { message: string } });
       expect(late.map((l) => [l.level, l.late_outcome]).sort()).toEqual([
+        [40, 'abandoned'],
         [40, 'answered'],
         [40, 'failed'],
       ]);
+      // What landed after the 503 says what it was (the route's outcome and version).
+      expect(late.find((l) => l.late_outcome === 'answered')!.late).toEqual({ outcome: 'updated', version: 7 });
       for (const l of late) expect(l.late_ms).toBeGreaterThanOrEqual(200);
       expect(late.find((l) => l.late_outcome === 'failed')!.err!.message).toContain('E11000');
       // In their place, not beside them: Fastify's own lines (error level, a stack trace) are gone.

@@ -91,11 +91,20 @@ export class RequestTimeoutError extends DomainError {
  * request's `close` event, which Node 20 emits as soon as a request body has
  * been read, so it never fires for a POST (a body-less GET works).
  */
+/** When each request answered by a deadline got its 503 (or 408). */
+const answeredByDeadline = new WeakMap<object, number>();
+
+/**
+ * Whether the request was answered at a deadline already: its handler, still running, must send
+ * no write from then on (the caller was told to retry; docs/guarantees.md, "No lost update").
+ */
+export function answeredAtDeadline(request: FastifyRequest): boolean {
+  return answeredByDeadline.has(request);
+}
+
 export function answerWithinDeadline(app: FastifyInstance, deadlineMs = REQUEST_DEADLINE_MS): void {
   /** Requests whose answer's deadline runs (they reached preValidation). */
   const answerDeadlines = new WeakSet<object>();
-  /** When each request answered by a deadline got its 503 (or 408). */
-  const answeredByDeadline = new WeakMap<object, number>();
   const unanswered = (reply: FastifyReply) => !reply.sent && !reply.raw.headersSent;
   const answerAtDeadline = (request: FastifyRequest, reply: FastifyReply, error: Error) => {
     answeredByDeadline.set(request, performance.now());
@@ -142,12 +151,15 @@ export function answerWithinDeadline(app: FastifyInstance, deadlineMs = REQUEST_
       const late = (outcome: 'answered' | 'failed', err?: unknown) => {
         const answeredAt = answeredByDeadline.get(request);
         if (answeredAt === undefined) return false;
-        request.log.warn(
-          { late_outcome: outcome, late_ms: Math.round(performance.now() - answeredAt), ...(err === undefined ? {} : { err }) },
-          outcome === 'answered'
-            ? 'the request was answered at its deadline; its handler finished later and what it did stands (a retry of the same request settles it)'
-            : 'the request was answered at its deadline; its handler failed later',
-        );
+        const lateMs = Math.round(performance.now() - answeredAt);
+        if ((err as { code?: string } | undefined)?.code === 'CONNECT_WRITE_ABANDONED') {
+          request.log.warn({ late_outcome: 'abandoned', late_ms: lateMs }, 'the request was answered at its deadline; its handler stopped there and wrote nothing more');
+        } else if (outcome === 'answered') {
+          // What the handler did (the route's fields: outcome, version) landed after all.
+          request.log.warn({ late_outcome: outcome, late_ms: lateMs, late: request.logFields ?? undefined }, 'the request was answered at its deadline; its handler finished later and what it did stands (a retry of the same request settles it)');
+        } else {
+          request.log.warn({ late_outcome: outcome, late_ms: lateMs, err }, 'the request was answered at its deadline; its handler failed later');
+        }
         return true;
       };
       return Promise.resolve(result).then(

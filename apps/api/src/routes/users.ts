@@ -26,7 +26,7 @@ import type { ApiDeps } from '../api-deps.ts';
 import { RateLimitedError, UnsupportedMediaTypeError } from '../http-errors.ts';
 import { decodeCursor, encodeCursor } from '../list-cursor.ts';
 import { perClientLimit } from '../rate-limits.ts';
-import { refusedUnapplied } from '../service-unavailable.ts';
+import { answeredAtDeadline, refusedUnapplied } from '../service-unavailable.ts';
 import { API_VERSION_QUERY, authenticate } from './authenticate.ts';
 
 /** POST /users exists from this version on (docs/contract.md, Versioning). */
@@ -123,7 +123,13 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
     },
     async (request, reply) => {
       const { organizationId, apiVersion } = request.auth!;
-      const result = await upsertProviderUser(writeDeps, { organizationId, body: request.body, log: request.log });
+      const result = await upsertProviderUser(writeDeps, {
+        organizationId,
+        body: request.body,
+        log: request.log,
+        answered: () => answeredAtDeadline(request),
+        receivedAt: new Date(Date.now() - reply.elapsedTime),
+      });
       request.logFields = { outcome: result.outcome, reactivated: result.reactivated, version: result.user.version };
       reply.header(OUTCOME_HEADER, result.outcome);
       const view = viewFor(result.user, apiVersion);
@@ -224,6 +230,7 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
         organizationId: request.auth!.organizationId,
         externalProviderId: request.params.external_provider_id,
         log: request.log,
+        answered: () => answeredAtDeadline(request),
       });
       request.logFields = { outcome: result.outcome, version: result.user.version };
       return toProviderUserNextView(result.user);

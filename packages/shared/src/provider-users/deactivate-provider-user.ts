@@ -4,13 +4,15 @@ import type { KeyedLock } from '../keyed-lock.ts';
 import { collectionsOf, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc } from '../models/models.ts';
 import { statusEventOf } from './provider-user-view.ts';
 import { RecentUsers } from './recent-users.ts';
-import type { WriteLog, WritePorts } from './write-ports.ts';
+import { stopIfAnswered, type WriteLog, type WritePorts } from './write-ports.ts';
 
 export interface DeactivateProviderUserCommand {
   organizationId: string;
   externalProviderId: string;
   /** The request's logger: lines about this write then carry its request id. */
   log?: WriteLog;
+  /** Whether the request has its answer already: from then on no write of it is sent (upsert-provider-user.ts). */
+  answered?: () => boolean;
 }
 
 export interface DeactivateResult {
@@ -56,6 +58,7 @@ async function decideAndWrite(deps: DeactivateDeps, cmd: DeactivateProviderUserC
   const { organizationId, externalProviderId } = cmd;
   const key = RecentUsers.keyOf(organizationId, externalProviderId);
   return deps.lock.run(key, async () => {
+    stopIfAnswered(cmd.answered);
     const users = collectionsOf(deps.models).providerUsers;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const now = deps.now?.() ?? new Date();
@@ -69,6 +72,7 @@ async function decideAndWrite(deps: DeactivateDeps, cmd: DeactivateProviderUserC
       // The outbox slot moves with updated_at: the outbox sweep finds unpublished events by it.
       const state = { status: 'deactivated' as const, deactivated_at: now, updated_at: now, outbox_slot: outboxSlotOf(now), version, last_event };
       const change = { ...state, status_event: statusEventOf(last_event, { ...existing, ...state }) };
+      stopIfAnswered(cmd.answered);
       const res = await users.updateOne({ _id: existing._id, version: existing.version }, { $set: change });
       if (res.matchedCount === 1) {
         const user = { ...existing, ...change };

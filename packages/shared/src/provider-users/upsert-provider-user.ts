@@ -7,16 +7,25 @@ import { emailMatchKey } from '../email-address.ts';
 import { collectionsOf, isDuplicateKeyError, outboxSlotOf, statusOf, type LastEvent, type Models, type ProviderUserDoc, type StatusEvent } from '../models/models.ts';
 import { mergeSettings, sameSettings } from './merge-settings.ts';
 import { RecentUsers, type UncachedRequest } from './recent-users.ts';
-import type { WriteLog } from './write-ports.ts';
 import type { UpsertProviderUserBody } from './provider-user-schema.ts';
 import { statusEventOf, toProviderUserNextView } from './provider-user-view.ts';
-import type { WritePorts } from './write-ports.ts';
+import { stopIfAnswered, type WriteLog, type WritePorts } from './write-ports.ts';
 
 export interface UpsertProviderUserCommand {
   organizationId: string;
   body: UpsertProviderUserBody;
   /** The request's logger, for what only an operator can settle (its lines then carry the request id). */
   log?: WriteLog;
+  /**
+   * Whether the request has its answer already (the API's 503 at its deadline): from then on no
+   * write of it is sent (WriteAbandonedError). See docs/guarantees.md, "No lost update".
+   */
+  answered?: () => boolean;
+  /**
+   * When the request arrived: a write-first update lands only on a user last written before it,
+   * so that, sent before a 503 and applied late, it cannot overwrite a write made after the 503.
+   */
+  receivedAt?: Date;
 }
 
 export type UpsertOutcome = 'created' | 'updated' | 'unchanged';
@@ -82,6 +91,8 @@ async function decideAndWrite(deps: UpsertDeps, cmd: UpsertProviderUserCommand):
   const { organizationId, body } = cmd;
   const key = RecentUsers.keyOf(organizationId, body.external_provider_id);
   return deps.lock.run(key, async () => {
+    // Its turn may come after its answer (held behind writes of the same user, or a slow database).
+    stopIfAnswered(cmd.answered);
     const recent = deps.recent;
     const held = recent?.get(key);
     if (!recent || held) return readAndDecide(deps, cmd, key, held);
@@ -150,6 +161,7 @@ async function readAndDecide(deps: UpsertDeps, cmd: UpsertProviderUserCommand, k
         // again dates the claim anew. Not released: that other create's user may hold it now.
         if (claims.clock() - claimedAt > CLAIM_STALE_MS / 2) continue;
       }
+      stopIfAnswered(cmd.answered);
       try {
         await users.insertOne(user);
       } catch (err) {
@@ -205,6 +217,7 @@ async function readAndDecide(deps: UpsertDeps, cmd: UpsertProviderUserCommand, k
     const last_event: LastEvent = { id: randomUUID(), type, occurred_at: now, version };
     const state = { settings, updated_at: now, outbox_slot: outboxSlotOf(now), version, status: 'active' as const, deactivated_at: null, last_event };
     const change = reactivated ? { ...state, status_event: statusEventOf(last_event, { ...existing, ...state }) } : { ...state, ...statusEventLeftBehind(existing) };
+    stopIfAnswered(cmd.answered);
     const res = await users.updateOne({ _id: existing._id, version: existing.version }, { $set: change });
     if (res.matchedCount === 1) {
       const user = { ...existing, ...change };
@@ -261,6 +274,8 @@ async function updateInOneStep(deps: UpsertDeps, cmd: UpsertProviderUserCommand)
       external_provider_id: body.external_provider_id,
       // A one-value $in: FerretDB would push a second equality down and combine two indexes (docs/guarantees.md).
       email_normalized: { $in: [emailMatchKey(body.provider_email)] },
+      // Not over a write made after this request arrived: applied late (after a 503), it would undo it.
+      ...(cmd.receivedAt ? { updated_at: { $lt: cmd.receivedAt } } : {}),
       status: { $ne: 'deactivated' },
       'settings.speech_locale': { $exists: true },
       ...secondary,

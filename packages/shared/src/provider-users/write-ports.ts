@@ -18,6 +18,24 @@ export interface UserEventPublisher {
   recheckLater?(key: UserKey, log?: WriteLog): void;
 }
 
+/**
+ * A write whose request was answered already (a 503 at the API's deadline): it is not sent, and
+ * not tried again. The caller was told to retry; a write of this request landing after that
+ * retry, or after another write the caller made meanwhile, would put back what they replaced.
+ */
+export class WriteAbandonedError extends Error {
+  readonly code = 'CONNECT_WRITE_ABANDONED';
+  constructor() {
+    super('the request was answered at its deadline before this write was sent: not sent');
+    this.name = 'WriteAbandonedError';
+  }
+}
+
+/** Throws WriteAbandonedError once `answered()` says the request has its answer. */
+export function stopIfAnswered(answered: (() => boolean) | undefined): void {
+  if (answered?.()) throw new WriteAbandonedError();
+}
+
 /** A request's logger (pino's fits): what a write's side effects say about it carries its request id. */
 export interface WriteLog {
   warn(obj: object, msg: string): void;
