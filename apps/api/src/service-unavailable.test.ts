@@ -12,6 +12,8 @@ describe('asServiceUnavailable', () => {
       { name: 'MongoServerSelectionError', message: 'Server selection timed out after 10000 ms' },
       { name: 'MongoNetworkTimeoutError', message: 'connection 3 to 127.0.0.1:27017 timed out' },
       { name: 'MongooseServerSelectionError', message: 'x' },
+      { name: 'Error', code: 'EPIPE', message: 'This socket has been ended by the other party' },
+      { name: 'Error', code: 'ECONNRESET', message: 'read ECONNRESET' },
       { name: 'Error', message: 'Command timed out' },
       { name: 'Error', message: "Stream isn't writeable and enableOfflineQueue options is false" },
       { name: 'Error', message: 'Connection is closed.' },

@@ -35,6 +35,13 @@ export class ServiceUnavailableError extends DomainError {
  */
 export const refusedUnapplied = new WeakSet<FastifyRequest>();
 
+/**
+ * A socket's own errors, raised as they are by a driver whose server went away mid-operation
+ * (FerretDB killed: a plain Error with code EPIPE, "This socket has been ended by the other
+ * party", which answered 500 in a chaos run).
+ */
+const SOCKET_ERROR_CODES = new Set(['EPIPE', 'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+
 /** ioredis's own words for a connection that is gone or does not answer (its errors have no codes). */
 const REDIS_UNAVAILABLE = /^(Command timed out|Connection is closed|Stream isn't writeable|Socket timeout|Reached the max retries per request)/;
 
@@ -53,7 +60,7 @@ export function asServiceUnavailable(error: { name?: string; code?: string; mess
   if ((error as { codeName?: string }).codeName === 'MaxTimeMSExpired') {
     return new ServiceUnavailableError('The request did not complete in time; the database is slow. Retry shortly.', 5);
   }
-  if (/^Mongo/.test(error.name ?? '') || /^Mongoose/.test(error.name ?? '')) {
+  if (/^Mongo/.test(error.name ?? '') || /^Mongoose/.test(error.name ?? '') || SOCKET_ERROR_CODES.has(error.code ?? '')) {
     return new ServiceUnavailableError('A datastore did not answer; retry shortly.', 1);
   }
   if (error.name === 'MaxRetriesPerRequestError' || REDIS_UNAVAILABLE.test(error.message ?? '')) {
