@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import { PUBLISH_WARN_EVERY_MS } from '@connect/shared';
 import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
 import { getToken, registerTestClient, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
@@ -58,6 +59,7 @@ describe('Toxiproxy between the API and Redis', () => {
     const clinic = await registerTestClient(api.models);
     const token = await getToken(api, clinic);
     const warnedBefore = api.logs.lines.filter((l) => l.includes(NOT_PUBLISHED)).length;
+    const failuresBefore = (await api.deps.metrics.publishFailures.get()).values[0]?.value ?? 0;
     // The API publishes each event after answering: under a black hole, the fault stays on until a
     // publish has met it (it fails after the API's Redis command timeout) and the worker's sweep has
     // published the events (it leaves them to the API for their first 5 s). Healed earlier, the
@@ -77,10 +79,14 @@ describe('Toxiproxy between the API and Redis', () => {
       // Nothing the API sent reached Redis: its publishes failed, and the events arrived through the worker's sweep.
       expect(worker.logs.lines.filter((l) => l.includes('outbox sweep published events')).length).toBeGreaterThan(sweptBefore);
       // Each failed publish's line carries the request id of the write it follows.
-      const lines = api.logs.lines.map((l) => JSON.parse(l) as { reqId?: string; msg: string; req?: { method?: string } });
+      const lines = api.logs.lines.map((l) => JSON.parse(l) as { reqId?: string; msg: string; time: number });
       const warned = lines.filter((l) => l.msg === NOT_PUBLISHED).slice(warnedBefore);
       expect(warned.length).toBeGreaterThan(0);
       for (const w of warned) expect(lines.some((l) => l.reqId !== undefined && l.reqId === w.reqId && l.msg === 'request completed'), JSON.stringify(w)).toBe(true);
+      // One line per 10 s, not one per write: every failed publish is counted, fewer are logged.
+      const failures = ((await api.deps.metrics.publishFailures.get()).values[0]?.value ?? 0) - failuresBefore;
+      expect(failures).toBeGreaterThan(warned.length);
+      for (let i = 1; i < warned.length; i++) expect(warned[i]!.time - warned[i - 1]!.time).toBeGreaterThanOrEqual(PUBLISH_WARN_EVERY_MS);
     }
   });
 });

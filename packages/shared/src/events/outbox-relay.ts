@@ -77,6 +77,9 @@ const SAFETY_LAG_MS = 30_000;
  * fan-out. Their slots are newer than SAFETY_LAG_MS, so the cursor cannot pass them meanwhile.
  */
 export const SWEEP_GRACE_MS = 5_000;
+/** publishSoon logs a failure at most once per this long (the publish-failure counter counts each). */
+export const PUBLISH_WARN_EVERY_MS = 10_000;
+
 /** At most an hour of slots per pass; a backlog is worked through in passes back to back. */
 const MAX_SLOTS_PER_PASS = 360;
 /** Ten minutes of empty slots in a row: look up the next slot with a user instead of walking on. */
@@ -279,6 +282,8 @@ export class OutboxRelay {
   }
 
   private readonly rechecks = new Map<string, NodeJS.Timeout>();
+  /** When publishSoon last logged a failure, and the failures since that it did not log. */
+  private publishWarned = { at: -Infinity, unsaid: 0 };
 
   /**
    * A write the database did not answer in time may land later than the sweep allows for
@@ -319,7 +324,16 @@ export class OutboxRelay {
     const p = this.publish(user)
       .catch((err: Error) => {
         this.deps.onPublishFailure?.();
-        log.warn({ err: err.message, event_id: user.last_event.id }, 'event not published yet; the sweep will retry');
+        // While Redis is down every write fails here: one line per PUBLISH_WARN_EVERY_MS (with the
+        // request id of the write it follows, and how many were left unsaid since), not one per write.
+        const t = Date.now();
+        if (t - this.publishWarned.at < PUBLISH_WARN_EVERY_MS) {
+          this.publishWarned.unsaid++;
+          return;
+        }
+        const repeated = this.publishWarned.unsaid;
+        this.publishWarned = { at: t, unsaid: 0 };
+        log.warn({ err: err.message, event_id: user.last_event.id, ...(repeated > 0 ? { repeated } : {}) }, 'event not published yet; the sweep will retry');
       })
       .finally(() => this.inFlight.delete(p));
     this.inFlight.add(p);
