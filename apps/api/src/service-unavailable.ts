@@ -77,6 +77,17 @@ export class RequestTimeoutError extends DomainError {
   }
 }
 
+/** When each request answered by a deadline got its 503 (or 408). */
+const answeredByDeadline = new WeakMap<object, number>();
+
+/**
+ * Whether the request was answered at a deadline already: its handler, still running, must send
+ * no write from then on (the caller was told to retry; docs/guarantees.md, "No lost update").
+ */
+export function answeredAtDeadline(request: FastifyRequest): boolean {
+  return answeredByDeadline.has(request);
+}
+
 /**
  * Answers every request in bounded time. Two deadlines of REQUEST_DEADLINE_MS each:
  *
@@ -89,26 +100,16 @@ export class RequestTimeoutError extends DomainError {
  *
  * The 503 counts only the server's own time: counted from arrival, a body sent slowly that
  * finished just before 10 s got a 503 blaming a datastore that took 15 ms, and its write landed.
- * Whatever the request was doing carries on. When its handler ends, its late answer is dropped
- * with one warn line saying how it ended (`late_outcome`: `answered` — a write may have landed
- * after its 503 — or `failed`, with the error), in place of Fastify's own "Reply was already
- * sent" or "Promise errored, but reply.sent = true was set" at error level with a stack trace.
+ * Whatever the request was doing carries on, but sends no write from then on (answeredAtDeadline).
+ * When its handler ends, its late answer is dropped with one warn line saying how it ended
+ * (`late_outcome`: `answered` — a write sent before the 503 landed —, `failed` with the error,
+ * or `abandoned`), in place of Fastify's own "Reply was already sent" or "Promise errored, but
+ * reply.sent = true was set" at error level with a stack trace.
  *
  * Not Fastify's own `handlerTimeout` (5.12): it clears its timer on the
  * request's `close` event, which Node 20 emits as soon as a request body has
  * been read, so it never fires for a POST (a body-less GET works).
  */
-/** When each request answered by a deadline got its 503 (or 408). */
-const answeredByDeadline = new WeakMap<object, number>();
-
-/**
- * Whether the request was answered at a deadline already: its handler, still running, must send
- * no write from then on (the caller was told to retry; docs/guarantees.md, "No lost update").
- */
-export function answeredAtDeadline(request: FastifyRequest): boolean {
-  return answeredByDeadline.has(request);
-}
-
 export function answerWithinDeadline(app: FastifyInstance, deadlineMs = REQUEST_DEADLINE_MS): void {
   /** Requests whose answer's deadline runs (they reached preValidation). */
   const answerDeadlines = new WeakSet<object>();
