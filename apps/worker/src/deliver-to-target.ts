@@ -351,7 +351,8 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       const message = `internal error: ${maskEmailsIn((err as Error).message ?? String(err))}`;
       deps.metrics?.deliveries.inc({ target: targetName, outcome: 'internal' });
       // One line per target and error every 10 s, not one per job: an outage with a backlog wrote thousands.
-      internalError(`${targetName} ${message}`, { event_id: data.event.id, target: targetName, err: message, attempt, parked: lastAttempt && token !== undefined }, 'delivery could not run (our own failure, not the target\'s)');
+      // Numbers aside (the driver names each connection: "connection 12 to ... closed"), or each was a line of its own.
+      internalError(`${targetName} ${message.replace(/\d+/g, '#')}`, { event_id: data.event.id, target: targetName, err: message, attempt, parked: lastAttempt && token !== undefined }, 'delivery could not run (our own failure, not the target\'s)');
       if (lastAttempt && token !== undefined) {
         await job.moveToDelayed(Date.now() + parkMs, token);
         throw new DelayedError();
