@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KeyedLock, upsertProviderUser, type ProviderUserDoc } from '@connect/shared';
-import { getToken, getUser, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
+import { getToken, getUser, http, postUser, registerTestClient, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 
 let api: TestApi;
 let clinic: TestClient;
@@ -106,6 +106,45 @@ describe('POST /users: one address in two Unicode spellings is one address (docs
     expect(res.outcome).toBe('updated');
     expect(res.user.provider_email).toBe(nfd);
     expect(published.map((u) => u.version)).toEqual([2]);
+  });
+});
+
+describe('POST /users: addresses stored by an earlier version that this one reads or refuses otherwise (docs/operations.md, Upgrading)', () => {
+  /** A user as an earlier version stored it: its address as sent, its key that address lower-cased only. */
+  async function storedEarlier(tag: string, email: string) {
+    const id = `${tag}-earlier`;
+    // Written beside the API (which then holds no copy of it in its cache of recent users), then given the earlier shape.
+    const deps = { models: api.models, lock: new KeyedLock(), publisher: { publishSoon: () => undefined } };
+    await upsertProviderUser(deps, { organizationId: clinic.organization._id, body: { provider_email: `plain.${tag}@example.com`, external_provider_id: id } });
+    await api.models.ProviderUser.updateOne({ organization_id: clinic.organization._id, external_provider_id: id }, { $set: { provider_email: email, email_normalized: email.toLowerCase() } });
+    return id;
+  }
+
+  it('a create of another id with the very spelling an earlier version stored decomposed is 409 email-conflict, not a second user (the unique index knows the earlier key only)', async () => {
+    const tag = randomUUID().slice(0, 8);
+    const nfd = `rene\u0301e.${tag}@example.com`;
+    await storedEarlier(tag, nfd);
+    const twin = await postUser(api, token, { provider_email: nfd, external_provider_id: `${tag}-twin` });
+    expect(twin.status, JSON.stringify(twin.body)).toBe(409);
+    expect(twin.body.type).toMatch(/\/email-conflict$/);
+    expect(await stored(`${tag}-twin`)).toBeNull();
+  });
+
+  it('an address refused for new users (an invisible character, a full-width domain letter) is 400 naming provider_email on a create; a user stored with it earlier is updated, deactivated and reactivated with it', async () => {
+    for (const email of [`vs16\ufe0f.${randomUUID().slice(0, 8)}@example.com`, `fw.${randomUUID().slice(0, 8)}@\uff45xample.com`]) {
+      const created = await postUser(api, token, { provider_email: email, external_provider_id: `new-${randomUUID()}` });
+      expect(created.status, JSON.stringify(created.body)).toBe(400);
+      expect(created.body.errors).toEqual([{ path: 'provider_email', message: expect.stringMatching(/^must be a valid email address: /) }]);
+
+      const id = await storedEarlier(randomUUID().slice(0, 8), email);
+      const updated = await postUser(api, token, { provider_email: email, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } });
+      expect([updated.status, updated.body.version], JSON.stringify(updated.body)).toEqual([200, 2]);
+      const deactivated = await http(`${api.baseUrl}/users/${encodeURIComponent(id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${token}`, 'x-nabla-api-version': 'x-nabla-next' } });
+      expect(deactivated.status).toBe(200);
+      const reactivated = await postUser(api, token, { provider_email: email, external_provider_id: id });
+      expect([reactivated.status, reactivated.headers.get('x-connect-outcome'), reactivated.body.version]).toEqual([200, 'updated', 4]);
+      expect(reactivated.body.provider_email).toBe(email);
+    }
   });
 });
 

@@ -8,10 +8,11 @@
 const ATEXT = "\\-A-Za-z0-9!#$%&'*+/=?^_`{|}~";
 // An internationalized address (RFC 6531) may hold any non-ASCII character in its local part.
 const LOCAL_PART = new RegExp(`^[${ATEXT}\\u0080-\\u{10FFFF}]+(?:\\.[${ATEXT}\\u0080-\\u{10FFFF}]+)*$`, 'u');
-// Spaces, controls, format characters (zero-width ones), surrogates and unassigned code points;
-// what Unicode says to show as nothing (variation selectors, the combining grapheme joiner, Hangul
-// fillers) and the braille blank: look-alikes of an address that holds none of them.
-const INVISIBLE = /[\s\p{C}\p{Default_Ignorable_Code_Point}\u2800]/u;
+// Spaces, controls, format characters (zero-width ones), surrogates and unassigned code points.
+const INVISIBLE = /[\s\p{C}]/u;
+// What Unicode says to show as nothing besides (variation selectors, the combining grapheme joiner,
+// Hangul fillers) and the braille blank: look-alikes of an address that holds none of them.
+const SHOWS_NOTHING = /[\p{Default_Ignorable_Code_Point}\u2800]/u;
 // A combining mark with nothing of its own part to combine with: first in the local part or in a label.
 const LEADING_MARK = /(?:^|[.@])\p{M}/u;
 // Characters a host name's mapping (UTS 46, the URL parser's) turns into others: full-width and
@@ -60,16 +61,12 @@ export function emailAddressProblem(address: string): string | undefined {
   const domain = address.slice(at + 1);
   if (local === '') return 'must be a valid email address: nothing comes before the "@"';
   if (INVISIBLE.test(address)) return 'must be a valid email address: it holds a space, a control or an invisible character';
-  if (LEADING_MARK.test(address)) return 'must be a valid email address: a combining mark (an accent alone) begins its part of the address';
   if (local.includes('@')) return 'must be a valid email address: it has more than one "@"';
   if (!LOCAL_PART.test(local)) {
     if (local.startsWith('.') || local.endsWith('.') || local.includes('..')) return 'must be a valid email address: the part before the "@" may not start or end with a dot, or hold two dots in a row';
     return 'must be a valid email address: the part before the "@" holds a character addresses may not ("(),:;<>[]\\" and quotes)';
   }
   if (domain === '') return 'must be a valid email address: nothing comes after the "@"';
-  if (IDEOGRAPHIC_DOTS.test(domain) || domain.normalize('NFKC') !== domain.normalize('NFC')) {
-    return 'must be a valid email address: the domain holds a character that stands for another (a full-width or styled letter or digit, an ideographic full stop); write it with the plain one';
-  }
   const ascii = asciiHostName(domain);
   const labels = ascii?.split('.') ?? [];
   if (ascii === undefined || !labels.every((label) => LDH_LABEL.test(label))) {
@@ -77,5 +74,21 @@ export function emailAddressProblem(address: string): string | undefined {
   }
   if (labels.length < 2) return 'must be a valid email address: the domain needs a dot (example.com, not example)';
   if (ALL_DIGITS.test(labels.at(-1)!)) return 'must be a valid email address: the domain must be a host name, not an IP address';
+  return undefined;
+}
+
+/**
+ * Why a valid address (emailAddressProblem) may not be a new user's, in words for the sender, or
+ * undefined: it would look like another address, or reach another domain than it reads as
+ * (docs/contract.md, "Email addresses"). Only creates are refused for it: a user stored before
+ * this rule with such an address can still be updated, reactivated and deactivated with it.
+ */
+export function lookAlikeEmailProblem(address: string): string | undefined {
+  if (SHOWS_NOTHING.test(address)) return 'must be a valid email address: it holds a space, a control or an invisible character';
+  if (LEADING_MARK.test(address)) return 'must be a valid email address: a combining mark (an accent alone) begins its part of the address';
+  const domain = address.slice(address.lastIndexOf('@') + 1);
+  if (IDEOGRAPHIC_DOTS.test(domain) || domain.normalize('NFKC') !== domain.normalize('NFC')) {
+    return 'must be a valid email address: the domain holds a character that stands for another (a full-width or styled letter or digit, an ideographic full stop); write it with the plain one';
+  }
   return undefined;
 }
