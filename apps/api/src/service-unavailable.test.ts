@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { describe, expect, it, vi } from 'vitest';
 import { createLogger, WriteAbandonedError } from '@connect/shared';
 import { errorHandler } from './error-handler.ts';
@@ -99,6 +99,25 @@ describe('answerWithinDeadline, a body sent slowly', () => {
     }
   });
 
+  it('the time a hook held the request before its body was read counts: held 400 ms of a 600 ms deadline, a handler answering 300 ms later is too late (503); it was 200, the deadline starting afresh', async () => {
+    const app = Fastify();
+    app.setErrorHandler(errorHandler);
+    answerWithinDeadline(app, 600);
+    // A sign-in check waiting on a database that does not answer, then the handler's own wait.
+    app.addHook('onRequest', (_request, _reply, done) => void setTimeout(done, 400));
+    app.post('/users', async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      return { ok: true };
+    });
+    const origin = await app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const res = await fetch(`${origin}/users`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      expect(res.status).toBe(503);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('a request held by a hook before its body is read (a rate limit waiting on Redis): 503 when the first deadline passes', async () => {
     const app = Fastify();
     app.setErrorHandler(errorHandler);
@@ -124,33 +143,38 @@ describe('answerWithinDeadline, the handler finishing after its 503', () => {
     app.setErrorHandler(errorHandler);
     answerWithinDeadline(app, 300);
     let finished = 0;
-    const late = (what: 'reply' | 'throw' | 'abandon') => async (request: FastifyRequest) => {
+    const late = (what: 'reply' | 'send' | 'throw' | 'abandon') => async (request: FastifyRequest, reply: FastifyReply) => {
       await new Promise((r) => setTimeout(r, 600));
       finished++;
       if (what === 'abandon') throw new WriteAbandonedError();
       request.logFields = { outcome: 'updated', version: 7 };
+      // As POST /users answers: a status of its own, and the body sent through the reply.
+      if (what === 'send') return reply.status(201).send({ ok: true });
       if (what === 'throw') throw Object.assign(new Error('E11000 duplicate key: { email_normalized: "jane.doe@example.com" } via mongodb://admin:HUNTER2@db'), { keyValue: { email_normalized: 'jane.doe@example.com' } });
       return { ok: true };
     };
     app.get('/users/:id', late('reply'));
     app.post('/users', late('throw'));
     app.delete('/users/:id', late('abandon'));
+    app.put('/users/:id', late('send'));
     const origin = await app.listen({ port: 0, host: '127.0.0.1' });
     try {
       const read = await fetch(`${origin}/users/jane.doe@example.com?access_token=QUERY-TOKEN-SECRET&x=1`);
       const write = await fetch(`${origin}/users?access_token=QUERY-TOKEN-SECRET`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
       const gone = await fetch(`${origin}/users/x`, { method: 'DELETE' });
-      expect([read.status, write.status, gone.status]).toEqual([503, 503, 503]);
+      const sent = await fetch(`${origin}/users/y`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{}' });
+      expect([read.status, write.status, gone.status, sent.status]).toEqual([503, 503, 503, 503]);
       // The late lines are what this is about: wait until the handlers ended and each was logged.
-      await vi.waitFor(() => expect(finished === 3 && lines.filter((l) => /handler (finished|failed) later|stopped there/.test(l)).length).toBe(3), { timeout: 5000 });
+      await vi.waitFor(() => expect(finished === 4 && lines.filter((l) => /handler (finished|failed) later|stopped there/.test(l)).length).toBe(4), { timeout: 5000 });
       const late = lines.filter((l) => /late_outcome/.test(l)).map((l) => JSON.parse(l) as { level: number; late_outcome: string; late_ms: number; late?: object; err?: { message: string } });
       expect(late.map((l) => [l.level, l.late_outcome]).sort()).toEqual([
         [40, 'abandoned'],
         [40, 'answered'],
+        [40, 'answered'],
         [40, 'failed'],
       ]);
       // What landed after the 503 says what it was (the route's outcome and version).
-      expect(late.find((l) => l.late_outcome === 'answered')!.late).toEqual({ outcome: 'updated', version: 7 });
+      for (const l of late.filter((l) => l.late_outcome === 'answered')) expect(l.late).toEqual({ outcome: 'updated', version: 7 });
       for (const l of late) expect(l.late_ms).toBeGreaterThanOrEqual(200);
       expect(late.find((l) => l.late_outcome === 'failed')!.err!.message).toContain('E11000');
       // In their place, not beside them: Fastify's own lines (error level, a stack trace) are gone.
