@@ -124,6 +124,49 @@ describe('GET /openapi.json: OpenAPI 3.1 generated from the zod schemas', () => 
     expect(doc.servers[0].description).toMatch(/paths carry the base path/);
   });
 
+  it('documents the operational endpoints (/livez, /readyz, /metrics) as they answer, with no token, and the request header X-Request-Id on every operation (an OpenAPI audit found them missing)', async () => {
+    const doc = (await http(`${api.origin}/openapi.json`)).body;
+    expect((await new Validator().validate(doc)).valid).toBe(true);
+    for (const [path, operationId] of [['/livez', 'getLivez'], ['/readyz', 'getReadyz'], ['/metrics', 'getMetrics']] as const) {
+      const op = doc.paths[path]?.get;
+      expect(op, path).toMatchObject({ operationId, security: [], tags: ['operations'] });
+      // What the endpoint really answers is what the document says it answers.
+      const res = await fetch(`${api.origin}${path}`);
+      const documented = op.responses[String(res.status)];
+      expect(documented, `${path} answered ${res.status}`).toBeDefined();
+      const type = res.headers.get('content-type')!.split(';')[0]!;
+      expect(Object.keys(documented.content), path).toEqual([type]);
+      if (type === 'application/json') {
+        const body = (await res.json()) as Record<string, unknown>;
+        const schema = documented.content[type].schema;
+        expect(Object.keys(body).sort(), path).toEqual(Object.keys(schema.properties).sort());
+        expect(schema.properties.status.enum).toContain(body.status);
+      } else {
+        expect(await res.text()).toMatch(/^# HELP /m);
+      }
+      // Every GET answers HEAD too, as the description says.
+      expect((await fetch(`${api.origin}${path}`, { method: 'HEAD' })).status, `HEAD ${path}`).toBe(res.status);
+    }
+    expect(doc.paths['/readyz'].get.responses['503'].content['application/problem+json']).toBeDefined();
+    expect(doc.tags.map((t: { name: string }) => t.name)).toContain('operations');
+    expect(doc.info.description).toMatch(/HEAD/);
+
+    for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, { parameters?: { in: string; name: string; schema: { pattern: string } }[] }>>)) {
+      for (const [method, op] of Object.entries(ops)) {
+        const header = op.parameters?.find((p) => p.in === 'header' && p.name.toLowerCase() === 'x-request-id');
+        expect(header, `${method} ${path}`).toBeDefined();
+        // The pattern is the one the server keeps an id by: a matching id comes back, another is replaced.
+        const pattern = new RegExp(header!.schema.pattern);
+        expect(pattern.test('req-1.A_b')).toBe(true);
+        expect(pattern.test('not an id')).toBe(false);
+      }
+    }
+    const kept = await fetch(`${api.origin}/livez`, { headers: { 'x-request-id': 'req-1.A_b' } });
+    expect(kept.headers.get('x-request-id')).toBe('req-1.A_b');
+    const replaced = await fetch(`${api.origin}/livez`, { headers: { 'x-request-id': 'not an id' } });
+    expect(replaced.headers.get('x-request-id')).not.toBe('not an id');
+  });
+
   it('/docs serves the documentation page', async () => {
     const res = await fetch(`${api.origin}/docs`, { redirect: 'follow' });
     expect(res.status).toBe(200);

@@ -140,6 +140,57 @@ function oneSchemaPerType(doc: Json): void {
   renameRefs(schemas, takeName);
 }
 
+/** The request header the server takes as the request's id when it is well formed (build-app.ts, genReqId). */
+const REQUEST_ID_PARAMETER = {
+  name: 'X-Request-Id',
+  in: 'header',
+  required: false,
+  description: "An id for this request, kept as the request's id in the server's log and echoed in the answer's `X-Request-Id`; one that does not match the pattern is replaced by a generated one.",
+  schema: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,128}$' },
+};
+
+const HEALTH_OK = {
+  type: 'object',
+  required: ['status'],
+  properties: { status: { type: 'string', enum: ['ok'] } },
+};
+const READINESS_CHECKS = {
+  type: 'object',
+  required: ['mongodb', 'redis'],
+  properties: { mongodb: { type: 'string', enum: ['ok', 'down'] }, redis: { type: 'string', enum: ['ok', 'down'] } },
+};
+
+/**
+ * The operational endpoints outside the base path (docs/contract.md, Outside {base}), which a load
+ * balancer, an orchestrator or Prometheus calls: no token, no API version. Their routes are hidden
+ * from the generator (they have no zod schemas), so they are written out here.
+ */
+function operationalPaths(): Json {
+  const operation = (operationId: string, summary: string, description: string, responses: Json): Json => ({
+    get: { operationId, summary, description, tags: ['operations'], security: [], parameters: [REQUEST_ID_PARAMETER], responses },
+  });
+  return {
+    '/livez': operation('getLivez', 'Liveness', 'The process answers. It checks nothing else: restart the process when this fails.', {
+      '200': { description: 'The process answers.', content: { 'application/json': { schema: HEALTH_OK } } },
+    }),
+    '/readyz': operation(
+      'getReadyz',
+      'Readiness',
+      'MongoDB and Redis answer. 503 when one refuses or has left the process\'s watch of it 5 s without an answer, and while the process shuts down: stop routing requests here meanwhile. Answers within about half a second.',
+      {
+        '200': { description: 'Ready.', content: { 'application/json': { schema: { ...HEALTH_OK, required: ['status', 'checks'], properties: { ...HEALTH_OK.properties, checks: READINESS_CHECKS } } } } },
+        '503': {
+          description: 'Not ready (`…/not-ready`): `checks` names the datastore that does not answer; `detail` says when the process is shutting down.',
+          content: { 'application/problem+json': { schema: { allOf: [PROBLEM, { type: 'object', properties: { checks: READINESS_CHECKS } }] } } },
+        },
+      },
+    ),
+    '/metrics': operation('getMetrics', 'Prometheus metrics', "The API's metrics in the Prometheus text format (no tenant data).", {
+      '200': { description: 'Prometheus text exposition format 0.0.4.', content: { 'text/plain': { schema: { type: 'string' } } } },
+    }),
+  };
+}
+
 /**
  * The generated document, finished with what the wire really carries
  * (docs/contract.md): errors under the base path are `application/problem+json`
@@ -158,6 +209,7 @@ export function finishOpenApi(doc: Json, basePath: string): Json {
     if (!path.startsWith(basePath)) continue;
     for (const [method, op] of Object.entries(ops) as [string, Json][]) {
       op.parameters ??= [];
+      if (!op.parameters.some((p: Json) => p.in === 'header' && p.name.toLowerCase() === 'x-request-id')) op.parameters.push(REQUEST_ID_PARAMETER);
       if (!op.parameters.some((p: Json) => p.in === 'query' && p.name === 'nabla-api-version')) {
         // The versions the operation answers in, as its header says (docs.ts).
         const header = op.parameters.find((p: Json) => p.in === 'header' && p.name === 'x-nabla-api-version');
@@ -221,5 +273,7 @@ export function finishOpenApi(doc: Json, basePath: string): Json {
       }
     }
   }
+  doc.paths = { ...doc.paths, ...operationalPaths() };
+  doc.tags = [...(doc.tags ?? []), { name: 'operations', description: 'Health and metrics, for load balancers, orchestrators and Prometheus' }];
   return doc;
 }
