@@ -97,5 +97,27 @@ describe('Logs: pino JSON with a request id; no credentials, emails masked', () 
     expect(completed('req-refused-4')).toMatchObject({ res: { statusCode: 400 }, problem: 'malformed-body' });
     expect(completed('req-refused-5')).toMatchObject({ res: { statusCode: 400 }, oauth_error: 'invalid_request' });
   });
+
+  it('probes and scrapes (/livez, /readyz, /metrics, GET or HEAD) answered 200 are logged at debug, not info: a probe every 10 s was 8,640 info lines a day', async () => {
+    const probes = [
+      ['GET', '/livez'],
+      ['HEAD', '/livez'],
+      ['GET', '/readyz'],
+      ['GET', '/metrics'],
+    ] as const;
+    for (const [method, path] of probes) {
+      const res = await fetch(`${api.origin}${path}`, { method, headers: { 'x-request-id': `probe-${method}-${path.slice(1)}` } });
+      expect(res.status, `${method} ${path}`).toBe(200);
+    }
+    // A request after them, at info: once its line is written, the probes' lines are too (written in order).
+    await http(`${api.origin}/no-such-path`, { headers: { 'x-request-id': 'after-probes' } });
+    const lines = () => api.logs.lines.map((l) => JSON.parse(l) as { reqId?: string; level: number; msg: string; res?: { statusCode: number } });
+    await expect.poll(() => lines().some((l) => l.reqId === 'after-probes' && l.msg === 'request completed' && l.level === 30)).toBe(true);
+    for (const [method, path] of probes) {
+      const own = lines().filter((l) => l.reqId === `probe-${method}-${path.slice(1)}`);
+      expect(own.find((l) => l.msg === 'request completed'), `${method} ${path}`).toMatchObject({ level: 20, res: { statusCode: 200 } });
+      expect(own.filter((l) => l.level >= 30), `${method} ${path}`).toEqual([]);
+    }
+  });
 });
 

@@ -177,6 +177,8 @@ describe('Rate limiting while Redis is down', () => {
     await redis.stop();
     const res = await postUser(api, token, body());
     expect(res.status).toBe(201);
-    expect((await http(`${api.origin}/readyz`)).status).toBe(503);
+    expect((await http(`${api.origin}/readyz`, { headers: { 'x-request-id': 'readyz-down' } })).status).toBe(503);
+    // A probe that fails is logged at info, as any refusal (a successful one only at debug: logging.test.ts).
+    await expect.poll(() => api.logs.lines.map((l) => JSON.parse(l) as { reqId?: string; level: number; msg: string }).find((l) => l.reqId === 'readyz-down' && l.msg === 'request completed')?.level).toBe(30);
   });
 });

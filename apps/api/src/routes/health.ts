@@ -5,8 +5,8 @@ import { sendProblem } from '../error-handler.ts';
 
 /** Liveness: the process answers. Readiness: MongoDB and Redis answer too (docs/contract.md, Outside {base}). */
 export async function healthRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
-  app.get('/livez', { schema: { hide: true } }, async () => ({ status: 'ok' }));
-  app.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
+  app.get('/livez', { schema: { hide: true }, config: { polled: true } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { schema: { hide: true }, config: { polled: true } }, async (_request, reply) => {
     // A refusal is "down" at once; a slow answer is not, until the watch has waited 5 s for one (answersNow).
     const [mongo, redis] = await Promise.all([
       answersNow('MongoDB', () => deps.mongo.db!.admin().ping(), deps.datastores),

@@ -12,7 +12,7 @@ export function observeRequestDurations(app: FastifyInstance, deps: ApiDeps): vo
 /** GET /metrics in Prometheus text. */
 export async function metricsRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
   const { metrics } = deps;
-  app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
+  app.get('/metrics', { schema: { hide: true }, config: { polled: true } }, async (_request, reply) => {
     reply.type(metrics.registry.contentType);
     return metrics.registry.metrics();
   });
