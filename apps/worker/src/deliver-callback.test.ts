@@ -64,6 +64,19 @@ describe('deliverCallback classifies the answer', () => {
     expect(await deliverCallback(target(`/status/${s}`), event)).toMatchObject({ kind: 'permanent', status: s, error: `HTTP ${s}` });
   });
 
+  it("a refusal from a receiver whose clock (its Date header) is over 30 s from the signature's names the clocks: a 401 alone dead-lettered every callback of a skewed worker with nothing to go by (a clock audit)", async () => {
+    // The worker's clock 61 s ahead of the receiver's (this machine's, which dates its answer).
+    const ahead = await deliverCallback(target('/status/401'), event, { now: () => new Date(Date.now() + 61_000) });
+    expect(ahead).toMatchObject({ kind: 'permanent', status: 401 });
+    expect((ahead as { error: string }).error).toMatch(/^HTTP 401 \(the receiver's clock is 6\d s behind the worker's, by its Date header: a signature timestamp that far from its clock is refused; set the clocks right \(NTP\), then replay\)$/);
+    const behind = await deliverCallback(target('/status/403'), event, { now: () => new Date(Date.now() - 5 * 60_000) });
+    expect((behind as { error: string }).error).toMatch(/^HTTP 403 \(the receiver's clock is (29\d|30\d) s ahead of the worker's/);
+    // Clocks within 30 s, a 5xx, or a success: nothing said.
+    expect(await deliverCallback(target('/status/401'), event, { now: () => new Date(Date.now() + 20_000) })).toMatchObject({ error: 'HTTP 401' });
+    expect(await deliverCallback(target('/status/503'), event, { now: () => new Date(Date.now() + 61_000) })).toMatchObject({ error: 'HTTP 503' });
+    expect(await deliverCallback(target('/status/200'), event, { now: () => new Date(Date.now() + 61_000) })).toMatchObject({ kind: 'success' });
+  });
+
   it('reads Retry-After on a retryable answer', async () => {
     expect(await deliverCallback(target('/status/503/retry'), event)).toMatchObject({ kind: 'retryable', retryAfterMs: 7000 });
   });

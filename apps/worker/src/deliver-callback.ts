@@ -104,13 +104,15 @@ const MAX_DRAINED_BODY = 64 * 1024;
 export async function deliverCallback(target: DownstreamTarget, event: UserEvent, options: DeliverCallbackOptions = {}): Promise<CallbackOutcome> {
   const now = options.now ?? (() => new Date());
   const rawBody = JSON.stringify(callbackBodyOf(event));
+  const signedAt = now();
   const signature =
     target.scheme === 'standard-webhooks'
-      ? signStandardWebhooks(event.id, rawBody, target.secrets, now())
-      : signNablaConnect(rawBody, target.secrets, now());
+      ? signStandardWebhooks(event.id, rawBody, target.secrets, signedAt)
+      : signNablaConnect(rawBody, target.secrets, signedAt);
   const started = Date.now();
   let status: number;
   let retryAfter: string | null = null;
+  let receiverDate: string | null = null;
   try {
     const res = await request(target.url, {
       method: 'POST',
@@ -126,6 +128,8 @@ export async function deliverCallback(target: DownstreamTarget, event: UserEvent
     status = res.statusCode;
     const header = res.headers['retry-after'];
     retryAfter = (Array.isArray(header) ? header[0] : header) ?? null;
+    const date = res.headers['date'];
+    receiverDate = (Array.isArray(date) ? date[0] : date) ?? null;
     // The body is never read into a log or a row; a bounded drain lets the connection be reused.
     await res.body.dump({ limit: MAX_DRAINED_BODY }).catch(() => undefined);
   } catch (err) {
@@ -136,7 +140,24 @@ export async function deliverCallback(target: DownstreamTarget, event: UserEvent
   if ((status >= 500 && status < 600) || RETRYABLE_STATUSES.has(status)) {
     return { kind: 'retryable', status, error: `HTTP ${status}`, retryAfterMs: parseRetryAfter(retryAfter, now()), durationMs };
   }
-  return { kind: 'permanent', status, error: `HTTP ${status}${permanentNote(status)}`, durationMs };
+  return { kind: 'permanent', status, error: `HTTP ${status}${permanentNote(status)}${clockNote(status, receiverDate, signedAt.getTime() + durationMs)}`, durationMs };
+}
+
+/** Clocks further apart than this are named in a refusal's error (a Date header is to the second). */
+const CLOCKS_APART_MS = 30_000;
+
+/**
+ * A refusal (4xx) from a receiver whose clock, by its `Date` header, is far from the one that
+ * dated the signature: receivers refuse a signature timestamp too far from their own clock
+ * (`@connect/receiver`: 60 s for nabla-connect, 5 minutes for Standard Webhooks), and the 401 alone
+ * said nothing of it (a clock audit dead-lettered every callback so, with only "HTTP 401" to go by).
+ */
+export function clockNote(status: number, receiverDate: string | null, answeredAt: number): string {
+  if (status < 400 || status >= 500 || receiverDate === null) return '';
+  const theirs = Date.parse(receiverDate);
+  if (!Number.isFinite(theirs) || Math.abs(theirs - answeredAt) <= CLOCKS_APART_MS) return '';
+  const apart = Math.round(Math.abs(theirs - answeredAt) / 1000);
+  return ` (the receiver's clock is ${apart} s ${theirs < answeredAt ? 'behind' : 'ahead of'} the worker's, by its Date header: a signature timestamp that far from its clock is refused; set the clocks right (NTP), then replay)`;
 }
 
 /** Answers that point elsewhere: a signed body is never carried to a host nobody configured (above). */
