@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, OutboxRelay, outboxSlotOf, SWEEP_CURSOR_ID, SWEEP_GRACE_MS, type ProviderUserDoc } from '@connect/shared';
 import { startOutboxSweep } from '@connect/worker';
-import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
+import { getToken, LogCapture, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import type { CommandStartedEvent } from 'mongodb';
 import { filtersOn, watchCommands } from '../support/watched-commands.ts';
 import { eventually, sleep } from './callback-receiver.ts';
@@ -102,6 +102,29 @@ describe('outbox sweep', () => {
     expect((await cursor())?.slot_done).toBe(outboxSlotOf(at - 30_000) - 1);
     expect((await api.deps.queue.getJob(victim.last_event.id))?.data.event.id).toBe(victim.last_event.id);
     expect(await api.deps.relay.publishedAmong([victim.last_event.id, 'never-published'])).toEqual(new Set([victim.last_event.id]));
+  });
+
+  it('a cursor ahead of the clock (moved by a clock that ran a month ahead, set right since): it warns, reads the last hour again, and publishes an event written since in a slot it had passed (a clock audit found such events never published)', async () => {
+    // A clock stopped a minute ahead, as in the test above: the users are past the grace and the lag.
+    const now = Date.now() + 60_000;
+    const ahead = outboxSlotOf(now + 31 * 24 * 3600_000);
+    await api.models.RelayCursor.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: ahead } }, { upsert: true });
+    const victim = (await api.models.ProviderUser.findOne({ external_provider_id: ids[2] }).lean<ProviderUserDoc>())!;
+    await api.deps.queue.getJob(victim.last_event.id).then((job) => job?.remove());
+    expect(await api.deps.relay.publishedAmong([victim.last_event.id])).toEqual(new Set());
+
+    const logs = new LogCapture();
+    const relay = new OutboxRelay({ models: api.models, queue: api.deps.queue, log: createLogger('debug', 'sweep-test', logs), now: () => new Date(now) });
+    const pass = await relay.sweep(500);
+    expect(pass).toMatchObject({ failed: false });
+    expect((await api.deps.queue.getJob(victim.last_event.id))?.data.event.id).toBe(victim.last_event.id);
+    const warned = logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => String(l.msg).startsWith('the outbox sweep had passed slots that have not ended'));
+    expect(warned).toEqual([expect.objectContaining({ level: 40, slot_done: ahead, rewound_to: outboxSlotOf(now - 3600_000) - 1 })]);
+    // Back where the clock says: the slots that have settled, not a month ahead.
+    expect((await cursor())?.slot_done).toBe(outboxSlotOf(now - 30_000) - 1);
+    // The next pass has nothing to say about it.
+    await relay.sweep(500);
+    expect(logs.lines.filter((l) => l.includes('the outbox sweep had passed slots'))).toHaveLength(1);
   });
 
   it('a backlog of settled slots (a worker down for days): passes back to back, jumps over empty stretches, and publishes what is behind them', async () => {

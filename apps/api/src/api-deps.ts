@@ -13,6 +13,10 @@ import {
   mongoConnectionOptions,
   OutboxRelay,
   RecentUsers,
+  databaseTime,
+  referenceClock,
+  type ReferenceClock,
+  type ReferenceClockOptions,
   type Config,
   type DatastoreWatch,
   type Models,
@@ -41,6 +45,8 @@ export interface ApiDeps {
   deliveryQueues: Queue[];
   metrics: ApiMetrics;
   relay: OutboxRelay;
+  /** Dates writes (`updated_at`, the outbox slot): this machine's clock set by the database's (reference-clock.ts). */
+  clock: ReferenceClock;
   /** What write use cases hand their events to: the relay, behind the test-only fault hook. */
   publisher: UserEventPublisher;
   lock: KeyedLock;
@@ -104,6 +110,8 @@ export interface ApiDepsOptions {
   clientKeys?: Partial<ClientKeyOptions>;
   /** The users this process remembers, and how it picks an update's first step (recent-users.ts); 2,000, learning, by default. */
   recentUsers?: RecentUsers;
+  /** The reference clock's measurement (tests skew this machine's clock with `local`). */
+  clock?: ReferenceClockOptions;
 }
 
 export async function createApiDeps(config: Readonly<Config>, log: Logger, options: ApiDepsOptions = {}): Promise<ApiDeps> {
@@ -119,12 +127,16 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
   const deliveryQueues = config.downstreamTargets.map((t) => new Queue(deliveryQueueName(t.name), { connection: redis, prefix: config.queuePrefix }));
   for (const q of deliveryQueues) q.on('error', (err) => warnRepeated('deliveries queue', { queue: q.name, err: err.message }, 'deliveries queue error'));
   // The relay reports its failures to a metric; the unpublished gauge asks the relay only when scraped, after both exist.
+  const clock = referenceClock(databaseTime(mongo.db!.admin()), log, options.clock);
+  // Measured before the first write or pass is dated by it.
+  await clock.measure();
   const metrics: ApiMetrics = createApiMetrics({
+    clockOffsetMs: () => clock.offsetMs(),
     queues: [queue, ...deliveryQueues],
     targetQueues: config.downstreamTargets.map((t, i) => ({ target: t.name, queue: deliveryQueues[i]! })),
     unpublished: () => relay.unpublishedCount(),
   });
-  const relay = new OutboxRelay({ models, queue, log, onPublishFailure: () => metrics.publishFailures.inc(), targetNames: config.downstreamTargets.map((t) => t.name) });
+  const relay = new OutboxRelay({ models, queue, log, now: clock.now, onPublishFailure: () => metrics.publishFailures.inc(), targetNames: config.downstreamTargets.map((t) => t.name) });
   const faults = options.faults ?? {};
   const publisher: UserEventPublisher = {
     publishSoon: (user, log) => {
@@ -154,6 +166,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     deliveryQueues,
     metrics,
     relay,
+    clock,
     publisher,
     lock: new KeyedLock(),
     recent: options.recentUsers ?? new RecentUsers(2_000),
@@ -172,6 +185,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
       stopping = true;
       // Before the connections close, which it would report as an outage.
       datastores.stop();
+      clock.stop();
       await relay.drain();
       await queue.close().catch(() => undefined);
       await Promise.all(deliveryQueues.map((q) => q.close().catch(() => undefined)));

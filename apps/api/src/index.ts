@@ -5,4 +5,4 @@ export { repeatedMembersIn } from '@connect/shared';
 export { LIST_PAGES_AT_ONCE } from './routes/users.ts';
 export * from './shutdown.ts';
 export * from './auth/access-tokens.ts';
-export { MAX_KEYS_TRIED } from './auth/client-assertion.ts';
+export { MAX_KEYS_TRIED, USED_ASSERTION_KEPT_MS } from './auth/client-assertion.ts';

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Queue } from 'bullmq';
-import { boundedRead, SCRAPE_WAIT_MS, type ProviderUserMetrics } from '@connect/shared';
+import { boundedRead, clockOffsetGaugeOptions, SCRAPE_WAIT_MS, type ProviderUserMetrics } from '@connect/shared';
 
 export interface ApiMetrics {
   registry: Registry;
@@ -61,6 +61,8 @@ export interface ApiMetricsDeps {
   targetQueues: { target: string; queue: Queue }[];
   /** Events not yet published (see OutboxRelay.unpublishedCount). */
   unpublished: () => Promise<{ count: number; capped: boolean }>;
+  /** The database's clock minus this machine's (reference-clock.ts). */
+  clockOffsetMs?: () => number;
   /** How often the database-backed gauges are refreshed at most (default 15 s). */
   refreshMs?: number;
 }
@@ -148,6 +150,7 @@ export function createApiMetrics(deps: ApiMetricsDeps): ApiMetrics {
       });
     },
   });
+  if (deps.clockOffsetMs) new Gauge({ ...clockOffsetGaugeOptions(deps.clockOffsetMs), registers: [registry] });
   const unpublished = new BackgroundValue(deps.unpublished, deps.refreshMs ?? 15_000);
   new Gauge({
     name: 'connect_outbox_unpublished_events',

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { boundedRead, listenOn, SCRAPE_WAIT_MS, TARGET_STATES, type DeliveryQueues, type TargetHealth } from '@connect/shared';
+import { boundedRead, clockOffsetGaugeOptions, listenOn, SCRAPE_WAIT_MS, TARGET_STATES, type DeliveryQueues, type ReferenceClock, type TargetHealth } from '@connect/shared';
 
 export interface DeliveryMetrics {
   registry: Registry;
@@ -13,9 +13,10 @@ export interface DeliveryMetrics {
 /** The outcomes `connect_deliveries_total` counts. */
 export const DELIVERY_OUTCOMES = ['delivered', 'retry', 'held', 'failed', 'superseded', 'internal'] as const;
 
-export function createDeliveryMetrics(): DeliveryMetrics {
+export function createDeliveryMetrics(clock?: Pick<ReferenceClock, 'offsetMs'>): DeliveryMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'connect_worker_' });
+  if (clock) new Gauge({ ...clockOffsetGaugeOptions(() => clock.offsetMs()), registers: [registry] });
   return {
     registry,
     deliveries: new Counter({

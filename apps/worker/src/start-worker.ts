@@ -119,7 +119,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
   );
   const purge = startRetentionPurge(
     { models: deps.models, redis: deps.queueRedis, queuePrefix: config.queuePrefix, log, queues: deps.deliveries },
-    { retentionMs: options.deliveryRetentionMs, intervalMs: options.purgeIntervalMs },
+    { retentionMs: options.deliveryRetentionMs, intervalMs: options.purgeIntervalMs, now: deps.clock.now },
   );
   const datastores = watchDatastores(
     [

@@ -12,7 +12,10 @@ import {
   HeldStates,
   mongoConnectionOptions,
   OutboxRelay,
+  databaseTime,
+  referenceClock,
   TargetHealth,
+  type ReferenceClock,
   type Config,
   type Models,
   type RedisClient,
@@ -44,6 +47,8 @@ export interface WorkerDeps {
   /** Target states shared by every worker process (Redis). */
   health: TargetHealth;
   relay: OutboxRelay;
+  /** Dates what the worker compares with the API's dates (the sweep, the purge, target health): this machine's clock set by the database's (reference-clock.ts). */
+  clock: ReferenceClock;
   metrics: DeliveryMetrics;
   closeQueues(): Promise<void>;
   closeRedis(): Promise<void>;
@@ -67,10 +72,14 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
   const eventsQueue = createEventsQueue(producerRedis, config.queuePrefix);
   const deliveries = new DeliveryQueues(queueRedis, config.queuePrefix, config.downstreamTargets, opts.policy);
   for (const q of [eventsQueue, ...deliveries.all()] as Queue[]) q.on('error', (err) => warnRepeated('queue', { queue: q.name, err: err.message }, 'queue error'));
+  const clock = referenceClock(databaseTime(mongo.db!.admin()), log, opts.clock);
+  // Measured before the first write or pass is dated by it.
+  await clock.measure();
   const relay = new OutboxRelay({
     models,
     queue: eventsQueue,
     log,
+    now: clock.now,
     targetNames: config.downstreamTargets.map((t) => t.name),
     beforeCursorMoves: (slot, stored) => markSwept(queueRedis, config.queuePrefix, slot, stored),
   });
@@ -87,9 +96,10 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
     eventsQueue,
     deliveries,
     store: new DeliveryStore(models),
-    health: new TargetHealth(queueRedis, config.queuePrefix, Date.now, new HeldStates(collectionsOf(models).targetStates)),
+    health: new TargetHealth(queueRedis, config.queuePrefix, clock.nowMs, new HeldStates(collectionsOf(models).targetStates)),
     relay,
-    metrics: createDeliveryMetrics(),
+    clock,
+    metrics: createDeliveryMetrics(clock),
     closeQueues: async () => {
       await Promise.allSettled([eventsQueue.close(), deliveries.close()]);
     },
@@ -98,6 +108,9 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
       // commands queued until a reconnection), holding the stop to the end of the grace period.
       await Promise.allSettled([workerRedis, queueRedis, producerRedis].map(async (r) => (r.status === 'ready' ? r.quit().catch(() => r.disconnect()) : r.disconnect())));
     },
-    closeMongo: () => mongo.close(),
+    closeMongo: () => {
+      clock.stop();
+      return mongo.close();
+    },
   };
 }

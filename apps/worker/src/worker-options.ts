@@ -1,9 +1,11 @@
 import { z } from 'zod';
 import { workerHealthEnvShape } from './health-server.ts';
-import { checkDeliveryPolicyEnv, DEFAULT_DELIVERY_POLICY, deliveryPolicyEnvShape, deliveryPolicyOf, envDecimal, envInteger, parseEnv, type DeliveryPolicy } from '@connect/shared';
+import { checkDeliveryPolicyEnv, DEFAULT_DELIVERY_POLICY, deliveryPolicyEnvShape, deliveryPolicyOf, envDecimal, envInteger, parseEnv, type DeliveryPolicy, type ReferenceClockOptions } from '@connect/shared';
 
 /** Tunables of the worker process. Defaults suit production; tests shorten the delays. */
 export interface WorkerOptions {
+  /** The reference clock's measurement (tests skew this machine's clock with `local`). */
+  clock?: ReferenceClockOptions;
   /**
    * Deliveries run at once per target and per process (each target has its own
    * queue and worker): a slow target holds at most this many slots, its own.

@@ -9,6 +9,14 @@ import { isStorableText } from '../validator-compiler.ts';
 export const ASSERTION_ALGORITHMS = ['RS256', 'PS256', 'ES256', 'EdDSA'];
 const MAX_LIFETIME_S = 300;
 const SKEW_S = 30;
+/**
+ * How long a used assertion's guard row outlives the assertion (its `expires_at`, when the purge
+ * or MongoDB's TTL index deletes it, is exp + 30 s + this). This API refuses an expired assertion
+ * by its own clock; the row is deleted by the database's. An API clock more than 30 s behind would
+ * take as unexpired an assertion whose row was gone, and it could be used again (a clock audit did
+ * it with a worker 5 minutes ahead). An hour covers clocks that far apart (docs/guarantees.md, Clocks).
+ */
+export const USED_ASSERTION_KEPT_MS = 3600_000;
 const EXPIRED = "The assertion has expired (its exp is past by this server's clock): sign a new one for each token request.";
 
 /** What the caller hears when the refusal must not say why: unknown client, disabled, wrong key. */
@@ -148,7 +156,7 @@ export async function verifyClientAssertion(
   try {
     await collectionsOf(deps.models).usedAssertions.insertOne({
       _id: `${iss}:${jti}`,
-      expires_at: new Date((exp + SKEW_S) * 1000),
+      expires_at: new Date((exp + SKEW_S) * 1000 + USED_ASSERTION_KEPT_MS),
     });
   } catch (err) {
     if (isDuplicateKeyError(err)) throw new AssertionRejected('replayed jti', 'jti', undefined, undefined, 'This assertion was used already (its jti): sign a new one, with a new jti, for each token request.');

@@ -90,7 +90,7 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
   const app = instance.withTypeProvider<ZodTypeProvider>();
   const onRequest = authenticate(deps, USERS_SINCE);
   const onPreviewRequest = authenticate(deps, LIFECYCLE_SINCE);
-  const writeDeps = { models: deps.models, lock: deps.lock, recent: deps.recent, emailClaims: deps.emailClaims, publisher: deps.publisher, metrics: deps.metrics.writes };
+  const writeDeps = { models: deps.models, lock: deps.lock, recent: deps.recent, emailClaims: deps.emailClaims, publisher: deps.publisher, metrics: deps.metrics.writes, now: deps.clock.now };
 
   app.post(
     '/users',
@@ -128,7 +128,7 @@ export async function usersRoutes(instance: FastifyInstance, deps: ApiDeps): Pro
         body: request.body,
         log: request.log,
         answered: () => answeredAtDeadline(request),
-        receivedAt: new Date(Date.now() - reply.elapsedTime),
+        receivedAt: new Date(deps.clock.nowMs() - reply.elapsedTime),
       });
       request.logFields = { outcome: result.outcome, reactivated: result.reactivated, version: result.user.version };
       reply.header(OUTCOME_HEADER, result.outcome);

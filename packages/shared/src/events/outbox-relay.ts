@@ -61,7 +61,7 @@ import type { ChainableCommander } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { GroupCommit } from '../group-commit.ts';
-import { collectionsOf, outboxSlotOf, type DeliveryDoc, type Models, type ProviderUserDoc, type RelayCursorDoc } from '../models/models.ts';
+import { collectionsOf, OUTBOX_SLOT_MS, outboxSlotOf, type DeliveryDoc, type Models, type ProviderUserDoc, type RelayCursorDoc } from '../models/models.ts';
 import { findByIds } from '../models/find-by-ids.ts';
 import type { UserKey, WriteLog } from '../provider-users/write-ports.ts';
 import { eventJobOf, type UserEventJob } from './user-event.ts';
@@ -70,6 +70,8 @@ export const SWEEP_CURSOR_ID = 'outbox-sweep';
 /** Users with no `outbox_slot` (missing or null): only documents from before it existed (the type says every user has one). */
 const NO_SLOT = { outbox_slot: null } as unknown as Filter<ProviderUserDoc>;
 const SAFETY_LAG_MS = 30_000;
+/** How far back the sweep reads again when it finds its cursor ahead of the reference clock. */
+const CURSOR_AHEAD_REWIND_MS = 3600_000;
 /**
  * The sweep leaves events younger than this to the API, which publishes them right after its write.
  * Without it a sweep could read a user between the write and the API's enqueue (no job, no Delivery
@@ -431,7 +433,20 @@ export class OutboxRelay {
     const now = this.nowMs();
     // The last slot that ended before the safety lag: only those can be passed for good.
     const settled = outboxSlotOf(now - SAFETY_LAG_MS) - 1;
-    const cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
+    let cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
+    // Two workers' clocks differ by a fraction of a second (reference-clock.ts): one slot of leeway.
+    if (typeof cursor?.slot_done === 'number' && cursor.slot_done > settled + 1) {
+      // Passed slots that had not settled: it was moved by a clock ahead of this one (a worker's own
+      // clock, before the reference clock; the database's clock set back since). Writes dated since fall
+      // in slots it passed, and would never be looked at: read the last CURSOR_AHEAD_REWIND_MS again.
+      const back = outboxSlotOf(now - CURSOR_AHEAD_REWIND_MS) - 1;
+      this.deps.log.warn(
+        { slot_done: cursor.slot_done, settled, ahead_s: Math.round(((cursor.slot_done - settled) * OUTBOX_SLOT_MS) / 1000), rewound_to: back },
+        'the outbox sweep had passed slots that have not ended by the reference clock (a clock ran ahead); it reads the last hour again',
+      );
+      await relayCursors.updateOne({ _id: SWEEP_CURSOR_ID, slot_done: cursor.slot_done }, { $set: { slot_done: back } });
+      cursor = await relayCursors.findOne({ _id: SWEEP_CURSOR_ID });
+    }
     const stored = typeof cursor?.slot_done === 'number' ? cursor.slot_done : undefined;
     const from = await this.firstUnsweptSlot(cursor, now);
     const { slots, lastSlot } = await this.readSlots(from, outboxSlotOf(now), batchSize);
