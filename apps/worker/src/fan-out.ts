@@ -28,15 +28,20 @@ export function createFanOut(deps: FanOutDeps & { giveUpNeverDelayMs?: number })
   // Fan-outs running at once share their writes: rows in one insertMany (a row that exists
   // already is fine: inserted once), jobs in one addBulk (each with its own deduplication).
   const rows = new GroupCommit<DeliveryDoc>((docs) => deps.store.insertPending(docs));
-  const jobs = new GroupCommit<{ job: DeliveryJob; folded?: boolean }>(async (batch) => {
-    const folded = await deps.deliveries.enqueueMany(batch.map((b) => b.job));
+  const jobs = new GroupCommit<{ job: DeliveryJob; priority: number; folded?: boolean }>(async (batch) => {
+    const folded = await deps.deliveries.enqueueMany(
+      batch.map((b) => b.job),
+      batch.map((b) => b.priority),
+    );
     batch.forEach((b, i) => (b.folded = folded[i]));
   });
   return async (job: Job<UserEventJob>, token?: string): Promise<{ targets: number }> => {
     try {
       // Inside the try: a payload that never parses is parked like any other failure, never dropped.
       const { user_id, event, created } = parseUserEventJob(job.data);
-      const adds = deps.targets.map((target): { job: DeliveryJob; folded?: boolean } => ({ job: { user_id, target: target.name, event, created } }));
+      // The event's priority (a bulk organization's, org-pace.ts) goes on to its deliveries.
+      const priority = job.priority ?? 0;
+      const adds = deps.targets.map((target): { job: DeliveryJob; priority: number; folded?: boolean } => ({ job: { user_id, target: target.name, event, created }, priority }));
       await Promise.all([...deps.targets.map((target) => rows.push(deps.store.pendingRow({ userId: user_id, target: target.name, event }))), ...adds.map((a) => jobs.push(a))]);
       // A job that went into one already there: that one may have settled the rows below the version
       // it sent before this event's row landed. Best effort: the retention pass settles what this misses.

@@ -5,6 +5,7 @@ export * from './field-errors.ts';
 export * from './json-members.ts';
 export * from './enums.ts';
 export * from './events/outbox-relay.ts';
+export * from './events/org-pace.ts';
 export * from './events/queues.ts';
 export * from './events/redis-connection.ts';
 export * from './events/lua-script.ts';

@@ -103,15 +103,16 @@ export class DeliveryQueues {
    * in the jobs' order, whether each went into a job already there for its (user, target): BullMQ
    * then answers that job's id (one waiting took it in, or it is kept for after one running).
    */
-  async enqueueMany(jobs: readonly DeliveryJob[]): Promise<boolean[]> {
+  async enqueueMany(jobs: readonly DeliveryJob[], priorities: readonly number[] = []): Promise<boolean[]> {
     const folded = jobs.map(() => false);
     const byTarget = new Map<string, number[]>();
     jobs.forEach((j, i) => byTarget.set(j.target, [...(byTarget.get(j.target) ?? []), i]));
     await Promise.all(
       [...byTarget].map(async ([target, indexes]) => {
         const queue = this.queueOf(target);
-        const list = indexes.map((i) => ({ job: jobs[i]!, jobId: deliveryIdOf(jobs[i]!.event.id, target) }));
-        const added = await queue.addBulk(list.map(({ job, jobId }) => ({ name: job.event.type, data: job, opts: dedupOptions(job, jobId) })));
+        const list = indexes.map((i) => ({ job: jobs[i]!, jobId: deliveryIdOf(jobs[i]!.event.id, target), priority: priorities[i] ?? 0 }));
+        // A bulk organization's event keeps its priority here (org-pace.ts): its deliveries go after other organizations'.
+        const added = await queue.addBulk(list.map(({ job, jobId, priority }) => ({ name: job.event.type, data: job, opts: { ...dedupOptions(job, jobId), ...(priority > 0 ? { priority } : {}) } })));
         added.forEach((a, k) => (folded[indexes[k]!] = a.id !== list[k]!.jobId));
         await liftFoldedIntoResync(queue, added);
       }),
@@ -133,7 +134,7 @@ export class DeliveryQueues {
     );
   }
 
-  /** Prioritized jobs waiting for the target: only resync adds those. */
+  /** Prioritized jobs waiting for the target: a resync's, and a bulk organization's (which a resync then waits behind). */
   async waitingAtLowPriority(target: string): Promise<number> {
     const { prioritized = 0 } = await this.queueOf(target).getJobCounts('prioritized');
     return prioritized;

@@ -61,6 +61,7 @@ import type { ChainableCommander } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { GroupCommit } from '../group-commit.ts';
+import { OrgPace } from './org-pace.ts';
 import { collectionsOf, OUTBOX_SLOT_MS, outboxSlotOf, type DeliveryDoc, type Models, type ProviderUserDoc, type RelayCursorDoc } from '../models/models.ts';
 import { findByIds } from '../models/find-by-ids.ts';
 import type { UserKey, WriteLog } from '../provider-users/write-ports.ts';
@@ -99,6 +100,8 @@ export interface OutboxRelayDeps {
   queue: Queue<UserEventJob>;
   log: Logger;
   now?: () => Date;
+  /** Who publishes in bulk (org-pace.ts); one of its own by default. */
+  pace?: OrgPace;
   /** Called when a publish right after a write fails (a metric). */
   onPublishFailure?: () => void;
   /** When a write of unknown outcome is looked at again (RECHECK_DELAYS_MS; tests shorten them). */
@@ -139,23 +142,27 @@ export interface SweepResult {
 export class OutboxRelay {
   private readonly inFlight = new Set<Promise<unknown>>();
   /** Jobs go to BullMQ in batches of whatever arrived while the last batch was in flight. */
-  private readonly jobs: GroupCommit<UserEventJob>;
+  private readonly jobs: GroupCommit<{ job: UserEventJob; priority: number }>;
+  /** Who publishes in bulk: their events go after everyone else's (org-pace.ts). */
+  private readonly pace: OrgPace;
   /** The count's seeks (readSlots): from a slot, the next one that held a user, all between settled and empty. */
   private readonly countSeeks = new LRUCache<number, number>({ max: 1000, ttl: COUNT_SEEK_TTL_MS });
 
   constructor(private readonly deps: OutboxRelayDeps) {
+    this.pace = deps.pace ?? new OrgPace();
+    const optionsOf = (job: UserEventJob, priority: number) => (priority > 0 ? { jobId: job.event.id, priority } : { jobId: job.event.id });
     this.jobs = new GroupCommit(async (jobs) => {
       // A batch of one (the usual batch below saturation) goes by queue.add: addBulk builds an
       // ioredis pipeline, whose constructor copies every BullMQ script command (about a fifth
       // of addBulk's CPU in a profile of the API under updates). Same job, same jobId.
-      if (jobs.length === 1) await deps.queue.add(jobs[0]!.event.type, jobs[0]!, { jobId: jobs[0]!.event.id });
-      else await deps.queue.addBulk(jobs.map((job) => ({ name: job.event.type, data: job, opts: { jobId: job.event.id } })));
+      if (jobs.length === 1) await deps.queue.add(jobs[0]!.job.event.type, jobs[0]!.job, optionsOf(jobs[0]!.job, jobs[0]!.priority));
+      else await deps.queue.addBulk(jobs.map(({ job, priority }) => ({ name: job.event.type, data: job, opts: optionsOf(job, priority) })));
     });
   }
 
-  /** Publishes the user's newest event. Throws when Redis does not take it. */
+  /** Publishes the user's newest event, after other organizations' when its own publishes in bulk. Throws when Redis does not take it. */
   async publish(user: ProviderUserDoc): Promise<void> {
-    await this.jobs.push(eventJobOf(user));
+    await this.jobs.push({ job: eventJobOf(user), priority: this.pace.note(user.organization_id) });
   }
 
   /** The events among these that BullMQ holds a job for (see the top of this file). */
