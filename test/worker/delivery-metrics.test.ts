@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { resyncTarget } from '@connect/shared';
 import { serveDeliveryMetrics } from '@connect/worker';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { eventually, startReceiver, type Receiver } from './callback-receiver.ts';
@@ -54,6 +55,16 @@ describe('Worker metrics (GET /metrics on WORKER_METRICS_PORT)', () => {
       expect(paused).toMatch(/connect_target_state\{target="dictation",state="healthy"\} 0/);
       await worker.deps.health.setState('dictation', 'healthy');
       expect((await fetch(`http://127.0.0.1:${port}/other`)).status).toBe(404);
+
+      // A forced resync sends the user again, as old as its change: counted as delivered, left out of
+      // the latency (a fairness audit found a resync's 10,000 deliveries in its top buckets).
+      await resyncTarget({ store: worker.deps.store, queues: worker.deps.deliveries, targets: [{ name: 'dictation' }] }, { target: 'dictation', organizationId: clinic.organization._id, force: true });
+      const resynced = await eventually(async () => {
+        const t = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        return /connect_deliveries_total\{target="dictation",outcome="delivered"\} 2/.test(t) ? t : false;
+      }, 20_000);
+      expect(receiver.accepted()).toHaveLength(2);
+      expect(resynced).toMatch(/connect_delivery_latency_seconds_count\{target="dictation",type="user.created"\} 1\n/);
     } finally {
       await new Promise((r) => server.close(r));
     }

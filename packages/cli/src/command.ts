@@ -153,7 +153,15 @@ export function toCliError(err: unknown): CliError {
   if (typeof e?.code === 'string' && e.code.startsWith('ERR_PARSE_ARGS')) return new CliError('usage', e.message ?? 'bad arguments');
   // The database stopped a query at its time limit (maxTimeMS): it is there, but too slow for this command now.
   if (isMaxTimeExpired(err)) return new CliError('unavailable', `The database stopped the query at its time limit: ${e.message ?? 'MaxTimeMSExpired'}`);
-  if ((e?.name && UNAVAILABLE_NAMES.has(e.name)) || e?.code === 'ECONNREFUSED' || /Connection is closed|ECONNREFUSED|ETIMEDOUT|^Command timed out/.test(e?.message ?? '')) {
+  // A network failure inside a bulk write comes as a MongoBulkWriteError with the connection's message
+  // (`connection 10 to 127.0.0.1:42267 timed out`): a fairness audit's resync printed it as `internal`.
+  const cause = (err as { cause?: { name?: string } } | null)?.cause;
+  if (
+    (e?.name && UNAVAILABLE_NAMES.has(e.name)) ||
+    (cause?.name && UNAVAILABLE_NAMES.has(cause.name)) ||
+    e?.code === 'ECONNREFUSED' ||
+    /Connection is closed|ECONNREFUSED|ETIMEDOUT|^Command timed out|^connection \d+ to \S+ (timed out|closed)/.test(e?.message ?? '')
+  ) {
     return new CliError('unavailable', e.message ?? 'a datastore did not answer');
   }
   return new CliError('internal', e?.message ?? String(err));
