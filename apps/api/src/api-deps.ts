@@ -126,10 +126,10 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
   queue.on('error', (err) => warnRepeated('events queue', { err: err.message }, 'events queue error'));
   const deliveryQueues = config.downstreamTargets.map((t) => new Queue(deliveryQueueName(t.name), { connection: redis, prefix: config.queuePrefix }));
   for (const q of deliveryQueues) q.on('error', (err) => warnRepeated('deliveries queue', { queue: q.name, err: err.message }, 'deliveries queue error'));
-  // The relay reports its failures to a metric; the unpublished gauge asks the relay only when scraped, after both exist.
   const clock = referenceClock(databaseTime(mongo.db!.admin()), log, options.clock);
-  // Measured before the first write or pass is dated by it.
+  // Measured before the first write is dated by it.
   await clock.measure();
+  // The relay reports its failures to a metric; the unpublished gauge asks the relay only when scraped, after both exist.
   const metrics: ApiMetrics = createApiMetrics({
     clockOffsetMs: () => clock.offsetMs(),
     queues: [queue, ...deliveryQueues],
