@@ -65,27 +65,30 @@ describe('events queued after the snapshot, in slots the sweep had passed', () =
     const { api, worker, token } = stack;
     const redis = worker.deps.queueRedis;
     const markerKey = redisMarkerKey(api.env.QUEUE_PREFIX!);
-    // The sweep has passed a slot before these users were written (Redis told first, then the cursor).
-    // The slot before this one: not settled for another 30 s, so the sweep itself passes nothing meanwhile.
-    const before = outboxSlotOf(Date.now()) - 1;
+    // The sweep had passed a slot ten minutes back (Redis told first, then the cursor): the snapshot
+    // is the marker as Redis held it then. (The running sweep moves both on at once: to the slots
+    // settled by now, a cursor past slots that have not ended being taken back by the sweep itself.)
+    const before = outboxSlotOf(Date.now() - 10 * 60_000);
     expect(await markSwept(redis, api.env.QUEUE_PREFIX!, before, undefined)).toBe(true);
     await collectionsOf(api.models).relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: before } }, { upsert: true });
-    // The snapshot: the marker as Redis held it then.
-    const snapshot = (await redis.get(markerKey))!;
-    expect(JSON.parse(snapshot)).toEqual({ swept: before });
+    const snapshot = JSON.stringify({ swept: before });
     const wentBackBefore = warnings().length;
 
-    // Events queued but not fanned out yet.
+    // Events queued but not fanned out yet, dated five minutes back as far as the sweep can tell.
     await worker.worker.fanOut.pause();
     const ids = Array.from({ length: 3 }, (_, i) => `went-back-${i}-${Date.now()}`);
     for (const id of ids) expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    const fiveMinutesAgo = new Date(Date.now() - 5 * 60_000);
+    await collectionsOf(api.models).providerUsers.updateMany(
+      { external_provider_id: { $in: ids } },
+      { $set: { outbox_slot: before + 30, updated_at: fiveMinutesAgo, 'last_event.occurred_at': fiveMinutesAgo, 'created_event.occurred_at': fiveMinutesAgo } },
+    );
     const users = await collectionsOf(api.models).providerUsers.find({ external_provider_id: { $in: ids } }).toArray();
     const eventIds = users.map((u) => u.last_event.id);
     await eventually(async () => (await Promise.all(eventIds.map((e) => worker.deps.eventsQueue.getJob(e)))).every(Boolean));
     // The sweep passes their slots, as it does once their jobs exist: Redis is told first, then the cursor moves.
-    const passed = outboxSlotOf(Date.now()) + 100;
-    expect(await markSwept(redis, api.env.QUEUE_PREFIX!, passed, before)).toBe(true);
-    await collectionsOf(api.models).relayCursors.updateOne({ _id: SWEEP_CURSOR_ID }, { $set: { slot_done: passed } }, { upsert: true });
+    await eventually(async () => ((await collectionsOf(api.models).relayCursors.findOne({ _id: SWEEP_CURSOR_ID }))?.slot_done ?? 0) > before + 30, 20_000);
+    expect(JSON.parse((await redis.get(markerKey))!).swept).toBeGreaterThan(before + 30);
 
     // Redis goes back to the snapshot: the jobs are gone, the marker is the old one.
     for (const e of eventIds) await worker.deps.eventsQueue.remove(e);

@@ -159,7 +159,13 @@ export async function requeueOrphanPairs(deps: Pick<RedisLossDeps, 'deliveries' 
   const orphans: { userId: string; target: string }[] = [];
   for (const pair of pairs) {
     const queue = deps.deliveries.get(pair.target);
-    if (queue && !(await queue.getDeduplicationJobId(`${pair.userId}:${pair.target}`))) orphans.push(pair);
+    if (!queue) continue;
+    // A key naming a job Redis no longer holds (evicted: delivery-queues.ts, addAgainWhereDangling)
+    // counts as none, and goes: the add below may have the very job id it names (the same newest event).
+    const dedupId = `${pair.userId}:${pair.target}`;
+    const jobId = await queue.getDeduplicationJobId(dedupId);
+    if (jobId && !(await queue.getJob(jobId))) await queue.removeDeduplicationKey(dedupId);
+    if (!jobId || !(await queue.getDeduplicationJobId(dedupId))) orphans.push(pair);
   }
   if (orphans.length === 0) return 0;
   const users = await findByIds<ProviderUserDoc>(collectionsOf(deps.models).providerUsers, [...new Set(orphans.map((o) => o.userId))].map((id) => new Types.ObjectId(id)));

@@ -95,7 +95,8 @@ export class DeliveryQueues {
    */
   async enqueue(job: DeliveryJob, jobId: string = deliveryIdOf(job.event.id, job.target)): Promise<void> {
     const queue = this.queueOf(job.target);
-    await liftFoldedIntoResync(queue, [await queue.add(job.event.type, job, dedupOptions(job, jobId))]);
+    const add = { name: job.event.type, data: job, opts: dedupOptions(job, jobId) };
+    await liftFoldedIntoResync(queue, await addAgainWhereDangling(queue, [add], [await queue.add(add.name, add.data, add.opts)]));
   }
 
   /**
@@ -112,9 +113,10 @@ export class DeliveryQueues {
         const queue = this.queueOf(target);
         const list = indexes.map((i) => ({ job: jobs[i]!, jobId: deliveryIdOf(jobs[i]!.event.id, target), priority: priorities[i] ?? 0 }));
         // A bulk organization's event keeps its priority here (org-pace.ts): its deliveries go after other organizations'.
-        const added = await queue.addBulk(list.map(({ job, jobId, priority }) => ({ name: job.event.type, data: job, opts: { ...dedupOptions(job, jobId), ...(priority > 0 ? { priority } : {}) } })));
+        const adds = list.map(({ job, jobId, priority }) => ({ name: job.event.type, data: job, opts: { ...dedupOptions(job, jobId), ...(priority > 0 ? { priority } : {}) } }));
+        const added = await addAgainWhereDangling(queue, adds, await queue.addBulk(adds));
         added.forEach((a, k) => (folded[indexes[k]!] = a.id !== list[k]!.jobId));
-        await liftFoldedIntoResync(queue, added);
+        await liftFoldedIntoResync(queue, added, adds.map((a) => a.opts.priority ?? 0));
       }),
     );
     return folded;
@@ -129,9 +131,9 @@ export class DeliveryQueues {
    * change after that is the live job waiting behind it.
    */
   async enqueueWith(target: string, jobs: readonly { job: DeliveryJob; jobId: string }[], extra: JobsOptions): Promise<void> {
-    await this.queueOf(target).addBulk(
-      jobs.map(({ job, jobId }) => ({ name: job.event.type, data: job, opts: { ...dedupOptions(job, jobId, { keepLastIfActive: false }), ...extra } })),
-    );
+    const queue = this.queueOf(target);
+    const adds = jobs.map(({ job, jobId }) => ({ name: job.event.type, data: job, opts: { ...dedupOptions(job, jobId, { keepLastIfActive: false }), ...extra } }));
+    await addAgainWhereDangling(queue, adds, await queue.addBulk(adds));
   }
 
   /** Prioritized jobs waiting for the target: a resync's, and a bulk organization's (which a resync then waits behind). */
@@ -164,10 +166,42 @@ export class DeliveryQueues {
  * started meanwhile only gets the field set (BullMQ's changePriority moves only waiting jobs).
  * Costs a read only when an add folded into a resync job.
  */
-async function liftFoldedIntoResync(queue: Queue<DeliveryJob>, added: readonly Job<DeliveryJob>[]): Promise<void> {
-  const folded = added.filter((j) => j.id?.startsWith(RESYNC_JOB_ID_PREFIX));
+async function liftFoldedIntoResync(queue: Queue<DeliveryJob>, added: readonly Job<DeliveryJob>[], priorities: readonly number[] = []): Promise<void> {
+  // To the priority the live add asked for: none, or a bulk organization's (org-pace.ts), which
+  // would otherwise jump ahead of that organization's own changes queued before it.
+  const folded = added.map((j, i) => ({ id: j.id, priority: priorities[i] ?? 0 })).filter((j) => j.id?.startsWith(RESYNC_JOB_ID_PREFIX));
   // Best effort: a job that finished or went away meanwhile needs no lift, and the add itself succeeded.
-  await Promise.all(folded.map((j) => queue.getJob(j.id!).then((job) => (job && job.priority > 0 ? job.changePriority({ priority: 0 }) : undefined)).catch(() => undefined)));
+  await Promise.all(
+    folded.map((f) =>
+      queue
+        .getJob(f.id!)
+        .then((job) => (job && job.priority > f.priority ? job.changePriority({ priority: f.priority }) : undefined))
+        .catch(() => undefined),
+    ),
+  );
+}
+
+/**
+ * Adds that went into the job a (user, target)'s deduplication key names, where Redis no longer
+ * holds that job: a Redis run with a `maxmemory-policy` other than `noeviction` evicted its hash and
+ * kept the key, which has no expiry. The key then took in every later add for the pair, live
+ * changes, resyncs and repairs alike, and the target never heard of the user again (a resource
+ * audit: 161 of 200 users, with the target healthy). Such a key is removed and the add made again.
+ * Costs one read per add that went into another job, nothing for the others.
+ */
+async function addAgainWhereDangling(queue: Queue<DeliveryJob>, adds: readonly { name: string; data: DeliveryJob; opts: JobsOptions }[], added: Job<DeliveryJob>[]): Promise<Job<DeliveryJob>[]> {
+  const folded = adds.map((a, i) => i).filter((i) => added[i]?.id !== adds[i]!.opts.jobId);
+  if (folded.length === 0) return added;
+  const result = [...added];
+  await Promise.all(
+    folded.map(async (i) => {
+      if (await queue.getJob(added[i]!.id!)) return;
+      const add = adds[i]!;
+      await queue.removeDeduplicationKey(add.opts.deduplication!.id);
+      result[i] = await queue.add(add.name, add.data, add.opts);
+    }),
+  );
+  return result;
 }
 
 /** What resync job ids start with (resync-target.ts). */
