@@ -15,6 +15,7 @@ import {
   RecentUsers,
   databaseTime,
   referenceClock,
+  watchRedisMemory,
   type ReferenceClock,
   type ReferenceClockOptions,
   type Config,
@@ -156,6 +157,8 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
     ],
     log,
   );
+  // Redis's eviction policy and room, said in the log (redis-memory-watch.ts).
+  const redisMemory = watchRedisMemory(redis, log);
   return {
     config,
     log,
@@ -186,6 +189,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
       // Before the connections close, which it would report as an outage.
       datastores.stop();
       clock.stop();
+      redisMemory.stop();
       await relay.drain();
       await queue.close().catch(() => undefined);
       await Promise.all(deliveryQueues.map((q) => q.close().catch(() => undefined)));

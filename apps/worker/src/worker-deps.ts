@@ -14,6 +14,7 @@ import {
   OutboxRelay,
   databaseTime,
   referenceClock,
+  watchRedisMemory,
   TargetHealth,
   type ReferenceClock,
   type Config,
@@ -84,6 +85,8 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
     beforeCursorMoves: (slot, stored) => markSwept(queueRedis, config.queuePrefix, slot, stored),
   });
 
+  // Redis's eviction policy and room, said in the log (redis-memory-watch.ts).
+  const redisMemory = watchRedisMemory(producerRedis, log);
   return {
     config,
     log,
@@ -104,6 +107,7 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
       await Promise.allSettled([eventsQueue.close(), deliveries.close()]);
     },
     closeRedis: async () => {
+      redisMemory.stop();
       // QUIT waits for Redis's answer: to a connection that is not up it would wait for ever (its
       // commands queued until a reconnection), holding the stop to the end of the grace period.
       await Promise.allSettled([workerRedis, queueRedis, producerRedis].map(async (r) => (r.status === 'ready' ? r.quit().catch(() => r.disconnect()) : r.disconnect())));
