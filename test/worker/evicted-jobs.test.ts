@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { removeDanglingDeduplicationKey } from '@connect/shared';
 import { requeueOrphanPairs } from '@connect/worker';
 import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
 import { postUser } from '../support/harness.ts';
@@ -45,6 +46,20 @@ async function userWithEvictedJob(): Promise<{ id: string; userId: string }> {
 }
 
 describe('a delivery job evicted from Redis, its deduplication key left', () => {
+  it('a key is removed only while it names the very job Redis no longer holds: one naming a job that exists, or another job by now, stays', async () => {
+    const queue = stack.worker.deps.deliveries.get('dictation')!;
+    const client = (await queue.client) as unknown as { set(k: string, v: string): Promise<unknown>; get(k: string): Promise<string | null> };
+    const pair = `pair-${randomUUID()}`;
+    await client.set(`${queue.keys.de}:${pair}`, 'ghost-1');
+    expect(await removeDanglingDeduplicationKey(queue, pair, 'ghost-2')).toBe(false);
+    expect(await client.get(`${queue.keys.de}:${pair}`)).toBe('ghost-1');
+    await client.set(queue.toKey('ghost-1'), 'a job of that id exists');
+    expect(await removeDanglingDeduplicationKey(queue, pair, 'ghost-1')).toBe(false);
+    await (client as unknown as { del(k: string): Promise<unknown> }).del(queue.toKey('ghost-1'));
+    expect(await removeDanglingDeduplicationKey(queue, pair, 'ghost-1')).toBe(true);
+    expect(await client.get(`${queue.keys.de}:${pair}`)).toBeNull();
+  });
+
   it("the user's next change is delivered: the key naming a job Redis no longer holds is removed and the delivery added again", async () => {
     const { api, worker, token } = stack;
     const { id } = await userWithEvictedJob();

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { Types } from 'mongoose';
-import { collectionsOf, eventJobOf, findByIds, LuaScript, warnAtMostEvery, type DeliveryJob, type DeliveryQueues, type Models, type OutboxRelay, type ProviderUserDoc, type RedisClient, type TargetHealth, type UserEventJob } from '@connect/shared';
+import { collectionsOf, eventJobOf, findByIds, LuaScript, removeDanglingDeduplicationKey, warnAtMostEvery, type DeliveryJob, type DeliveryQueues, type Models, type OutboxRelay, type ProviderUserDoc, type RedisClient, type TargetHealth, type UserEventJob } from '@connect/shared';
 import type { Queue } from 'bullmq';
 import { startPeriodic } from './periodic.ts';
 import { withRedisLock } from './retention-purge.ts';
@@ -164,8 +164,7 @@ export async function requeueOrphanPairs(deps: Pick<RedisLossDeps, 'deliveries' 
     // counts as none, and goes: the add below may have the very job id it names (the same newest event).
     const dedupId = `${pair.userId}:${pair.target}`;
     const jobId = await queue.getDeduplicationJobId(dedupId);
-    if (jobId && !(await queue.getJob(jobId))) await queue.removeDeduplicationKey(dedupId);
-    if (!jobId || !(await queue.getDeduplicationJobId(dedupId))) orphans.push(pair);
+    if (!jobId || (await removeDanglingDeduplicationKey(queue, dedupId, jobId))) orphans.push(pair);
   }
   if (orphans.length === 0) return 0;
   const users = await findByIds<ProviderUserDoc>(collectionsOf(deps.models).providerUsers, [...new Set(orphans.map((o) => o.userId))].map((id) => new Types.ObjectId(id)));

@@ -2,6 +2,7 @@ import { Queue, type Job, type JobsOptions } from 'bullmq';
 import { z } from 'zod';
 import { DELIVERIES_QUEUE } from '../events/queues.ts';
 import type { RedisClient } from '../events/redis-connection.ts';
+import { LuaScript } from '../events/lua-script.ts';
 import { userEventTypeSchema, type UserEvent, type UserEventJob } from '../events/user-event.ts';
 import { deliveryJobOptions, DEFAULT_DELIVERY_POLICY, type DeliveryPolicy } from './delivery-policy.ts';
 
@@ -195,13 +196,32 @@ async function addAgainWhereDangling(queue: Queue<DeliveryJob>, adds: readonly {
   const result = [...added];
   await Promise.all(
     folded.map(async (i) => {
-      if (await queue.getJob(added[i]!.id!)) return;
       const add = adds[i]!;
-      await queue.removeDeduplicationKey(add.opts.deduplication!.id);
+      if (!(await removeDanglingDeduplicationKey(queue, add.opts.deduplication!.id, added[i]!.id!))) return;
       result[i] = await queue.add(add.name, add.data, add.opts);
     }),
   );
   return result;
+}
+
+/**
+ * KEYS[1] a deduplication key, KEYS[2] the hash of the job ARGV[1]. Deletes the key only while it
+ * still names that job and Redis holds no such job: a key that names another job by now (the job
+ * finished, its key went, and another add made a new one) is left, or two jobs could run for one
+ * (user, target) at once.
+ */
+const REMOVE_DANGLING = new LuaScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+`);
+
+/** True when the (user, target)'s deduplication key named `jobId`, a job Redis no longer holds, and is gone now (addAgainWhereDangling). */
+export async function removeDanglingDeduplicationKey(queue: Queue<DeliveryJob>, deduplicationId: string, jobId: string): Promise<boolean> {
+  const client = (await queue.client) as unknown as RedisClient;
+  return (await REMOVE_DANGLING.run(client, [`${queue.keys.de}:${deduplicationId}`, queue.toKey(jobId)], [jobId])) === 1;
 }
 
 /** What resync job ids start with (resync-target.ts). */
