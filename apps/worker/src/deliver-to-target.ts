@@ -174,7 +174,8 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       // had the user gets, user.created (its original id and body) and the newest, whatever it
       // answered 2xx to before (docs/operations.md, Resync).
       const wiped = data.force === true && newest.version >= deliveredVersion;
-      const knownVersion = wiped ? 0 : deliveredVersion;
+      // A retry of a forced run that got user.created through knows the target has version 1 (and not the rest).
+      const knownVersion = wiped ? (data.force_created_sent === true ? 1 : 0) : deliveredVersion;
       if (newest.version <= deliveredVersion && !wiped) {
         if (probeToken) await health.releaseProbe(targetName, probeToken);
         deps.metrics?.deliveries.inc({ target: targetName, outcome: 'superseded' });
@@ -227,6 +228,10 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         };
 
         if (outcome.kind === 'success') {
+          // A forced resync's run got user.created through: its retries send what is still missing, not
+          // user.created again. With it, a target failing every other callback took user.created and
+          // refused the newest at each retry, for ever (a property test found it).
+          if (wiped && event === created && !isNewest) await job.updateData({ ...job.data, force_created_sent: true }).catch(() => undefined);
           const [, , , transition] = await Promise.all([
             store.delivered(refOf(event), outcome.status, attemptsToRecord),
             store.recordSync({ userId: user_id, target: targetName, organizationId: event.organization_id }, { status: isNewest ? 'delivered' : 'pending', ...attemptFields, last_error: null }, { sent: event.version, delivered: event.version }),

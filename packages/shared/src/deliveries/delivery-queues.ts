@@ -36,6 +36,7 @@ export const deliveryJobSchema = z.object({
   event: userEventSchema,
   created: userEventSchema,
   force: z.boolean().optional(),
+  force_created_sent: z.boolean().optional(),
 });
 export interface DeliveryJob {
   user_id: string;
@@ -44,6 +45,8 @@ export interface DeliveryJob {
   created: UserEvent;
   /** `targets resync --force`: the newest event even if the target answered 2xx to it already. */
   force?: boolean;
+  /** A forced job's earlier run got user.created through: its retries send the rest only. */
+  force_created_sent?: boolean;
 }
 
 /** The events queue's job (user-events), as the fan-out reads it. */
