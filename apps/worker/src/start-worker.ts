@@ -1,5 +1,5 @@
 import { Worker } from 'bullmq';
-import { deliveryIdOf, deliveryJobSchema, deliveryQueueName, EVENTS_QUEUE, warnAtMostEvery, watchDatastores, type DatastoreWatch, type DeliveryJob, type UserEventJob } from '@connect/shared';
+import { deliveryIdOf, deliveryJobSchema, deliveryQueueName, EVENTS_QUEUE, warnAtMostEvery, watchDatastores, weakSecrets, type DatastoreWatch, type DeliveryJob, type UserEventJob } from '@connect/shared';
 import { deliveryBackoff } from './delivery-backoff.ts';
 import { createDeliverToTarget } from './deliver-to-target.ts';
 import { watchBlockingConnections, type BlockingConnectionWatch } from './blocking-connections.ts';
@@ -46,6 +46,12 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
   // (targets-left-out.ts). Said loudly at every start all the same.
   if (config.downstreamTargets.length === 0) {
     log.warn('no DOWNSTREAM_TARGETS: events are fanned out to no target and count as published; a target added later gets them only through `pnpm cli targets resync NAME`');
+  }
+  const weak = weakSecrets(config.downstreamTargets);
+  if (weak.length > 0) {
+    log.warn(
+      `weak callback secrets: ${weak.join('; ')}. Anyone holding one signed callback can try to guess such a secret offline, then sign callbacks of their own; rotate to 32 random bytes (\`openssl rand -hex 32\`, or "whsec_" + \`openssl rand -base64 32\` for standard-webhooks) as docs/operations.md, Callback secrets, describes`,
+    );
   }
   const fanOut = new Worker<UserEventJob>(EVENTS_QUEUE, createFanOut({ store: deps.store, deliveries: deps.deliveries, targets: config.downstreamTargets, log, giveUpNeverDelayMs: options.fanOutParkMs }), {
     ...common,

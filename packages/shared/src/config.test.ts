@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { ConfigError, envInteger, loadConfig, parseEnv, sharedEnvShape } from './config.ts';
+import { ConfigError, envInteger, loadConfig, parseEnv, sharedEnvShape, weakSecrets } from './config.ts';
 
 const base = { MONGO_URL: 'mongodb://127.0.0.1:27017/cp', REDIS_URL: 'redis://127.0.0.1:6379' };
 
@@ -211,6 +211,25 @@ describe('DOWNSTREAM_TARGETS: a standard-webhooks secret', () => {
       expect(err.message, bad).toMatch(/^DOWNSTREAM_TARGETS: \[0\.secrets\.0\] standard-webhooks secrets are "whsec_" \+ padded standard base64/);
       if (bad.length > 8) expect(err.message).not.toContain(bad);
     }
+  });
+});
+
+describe('DOWNSTREAM_TARGETS: weak secrets (the worker warns at start, docs/operations.md)', () => {
+  it('names each secret under 16 bytes (nabla-connect) or decoding to under 24 (standard-webhooks) by target and place, never by value, and passes the rest', () => {
+    const whsec = (bytes: number) => `whsec_${Buffer.alloc(bytes, 7).toString('base64')}`;
+    const { downstreamTargets } = loadConfig({
+      ...base,
+      DOWNSTREAM_TARGETS: JSON.stringify([
+        { name: 'a', url: 'https://a.example.com', secrets: ['0123456789abcdef', 'hunter2'] },
+        { name: 'b', url: 'https://b.example.com', secrets: [whsec(24), whsec(18)], scheme: 'standard-webhooks' },
+        // é is 2 bytes: 8 of them are 16 bytes.
+        { name: 'c', url: 'https://c.example.com', secrets: ['é'.repeat(8)] },
+      ]),
+    });
+    const weak = weakSecrets(downstreamTargets);
+    expect(weak).toEqual(['target "a": secrets[1] is 7 bytes, under 16', 'target "b": secrets[1] is 18 bytes once decoded, under 24']);
+    expect(weak.join()).not.toContain('hunter2');
+    expect(weak.join()).not.toContain(whsec(18).slice(6));
   });
 });
 

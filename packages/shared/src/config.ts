@@ -162,6 +162,26 @@ export const downstreamTargetSchema = z
   });
 export type DownstreamTarget = z.infer<typeof downstreamTargetSchema>;
 
+/** The shortest secrets a worker starts with without a warning: an HMAC-SHA256 key of fewer bytes is guessable offline from one signed callback; the Standard Webhooks specification asks for 24 to 64 bytes. */
+export const WEAK_SECRET_BYTES = { 'nabla-connect': 16, 'standard-webhooks': 24 } as const;
+
+/**
+ * The secrets of `targets` shorter than WEAK_SECRET_BYTES, named by target and place, never by
+ * value. Taken all the same (receivers already configured with them must keep verifying); the
+ * worker warns at start (docs/operations.md, Callback secrets).
+ */
+export function weakSecrets(targets: readonly DownstreamTarget[]): string[] {
+  const out: string[] = [];
+  for (const t of targets) {
+    t.secrets.forEach((secret, i) => {
+      const bytes = t.scheme === 'standard-webhooks' ? Buffer.from(secret.slice('whsec_'.length), 'base64').length : Buffer.byteLength(secret);
+      const floor = WEAK_SECRET_BYTES[t.scheme];
+      if (bytes < floor) out.push(`target "${t.name}": secrets[${i}] is ${bytes} bytes${t.scheme === 'standard-webhooks' ? ' once decoded' : ''}, under ${floor}`);
+    });
+  }
+  return out;
+}
+
 const targetsSchema = z.array(downstreamTargetSchema).superRefine((targets, ctx) => {
   const seen = new Set<string>();
   for (const [i, t] of targets.entries()) {
