@@ -15,6 +15,7 @@ import {
   RecentUsers,
   databaseTime,
   referenceClock,
+  watchOpenFiles,
   watchRedisMemory,
   type ReferenceClock,
   type ReferenceClockOptions,
@@ -159,6 +160,8 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
   );
   // Redis's eviction policy and room, said in the log (redis-memory-watch.ts).
   const redisMemory = watchRedisMemory(redis, log);
+  // File descriptors running out, which otherwise drops connections without a line (open-files-watch.ts).
+  const openFiles = watchOpenFiles(log);
   return {
     config,
     log,
@@ -190,6 +193,7 @@ export async function createApiDeps(config: Readonly<Config>, log: Logger, optio
       datastores.stop();
       clock.stop();
       redisMemory.stop();
+      openFiles.stop();
       await relay.drain();
       await queue.close().catch(() => undefined);
       await Promise.all(deliveryQueues.map((q) => q.close().catch(() => undefined)));

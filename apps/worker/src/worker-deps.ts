@@ -14,6 +14,7 @@ import {
   OutboxRelay,
   databaseTime,
   referenceClock,
+  watchOpenFiles,
   watchRedisMemory,
   TargetHealth,
   type ReferenceClock,
@@ -87,6 +88,8 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
 
   // Redis's eviction policy and room, said in the log (redis-memory-watch.ts).
   const redisMemory = watchRedisMemory(producerRedis, log);
+  // File descriptors running out (open-files-watch.ts).
+  const openFiles = watchOpenFiles(log);
   return {
     config,
     log,
@@ -108,6 +111,7 @@ export async function createWorkerDeps(config: Readonly<Config>, log: Logger, op
     },
     closeRedis: async () => {
       redisMemory.stop();
+      openFiles.stop();
       // QUIT waits for Redis's answer: to a connection that is not up it would wait for ever (its
       // commands queued until a reconnection), holding the stop to the end of the grace period.
       await Promise.allSettled([workerRedis, queueRedis, producerRedis].map(async (r) => (r.status === 'ready' ? r.quit().catch(() => r.disconnect()) : r.disconnect())));

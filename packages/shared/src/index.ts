@@ -34,6 +34,8 @@ export * from './provider-users/list-provider-users.ts';
 export * from './provider-users/write-ports.ts';
 export * from './process/datastore-watch.ts';
 export * from './process/reference-clock.ts';
+export * from './process/condition-warning.ts';
+export * from './process/open-files-watch.ts';
 export * from './process/redis-memory-watch.ts';
 export * from './process/shutdown-sequence.ts';
 export * from './process/start-process.ts';

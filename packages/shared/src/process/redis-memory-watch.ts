@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { conditionWarning } from './condition-warning.ts';
 
 /**
  * What a Redis under memory pressure does to the queues, said in the log (docs/operations.md,
@@ -41,18 +42,7 @@ export function watchRedisMemory(redis: { info(section: 'memory'): Promise<strin
   const intervalMs = o.intervalMs ?? 60_000;
   const remindEveryMs = o.remindEveryMs ?? 600_000;
   const fullAtRatio = o.fullAtRatio ?? 0.95;
-  const warned = { policy: null as number | null, full: null as number | null };
-
-  const judge = (kind: 'policy' | 'full', bad: boolean, fields: object, warning: string, ended: string) => {
-    const now = Date.now();
-    if (bad && (warned[kind] === null || now - warned[kind]! >= remindEveryMs)) {
-      warned[kind] = now;
-      log.warn(fields, warning);
-    } else if (!bad && warned[kind] !== null) {
-      warned[kind] = null;
-      log.info(fields, ended);
-    }
-  };
+  const warn = { policy: conditionWarning(log, remindEveryMs, Date.now), full: conditionWarning(log, remindEveryMs, Date.now) };
 
   const check = async (): Promise<RedisMemoryState | undefined> => {
     let state: RedisMemoryState;
@@ -63,8 +53,7 @@ export function watchRedisMemory(redis: { info(section: 'memory'): Promise<strin
     }
     const fields = { redis_maxmemory_policy: state.policy, redis_used_mb: mb(state.usedBytes), redis_maxmemory_mb: mb(state.maxBytes) };
     if (state.policy !== undefined) {
-      judge(
-        'policy',
+      warn.policy(
         state.policy !== 'noeviction',
         fields,
         `Redis's maxmemory-policy is ${state.policy}, not noeviction: under memory pressure it deletes queued events and deliveries (the retention pass repairs deliveries it finds pending, in up to WORKER_PURGE_INTERVAL_MS). Set maxmemory-policy noeviction`,
@@ -72,8 +61,7 @@ export function watchRedisMemory(redis: { info(section: 'memory'): Promise<strin
       );
     }
     const full = state.maxBytes > 0 && state.usedBytes >= fullAtRatio * state.maxBytes;
-    judge(
-      'full',
+    warn.full(
       full,
       fields,
       `Redis uses ${mb(state.usedBytes)} MB of its maxmemory ${mb(state.maxBytes)} MB: when it is full it refuses writes (events wait in MongoDB, deliveries stop) while it still answers PING. Raise maxmemory, or find what fills it`,

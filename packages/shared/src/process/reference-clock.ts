@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { conditionWarning } from './condition-warning.ts';
 
 /**
  * One clock for the times every process compares (docs/guarantees.md, Clocks): the database's,
@@ -66,21 +67,17 @@ export function referenceClock(source: TimeSource, log: Logger, o: ReferenceCloc
   let anchor = { at: local(), mono: performance.now() };
   const nowMs = () => anchor.at + (performance.now() - anchor.mono);
   const offsetMs = () => nowMs() - local();
-  let warnedAt: number | null = null;
+  const warn = conditionWarning(log, remindEveryMs);
   let measuring: Promise<void> | null = null;
 
   const say = (offset: number) => {
-    const now = performance.now();
-    const off = Math.abs(offset) > warnAboveMs;
-    const fields = { clock_offset_ms: Math.round(offset) };
     const words = `this machine's clock is ${seconds(Math.abs(offset))} s ${offset < 0 ? 'ahead of' : 'behind'} the database's`;
-    if (off && (warnedAt === null || now - warnedAt >= remindEveryMs)) {
-      warnedAt = now;
-      log.warn(fields, `${words}: writes, the outbox sweep, the retention purge and target health go by the database's clock, but token lifetimes, retry delays and signature timestamps go by this machine's; set the clocks right (NTP)`);
-    } else if (!off && warnedAt !== null) {
-      warnedAt = null;
-      log.info(fields, `this machine's clock agrees with the database's again (${words})`);
-    }
+    warn(
+      Math.abs(offset) > warnAboveMs,
+      { clock_offset_ms: Math.round(offset) },
+      `${words}: writes, the outbox sweep, the retention purge and target health go by the database's clock, but token lifetimes, retry delays and signature timestamps go by this machine's; set the clocks right (NTP)`,
+      `this machine's clock agrees with the database's again (${words})`,
+    );
   };
 
   const measureOnce = async () => {
