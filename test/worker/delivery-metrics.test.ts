@@ -69,4 +69,27 @@ describe('Worker metrics (GET /metrics on WORKER_METRICS_PORT)', () => {
       await new Promise((r) => server.close(r));
     }
   });
+
+  it('show each queue\'s jobs by state as the API does, the events waiting for fan-out included (a worker scraped alone showed only its targets)', async () => {
+    const server = await serveDeliveryMetrics(worker.deps.metrics, 0, '127.0.0.1');
+    const { port } = server.address() as AddressInfo;
+    const scrape = async () => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const waitingEvents = (t: string) => [...t.matchAll(/^connect_queue_jobs\{queue="user-events",state="(?:waiting|paused)"\} (\d+)$/gm)].reduce((a, m) => a + Number(m[1]), 0);
+    const eventsQueue = worker.deps.eventsQueue;
+    try {
+      expect(await scrape()).toMatch(/^connect_queue_jobs\{queue="deliveries.dictation",state="delayed"\} \d+$/m);
+      // Fan-out stopped: the change's event waits in the events queue, and the worker's scrape says so.
+      await eventsQueue.pause();
+      const clinic = await registerTestClient(api.models);
+      const token = await getToken(api, clinic);
+      const id = randomUUID();
+      expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+      await eventually(async () => waitingEvents(await scrape()) >= 1);
+      await eventsQueue.resume();
+      await eventually(async () => waitingEvents(await scrape()) === 0);
+    } finally {
+      await eventsQueue.resume();
+      await new Promise((r) => server.close(r));
+    }
+  });
 });

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Queue } from 'bullmq';
-import { boundedRead, clockOffsetGaugeOptions, SCRAPE_WAIT_MS, type ProviderUserMetrics } from '@connect/shared';
+import { boundedRead, clockOffsetGaugeOptions, queueJobsGaugeOptions, SCRAPE_WAIT_MS, type ProviderUserMetrics } from '@connect/shared';
 
 export interface ApiMetrics {
   registry: Registry;
@@ -115,28 +115,11 @@ export function createApiMetrics(deps: ApiMetricsDeps): ApiMetrics {
   });
   // Read within SCRAPE_WAIT_MS: a Redis down since the API started queues the commands until it
   // connects, and an unbounded wait turned the whole scrape into a 503 at the request deadline.
-  const readQueueCounts = boundedRead(
-    () => Promise.all(deps.queues.map((queue) => queue.getJobCounts('waiting', 'paused', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children'))),
-    SCRAPE_WAIT_MS,
-  );
   const readBacklogs = boundedRead(
     () => Promise.all(deps.targetQueues.map(({ queue }) => queue.getJobCounts('wait', 'paused', 'delayed', 'prioritized', 'active', 'waiting-children'))),
     SCRAPE_WAIT_MS,
   );
-  new Gauge({
-    name: 'connect_queue_jobs',
-    help: 'Jobs per queue and BullMQ state. "failed" and "completed" are BullMQ\'s history, kept after a replay; dead letters owed are `pnpm cli deliveries list --status failed`',
-    labelNames: ['queue', 'state'] as const,
-    registers: [registry],
-    // No reset: a count Redis cannot give now keeps its last value (as the worker's do), rather
-    // than the series vanishing for the outage and an alert on it going quiet.
-    async collect() {
-      const all = await readQueueCounts();
-      deps.queues.forEach((queue, i) => {
-        for (const [state, n] of Object.entries(all?.[i] ?? {})) this.set({ queue: queue.name, state }, n);
-      });
-    },
-  });
+  new Gauge({ ...queueJobsGaugeOptions(deps.queues), registers: [registry] });
   new Gauge({
     name: 'connect_target_backlog',
     help: 'Deliveries of each target not finished yet (waiting, held, delayed for a retry, resync, or running)',

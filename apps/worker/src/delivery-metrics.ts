@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
+import type { Queue } from 'bullmq';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { boundedRead, clockOffsetGaugeOptions, listenOn, SCRAPE_WAIT_MS, TARGET_STATES, type DeliveryQueues, type ReferenceClock, type TargetHealth } from '@connect/shared';
+import { boundedRead, clockOffsetGaugeOptions, listenOn, queueJobsGaugeOptions, SCRAPE_WAIT_MS, TARGET_STATES, type DeliveryQueues, type ReferenceClock, type TargetHealth } from '@connect/shared';
 
 export interface DeliveryMetrics {
   registry: Registry;
@@ -37,14 +38,17 @@ export function createDeliveryMetrics(clock?: Pick<ReferenceClock, 'offsetMs'>):
 
 /**
  * `connect_target_state{target,state}` (1 for the current state, 0 for the
- * others) and `connect_target_backlog{target}`, read from Redis when scraped:
+ * others), `connect_target_backlog{target}` and `connect_queue_jobs{queue,state}`, read from Redis when scraped:
  * the state is shared by every worker process, so each one reports the same.
  * The cost is one hash read and one count per target per scrape, whatever the
  * number of deliveries stored.
  */
-export function watchTargets(metrics: DeliveryMetrics, source: { health: TargetHealth; queues: DeliveryQueues }, waitMs = SCRAPE_WAIT_MS): void {
+export function watchTargets(metrics: DeliveryMetrics, source: { health: TargetHealth; queues: DeliveryQueues; eventsQueue?: Queue }, waitMs = SCRAPE_WAIT_MS): void {
   const names = [...source.queues.byTarget.keys()];
   if (metrics.registry.getSingleMetric('connect_target_state')) return;
+  // The queues' depths by state, as the API exports them: a worker scraped alone shows the events
+  // waiting for fan-out too (the figure a worker autoscaler wants).
+  new Gauge({ ...queueJobsGaugeOptions([...(source.eventsQueue ? [source.eventsQueue] : []), ...source.queues.all()], waitMs), registers: [metrics.registry] });
   // Every target's outcomes exist from the start at 0: an alert on increase(...{outcome="failed"}) sees
   // the first dead letter after a start, which a series born at 1 would not show as an increase.
   for (const target of names) for (const outcome of DELIVERY_OUTCOMES) metrics.deliveries.inc({ target, outcome }, 0);

@@ -112,7 +112,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     }
   });
 
-  watchTargets(deps.metrics, { health: deps.health, queues: deps.deliveries });
+  watchTargets(deps.metrics, { health: deps.health, queues: deps.deliveries, eventsQueue: deps.eventsQueue });
   // A target paused or disabled before held states were kept in MongoDB gets its row now.
   void Promise.all(config.downstreamTargets.map((t) => deps.health.keepHeldState(t.name))).catch((err: Error) =>
     log.warn({ err: err.message }, 'could not keep the targets\' held states in MongoDB; a Redis data loss would forget them'),
