@@ -5,6 +5,7 @@ import {
   deliveryIdOf,
   eventJobOf,
   statusChangeOf,
+  internalRetryDelayMs,
   maskEmailsIn,
   maxRetryAfterMs,
   warnAtMostEvery,
@@ -35,7 +36,7 @@ export interface DeliverToTargetDeps {
   metrics?: DeliveryMetrics;
   /** WORKER_LOCK_DURATION_MS: what the job's lock is renewed to before each send. */
   lockDurationMs?: number;
-  /** How long a job whose last attempt failed on our side waits before it runs again (60 s). */
+  /** The longest a job that failed on our side waits before it runs again (60 s; internalRetryDelayMs). */
   parkMs?: number;
 }
 
@@ -352,20 +353,28 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       if (probeToken) await health.releaseProbe(targetName, probeToken).catch(() => undefined);
       // A lost lock: the job is another run's now, nothing to record from this one.
       if (err instanceof UnrecoverableError || err instanceof RetryableDeliveryError || err instanceof RecordedFailure || err instanceof RateLimitError || err instanceof LostJobLockError) throw err;
-      // The database or something else of ours failed (MongoDB down, most often): BullMQ retries it
-      // like a delivery, but it spends none of the delivery's last attempt. That one is parked and
-      // run again later, for as long as it takes, as a fan-out is: made a dead letter, the row's
-      // write failed with the database down, the job failed, and the delivery was owed with nothing
-      // queued and every gauge at 0 (an observability audit saw it). The row stays `pending`, the
-      // job `delayed`: the target's backlog counts it.
+      // The database or something else of ours failed (MongoDB down, most often). Not the target's
+      // failure, so it spends none of its retry schedule: the job goes back to wait 1 s, doubling
+      // with each such failure in a row, at most `parkMs`, and runs again for as long as it takes.
+      // Retried on the schedule before, a MongoDB outage of 40 minutes spent four steps: the
+      // delivery's next try came 2 hours later, and the target's own failures then had 24 hours
+      // left instead of 28. Made a dead letter at its last attempt earlier still, the row's write
+      // failed with the database down and the delivery was owed with nothing queued (an
+      // observability audit). The row stays `pending`, the job `delayed`: the target's backlog counts it.
       const message = `internal error: ${maskEmailsIn((err as Error).message ?? String(err))}`;
       deps.metrics?.deliveries.inc({ target: targetName, outcome: 'internal' });
+      const failures = (data.internal_failures ?? 0) + 1;
+      const delayMs = internalRetryDelayMs(failures, parkMs);
       // One line per target and error every 10 s, not one per job: an outage with a backlog wrote thousands.
       // Numbers aside (the driver names each connection: "connection 12 to ... closed"), or each was a line of its own.
-      internalError(`${targetName} ${message.replace(/\d+/g, '#')}`, { event_id: data.event.id, target: targetName, err: message, attempt, parked: lastAttempt && token !== undefined }, 'delivery could not run (our own failure, not the target\'s)');
-      if (lastAttempt && token !== undefined) {
-        await job.moveToDelayed(Date.now() + parkMs, token);
-        throw new DelayedError();
+      internalError(`${targetName} ${message.replace(/\d+/g, '#')}`, { event_id: data.event.id, target: targetName, err: message, attempt, failures_in_a_row: failures, retry_in_ms: delayMs }, 'delivery could not run (our own failure, not the target\'s)');
+      if (token !== undefined) {
+        // Redis refusing writes too (full, or down): BullMQ's own retry below, on the schedule.
+        const parked = await job
+          .updateData({ ...job.data, internal_failures: failures })
+          .then(() => job.moveToDelayed(Date.now() + delayMs, token))
+          .then(() => true, () => false);
+        if (parked) throw new DelayedError();
       }
       throw new RecordedFailure(message);
     }

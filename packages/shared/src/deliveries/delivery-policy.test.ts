@@ -6,6 +6,7 @@ import {
   attemptsOf,
   deliveryJobOptions,
   deliveryPolicyFromEnv,
+  internalRetryDelayMs,
   longestRetryWindowMs,
   maxRetryAfterMs,
   retryDelayMs,
@@ -38,6 +39,17 @@ describe('retry schedule', () => {
     const long = { retryScheduleMs: [5000, 36_000_000] };
     expect(retryDelayMs(long, 1, 20 * 3_600_000, () => 0.5)).toBe(36_000_000);
     expect(retryDelayMs(long, 1, 5 * 3_600_000, () => 0.5)).toBe(5 * 3_600_000);
+  });
+});
+
+describe('the wait after a failure of our own (MongoDB down)', () => {
+  it('is 1 s, doubling with each such failure in a row up to the park time, ±20 % jitter, whatever the target\'s schedule', () => {
+    const middle = () => 0.5;
+    expect([1, 2, 3, 4, 5, 6, 7, 8, 100].map((n) => internalRetryDelayMs(n, 60_000, middle))).toEqual([1000, 2000, 4000, 8000, 16_000, 32_000, 60_000, 60_000, 60_000]);
+    expect(internalRetryDelayMs(1, 60_000, () => 0)).toBe(800);
+    expect(internalRetryDelayMs(1, 60_000, () => 1)).toBe(1200);
+    // A park shorter than a second (tests) caps the first wait too.
+    expect(internalRetryDelayMs(1, 500, middle)).toBe(500);
   });
 });
 

@@ -70,6 +70,17 @@ export function retryDelayMs(policy: Pick<DeliveryPolicy, 'retryScheduleMs'>, at
   return retryAfterMs === null ? jittered : Math.max(Math.min(retryAfterMs, maxRetryAfterMs(policy)), jittered);
 }
 
+/**
+ * The wait before a delivery that failed on our side (MongoDB down, most often) runs again: 1 s,
+ * doubling with each such failure in a row, at most `capMs`, ±20 % jitter. It spends none of the
+ * target's retry schedule: an outage of ours neither shortens the target's 28 hours nor pushes the
+ * delivery's next try hours out (docs/delivery.md, Retries).
+ */
+export function internalRetryDelayMs(failuresInARow: number, capMs: number, random: () => number = Math.random): number {
+  const step = Math.min(capMs, 1000 * 2 ** Math.min(Math.max(failuresInARow - 1, 0), 30));
+  return Math.round(step * (1 - RETRY_JITTER + random() * 2 * RETRY_JITTER));
+}
+
 const DAY_S = 86_400;
 
 /**

@@ -37,6 +37,7 @@ export const deliveryJobSchema = z.object({
   created: userEventSchema,
   force: z.boolean().optional(),
   force_created_sent: z.boolean().optional(),
+  internal_failures: z.number().int().min(0).optional(),
 });
 export interface DeliveryJob {
   user_id: string;
@@ -47,6 +48,8 @@ export interface DeliveryJob {
   force?: boolean;
   /** A forced job's earlier run got user.created through: its retries send the rest only. */
   force_created_sent?: boolean;
+  /** Runs in a row that failed on our side (internalRetryDelayMs). */
+  internal_failures?: number;
 }
 
 /** The events queue's job (user-events), as the fan-out reads it. */
