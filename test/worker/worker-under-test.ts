@@ -23,6 +23,8 @@ export const FAST_WORKER_OPTIONS: Partial<WorkerOptions> = {
   lockDurationMs: 15_000,
   stalledIntervalMs: 5000,
   shutdownGraceMs: 10_000,
+  rosterIntervalMs: 500,
+  rosterTtlMs: 3000,
 };
 
 export interface TestWorker {

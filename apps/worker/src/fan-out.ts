@@ -7,6 +7,8 @@ export interface FanOutDeps {
   deliveries: DeliveryQueues;
   targets: readonly DownstreamTarget[];
   log: Logger;
+  /** True while another live worker knows a target this one does not (fan-out-roster.ts): its jobs are handed back. */
+  standsBack?: () => boolean;
 }
 
 /**
@@ -36,6 +38,12 @@ export function createFanOut(deps: FanOutDeps & { giveUpNeverDelayMs?: number })
     batch.forEach((b, i) => (b.folded = folded[i]));
   });
   return async (job: Job<UserEventJob>, token?: string): Promise<{ targets: number }> => {
+    // Pausing the BullMQ worker stops it fetching, but a job its waiting fetch brought still comes
+    // here: handed back (no attempt spent) for a worker that knows every target.
+    if (token && deps.standsBack?.()) {
+      await job.moveToDelayed(Date.now() + 250, token);
+      throw new DelayedError();
+    }
     try {
       // Inside the try: a payload that never parses is parked like any other failure, never dropped.
       const { user_id, event, created } = parseUserEventJob(job.data);

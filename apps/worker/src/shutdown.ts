@@ -31,7 +31,8 @@ export type WorkerShutdownStepName = (typeof WORKER_SHUTDOWN_STEPS)[number];
 
 export function workerShutdownSteps(worker: RunningWorker, deps: WorkerDeps): ShutdownStep[] {
   const run: Record<WorkerShutdownStepName, () => Promise<unknown>> = {
-    'stop-fan-out': () => worker.fanOut.close(redisAway(deps.workerRedis, deps.log)),
+    // Then out of the roster: workers that left fan-out to this one take it up at once.
+    'stop-fan-out': () => worker.fanOut.close(redisAway(deps.workerRedis, deps.log)).then(() => worker.roster.leave()),
     'stop-deliveries': () => worker.closeDeliveries(redisAway(deps.workerRedis, deps.log)),
     // The Redis loss watch republishes and requeues like the sweep: stopped with it.
     'stop-sweep': () => {

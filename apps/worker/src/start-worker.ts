@@ -4,6 +4,7 @@ import { deliveryBackoff } from './delivery-backoff.ts';
 import { createDeliverToTarget } from './deliver-to-target.ts';
 import { watchBlockingConnections, type BlockingConnectionWatch } from './blocking-connections.ts';
 import { watchTargets } from './delivery-metrics.ts';
+import { joinFanOutRoster, type FanOutRoster } from './fan-out-roster.ts';
 import { createFanOut } from './fan-out.ts';
 import { startOutboxSweep, type OutboxSweep } from './outbox-sweep.ts';
 import { watchForRedisLoss, type RedisLossWatch } from './redis-loss-recovery.ts';
@@ -12,6 +13,8 @@ import type { WorkerDeps } from './worker-deps.ts';
 
 export interface RunningWorker {
   fanOut: Worker<UserEventJob>;
+  /** Which workers may fan out while target lists differ (fan-out-roster.ts). */
+  roster: FanOutRoster;
   /** One BullMQ worker per target, each with its own concurrency (docs/delivery.md). */
   deliveries: Map<string, Worker<DeliveryJob>>;
   sweep: OutboxSweep;
@@ -53,10 +56,34 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
       `weak callback secrets: ${weak.join('; ')}. Anyone holding one signed callback can try to guess such a secret offline, then sign callbacks of their own; rotate to 32 random bytes (\`openssl rand -hex 32\`, or "whsec_" + \`openssl rand -base64 32\` for standard-webhooks) as docs/operations.md, Callback secrets, describes`,
     );
   }
-  const fanOut = new Worker<UserEventJob>(EVENTS_QUEUE, createFanOut({ store: deps.store, deliveries: deps.deliveries, targets: config.downstreamTargets, log, giveUpNeverDelayMs: options.fanOutParkMs }), {
+  const fanOut = new Worker<UserEventJob>(EVENTS_QUEUE, createFanOut({ store: deps.store, deliveries: deps.deliveries, targets: config.downstreamTargets, log, giveUpNeverDelayMs: options.fanOutParkMs, standsBack: () => standingBack }), {
     ...common,
     concurrency: options.fanOutConcurrency,
+    // Started once the roster allows it (fan-out-roster.ts): a worker restarted with fewer
+    // targets than another live one must not take a single event.
+    autorun: false,
   });
+  let fanOutStarted = false;
+  let standingBack = false;
+  const startFanOut = () => {
+    if (fanOutStarted) return fanOut.resume();
+    fanOutStarted = true;
+    void fanOut.run().catch((err: Error) => log.error({ err: err.message }, 'the fan-out stopped'));
+  };
+  const roster = joinFanOutRoster(
+    deps.producerRedis,
+    config.queuePrefix,
+    config.downstreamTargets.map((t) => t.name),
+    log,
+    (may) => {
+      standingBack = !may;
+      if (may) startFanOut();
+      else if (fanOutStarted) void fanOut.pause(true).catch(() => undefined);
+    },
+    { intervalMs: options.rosterIntervalMs, ttlMs: options.rosterTtlMs },
+  );
+  // Before a first reading (Redis away at start) the worker fans out, as it always did.
+  void roster.check().then((may) => may && !fanOutStarted && startFanOut());
 
   const deliveries = new Map<string, Worker<DeliveryJob>>();
   // While Redis is down each worker reports every reconnection attempt: a line per 10 s per queue and message.
@@ -144,6 +171,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
   };
   return {
     fanOut,
+    roster,
     deliveries,
     sweep,
     redisLoss,

@@ -41,6 +41,10 @@ export interface WorkerOptions {
   healthPort?: number | undefined;
   /** How long a BullMQ blocking connection may sit accepted but unanswered before it is dropped and made again (blocking-connections.ts). */
   blockingStuckMs: number;
+  /** How often this worker renews its fan-out roster entry and decides whether it may fan out (fan-out-roster.ts); undefined: 5 s. */
+  rosterIntervalMs?: number;
+  /** How long a roster entry outlives its last renewal (a worker killed); undefined: 20 s. */
+  rosterTtlMs?: number;
 }
 
 export const DEFAULT_WORKER_OPTIONS: Readonly<WorkerOptions> = Object.freeze({
