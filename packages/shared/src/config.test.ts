@@ -227,6 +227,8 @@ describe('DOWNSTREAM_TARGETS: weak secrets (the worker warns at start, docs/oper
       ]),
     });
     const weak = weakSecrets(downstreamTargets);
+    // Blank is refused outright, naming its place.
+    expect(errorOf({ ...base, DOWNSTREAM_TARGETS: JSON.stringify([{ name: 'a', url: 'https://a.example.com', secrets: ['0123456789abcdef', '   '] }]) }).message).toBe('DOWNSTREAM_TARGETS: [0.secrets.1] must not be blank (spaces only)');
     expect(weak).toEqual(['target "a": secrets[1] is 7 bytes, under 16', 'target "b": secrets[1] is 18 bytes once decoded, under 24']);
     expect(weak.join()).not.toContain('hunter2');
     expect(weak.join()).not.toContain(whsec(18).slice(6));

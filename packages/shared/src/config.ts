@@ -143,7 +143,7 @@ export const downstreamTargetSchema = z
     name: z.string().regex(TARGET_NAME, TARGET_NAME_RULE),
     // zod's own message is "Invalid URL" for ftp:// as for garbage; the value is not echoed (it may carry a token).
     url: z.url({ protocol: /^https?$/, error: 'must be an http or https URL' }),
-    secrets: z.array(z.string().min(1)).min(1, 'at least one secret'),
+    secrets: z.array(z.string().min(1).refine((v) => v.trim() !== '', 'must not be blank (spaces only)')).min(1, 'at least one secret'),
     scheme: z.enum(['nabla-connect', 'standard-webhooks']).default('nabla-connect'),
     timeout_ms: z.number().int().min(100).max(120_000).default(10_000),
   })
