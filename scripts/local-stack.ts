@@ -6,10 +6,13 @@
  * organization and OAuth client on the first run (key pair under .local/stack/,
  * git-ignored), writes its settings to .local/stack/env (read by `pnpm cli`
  * when MONGO_URL is not set; removed when the stack stops), and prints what to
- * copy-paste. Ctrl-C stops everything.
+ * copy-paste. Ctrl-C stops everything. Its PID is in .local/stack/stack.pid while
+ * it runs: a second `pnpm stack` on the same STACK_DIR refuses to start (it would
+ * overwrite the first one's files); a stale one (a kill -9) is taken over.
  *
- * `pnpm -s stack callbacks [--wait ID]` prints the callbacks this run's demo
- * receiver verified (scripts/stack-callbacks.ts).
+ * `pnpm -s stack callbacks [--wait ID] [--timeout S]` prints the callbacks this run's
+ * demo receiver verified (scripts/stack-callbacks.ts). `pnpm stack --help` describes
+ * both; any other argument is a usage error (one JSON document, exit 2), nothing started.
  *
  * Environment: PORT (API, default 3000), STACK_DIR (default .local/stack),
  * STACK_DATABASE (PostgreSQL database for FerretDB, default connect_local),
@@ -78,6 +81,47 @@ function ownTargets(): { name?: unknown }[] {
   return parsed as { name?: unknown }[];
 }
 
+const HELP_FLAGS = new Set(['--help', '-h', 'help']);
+/** The settings `pnpm stack` takes, all from the environment (it takes no options). */
+const SETTINGS = 'PORT, STACK_DIR, STACK_DATABASE, QUEUE_PREFIX, REDIS_URL, LOG_LEVEL, DOWNSTREAM_TARGETS, DOWNSTREAM_TARGETS_FILE';
+
+async function usageMessage(given: string): Promise<string> {
+  const { CALLBACKS_USAGE } = await import('./stack-callbacks.ts');
+  // A typo of the subcommand (`callback`, `callbaks`): said first.
+  const meant = given !== 'callbacks' && /^call/.test(given) ? ' (did you mean `callbacks`?)' : '';
+  return (
+    `unknown argument "${given}"${meant}: the accepted forms are \`pnpm stack\` (starts the local stack; no arguments), ` +
+    `\`${CALLBACKS_USAGE}\` and \`pnpm stack --help\`; its settings are environment variables (${SETTINGS}), e.g. \`PORT=3001 pnpm stack\``
+  );
+}
+
+async function stackHelp(): Promise<string> {
+  const { CALLBACKS_USAGE } = await import('./stack-callbacks.ts');
+  return `usage: pnpm stack
+       ${CALLBACKS_USAGE}
+
+\`pnpm stack\` runs the whole system on this machine without Docker: FerretDB on the local
+PostgreSQL, the local Redis (or one of its own), a demo receiver, the API and the worker. It
+registers a demo organization and OAuth client on the first run (kept in STACK_DIR), writes
+its settings to STACK_DIR/env for \`pnpm cli\` in another terminal, and prints what to
+copy-paste. Ctrl-C stops everything. It refuses to start on a STACK_DIR whose stack is still
+running: give a second one a folder, a port and a database of its own.
+
+\`pnpm -s stack callbacks\` prints the callbacks this run's demo receiver verified
+(\`pnpm -s stack callbacks --help\`).
+
+Settings (environment variables):
+  PORT                     the API's port (default 3000)
+  STACK_DIR                the folder of its files (default .local/stack)
+  STACK_DATABASE           the PostgreSQL database for FerretDB (default connect_local)
+  QUEUE_PREFIX             the queue prefix (default connect-<STACK_DATABASE>)
+  REDIS_URL                the Redis (default the local one on 6379, else one of its own)
+  LOG_LEVEL                the API's and the worker's log level (default info)
+  DOWNSTREAM_TARGETS, DOWNSTREAM_TARGETS_FILE
+                           targets of one's own, delivered to beside the demo receiver
+`;
+}
+
 const DEMO_TARGET = 'demo-receiver';
 const stops: (() => Promise<void>)[] = [];
 const children: ChildProcess[] = [];
@@ -118,6 +162,59 @@ function writeEnvFile(env: Record<string, string>): void {
   writeFileSync(envFile, envWritten, { mode: 0o600 });
 }
 
+/**
+ * The PID of the stack running on this folder, written before anything starts and removed once
+ * everything it started has stopped: a second `pnpm stack` on the same STACK_DIR overwrote the
+ * first one's state.json, key pair and logs, and at its stop removed the env file the first one
+ * (still running) had written for `pnpm cli`.
+ */
+const pidFile = join(dir, 'stack.pid');
+let pidClaimed = false;
+
+/** The PID in the pid file when it is a `pnpm stack` still running; undefined for none or a stale one (a kill -9). */
+function runningStack(): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile, 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return undefined;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    // EPERM: alive, another user's.
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return undefined;
+  }
+  // After a kill -9 the PID may since name another program: on Linux its command line tells.
+  if (existsSync('/proc/self/cmdline')) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('local-stack')) return undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  return pid;
+}
+
+/** Takes the folder for this stack; the PID of the stack already running there instead, touching none of its files. */
+function claimFolder(): number | undefined {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      // wx: of two stacks starting at the same moment, one gets the file.
+      writeFileSync(pidFile, `${process.pid}\n`, { flag: 'wx' });
+      pidClaimed = true;
+      return undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const running = runningStack();
+    if (running !== undefined) return running;
+    rmSync(pidFile, { force: true }); // stale: its stack was killed before it could remove it
+  }
+  return runningStack() ?? -1;
+}
+
 let stopping = false;
 async function stopAll(code: number): Promise<void> {
   // A signal can come twice (Ctrl-C reaches pnpm and this process; a terminal closing sends SIGHUP
@@ -128,6 +225,8 @@ async function stopAll(code: number): Promise<void> {
   // Only our own file: another stack may have started on this folder since.
   if (envWritten && existsSync(envFile) && readFileSync(envFile, 'utf8') === envWritten) rmSync(envFile);
   for (const stop of stops) await stop().catch(() => undefined);
+  // Last: the folder is free once everything this stack started has stopped.
+  if (pidClaimed && existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() === String(process.pid)) rmSync(pidFile);
   say('stopped');
   process.exit(code);
 }
@@ -135,6 +234,16 @@ async function main(): Promise<void> {
   // Before anything starts: a malformed value stops the stack at once, naming the variable.
   const own = ownTargets();
   mkdirSync(dir, { recursive: true });
+  const running = claimFolder();
+  if (running !== undefined) {
+    const other = running > 0 ? `(PID ${running})` : '(another one is starting there at this moment)';
+    say(
+      `failed: a pnpm stack is already running on ${shown(dir)} ${other}; nothing was started and none of its files were touched. ` +
+        `Stop it first (Ctrl-C in its terminal${running > 0 ? `, or kill ${running}` : ''}), or run a second one beside it with a folder, a port and a database of its own: ` +
+        `STACK_DIR=${shown(dir)}-2 PORT=${apiPort + 1} STACK_DATABASE=${process.env.STACK_DATABASE ?? 'connect_local'}_2 pnpm stack`,
+    );
+    process.exit(1);
+  }
   const database = process.env.STACK_DATABASE ?? 'connect_local';
   say(`building/starting FerretDB on the local PostgreSQL (database ${database})…`);
   const ferret: RunningService = await startFerretDb({ database, keepDatabase: true });
@@ -239,8 +348,17 @@ Ctrl-C stops everything.
 `);
 }
 
-if (process.argv[2] === 'callbacks') {
-  process.exitCode = await (await import('./stack-callbacks.ts')).printCallbacks(process.argv.slice(3), dir);
+// pnpm passes a literal `--` through when called as `pnpm stack -- ...`.
+const argv = process.argv.slice(2).filter((a, i) => !(i === 0 && a === '--'));
+if (argv[0] === 'callbacks') {
+  process.exitCode = await (await import('./stack-callbacks.ts')).printCallbacks(argv.slice(1), dir);
+} else if (argv.length > 0 && HELP_FLAGS.has(argv[0]!)) {
+  process.stdout.write(await stackHelp());
+} else if (argv.length > 0) {
+  // Anything else started a whole second stack on the same folder (a typo of `callbacks`, an option
+  // meant as a setting): nothing starts, and the accepted forms are named.
+  process.stdout.write(`${JSON.stringify({ error: { kind: 'usage', message: await usageMessage(argv[0]!) } }, null, 2)}\n`);
+  process.exitCode = 2;
 } else {
   process.on('SIGINT', () => void stopAll(0));
   process.on('SIGTERM', () => void stopAll(0));

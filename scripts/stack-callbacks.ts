@@ -42,12 +42,31 @@ function fail(kind: 'usage' | 'unavailable', message: string): number {
   return kind === 'usage' ? 2 : 1;
 }
 
+export const CALLBACKS_USAGE = 'pnpm -s stack callbacks [--wait EXTERNAL_PROVIDER_ID] [--timeout SECONDS]';
+
+export const CALLBACKS_HELP = `usage: ${CALLBACKS_USAGE}
+
+Prints the callbacks the demo receiver of the running \`pnpm stack\` verified in this
+run, as one JSON document {"callbacks": [...]} on stdout (errors: {"error": {"kind",
+"message"}}, exit 2 for a usage error, 1 otherwise). Reads $STACK_DIR (default
+.local/stack), as the stack does: give it the same STACK_DIR.
+
+  --wait ID      wait until a callback for this external provider id has arrived,
+                 then print those for it (run it right after the write that causes it)
+  --timeout S    how long --wait waits, in seconds (default 30, at most 3600)
+  --help, -h     this text
+`;
+
 export async function printCallbacks(argv: string[], dir: string): Promise<number> {
-  let values: { wait?: string; timeout: string };
+  let values: { wait?: string; timeout: string; help?: boolean };
   try {
-    ({ values } = parseArgs({ args: argv, options: { wait: { type: 'string' }, timeout: { type: 'string', default: '30' } } }));
+    ({ values } = parseArgs({ args: argv, options: { wait: { type: 'string' }, timeout: { type: 'string', default: '30' }, help: { type: 'boolean', short: 'h' } } }));
   } catch (err) {
-    return fail('usage', `${(err as Error).message}; usage: pnpm -s stack callbacks [--wait EXTERNAL_PROVIDER_ID] [--timeout SECONDS]`);
+    return fail('usage', `${(err as Error).message}; usage: ${CALLBACKS_USAGE}`);
+  }
+  if (values.help) {
+    process.stdout.write(CALLBACKS_HELP);
+    return 0;
   }
   const seconds = Number(values.timeout);
   if (!/^\d+(\.\d+)?$/.test(values.timeout) || !(seconds > 0 && seconds <= 3600)) return fail('usage', `--timeout must be a number of seconds from 0 to 3600, got "${values.timeout}"`);

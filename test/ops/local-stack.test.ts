@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
@@ -85,12 +85,32 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     const firstRun = await runBlock(out);
     expect(firstRun.callbacks).toEqual([expect.objectContaining({ msg: 'verified callback', type: 'user.created', external_provider_id: firstRun.ehrId })]);
 
+    // A second `pnpm stack` on the same folder (another port) refuses to start and touches none of
+    // the running one's files: it overwrote state.json, the key pair and the logs, and at its stop
+    // removed the env file the first one, still running, had written for `pnpm cli`.
+    const files = () => Object.fromEntries(readdirSync(dir).sort().map((f) => [f, readFileSync(join(dir, f), 'utf8')]));
+    const before = files();
+    const twice = start({ PORT: String(await freePort()) });
+    const code = await Promise.race([twice.exited, new Promise((r) => setTimeout(() => r('still running'), 60_000))]);
+    expect(code, twice.output()).toBe(1);
+    const runningPid = Number(readFileSync(join(dir, 'stack.pid'), 'utf8'));
+    expect(() => process.kill(runningPid, 0), 'stack.pid names the running stack').not.toThrow();
+    expect(twice.output()).toContain(`[stack] failed: a pnpm stack is already running on ${dir} (PID ${runningPid})`);
+    expect(twice.output()).toMatch(/run a second one beside it with a folder, a port and a database of its own: STACK_DIR=\S+ PORT=\d+ STACK_DATABASE=\S+ pnpm stack/);
+    expect(twice.output()).not.toContain('building/starting FerretDB');
+    expect(files()).toEqual(before);
+
     // pnpm exits on the signal itself; the stack script behind it finishes its shutdown sequence.
     process.kill(-first.child.pid!, 'SIGINT');
     await first.exited;
     await waitFor(() => first.output().includes('[stack] stopped'), 60_000, 'the stack to stop');
     await waitFor(async () => fetch(`http://127.0.0.1:${port}/livez`).then(() => false, () => true), 10_000, 'the API to be gone');
     expect(existsSync(join(dir, 'env')), 'the env file of a stopped stack is removed').toBe(false);
+    expect(existsSync(join(dir, 'stack.pid')), 'the pid file of a stopped stack is removed').toBe(false);
+    // A stack killed with -9 leaves its pid file: a dead PID there does not stop the next one.
+    const dead = spawn(process.execPath, ['-e', '']);
+    await new Promise((r) => dead.once('exit', r));
+    writeFileSync(join(dir, 'stack.pid'), `${dead.pid}\n`);
 
     // The second run also delivers to a receiver of the operator's own, on a queue prefix of the operator's choosing.
     const mine = await startReceiver();
@@ -129,6 +149,7 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     second.child.kill('SIGTERM');
     expect(await second.exited).toBe(0);
     expect(second.output()).toContain('[stack] stopped');
+    expect(existsSync(join(dir, 'stack.pid'))).toBe(false);
     const { stdout: processes } = await run('ps', ['-eo', 'args']);
     expect(processes.split('\n').filter((p) => p.includes(database))).toEqual([]);
   }, 300_000);
@@ -178,6 +199,42 @@ describe('pnpm stack: stopping when whoever read its output is gone', () => {
     expect(processes.split('\n').filter((p) => p.includes(database))).toEqual([]);
     await waitFor(async () => fetch(`http://127.0.0.1:${port}/livez`).then(() => false, () => true), 10_000, 'the API to be gone');
   }, 180_000);
+});
+
+describe('pnpm stack: arguments', () => {
+  it('anything but `callbacks` (a typo of it, an option meant as a setting) is a usage error naming the accepted forms, exit 2, and starts nothing (it started a whole second stack); --help prints plain text, exit 0', async () => {
+    const dir = join(stackDir(), 'never-started');
+    const port = await freePort();
+    // A timeout: without the check each of these starts a stack, which the timeout's SIGTERM stops.
+    const stack = (args: string[]) =>
+      run('pnpm', ['-s', 'stack', ...args], { cwd: REPO_ROOT, timeout: 60_000, env: { ...process.env, STACK_DIR: dir, PORT: String(port), STACK_DATABASE: database } }).then(
+        ({ stdout }) => ({ code: 0, stdout }),
+        (err: { code: number; stdout: string }) => ({ code: err.code, stdout: err.stdout }),
+      );
+    for (const args of [['bogus'], ['callback', '--wait', 'X'], ['--port', '3001'], ['--', 'bogus']]) {
+      const r = await stack(args);
+      expect(r.stdout, args.join(' ')).not.toContain('[stack]');
+      const given = args[0] === '--' ? args[1] : args[0];
+      expect(JSON.parse(r.stdout), args.join(' ')).toEqual({
+        error: { kind: 'usage', message: expect.stringContaining(`unknown argument "${given}"`) },
+      });
+      const { message } = JSON.parse(r.stdout).error;
+      for (const form of ['`pnpm stack`', '`pnpm -s stack callbacks [--wait EXTERNAL_PROVIDER_ID] [--timeout SECONDS]`', 'PORT=3001 pnpm stack']) expect(message).toContain(form);
+      expect(r.code).toBe(2);
+    }
+    expect((await stack(['callbaks'])).stdout).toContain('(did you mean `callbacks`?)');
+    expect(existsSync(dir), 'nothing started: its folder was not even made').toBe(false);
+
+    const help = await stack(['--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/^usage: pnpm stack\n/);
+    expect(help.stdout).toContain('STACK_DIR');
+    const callbacksHelp = await stack(['callbacks', '--help']);
+    expect(callbacksHelp.code).toBe(0);
+    expect(callbacksHelp.stdout).toMatch(/^usage: pnpm -s stack callbacks \[--wait EXTERNAL_PROVIDER_ID\] \[--timeout SECONDS\]\n/);
+    expect(callbacksHelp.stdout).toContain('--timeout S');
+    expect(existsSync(dir)).toBe(false);
+  }, 120_000);
 });
 
 describe('pnpm -s stack callbacks: errors are one JSON document with a non-zero exit', () => {
