@@ -9,7 +9,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { maskEmail } from '@connect/shared/input-rules';
+import { maskEmail, parseArgsProblem } from '@connect/shared/input-rules';
 
 interface LoggedCallback {
   msg: string;
@@ -59,10 +59,11 @@ run, as one JSON document {"callbacks": [...]} on stdout (errors: {"error": {"ki
 
 export async function printCallbacks(argv: string[], dir: string): Promise<number> {
   let values: { wait?: string; timeout: string; help?: boolean };
+  const options = { wait: { type: 'string' }, timeout: { type: 'string', default: '30' }, help: { type: 'boolean', short: 'h' } } as const;
   try {
-    ({ values } = parseArgs({ args: argv, options: { wait: { type: 'string' }, timeout: { type: 'string', default: '30' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({ args: argv, options }));
   } catch (err) {
-    return fail('usage', `${(err as Error).message}; usage: ${CALLBACKS_USAGE}`);
+    return fail('usage', `${parseArgsProblem(err, 'pnpm -s stack callbacks', options) ?? (err as Error).message}; usage: ${CALLBACKS_USAGE}`);
   }
   if (values.help) {
     process.stdout.write(CALLBACKS_HELP);

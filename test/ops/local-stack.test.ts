@@ -246,8 +246,8 @@ describe('pnpm -s stack callbacks: errors are one JSON document with a non-zero 
         (err: { code: number; stdout: string }) => ({ code: err.code, stdout: err.stdout }),
       );
     for (const [args, message] of [
-      [['--bogus'], /Unknown option '--bogus'; usage: pnpm -s stack callbacks/],
-      [['--wait'], /--wait <value>' argument missing/],
+      [['--bogus'], /^unknown option --bogus for pnpm -s stack callbacks; its options: --wait, --timeout, --help; usage: pnpm -s stack callbacks/],
+      [['--wait'], /^--wait needs a value; usage: /],
       [['--timeout', 'soon'], /--timeout must be a number of seconds/],
     ] as const) {
       const r = await callbacks([...args]);

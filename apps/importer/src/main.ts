@@ -17,6 +17,7 @@ import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { checkAudience, checkBaseUrl, ConnectClient, InvalidPrivateKeyError } from '@connect/client';
+import { parseArgsProblem } from '@connect/shared/input-rules';
 import { ImportAbortedError, importUsers, INTERRUPT_GRACE_MS, type ImportCounts } from './import-users.ts';
 import { InputFileError, type ReadProgress } from './read-user-rows.ts';
 
@@ -117,30 +118,27 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const options = {
+    'base-url': { type: 'string' },
+    'client-id': { type: 'string' },
+    'private-key-file': { type: 'string' },
+    audience: { type: 'string' },
+    file: { type: 'string' },
+    concurrency: { type: 'string', default: '8' },
+    // More retries than the client's default: a long import outlives a rate-limit window
+    // (Retry-After up to a minute) or a short outage, and a row should not fail for that.
+    'max-retries': { type: 'string', default: '8' },
+    report: { type: 'string' },
+    'dry-run': { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  } as const;
   let values;
   let tokens;
   try {
-    ({ values, tokens } = parseArgs({
-      options: {
-        'base-url': { type: 'string' },
-        'client-id': { type: 'string' },
-        'private-key-file': { type: 'string' },
-        audience: { type: 'string' },
-        file: { type: 'string' },
-        concurrency: { type: 'string', default: '8' },
-        // More retries than the client's default: a long import outlives a rate-limit window
-        // (Retry-After up to a minute) or a short outage, and a row should not fail for that.
-        'max-retries': { type: 'string', default: '8' },
-        report: { type: 'string' },
-        'dry-run': { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-      tokens: true,
-    }));
+    ({ values, tokens } = parseArgs({ options, strict: true, allowPositionals: false, tokens: true }));
   } catch (err) {
-    return fail('usage', (err as Error).message);
+    // parseArgs' own text names none of the options taken.
+    return fail('usage', parseArgsProblem(err, 'pnpm import-users', options) ?? (err as Error).message);
   }
   // An option given twice is refused, as the CLI does: parseArgs keeps the last silently.
   const seen = new Set<string>();

@@ -9,6 +9,7 @@
  */
 import { parseArgs } from 'node:util';
 import type { Config, RedisClient } from '@connect/shared';
+import { parseArgsProblem } from '@connect/shared/input-rules';
 import { CliError, redactUrl, toCliError, type CliContext, type Command } from './command.ts';
 import { COMMANDS } from './commands.ts';
 import { probeDatastore, singleHostOf } from './datastore-probe.ts';
@@ -68,7 +69,17 @@ function fail(err: CliError): void {
  */
 function parseInput(command: Command, rest: string[]): unknown {
   const options = command.options ?? {};
-  const { values, positionals, tokens } = parseArgs({ args: rest, allowPositionals: true, strict: true, options, tokens: true });
+  const parse = () => {
+    try {
+      return parseArgs({ args: rest, allowPositionals: true, strict: true, options, tokens: true });
+    } catch (err) {
+      // parseArgs' own text names no option the command takes and leaves a quote open.
+      const problem = parseArgsProblem(err, `"${command.name}"`, options);
+      if (problem === undefined) throw err;
+      throw new CliError('usage', problem);
+    }
+  };
+  const { values, positionals, tokens } = parse();
   const seen = new Set<string>();
   for (const t of tokens) {
     if (t.kind !== 'option' || options[t.name]?.multiple) continue;

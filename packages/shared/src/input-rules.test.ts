@@ -1,7 +1,8 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { signingKeyProblem } from './config.ts';
-import { clientPublicKeyProblem, MIN_RSA_BITS, maskEmailsIn, urlWithoutSecrets } from './input-rules.ts';
+import { parseArgs } from 'node:util';
+import { clientPublicKeyProblem, MIN_RSA_BITS, maskEmailsIn, parseArgsProblem, urlWithoutSecrets } from './input-rules.ts';
 
 const publicPem = (k: { publicKey: { export(o: { type: 'spki'; format: 'pem' }): string | Buffer } }) => k.publicKey.export({ type: 'spki', format: 'pem' }).toString();
 const privatePem = (k: { privateKey: { export(o: { type: 'pkcs8'; format: 'pem' }): string | Buffer } }) => k.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
@@ -52,5 +53,28 @@ describe('urlWithoutSecrets: a connection string as an error may quote it', () =
   });
   it('keeps what locates the server: hosts, ports, IPv6, a host list, the path', () => {
     for (const url of ['redis://[::1]:6379/0', 'redis+sentinel://h1:26379,h2:26379/mymaster', 'mongodb://127.0.0.1:27017/connect', 'https://h.example/x']) expect(urlWithoutSecrets(url)).toBe(url);
+  });
+});
+
+describe('parseArgsProblem: what parseArgs threw, in words naming the options taken', () => {
+  const options = { name: { type: 'string', short: 'n' }, json: { type: 'boolean' } } as const;
+  const problem = (args: string[], allowPositionals = true) => {
+    try {
+      parseArgs({ args, options, strict: true, allowPositionals });
+    } catch (err) {
+      return parseArgsProblem(err, '"org create"', options);
+    }
+    return 'parsed';
+  };
+  it('an unknown option, a missing value, a value to a flag, a value starting with a dash, a stray argument', () => {
+    expect(problem(['--nme', 'X'])).toBe('unknown option --nme for "org create"; its options: --name, --json');
+    expect(problem(['-x'])).toBe('unknown option -x for "org create"; its options: --name, --json');
+    expect(problem(['--name'])).toBe('--name needs a value');
+    expect(problem(['-n'])).toBe('--name needs a value');
+    expect(problem(['--json=yes'])).toBe('--json takes no value');
+    expect(problem(['--name', '-x'])).toBe('--name needs a value; one that starts with "-" is given as --name=-VALUE');
+    expect(problem(['extra'], false)).toBe('unexpected argument "extra" for "org create"; its options: --name, --json');
+    expect(parseArgsProblem(Object.assign(new Error('x'), { code: 'ERR_PARSE_ARGS_UNKNOWN_OPTION', message: "Unknown option '--a'" }), 'import', {})).toBe('unknown option --a for import; it takes no options');
+    expect(parseArgsProblem(new Error('other'), 'x', options)).toBeUndefined();
   });
 });

@@ -188,3 +188,31 @@ export function jwksUrlProblem(jwksUrl: string): string | undefined {
   if (url.username || url.password) return 'must not carry credentials (user:password@)';
   return undefined;
 }
+
+/**
+ * What node:util's parseArgs threw, in plain words built from the command's own option list
+ * (`unknown option --nme for "org create"; its options: --name, --api-version`); undefined for
+ * any other error. Its own text named none of them and left a quote open: `Unknown option
+ * '--nme'. To specify a positional argument starting with a '-', place it at the end of the
+ * command after '--', as in '-- "--nme"`. `command` is how the command is named to the operator.
+ */
+export function parseArgsProblem(err: unknown, command: string, options: Readonly<Record<string, unknown>>): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !code.startsWith('ERR_PARSE_ARGS')) return undefined;
+  const message = (err as Error).message ?? '';
+  const names = Object.keys(options).map((name) => `--${name}`);
+  const taken = names.length > 0 ? `its options: ${names.join(', ')}` : 'it takes no options';
+  const unknown = /^Unknown option '([^']*)'/.exec(message)?.[1];
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown !== undefined) return `unknown option ${unknown} for ${command}; ${taken}`;
+  // "Option '-n, --name <value>' argument missing", "Option '--json' does not take an argument",
+  // "Option '--name' argument is ambiguous. ..." (its value starts with a dash).
+  const option = /--([A-Za-z0-9][\w-]*)/.exec(message)?.[1];
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && option !== undefined) {
+    if (message.includes('argument missing')) return `--${option} needs a value`;
+    if (message.includes('does not take an argument')) return `--${option} takes no value`;
+    if (message.includes('ambiguous')) return `--${option} needs a value; one that starts with "-" is given as --${option}=-VALUE`;
+  }
+  const positional = /^Unexpected argument '([^']*)'/.exec(message)?.[1];
+  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' && positional !== undefined) return `unexpected argument "${positional}" for ${command}; ${taken}`;
+  return message.replace(/\s*\n\s*/g, ' ');
+}
