@@ -72,6 +72,8 @@ export interface Command<A = unknown> {
   stopNotice?: string;
   /** Set for a command that needs Redis: a Redis that refuses connections is told before the drivers load (main.ts). */
   needsRedis?: boolean;
+  /** The most one database operation may wait for its answer, for a command whose reads are long by nature (default OPERATION_TIMEOUT_MS, 10 s). */
+  operationTimeoutMs?: number;
   /** How many positional arguments it takes at most (default 0). */
   positionals?: number;
   /** Checks the arguments: throws a `usage` CliError, or returns `run`'s first argument. */

@@ -39,8 +39,8 @@ const seconds = (ms: number) => `${ms / 1000} s`;
  * selection alone would wait out its whole timeout even when the connection was
  * refused at once.
  */
-export async function connectMongo(url: string, where = ''): Promise<Connection> {
-  const conn = mongoose.createConnection(url, { serverSelectionTimeoutMS: DATASTORE_TIMEOUT_MS, connectTimeoutMS: CONNECT_TIMEOUT_MS, socketTimeoutMS: OPERATION_TIMEOUT_MS });
+export async function connectMongo(url: string, where = '', operationTimeoutMs = OPERATION_TIMEOUT_MS): Promise<Connection> {
+  const conn = mongoose.createConnection(url, { serverSelectionTimeoutMS: DATASTORE_TIMEOUT_MS, connectTimeoutMS: CONNECT_TIMEOUT_MS, socketTimeoutMS: operationTimeoutMs });
   const client = conn.getClient();
   let onChange: ((e: mongo.TopologyDescriptionChangedEvent) => void) | undefined;
   const allFailed = new Promise<never>((_, reject) => {

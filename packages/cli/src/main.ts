@@ -173,7 +173,7 @@ async function runCommand(command: Command, args: unknown, stop: AbortSignal): P
     throw e;
   }
   // Bounded waits: with the database down the CLI answers `unavailable` within 5 s, start-up included.
-  const conn = await Promise.race([connectMongo(config.mongoUrl, from('MONGO_URL')), eitherDown]);
+  const conn = await Promise.race([connectMongo(config.mongoUrl, from('MONGO_URL'), command.operationTimeoutMs), eitherDown]);
   let redis: Promise<RedisClient> | undefined;
   try {
     // Indexes are the API's to create at start; the CLI only reads and writes documents.

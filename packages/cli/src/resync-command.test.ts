@@ -13,6 +13,19 @@ describe('targets resync progress on stderr', () => {
     expect(out[1]).toBe('\r[##############################] 100% 1000/1000 users, 999 enqueued, 1 skipped\n');
   });
 
+  it('without a count of the users (the database did not give it within 5 s) shows the users scanned, no bar', () => {
+    const out: string[] = [];
+    const write = progressWriter({ isTTY: true, write: (s) => out.push(s) });
+    write({ ...at(500), total: null });
+    write({ ...at(1000, true), total: null });
+    expect(out).toEqual(['\r500 users scanned, 499 enqueued, 1 skipped', '\r1000 users scanned, 999 enqueued, 1 skipped\n']);
+  });
+
+  it('declares its long operations: a batch read may take longer than the 10 s other commands get (FerretDB sorts the collection)', async () => {
+    const { resyncCommand } = await import('./resync-command.ts');
+    expect(resyncCommand.operationTimeoutMs).toBeGreaterThan(60_000);
+  });
+
   it('anything else gets JSON lines, at most one per interval, and always the last', () => {
     const out: string[] = [];
     let clock = 0;
