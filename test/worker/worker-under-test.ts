@@ -25,6 +25,9 @@ export const FAST_WORKER_OPTIONS: Partial<WorkerOptions> = {
   shutdownGraceMs: 10_000,
   rosterIntervalMs: 500,
   rosterTtlMs: 3000,
+  // A failure of our own (a datastore cut by a test) is retried at most this long after (1 s,
+  // doubling), as the short schedule above retries a target's.
+  fanOutParkMs: 2000,
 };
 
 export interface TestWorker {
