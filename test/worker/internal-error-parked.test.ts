@@ -20,7 +20,8 @@ vi.setConfig({ testTimeout: 240_000 });
 let link: TcpProxy;
 let receiver: Receiver;
 let stack: DeliveryStack;
-const failFirst = new Set<string>();
+/** How many of a user's first callbacks are answered 500. */
+const failTimes = new Map<string, number>();
 
 beforeAll(async () => {
   // The worker reaches the database through a proxy of the test's own; the API does not.
@@ -29,8 +30,12 @@ beforeAll(async () => {
   const proxied = new URL(url);
   proxied.port = String(link.port);
   receiver = await startReceiver((c) => {
-    // The first attempt's answer is a 500 (recorded: the database goes away after it).
-    if (failFirst.delete(userOf(c))) return { status: 500 };
+    // The first attempts' answers are 500s (recorded: the database goes away after one).
+    const left = failTimes.get(userOf(c)) ?? 0;
+    if (left > 0) {
+      failTimes.set(userOf(c), left - 1);
+      return { status: 500 };
+    }
     return { status: 200 };
   });
   stack = await startDeliveryStack({
@@ -39,9 +44,9 @@ beforeAll(async () => {
     workerEnv: { MONGO_URL: proxied.toString() },
     // A long timeout: on a loaded machine a callback cut short by it on the parked (last) attempt would be a dead letter.
     targets: [target('dictation', receiver.url, { timeout_ms: 20_000 })],
-    // Three attempts: 3 s (time to cut the database once the first is recorded), then an hour; a
+    // Three attempts: 5 s (time to cut the database once the first is recorded), then an hour; a
     // short park, so the test takes seconds.
-    worker: { policy: { retryScheduleMs: [3_000, 3_600_000] }, fanOutParkMs: 500 },
+    worker: { policy: { retryScheduleMs: [5_000, 3_600_000] }, fanOutParkMs: 500 },
   });
 });
 
@@ -51,21 +56,38 @@ afterAll(async () => {
   await link?.close();
 });
 
+async function jobOf(id: string) {
+  const jobs = await stack.worker.deps.deliveries.get('dictation')!.getJobs(['delayed', 'wait', 'active', 'prioritized']);
+  return jobs.find((j) => j.data.event.data.external_provider_id === id);
+}
+
+/**
+ * The 500 recorded everywhere: the row (read by the API over a link of its own) and the job back
+ * on the schedule. The row alone is not enough: cut while the worker's other writes of that
+ * attempt were in flight, the attempt became a failure of ours, and the job had made no attempt.
+ */
+async function firstAttemptSettled(id: string): Promise<void> {
+  await eventually(async () => (await stack.api.models.Delivery.findOne({ external_provider_id: id }).lean())?.attempts === 1, 20_000, 50);
+  await eventually(async () => {
+    const job = await jobOf(id);
+    return job !== undefined && job.attemptsMade === 1 && (await job.getState()) === 'delayed';
+  }, 5_000, 50);
+}
+
 describe('a delivery that fails on our side (the worker\'s MongoDB gone)', () => {
   it('spends no attempt and is run again within a second or so, however long the schedule\'s next step: delivered once the database is back, its row counting the target\'s answers only', async () => {
     const id = `internal-${Date.now()}`;
-    failFirst.add(id);
+    failTimes.set(id, 1);
     expect((await postUser(stack.api, stack.token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
     // Attempt 1, the target's 500, recorded (the API reads the row over a link of its own); then the worker's database goes.
-    await eventually(async () => (await stack.api.models.Delivery.findOne({ external_provider_id: id }).lean())?.attempts === 1, 20_000, 100);
+    await firstAttemptSettled(id);
     link.cut();
     // Every run since failed on our side: three in a row at least (the warning is written once per 10 s, so at least that many).
     await eventually(() => expect(stack.worker.logs.text).toMatch(/"failures_in_a_row":([3-9]|\d{2,})[^\n]*"msg":"delivery could not run \(our own failure/), 60_000, 200);
     expect(await stack.worker.deps.metrics.registry.getSingleMetricAsString('connect_deliveries_total')).toMatch(/outcome="internal"} ([3-9]|\d{2,})(\n|$)/);
     const queue = stack.worker.deps.deliveries.get('dictation')!;
     expect(await queue.getFailedCount()).toBe(0);
-    const jobs = await queue.getJobs(['delayed', 'wait', 'active', 'prioritized']);
-    const job = jobs.find((j) => j.data.event.data.external_provider_id === id);
+    const job = await jobOf(id);
     // The 500 was an attempt; the failures of ours were not (spent, the schedule's next wait would be an hour).
     expect(job?.attemptsMade).toBe(1);
 
@@ -85,5 +107,24 @@ describe('a delivery that fails on our side (the worker\'s MongoDB gone)', () =>
     expect(row.attempts).toBe(2);
     expect(await queue.getFailedCount()).toBe(0);
     expect(receiver.received.filter((c) => userOf(c) === id).map((c) => c.answered)).toEqual([500, 200]);
+  });
+
+  it('counts failures of its own in a row only: an answer of the target in between starts the count again, so the next wait is 1 s, not the longer one the earlier streak had reached', async () => {
+    const id = `internal-again-${Date.now()}`;
+    failTimes.set(id, 2);
+    expect((await postUser(stack.api, stack.token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    await firstAttemptSettled(id);
+    link.cut();
+    // Two failures of ours in a row at least, counted on the job.
+    await eventually(async () => ((await jobOf(id))?.data.internal_failures ?? 0) >= 2, 60_000, 200);
+    link.restore();
+    // The run after: the target answers its second 500 (attempt 2, recorded); the schedule's next step is an hour.
+    await eventually(async () => (await stack.api.models.Delivery.findOne({ external_provider_id: id }).lean())?.attempts === 2, 30_000, 100);
+    const job = await eventually(async () => {
+      const j = await jobOf(id);
+      return j && (await j.getState()) === 'delayed' && j.attemptsMade === 2 ? j : false;
+    }, 20_000, 100);
+    expect(job.data.internal_failures ?? 0).toBe(0);
+    expect(receiver.received.filter((c) => userOf(c) === id).map((c) => c.answered)).toEqual([500, 500]);
   });
 });

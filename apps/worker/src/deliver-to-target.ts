@@ -261,6 +261,8 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         }
 
         const syncRef = { userId: user_id, target: targetName, organizationId: event.organization_id };
+        // The target answered (or could not be reached): failures of our own are no longer in a row.
+        if (job.data.internal_failures) await job.updateData({ ...job.data, internal_failures: 0 }).catch(() => undefined);
         // The user's sync entry is about the version the target is being brought to (`newest`):
         // a failure of an event sent before it (user.created, a change of status) says so.
         const syncError = event === newest ? outcome.error : `${outcome.error} (on ${event.type}, sent first)`;
@@ -363,17 +365,16 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       // observability audit). The row stays `pending`, the job `delayed`: the target's backlog counts it.
       const message = `internal error: ${maskEmailsIn((err as Error).message ?? String(err))}`;
       deps.metrics?.deliveries.inc({ target: targetName, outcome: 'internal' });
-      const failures = (data.internal_failures ?? 0) + 1;
+      const failures = (job.data.internal_failures ?? 0) + 1;
       const delayMs = internalRetryDelayMs(failures, parkMs);
       // One line per target and error every 10 s, not one per job: an outage with a backlog wrote thousands.
       // Numbers aside (the driver names each connection: "connection 12 to ... closed"), or each was a line of its own.
       internalError(`${targetName} ${message.replace(/\d+/g, '#')}`, { event_id: data.event.id, target: targetName, err: message, attempt, failures_in_a_row: failures, retry_in_ms: delayMs }, 'delivery could not run (our own failure, not the target\'s)');
       if (token !== undefined) {
+        // The count only sets the next wait: a park without it waits as long as the last one did.
+        await job.updateData({ ...job.data, internal_failures: failures }).catch(() => undefined);
         // Redis refusing writes too (full, or down): BullMQ's own retry below, on the schedule.
-        const parked = await job
-          .updateData({ ...job.data, internal_failures: failures })
-          .then(() => job.moveToDelayed(Date.now() + delayMs, token))
-          .then(() => true, () => false);
+        const parked = await job.moveToDelayed(Date.now() + delayMs, token).then(() => true, () => false);
         if (parked) throw new DelayedError();
       }
       throw new RecordedFailure(message);
