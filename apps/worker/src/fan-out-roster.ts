@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { LuaScript, type RedisClient } from '@connect/shared';
+import { conditionWarning, LuaScript, type RedisClient } from '@connect/shared';
 
 /**
  * Who may fan events out while workers run different target lists (docs/delivery.md, "Workers
@@ -82,7 +82,7 @@ export function joinFanOutRoster(
   const me: RosterMember = { id: randomUUID(), host: hostname(), pid: process.pid, targets: [...targets].sort() };
   const keys = [`${queuePrefix}:fan-out-roster`, `${queuePrefix}:fan-out-roster:entries`];
   let verdict: boolean | undefined;
-  let warnedAt = 0;
+  const warn = conditionWarning(log, remindEveryMs);
   let left = false;
 
   const check = async (): Promise<boolean> => {
@@ -96,19 +96,18 @@ export function joinFanOutRoster(
     }
     const ahead = workersKnowingMore(me.targets, others);
     const may = ahead.length === 0;
-    const now = Date.now();
-    if (!may && (verdict !== false || now - warnedAt >= remindEveryMs)) {
-      warnedAt = now;
+    if (may) warn(false, { targets: me.targets }, '', 'this worker fans events out again: no live worker knows a target it does not');
+    else {
       const nested = ahead.every((m) => me.targets.every((t) => m.targets.includes(t)));
       const who = ahead.map((m) => `${m.host} pid ${m.pid} knows ${m.missing.map((t) => `"${t}"`).join(', ')}`).join('; ');
-      log.warn(
+      warn(
+        true,
         { targets: me.targets, workers_knowing_more: ahead.map((m) => ({ host: m.host, pid: m.pid, missing: m.missing })) },
         nested
           ? `this worker leaves fan-out to workers that know more targets (${who}), so no event misses a target while DOWNSTREAM_TARGETS differ (a rolling restart): restart this worker with the same targets`
           : `no worker fans events out: DOWNSTREAM_TARGETS differ and none knows every target (${who}); events wait in the queue, none is lost. Give every worker the same targets`,
+        '',
       );
-    } else if (may && verdict === false) {
-      log.info({ targets: me.targets }, 'this worker fans events out again: no live worker knows a target it does not');
     }
     if (may !== verdict) {
       verdict = may;

@@ -53,7 +53,7 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
   const weak = weakSecrets(config.downstreamTargets);
   if (weak.length > 0) {
     log.warn(
-      `weak callback secrets: ${weak.join('; ')}. Anyone holding one signed callback can try to guess such a secret offline, then sign callbacks of their own; rotate to 32 random bytes (\`openssl rand -hex 32\`, or "whsec_" + \`openssl rand -base64 32\` for standard-webhooks) as docs/operations.md, Callback secrets, describes`,
+      `weak callback secrets: ${weak.join('; ')}. Anyone holding one signed callback can try to guess such a secret offline, then sign callbacks of their own; rotate to 32 random bytes (\`openssl rand -hex 32\`, or "whsec_" + \`openssl rand -base64 32\` for standard-webhooks) as docs/operations.md ("Changing a target: secrets, URL, name, scheme", Callback secrets) describes`,
     );
   }
   const fanOut = new Worker<UserEventJob>(EVENTS_QUEUE, createFanOut({ store: deps.store, deliveries: deps.deliveries, targets: config.downstreamTargets, log, giveUpNeverDelayMs: options.fanOutParkMs, standsBack: () => standingBack }), {

@@ -168,7 +168,7 @@ export const WEAK_SECRET_BYTES = { 'nabla-connect': 16, 'standard-webhooks': 24 
 /**
  * The secrets of `targets` shorter than WEAK_SECRET_BYTES, named by target and place, never by
  * value. Taken all the same (receivers already configured with them must keep verifying); the
- * worker warns at start (docs/operations.md, Callback secrets).
+ * worker warns at start (docs/operations.md, "Changing a target: secrets, URL, name, scheme", Callback secrets).
  */
 export function weakSecrets(targets: readonly DownstreamTarget[]): string[] {
   const out: string[] = [];
