@@ -7,6 +7,7 @@
  */
 import type { TestProject } from 'vitest/node';
 import { redisAnswers, startFerretDb, startPrivateRedis, type RunningService } from '@connect/local-services';
+import { buildEntryPoints } from './support/build-entry-points.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -34,6 +35,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   let redisUrl = process.env.REDIS_URL;
   let mongoKind: 'mongodb' | 'ferretdb' | 'unknown' = 'unknown';
   const said: string[] = [];
+  // The processes tests start run from bundles of the sources (test/support/entry-points.ts).
+  said.push(`entry points (CLI, API, worker) bundled for child processes in ${await buildEntryPoints()} ms`);
 
   if (mongoUrl) said.push(`MongoDB: MONGO_URL from the environment`);
   if (redisUrl) said.push(`Redis: REDIS_URL from the environment`);

@@ -13,6 +13,7 @@ import { collectionOf, resyncCursorId } from '@connect/shared';
 import { REPO_ROOT } from '@connect/local-services';
 import { getToken, postUser, registerTestClient, startTestApi, type TestApi } from '../support/harness.ts';
 import { startReceiver, type Receiver } from '../worker/callback-receiver.ts';
+import { nodeArgsOf } from '../support/entry-points.ts';
 
 vi.setConfig({ testTimeout: 120_000 });
 
@@ -33,7 +34,7 @@ interface Finished {
  * `killGroup` is a terminal's Ctrl-C (the group gets it, and pnpm forwards it to the CLI).
  */
 function startCli(args: string[], env: Record<string, string> = {}, viaPnpm = false) {
-  const [command, argv] = viaPnpm ? ['pnpm', ['cli', ...args]] : [process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args]];
+  const [command, argv] = viaPnpm ? ['pnpm', ['cli', ...args]] : [process.execPath, [...nodeArgsOf('cli'), ...args]];
   const child = spawn(command as string, argv as string[], { cwd: REPO_ROOT, env: { ...process.env, ...api.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: viaPnpm });
   let stdout = '';
   let stderr = '';

@@ -11,6 +11,7 @@ import { COMMANDS } from '@connect/cli/src/commands.ts';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
 import { silentServer } from '../support/silent-server.ts';
+import { nodeArgsOf } from '../support/entry-points.ts';
 
 let api: TestApi;
 let worker: TestWorker;
@@ -29,10 +30,11 @@ interface CliRun {
 /**
  * Runs the CLI and parses its whole stdout as one JSON document (the test fails
  * if anything else is on stdout). `via: 'pnpm'` runs `pnpm cli ...` exactly as a
- * person types it, without -s; the default runs the same binary directly (faster).
+ * person types it, without -s; the default runs the CLI's entry point directly (its bundle:
+ * test/support/entry-points.ts), several times faster.
  */
 function cli(args: string[], o: { via?: 'pnpm'; env?: Record<string, string | undefined>; stdin?: string; parse?: false } = {}): Promise<CliRun> {
-  const [cmd, argv] = o.via === 'pnpm' ? ['pnpm', ['cli', ...args]] : [process.execPath, ['packages/cli/bin/cli.js', ...args]];
+  const [cmd, argv] = o.via === 'pnpm' ? ['pnpm', ['cli', ...args]] : [process.execPath, [...nodeArgsOf('cli'), ...args]];
   // STACK_DIR points at an empty folder so a developer's running `pnpm stack` never leaks in.
   const env: Record<string, string | undefined> = { ...process.env, ...api.env, STACK_DIR: emptyStackDir, ...o.env };
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];

@@ -12,6 +12,7 @@ import { getToken, postUser as postOnce, registerTestClient, startTestApi, type 
 import { REPO_ROOT } from '@connect/local-services';
 import { eventually, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
 import { startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+import { nodeArgsOf } from '../support/entry-points.ts';
 
 /**
  * POST /users as a well-behaved client does on this shared machine: a 503 (the
@@ -74,7 +75,7 @@ describe.runIf(USERS > 0)('targets resync throughput', () => {
 
     const started = Date.now();
     const cli = await new Promise<{ code: number | null; out: string }>((resolve) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', 'targets', 'resync', 'fresh'], { cwd: REPO_ROOT, env: { ...process.env, ...api!.env }, stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, [...nodeArgsOf('cli'), 'targets', 'resync', 'fresh'], { cwd: REPO_ROOT, env: { ...process.env, ...api!.env }, stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       child.on('exit', (code) => resolve({ code, out }));

@@ -11,6 +11,7 @@ import { getToken, postUser as postOnce, registerTestClient, startTestApi, type 
 import { REPO_ROOT } from '@connect/local-services';
 import { eventually, startReceiver, type ReceivedCallback, type Receiver } from '../worker/callback-receiver.ts';
 import { eventsFannedOut, startTestWorker, type TestWorker } from '../worker/worker-under-test.ts';
+import { nodeArgsOf } from '../support/entry-points.ts';
 
 /**
  * POST /users as a well-behaved client does on this shared machine: a 503 (the
@@ -47,7 +48,7 @@ interface CliRun {
 /** `pnpm cli ...` as a child; `onStart` gets the child (to interrupt it). */
 function cli(args: string[], env: Record<string, string>, onStart?: (kill: (s: NodeJS.Signals) => void) => void): Promise<CliRun> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...nodeArgsOf('cli'), ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { REPO_ROOT } from '@connect/local-services';
+import { nodeArgsOf } from './entry-points.ts';
 
 export interface Child {
   proc: ChildProcess;
@@ -9,9 +9,9 @@ export interface Child {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Runs one of the project's entry points (apps/<name>/src/main.ts) as a real process. */
+/** Runs one of the project's entry points (apps/<name>/src/main.ts, bundled: test/support/entry-points.ts) as a real process. */
 export function startEntryPoint(app: 'api' | 'worker', env: Record<string, string | undefined>): Child {
-  return startChild(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'apps', app, 'src', 'main.ts')], env);
+  return startChild(process.execPath, nodeArgsOf(app), env);
 }
 
 /**

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '@connect/local-services';
+import { nodeArgsOf } from './entry-points.ts';
 
 const run = promisify(execFile);
 
@@ -14,7 +15,7 @@ export interface CliRun {
 /** `pnpm cli ...args` as an operator runs it: its own process, over this environment (laid on the test's own). */
 export async function runCli(env: Record<string, string | undefined>, args: string[]): Promise<CliRun> {
   try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env } });
+    const { stdout, stderr } = await run(process.execPath, [...nodeArgsOf('cli'), ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env } });
     return { code: 0, json: JSON.parse(stdout), stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };

@@ -20,6 +20,7 @@ import { REPO_ROOT, startPrivateRedis, type RunningService } from '@connect/loca
 import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
 import { databaseUrl, postUser, uniquePrefix } from '../support/harness.ts';
 import { eventually, startReceiver, userOf, type Receiver } from './callback-receiver.ts';
+import { nodeArgsOf } from '../support/entry-points.ts';
 
 // Each CLI call is a new tsx process (seconds on a loaded two-core machine).
 vi.setConfig({ testTimeout: 180_000 });
@@ -133,7 +134,7 @@ describe('Redis loses its data while targets are paused and disabled (worker, CL
   const run = promisify(execFile);
 
   async function cli(...args: string[]): Promise<any> {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...stack.api.env } });
+    const { stdout } = await run(process.execPath, [...nodeArgsOf('cli'), ...args], { cwd: REPO_ROOT, env: { ...process.env, ...stack.api.env } });
     return JSON.parse(stdout);
   }
   const stateOf = async (name: string) => ((await cli('targets', 'list')).targets as { name: string; state: string }[]).find((t) => t.name === name)?.state;

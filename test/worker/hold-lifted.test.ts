@@ -6,6 +6,7 @@ import { REPO_ROOT } from '@connect/local-services';
 import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
 import { postUser } from '../support/harness.ts';
 import { eventually, startReceiver, userOf, type Receiver } from './callback-receiver.ts';
+import { nodeArgsOf } from '../support/entry-points.ts';
 
 // A CLI call is a new tsx process: seconds on a loaded two-core machine.
 vi.setConfig({ testTimeout: 120_000 });
@@ -57,7 +58,7 @@ describe('a hold lifted by another process', () => {
     // The first user's job waits out its own retry delay (Retry-After is its floor): in BullMQ's delayed set.
     await eventually(async () => expect(await worker.deps.deliveries.get('dictation')!.getDelayedCount()).toBe(1));
 
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', 'targets', 'resume', 'dictation'], { cwd: REPO_ROOT, env: { ...process.env, ...api.env } });
+    const { stdout } = await run(process.execPath, [...nodeArgsOf('cli'), 'targets', 'resume', 'dictation'], { cwd: REPO_ROOT, env: { ...process.env, ...api.env } });
     const resumedAt = Date.now();
     expect(JSON.parse(stdout)).toMatchObject({ name: 'dictation', state: 'healthy' });
     // 20 s: far under the hold's remaining time, so only the lifted hold can explain the deliveries;

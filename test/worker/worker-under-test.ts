@@ -9,6 +9,7 @@ import { createWorkerDeps, startWorker, workerShutdownSteps, type RunningWorker,
 import { LogCapture } from '../support/harness.ts';
 import { eventually } from './callback-receiver.ts';
 import { REPO_ROOT } from '@connect/local-services';
+import { nodeArgsOf } from '../support/entry-points.ts';
 
 /** Short delays so retries and crash recovery fit in a test run. */
 export const FAST_WORKER_OPTIONS: Partial<WorkerOptions> = {
@@ -70,9 +71,9 @@ export interface WorkerChild {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** `tsx apps/worker/src/main.ts` in one process (node --import tsx), so a signal reaches the worker itself. */
+/** The worker's entry point in one node process (test/support/entry-points.ts), so a signal reaches the worker itself. */
 export function spawnWorker(env: Record<string, string>, extra: Record<string, string> = {}): WorkerChild {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'apps/worker/src/main.ts'], {
+  const child = spawn(process.execPath, nodeArgsOf('worker'), {
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH ?? '', ...env, LOG_LEVEL: 'info', ...extra },
     stdio: ['ignore', 'pipe', 'pipe'],
