@@ -36,7 +36,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   let mongoKind: 'mongodb' | 'ferretdb' | 'unknown' = 'unknown';
   const said: string[] = [];
   // The processes tests start run from bundles of the sources (test/support/entry-points.ts).
-  said.push(`entry points (CLI, API, worker) bundled for child processes in ${await buildEntryPoints()} ms`);
+  said.push(`entry points (CLI, API, worker, importer) bundled for child processes in ${await buildEntryPoints()} ms`);
 
   if (mongoUrl) said.push(`MongoDB: MONGO_URL from the environment`);
   if (redisUrl) said.push(`Redis: REDIS_URL from the environment`);

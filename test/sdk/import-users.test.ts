@@ -18,6 +18,7 @@ import { ImportAbortedError, importUsers as importInProcess, unreachableLimit } 
 import { registerTestClient, rsaKeyPair, startTestApi, type TestApi, type TestClient } from '../support/harness.ts';
 import { storedUsers, writeNewUsersCsv } from '../support/import-files.ts';
 import { freePort, listenOnFreePort, REPO_ROOT } from '@connect/local-services';
+import { nodeArgsOf } from '../support/entry-points.ts';
 
 vi.setConfig({ testTimeout: 600_000 });
 
@@ -30,13 +31,16 @@ interface Run {
 }
 
 /**
- * The importer's binary (what `pnpm import-users` runs), started by node itself: pnpm's own
- * start-up costs about as much again per run. `{ via: 'pnpm -s' }` and `{ via: 'pnpm' }` run
- * `pnpm -s import-users …` and `pnpm import-users …`, as the README and SPEC write it.
+ * The importer's entry point, started by node itself with the node flags its binary (what
+ * `pnpm import-users` runs) gives it, from its bundle (test/support/entry-points.ts): pnpm's
+ * own start-up and tsx's loader cost about as much again per run. `{ via: 'pnpm -s' }` and
+ * `{ via: 'pnpm' }` run `pnpm -s import-users …` and `pnpm import-users …`, as the README and SPEC write it.
  */
+const IMPORTER_NODE_FLAGS = JSON.parse(readFileSync(join(REPO_ROOT, 'apps/importer/bin/node-flags.json'), 'utf8')) as string[];
+
 function importUsers(args: string[], { via = 'binary' }: { via?: 'binary' | 'pnpm' | 'pnpm -s' } = {}): Promise<Run> {
   const [command, argv] =
-    via === 'binary' ? [process.execPath, ['apps/importer/bin/import-users.js', ...args]] : ['pnpm', [...(via === 'pnpm -s' ? ['-s'] : []), 'import-users', ...args]];
+    via === 'binary' ? [process.execPath, [...IMPORTER_NODE_FLAGS, ...nodeArgsOf('importer'), ...args]] : ['pnpm', [...(via === 'pnpm -s' ? ['-s'] : []), 'import-users', ...args]];
   return new Promise((resolve, reject) => {
     const child = spawn(command, argv, { cwd: REPO_ROOT, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';

@@ -20,6 +20,7 @@ export const ENTRY_POINTS = {
   cli: 'packages/cli/src/main.ts',
   api: 'apps/api/src/main.ts',
   worker: 'apps/worker/src/main.ts',
+  importer: 'apps/importer/src/main.ts',
 } as const;
 
 export type EntryPoint = keyof typeof ENTRY_POINTS;
