@@ -1,5 +1,5 @@
 import { Worker } from 'bullmq';
-import { deliveryIdOf, deliveryJobSchema, deliveryQueueName, EVENTS_QUEUE, warnAtMostEvery, watchDatastores, weakSecrets, type DatastoreWatch, type DeliveryJob, type UserEventJob } from '@connect/shared';
+import { deliveryIdOf, deliveryJobSchema, deliveryQueueName, EVENTS_QUEUE, warnAtMostEvery, watchDatastores, weakSecrets, type DatastoreWatch, type DeliveryJob, type RedisClient, type UserEventJob } from '@connect/shared';
 import { deliveryBackoff } from './delivery-backoff.ts';
 import { createDeliverToTarget } from './deliver-to-target.ts';
 import { watchBlockingConnections, type BlockingConnectionWatch } from './blocking-connections.ts';
@@ -65,10 +65,18 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
   });
   let fanOutStarted = false;
   let standingBack = false;
+  // Resumed only when the roster paused it: a resume of its own at the first reading (the start
+  // below fell back on fanning out) undid a pause given meanwhile, and BullMQ's pause, waiting
+  // for a loop that ran on, never returned.
+  let pausedByRoster = false;
   const startFanOut = () => {
-    if (fanOutStarted) return fanOut.resume();
-    fanOutStarted = true;
-    void fanOut.run().catch((err: Error) => log.error({ err: err.message }, 'the fan-out stopped'));
+    if (!fanOutStarted) {
+      fanOutStarted = true;
+      void fanOut.run().catch((err: Error) => log.error({ err: err.message }, 'the fan-out stopped'));
+    } else if (pausedByRoster) {
+      pausedByRoster = false;
+      fanOut.resume();
+    }
   };
   const roster = joinFanOutRoster(
     deps.producerRedis,
@@ -78,12 +86,20 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     (may) => {
       standingBack = !may;
       if (may) startFanOut();
-      else if (fanOutStarted) void fanOut.pause(true).catch(() => undefined);
+      else if (fanOutStarted) {
+        pausedByRoster = true;
+        void fanOut.pause(true).catch(() => undefined);
+      }
     },
     { intervalMs: options.rosterIntervalMs, ttlMs: options.rosterTtlMs },
   );
-  // Before a first reading (Redis away at start) the worker fans out, as it always did.
-  void roster.check().then((may) => may && !fanOutStarted && startFanOut());
+  // The first reading once the connection is up: it has no offline queue, so a reading taken at
+  // once failed while it connected, and the worker fanned out for a whole interval before its first
+  // real reading (a worker restarted with fewer targets too). Redis still away after the roster's
+  // time to live: it fans out, as it always did (nothing can be fanned out without Redis anyway).
+  void whenReady(deps.producerRedis, options.rosterTtlMs ?? 20_000)
+    .then(() => roster.check())
+    .then((may) => may && !fanOutStarted && startFanOut());
 
   const deliveries = new Map<string, Worker<DeliveryJob>>();
   // While Redis is down each worker reports every reconnection attempt: a line per 10 s per queue and message.
@@ -180,4 +196,19 @@ export function startWorker(deps: WorkerDeps): RunningWorker {
     blockingConnections,
     datastores,
   };
+}
+
+/** Resolves once `redis` is connected and ready, or after `boundMs` (never rejects). */
+function whenReady(redis: RedisClient, boundMs: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      redis.off('ready', done);
+      resolve();
+    };
+    const timer = setTimeout(done, boundMs);
+    timer.unref();
+    redis.once('ready', done);
+  });
 }
