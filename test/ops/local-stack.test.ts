@@ -14,6 +14,8 @@ const database = `stack_test_${Date.now().toString(36)}`;
 
 /** Every stack this file starts: one a failed assertion left running is stopped (Ctrl-C's SIGINT) before the database goes. */
 const stacks: ChildProcess[] = [];
+/** PostgreSQL databases of stacks this file started besides `database`, dropped at the end. */
+const extraDatabases: string[] = [];
 /** Every STACK_DIR this file made (settings, logs, FerretDB's state), removed at the end. */
 const dirs: string[] = [];
 const stackDir = () => {
@@ -27,7 +29,7 @@ afterAll(async () => {
     child.kill('SIGINT');
     await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
   }
-  await run('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-d', 'postgres', '-qc', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`]).catch(() => undefined);
+  for (const db of [database, ...extraDatabases]) await run('psql', ['-h', '127.0.0.1', '-U', 'postgres', '-d', 'postgres', '-qc', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`]).catch(() => undefined);
   // Best effort: a stack that would not stop may still be writing there, and the cause is what matters.
   for (const dir of dirs) {
     try {
@@ -99,6 +101,32 @@ describe('pnpm stack: the whole system in one command on a machine without Docke
     expect(twice.output()).toMatch(/run a second one beside it with a folder, a port and a database of its own: STACK_DIR=\S+ PORT=\d+ STACK_DATABASE=\S+ pnpm stack/);
     expect(twice.output()).not.toContain('building/starting FerretDB');
     expect(files()).toEqual(before);
+
+    // The second stack it suggests (README: "To run a second stack beside the first"), run as
+    // printed while the first runs: up on its own port, the first one still answering on its.
+    const suggested = /of its own: (STACK_DIR=(\S+) PORT=(\d+) STACK_DATABASE=(\S+) pnpm stack)/.exec(twice.output());
+    expect(suggested, twice.output()).not.toBeNull();
+    const [, command, besideDir, besidePort, besideDatabase] = suggested!;
+    expect([besideDir, besideDatabase]).toEqual([`${dir}-2`, `${database}_2`]);
+    // The README's example is this suggestion for the default folder, port and database.
+    expect(readFileSync(join(REPO_ROOT, 'README.md'), 'utf8')).toContain('`STACK_DIR=.local/stack-2 PORT=3001 STACK_DATABASE=connect_local_2 pnpm stack`');
+    dirs.push(besideDir!);
+    extraDatabases.push(besideDatabase!);
+    const besideEnv: NodeJS.ProcessEnv = { ...process.env };
+    delete besideEnv.QUEUE_PREFIX;
+    const beside = spawn('bash', ['-c', command!], { cwd: REPO_ROOT, env: besideEnv, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    stacks.push(beside);
+    let besideOut = '';
+    beside.stdout.on('data', (d: Buffer) => (besideOut += d.toString()));
+    beside.stderr.on('data', (d: Buffer) => (besideOut += d.toString()));
+    const besideExited = new Promise((r) => beside.once('exit', r));
+    await waitFor(() => besideOut.includes('ready in'), 120_000, 'the second stack to be ready');
+    expect(besideOut).toContain(`base URL      http://localhost:${besidePort}/v1/connect/server`);
+    expect((await fetch(`http://127.0.0.1:${besidePort}/readyz`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+    process.kill(-beside.pid!, 'SIGINT');
+    await besideExited;
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 'the first stack outlives the second').toBe(200);
 
     // pnpm exits on the signal itself; the stack script behind it finishes its shutdown sequence.
     process.kill(-first.child.pid!, 'SIGINT');
