@@ -30,14 +30,15 @@ interface Run {
   stderrLines: Record<string, any>[];
 }
 
+/** The node flags the importer's binary gives it (a small heap). */
+const IMPORTER_NODE_FLAGS = JSON.parse(readFileSync(join(REPO_ROOT, 'apps/importer/bin/node-flags.json'), 'utf8')) as string[];
+
 /**
  * The importer's entry point, started by node itself with the node flags its binary (what
  * `pnpm import-users` runs) gives it, from its bundle (test/support/entry-points.ts): pnpm's
  * own start-up and tsx's loader cost about as much again per run. `{ via: 'pnpm -s' }` and
  * `{ via: 'pnpm' }` run `pnpm -s import-users …` and `pnpm import-users …`, as the README and SPEC write it.
  */
-const IMPORTER_NODE_FLAGS = JSON.parse(readFileSync(join(REPO_ROOT, 'apps/importer/bin/node-flags.json'), 'utf8')) as string[];
-
 function importUsers(args: string[], { via = 'binary' }: { via?: 'binary' | 'pnpm' | 'pnpm -s' } = {}): Promise<Run> {
   const [command, argv] =
     via === 'binary' ? [process.execPath, [...IMPORTER_NODE_FLAGS, ...nodeArgsOf('importer'), ...args]] : ['pnpm', [...(via === 'pnpm -s' ? ['-s'] : []), 'import-users', ...args]];

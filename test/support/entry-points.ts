@@ -13,8 +13,8 @@ import { REPO_ROOT } from '@connect/local-services';
  * 1.6 s, the CLI's `--help` in 0.2 s.
  *
  * What an operator types (`pnpm cli`, `pnpm start:api`, `pnpm stack`, `pnpm import-users`) is still
- * tested as typed, through tsx: by the README's test, the CLI's `pnpm cli` cases and the local stack's
- * (docs/operations.md, "Tests and CI").
+ * tested as typed, through tsx: by the README's test, root-scripts-sigterm, the CLI's and the
+ * importer's `pnpm` cases and the local stack's (docs/operations.md, "Tests and CI").
  */
 export const ENTRY_POINTS = {
   cli: 'packages/cli/src/main.ts',
@@ -32,12 +32,8 @@ export type EntryPoint = keyof typeof ENTRY_POINTS;
  */
 export const BUNDLE_DIR = join(REPO_ROOT, '.cache', 'test-build', 'bin');
 
-export function bundleOf(name: EntryPoint): string {
-  return join(BUNDLE_DIR, `${name}.mjs`);
-}
-
 /** node's arguments to run `name`: its bundle, or its source through tsx when no bundle was built (a file run outside vitest's global setup). */
 export function nodeArgsOf(name: EntryPoint): string[] {
-  const bundle = bundleOf(name);
+  const bundle = join(BUNDLE_DIR, `${name}.mjs`);
   return existsSync(bundle) ? [bundle] : ['--import', 'tsx', join(REPO_ROOT, ENTRY_POINTS[name])];
 }

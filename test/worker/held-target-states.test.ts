@@ -22,7 +22,7 @@ import { databaseUrl, postUser, uniquePrefix } from '../support/harness.ts';
 import { eventually, startReceiver, userOf, type Receiver } from './callback-receiver.ts';
 import { nodeArgsOf } from '../support/entry-points.ts';
 
-// Each CLI call is a new tsx process (seconds on a loaded two-core machine).
+// Each CLI call is a process of its own (a second or more on a loaded two-core machine).
 vi.setConfig({ testTimeout: 180_000 });
 
 /**

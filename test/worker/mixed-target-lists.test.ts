@@ -5,7 +5,9 @@
  * configuration audit: 215 of 678 users missing, the target healthy with a backlog of 0). Now the
  * workers that know the most targets fan out and the others stand back; with lists that are not
  * nested nobody does, and the events wait (docs/delivery.md, "Workers with different target
- * lists"). Real FerretDB, Redis and receivers; workers in this process, one queue prefix.
+ * lists"). A worker started with fewer targets stands back from its first moment: its first
+ * reading was once taken before its Redis connection was up, failed, and it fanned out waiting
+ * events for a whole interval. Real FerretDB, Redis and receivers; workers in this process, one queue prefix.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -95,5 +97,26 @@ describe('workers with different target lists', () => {
     expect(usersAt(t).has(id!) || usersAt(t).has(later!)).toBe(false);
     await other.close();
     await eventually(() => usersAt(a).has(id!) && usersAt(a).has(later!), 30_000);
+  });
+});
+
+describe('a worker started with fewer targets while events wait', () => {
+  it('takes none of them from its first moment; the worker that knows every target sends them all', async () => {
+    // The workers of the tests above leave the roster first.
+    for (const w of workers) await w.close();
+    const full = await start('a', 't');
+    // The full worker stays in the roster but takes nothing for now: the events wait in the queue.
+    await full.worker.fanOut.pause();
+    const ids = await create(20);
+    await eventually(async () => (await full.deps.eventsQueue.getWaitingCount()) >= ids.length, 30_000);
+
+    const lesser = await start('a');
+    // Its first reading, said in its log: it stands back.
+    await eventually(() => lesser.logs.text.includes('this worker leaves fan-out to workers that know more targets'), 20_000);
+    expect(fannedOutBy(lesser)).toBe(0);
+
+    full.worker.fanOut.resume();
+    await eventually(() => ids.every((id) => usersAt(t).has(id) && usersAt(a).has(id)), 60_000);
+    expect(fannedOutBy(lesser)).toBe(0);
   });
 });

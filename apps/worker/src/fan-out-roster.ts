@@ -96,19 +96,16 @@ export function joinFanOutRoster(
     }
     const ahead = workersKnowingMore(me.targets, others);
     const may = ahead.length === 0;
-    if (may) warn(false, { targets: me.targets }, '', 'this worker fans events out again: no live worker knows a target it does not');
-    else {
-      const nested = ahead.every((m) => me.targets.every((t) => m.targets.includes(t)));
-      const who = ahead.map((m) => `${m.host} pid ${m.pid} knows ${m.missing.map((t) => `"${t}"`).join(', ')}`).join('; ');
-      warn(
-        true,
-        { targets: me.targets, workers_knowing_more: ahead.map((m) => ({ host: m.host, pid: m.pid, missing: m.missing })) },
-        nested
-          ? `this worker leaves fan-out to workers that know more targets (${who}), so no event misses a target while DOWNSTREAM_TARGETS differ (a rolling restart): restart this worker with the same targets`
-          : `no worker fans events out: DOWNSTREAM_TARGETS differ and none knows every target (${who}); events wait in the queue, none is lost. Give every worker the same targets`,
-        '',
-      );
-    }
+    const nested = ahead.every((m) => me.targets.every((t) => m.targets.includes(t)));
+    const who = ahead.map((m) => `${m.host} pid ${m.pid} knows ${m.missing.map((t) => `"${t}"`).join(', ')}`).join('; ');
+    warn(
+      !may,
+      may ? { targets: me.targets } : { targets: me.targets, workers_knowing_more: ahead.map((m) => ({ host: m.host, pid: m.pid, missing: m.missing })) },
+      nested
+        ? `this worker leaves fan-out to workers that know more targets (${who}), so no event misses a target while DOWNSTREAM_TARGETS differ (a rolling restart): restart this worker with the same targets`
+        : `no worker fans events out: DOWNSTREAM_TARGETS differ and none knows every target (${who}); events wait in the queue, none is lost. Give every worker the same targets`,
+      'this worker fans events out again: no live worker knows a target it does not',
+    );
     if (may !== verdict) {
       verdict = may;
       onChange(may);
