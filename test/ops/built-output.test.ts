@@ -55,9 +55,12 @@ describe('pnpm build: the production build runs with plain node, from the folder
       expect(installed.filter((p) => p.startsWith(dev)), dev).toEqual([]);
     }
     expect(existsSync(join(stage, 'test'))).toBe(false);
-    // The image runs BullMQ with the repository's fix (patches/): without it, a worker
-    // stopped while its connections open exits 1 (test/worker/shutdown-at-start.test.ts).
+    // The image runs BullMQ and the MongoDB driver with the repository's fixes (patches/):
+    // without them, a worker stopped while its connections open exits 1
+    // (test/worker/shutdown-at-start.test.ts), and a client whose monitor met a closing socket
+    // never finds its database again (test/faults/mongo-driver-closing-socket.test.ts).
     expect(installed.filter((p) => p.startsWith('bullmq@')), 'bullmq in the image').toEqual([expect.stringMatching(/^bullmq@[\d.]+_patch_hash=/)]);
+    expect(installed.filter((p) => /^mongodb@\d/.test(p)), 'mongodb in the image').toEqual([expect.stringMatching(/^mongodb@[\d.]+_patch_hash=/)]);
     const sources = (dir: string): string[] =>
       readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.name === 'node_modules' ? [] : e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [join(dir, e.name)] : []));
     expect(sources(stage)).toEqual([]);
