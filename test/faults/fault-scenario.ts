@@ -306,3 +306,48 @@ export async function apiUnderFault(o: {
   expect(delivery.lost).toBe(0);
   return { during, users, delivery, figures };
 }
+
+/**
+ * The round for one fault on a link between the worker and one of its datastores (the API
+ * reaches it directly): 4 users made and delivered before it; during it a write for each of 8
+ * users and a read of each existing one, all answered by the API; the fault held `holdMs`, so the
+ * worker's operations, heartbeats and blocking reads meet it; the fault removed; then every user's
+ * final version checked at every target, with no dead letter. Prints the figures.
+ */
+export async function workerUnderFault(o: { api: TestApi; token: string; link: Proxy; fault: FaultName; receivers: Receiver[]; label: string; holdMs: number }): Promise<void> {
+  const users = newUsers(`${o.label.replace(/[^a-z]+/gi, '-')}-${o.fault}`, 8);
+  // Half the users exist and are delivered before the fault: the worker's connections are open and in use when it comes.
+  await createBeforeFault(o.api, o.token, users.slice(0, 4));
+  await expectEverythingDelivered(o.api.models, users.slice(0, 4), o.receivers);
+
+  const received = () => o.receivers.reduce((n, r) => n + r.received.length, 0);
+  const reachedBefore = received();
+  await o.link.inject(o.fault);
+  const traffic: Traffic = { answers: [] };
+  const during = await sendRound(o.api, o.token, users, traffic);
+  for (const x of during) expectCleanAnswer(x);
+  // The API does not go through the fault; a 503 here could only be the shared machine's database being busy.
+  const resent = await resendRefused(o.api, o.token, users, traffic);
+  await sleep(o.holdMs);
+  const reachedDuringFault = received() - reachedBefore;
+  await o.link.heal();
+  const healed = Date.now();
+
+  const delivery = await expectEverythingDelivered(o.api.models, users, o.receivers);
+  const rows = await o.api.models.Delivery.find({ external_provider_id: { $in: users.map((u) => u.id) } }).lean();
+  const deadLetters = rows.filter((r) => r.status === 'failed').length;
+  printFigures(o.label, o.fault, {
+    api_answers: byStatus(during),
+    resent_after: resent,
+    callbacks_during_fault: reachedDuringFault,
+    accepted_changes: users.reduce((n, u) => n + u.acceptedVersion, 0),
+    events_delivered: delivery.delivered,
+    duplicates: delivery.duplicates,
+    ...(delivery.duplicated.length ? { duplicated: delivery.duplicated } : {}),
+    dead_letters: deadLetters,
+    lost: delivery.lost,
+    drain_after_heal_ms: Date.now() - healed,
+  });
+  expect(deadLetters).toBe(0);
+  expect(delivery.lost).toBe(0);
+}
