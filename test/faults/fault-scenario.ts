@@ -224,6 +224,18 @@ export async function expectEverythingDelivered(models: Models, users: TrackedUs
   return { delivered, duplicates, duplicated, lost, drainMs };
 }
 
+/** The figures every worker link prints once its fault is gone; `healed` is when it went. */
+export function afterHealFigures(delivery: Delivery, deadLetters: number, healed: number): Record<string, unknown> {
+  return {
+    events_delivered: delivery.delivered,
+    duplicates: delivery.duplicates,
+    ...(delivery.duplicated.length ? { duplicated: delivery.duplicated } : {}),
+    dead_letters: deadLetters,
+    lost: delivery.lost,
+    drain_after_heal_ms: Date.now() - healed,
+  };
+}
+
 export function byStatus(answers: Answer[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const a of answers) out[a.status] = (out[a.status] ?? 0) + 1;
@@ -341,12 +353,7 @@ export async function workerUnderFault(o: { api: TestApi; token: string; link: P
     resent_after: resent,
     callbacks_during_fault: reachedDuringFault,
     accepted_changes: users.reduce((n, u) => n + u.acceptedVersion, 0),
-    events_delivered: delivery.delivered,
-    duplicates: delivery.duplicates,
-    ...(delivery.duplicated.length ? { duplicated: delivery.duplicated } : {}),
-    dead_letters: deadLetters,
-    lost: delivery.lost,
-    drain_after_heal_ms: Date.now() - healed,
+    ...afterHealFigures(delivery, deadLetters, healed),
   });
   expect(deadLetters).toBe(0);
   expect(delivery.lost).toBe(0);

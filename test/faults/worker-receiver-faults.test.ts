@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
 import { eventually, sleep, startReceiver, type Receiver } from '../worker/callback-receiver.ts';
-import { byStatus, createBeforeFault, expectCleanAnswer, expectEverythingDelivered, newUsers, printFigures, resendRefused, sendRound, type Traffic } from './fault-scenario.ts';
+import { afterHealFigures, byStatus, createBeforeFault, expectCleanAnswer, expectEverythingDelivered, newUsers, printFigures, resendRefused, sendRound, type Traffic } from './fault-scenario.ts';
 import { startToxiproxy, type FaultName, type Proxy, type Toxiproxy } from './toxiproxy.ts';
 
 // Real network faults, retries and FerretDB on a loaded two-core machine: generous.
@@ -88,12 +88,7 @@ describe('Toxiproxy between the worker and a receiver', () => {
       direct_target_done_ms: directDoneMs,
       requests_reaching_receiver_during_fault: reachedDuringFault,
       accepted_by_receiver_during_fault: acceptedDuringFault,
-      events_delivered: delivery.delivered,
-      duplicates: delivery.duplicates,
-      ...(delivery.duplicated.length ? { duplicated: delivery.duplicated } : {}),
-      dead_letters: deadLetters,
-      lost: delivery.lost,
-      drain_after_heal_ms: Date.now() - healed,
+      ...afterHealFigures(delivery, deadLetters, healed),
     };
     printFigures('worker→receiver', fault, figures);
     expect(deadLetters).toBe(0);
