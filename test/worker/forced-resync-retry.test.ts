@@ -16,11 +16,20 @@ vi.setConfig({ testTimeout: 60_000 });
 
 let failEveryOther = false;
 let seen = 0;
+/** The next callback for this user is held until `release()`. */
+let holdUser: string | undefined;
+let release = () => undefined as void;
 let receiver: Receiver;
 let stack: DeliveryStack;
 
 beforeAll(async () => {
-  receiver = await startReceiver(() => (failEveryOther && seen++ % 2 === 1 ? { status: 503 } : { status: 200 }));
+  receiver = await startReceiver(async (c) => {
+    if (holdUser !== undefined && userOf(c) === holdUser) {
+      holdUser = undefined;
+      await new Promise<void>((resolve) => (release = resolve));
+    }
+    return failEveryOther && seen++ % 2 === 1 ? { status: 503 } : { status: 200 };
+  });
   stack = await startDeliveryStack({ label: 'forced_retry', targets: [target('sick', receiver.url)] });
 });
 
@@ -36,13 +45,50 @@ describe('a forced resync retried', () => {
     expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
     expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } })).status).toBe(200);
     await eventually(() => expect(receiver.accepted().filter((c) => userOf(c) === id).map((c) => c.body.data.version)).toContain(2), 20_000);
+    // And no delivery of the user left: one still running (version 2 may have gone out with the
+    // first run, the second's job following it) is the next case's.
+    await eventually(async () => (await worker.deps.deliveries.backlog('sick')) === 0, 20_000, 50);
 
     failEveryOther = true;
     const before = receiver.received.length;
     await resyncTarget({ store: worker.deps.store, queues: worker.deps.deliveries, targets: [{ name: 'sick' }] }, { target: 'sick', organizationId: clinic.organization._id, force: true });
     // user.created (200), the update (503), then the retry: the update alone (200).
-    await eventually(() => expect(receiver.accepted().slice(before).filter((c) => userOf(c) === id && c.body.data.version === 2)).toHaveLength(1), 20_000);
-    const trail = receiver.received.slice(before).filter((c) => userOf(c) === id).map((c) => `${c.body.type} v${c.body.data.version} ${c.answered}`);
+    const trailOf = () => receiver.received.slice(before).filter((c) => userOf(c) === id).map((c) => `${c.body.type} v${c.body.data.version} ${c.answered}`);
+    try {
+      await eventually(() => expect(receiver.accepted().slice(before).filter((c) => userOf(c) === id && c.body.data.version === 2)).toHaveLength(1), 20_000);
+    } catch (err) {
+      // What the target heard and what the worker said, for whoever reads a failure.
+      console.error(JSON.stringify(trailOf()), '\n', worker.logs.lines.filter((l) => /"level":[4-6]0|callback/.test(l)).slice(-40).join('\n'));
+      throw err;
+    }
+    const trail = trailOf();
     expect(trail).toEqual(['user.created v1 200', 'user.updated v2 503', 'user.updated v2 200']);
+  });
+
+  it('reaches a user whose live delivery is running when it comes: once that run is over, the target gets user.created and the newest', async () => {
+    // BullMQ keeps one job per user and target; the resync's add went into the running one, which
+    // had read what the target had before the resync forgot it, sent the newest alone and recorded
+    // it delivered: the target that lost its data never got user.created.
+    failEveryOther = false;
+    const { api, worker, token, clinic } = stack;
+    const id = `running-${randomUUID()}`;
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    await eventually(() => expect(receiver.accepted().filter((c) => userOf(c) === id)).toHaveLength(1), 20_000);
+    holdUser = id;
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } })).status).toBe(200);
+    // The live delivery of version 2 is running: its callback arrived, its answer held.
+    await eventually(() => receiver.received.some((c) => userOf(c) === id && c.body.data.version === 2 && c.answered === null), 20_000, 20);
+
+    const before = receiver.received.length;
+    let added = false;
+    const resync = resyncTarget(
+      { store: worker.deps.store, queues: worker.deps.deliveries, targets: [{ name: 'sick' }] },
+      { target: 'sick', organizationId: clinic.organization._id, force: true, onProgress: () => (added = true) },
+    );
+    // Its jobs are added (it reports after each batch's) while that delivery still runs; then the run ends.
+    await eventually(() => added, 20_000, 20);
+    release();
+    expect((await resync).interrupted).toBe(false);
+    await eventually(() => expect(receiver.accepted().slice(before).filter((c) => userOf(c) === id).map((c) => `${c.body.type} v${c.body.data.version}`)).toEqual(['user.created v1', 'user.updated v2']), 20_000);
   });
 });

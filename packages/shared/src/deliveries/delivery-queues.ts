@@ -135,12 +135,28 @@ export class DeliveryQueues {
    * (`keepLastIfActive`): BullMQ keeps only the last such add, so it would replace a live change
    * waiting there, which would then go out at the resync's priority, behind its whole backlog. A
    * user whose delivery is running is left to it: that run sends the newest state it read, and a
-   * change after that is the live job waiting behind it.
+   * change after that is the live job waiting behind it (a forced run adds again once that run is
+   * over: resync-target.ts, forceAgainPastRunning). Answers, in the jobs' order, the id of the
+   * job each add went into instead of its own, if it did.
    */
-  async enqueueWith(target: string, jobs: readonly { job: DeliveryJob; jobId: string }[], extra: JobsOptions): Promise<void> {
+  async enqueueWith(target: string, jobs: readonly { job: DeliveryJob; jobId: string }[], extra: JobsOptions): Promise<(string | undefined)[]> {
     const queue = this.queueOf(target);
     const adds = jobs.map(({ job, jobId }) => ({ name: job.event.type, data: job, opts: { ...dedupOptions(job, jobId, { keepLastIfActive: false }), ...extra } }));
-    await addAgainWhereDangling(queue, adds, await queue.addBulk(adds));
+    const added = await addAgainWhereDangling(queue, adds, await queue.addBulk(adds));
+    return added.map((a, i) => (a.id !== jobs[i]!.jobId ? a.id : undefined));
+  }
+
+  /**
+   * Whether the job no longer waits (waiting, held, delayed for a retry), so that a change made
+   * now may not be seen by its run: it is running, or done, or gone.
+   */
+  async noLongerWaits(target: string, jobId: string): Promise<boolean> {
+    return !['waiting', 'prioritized', 'delayed', 'paused', 'waiting-children'].includes(await this.queueOf(target).getJobState(jobId));
+  }
+
+  /** Whether the job is running now. */
+  async isRunning(target: string, jobId: string): Promise<boolean> {
+    return (await this.queueOf(target).getJobState(jobId)) === 'active';
   }
 
   /** Prioritized jobs waiting for the target: a resync's, and a bulk organization's (which a resync then waits behind). */

@@ -140,7 +140,7 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
       });
     }
     if (force) await deps.store.forgetWhatWasSent(jobs.map((j) => j.job.user_id), options.target);
-    if (jobs.length > 0) await deps.queues.enqueueWith(options.target, jobs, { priority: RESYNC_PRIORITY });
+    const wentInto = jobs.length > 0 ? await deps.queues.enqueueWith(options.target, jobs, { priority: RESYNC_PRIORITY }) : [];
     result.users_scanned += users.length;
     result.enqueued += jobs.length;
     after = users.at(-1)!._id;
@@ -150,6 +150,7 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
       { upsert: true },
     );
     report(false);
+    if (force) await forceAgainPastRunning(deps, options.target, jobs, wentInto, options.signal);
     await waitForRoom(deps.queues, options.target, maxOutstanding, options.signal);
   }
   if (options.signal?.aborted) {
@@ -160,6 +161,28 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
   await cursors.deleteOne({ _id: cursorId });
   report(true);
   return { ...result, interrupted: false };
+}
+
+/**
+ * A forced run's job that went into another job of its user and target (BullMQ keeps one per
+ * pair) is left to that job when it still waits: it runs after the forget, so it finds the target
+ * without the user and sends user.created and the newest. But a job already running read the
+ * sync state before the forget: it sends the newest alone and records it delivered, undoing the
+ * forget, and the target never gets user.created (a loaded CI run showed it: a user whose live
+ * delivery was finishing got nothing from the resync). For those, once that run is over: forget
+ * again and add again, until the add is taken or goes into a job that still waits.
+ */
+async function forceAgainPastRunning(deps: ResyncDeps, target: string, jobs: { job: DeliveryJob; jobId: string }[], wentInto: (string | undefined)[], signal?: AbortSignal): Promise<void> {
+  let left = jobs.flatMap((j, i) => (wentInto[i] ? [{ ...j, into: wentInto[i] }] : []));
+  while (left.length > 0 && !signal?.aborted) {
+    const past: typeof left = [];
+    for (const j of left) if (await deps.queues.noLongerWaits(target, j.into)) past.push(j);
+    if (past.length === 0) return;
+    for (const j of past) while (!signal?.aborted && (await deps.queues.isRunning(target, j.into))) await new Promise((r) => setTimeout(r, 100));
+    await deps.store.forgetWhatWasSent(past.map((j) => j.job.user_id), target);
+    const again = await deps.queues.enqueueWith(target, past.map(({ job, jobId }) => ({ job, jobId })), { priority: RESYNC_PRIORITY });
+    left = past.flatMap((j, i) => (again[i] ? [{ ...j, into: again[i] }] : []));
+  }
 }
 
 /** MongoDB's "cursor not found": a cursor left idle past the server's timeout. */
