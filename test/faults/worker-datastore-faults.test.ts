@@ -22,9 +22,9 @@ vi.setConfig({ testTimeout: 240_000 });
  */
 
 describe.each([
-  { link: 'database', env: 'MONGO_URL', upstream: () => databaseUrl('faults_worker_db') },
-  { link: 'Redis', env: 'REDIS_URL', upstream: () => inject('redisUrl') },
-])('Toxiproxy between the worker and $link', ({ link: name, env, upstream }) => {
+  ['database', 'MONGO_URL', () => databaseUrl('faults_worker_db')],
+  ['Redis', 'REDIS_URL', () => inject('redisUrl')],
+] as const)('Toxiproxy between the worker and %s', (name, env, upstream) => {
   let toxiproxy: Toxiproxy;
   let link: Proxy;
   let stack: DeliveryStack;
