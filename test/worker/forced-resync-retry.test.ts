@@ -91,4 +91,29 @@ describe('a forced resync retried', () => {
     expect((await resync).interrupted).toBe(false);
     await eventually(() => expect(receiver.accepted().slice(before).filter((c) => userOf(c) === id).map((c) => `${c.body.type} v${c.body.data.version}`)).toEqual(['user.created v1', 'user.updated v2']), 20_000);
   });
+
+  it('interrupted while it waits for such a run, keeps its position before the batch: the run resumed sends the user user.created and the newest', async () => {
+    const { api, worker, token, clinic } = stack;
+    const id = `running-stopped-${randomUUID()}`;
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    await eventually(() => expect(receiver.accepted().filter((c) => userOf(c) === id)).toHaveLength(1), 20_000);
+    holdUser = id;
+    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } })).status).toBe(200);
+    await eventually(() => receiver.received.some((c) => userOf(c) === id && c.body.data.version === 2 && c.answered === null), 20_000, 20);
+
+    const before = receiver.received.length;
+    const deps = { store: worker.deps.store, queues: worker.deps.deliveries, targets: [{ name: 'sick' }] };
+    const stop = new AbortController();
+    let added = false;
+    const resync = resyncTarget(deps, { target: 'sick', organizationId: clinic.organization._id, force: true, signal: stop.signal, onProgress: () => (added = true) });
+    await eventually(() => added, 20_000, 20);
+    stop.abort();
+    expect((await resync).interrupted).toBe(true);
+    release();
+    await eventually(async () => (await worker.deps.deliveries.backlog('sick')) === 0, 20_000, 50);
+    const resumed = await resyncTarget(deps, { target: 'sick', organizationId: clinic.organization._id, force: true });
+    // From the first user again: the whole organization.
+    expect(resumed).toMatchObject({ interrupted: false, users_scanned: await api.models.ProviderUser.countDocuments({ organization_id: clinic.organization._id }) });
+    await eventually(() => expect(receiver.accepted().slice(before).filter((c) => userOf(c) === id).map((c) => `${c.body.type} v${c.body.data.version}`)).toEqual(['user.created v1', 'user.updated v2']), 20_000);
+  });
 });

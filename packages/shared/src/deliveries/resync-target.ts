@@ -144,17 +144,20 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
     result.users_scanned += users.length;
     result.enqueued += jobs.length;
     after = users.at(-1)!._id;
+    report(false);
+    // Interrupted before a forced batch's users were all enqueued again, the position stays before
+    // the batch: the run resumed sends the batch again rather than leave a user without user.created.
+    if (force && !(await forceAgainPastRunning(deps, options.target, jobs, wentInto, options.signal))) continue;
     await cursors.updateOne(
       { _id: cursorId },
       { $set: { user_id: after, updated_at: new Date(), scanned: resumedAfter + result.users_scanned } },
       { upsert: true },
     );
-    report(false);
-    if (force) await forceAgainPastRunning(deps, options.target, jobs, wentInto, options.signal);
     await waitForRoom(deps.queues, options.target, maxOutstanding, options.signal);
   }
   if (options.signal?.aborted) {
-    // Aborted while the last batch waited for room: it is enqueued and the cursor saved.
+    // Aborted while the last batch waited for room (it is enqueued and the cursor saved), or, forced,
+    // for a running delivery (the cursor stays before it).
     report(false);
     return { ...result, interrupted: true };
   }
@@ -170,19 +173,22 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
  * sync state before the forget: it sends the newest alone and records it delivered, undoing the
  * forget, and the target never gets user.created (a loaded CI run showed it: a user whose live
  * delivery was finishing got nothing from the resync). For those, once that run is over: forget
- * again and add again, until the add is taken or goes into a job that still waits.
+ * again and add again, until the add is taken or goes into a job that still waits. False when
+ * interrupted first.
  */
-async function forceAgainPastRunning(deps: ResyncDeps, target: string, jobs: { job: DeliveryJob; jobId: string }[], wentInto: (string | undefined)[], signal?: AbortSignal): Promise<void> {
+async function forceAgainPastRunning(deps: ResyncDeps, target: string, jobs: { job: DeliveryJob; jobId: string }[], wentInto: (string | undefined)[], signal?: AbortSignal): Promise<boolean> {
   let left = jobs.flatMap((j, i) => (wentInto[i] ? [{ ...j, into: wentInto[i] }] : []));
-  while (left.length > 0 && !signal?.aborted) {
+  while (left.length > 0) {
+    if (signal?.aborted) return false;
     const past: typeof left = [];
     for (const j of left) if (await deps.queues.noLongerWaits(target, j.into)) past.push(j);
-    if (past.length === 0) return;
+    if (past.length === 0) return true;
     for (const j of past) while (!signal?.aborted && (await deps.queues.isRunning(target, j.into))) await new Promise((r) => setTimeout(r, 100));
     await deps.store.forgetWhatWasSent(past.map((j) => j.job.user_id), target);
     const again = await deps.queues.enqueueWith(target, past.map(({ job, jobId }) => ({ job, jobId })), { priority: RESYNC_PRIORITY });
     left = past.flatMap((j, i) => (again[i] ? [{ ...j, into: again[i] }] : []));
   }
+  return true;
 }
 
 /** MongoDB's "cursor not found": a cursor left idle past the server's timeout. */
