@@ -38,6 +38,26 @@ afterAll(async () => {
   await receiver?.close();
 });
 
+/**
+ * A user at version 2 whose live delivery of it is running: its callback arrived at the target,
+ * its answer held until `release()`.
+ */
+async function userWithDeliveryRunning(label: string): Promise<string> {
+  failEveryOther = false;
+  const { api, token } = stack;
+  const id = `${label}-${randomUUID()}`;
+  expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+  await eventually(() => expect(receiver.accepted().filter((c) => userOf(c) === id)).toHaveLength(1), 20_000);
+  holdUser = id;
+  expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } })).status).toBe(200);
+  await eventually(() => receiver.received.some((c) => userOf(c) === id && c.body.data.version === 2 && c.answered === null), 20_000, 20);
+  return id;
+}
+
+/** What the target accepted for the user since callback number `before`, as `type vN`. */
+const acceptedSince = (before: number, id: string) =>
+  receiver.accepted().filter((c) => c.n > before && userOf(c) === id).map((c) => `${c.body.type} v${c.body.data.version}`);
+
 describe('a forced resync retried', () => {
   it('sends user.created once, then only what is still missing: a target failing every other callback gets the newest on the retry', async () => {
     const { api, worker, token, clinic } = stack;
@@ -69,16 +89,8 @@ describe('a forced resync retried', () => {
     // BullMQ keeps one job per user and target; the resync's add went into the running one, which
     // had read what the target had before the resync forgot it, sent the newest alone and recorded
     // it delivered: the target that lost its data never got user.created.
-    failEveryOther = false;
-    const { api, worker, token, clinic } = stack;
-    const id = `running-${randomUUID()}`;
-    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
-    await eventually(() => expect(receiver.accepted().filter((c) => userOf(c) === id)).toHaveLength(1), 20_000);
-    holdUser = id;
-    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } })).status).toBe(200);
-    // The live delivery of version 2 is running: its callback arrived, its answer held.
-    await eventually(() => receiver.received.some((c) => userOf(c) === id && c.body.data.version === 2 && c.answered === null), 20_000, 20);
-
+    const { worker, clinic } = stack;
+    const id = await userWithDeliveryRunning('running');
     const before = receiver.received.length;
     let added = false;
     const resync = resyncTarget(
@@ -89,18 +101,12 @@ describe('a forced resync retried', () => {
     await eventually(() => added, 20_000, 20);
     release();
     expect((await resync).interrupted).toBe(false);
-    await eventually(() => expect(receiver.accepted().slice(before).filter((c) => userOf(c) === id).map((c) => `${c.body.type} v${c.body.data.version}`)).toEqual(['user.created v1', 'user.updated v2']), 20_000);
+    await eventually(() => expect(acceptedSince(before, id)).toEqual(['user.created v1', 'user.updated v2']), 20_000);
   });
 
   it('interrupted while it waits for such a run, keeps its position before the batch: the run resumed sends the user user.created and the newest', async () => {
-    const { api, worker, token, clinic } = stack;
-    const id = `running-stopped-${randomUUID()}`;
-    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
-    await eventually(() => expect(receiver.accepted().filter((c) => userOf(c) === id)).toHaveLength(1), 20_000);
-    holdUser = id;
-    expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id, settings: { speech_locale: 'FRENCH_FR' } })).status).toBe(200);
-    await eventually(() => receiver.received.some((c) => userOf(c) === id && c.body.data.version === 2 && c.answered === null), 20_000, 20);
-
+    const { api, worker, clinic } = stack;
+    const id = await userWithDeliveryRunning('running-stopped');
     const before = receiver.received.length;
     const deps = { store: worker.deps.store, queues: worker.deps.deliveries, targets: [{ name: 'sick' }] };
     const stop = new AbortController();
@@ -114,6 +120,6 @@ describe('a forced resync retried', () => {
     const resumed = await resyncTarget(deps, { target: 'sick', organizationId: clinic.organization._id, force: true });
     // From the first user again: the whole organization.
     expect(resumed).toMatchObject({ interrupted: false, users_scanned: await api.models.ProviderUser.countDocuments({ organization_id: clinic.organization._id }) });
-    await eventually(() => expect(receiver.accepted().slice(before).filter((c) => userOf(c) === id).map((c) => `${c.body.type} v${c.body.data.version}`)).toEqual(['user.created v1', 'user.updated v2']), 20_000);
+    await eventually(() => expect(acceptedSince(before, id)).toEqual(['user.created v1', 'user.updated v2']), 20_000);
   });
 });
