@@ -76,7 +76,11 @@ describe('WORKER_RETRY_SCHEDULE=1s,2s,4s', () => {
     const row = (await rowOf(id, 'flaky'))!;
     expect(row).toMatchObject({ status: 'failed', attempts: 4, last_status_code: 500, last_error: 'HTTP 500' });
     expect(row.failed_at).toBeInstanceOf(Date); // when it was dead-lettered, for `deliveries recover --since`
-    const shown = await showDelivery(worker.deps.store, row._id);
+    // The row's dead letter and the last attempt's history are written side by side: the row can be read first.
+    const shown = await eventually(async () => {
+      const s = await showDelivery(worker.deps.store, row._id);
+      return s.attempts.length >= 4 ? s : false;
+    }, 10_000, 50);
     expect(shown.attempt_count).toBe(4);
     expect(shown.attempts.map((a) => [a.status_code, a.error_class, a.outcome])).toEqual([
       [500, 'http', 'retry'],
