@@ -64,7 +64,7 @@ describe('DeliveryStore: outcome writes of deliveries finishing together', () =>
       refs.map(async (ref, i) => {
         await Promise.all([
           store.delivered(ref, 200, 1),
-          store.recordSync({ userId: ref.userId, target: ref.target, organizationId: ref.event.organization_id }, { status: 'delivered', version: 1, attempts: 1, last_attempt_at: new Date(), last_error: null }, { sent: 1, delivered: 1 }),
+          store.recordSync({ userId: ref.userId, target: ref.target, organizationId: ref.event.organization_id }, { status: 'delivered', version: 1, attempts: 1, last_attempt_at: new Date(), last_error: null }, { sent: 1, delivered: 1 }, null),
           store.recordAttempt({ deliveryId: `${ref.event.id}.dictation`, target: 'dictation', at: new Date(), durationMs: i, statusCode: 200, errorClass: null, message: null, outcome: 'delivered', probe: false }),
         ]);
       }),
@@ -80,6 +80,29 @@ describe('DeliveryStore: outcome writes of deliveries finishing together', () =>
       expect(await syncStates.findOne({ _id: syncStateIdOf(ref.userId, 'dictation') })).toMatchObject({ status: 'delivered', delivered_version: 1 });
       expect(await deliveryAttempts.countDocuments({ delivery_id: `${ref.event.id}.dictation` })).toBe(1);
     }
+  });
+
+  it('a sync state write applies only while the row is as its run read it: a forced resync\'s forget made after the read stands', async () => {
+    const store = new DeliveryStore(models);
+    const ref = refOf(3000);
+    const sync = { userId: ref.userId, target: ref.target, organizationId: ref.event.organization_id };
+    const outcome = (version: number) => [{ status: 'delivered' as const, version, attempts: 1, last_attempt_at: new Date(), last_error: null }, { sent: version, delivered: version }] as const;
+    const row = () => store.readSync(ref.userId, ref.target);
+    // No row yet: the first write makes it.
+    await store.recordSync(sync, ...outcome(1), null);
+    const read = await row();
+    expect(read).toMatchObject({ delivered_version: 1, sent_version: 1 });
+    expect(read).not.toHaveProperty('forgets');
+    // A run that read it (never forgotten) writes it.
+    await store.recordSync(sync, ...outcome(2), read);
+    expect(await row()).toMatchObject({ delivered_version: 2, sent_version: 2 });
+    // Forgotten after that run read it: the run's write is dropped, the forget stands.
+    await store.forgetWhatWasSent([ref.userId], ref.target);
+    await store.recordSync(sync, ...outcome(3), read);
+    expect(await row()).toMatchObject({ delivered_version: 0, sent_version: 0, forgets: 1 });
+    // A run that read it after the forget writes it.
+    await store.recordSync(sync, ...outcome(3), await row());
+    expect(await row()).toMatchObject({ delivered_version: 3, sent_version: 3, forgets: 1 });
   });
 
   it('an outcome written while the fan-out inserts the same pending row is never lost, never overwritten by pending, and never stalls the database', async () => {

@@ -104,6 +104,43 @@ describe('a forced resync retried', () => {
     await eventually(() => expect(acceptedSince(before, id)).toEqual(['user.created v1', 'user.updated v2']), 20_000);
   });
 
+  it('does not send user.created twice when a live delivery starts between the forget and the enqueue: that run sent it, and the resync leaves it at that', async () => {
+    // That run read what the target had after the forget: it sends user.created and the newest and
+    // records them. The resync's add goes into it (running); before, the resync then forgot again
+    // and sent user.created and the newest a second time.
+    failEveryOther = false;
+    const { api, token, worker, clinic } = stack;
+    const id = `between-${randomUUID()}`;
+    const body = { provider_email: `${id}@example.com`, external_provider_id: id };
+    expect((await postUser(api, token, body)).status).toBe(201);
+    await eventually(() => expect(receiver.accepted().filter((c) => userOf(c) === id)).toHaveLength(1), 20_000);
+    await eventually(async () => (await worker.deps.deliveries.backlog('sick')) === 0, 20_000, 50);
+    const userId = (await api.models.ProviderUser.findOne({ external_provider_id: id }).lean())!._id.toString();
+    const before = receiver.received.length;
+    const real = worker.deps.store;
+    let between = false;
+    // The real store; its forget, once it has forgotten this user, waits for a live change's delivery to start (held at the receiver).
+    const store = Object.assign(Object.create(real) as typeof real, {
+      forgetWhatWasSent: async (userIds: string[], target: string) => {
+        await real.forgetWhatWasSent(userIds, target);
+        if (between || !userIds.includes(userId)) return;
+        between = true;
+        holdUser = id;
+        expect((await postUser(api, token, { ...body, settings: { speech_locale: 'FRENCH_FR' } })).status).toBe(200);
+        await eventually(() => receiver.received.some((c) => c.n > before && userOf(c) === id && c.answered === null), 20_000, 20);
+      },
+    });
+    let added = false;
+    const resync = resyncTarget({ store, queues: worker.deps.deliveries, targets: [{ name: 'sick' }] }, { target: 'sick', organizationId: clinic.organization._id, force: true, onProgress: () => (added = true) });
+    await eventually(() => added, 20_000, 20);
+    release();
+    expect((await resync).interrupted).toBe(false);
+    // A later change, delivered after anything the resync would still send for the user.
+    expect((await postUser(api, token, { ...body, settings: { speech_locale: 'ENGLISH_US' } })).status).toBe(200);
+    await eventually(() => expect(acceptedSince(before, id)).toContain('user.updated v3'), 20_000);
+    expect(acceptedSince(before, id)).toEqual(['user.created v1', 'user.updated v2', 'user.updated v3']);
+  });
+
   it('interrupted while it waits for such a run, keeps its position before the batch: the run resumed sends the user user.created and the newest', async () => {
     const { api, worker, clinic } = stack;
     const id = await userWithDeliveryRunning('running-stopped');

@@ -22,8 +22,9 @@ import { deliveryIdOf } from './delivery-queues.ts';
  * 2. The delivery processor is the only writer of a row's outcome (`delivered`,
  *    `retrying`, `held`, `deadLettered`, `superseded`) and the only writer of
  *    SyncState but for `targets resync --force`, which sets the versions sent back
- *    to 0 (forgetWhatWasSent: the target lost its data); the processor raises them
- *    with $max. It runs one job per (user, target) at a time (BullMQ's
+ *    to 0 and counts one more forget (forgetWhatWasSent: the target lost its data);
+ *    the processor raises them with $max, and only while the row's forgets are what
+ *    its run read (a run that read before a forget does not undo it). It runs one job per (user, target) at a time (BullMQ's
  *    deduplication slot in Redis), so its read-then-write of SyncState cannot
  *    race another processor, which matters on upstream FerretDB where an update is a
  *    whole document read, changed and written back without compare-and-set. Its row
@@ -71,6 +72,9 @@ export interface DeliveryFilter {
   /** Server-side time limit of the query (maxTimeMS; 0 or absent: none): past it the database stops it and the read fails with `MaxTimeMSExpired`. */
   maxTimeMS?: number;
 }
+
+/** A SyncState row as a delivery run read it (null: there was none), for recordSync. */
+export type SyncBasis = Pick<SyncStateDoc, 'forgets'> | null;
 
 export function syncStateIdOf(userId: string, target: string): string {
   return `${userId}:${target}`;
@@ -250,13 +254,18 @@ export class DeliveryStore {
    * SyncState: only the processor, only while it holds the (user, target) slot. `versions.sent`:
    * the version of the event this outcome is about (it went out, answered or not);
    * `versions.delivered`: that version again when the target answered 2xx. Both only ever grow.
+   * `basis`: the row as the run read it (null: there was none). The write applies only while the
+   * row's forgets are the same: a forced resync that forgot what the target has after the run
+   * read it is not undone by the run, which went by what the target had before (docs/delivery.md,
+   * "A forced resync and the runs around it"). A forget leaves no row where there was none.
    */
-  async recordSync(ref: Omit<DeliveryRef, 'event'> & { organizationId: string }, set: Partial<SyncStateDoc>, versions: { sent: number; delivered?: number }): Promise<void> {
+  async recordSync(ref: Omit<DeliveryRef, 'event'> & { organizationId: string }, set: Partial<SyncStateDoc>, versions: { sent: number; delivered?: number }, basis: SyncBasis): Promise<void> {
     const userId = new Types.ObjectId(ref.userId);
     const delivered = versions.delivered === undefined ? {} : { delivered_version: versions.delivered };
+    const _id = syncStateIdOf(ref.userId, ref.target);
     await this.syncWrites.push({
       updateOne: {
-        filter: { _id: syncStateIdOf(ref.userId, ref.target) },
+        filter: basis === null ? { _id } : onlyIdPushedDown<SyncStateDoc>({ _id, forgets: basis.forgets ?? { $exists: false } }),
         update: {
           $set: { updated_at: this.now(), ...set },
           $setOnInsert: onInsertOnly(
@@ -265,7 +274,7 @@ export class DeliveryStore {
           ),
           $max: { sent_version: versions.sent, ...delivered },
         },
-        upsert: true,
+        upsert: basis === null,
       },
     });
   }
@@ -344,10 +353,11 @@ export class DeliveryStore {
   /**
    * `targets resync --force`: the target lost its data, so what it was sent and answered 2xx to no
    * longer holds. A live delivery that runs before the resync's job (or in its place: BullMQ keeps
-   * one waiting job per user and target) then sends user.created first, as to a new target.
+   * one waiting job per user and target) then sends user.created first, as to a new target. A run
+   * that read the row before this cannot write it back (recordSync's basis).
    */
   async forgetWhatWasSent(userIds: string[], target: string): Promise<void> {
-    await updateEachById(this.syncs, userIds.map((u) => syncStateIdOf(u, target)), {}, { $set: { delivered_version: 0, sent_version: 0, updated_at: this.now() } });
+    await updateEachById(this.syncs, userIds.map((u) => syncStateIdOf(u, target)), {}, { $set: { delivered_version: 0, sent_version: 0, updated_at: this.now() }, $inc: { forgets: 1 } });
   }
 
   async readSyncs(userIds: string[], target: string): Promise<Map<string, SyncStateDoc>> {

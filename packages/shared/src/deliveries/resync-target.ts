@@ -169,12 +169,14 @@ export async function resyncTarget(deps: ResyncDeps, options: ResyncOptions): Pr
 /**
  * A forced run's job that went into another job of its user and target (BullMQ keeps one per
  * pair) is left to that job when it still waits: it runs after the forget, so it finds the target
- * without the user and sends user.created and the newest. But a job already running read the
- * sync state before the forget: it sends the newest alone and records it delivered, undoing the
- * forget, and the target never gets user.created (a loaded CI run showed it: a user whose live
- * delivery was finishing got nothing from the resync). For those, once that run is over: forget
- * again and add again, until the add is taken or goes into a job that still waits. False when
- * interrupted first.
+ * without the user and sends user.created and the newest. A job already running may have read the
+ * sync state before the forget: then it sends the newest alone, and the target that lost its data
+ * never gets user.created (a loaded CI run showed it). Its record of that is dropped (recordSync
+ * applies a run's write only while the row's forgets are what it read), so once the run is over
+ * the forget still stands, and the user is added again, until the add is taken or goes into a job
+ * that still waits. A run that read the state after the forget sent user.created itself and
+ * recorded it: that user is not added again (it was, and the target got user.created twice).
+ * False when interrupted first.
  */
 async function forceAgainPastRunning(deps: ResyncDeps, target: string, jobs: { job: DeliveryJob; jobId: string }[], wentInto: (string | undefined)[], signal?: AbortSignal): Promise<boolean> {
   let left = jobs.flatMap((j, i) => (wentInto[i] ? [{ ...j, into: wentInto[i] }] : []));
@@ -184,9 +186,11 @@ async function forceAgainPastRunning(deps: ResyncDeps, target: string, jobs: { j
     for (const j of left) if (await deps.queues.noLongerWaits(target, j.into)) past.push(j);
     if (past.length === 0) return true;
     for (const j of past) while (!signal?.aborted && (await deps.queues.isRunning(target, j.into))) await new Promise((r) => setTimeout(r, 100));
-    await deps.store.forgetWhatWasSent(past.map((j) => j.job.user_id), target);
-    const again = await deps.queues.enqueueWith(target, past.map(({ job, jobId }) => ({ job, jobId })), { priority: RESYNC_PRIORITY });
-    left = past.flatMap((j, i) => (again[i] ? [{ ...j, into: again[i] }] : []));
+    if (signal?.aborted) return false;
+    const syncs = await deps.store.readSyncs(past.map((j) => j.job.user_id), target);
+    const forgotten = past.filter((j) => (syncs.get(j.job.user_id)?.sent_version ?? 0) === 0);
+    const again = forgotten.length > 0 ? await deps.queues.enqueueWith(target, forgotten.map(({ job, jobId }) => ({ job, jobId })), { priority: RESYNC_PRIORITY }) : [];
+    left = forgotten.flatMap((j, i) => (again[i] ? [{ ...j, into: again[i] }] : []));
   }
   return true;
 }

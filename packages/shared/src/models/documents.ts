@@ -160,6 +160,12 @@ export const syncStateDocSchema = z.object({
    * goes after it (docs/delivery.md, "Status changes"). Absent on rows written before it existed.
    */
   sent_version: z.number().int().optional(),
+  /**
+   * How many times `targets resync --force` has forgotten what this target was sent. A delivery
+   * run's writes apply only while it is what the run read: a run that read the row before a forget
+   * must not undo it (docs/delivery.md, "A forced resync and the runs around it"). Absent until the first.
+   */
+  forgets: z.number().int().optional(),
   attempts: z.number().int(),
   last_attempt_at: z.date().nullable(),
   last_error: z.string().nullable(),

@@ -132,6 +132,7 @@ const syncStateSchema = new Schema<SyncStateDoc>(
     version: Number,
     delivered_version: Number,
     sent_version: Number,
+    forgets: Number,
     attempts: Number,
     last_attempt_at: Date,
     last_error: String,
