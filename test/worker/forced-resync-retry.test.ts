@@ -18,12 +18,19 @@ let failEveryOther = false;
 let seen = 0;
 /** The next callback for this user is held until `release()`. */
 let holdUser: string | undefined;
+/** The next callback for this user is answered 503, and the one after it held. */
+let failThenHold: string | undefined;
 let release = () => undefined as void;
 let receiver: Receiver;
 let stack: DeliveryStack;
 
 beforeAll(async () => {
   receiver = await startReceiver(async (c) => {
+    if (failThenHold !== undefined && userOf(c) === failThenHold) {
+      holdUser = failThenHold;
+      failThenHold = undefined;
+      return { status: 503 };
+    }
     if (holdUser !== undefined && userOf(c) === holdUser) {
       holdUser = undefined;
       await new Promise<void>((resolve) => (release = resolve));
@@ -139,6 +146,27 @@ describe('a forced resync retried', () => {
     expect((await postUser(api, token, { ...body, settings: { speech_locale: 'ENGLISH_US' } })).status).toBe(200);
     await eventually(() => expect(acceptedSince(before, id)).toContain('user.updated v3'), 20_000);
     expect(acceptedSince(before, id)).toEqual(['user.created v1', 'user.updated v2', 'user.updated v3']);
+  });
+
+  it('leaves a running retry of a user\'s first delivery to send user.created: once, though it read the state before the forget', async () => {
+    // A run that starts from user.created is what a forget asks for, whenever it read the state.
+    failEveryOther = false;
+    const { api, token, worker, clinic } = stack;
+    const id = `first-${randomUUID()}`;
+    const body = { provider_email: `${id}@example.com`, external_provider_id: id };
+    failThenHold = id;
+    const before = receiver.received.length;
+    expect((await postUser(api, token, body)).status).toBe(201);
+    // The first attempt answered 503 (the sync state says sent, not delivered); its retry arrived and is held.
+    await eventually(() => receiver.received.filter((c) => c.n > before && userOf(c) === id && c.answered === null).length === 1 && receiver.received.some((c) => c.n > before && userOf(c) === id && c.answered === 503), 20_000, 20);
+    let added = false;
+    const resync = resyncTarget({ store: worker.deps.store, queues: worker.deps.deliveries, targets: [{ name: 'sick' }] }, { target: 'sick', organizationId: clinic.organization._id, force: true, onProgress: () => (added = true) });
+    await eventually(() => added, 20_000, 20);
+    release();
+    expect((await resync).interrupted).toBe(false);
+    expect((await postUser(api, token, { ...body, settings: { speech_locale: 'FRENCH_FR' } })).status).toBe(200);
+    await eventually(() => expect(acceptedSince(before, id)).toContain('user.updated v2'), 20_000);
+    expect(acceptedSince(before, id)).toEqual(['user.created v1', 'user.updated v2']);
   });
 
   it('interrupted while it waits for such a run, keeps its position before the batch: the run resumed sends the user user.created and the newest', async () => {

@@ -177,6 +177,11 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       const wiped = data.force === true && newest.version >= deliveredVersion;
       // A retry of a forced run that got user.created through knows the target has version 1 (and not the rest).
       const knownVersion = wiped ? (data.force_created_sent === true ? 1 : 0) : deliveredVersion;
+      // What this run's sync-state writes are conditional on: a run that goes by a target with
+      // some of the user's versions is overruled by a forced resync's forget made after its read,
+      // but not one that starts from user.created, which is what a forget asks for
+      // (docs/delivery.md, "A forced resync and the runs around it").
+      const syncBasis = knownVersion === 0 ? null : sync;
       if (newest.version <= deliveredVersion && !wiped) {
         if (probeToken) await health.releaseProbe(targetName, probeToken);
         deps.metrics?.deliveries.inc({ target: targetName, outcome: 'superseded' });
@@ -210,7 +215,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
       for (const event of toSend) {
         const isNewest = event === newest;
         await mustOwn(job, token, event, 'this run lost the job to another (its lock lapsed: a pause or a cut from Redis); sending nothing more');
-        if (isNewest && sentBeforeNewest) await store.recordSync({ userId: user_id, target: targetName, organizationId: event.organization_id }, {}, { sent: event.version }, sync);
+        if (isNewest && sentBeforeNewest) await store.recordSync({ userId: user_id, target: targetName, organizationId: event.organization_id }, {}, { sent: event.version }, syncBasis);
         const startedAt = now();
         const outcome = await deliverCallback(target, event, { now });
         // The outcome is this run's to record only if the job is still its own: one paused through
@@ -235,7 +240,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           if (wiped && event === created && !isNewest) await job.updateData({ ...job.data, force_created_sent: true }).catch(() => undefined);
           const [, , , transition] = await Promise.all([
             store.delivered(refOf(event), outcome.status, attemptsToRecord),
-            store.recordSync({ userId: user_id, target: targetName, organizationId: event.organization_id }, { status: isNewest ? 'delivered' : 'pending', ...attemptFields, last_error: null }, { sent: event.version, delivered: event.version }, sync),
+            store.recordSync({ userId: user_id, target: targetName, organizationId: event.organization_id }, { status: isNewest ? 'delivered' : 'pending', ...attemptFields, last_error: null }, { sent: event.version, delivered: event.version }, syncBasis),
             store.recordAttempt({ ...history, outcome: 'delivered' }),
             health.recordSuccess(targetName, probeToken),
           ]);
@@ -275,7 +280,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           logTransition(targetName, transition, 'the receiver answered 410 Gone');
           await Promise.all([
             store.held(refOf(event), outcome.status, outcome.error, attemptsToRecord),
-            store.recordSync(syncRef, { status: 'pending', ...attemptFields, last_error: syncError }, { sent: event.version }, sync),
+            store.recordSync(syncRef, { status: 'pending', ...attemptFields, last_error: syncError }, { sent: event.version }, syncBasis),
             store.recordAttempt({ ...history, outcome: 'held' }),
           ]);
           deps.metrics?.deliveries.inc({ target: targetName, outcome: 'held' });
@@ -301,7 +306,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
           if (wasProbe || (lastAttempt && transition.to !== 'healthy')) {
             await Promise.all([
               store.held(refOf(event), outcome.status, outcome.error, attemptsToRecord),
-              store.recordSync(syncRef, { status: 'pending', ...attemptFields, last_error: syncError }, { sent: event.version }, sync),
+              store.recordSync(syncRef, { status: 'pending', ...attemptFields, last_error: syncError }, { sent: event.version }, syncBasis),
               store.recordAttempt({ ...history, outcome: 'held' }),
             ]);
             deps.metrics?.deliveries.inc({ target: targetName, outcome: 'held' });
@@ -315,7 +320,7 @@ export function createDeliverToTarget(deps: DeliverToTargetDeps) {
         deps.metrics?.deliveries.inc({ target: targetName, outcome: dead ? 'failed' : 'retry' });
         await Promise.all([
           dead ? store.deadLettered(refOf(event), outcome.status, outcome.error, attemptsToRecord) : store.retrying(refOf(event), outcome.status, outcome.error, attemptsToRecord),
-          store.recordSync(syncRef, { status: dead ? 'failed' : 'pending', ...attemptFields, last_error: syncError }, { sent: event.version }, sync),
+          store.recordSync(syncRef, { status: dead ? 'failed' : 'pending', ...attemptFields, last_error: syncError }, { sent: event.version }, syncBasis),
           store.recordAttempt({ ...history, outcome: dead ? 'failed' : 'retry' }),
         ]);
         if (dead && event === statusChange) {

@@ -73,7 +73,11 @@ export interface DeliveryFilter {
   maxTimeMS?: number;
 }
 
-/** A SyncState row as a delivery run read it (null: there was none), for recordSync. */
+/**
+ * What a delivery run's SyncState writes are conditional on (recordSync): the row's forgets as the
+ * run read them, or null for none (the run read no row, or it started from user.created, which is
+ * what a forget asks for): the write applies whatever forgets came since, and makes the row if need be.
+ */
 export type SyncBasis = Pick<SyncStateDoc, 'forgets'> | null;
 
 export function syncStateIdOf(userId: string, target: string): string {
@@ -254,10 +258,10 @@ export class DeliveryStore {
    * SyncState: only the processor, only while it holds the (user, target) slot. `versions.sent`:
    * the version of the event this outcome is about (it went out, answered or not);
    * `versions.delivered`: that version again when the target answered 2xx. Both only ever grow.
-   * `basis`: the row as the run read it (null: there was none). The write applies only while the
-   * row's forgets are the same: a forced resync that forgot what the target has after the run
-   * read it is not undone by the run, which went by what the target had before (docs/delivery.md,
-   * "A forced resync and the runs around it"). A forget leaves no row where there was none.
+   * `basis`: the row as the run read it. The write applies only while the row's forgets are the
+   * same: a forced resync that forgot what the target has after the run read it is not undone by
+   * the run, which went by what the target had before (docs/delivery.md, "A forced resync and the
+   * runs around it"). Null: applied whatever the forgets, upserted (SyncBasis).
    */
   async recordSync(ref: Omit<DeliveryRef, 'event'> & { organizationId: string }, set: Partial<SyncStateDoc>, versions: { sent: number; delivered?: number }, basis: SyncBasis): Promise<void> {
     const userId = new Types.ObjectId(ref.userId);
