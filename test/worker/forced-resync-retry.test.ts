@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { resyncTarget } from '@connect/shared';
+import { pauseTarget, resumeTarget, resyncTarget } from '@connect/shared';
 import { startDeliveryStack, target, type DeliveryStack } from '../support/delivery-stack.ts';
 import { postUser } from '../support/harness.ts';
 import { eventually, startReceiver, userOf, type Receiver } from './callback-receiver.ts';
@@ -186,5 +186,32 @@ describe('a forced resync retried', () => {
     // From the first user again: the whole organization.
     expect(resumed).toMatchObject({ interrupted: false, users_scanned: await api.models.ProviderUser.countDocuments({ organization_id: clinic.organization._id }) });
     await eventually(() => expect(acceptedSince(before, id)).toEqual(['user.created v1', 'user.updated v2']), 20_000);
+  });
+});
+
+describe('a forced resync whose jobs Redis lost', () => {
+  it('leaves its users behind in the sync state: a plain resync run after the loss enqueues each of them again, and the target gets user.created', async () => {
+    // The jobs have no Delivery rows to be recovered from (docs/delivery.md, "Redis that lost its data").
+    failEveryOther = false;
+    const { api, token, worker, clinic } = stack;
+    const ids = [`lost-a-${randomUUID()}`, `lost-b-${randomUUID()}`];
+    for (const id of ids) expect((await postUser(api, token, { provider_email: `${id}@example.com`, external_provider_id: id })).status).toBe(201);
+    await eventually(() => ids.every((id) => receiver.accepted().some((c) => userOf(c) === id)), 20_000);
+    await eventually(async () => (await worker.deps.deliveries.backlog('sick')) === 0, 20_000, 50);
+    const admin = { health: worker.deps.health, queues: worker.deps.deliveries };
+    const deps = { store: worker.deps.store, queues: worker.deps.deliveries, targets: [{ name: 'sick' }] };
+    const before = receiver.received.length;
+
+    // Held behind a pause, the forced run's jobs are lost as Redis would lose them.
+    await pauseTarget(admin, 'sick');
+    const forced = await resyncTarget(deps, { target: 'sick', organizationId: clinic.organization._id, force: true });
+    expect(forced.enqueued).toBe(await api.models.ProviderUser.countDocuments({ organization_id: clinic.organization._id }));
+    await worker.deps.deliveries.get('sick')!.drain(true);
+    expect(await worker.deps.deliveries.backlog('sick')).toBe(0);
+    await resumeTarget(admin, 'sick');
+
+    const plain = await resyncTarget(deps, { target: 'sick', organizationId: clinic.organization._id });
+    expect(plain).toMatchObject({ interrupted: false, enqueued: forced.enqueued, skipped: 0 });
+    await eventually(() => expect(ids.map((id) => acceptedSince(before, id))).toEqual(ids.map(() => ['user.created v1'])), 20_000);
   });
 });
