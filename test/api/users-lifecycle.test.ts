@@ -195,6 +195,15 @@ describe('under 2026-03-23 the preview routes do not exist and users carry no st
     expect((await stored(id))!.status).toBe('active');
   });
 
+  it('under the older dated version, 2026-02-13, too: DELETE and GET /users answer 404 endpoint-not-in-version, and the user stays active', async () => {
+    const { id } = await createUser('dated-older');
+    const older = { 'x-nabla-api-version': '2026-02-13' };
+    expectEndpointNotInVersion(await del(id, older), '2026-02-13');
+    expectEndpointNotInVersion(await list({}, token, older), '2026-02-13');
+    expectEndpointNotInVersion(await list({ 'nabla-api-version': '2026-02-13' }, token, {}), '2026-02-13');
+    expect((await stored(id))!.status).toBe('active');
+  });
+
   it('POST and GET bodies have no status nor deactivated_at, even for a deactivated user; x-nabla-next shows them', async () => {
     const { id, email, created } = await createUser('shape', DATED);
     expect(Object.keys(created.body).sort()).toEqual(['created_at', 'external_provider_id', 'provider_email', 'settings', 'updated_at', 'version']);

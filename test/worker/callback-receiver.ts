@@ -43,6 +43,8 @@ export interface Answer {
   delayMs?: number;
   /** Never answer (until the sender gives up or the receiver closes). */
   hold?: boolean;
+  /** The response body, instead of `{"request_uuid"}`. */
+  body?: string;
 }
 
 export type Responder = (req: ReceivedCallback) => Answer | Promise<Answer>;
@@ -98,7 +100,7 @@ export async function startReceiver(respond: Responder = () => ({ status: 200 })
       if (answer.delayMs) await new Promise((r) => setTimeout(r, answer.delayMs));
       if (res.destroyed) return;
       res.writeHead(answer.status, { 'content-type': 'application/json', ...answer.headers });
-      res.end(JSON.stringify({ request_uuid: body?.request_uuid }), () => {
+      res.end(answer.body ?? JSON.stringify({ request_uuid: body?.request_uuid }), () => {
         rec.answered = answer.status;
         rec.answeredAt = Date.now();
       });
