@@ -226,6 +226,31 @@ describe('import-users: progress on a terminal', () => {
 });
 
 describe('import-users: errors are one JSON document with a non-zero exit', () => {
+  it('an NDJSON file (POST /users bodies and flat CSV keys) through the API: a dry run with credentials stores nothing; the run creates each user as written', async () => {
+    const prefix = `nd-${randomUUID().slice(0, 8)}`;
+    const file = join(dir, `${prefix}.ndjson`);
+    const rows = [
+      { provider_email: `${prefix}-1@example.com`, external_provider_id: `${prefix}-1`, settings: { specialty: { kind: 'CARDIOLOGY' }, speech_locale: 'FRENCH_FR' } },
+      { provider_email: `${prefix}-2@example.com`, external_provider_id: `${prefix}-2` },
+      { provider_email: `${prefix}-3@example.com`, external_provider_id: `${prefix}-3`, specialty: 'PEDIATRICS', speech_locale: 'ENGLISH_US', secondary_speech_locale: 'SPANISH_ES' },
+    ];
+    writeFileSync(file, `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
+    const ours = { organization_id: clinic.organization._id, external_provider_id: new RegExp(`^${prefix}-`) };
+
+    const dry = await importUsers([...credentials(), '--file', file, '--dry-run']);
+    expect(dry.code, dry.stdout + dry.stderr.slice(-2000)).toBe(0);
+    expect(dry.json).toMatchObject({ total: 3, failed: 0 });
+    expect(await api.models.ProviderUser.countDocuments(ours)).toBe(0);
+
+    const run = await importUsers([...credentials(), '--file', file]);
+    expect(run.code, run.stdout + run.stderr.slice(-2000)).toBe(0);
+    expect(run.json).toEqual({ total: 3, created: 3, updated: 0, unchanged: 0, failed: 0, seconds: expect.any(Number) });
+    const stored = new Map((await api.models.ProviderUser.find(ours).lean()).map((u) => [u.external_provider_id, u]));
+    expect(stored.get(`${prefix}-1`)?.settings).toMatchObject({ specialty: { kind: 'CARDIOLOGY' }, speech_locale: 'FRENCH_FR' });
+    expect(stored.get(`${prefix}-2`)?.provider_email).toBe(`${prefix}-2@example.com`);
+    expect(stored.get(`${prefix}-3`)?.settings).toMatchObject({ specialty: { kind: 'PEDIATRICS' }, speech_locale: 'ENGLISH_US', secondary_speech_locale: 'SPANISH_ES' });
+  });
+
   it('pnpm import-users without -s prints one JSON document on stdout too: a dry run\'s counts, a usage error', async () => {
     const file = join(dir, 'two-rows.csv');
     writeFileSync(file, 'provider_email,external_provider_id\na@example.com,plain-1\nb@example.com,plain-2\n');
