@@ -217,6 +217,28 @@ describe('HTTP-level refusals', () => {
     expect(api.app.server.headersTimeout).toBe(REQUEST_DEADLINE_MS);
   }, 45_000);
 
+  it('answered before its body was all in, a client that does finish its body keeps its connection: the next request on it is answered', async () => {
+    const port = Number(new URL(api.origin).port);
+    const body = JSON.stringify(valid());
+    const answers = await new Promise<string>((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      let got = '';
+      socket.setEncoding('utf8');
+      socket.on('error', () => undefined);
+      socket.write(`POST /v1/connect/server/users HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer not-a-token\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, 10)}`);
+      socket.on('data', (chunk: string) => {
+        got += chunk;
+        // The 401 is in: the rest of the body, then a second request on the same connection.
+        if (/^HTTP\/1\.1 401 /.test(got) && !got.includes('\r\n\r\nHTTP')) {
+          if (!socket.writableEnded && got.split('HTTP/1.1 ').length === 2) socket.write(`${body.slice(10)}GET /livez HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+        }
+      });
+      socket.on('close', () => resolve(got));
+    });
+    expect(answers).toMatch(/^HTTP\/1\.1 401 /);
+    expect(answers.split('HTTP/1.1 ').slice(1).map((a) => a.slice(0, 3))).toEqual(['401', '200']);
+  });
+
   it('an Expect other than 100-continue: 417 problem+json (Node answered it with an empty body), nothing stored', async () => {
     const port = Number(new URL(api.origin).port);
     const body = JSON.stringify(valid());

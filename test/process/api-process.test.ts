@@ -1,7 +1,8 @@
-import { createServer } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { API_SHUTDOWN_STEPS, apiShutdownSteps } from '@connect/api';
+import { REQUEST_DEADLINE_MS } from '@connect/shared';
 import { apiOrigin, startEntryPoint, waitFor, type Child } from '../support/child-process.ts';
 import { request as httpRequest } from 'node:http';
 import { databaseUrl, getToken, http, postUser, rawHttp, registerTestClient, requestToken, signAssertion, startTestApi, uniquePrefix } from '../support/harness.ts';
@@ -219,4 +220,42 @@ describe('Readiness during shutdown', () => {
       await api.close();
     }
   });
+});
+
+/** A connection that sends the headers of a POST and 10 of the 100 bytes it announces, then nothing: answered 401 (no valid token) before its body. */
+async function stalledBody(origin: string): Promise<{ answered: Promise<string>; closed: Promise<number> }> {
+  const socket = createConnection(Number(new URL(origin).port), '127.0.0.1');
+  const started = Date.now();
+  let got = '';
+  socket.setEncoding('utf8');
+  socket.on('error', () => undefined);
+  const answered = new Promise<string>((resolve) => socket.on('data', (chunk: string) => (got += chunk) && got.includes('\r\n\r\n') && resolve(got)));
+  const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now() - started)));
+  await new Promise((r) => socket.once('connect', r));
+  socket.write('POST /v1/connect/server/users HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer not-a-token\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"provider');
+  return { answered, closed };
+}
+
+describe('A connection answered before its body was all in, whose body never finishes', () => {
+  it('is closed once the request deadline is past (it stayed open 29 s to over 40 s in runs here), and a SIGTERM meanwhile does not wait the grace period for it', async () => {
+    const child = startEntryPoint('api', { MONGO_URL: databaseUrl('apistall'), REDIS_URL: inject('redisUrl'), PORT: '0', HOST: '127.0.0.1', QUEUE_PREFIX: uniquePrefix('apistall'), LOG_LEVEL: 'info' });
+    children.push(child);
+    const origin = await apiOrigin(child);
+
+    const first = await stalledBody(origin);
+    expect(await first.answered).toMatch(/^HTTP\/1\.1 401 /);
+    const closedAfter = await first.closed;
+    console.log(`[figure] a connection answered 401 before its body, the body never sent: closed after ${closedAfter} ms (request deadline ${REQUEST_DEADLINE_MS} ms)`);
+
+    // Another such connection, then SIGTERM: the listener's close waits for it until its deadline,
+    // not for the grace period (25 s), and no step is cut short.
+    const second = await stalledBody(origin);
+    expect(await second.answered).toMatch(/^HTTP\/1\.1 401 /);
+    child.proc.kill('SIGTERM');
+    const { code } = await child.exited;
+    expect(code).toBe(0);
+    const lines = child.stdout.map((l) => JSON.parse(l) as { msg: string; step?: string });
+    expect(lines.filter((l) => l.msg === 'shutdown step cut short by the grace period').map((l) => l.step)).toEqual([]);
+    expect(lines.filter((l) => l.msg === 'shutdown step done').map((l) => l.step)).toEqual([...API_SHUTDOWN_STEPS]);
+  }, 30_000);
 });

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, REQUEST_DEADLINE_MS } from '@connect/shared';
 
@@ -88,6 +89,17 @@ export function answeredAtDeadline(request: FastifyRequest): boolean {
   return answeredByDeadline.has(request);
 }
 
+/** Destroys the request's connection if its body is still not all in after `ms`. */
+function closeIfBodyStalls(request: IncomingMessage, ms: number): void {
+  const socket = request.socket;
+  const timer = setTimeout(() => {
+    if (!request.complete) socket.destroy();
+  }, ms);
+  const stop = () => clearTimeout(timer);
+  request.once('end', stop);
+  socket.once('close', stop);
+}
+
 /**
  * Answers every request in bounded time. Two deadlines of REQUEST_DEADLINE_MS each:
  *
@@ -153,7 +165,14 @@ export function answerWithinDeadline(app: FastifyInstance, deadlineMs = REQUEST_
       // limit's Redis, say) for the whole deadline.
       answerAtDeadline(request, reply, new RequestDeadlineError(deadlineMs));
     }, deadlineMs);
-    reply.raw.once('close', () => clearTimeout(bodyDeadline));
+    reply.raw.once('close', () => {
+      clearTimeout(bodyDeadline);
+      // Answered before its body was all in (a 401 from the bearer check, a 429): Node keeps the
+      // connection to read the rest, and a client that never sends it held a socket for good (and a
+      // shutdown for its whole grace period). Such a connection is closed when the body's deadline
+      // passes; a client that does finish its body keeps its connection.
+      if (!request.raw.complete) closeIfBodyStalls(request.raw, Math.max(0, deadlineMs - sinceArrival(request)));
+    });
     done();
   });
   app.addHook('preParsing', (request, _reply, payload, done) => {
