@@ -92,6 +92,7 @@ export function answeredAtDeadline(request: FastifyRequest): boolean {
 /** Destroys the request's connection if its body is still not all in after `ms`. */
 function closeIfBodyStalls(request: IncomingMessage, ms: number): void {
   const socket = request.socket;
+  if (socket.destroyed) return;
   const timer = setTimeout(() => {
     if (!request.complete) socket.destroy();
   }, ms);
