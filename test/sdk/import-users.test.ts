@@ -451,7 +451,7 @@ describe('import-users: the API unreachable stops the import', () => {
   });
 
   /** A real HTTP proxy in front of an API: the requests `drop(n)` picks (n counts from 1) have their connection dropped. */
-  let proxy: { origin: string; upstream: string; drop: (n: number) => boolean; seen: number; close: () => Promise<void> };
+  let proxy: { origin: string; upstream: string; drop: (n: number) => boolean; seen: number; holdUpsertsMs: number; upsertsInFlight: number; mostUpsertsInFlight: number; close: () => Promise<void> };
   let proxied: TestApi;
   beforeAll(async () => {
     const server = createServer((req, res) => {
@@ -459,15 +459,22 @@ describe('import-users: the API unreachable stops the import', () => {
         req.socket.destroy();
         return;
       }
+      const upsert = req.method === 'POST' && /\/users$/.test(req.url ?? '');
+      if (upsert) {
+        proxy.mostUpsertsInFlight = Math.max(proxy.mostUpsertsInFlight, ++proxy.upsertsInFlight);
+        res.once('close', () => proxy.upsertsInFlight--);
+      }
       const forward = httpRequest(`${proxy.upstream}${req.url}`, { method: req.method, headers: req.headers }, (answer) => {
         res.writeHead(answer.statusCode!, answer.headers);
         answer.pipe(res);
       });
       forward.on('error', () => res.destroy());
-      req.pipe(forward);
+      // POST /users held a while when asked: the importer's rows in flight pile up to its concurrency.
+      if (upsert && proxy.holdUpsertsMs > 0) setTimeout(() => req.pipe(forward), proxy.holdUpsertsMs);
+      else req.pipe(forward);
     });
     const port = await listenOnFreePort(server);
-    proxy = { origin: `http://127.0.0.1:${port}`, upstream: '', drop: () => false, seen: 0, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+    proxy = { origin: `http://127.0.0.1:${port}`, upstream: '', drop: () => false, seen: 0, holdUpsertsMs: 0, upsertsInFlight: 0, mostUpsertsInFlight: 0, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
     // The API over the same database, known by the proxy's address (the token audience).
     proxied = await startTestApi({ label: 'sdk_import_proxied', mongoUrl: api.env.MONGO_URL, env: { PUBLIC_BASE_URL: proxy.origin, RATE_LIMIT_PER_CLIENT_PER_MINUTE: '0' } });
     proxy.upstream = proxied.origin;
@@ -484,6 +491,23 @@ describe('import-users: the API unreachable stops the import', () => {
     const client = new ConnectClient({ baseUrl: `${proxy.origin}/v1/connect/server`, clientId: clinic.client._id, privateKey: clinic.privateKey, maxRetries: 0 });
     return importInProcess({ file, client, concurrency: 1 });
   };
+
+  it('pnpm import-users without --concurrency sends 8 rows at a time (the default), no more', async () => {
+    const { file, ids } = newUsersCsv('default-concurrency', 48);
+    proxy.seen = 0;
+    proxy.drop = () => false;
+    proxy.holdUpsertsMs = 150;
+    proxy.mostUpsertsInFlight = 0;
+    try {
+      const run = await importUsers(['--base-url', `${proxy.origin}/v1/connect/server`, '--client-id', clinic.client._id, '--private-key-file', keyFile, '--file', file]);
+      expect(run.code, run.stdout + run.stderr.slice(-2000)).toBe(0);
+      expect(run.json).toMatchObject({ total: 48, created: 48, failed: 0 });
+    } finally {
+      proxy.holdUpsertsMs = 0;
+    }
+    expect(proxy.mostUpsertsInFlight).toBe(8);
+    expect(await storedOf(ids)).toBe(48);
+  });
 
   it('a blip (three rows fail unreachable, then the API is back) does not stop the run', async () => {
     const { file, ids } = newUsersCsv('blip', 12);
